@@ -1,0 +1,77 @@
+"""Memory array geometry and fault kinds: the vocabulary every fault source shares."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Fault kinds as stored in profiles (/faults/kind).
+FLIP, STUCK0, STUCK1 = 0, 1, 2
+KIND_CODES = {"flip": FLIP, "stuck0": STUCK0, "stuck1": STUCK1}
+KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """`rows x cols` bits per bank, `banks` banks, read in words of `word_bits` bits.
+
+    Bit address = ((bank * rows) + row) * cols + col. The technology is a label so the same
+    geometry serves SRAM, DRAM, ... without SRAM-only assumptions.
+    """
+
+    rows: int
+    cols: int
+    banks: int = 1
+    word_bits: int = 8
+    technology: str = "sram"
+
+    def __post_init__(self):
+        for name in ("rows", "cols", "banks", "word_bits"):
+            value = getattr(self, name)
+            if int(value) != value or value <= 0:
+                raise ValueError(f"geometry {name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.word_bits % 8:
+            raise ValueError(f"word_bits must be a multiple of 8, got {self.word_bits}")
+        if self.capacity_bits % self.word_bits:
+            raise ValueError("capacity (rows*cols*banks) must be a whole number of words")
+
+    @property
+    def capacity_bits(self) -> int:
+        return self.rows * self.cols * self.banks
+
+    @property
+    def capacity_bytes(self) -> int:
+        return self.capacity_bits // 8
+
+    @property
+    def capacity_words(self) -> int:
+        return self.capacity_bits // self.word_bits
+
+    def split(self, address: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Bit addresses -> (bank, row, col)."""
+        a = np.asarray(address, dtype=np.uint64)
+        col = a % np.uint64(self.cols)
+        rest = a // np.uint64(self.cols)
+        return rest // np.uint64(self.rows), rest % np.uint64(self.rows), col
+
+
+def parse_kinds(kinds: dict[str, float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """{"flip": 0.5, "stuck0": 0.25, ...} -> (codes uint8, probabilities summing to 1)."""
+    kinds = kinds or {"flip": 1.0}
+    unknown = set(kinds) - set(KIND_CODES)
+    if unknown:
+        raise ValueError(f"unknown fault kind(s) {sorted(unknown)}; use flip, stuck0, stuck1")
+    weights = np.array([float(w) for w in kinds.values()])
+    if np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError("fault kind proportions must be non-negative and not all zero")
+    codes = np.array([KIND_CODES[k] for k in kinds], dtype=np.uint8)
+    return codes, weights / weights.sum()
+
+
+def draw_kinds(rng: np.random.Generator, n: int, kinds: dict[str, float] | None) -> np.ndarray:
+    """n fault kinds in the given proportions (all flips without touching the RNG)."""
+    codes, probs = parse_kinds(kinds)
+    if len(codes) == 1:
+        return np.full(n, codes[0], dtype=np.uint8)
+    return codes[np.searchsorted(np.cumsum(probs)[:-1], rng.random(n), side="right")]

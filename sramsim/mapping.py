@@ -1,0 +1,78 @@
+"""Fault source -> memory image: where each stored word sits on the chip, and the kernel call.
+
+Mapping contract: memory word k of the image sits at chip word (k + offset) mod capacity_words
+(the chip is tiled when the model is larger than it); bit j (LSB = 0) of chip word w is chip bit
+address w * word_bits + j. Words are whole bytes, so this is the byte-level rule
+image byte b -> chip byte (b + offset * word_bytes) mod capacity_bytes.
+The clean image is never modified.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels
+from .chip import Chip, Faults
+from .random_errors import RandomBitErrors
+
+
+def apply_faults(image: np.ndarray, source, voltage: float | None = None, offset: int = 0,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """Return `image` as read back from faulty memory; written into `out` when given.
+
+    source: a `Chip` (needs `voltage`; persistent faults, placed with `offset`), a
+    `RandomBitErrors` (fresh faults over the image's own bits), or a `Faults` record whose
+    addresses are bit indices into the image itself.
+    """
+    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 1):
+        raise TypeError("image must be a 1-D uint8 numpy array")
+    if out is None:
+        out = np.empty_like(image)
+    elif out.shape != image.shape or out.dtype != np.uint8:
+        raise ValueError("out must be a uint8 array shaped like the image")
+    if isinstance(source, Chip):
+        if voltage is None:
+            raise ValueError("a Chip needs a voltage")
+        return _apply_chip(image, source, voltage, int(offset), out)
+    if isinstance(source, RandomBitErrors):
+        return apply_bit_faults(image, source.draw(image.shape[0] * 8), out, checked=True)
+    if isinstance(source, Faults):
+        return apply_bit_faults(image, source, out)
+    raise TypeError(f"unknown fault source {type(source).__name__}; use Chip, RandomBitErrors or Faults")
+
+
+def _apply_chip(image: np.ndarray, chip: Chip, voltage: float, offset: int,
+                out: np.ndarray) -> np.ndarray:
+    masks = chip.byte_masks(voltage)
+    g = chip.geometry
+    offset_bytes = (offset % g.capacity_words) * (g.word_bits // 8)
+    if masks.count == 0:
+        np.copyto(out, image)
+    elif masks.clear is None:
+        kernels.apply_xor_tiled(image, out, masks.xor, offset_bytes)
+    else:
+        kernels.apply_masks_tiled(image, out, masks.xor, masks.clear, masks.set, offset_bytes)
+    return out
+
+
+def apply_bit_faults(image: np.ndarray, faults: Faults, out: np.ndarray,
+                     checked: bool = False) -> np.ndarray:
+    """Copy `image` into `out` and apply faults addressed by bit index into the image.
+
+    `checked=True` promises ascending addresses inside the image (fresh random draws).
+    """
+    address = faults.address
+    kind = faults.kind
+    if not checked and address.shape[0]:
+        if int(address.max()) >= image.shape[0] * 8:
+            raise ValueError("fault address beyond the end of the image")
+    if not checked and address.shape[0] > 1 and np.any(address[1:] < address[:-1]):
+        order = np.argsort(address, kind="stable")
+        address, kind = address[order], kind[order]
+    np.copyto(out, image)
+    if address.shape[0] == 0:
+        return out
+    if not np.any(kind):
+        kernels.apply_sparse_flips_inplace(out, address)
+    else:
+        kernels.apply_sparse_inplace(out, address, kind)
+    return out

@@ -1,0 +1,110 @@
+"""Per-layer fixed-point quantization schemes: float weights <-> m-bit unsigned codes.
+
+Codes are what the memory stores (m-bit words, 0 <= code < 2**m); every scheme keeps its own
+layout so that a bit error in a code has the effect it has on real hardware.
+
+- symmetric:  signed two's complement, delta = max|w| / (2**(m-1) - 1), rounding.
+- asymmetric: unsigned offset from the layer minimum, delta = (max - min) / (2**m - 1), rounding.
+- rquant:     robust quantization of Stutz et al. (MLSys 2021): [min, max] mapped to [-1, 1],
+              symmetric grid of 2**(m-1) - 1 steps per side stored as an unsigned offset code,
+              rounding, dequantized values clamped back into [min, max] (a flipped bit can never
+              push a weight outside the layer's range).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SCHEMES = ("symmetric", "asymmetric", "rquant")
+BITS = (8, 4, 2)
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    """What is needed to turn one layer's codes back into weights."""
+
+    scheme: str
+    bits: int
+    delta: float
+    lo: float = 0.0     # layer minimum (asymmetric, rquant)
+    hi: float = 0.0     # layer maximum (rquant clamp)
+
+
+def check_scheme(scheme: str, bits: int) -> None:
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown quantization scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
+    if bits not in BITS:
+        raise ValueError(f"bits must be one of {BITS}, got {bits!r}")
+
+
+def layer_params(w: torch.Tensor, bits: int, scheme: str) -> LayerQuant:
+    """Per-layer scale (and range) from the (already clipped) float weights."""
+    check_scheme(scheme, bits)
+    w = w.detach()
+    if scheme == "symmetric":
+        qmax = 2 ** (bits - 1) - 1
+        amax = float(w.abs().max()) if w.numel() else 0.0
+        return LayerQuant(scheme, bits, amax / qmax if amax > 0 else 1.0)
+    lo = float(w.min()) if w.numel() else 0.0
+    hi = float(w.max()) if w.numel() else 0.0
+    steps = 2 ** bits - 1 if scheme == "asymmetric" else 2 * (2 ** (bits - 1) - 1)
+    delta = (hi - lo) / steps if hi > lo else 1.0
+    return LayerQuant(scheme, bits, delta, lo, hi)
+
+
+def quantize(w: torch.Tensor, q: LayerQuant) -> torch.Tensor:
+    """Float weights -> uint8 tensor of m-bit codes."""
+    m = q.bits
+    if q.scheme == "symmetric":
+        qmax = 2 ** (m - 1) - 1
+        ints = torch.clamp(torch.round(w / q.delta), -qmax, qmax).to(torch.int16)
+        return (ints & (2 ** m - 1)).to(torch.uint8)        # two's complement in m bits
+    steps = 2 ** m - 1 if q.scheme == "asymmetric" else 2 * (2 ** (m - 1) - 1)
+    codes = torch.clamp(torch.round((w - q.lo) / q.delta), 0, steps)
+    return codes.to(torch.uint8)
+
+
+def dequantize(codes: torch.Tensor, q: LayerQuant, dtype=torch.float32) -> torch.Tensor:
+    """uint8 m-bit codes -> float weights (any code, faulty or not, decodes to a value)."""
+    m = q.bits
+    c = codes.to(torch.int16)
+    if q.scheme == "symmetric":
+        signed = c - ((c >> (m - 1)) & 1) * (2 ** m)
+        return signed.to(dtype) * q.delta
+    values = q.lo + c.to(dtype) * q.delta
+    if q.scheme == "rquant":
+        values = torch.clamp(values, q.lo, q.hi)
+    return values
+
+
+def fake_quantize(w: torch.Tensor, bits: int = 8, scheme: str = "symmetric",
+                  clip: float | None = None) -> torch.Tensor:
+    """Quantize-dequantize with a straight-through gradient (for quantization-aware training)."""
+    if clip is not None:
+        w = torch.clamp(w, -clip, clip)
+    q = layer_params(w, bits, scheme)
+    wq = dequantize(quantize(w.detach(), q), q, w.dtype)
+    return w + (wq - w).detach()
+
+
+def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """m-bit codes -> bytes; code k sits at byte k // (8/m), bits (k % (8/m)) * m upwards (LSB first)."""
+    per = 8 // bits
+    n = codes.numel()
+    pad = (-n) % per
+    c = torch.nn.functional.pad(codes.reshape(-1), (0, pad)).reshape(-1, per).to(torch.uint8)
+    out = torch.zeros(c.shape[0], dtype=torch.uint8, device=codes.device)
+    for j in range(per):
+        out |= c[:, j] << (j * bits)
+    return out
+
+
+def unpack(image: torch.Tensor, bits: int, n: int) -> torch.Tensor:
+    """Bytes -> the first n m-bit codes (inverse of `pack`)."""
+    if bits == 8:
+        return image[:n]
+    per = 8 // bits
+    shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=image.device)
+    codes = (image[:, None] >> shifts) & (2 ** bits - 1)
+    return codes.reshape(-1)[:n]

@@ -1,0 +1,117 @@
+"""A model's quantized weights as one memory image, and the faulty weights read back from it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import quantization as Q
+from .mapping import apply_faults
+
+QUANTIZED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                    nn.ConvTranspose3d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Where one tensor's codes sit among all codes of the image."""
+
+    name: str
+    start: int
+    count: int
+    shape: tuple
+    quant: Q.LayerQuant
+
+
+def quantized_parameter_names(model: nn.Module, include_bias: bool = False) -> list[str]:
+    """conv/linear weights (and biases, optionally), in the model's parameter order."""
+    wanted = set()
+    for mname, module in model.named_modules():
+        if isinstance(module, QUANTIZED_LAYERS):
+            prefix = f"{mname}." if mname else ""
+            wanted.add(prefix + "weight")
+            if include_bias and module.bias is not None:
+                wanted.add(prefix + "bias")
+    return [name for name, _ in model.named_parameters() if name in wanted]
+
+
+class QuantizedModel:
+    """Quantized weights of `model` laid out as a uint8 memory image of packed m-bit words.
+
+    image: all codes concatenated in parameter order, packed 8/m per byte (LSB first), padded
+    to a whole number of `word_bits` words. `faulty_image` / `perturbed` read it back through a
+    fault source; the clean image is never modified.
+    """
+
+    def __init__(self, model: nn.Module, bits: int = 8, scheme: str = "symmetric",
+                 clip: float | None = None, include_bias: bool = False, word_bits: int = 8):
+        Q.check_scheme(scheme, bits)
+        if word_bits % 8 or word_bits <= 0:
+            raise ValueError("word_bits must be a positive multiple of 8")
+        self.model = model
+        self.bits, self.scheme, self.clip = bits, scheme, clip
+        self.word_bits = word_bits
+        self.names = quantized_parameter_names(model, include_bias)
+        if not self.names:
+            raise ValueError("model has no conv/linear weights to quantize")
+        params = dict(model.named_parameters())
+        segments, codes, start = [], [], 0
+        with torch.no_grad():
+            for name in self.names:
+                w = params[name].detach().to("cpu", torch.float32)
+                if clip is not None:
+                    w = torch.clamp(w, -clip, clip)
+                q = Q.layer_params(w, bits, scheme)
+                codes.append(Q.quantize(w.reshape(-1), q))
+                segments.append(Segment(name, start, w.numel(), tuple(w.shape), q))
+                start += w.numel()
+        self.segments = segments
+        self.n_codes = start
+        packed = Q.pack(torch.cat(codes), bits).numpy()
+        word_bytes = word_bits // 8
+        self.image = np.zeros(-(-packed.size // word_bytes) * word_bytes, dtype=np.uint8)
+        self.image[:packed.size] = packed
+        self.image.setflags(write=False)
+        self._scratch = np.empty_like(self.image)
+
+    @property
+    def n_bits(self) -> int:
+        return self.image.size * 8
+
+    @property
+    def n_words(self) -> int:
+        return self.image.size * 8 // self.word_bits
+
+    def faulty_image(self, source, voltage: float | None = None, offset: int = 0,
+                     out: np.ndarray | None = None) -> np.ndarray:
+        """The image read back through `source` (Chip at `voltage` placed at `offset`, or
+        RandomBitErrors); a new array unless `out` is given."""
+        return apply_faults(self.image, source, voltage, offset, out)
+
+    def dequantize(self, image: np.ndarray | torch.Tensor, device=None) -> dict[str, torch.Tensor]:
+        """Weights decoded from an image (clean or faulty), as {parameter name: tensor}."""
+        img = torch.as_tensor(np.asarray(image)) if isinstance(image, np.ndarray) else image
+        if device is not None:
+            img = img.to(device)
+        codes = Q.unpack(img, self.bits, self.n_codes)
+        return {s.name: Q.dequantize(codes[s.start:s.start + s.count], s.quant).reshape(s.shape)
+                for s in self.segments}
+
+    def clean_weights(self, device=None) -> dict[str, torch.Tensor]:
+        """Quantized weights without faults (what the accelerator holds at nominal voltage)."""
+        return self.dequantize(self.image, device)
+
+    def perturbed(self, source, voltage: float | None = None, offset: int = 0,
+                  device=None) -> dict[str, torch.Tensor]:
+        """Faulty dequantized weights, for `torch.func.functional_call(model, weights, x)`."""
+        return self.dequantize(self.faulty_image(source, voltage, offset, out=self._scratch), device)
+
+    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Run the model with `weights` swapped in; the model's own parameters stay untouched."""
+        return torch.func.functional_call(self.model, weights, (x,))
+
+    def __repr__(self) -> str:
+        return (f"QuantizedModel({len(self.segments)} tensors, {self.n_codes} weights, "
+                f"{self.bits}-bit {self.scheme}, {self.image.size} bytes)")

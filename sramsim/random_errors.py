@@ -1,0 +1,37 @@
+"""Random, non-persistent bit errors: a fresh pattern every time they are applied."""
+from __future__ import annotations
+
+import numpy as np
+
+from .chip import Faults
+from .geometry import draw_kinds, parse_kinds
+from .sampling import bernoulli_positions
+
+
+class RandomBitErrors:
+    """Each stored bit independently faulty with probability `ber` (RandBET / EOPM's random source).
+
+    Same statistics as a random chip at the voltage where the chip's BER equals `ber`, but every
+    `draw` gives a new pattern; the sequence of patterns is fixed by `seed`.
+    """
+
+    def __init__(self, ber: float, kinds: dict[str, float] | None = None, seed: int = 0):
+        if not 0.0 <= float(ber) <= 1.0:
+            raise ValueError(f"bit error rate must lie in [0, 1], got {ber!r}")
+        parse_kinds(kinds)  # validate early
+        self.ber = float(ber)
+        self.kinds = dict(kinds) if kinds else {"flip": 1.0}
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(seed)
+
+    def draw(self, nbits: int) -> Faults:
+        """A fresh fault pattern over `nbits` bits, addresses ascending (O(#faults))."""
+        address = bernoulli_positions(self.rng, int(nbits), self.ber)
+        return Faults(address, draw_kinds(self.rng, address.shape[0], self.kinds))
+
+    @property
+    def flip_only(self) -> bool:
+        return set(k for k, w in self.kinds.items() if w > 0) == {"flip"}
+
+    def __repr__(self) -> str:
+        return f"RandomBitErrors(ber={self.ber:g}, kinds={self.kinds}, seed={self.seed})"
