@@ -52,7 +52,8 @@ class Chip:
     """Per-bit failure map: each faulty cell fails at every voltage <= its `vfail`.
 
     Faults are sorted by `vfail` descending, so the faults at V are a prefix and nesting over
-    voltage holds by construction. `v_floor` is the lowest voltage the map is valid for.
+    voltage holds by construction. Voltages are compared in float32, the precision vfail is
+    stored in: a cell is faulty at V when vfail >= float32(V). `v_floor` is the lowest voltage the map is valid for.
     """
 
     geometry: Geometry
@@ -90,7 +91,7 @@ class Chip:
         order, u_asc = random_order_uniforms(rng, positions.shape[0])
         address = positions[order]
         vfail = np.asarray(curve.voltage(u_asc * p_floor), dtype=np.float64).astype(np.float32)
-        vfail = np.maximum(vfail, _f32_at_least(v_floor))
+        vfail = np.maximum(vfail, np.float32(v_floor))
         n = address.shape[0]
         kind = draw_kinds(rng, n, kinds)
         return cls(geometry, address, vfail, kind, float(v_floor),
@@ -122,7 +123,7 @@ class Chip:
         """Number of faulty bits at voltage v (length of the prefix with vfail >= v)."""
         v = self.check_voltage(v)
         ascending = self.vfail[::-1]
-        return len(self) - int(np.searchsorted(ascending, np.float32(_f32_at_least(v)), side="left"))
+        return len(self) - int(np.searchsorted(ascending, np.float32(v), side="left"))
 
     def faults(self, v: float) -> Faults:
         n = self.count(v)
@@ -185,11 +186,3 @@ class Chip:
         g = self.geometry
         return (f"Chip({self.name!r}, {g.rows}x{g.cols}x{g.banks} bits, {len(self)} faults "
                 f"down to V={self.v_floor:g})")
-
-
-def _f32_at_least(v: float) -> np.float32:
-    """The smallest float32 >= v, so float32 comparisons never admit a voltage below v."""
-    f = np.float32(v)
-    if float(f) < v:
-        f = np.nextafter(f, np.float32(np.inf))
-    return f

@@ -127,8 +127,12 @@ class BerCurve:
             # Below the smallest positive BER the segment runs to a zero-BER point: linear in BER.
             b_min, v_at_min = bt[positive][-1], vt[positive][-1]
             v_zero = vt[~positive][0]
-            low = b < b_min
-            out = np.where(low, v_zero + (v_at_min - v_zero) * (b / b_min), out)
+            low = np.flatnonzero(b < b_min)
+            if low.size:
+                out = np.array(out, dtype=np.float64, ndmin=1)
+                flat = out.reshape(-1)
+                flat[low] = v_zero + (v_at_min - v_zero) * (b.reshape(-1)[low] / b_min)
+                out = out.reshape(np.shape(b))
         return out
 
     def table(self) -> tuple[np.ndarray, np.ndarray]:

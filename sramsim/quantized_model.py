@@ -92,7 +92,11 @@ class QuantizedModel:
 
     def dequantize(self, image: np.ndarray | torch.Tensor, device=None) -> dict[str, torch.Tensor]:
         """Weights decoded from an image (clean or faulty), as {parameter name: tensor}."""
-        img = torch.as_tensor(np.asarray(image)) if isinstance(image, np.ndarray) else image
+        if isinstance(image, np.ndarray):
+            # torch cannot wrap a read-only array (the clean image) without a copy
+            img = torch.from_numpy(image if image.flags.writeable else image.copy())
+        else:
+            img = image
         if device is not None:
             img = img.to(device)
         codes = Q.unpack(img, self.bits, self.n_codes)

@@ -47,6 +47,9 @@ def random_order_uniforms(rng: np.random.Generator, n: int) -> tuple[np.ndarray,
     key = rng.integers(0, 2 ** 32, n, dtype=np.uint64) << np.uint64(32)
     key |= np.arange(n, dtype=np.uint64)
     key.sort()
-    order = (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    u = ((key >> np.uint64(32)).astype(np.float64) + 0.5) * (1.0 / 2 ** 32)
+    order = key & np.uint64(0xFFFFFFFF)
+    key >>= np.uint64(32)
+    u = key.astype(np.float64)
+    u += 0.5
+    u *= 1.0 / 2 ** 32
     return order, u

@@ -1,0 +1,87 @@
+"""Batched inference: predictions, accuracy and robust error, optionally with swapped-in weights.
+
+`weights` is a {parameter name: tensor} dict (e.g. `QuantizedModel.perturbed(...)`) passed to
+`torch.func.functional_call`, so the model's own parameters are never touched.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from .data import Dataset
+
+
+def _device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def logits(model: nn.Module, x: torch.Tensor, weights: dict[str, torch.Tensor] | None = None,
+           batch_size: int = 1000) -> torch.Tensor:
+    """Model outputs for all of `x` (eval mode, no grad), on the CPU."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    device = _device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            outs = []
+            for start in range(0, x.shape[0], batch_size):
+                xb = x[start:start + batch_size].to(device, non_blocking=True)
+                out = model(xb) if weights is None else torch.func.functional_call(model, weights, (xb,))
+                outs.append(out.float().cpu())
+    finally:
+        model.train(was_training)
+    if not outs:
+        return torch.empty(0, 0)
+    return torch.cat(outs)
+
+
+def predict(model: nn.Module, x: torch.Tensor, weights: dict[str, torch.Tensor] | None = None,
+            batch_size: int = 1000) -> torch.Tensor:
+    """Predicted class of every row of `x` (int64 [N])."""
+    if x.shape[0] == 0:
+        return torch.empty(0, dtype=torch.int64)
+    return logits(model, x, weights, batch_size).argmax(1)
+
+
+def accuracy(model: nn.Module, dataset: Dataset, weights: dict[str, torch.Tensor] | None = None,
+             batch_size: int = 1000) -> float:
+    """Fraction of `dataset` classified correctly, in [0, 1]."""
+    if len(dataset) == 0:
+        raise ValueError(f"dataset {dataset.name!r} is empty")
+    pred = predict(model, dataset.x, weights, batch_size)
+    return float((pred == dataset.y).double().mean())
+
+
+def evaluate(model: nn.Module, dataset: Dataset, weights: dict[str, torch.Tensor] | None = None,
+             batch_size: int = 1000) -> dict[str, float]:
+    """{"accuracy", "loss"} (mean cross-entropy) on `dataset` in one pass."""
+    if len(dataset) == 0:
+        raise ValueError(f"dataset {dataset.name!r} is empty")
+    out = logits(model, dataset.x, weights, batch_size)
+    return {"accuracy": float((out.argmax(1) == dataset.y).double().mean()),
+            "loss": float(nn.functional.cross_entropy(out, dataset.y))}
+
+
+def robust_error(model: nn.Module, dataset: Dataset,
+                 perturbed: Iterable[dict[str, torch.Tensor]], batch_size: int = 1000) -> dict:
+    """Robust error (RErr, Stutz et al. MLSys 2021): an example counts as wrong when the model
+    under bit errors gets it wrong; averaged over the given perturbed weight sets.
+
+    Returns {"clean_error", "robust_error" (mean over sets), "robust_error_std", "n"}; the clean
+    error uses the model's own weights (pass quantized weights in a first call to `accuracy` for
+    the quantized clean error).
+    """
+    errors = [1.0 - accuracy(model, dataset, w, batch_size) for w in perturbed]
+    if not errors:
+        raise ValueError("robust_error needs at least one set of perturbed weights")
+    e = torch.tensor(errors, dtype=torch.float64)
+    return {"clean_error": 1.0 - accuracy(model, dataset, None, batch_size),
+            "robust_error": float(e.mean()),
+            "robust_error_std": float(e.std()) if len(errors) > 1 else 0.0,
+            "n": len(errors)}

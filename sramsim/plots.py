@@ -1,0 +1,113 @@
+"""Figures (matplotlib, Agg, no pyplot state): each public function draws one kind of figure.
+
+Profile figures: `fault_map_rgb` (where a chip's faults are, colored by kind) and
+`save_profile_plot` (fault map per bank + BER-vs-voltage panel).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from .chip import Chip
+from .geometry import KIND_NAMES
+
+# Fault kind -> RGB (flip, stuck0, stuck1), colour-blind-safe (Okabe-Ito).
+KIND_COLORS = np.array([[0.835, 0.369, 0.0], [0.0, 0.447, 0.698], [0.0, 0.620, 0.451]])
+MAX_BANKS_SHOWN = 8
+
+
+def fault_map_rgb(chip: Chip, voltage: float, max_rows: int = 512,
+                  max_cols: int = 256) -> tuple[np.ndarray, tuple[int, int]]:
+    """RGB images [banks, R, C, 3] of the faults at `voltage`, and the block size in bits.
+
+    A bank larger than max_rows x max_cols is shown in blocks of (block_rows x block_cols) bits;
+    a block's colour mixes the kind colours of its faults and its strength is its share of
+    faulty bits relative to the densest block (white: no faults). At one bit per block this is
+    the exact map. Work is O(#faults).
+    """
+    g = chip.geometry
+    br, bc = -(-g.rows // max_rows), -(-g.cols // max_cols)
+    nr, nc = -(-g.rows // br), -(-g.cols // bc)
+    faults = chip.faults(voltage)
+    bank, row, col = (x.astype(np.int64) for x in g.split(faults.address))
+    cell = (bank * nr + row // br) * nc + col // bc
+    counts = np.bincount(cell * 3 + faults.kind.astype(np.int64),
+                         minlength=g.banks * nr * nc * 3).reshape(g.banks, nr, nc, 3)
+    total = counts.sum(axis=-1, keepdims=True)
+    share = counts / np.maximum(total, 1)
+    color = share @ KIND_COLORS
+    # Blocks at the image's edge can hold fewer bits than br*bc; density uses the real size.
+    rows_in = np.minimum(br, g.rows - np.arange(nr) * br)
+    cols_in = np.minimum(bc, g.cols - np.arange(nc) * bc)
+    density = total[..., 0] / (rows_in[:, None] * cols_in[None, :])
+    strength = (density / density.max() if density.max() > 0 else density)[..., None]
+    return 1.0 - strength * (1.0 - color), (br, bc)
+
+
+def ber_vs_voltage(chip: Chip, points: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """The chip's empirical BER on a voltage grid from v_floor up (measured voltages if any)."""
+    if chip.measured_voltages is not None:
+        v = np.sort(np.asarray(chip.measured_voltages, dtype=np.float64))
+    else:
+        top = max(float(chip.vfail[0]) if len(chip) else chip.v_floor, chip.v_floor)
+        top = max(top, chip.nominal_voltage if chip.voltage_unit == "normalized" else top)
+        v = np.linspace(chip.v_floor, top, points)
+    return v, np.array([chip.ber(x) for x in v])
+
+
+def save_profile_plot(chip: Chip, voltage: float, path: str | os.PathLike,
+                      title: str | None = None) -> dict:
+    """Write a PNG: the fault map at `voltage` (one panel per bank, up to 8) and BER vs voltage.
+
+    Returns what was drawn (block size, banks shown, faults) for the caller's report.
+    """
+    voltage = chip.check_voltage(voltage)
+    g = chip.geometry
+    images, (br, bc) = fault_map_rgb(chip, voltage)
+    shown = min(g.banks, MAX_BANKS_SHOWN)
+    fig = Figure(figsize=(3.0 + 2.2 * shown, 6.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(1, shown + 2, width_ratios=[1.0] * shown + [0.25, 2.6])
+    faults = chip.faults(voltage)
+    for b in range(shown):
+        ax = fig.add_subplot(grid[0, b])
+        ax.imshow(images[b], aspect="auto", interpolation="nearest",
+                  extent=(0, g.cols, g.rows, 0))
+        ax.set_title(f"bank {b}" if g.banks > 1 else "fault map", fontsize=9)
+        ax.set_xlabel("column")
+        if b == 0:
+            ax.set_ylabel("row")
+    kinds_here = sorted(set(np.unique(faults.kind).tolist()))
+    handles = [Patch(color=KIND_COLORS[k], label=KIND_NAMES[k]) for k in kinds_here]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower left", ncols=len(handles), fontsize=8)
+
+    ax = fig.add_subplot(grid[0, -1])
+    v, ber = ber_vs_voltage(chip)
+    positive = ber > 0
+    style = "o-" if chip.measured_voltages is not None else "-"
+    ax.semilogy(v[positive], ber[positive], style, color="black", ms=4, label="this chip")
+    if chip.curve is not None:
+        lo = max(chip.v_floor, chip.curve.v_min)
+        vc = np.linspace(lo, max(lo, float(v.max())), 200)
+        bc_ = np.asarray(chip.curve.ber(vc), dtype=np.float64)
+        ok = bc_ > 0
+        ax.semilogy(vc[ok], bc_[ok], "--", color="tab:red", label=f"curve {chip.curve.name}")
+    ax.axvline(voltage, color="tab:blue", lw=1, label=f"V = {voltage:g}")
+    ax.set_xlabel(f"supply voltage ({'normalized' if chip.voltage_unit == 'normalized' else 'V'})")
+    ax.set_ylabel("bit error rate")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{len(faults)} faulty bits at V = {voltage:g} (BER {chip.ber(voltage):.3g})",
+                 fontsize=9)
+    block = f"{br}x{bc}-bit blocks, strongest = densest" if br * bc > 1 else "1 pixel = 1 bit"
+    more = f", banks 0-{shown - 1} of {g.banks}" if g.banks > shown else ""
+    fig.suptitle(title or f"{chip.name}: {g.rows}x{g.cols}x{g.banks} bits ({block}{more})",
+                 fontsize=10)
+    fig.savefig(path, dpi=110)
+    return {"block": [br, bc], "banks_shown": shown, "faults": len(faults),
+            "ber": chip.ber(voltage)}

@@ -1,0 +1,29 @@
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch():
+    torch.manual_seed(0)
+
+
+def naive_apply(image: np.ndarray, fault_bits: dict[int, int], capacity_bytes: int,
+                offset_bytes: int = 0) -> np.ndarray:
+    """Reference semantics, one bit at a time: image byte b sits at chip byte
+    (b + offset_bytes) % capacity_bytes; fault_bits maps chip bit address -> kind (0 flip, 1 stuck0, 2 stuck1)."""
+    out = image.copy()
+    for b in range(image.size):
+        chip_byte = (b + offset_bytes) % capacity_bytes
+        for j in range(8):
+            kind = fault_bits.get(chip_byte * 8 + j)
+            if kind is None:
+                continue
+            bit = 1 << j
+            if kind == 0:
+                out[b] ^= bit
+            elif kind == 1:
+                out[b] &= ~bit & 0xFF
+            else:
+                out[b] |= bit
+    return out
