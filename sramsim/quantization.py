@@ -68,13 +68,16 @@ def quantize(w: torch.Tensor, q: LayerQuant) -> torch.Tensor:
 def dequantize(codes: torch.Tensor, q: LayerQuant, dtype=torch.float32) -> torch.Tensor:
     """uint8 m-bit codes -> float weights (any code, faulty or not, decodes to a value)."""
     m = q.bits
-    c = codes.to(torch.int16)
     if q.scheme == "symmetric":
-        signed = c - ((c >> (m - 1)) & 1) * (2 ** m)
-        return signed.to(dtype) * q.delta
-    values = q.lo + c.to(dtype) * q.delta
+        if m == 8:
+            signed = codes.view(torch.int8)
+        else:  # sign-extend an m-bit two's complement code
+            sign = 1 << (m - 1)
+            signed = (codes.to(torch.int8) ^ sign) - sign
+        return signed.to(dtype).mul_(q.delta)
+    values = codes.to(dtype).mul_(q.delta).add_(q.lo)
     if q.scheme == "rquant":
-        values = torch.clamp(values, q.lo, q.hi)
+        values = values.clamp_(q.lo, q.hi)
     return values
 
 

@@ -1,0 +1,134 @@
+"""Fault injection speed on an 11.2M-weight 8-bit model at the finfet14 voltage where BER ~ 1%.
+
+All in one process, medians over repeats:
+ (a) np.copyto of the memory image (the physical floor of producing a faulty copy)
+ (b) QuantizedModel.faulty_image with a persistent chip (masks cached per voltage; the first
+     call's build is reported separately), and `perturbed` (faulty image + dequantization)
+ (c) drawing a new random chip of the same size (Chip.random)
+ (d) a naive dense baseline: one uniform per stored bit, packbits, XOR (as published code does)
+ (e) the peer tool MRFI 2.1.0 (weight injection, 8-bit symmetric quantization,
+     RandomPositionByRate + IntRandomBitFlip, value rate 8 x BER): extra cost of one faulty forward
+     pass over a clean one. Install with `pip install --no-deps mrfi==2.1.0 pyyaml` (its
+     torchvision requirement is not used at import and has no build beside torch 2.13 here).
+Run: `.venv/bin/python benchmarks/bench_inject.py` -> benchmarks/results/inject.json
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import median_time, write_result  # noqa: E402
+
+from sramsim import BerCurve, Chip, Geometry, QuantizedModel  # noqa: E402
+from sramsim.models import build  # noqa: E402
+
+BER = 0.01
+
+
+def naive_dense(image: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    flips = rng.random(image.size * 8) < p
+    return image ^ np.packbits(flips, bitorder="little")
+
+
+def mrfi_extra_cost(model: torch.nn.Module, x: torch.Tensor, ber: float) -> dict:
+    try:
+        from mrfi import MRFI, EasyConfig
+    except ImportError:
+        return {"skipped": "mrfi not installed: pip install --no-deps mrfi==2.1.0 pyyaml"}
+    config = f"""
+faultinject:
+  - type: weight
+    name: [weight]
+    quantization:
+      method: SymmericQuantization
+      dynamic_range: auto
+      bit_width: 8
+    enabled: True
+    selector:
+      method: RandomPositionByRate
+      poisson: True
+      rate: {8 * ber}
+    error_mode:
+      method: IntRandomBitFlip
+      bit_width: 8
+    module_type: [Conv2d, Linear]
+"""
+    fi_model = MRFI(model, EasyConfig.load_string(config))
+    with torch.no_grad():
+        def clean():
+            with fi_model.golden_run():
+                fi_model(x)
+        t_clean = median_time(clean, repeat=5)
+        t_faulty = median_time(lambda: fi_model(x), repeat=5)
+    return {"clean_forward_s": t_clean, "faulty_forward_s": t_faulty,
+            "extra_s": t_faulty - t_clean, "value_rate": 8 * ber}
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    model = build("resnet18", in_channels=3, num_classes=10).eval()
+    qm = QuantizedModel(model, bits=8, scheme="symmetric")
+    curve = BerCurve.builtin("finfet14")
+    voltage = float(curve.voltage(BER))
+    # A chip exactly as large as the image: every fault lands once (no tiling shortcut).
+    geometry = Geometry(rows=qm.image.size * 8 // 1024, cols=1024)
+    t0 = time.perf_counter()
+    chip = Chip.random(geometry, curve, voltage, seed=0)
+    out = np.empty_like(qm.image)
+    t1 = time.perf_counter()
+    qm.faulty_image(chip, voltage, out=out)
+    first_build = time.perf_counter() - t1
+    draw_first = t1 - t0
+    empirical_ber = int(np.unpackbits(out ^ qm.image).sum()) / qm.n_bits
+
+    t_copy = median_time(lambda: np.copyto(out, qm.image), repeat=21)
+    t_faulty = median_time(lambda: qm.faulty_image(chip, voltage, out=out), repeat=21)
+    t_faulty_offset = median_time(lambda: qm.faulty_image(chip, voltage, offset=12345, out=out), repeat=21)
+    t_perturbed = median_time(lambda: qm.perturbed(chip, voltage), repeat=7)
+    seeds = iter(range(1, 1000))
+    t_draw = median_time(lambda: Chip.random(geometry, curve, voltage, seed=next(seeds)), repeat=7)
+    rng = np.random.default_rng(0)
+    t_naive = median_time(lambda: naive_dense(qm.image, BER, rng), repeat=3)
+    # a small tiled chip (the shipped 8192x128 geometry) for comparison
+    small = Chip.random(Geometry(8192, 128), curve, 0.75, seed=0)
+    qm.faulty_image(small, voltage, out=out)
+    t_tiled = median_time(lambda: qm.faulty_image(small, voltage, offset=77, out=out), repeat=21)
+
+    x = torch.randn(8, 3, 32, 32)
+    mrfi = mrfi_extra_cost(model, x, BER)
+
+    result = {
+        "model": "resnet18 (CIFAR-style), 8-bit symmetric", "weights": qm.n_codes,
+        "image_bytes": int(qm.image.size), "voltage": voltage, "target_ber": BER,
+        "chip_faults": len(chip), "empirical_ber": empirical_ber,
+        "median_s": {
+            "a_copy": t_copy, "b_faulty_image": t_faulty, "b_faulty_image_offset": t_faulty_offset,
+            "b_first_call_mask_build": first_build, "b_perturbed_with_dequantize": t_perturbed,
+            "b_tiled_8192x128_chip": t_tiled,
+            "c_draw_random_chip": t_draw, "c_first_draw_incl_jit": draw_first,
+            "d_naive_dense": t_naive, "e_mrfi_extra_per_faulty_forward": mrfi.get("extra_s"),
+        },
+        "mrfi": mrfi,
+        "ratios": {
+            "b_over_a": t_faulty / t_copy,
+            "d_over_b": t_naive / t_faulty,
+            "e_over_b": (mrfi["extra_s"] / t_faulty) if "extra_s" in mrfi else None,
+            "e_over_b_perturbed": (mrfi["extra_s"] / t_perturbed) if "extra_s" in mrfi else None,
+        },
+        "targets": {"b_over_a<=2": t_faulty / t_copy <= 2, "c<=0.050s": t_draw <= 0.05,
+                    "d_over_b>=100": t_naive / t_faulty >= 100,
+                    "e_over_b>=20": ("extra_s" in mrfi and mrfi["extra_s"] / t_faulty >= 20)},
+    }
+    write_result("inject.json", result)
+    for k, v in result["median_s"].items():
+        print(f"{k:34s} {v * 1e3 if v is not None else float('nan'):10.2f} ms")
+    print({k: round(v, 2) if v is not None else None for k, v in result["ratios"].items()})
+
+
+if __name__ == "__main__":
+    main()
