@@ -69,9 +69,9 @@ def save_profile_plot(chip: Chip, voltage: float, path: str | os.PathLike,
     g = chip.geometry
     images, (br, bc) = fault_map_rgb(chip, voltage)
     shown = min(g.banks, MAX_BANKS_SHOWN)
-    fig = Figure(figsize=(3.0 + 2.2 * shown, 6.0), layout="constrained")
+    fig = Figure(figsize=(5.5 + 1.8 * shown, 6.0), layout="constrained")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(1, shown + 2, width_ratios=[1.0] * shown + [0.25, 2.6])
+    grid = fig.add_gridspec(1, shown + 2, width_ratios=[1.0] * shown + [0.1, 3.0])
     faults = chip.faults(voltage)
     for b in range(shown):
         ax = fig.add_subplot(grid[0, b])
@@ -111,3 +111,44 @@ def save_profile_plot(chip: Chip, voltage: float, path: str | os.PathLike,
     fig.savefig(path, dpi=110)
     return {"block": [br, bc], "banks_shown": shown, "faults": len(faults),
             "ber": chip.ber(voltage)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweep figure (sramsim.sweep): accuracy vs voltage with its 95% CI band, energy saving on a
+# second axis.
+
+def plot_sweep(summary: dict, path: str | os.PathLike, title: str | None = None) -> str:
+    """Write a PNG of a sweep summary: accuracy mean (95% CI band) and energy saving vs voltage."""
+    pts = sorted((p for p in summary["points"] if p.get("accuracy_mean") is not None),
+                 key=lambda p: p["voltage"])
+    v = np.array([p["voltage"] for p in pts], dtype=np.float64)
+    acc = np.array([p["accuracy_mean"] for p in pts], dtype=np.float64) * 100
+    ci = np.array([p["ci95"] or 0.0 for p in pts], dtype=np.float64) * 100
+    allv = np.array(sorted(p["voltage"] for p in summary["points"]), dtype=np.float64)
+    saving = np.array([p["saving"] for p in sorted(summary["points"], key=lambda p: p["voltage"])],
+                      dtype=np.float64) * 100
+    fig = Figure(figsize=(7.0, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.fill_between(v, acc - ci, acc + ci, color="tab:blue", alpha=0.25, lw=0, label="95% CI")
+    ax.plot(v, acc, "o-", color="tab:blue", ms=4, label="accuracy (mean over chips)")
+    clean = summary.get("clean_accuracy")
+    if clean is not None:
+        ax.axhline(clean * 100, color="gray", ls=":", lw=1, label=f"fault-free {clean * 100:.1f}%")
+    unit = "normalized" if summary.get("voltage_unit", "normalized") == "normalized" else "V"
+    ax.set_xlabel(f"supply voltage ({unit})")
+    ax.set_ylabel("accuracy (%)", color="tab:blue")
+    ax.invert_xaxis()                    # left to right: lowering the voltage
+    ax.grid(True, alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.plot(allv, saving, "s--", color="tab:green", ms=3, label="energy saving")
+    ax2.set_ylabel("weight-memory energy saving (%)", color="tab:green")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="lower left")
+    n = max((p["n"] for p in pts), default=0)
+    ax.set_title(title or f"{summary.get('model', 'model')} on {summary.get('data', 'data')}: "
+                          f"{len(summary.get('chips', []))} chips x {summary.get('offsets', 1)} "
+                          f"offsets (n={n} per voltage)", fontsize=9)
+    fig.savefig(path, dpi=110)
+    return str(path)

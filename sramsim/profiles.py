@@ -403,12 +403,15 @@ def import_bitmaps(source: str | os.PathLike | Mapping[float, Observation], geom
     rank = rank_of[vidx]
     order = np.lexsort((rank, address))
     address, rank, seen = address[order], rank[order], seen[order]
-    first = np.flatnonzero(np.r_[True, address[1:] != address[:-1]])
+    new_bit = np.ones(address.size, dtype=bool)
+    new_bit[1:] = address[1:] != address[:-1]
+    first = np.flatnonzero(new_bit)
     bits = address[first]
     top_rank = rank[first]                      # rank of the highest failing voltage
     seen_any = np.bitwise_or.reduceat(seen, first) if first.size else seen[:0]
     # Distinct voltages each bit failed at; nested iff it failed at every tested voltage below vfail.
-    new_v = np.r_[True, (address[1:] != address[:-1]) | (rank[1:] != rank[:-1])]
+    new_v = new_bit.copy()
+    new_v[1:] |= rank[1:] != rank[:-1]
     distinct = np.add.reduceat(new_v.astype(np.int64), first) if first.size else np.zeros(0, np.int64)
     non_nested = int(np.count_nonzero(distinct < voltages.size - top_rank))
 
