@@ -46,8 +46,12 @@ def _deconv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
             nn.ReLU(inplace=True)]
 
 
-def _layers(spec: list, in_channels: int) -> tuple[list[nn.Module], int]:
-    """Modules for a spec list, and the channel count they end with."""
+def _scaled(channels: int, width: float) -> int:
+    return max(1, int(round(channels * width)))
+
+
+def _layers(spec: list, in_channels: int, width: float) -> tuple[list[nn.Module], int]:
+    """Modules for a spec list (hidden widths scaled by `width`), and the channels they end with."""
     layers, c = [], in_channels
     for item in spec:
         if item == "M":
@@ -55,10 +59,11 @@ def _layers(spec: list, in_channels: int) -> tuple[list[nn.Module], int]:
         elif item == "U":
             layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
         elif isinstance(item, tuple):
-            layers += _deconv_bn_relu(c, item[1])
-            c = item[1]
+            cout = _scaled(item[1], width)
+            layers += _deconv_bn_relu(c, cout)
+            c = cout
         else:
-            cout = in_channels if item == "in" else int(item)
+            cout = in_channels if item == "in" else _scaled(item, width)
             layers += _conv_bn_relu(c, cout)
             c = cout
     return layers, c
@@ -69,14 +74,30 @@ class Generator(nn.Module):
 
     family = ""
 
-    def __init__(self, in_channels: int, size: str):
+    def __init__(self, in_channels: int, size: str, width: float = 1.0):
         super().__init__()
         if size not in ("L", "S"):
             raise ValueError(f"generator size must be 'L' or 'S', got {size!r}")
         if int(in_channels) != in_channels or in_channels <= 0:
             raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+        if not width > 0:
+            raise ValueError(f"width must be > 0, got {width!r}")
         self.in_channels = int(in_channels)
         self.size = size
+        self.width = float(width)
+
+    def last_layer(self) -> nn.Module:
+        """The layer whose scale sets t's amplitude (zeroed by `zero_transform`)."""
+        raise NotImplementedError
+
+    def zero_transform(self) -> "Generator":
+        """Make t(x) = 0, so G starts as the identity (and EOPM starts from the base's accuracy)."""
+        with torch.no_grad():
+            last = self.last_layer()
+            last.weight.zero_()
+            if last.bias is not None:
+                last.bias.zero_()
+        return self
 
     @property
     def name(self) -> str:
@@ -97,7 +118,7 @@ class Generator(nn.Module):
         return torch.clamp(x + t, -1.0, 1.0)
 
     def extra_repr(self) -> str:
-        return f"name={self.name}, in_channels={self.in_channels}"
+        return f"name={self.name}, in_channels={self.in_channels}, width={self.width:g}"
 
 
 class ConvGenerator(Generator):
@@ -105,9 +126,9 @@ class ConvGenerator(Generator):
 
     family = "Conv"
 
-    def __init__(self, in_channels: int, size: str = "L"):
-        super().__init__(in_channels, size)
-        layers, c = _layers(_CONV_SPECS[size], self.in_channels)
+    def __init__(self, in_channels: int, size: str = "L", width: float = 1.0):
+        super().__init__(in_channels, size, width)
+        layers, c = _layers(_CONV_SPECS[size], self.in_channels, self.width)
         layers += [nn.Conv2d(c, self.in_channels, 3, padding=1), nn.BatchNorm2d(self.in_channels),
                    nn.Tanh()]
         self.body = nn.Sequential(*layers)
@@ -115,21 +136,27 @@ class ConvGenerator(Generator):
     def transform(self, x):
         return self.body(x)
 
+    def last_layer(self):
+        return self.body[-2]      # the BatchNorm before tanh
+
 
 class DeConvGenerator(Generator):
     """DeConvL / DeConvS: conv encoder, transposed-conv decoder; t = tanh(BN(convT k4 s2))."""
 
     family = "DeConv"
 
-    def __init__(self, in_channels: int, size: str = "L"):
-        super().__init__(in_channels, size)
-        layers, c = _layers(_DECONV_SPECS[size], self.in_channels)
+    def __init__(self, in_channels: int, size: str = "L", width: float = 1.0):
+        super().__init__(in_channels, size, width)
+        layers, c = _layers(_DECONV_SPECS[size], self.in_channels, self.width)
         layers += [nn.ConvTranspose2d(c, self.in_channels, 4, stride=2, padding=1),
                    nn.BatchNorm2d(self.in_channels), nn.Tanh()]
         self.body = nn.Sequential(*layers)
 
     def transform(self, x):
         return self.body(x)
+
+    def last_layer(self):
+        return self.body[-2]      # the BatchNorm before tanh
 
 
 class _DoubleConv(nn.Sequential):
@@ -156,9 +183,9 @@ class UNetGenerator(Generator):
 
     family = "UNet"
 
-    def __init__(self, in_channels: int, size: str = "L"):
-        super().__init__(in_channels, size)
-        w = _UNET_WIDTHS[size]
+    def __init__(self, in_channels: int, size: str = "L", width: float = 1.0):
+        super().__init__(in_channels, size, width)
+        w = [_scaled(c, self.width) for c in _UNET_WIDTHS[size]]
         self.inc = _DoubleConv(self.in_channels, w[0])
         self.downs = nn.ModuleList(nn.Sequential(nn.MaxPool2d(2), _DoubleConv(w[i], w[i + 1]))
                                    for i in range(3))
@@ -174,15 +201,24 @@ class UNetGenerator(Generator):
             h = up(h, skips.pop())
         return self.out(h)
 
+    def last_layer(self):
+        return self.out
+
 
 _FAMILIES = {cls.family: cls for cls in (ConvGenerator, DeConvGenerator, UNetGenerator)}
 
 
-def build(name: str, in_channels: int = 1) -> Generator:
-    """One of NAMES for images with `in_channels` channels (weights freshly initialised)."""
+def build(name: str, in_channels: int = 1, width: float = 1.0,
+          identity_init: bool = False) -> Generator:
+    """One of NAMES for images with `in_channels` channels (weights freshly initialised).
+
+    width: scales every hidden channel count (1.0 = the paper's generator; a smaller G costs less
+    energy at nominal voltage). identity_init: start with t(x) = 0, i.e. G(x) = x.
+    """
     if name not in NAMES:
         raise ValueError(f"unknown generator {name!r}; use one of {', '.join(NAMES)}")
-    return _FAMILIES[name[:-1]](in_channels, name[-1])
+    g = _FAMILIES[name[:-1]](in_channels, name[-1], width)
+    return g.zero_transform() if identity_init else g
 
 
 def weight_count(model: nn.Module) -> int:

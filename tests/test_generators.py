@@ -26,11 +26,22 @@ def test_zero_transform_is_identity_and_crop_aligned(name):
     in place, also for sizes that are not multiples of 8 (and non-square ones)."""
     g = build(name, 2).eval()
     last = [m for m in g.modules() if isinstance(m, (nn.BatchNorm2d, nn.Conv2d, nn.ConvTranspose2d))][-1]
+    assert g.last_layer() is last
     with torch.no_grad():
         last.weight.zero_()
         last.bias.zero_()
     x = torch.rand(2, 2, 27, 30) * 2 - 1
     assert torch.equal(g(x), x)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_identity_init_starts_at_identity_and_learns(name):
+    g = build(name, 1, identity_init=True).train()
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    y = g(x)
+    assert torch.equal(y, x)
+    (y * torch.randn_like(y)).sum().backward()
+    assert g.last_layer().weight.grad.abs().sum() > 0     # not stuck at zero
 
 
 def test_output_is_clamped_residual():
@@ -68,8 +79,18 @@ def test_size_ordering_and_one_class_per_family():
                                                    generators.UNetGenerator}
 
 
+def test_width_scales_hidden_channels():
+    # ConvS at width 1/4: channels 8, 16, 16, 16, 8 -> 1*8*9 + 8*16*9 + 16*16*9*2 + 16*8*9 + 8*1*9 + 1*1*9
+    g = build("ConvS", 1, width=0.25)
+    assert weight_count(g) == 72 + 1152 + 4608 + 1152 + 72 + 9
+    assert g(torch.zeros(1, 1, 28, 28)).shape == (1, 1, 28, 28)
+    assert weight_count(build("UNetS", 1, width=0.5)) < weight_count(build("UNetS", 1)) / 3
+
+
 def test_bad_names():
     with pytest.raises(ValueError, match="unknown generator"):
         build("ConvM", 1)
     with pytest.raises(ValueError, match="in_channels"):
         build("ConvS", 0)
+    with pytest.raises(ValueError, match="width"):
+        build("ConvS", 1, width=0)
