@@ -114,7 +114,9 @@ class Chip:
         v = float(v)
         if not np.isfinite(v):
             raise VoltageError(f"voltage must be a finite number, got {v!r}")
-        if v < self.v_floor - VOLTAGE_TOLERANCE:
+        # Refused only if below v_floor also in float32, the precision faults are compared in
+        # (so a stored float32 voltage such as float32(0.7) < 0.7 is still accepted).
+        if v < self.v_floor - VOLTAGE_TOLERANCE and np.float32(v) < np.float32(self.v_floor):
             what = "lowest measured voltage" if self.source == "measured" else "v_floor"
             raise VoltageError(f"voltage {v:g} is below chip {self.name!r}'s {what} {self.v_floor:g}")
         return v

@@ -118,10 +118,15 @@ def _read(path: str | os.PathLike) -> tuple[Chip | None, list[str]]:
         return None, ["no such file"]
     if p.is_dir():
         return None, ["is a directory, not a profile file"]
+    if not os.access(p, os.R_OK):
+        return None, ["permission denied"]
     try:
         f = h5py.File(p, "r")
     except OSError as exc:
-        reason = "truncated file" if "truncated" in str(exc) else "not an HDF5 file or damaged"
+        text = str(exc)
+        reason = ("truncated file" if "truncated" in text else
+                  "not an HDF5 file" if "signature" in text else
+                  "damaged or locked HDF5 file (" + " ".join(text.split()) + ")")
         return None, [f"cannot open as a chip profile: {reason}"]
     problems: list[str] = []
     try:

@@ -309,6 +309,11 @@ def test_voltages_are_compared_in_float32():
     chip = import_bitmaps({0.7: [1, 2], 0.3: [1, 2, 3]}, Geometry(8, 8))
     assert chip.count(0.7) == 2 and chip.count(0.3) == 3   # float32(0.7) < 0.7: still selected
     assert decimal_voltage(chip.vfail[0]) == 0.7 and decimal_voltage(np.float32(0.3)) == 0.3
+    low = import_bitmaps({0.9: [1], 0.7: [1, 2]}, Geometry(8, 8))
+    assert low.v_floor == 0.7 and float(low.measured_voltages[-1]) < 0.7
+    assert [low.count(float(v)) for v in low.measured_voltages] == [1, 2]   # stored values work
+    with pytest.raises(VoltageError):
+        low.count(0.6999999)
 
 
 @pytest.mark.parametrize("obs, expected", [

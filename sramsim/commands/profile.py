@@ -81,6 +81,8 @@ def run_synth(args) -> int:
     geometry = _geometry(args)
     kinds = parse_kinds(args.kinds)
     _check_out(args)
+    if args.seed < 0:
+        raise InputError(f"--seed {args.seed}: must be a non-negative integer")
     try:
         if args.v_floor < curve.v_min:
             raise ValueError(f"below the lowest voltage {curve.v_min:g} of curve {curve.name!r}")
