@@ -1,0 +1,117 @@
+"""Base models by name, and the checkpoint file that `sweep`, `energy` and `fusion` load.
+
+Checkpoint format (torch.save, loaded with weights_only=True):
+    {"format": "sramsim.model", "version": 1, "meta": {...}, "state_dict": {...}}
+meta holds at least arch, in_channels, num_classes, norm (to rebuild the model) and bits, scheme,
+clip, dataset (how it was trained and how it is meant to be quantized).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from .cnn import SmallCNN
+from .norm import NORMS, check_norm
+from .resnet import resnet18, resnet50
+from .vgg import vgg
+
+ARCHS = ("cnn", "resnet18", "resnet50", "vgg11", "vgg16", "vgg19")
+CHECKPOINT_FORMAT = "sramsim.model"
+CHECKPOINT_VERSION = 1
+REQUIRED_META = ("arch", "in_channels", "num_classes", "norm")
+META_DEFAULTS = {"norm": "batch", "bits": 8, "scheme": "symmetric", "clip": None, "dataset": None}
+
+__all__ = ["ARCHS", "NORMS", "build", "save_checkpoint", "load_checkpoint", "SmallCNN"]
+
+
+def build(name: str, in_channels: int = 1, num_classes: int = 10, norm: str = "batch") -> nn.Module:
+    """A freshly initialised model (the caller seeds torch's RNG for reproducible weights)."""
+    if name not in ARCHS:
+        raise InputError(f"unknown model {name!r}; use one of {', '.join(ARCHS)}")
+    check_norm(norm)
+    if int(in_channels) < 1 or int(num_classes) < 2:
+        raise InputError(f"in_channels must be >= 1 and num_classes >= 2, got "
+                         f"{in_channels} and {num_classes}")
+    if name == "cnn":
+        return SmallCNN(in_channels, num_classes, norm)
+    if name == "resnet18":
+        return resnet18(in_channels, num_classes, norm)
+    if name == "resnet50":
+        return resnet50(in_channels, num_classes, norm)
+    return vgg(name, in_channels, num_classes, norm)
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> None:
+    """Write `model`'s weights and `meta` atomically (a crash never leaves a half-written file)."""
+    meta = {**META_DEFAULTS, **meta}
+    missing = [k for k in REQUIRED_META if meta.get(k) is None]
+    if missing:
+        raise ValueError(f"checkpoint meta lacks {', '.join(missing)}")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    obj = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "meta": meta,
+           "state_dict": state}
+    atomic_torch_save(obj, path)
+
+
+def load_checkpoint(path: str | os.PathLike, device=None) -> tuple[nn.Module, dict]:
+    """(model in eval mode, meta) from a file written by `save_checkpoint`."""
+    obj = read_torch_file(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "sramsim model checkpoint")
+    meta, state = obj.get("meta"), obj.get("state_dict")
+    if not isinstance(meta, dict) or not isinstance(state, dict):
+        raise InputError(f"{path}: checkpoint lacks meta or state_dict")
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise InputError(f"{path}: checkpoint meta lacks {', '.join(missing)}")
+    try:
+        model = build(meta["arch"], meta["in_channels"], meta["num_classes"], meta["norm"])
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise InputError(f"{path}: weights do not fit a {meta['arch']} model "
+                         f"({' '.join(' '.join(first[:2]).split())[:200]})") from None
+    if device is not None:
+        model.to(device)
+    return model.eval(), {**META_DEFAULTS, **meta}
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file beside `path`, then rename over it."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_torch_file(path: str | os.PathLike, fmt: str, version: int, what: str) -> dict:
+    """A torch.save'd dict tagged with `format`/`version`, loaded safely (weights_only=True)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such {what} file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a {what} file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError,
+            AttributeError, TypeError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise InputError(f"{path}: not a readable {what} ({reason})") from None
+    if not isinstance(obj, dict) or obj.get("format") != fmt:
+        raise InputError(f"{path}: not a {what} (format tag is not {fmt!r})")
+    if obj.get("version") != version:
+        raise InputError(f"{path}: {what} version {obj.get('version')!r} is not supported "
+                         f"(expected {version})")
+    return obj

@@ -1,0 +1,84 @@
+"""CIFAR-style ResNets (He et al. 2016) for 32x32 inputs: 3x3 stem, no initial max-pool."""
+from __future__ import annotations
+
+from torch import nn
+
+from .norm import norm2d
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, planes: int, stride: int, norm: str):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.bn1 = norm2d(norm, planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = norm2d(norm, planes)
+        self.shortcut = _shortcut(cin, planes, stride, norm)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int, stride: int, norm: str):
+        super().__init__()
+        cout = planes * self.expansion
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.bn1 = norm2d(norm, planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = norm2d(norm, planes)
+        self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
+        self.bn3 = norm2d(norm, cout)
+        self.shortcut = _shortcut(cin, cout, stride, norm)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + self.shortcut(x))
+
+
+def _shortcut(cin: int, cout: int, stride: int, norm: str) -> nn.Module:
+    if stride == 1 and cin == cout:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm2d(norm, cout))
+
+
+class ResNet(nn.Module):
+    def __init__(self, block, layers: list[int], in_channels: int = 3, num_classes: int = 10,
+                 norm: str = "batch"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        self.bn1 = norm2d(norm, 64)
+        self.relu = nn.ReLU(inplace=True)
+        cin, stages = 64, []
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
+            blocks = []
+            for k in range(n):
+                blocks.append(block(cin, planes, 2 if (k == 0 and i > 0) else 1, norm))
+                cin = planes * block.expansion
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(self.pool(x).flatten(1))
+
+
+def resnet18(in_channels: int = 3, num_classes: int = 10, norm: str = "batch") -> ResNet:
+    return ResNet(BasicBlock, [2, 2, 2, 2], in_channels, num_classes, norm)
+
+
+def resnet50(in_channels: int = 3, num_classes: int = 10, norm: str = "batch") -> ResNet:
+    return ResNet(Bottleneck, [3, 4, 6, 3], in_channels, num_classes, norm)
