@@ -20,9 +20,10 @@ KIND_COLORS = np.array([[0.835, 0.369, 0.0], [0.0, 0.447, 0.698], [0.0, 0.620, 0
 MAX_BANKS_SHOWN = 8
 
 
-def fault_map_rgb(chip: Chip, voltage: float, max_rows: int = 512,
-                  max_cols: int = 256) -> tuple[np.ndarray, tuple[int, int]]:
-    """RGB images [banks, R, C, 3] of the faults at `voltage`, and the block size in bits.
+def fault_map_rgb(chip: Chip, voltage: float, max_rows: int = 512, max_cols: int = 256,
+                  banks: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """RGB images [banks, R, C, 3] of the faults at `voltage` (the first `banks` banks, default
+    all), and the block size in bits.
 
     A bank larger than max_rows x max_cols is shown in blocks of (block_rows x block_cols) bits;
     a block's colour mixes the kind colours of its faults and its strength is its share of
@@ -32,11 +33,13 @@ def fault_map_rgb(chip: Chip, voltage: float, max_rows: int = 512,
     g = chip.geometry
     br, bc = -(-g.rows // max_rows), -(-g.cols // max_cols)
     nr, nc = -(-g.rows // br), -(-g.cols // bc)
+    nb = g.banks if banks is None else min(banks, g.banks)
     faults = chip.faults(voltage)
     bank, row, col = (x.astype(np.int64) for x in g.split(faults.address))
-    cell = (bank * nr + row // br) * nc + col // bc
-    counts = np.bincount(cell * 3 + faults.kind.astype(np.int64),
-                         minlength=g.banks * nr * nc * 3).reshape(g.banks, nr, nc, 3)
+    keep = bank < nb
+    cell = (bank[keep] * nr + row[keep] // br) * nc + col[keep] // bc
+    counts = np.bincount(cell * 3 + faults.kind[keep].astype(np.int64),
+                         minlength=nb * nr * nc * 3).reshape(nb, nr, nc, 3)
     total = counts.sum(axis=-1, keepdims=True)
     share = counts / np.maximum(total, 1)
     color = share @ KIND_COLORS
@@ -67,8 +70,8 @@ def save_profile_plot(chip: Chip, voltage: float, path: str | os.PathLike,
     """
     voltage = chip.check_voltage(voltage)
     g = chip.geometry
-    images, (br, bc) = fault_map_rgb(chip, voltage)
     shown = min(g.banks, MAX_BANKS_SHOWN)
+    images, (br, bc) = fault_map_rgb(chip, voltage, banks=shown)
     fig = Figure(figsize=(5.5 + 1.8 * shown, 6.0), layout="constrained")
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(1, shown + 2, width_ratios=[1.0] * shown + [0.1, 3.0])

@@ -178,7 +178,7 @@ def test_plot_writes_a_png(tmp_path, capsys, synth_file):
 
 
 def test_fault_map_blocks_count_every_fault():
-    from sramsim.plots import fault_map_rgb
+    from sramsim.plots import KIND_COLORS, fault_map_rgb
     chip = Chip(Geometry(4, 8, banks=2), address=[0, 33, 34, 63], vfail=[0.9, 0.9, 0.8, 0.8],
                 kind=[0, 1, 2, 0], v_floor=0.8)
     rgb, block = fault_map_rgb(chip, 0.8)
@@ -189,6 +189,10 @@ def test_fault_map_blocks_count_every_fault():
     assert block == (2, 2) and rgb.shape == (2, 2, 4, 3)
     assert np.argwhere(np.any(rgb < 1.0, axis=-1)).tolist() == [[0, 0, 0], [1, 0, 0], [1, 0, 1],
                                                                 [1, 1, 3]]
+    rgb, _ = fault_map_rgb(chip, 0.9, banks=1)                      # only bank 0, at 0.9
+    assert rgb.shape == (1, 4, 8, 3)
+    assert np.argwhere(np.any(rgb < 1.0, axis=-1)).tolist() == [[0, 0, 0]]
+    np.testing.assert_allclose(rgb[0, 0, 0], KIND_COLORS[0])            # densest block: pure kind
 
 
 def test_usage_errors_exit_2(capsys):

@@ -71,7 +71,7 @@ def test_gaussian_curve_and_empty_chip_round_trip(tmp_path):
     curve = BerCurve.gaussian(0.706, 0.055)
     chip = Chip.random(Geometry(16, 16), curve, 0.99, seed=1)   # BER(0.99) ~ 1e-7: no faults
     assert len(chip) == 0
-    chip.save(tmp_path / "g.h5")
+    save_chip(chip, tmp_path / "g.h5")
     loaded = load_chip(tmp_path / "g.h5")
     assert_same_chip(chip, loaded)
     assert (loaded.curve.mu, loaded.curve.sigma) == (0.706, 0.055)
