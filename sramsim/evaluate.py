@@ -69,19 +69,19 @@ def evaluate(model: nn.Module, dataset: Dataset, weights: dict[str, torch.Tensor
 
 
 def robust_error(model: nn.Module, dataset: Dataset,
-                 perturbed: Iterable[dict[str, torch.Tensor]], batch_size: int = 1000) -> dict:
+                 perturbed: Iterable[dict[str, torch.Tensor]],
+                 clean: dict[str, torch.Tensor] | None = None, batch_size: int = 1000) -> dict:
     """Robust error (RErr, Stutz et al. MLSys 2021): an example counts as wrong when the model
     under bit errors gets it wrong; averaged over the given perturbed weight sets.
 
     Returns {"clean_error", "robust_error" (mean over sets), "robust_error_std", "n"}; the clean
-    error uses the model's own weights (pass quantized weights in a first call to `accuracy` for
-    the quantized clean error).
+    error uses `clean` (e.g. `QuantizedModel.clean_weights()`), or the model's own weights.
     """
     errors = [1.0 - accuracy(model, dataset, w, batch_size) for w in perturbed]
     if not errors:
         raise ValueError("robust_error needs at least one set of perturbed weights")
     e = torch.tensor(errors, dtype=torch.float64)
-    return {"clean_error": 1.0 - accuracy(model, dataset, None, batch_size),
+    return {"clean_error": 1.0 - accuracy(model, dataset, clean, batch_size),
             "robust_error": float(e.mean()),
             "robust_error_std": float(e.std()) if len(errors) > 1 else 0.0,
             "n": len(errors)}
