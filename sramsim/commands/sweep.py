@@ -1,0 +1,117 @@
+"""`sramsim sweep`: accuracy vs supply voltage over many chips, with energy per read and saving."""
+from __future__ import annotations
+
+import argparse
+
+from ..cli import print_json
+from ..curves import BUILTINS
+from ..errors import InputError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "sweep", help="accuracy vs voltage over chips x offsets (resumable)",
+        description=__doc__.splitlines()[0] + ". Re-running with the same --out resumes.")
+    p.add_argument("--model", required=True, metavar="CKPT", help="model checkpoint (sramsim train-base)")
+    p.add_argument("--data", default="fashion-mnist", metavar="SPEC",
+                   help="fashion-mnist, mnist or a dataset directory (default fashion-mnist)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--profiles", nargs="+", metavar="H5", help="chip profile files")
+    src.add_argument("--chips", metavar="N", help="N random chips drawn from --curve")
+    p.add_argument("--curve", default="finfet14", choices=sorted(BUILTINS),
+                   help="BER curve of random chips (default finfet14)")
+    p.add_argument("--rows", default="1024", help="random chips: rows per bank (default 1024)")
+    p.add_argument("--cols", default="2048", help="random chips: bits per row (default 2048: 256 KB)")
+    p.add_argument("--banks", default="1", help="random chips: banks (default 1)")
+    p.add_argument("--seed", default="0", help="random chips: seed of the first chip (default 0)")
+    p.add_argument("--voltages", required=True, metavar="LIST",
+                   help="start:stop:step (e.g. 1.0:0.75:-0.025, stop included) or a comma list")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumes if it exists)")
+    p.add_argument("--offsets", default="1", metavar="K", help="placements of the model per chip (default 1)")
+    p.add_argument("--limit", default=None, metavar="N", help="use the first N test samples")
+    p.add_argument("--workers", default="1", metavar="W", help="parallel workers (default 1: in-process)")
+    p.add_argument("--threads", default="1", metavar="T",
+                   help="torch threads per worker (default 1; results are identical for any "
+                        "--workers/--executor at the same --threads)")
+    p.add_argument("--executor", default="local", choices=("local", "ray"), help="default local")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster to join (default: start a local Ray)")
+    p.add_argument("--bits", default=None, choices=("8", "4", "2"), help="override the checkpoint's bits")
+    p.add_argument("--scheme", default=None, choices=("symmetric", "asymmetric", "rquant"),
+                   help="override the checkpoint's quantization scheme")
+    p.add_argument("--batch-size", default="1000", metavar="B", help="evaluation batch (default 1000)")
+    p.add_argument("--leakage-share", default="0", metavar="S",
+                   help="leakage share of a read's energy at nominal voltage (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=run)
+
+
+def _int(text, flag: str, minimum: int = 1) -> int:
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise InputError(f"{flag} must be a whole number, got {text!r}") from None
+    if value < minimum:
+        raise InputError(f"{flag} must be >= {minimum}, got {text}")
+    return value
+
+
+def _float(text, flag: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise InputError(f"{flag} must be a number, got {text!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import sweep as S
+    voltages = S.parse_voltages(args.voltages)
+    if args.profiles:
+        chips = S.profile_chips(args.profiles)
+    else:
+        chips = S.random_chips(_int(args.chips, "--chips"), args.curve, _int(args.rows, "--rows"),
+                               _int(args.cols, "--cols"), _int(args.banks, "--banks"),
+                               _int(args.seed, "--seed", 0))
+    summary = S.run_sweep(
+        args.model, args.data, chips, voltages, args.out,
+        offsets=_int(args.offsets, "--offsets"), workers=_int(args.workers, "--workers"),
+        executor=args.executor, ray_address=args.ray_address, threads=_int(args.threads, "--threads"),
+        limit=None if args.limit is None else _int(args.limit, "--limit"),
+        bits=None if args.bits is None else int(args.bits), scheme=args.scheme,
+        batch_size=_int(args.batch_size, "--batch-size"),
+        leakage_share=_float(args.leakage_share, "--leakage-share"),
+        progress=not args.no_progress)
+    if args.json:
+        print_json(summary)
+    else:
+        print_table(summary)
+    return 0
+
+
+def print_table(summary: dict, file=None) -> None:
+    """The human table: one row per voltage, then where accuracy first drops > 1 point."""
+    import sys
+    f = file or sys.stdout
+    head = f"{'voltage':>8} {'BER':>10} {'accuracy':>9} {'± CI95':>7} {'std':>6} {'n':>4} {'E/read':>7} {'saving':>7}"
+    print(head, file=f)
+    for p in summary["points"]:
+        if p["accuracy_mean"] is None:
+            print(f"{p['voltage']:>8.4g} {'-':>10} {'-':>9}", file=f)
+            continue
+        print(f"{p['voltage']:>8.4g} {p['ber']:>10.3g} {100 * p['accuracy_mean']:>8.2f}% "
+              f"{100 * p['ci95']:>6.2f} {100 * p['accuracy_std']:>6.2f} {p['n']:>4d} "
+              f"{p['energy_per_read']:>7.3f} {100 * p['saving']:>6.1f}%", file=f)
+    clean = summary.get("clean_accuracy")
+    if clean is not None:
+        print(f"fault-free quantized accuracy {100 * clean:.2f}% "
+              f"(float {100 * summary['float_accuracy']:.2f}%)", file=f)
+        d = summary.get("drop_1pt")
+        if d is None:
+            print("accuracy stays within 1 point of fault-free down to the lowest voltage swept", file=f)
+        else:
+            print(f"accuracy falls more than 1 point below fault-free at V={d['voltage']:g} "
+                  f"(BER {d['ber']:.3g}, accuracy {100 * d['accuracy_mean']:.2f}%), "
+                  f"saving {100 * d['saving']:.1f}% of weight-memory energy", file=f)
+    print(f"wrote {summary['files']['summary_json']}, {summary['files']['summary_csv']}"
+          + (f", {summary['files']['plot']}" if summary["files"].get("plot") else ""), file=f)

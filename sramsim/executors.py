@@ -1,0 +1,236 @@
+"""Where sweep points run: in this process, in a local process pool, or on Ray actors.
+
+Every executor runs the same `SweepWorker` with the same torch thread count (`threads`, 1 by
+default): CPU kernels may split reductions differently for different thread counts, so fixing it
+makes every point bit-identical whichever executor and however many workers run it. Each worker
+loads the model and data once, quantizes once, builds chips from their `ChipSpec` (a profile path
+or a random chip's seed, never the fault arrays) and keeps the last few chips, so that a chip's
+masks build incrementally as its voltages come in descending order. Results come back to the caller task by task (`on_result`), so the
+caller can write each point as soon as it is finished.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .chip import Chip
+
+CHIP_CACHE = 2
+
+
+@dataclass(frozen=True)
+class Task:
+    """One chip at one voltage, for some of its offsets (chip_index -1: the fault-free model)."""
+
+    chip_index: int
+    voltage: float = 0.0
+    offset_indices: tuple = ()
+
+    @property
+    def size(self) -> int:
+        return max(1, len(self.offset_indices))
+
+
+@dataclass
+class Workload:
+    """What every worker needs, in a form that travels cheaply to other processes and machines.
+
+    `model_path`/`dataset_spec` are loaded by each worker; an in-memory `model`/`dataset` is used
+    (and pickled) only when no path/spec names it.
+    """
+
+    chips: list                         # list[ChipSpec]
+    offsets: int
+    bits: int
+    scheme: str
+    clip: float | None
+    model_path: str | None = None
+    dataset_spec: str | None = None
+    limit: int | None = None
+    batch_size: int = 1000
+    include_bias: bool = False
+    model: nn.Module | None = field(default=None, repr=False)
+    dataset: object | None = field(default=None, repr=False)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if self.model_path is not None:
+            state["model"] = None
+        if self.dataset_spec is not None:
+            state["dataset"] = None
+        return state
+
+    def load_model(self) -> nn.Module:
+        if self.model is None:
+            from .models import load_checkpoint
+            self.model, _ = load_checkpoint(self.model_path)
+        return self.model.eval()
+
+    def load_dataset(self):
+        if self.dataset is None:
+            from .data import load_dataset
+            self.dataset = load_dataset(self.dataset_spec, "test", self.limit)
+        return self.dataset
+
+
+def word_offset(chip: Chip, offset_index: int, offsets: int) -> int:
+    """Placement k of K on a chip: evenly spaced word offsets k * capacity_words // K."""
+    return (int(offset_index) * chip.geometry.capacity_words) // int(offsets)
+
+
+class SweepWorker:
+    """Evaluates sweep points; state (model, quantized image, data, recent chips) lives here."""
+
+    def __init__(self, workload: Workload, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(int(threads))
+        from .quantized_model import QuantizedModel
+        self.workload = workload
+        self.model = workload.load_model()
+        self.dataset = workload.load_dataset()
+        self.qm = QuantizedModel(self.model, workload.bits, workload.scheme, workload.clip,
+                                 include_bias=workload.include_bias)
+        self._chips: OrderedDict[int, Chip] = OrderedDict()
+
+    def chip(self, index: int) -> Chip:
+        if index in self._chips:
+            self._chips.move_to_end(index)
+            return self._chips[index]
+        chip = self.workload.chips[index].build()
+        self._chips[index] = chip
+        while len(self._chips) > CHIP_CACHE:
+            self._chips.popitem(last=False)
+        return chip
+
+    def run(self, task: Task) -> list[dict]:
+        from .evaluate import evaluate
+        w = self.workload
+        if task.chip_index < 0:
+            t0 = time.perf_counter()
+            clean = evaluate(self.model, self.dataset, self.qm.clean_weights(), w.batch_size)
+            t1 = time.perf_counter()
+            unquantized = evaluate(self.model, self.dataset, None, w.batch_size)
+            return [{"clean": True, "accuracy": clean["accuracy"], "loss": clean["loss"],
+                     "float_accuracy": unquantized["accuracy"], "float_loss": unquantized["loss"],
+                     "n_samples": len(self.dataset), "t_eval": t1 - t0}]
+        chip = self.chip(task.chip_index)
+        v = float(task.voltage)
+        out = []
+        for k in task.offset_indices:
+            offset = word_offset(chip, k, w.offsets)
+            t0 = time.perf_counter()
+            weights = self.qm.perturbed(chip, v, offset)
+            t1 = time.perf_counter()
+            r = evaluate(self.model, self.dataset, weights, w.batch_size)
+            t2 = time.perf_counter()
+            out.append({"voltage": v, "chip_index": task.chip_index, "chip": chip.name,
+                        "offset_index": int(k), "offset": offset, "ber": chip.ber(v),
+                        "faults": chip.count(v), "accuracy": r["accuracy"],
+                        "rerr": 1.0 - r["accuracy"], "loss": r["loss"],
+                        "n_samples": len(self.dataset), "t_faults": t1 - t0, "t_eval": t2 - t1})
+        return out
+
+
+def cpu_count() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
+
+
+# ------------------------------------------------------------------------------ executors
+
+OnResult = Callable[[list[dict]], None]
+
+
+def run_inprocess(workload: Workload, tasks: Sequence[Task], threads: int,
+                  on_result: OnResult) -> None:
+    """Run here, with torch's thread count set to `threads` for the run and restored after."""
+    before = torch.get_num_threads()
+    try:
+        worker = SweepWorker(workload, threads)
+        for task in tasks:
+            on_result(worker.run(task))
+    finally:
+        torch.set_num_threads(before)
+
+
+# The pool's worker processes each hold one SweepWorker, made by the pool's initializer. This is
+# per-process state of a child process, never touched by the parent.
+_POOL_WORKER: SweepWorker | None = None
+
+
+def _pool_init(workload: Workload, threads: int) -> None:
+    global _POOL_WORKER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle
+    _POOL_WORKER = SweepWorker(workload, threads)
+
+
+def _pool_run(task: Task) -> list[dict]:
+    return _POOL_WORKER.run(task)
+
+
+def run_pool(workload: Workload, tasks: Sequence[Task], workers: int, threads: int,
+             on_result: OnResult) -> None:
+    """A local pool of `workers` spawned processes (spawn: no forked torch/numba thread state)."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = mp.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pool_init,
+                               initargs=(workload, threads))
+    pending = {pool.submit(_pool_run, t) for t in tasks}
+    try:
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                on_result(fut.result())
+    except KeyboardInterrupt:
+        # Keep what is already computing: cancel the queue, wait for the points in flight.
+        for fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for fut in pending:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                on_result(fut.result())
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_ray(workload: Workload, tasks: Sequence[Task], workers: int | None, threads: int,
+            address: str | None, on_result: OnResult) -> None:
+    """Ray actors, one SweepWorker each: `address` joins a cluster, None starts a local Ray.
+
+    On a cluster, the checkpoint, the data and profile files must be at the same paths on every
+    node (a shared filesystem); random chips travel as seeds.
+    """
+    try:
+        import ray
+        from ray.util import ActorPool
+    except ImportError:
+        from .errors import InputError
+        raise InputError("--executor ray needs the 'ray' package (pip install ray)") from None
+    started = not ray.is_initialized()
+    if started:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers or None, include_dashboard=False, log_to_driver=False)
+    try:
+        n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        actor_cls = ray.remote(num_cpus=threads)(SweepWorker)
+        actors = [actor_cls.remote(workload, threads) for _ in range(n)]
+        pool = ActorPool(actors)
+        for task in tasks:
+            pool.submit(lambda actor, t: actor.run.remote(t), task)
+        while pool.has_next():
+            on_result(pool.get_next_unordered())
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,389 @@
+"""Voltage-vs-accuracy sweeps: a grid of voltages x chips x offsets, resumable, aggregated.
+
+Each point quantizes nothing anew (the model is quantized once per worker), reads the weights
+back through one chip at one voltage and placement, and evaluates the test set in batches.
+Per voltage the summary gives accuracy mean / std / 95% t-interval over chips x offsets, the
+chips' bit error rate, the energy per weight read and the saving (`sramsim.energy`).
+
+Python entry point: `run_sweep(...)`; command line: `sramsim sweep`.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import nn
+
+from . import energy as E
+from .chip import Chip
+from .curves import BUILTINS, BerCurve
+from .errors import InputError
+from .executors import Task, Workload, run_inprocess, run_pool, run_ray
+from .geometry import Geometry, parse_kinds
+from .sweep_store import ResultStore, point_key
+
+MAX_VOLTAGES = 10_000
+DEFAULT_ROWS, DEFAULT_COLS = 1024, 2048     # 256 KB weight SRAM, as in NeuralFuse's setup
+
+
+# ------------------------------------------------------------------------------ voltages
+
+def parse_voltages(text: str) -> list[float]:
+    """"1.0:0.75:-0.025" (start:stop:step, stop included) or "1.0,0.9,0.8" -> descending list."""
+    text = str(text).strip()
+    try:
+        if ":" in text:
+            parts = [float(p) for p in text.split(":")]
+            if len(parts) != 3:
+                raise ValueError
+            start, stop, step = parts
+            if not all(map(math.isfinite, parts)) or step == 0 or (stop - start) * step < 0:
+                raise InputError(f"--voltages {text}: start:stop:step needs a non-zero step that "
+                                 "goes from start towards stop")
+            count = int(math.floor((stop - start) / step + 1e-9)) + 1
+            if count > MAX_VOLTAGES:
+                raise InputError(f"--voltages {text}: {count} voltages (at most {MAX_VOLTAGES})")
+            values = [start + i * step for i in range(count)]
+        else:
+            values = [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise InputError(f"--voltages {text!r}: use start:stop:step (e.g. 1.0:0.75:-0.025) or a "
+                         "comma list of numbers") from None
+    if not values:
+        raise InputError("--voltages: no voltages given")
+    bad = [v for v in values if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise InputError(f"--voltages: {bad[0]!r} is not a positive finite voltage")
+    return sorted({round(v, 6) for v in values}, reverse=True)
+
+
+# ------------------------------------------------------------------------------ chips
+
+@dataclass(frozen=True)
+class ChipSpec:
+    """How to obtain one chip anywhere: a profile file, or a random chip's recipe (seeded)."""
+
+    name: str
+    path: str | None = None
+    sha256: str | None = None
+    curve: str | None = None
+    rows: int = 0
+    cols: int = 0
+    banks: int = 1
+    seed: int = 0
+    v_floor: float = 0.0
+    kinds: tuple = (("flip", 1.0),)
+
+    def build(self) -> Chip:
+        if self.path is not None:
+            return Chip.load(self.path)
+        return Chip.random(Geometry(self.rows, self.cols, self.banks), BerCurve.builtin(self.curve),
+                           self.v_floor, self.seed, dict(self.kinds), name=self.name)
+
+    def identity(self) -> dict:
+        """What makes two specs the same chip (a profile's content, not its path)."""
+        d = asdict(self)
+        if self.path is not None:
+            return {"name": self.name, "sha256": self.sha256}
+        d.pop("path"), d.pop("sha256")
+        d["kinds"] = [list(k) for k in self.kinds]
+        return d
+
+
+def random_chips(n: int, curve: str = "finfet14", rows: int = DEFAULT_ROWS,
+                 cols: int = DEFAULT_COLS, banks: int = 1, seed: int = 0,
+                 v_floor: float | None = None, kinds: dict | None = None) -> list[ChipSpec]:
+    """`n` random chips with seeds seed, seed+1, ...; v_floor defaults to the curve's lowest voltage."""
+    if int(n) != n or n < 1:
+        raise InputError(f"--chips must be a positive integer, got {n!r}")
+    if curve not in BUILTINS:
+        raise InputError(f"--curve {curve!r}: unknown; built-ins: {', '.join(sorted(BUILTINS))}")
+    try:
+        geometry = Geometry(rows, cols, banks)
+        codes, _ = parse_kinds(kinds)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    c = BerCurve.builtin(curve)
+    floor = c.v_min if v_floor is None else float(v_floor)
+    if floor < c.v_min:
+        raise InputError(f"v_floor {floor:g} is below curve {curve!r}'s lowest voltage {c.v_min:g}")
+    kinds_t = tuple(sorted((kinds or {"flip": 1.0}).items()))
+    return [ChipSpec(f"{curve}-{geometry.rows}x{geometry.cols}x{geometry.banks}-s{seed + i}",
+                     curve=curve, rows=geometry.rows, cols=geometry.cols, banks=geometry.banks,
+                     seed=int(seed) + i, v_floor=floor, kinds=kinds_t) for i in range(int(n))]
+
+
+def profile_chips(paths: Sequence[str | os.PathLike]) -> list[ChipSpec]:
+    if not paths:
+        raise InputError("--profiles: no profile files given")
+    return [ChipSpec(Chip.load(p).name, path=os.path.abspath(p), sha256=_file_sha256(p))
+            for p in paths]
+
+
+def _file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _chip_facts(spec: ChipSpec) -> dict:
+    """Floor, unit and nominal voltage of a chip, without building random chips."""
+    if spec.path is not None:
+        chip = Chip.load(spec.path)
+        return {"name": spec.name, "v_floor": chip.v_floor, "unit": chip.voltage_unit,
+                "nominal": chip.nominal_voltage, "source": chip.source}
+    return {"name": spec.name, "v_floor": spec.v_floor, "unit": "normalized", "nominal": 1.0,
+            "source": "synthetic"}
+
+
+# ------------------------------------------------------------------------------ fingerprints
+
+def tensor_sha256(tensors) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def model_sha256(model: nn.Module) -> str:
+    state = model.state_dict()
+    return tensor_sha256(state[k] for k in sorted(state))
+
+
+# ------------------------------------------------------------------------------ the sweep
+
+def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltages, out_dir,
+              offsets: int = 1, workers: int = 1, executor: str = "local",
+              ray_address: str | None = None, threads: int = 1, limit: int | None = None,
+              bits: int | None = None, scheme: str | None = None, clip: float | None = None,
+              batch_size: int = 1000, leakage_share: float = 0.0, progress: bool = True) -> dict:
+    """Run (or resume) a sweep and write DIR/points.jsonl, summary.json/.csv/.png.
+
+    model: a checkpoint path (quantization settings from its meta unless overridden) or an
+    nn.Module (bits/scheme/clip default to 8 / symmetric / None). dataset: a `load_dataset`
+    spec or a `Dataset`. chips: `ChipSpec`s (`random_chips`, `profile_chips`) or profile paths.
+    voltages: a list or a `parse_voltages` string. workers: 1 runs here, more use a process
+    pool (or Ray actors with executor="ray"); each runs `threads` torch threads, and a point's
+    result does not depend on the executor or worker count at a fixed `threads`.
+    Returns the summary dict.
+    """
+    t_start = time.perf_counter()
+    if isinstance(voltages, str):
+        voltages = parse_voltages(voltages)
+    voltages = sorted({round(float(v), 6) for v in voltages}, reverse=True)
+    if not voltages or not all(math.isfinite(v) and v > 0 for v in voltages):
+        raise InputError("voltages must be positive finite numbers")
+    chips = [c if isinstance(c, ChipSpec) else profile_chips([c])[0] for c in chips]
+    if not chips:
+        raise InputError("no chips to sweep")
+    if int(offsets) != offsets or offsets < 1:
+        raise InputError(f"--offsets must be a positive integer, got {offsets!r}")
+    if int(workers) != workers or workers < 1:
+        raise InputError(f"--workers must be a positive integer, got {workers!r}")
+    if int(threads) != threads or threads < 1:
+        raise InputError(f"--threads must be a positive integer, got {threads!r}")
+    if executor not in ("local", "ray"):
+        raise InputError(f"--executor must be 'local' or 'ray', got {executor!r}")
+    if not 0.0 <= float(leakage_share) <= 1.0:
+        raise InputError(f"--leakage-share must lie in [0, 1], got {leakage_share!r}")
+
+    facts = [_chip_facts(c) for c in chips]
+    _check_voltages(voltages, facts)
+    nominal, unit = facts[0]["nominal"], facts[0]["unit"]
+
+    workload, model_obj, arch, ds = _workload(model, dataset, chips, int(offsets), limit, bits, scheme,
+                                        clip, batch_size)
+    config = {
+        "model": {"arch": arch, "sha256": model_sha256(model_obj)},
+        "data": {"name": ds.name, "n": len(ds), "sha256": tensor_sha256([ds.x, ds.y])},
+        "quantization": {"bits": workload.bits, "scheme": workload.scheme, "clip": workload.clip,
+                         "include_bias": workload.include_bias},
+        "chips": [c.identity() for c in chips],
+        "offsets": int(offsets),
+    }
+    store = ResultStore(out_dir, config)
+    tasks = _pending_tasks(store, voltages, len(chips), int(offsets))
+    n_new = sum(t.size for t in tasks)
+    bar = _progress_bar(n_new, progress)
+
+    def on_result(records: list[dict]) -> None:
+        store.append(records)
+        bar.update(len(records))
+
+    try:
+        if tasks:
+            if executor == "ray":
+                run_ray(workload, tasks, workers, int(threads), ray_address, on_result)
+            elif workers == 1:
+                run_inprocess(workload, tasks, int(threads), on_result)
+            else:
+                run_pool(workload, tasks, min(int(workers), len(tasks)), int(threads), on_result)
+    finally:
+        bar.close()
+        store.close()
+
+    summary = summarize(store.records, voltages, len(chips), int(offsets), nominal, leakage_share)
+    summary.update({
+        "model": str(model) if isinstance(model, (str, os.PathLike)) else config["model"]["arch"],
+        "data": str(dataset) if isinstance(dataset, (str, os.PathLike)) else ds.name,
+        "n_samples": len(ds), "limit": limit,
+        "quantization": config["quantization"],
+        "chips": [f["name"] for f in facts], "offsets": int(offsets),
+        "voltage_unit": unit, "nominal_voltage": nominal, "leakage_share": float(leakage_share),
+        "computed_points": sum(t.size for t in tasks if t.chip_index >= 0),
+        "executor": executor, "workers": int(workers), "threads": int(threads),
+        "elapsed_s": round(time.perf_counter() - t_start, 3),
+        "out": str(store.dir),
+    })
+    summary["reused_points"] = len(voltages) * len(chips) * int(offsets) - sum(
+        t.size for t in tasks if t.chip_index >= 0)
+    summary["files"] = {"points": str(store.points_path), "summary_json": str(store.dir / "summary.json"),
+                        "summary_csv": str(store.dir / "summary.csv"),
+                        "plot": _plot(summary, store.dir / "summary.png")}
+    store.write_summary(summary)
+    return summary
+
+
+def _check_voltages(voltages: list[float], facts: list[dict]) -> None:
+    units = {(f["unit"], f["nominal"]) for f in facts}
+    if len(units) > 1:
+        raise InputError("chips use different voltage units or nominal voltages: "
+                         + "; ".join(f"{f['name']}: {f['unit']}, nominal {f['nominal']:g}" for f in facts))
+    low = min(voltages)
+    for f in facts:
+        if low < f["v_floor"] - 1e-9:
+            what = "lowest measured voltage" if f["source"] == "measured" else "v_floor"
+            raise InputError(f"voltage {low:g} is below chip {f['name']!r}'s {what} {f['v_floor']:g}")
+
+
+def _workload(model, dataset, chips, offsets, limit, bits, scheme, clip, batch_size):
+    """Load (and check) model and data here, so bad input fails before any worker starts."""
+    from .data import Dataset, load_dataset
+    meta = {}
+    if isinstance(model, (str, os.PathLike)):
+        from .models import load_checkpoint
+        model_path = str(model)
+        model_obj, meta = load_checkpoint(model_path)
+    elif isinstance(model, nn.Module):
+        model_path, model_obj = None, model
+    else:
+        raise InputError(f"model must be a checkpoint path or an nn.Module, got {type(model).__name__}")
+    if limit is not None and (int(limit) != limit or limit < 1):
+        raise InputError(f"--limit must be a positive integer, got {limit!r}")
+    if isinstance(dataset, Dataset):
+        spec, ds = None, dataset
+        if limit is not None:
+            ds = Dataset(ds.x[:limit], ds.y[:limit], ds.num_classes, ds.name)
+    else:
+        spec, ds = str(dataset), load_dataset(str(dataset), "test", limit)
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise InputError(f"--batch-size must be a positive integer, got {batch_size!r}")
+    bits = int(bits if bits is not None else meta.get("bits") or 8)
+    scheme = scheme if scheme is not None else meta.get("scheme") or "symmetric"
+    clip = clip if clip is not None else meta.get("clip")
+    from .quantization import check_scheme
+    try:
+        check_scheme(scheme, bits)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    in_ch = meta.get("in_channels")
+    if in_ch is not None and int(in_ch) != ds.in_channels:
+        raise InputError(f"model expects {in_ch}-channel inputs but {ds.name} has {ds.in_channels}")
+    workload = Workload(list(chips), offsets, bits, scheme, None if clip is None else float(clip),
+                        model_path=model_path, dataset_spec=spec, limit=limit,
+                        batch_size=int(batch_size), model=model_obj, dataset=ds)
+    return workload, model_obj, meta.get("arch") or type(model_obj).__name__, ds
+
+
+def _pending_tasks(store: ResultStore, voltages, n_chips: int, offsets: int) -> list[Task]:
+    """What is left: the clean point first, then each chip's voltages from high to low."""
+    tasks = [] if store.done(("clean",)) else [Task(-1)]
+    for c in range(n_chips):
+        for v in voltages:
+            todo = tuple(k for k in range(offsets) if not store.done((round(v, 6), c, k)))
+            if todo:
+                tasks.append(Task(c, v, todo))
+    return tasks
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, unit="pt", desc="sweep", file=sys.stderr, disable=not enabled,
+                dynamic_ncols=True, smoothing=0.1)
+
+
+# ------------------------------------------------------------------------------ aggregation
+
+def summarize(records: dict, voltages, n_chips: int, offsets: int, nominal: float = 1.0,
+              leakage_share: float = 0.0) -> dict:
+    """Per-voltage statistics over chips x offsets, from the stored point records."""
+    clean = records.get(("clean",))
+    points = []
+    for v in voltages:
+        recs = [records[(round(v, 6), c, k)] for c in range(n_chips) for k in range(offsets)
+                if (round(v, 6), c, k) in records]
+        points.append(_aggregate(v, recs, nominal, leakage_share))
+    out = {"points": points}
+    if clean is not None:
+        out.update({"clean_accuracy": clean["accuracy"], "clean_error": 1.0 - clean["accuracy"],
+                    "clean_loss": clean["loss"], "float_accuracy": clean["float_accuracy"]})
+        for p in points:
+            p["accuracy_drop"] = (clean["accuracy"] - p["accuracy_mean"]
+                                  if p["accuracy_mean"] is not None else None)
+        out["drop_1pt"] = first_drop(out, 0.01)
+    return out
+
+
+def _aggregate(v: float, recs: list[dict], nominal: float, leakage_share: float) -> dict:
+    e = E.energy_per_read(v, nominal, leakage_share)
+    p = {"voltage": v, "ber": None, "accuracy_mean": None, "accuracy_std": None, "ci95": None,
+         "n": len(recs), "accuracy_min": None, "accuracy_max": None, "rerr_mean": None,
+         "loss_mean": None, "energy_per_read": e, "saving": 1.0 - e}
+    if not recs:
+        return p
+    acc = np.array([r["accuracy"] for r in recs], dtype=np.float64)
+    n = acc.size
+    std = float(acc.std(ddof=1)) if n > 1 else 0.0
+    p.update({
+        "ber": float(np.mean([r["ber"] for r in recs])),
+        "accuracy_mean": float(acc.mean()),
+        "accuracy_std": std,
+        "ci95": float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else 0.0,
+        "accuracy_min": float(acc.min()), "accuracy_max": float(acc.max()),
+        "rerr_mean": float(1.0 - acc.mean()),
+        "loss_mean": float(np.mean([r["loss"] for r in recs])),
+    })
+    return p
+
+
+def first_drop(summary: dict, drop: float = 0.01) -> dict | None:
+    """The highest voltage whose mean accuracy is more than `drop` below the clean accuracy."""
+    clean = summary.get("clean_accuracy")
+    if clean is None:
+        return None
+    for p in sorted(summary["points"], key=lambda q: -q["voltage"]):
+        if p["accuracy_mean"] is not None and p["accuracy_mean"] < clean - drop:
+            return {"voltage": p["voltage"], "accuracy_mean": p["accuracy_mean"],
+                    "ber": p["ber"], "saving": p["saving"], "energy_per_read": p["energy_per_read"]}
+    return None
+
+
+def _plot(summary: dict, path) -> str | None:
+    try:
+        from .plots import plot_sweep
+    except ImportError:
+        return None
+    plot_sweep(summary, path)
+    return str(path)

@@ -1,0 +1,127 @@
+"""A sweep's output folder: its configuration, the per-point results file, and the summaries.
+
+Layout of DIR:
+    config.json   what was swept (model and data fingerprints, quantization, chips, offsets);
+                  a re-run must match it, or it is refused (results are never mixed)
+    points.jsonl  one JSON object per finished point, appended and flushed as each finishes;
+                  a killed sweep leaves at most a torn last line, which the next run drops
+    summary.json, summary.csv, summary.png   written at the end of every run
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from .errors import InputError
+
+CONFIG_FORMAT = "sramsim.sweep"
+CONFIG_VERSION = 1
+CSV_COLUMNS = ("voltage", "ber", "accuracy_mean", "accuracy_std", "ci95", "n", "accuracy_min",
+               "accuracy_max", "rerr_mean", "loss_mean", "energy_per_read", "saving")
+
+
+def point_key(record: dict) -> tuple:
+    """Identity of a point in the grid: (voltage, chip index, offset index); clean: ("clean",)."""
+    if record.get("clean"):
+        return ("clean",)
+    return (round(float(record["voltage"]), 6), int(record["chip_index"]), int(record["offset_index"]))
+
+
+class ResultStore:
+    """Owns DIR: checks/creates config.json, reads finished points back, appends new ones."""
+
+    def __init__(self, out_dir: str | os.PathLike, config: dict):
+        self.dir = Path(out_dir)
+        if self.dir.exists() and not self.dir.is_dir():
+            raise InputError(f"{self.dir}: --out exists and is not a directory")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, **config}
+        self.config_path = self.dir / "config.json"
+        self.points_path = self.dir / "points.jsonl"
+        self._check_or_write_config()
+        self.records: dict[tuple, dict] = self._read_points()
+        self._file = None
+
+    # --- configuration ---------------------------------------------------------------------
+    def _check_or_write_config(self) -> None:
+        if self.config_path.exists():
+            try:
+                old = json.loads(self.config_path.read_text())
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{self.config_path}: unreadable sweep configuration ({exc}); "
+                                 "use another --out") from None
+            new = json.loads(json.dumps(self.config))   # same JSON normalisation as on disk
+            if old != new:
+                keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                raise InputError(f"{self.dir}: holds a sweep with a different configuration "
+                                 f"({', '.join(keys)} differ); use another --out or the same settings")
+            return
+        if self.points_path.exists():
+            raise InputError(f"{self.dir}: has {self.points_path.name} but no config.json; "
+                             "use another --out")
+        tmp = self.config_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.config, indent=1) + "\n")
+        os.replace(tmp, self.config_path)
+
+    # --- per-point results -----------------------------------------------------------------
+    def _read_points(self) -> dict[tuple, dict]:
+        if not self.points_path.exists():
+            return {}
+        data = self.points_path.read_bytes()
+        keep = data
+        if data and not data.endswith(b"\n"):
+            keep = data[:data.rfind(b"\n") + 1]        # a torn last line from a killed run
+        records = {}
+        for number, line in enumerate(keep.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                records[point_key(rec)] = rec
+            except (ValueError, KeyError, TypeError):
+                raise InputError(f"{self.points_path}: line {number} is not a sweep point; "
+                                 "use another --out") from None
+        if keep != data:
+            with open(self.points_path, "r+b") as f:
+                f.truncate(len(keep))
+        return records
+
+    def done(self, key: tuple) -> bool:
+        return key in self.records
+
+    def append(self, records: list[dict]) -> None:
+        """Write finished points and flush them to the OS before returning."""
+        if self._file is None:
+            self._file = open(self.points_path, "a", encoding="utf-8")
+        for rec in records:
+            self._file.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            self.records[point_key(rec)] = rec
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    # --- summaries -------------------------------------------------------------------------
+    def write_summary(self, summary: dict) -> None:
+        """summary.json and summary.csv (each replaced atomically)."""
+        json_path, csv_path = self.dir / "summary.json", self.dir / "summary.csv"
+        tmp = json_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+        os.replace(tmp, json_path)
+        tmp = csv_path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for p in summary["points"]:
+                writer.writerow({k: _fmt(p.get(k)) for k in CSV_COLUMNS})
+        os.replace(tmp, csv_path)
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else value

@@ -1,0 +1,289 @@
+"""Sweeps: voltage parsing, aggregation, resume after a kill, config guard, executors, CLI."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from sramsim import Chip, Geometry
+from sramsim import sweep as S
+from sramsim.cli import main
+from sramsim.curves import BerCurve
+from sramsim.errors import InputError
+from sramsim.sweep_store import ResultStore
+
+N_SAMPLES = 48
+ROWS, COLS = 128, 256          # 4 KB chips: the 87 KB CNN image is tiled over them
+VOLTAGES = [1.0, 0.9, 0.8]
+
+
+def _write_idx(directory, images: np.ndarray, labels: np.ndarray) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    n, h, w = images.shape
+    with open(directory / "t10k-images-idx3-ubyte", "wb") as f:
+        f.write((0x0803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (n, h, w)))
+        f.write(images.astype(np.uint8).tobytes())
+    with open(directory / "t10k-labels-idx1-ubyte", "wb") as f:
+        f.write((0x0801).to_bytes(4, "big") + n.to_bytes(4, "big"))
+        f.write(labels.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny IDX test set and a CNN checkpoint whose last layer is fitted to it."""
+    from sramsim.models import build, save_checkpoint
+    root = tmp_path_factory.mktemp("sweep")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, N_SAMPLES)
+    # Class-dependent bright square, so a model can be better than chance and faults can hurt.
+    images = rng.integers(0, 60, (N_SAMPLES, 28, 28))
+    for i, c in enumerate(labels):
+        images[i, 2 * c:2 * c + 8, 2 * c:2 * c + 8] = 255
+    data = root / "data"
+    _write_idx(data, images, labels)
+    torch.manual_seed(0)
+    model = build("cnn").eval()
+    from sramsim.data import load_dataset
+    ds = load_dataset(str(data))
+    with torch.no_grad():   # least-squares readout on random features: far above chance
+        feats = model.features(ds.x).flatten(1)
+        target = torch.nn.functional.one_hot(ds.y, 10).float() * 10 - 5
+        sol = torch.linalg.lstsq(feats, target).solution
+        model.classifier.weight.copy_(sol.T)
+        model.classifier.bias.zero_()
+    ckpt = root / "cnn.pt"
+    save_checkpoint(ckpt, model, {"arch": "cnn", "in_channels": 1, "num_classes": 10,
+                                  "norm": "batch", "bits": 8, "scheme": "symmetric", "clip": None,
+                                  "dataset": str(data)})
+    return {"root": root, "data": str(data), "ckpt": str(ckpt)}
+
+
+def _chips(n=2, **kw):
+    return S.random_chips(n, "finfet14", ROWS, COLS, seed=3, **kw)
+
+
+def _points(out):
+    with open(os.path.join(out, "points.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+# ----------------------------------------------------------------------------- parsing
+
+def test_parse_voltages_range_list_and_errors():
+    assert S.parse_voltages("1.0:0.75:-0.025") == [round(1.0 - 0.025 * i, 6) for i in range(11)]
+    assert S.parse_voltages("0.8:1.0:0.1") == [1.0, 0.9, 0.8]
+    assert S.parse_voltages("0.9, 1.0,0.9,0.85") == [1.0, 0.9, 0.85]
+    for bad in ["", "abc", "1:0.5", "1.0:0.75:0.025", "1:0.5:0", "0.9,-1", "nan", "1:0:-1e-9"]:
+        with pytest.raises(InputError):
+            S.parse_voltages(bad)
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+def test_summarize_exact_statistics():
+    accs = [0.5, 0.7, 0.6, 0.8]
+    records = {("clean",): {"clean": True, "accuracy": 0.9, "loss": 0.1, "float_accuracy": 0.91}}
+    for i, a in enumerate(accs):
+        records[(0.8, i // 2, i % 2)] = {"accuracy": a, "loss": 1.0 - a, "ber": 0.01 * (i + 1)}
+    records[(0.9, 0, 0)] = {"accuracy": 0.9, "loss": 0.1, "ber": 0.0}
+    s = S.summarize(records, [0.9, 0.8, 0.7], n_chips=2, offsets=2)
+    p9, p8, p7 = s["points"]
+    assert p8["n"] == 4 and p8["accuracy_mean"] == pytest.approx(0.65)
+    sd = np.std(accs, ddof=1)
+    assert p8["accuracy_std"] == pytest.approx(sd)
+    assert p8["ci95"] == pytest.approx(stats.t.ppf(0.975, 3) * sd / 2)
+    assert p8["ber"] == pytest.approx(0.025)
+    assert p8["saving"] == pytest.approx(1 - 0.64) and p8["energy_per_read"] == pytest.approx(0.64)
+    assert p9["n"] == 1 and p9["ci95"] == 0.0 and p9["accuracy_std"] == 0.0
+    assert p7["n"] == 0 and p7["accuracy_mean"] is None
+    assert s["clean_accuracy"] == 0.9
+    assert s["drop_1pt"]["voltage"] == 0.8 and s["drop_1pt"]["saving"] == pytest.approx(0.36)
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+def test_sweep_grid_statistics_and_files(setup, tmp_path):
+    out = tmp_path / "out"
+    s = S.run_sweep(setup["ckpt"], setup["data"], _chips(2), VOLTAGES, out, offsets=2, progress=False)
+    pts = _points(out)
+    assert len(pts) == 1 + 3 * 2 * 2
+    assert s["computed_points"] == 12 and s["reused_points"] == 0
+    by_v = {p["voltage"]: p for p in s["points"]}
+    assert [p["voltage"] for p in s["points"]] == VOLTAGES
+    assert all(p["n"] == 4 for p in s["points"])
+    # finfet14 has no errors at nominal voltage: every placement reads the clean weights
+    assert by_v[1.0]["ber"] == 0.0
+    assert by_v[1.0]["accuracy_mean"] == s["clean_accuracy"] and by_v[1.0]["accuracy_std"] == 0.0
+    assert s["clean_accuracy"] > 0.5           # the fitted readout works
+    # BER follows the curve (binomial bounds: 4 KB chips are small) and grows as V drops
+    assert by_v[0.9]["ber"] < by_v[0.8]["ber"]
+    nbits = ROWS * COLS
+    for v in (0.9, 0.8):
+        p = BerCurve.builtin("finfet14").ber(v)
+        assert abs(by_v[v]["ber"] - p) < 6 * math.sqrt(p / nbits / 2) + 1e-12
+    assert by_v[0.8]["energy_per_read"] == pytest.approx(0.64)
+    # the placements differ: offset k sits at k * capacity_words // K
+    assert {p["offset"] for p in pts if not p.get("clean")} == {0, ROWS * COLS // 8 // 2}
+    csv = (out / "summary.csv").read_text().splitlines()
+    assert csv[0].startswith("voltage,ber,accuracy_mean") and len(csv) == 4
+    assert json.loads((out / "summary.json").read_text())["points"][2]["n"] == 4
+    assert (out / "summary.png").stat().st_size > 1000
+
+
+def test_sweep_resumes_without_recomputing(setup, tmp_path):
+    out = tmp_path / "out"
+    chips = _chips(2)
+    full = S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES, out, progress=False)
+    lines = (out / "points.jsonl").read_text().splitlines(keepends=True)
+    assert len(lines) == 7
+    # A killed run: 4 points written, the 5th torn mid-line.
+    (out / "points.jsonl").write_text("".join(lines[:4]) + lines[4][:20])
+    again = S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES, out, progress=False)
+    assert again["computed_points"] == 3 and again["reused_points"] == 3
+    pts = _points(out)
+    assert len(pts) == 7
+    assert (out / "points.jsonl").read_text().splitlines(keepends=True)[:4] == lines[:4]
+    # recomputed points are identical to the first run's (deterministic)
+    strip = lambda ps: sorted((p.get("voltage", 0), p.get("chip_index", -1), p["accuracy"], p["loss"])
+                              for p in ps)
+    assert strip(pts) == strip([json.loads(l) for l in lines])
+    assert [p["accuracy_mean"] for p in again["points"]] == [p["accuracy_mean"] for p in full["points"]]
+    # Nothing left: a third run computes nothing; adding a voltage computes only that one.
+    assert S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES, out,
+                       progress=False)["computed_points"] == 0
+    more = S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES + [0.85], out, progress=False)
+    assert more["computed_points"] == 2 and [p["n"] for p in more["points"]] == [2, 2, 2, 2]
+
+
+def test_sweep_refuses_a_different_configuration(setup, tmp_path):
+    out = tmp_path / "out"
+    S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [1.0], out, progress=False)
+    with pytest.raises(InputError, match="offsets"):
+        S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [1.0], out, offsets=2, progress=False)
+    with pytest.raises(InputError, match="chips"):
+        S.run_sweep(setup["ckpt"], setup["data"], _chips(2), [1.0], out, progress=False)
+    with pytest.raises(InputError, match="quantization"):
+        S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [1.0], out, bits=4, progress=False)
+    with pytest.raises(InputError, match="data"):
+        S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [1.0], out, limit=10, progress=False)
+    assert len(_points(out)) == 2                    # nothing was mixed in
+
+
+def test_voltage_below_floor_fails_before_any_work(setup, tmp_path):
+    with pytest.raises(InputError, match="below chip"):
+        S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [0.9, 0.7], tmp_path / "a",
+                    progress=False)
+    assert not (tmp_path / "a").exists()
+    chip = Chip.random(Geometry(ROWS, COLS), BerCurve.builtin("finfet14"), 0.85, seed=1)
+    chip.save(tmp_path / "c.h5")
+    with pytest.raises(InputError, match="0.85"):
+        S.run_sweep(setup["ckpt"], setup["data"], [str(tmp_path / "c.h5")], [0.9, 0.8],
+                    tmp_path / "b", progress=False)
+    assert not (tmp_path / "b").exists()
+
+
+def test_profiles_sweep_matches_the_same_random_chips(setup, tmp_path):
+    """A chip saved as a profile gives the same points as the recipe it was drawn from."""
+    spec = _chips(1)[0]
+    spec.build().save(tmp_path / "chip.h5")
+    a = S.run_sweep(setup["ckpt"], setup["data"], [spec], VOLTAGES, tmp_path / "a", progress=False)
+    b = S.run_sweep(setup["ckpt"], setup["data"], S.profile_chips([tmp_path / "chip.h5"]),
+                    VOLTAGES, tmp_path / "b", progress=False)
+    assert [p["accuracy_mean"] for p in a["points"]] == [p["accuracy_mean"] for p in b["points"]]
+    assert [p["ber"] for p in a["points"]] == [p["ber"] for p in b["points"]]
+
+
+def test_pool_workers_give_the_same_points(setup, tmp_path):
+    chips = _chips(2)
+    one = S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES, tmp_path / "one", progress=False)
+    two = S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES, tmp_path / "two", workers=2,
+                      progress=False)
+    key = lambda p: (p.get("voltage", 0), p.get("chip_index", -1), p.get("offset_index", -1))
+    pick = lambda ps: sorted((key(p), p["accuracy"], p["loss"]) for p in ps)
+    assert pick(_points(tmp_path / "one")) == pick(_points(tmp_path / "two"))
+    assert [p["accuracy_mean"] for p in one["points"]] == [p["accuracy_mean"] for p in two["points"]]
+
+
+@pytest.mark.slow
+def test_ray_executor_local_instance(setup, tmp_path):
+    pytest.importorskip("ray")
+    chips = _chips(2)
+    one = S.run_sweep(setup["ckpt"], setup["data"], chips, [1.0, 0.8], tmp_path / "one",
+                      progress=False)
+    ray_ = S.run_sweep(setup["ckpt"], setup["data"], chips, [1.0, 0.8], tmp_path / "ray",
+                       workers=2, executor="ray", progress=False)
+    assert ray_["computed_points"] == 4
+    assert [p["accuracy_mean"] for p in one["points"]] == [p["accuracy_mean"] for p in ray_["points"]]
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _cli(capsys, *argv):
+    code = main(["sweep", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_json_and_table(setup, tmp_path, capsys):
+    base = ["--model", setup["ckpt"], "--data", setup["data"], "--chips", "1", "--rows", str(ROWS),
+            "--cols", str(COLS), "--voltages", "1.0:0.8:-0.1", "--out", str(tmp_path / "o"),
+            "--no-progress"]
+    code, out, _ = _cli(capsys, *base, "--json")
+    assert code == 0
+    s = json.loads(out)
+    assert [p["voltage"] for p in s["points"]] == [1.0, 0.9, 0.8]
+    assert {"voltage", "ber", "accuracy_mean", "accuracy_std", "ci95", "n", "energy_per_read",
+            "saving"} <= set(s["points"][0])
+    code, out, _ = _cli(capsys, *base, "--limit", "1000")    # limit >= N: same data, resumes
+    assert code == 0 and "voltage" in out.splitlines()[0] and "fault-free" in out
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--voltages", "1.0:0.7:-0.1"], "below chip"),
+    (["--voltages", "x"], "--voltages"),
+    (["--voltages", "1.0", "--chips", "0"], "--chips"),
+    (["--voltages", "1.0", "--workers", "0"], "--workers"),
+    (["--voltages", "1.0", "--offsets", "two"], "--offsets"),
+    (["--voltages", "1.0", "--data", "/nonexistent/data"], "/nonexistent/data"),
+    (["--voltages", "1.0", "--model", "/nonexistent/m.pt"], "m.pt"),
+])
+def test_cli_bad_input_one_line_exit_2(setup, tmp_path, capsys, extra, needle):
+    argv = ["--model", setup["ckpt"], "--data", setup["data"], "--chips", "1",
+            "--out", str(tmp_path / "o"), "--no-progress"]
+    # later flags win in argparse, so `extra` overrides the defaults above
+    code, out, err = _cli(capsys, *argv, *extra)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and needle in err
+
+
+def test_killed_cli_sweep_resumes(setup, tmp_path):
+    """SIGKILL a running `sramsim sweep`, re-run it: only the missing points are computed."""
+    out = tmp_path / "o"
+    argv = [sys.executable, "-m", "sramsim.cli", "sweep", "--model", setup["ckpt"], "--data",
+            setup["data"], "--chips", "3", "--rows", str(ROWS), "--cols", str(COLS),
+            "--voltages", "1.0:0.8:-0.05", "--out", str(out), "--no-progress", "--json"]
+    total = 3 * 5
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    points = out / "points.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if points.exists() and points.read_text().count("\n") >= 4:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sum(1 for p in _points(out) if not p.get("clean"))
+    assert 3 <= done < total
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    s = json.loads(res.stdout)
+    assert s["computed_points"] == total - done and s["reused_points"] == done
+    assert len(_points(out)) == total + 1
+    assert all(p["n"] == 3 for p in s["points"])
