@@ -1,0 +1,270 @@
+"""EOPM training (NeuralFuse's Expectation Over Perturbed Models) of a generator G in front of a
+frozen quantized base model M.
+
+    loss = CE(M_0(G(x)), y) + lam * (1/N) * sum_i CE(M_i(G(x)), y)
+
+M_0 is M with its clean quantized weights, M_i with the faulty weights read back through fault map
+i (drawn fresh every step). Only G is trained: M's tensors enter `functional_call` detached and M
+stays in eval mode (BatchNorm running statistics frozen). The N+1 weight sets are stacked and
+run in one vmapped call (or a loop over the stack), never as copies of the model.
+
+A run checkpoints after every epoch (G, optimizer, scheduler, the shuffling generator, the fault
+sampler's numpy generator, torch's global RNG) and `fit` resumes from that file, so an interrupted
+and resumed run gives bit-for-bit the generator an uninterrupted run gives.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+from tqdm.auto import tqdm
+
+from sramsim import QuantizedModel
+from sramsim.errors import InputError
+from sramsim.models import atomic_torch_save, read_torch_file
+
+from . import generators
+from .weights import WeightSets
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "fusion.eopm-checkpoint"
+CHECKPOINT_VERSION = 1
+# Settings a resumed run must share with the run it continues (epochs may grow).
+_RESUME_KEYS = ("generator", "width", "n_perturbed", "lam", "batch_size", "lr", "betas", "lr_step",
+                "lr_gamma", "seed", "identity_init", "batched", "precision")
+
+
+@dataclass
+class EopmConfig:
+    """Training settings. Defaults follow NeuralFuse: N = 10, lam = 5, Adam(1e-3, (0.5, 0.999))."""
+
+    generator: str = "ConvS"
+    width: float = 1.0
+    n_perturbed: int = 10
+    lam: float = 5.0
+    batch_size: int = 128
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+    lr_step: int = 10           # epochs between learning-rate decays (StepLR)
+    lr_gamma: float = 0.5
+    seed: int = 0
+    identity_init: bool = True  # start from G(x) = x (last layer's scale zeroed)
+    batched: str = "vmap"       # "vmap": one call over the stacked models; "loop": one call each
+    precision: str = "fp32"     # "bf16": autocast G and M to bfloat16 (CPUs with AMX, GPUs)
+
+    def __post_init__(self):
+        self.betas = tuple(float(b) for b in self.betas)
+        if self.generator not in generators.NAMES:
+            raise InputError(f"unknown generator {self.generator!r}; use one of "
+                             f"{', '.join(generators.NAMES)}")
+        checks = [(self.n_perturbed >= 1, "n_perturbed must be >= 1"),
+                  (self.lam >= 0, "lam must be >= 0"),
+                  (self.batch_size >= 1, "batch_size must be >= 1"),
+                  (self.lr > 0, "lr must be > 0"), (self.lr_step >= 1, "lr_step must be >= 1"),
+                  (self.width > 0, "width must be > 0"),
+                  (self.batched in ("vmap", "loop"), "batched must be 'vmap' or 'loop'"),
+                  (self.precision in ("fp32", "bf16"), "precision must be 'fp32' or 'bf16'")]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+
+def eopm_loss(logits: torch.Tensor, y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [1 + N, B, classes] (clean model first) -> (loss, per-model mean CE [1 + N])."""
+    k = logits.shape[0]
+    ce = F.cross_entropy(logits.float().flatten(0, 1), y.repeat(k), reduction="none")
+    ce = ce.view(k, -1).mean(1)
+    pert = ce[1:].mean() if k > 1 else ce.new_zeros(())
+    return ce[0] + lam * pert, ce
+
+
+def stacked_logits(model: nn.Module, stacked: dict[str, torch.Tensor], x: torch.Tensor,
+                   batched: str = "vmap") -> torch.Tensor:
+    """Outputs [K, B, classes] of `model` with each of K weight sets (leading axis of `stacked`).
+
+    Tensors of `model` not in `stacked` (biases, BatchNorm) are shared, detached, by all K.
+    """
+    shared = {n: t.detach() for n, t in model.named_parameters() if n not in stacked}
+    k = next(iter(stacked.values())).shape[0]
+    if batched == "loop":
+        return torch.stack([functional_call(model, ({n: w[i] for n, w in stacked.items()}, shared), (x,))
+                            for i in range(k)])
+
+    def one(weights, inp):
+        return functional_call(model, (weights, shared), (inp,))
+    return vmap(one, in_dims=(0, None))(stacked, x)
+
+
+def image_fingerprint(qm: QuantizedModel) -> str:
+    """Identifies the base model's memory image (a resumed run must use the same base)."""
+    return hashlib.sha1(qm.image.tobytes()).hexdigest()[:16]
+
+
+@dataclass
+class History:
+    epochs: list[dict] = field(default_factory=list)
+
+
+class EopmTrainer:
+    """Trains a generator against fault maps from `sampler` on the frozen base model `qm.model`.
+
+    The base model is moved to `device` and put in eval mode; its tensors never get gradients.
+    """
+
+    def __init__(self, qm: QuantizedModel, sampler, in_channels: int,
+                 config: EopmConfig | None = None, device="cpu", weight_path: str | None = None):
+        self.config = config or EopmConfig()
+        self.device = torch.device(device)
+        self.qm = qm
+        self.base = qm.model.to(self.device).eval()
+        self.sampler = sampler
+        self.weights = WeightSets(qm, self.device, weight_path)
+        c = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed)
+            self.generator = generators.build(c.generator, in_channels, width=c.width,
+                                              identity_init=c.identity_init).to(self.device)
+        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=c.lr, betas=c.betas)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, c.lr_step, c.lr_gamma)
+        self.shuffle = torch.Generator().manual_seed(c.seed)
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.train_seconds = 0.0
+
+    # --- one step -----------------------------------------------------------------------------
+    def _autocast(self):
+        if self.config.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        """One EOPM update of G on a batch; returns the loss and its clean / perturbed parts."""
+        if self.base.training:
+            raise RuntimeError("the base model must stay in eval mode (frozen BatchNorm statistics)")
+        c = self.config
+        self.generator.train()
+        stacked = self.weights.sample(self.sampler, c.n_perturbed, with_clean=True)
+        x, y = x.to(self.device), y.to(self.device)
+        with self._autocast():
+            logits = stacked_logits(self.base, stacked, self.generator(x), c.batched)
+        loss, ce = eopm_loss(logits, y, c.lam)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        ce = ce.detach()
+        return {"loss": float(loss.detach()), "ce_clean": float(ce[0]),
+                "ce_perturbed": float(ce[1:].mean()) if ce.shape[0] > 1 else 0.0}
+
+    # --- epochs, checkpoints --------------------------------------------------------------------
+    def fit(self, x: torch.Tensor, y: torch.Tensor, epochs: int, out_dir: str | Path | None = None,
+            progress: bool = True, deadline: float | None = None) -> list[dict]:
+        """Train until `epochs` epochs are done, resuming from `out_dir/checkpoint.pt` if present.
+
+        deadline: a `time.monotonic()` value; training stops after the step that passes it
+        (the unfinished epoch is not checkpointed). Returns the per-epoch history.
+        """
+        if epochs < 1:
+            raise InputError(f"epochs must be >= 1, got {epochs}")
+        ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None
+        if ckpt is not None and ckpt.exists():
+            self.load_checkpoint(ckpt)
+        n = x.shape[0]
+        bs = self.config.batch_size
+        while self.epoch < epochs:
+            start = time.perf_counter()
+            perm = torch.randperm(n, generator=self.shuffle)
+            totals = np.zeros(3)
+            steps = 0
+            bar = tqdm(range(0, n, bs), desc=f"epoch {self.epoch + 1}/{epochs}", unit="batch",
+                       disable=not progress, leave=False, dynamic_ncols=True)
+            for s in bar:
+                idx = perm[s:s + bs]
+                r = self.step(x[idx], y[idx])
+                totals += (r["loss"], r["ce_clean"], r["ce_perturbed"])
+                steps += 1
+                bar.set_postfix(loss=f"{r['loss']:.3f}", refresh=False)
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+            bar.close()
+            self.train_seconds += time.perf_counter() - start
+            finished = steps == -(-n // bs)
+            means = totals / max(steps, 1)
+            record = {"epoch": self.epoch + 1, "steps": steps, "loss": float(means[0]),
+                      "ce_clean": float(means[1]), "ce_perturbed": float(means[2]),
+                      "lr": self.optimizer.param_groups[0]["lr"], "complete": finished}
+            self.history.append(record)
+            if not finished:
+                break
+            self.epoch += 1
+            self.scheduler.step()
+            if ckpt is not None:
+                self.save_checkpoint(ckpt)
+        self.generator.eval()
+        return self.history
+
+    def state_dict(self) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                "config": asdict(self.config), "base_image": image_fingerprint(self.qm),
+                "fault_source": self.sampler.describe(), "epoch": self.epoch,
+                "generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "history": self.history,
+                "train_seconds": self.train_seconds,
+                "rng": {"shuffle": self.shuffle.get_state(), "torch": torch.get_rng_state(),
+                        "sampler": _encode_np_state(self.sampler.state())}}
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        atomic_torch_save(self.state_dict(), path)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Continue a run: refuses a checkpoint made with other settings or another base model."""
+        obj = read_torch_file(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "EOPM checkpoint")
+        saved = obj["config"]
+        mine = asdict(self.config)
+        diff = [k for k in _RESUME_KEYS if _norm(saved.get(k)) != _norm(mine.get(k))]
+        if diff:
+            raise InputError(f"{path}: made with other settings ({', '.join(diff)}); "
+                             f"use another output directory or the same settings")
+        if obj["base_image"] != image_fingerprint(self.qm):
+            raise InputError(f"{path}: made for another base model; use another output directory")
+        if _norm(obj["fault_source"]) != _norm(self.sampler.describe()):
+            raise InputError(f"{path}: made with another fault source "
+                             f"({obj['fault_source']}); use another output directory")
+        self.generator.load_state_dict(obj["generator"])
+        self.optimizer.load_state_dict(obj["optimizer"])
+        self.scheduler.load_state_dict(obj["scheduler"])
+        self.shuffle.set_state(obj["rng"]["shuffle"])
+        torch.set_rng_state(obj["rng"]["torch"])
+        self.sampler.set_state(_decode_np_state(obj["rng"]["sampler"]))
+        self.epoch = int(obj["epoch"])
+        self.history = list(obj["history"])
+        self.train_seconds = float(obj["train_seconds"])
+
+
+def _norm(v):
+    """Compare settings across a save/load round trip (tuples come back as lists)."""
+    if isinstance(v, (list, tuple)):
+        return [_norm(i) for i in v]
+    if isinstance(v, dict):
+        return {k: _norm(i) for k, i in v.items()}
+    return v
+
+
+def _encode_np_state(state: dict) -> dict:
+    """numpy bit-generator state -> only str/int/dict leaves (torch's weights_only loader)."""
+    return {k: (_encode_np_state(v) if isinstance(v, dict) else
+                {"__int__": str(v)} if isinstance(v, int) and abs(v) >= 2 ** 63 else v)
+            for k, v in state.items()}
+
+
+def _decode_np_state(state: dict) -> dict:
+    return {k: (int(v["__int__"]) if isinstance(v, dict) and "__int__" in v else
+                _decode_np_state(v) if isinstance(v, dict) else v)
+            for k, v in state.items()}

@@ -1,0 +1,230 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fusion.eopm import EopmConfig, EopmTrainer, eopm_loss, stacked_logits
+from fusion.faults import ChipPool, RandomSampler, TorchApplier, apply_numpy
+from fusion.weights import WeightSets, dequantize_stack
+from sramsim import BerCurve, Chip, Geometry, QuantizedModel
+from sramsim.errors import InputError
+
+MIXED = {"flip": 0.5, "stuck0": 0.25, "stuck1": 0.25}
+
+
+class TinyNet(nn.Module):
+    """A frozen base model small enough for exact tests: conv-BN-ReLU-pool-linear on 8x8 inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(6)
+        self.fc = nn.Linear(6 * 4 * 4, 3)
+
+    def forward(self, x):
+        return self.fc(torch.max_pool2d(torch.relu(self.bn(self.conv(x))), 2).flatten(1))
+
+
+def tiny_base(seed=0):
+    torch.manual_seed(seed)
+    net = TinyNet()
+    with torch.no_grad():                       # non-trivial BatchNorm statistics
+        net.bn.running_mean.uniform_(-0.2, 0.2)
+        net.bn.running_var.uniform_(0.5, 1.5)
+        net.fc.weight.mul_(8)                   # logits that depend on the input
+    return net.eval()
+
+
+def tiny_data(n=24, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 8, 8, generator=g) * 2 - 1
+    return x, torch.randint(0, 3, (n,), generator=g)
+
+
+def small_chip(seed=3, kinds=None):
+    return Chip.random(Geometry(32, 32), BerCurve.builtin("finfet14"), 0.75, seed, kinds=kinds)
+
+
+# --- weight sets and fault application --------------------------------------------------------
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_weight_stack_equals_quantized_model_perturbed(bits):
+    qm = QuantizedModel(tiny_base(), bits=bits)
+    ws = WeightSets(qm)
+    stack = ws.sample(RandomSampler(0.05, seed=7, kinds=MIXED), 3, with_clean=True)
+    ref_source = RandomSampler(0.05, seed=7, kinds=MIXED).source
+    refs = [qm.clean_weights()] + [qm.perturbed(ref_source) for _ in range(3)]
+    for name in qm.names:
+        for i, ref in enumerate(refs):
+            assert torch.equal(stack[name][i], ref[name])
+    assert not torch.equal(stack[qm.names[0]][1], stack[qm.names[0]][2])   # fresh maps per model
+
+
+def test_dequantize_stack_matches_single_images():
+    qm = QuantizedModel(tiny_base(), bits=4, scheme="asymmetric")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, qm.image.size), dtype=np.uint8)
+    stack = dequantize_stack(qm, torch.from_numpy(images))
+    for i in range(2):
+        single = qm.dequantize(images[i])
+        assert all(torch.equal(stack[n][i], single[n]) for n in qm.names)
+
+
+@pytest.mark.parametrize("kinds", [None, MIXED])
+def test_torch_path_is_bit_exact_random(kinds):
+    qm = QuantizedModel(tiny_base())
+    a, b = RandomSampler(0.03, seed=5, kinds=kinds), RandomSampler(0.03, seed=5, kinds=kinds)
+    applier = TorchApplier(torch.from_numpy(qm.image.copy()))
+    out = np.empty_like(qm.image)
+    for _ in range(4):
+        expected = apply_numpy(qm.image, a.draw(qm.n_bits), out)
+        got = applier(b.draw(qm.n_bits))
+        assert np.array_equal(got.numpy(), expected)
+    assert not np.array_equal(out, qm.image)
+
+
+@pytest.mark.parametrize("kinds", [None, MIXED])
+def test_torch_path_is_bit_exact_chips(kinds):
+    qm = QuantizedModel(tiny_base())
+    chips = [small_chip(3, kinds), small_chip(4, kinds)]      # 128-byte chips, tiled over the image
+    assert chips[0].geometry.capacity_bytes < qm.image.size
+    a, b = ChipPool(chips, 0.8, seed=2), ChipPool(chips, 0.8, seed=2)
+    applier = TorchApplier(torch.from_numpy(qm.image.copy()))
+    out = np.empty_like(qm.image)
+    for _ in range(6):
+        expected = apply_numpy(qm.image, a.draw(qm.n_bits), out)
+        assert np.array_equal(applier(b.draw(qm.n_bits)).numpy(), expected)
+    ws_np, ws_t = WeightSets(qm, path="numpy"), WeightSets(qm, path="torch")
+    s1, s2 = ws_np.sample(ChipPool(chips, 0.8, seed=9), 3), ws_t.sample(ChipPool(chips, 0.8, seed=9), 3)
+    assert all(torch.equal(s1[n], s2[n]) for n in qm.names)
+
+
+def test_chip_pool_is_seeded_and_checks_voltage():
+    chips = [small_chip(3), small_chip(4), small_chip(5)]
+    draws = lambda seed: [(d.chip.name, d.offset) for d in  # noqa: E731
+                          (ChipPool(chips, 0.8, seed=seed).draw(0) for _ in range(1))]
+    pool = ChipPool(chips, 0.8, seed=1)
+    seq = [(pool.draw(0).chip.name, pool.draw(0).offset) for _ in range(20)]
+    pool2 = ChipPool(chips, 0.8, seed=1)
+    assert seq == [(pool2.draw(0).chip.name, pool2.draw(0).offset) for _ in range(20)]
+    assert len({name for name, _ in seq}) == 3 and len({o for _, o in seq}) > 10
+    assert draws(1) == draws(1)
+    with pytest.raises(InputError, match="below"):
+        ChipPool(chips, 0.7, seed=0)
+
+
+# --- the loss ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("batched", ["vmap", "loop"])
+def test_loss_equals_clean_plus_lambda_mean_perturbed(batched):
+    base = tiny_base()
+    qm = QuantizedModel(base)
+    stack = WeightSets(qm).sample(RandomSampler(0.05, seed=3), 4, with_clean=True)
+    x, y = tiny_data(10)
+    logits = stacked_logits(base, stack, x, batched)
+    loss, ce = eopm_loss(logits, y, lam=5.0)
+    # Reference: a separate copy of the model per weight set, loaded the ordinary way.
+    ref = []
+    for i in range(5):
+        m = copy.deepcopy(base)
+        m.load_state_dict({**base.state_dict(), **{n: w[i] for n, w in stack.items()}})
+        ref.append(nn.functional.cross_entropy(m(x), y))
+    ref = torch.stack(ref)
+    assert torch.allclose(ce, ref, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(loss, ref[0] + 5.0 * ref[1:].mean(), rtol=1e-5)
+    assert not torch.allclose(ref[1], ref[0])        # the faults matter
+
+
+def test_loss_gradient_reaches_only_the_input():
+    base = tiny_base()
+    qm = QuantizedModel(base)
+    stack = WeightSets(qm).sample(RandomSampler(0.05, seed=3), 2, with_clean=True)
+    x, y = tiny_data(6)
+    x.requires_grad_(True)
+    loss, _ = eopm_loss(stacked_logits(base, stack, x), y, 5.0)
+    loss.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in base.parameters())
+
+
+# --- training ------------------------------------------------------------------------------------
+def make_trainer(seed=0, source=None, **cfg):
+    base = tiny_base()
+    qm = QuantizedModel(base)
+    config = EopmConfig(**{"generator": "ConvS", "width": 0.25, "n_perturbed": 3,
+                           "batch_size": 8, "seed": seed, **cfg})
+    return EopmTrainer(qm, source or RandomSampler(0.02, seed=11), 1, config)
+
+
+def test_only_the_generator_trains():
+    tr = make_trainer()
+    before = {k: v.clone() for k, v in tr.base.state_dict().items()}
+    g_before = {k: v.clone() for k, v in tr.generator.state_dict().items()}
+    x, y = tiny_data()
+    tr.fit(x, y, epochs=1, progress=False)
+    after = tr.base.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)       # BN statistics included
+    assert all(p.grad is None for p in tr.base.parameters())
+    assert not tr.base.training
+    assert any(not torch.equal(g_before[k], v) for k, v in tr.generator.state_dict().items())
+
+
+def test_training_lowers_the_perturbed_loss():
+    tr = make_trainer(lr=1e-2, batch_size=32)
+    x, y = tiny_data(32)
+    hist = tr.fit(x, y, epochs=10, progress=False)
+    assert hist[-1]["ce_perturbed"] < 0.85 * hist[0]["ce_perturbed"]
+    assert hist[-1]["loss"] < 0.9 * hist[0]["loss"]
+
+
+@pytest.mark.parametrize("source", ["random", "chips"])
+def test_resume_is_exact(tmp_path, source):
+    def sampler():
+        if source == "random":
+            return RandomSampler(0.02, seed=11, kinds=MIXED)
+        return ChipPool([small_chip(3), small_chip(4)], 0.8, seed=5)
+    x, y = tiny_data()
+    full = make_trainer(source=sampler())
+    full.fit(x, y, epochs=3, progress=False, out_dir=tmp_path / "full")
+    part = make_trainer(source=sampler())
+    part.fit(x, y, epochs=1, progress=False, out_dir=tmp_path / "part")     # "interrupted"
+    resumed = make_trainer(source=sampler())                                  # a fresh process
+    resumed.fit(x, y, epochs=3, progress=False, out_dir=tmp_path / "part")
+    assert resumed.epoch == 3
+    a, b = full.generator.state_dict(), resumed.generator.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in full.history] == [h["loss"] for h in resumed.history]
+    assert full.optimizer.param_groups[0]["lr"] == resumed.optimizer.param_groups[0]["lr"]
+
+
+def test_learning_rate_steps(tmp_path):
+    tr = make_trainer(lr_step=2, lr_gamma=0.5)
+    x, y = tiny_data(8)
+    hist = tr.fit(x, y, epochs=5, progress=False)
+    assert [h["lr"] for h in hist] == [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4]
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    x, y = tiny_data(8)
+    make_trainer().fit(x, y, epochs=1, progress=False, out_dir=tmp_path)
+    with pytest.raises(InputError, match="lam"):
+        make_trainer(lam=1.0).fit(x, y, epochs=2, progress=False, out_dir=tmp_path)
+    with pytest.raises(InputError, match="fault source"):
+        make_trainer(source=RandomSampler(0.05, seed=11)).fit(x, y, epochs=2, progress=False,
+                                                               out_dir=tmp_path)
+
+
+def test_deadline_stops_early():
+    tr = make_trainer()
+    x, y = tiny_data(64)
+    hist = tr.fit(x, y, epochs=5, progress=False, deadline=0.0)
+    assert len(hist) == 1 and hist[0]["steps"] == 1 and not hist[0]["complete"]
+
+
+def test_bad_config():
+    with pytest.raises(InputError, match="generator"):
+        EopmConfig(generator="Nope")
+    with pytest.raises(InputError, match="n_perturbed"):
+        EopmConfig(n_perturbed=0)
+    with pytest.raises(InputError, match="ber"):
+        RandomSampler(1.5)
