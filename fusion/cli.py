@@ -1,0 +1,25 @@
+"""`fusion`: train NeuralFuse generators with EOPM against SRAM fault maps, and evaluate them.
+
+A thin layer over fusion.pipeline / fusion.evaluation on sramsim's CLI frame (each subcommand is a
+module in fusion.commands; bad input -> one line on stderr, exit status 2)."""
+from __future__ import annotations
+
+import sys
+
+from sramsim.cli import build_parser, run_main
+
+COMMANDS = ("train", "eval")
+
+
+def parser():
+    p = build_parser("fusion", "fusion.commands", COMMANDS)
+    p.description = __doc__.splitlines()[0]
+    return p
+
+
+def main(argv=None) -> int:
+    return run_main(parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

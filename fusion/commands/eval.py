@@ -1,0 +1,73 @@
+"""`fusion eval`: clean / perturbed accuracy without and with a generator, recovery, net energy saving."""
+from __future__ import annotations
+
+import argparse
+
+from sramsim.cli import print_json
+from sramsim.data import load_dataset
+
+from ..evaluation import EVAL_SEED, check_shapes, evaluate
+from ..store import load_generator
+from . import common
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval", help="CA/PA without and with a generator, recovery, net energy saving",
+        description="Evaluate a base model over fixed fault maps, without and with a generator "
+                    "(which may come from another, surrogate base model: transfer).")
+    common.add_base_args(p, EVAL_SEED, "seed of the evaluation fault maps")
+    p.add_argument("--generator", metavar="G.pt", help="generator file written by fusion train")
+    p.add_argument("--models", metavar="M", help="fault maps to average over (default 10 for "
+                   "random errors, one per chip for profiles)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    limit = common.integer(args.limit, "--limit")
+    n_models = common.integer(args.models, "--models")
+    batch_size = common.integer(args.batch_size, "--batch-size") or 1000
+    seed = common.integer(args.seed, "--seed", minimum=0)
+    device = common.device(args.device)
+    faults = common.fault_spec(args)
+    qm, meta = common.load_base(args.base)
+    generator, g_meta = (None, {})
+    if args.generator:
+        generator, g_meta = load_generator(args.generator)
+    test_set = load_dataset(args.data, "test", limit)
+    check_shapes(test_set, meta, generator, where=args.base)
+    report = evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed)
+    info = common.base_info(args.base, meta, qm)
+    report["base"] = info
+    if generator is not None:
+        trained_on = (g_meta.get("base") or {}).get("image")
+        report["generator_file"] = args.generator
+        report["generator_trained_on"] = (g_meta.get("base") or {}).get("path")
+        report["transfer"] = trained_on is not None and trained_on != info["image"]
+    if args.json:
+        print_json(report)
+    else:
+        _print_table(report)
+    return 0
+
+
+def _pct(mean, std=None) -> str:
+    if mean is None:
+        return "-"
+    return f"{100 * mean:6.2f}%" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+def _print_table(r: dict) -> None:
+    f = r["faults"]
+    where = (f"{len(f['chips'])} chip(s) at V={f['voltage']:g}" if f["kind"] == "chips"
+             else f"random bit errors, BER {f['ber']:g} (V={f['voltage']:.4g})")
+    print(f"{r['dataset']}, {r['samples']} samples, {r['n_models']} fault maps: {where}")
+    print(f"{'':14}{'clean (CA)':>12}  {'perturbed (PA)':>18}")
+    print(f"{'base':14}{_pct(r['ca']):>12}  {_pct(r['pa_mean'], r['pa_std']):>18}")
+    if r["generator"]:
+        label = r["generator"] + (" (transfer)" if r.get("transfer") else "")
+        print(f"{label:14}{_pct(r['ca_nf']):>12}  {_pct(r['pa_nf_mean'], r['pa_nf_std']):>18}")
+        print(f"recovery: {100 * r['recovery']:+.2f} points")
+    print(f"net energy saving: {100 * r['energy_saving']:.2f}% (base alone "
+          f"{100 * r['energy_saving_base']:.2f}%; generator {r['generator_accesses']:,} reads at "
+          f"nominal V vs base {r['base_accesses']:,})")

@@ -1,0 +1,82 @@
+"""`fusion train`: train a NeuralFuse generator with EOPM against sampled fault maps."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sramsim.cli import print_json
+from sramsim.data import load_dataset
+from sramsim.errors import InputError
+
+from .. import generators
+from ..eopm import EopmConfig
+from ..pipeline import GENERATOR_FILE, train_generator
+from . import common
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a generator with EOPM (resumes from DIR/checkpoint.pt)",
+        description="Train a NeuralFuse generator in front of a frozen quantized base model with "
+                    "EOPM: loss = CE(clean) + lam * mean CE(N perturbed models). Checkpoints every "
+                    "epoch into DIR and resumes when re-run with the same DIR and settings.")
+    common.add_base_args(p)
+    p.add_argument("--generator", default="ConvS", help=f"{', '.join(generators.NAMES)} (default ConvS)")
+    p.add_argument("--width", default="1", metavar="W",
+                   help="scale the generator's hidden channels (default 1 = the paper's)")
+    p.add_argument("--epochs", required=True, metavar="E")
+    p.add_argument("--out", required=True, metavar="DIR", help=f"output directory (DIR/{GENERATOR_FILE})")
+    p.add_argument("--n-perturbed", default="10", metavar="N", help="perturbed models per step (default 10)")
+    p.add_argument("--lam", default="5", metavar="L", help="weight of the perturbed term (default 5)")
+    p.add_argument("--lr", default="1e-3", help="Adam learning rate (default 1e-3)")
+    p.add_argument("--lr-step", default="10", metavar="EPOCHS",
+                   help="halve the learning rate every EPOCHS epochs (default 10)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="bf16: autocast G and the base model to bfloat16 (faster on AMX CPUs / GPUs)")
+    p.add_argument("--time-budget", metavar="SECONDS",
+                   help="stop after this much training time (the generator is still written)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.generator not in generators.NAMES:
+        raise InputError(f"--generator must be one of {', '.join(generators.NAMES)}, got {args.generator!r}")
+    epochs = common.integer(args.epochs, "--epochs")
+    config = EopmConfig(
+        generator=args.generator, width=common.number(args.width, "--width", positive=True),
+        n_perturbed=common.integer(args.n_perturbed, "--n-perturbed"),
+        lam=common.number(args.lam, "--lam"), lr=common.number(args.lr, "--lr", positive=True),
+        lr_step=common.integer(args.lr_step, "--lr-step"),
+        batch_size=common.integer(args.batch_size, "--batch-size") or 128,
+        seed=common.integer(args.seed, "--seed", minimum=0), precision=args.precision)
+    limit = common.integer(args.limit, "--limit")
+    budget = common.number(args.time_budget, "--time-budget", positive=True)
+    device = common.device(args.device)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a directory")
+    faults = common.fault_spec(args)
+    qm, meta = common.load_base(args.base)
+    train_set = load_dataset(args.data, "train", limit)
+    info = common.base_info(args.base, meta, qm)
+    result = train_generator(qm, info, train_set, faults, config, epochs, out, device,
+                             progress=not args.no_progress, budget_seconds=budget)
+    summary = {"generator_file": str(out / GENERATOR_FILE), **{k: v for k, v in result.items()
+                                                                if k != "history"},
+               "history": result["history"]}
+    if args.json:
+        print_json(summary)
+    else:
+        last = result["history"][-1] if result["history"] else {}
+        print(f"{config.generator} trained {result['epochs_done']}/{epochs} epochs "
+              f"({result['steps']} steps this run, {result['train_seconds']:.0f} s) against "
+              f"{_describe(result['fault_source'])}; last loss {last.get('loss', float('nan')):.4f}")
+        print(f"wrote {out / GENERATOR_FILE}")
+    return 0
+
+
+def _describe(src: dict) -> str:
+    if src["kind"] == "chips":
+        return f"{len(src['chips'])} chip(s) at V={src['voltage']:g}"
+    return f"random bit errors at BER {src['ber']:g}"

@@ -1,0 +1,167 @@
+"""Clean and perturbed accuracy of a base model without and with a generator, and the net energy.
+
+CA: accuracy with the clean quantized weights. PA: accuracy over M fault maps (mean and sample
+std, ddof=1). The same maps are used without and with G (paired), so recovery = PA(G) - PA
+measures G and not the luck of the draw. G runs at nominal voltage: its own weights are exact,
+and its weight reads are charged at nominal energy in the net saving
+    saving = [E_nom(base) - (E_V(base) + E_nom(G))] / E_nom(base).
+Transfer (restricted access): G may come from training on another (surrogate) base model; only
+the input shape has to agree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sramsim import BerCurve, Chip, QuantizedModel
+from sramsim import energy as E
+from sramsim.data import Dataset
+from sramsim.errors import InputError
+from sramsim.evaluate import accuracy
+
+from .faults import ChipDraw, ChipPool, RandomSampler
+from .weights import WeightSets, dequantize_stack
+
+CURVE = "finfet14"
+EVAL_SEED = 2024   # fault maps of evaluation; training samplers use other seeds
+
+
+@dataclass
+class FaultSpec:
+    """What faults to simulate: random errors at `ber`, or `chips` at `voltage`.
+
+    For random errors the voltage (for the energy model) is read off the BER curve, and a
+    `voltage` alone means random errors at the curve's BER for it.
+    """
+
+    ber: float | None = None
+    voltage: float | None = None
+    chips: list[Chip] | None = None
+    curve: str = CURVE
+
+    def __post_init__(self):
+        if self.chips:
+            if self.voltage is None:
+                raise InputError("chip profiles need --voltage")
+            if self.ber is not None:
+                raise InputError("give either --ber or --profile ... --voltage, not both")
+            for chip in self.chips:
+                chip.check_voltage(self.voltage)
+            return
+        curve = BerCurve.builtin(self.curve)
+        if self.ber is None and self.voltage is None:
+            raise InputError("give --ber P or --profile A.h5 ... --voltage V")
+        if self.ber is not None and self.voltage is not None:
+            raise InputError("give either --ber or --voltage for random errors, not both")
+        if self.ber is None:
+            if not (np.isfinite(self.voltage) and self.voltage > 0):
+                raise InputError(f"--voltage must be a positive number, got {self.voltage!r}")
+            self.ber = float(curve.ber(self.voltage))
+        else:
+            if not (0.0 <= self.ber < 1.0):
+                raise InputError(f"--ber must lie in [0, 1), got {self.ber!r}")
+            self.voltage = float(curve.voltage(self.ber))
+
+    @property
+    def nominal(self) -> float:
+        return float(self.chips[0].nominal_voltage) if self.chips else 1.0
+
+    def sampler(self, seed: int):
+        """A training sampler: fresh random errors, or the chip pool at random offsets."""
+        if self.chips:
+            return ChipPool(self.chips, self.voltage, seed=seed)
+        return RandomSampler(self.ber, seed=seed)
+
+    def eval_draws(self, nbits: int, n_models: int | None, seed: int = EVAL_SEED) -> list:
+        """The fixed fault maps of an evaluation.
+
+        Random errors: `n_models` (default 10) maps from `seed`. Chips: each chip at offset 0,
+        then (when `n_models` asks for more) chips in turn at seeded random offsets.
+        """
+        if self.chips:
+            n = len(self.chips) if n_models is None else n_models
+            rng = np.random.default_rng(seed)
+            draws = []
+            for k in range(n):
+                chip = self.chips[k % len(self.chips)]
+                offset = 0 if k < len(self.chips) else int(rng.integers(chip.geometry.capacity_words))
+                draws.append(ChipDraw(chip, self.voltage, offset))
+            return draws
+        sampler = RandomSampler(self.ber, seed=seed)
+        return [sampler.draw(nbits) for _ in range(10 if n_models is None else n_models)]
+
+    def describe(self) -> dict:
+        if self.chips:
+            return {"kind": "chips", "voltage": self.voltage,
+                    "chips": [c.name for c in self.chips],
+                    "ber": float(np.mean([c.ber(self.voltage) for c in self.chips]))}
+        return {"kind": "random", "ber": self.ber, "voltage": self.voltage, "curve": self.curve}
+
+
+def check_shapes(dataset: Dataset, base_meta: dict | None, generator=None, where: str = "") -> None:
+    """Input channels of data, base model and generator must agree (transfer needs only that)."""
+    c = dataset.in_channels
+    if base_meta and int(base_meta.get("in_channels", c)) != c:
+        raise InputError(f"{where or 'base model'} expects {base_meta['in_channels']}-channel "
+                         f"images but {dataset.name} has {c}")
+    if generator is not None and generator.in_channels != c:
+        raise InputError(f"generator {generator.name} was built for {generator.in_channels}-channel "
+                         f"images but {dataset.name} has {c}")
+
+
+@torch.no_grad()
+def transform(generator, x: torch.Tensor, batch_size: int = 1000, device="cpu") -> torch.Tensor:
+    """G(x) for a whole dataset, in eval mode, on the CPU."""
+    generator.eval()
+    return torch.cat([generator(x[i:i + batch_size].to(device)).cpu()
+                      for i in range(0, x.shape[0], batch_size)])
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=None,
+             n_models: int | None = None, batch_size: int = 1000, device="cpu",
+             seed: int = EVAL_SEED) -> dict:
+    """CA / PA without and with `generator`, recovery and the net energy saving, as fractions."""
+    device = torch.device(device)
+    base = qm.model.to(device).eval()
+    ws = WeightSets(qm, device)
+    draws = faults.eval_draws(qm.n_bits, n_models, seed)
+    if not draws:
+        raise InputError("--models must be >= 1")
+    inputs = {"plain": dataset}
+    if generator is not None:
+        generator = generator.to(device)
+        inputs["nf"] = Dataset(transform(generator, dataset.x, batch_size, device), dataset.y,
+                               dataset.num_classes, dataset.name)
+    ca = {k: accuracy(base, d, ws.clean, batch_size) for k, d in inputs.items()}
+    pa = {k: [] for k in inputs}
+    for draw in draws:
+        weights = {n: w[0] for n, w in dequantize_stack(qm, ws.images([draw])).items()}
+        for k, d in inputs.items():
+            pa[k].append(accuracy(base, d, weights, batch_size))
+    shape = tuple(dataset.x.shape[1:])
+    base_acc = E.weight_accesses(base, shape)
+    e = E.energy_per_read(faults.voltage, faults.nominal)
+    report = {"ca": ca["plain"], "pa_mean": _stats(pa["plain"])[0], "pa_std": _stats(pa["plain"])[1],
+              "ca_nf": None, "pa_nf_mean": None, "pa_nf_std": None, "recovery": None,
+              "energy_saving": E.addon_saving(base_acc, 0, faults.voltage, faults.nominal),
+              "energy_saving_base": 1.0 - e, "base_accesses": base_acc, "generator": None,
+              "generator_accesses": 0, "pa": pa["plain"], "n_models": len(draws),
+              "samples": len(dataset), "dataset": dataset.name, "faults": faults.describe()}
+    if generator is not None:
+        g_acc = E.weight_accesses(generator, shape)
+        nf_mean, nf_std = _stats(pa["nf"])
+        lost = report["ca"] - report["pa_mean"]
+        report.update({"ca_nf": ca["nf"], "pa_nf_mean": nf_mean, "pa_nf_std": nf_std,
+                       "recovery": nf_mean - report["pa_mean"],
+                       "recovered_fraction": (nf_mean - report["pa_mean"]) / lost if lost > 0 else None,
+                       "energy_saving": E.addon_saving(base_acc, g_acc, faults.voltage, faults.nominal),
+                       "generator": generator.name, "generator_width": generator.width,
+                       "generator_accesses": g_acc, "pa_nf": pa["nf"]})
+    return report
