@@ -8,7 +8,6 @@ clip, dataset (how it was trained and how it is meant to be quantized).
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
 import torch
@@ -105,8 +104,7 @@ def read_torch_file(path: str | os.PathLike, fmt: str, version: int, what: str) 
         raise InputError(f"{path}: is a directory, not a {what} file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError,
-            AttributeError, TypeError) as exc:
+    except Exception as exc:  # torch.load fails on junk with many exception types
         reason = " ".join(str(exc).split())[:160]
         raise InputError(f"{path}: not a readable {what} ({reason})") from None
     if not isinstance(obj, dict) or obj.get("format") != fmt:

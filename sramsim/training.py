@@ -1,0 +1,346 @@
+"""Quantization-aware training of base models, with weight clipping and RandBET.
+
+Every step runs the model on fake-quantized weights (straight-through estimator) of exactly the
+tensors `QuantizedModel` stores in memory, swapped in with `torch.func.functional_call`.
+- clipping (`clip=W`): those weights are projected to [-W, W] before training and after every
+  optimizer step, so the bound holds for every forward pass and for the saved model.
+- RandBET (Stutz et al., MLSys 2021, `randbet_p=P`): each step also runs the model on the
+  `QuantizedModel` image of the current weights read back through a fresh `RandomBitErrors(P)`
+  pattern; the update uses the average of the clean and perturbed gradients. The perturbed
+  weights enter as w + (w_faulty - w).detach(), so their gradient reaches the float weights.
+
+All randomness is derived from (seed, epoch, step): the batch order of epoch e and the bit error
+pattern of step s do not depend on anything that happened before, so a run resumed from the
+per-epoch training state is bit-identical to an uninterrupted one without saving RNG states.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import quantization as Q
+from .data import Dataset, load_dataset
+from .errors import InputError
+from .evaluate import accuracy
+from .models import atomic_torch_save, build, load_checkpoint, read_torch_file, save_checkpoint
+from .quantized_model import QuantizedModel, quantized_parameter_names
+from .random_errors import RandomBitErrors
+
+STATE_FORMAT = "sramsim.train-state"
+STATE_VERSION = 1
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("cosine", "constant")
+DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05}
+
+
+@dataclass
+class TrainOptions:
+    """How to train; everything here is recorded and must match for a run to resume."""
+
+    epochs: int = 1
+    batch_size: int = 128
+    lr: float | None = None            # None: 1e-3 for adam, 0.05 for sgd
+    optimizer: str = "adam"
+    schedule: str = "cosine"           # cosine decay to 0 over all steps, or constant
+    weight_decay: float = 0.0
+    seed: int = 0
+    bits: int = 8
+    scheme: str = "symmetric"
+    clip: float | None = None
+    randbet_p: float = 0.0
+
+    def __post_init__(self):
+        if self.lr is None:
+            self.lr = DEFAULT_LR.get(self.optimizer, 1e-3)
+        self.validate()
+
+    def validate(self) -> None:
+        if self.bits not in Q.BITS:
+            raise InputError(f"--bits must be one of {', '.join(map(str, Q.BITS))}, got {self.bits!r}")
+        if self.scheme not in Q.SCHEMES:
+            raise InputError(f"--scheme must be one of {', '.join(Q.SCHEMES)}, got {self.scheme!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if int(self.epochs) != self.epochs or self.epochs < 1:
+            raise InputError(f"--epochs must be a positive integer, got {self.epochs!r}")
+        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise InputError(f"--batch-size must be a positive integer, got {self.batch_size!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"--lr must be a positive number, got {self.lr!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InputError(f"weight decay must be >= 0, got {self.weight_decay!r}")
+        if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
+            raise InputError(f"--clip must be a positive number, got {self.clip!r}")
+        if int(self.seed) != self.seed or self.seed < 0:
+            raise InputError(f"--seed must be a non-negative integer, got {self.seed!r}")
+        if not (0.0 <= self.randbet_p < 1.0):
+            raise InputError(f"--randbet-p must lie in [0, 1), got {self.randbet_p!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- one step
+
+def qat_weights(model: nn.Module, names: list[str], opts: TrainOptions) -> dict[str, torch.Tensor]:
+    """Fake-quantized stored weights (straight-through gradient) for functional_call."""
+    params = dict(model.named_parameters())
+    return {n: Q.fake_quantize(params[n], opts.bits, opts.scheme, opts.clip) for n in names}
+
+
+def randbet_weights(model: nn.Module, names: list[str], opts: TrainOptions,
+                    source: RandomBitErrors) -> dict[str, torch.Tensor]:
+    """The current weights as read back from memory through `source`, with a straight-through
+    gradient to the float weights: value w_faulty, d/dw = 1."""
+    params = dict(model.named_parameters())
+    device = params[names[0]].device
+    qm = QuantizedModel(model, opts.bits, opts.scheme, opts.clip)
+    faulty = qm.perturbed(source, device=device)
+    return {n: params[n] + (faulty[n].to(params[n].dtype) - params[n]).detach() for n in names}
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of the batch order of one epoch."""
+    return int(np.random.SeedSequence((int(seed), 0, int(epoch))).generate_state(1)[0])
+
+
+def step_seed(seed: int, epoch: int, step: int) -> int:
+    """Independent, reproducible seed for the bit error pattern of one step."""
+    return int(np.random.SeedSequence((int(seed), 1, int(epoch), int(step))).generate_state(1)[0])
+
+
+def step_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: TrainOptions,
+              names: list[str] | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss to minimise, clean logits) for one batch; the model must be in train mode.
+
+    With RandBET the loss is the mean of the clean and the perturbed cross-entropy, so its
+    gradient is the average of the two gradients. The perturbed pass runs on copies of the
+    buffers: BatchNorm running statistics follow the clean model only.
+    """
+    names = names if names is not None else quantized_parameter_names(model)
+    out = torch.func.functional_call(model, qat_weights(model, names, opts), (x,))
+    loss = nn.functional.cross_entropy(out, y)
+    if opts.randbet_p > 0:
+        weights = randbet_weights(model, names, opts, RandomBitErrors(opts.randbet_p, seed=seed))
+        weights.update({n: b.clone() for n, b in model.named_buffers()})
+        out_p = torch.func.functional_call(model, weights, (x,))
+        loss = 0.5 * (loss + nn.functional.cross_entropy(out_p, y))
+    return loss, out
+
+
+def project(model: nn.Module, names: list[str], clip: float | None) -> None:
+    """Clip the stored weights into [-clip, clip] (a projection after the optimizer step)."""
+    if clip is None:
+        return
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n in names:
+            params[n].clamp_(-clip, clip)
+
+
+def quantized_accuracy(model: nn.Module, dataset: Dataset, opts: TrainOptions,
+                       batch_size: int = 1000) -> float:
+    """Accuracy with the clean quantized weights the accelerator would hold."""
+    qm = QuantizedModel(model, opts.bits, opts.scheme, opts.clip)
+    device = next(model.parameters()).device
+    return accuracy(model, dataset, qm.clean_weights(device), batch_size)
+
+
+# ---------------------------------------------------------------- the loop
+
+def _optimizer(model: nn.Module, opts: TrainOptions) -> torch.optim.Optimizer:
+    if opts.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=opts.lr, momentum=0.9, nesterov=True,
+                               weight_decay=opts.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+
+
+def _scheduler(optimizer, opts: TrainOptions, total_steps: int):
+    if opts.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Batch bounds; a trailing batch of one sample is dropped (BatchNorm needs two)."""
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds.pop()
+    return bounds
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Dataset | None = None,
+          state_path: str | os.PathLike | None = None, tag: dict | None = None,
+          progress: bool = True, log: Callable[[str], None] | None = _stderr,
+          on_epoch_end: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """Train `model` in place; returns the per-epoch history.
+
+    state_path: after every epoch the model, optimizer and scheduler state and the history are
+    written there; if it exists when training starts (same `opts` and `tag`), training resumes
+    after its last finished epoch. on_epoch_end(epoch, record) runs after each state write.
+    """
+    from tqdm import tqdm
+
+    if len(train_set) < 2:
+        raise InputError(f"training set {train_set.name!r} needs at least 2 samples, has {len(train_set)}")
+    names = quantized_parameter_names(model)
+    if not names:
+        raise InputError("model has no conv/linear weights to train")
+    device = next(model.parameters()).device
+    bounds = _batches(len(train_set), opts.batch_size)
+    optimizer = _optimizer(model, opts)
+    scheduler = _scheduler(optimizer, opts, opts.epochs * len(bounds))
+    config = {"options": opts.as_dict(), "tag": dict(tag or {})}
+    history: list[dict] = []
+    start = 0
+    if state_path is not None and Path(state_path).exists():
+        start, history = _resume(state_path, config, model, optimizer, scheduler)
+        if log and start < opts.epochs:
+            log(f"resuming from {state_path} after epoch {start}/{opts.epochs}")
+    project(model, names, opts.clip)
+    for epoch in range(start, opts.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(
+            epoch_seed(opts.seed, epoch)))
+        total_loss = torch.zeros((), dtype=torch.float64)
+        correct, seen = 0, 0
+        bar = tqdm(bounds, desc=f"epoch {epoch + 1}/{opts.epochs}", file=sys.stderr,
+                   disable=None if progress else True, leave=False, unit="batch")
+        for step, (a, b) in enumerate(bar):
+            idx = perm[a:b]
+            x, y = train_set.x[idx].to(device), train_set.y[idx].to(device)
+            loss, out = step_loss(model, x, y, opts, names, step_seed(opts.seed, epoch, step))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            project(model, names, opts.clip)
+            with torch.no_grad():
+                total_loss += loss.detach().double().cpu() * (b - a)
+                correct += int((out.argmax(1) == y).sum())
+                seen += b - a
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        bar.close()
+        record = {"epoch": epoch + 1, "loss": float(total_loss / seen),
+                  "train_accuracy": correct / seen, "seconds": time.perf_counter() - t0}
+        if test_set is not None:
+            record["test_accuracy"] = quantized_accuracy(model, test_set, opts)
+        history.append(record)
+        if state_path is not None:
+            _save_state(state_path, config, epoch + 1, model, optimizer, scheduler, history)
+        if log:
+            test = f", test accuracy {record['test_accuracy']:.4f}" if "test_accuracy" in record else ""
+            log(f"epoch {epoch + 1}/{opts.epochs}: loss {record['loss']:.4f}, train accuracy "
+                f"{record['train_accuracy']:.4f}{test} ({record['seconds']:.1f} s)")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, record)
+    model.eval()
+    return history
+
+
+def _save_state(path, config, epoch, model, optimizer, scheduler, history) -> None:
+    atomic_torch_save({"format": STATE_FORMAT, "version": STATE_VERSION, "config": config,
+                       "epoch": epoch,
+                       "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                       "history": history}, path)
+
+
+def _resume(path, config, model, optimizer, scheduler) -> tuple[int, list[dict]]:
+    state = read_torch_file(path, STATE_FORMAT, STATE_VERSION, "sramsim training state")
+    if state.get("config") != config:
+        raise InputError(f"{path}: training state was written with different options; delete it "
+                         "to start over or choose another --out")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise InputError(f"{path}: training state does not fit this model "
+                         f"({' '.join(str(exc).split())[:160]})") from None
+    return int(state["epoch"]), list(state["history"])
+
+
+# ---------------------------------------------------------------- the whole job
+
+def state_path_for(out: str | os.PathLike) -> Path:
+    """Where the per-epoch training state of a run writing `out` lives."""
+    return Path(str(out) + ".partial")
+
+
+def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions, *,
+               norm: str = "batch", limit: int | None = None, device: str = "cpu",
+               force: bool = False, progress: bool = True,
+               log: Callable[[str], None] | None = _stderr,
+               on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
+    """Train `arch` on `data` and save it to `out` with `save_checkpoint`; returns the meta.
+
+    Re-running with the same `out` resumes from `out.partial`; if `out` already holds a model
+    trained with the same settings it is kept and its meta returned (unless `force`).
+    """
+    out = Path(out)
+    dataset_spec = str(Path(data).resolve()) if Path(data).is_dir() else str(data)
+    tag = {"arch": arch, "norm": norm, "dataset": dataset_spec, "limit": limit}
+    if out.exists() and not force:
+        done = _finished(out, opts, tag)
+        if done is not None:
+            if log:
+                log(f"{out} already holds this model; nothing to do (use --force to retrain)")
+            return {**done, "skipped": True}
+    train_set = load_dataset(data, "train", limit)
+    test_set = load_dataset(data, "test", limit)
+    if train_set.in_channels != test_set.in_channels or train_set.image_size != test_set.image_size:
+        raise InputError(f"{data}: train images are {train_set.in_channels}x{train_set.image_size} "
+                         f"but test images are {test_set.in_channels}x{test_set.image_size}")
+    num_classes = max(train_set.num_classes, test_set.num_classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(opts.seed)
+        model = build(arch, train_set.in_channels, num_classes, norm)
+    model.to(device)
+    t0 = time.perf_counter()
+    history = train(model, train_set, opts, test_set, state_path_for(out), tag, progress, log,
+                    on_epoch_end)
+    names = quantized_parameter_names(model)
+    meta = {
+        "arch": arch, "in_channels": train_set.in_channels, "num_classes": num_classes,
+        "norm": norm, "bits": opts.bits, "scheme": opts.scheme, "clip": opts.clip,
+        "dataset": dataset_spec, "dataset_name": train_set.name,
+        "image_size": list(train_set.image_size), "limit": limit,
+        "test_accuracy": quantized_accuracy(model, test_set, opts),
+        "float_test_accuracy": accuracy(model, test_set),
+        "test_samples": len(test_set), "train_samples": len(train_set),
+        "randbet_p": opts.randbet_p, "epochs": opts.epochs, "seed": opts.seed,
+        "quantized_weights": int(sum(dict(model.named_parameters())[n].numel() for n in names)),
+        "train_seconds": time.perf_counter() - t0,
+        "history": history, "train_config": {"options": opts.as_dict(), "tag": tag},
+    }
+    model.cpu()
+    save_checkpoint(out, model, meta)
+    state_path_for(out).unlink(missing_ok=True)
+    return {**meta, "skipped": False}
+
+
+def _finished(out: Path, opts: TrainOptions, tag: dict) -> dict | None:
+    """The meta of `out` if it is a checkpoint trained with exactly these settings."""
+    try:
+        _, meta = load_checkpoint(out)
+    except InputError:
+        return None
+    return meta if meta.get("train_config") == {"options": opts.as_dict(), "tag": tag} else None
