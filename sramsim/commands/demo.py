@@ -1,0 +1,103 @@
+"""`sramsim demo`: the main job on the embedded default data, end to end.
+
+Train (or reuse) the default 8-bit CNN on Fashion-MNIST, sweep the shipped finfet14 chips from
+nominal voltage down to 0.75, print the accuracy/energy table and where accuracy first drops by
+more than one point, and write the plot.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..cli import print_json
+from ..errors import InputError
+
+SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "profiles"
+DEFAULT_VOLTAGES = "1.0:0.75:-0.025"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="train/reuse the default CNN and sweep the shipped chips",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="demo-out", metavar="DIR", help="output folder (default demo-out)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="where the trained model is kept and reused (default OUT/cache)")
+    p.add_argument("--data", default="fashion-mnist", metavar="SPEC", help="dataset (default fashion-mnist)")
+    p.add_argument("--epochs", type=int, default=2, help="base model training epochs (default 2)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="first N train/test samples only (quick runs)")
+    p.add_argument("--profiles", nargs="+", default=None, metavar="H5",
+                   help="chip profiles (default: the shipped profiles/finfet14-8192x128-s*.h5)")
+    p.add_argument("--voltages", default=DEFAULT_VOLTAGES, metavar="LIST",
+                   help=f"voltages to sweep (default {DEFAULT_VOLTAGES})")
+    p.add_argument("--workers", type=int, default=2, help="sweep workers (default 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=run)
+
+
+def shipped_profiles() -> list[Path]:
+    paths = sorted(SHIPPED_PROFILES.glob("finfet14-8192x128-s*.h5"))
+    if not paths:
+        raise InputError(f"no shipped profiles found in {SHIPPED_PROFILES}; pass --profiles")
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..sweep import first_drop, run_sweep
+    from ..training import TrainOptions, train_base
+
+    out = Path(args.out)
+    cache = Path(args.cache) if args.cache else out / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    suffix = f"-limit{args.limit}" if args.limit else ""
+    ckpt = cache / f"cnn-{Path(args.data).name}-8bit-e{args.epochs}{suffix}.pt"
+    log = None if args.json else (lambda msg: print(msg, file=sys.stderr))
+
+    meta = train_base("cnn", args.data, ckpt, TrainOptions(epochs=args.epochs, seed=0),
+                      limit=args.limit, progress=not args.no_progress, log=log)
+    profiles = [Path(p) for p in args.profiles] if args.profiles else shipped_profiles()
+    summary = run_sweep(str(ckpt), args.data, [str(p) for p in profiles], args.voltages,
+                        out / "sweep", workers=args.workers, limit=args.limit,
+                        progress=not args.no_progress)
+    drop = first_drop(summary, 0.01)
+    result = {"checkpoint": str(ckpt), "clean_accuracy": summary.get("clean_accuracy"),
+              "base_model": {k: meta.get(k) for k in ("arch", "bits", "scheme", "test_accuracy",
+                                                      "train_seconds", "skipped")},
+              "first_drop_over_1_point": drop, "sweep": summary}
+    if args.json:
+        print_json(result)
+        return 0
+    print(format_table(summary))
+    clean = summary.get("clean_accuracy")
+    if clean is not None:
+        print(f"\nclean accuracy (8-bit, nominal voltage): {100 * clean:.2f}%")
+    if drop is None:
+        print("accuracy stays within 1 point of clean down to the lowest voltage swept")
+    else:
+        safe = _last_safe(summary, drop["voltage"])
+        print(f"accuracy falls more than 1 point below clean at V = {drop['voltage']:.3f} "
+              f"(BER {drop['ber']:.2e}, accuracy {100 * drop['accuracy_mean']:.2f}%)")
+        if safe is not None:
+            print(f"lowest voltage within 1 point: V = {safe['voltage']:.3f} -> "
+                  f"{100 * safe['saving']:.1f}% less weight-memory energy per read")
+    print(f"\nplot: {summary['files']['plot']}\ntable: {summary['files']['summary_csv']}")
+    return 0
+
+
+def _last_safe(summary: dict, drop_voltage: float) -> dict | None:
+    """The lowest swept voltage above the first drop (accuracy still within one point)."""
+    above = [p for p in summary["points"] if p["voltage"] > drop_voltage]
+    return min(above, key=lambda p: p["voltage"]) if above else None
+
+
+def format_table(summary: dict) -> str:
+    rows = [f"{'V':>6} {'BER':>10} {'acc mean':>9} {'± std':>7} {'± CI95':>7} {'n':>3} "
+            f"{'E/read':>7} {'saving':>7}"]
+    for p in summary["points"]:
+        acc = p["accuracy_mean"]
+        rows.append(f"{p['voltage']:6.3f} {p['ber']:10.3e} {100 * acc:8.2f}% {100 * p['accuracy_std']:6.2f} "
+                    f"{100 * p['ci95']:6.2f} {p['n']:3d} {p['energy_per_read']:7.3f} "
+                    f"{100 * p['saving']:6.1f}%")
+    return "\n".join(rows)
