@@ -131,6 +131,27 @@ def test_sweep_grid_statistics_and_files(setup, tmp_path):
     assert by_v[0.8]["energy_per_read"] == pytest.approx(0.64)
     # the placements differ: offset k sits at k * capacity_words // K
     assert {p["offset"] for p in pts if not p.get("clean")} == {0, ROWS * COLS // 8 // 2}
+    # at V=1.0 no fault reaches the image: those points reuse the fault-free evaluation
+    assert all(p["unchanged"] and p["t_eval"] is None for p in pts if p.get("voltage") == 1.0)
+    assert not any(p["unchanged"] for p in pts if p.get("voltage") == 0.8)
+    # one point recomputed by hand through the public API gives the stored numbers
+    from sramsim import QuantizedModel
+    from sramsim.data import load_dataset
+    from sramsim.evaluate import evaluate
+    from sramsim.models import load_checkpoint
+    model, _ = load_checkpoint(setup["ckpt"])
+    qm = QuantizedModel(model, 8, "symmetric")
+    chip = _chips(2)[1].build()
+    rec = next(p for p in pts if p.get("voltage") == 0.8 and p["chip_index"] == 1
+               and p["offset_index"] == 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                       # the sweep's default thread count
+    try:
+        r = evaluate(model, load_dataset(setup["data"]), qm.perturbed(chip, 0.8, rec["offset"]))
+    finally:
+        torch.set_num_threads(threads)
+    assert (r["accuracy"], r["loss"]) == (rec["accuracy"], rec["loss"])
+    assert rec["faults"] == chip.count(0.8) and rec["ber"] == chip.ber(0.8)
     csv = (out / "summary.csv").read_text().splitlines()
     assert csv[0].startswith("voltage,ber,accuracy_mean") and len(csv) == 4
     assert json.loads((out / "summary.json").read_text())["points"][2]["n"] == 4

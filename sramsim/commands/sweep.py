@@ -66,6 +66,8 @@ def _float(text, flag: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     from .. import sweep as S
+    if args.ray_address and args.executor != "ray":
+        raise InputError("--ray-address needs --executor ray")
     voltages = S.parse_voltages(args.voltages)
     if args.profiles:
         chips = S.profile_chips(args.profiles)
