@@ -150,7 +150,8 @@ def plot_sweep(summary: dict, path: str | os.PathLike, title: str | None = None)
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="lower left")
     n = max((p["n"] for p in pts), default=0)
-    ax.set_title(title or f"{summary.get('model', 'model')} on {summary.get('data', 'data')}: "
+    ax.set_title(title or f"{os.path.basename(str(summary.get('model', 'model')))} on "
+                          f"{os.path.basename(str(summary.get('data', 'data')))}: "
                           f"{len(summary.get('chips', []))} chips x {summary.get('offsets', 1)} "
                           f"offsets (n={n} per voltage)", fontsize=9)
     fig.savefig(path, dpi=110)
