@@ -10,7 +10,6 @@ caller can write each point as soon as it is finished.
 """
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections import OrderedDict
@@ -91,7 +90,7 @@ class SweepWorker:
 
     def __init__(self, workload: Workload, threads: int | None = None):
         if threads:
-            torch.set_num_threads(int(threads))
+            set_threads(int(threads))
         from .quantized_model import QuantizedModel
         self.workload = workload
         self.model = workload.load_model()
@@ -152,9 +151,18 @@ class SweepWorker:
         return out
 
 
-def cpu_count() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, cores or 1)
+def set_threads(threads: int) -> None:
+    """torch's and numba's thread counts: a worker uses `threads` cores, no more. (A numba
+    parallel launch on an oversubscribed machine costs milliseconds, more than the kernel on a
+    small image.)"""
+    import numba
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def get_threads() -> tuple[int, int]:
+    import numba
+    return torch.get_num_threads(), numba.get_num_threads()
 
 
 # ------------------------------------------------------------------------------ executors
@@ -164,14 +172,16 @@ OnResult = Callable[[list[dict]], None]
 
 def run_inprocess(workload: Workload, tasks: Sequence[Task], threads: int,
                   on_result: OnResult) -> None:
-    """Run here, with torch's thread count set to `threads` for the run and restored after."""
-    before = torch.get_num_threads()
+    """Run here, with torch's and numba's thread counts set to `threads` and restored after."""
+    import numba
+    torch_before, numba_before = get_threads()
     try:
         worker = SweepWorker(workload, threads)
         for task in tasks:
             on_result(worker.run(task))
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(torch_before)
+        numba.set_num_threads(numba_before)
 
 
 # The pool's worker processes each hold one SweepWorker, made by the pool's initializer. This is

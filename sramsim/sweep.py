@@ -28,7 +28,7 @@ from .curves import BUILTINS, BerCurve
 from .errors import InputError
 from .executors import Task, Workload, run_inprocess, run_pool, run_ray
 from .geometry import Geometry, parse_kinds
-from .sweep_store import ResultStore, point_key
+from .sweep_store import ResultStore
 
 MAX_VOLTAGES = 10_000
 DEFAULT_ROWS, DEFAULT_COLS = 1024, 2048     # 256 KB weight SRAM, as in NeuralFuse's setup

@@ -17,7 +17,6 @@ from sramsim import sweep as S
 from sramsim.cli import main
 from sramsim.curves import BerCurve
 from sramsim.errors import InputError
-from sramsim.sweep_store import ResultStore
 
 N_SAMPLES = 48
 ROWS, COLS = 128, 256          # 4 KB chips: the 87 KB CNN image is tiled over them
