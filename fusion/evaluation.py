@@ -124,6 +124,14 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
+def _errors(ca: float, pa: list[float], suffix: str = "") -> dict:
+    """Clean error and robust error (RErr, Stutz et al., MLSys 2021): a test example counts as
+    wrong when the model under bit errors gets it wrong; mean and std over the fault maps."""
+    rerr = [1.0 - a for a in pa]
+    mean, std = _stats(rerr)
+    return {f"clean_error{suffix}": 1.0 - ca, f"rerr{suffix}_mean": mean, f"rerr{suffix}_std": std}
+
+
 def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=None,
              n_models: int | None = None, batch_size: int = 1000, device="cpu",
              seed: int = EVAL_SEED) -> dict:
@@ -154,6 +162,7 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
               "energy_saving_base": 1.0 - e, "base_accesses": base_acc, "generator": None,
               "generator_accesses": 0, "pa": pa["plain"], "n_models": len(draws),
               "samples": len(dataset), "dataset": dataset.name, "faults": faults.describe()}
+    report.update(_errors(ca["plain"], pa["plain"]))
     if generator is not None:
         g_acc = E.weight_accesses(generator, shape)
         nf_mean, nf_std = _stats(pa["nf"])
@@ -164,4 +173,5 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
                        "energy_saving": E.addon_saving(base_acc, g_acc, faults.voltage, faults.nominal),
                        "generator": generator.name, "generator_width": generator.width,
                        "generator_accesses": g_acc, "pa_nf": pa["nf"]})
+        report.update(_errors(ca["nf"], pa["nf"], "_nf"))
     return report

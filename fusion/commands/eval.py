@@ -68,6 +68,12 @@ def _print_table(r: dict) -> None:
         label = r["generator"] + (" (transfer)" if r.get("transfer") else "")
         print(f"{label:14}{_pct(r['ca_nf']):>12}  {_pct(r['pa_nf_mean'], r['pa_nf_std']):>18}")
         print(f"recovery: {100 * r['recovery']:+.2f} points")
+    errors = (f"clean error {_pct(r['clean_error'])}, robust error (RErr) "
+              f"{_pct(r['rerr_mean'], r['rerr_std'])}")
+    if r["generator"]:
+        errors += (f"; with {r['generator']}: {_pct(r['clean_error_nf'])}, "
+                   f"{_pct(r['rerr_nf_mean'], r['rerr_nf_std'])}")
+    print(" ".join(errors.split()))
     print(f"net energy saving: {100 * r['energy_saving']:.2f}% (base alone "
           f"{100 * r['energy_saving_base']:.2f}%; generator {r['generator_accesses']:,} reads at "
           f"nominal V vs base {r['base_accesses']:,})")
