@@ -286,7 +286,8 @@ def state_path_for(out: str | os.PathLike) -> Path:
 
 
 def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions, *,
-               norm: str = "batch", limit: int | None = None, device: str = "cpu",
+               norm: str = "batch", limit: int | None = None, image_size: int | None = None,
+               device: str = "cpu",
                force: bool = False, progress: bool = True,
                log: Callable[[str], None] | None = _stderr,
                on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
@@ -294,18 +295,20 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
 
     Re-running with the same `out` resumes from `out.partial`; if `out` already holds a model
     trained with the same settings it is kept and its meta returned (unless `force`).
+    image_size: resize ImageFolder images to this square size (recorded as meta["resize"], to be
+    passed to `load_dataset(..., image_size=...)` when the model is evaluated later).
     """
     out = Path(out)
     dataset_spec = str(Path(data).resolve()) if Path(data).is_dir() else str(data)
-    tag = {"arch": arch, "norm": norm, "dataset": dataset_spec, "limit": limit}
+    tag = {"arch": arch, "norm": norm, "dataset": dataset_spec, "limit": limit, "resize": image_size}
     if out.exists() and not force:
         done = _finished(out, opts, tag)
         if done is not None:
             if log:
                 log(f"{out} already holds this model; nothing to do (use --force to retrain)")
             return {**done, "skipped": True}
-    train_set = load_dataset(data, "train", limit)
-    test_set = load_dataset(data, "test", limit)
+    train_set = load_dataset(data, "train", limit, image_size)
+    test_set = load_dataset(data, "test", limit, image_size)
     if train_set.in_channels != test_set.in_channels or train_set.image_size != test_set.image_size:
         raise InputError(f"{data}: train images are {train_set.in_channels}x{train_set.image_size} "
                          f"but test images are {test_set.in_channels}x{test_set.image_size}")
@@ -322,8 +325,8 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
         "arch": arch, "in_channels": train_set.in_channels, "num_classes": num_classes,
         "norm": norm, "bits": opts.bits, "scheme": opts.scheme, "clip": opts.clip,
         "dataset": dataset_spec, "dataset_name": train_set.name,
-        "image_size": list(train_set.image_size), "limit": limit,
-        "test_accuracy": quantized_accuracy(model, test_set, opts),
+        "image_size": list(train_set.image_size), "resize": image_size, "limit": limit,
+        "test_accuracy": history[-1]["test_accuracy"],   # final weights, quantized, clean
         "float_test_accuracy": accuracy(model, test_set),
         "test_samples": len(test_set), "train_samples": len(train_set),
         "randbet_p": opts.randbet_p, "epochs": opts.epochs, "seed": opts.seed,

@@ -296,3 +296,22 @@ def test_cli_corrupt_partial_state_exits_2(tmp_path, capsys):
     rc = main(["train-base", "--data", str(root), "--out", str(tmp_path / "m.pt"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "m.pt.partial" in err and err.count("\n") == 1
+
+
+def test_cli_image_folder_needs_and_records_resize(tmp_path, capsys):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            for k, size in enumerate([(12, 10), (8, 8)]):
+                path = tmp_path / "imgs" / split / cls / f"{k}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    base = ["train-base", "--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "m.pt"),
+            "--epochs", "1", "--batch-size", "2", "--no-progress"]
+    assert main(base) == 2
+    assert "pass an image size" in capsys.readouterr().err
+    assert main(base + ["--image-size", "16"]) == 0
+    model, meta = load_checkpoint(tmp_path / "m.pt")
+    assert meta["in_channels"] == 3 and meta["image_size"] == [16, 16] and meta["resize"] == 16
+    assert "test accuracy" in capsys.readouterr().out

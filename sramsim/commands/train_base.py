@@ -23,6 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file to write")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use only the first N train and N test samples")
+    p.add_argument("--image-size", type=int, default=None, metavar="S",
+                   help="resize ImageFolder images to SxS (needed when their sizes differ)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (default 1e-3 for adam, 0.05 for sgd; cosine decay)")
@@ -71,12 +73,14 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--norm must be one of {', '.join(NORMS)}, got {args.norm!r}")
     if args.limit is not None and args.limit < 2:
         raise InputError(f"--limit must be at least 2, got {args.limit}")
+    if args.image_size is not None and args.image_size < 1:
+        raise InputError(f"--image-size must be positive, got {args.image_size}")
     opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         optimizer=args.optimizer, weight_decay=args.weight_decay, seed=args.seed,
                         bits=_bits(args.bits), scheme=args.scheme, clip=args.clip,
                         randbet_p=args.randbet_p)
     meta = train_base(args.model, args.data, args.out, opts, norm=args.norm, limit=args.limit,
-                      device=_device(args.device), force=args.force,
+                      image_size=args.image_size, device=_device(args.device), force=args.force,
                       progress=not args.no_progress)
     summary = {"out": str(args.out), "skipped": meta["skipped"], "arch": meta["arch"],
                "dataset": meta["dataset"], "bits": meta["bits"], "scheme": meta["scheme"],
