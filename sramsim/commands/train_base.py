@@ -19,18 +19,19 @@ def register(subparsers) -> None:
                    help=f"architecture: {', '.join(ARCHS)} (default cnn)")
     p.add_argument("--data", default="fashion-mnist", metavar="fashion-mnist|mnist|DIR",
                    help="dataset name or directory (IDX, CIFAR batches, ImageFolder)")
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=2, help="passes over the training set (default 2)")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file to write")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use only the first N train and N test samples")
     p.add_argument("--image-size", type=int, default=None, metavar="S",
                    help="resize ImageFolder images to SxS (needed when their sizes differ)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="default 128")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (default 1e-3 for adam, 0.05 for sgd; cosine decay)")
     p.add_argument("--optimizer", default="adam", help=f"{' or '.join(OPTIMIZERS)} (default adam)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weight-decay", type=float, default=0.0, help="default 0")
+    p.add_argument("--seed", type=int, default=0,
+                   help="fixes initial weights, batch order and RandBET patterns (default 0)")
     p.add_argument("--bits", default="8", help=f"weight bits: {', '.join(map(str, Q.BITS))} (default 8)")
     p.add_argument("--scheme", default="symmetric", help=f"quantization: {', '.join(Q.SCHEMES)}")
     p.add_argument("--clip", type=float, default=None, metavar="W",
