@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--model", help="checkpoint to use instead of the quickly trained CNN")
     ap.add_argument("--chips", type=int, default=3, help="chips in (a) (default 3)")
     args = ap.parse_args()
+    load_start = os.getloadavg()
     if args.model:
         model_info = {"checkpoint": args.model, "trained": "given"}
     else:
@@ -132,7 +133,8 @@ def main() -> None:
     write_result("sweep.json", {
         "what": __doc__.splitlines()[0],
         "command": ".venv/bin/python benchmarks/bench_sweep.py",
-        "model": model_info, "load_average_at_end": os.getloadavg(),
+        "model": model_info, "load_average_at_start": load_start,
+        "load_average_at_end": os.getloadavg(),
         "faults_vs_eval": part_a, "throughput": part_b,
     })
 
