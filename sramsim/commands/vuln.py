@@ -1,0 +1,142 @@
+"""`sramsim vuln`: accuracy drop when only one layer, or only one bit position, carries the faults."""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from ..cli import print_json
+from ..errors import InputError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "vuln", help="which layers / bit positions hurt: drop with faults confined to one of them",
+        description=__doc__.splitlines()[0] + ". Tells which layers to protect or keep at "
+                    "nominal voltage. Every group sees the same fault maps (paired).")
+    p.add_argument("--model", required=True, metavar="CKPT", help="model checkpoint (sramsim train-base)")
+    p.add_argument("--data", default="fashion-mnist", metavar="SPEC",
+                   help="fashion-mnist, mnist or a dataset directory (default fashion-mnist)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ber", metavar="P", help="random bit errors at rate P (e.g. 0.01)")
+    src.add_argument("--profile", nargs="+", metavar="H5", help="chip profiles (with --voltage)")
+    p.add_argument("--voltage", metavar="V", help="supply voltage of the --profile chips")
+    p.add_argument("--models", default="10", metavar="M", help="fault maps to average over (default 10)")
+    p.add_argument("--limit", default=None, metavar="N", help="use the first N test samples")
+    p.add_argument("--by", default="both", choices=("layer", "bit", "both"),
+                   help="group faults by layer, by bit position, or both (default both)")
+    p.add_argument("--bits", default=None, choices=("8", "4", "2"), help="override the checkpoint's bits")
+    p.add_argument("--scheme", default=None, choices=("symmetric", "asymmetric", "rquant"),
+                   help="override the checkpoint's quantization scheme")
+    p.add_argument("--seed", default="0", metavar="S", help="seed of the fault maps (default 0)")
+    p.add_argument("--batch-size", default="1000", metavar="B", help="evaluation batch (default 1000)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=run)
+
+
+def _int(text, flag: str, minimum: int = 1) -> int:
+    try:
+        value = int(str(text).replace("_", ""))
+    except (TypeError, ValueError):
+        raise InputError(f"{flag} must be a whole number, got {text!r}") from None
+    if value < minimum:
+        raise InputError(f"{flag} must be >= {minimum}, got {text}")
+    return value
+
+
+def _float(text, flag: str) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise InputError(f"{flag} must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise InputError(f"{flag} must be a finite number, got {text!r}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..chip import Chip
+    from ..data import load_dataset
+    from ..models import load_checkpoint
+    from ..quantized_model import QuantizedModel
+    from ..vulnerability import analyze
+
+    models = _int(args.models, "--models")
+    limit = None if args.limit is None else _int(args.limit, "--limit")
+    seed = _int(args.seed, "--seed", 0)
+    batch_size = _int(args.batch_size, "--batch-size")
+    ber = chips = voltage = None
+    if args.profile:
+        if args.voltage is None:
+            raise InputError("--profile needs --voltage V")
+        voltage = _float(args.voltage, "--voltage")
+        chips = [Chip.load(path) for path in args.profile]
+        for chip in chips:
+            chip.check_voltage(voltage)
+    else:
+        if args.voltage is not None:
+            raise InputError("--voltage goes with --profile; for random errors give --ber only")
+        ber = _float(args.ber, "--ber")
+        if not 0.0 <= ber <= 1.0:
+            raise InputError(f"--ber must lie in [0, 1], got {args.ber}")
+    model, meta = load_checkpoint(args.model)
+    bits = int(args.bits) if args.bits is not None else int(meta.get("bits") or 8)
+    scheme = args.scheme or meta.get("scheme") or "symmetric"
+    try:
+        qm = QuantizedModel(model, bits=bits, scheme=scheme, clip=meta.get("clip"))
+    except ValueError as exc:
+        raise InputError(f"{args.model}: {exc}") from None
+    dataset = load_dataset(args.data, "test", limit)
+    in_ch = meta.get("in_channels")
+    if in_ch is not None and int(in_ch) != dataset.in_channels:
+        raise InputError(f"{args.model} expects {in_ch}-channel inputs but {dataset.name} has "
+                         f"{dataset.in_channels}")
+    from tqdm import tqdm
+    bar = tqdm(total=models, unit="map", desc="vuln", file=sys.stderr,
+               disable=True if args.no_progress else None, leave=False)
+    try:
+        report = analyze(qm, dataset, ber=ber, chips=chips, voltage=voltage, models=models,
+                         by=args.by, seed=seed, batch_size=batch_size,
+                         on_map=lambda _: bar.update(1))
+    finally:
+        bar.close()
+    report.update({"model": str(args.model), "data": str(args.data), "limit": limit,
+                   "faults": ({"kind": "chips", "voltage": voltage,
+                               "chips": [c.name for c in chips],
+                               "ber": float(sum(c.ber(voltage) for c in chips) / len(chips))}
+                              if chips else {"kind": "random", "ber": ber})})
+    if args.json:
+        print_json(report)
+    else:
+        print_table(report)
+    return 0
+
+
+def _row(r: dict, width: int) -> str:
+    return (f"{r['label']:<{width}} {100 * r['share']:>6.1f}% {r['faulty_bits_mean']:>10.1f} "
+            f"{100 * r['accuracy_mean']:>8.2f}% ± {100 * r['accuracy_std']:<5.2f} "
+            f"{100 * r['drop_mean']:>7.2f} ± {100 * r['drop_std']:.2f}")
+
+
+def print_table(report: dict, file=None) -> None:
+    """Header, then per-layer and per-bit rows sorted by accuracy drop (largest first)."""
+    f = file or sys.stdout
+    q, src = report["quantization"], report["faults"]
+    where = (f"{len(src['chips'])} chip(s) at V={src['voltage']:g} (BER {src['ber']:.3g})"
+             if src["kind"] == "chips" else f"random bit errors, BER {src['ber']:g}")
+    print(f"{report['dataset']}, {report['samples']} samples, {q['bits']}-bit {q['scheme']}, "
+          f"{report['models']} fault maps: {where}", file=f)
+    print(f"clean quantized accuracy {100 * report['clean_accuracy']:.2f}%; all layers faulty: "
+          f"{100 * report['all']['accuracy_mean']:.2f}% (drop {100 * report['all']['drop_mean']:.2f} "
+          f"points)", file=f)
+    rows = report["layers"] + report["bits"]
+    width = max([len("faults only in")] + [len(r["label"]) for r in rows])
+    for title, part in (("layer", report["layers"]), ("bit position", report["bits"])):
+        if not part:
+            continue
+        print(f"\nby {title} (sorted by drop)", file=f)
+        print(f"{'faults only in':<{width}} {'share':>7} {'bad bits':>10} {'accuracy ± std':>17} "
+              f"{'drop ± std (points)':>20}", file=f)
+        for r in part:
+            print(_row(r, width), file=f)
