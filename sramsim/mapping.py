@@ -48,9 +48,11 @@ def _apply_chip(image: np.ndarray, chip: Chip, voltage: float, offset: int,
     if masks.count == 0:
         np.copyto(out, image)
     elif masks.clear is None:
-        kernels.apply_xor_tiled(image, out, masks.xor, offset_bytes)
+        kernel = kernels.pick(kernels.apply_xor_tiled, kernels.apply_xor_tiled_serial, image.size)
+        kernel(image, out, masks.xor, offset_bytes)
     else:
-        kernels.apply_masks_tiled(image, out, masks.xor, masks.clear, masks.set, offset_bytes)
+        kernel = kernels.pick(kernels.apply_masks_tiled, kernels.apply_masks_tiled_serial, image.size)
+        kernel(image, out, masks.xor, masks.clear, masks.set, offset_bytes)
     return out
 
 
@@ -72,7 +74,9 @@ def apply_bit_faults(image: np.ndarray, faults: Faults, out: np.ndarray,
     if address.shape[0] == 0:
         return out
     if not np.any(kind):
-        kernels.apply_sparse_flips_inplace(out, address)
+        kernels.pick(kernels.apply_sparse_flips_inplace, kernels.apply_sparse_flips_inplace_serial,
+                     image.size)(out, address)
     else:
-        kernels.apply_sparse_inplace(out, address, kind)
+        kernels.pick(kernels.apply_sparse_inplace, kernels.apply_sparse_inplace_serial,
+                     image.size)(out, address, kind)
     return out
