@@ -196,3 +196,15 @@ def test_train_bad_input(capsys, world, tmp_path):
                        "--epochs", "2", "--n-perturbed", "2", "--batch-size", "16", "--lam", "1",
                        "--out", tmp_path / "g")
     assert code == 2 and "other settings (lam)" in err
+
+
+def test_generator_demo_runs_within_budget(world, tmp_path):
+    from fusion.demo import run_generator_demo
+    r = run_generator_demo(world["base_a"], world["data"], voltage=0.8, budget_seconds=0.5,
+                           out_dir=tmp_path / "demo", train_limit=None, eval_limit=None, n_models=2,
+                           progress=False, config={"width": 0.25, "n_perturbed": 2, "batch_size": 16},
+                           log=lambda msg: None)
+    assert {"ca", "pa_mean", "ca_nf", "pa_nf_mean", "energy_saving", "recovery"} <= set(r)
+    assert r["steps"] >= 1 and r["n_models"] == 2 and r["voltage"] == 0.8
+    assert r["ber"] == pytest.approx(float(BerCurve.builtin("finfet14").ber(0.8)))
+    assert (tmp_path / "demo" / "generator.pt").is_file()
