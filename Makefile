@@ -33,6 +33,7 @@ test: $(STAMP)
 
 demo: $(STAMP) data
 	$(VENV)/bin/sramsim demo --out $(DEMO_OUT)
+	$(VENV)/bin/fusion demo --base $(DEMO_OUT)/cache/base-cnn-8bit.pt --out $(DEMO_OUT)/generator
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_inject.py

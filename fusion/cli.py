@@ -8,7 +8,7 @@ import sys
 
 from sramsim.cli import build_parser, run_main
 
-COMMANDS = ("train", "eval")
+COMMANDS = ("train", "eval", "demo")
 
 
 def parser():

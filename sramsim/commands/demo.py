@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     cache = Path(args.cache) if args.cache else out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
-    suffix = f"-limit{args.limit}" if args.limit else ""
-    ckpt = cache / f"cnn-{Path(args.data).name}-8bit-e{args.epochs}{suffix}.pt"
+    # One stable name: train_base keeps it when its settings match and retrains otherwise.
+    ckpt = cache / "base-cnn-8bit.pt"
     log = None if args.json else (lambda msg: print(msg, file=sys.stderr))
 
     meta = train_base("cnn", args.data, ckpt, TrainOptions(epochs=args.epochs, seed=0),
