@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 
 from .errors import InputError
@@ -42,6 +43,32 @@ def run_main(parser: argparse.ArgumentParser, argv=None) -> int:
         print(f"{parser.prog}: interrupted; finished results are kept, re-run to resume",
               file=sys.stderr)
         return 130
+
+
+def number(text, flag: str, positive: bool = False) -> float | None:
+    """A command-line number, or an InputError naming the flag (None stays None)."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise InputError(f"{flag} must be a number, got {text!r}") from None
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise InputError(f"{flag} must be a {'positive ' if positive else ''}finite number, got {text!r}")
+    return value
+
+
+def integer(text, flag: str, minimum: int | None = 1) -> int | None:
+    """A command-line whole number ("1_000" and "1,000" accepted), at least `minimum`."""
+    if text is None:
+        return None
+    try:
+        value = int(str(text).replace("_", "").replace(",", ""))
+    except ValueError:
+        raise InputError(f"{flag} must be a whole number, got {text!r}") from None
+    if minimum is not None and value < minimum:
+        raise InputError(f"{flag} must be >= {minimum}, got {text!r}")
+    return value
 
 
 def _one_line(exc: BaseException) -> str:

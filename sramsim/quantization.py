@@ -107,7 +107,6 @@ def unpack(image: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     """Bytes -> the first n m-bit codes (inverse of `pack`)."""
     if bits == 8:
         return image[:n]
-    per = 8 // bits
     shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=image.device)
     codes = (image[:, None] >> shifts) & (2 ** bits - 1)
     return codes.reshape(-1)[:n]

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 from .. import energy as E
-from ..cli import print_json
+from ..cli import integer, number, print_json
 from ..curves import BUILTINS, BerCurve
 from ..errors import InputError
 
@@ -45,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
 def compute(args: argparse.Namespace) -> dict:
     curve = BerCurve.builtin(args.curve)
-    nominal = _number(args.nominal, "--nominal", positive=True)
-    leak = _number(args.leakage_share, "--leakage-share")
+    nominal = number(args.nominal, "--nominal", positive=True)
+    leak = number(args.leakage_share, "--leakage-share")
     if not 0.0 <= leak <= 1.0:
         raise InputError(f"--leakage-share must lie in [0, 1], got {args.leakage_share}")
     voltage = _voltage(args, curve, nominal)
@@ -72,32 +71,16 @@ def compute(args: argparse.Namespace) -> dict:
     }
 
 
-def _number(text: str, flag: str, positive: bool = False) -> float:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise InputError(f"{flag} must be a number, got {text!r}") from None
-    if not math.isfinite(value) or (positive and value <= 0):
-        raise InputError(f"{flag} must be a {'positive ' if positive else ''}finite number, got {text!r}")
-    return value
-
-
-def _count(text: str, flag: str) -> int:
-    try:
-        value = int(text.replace("_", "").replace(",", ""))
-    except (AttributeError, ValueError):
-        raise InputError(f"{flag} must be a whole number, got {text!r}") from None
-    return value
 
 
 def _voltage(args, curve: BerCurve, nominal: float) -> float:
     if args.ber is not None:
-        ber = _number(args.ber, "--ber")
+        ber = number(args.ber, "--ber")
         try:
             return float(curve.voltage(ber))
         except ValueError as exc:
             raise InputError(f"--ber {args.ber}: {exc}") from None
-    v = _number(args.voltage, "--voltage", positive=True)
+    v = number(args.voltage, "--voltage", positive=True)
     if v < curve.v_min - 1e-12:
         raise InputError(f"--voltage {args.voltage} is below the lowest voltage {curve.v_min:g} "
                          f"of curve {curve.name!r}")
@@ -109,7 +92,7 @@ def _voltage(args, curve: BerCurve, nominal: float) -> float:
 def _base_accesses(args) -> tuple[int, str, int | None]:
     """(reads per inference, where the number came from, the model's input channels)."""
     if args.accesses is not None:
-        n = _count(args.accesses, "--accesses")
+        n = integer(args.accesses, "--accesses", None)
         if n <= 0:
             raise InputError(f"--accesses must be positive, got {args.accesses}")
         return n, "given", None
@@ -121,7 +104,7 @@ def _base_accesses(args) -> tuple[int, str, int | None]:
 
 def _addon_accesses(args, in_channels: int | None) -> tuple[str | None, int, str | None]:
     if args.addon_accesses is not None:
-        m = _count(args.addon_accesses, "--addon-accesses")
+        m = integer(args.addon_accesses, "--addon-accesses", None)
         if m < 0:
             raise InputError(f"--addon-accesses must be >= 0, got {args.addon_accesses}")
         return None, m, "given"

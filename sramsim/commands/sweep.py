@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import print_json
+from ..cli import integer, number, print_json
 from ..curves import BUILTINS
 from ..errors import InputError
 
@@ -47,21 +47,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _int(text, flag: str, minimum: int = 1) -> int:
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise InputError(f"{flag} must be a whole number, got {text!r}") from None
-    if value < minimum:
-        raise InputError(f"{flag} must be >= {minimum}, got {text}")
-    return value
-
-
-def _float(text, flag: str) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        raise InputError(f"{flag} must be a number, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,17 +57,17 @@ def run(args: argparse.Namespace) -> int:
     if args.profiles:
         chips = S.profile_chips(args.profiles)
     else:
-        chips = S.random_chips(_int(args.chips, "--chips"), args.curve, _int(args.rows, "--rows"),
-                               _int(args.cols, "--cols"), _int(args.banks, "--banks"),
-                               _int(args.seed, "--seed", 0))
+        chips = S.random_chips(integer(args.chips, "--chips"), args.curve, integer(args.rows, "--rows"),
+                               integer(args.cols, "--cols"), integer(args.banks, "--banks"),
+                               integer(args.seed, "--seed", 0))
     summary = S.run_sweep(
         args.model, args.data, chips, voltages, args.out,
-        offsets=_int(args.offsets, "--offsets"), workers=_int(args.workers, "--workers"),
-        executor=args.executor, ray_address=args.ray_address, threads=_int(args.threads, "--threads"),
-        limit=None if args.limit is None else _int(args.limit, "--limit"),
+        offsets=integer(args.offsets, "--offsets"), workers=integer(args.workers, "--workers"),
+        executor=args.executor, ray_address=args.ray_address, threads=integer(args.threads, "--threads"),
+        limit=None if args.limit is None else integer(args.limit, "--limit"),
         bits=None if args.bits is None else int(args.bits), scheme=args.scheme,
-        batch_size=_int(args.batch_size, "--batch-size"),
-        leakage_share=_float(args.leakage_share, "--leakage-share"),
+        batch_size=integer(args.batch_size, "--batch-size"),
+        leakage_share=number(args.leakage_share, "--leakage-share"),
         progress=not args.no_progress)
     if args.json:
         print_json(summary)

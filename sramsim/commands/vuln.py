@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
-from ..cli import print_json
+from ..cli import integer, number, print_json
 from ..errors import InputError
 
 
@@ -35,24 +34,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _int(text, flag: str, minimum: int = 1) -> int:
-    try:
-        value = int(str(text).replace("_", ""))
-    except (TypeError, ValueError):
-        raise InputError(f"{flag} must be a whole number, got {text!r}") from None
-    if value < minimum:
-        raise InputError(f"{flag} must be >= {minimum}, got {text}")
-    return value
-
-
-def _float(text, flag: str) -> float:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise InputError(f"{flag} must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise InputError(f"{flag} must be a finite number, got {text!r}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,22 +43,22 @@ def run(args: argparse.Namespace) -> int:
     from ..quantized_model import QuantizedModel
     from ..vulnerability import analyze
 
-    models = _int(args.models, "--models")
-    limit = None if args.limit is None else _int(args.limit, "--limit")
-    seed = _int(args.seed, "--seed", 0)
-    batch_size = _int(args.batch_size, "--batch-size")
+    models = integer(args.models, "--models")
+    limit = None if args.limit is None else integer(args.limit, "--limit")
+    seed = integer(args.seed, "--seed", 0)
+    batch_size = integer(args.batch_size, "--batch-size")
     ber = chips = voltage = None
     if args.profile:
         if args.voltage is None:
             raise InputError("--profile needs --voltage V")
-        voltage = _float(args.voltage, "--voltage")
+        voltage = number(args.voltage, "--voltage")
         chips = [Chip.load(path) for path in args.profile]
         for chip in chips:
             chip.check_voltage(voltage)
     else:
         if args.voltage is not None:
             raise InputError("--voltage goes with --profile; for random errors give --ber only")
-        ber = _float(args.ber, "--ber")
+        ber = number(args.ber, "--ber")
         if not 0.0 <= ber <= 1.0:
             raise InputError(f"--ber must lie in [0, 1], got {args.ber}")
     model, meta = load_checkpoint(args.model)
