@@ -35,7 +35,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--generator", default="ConvS")
+    ap.add_argument("--threads", type=int, default=None, help="torch and numba threads")
     args = ap.parse_args()
+    if args.threads:
+        import numba
+        torch.set_num_threads(args.threads)
+        numba.set_num_threads(args.threads)
     torch.manual_seed(0)
     base = build("cnn").eval()
     qm = QuantizedModel(base)

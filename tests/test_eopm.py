@@ -228,3 +228,14 @@ def test_bad_config():
         EopmConfig(n_perturbed=0)
     with pytest.raises(InputError, match="ber"):
         RandomSampler(1.5)
+
+
+def test_vmap_and_loop_steps_agree():
+    x, y = tiny_data(16)
+    a, b = make_trainer(batched="vmap"), make_trainer(batched="loop")
+    assert (a.batched, b.batched, make_trainer().batched) == ("vmap", "loop", "loop")  # auto: CPU -> loop
+    ra, rb = a.step(x, y), b.step(x, y)                 # same G init, same fault maps
+    assert all(ra[k] == pytest.approx(rb[k], rel=1e-5) for k in ra)
+    ga = {n: p.grad for n, p in a.generator.named_parameters()}
+    gb = {n: p.grad for n, p in b.generator.named_parameters()}
+    assert all(torch.allclose(ga[n], gb[n], rtol=1e-3, atol=1e-6) for n in ga)
