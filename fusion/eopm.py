@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -107,11 +107,6 @@ def stacked_logits(model: nn.Module, stacked: dict[str, torch.Tensor], x: torch.
 def image_fingerprint(qm: QuantizedModel) -> str:
     """Identifies the base model's memory image (a resumed run must use the same base)."""
     return hashlib.sha1(qm.image.tobytes()).hexdigest()[:16]
-
-
-@dataclass
-class History:
-    epochs: list[dict] = field(default_factory=list)
 
 
 class EopmTrainer:
