@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import torch
 
@@ -88,6 +89,9 @@ def main() -> None:
 
     t_copy = median_time(lambda: np.copyto(out, qm.image), repeat=21)
     t_faulty = median_time(lambda: qm.faulty_image(chip, voltage, out=out), repeat=21)
+    numba.set_num_threads(1)
+    t_faulty_1thread = median_time(lambda: qm.faulty_image(chip, voltage, out=out), repeat=21)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     t_faulty_offset = median_time(lambda: qm.faulty_image(chip, voltage, offset=12345, out=out), repeat=21)
     t_perturbed = median_time(lambda: qm.perturbed(chip, voltage), repeat=7)
     seeds = iter(range(1, 1000))
@@ -107,7 +111,8 @@ def main() -> None:
         "image_bytes": int(qm.image.size), "voltage": voltage, "target_ber": BER,
         "chip_faults": len(chip), "empirical_ber": empirical_ber,
         "median_s": {
-            "a_copy": t_copy, "b_faulty_image": t_faulty, "b_faulty_image_offset": t_faulty_offset,
+            "a_copy": t_copy, "b_faulty_image": t_faulty, "b_faulty_image_1_thread": t_faulty_1thread,
+            "b_faulty_image_offset": t_faulty_offset,
             "b_first_call_mask_build": first_build, "b_perturbed_with_dequantize": t_perturbed,
             "b_tiled_8192x128_chip": t_tiled,
             "c_draw_random_chip": t_draw, "c_first_draw_incl_jit": draw_first,
@@ -116,6 +121,7 @@ def main() -> None:
         "mrfi": mrfi,
         "ratios": {
             "b_over_a": t_faulty / t_copy,
+            "b_1_thread_over_a": t_faulty_1thread / t_copy,
             "d_over_b": t_naive / t_faulty,
             "e_over_b": (mrfi["extra_s"] / t_faulty) if "extra_s" in mrfi else None,
             "e_over_b_perturbed": (mrfi["extra_s"] / t_perturbed) if "extra_s" in mrfi else None,

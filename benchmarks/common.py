@@ -33,6 +33,7 @@ def environment() -> dict:
         "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
         "numpy": numpy.__version__, "numba": numba.__version__, "torch": torch.__version__,
         "device": "CPU only (no GPU lent to this task)",
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
