@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 
 from sramsim import QuantizedModel
+from sramsim.cli import integer, number  # noqa: F401  (shared by the fusion commands)
 from sramsim.errors import InputError
 from sramsim.models import load_checkpoint
 
@@ -29,30 +29,6 @@ def add_base_args(p: argparse.ArgumentParser, seed_default: int = 0,
                    help=f"{seed_help} (default {seed_default})")
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-
-
-def number(text, flag: str, positive: bool = False) -> float | None:
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise InputError(f"{flag} must be a number, got {text!r}") from None
-    if not math.isfinite(value) or (positive and value <= 0):
-        raise InputError(f"{flag} must be a {'positive ' if positive else ''}finite number, got {text!r}")
-    return value
-
-
-def integer(text, flag: str, minimum: int = 1) -> int | None:
-    if text is None:
-        return None
-    try:
-        value = int(str(text).replace("_", ""))
-    except ValueError:
-        raise InputError(f"{flag} must be a whole number, got {text!r}") from None
-    if value < minimum:
-        raise InputError(f"{flag} must be >= {minimum}, got {text!r}")
-    return value
 
 
 def device(name: str) -> torch.device:
