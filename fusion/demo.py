@@ -1,7 +1,8 @@
 """The generator part of `make demo`: train G for a bounded time, then CA/PA without and with it.
 
-`sramsim demo` calls `run_generator_demo` with its base model at the voltage where the finfet14
-bit error rate is 2%; everything here is also usable on its own from Python.
+`fusion demo` (the second half of `make demo`) calls `run_generator_demo` with the base model
+`sramsim demo` trained, at the voltage where the finfet14 bit error rate is 2%; everything here is
+also usable on its own from Python.
 """
 from __future__ import annotations
 
