@@ -71,6 +71,18 @@ def integer(text, flag: str, minimum: int | None = 1) -> int | None:
     return value
 
 
+def torch_device(name: str):
+    """A --device value as a torch.device; unknown names and missing CUDA are bad input."""
+    import torch
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device: unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device available")
+    return device
+
+
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror or exc}"

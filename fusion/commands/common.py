@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-import torch
 
 from sramsim import QuantizedModel
-from sramsim.cli import integer, number  # noqa: F401  (shared by the fusion commands)
+from sramsim.cli import integer, number, torch_device  # noqa: F401  (shared by the fusion commands)
 from sramsim.errors import InputError
 from sramsim.models import load_checkpoint
 
@@ -31,14 +30,7 @@ def add_base_args(p: argparse.ArgumentParser, seed_default: int = 0,
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
-def device(name: str) -> torch.device:
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"--device: unknown device {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device available")
-    return dev
+device = torch_device  # the fusion commands' name for it
 
 
 def fault_spec(args) -> FaultSpec:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .. import quantization as Q
+from ..cli import torch_device
 from ..errors import InputError
 from ..models import ARCHS, NORMS
 from ..training import OPTIMIZERS, TrainOptions, train_base
@@ -56,17 +57,6 @@ def _bits(text: str) -> int:
     return bits
 
 
-def _device(name: str):
-    import torch
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"--device: unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device available")
-    return device
-
-
 def run(args: argparse.Namespace) -> int:
     if args.model not in ARCHS:
         raise InputError(f"--model must be one of {', '.join(ARCHS)}, got {args.model!r}")
@@ -81,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                         bits=_bits(args.bits), scheme=args.scheme, clip=args.clip,
                         randbet_p=args.randbet_p)
     meta = train_base(args.model, args.data, args.out, opts, norm=args.norm, limit=args.limit,
-                      image_size=args.image_size, device=_device(args.device), force=args.force,
+                      image_size=args.image_size, device=torch_device(args.device), force=args.force,
                       progress=not args.no_progress)
     summary = {"out": str(args.out), "skipped": meta["skipped"], "arch": meta["arch"],
                "dataset": meta["dataset"], "bits": meta["bits"], "scheme": meta["scheme"],
