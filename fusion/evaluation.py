@@ -17,6 +17,7 @@ import torch
 
 from sramsim import BerCurve, Chip, QuantizedModel
 from sramsim import energy as E
+from sramsim.systolic import count_accesses
 from sramsim.data import Dataset
 from sramsim.errors import InputError
 from sramsim.evaluate import accuracy
@@ -134,8 +135,11 @@ def _errors(ca: float, pa: list[float], suffix: str = "") -> dict:
 
 def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=None,
              n_models: int | None = None, batch_size: int = 1000, device="cpu",
-             seed: int = EVAL_SEED) -> dict:
-    """CA / PA without and with `generator`, recovery and the net energy saving, as fractions."""
+             seed: int = EVAL_SEED, count: str = "weights") -> dict:
+    """CA / PA without and with `generator`, recovery and the net energy saving, as fractions.
+
+    `count` is how weight reads are counted for the energy (`sramsim.systolic.METHODS`).
+    """
     device = torch.device(device)
     base = qm.model.to(device).eval()
     ws = WeightSets(qm, device)
@@ -154,17 +158,17 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
         for k, d in inputs.items():
             pa[k].append(accuracy(base, d, weights, batch_size))
     shape = tuple(dataset.x.shape[1:])
-    base_acc = E.weight_accesses(base, shape)
+    base_acc = count_accesses(base, shape, count)
     e = E.energy_per_read(faults.voltage, faults.nominal)
     report = {"ca": ca["plain"], "pa_mean": _stats(pa["plain"])[0], "pa_std": _stats(pa["plain"])[1],
               "ca_nf": None, "pa_nf_mean": None, "pa_nf_std": None, "recovery": None,
               "energy_saving": E.addon_saving(base_acc, 0, faults.voltage, faults.nominal),
               "energy_saving_base": 1.0 - e, "base_accesses": base_acc, "generator": None,
-              "generator_accesses": 0, "pa": pa["plain"], "n_models": len(draws),
+              "generator_accesses": 0, "access_count": count, "pa": pa["plain"], "n_models": len(draws),
               "samples": len(dataset), "dataset": dataset.name, "faults": faults.describe()}
     report.update(_errors(ca["plain"], pa["plain"]))
     if generator is not None:
-        g_acc = E.weight_accesses(generator, shape)
+        g_acc = count_accesses(generator, shape, count)
         nf_mean, nf_std = _stats(pa["nf"])
         lost = report["ca"] - report["pa_mean"]
         report.update({"ca_nf": ca["nf"], "pa_nf_mean": nf_mean, "pa_nf_std": nf_std,

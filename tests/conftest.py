@@ -8,6 +8,19 @@ def _seed_torch():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def cnn_checkpoint(tmp_path):
+    """An untrained default CNN saved as a 28x28 Fashion-MNIST checkpoint: (path, model)."""
+    from sramsim import models
+    model = models.build("cnn", in_channels=1, num_classes=10)
+    path = tmp_path / "cnn.pt"
+    models.save_checkpoint(path, model, {"arch": "cnn", "in_channels": 1, "num_classes": 10,
+                                         "norm": "batch", "bits": 8, "scheme": "symmetric",
+                                         "clip": None, "dataset": "fashion-mnist",
+                                         "image_size": [28, 28]})
+    return path, model
+
+
 def naive_apply(image: np.ndarray, fault_bits: dict[int, int], capacity_bytes: int,
                 offset_bytes: int = 0) -> np.ndarray:
     """Reference semantics, one bit at a time: image byte b sits at chip byte

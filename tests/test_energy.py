@@ -109,14 +109,9 @@ def test_cli_bad_input_is_one_line_exit_2(capsys, argv, needle):
     assert err.count("\n") == 1 and needle in err
 
 
-def test_cli_model_checkpoint_and_generator_count(tmp_path, capsys):
-    models = pytest.importorskip("sramsim.models")
-    generators = pytest.importorskip("fusion.generators")
-    model = models.build("cnn", in_channels=1, num_classes=10)
-    ckpt = tmp_path / "cnn.pt"
-    models.save_checkpoint(ckpt, model, {"arch": "cnn", "in_channels": 1, "num_classes": 10,
-                                         "norm": "batch", "bits": 8, "scheme": "symmetric",
-                                         "clip": None, "dataset": "fashion-mnist"})
+def test_cli_model_checkpoint_and_generator_count(cnn_checkpoint, capsys):
+    from fusion import generators
+    ckpt, model = cnn_checkpoint
     code, out, _ = _energy(capsys, "--model", str(ckpt), "--addon", "ConvS", "--voltage", "0.833",
                            "--json")
     assert code == 0

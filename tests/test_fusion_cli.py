@@ -112,6 +112,21 @@ def test_identity_generator_changes_nothing(capsys, world, tmp_path):
     assert r["pa"] != [r["ca"]] * 3                                   # faults do change outputs
 
 
+def test_eval_systolic_count_charges_generator_by_resolution(capsys, world, tmp_path):
+    """--count systolic: SCALE-Sim's reads for base and generator, same accuracies."""
+    from sramsim.systolic import count_accesses
+    g = generators.build("ConvS", 1, width=0.25)
+    save_generator(tmp_path / "g.pt", g, {})
+    argv = ["eval", "--base", world["base_a"], "--generator", tmp_path / "g.pt", "--data",
+            world["data"], "--ber", "0.02", "--models", "2"]
+    plain = run_json(capsys, *argv)
+    r = run_json(capsys, *argv, "--count", "systolic")
+    assert r["access_count"] == "systolic" and r["pa_nf"] == plain["pa_nf"]
+    assert r["generator_accesses"] == count_accesses(g, (1, 16, 16), "systolic") == 1107
+    v = BerCurve.builtin("finfet14").voltage(0.02)
+    assert r["energy_saving"] == pytest.approx(1 - v ** 2 - 1107 / r["base_accesses"])
+
+
 def test_eval_without_generator(capsys, world):
     r = run_json(capsys, "eval", "--base", world["base_a"], "--data", world["data"], "--ber", "0.01",
                  "--limit", "20")

@@ -5,6 +5,7 @@ import argparse
 
 from sramsim.cli import print_json
 from sramsim.data import load_dataset
+from sramsim.systolic import METHODS
 
 from ..evaluation import EVAL_SEED, check_shapes, evaluate
 from ..store import load_generator
@@ -20,6 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--generator", metavar="G.pt", help="generator file written by fusion train")
     p.add_argument("--models", metavar="M", help="fault maps to average over (default 10 for "
                    "random errors, one per chip for profiles)")
+    p.add_argument("--count", default="weights", choices=METHODS,
+                   help="how weight reads are counted for the energy: weights (each read once, "
+                        "default), systolic or scalesim (SCALE-Sim output-stationary 32x32, as NeuralFuse)")
     p.set_defaults(func=run)
 
 
@@ -36,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         generator, g_meta = load_generator(args.generator)
     test_set = load_dataset(args.data, "test", limit)
     check_shapes(test_set, meta, generator, where=args.base)
-    report = evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed)
+    report = evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed, args.count)
     info = common.base_info(args.base, meta, qm)
     report["base"] = info
     if generator is not None:

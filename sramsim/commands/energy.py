@@ -7,6 +7,11 @@ from .. import energy as E
 from ..cli import integer, number, print_json
 from ..curves import BUILTINS, BerCurve
 from ..errors import InputError
+from ..systolic import METHODS, count_accesses
+
+COUNT_LABELS = {"weights": "each weight read once",
+                "systolic": "SCALE-Sim output-stationary 32x32, 64-bit reads, closed form",
+                "scalesim": "scalesim run, output-stationary 32x32, 64-bit reads"}
 
 
 def register(subparsers) -> None:
@@ -29,6 +34,12 @@ def register(subparsers) -> None:
     p.add_argument("--nominal", default="1.0", metavar="VNOM", help="nominal voltage (default 1.0)")
     p.add_argument("--leakage-share", default="0", metavar="S",
                    help="leakage's share of a read's energy at nominal voltage, in [0, 1] (default 0)")
+    p.add_argument("--count", default="weights", choices=METHODS,
+                   help="how to count weight reads of --model/--addon: weights (each read once, "
+                        "default), systolic (SCALE-Sim's output-stationary 32x32 count, 64-bit reads, "
+                        "closed form) or scalesim (the same from a scalesim run; slow)")
+    p.add_argument("--input-shape", metavar="C,H,W",
+                   help="input size for counting --addon next to --accesses (else the published counts)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -49,8 +60,8 @@ def compute(args: argparse.Namespace) -> dict:
     if not 0.0 <= leak <= 1.0:
         raise InputError(f"--leakage-share must lie in [0, 1], got {args.leakage_share}")
     voltage = _voltage(args, curve, nominal)
-    base, base_source, in_channels = _base_accesses(args)
-    addon_name, addon, addon_source = _addon_accesses(args, in_channels)
+    base, base_source, input_shape = _base_accesses(args)
+    addon_name, addon, addon_source = _addon_accesses(args, input_shape)
     e_read = E.energy_per_read(voltage, nominal, leak)
     return {
         "voltage": voltage,
@@ -58,6 +69,7 @@ def compute(args: argparse.Namespace) -> dict:
         "curve": curve.name,
         "ber": float(curve.ber(voltage)),
         "leakage_share": leak,
+        "count": args.count,
         "energy_per_read": e_read,
         "base_accesses": base,
         "base_accesses_source": base_source,
@@ -89,20 +101,37 @@ def _voltage(args, curve: BerCurve, nominal: float) -> float:
     return v
 
 
-def _base_accesses(args) -> tuple[int, str, int | None]:
-    """(reads per inference, where the number came from, the model's input channels)."""
+def _input_shape(text: str) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) <= 0:
+        raise InputError(f"--input-shape must be C,H,W (three positive integers), got {text!r}")
+    return shape
+
+
+def _base_accesses(args) -> tuple[int, str, tuple | None]:
+    """(reads per inference, where the number came from, the model's input shape [C, H, W])."""
     if args.accesses is not None:
         n = integer(args.accesses, "--accesses", None)
         if n <= 0:
             raise InputError(f"--accesses must be positive, got {args.accesses}")
-        return n, "given", None
+        return n, "given", _input_shape(args.input_shape) if args.input_shape else None
     from ..models import load_checkpoint
     model, meta = load_checkpoint(args.model)
-    in_channels = int(meta.get("in_channels", 1))
-    return E.weight_accesses(model), f"weights of {args.model} (each read once)", in_channels
+    if args.input_shape:
+        shape = _input_shape(args.input_shape)
+    elif meta.get("image_size"):
+        shape = (int(meta["in_channels"]), *(int(v) for v in meta["image_size"]))
+    else:
+        raise InputError(f"{args.model}: the checkpoint does not record its image size; "
+                         f"pass --input-shape C,H,W")
+    n = count_accesses(model, shape, args.count)
+    return n, f"{args.model}: {COUNT_LABELS[args.count]}", shape
 
 
-def _addon_accesses(args, in_channels: int | None) -> tuple[str | None, int, str | None]:
+def _addon_accesses(args, input_shape: tuple | None) -> tuple[str | None, int, str | None]:
     if args.addon_accesses is not None:
         m = integer(args.addon_accesses, "--addon-accesses", None)
         if m < 0:
@@ -111,22 +140,22 @@ def _addon_accesses(args, in_channels: int | None) -> tuple[str | None, int, str
     if args.addon is None:
         return None, 0, None
     name = args.addon
-    if in_channels is None:
+    if input_shape is None:
         # The base count came from elsewhere (e.g. SCALE-Sim): use the matching published counts.
         if name not in E.PUBLISHED_ACCESSES or name in ("ResNet18", "VGG19"):
             known = [k for k in E.PUBLISHED_ACCESSES if k not in ("ResNet18", "VGG19")]
             raise InputError(f"--addon {name}: no published access count (known: {', '.join(known)}); "
-                             f"pass --addon-accesses, or --model CKPT to count the generator's weights")
+                             f"pass --addon-accesses, --input-shape C,H,W, or --model CKPT to count it")
         return name, E.PUBLISHED_ACCESSES[name], E.PUBLISHED_SOURCE
     try:
         from fusion import generators  # optional: fusion builds on sramsim, never the reverse
     except ImportError:
         raise InputError("--addon needs the fusion package; pass --addon-accesses instead") from None
     try:
-        generator = generators.build(name, in_channels)
+        generator = generators.build(name, input_shape[0])
     except (KeyError, ValueError) as exc:
         raise InputError(f"--addon {name}: {' '.join(str(exc).split())}") from None
-    return name, E.weight_accesses(generator), f"weights of generator {name} (each read once)"
+    return name, count_accesses(generator, input_shape, args.count), f"{name}: {COUNT_LABELS[args.count]}"
 
 
 def _print_table(r: dict) -> None:
