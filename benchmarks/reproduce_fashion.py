@@ -68,12 +68,13 @@ def one_run(job: dict) -> dict:
         import shutil
         shutil.rmtree(out)
     faults = FaultSpec(ber=job["ber"])
+    train_faults = FaultSpec(ber=job.get("train_ber", job["ber"]))
     config = EopmConfig(generator=job["generator"], width=job["width"],
                         n_perturbed=job["n_perturbed"], lam=5.0, lr=job["lr"],
                         lr_step=job["lr_step"], batch_size=job["batch_size"], seed=0)
-    log(f"training {job['generator']} (width {job['width']:g}) at BER {job['ber']:g} for "
+    log(f"training {job['generator']} (width {job['width']:g}) at BER {train_faults.ber:g} for "
         f"{job['budget_s']:.0f} s")
-    trained = train_generator(qm, info, train_set, faults, config, epochs=1000, out_dir=out,
+    trained = train_generator(qm, info, train_set, train_faults, config, epochs=1000, out_dir=out,
                               progress=False, budget_seconds=job["budget_s"])
     generator, _ = load_generator(out / GENERATOR_FILE)
     t0 = time.perf_counter()
@@ -94,6 +95,18 @@ def one_run(job: dict) -> dict:
     return row
 
 
+def _save_state(state_file: Path, rows: dict, invocation: dict | None = None) -> dict:
+    """Merge finished runs into the cache file (another invocation may be writing it too)."""
+    done = json.loads(state_file.read_text()) if state_file.exists() else {}
+    done.update(rows)
+    if invocation:
+        done.setdefault("_invocations", []).append(invocation)
+    tmp = state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(done, indent=1))
+    tmp.replace(state_file)
+    return done
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-minutes", type=float, default=9.5,
@@ -104,6 +117,10 @@ def main() -> None:
     ap.add_argument("--generators", nargs="+", default=["ConvS", "UNetS"])
     ap.add_argument("--widths", type=float, nargs="+", default=[1.0],
                     help="channel-width multipliers (0.25: small enough for the energy target)")
+    ap.add_argument("--train-ber-factor", type=float, default=1.0,
+                    help="train at this multiple of the evaluation BER (RandBET-style margin)")
+    ap.add_argument("--tag", default="", help="suffix for the run folders (to keep runs that differ "
+                    "only in budget or N apart)")
     ap.add_argument("--n-perturbed", type=int, default=2)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--lr-step", type=int, default=2, help="epochs between learning-rate halvings")
@@ -136,6 +153,11 @@ def main() -> None:
                "budget_s": per_run, "train_samples": n_train, "test_samples": n_test,
                "models": args.models, "base_path": str(base_path),
                "out": str(args.cache / f"{gname}-w{width:g}-ber{ber:g}")}
+        if args.train_ber_factor != 1.0:
+            job["train_ber"] = ber * args.train_ber_factor
+            job["out"] += f"-train{job['train_ber']:g}"
+        if args.tag:
+            job["out"] += f"-{args.tag}"
         jobs[json.dumps(job, sort_keys=True)] = job
     todo = [k for k in jobs if k not in done]
     if todo:
@@ -146,16 +168,14 @@ def main() -> None:
             t_train = time.perf_counter()
             for fut in as_completed(futures):
                 key = futures[fut]
-                done[key] = {**jobs[key], **fut.result()}
-                state_file.write_text(json.dumps(done, indent=1))
-                row = done[key]
+                row = {**jobs[key], **fut.result()}
+                done = _save_state(state_file, {key: row})
                 log(f"{row['generator']} w{row['width']:g} BER {row['ber']:g}: CA {row['ca']:.4f} "
                     f"PA {row['pa_mean']:.4f}; CA(G) {row['ca_nf']:.4f}, PA(G) {row['pa_nf_mean']:.4f} "
                     f"± {row['pa_nf_std']:.4f}, recovered {100 * row['recovered_fraction']:.0f}% of "
                     f"the loss, net saving {100 * row['energy_saving']:.1f}% ({row['steps']} steps)")
-        invocations = done.setdefault("_invocations", [])
-        invocations.append({"runs_trained": len(todo), "wall_seconds": time.perf_counter() - t_train})
-        state_file.write_text(json.dumps(done, indent=1))
+        done = _save_state(state_file, {}, {"runs_trained": len(todo),
+                                            "wall_seconds": time.perf_counter() - t_train})
     # Every cached run on this base model (earlier invocations may have used other widths/budgets).
     rows = sorted((v for k, v in done.items() if k != "_invocations" and v["base_path"] == str(base_path)),
                   key=lambda r: (r["ber"], r["generator"], -r["width"], r["budget_s"]))

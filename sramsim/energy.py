@@ -11,10 +11,12 @@ each access: static power V·I_leak over a fixed access time, with I_leak held a
 (DIBL), so s > 0 gives a conservative (smaller) saving. The default s = 0 is the model NeuralFuse
 uses (Sun et al., NeurIPS 2024): at finfet14's 1%-BER voltage 0.833, e = 0.694.
 
-Accesses per inference: each conv/linear weight is read once from weight memory (weights stay in
-the array's registers while they are reused), counted from the model's layers. A cycle-level
-simulator (SCALE-Sim) counts more or fewer reads depending on tiling; NeuralFuse's published
-SCALE-Sim counts are in `PUBLISHED_ACCESSES` for comparison.
+Accesses per inference: by default each conv/linear weight is read once from weight memory
+(weights stay in the array's registers while they are reused), counted from the model's layers.
+`count_accesses(model, shape, "systolic" | "scalesim")` (from `sramsim.systolic`) counts reads the
+way SCALE-Sim does for NeuralFuse's output-stationary 32x32 array instead, where a layer's weights
+are re-read once per tile of output pixels; it reproduces the published counts in
+`PUBLISHED_ACCESSES`.
 
 Add-on accounting: the base model reads at low voltage, the add-on (a NeuralFuse generator) at
 nominal voltage, so saving = [E_nom_base - (E_low_base + E_nom_addon)] / E_nom_base.
@@ -26,6 +28,7 @@ import math
 from torch import nn
 
 from .errors import InputError
+from .systolic import count_accesses  # noqa: F401  (the SCALE-Sim backend, re-exported here)
 
 # NeuralFuse (Sun et al., NeurIPS 2024), CIFAR-10, 8-bit weights: weight-memory accesses per
 # inference from SCALE-Sim (output-stationary 32x32 array, 256 KB weight SRAM).

@@ -8,6 +8,15 @@ def _seed_torch():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: one thread avoids thread wake-ups that dominate on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def cnn_checkpoint(tmp_path):
     """An untrained default CNN saved as a 28x28 Fashion-MNIST checkpoint: (path, model)."""

@@ -14,13 +14,7 @@ from sramsim.errors import InputError
 MIXED = {"flip": 0.5, "stuck0": 0.25, "stuck1": 0.25}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids thread wake-ups that dominate on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class TinyNet(nn.Module):
