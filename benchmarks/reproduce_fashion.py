@@ -95,6 +95,20 @@ def one_run(job: dict) -> dict:
     return row
 
 
+def recovery_ci95(row: dict) -> list[float]:
+    """95% t-interval of the recovered fraction from the paired per-map accuracies.
+
+    The same fault maps are used with and without G, so the per-map differences carry the
+    uncertainty; 10 maps at 1% BER include one or two catastrophic ones, hence wide intervals.
+    """
+    import numpy as np
+    from scipy import stats
+    diff = np.asarray(row["pa_nf"]) - np.asarray(row["pa"])
+    lost = row["ca"] - float(np.mean(row["pa"]))
+    half = stats.t.ppf(0.975, diff.size - 1) * diff.std(ddof=1) / np.sqrt(diff.size)
+    return [(diff.mean() - half) / lost, (diff.mean() + half) / lost]
+
+
 def _save_state(state_file: Path, rows: dict, invocation: dict | None = None) -> dict:
     """Merge finished runs into the cache file (another invocation may be writing it too)."""
     done = json.loads(state_file.read_text()) if state_file.exists() else {}
@@ -198,6 +212,8 @@ def main() -> None:
             sizes[f"{g} width {w:g}"] = {
                 m: [n, round(100 * n / counts[m], 1)]
                 for m in counts for n in [count_accesses(gen, shape, m)]}
+    for row in rows:
+        row["recovered_fraction_ci95"] = recovery_ci95(row)
     for row in rows:                       # the paper's accounting next to the plain one
         gen = build_generator(row["generator"], 1, width=row["width"])
         g_sys = count_accesses(gen, shape, "systolic")
