@@ -54,20 +54,36 @@ def get_base(cache: Path, epochs: int) -> tuple[Path, dict]:
     return path, meta
 
 
-def one_run(job: dict) -> dict:
-    """Train one generator and evaluate it (runs in a worker process, one thread)."""
+def _one_thread() -> None:
+    """Each run is pinned to one thread (runs go side by side, one per core)."""
     import numba
     torch.set_num_threads(1)
     numba.set_num_threads(1)
+
+
+EVAL_KEYS = ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "pa_nf_std", "recovery",
+             "recovered_fraction", "pa", "pa_nf")
+
+
+def _evaluate_run(qm, job: dict, n_models: int) -> tuple[dict, float]:
+    """The run's generator on the test set at the evaluation BER; (report, seconds)."""
+    test_set = load_dataset("fashion-mnist", "test", job["test_samples"])
+    generator, _ = load_generator(Path(job["out"]) / GENERATOR_FILE)
+    t0 = time.perf_counter()
+    r = evaluate(qm, test_set, FaultSpec(ber=job["ber"]), generator, n_models)
+    return r, time.perf_counter() - t0
+
+
+def one_run(job: dict) -> dict:
+    """Train one generator and evaluate it (runs in a worker process, one thread)."""
+    _one_thread()
     qm, meta = load_base(job["base_path"])
     info = base_info(Path(job["base_path"]).name, meta, qm)
     train_set = load_dataset("fashion-mnist", "train", job["train_samples"])
-    test_set = load_dataset("fashion-mnist", "test", job["test_samples"])
     out = Path(job["out"])
     if out.exists():                      # a run cut short: start it again cleanly
         import shutil
         shutil.rmtree(out)
-    faults = FaultSpec(ber=job["ber"])
     train_faults = FaultSpec(ber=job.get("train_ber", job["ber"]))
     config = EopmConfig(generator=job["generator"], width=job["width"],
                         n_perturbed=job["n_perturbed"], lam=5.0, lr=job["lr"],
@@ -76,16 +92,12 @@ def one_run(job: dict) -> dict:
         f"{job['budget_s']:.0f} s")
     trained = train_generator(qm, info, train_set, train_faults, config, epochs=1000, out_dir=out,
                               progress=False, budget_seconds=job["budget_s"])
-    generator, _ = load_generator(out / GENERATOR_FILE)
-    t0 = time.perf_counter()
-    r = evaluate(qm, test_set, faults, generator, job["models"])
-    keys = ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "pa_nf_std", "recovery",
-            "recovered_fraction", "energy_saving", "energy_saving_base", "base_accesses",
-            "generator_accesses", "pa", "pa_nf")
-    row = {**{k: r[k] for k in keys}, "voltage": faults.voltage, "steps": trained["steps"],
+    r, eval_seconds = _evaluate_run(qm, job, job["models"])
+    keys = EVAL_KEYS + ("energy_saving", "energy_saving_base", "base_accesses", "generator_accesses")
+    row = {**{k: r[k] for k in keys}, "voltage": r["faults"]["voltage"], "steps": trained["steps"],
            "epochs_done": trained["epochs_done"],
            "samples_seen": trained["steps"] * job["batch_size"],
-           "train_seconds": trained["train_seconds"], "eval_seconds": time.perf_counter() - t0,
+           "train_seconds": trained["train_seconds"], "eval_seconds": eval_seconds,
            "epoch_history": [{k: h[k] for k in ("epoch", "steps", "loss", "ce_clean",
                                                  "ce_perturbed", "lr")}
                              for h in trained["history"]]}
@@ -97,15 +109,10 @@ def one_run(job: dict) -> dict:
 
 def more_maps(job: dict, n_models: int) -> dict:
     """Re-evaluate a trained generator over more fault maps (the first 10 are the usual ones)."""
-    import numba
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
+    _one_thread()
     qm, _ = load_base(job["base_path"])
-    test_set = load_dataset("fashion-mnist", "test", job["test_samples"])
-    generator, _ = load_generator(Path(job["out"]) / GENERATOR_FILE)
-    r = evaluate(qm, test_set, FaultSpec(ber=job["ber"]), generator, n_models)
-    row = {k: r[k] for k in ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "pa_nf_std",
-                             "recovery", "recovered_fraction", "pa", "pa_nf")}
+    r, _ = _evaluate_run(qm, job, n_models)
+    row = {k: r[k] for k in EVAL_KEYS}
     row["recovered_fraction_ci95"] = recovery_ci95(row)
     return row
 
@@ -222,25 +229,27 @@ def main() -> None:
         per_ber.setdefault(str(row["ber"]), {k: row[k] for k in (
             "ca", "pa_mean", "pa_std", "pa", "voltage", "energy_saving_base", "base_accesses")})
     total = time.perf_counter() - t_start
-    base_reads = rows[0]["base_accesses"]
+    from functools import cache
+
     from fusion.generators import build as build_generator
-    from sramsim.energy import addon_saving
-    from sramsim.systolic import count_accesses
+    from sramsim.energy import addon_saving, count_accesses
     shape = (1, 28, 28)
     base_model = load_base(str(base_path))[0].model
     counts = {m: count_accesses(base_model, shape, m) for m in ("weights", "systolic")}
-    sizes = {}
-    for g in sorted({r["generator"] for r in rows} | set(args.generators)):
-        for w in (1.0, 0.5, 0.25):
-            gen = build_generator(g, 1, width=w)
-            sizes[f"{g} width {w:g}"] = {
-                m: [n, round(100 * n / counts[m], 1)]
-                for m in counts for n in [count_accesses(gen, shape, m)]}
+
+    @cache
+    def generator_reads(name: str, width: float, method: str) -> int:
+        return count_accesses(build_generator(name, 1, width=width), shape, method)
+
+    sizes = {f"{g} width {w:g}": {m: [generator_reads(g, w, m),
+                                      round(100 * generator_reads(g, w, m) / counts[m], 1)]
+                                  for m in counts}
+             for g in sorted({r["generator"] for r in rows} | set(args.generators))
+             for w in (1.0, 0.5, 0.25)}
     for row in rows:
         row["recovered_fraction_ci95"] = recovery_ci95(row)
-    for row in rows:                       # the paper's accounting next to the plain one
-        gen = build_generator(row["generator"], 1, width=row["width"])
-        g_sys = count_accesses(gen, shape, "systolic")
+        # the paper's accounting next to the plain one
+        g_sys = generator_reads(row["generator"], row["width"], "systolic")
         net = addon_saving(counts["systolic"], g_sys, row["voltage"])
         row["systolic"] = {"base_accesses": counts["systolic"], "generator_accesses": g_sys,
                            "energy_saving": net,

@@ -17,7 +17,6 @@ import torch
 
 from sramsim import BerCurve, Chip, QuantizedModel
 from sramsim import energy as E
-from sramsim.systolic import count_accesses
 from sramsim.data import Dataset
 from sramsim.errors import InputError
 from sramsim.evaluate import accuracy
@@ -158,7 +157,7 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
         for k, d in inputs.items():
             pa[k].append(accuracy(base, d, weights, batch_size))
     shape = tuple(dataset.x.shape[1:])
-    base_acc = count_accesses(base, shape, count)
+    base_acc = E.count_accesses(base, shape, count)
     e = E.energy_per_read(faults.voltage, faults.nominal)
     report = {"ca": ca["plain"], "pa_mean": _stats(pa["plain"])[0], "pa_std": _stats(pa["plain"])[1],
               "ca_nf": None, "pa_nf_mean": None, "pa_nf_std": None, "recovery": None,
@@ -168,7 +167,7 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
               "samples": len(dataset), "dataset": dataset.name, "faults": faults.describe()}
     report.update(_errors(ca["plain"], pa["plain"]))
     if generator is not None:
-        g_acc = count_accesses(generator, shape, count)
+        g_acc = E.count_accesses(generator, shape, count)
         nf_mean, nf_std = _stats(pa["nf"])
         lost = report["ca"] - report["pa_mean"]
         report.update({"ca_nf": ca["nf"], "pa_nf_mean": nf_mean, "pa_nf_std": nf_std,

@@ -83,8 +83,6 @@ def compute(args: argparse.Namespace) -> dict:
     }
 
 
-
-
 def _voltage(args, curve: BerCurve, nominal: float) -> float:
     if args.ber is not None:
         ber = number(args.ber, "--ber")
