@@ -75,11 +75,12 @@ def _conv_row(name: str, m: nn.Conv2d, x: torch.Tensor) -> ConvLayer:
     if _pair(m.dilation) != (1, 1) or sh != sw:
         raise InputError(f"layer {name}: SCALE-Sim counts need dilation 1 and equal strides, got "
                          f"dilation {m.dilation}, stride {m.stride}")
-    if isinstance(m.padding, str):        # 'valid' or 'same' (stride 1)
-        ph, pw = (0, 0) if m.padding == "valid" else ((kh - 1) // 2, (kw - 1) // 2)
+    # Total padding per axis: 'same' pads k - 1 in all (unevenly for even kernels).
+    if isinstance(m.padding, str):
+        th, tw = (0, 0) if m.padding == "valid" else (kh - 1, kw - 1)
     else:
-        ph, pw = _pair(m.padding)
-    return ConvLayer(name, x.shape[2] + 2 * ph, x.shape[3] + 2 * pw, kh, kw,
+        th, tw = (2 * p for p in _pair(m.padding))
+    return ConvLayer(name, x.shape[2] + th, x.shape[3] + tw, kh, kw,
                      m.in_channels // m.groups, m.out_channels, sh)
 
 

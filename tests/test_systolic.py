@@ -41,6 +41,15 @@ def test_topology_rows_are_scalesims_conventions():
     assert S.ConvLayer("x", 34, 34, 3, 3, 64, 128, 2).ofmap_pixels == 17 * 17
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's speed note
+@pytest.mark.parametrize("kernel", [3, 4])
+def test_same_padding_keeps_the_output_size(kernel):
+    """padding='same' pads kernel - 1 in all (split unevenly for even kernels)."""
+    (layer,) = S.topology(nn.Conv2d(1, 2, kernel, padding="same"), (1, 8, 8))
+    assert (layer.ifmap_h, layer.ifmap_w) == (7 + kernel, 7 + kernel)
+    assert layer.ofmap_pixels == 64                     # what torch outputs: 8x8
+
+
 def test_closed_form_counts_words_per_output_tile():
     layers = S.topology(Mixed(), (2, 11, 11))
     reads = S.filter_sram_reads(layers)
