@@ -86,8 +86,9 @@ def one_run(job: dict) -> dict:
         shutil.rmtree(out)
     train_faults = FaultSpec(ber=job.get("train_ber", job["ber"]))
     config = EopmConfig(generator=job["generator"], width=job["width"],
-                        n_perturbed=job["n_perturbed"], lam=5.0, lr=job["lr"],
-                        lr_step=job["lr_step"], batch_size=job["batch_size"], seed=0)
+                        n_perturbed=job["n_perturbed"], lam=job.get("lam", 5.0), lr=job["lr"], ema=job.get("ema", 0.0),
+                        lr_step=job["lr_step"], batch_size=job["batch_size"],
+                        seed=job.get("seed", 0))
     log(f"training {job['generator']} (width {job['width']:g}) at BER {train_faults.ber:g} for "
         f"{job['budget_s']:.0f} s")
     trained = train_generator(qm, info, train_set, train_faults, config, epochs=1000, out_dir=out,
@@ -160,7 +161,12 @@ def main() -> None:
     ap.add_argument("--more-models", type=int, default=None, metavar="M",
                     help="also evaluate these runs' generators over M fault maps (narrower intervals)")
     ap.add_argument("--n-perturbed", type=int, default=2)
+    ap.add_argument("--lam", type=float, default=5.0,
+                    help="weight of the perturbed models' loss (a smaller one keeps more clean accuracy)")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="keep a moving average of G with this decay per step (0: off)")
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0, help="training seed (G's init, data order, fault maps)")
     ap.add_argument("--lr-step", type=int, default=2, help="epochs between learning-rate halvings")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--train-limit", type=int, default=20000, help="training samples per epoch")
@@ -194,6 +200,15 @@ def main() -> None:
         if args.train_ber_factor != 1.0:
             job["train_ber"] = ber * args.train_ber_factor
             job["out"] += f"-train{job['train_ber']:g}"
+        if args.lam != 5.0:
+            job["lam"] = args.lam
+            job["out"] += f"-lam{args.lam:g}"
+        if args.ema:
+            job["ema"] = args.ema
+            job["out"] += f"-ema{args.ema:g}"
+        if args.seed:
+            job["seed"] = args.seed
+            job["out"] += f"-seed{args.seed}"
         if args.tag:
             job["out"] += f"-{args.tag}"
         jobs[json.dumps(job, sort_keys=True)] = job
@@ -247,6 +262,10 @@ def main() -> None:
              for g in sorted({r["generator"] for r in rows} | set(args.generators))
              for w in (1.0, 0.5, 0.25)}
     for row in rows:
+        row.setdefault("lam", 5.0)
+        row.setdefault("train_ber", row["ber"])
+        row.setdefault("ema", 0.0)
+        row.setdefault("seed", 0)
         row["recovered_fraction_ci95"] = recovery_ci95(row)
         # the paper's accounting next to the plain one
         g_sys = generator_reads(row["generator"], row["width"], "systolic")
@@ -274,9 +293,9 @@ def main() -> None:
                  "train_seconds": base_meta.get("train_seconds"),
                  "note": "trained once with sramsim train-base and cached; not part of the budget"},
         "setup": {"eval_fault_maps": args.models, "eval_seed": EVAL_SEED, "test_samples": n_test,
-                  "train_samples_per_epoch": n_train, "lam": 5.0, "lr_gamma": 0.5,
-                  "identity_init": True, "parallel_runs": args.jobs,
-                  "per_run_settings": "n_perturbed, lr, lr_step (epochs), batch_size, budget_s: in each run",
+                  "lr_gamma": 0.5, "identity_init": True, "parallel_runs": args.jobs,
+                  "per_run_settings": "train_ber, lam, n_perturbed, lr, lr_step (epochs), batch_size, "
+                                      "train_samples (per epoch), budget_s: in each run",
                   "energy_model": "sramsim.energy: E(V) = (V/Vnom)^2 per read, G's reads at nominal "
                                   "voltage; energy_saving: each weight read once per inference; "
                                   "systolic.energy_saving: SCALE-Sim's count",

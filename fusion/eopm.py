@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from sramsim import QuantizedModel
@@ -39,7 +40,9 @@ CHECKPOINT_FORMAT = "fusion.eopm-checkpoint"
 CHECKPOINT_VERSION = 1
 # Settings a resumed run must share with the run it continues (epochs may grow).
 _RESUME_KEYS = ("generator", "width", "n_perturbed", "lam", "batch_size", "lr", "betas", "lr_step",
-                "lr_gamma", "seed", "identity_init", "batched", "precision")
+                "lr_gamma", "seed", "identity_init", "batched", "precision", "ema")
+# Settings added later: what a checkpoint without them was trained with.
+_RESUME_DEFAULTS = {"ema": 0.0}
 
 
 @dataclass
@@ -60,6 +63,8 @@ class EopmConfig:
     batched: str = "auto"       # "vmap": one call over the stacked models; "loop": one call each;
                                 # "auto": loop on CPU (measured faster there), vmap elsewhere
     precision: str = "fp32"     # "bf16": autocast G and M to bfloat16 (CPUs with AMX, GPUs)
+    ema: float = 0.0            # > 0: the saved G is an exponential moving average of the trained
+                                # one with this decay per step (smooths the noise of random fault maps)
 
     def __post_init__(self):
         self.betas = tuple(float(b) for b in self.betas)
@@ -71,6 +76,7 @@ class EopmConfig:
                   (self.batch_size >= 1, "batch_size must be >= 1"),
                   (self.lr > 0, "lr must be > 0"), (self.lr_step >= 1, "lr_step must be >= 1"),
                   (self.width > 0, "width must be > 0"),
+                  (0 <= self.ema < 1, "ema must be in [0, 1)"),
                   (self.batched in ("auto", "vmap", "loop"), "batched must be 'auto', 'vmap' or 'loop'"),
                   (self.precision in ("fp32", "bf16"), "precision must be 'fp32' or 'bf16'")]
         for ok, message in checks:
@@ -131,6 +137,8 @@ class EopmTrainer:
             self.generator = generators.build(c.generator, in_channels, width=c.width,
                                               identity_init=c.identity_init).to(self.device)
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=c.lr, betas=c.betas)
+        self.averaged = None if c.ema == 0 else AveragedModel(
+            self.generator, multi_avg_fn=get_ema_multi_avg_fn(c.ema), use_buffers=True)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, c.lr_step, c.lr_gamma)
         self.shuffle = torch.Generator().manual_seed(c.seed)
         self.epoch = 0
@@ -157,6 +165,8 @@ class EopmTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.generator)
         ce = ce.detach()
         return {"loss": float(loss.detach()), "ce_clean": float(ce[0]),
                 "ce_perturbed": float(ce[1:].mean()) if ce.shape[0] > 1 else 0.0}
@@ -208,6 +218,12 @@ class EopmTrainer:
         self.generator.eval()
         return self.history
 
+    @property
+    def result(self) -> nn.Module:
+        """The generator to keep: the moving average when `ema` is set, else the trained one."""
+        g = self.generator if self.averaged is None else self.averaged.module
+        return g.eval()
+
     def state_dict(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                 "config": asdict(self.config), "base_image": image_fingerprint(self.qm),
@@ -215,6 +231,7 @@ class EopmTrainer:
                 "generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "history": self.history,
                 "train_seconds": self.train_seconds,
+                "averaged": None if self.averaged is None else self.averaged.state_dict(),
                 "rng": {"shuffle": self.shuffle.get_state(), "torch": torch.get_rng_state(),
                         "sampler": _encode_np_state(self.sampler.state())}}
 
@@ -226,7 +243,8 @@ class EopmTrainer:
         obj = read_torch_file(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "EOPM checkpoint")
         saved = obj["config"]
         mine = asdict(self.config)
-        diff = [k for k in _RESUME_KEYS if _norm(saved.get(k)) != _norm(mine.get(k))]
+        diff = [k for k in _RESUME_KEYS
+                if _norm(saved.get(k, _RESUME_DEFAULTS.get(k))) != _norm(mine.get(k))]
         if diff:
             raise InputError(f"{path}: made with other settings ({', '.join(diff)}); "
                              f"use another output directory or the same settings")
@@ -238,6 +256,8 @@ class EopmTrainer:
         self.generator.load_state_dict(obj["generator"])
         self.optimizer.load_state_dict(obj["optimizer"])
         self.scheduler.load_state_dict(obj["scheduler"])
+        if self.averaged is not None:
+            self.averaged.load_state_dict(obj["averaged"])
         self.shuffle.set_state(obj["rng"]["shuffle"])
         torch.set_rng_state(obj["rng"]["torch"])
         self.sampler.set_state(_decode_np_state(obj["rng"]["sampler"]))

@@ -38,5 +38,5 @@ def train_generator(qm: QuantizedModel, base_info: dict, train_set: Dataset, fau
             "train_samples": len(train_set), "dataset": train_set.name,
             "train_seconds": trainer.train_seconds, "history": history,
             "checkpoint": str(out_dir / CHECKPOINT)}
-    save_generator(out_dir / GENERATOR_FILE, trainer.generator, meta)
+    save_generator(out_dir / GENERATOR_FILE, trainer.result, meta)
     return meta

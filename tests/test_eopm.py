@@ -242,3 +242,36 @@ def test_vmap_and_loop_steps_agree():
     ga = {n: p.grad for n, p in a.generator.named_parameters()}
     gb = {n: p.grad for n, p in b.generator.named_parameters()}
     assert all(torch.allclose(ga[n], gb[n], rtol=1e-3, atol=1e-6) for n in ga)
+
+
+def test_ema_is_the_moving_average_of_the_trained_generator():
+    decay = 0.9
+    tr = make_trainer(ema=decay)
+    x, y = tiny_data(16)
+    expected = None
+    for _ in range(3):
+        tr.step(x, y)
+        now = {k: v.detach().clone() for k, v in tr.generator.state_dict().items()}
+        expected = now if expected is None else {
+            k: (decay * expected[k] + (1 - decay) * v if v.is_floating_point() else v) for k, v in now.items()}
+    got = tr.result.state_dict()
+    floats = [k for k, v in expected.items() if v.is_floating_point()]   # BatchNorm counters aside
+    assert all(torch.allclose(got[k], expected[k], atol=1e-7) for k in floats)
+    assert not all(torch.equal(got[k], tr.generator.state_dict()[k]) for k in got)
+    plain = make_trainer()
+    assert plain.result is plain.generator
+
+
+def test_resume_with_ema_is_exact(tmp_path):
+    x, y = tiny_data()
+    full = make_trainer(ema=0.8)
+    full.fit(x, y, epochs=3, progress=False, out_dir=tmp_path / "full")
+    make_trainer(ema=0.8).fit(x, y, epochs=1, progress=False, out_dir=tmp_path / "part")
+    resumed = make_trainer(ema=0.8)
+    resumed.fit(x, y, epochs=3, progress=False, out_dir=tmp_path / "part")
+    a, b = full.result.state_dict(), resumed.result.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(InputError, match="ema"):
+        make_trainer(ema=0.5).fit(x, y, epochs=4, progress=False, out_dir=tmp_path / "part")
+    with pytest.raises(InputError, match="ema"):
+        EopmConfig(ema=1.0)

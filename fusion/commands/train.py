@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--lr", default="1e-3", help="Adam learning rate (default 1e-3)")
     p.add_argument("--lr-step", default="10", metavar="EPOCHS",
                    help="halve the learning rate every EPOCHS epochs (default 10)")
+    p.add_argument("--ema", default="0", metavar="DECAY",
+                   help="write a moving average of G with this decay per step, e.g. 0.999 (default 0: off)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="bf16: autocast G and the base model to bfloat16 (faster on AMX CPUs / GPUs)")
     p.add_argument("--time-budget", metavar="SECONDS",
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         lam=common.number(args.lam, "--lam"), lr=common.number(args.lr, "--lr", positive=True),
         lr_step=common.integer(args.lr_step, "--lr-step"),
         batch_size=common.integer(args.batch_size, "--batch-size") or 128,
-        seed=common.integer(args.seed, "--seed", minimum=0), precision=args.precision)
+        seed=common.integer(args.seed, "--seed", minimum=0), precision=args.precision,
+        ema=common.number(args.ema, "--ema"))
     limit = common.integer(args.limit, "--limit")
     budget = common.number(args.time_budget, "--time-budget", positive=True)
     device = common.device(args.device)
