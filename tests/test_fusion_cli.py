@@ -157,6 +157,15 @@ def test_train_resumes_and_extends(capsys, world, tmp_path):
     assert meta["epochs_done"] == 2 and [h["epoch"] for h in meta["history"]] == [1, 2]
 
 
+def test_train_ema_writes_the_averaged_generator(capsys, world, tmp_path):
+    meta = train(capsys, world, tmp_path / "g", "--ber", "0.01", "--ema", "0.5")
+    assert meta["config"]["ema"] == 0.5
+    g, _ = load_generator(tmp_path / "g" / "generator.pt")
+    raw = torch.load(tmp_path / "g" / "checkpoint.pt", weights_only=True)["generator"]
+    mine = g.state_dict()
+    assert not all(torch.equal(mine[k], raw[k]) for k in raw if raw[k].is_floating_point())
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--ber", "2"], "--ber"),
     (["--ber", "x"], "--ber must be a number"),
@@ -202,6 +211,7 @@ def test_train_bad_input(capsys, world, tmp_path):
         (["--epochs", "0", "--out", tmp_path / "a"], "--epochs"),
         (["--epochs", "1", "--n-perturbed", "0", "--out", tmp_path / "a"], "--n-perturbed"),
         (["--epochs", "1", "--width", "-1", "--out", tmp_path / "a"], "--width"),
+        (["--epochs", "1", "--ema", "1", "--out", tmp_path / "a"], "--ema"),
     ]
     (tmp_path / "file").write_text("x")
     cases.append((["--epochs", "1", "--out", tmp_path / "file"], "not a directory"))

@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     if args.generator not in generators.NAMES:
         raise InputError(f"--generator must be one of {', '.join(generators.NAMES)}, got {args.generator!r}")
     epochs = common.integer(args.epochs, "--epochs")
+    ema = common.number(args.ema, "--ema")
+    if not 0 <= ema < 1:
+        raise InputError(f"--ema must be in [0, 1) (a decay per step, e.g. 0.999), got {args.ema!r}")
     config = EopmConfig(
         generator=args.generator, width=common.number(args.width, "--width", positive=True),
         n_perturbed=common.integer(args.n_perturbed, "--n-perturbed"),
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         lr_step=common.integer(args.lr_step, "--lr-step"),
         batch_size=common.integer(args.batch_size, "--batch-size") or 128,
         seed=common.integer(args.seed, "--seed", minimum=0), precision=args.precision,
-        ema=common.number(args.ema, "--ema"))
+        ema=ema)
     limit = common.integer(args.limit, "--limit")
     budget = common.number(args.time_budget, "--time-budget", positive=True)
     device = common.device(args.device)
