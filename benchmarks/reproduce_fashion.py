@@ -41,6 +41,9 @@ REFERENCE = {"base": "3-conv BatchNorm CNN, 2 epochs, 89.6% clean",
              "pa": {"0.01": "80.6 ± 2.4%", "0.02": "57.1 ± 12.1%"},
              "convs_pa_nf": {"0.01": "83.4% (30% of the loss)", "0.02": "72.6 ± 4.3% (48% of the loss)"},
              "training": "~9-12 min EOPM, N=4, lam=5, 2 CPU cores"}
+# EOPM settings a run records only when they differ from these (so earlier cache keys and run
+# folders stay valid when an option is added).
+RUN_DEFAULTS = {"lam": 5.0, "ema": 0.0, "seed": 0}
 
 
 def log(msg: str) -> None:
@@ -86,9 +89,9 @@ def one_run(job: dict) -> dict:
         shutil.rmtree(out)
     train_faults = FaultSpec(ber=job.get("train_ber", job["ber"]))
     config = EopmConfig(generator=job["generator"], width=job["width"],
-                        n_perturbed=job["n_perturbed"], lam=job.get("lam", 5.0), lr=job["lr"], ema=job.get("ema", 0.0),
-                        lr_step=job["lr_step"], batch_size=job["batch_size"],
-                        seed=job.get("seed", 0))
+                        n_perturbed=job["n_perturbed"], lr=job["lr"], lr_step=job["lr_step"],
+                        batch_size=job["batch_size"],
+                        **{k: job.get(k, default) for k, default in RUN_DEFAULTS.items()})
     log(f"training {job['generator']} (width {job['width']:g}) at BER {train_faults.ber:g} for "
         f"{job['budget_s']:.0f} s")
     trained = train_generator(qm, info, train_set, train_faults, config, epochs=1000, out_dir=out,
@@ -161,12 +164,12 @@ def main() -> None:
     ap.add_argument("--more-models", type=int, default=None, metavar="M",
                     help="also evaluate these runs' generators over M fault maps (narrower intervals)")
     ap.add_argument("--n-perturbed", type=int, default=2)
-    ap.add_argument("--lam", type=float, default=5.0,
+    ap.add_argument("--lam", type=float, default=RUN_DEFAULTS["lam"],
                     help="weight of the perturbed models' loss (a smaller one keeps more clean accuracy)")
-    ap.add_argument("--ema", type=float, default=0.0,
+    ap.add_argument("--ema", type=float, default=RUN_DEFAULTS["ema"],
                     help="keep a moving average of G with this decay per step (0: off)")
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--seed", type=int, default=0, help="training seed (G's init, data order, fault maps)")
+    ap.add_argument("--seed", type=int, default=RUN_DEFAULTS["seed"], help="training seed (G's init, data order, fault maps)")
     ap.add_argument("--lr-step", type=int, default=2, help="epochs between learning-rate halvings")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--train-limit", type=int, default=20000, help="training samples per epoch")
@@ -200,15 +203,10 @@ def main() -> None:
         if args.train_ber_factor != 1.0:
             job["train_ber"] = ber * args.train_ber_factor
             job["out"] += f"-train{job['train_ber']:g}"
-        if args.lam != 5.0:
-            job["lam"] = args.lam
-            job["out"] += f"-lam{args.lam:g}"
-        if args.ema:
-            job["ema"] = args.ema
-            job["out"] += f"-ema{args.ema:g}"
-        if args.seed:
-            job["seed"] = args.seed
-            job["out"] += f"-seed{args.seed}"
+        for key, default in RUN_DEFAULTS.items():
+            if getattr(args, key) != default:
+                job[key] = getattr(args, key)
+                job["out"] += f"-{key}{job[key]:g}"
         if args.tag:
             job["out"] += f"-{args.tag}"
         jobs[json.dumps(job, sort_keys=True)] = job
@@ -262,10 +260,9 @@ def main() -> None:
              for g in sorted({r["generator"] for r in rows} | set(args.generators))
              for w in (1.0, 0.5, 0.25)}
     for row in rows:
-        row.setdefault("lam", 5.0)
         row.setdefault("train_ber", row["ber"])
-        row.setdefault("ema", 0.0)
-        row.setdefault("seed", 0)
+        for key, default in RUN_DEFAULTS.items():
+            row.setdefault(key, default)
         row["recovered_fraction_ci95"] = recovery_ci95(row)
         # the paper's accounting next to the plain one
         g_sys = generator_reads(row["generator"], row["width"], "systolic")
