@@ -10,11 +10,14 @@ run in one vmapped call (or a loop over the stack), never as copies of the model
 
 A run checkpoints after every epoch (G, optimizer, scheduler, the shuffling generator, the fault
 sampler's numpy generator, torch's global RNG) and `fit` resumes from that file, so an interrupted
-and resumed run gives bit-for-bit the generator an uninterrupted run gives.
+and resumed run gives bit-for-bit the generator an uninterrupted run gives. With a validator,
+G is scored after every epoch on held-out images and fixed fault maps and the best-scoring G is
+kept (in the checkpoint too); scoring touches no random state, so it changes nothing else.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import time
 from dataclasses import asdict, dataclass
@@ -144,6 +147,9 @@ class EopmTrainer:
         self.epoch = 0
         self.history: list[dict] = []
         self.train_seconds = 0.0
+        # the best-scoring G so far when `fit` validates: {"score", "epoch", "state"}
+        self.best: dict | None = None
+        self._validation: dict | None = None   # what the scores were measured on
 
     # --- one step -----------------------------------------------------------------------------
     def _autocast(self):
@@ -173,14 +179,18 @@ class EopmTrainer:
 
     # --- epochs, checkpoints --------------------------------------------------------------------
     def fit(self, x: torch.Tensor, y: torch.Tensor, epochs: int, out_dir: str | Path | None = None,
-            progress: bool = True, deadline: float | None = None) -> list[dict]:
+            progress: bool = True, deadline: float | None = None, validate=None) -> list[dict]:
         """Train until `epochs` epochs are done, resuming from `out_dir/checkpoint.pt` if present.
 
         deadline: a `time.monotonic()` value; training stops after the step that passes it
-        (the unfinished epoch is not checkpointed). Returns the per-epoch history.
+        (the unfinished epoch is not checkpointed). validate: a `fusion.evaluation.Validator`
+        (or any callable G -> score with a `describe()`); G is scored after every epoch (and
+        when the deadline stops one) and the best-scoring G is kept (`best`, `result`); its
+        time counts as training time. Returns the per-epoch history.
         """
         if epochs < 1:
             raise InputError(f"epochs must be >= 1, got {epochs}")
+        self._validation = None if validate is None else validate.describe()
         ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None
         if ckpt is not None and ckpt.exists():
             self.load_checkpoint(ckpt)
@@ -202,12 +212,14 @@ class EopmTrainer:
                 if deadline is not None and time.monotonic() > deadline:
                     break
             bar.close()
-            self.train_seconds += time.perf_counter() - start
             finished = steps == -(-n // bs)
             means = totals / max(steps, 1)
             record = {"epoch": self.epoch + 1, "steps": steps, "loss": float(means[0]),
                       "ce_clean": float(means[1]), "ce_perturbed": float(means[2]),
                       "lr": self.optimizer.param_groups[0]["lr"], "complete": finished}
+            if validate is not None and steps:
+                record["val_score"] = self._score(validate, self.epoch + 1)
+            self.train_seconds += time.perf_counter() - start
             self.history.append(record)
             if not finished:
                 break
@@ -218,10 +230,23 @@ class EopmTrainer:
         self.generator.eval()
         return self.history
 
+    def _score(self, validate, epoch: int) -> float:
+        """Validate the current G; remember it when it beats the best so far."""
+        current = self.generator if self.averaged is None else self.averaged.module
+        score = float(validate(current))
+        if self.best is None or score > self.best["score"]:
+            self.best = {"score": score, "epoch": epoch,
+                         "state": {k: v.detach().clone() for k, v in current.state_dict().items()}}
+        return score
+
     @property
     def result(self) -> nn.Module:
-        """The generator to keep: the moving average when `ema` is set, else the trained one."""
+        """The generator to keep: the best-validated one when `fit` validated, else the moving
+        average when `ema` is set, else the trained one."""
         g = self.generator if self.averaged is None else self.averaged.module
+        if self.best is not None:
+            g = copy.deepcopy(g)
+            g.load_state_dict(self.best["state"])
         return g.eval()
 
     def state_dict(self) -> dict:
@@ -232,6 +257,7 @@ class EopmTrainer:
                 "scheduler": self.scheduler.state_dict(), "history": self.history,
                 "train_seconds": self.train_seconds,
                 "averaged": None if self.averaged is None else self.averaged.state_dict(),
+                "best": self.best, "validation": self._validation,
                 "rng": {"shuffle": self.shuffle.get_state(), "torch": torch.get_rng_state(),
                         "sampler": _encode_np_state(self.sampler.state())}}
 
@@ -253,7 +279,11 @@ class EopmTrainer:
         if _norm(obj["fault_source"]) != _norm(self.sampler.describe()):
             raise InputError(f"{path}: made with another fault source "
                              f"({obj['fault_source']}); use another output directory")
+        if _norm(obj.get("validation")) != _norm(self._validation):
+            raise InputError(f"{path}: made with other validation settings "
+                             f"({obj.get('validation')}); use another output directory or the same")
         self.generator.load_state_dict(obj["generator"])
+        self.best = obj.get("best")
         self.optimizer.load_state_dict(obj["optimizer"])
         self.scheduler.load_state_dict(obj["scheduler"])
         if self.averaged is not None:

@@ -26,6 +26,7 @@ from .weights import WeightSets, dequantize_stack
 
 CURVE = "finfet14"
 EVAL_SEED = 2024   # fault maps of evaluation; training samplers use other seeds
+VAL_SEED = 4099    # fault maps of validation during training (apart from both)
 
 
 @dataclass
@@ -130,6 +131,43 @@ def _errors(ca: float, pa: list[float], suffix: str = "") -> dict:
     rerr = [1.0 - a for a in pa]
     mean, std = _stats(rerr)
     return {f"clean_error{suffix}": 1.0 - ca, f"rerr{suffix}_mean": mean, f"rerr{suffix}_std": std}
+
+
+class Validator:
+    """Scores a generator during training: its mean accuracy over `n_models` fixed validation
+    fault maps on held-out images (not the test set, not the evaluation maps).
+
+    EOPM trains against fresh random maps, so the last epoch's G is not always the most robust
+    one and runs with different seeds differ by more than their epochs; keeping the G that
+    scores best here is early stopping that never looks at the maps it is finally judged on.
+    With chip profiles the first maps are the chips themselves (the target of such a run).
+    """
+
+    def __init__(self, qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, n_models: int = 5,
+                 batch_size: int = 1000, device="cpu", seed: int = VAL_SEED):
+        if n_models < 1:
+            raise InputError(f"validation needs at least one fault map, got {n_models}")
+        if len(dataset) == 0:
+            raise InputError(f"validation set {dataset.name!r} is empty")
+        self.device = torch.device(device)
+        self.base = qm.model.to(self.device).eval()
+        self.dataset = dataset
+        self.batch_size = batch_size
+        ws = WeightSets(qm, self.device)
+        draws = faults.eval_draws(qm.n_bits, n_models, seed)
+        stack = dequantize_stack(qm, ws.images(draws))
+        self.weights = [{n: w[i] for n, w in stack.items()} for i in range(len(draws))]
+        self.seed = seed
+
+    def __call__(self, generator) -> float:
+        """Mean accuracy of base(G(x)) over the validation maps (G is left in eval mode)."""
+        d = self.dataset
+        gx = Dataset(transform(generator, d.x, self.batch_size, self.device), d.y,
+                     d.num_classes, d.name)
+        return float(np.mean([accuracy(self.base, gx, w, self.batch_size) for w in self.weights]))
+
+    def describe(self) -> dict:
+        return {"samples": len(self.dataset), "maps": len(self.weights), "seed": self.seed}
 
 
 def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=None,

@@ -275,3 +275,75 @@ def test_resume_with_ema_is_exact(tmp_path):
         make_trainer(ema=0.5).fit(x, y, epochs=4, progress=False, out_dir=tmp_path / "part")
     with pytest.raises(InputError, match="ema"):
         EopmConfig(ema=1.0)
+
+
+# --- validation: keep the best-scoring generator -------------------------------------------------
+class ScriptedValidator:
+    """Scores epochs from a script (so which epoch wins is known) and records what it saw."""
+
+    def __init__(self, scores):
+        self.scores = list(scores)
+        self.seen = []
+
+    def __call__(self, generator):
+        self.seen.append({k: v.clone() for k, v in generator.state_dict().items()})
+        return self.scores[len(self.seen) - 1]
+
+    def describe(self):
+        return {"scripted": True}
+
+
+def test_validation_keeps_the_best_epochs_generator():
+    tr = make_trainer()
+    x, y = tiny_data(16)
+    val = ScriptedValidator([0.5, 0.9, 0.7])
+    hist = tr.fit(x, y, epochs=3, progress=False, validate=val)
+    assert [h["val_score"] for h in hist] == [0.5, 0.9, 0.7]
+    assert tr.best["epoch"] == 2 and tr.best["score"] == 0.9
+    kept = tr.result.state_dict()
+    assert all(torch.equal(kept[k], val.seen[1][k]) for k in kept)           # epoch 2's G
+    assert not all(torch.equal(kept[k], v) for k, v in tr.generator.state_dict().items())
+    assert not tr.result.training
+
+
+def test_validation_does_not_change_training_and_resumes_exactly(tmp_path):
+    x, y = tiny_data()
+    plain = make_trainer()
+    plain.fit(x, y, epochs=3, progress=False)
+    full = make_trainer()
+    full.fit(x, y, epochs=3, progress=False, out_dir=tmp_path / "full",
+             validate=ScriptedValidator([0.2, 0.8, 0.4]))
+    a, b = plain.generator.state_dict(), full.generator.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)                      # scoring touches no RNG
+    make_trainer().fit(x, y, epochs=2, progress=False, out_dir=tmp_path / "part",
+                       validate=ScriptedValidator([0.2, 0.8, 0.4]))
+    resumed = make_trainer()
+    resumed.fit(x, y, epochs=3, progress=False, out_dir=tmp_path / "part",
+                validate=ScriptedValidator([0.4]))                      # only epoch 3 is left
+    assert resumed.best["epoch"] == 2 and resumed.best["score"] == 0.8
+    a, b = full.result.state_dict(), resumed.result.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(InputError, match="validation"):                 # scores would not compare
+        make_trainer().fit(x, y, epochs=4, progress=False, out_dir=tmp_path / "part")
+
+
+def test_validator_scores_mean_accuracy_over_fixed_maps():
+    from fusion.evaluation import FaultSpec, Validator
+    from sramsim.data import Dataset
+    from sramsim.evaluate import accuracy
+    qm = QuantizedModel(tiny_base())
+    x, y = tiny_data(40)
+    data = Dataset(x, y, 3, "tiny")
+    faults = FaultSpec(ber=0.05)
+    val = Validator(qm, data, faults, n_models=3)
+    identity = make_trainer().generator.eval()                  # identity init: G(x) = x
+    draws = faults.eval_draws(qm.n_bits, 3, val.seed)
+    ws = WeightSets(qm)
+    expected = np.mean([accuracy(qm.model, data, {n: w[0] for n, w in
+                                                  dequantize_stack(qm, ws.images([d])).items()})
+                        for d in draws])
+    assert val(identity) == pytest.approx(expected)
+    assert Validator(qm, data, faults, n_models=3)(identity) == val(identity)     # fixed maps
+    assert val.describe() == {"samples": 40, "maps": 3, "seed": val.seed}
+    with pytest.raises(InputError, match="fault map"):
+        Validator(qm, data, faults, n_models=0)

@@ -236,3 +236,19 @@ def test_generator_demo_runs_within_budget(world, tmp_path):
     assert r["steps"] >= 1 and r["n_models"] == 2 and r["voltage"] == 0.8
     assert r["ber"] == pytest.approx(float(BerCurve.builtin("finfet14").ber(0.8)))
     assert (tmp_path / "demo" / "generator.pt").is_file()
+
+
+def test_train_validation_split_writes_the_best_generator(capsys, world, tmp_path):
+    meta = train(capsys, world, tmp_path / "g", "--ber", "0.02", "--epochs", "2", "--val-split", "16",
+                 "--val-maps", "2", "--val-ber", "0.01")
+    val = meta["validation"]
+    assert meta["train_samples"] == 48 - 16
+    assert (val["samples"], val["maps"]) == (16, 2) and val["fault_source"]["ber"] == 0.01
+    scores = [h["val_score"] for h in meta["history"]]
+    assert val["best_score"] == max(scores) and val["best_epoch"] == 1 + scores.index(max(scores))
+    code, out, err = run(capsys, "train", "--base", world["base_a"], "--data", world["data"],
+                         "--ber", "0.01", "--epochs", "1", "--out", tmp_path / "h", "--val-split", "48")
+    assert code == 2 and "--val-split" in err and "48 samples" in err and err.count("\n") == 1
+    code, out, err = run(capsys, "train", "--base", world["base_a"], "--data", world["data"],
+                         "--ber", "0.01", "--epochs", "1", "--out", tmp_path / "h", "--val-ber", "0.01")
+    assert code == 2 and "--val-split" in err and err.count("\n") == 1

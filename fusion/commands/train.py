@@ -10,7 +10,8 @@ from sramsim.errors import InputError
 
 from .. import generators
 from ..eopm import EopmConfig
-from ..pipeline import GENERATOR_FILE, train_generator
+from ..evaluation import FaultSpec
+from ..pipeline import GENERATOR_FILE, hold_out, train_generator
 from . import common
 
 
@@ -33,6 +34,14 @@ def register(subparsers) -> None:
                    help="halve the learning rate every EPOCHS epochs (default 10)")
     p.add_argument("--ema", default="0", metavar="DECAY",
                    help="write a moving average of G with this decay per step, e.g. 0.999 (default 0: off)")
+    p.add_argument("--val-split", metavar="N",
+                   help="hold out the last N training images; score G on them after every epoch "
+                        "and write the best-scoring G (default: none, the last G)")
+    p.add_argument("--val-maps", default="5", metavar="K",
+                   help="fixed validation fault maps for --val-split (default 5)")
+    p.add_argument("--val-ber", metavar="P",
+                   help="validate at this BER (the deployed one when training at a margin above it; "
+                        "default: the training faults)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="bf16: autocast G and the base model to bfloat16 (faster on AMX CPUs / GPUs)")
     p.add_argument("--time-budget", metavar="SECONDS",
@@ -64,10 +73,20 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--out {out}: exists and is not a directory")
     faults = common.fault_spec(args)
     qm, meta = common.load_base(args.base)
+    val_split = common.integer(args.val_split, "--val-split")
+    val_maps = common.integer(args.val_maps, "--val-maps")
+    val_ber = common.number(args.val_ber, "--val-ber")
+    if val_split is None and val_ber is not None:
+        raise InputError("--val-ber needs --val-split N (the held-out images to validate on)")
+    val_faults = None if val_ber is None else FaultSpec(ber=val_ber)
     train_set = load_dataset(args.data, "train", limit)
+    val_set = None
+    if val_split is not None:
+        train_set, val_set = hold_out(train_set, val_split)
     info = common.base_info(args.base, meta, qm)
     result = train_generator(qm, info, train_set, faults, config, epochs, out, device,
-                             progress=not args.no_progress, budget_seconds=budget)
+                             progress=not args.no_progress, budget_seconds=budget,
+                             val_set=val_set, val_maps=val_maps, val_faults=val_faults)
     summary = {"generator_file": str(out / GENERATOR_FILE), **{k: v for k, v in result.items()
                                                                 if k != "history"},
                "history": result["history"]}
@@ -78,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{config.generator} trained {result['epochs_done']}/{epochs} epochs "
               f"({result['steps']} steps this run, {result['train_seconds']:.0f} s) against "
               f"{_describe(result['fault_source'])}; last loss {last.get('loss', float('nan')):.4f}")
+        val = result["validation"]
+        if val:
+            print(f"validation: best {val['best_score']:.4f} mean accuracy over {val['maps']} fault "
+                  f"maps on {val['samples']} held-out images, epoch {val['best_epoch']} (written)")
         print(f"wrote {out / GENERATOR_FILE}")
     return 0
 
