@@ -158,6 +158,7 @@ class Validator:
         stack = dequantize_stack(qm, ws.images(draws))
         self.weights = [{n: w[i] for n, w in stack.items()} for i in range(len(draws))]
         self.seed = seed
+        self.faults = faults
 
     def __call__(self, generator) -> float:
         """Mean accuracy of base(G(x)) over the validation maps (G is left in eval mode)."""
@@ -167,7 +168,8 @@ class Validator:
         return float(np.mean([accuracy(self.base, gx, w, self.batch_size) for w in self.weights]))
 
     def describe(self) -> dict:
-        return {"samples": len(self.dataset), "maps": len(self.weights), "seed": self.seed}
+        return {"samples": len(self.dataset), "maps": len(self.weights), "seed": self.seed,
+                "fault_source": self.faults.describe()}
 
 
 def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=None,

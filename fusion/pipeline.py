@@ -59,7 +59,7 @@ def train_generator(qm: QuantizedModel, base_info: dict, train_set: Dataset, fau
             "train_seconds": trainer.train_seconds, "history": history,
             "checkpoint": str(out_dir / CHECKPOINT),
             "validation": None if validator is None else {
-                **validator.describe(), "fault_source": (val_faults or faults).describe(),
+                **validator.describe(),
                 **{f"best_{k}": v for k, v in (trainer.best or {}).items() if k != "state"}}}
     save_generator(out_dir / GENERATOR_FILE, trainer.result, meta)
     return meta

@@ -344,6 +344,7 @@ def test_validator_scores_mean_accuracy_over_fixed_maps():
                         for d in draws])
     assert val(identity) == pytest.approx(expected)
     assert Validator(qm, data, faults, n_models=3)(identity) == val(identity)     # fixed maps
-    assert val.describe() == {"samples": 40, "maps": 3, "seed": val.seed}
+    assert val.describe() == {"samples": 40, "maps": 3, "seed": val.seed,
+                              "fault_source": faults.describe()}
     with pytest.raises(InputError, match="fault map"):
         Validator(qm, data, faults, n_models=0)

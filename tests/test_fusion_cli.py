@@ -246,6 +246,11 @@ def test_train_validation_split_writes_the_best_generator(capsys, world, tmp_pat
     assert (val["samples"], val["maps"]) == (16, 2) and val["fault_source"]["ber"] == 0.01
     scores = [h["val_score"] for h in meta["history"]]
     assert val["best_score"] == max(scores) and val["best_epoch"] == 1 + scores.index(max(scores))
+    code, out, err = run(capsys, "train", "--base", world["base_a"], "--generator", "ConvS", "--width",
+                         "0.25", "--data", world["data"], "--ber", "0.02", "--epochs", "3",
+                         "--n-perturbed", "2", "--batch-size", "16", "--out", tmp_path / "g",
+                         "--val-split", "16", "--val-maps", "2", "--val-ber", "0.02")
+    assert code == 2 and "other validation settings" in err      # scores would not compare
     code, out, err = run(capsys, "train", "--base", world["base_a"], "--data", world["data"],
                          "--ber", "0.01", "--epochs", "1", "--out", tmp_path / "h", "--val-split", "48")
     assert code == 2 and "--val-split" in err and "48 samples" in err and err.count("\n") == 1
