@@ -120,6 +120,12 @@ def transform(generator, x: torch.Tensor, batch_size: int = 1000, device="cpu") 
                       for i in range(0, x.shape[0], batch_size)])
 
 
+def transformed(generator, dataset: Dataset, batch_size: int = 1000, device="cpu") -> Dataset:
+    """The dataset as the base model sees it behind G: G(x), same labels."""
+    return Dataset(transform(generator, dataset.x, batch_size, device), dataset.y,
+                   dataset.num_classes, dataset.name)
+
+
 def _stats(values: list[float]) -> tuple[float, float]:
     a = np.asarray(values, dtype=np.float64)
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
@@ -162,9 +168,7 @@ class Validator:
 
     def __call__(self, generator) -> float:
         """Mean accuracy of base(G(x)) over the validation maps (G is left in eval mode)."""
-        d = self.dataset
-        gx = Dataset(transform(generator, d.x, self.batch_size, self.device), d.y,
-                     d.num_classes, d.name)
+        gx = transformed(generator, self.dataset, self.batch_size, self.device)
         return float(np.mean([accuracy(self.base, gx, w, self.batch_size) for w in self.weights]))
 
     def describe(self) -> dict:
@@ -188,8 +192,7 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
     inputs = {"plain": dataset}
     if generator is not None:
         generator = generator.to(device)
-        inputs["nf"] = Dataset(transform(generator, dataset.x, batch_size, device), dataset.y,
-                               dataset.num_classes, dataset.name)
+        inputs["nf"] = transformed(generator, dataset, batch_size, device)
     ca = {k: accuracy(base, d, ws.clean, batch_size) for k, d in inputs.items()}
     pa = {k: [] for k in inputs}
     for draw in draws:
