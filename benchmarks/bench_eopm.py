@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median_time, write_result  # noqa: E402
 
 from fusion.eopm import EopmConfig, EopmTrainer  # noqa: E402
-from fusion.faults import RandomSampler  # noqa: E402
+from sramsim.inject.draws import RandomSampler  # noqa: E402
 from fusion.generators import build as build_generator  # noqa: E402
 from sramsim import QuantizedModel  # noqa: E402
-from sramsim.models import build  # noqa: E402
+from sramsim.nn.models import build  # noqa: E402
 
 TARGET = 1.15
 
@@ -79,7 +79,7 @@ def main() -> None:
           f"{(n + 1) * t_plain * 1e3:.0f} ms")
     write_result("eopm.json", {
         "benchmark": "EOPM step vs (N+1) plain G+M steps",
-        "generator": args.generator, "base": "cnn (sramsim.models, 86,944 8-bit weights)",
+        "generator": args.generator, "base": "cnn (sramsim.nn.models, 86,944 8-bit weights)",
         "batch": args.batch, "n_perturbed": n, "ber": 0.01, "repeat": args.repeat,
         "plain_step_s": t_plain, "reference_s": (n + 1) * t_plain,
         "eopm": results, "best": best, "ratio": results[best]["ratio_vs_plain"],

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median_time, write_result  # noqa: E402
 
 from sramsim import BerCurve, Chip, Geometry, QuantizedModel  # noqa: E402
-from sramsim.models import build  # noqa: E402
+from sramsim.nn.models import build  # noqa: E402
 
 BER = 0.01
 

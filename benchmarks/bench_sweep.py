@@ -1,7 +1,7 @@
 """Sweep cost: faults + dequantization vs evaluation per point, and points/s for 1 vs 2 workers.
 
 The default 8-bit CNN on the Fashion-MNIST test set (10,000 images), random finfet14 chips of
-256 KB (1024 x 2048 bits). The model is trained briefly with `sramsim.training.train_base`
+256 KB (1024 x 2048 bits). The model is trained briefly with `sramsim.nn.training.train_base`
 (1 epoch on the first 6,000 training images; cached in benchmarks/.cache/) unless --model names a
 checkpoint: its accuracy is irrelevant to the timings, but the fault effects are real.
 
@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from sramsim import sweep as S  # noqa: E402
+from sramsim.analysis import sweep as S  # noqa: E402
 
 LIMIT_B = 5000
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -38,12 +38,12 @@ VOLTAGES = [0.95, 0.9, 0.85, 0.8, 0.75]
 
 def trained_model(path: Path) -> dict:
     """A quickly trained default CNN (reused from the cache when present)."""
-    from sramsim.training import TrainOptions, train_base
+    from sramsim.nn.training import TrainOptions, train_base
     t0 = time.perf_counter()
     meta = train_base("cnn", "fashion-mnist", path, TrainOptions(epochs=1), limit=6000,
                       progress=False, log=None)
     return {"checkpoint": str(path), "trained": "1 epoch on the first 6000 Fashion-MNIST training "
-            "images (sramsim.training.train_base, 8-bit QAT)",
+            "images (sramsim.nn.training.train_base, 8-bit QAT)",
             "quantized_test_accuracy_on_6000": meta.get("test_accuracy"),
             "train_or_load_s": round(time.perf_counter() - t0, 1)}
 

@@ -12,7 +12,7 @@ BER 0.1, 0.5, 1, 2, 5 %. Methods:
 Accuracy: mean and sample std over 10 random bit error maps per (bit width, BER), the same maps
 (fixed seeds) for every method (a paired comparison); RErr = 1 - accuracy per map.
 Energy: weight-memory reads at the voltage where finfet14 has that BER, E(V) = (V/Vnom)^2 per read
-(`sramsim.energy`); weight-side methods have no add-on; NeuralFuse pays its generator's reads at
+(`sramsim.analysis.energy`); weight-side methods have no add-on; NeuralFuse pays its generator's reads at
 nominal voltage. Reads are weighted by bits per read (base: its m bits per weight; generator
 stored at 8 bits per weight).
 
@@ -43,11 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_result  # noqa: E402
 
 from sramsim import BerCurve, QuantizedModel, RandomBitErrors  # noqa: E402
-from sramsim import energy as E  # noqa: E402
-from sramsim.data import load_dataset  # noqa: E402
-from sramsim.evaluate import accuracy  # noqa: E402
-from sramsim.models import build, load_checkpoint, save_checkpoint  # noqa: E402
-from sramsim.training import TrainOptions, quantized_accuracy, train  # noqa: E402
+from sramsim.analysis import energy as E  # noqa: E402
+from sramsim.nn.data import load_dataset  # noqa: E402
+from sramsim.nn.evaluation import accuracy  # noqa: E402
+from sramsim.nn.models import build, load_checkpoint, save_checkpoint  # noqa: E402
+from sramsim.nn.training import TrainOptions, quantized_accuracy, train  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "mitigations"
 BERS = [0.001, 0.005, 0.01, 0.02, 0.05]
@@ -167,7 +167,7 @@ def evaluate_bits(bits: int, models: dict, generators: dict, test_set, args, don
     normal = qms["Normal"]
     base_reads = E.weight_accesses(normal.model, (1, 28, 28))
     inputs = {g: transform(gen, test_set.x) for g, (gen, _) in generators.items()}
-    from sramsim.data import Dataset
+    from sramsim.nn.data import Dataset
     gsets = {g: Dataset(x, test_set.y, test_set.num_classes, test_set.name) for g, x in inputs.items()}
     sizes = {qm.image.size for qm in qms.values()}
     assert len(sizes) == 1, "all methods of a bit width share one image layout"

@@ -40,8 +40,8 @@ from fusion.eopm import EopmConfig  # noqa: E402
 from fusion.evaluation import EVAL_SEED, FaultSpec, evaluate  # noqa: E402
 from fusion.pipeline import GENERATOR_FILE, hold_out, train_generator  # noqa: E402
 from fusion.store import load_generator  # noqa: E402
-from sramsim.data import load_dataset  # noqa: E402
-from sramsim.training import TrainOptions, train_base  # noqa: E402
+from sramsim.nn.data import load_dataset  # noqa: E402
+from sramsim.nn.training import TrainOptions, train_base  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = {"base": "3-conv BatchNorm CNN, 2 epochs, 89.6% clean",
@@ -292,7 +292,7 @@ def main() -> None:
     from functools import cache
 
     from fusion.generators import build as build_generator
-    from sramsim.energy import addon_saving, count_accesses
+    from sramsim.analysis.energy import addon_saving, count_accesses
     shape = (1, 28, 28)
     base_model = load_base(str(base_path))[0].model
     counts = {m: count_accesses(base_model, shape, m) for m in ("weights", "systolic")}
@@ -344,7 +344,7 @@ def main() -> None:
                   "lr_gamma": 0.5, "identity_init": True, "parallel_runs": args.jobs,
                   "per_run_settings": "train_ber, lam, n_perturbed, lr, lr_step (epochs), batch_size, "
                                       "train_samples (per epoch), budget_s: in each run",
-                  "energy_model": "sramsim.energy: E(V) = (V/Vnom)^2 per read, G's reads at nominal "
+                  "energy_model": "sramsim.analysis.energy: E(V) = (V/Vnom)^2 per read, G's reads at nominal "
                                   "voltage; energy_saving: each weight read once per inference; "
                                   "systolic.energy_saving: SCALE-Sim's count",
                   "device": "CPU only: shared 2-core VM, one thread per run (no GPU lent in this task)"},

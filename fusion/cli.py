@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from sramsim.cli import build_parser, run_main
+from sramsim.commands.main import build_parser, run_main
 
 COMMANDS = ("train", "eval", "demo")
 

@@ -10,12 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from sramsim.data import load_dataset
+from sramsim.nn.data import load_dataset
 
-from .commands.common import base_info, load_base
-from .eopm import EopmConfig
-from .evaluation import FaultSpec, evaluate
-from .pipeline import GENERATOR_FILE, train_generator
+from fusion.commands.common import base_info, load_base
+from fusion.eopm import EopmConfig
+from fusion.evaluation import FaultSpec, evaluate
+from fusion.pipeline import GENERATOR_FILE, train_generator
 
 # A quick recipe for a few CPU minutes: the benchmark's settings (N=2, batch 64, lr 2e-3 halved
 # every 2 epochs of 20,000 samples) with ConvS at width 1/4 (7,065 weights), small enough to keep the
@@ -48,7 +48,7 @@ def run_generator_demo(base_ckpt: str | Path, data: str = "fashion-mnist", ber: 
                               epochs=1000, out_dir=out_dir, progress=progress,
                               budget_seconds=budget_seconds)
     generator_file = Path(out_dir) / GENERATOR_FILE
-    from .store import load_generator
+    from fusion.store import load_generator
     generator, _ = load_generator(generator_file)
     t0 = time.perf_counter()
     r = evaluate(qm, test_set, faults, generator, n_models)

@@ -33,10 +33,10 @@ from tqdm.auto import tqdm
 
 from sramsim import QuantizedModel
 from sramsim.errors import InputError
-from sramsim.models import atomic_torch_save, read_torch_file
+from sramsim.nn.models import atomic_torch_save, read_torch_file
 
-from . import generators
-from .weights import WeightSets
+from fusion import generators
+from sramsim.inject.weight_sets import WeightSets
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "fusion.eopm-checkpoint"

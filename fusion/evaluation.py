@@ -16,13 +16,13 @@ import numpy as np
 import torch
 
 from sramsim import BerCurve, Chip, QuantizedModel
-from sramsim import energy as E
-from sramsim.data import Dataset
+from sramsim.analysis import energy as E
+from sramsim.nn.data import Dataset
 from sramsim.errors import InputError
-from sramsim.evaluate import accuracy
+from sramsim.nn.evaluation import accuracy
 
-from .faults import ChipDraw, ChipPool, RandomSampler
-from .weights import WeightSets, dequantize_stack
+from sramsim.inject.draws import ChipDraw, ChipPool, RandomSampler
+from sramsim.inject.weight_sets import WeightSets, dequantize_stack
 
 CURVE = "finfet14"
 EVAL_SEED = 2024   # fault maps of evaluation; training samplers use other seeds
@@ -181,7 +181,7 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
              seed: int = EVAL_SEED, count: str = "weights") -> dict:
     """CA / PA without and with `generator`, recovery and the net energy saving, as fractions.
 
-    `count` is how weight reads are counted for the energy (`sramsim.systolic.METHODS`).
+    `count` is how weight reads are counted for the energy (`sramsim.analysis.systolic.METHODS`).
     """
     device = torch.device(device)
     base = qm.model.to(device).eval()

@@ -7,12 +7,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sramsim import QuantizedModel
-from sramsim.data import Dataset
+from sramsim.nn.data import Dataset
 from sramsim.errors import InputError
 
-from .eopm import CHECKPOINT, EopmConfig, EopmTrainer
-from .evaluation import FaultSpec, Validator, check_shapes
-from .store import save_generator
+from fusion.eopm import CHECKPOINT, EopmConfig, EopmTrainer
+from fusion.evaluation import FaultSpec, Validator, check_shapes
+from fusion.store import save_generator
 
 GENERATOR_FILE = "generator.pt"
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 
 from sramsim.errors import InputError
-from sramsim.models import atomic_torch_save, read_torch_file
+from sramsim.nn.models import atomic_torch_save, read_torch_file
 
-from . import generators
+from fusion import generators
 
 FORMAT = "fusion.generator"
 VERSION = 1

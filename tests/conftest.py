@@ -20,7 +20,7 @@ def one_torch_thread():
 @pytest.fixture
 def cnn_checkpoint(tmp_path):
     """An untrained default CNN saved as a 28x28 Fashion-MNIST checkpoint: (path, model)."""
-    from sramsim import models
+    from sramsim.nn import models
     model = models.build("cnn", in_channels=1, num_classes=10)
     path = tmp_path / "cnn.pt"
     models.save_checkpoint(path, model, {"arch": "cnn", "in_channels": 1, "num_classes": 10,

@@ -6,7 +6,7 @@ from scipy import stats
 
 from conftest import naive_apply
 from sramsim import BerCurve, Chip, Faults, Geometry, RandomBitErrors, VoltageError
-from sramsim.mapping import apply_faults
+from sramsim.inject.mapping import apply_faults
 
 FINFET = BerCurve.builtin("finfet14")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sramsim import Chip, Geometry
-from sramsim.cli import main
+from sramsim.commands.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "profiles" / "finfet14-8192x128-s0.h5"
@@ -178,7 +178,7 @@ def test_plot_writes_a_png(tmp_path, capsys, synth_file):
 
 
 def test_fault_map_blocks_count_every_fault():
-    from sramsim.plots import KIND_COLORS, fault_map_rgb
+    from sramsim.analysis.plots import KIND_COLORS, fault_map_rgb
     chip = Chip(Geometry(4, 8, banks=2), address=[0, 33, 34, 63], vfail=[0.9, 0.9, 0.8, 0.8],
                 kind=[0, 1, 2, 0], v_floor=0.8)
     rgb, block = fault_map_rgb(chip, 0.8)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from sramsim import BerCurve
-from sramsim.curves import FINFET14
+from sramsim.memory.curves import FINFET14
 
 
 def test_finfet14_hits_table_points():

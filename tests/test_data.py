@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sramsim.data import FASHION_MNIST_DIR, load_dataset, read_idx
+from sramsim.nn.data import FASHION_MNIST_DIR, load_dataset, read_idx
 from sramsim.errors import DataError, InputError
 
 

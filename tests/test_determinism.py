@@ -6,7 +6,7 @@ import sys
 SCRIPT = r"""
 import hashlib, numpy as np, numba
 from sramsim import BerCurve, Chip, Geometry, RandomBitErrors
-from sramsim.mapping import apply_faults
+from sramsim.inject.mapping import apply_faults
 h = hashlib.sha256()
 curve = BerCurve.builtin("finfet14")
 chip = Chip.random(Geometry(2048, 512), curve, 0.75, seed=5, kinds={"flip": 2, "stuck0": 1, "stuck1": 1})

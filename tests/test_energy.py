@@ -4,9 +4,9 @@ import json
 import pytest
 from torch import nn
 
-from sramsim import energy as E
-from sramsim.cli import main
-from sramsim.curves import BerCurve
+from sramsim.analysis import energy as E
+from sramsim.commands.main import main
+from sramsim.memory.curves import BerCurve
 from sramsim.errors import InputError
 
 

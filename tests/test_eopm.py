@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from fusion.eopm import EopmConfig, EopmTrainer, eopm_loss, stacked_logits
-from fusion.faults import ChipPool, RandomSampler, TorchApplier, apply_numpy
-from fusion.weights import WeightSets, dequantize_stack
+from sramsim.inject.draws import ChipPool, RandomSampler, apply_numpy
+from sramsim.inject.torch_backend import TorchApplier
+from sramsim.inject.weight_sets import WeightSets, dequantize_stack
 from sramsim import BerCurve, Chip, Geometry, QuantizedModel
 from sramsim.errors import InputError
 
@@ -329,8 +330,8 @@ def test_validation_does_not_change_training_and_resumes_exactly(tmp_path):
 
 def test_validator_scores_mean_accuracy_over_fixed_maps():
     from fusion.evaluation import FaultSpec, Validator
-    from sramsim.data import Dataset
-    from sramsim.evaluate import accuracy
+    from sramsim.nn.data import Dataset
+    from sramsim.nn.evaluation import accuracy
     qm = QuantizedModel(tiny_base())
     x, y = tiny_data(40)
     data = Dataset(x, y, 3, "tiny")

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from sramsim import QuantizedModel, RandomBitErrors
-from sramsim.data import Dataset
-from sramsim.evaluate import accuracy, evaluate, predict, robust_error
+from sramsim.nn.data import Dataset
+from sramsim.nn.evaluation import accuracy, evaluate, predict, robust_error
 
 
 def selector(n_in: int = 3) -> nn.Module:

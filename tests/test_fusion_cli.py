@@ -9,7 +9,7 @@ from fusion import generators
 from fusion.cli import main
 from fusion.store import load_generator, save_generator
 from sramsim import BerCurve, Chip, Geometry
-from sramsim.models import build, save_checkpoint
+from sramsim.nn.models import build, save_checkpoint
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -108,7 +108,7 @@ def test_identity_generator_changes_nothing(capsys, world, tmp_path):
 
 def test_eval_systolic_count_charges_generator_by_resolution(capsys, world, tmp_path):
     """--count systolic: SCALE-Sim's reads for base and generator, same accuracies."""
-    from sramsim.systolic import count_accesses
+    from sramsim.analysis.systolic import count_accesses
     g = generators.build("ConvS", 1, width=0.25)
     save_generator(tmp_path / "g.pt", g, {})
     argv = ["eval", "--base", world["base_a"], "--generator", tmp_path / "g.pt", "--data",

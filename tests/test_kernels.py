@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from sramsim import kernels
+from sramsim.inject import kernels
+from sramsim.memory import kernels as memory_kernels
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_byte_aligned_chunks_never_split_a_byte():
 
 def test_build_byte_masks_exact():
     xor, clear, set_ = (np.zeros(3, np.uint8) for _ in range(3))
-    kernels.build_byte_masks(np.array([0, 9, 23, 10], np.uint64), np.array([0, 1, 2, 0], np.uint8),
+    memory_kernels.build_byte_masks(np.array([0, 9, 23, 10], np.uint64), np.array([0, 1, 2, 0], np.uint8),
                              xor, clear, set_)
     assert xor.tolist() == [0x01, 0x04, 0x00]
     assert clear.tolist() == [0x00, 0x02, 0x00]

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from sramsim.errors import InputError
-from sramsim.models import ARCHS, build, load_checkpoint, save_checkpoint
-from sramsim.models.norm import groups_for
+from sramsim.nn.models import ARCHS, build, load_checkpoint, save_checkpoint
+from sramsim.nn.models.norm import groups_for
 
 
 SHAPE_CASES = [(arch, c, s) for arch in ("cnn", "resnet18", "vgg11") for c, s in ((1, 28), (3, 32))] \

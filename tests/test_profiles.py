@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from sramsim import BerCurve, Chip, Geometry, VoltageError
 from sramsim.errors import InputError, ProfileError
-from sramsim.profiles import (decimal_voltage, import_bitmaps, load_bitmap_dir, load_chip,
+from sramsim.memory.profiles import (decimal_voltage, import_bitmaps, load_bitmap_dir, load_chip,
                               save_chip, summary, validate)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -395,7 +395,7 @@ def test_shipped_profiles_validate_and_match_their_spec():
 
 
 def test_readme_commands_reproduce_the_shipped_profiles_bit_identically(tmp_path):
-    from sramsim.cli import main
+    from sramsim.commands.main import main
     commands = readme_synth_commands()
     assert sorted(commands) == sorted(str(p.relative_to(ROOT)) for p in SHIPPED)
     for out, argv in commands.items():

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 from sramsim import Chip, Faults, Geometry, QuantizedModel, RandomBitErrors
-from sramsim import quantization as Q
+from sramsim.inject import quantization as Q
 
 SCHEMES = ["symmetric", "asymmetric", "rquant"]
 

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from sramsim import Chip, Geometry, QuantizedModel
-from sramsim.data import Dataset
-from sramsim.sweep import run_sweep
+from sramsim.nn.data import Dataset
+from sramsim.analysis.sweep import run_sweep
 
 fusion_eval = pytest.importorskip("fusion.evaluation")
 

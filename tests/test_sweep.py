@@ -13,9 +13,9 @@ import torch
 from scipy import stats
 
 from sramsim import Chip, Geometry
-from sramsim import sweep as S
-from sramsim.cli import main
-from sramsim.curves import BerCurve
+from sramsim.analysis import sweep as S
+from sramsim.commands.main import main
+from sramsim.memory.curves import BerCurve
 from sramsim.errors import InputError
 
 N_SAMPLES = 48
@@ -37,7 +37,7 @@ def _write_idx(directory, images: np.ndarray, labels: np.ndarray) -> None:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A tiny IDX test set and a CNN checkpoint whose last layer is fitted to it."""
-    from sramsim.models import build, save_checkpoint
+    from sramsim.nn.models import build, save_checkpoint
     root = tmp_path_factory.mktemp("sweep")
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, N_SAMPLES)
@@ -49,7 +49,7 @@ def setup(tmp_path_factory):
     _write_idx(data, images, labels)
     torch.manual_seed(0)
     model = build("cnn").eval()
-    from sramsim.data import load_dataset
+    from sramsim.nn.data import load_dataset
     ds = load_dataset(str(data))
     with torch.no_grad():   # least-squares readout on random features: far above chance
         feats = model.features(ds.x).flatten(1)
@@ -135,9 +135,9 @@ def test_sweep_grid_statistics_and_files(setup, tmp_path):
     assert not any(p["unchanged"] for p in pts if p.get("voltage") == 0.8)
     # one point recomputed by hand through the public API gives the stored numbers
     from sramsim import QuantizedModel
-    from sramsim.data import load_dataset
-    from sramsim.evaluate import evaluate
-    from sramsim.models import load_checkpoint
+    from sramsim.nn.data import load_dataset
+    from sramsim.nn.evaluation import evaluate
+    from sramsim.nn.models import load_checkpoint
     model, _ = load_checkpoint(setup["ckpt"])
     qm = QuantizedModel(model, 8, "symmetric")
     chip = _chips(2)[1].build()
@@ -286,7 +286,7 @@ def test_cli_bad_input_one_line_exit_2(setup, tmp_path, capsys, extra, needle):
 def test_killed_cli_sweep_resumes(setup, tmp_path):
     """SIGKILL a running `sramsim sweep`, re-run it: only the missing points are computed."""
     out = tmp_path / "o"
-    argv = [sys.executable, "-m", "sramsim.cli", "sweep", "--model", setup["ckpt"], "--data",
+    argv = [sys.executable, "-m", "sramsim.commands.main", "sweep", "--model", setup["ckpt"], "--data",
             setup["data"], "--chips", "3", "--rows", str(ROWS), "--cols", str(COLS),
             "--voltages", "1.0:0.8:-0.05", "--out", str(out), "--no-progress", "--json"]
     total = 3 * 5

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from sramsim import energy as E
-from sramsim import systolic as S
-from sramsim.cli import main
+from sramsim.analysis import energy as E
+from sramsim.analysis import systolic as S
+from sramsim.commands.main import main
 from sramsim.errors import InputError
 
 
@@ -61,7 +61,7 @@ def test_closed_form_counts_words_per_output_tile():
 @pytest.mark.parametrize("name", ["ResNet18", "VGG19", "ConvL", "ConvS"])
 def test_neuralfuse_published_counts_reproduced_exactly(name):
     from fusion.generators import build as build_generator
-    from sramsim.models import build as build_model
+    from sramsim.nn.models import build as build_model
     model = (build_model(name.lower(), 3, 10) if name in ("ResNet18", "VGG19")
              else build_generator(name, 3))
     assert S.count_accesses(model, (3, 32, 32), "systolic") == E.PUBLISHED_ACCESSES[name]
@@ -124,7 +124,7 @@ def test_cli_bad_input_shape_is_one_line_exit_2(capsys, shape):
 
 
 def test_cli_checkpoint_without_image_size_asks_for_input_shape(tmp_path, capsys):
-    from sramsim import models
+    from sramsim.nn import models
     ckpt = tmp_path / "old.pt"
     models.save_checkpoint(ckpt, models.build("cnn", 1, 10),
                            {"arch": "cnn", "in_channels": 1, "num_classes": 10, "norm": "batch"})

@@ -9,14 +9,14 @@ import torch
 from torch import nn
 
 from sramsim import QuantizedModel, RandomBitErrors
-from sramsim import quantization as Q
-from sramsim.cli import main
-from sramsim.data import Dataset
+from sramsim.inject import quantization as Q
+from sramsim.commands.main import main
+from sramsim.nn.data import Dataset
 from sramsim.errors import InputError
-from sramsim.evaluate import accuracy
-from sramsim.models import build, load_checkpoint
-from sramsim.quantized_model import quantized_parameter_names
-from sramsim.training import (TrainOptions, qat_weights, randbet_weights, state_path_for, step_loss,
+from sramsim.nn.evaluation import accuracy
+from sramsim.nn.models import build, load_checkpoint
+from sramsim.inject.quantized_model import quantized_parameter_names
+from sramsim.nn.training import (TrainOptions, qat_weights, randbet_weights, state_path_for, step_loss,
                               step_seed, train, train_base)
 
 
@@ -242,7 +242,7 @@ def test_train_base_writes_checkpoint_and_is_deterministic(tmp_path):
     assert saved["dataset"] == str(root.resolve()) and len(saved["history"]) == 2
     assert saved["test_accuracy"] == meta["test_accuracy"] > 0.9     # the task is easy
     qm = QuantizedModel(model, 8, "symmetric")
-    from sramsim.data import load_dataset
+    from sramsim.nn.data import load_dataset
     assert accuracy(model, load_dataset(str(root)), qm.clean_weights()) == saved["test_accuracy"]
     train_base("cnn", str(root), tmp_path / "b.pt", opts, progress=False, log=None)
     other, _ = load_checkpoint(tmp_path / "b.pt")

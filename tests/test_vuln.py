@@ -7,12 +7,12 @@ import torch
 from torch import nn
 
 from sramsim import Chip, Faults, Geometry, QuantizedModel, RandomBitErrors
-from sramsim import quantization as Q
-from sramsim import vulnerability as V
-from sramsim.cli import main
-from sramsim.data import Dataset
-from sramsim.evaluate import accuracy
-from sramsim.geometry import FLIP, STUCK1
+from sramsim.inject import quantization as Q
+from sramsim.analysis import vulnerability as V
+from sramsim.commands.main import main
+from sramsim.nn.data import Dataset
+from sramsim.nn.evaluation import accuracy
+from sramsim.memory.geometry import FLIP, STUCK1
 
 
 def two_layers(sizes=((3, 3), (3, 2))) -> nn.Module:
@@ -172,7 +172,7 @@ def test_chip_maps_beyond_the_pool_use_other_offsets():
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    from sramsim.models import build, save_checkpoint
+    from sramsim.nn.models import build, save_checkpoint
     root = tmp_path_factory.mktemp("vuln")
     rng = np.random.default_rng(0)
     n = 24

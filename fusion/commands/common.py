@@ -4,13 +4,12 @@ from __future__ import annotations
 import argparse
 
 
-from sramsim import QuantizedModel
-from sramsim.cli import integer, number, torch_device  # noqa: F401  (shared by the fusion commands)
+from sramsim import Chip, QuantizedModel
+from sramsim.commands.main import integer, number, torch_device  # noqa: F401  (shared by the fusion commands)
 from sramsim.errors import InputError
-from sramsim.models import load_checkpoint
+from sramsim.nn.models import load_checkpoint
 
-from ..evaluation import FaultSpec
-from ..faults import load_chips
+from fusion.evaluation import FaultSpec
 
 
 def add_base_args(p: argparse.ArgumentParser, seed_default: int = 0,
@@ -39,7 +38,7 @@ def fault_spec(args) -> FaultSpec:
     if args.profile:
         if ber is not None:
             raise InputError("give either --ber or --profile ... --voltage, not both")
-        return FaultSpec(voltage=voltage, chips=load_chips(args.profile))
+        return FaultSpec(voltage=voltage, chips=[Chip.load(p) for p in args.profile])
     return FaultSpec(ber=ber, voltage=voltage)
 
 
@@ -54,6 +53,6 @@ def load_base(path: str) -> tuple[QuantizedModel, dict]:
 
 
 def base_info(path: str, meta: dict, qm: QuantizedModel) -> dict:
-    from ..eopm import image_fingerprint
+    from fusion.eopm import image_fingerprint
     keep = ("arch", "in_channels", "num_classes", "norm", "bits", "scheme", "clip", "dataset")
     return {"path": str(path), **{k: meta.get(k) for k in keep}, "image": image_fingerprint(qm)}

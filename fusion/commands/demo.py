@@ -10,10 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from sramsim.cli import print_json
-from sramsim.curves import BerCurve
+from sramsim.commands.main import print_json
+from sramsim.memory.curves import BerCurve
 
-from .common import integer, number
+from fusion.commands.common import integer, number
 
 
 def register(subparsers) -> None:
@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_generator_demo
+    from fusion.demo import run_generator_demo
     ber = number(args.ber, "--ber", positive=True)
     voltage = float(BerCurve.builtin("finfet14").voltage(ber))
     result = run_generator_demo(

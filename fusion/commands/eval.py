@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from sramsim.cli import print_json
-from sramsim.data import load_dataset
-from sramsim.systolic import METHODS
+from sramsim.commands.main import print_json
+from sramsim.nn.data import load_dataset
+from sramsim.analysis.systolic import METHODS
 
-from ..evaluation import EVAL_SEED, check_shapes, evaluate
-from ..store import load_generator
-from . import common
+from fusion.evaluation import EVAL_SEED, check_shapes, evaluate
+from fusion.store import load_generator
+from fusion.commands import common
 
 
 def register(subparsers) -> None:

@@ -4,15 +4,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sramsim.cli import print_json
-from sramsim.data import load_dataset
+from sramsim.commands.main import print_json
+from sramsim.nn.data import load_dataset
 from sramsim.errors import InputError
 
-from .. import generators
-from ..eopm import EopmConfig
-from ..evaluation import FaultSpec
-from ..pipeline import GENERATOR_FILE, hold_out, train_generator
-from . import common
+from fusion import generators
+from fusion.eopm import EopmConfig
+from fusion.evaluation import FaultSpec
+from fusion.pipeline import GENERATOR_FILE, hold_out, train_generator
+from fusion.commands import common
 
 
 def register(subparsers) -> None:

@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import print_json
-from ..errors import InputError
+from sramsim.commands.main import print_json
+from sramsim.errors import InputError
 
 SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 DEFAULT_VOLTAGES = "1.0:0.75:-0.025"
@@ -45,8 +45,8 @@ def shipped_profiles() -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..sweep import first_drop, run_sweep
-    from ..training import TrainOptions, train_base
+    from sramsim.analysis.sweep import first_drop, run_sweep
+    from sramsim.nn.training import TrainOptions, train_base
 
     out = Path(args.out)
     cache = Path(args.cache) if args.cache else out / "cache"

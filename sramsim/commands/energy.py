@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 
-from .. import energy as E
-from ..cli import integer, number, print_json
-from ..curves import BUILTINS, BerCurve
-from ..errors import InputError
-from ..systolic import METHODS, count_accesses
+from sramsim.analysis import energy as E
+from sramsim.commands.main import integer, number, print_json
+from sramsim.memory.curves import BUILTINS, BerCurve
+from sramsim.errors import InputError
+from sramsim.analysis.systolic import METHODS, count_accesses
 
 COUNT_LABELS = {"weights": "each weight read once",
                 "systolic": "SCALE-Sim output-stationary 32x32, 64-bit reads, closed form",
@@ -116,7 +116,7 @@ def _base_accesses(args) -> tuple[int, str, tuple | None]:
         if n <= 0:
             raise InputError(f"--accesses must be positive, got {args.accesses}")
         return n, "given", _input_shape(args.input_shape) if args.input_shape else None
-    from ..models import load_checkpoint
+    from sramsim.nn.models import load_checkpoint
     model, meta = load_checkpoint(args.model)
     if args.input_shape:
         shape = _input_shape(args.input_shape)

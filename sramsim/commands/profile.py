@@ -5,12 +5,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import profiles
-from ..chip import Chip
-from ..cli import print_json
-from ..curves import BerCurve
-from ..errors import InputError
-from ..geometry import Geometry
+from sramsim.memory import profiles
+from sramsim.memory.chip import Chip
+from sramsim.commands.main import print_json
+from sramsim.memory.curves import BerCurve
+from sramsim.errors import InputError
+from sramsim.memory.geometry import Geometry
 
 
 def register(subparsers) -> None:
@@ -132,7 +132,7 @@ def run_validate(args) -> int:
 
 
 def run_plot(args) -> int:
-    from ..plots import save_profile_plot  # matplotlib only when plotting
+    from sramsim.analysis.plots import save_profile_plot  # matplotlib only when plotting
     chip = Chip.load(args.file)
     out = Path(args.out)
     if out.suffix.lower() != ".png":
@@ -174,7 +174,7 @@ def parse_kinds(spec: str) -> dict[str, float]:
             kinds[key.strip()] = float(value) if sep else 1.0
         except ValueError:
             raise InputError(f"--kinds {spec}: {item!r} is not KIND=WEIGHT") from None
-    from ..geometry import parse_kinds as check
+    from sramsim.memory.geometry import parse_kinds as check
     try:
         check(kinds)
     except ValueError as exc:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import integer, number, print_json
-from ..curves import BUILTINS
-from ..errors import InputError
+from sramsim.commands.main import integer, number, print_json
+from sramsim.memory.curves import BUILTINS
+from sramsim.errors import InputError
 
 
 def register(subparsers) -> None:
@@ -50,7 +50,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import sweep as S
+    from sramsim.analysis import sweep as S
     if args.ray_address and args.executor != "ray":
         raise InputError("--ray-address needs --executor ray")
     voltages = S.parse_voltages(args.voltages)

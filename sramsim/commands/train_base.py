@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 
-from .. import quantization as Q
-from ..cli import torch_device
-from ..errors import InputError
-from ..models import ARCHS, NORMS
-from ..training import OPTIMIZERS, TrainOptions, train_base
+from sramsim.inject import quantization as Q
+from sramsim.commands.main import torch_device
+from sramsim.errors import InputError
+from sramsim.nn.models import ARCHS, NORMS
+from sramsim.nn.training import OPTIMIZERS, TrainOptions, train_base
 
 
 def register(subparsers) -> None:
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                "float_test_accuracy": meta.get("float_test_accuracy"),
                "train_seconds": meta.get("train_seconds"), "history": meta.get("history", [])}
     if args.json:
-        from ..cli import print_json
+        from sramsim.commands.main import print_json
         print_json(summary)
     else:
         state = "kept existing" if meta["skipped"] else "wrote"

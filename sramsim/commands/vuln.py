@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import integer, number, print_json
-from ..errors import InputError
+from sramsim.commands.main import integer, number, print_json
+from sramsim.errors import InputError
 
 
 def register(subparsers) -> None:
@@ -37,11 +37,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..chip import Chip
-    from ..data import load_dataset
-    from ..models import load_checkpoint
-    from ..quantized_model import QuantizedModel
-    from ..vulnerability import analyze
+    from sramsim.memory.chip import Chip
+    from sramsim.nn.data import load_dataset
+    from sramsim.nn.models import load_checkpoint
+    from sramsim.inject.quantized_model import QuantizedModel
+    from sramsim.analysis.vulnerability import analyze
 
     models = integer(args.models, "--models")
     limit = None if args.limit is None else integer(args.limit, "--limit")

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import InputError
+from sramsim.errors import InputError
 
 CONFIG_FORMAT = "sramsim.sweep"
 CONFIG_VERSION = 1

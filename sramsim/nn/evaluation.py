@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .data import Dataset
+from sramsim.nn.data import Dataset
 
 
 def _device(model: nn.Module) -> torch.device:

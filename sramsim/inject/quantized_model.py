@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import quantization as Q
-from .mapping import apply_faults
+from sramsim.inject import quantization as Q
+from sramsim.inject.mapping import apply_faults
 
 QUANTIZED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
                     nn.ConvTranspose3d, nn.Linear)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .norm import norm2d
+from sramsim.nn.models.norm import norm2d
 
 CONFIGS = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataError, InputError
+from sramsim.errors import DataError, InputError
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 MNIST_DIR = "/usr/share/datasets/mnist"

@@ -3,7 +3,7 @@
 Each point quantizes nothing anew (the model is quantized once per worker), reads the weights
 back through one chip at one voltage and placement, and evaluates the test set in batches.
 Per voltage the summary gives accuracy mean / std / 95% t-interval over chips x offsets, the
-chips' bit error rate, the energy per weight read and the saving (`sramsim.energy`).
+chips' bit error rate, the energy per weight read and the saving (`sramsim.analysis.energy`).
 
 Python entry point: `run_sweep(...)`; command line: `sramsim sweep`.
 """
@@ -22,13 +22,13 @@ import torch
 from scipy import stats
 from torch import nn
 
-from . import energy as E
-from .chip import Chip
-from .curves import BUILTINS, BerCurve
-from .errors import InputError
-from .executors import Task, Workload, run_inprocess, run_pool, run_ray
-from .geometry import Geometry, parse_kinds
-from .sweep_store import ResultStore
+from sramsim.analysis import energy as E
+from sramsim.memory.chip import Chip
+from sramsim.memory.curves import BUILTINS, BerCurve
+from sramsim.errors import InputError
+from sramsim.analysis.executors import Task, Workload, run_inprocess, run_pool, run_ray
+from sramsim.memory.geometry import Geometry, parse_kinds
+from sramsim.analysis.store import ResultStore
 
 MAX_VOLTAGES = 10_000
 DEFAULT_ROWS, DEFAULT_COLS = 1024, 2048     # 256 KB weight SRAM, as in NeuralFuse's setup
@@ -270,10 +270,10 @@ def _check_voltages(voltages: list[float], facts: list[dict]) -> None:
 
 def _workload(model, dataset, chips, offsets, limit, bits, scheme, clip, batch_size):
     """Load (and check) model and data here, so bad input fails before any worker starts."""
-    from .data import Dataset, load_dataset
+    from sramsim.nn.data import Dataset, load_dataset
     meta = {}
     if isinstance(model, (str, os.PathLike)):
-        from .models import load_checkpoint
+        from sramsim.nn.models import load_checkpoint
         model_path = str(model)
         model_obj, meta = load_checkpoint(model_path)
     elif isinstance(model, nn.Module):
@@ -293,7 +293,7 @@ def _workload(model, dataset, chips, offsets, limit, bits, scheme, clip, batch_s
     bits = int(bits if bits is not None else meta.get("bits") or 8)
     scheme = scheme if scheme is not None else meta.get("scheme") or "symmetric"
     clip = clip if clip is not None else meta.get("clip")
-    from .quantization import check_scheme
+    from sramsim.inject.quantization import check_scheme
     try:
         check_scheme(scheme, bits)
     except ValueError as exc:
@@ -382,7 +382,7 @@ def first_drop(summary: dict, drop: float = 0.01) -> dict | None:
 
 def _plot(summary: dict, path) -> str | None:
     try:
-        from .plots import plot_sweep
+        from sramsim.analysis.plots import plot_sweep
     except ImportError:
         return None
     plot_sweep(summary, path)

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import quantization as Q
-from .data import Dataset, load_dataset
-from .errors import InputError
-from .evaluate import accuracy
-from .models import atomic_torch_save, build, load_checkpoint, read_torch_file, save_checkpoint
-from .quantized_model import QuantizedModel, quantized_parameter_names
-from .random_errors import RandomBitErrors
+from sramsim.inject import quantization as Q
+from sramsim.nn.data import Dataset, load_dataset
+from sramsim.errors import InputError
+from sramsim.nn.evaluation import accuracy
+from sramsim.nn.models import atomic_torch_save, build, load_checkpoint, read_torch_file, save_checkpoint
+from sramsim.inject.quantized_model import QuantizedModel, quantized_parameter_names
+from sramsim.memory.random_errors import RandomBitErrors
 
 STATE_FORMAT = "sramsim.train-state"
 STATE_VERSION = 1

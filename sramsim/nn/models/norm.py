@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..errors import InputError
+from sramsim.errors import InputError
 
 NORMS = ("batch", "group")
 

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from . import kernels
+from sramsim.memory import kernels
 
 
 def bernoulli_positions(rng: np.random.Generator, nbits: int, p: float) -> np.ndarray:

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import kernels
-from .curves import BerCurve
-from .errors import InputError
-from .geometry import FLIP, Geometry, KIND_CODES, draw_kinds
-from .sampling import bernoulli_positions, random_order_uniforms
+from sramsim.memory import kernels
+from sramsim.memory.curves import BerCurve
+from sramsim.errors import InputError
+from sramsim.memory.geometry import FLIP, Geometry, KIND_CODES, draw_kinds
+from sramsim.memory.sampling import bernoulli_positions, random_order_uniforms
 
 VOLTAGE_TOLERANCE = 1e-9
 
@@ -176,12 +176,12 @@ class Chip:
 
     # --- persistence (HDF5 profile, schema in profiles/README.md) --------------------------------
     def save(self, path) -> None:
-        from .profiles import save_chip
+        from sramsim.memory.profiles import save_chip
         save_chip(self, path)
 
     @classmethod
     def load(cls, path) -> "Chip":
-        from .profiles import load_chip
+        from sramsim.memory.profiles import load_chip
         return load_chip(path)
 
     def __repr__(self) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .chip import Chip
+from sramsim.memory.chip import Chip
 
 CHIP_CACHE = 2
 
@@ -69,13 +69,13 @@ class Workload:
 
     def load_model(self) -> nn.Module:
         if self.model is None:
-            from .models import load_checkpoint
+            from sramsim.nn.models import load_checkpoint
             self.model, _ = load_checkpoint(self.model_path)
         return self.model.eval()
 
     def load_dataset(self):
         if self.dataset is None:
-            from .data import load_dataset
+            from sramsim.nn.data import load_dataset
             self.dataset = load_dataset(self.dataset_spec, "test", self.limit)
         return self.dataset
 
@@ -91,7 +91,7 @@ class SweepWorker:
     def __init__(self, workload: Workload, threads: int | None = None):
         if threads:
             set_threads(int(threads))
-        from .quantized_model import QuantizedModel
+        from sramsim.inject.quantized_model import QuantizedModel
         self.workload = workload
         self.model = workload.load_model()
         self.dataset = workload.load_dataset()
@@ -114,14 +114,14 @@ class SweepWorker:
     def clean(self) -> dict:
         """Evaluation of the fault-free quantized weights (computed once per worker)."""
         if self._clean is None:
-            from .evaluate import evaluate
+            from sramsim.nn.evaluation import evaluate
             t0 = time.perf_counter()
             r = evaluate(self.model, self.dataset, self.qm.clean_weights(), self.workload.batch_size)
             self._clean = {**r, "t_eval": time.perf_counter() - t0}
         return self._clean
 
     def run(self, task: Task) -> list[dict]:
-        from .evaluate import evaluate
+        from sramsim.nn.evaluation import evaluate
         w = self.workload
         if task.chip_index < 0:
             clean = self.clean()
@@ -238,7 +238,7 @@ def run_ray(workload: Workload, tasks: Sequence[Task], workers: int | None, thre
         import ray
         from ray.util import ActorPool
     except ImportError:
-        from .errors import InputError
+        from sramsim.errors import InputError
         raise InputError("--executor ray needs the 'ray' package (pip install ray)") from None
     started = not ray.is_initialized()
     if started:

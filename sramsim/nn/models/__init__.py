@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InputError
-from .cnn import SmallCNN
-from .norm import NORMS, check_norm
-from .resnet import resnet18, resnet50
-from .vgg import vgg
+from sramsim.errors import InputError
+from sramsim.nn.models.cnn import SmallCNN
+from sramsim.nn.models.norm import NORMS, check_norm
+from sramsim.nn.models.resnet import resnet18, resnet50
+from sramsim.nn.models.vgg import vgg
 
 ARCHS = ("cnn", "resnet18", "resnet50", "vgg11", "vgg16", "vgg19")
 CHECKPOINT_FORMAT = "sramsim.model"

@@ -17,10 +17,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .chip import Chip
-from .curves import BerCurve
-from .errors import InputError, ProfileError
-from .geometry import FLIP, KIND_NAMES, STUCK0, STUCK1, Geometry
+from sramsim.memory.chip import Chip
+from sramsim.memory.curves import BerCurve
+from sramsim.errors import InputError, ProfileError
+from sramsim.memory.geometry import FLIP, KIND_NAMES, STUCK0, STUCK1, Geometry
 
 FORMAT = "sramsim.chip"
 VERSION = 1

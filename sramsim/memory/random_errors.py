@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .chip import Faults
-from .geometry import draw_kinds, parse_kinds
-from .sampling import bernoulli_positions
+from sramsim.memory.chip import Faults
+from sramsim.memory.geometry import draw_kinds, parse_kinds
+from sramsim.memory.sampling import bernoulli_positions
 
 
 class RandomBitErrors:
@@ -28,10 +28,6 @@ class RandomBitErrors:
         """A fresh fault pattern over `nbits` bits, addresses ascending (O(#faults))."""
         address = bernoulli_positions(self.rng, int(nbits), self.ber)
         return Faults(address, draw_kinds(self.rng, address.shape[0], self.kinds))
-
-    @property
-    def flip_only(self) -> bool:
-        return set(k for k, w in self.kinds.items() if w > 0) == {"flip"}
 
     def __repr__(self) -> str:
         return f"RandomBitErrors(ber={self.ber:g}, kinds={self.kinds}, seed={self.seed})"

@@ -12,8 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .chip import Chip
-from .geometry import KIND_NAMES
+from sramsim.memory.chip import Chip
+from sramsim.memory.geometry import KIND_NAMES
 
 # Fault kind -> RGB (flip, stuck0, stuck1), colour-blind-safe (Okabe-Ito).
 KIND_COLORS = np.array([[0.835, 0.369, 0.0], [0.0, 0.447, 0.698], [0.0, 0.620, 0.451]])
@@ -117,7 +117,7 @@ def save_profile_plot(chip: Chip, voltage: float, path: str | os.PathLike,
 
 
 # ---------------------------------------------------------------------------------------------
-# Sweep figure (sramsim.sweep): accuracy vs voltage with its 95% CI band, energy saving on a
+# Sweep figure (sramsim.analysis.sweep): accuracy vs voltage with its 95% CI band, energy saving on a
 # second axis.
 
 def plot_sweep(summary: dict, path: str | os.PathLike, title: str | None = None) -> str:

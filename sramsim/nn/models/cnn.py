@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .norm import norm2d
+from sramsim.nn.models.norm import norm2d
 
 
 class SmallCNN(nn.Module):

@@ -13,7 +13,7 @@ uses (Sun et al., NeurIPS 2024): at finfet14's 1%-BER voltage 0.833, e = 0.694.
 
 Accesses per inference: by default each conv/linear weight is read once from weight memory
 (weights stay in the array's registers while they are reused), counted from the model's layers.
-`count_accesses(model, shape, "systolic" | "scalesim")` (from `sramsim.systolic`) counts reads the
+`count_accesses(model, shape, "systolic" | "scalesim")` (from `sramsim.analysis.systolic`) counts reads the
 way SCALE-Sim does for NeuralFuse's output-stationary 32x32 array instead, where a layer's weights
 are re-read once per tile of output pixels; it reproduces the published counts in
 `PUBLISHED_ACCESSES`.
@@ -27,8 +27,8 @@ import math
 
 from torch import nn
 
-from .errors import InputError
-from .systolic import count_accesses  # noqa: F401  (the SCALE-Sim backend, re-exported here)
+from sramsim.errors import InputError
+from sramsim.analysis.systolic import count_accesses  # noqa: F401  (the SCALE-Sim backend, re-exported here)
 
 # NeuralFuse (Sun et al., NeurIPS 2024), CIFAR-10, 8-bit weights: weight-memory accesses per
 # inference from SCALE-Sim (output-stationary 32x32 array, 256 KB weight SRAM).
@@ -63,7 +63,7 @@ def weight_accesses(model: nn.Module, input_shape: tuple | None = None,
     `input_shape` ([C, H, W] or [N, C, H, W]) is checked against the first layer when given; the
     count itself does not depend on it (a tiling-aware count would).
     """
-    from .quantized_model import quantized_parameter_names  # same tensors as the memory image
+    from sramsim.inject.quantized_model import quantized_parameter_names  # same tensors as the memory image
 
     names = quantized_parameter_names(model, include_bias)
     if not names:

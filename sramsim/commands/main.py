@@ -11,7 +11,7 @@ import json
 import math
 import sys
 
-from .errors import InputError
+from sramsim.errors import InputError
 
 COMMANDS = ("profile", "train_base", "sweep", "energy", "demo", "vuln")
 

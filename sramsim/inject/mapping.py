@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels
-from .chip import Chip, Faults
-from .random_errors import RandomBitErrors
+from sramsim.inject import kernels
+from sramsim.memory.chip import Chip, Faults
+from sramsim.memory.random_errors import RandomBitErrors
 
 
 def apply_faults(image: np.ndarray, source, voltage: float | None = None, offset: int = 0,

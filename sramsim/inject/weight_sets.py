@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from sramsim import QuantizedModel
-from sramsim import quantization as Q
+from sramsim.inject import quantization as Q
 
-from .faults import TorchApplier, apply_numpy
+from sramsim.inject.draws import apply_numpy
+from sramsim.inject.torch_backend import TorchApplier
 
 
 def dequantize_stack(qm: QuantizedModel, images: torch.Tensor) -> dict[str, torch.Tensor]:

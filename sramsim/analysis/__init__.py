@@ -1,0 +1,2 @@
+"""Studies over many fault maps: voltage sweeps (executors, result store), vulnerability, energy and
+access counts, plots."""

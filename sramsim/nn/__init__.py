@@ -1,0 +1,1 @@
+"""Networks: the model registry and checkpoints, data sets, training (QAT, RandBET) and evaluation."""
