@@ -5,10 +5,11 @@ Layers, each importing only those below it: `commands` -> `analysis` -> `nn` -> 
 from sramsim._moved import install as _install_moved_names
 from sramsim.memory.chip import Chip, Faults, VoltageError
 from sramsim.memory.curves import BerCurve
+from sramsim.memory.dram import DramGeometry
 from sramsim.memory.geometry import Geometry
 from sramsim.memory.random_errors import RandomBitErrors
 
-__all__ = ["BerCurve", "Chip", "Faults", "Geometry", "QuantizedModel", "RandomBitErrors",
+__all__ = ["BerCurve", "Chip", "DramGeometry", "Faults", "Geometry", "QuantizedModel", "RandomBitErrors",
            "VoltageError"]
 __version__ = "0.1.0"
 
