@@ -165,3 +165,102 @@ def test_tiling_model_larger_than_chip():
     expect = sorted([b for b in range(1024) if (b + 3) % 16 in (0, 8)])
     assert diff.tolist() == expect
     assert set((out ^ qm.image)[diff].tolist()) == {0x01, 0x40}
+
+
+def _old_stack_unpack(images: torch.Tensor, bits: int, n: int) -> torch.Tensor:
+    """The batched unpacking dequantize_stack carried before it was folded into Q.unpack."""
+    if bits == 8:
+        return images[:, :n]
+    shifts = torch.arange(0, 8, bits, dtype=torch.uint8)
+    return ((images[:, :, None] >> shifts) & (2 ** bits - 1)).reshape(images.shape[0], -1)[:, :n]
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_unpack_of_a_stack_equals_each_image_and_the_old_stack_unpacking(bits):
+    g = torch.Generator().manual_seed(bits)
+    images = torch.randint(0, 256, (5, 37), generator=g, dtype=torch.uint8)
+    n = 37 * (8 // bits) - 3
+    stacked = Q.unpack(images, bits, n)
+    assert stacked.shape == (5, n)
+    assert torch.equal(stacked, _old_stack_unpack(images, bits, n))
+    for i in range(5):
+        assert torch.equal(stacked[i], Q.unpack(images[i], bits, n))
+    with pytest.raises(ValueError, match="bytes"):
+        Q.unpack(images, bits, 37 * (8 // bits) + 1)
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_dequantize_of_a_stack_is_bit_identical_to_one_image_at_a_time(bits):
+    from sramsim.inject.weight_sets import dequantize_stack
+    qm = QuantizedModel(tiny_model(), bits=bits, scheme="asymmetric", include_bias=True)
+    rng = np.random.default_rng(bits)
+    images = rng.integers(0, 256, (4, qm.image.size)).astype(np.uint8)
+    stack = dequantize_stack(qm, torch.from_numpy(images))
+    for i in range(4):
+        single = qm.dequantize(images[i])
+        for name, w in single.items():
+            assert stack[name].shape == (4, *w.shape)
+            assert torch.equal(stack[name][i], w)
+    with pytest.raises(ValueError, match="nbytes"):
+        dequantize_stack(qm, torch.from_numpy(images[0]))
+    with pytest.raises(ValueError, match="uint8"):
+        qm.dequantize(images[:, :-1])
+
+
+@pytest.mark.parametrize("bad", ["hello", None, {"weight": torch.zeros(2)}, nn.Linear])
+def test_quantized_model_refuses_what_is_not_a_module(bad):
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        QuantizedModel(bad)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"bits": 8.0}, "bits"), ({"bits": True}, "bits"), ({"word_bits": 16.0}, "word_bits"),
+    ({"word_bits": 12}, "word_bits"), ({"clip": -1.0}, "clip"), ({"clip": float("nan")}, "clip"),
+    ({"clip": "0.5"}, "clip")])
+def test_quantized_model_refuses_coerced_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        QuantizedModel(tiny_model(), **kwargs)
+
+
+def test_quantized_model_accepts_numpy_integers():
+    qm = QuantizedModel(tiny_model(), bits=np.int64(4), word_bits=np.int32(16))
+    assert qm.bits == 4 and type(qm.bits) is int and qm.word_bits == 16 and qm.image.size % 2 == 0
+
+
+def test_quantized_model_refuses_non_finite_weights():
+    m = tiny_model()
+    with torch.no_grad():
+        m.fc2.weight[0, 1] = float("nan")
+    with pytest.raises(ValueError, match="fc2.weight.*NaN"):
+        QuantizedModel(m)
+
+
+@pytest.mark.parametrize("offset", [1.5, "3", 2.0, True, None])
+def test_offset_must_be_an_integer(offset):
+    qm = QuantizedModel(tiny_model(), bits=8)
+    chip = Chip(Geometry(1, 40), np.array([7], np.uint64), np.array([0.9], np.float32),
+                np.array([0], np.uint8), v_floor=0.8)
+    with pytest.raises(TypeError, match="offset"):
+        qm.perturbed(chip, voltage=0.85, offset=offset)
+    with pytest.raises(TypeError, match="offset"):
+        qm.faulty_image(chip, 0.85, offset=offset)
+
+
+def test_numpy_integer_and_negative_offsets_are_placements():
+    qm = QuantizedModel(tiny_model(), bits=8)                   # 10 bytes
+    chip = Chip(Geometry(1, 40), np.array([7], np.uint64), np.array([0.9], np.float32),
+                np.array([0], np.uint8), v_floor=0.8)           # 5 bytes: tiled twice
+    a = qm.faulty_image(chip, 0.85, offset=np.int64(1))
+    assert np.array_equal(a, qm.faulty_image(chip, 0.85, offset=1))
+    assert np.array_equal(qm.faulty_image(chip, 0.85, offset=-4), a)   # -4 = 1 mod 5
+
+
+def test_perturbed_into_a_caller_buffer():
+    qm = QuantizedModel(tiny_model(), bits=4)
+    chip = Chip(Geometry(1, 40), np.array([7], np.uint64), np.array([0.9], np.float32),
+                np.array([0], np.uint8), v_floor=0.8)
+    out = np.empty_like(qm.image)
+    w = qm.perturbed(chip, voltage=0.85, out=out)
+    assert np.array_equal(out, qm.faulty_image(chip, 0.85))
+    out[:] = 0                                          # the weights do not share the buffer
+    assert all(torch.equal(w[k], v) for k, v in qm.perturbed(chip, voltage=0.85).items())

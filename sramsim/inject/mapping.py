@@ -21,23 +21,32 @@ def apply_faults(image: np.ndarray, source, voltage: float | None = None, offset
 
     source: a `Chip` (needs `voltage`; persistent faults, placed with `offset`), a
     `RandomBitErrors` (fresh faults over the image's own bits), or a `Faults` record whose
-    addresses are bit indices into the image itself.
+    addresses are bit indices into the image itself. `offset` (chip words) must be an integer
+    (Python or numpy; any sign, taken mod the chip's capacity): 1.5 or "3" is refused, not rounded.
     """
     if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 1):
         raise TypeError("image must be a 1-D uint8 numpy array")
     if out is None:
         out = np.empty_like(image)
-    elif out.shape != image.shape or out.dtype != np.uint8:
+    elif not isinstance(out, np.ndarray) or out.shape != image.shape or out.dtype != np.uint8:
         raise ValueError("out must be a uint8 array shaped like the image")
+    offset = check_offset(offset)
     if isinstance(source, Chip):
         if voltage is None:
             raise ValueError("a Chip needs a voltage")
-        return _apply_chip(image, source, voltage, int(offset), out)
+        return _apply_chip(image, source, voltage, offset, out)
     if isinstance(source, RandomBitErrors):
         return apply_bit_faults(image, source.draw(image.shape[0] * 8), out, checked=True)
     if isinstance(source, Faults):
         return apply_bit_faults(image, source, out)
     raise TypeError(f"unknown fault source {type(source).__name__}; use Chip, RandomBitErrors or Faults")
+
+
+def check_offset(offset) -> int:
+    """`offset` as a Python int; a non-integer (float, str, bool) is a TypeError naming it."""
+    if isinstance(offset, (bool, np.bool_)) or not isinstance(offset, (int, np.integer)):
+        raise TypeError(f"offset must be an integer (chip words), got {offset!r}")
+    return int(offset)
 
 
 def _apply_chip(image: np.ndarray, chip: Chip, voltage: float, offset: int,

@@ -12,6 +12,7 @@ layout so that a bit error in a code has the effect it has on real hardware.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -32,9 +33,10 @@ class LayerQuant:
 
 
 def check_scheme(scheme: str, bits: int) -> None:
+    """Refuse an unknown scheme or a bit width other than 8, 4, 2 (ValueError naming it)."""
     if scheme not in SCHEMES:
         raise ValueError(f"unknown quantization scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
-    if bits not in BITS:
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or bits not in BITS:
         raise ValueError(f"bits must be one of {BITS}, got {bits!r}")
 
 
@@ -104,9 +106,17 @@ def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def unpack(image: torch.Tensor, bits: int, n: int) -> torch.Tensor:
-    """Bytes -> the first n m-bit codes (inverse of `pack`)."""
+    """Bytes -> the first n m-bit codes along the last axis (inverse of `pack`).
+
+    `image` is [..., nbytes]: one image or a stack of them (leading axes are kept), so a single
+    model and a batch of K faulty models decode through the same code.
+    """
+    per = 8 // bits
+    nbytes = -(-n // per)
+    if image.shape[-1] < nbytes:
+        raise ValueError(f"{n} {bits}-bit codes need {nbytes} bytes, the image has {image.shape[-1]}")
     if bits == 8:
-        return image[:n]
+        return image[..., :n]
     shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=image.device)
-    codes = (image[:, None] >> shifts) & (2 ** bits - 1)
-    return codes.reshape(-1)[:n]
+    codes = (image[..., :nbytes, None] >> shifts) & (2 ** bits - 1)
+    return codes.reshape(*image.shape[:-1], nbytes * per)[..., :n]

@@ -1,12 +1,15 @@
 """A model's quantized weights as one memory image, and the faulty weights read back from it."""
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from sramsim.errors import InputError
 from sramsim.inject import quantization as Q
 from sramsim.inject.mapping import apply_faults
 
@@ -43,13 +46,27 @@ class QuantizedModel:
     image: all codes concatenated in parameter order, packed 8/m per byte (LSB first), padded
     to a whole number of `word_bits` words. `faulty_image` / `perturbed` read it back through a
     fault source; the clean image is never modified.
+
+    Threads: the object holds no mutable scratch state, so several threads may call
+    `faulty_image` / `perturbed` / `dequantize` on one QuantizedModel (and one Chip) at once;
+    each call writes only into its own new array or the `out` its caller passes.
     """
 
     def __init__(self, model: nn.Module, bits: int = 8, scheme: str = "symmetric",
                  clip: float | None = None, include_bias: bool = False, word_bits: int = 8):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         Q.check_scheme(scheme, bits)
-        if word_bits % 8 or word_bits <= 0:
-            raise ValueError("word_bits must be a positive multiple of 8")
+        bits = int(bits)
+        if isinstance(word_bits, bool) or not isinstance(word_bits, numbers.Integral) or word_bits % 8 \
+                or word_bits <= 0:
+            raise ValueError(f"word_bits must be a positive multiple of 8, got {word_bits!r}")
+        word_bits = int(word_bits)
+        if clip is not None:
+            if isinstance(clip, bool) or not isinstance(clip, numbers.Real) \
+                    or not math.isfinite(clip) or clip <= 0:
+                raise ValueError(f"clip must be a positive finite number, got {clip!r}")
+            clip = float(clip)
         self.model = model
         self.bits, self.scheme, self.clip = bits, scheme, clip
         self.word_bits = word_bits
@@ -61,6 +78,8 @@ class QuantizedModel:
         with torch.no_grad():
             for name in self.names:
                 w = params[name].detach().to("cpu", torch.float32)
+                if not bool(torch.isfinite(w).all()):
+                    raise InputError(f"weight {name!r} holds NaN or infinite values; cannot quantize it")
                 if clip is not None:
                     w = torch.clamp(w, -clip, clip)
                 q = Q.layer_params(w, bits, scheme)
@@ -74,14 +93,15 @@ class QuantizedModel:
         self.image = np.zeros(-(-packed.size // word_bytes) * word_bytes, dtype=np.uint8)
         self.image[:packed.size] = packed
         self.image.setflags(write=False)
-        self._scratch = np.empty_like(self.image)
 
     @property
     def n_bits(self) -> int:
+        """Bits in the memory image (what a random fault source draws over)."""
         return self.image.size * 8
 
     @property
     def n_words(self) -> int:
+        """Memory words of `word_bits` bits in the image."""
         return self.image.size * 8 // self.word_bits
 
     def faulty_image(self, source, voltage: float | None = None, offset: int = 0,
@@ -91,26 +111,40 @@ class QuantizedModel:
         return apply_faults(self.image, source, voltage, offset, out)
 
     def dequantize(self, image: np.ndarray | torch.Tensor, device=None) -> dict[str, torch.Tensor]:
-        """Weights decoded from an image (clean or faulty), as {parameter name: tensor}."""
+        """Weights decoded from an image (clean or faulty), as {parameter name: tensor}.
+
+        image: [nbytes] -> tensors shaped like the parameters; a stack [K, nbytes] (any leading
+        axes) -> [K, *shape] per parameter (the batched EOPM path), through the same decoding.
+        """
         if isinstance(image, np.ndarray):
             # torch cannot wrap a read-only array (the clean image) without a copy
             img = torch.from_numpy(image if image.flags.writeable else image.copy())
-        else:
+        elif isinstance(image, torch.Tensor):
             img = image
+        else:
+            raise TypeError(f"image must be a numpy array or torch tensor, got {type(image).__name__}")
+        if img.dtype != torch.uint8 or img.dim() < 1 or img.shape[-1] != self.image.size:
+            raise ValueError(f"image must be uint8 [..., {self.image.size}], got {img.dtype} "
+                             f"{list(img.shape)}")
         if device is not None:
             img = img.to(device)
         codes = Q.unpack(img, self.bits, self.n_codes)
-        return {s.name: Q.dequantize(codes[s.start:s.start + s.count], s.quant).reshape(s.shape)
-                for s in self.segments}
+        lead = tuple(img.shape[:-1])
+        return {s.name: Q.dequantize(codes[..., s.start:s.start + s.count], s.quant)
+                .reshape(*lead, *s.shape) for s in self.segments}
 
     def clean_weights(self, device=None) -> dict[str, torch.Tensor]:
         """Quantized weights without faults (what the accelerator holds at nominal voltage)."""
         return self.dequantize(self.image, device)
 
     def perturbed(self, source, voltage: float | None = None, offset: int = 0,
-                  device=None) -> dict[str, torch.Tensor]:
-        """Faulty dequantized weights, for `torch.func.functional_call(model, weights, x)`."""
-        return self.dequantize(self.faulty_image(source, voltage, offset, out=self._scratch), device)
+                  device=None, out: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """Faulty dequantized weights, for `torch.func.functional_call(model, weights, x)`.
+
+        The faulty image goes into `out` when given (a buffer the caller reuses; one per thread),
+        else into a new array: the weights returned never share memory with it.
+        """
+        return self.dequantize(self.faulty_image(source, voltage, offset, out=out), device)
 
     def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         """Run the model with `weights` swapped in; the model's own parameters stay untouched."""

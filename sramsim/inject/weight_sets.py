@@ -9,23 +9,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sramsim import QuantizedModel
-from sramsim.inject import quantization as Q
-
+from sramsim.inject.quantized_model import QuantizedModel
 from sramsim.inject.draws import apply_numpy
 from sramsim.inject.torch_backend import TorchApplier
 
 
 def dequantize_stack(qm: QuantizedModel, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """[K, nbytes] uint8 images -> {name: [K, *shape]} weights (qm.dequantize, K at once)."""
-    k = images.shape[0]
-    if qm.bits == 8:
-        codes = images[:, :qm.n_codes]
-    else:
-        shifts = torch.arange(0, 8, qm.bits, dtype=torch.uint8, device=images.device)
-        codes = ((images[:, :, None] >> shifts) & (2 ** qm.bits - 1)).reshape(k, -1)[:, :qm.n_codes]
-    return {s.name: Q.dequantize(codes[:, s.start:s.start + s.count], s.quant).reshape(k, *s.shape)
-            for s in qm.segments}
+    """[K, nbytes] uint8 images -> {name: [K, *shape]} weights (`qm.dequantize`, K at once)."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 2:
+        raise ValueError(f"images must be a [K, nbytes] tensor, got {getattr(images, 'shape', images)!r}")
+    return qm.dequantize(images)
 
 
 class WeightSets:

@@ -1,6 +1,7 @@
 """A chip: a persistent per-bit failure map over voltage, stored sparse and nested by design."""
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -69,6 +70,9 @@ class Chip:
     measured_voltages: np.ndarray | None = None
     attrs: dict = field(default_factory=dict)
     _mask_cache: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
+    # Threads may share a chip: the lock guards the mask cache (byte_masks); not pickled.
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
+                                  compare=False)
 
     MASK_CACHE_SIZE = 3
 
@@ -142,6 +146,11 @@ class Chip:
         faults with vfail in [V', V): a sweep pays each fault once.
         """
         n = self.count(v)
+        with self._lock:
+            return self._cached_masks(n)
+
+    def _cached_masks(self, n: int) -> ByteMasks:
+        """byte_masks for the first n faults; the caller holds self._lock."""
         cache = self._mask_cache
         if n in cache:
             cache.move_to_end(n)
@@ -166,6 +175,16 @@ class Chip:
         while len(cache) > self.MASK_CACHE_SIZE:
             cache.popitem(last=False)
         return masks
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["_lock"]                      # a lock cannot be pickled; each copy gets its own
+        state["_mask_cache"] = OrderedDict()
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def _empty_masks(self) -> ByteMasks:
         return ByteMasks(np.zeros(self.geometry.capacity_bytes, dtype=np.uint8))
