@@ -28,7 +28,7 @@ def test_energy_per_read_leakage_share_is_linear_in_v():
 
 
 @pytest.mark.parametrize("args", [(0.0,), (-1.0,), (float("nan"),), (0.8, 0.0), (0.8, 1.0, 1.5),
-                                  (0.8, 1.0, -0.1)])
+                                  (0.8, 1.0, -0.1), (1.5,), (0.9, 0.8)])
 def test_energy_per_read_rejects_nonsense(args):
     with pytest.raises(InputError):
         E.energy_per_read(*args)
@@ -73,9 +73,11 @@ def _energy(capsys, *argv):
 
 def test_cli_published_counts_give_19_percent(capsys):
     code, out, _ = _energy(capsys, "--accesses", "2755968", "--addon", "ConvL", "--voltage", "0.833",
-                           "--json")
+                           "--count", "published", "--json")
     assert code == 0
     r = json.loads(out)
+    assert r["count"] == "published" and r["addon_accesses_looked_up"] is True
+    assert "looked up" in r["addon_accesses_source"]
     assert r["energy_per_read"] == pytest.approx(0.6939, abs=1e-4)
     assert r["saving"] == pytest.approx(0.19, abs=0.002)
     assert r["addon_accesses"] == 320_256
@@ -98,7 +100,18 @@ def test_cli_human_table(capsys):
     (["--accesses", "100", "--voltage", "nan"], "finite"),
     (["--accesses", "-5", "--voltage", "0.9"], "--accesses must be positive"),
     (["--accesses", "x", "--voltage", "0.9"], "whole number"),
-    (["--accesses", "100", "--addon", "Nope", "--voltage", "0.9"], "no published access count"),
+    (["--accesses", "100", "--addon", "Nope", "--voltage", "0.9", "--count", "published"],
+     "no published access count"),
+    (["--accesses", "100", "--addon", "Nope", "--voltage", "0.9", "--input-shape", "3,32,32"],
+     "no add-on of that name is registered"),
+    (["--accesses", "100", "--ber", "1.5"], "--ber must lie in [0, 1]"),
+    (["--accesses", "100", "--voltage", "0.9", "--count", "systolic"], "nothing to count"),
+    (["--accesses", "100", "--addon-accesses", "5", "--voltage", "0.9", "--count", "weights"],
+     "nothing to count"),
+    (["--model", "/nonexistent/ckpt.pt", "--voltage", "0.9", "--count", "published"],
+     "--count published"),
+    (["--accesses", "100", "--addon", "ConvS", "--voltage", "0.9", "--count", "published",
+      "--input-shape", "3,32,32"], "--input-shape would not be used"),
     (["--accesses", "100", "--voltage", "0.9", "--leakage-share", "2"], "--leakage-share"),
     (["--model", "/nonexistent/ckpt.pt", "--voltage", "0.9"], "ckpt.pt"),
 ])
@@ -120,3 +133,37 @@ def test_cli_model_checkpoint_and_generator_count(cnn_checkpoint, capsys):
     addon = generators.weight_count(generators.build("ConvS", 1))
     assert r["base_accesses"] == base and r["addon_accesses"] == addon
     assert r["saving"] == pytest.approx(1 - 0.833 ** 2 - addon / base)
+
+
+@pytest.mark.parametrize("count", [None, "weights", "systolic"])
+def test_cli_count_governs_the_addon_count(capsys, count):
+    """--count systolic (or the default) never silently falls back to the published table."""
+    argv = ["--accesses", "2755968", "--addon", "ConvS", "--voltage", "0.833", "--json"]
+    argv += [] if count is None else ["--count", count]
+    code, out, err = _energy(capsys, *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "--input-shape" in err and "--count published" in err
+
+
+def test_cli_looked_up_count_is_labelled_in_the_table(capsys):
+    code, out, _ = _energy(capsys, "--accesses", "2755968", "--addon", "UNetL", "--voltage", "0.833",
+                           "--count", "published")
+    assert code == 0
+    assert "180,894" in out and "looked up, not computed" in out
+    assert "not computed" in out.splitlines()[-3]          # the note row under the add-on's reads
+
+
+def test_cli_counted_addon_is_not_labelled_looked_up(capsys):
+    code, out, _ = _energy(capsys, "--accesses", "2755968", "--addon", "UNetL", "--voltage", "0.833",
+                           "--count", "systolic", "--input-shape", "3,32,32", "--json")
+    r = json.loads(out)
+    assert code == 0 and r["count"] == "systolic" and r["addon_accesses_looked_up"] is False
+    assert r["addon_accesses"] == 173_952 != E.PUBLISHED_ACCESSES["UNetL"]
+    assert r["addon_accesses_source"].startswith("UNetL: counted")
+
+
+def test_given_numbers_report_no_count(capsys):
+    code, out, _ = _energy(capsys, "--accesses", "1000", "--addon-accesses", "10", "--voltage", "0.9",
+                           "--json")
+    r = json.loads(out)
+    assert code == 0 and r["count"] is None and r["addon_accesses_looked_up"] is False

@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import argparse
 
+from sramsim.analysis import addons
 from sramsim.analysis import energy as E
-from sramsim.commands.main import integer, number, print_json
-from sramsim.memory.curves import BUILTINS, BerCurve
-from sramsim.errors import InputError
 from sramsim.analysis.systolic import METHODS, count_accesses
+from sramsim.commands.main import integer, number, print_json
+from sramsim.errors import InputError, check_ber
+from sramsim.memory.curves import BUILTINS, BerCurve
 
-COUNT_LABELS = {"weights": "each weight read once",
-                "systolic": "SCALE-Sim output-stationary 32x32, 64-bit reads, closed form",
-                "scalesim": "scalesim run, output-stationary 32x32, 64-bit reads"}
+PUBLISHED = "published"          # --count published: look the add-on up in E.PUBLISHED_ACCESSES
+COUNT_LABELS = {"weights": "counted: each weight read once",
+                "systolic": "counted: SCALE-Sim output-stationary 32x32, 64-bit reads, closed form",
+                "scalesim": "counted: scalesim run, output-stationary 32x32, 64-bit reads",
+                PUBLISHED: "looked up, not computed: " + E.PUBLISHED_SOURCE}
+ADDONS_PUBLISHED = [k for k in E.PUBLISHED_ACCESSES if k not in ("ResNet18", "VGG19")]
 
 
 def register(subparsers) -> None:
@@ -24,8 +28,9 @@ def register(subparsers) -> None:
     addon = p.add_mutually_exclusive_group()
     addon.add_argument("--addon-accesses", metavar="M", help="reads per inference of the add-on (at nominal V)")
     addon.add_argument("--addon", metavar="NAME",
-                       help="NeuralFuse generator (ConvL, ConvS, DeConvL, DeConvS, UNetL, UNetS): counted "
-                            "from fusion.generators with --model; published counts with --accesses")
+                       help="a registered add-on (NeuralFuse generators: ConvL, ConvS, DeConvL, DeConvS, "
+                            "UNetL, UNetS), counted by --count on the model's input shape or "
+                            "--input-shape; --count published looks up NeuralFuse's published count")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--voltage", metavar="V", help="supply voltage (in the curve's unit)")
     where.add_argument("--ber", metavar="B", help="or: the bit error rate; the voltage is read off the curve")
@@ -34,12 +39,13 @@ def register(subparsers) -> None:
     p.add_argument("--nominal", default="1.0", metavar="VNOM", help="nominal voltage (default 1.0)")
     p.add_argument("--leakage-share", default="0", metavar="S",
                    help="leakage's share of a read's energy at nominal voltage, in [0, 1] (default 0)")
-    p.add_argument("--count", default="weights", choices=METHODS,
+    p.add_argument("--count", default=None, choices=(*METHODS, PUBLISHED),
                    help="how to count weight reads of --model/--addon: weights (each read once, "
-                        "default), systolic (SCALE-Sim's output-stationary 32x32 count, 64-bit reads, "
-                        "closed form) or scalesim (the same from a scalesim run; slow)")
+                        "the default), systolic (SCALE-Sim's output-stationary 32x32 count, 64-bit "
+                        "reads, closed form), scalesim (the same from a scalesim run; slow), or "
+                        "published (--accesses with --addon: NeuralFuse's published count, looked up)")
     p.add_argument("--input-shape", metavar="C,H,W",
-                   help="input size for counting --addon next to --accesses (else the published counts)")
+                   help="input size for counting --addon next to --accesses")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -60,8 +66,9 @@ def compute(args: argparse.Namespace) -> dict:
     if not 0.0 <= leak <= 1.0:
         raise InputError(f"--leakage-share must lie in [0, 1], got {args.leakage_share}")
     voltage = _voltage(args, curve, nominal)
-    base, base_source, input_shape = _base_accesses(args)
-    addon_name, addon, addon_source = _addon_accesses(args, input_shape)
+    method = _count_method(args)
+    base, base_source, input_shape = _base_accesses(args, method)
+    addon_name, addon, addon_source = _addon_accesses(args, method, input_shape)
     e_read = E.energy_per_read(voltage, nominal, leak)
     return {
         "voltage": voltage,
@@ -69,13 +76,14 @@ def compute(args: argparse.Namespace) -> dict:
         "curve": curve.name,
         "ber": float(curve.ber(voltage)),
         "leakage_share": leak,
-        "count": args.count,
+        "count": method,                             # None: every number was given
         "energy_per_read": e_read,
         "base_accesses": base,
         "base_accesses_source": base_source,
         "addon": addon_name,
         "addon_accesses": addon,
         "addon_accesses_source": addon_source,
+        "addon_accesses_looked_up": method == PUBLISHED and addon_name is not None,
         "energy_base": e_read,                       # base reads at V, per nominal base energy
         "energy_addon": addon / base,                # add-on reads at nominal, same unit
         "saving_without_addon": 1.0 - e_read,
@@ -85,7 +93,7 @@ def compute(args: argparse.Namespace) -> dict:
 
 def _voltage(args, curve: BerCurve, nominal: float) -> float:
     if args.ber is not None:
-        ber = number(args.ber, "--ber")
+        ber = check_ber(args.ber, "--ber")
         try:
             return float(curve.voltage(ber))
         except ValueError as exc:
@@ -109,7 +117,26 @@ def _input_shape(text: str) -> tuple[int, int, int]:
     return shape
 
 
-def _base_accesses(args) -> tuple[int, str, tuple | None]:
+def _count_method(args) -> str | None:
+    """The counting method that governs every number not given: --count, else "weights".
+
+    None when nothing is counted (the base reads are given and the add-on's are given or absent);
+    an explicit --count that would count nothing is refused rather than ignored.
+    """
+    counts_something = args.model is not None or args.addon is not None
+    if not counts_something:
+        if args.count is not None:
+            raise InputError(f"--count {args.count}: nothing to count (--accesses and "
+                             f"{'--addon-accesses' if args.addon_accesses else 'no add-on'} given); "
+                             f"drop --count or count a --model / --addon")
+        return None
+    if args.count == PUBLISHED and args.model is not None:
+        raise InputError("--count published looks up NeuralFuse's published add-on counts next to "
+                         "--accesses N; with --model use weights, systolic or scalesim")
+    return args.count or "weights"
+
+
+def _base_accesses(args, method: str | None) -> tuple[int, str, tuple | None]:
     """(reads per inference, where the number came from, the model's input shape [C, H, W])."""
     if args.accesses is not None:
         n = integer(args.accesses, "--accesses", None)
@@ -125,11 +152,13 @@ def _base_accesses(args) -> tuple[int, str, tuple | None]:
     else:
         raise InputError(f"{args.model}: the checkpoint does not record its image size; "
                          f"pass --input-shape C,H,W")
-    n = count_accesses(model, shape, args.count)
-    return n, f"{args.model}: {COUNT_LABELS[args.count]}", shape
+    n = count_accesses(model, shape, method)
+    return n, f"{args.model}: {COUNT_LABELS[method]}", shape
 
 
-def _addon_accesses(args, input_shape: tuple | None) -> tuple[str | None, int, str | None]:
+def _addon_accesses(args, method: str | None,
+                    input_shape: tuple | None) -> tuple[str | None, int, str | None]:
+    """(add-on name, its reads per inference, where the number came from)."""
     if args.addon_accesses is not None:
         m = integer(args.addon_accesses, "--addon-accesses", None)
         if m < 0:
@@ -138,22 +167,19 @@ def _addon_accesses(args, input_shape: tuple | None) -> tuple[str | None, int, s
     if args.addon is None:
         return None, 0, None
     name = args.addon
+    if method == PUBLISHED:
+        if name not in ADDONS_PUBLISHED:
+            raise InputError(f"--addon {name}: no published access count "
+                             f"(known: {', '.join(ADDONS_PUBLISHED)}); count it with --input-shape C,H,W")
+        if input_shape is not None:
+            raise InputError("--count published looks the add-on up; --input-shape would not be "
+                             "used (drop it, or pick a --count that counts)")
+        return name, E.PUBLISHED_ACCESSES[name], f"{name}: {COUNT_LABELS[PUBLISHED]}"
     if input_shape is None:
-        # The base count came from elsewhere (e.g. SCALE-Sim): use the matching published counts.
-        if name not in E.PUBLISHED_ACCESSES or name in ("ResNet18", "VGG19"):
-            known = [k for k in E.PUBLISHED_ACCESSES if k not in ("ResNet18", "VGG19")]
-            raise InputError(f"--addon {name}: no published access count (known: {', '.join(known)}); "
-                             f"pass --addon-accesses, --input-shape C,H,W, or --model CKPT to count it")
-        return name, E.PUBLISHED_ACCESSES[name], E.PUBLISHED_SOURCE
-    try:
-        from fusion import generators  # optional: fusion builds on sramsim, never the reverse
-    except ImportError:
-        raise InputError("--addon needs the fusion package; pass --addon-accesses instead") from None
-    try:
-        generator = generators.build(name, input_shape[0])
-    except (KeyError, ValueError) as exc:
-        raise InputError(f"--addon {name}: {' '.join(str(exc).split())}") from None
-    return name, count_accesses(generator, input_shape, args.count), f"{name}: {COUNT_LABELS[args.count]}"
+        raise InputError(f"--addon {name} with --accesses: pass --input-shape C,H,W to count its "
+                         f"reads ({method}), or --count published to look up NeuralFuse's count")
+    generator = addons.build(name, input_shape[0])
+    return name, count_accesses(generator, input_shape, method), f"{name}: {COUNT_LABELS[method]}"
 
 
 def _print_table(r: dict) -> None:
@@ -167,6 +193,9 @@ def _print_table(r: dict) -> None:
         label = r["addon"] or "add-on"
         rows.append((f"{label} reads/inference", f"{r['addon_accesses']:,} at nominal voltage "
                                                  f"({r['addon_accesses_source']})"))
+    if r["addon_accesses_looked_up"]:
+        rows.append(("note", f"the {label} count is looked up in a table (--count published), "
+                             "not computed"))
     rows += [("saving without add-on", f"{100 * r['saving_without_addon']:.2f}%"),
              ("saving", f"{100 * r['saving']:.2f}%")]
     width = max(len(k) for k, _ in rows)
