@@ -84,9 +84,6 @@ def main() -> None:
         "plain_step_s": t_plain, "reference_s": (n + 1) * t_plain,
         "eopm": results, "best": best, "ratio": results[best]["ratio_vs_plain"],
         "target_ratio": TARGET, "meets_target": results[best]["ratio_vs_plain"] <= TARGET,
-        "gpu": "no GPU lent in this task: CPU only",
-        "note": "The EOPM step runs G once for N+1 base-model passes, so it can be cheaper than "
-                "(N+1) plain steps; the machine is a shared 2-core VM, so absolute times are noisy.",
     })
 
 

@@ -8,9 +8,15 @@ All in one process, medians over repeats:
  (d) a naive dense baseline: one uniform per stored bit, packbits, XOR (as published code does)
  (e) the peer tool MRFI 2.1.0 (weight injection, 8-bit symmetric quantization,
      RandomPositionByRate + IntRandomBitFlip, value rate 8 x BER): extra cost of one faulty forward
-     pass over a clean one. Install with `pip install --no-deps mrfi==2.1.0 pyyaml` (its
-     torchvision requirement is not used at import and has no build beside torch 2.13 here).
-Run: `.venv/bin/python benchmarks/bench_inject.py` -> benchmarks/results/inject.json
+     pass over a clean one, i.e. MRFI's path from clean weights to faulty dequantized weights in
+     use. Install it beside the project, not into it:
+     `.venv/bin/python -m pip install --target .cache/mrfi-pkgs --no-deps mrfi==2.1.0` (pyyaml is
+     needed too; its torchvision requirement is not used at import).
+Headline (ratios.headline_end_to_end): MRFI's extra time over ours end to end, both producing faulty
+DEQUANTIZED weights ready for a forward pass (ours: QuantizedModel.perturbed); image-only (faulty
+memory image, no dequantization) beside it.
+Run: `PYTHONPATH=.cache/mrfi-pkgs .venv/bin/python benchmarks/bench_inject.py`
+  -> benchmarks/results/inject.json
 """
 from __future__ import annotations
 
@@ -40,7 +46,7 @@ def mrfi_extra_cost(model: torch.nn.Module, x: torch.Tensor, ber: float) -> dict
     try:
         from mrfi import MRFI, EasyConfig
     except ImportError:
-        return {"skipped": "mrfi not installed: pip install --no-deps mrfi==2.1.0 pyyaml"}
+        return {"skipped": "mrfi not installed (see the docstring)"}
     config = f"""
 faultinject:
   - type: weight
@@ -105,6 +111,8 @@ def main() -> None:
 
     x = torch.randn(8, 3, 32, 32)
     mrfi = mrfi_extra_cost(model, x, BER)
+    end_to_end = mrfi["extra_s"] / t_perturbed if "extra_s" in mrfi else None
+    image_only = mrfi["extra_s"] / t_faulty if "extra_s" in mrfi else None
 
     result = {
         "model": "resnet18 (CIFAR-style), 8-bit symmetric", "weights": qm.n_codes,
@@ -120,15 +128,15 @@ def main() -> None:
         },
         "mrfi": mrfi,
         "ratios": {
+            "headline_end_to_end_mrfi_over_perturbed": end_to_end,
+            "image_only_mrfi_over_faulty_image": image_only,
             "b_over_a": t_faulty / t_copy,
             "b_1_thread_over_a": t_faulty_1thread / t_copy,
             "d_over_b": t_naive / t_faulty,
-            "e_over_b": (mrfi["extra_s"] / t_faulty) if "extra_s" in mrfi else None,
-            "e_over_b_perturbed": (mrfi["extra_s"] / t_perturbed) if "extra_s" in mrfi else None,
         },
         "targets": {"b_over_a<=2": t_faulty / t_copy <= 2, "c<=0.050s": t_draw <= 0.05,
                     "d_over_b>=100": t_naive / t_faulty >= 100,
-                    "e_over_b>=20": ("extra_s" in mrfi and mrfi["extra_s"] / t_faulty >= 20)},
+                    "image_only_mrfi_over_b>=20": None if image_only is None else image_only >= 20},
     }
     write_result("inject.json", result)
     for k, v in result["median_s"].items():

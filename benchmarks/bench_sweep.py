@@ -18,7 +18,6 @@ cores, once the model is cached).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import ROOT, repo_path, write_result  # noqa: E402
 
 from sramsim.analysis import sweep as S  # noqa: E402
 
@@ -42,7 +41,7 @@ def trained_model(path: Path) -> dict:
     t0 = time.perf_counter()
     meta = train_base("cnn", "fashion-mnist", path, TrainOptions(epochs=1), limit=6000,
                       progress=False, log=None)
-    return {"checkpoint": str(path), "trained": "1 epoch on the first 6000 Fashion-MNIST training "
+    return {"checkpoint": repo_path(path), "trained": "1 epoch on the first 6000 Fashion-MNIST training "
             "images (sramsim.nn.training.train_base, 8-bit QAT)",
             "quantized_test_accuracy_on_6000": meta.get("test_accuracy"),
             "train_or_load_s": round(time.perf_counter() - t0, 1)}
@@ -66,13 +65,12 @@ def main() -> None:
     ap.add_argument("--model", help="checkpoint to use instead of the quickly trained CNN")
     ap.add_argument("--chips", type=int, default=3, help="chips in (a) (default 3)")
     args = ap.parse_args()
-    load_start = os.getloadavg()
     if args.model:
-        model_info = {"checkpoint": args.model, "trained": "given"}
+        model_info = {"checkpoint": repo_path(args.model), "trained": "given"}
     else:
         CACHE.mkdir(exist_ok=True)
         model_info = trained_model(CACHE / "bench_sweep_cnn.pt")
-    model = model_info["checkpoint"]
+    model = str(ROOT / model_info["checkpoint"])
     tmp = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
     try:
         # (a) faults + dequantization vs evaluation, per point
@@ -125,16 +123,12 @@ def main() -> None:
                           f"first {LIMIT_B} test images, 1 torch thread per worker",
                   **runs,
                   "speedup": runs["workers_2"]["points_per_s"] / runs["workers_1"]["points_per_s"],
-                  "identical_points": picks[1] == picks[2],
-                  "note": "wall time includes starting the spawned workers (each imports torch and "
-                          "loads the data); the machine's 2 cores are shared with other jobs"}
+                  "identical_points": picks[1] == picks[2]}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     write_result("sweep.json", {
         "what": __doc__.splitlines()[0],
-        "command": ".venv/bin/python benchmarks/bench_sweep.py",
-        "model": model_info, "load_average_at_start": load_start,
-        "load_average_at_end": os.getloadavg(),
+        "model": model_info,
         "faults_vs_eval": part_a, "throughput": part_b,
     })
 

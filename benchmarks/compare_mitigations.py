@@ -413,21 +413,9 @@ def main(argv=None) -> int:
         "table": summary_table(points, bits_list),
         "rerr_ordering_at_1pct": {str(b): ordering_at(points, b, 0.01) for b in bits_list},
         "stages": stages,
-        "command": "python benchmarks/compare_mitigations.py " + " ".join(argv or sys.argv[1:]),
     }
     out = Path(args.out)
-    if out.exists():
-        try:
-            old = json.loads(out.read_text())
-            if old.get("reading"):
-                result["reading"] = old["reading"]      # written by hand after a run
-        except ValueError:
-            pass
-    if out.parent.resolve() == RESULTS.resolve():
-        write_result(out.name, result)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out.name, result, results=out.parent)
     plot(result, out.with_suffix(".png"))
     log(f"wrote {out} and {out.with_suffix('.png')} in {stages['total_s']:.0f} s")
     print_table(result)
