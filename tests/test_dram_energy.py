@@ -58,7 +58,8 @@ def test_order_holds_on_every_bundled_part_and_voltage():
 
 def test_matches_drampower_reference_trace_lpddr3_1333():
     # DRAMPower's test test/test.py::test_transaction_scheduler runs
-    #   ./drampower -m memspecs/MICRON_4Gb_LPDDR3-1333_32bit_A.xml -t traces/mediabench-jpegencode.trace
+    #   ./drampower -m memspecs/MICRON_4Gb_LPDDR3-1333_32bit_A.xml \
+    #               -t traces/mediabench-jpegencode.trace
     # and expects test/reference/test_transaction_scheduler.out (tukl-msd/DRAMPower, commit
     # 7179d50fa445fff9ee238a24b8f0248049171a53). Its trace details: 92905 activates, 81572 reads,
     # 11333 writes, 92905 precharges, 14895 refreshes, 3842707 active and 34885360 precharged

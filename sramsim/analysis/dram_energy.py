@@ -30,11 +30,11 @@ cycles it keeps its bank busy (with nominal timings: approximate DRAM keeps them
     conflict = miss + tRP * tCK * P_pre                                  another row open
 
 A conflict costs the same commands as a miss (its PRE closes the old row, whose energy the old row's
-activation already carries, and its own row's PRE comes later) plus the tRP it must wait, precharged,
-before it may activate. So over a trace every ACT/PRE pair is counted once, whether the row closes at
-a conflict or at the end. Idle time beyond the accesses (standby between them) and refresh are not
-in these numbers: `background_power` gives them in watts, to be multiplied by a run time and
-reported separately. (Assumed: a conflicting row has been open >= tRAS; bursts back to back.)
+activation already carries, and its own row's PRE comes later) plus the tRP it must wait,
+precharged, before it may activate. So over a trace every ACT/PRE pair is counted once, whether
+the row closes at a conflict or at the end. Idle time beyond the accesses (standby between them)
+and refresh are not in these numbers: `background_power` gives them in watts, to be multiplied by a
+run time and reported separately. (Assumed: a conflicting row has been open >= tRAS; bursts back to back.)
 
 Which supply is lowered: the array supply. SparkXD (DAC 2021) and EDEN (MICRO 2019) lower the DRAM
 supply that powers the cell array, the sense amplifiers and the row buffer (Voltron, SIGMETRICS
@@ -43,7 +43,8 @@ all of the IDD currents (IDD4R: 260 mA on VDD2 vs 5 mA on VDD1 for the default p
 stays at nominal. Every term above is split into its per-supply shares and only the lowered
 supply's share scales, as (V / V_nom)^2: DRAMPower's currents are measured at nominal voltage, and
 the switching current of a capacitive load scales with V too (I = C V f), so E = V I t ~ V^2 -- the
-dynamic model `sramsim.analysis.energy` uses for SRAM. Single-supply parts (`vdd`) lower that supply.
+dynamic model `sramsim.analysis.energy` uses for SRAM. Single-supply parts (`vdd`) lower that
+supply.
 """
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def _supplies(power: dict, where: str) -> list[tuple[str, float, dict]]:
                           ("idd4w", "idd3n"), ("idd5", "idd3n")):
             if currents[cmd] < currents[base]:
                 raise InputError(f"{where}: {cmd} ({currents[cmd]} mA) is below {base} "
-                                 f"({currents[base]} mA) on {name.upper()}: negative command energy")
+                                 f"({currents[base]} mA) on {name.upper()}: negative command "
+                                 "energy")
         out.append((name, volts, currents))
     return out
 
@@ -124,7 +126,7 @@ def _count(value, what: str) -> int:
 
 
 class DramEnergy:
-    """Per-command and per-access energies of one DRAM part (joules), with its array supply lowered."""
+    """Per-command and per-access energies (J) of one DRAM part, with its array supply lowered."""
 
     def __init__(self, spec: dict, lowered: str | None = None):
         where = f"DRAM part {spec.get('name', '?')}"
@@ -161,12 +163,12 @@ class DramEnergy:
 
     @classmethod
     def from_part(cls, name: str = DEFAULT_PART, lowered: str | None = None) -> "DramEnergy":
-        """The energy model of a bundled part (sramsim/memory/parts/NAME.json) or a part file path."""
+        """The energy model of a bundled part (sramsim/memory/parts/NAME.json) or a part file."""
         return cls(load_part(name), lowered=lowered)
 
     # --- voltage ----------------------------------------------------------------------------
     def check_voltage(self, voltage=None) -> float:
-        """The lowered supply's voltage in volts (None = nominal); refuses <= 0 and above nominal."""
+        """The lowered supply's voltage in volts (None = nominal); refuses <= 0 and > nominal."""
         if voltage is None:
             return self.nominal_voltage
         what = f"{self.lowered.upper()} voltage"
@@ -183,7 +185,7 @@ class DramEnergy:
 
     # --- energies ---------------------------------------------------------------------------
     def command_shares(self) -> dict[str, dict[str, float]]:
-        """Nominal per-command energies (J; standby: J per cycle) split by supply: {supply: {...}}."""
+        """Nominal per-command energies (J; standby: J per cycle) by supply: {supply: {...}}."""
         c, tck, nb = self.cycles, self.tck, self.burst_cycles
         out = {}
         for name, volts, i in self.supplies:
@@ -212,7 +214,7 @@ class DramEnergy:
         return {"hit": nb, "miss": c["RCD"] + nb, "conflict": c["RP"] + c["RCD"] + nb}
 
     def access_energies(self, voltage=None) -> dict[str, float]:
-        """Energy of one read burst that is a row-buffer hit, miss or conflict (J; module docstring)."""
+        """Energy (J) of one read burst that is a row-buffer hit, miss or conflict (see module)."""
         e = self.commands(voltage)
         cyc = self.access_cycles()
         hit = e["rd"] + cyc["hit"] * e["act_standby"]
@@ -255,7 +257,7 @@ class DramEnergy:
         return out
 
     def background_power(self, voltage=None) -> dict[str, float]:
-        """Power (W) outside accesses: active / precharged standby, and refresh (one REF per tREFI)."""
+        """Power (W) outside accesses: active / precharged standby, refresh (one REF per tREFI)."""
         e = self.commands(voltage)
         return {"active_standby": e["act_standby"] / self.tck,
                 "precharged_standby": e["pre_standby"] / self.tck,
