@@ -68,3 +68,23 @@ def test_build_byte_masks_exact():
     assert xor.tolist() == [0x01, 0x04, 0x00]
     assert clear.tolist() == [0x00, 0x02, 0x00]
     assert set_.tolist() == [0x00, 0x00, 0x80]
+
+
+def test_repeated_or_out_of_range_fault_addresses_are_refused_on_both_paths():
+    import torch
+    from sramsim import Faults
+    from sramsim.inject.mapping import apply_faults
+    from sramsim.inject.torch_backend import TorchApplier
+    image = np.arange(4, dtype=np.uint8)
+    twice = Faults(np.array([9, 3, 9], np.uint64), np.zeros(3, np.uint8))   # XOR would cancel
+    with pytest.raises(ValueError, match="repeat"):
+        apply_faults(image, twice)
+    applier = TorchApplier(torch.from_numpy(image.copy()))
+    with pytest.raises(ValueError, match="distinct"):                       # index_add_ would carry
+        applier(Faults(np.array([9, 9], np.uint64), np.zeros(2, np.uint8)))
+    with pytest.raises(ValueError, match="beyond"):
+        applier(Faults(np.array([1, 32], np.uint64), np.zeros(2, np.uint8)))
+    with pytest.raises(ValueError, match="beyond"):
+        apply_faults(image, Faults(np.array([32], np.uint64), np.zeros(1, np.uint8)))
+    ok = Faults(np.array([9, 3], np.uint64), np.array([0, 2], np.uint8))   # unsorted is fine here
+    assert apply_faults(image, ok).tolist() == [0 | 0x08, 1 ^ 0x02, 2, 3]

@@ -15,12 +15,14 @@ SPARSE_CHUNKS = 64       # fixed (thread-count independent) split of sorted faul
 
 @njit(cache=True, inline="always")
 def _xor_into(src, x, dst):
+    """dst = src ^ x over equal-length contiguous slices."""
     for k in range(src.shape[0]):
         dst[k] = src[k] ^ x[k]
 
 
 @njit(cache=True, inline="always")
 def _masks_into(src, x, clear, set_, dst):
+    """dst = ((src ^ x) & ~clear) | set_ over equal-length contiguous slices."""
     for k in range(src.shape[0]):
         dst[k] = ((src[k] ^ x[k]) & ~clear[k]) | set_[k]
 

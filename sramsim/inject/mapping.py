@@ -69,16 +69,21 @@ def apply_bit_faults(image: np.ndarray, faults: Faults, out: np.ndarray,
                      checked: bool = False) -> np.ndarray:
     """Copy `image` into `out` and apply faults addressed by bit index into the image.
 
-    `checked=True` promises ascending addresses inside the image (fresh random draws).
+    `checked=True` promises distinct ascending addresses inside the image (fresh random draws);
+    otherwise they are sorted here, and an address beyond the image or one given twice (which
+    the kernels would apply twice: two flips cancel) is a ValueError.
     """
     address = faults.address
     kind = faults.kind
     if not checked and address.shape[0]:
         if int(address.max()) >= image.shape[0] * 8:
             raise ValueError("fault address beyond the end of the image")
-    if not checked and address.shape[0] > 1 and np.any(address[1:] < address[:-1]):
-        order = np.argsort(address, kind="stable")
-        address, kind = address[order], kind[order]
+    if not checked and address.shape[0] > 1:
+        if np.any(address[1:] < address[:-1]):
+            order = np.argsort(address, kind="stable")
+            address, kind = address[order], kind[order]
+        if np.any(address[1:] == address[:-1]):
+            raise ValueError("fault addresses repeat (each faulty bit must be listed once)")
     np.copyto(out, image)
     if address.shape[0] == 0:
         return out

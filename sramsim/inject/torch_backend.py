@@ -30,6 +30,7 @@ class TorchApplier:
         self._chip_masks: dict = {}     # (chip id, #faults) -> device masks; a pool is small
 
     def __call__(self, draw) -> torch.Tensor:
+        """The image read back through `draw` (a `Faults` record or a `ChipDraw`), a new tensor."""
         if isinstance(draw, ChipDraw):
             return self._apply_chip(draw)
         return self._apply_bits(draw)
@@ -37,6 +38,13 @@ class TorchApplier:
     def _apply_bits(self, faults: Faults) -> torch.Tensor:
         if len(faults) == 0:
             return self.image.clone()
+        # index_add_ is an OR only for distinct bits (a repeated bit would carry into the next
+        # one): checked on the host, before anything reaches the device.
+        a = faults.address
+        if a.shape[0] > 1 and np.any(a[1:] <= a[:-1]):
+            raise ValueError("fault addresses must be distinct and ascending (as drawn)")
+        if int(a[-1]) >= self.image.shape[0] * 8:
+            raise ValueError("fault address beyond the end of the image")
         address = torch.from_numpy(faults.address.astype(np.int64)).to(self.device)
         kind = torch.from_numpy(faults.kind).to(self.device)
         byte = address >> 3
