@@ -12,12 +12,14 @@ COMMANDS = ("train", "eval", "demo")
 
 
 def parser():
+    """The `fusion` argument parser (one subparser per module in fusion.commands)."""
     p = build_parser("fusion", "fusion.commands", COMMANDS)
     p.description = __doc__.splitlines()[0]
     return p
 
 
 def main(argv=None) -> int:
+    """Console entry point of `fusion`: the exit status (0 ok, 2 bad input)."""
     return run_main(parser(), argv)
 
 

@@ -8,9 +8,11 @@ i (drawn fresh every step). Only G is trained: M's tensors enter `functional_cal
 stays in eval mode (BatchNorm running statistics frozen). The N+1 weight sets are stacked and
 run in one vmapped call (or a loop over the stack), never as copies of the model.
 
-A run checkpoints after every epoch (G, optimizer, scheduler, the shuffling generator, the fault
-sampler's numpy generator, torch's global RNG) and `fit` resumes from that file, so an interrupted
-and resumed run gives bit-for-bit the generator an uninterrupted run gives. With a validator,
+A run checkpoints after every epoch (G, optimizer, scheduler, the trainer's shuffling generator,
+the fault sampler's numpy generator) and `fit` resumes from that file, so an interrupted and
+resumed run gives bit-for-bit the generator an uninterrupted run gives. All random state lives in
+the trainer: G is initialised under a forked, seeded RNG and nothing in training or loading reads
+or sets torch's global RNG (a caller's random stream is left as it was). With a validator,
 G is scored after every epoch on held-out images and fixed fault maps and the best-scoring G is
 kept (in the checkpoint too); scoring touches no random state, so it changes nothing else.
 """
@@ -145,6 +147,7 @@ class EopmTrainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, c.lr_step, c.lr_gamma)
         self.shuffle = torch.Generator().manual_seed(c.seed)
         self.epoch = 0
+        self.steps_run = 0           # steps taken by this object's `fit` calls (not the checkpoint's)
         self.history: list[dict] = []
         self.train_seconds = 0.0
         # the best-scoring G so far when `fit` validates: {"score", "epoch", "state"}
@@ -206,6 +209,7 @@ class EopmTrainer:
             for s in bar:
                 idx = perm[s:s + bs]
                 r = self.step(x[idx], y[idx])
+                self.steps_run += 1
                 totals += (r["loss"], r["ce_clean"], r["ce_perturbed"])
                 steps += 1
                 bar.set_postfix(loss=f"{r['loss']:.3f}", refresh=False)
@@ -250,6 +254,7 @@ class EopmTrainer:
         return g.eval()
 
     def state_dict(self) -> dict:
+        """Everything an exact resume needs (the checkpoint's contents)."""
         return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                 "config": asdict(self.config), "base_image": image_fingerprint(self.qm),
                 "fault_source": self.sampler.describe(), "epoch": self.epoch,
@@ -258,10 +263,11 @@ class EopmTrainer:
                 "train_seconds": self.train_seconds,
                 "averaged": None if self.averaged is None else self.averaged.state_dict(),
                 "best": self.best, "validation": self._validation,
-                "rng": {"shuffle": self.shuffle.get_state(), "torch": torch.get_rng_state(),
+                "rng": {"shuffle": self.shuffle.get_state(),
                         "sampler": _encode_np_state(self.sampler.state())}}
 
     def save_checkpoint(self, path: str | Path) -> None:
+        """Write `state_dict()` atomically (a crash never leaves half a checkpoint)."""
         atomic_torch_save(self.state_dict(), path)
 
     def load_checkpoint(self, path: str | Path) -> None:
@@ -289,7 +295,8 @@ class EopmTrainer:
         if self.averaged is not None:
             self.averaged.load_state_dict(obj["averaged"])
         self.shuffle.set_state(obj["rng"]["shuffle"])
-        torch.set_rng_state(obj["rng"]["torch"])
+        # (older checkpoints also hold torch's global RNG state under "torch": never restored,
+        # since training draws nothing from it)
         self.sampler.set_state(_decode_np_state(obj["rng"]["sampler"]))
         self.epoch = int(obj["epoch"])
         self.history = list(obj["history"])
@@ -313,6 +320,7 @@ def _encode_np_state(state: dict) -> dict:
 
 
 def _decode_np_state(state: dict) -> dict:
+    """Inverse of `_encode_np_state`."""
     return {k: (int(v["__int__"]) if isinstance(v, dict) and "__int__" in v else
                 _decode_np_state(v) if isinstance(v, dict) else v)
             for k, v in state.items()}

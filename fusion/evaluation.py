@@ -18,11 +18,11 @@ import torch
 from sramsim import BerCurve, Chip, QuantizedModel
 from sramsim.analysis import energy as E
 from sramsim.nn.data import Dataset
-from sramsim.errors import InputError
-from sramsim.nn.evaluation import accuracy
-
-from sramsim.inject.draws import ChipDraw, ChipPool, RandomSampler
+from sramsim.errors import InputError, check_ber
+from sramsim.inject.draws import ChipPool, RandomSampler, fixed_draws
 from sramsim.inject.weight_sets import WeightSets, dequantize_stack
+from sramsim.nn.evaluation import accuracy, robust_error_summary
+from sramsim.stats import ci95_halfwidth, mean_std
 
 CURVE = "finfet14"
 EVAL_SEED = 2024   # fault maps of evaluation; training samplers use other seeds
@@ -61,12 +61,12 @@ class FaultSpec:
                 raise InputError(f"--voltage must be a positive number, got {self.voltage!r}")
             self.ber = float(curve.ber(self.voltage))
         else:
-            if not (0.0 <= self.ber < 1.0):
-                raise InputError(f"--ber must lie in [0, 1), got {self.ber!r}")
+            self.ber = check_ber(self.ber, "--ber", allow_one=False)
             self.voltage = float(curve.voltage(self.ber))
 
     @property
     def nominal(self) -> float:
+        """Nominal supply voltage (the chips', or 1 on the normalised curve)."""
         return float(self.chips[0].nominal_voltage) if self.chips else 1.0
 
     def sampler(self, seed: int):
@@ -75,25 +75,20 @@ class FaultSpec:
             return ChipPool(self.chips, self.voltage, seed=seed)
         return RandomSampler(self.ber, seed=seed)
 
-    def eval_draws(self, nbits: int, n_models: int | None, seed: int = EVAL_SEED) -> list:
-        """The fixed fault maps of an evaluation.
+    def eval_draws(self, nbits: int, n_models: int | None, seed: int = EVAL_SEED,
+                   purpose: str = "test") -> list:
+        """The fixed fault maps of an evaluation (`purpose="test"`) or a validation set.
 
-        Random errors: `n_models` (default 10) maps from `seed`. Chips: each chip at offset 0,
-        then (when `n_models` asks for more) chips in turn at seeded random offsets.
+        `n_models` defaults to 10 random maps, or one map per chip; which maps is
+        `sramsim.inject.draws.fixed_draws`'s rule (validation maps are never evaluation maps).
         """
-        if self.chips:
-            n = len(self.chips) if n_models is None else n_models
-            rng = np.random.default_rng(seed)
-            draws = []
-            for k in range(n):
-                chip = self.chips[k % len(self.chips)]
-                offset = 0 if k < len(self.chips) else int(rng.integers(chip.geometry.capacity_words))
-                draws.append(ChipDraw(chip, self.voltage, offset))
-            return draws
-        sampler = RandomSampler(self.ber, seed=seed)
-        return [sampler.draw(nbits) for _ in range(10 if n_models is None else n_models)]
+        n = n_models if n_models is not None else len(self.chips) if self.chips else 10
+        return list(fixed_draws(nbits, n, ber=None if self.chips else self.ber, chips=self.chips,
+                                voltage=self.voltage if self.chips else None, seed=seed,
+                                purpose=purpose))
 
     def describe(self) -> dict:
+        """The fault source as JSON (reports, generator meta, checkpoints)."""
         if self.chips:
             return {"kind": "chips", "voltage": self.voltage,
                     "chips": [c.name for c in self.chips],
@@ -126,17 +121,11 @@ def transformed(generator, dataset: Dataset, batch_size: int = 1000, device="cpu
                    dataset.num_classes, dataset.name)
 
 
-def _stats(values: list[float]) -> tuple[float, float]:
-    a = np.asarray(values, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
-
-
 def _errors(ca: float, pa: list[float], suffix: str = "") -> dict:
-    """Clean error and robust error (RErr, Stutz et al., MLSys 2021): a test example counts as
-    wrong when the model under bit errors gets it wrong; mean and std over the fault maps."""
-    rerr = [1.0 - a for a in pa]
-    mean, std = _stats(rerr)
-    return {f"clean_error{suffix}": 1.0 - ca, f"rerr{suffix}_mean": mean, f"rerr{suffix}_std": std}
+    """`robust_error_summary` under this report's key names."""
+    r = robust_error_summary(ca, pa)
+    return {f"clean_error{suffix}": r["clean_error"], f"rerr{suffix}_mean": r["robust_error"],
+            f"rerr{suffix}_std": r["robust_error_std"]}
 
 
 class Validator:
@@ -146,7 +135,9 @@ class Validator:
     EOPM trains against fresh random maps, so the last epoch's G is not always the most robust
     one and runs with different seeds differ by more than their epochs; keeping the G that
     scores best here is early stopping that never looks at the maps it is finally judged on.
-    With chip profiles the first maps are the chips themselves (the target of such a run).
+    Its maps are drawn with `purpose="validation"`: with chip profiles, the chips at odd
+    placement offsets (evaluation uses offset 0 and even ones), with random errors a seed of
+    their own; so no validation map is ever one of the maps G is finally judged on.
     """
 
     def __init__(self, qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, n_models: int = 5,
@@ -155,12 +146,15 @@ class Validator:
             raise InputError(f"validation needs at least one fault map, got {n_models}")
         if len(dataset) == 0:
             raise InputError(f"validation set {dataset.name!r} is empty")
+        if seed == EVAL_SEED:
+            raise InputError(f"validation seed {seed} is the evaluation seed; use another")
         self.device = torch.device(device)
         self.base = qm.model.to(self.device).eval()
         self.dataset = dataset
         self.batch_size = batch_size
         ws = WeightSets(qm, self.device)
-        draws = faults.eval_draws(qm.n_bits, n_models, seed)
+        draws = faults.eval_draws(qm.n_bits, n_models, seed, purpose="validation")
+        self.draws = draws          # the validation fault maps (Faults or ChipDraw records)
         stack = dequantize_stack(qm, ws.images(draws))
         self.weights = [{n: w[i] for n, w in stack.items()} for i in range(len(draws))]
         self.seed = seed
@@ -172,8 +166,12 @@ class Validator:
         return float(np.mean([accuracy(self.base, gx, w, self.batch_size) for w in self.weights]))
 
     def describe(self) -> dict:
-        return {"samples": len(self.dataset), "maps": len(self.weights), "seed": self.seed,
-                "fault_source": self.faults.describe()}
+        """What the scores are measured on (a resumed run must validate on the same)."""
+        d = {"samples": len(self.dataset), "maps": len(self.weights), "seed": self.seed,
+             "fault_source": self.faults.describe()}
+        if self.faults.chips:
+            d["placements"] = "odd offsets"      # chip validation maps before this were others
+        return d
 
 
 def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=None,
@@ -187,8 +185,6 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
     base = qm.model.to(device).eval()
     ws = WeightSets(qm, device)
     draws = faults.eval_draws(qm.n_bits, n_models, seed)
-    if not draws:
-        raise InputError("--models must be >= 1")
     inputs = {"plain": dataset}
     if generator is not None:
         generator = generator.to(device)
@@ -202,7 +198,9 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
     shape = tuple(dataset.x.shape[1:])
     base_acc = E.count_accesses(base, shape, count)
     e = E.energy_per_read(faults.voltage, faults.nominal)
-    report = {"ca": ca["plain"], "pa_mean": _stats(pa["plain"])[0], "pa_std": _stats(pa["plain"])[1],
+    pa_mean, pa_std = mean_std(pa["plain"])
+    report = {"ca": ca["plain"], "pa_mean": pa_mean, "pa_std": pa_std,
+              "pa_ci95": ci95_halfwidth(pa["plain"]), "pa_nf_ci95": None,
               "ca_nf": None, "pa_nf_mean": None, "pa_nf_std": None, "recovery": None,
               "energy_saving": E.addon_saving(base_acc, 0, faults.voltage, faults.nominal),
               "energy_saving_base": 1.0 - e, "base_accesses": base_acc, "generator": None,
@@ -211,9 +209,10 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
     report.update(_errors(ca["plain"], pa["plain"]))
     if generator is not None:
         g_acc = E.count_accesses(generator, shape, count)
-        nf_mean, nf_std = _stats(pa["nf"])
+        nf_mean, nf_std = mean_std(pa["nf"])
         lost = report["ca"] - report["pa_mean"]
         report.update({"ca_nf": ca["nf"], "pa_nf_mean": nf_mean, "pa_nf_std": nf_std,
+                       "pa_nf_ci95": ci95_halfwidth(pa["nf"]),
                        "recovery": nf_mean - report["pa_mean"],
                        "recovered_fraction": (nf_mean - report["pa_mean"]) / lost if lost > 0 else None,
                        "energy_saving": E.addon_saving(base_acc, g_acc, faults.voltage, faults.nominal),

@@ -101,6 +101,7 @@ class Generator(nn.Module):
 
     @property
     def name(self) -> str:
+        """The generator's name in NAMES (family + size), e.g. "ConvS"."""
         return self.family + self.size
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,6 +109,7 @@ class Generator(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """G(x) = clamp(x + t(x), -1, 1), any height and width (padded to 8, cropped back)."""
         h, w = x.shape[-2:]
         ph, pw = (-h) % MULTIPLE, (-w) % MULTIPLE
         if ph or pw:
@@ -118,6 +120,7 @@ class Generator(nn.Module):
         return torch.clamp(x + t, -1.0, 1.0)
 
     def extra_repr(self) -> str:
+        """Name, channels and width in the module's repr."""
         return f"name={self.name}, in_channels={self.in_channels}, width={self.width:g}"
 
 
@@ -134,10 +137,12 @@ class ConvGenerator(Generator):
         self.body = nn.Sequential(*layers)
 
     def transform(self, x):
+        """t(x): the conv stack ending in tanh."""
         return self.body(x)
 
     def last_layer(self):
-        return self.body[-2]      # the BatchNorm before tanh
+        """The BatchNorm before tanh."""
+        return self.body[-2]
 
 
 class DeConvGenerator(Generator):
@@ -153,10 +158,12 @@ class DeConvGenerator(Generator):
         self.body = nn.Sequential(*layers)
 
     def transform(self, x):
+        """t(x): the conv stack ending in tanh."""
         return self.body(x)
 
     def last_layer(self):
-        return self.body[-2]      # the BatchNorm before tanh
+        """The BatchNorm before tanh."""
+        return self.body[-2]
 
 
 class _DoubleConv(nn.Sequential):
@@ -175,6 +182,7 @@ class _Up(nn.Module):
         self.conv = _DoubleConv(2 * cout, cout)
 
     def forward(self, x, skip):
+        """Upsample x, join the encoder's skip, convolve."""
         return self.conv(torch.cat([skip, self.up(x)], dim=1))
 
 
@@ -193,6 +201,7 @@ class UNetGenerator(Generator):
         self.out = nn.Conv2d(w[0], self.in_channels, 1)
 
     def transform(self, x):
+        """t(x): down with skips kept, up joining them, 1x1 conv out."""
         skips = [self.inc(x)]
         for down in self.downs:
             skips.append(down(skips[-1]))
@@ -202,6 +211,7 @@ class UNetGenerator(Generator):
         return self.out(h)
 
     def last_layer(self):
+        """The 1x1 output conv."""
         return self.out
 
 

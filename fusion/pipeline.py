@@ -37,7 +37,8 @@ def train_generator(qm: QuantizedModel, base_info: dict, train_set: Dataset, fau
     passes it). val_set: held-out images; G is scored on them over `val_maps` fixed fault maps
     after every epoch and the best-scoring G is written; val_faults: the faults it is scored
     under (default `faults`; the deployed BER when training at a margin above it).
-    Returns the meta stored with G."""
+    Returns the meta stored with G: "steps" counts every epoch's steps (resumed ones
+    included), "steps_this_run" only this call's."""
     check_shapes(train_set, base_info)
     validator = None
     if val_set is not None:
@@ -55,6 +56,7 @@ def train_generator(qm: QuantizedModel, base_info: dict, train_set: Dataset, fau
             "width": config.width, "base": base_info, "fault_source": faults.describe(),
             "config": asdict(config), "epochs": epochs, "epochs_done": trainer.epoch,
             "complete": complete, "steps": sum(h["steps"] for h in history),
+            "steps_this_run": trainer.steps_run,
             "train_samples": len(train_set), "dataset": train_set.name,
             "train_seconds": trainer.train_seconds, "history": history,
             "checkpoint": str(out_dir / CHECKPOINT),

@@ -349,3 +349,102 @@ def test_validator_scores_mean_accuracy_over_fixed_maps():
                               "fault_source": faults.describe()}
     with pytest.raises(InputError, match="fault map"):
         Validator(qm, data, faults, n_models=0)
+
+
+# --- random state lives in the trainer -----------------------------------------------------------
+def test_training_and_resuming_leave_the_global_rng_alone(tmp_path):
+    """Building, training, checkpointing and resuming neither read nor set torch's global RNG
+    (resume once set it to the state saved by the interrupted run), and the resumed G is still
+    the uninterrupted one whatever the global state of each process."""
+    x, y = tiny_data()
+    qm = QuantizedModel(tiny_base())               # (tiny_base seeds the global RNG itself)
+    config = EopmConfig(generator="ConvS", width=0.25, n_perturbed=3, batch_size=8)
+
+    def trainer():
+        return EopmTrainer(qm, RandomSampler(0.02, seed=11), 1, config)
+    torch.manual_seed(123)
+    trainer().fit(x, y, epochs=1, progress=False, out_dir=tmp_path / "part")
+    torch.manual_seed(456)
+    before = torch.get_rng_state()
+    resumed = trainer()
+    resumed.fit(x, y, epochs=3, progress=False, out_dir=tmp_path / "part")
+    assert torch.equal(torch.get_rng_state(), before)
+    assert "torch" not in torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["rng"]
+    torch.manual_seed(789)
+    full = trainer()
+    full.fit(x, y, epochs=3, progress=False)
+    a, b = full.generator.state_dict(), resumed.generator.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resumed_run_counts_only_its_own_steps(tmp_path):
+    """train_generator's "steps_this_run" (what `fusion train` prints as "N steps this run") is
+    this call's steps; "steps" is every epoch's (3 batches of 8 per epoch here)."""
+    from fusion.evaluation import FaultSpec
+    from fusion.pipeline import train_generator
+    from sramsim.nn.data import Dataset
+    qm = QuantizedModel(tiny_base())
+    x, y = tiny_data()
+    data = Dataset(x, y, 3, "tiny")
+    config = EopmConfig(generator="ConvS", width=0.25, n_perturbed=2, batch_size=8)
+    first = train_generator(qm, {"in_channels": 1}, data, FaultSpec(ber=0.02), config, 1,
+                            tmp_path, progress=False)
+    assert first["steps_this_run"] == first["steps"] == 3
+    again = train_generator(qm, {"in_channels": 1}, data, FaultSpec(ber=0.02), config, 3,
+                            tmp_path, progress=False)
+    assert again["epochs_done"] == 3 and again["steps"] == 9 and again["steps_this_run"] == 6
+    done = train_generator(qm, {"in_channels": 1}, data, FaultSpec(ber=0.02), config, 3,
+                           tmp_path, progress=False)
+    assert done["steps"] == 9 and done["steps_this_run"] == 0      # nothing left to train
+
+
+# --- validation maps are never evaluation maps ---------------------------------------------------
+def _placements(draws):
+    return {(d.chip.name, d.offset) for d in draws}
+
+
+@pytest.mark.parametrize("seed", [0, 2024, 4099])
+def test_validation_chip_maps_are_not_evaluation_maps(seed):
+    """Chips: evaluation puts every chip at offset 0 first, whatever the seed; validation maps
+    (once exactly those) now use odd offsets only, so no (chip, offset) pair is shared."""
+    from fusion.evaluation import FaultSpec, Validator
+    from sramsim.nn.data import Dataset
+    chips = [small_chip(3), small_chip(4)]
+    faults = FaultSpec(voltage=0.8, chips=chips)
+    qm = QuantizedModel(tiny_base())
+    x, y = tiny_data(8)
+    val = Validator(qm, Dataset(x, y, 3, "tiny"), faults, n_models=6, seed=seed + 1)
+    test = faults.eval_draws(qm.n_bits, 40, seed)
+    stack = dequantize_stack(qm, WeightSets(qm).images(test))
+    for w in val.weights:                    # the weights the validator scores G with
+        assert not any(all(torch.equal(w[n], stack[n][i]) for n in qm.names)
+                       for i in range(len(test)))
+    assert len(_placements(val.draws)) == 6
+    assert not _placements(val.draws) & _placements(test)
+    assert {(c.name, 0) for c in chips} <= _placements(test)          # the chips as built
+    assert val.describe()["placements"] == "odd offsets"
+
+
+def test_validation_random_maps_are_not_evaluation_maps():
+    from fusion.evaluation import EVAL_SEED, FaultSpec, Validator
+    from sramsim.nn.data import Dataset
+    faults = FaultSpec(ber=0.05)
+    qm = QuantizedModel(tiny_base())
+    x, y = tiny_data(8)
+    val = Validator(qm, Dataset(x, y, 3, "tiny"), faults, n_models=5)
+    test = faults.eval_draws(qm.n_bits, 30)
+    seen = {d.address.tobytes() for d in test}
+    assert all(d.address.size > 0 and d.address.tobytes() not in seen for d in val.draws)
+    with pytest.raises(InputError, match="evaluation seed"):
+        Validator(qm, Dataset(x, y, 3, "tiny"), faults, n_models=5, seed=EVAL_SEED)
+
+
+def test_validation_refuses_a_chip_with_a_single_placement():
+    from fusion.evaluation import FaultSpec, Validator
+    from sramsim.nn.data import Dataset
+    chip = Chip(Geometry(1, 8), np.array([3], dtype=np.uint64), np.array([0.9], dtype=np.float32),
+                np.array([0], dtype=np.uint8), v_floor=0.8, name="one-word")
+    qm = QuantizedModel(tiny_base())
+    x, y = tiny_data(8)
+    with pytest.raises(InputError, match="single word"):
+        Validator(qm, Dataset(x, y, 3, "tiny"), FaultSpec(voltage=0.85, chips=[chip]), n_models=2)

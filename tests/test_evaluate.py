@@ -5,7 +5,7 @@ from torch import nn
 
 from sramsim import QuantizedModel, RandomBitErrors
 from sramsim.nn.data import Dataset
-from sramsim.nn.evaluation import accuracy, evaluate, predict, robust_error
+from sramsim.nn.evaluation import accuracy, evaluate, predict, robust_error, robust_error_summary
 
 
 def selector(n_in: int = 3) -> nn.Module:
@@ -80,3 +80,16 @@ def test_robust_error_with_bit_errors_is_worse_than_clean():
     r = robust_error(model, ds, (qm.perturbed(source) for _ in range(5)), clean=qm.clean_weights())
     assert r["clean_error"] == 0.0
     assert r["robust_error"] > 0.2 and r["n"] == 5
+
+
+def test_robust_error_summary_is_the_one_rerr():
+    """robust_error, fusion eval's clean_error / rerr_* fields and vuln's rerr_mean all come from it."""
+    r = robust_error_summary(0.75, [0.5, 0.25, 0.75])
+    assert r == {"clean_error": 0.25, "robust_error": pytest.approx(0.5),
+                 "robust_error_std": pytest.approx(0.25), "n": 3}
+    assert robust_error_summary(0.9, [0.6])["robust_error_std"] == 0.0
+    with pytest.raises(ValueError):
+        robust_error_summary(0.9, [])
+    fusion_eval = pytest.importorskip("fusion.evaluation")
+    assert fusion_eval._errors(0.75, [0.5, 0.25, 0.75], "_nf") == {
+        "clean_error_nf": 0.25, "rerr_nf_mean": r["robust_error"], "rerr_nf_std": r["robust_error_std"]}

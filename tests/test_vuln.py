@@ -160,6 +160,44 @@ def test_analyze_random_errors_matches_direct_evaluation():
     assert drops == sorted(drops, reverse=True)
 
 
+def test_vuln_and_fusion_eval_select_the_same_maps():
+    """One selection rule (sramsim.inject.draws.fixed_draws) for `sramsim vuln` and `fusion eval`."""
+    fusion_eval = pytest.importorskip("fusion.evaluation")
+    from sramsim.inject.draws import apply_numpy
+    qm, _, chip = _hand_case()
+    other = Chip(Geometry(1, 64), np.array([3, 9], dtype=np.uint64),
+                 np.array([0.95, 0.9], dtype=np.float32), np.array([FLIP, FLIP], dtype=np.uint8),
+                 v_floor=0.8, name="other")
+    cases = [({"chips": [chip, other], "voltage": 0.85},
+              fusion_eval.FaultSpec(voltage=0.85, chips=[chip, other])),
+             ({"ber": 0.1}, fusion_eval.FaultSpec(ber=0.1))]
+    for kwargs, spec in cases:
+        maps = [m.copy() for m in V.fault_maps(qm, 7, seed=3, **kwargs)]
+        out = np.empty_like(qm.image)
+        expected = [apply_numpy(qm.image, d, out).copy() for d in spec.eval_draws(qm.n_bits, 7, 3)]
+        assert [m.tolist() for m in maps] == [m.tolist() for m in expected]
+        assert len({m.tobytes() for m in maps}) > 1
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "nan"])
+def test_one_ber_check_one_message(value):
+    """vuln, fusion's FaultSpec and the samplers all use sramsim.errors.check_ber."""
+    fusion_eval = pytest.importorskip("fusion.evaluation")
+    from sramsim.errors import InputError, check_ber
+    from sramsim.inject.draws import RandomSampler
+    qm, _, _ = _hand_case()
+    with pytest.raises(InputError) as ref:
+        check_ber(value, "--ber")
+    for make in (lambda: RandomSampler(float(value)), lambda: list(V.fault_maps(qm, 1, ber=float(value)))):
+        with pytest.raises(InputError) as exc:
+            make()
+        assert str(exc.value) == str(ref.value).replace(repr(value), repr(float(value)))
+    with pytest.raises(InputError, match=r"--ber must lie in \[0, 1\)"):
+        fusion_eval.FaultSpec(ber=float(value))
+    with pytest.raises(InputError, match=r"--ber must lie in \[0, 1\)"):
+        fusion_eval.FaultSpec(ber=1.0)                          # no voltage on the curve at BER 1
+
+
 def test_chip_maps_beyond_the_pool_use_other_offsets():
     qm, data, chip = _hand_case()
     maps = [m.copy() for m in V.fault_maps(qm, 3, chips=[chip], voltage=0.85, seed=0)]

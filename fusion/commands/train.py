@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         last = result["history"][-1] if result["history"] else {}
         print(f"{config.generator} trained {result['epochs_done']}/{epochs} epochs "
-              f"({result['steps']} steps this run, {result['train_seconds']:.0f} s) against "
+              f"({result['steps_this_run']} steps this run, {result['steps']} in all, "
+              f"{result['train_seconds']:.0f} s of training in all) against "
               f"{_describe(result['fault_source'])}; last loss {last.get('loss', float('nan')):.4f}")
         val = result["validation"]
         if val:

@@ -5,10 +5,11 @@ import argparse
 import sys
 
 from sramsim.commands.main import integer, number, print_json
-from sramsim.errors import InputError
+from sramsim.errors import InputError, check_ber
 
 
 def register(subparsers) -> None:
+    """Add `sramsim vuln` and its options to the CLI's subparsers."""
     p = subparsers.add_parser(
         "vuln", help="which layers / bit positions hurt: drop with faults confined to one of them",
         description=__doc__.splitlines()[0] + ". Tells which layers to protect or keep at "
@@ -34,9 +35,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-
-
 def run(args: argparse.Namespace) -> int:
+    """Load model, data and fault source, run `analyze`, print the table or JSON (exit 0)."""
     from sramsim.memory.chip import Chip
     from sramsim.nn.data import load_dataset
     from sramsim.nn.models import load_checkpoint
@@ -58,9 +58,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.voltage is not None:
             raise InputError("--voltage goes with --profile; for random errors give --ber only")
-        ber = number(args.ber, "--ber")
-        if not 0.0 <= ber <= 1.0:
-            raise InputError(f"--ber must lie in [0, 1], got {args.ber}")
+        ber = check_ber(args.ber, "--ber")
     model, meta = load_checkpoint(args.model)
     bits = int(args.bits) if args.bits is not None else int(meta.get("bits") or 8)
     scheme = args.scheme or meta.get("scheme") or "symmetric"

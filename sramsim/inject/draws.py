@@ -4,6 +4,8 @@ A *sampler* draws fault maps one at a time from a seeded numpy generator whose s
 and restored (so a resumed training run sees the same maps):
 - `RandomSampler(ber)`: fresh independent bit errors over the image on every draw.
 - `ChipPool(chips, voltage)`: a persistent chip from the pool at a random placement offset.
+`fixed_draws` gives the *fixed* maps of an evaluation, a vulnerability analysis or a validation
+set (one selection rule for all of them; validation maps never coincide with evaluation maps).
 A draw is a plain record (`Faults` over the image's bits, or chip + voltage + offset). Applying it is
 a separate step with two interchangeable paths, bit-identical by test:
 - `apply_numpy` (here): sramsim's numba kernels on the numpy image (CPU);
@@ -12,12 +14,13 @@ a separate step with two interchangeable paths, bit-identical by test:
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from sramsim import Chip, Faults, RandomBitErrors
-from sramsim.errors import InputError
+from sramsim.errors import InputError, check_ber
 from sramsim.inject.mapping import apply_bit_faults, apply_faults
 
 
@@ -34,25 +37,27 @@ class RandomSampler:
     """Fresh random bit errors at rate `ber` on every draw (the source of `--ber P`)."""
 
     def __init__(self, ber: float, seed: int = 0, kinds: dict[str, float] | None = None):
-        ber = float(ber)
-        if not 0.0 <= ber <= 1.0:
-            raise InputError(f"--ber must lie in [0, 1], got {ber!r}")
-        self.source = RandomBitErrors(ber, kinds=kinds, seed=seed)
+        self.source = RandomBitErrors(check_ber(ber, "--ber"), kinds=kinds, seed=seed)
 
     @property
     def ber(self) -> float:
+        """The bit error rate every draw is made at."""
         return self.source.ber
 
     def draw(self, nbits: int) -> Faults:
+        """A fresh fault pattern over `nbits` image bits (addresses ascending)."""
         return self.source.draw(nbits)
 
     def describe(self) -> dict:
+        """The source as JSON (checkpoints compare it on resume)."""
         return {"kind": "random", "ber": self.ber, "kinds": self.source.kinds}
 
     def state(self) -> dict:
+        """The numpy generator state (saved in checkpoints so a resumed run draws the same maps)."""
         return self.source.rng.bit_generator.state
 
     def set_state(self, state: dict) -> None:
+        """Restore a state from `state()`."""
         self.source.rng.bit_generator.state = state
 
 
@@ -70,6 +75,7 @@ class ChipPool:
         self.rng = np.random.default_rng(seed)
 
     def draw(self, nbits: int) -> ChipDraw:
+        """A chip of the pool at a random offset (`nbits` is unused: the chip is the map)."""
         i = int(self.rng.integers(len(self.chips)))
         chip = self.chips[i]
         offset = int(self.rng.integers(chip.geometry.capacity_words)) if self.random_offsets else 0
@@ -80,14 +86,74 @@ class ChipPool:
         return float(np.mean([c.ber(self.voltage) for c in self.chips]))
 
     def describe(self) -> dict:
+        """The source as JSON (checkpoints compare it on resume)."""
         return {"kind": "chips", "voltage": self.voltage, "chips": [c.name for c in self.chips],
                 "ber": self.ber()}
 
     def state(self) -> dict:
+        """The numpy generator state (saved in checkpoints so a resumed run draws the same maps)."""
         return self.rng.bit_generator.state
 
     def set_state(self, state: dict) -> None:
+        """Restore a state from `state()`."""
         self.rng.bit_generator.state = state
+
+
+PURPOSES = ("test", "validation")
+
+
+def fixed_draws(nbits: int, n: int, *, ber: float | None = None,
+                chips: Sequence[Chip] | None = None, voltage: float | None = None,
+                seed: int = 0, purpose: str = "test") -> Iterator:
+    """The `n` fixed fault maps of an evaluation ("test") or a validation set, one at a time.
+
+    Random errors (`ber`): the pattern sequence of `RandomBitErrors(ber, seed=seed)` over `nbits`
+    image bits (validation and evaluation use different seeds). Chips (`chips` at `voltage`):
+    map k is chip k mod len(chips). Test maps put each chip at offset 0 first (the chip as
+    built), then at seeded *even* placement offsets; validation maps use seeded *odd* offsets
+    only, so no validation map is ever an evaluation map, whatever the seeds and counts.
+    Draws are `Faults` (random) or `ChipDraw` records, for `apply_numpy` / `TorchApplier`.
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise InputError(f"--models must be a positive integer, got {n!r}")
+    n = int(n)
+    if chips:
+        if voltage is None:
+            raise InputError("chip profiles need --voltage")
+        chips = list(chips)
+        for chip in chips:
+            chip.check_voltage(voltage)     # VoltageError (an InputError) names the chip
+        if purpose == "validation":
+            small = [c.name for c in chips if c.geometry.capacity_words < 2]
+            if small:
+                raise InputError(f"chip {small[0]!r} has a single word: no validation placement "
+                                 f"differs from the evaluation one")
+        return _chip_draws(chips, float(voltage), n, seed, purpose)
+    if ber is None:
+        raise InputError("give --ber P or chip profiles with --voltage")
+    return _random_draws(RandomSampler(ber, seed=seed), nbits, n)
+
+
+def _random_draws(sampler: RandomSampler, nbits: int, n: int) -> Iterator[Faults]:
+    for _ in range(n):
+        yield sampler.draw(nbits)
+
+
+def _chip_draws(chips: list[Chip], voltage: float, n: int, seed: int,
+                purpose: str) -> Iterator[ChipDraw]:
+    rng = np.random.default_rng(seed)
+    for k in range(n):
+        chip = chips[k % len(chips)]
+        words = chip.geometry.capacity_words
+        if purpose == "validation":
+            offset = 2 * int(rng.integers(words // 2)) + 1          # odd: 1, 3, ... < words
+        elif k < len(chips):
+            offset = 0
+        else:
+            offset = 2 * int(rng.integers((words + 1) // 2))        # even: 0, 2, ... < words
+        yield ChipDraw(chip, voltage, offset)
 
 
 def apply_numpy(image: np.ndarray, draw, out: np.ndarray) -> np.ndarray:

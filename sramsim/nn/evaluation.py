@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from sramsim.nn.data import Dataset
+from sramsim.stats import mean_std
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -68,20 +69,30 @@ def evaluate(model: nn.Module, dataset: Dataset, weights: dict[str, torch.Tensor
             "loss": float(nn.functional.cross_entropy(out, dataset.y))}
 
 
+def robust_error_summary(clean_accuracy: float, accuracies: Iterable[float]) -> dict:
+    """Clean and robust error (RErr, Stutz et al. MLSys 2021) from accuracies already measured.
+
+    The one RErr computation: an example counts as wrong when the model under bit errors gets it
+    wrong, so RErr over one fault map is 1 - its accuracy; mean and sample std over the maps.
+    Returns {"clean_error", "robust_error", "robust_error_std", "n"}.
+    """
+    errors = [1.0 - float(a) for a in accuracies]
+    if not errors:
+        raise ValueError("robust error needs at least one perturbed accuracy")
+    mean, std = mean_std(errors)
+    return {"clean_error": 1.0 - float(clean_accuracy), "robust_error": mean,
+            "robust_error_std": std, "n": len(errors)}
+
+
 def robust_error(model: nn.Module, dataset: Dataset,
                  perturbed: Iterable[dict[str, torch.Tensor]],
                  clean: dict[str, torch.Tensor] | None = None, batch_size: int = 1000) -> dict:
-    """Robust error (RErr, Stutz et al. MLSys 2021): an example counts as wrong when the model
-    under bit errors gets it wrong; averaged over the given perturbed weight sets.
+    """Robust error of `model` on `dataset`, averaged over the given perturbed weight sets.
 
-    Returns {"clean_error", "robust_error" (mean over sets), "robust_error_std", "n"}; the clean
-    error uses `clean` (e.g. `QuantizedModel.clean_weights()`), or the model's own weights.
+    Returns `robust_error_summary`'s record; the clean error uses `clean` (e.g.
+    `QuantizedModel.clean_weights()`), or the model's own weights.
     """
-    errors = [1.0 - accuracy(model, dataset, w, batch_size) for w in perturbed]
-    if not errors:
+    accuracies = [accuracy(model, dataset, w, batch_size) for w in perturbed]
+    if not accuracies:
         raise ValueError("robust_error needs at least one set of perturbed weights")
-    e = torch.tensor(errors, dtype=torch.float64)
-    return {"clean_error": 1.0 - accuracy(model, dataset, clean, batch_size),
-            "robust_error": float(e.mean()),
-            "robust_error_std": float(e.std()) if len(errors) > 1 else 0.0,
-            "n": len(errors)}
+    return robust_error_summary(accuracy(model, dataset, clean, batch_size), accuracies)
