@@ -29,12 +29,13 @@ cycles it keeps its bank busy (with nominal timings: approximate DRAM keeps them
     miss     = E_act + E_pre + E_rd + (tRCD + BL/DR) * tCK * P_act       bank closed
     conflict = miss + tRP * tCK * P_pre                                  another row open
 
-A conflict costs the same commands as a miss (its PRE closes the old row, whose energy the old row's
-activation already carries, and its own row's PRE comes later) plus the tRP it must wait,
+A conflict costs the same commands as a miss (its PRE closes the old row, whose energy the old
+row's activation already carries, and its own row's PRE comes later) plus the tRP it must wait,
 precharged, before it may activate. So over a trace every ACT/PRE pair is counted once, whether
 the row closes at a conflict or at the end. Idle time beyond the accesses (standby between them)
 and refresh are not in these numbers: `background_power` gives them in watts, to be multiplied by a
-run time and reported separately. (Assumed: a conflicting row has been open >= tRAS; bursts back to back.)
+run time and reported separately. (Assumed: a conflicting row has been open >= tRAS; bursts back
+to back.)
 
 Which supply is lowered: the array supply. SparkXD (DAC 2021) and EDEN (MICRO 2019) lower the DRAM
 supply that powers the cell array, the sense amplifiers and the row buffer (Voltron, SIGMETRICS
