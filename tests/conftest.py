@@ -10,11 +10,10 @@ def _seed_torch():
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """Tiny tensors: one thread avoids thread wake-ups that dominate on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    """Tiny tensors: one torch (and numba) thread avoids wake-ups that dominate on a busy 2-core machine."""
+    from sramsim.analysis.executors import pinned_threads
+    with pinned_threads(1):
+        yield
 
 
 @pytest.fixture

@@ -87,23 +87,46 @@ def test_parse_voltages_range_list_and_errors():
 # ----------------------------------------------------------------------------- aggregation
 
 def test_summarize_exact_statistics():
-    accs = [0.5, 0.7, 0.6, 0.8]
+    accs = [0.5, 0.7, 0.6, 0.8]                  # chip 0: 0.5, 0.7; chip 1: 0.6, 0.8
     records = {("clean",): {"clean": True, "accuracy": 0.9, "loss": 0.1, "float_accuracy": 0.91}}
     for i, a in enumerate(accs):
         records[(0.8, i // 2, i % 2)] = {"accuracy": a, "loss": 1.0 - a, "ber": 0.01 * (i + 1)}
     records[(0.9, 0, 0)] = {"accuracy": 0.9, "loss": 0.1, "ber": 0.0}
     s = S.summarize(records, [0.9, 0.8, 0.7], n_chips=2, offsets=2)
     p9, p8, p7 = s["points"]
-    assert p8["n"] == 4 and p8["accuracy_mean"] == pytest.approx(0.65)
-    sd = np.std(accs, ddof=1)
+    assert p8["n"] == 2 and p8["n_points"] == 4 and p8["accuracy_mean"] == pytest.approx(0.65)
+    sd = np.std([0.6, 0.7], ddof=1)               # over the two chip means
     assert p8["accuracy_std"] == pytest.approx(sd)
-    assert p8["ci95"] == pytest.approx(stats.t.ppf(0.975, 3) * sd / 2)
+    assert p8["ci95"] == pytest.approx(stats.t.ppf(0.975, 1) * sd / math.sqrt(2))
+    assert (p8["accuracy_min"], p8["accuracy_max"]) == (0.5, 0.8)   # single points
     assert p8["ber"] == pytest.approx(0.025)
     assert p8["saving"] == pytest.approx(1 - 0.64) and p8["energy_per_read"] == pytest.approx(0.64)
     assert p9["n"] == 1 and p9["ci95"] == 0.0 and p9["accuracy_std"] == 0.0
     assert p7["n"] == 0 and p7["accuracy_mean"] is None
     assert s["clean_accuracy"] == 0.9
     assert s["drop_1pt"]["voltage"] == 0.8 and s["drop_1pt"]["saving"] == pytest.approx(0.36)
+
+
+def test_ci_is_over_chips_not_over_chip_offset_points():
+    """Offsets of one chip share its faults: with 3 chips x 4 offsets the interval has 2 degrees of
+    freedom (3 chip means), not 11, and is wider than the one over 12 "independent" points."""
+    chip_accs = [[0.60, 0.62, 0.61, 0.63], [0.70, 0.71, 0.69, 0.70], [0.50, 0.52, 0.51, 0.49]]
+    records = {(0.8, c, k): {"accuracy": a, "loss": 1.0 - a, "ber": 0.01}
+               for c, accs in enumerate(chip_accs) for k, a in enumerate(accs)}
+    (p,) = S.summarize(records, [0.8], n_chips=3, offsets=4)["points"]
+    means = [np.mean(a) for a in chip_accs]
+    assert p["n"] == 3 and p["n_points"] == 12
+    assert p["accuracy_mean"] == pytest.approx(np.mean(means))
+    assert p["accuracy_std"] == pytest.approx(np.std(means, ddof=1))
+    assert p["ci95"] == pytest.approx(stats.t.ppf(0.975, 2) * np.std(means, ddof=1) / math.sqrt(3))
+    flat = np.concatenate(chip_accs)
+    naive = stats.t.ppf(0.975, 11) * flat.std(ddof=1) / math.sqrt(12)
+    assert p["ci95"] > 3 * naive
+    # a chip with only some offsets finished counts once, with the mean of what it has
+    del records[(0.8, 2, 2)], records[(0.8, 2, 3)]
+    (q,) = S.summarize(records, [0.8], n_chips=3, offsets=4)["points"]
+    assert q["n"] == 3 and q["n_points"] == 10
+    assert q["accuracy_mean"] == pytest.approx(np.mean(means[:2] + [0.51]))
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -116,7 +139,7 @@ def test_sweep_grid_statistics_and_files(setup, tmp_path):
     assert s["computed_points"] == 12 and s["reused_points"] == 0
     by_v = {p["voltage"]: p for p in s["points"]}
     assert [p["voltage"] for p in s["points"]] == VOLTAGES
-    assert all(p["n"] == 4 for p in s["points"])
+    assert all(p["n"] == 2 and p["n_points"] == 4 for p in s["points"])
     # finfet14 has no errors at nominal voltage: every placement reads the clean weights
     assert by_v[1.0]["ber"] == 0.0
     assert by_v[1.0]["accuracy_mean"] == s["clean_accuracy"] and by_v[1.0]["accuracy_std"] == 0.0
@@ -143,17 +166,14 @@ def test_sweep_grid_statistics_and_files(setup, tmp_path):
     chip = _chips(2)[1].build()
     rec = next(p for p in pts if p.get("voltage") == 0.8 and p["chip_index"] == 1
                and p["offset_index"] == 1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)                       # the sweep's default thread count
-    try:
+    from sramsim.analysis.executors import pinned_threads
+    with pinned_threads(1):                        # the sweep's default thread count
         r = evaluate(model, load_dataset(setup["data"]), qm.perturbed(chip, 0.8, rec["offset"]))
-    finally:
-        torch.set_num_threads(threads)
     assert (r["accuracy"], r["loss"]) == (rec["accuracy"], rec["loss"])
     assert rec["faults"] == chip.count(0.8) and rec["ber"] == chip.ber(0.8)
     csv = (out / "summary.csv").read_text().splitlines()
     assert csv[0].startswith("voltage,ber,accuracy_mean") and len(csv) == 4
-    assert json.loads((out / "summary.json").read_text())["points"][2]["n"] == 4
+    assert json.loads((out / "summary.json").read_text())["points"][2]["n_points"] == 4
     assert (out / "summary.png").stat().st_size > 1000
 
 
@@ -209,6 +229,46 @@ def test_voltage_below_floor_fails_before_any_work(setup, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_voltage_above_nominal_is_refused_before_any_work(setup, tmp_path):
+    with pytest.raises(InputError, match="above the chips' nominal voltage 1"):
+        S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [1.5, 1.0], tmp_path / "a",
+                    progress=False)
+    assert not (tmp_path / "a").exists()
+
+
+class _Overflow(torch.nn.Module):
+    """Finite weights, infinite logits: every loss is NaN."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(28 * 28, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) * float("inf")
+
+
+def test_store_never_writes_invalid_json(tmp_path):
+    from sramsim.analysis.store import ResultStore
+    store = ResultStore(tmp_path / "o", {"x": 1})
+    good = {"voltage": 0.9, "chip_index": 0, "offset_index": 0, "accuracy": 0.5, "loss": 1.0}
+    bad = {"voltage": 0.8, "chip_index": 1, "offset_index": 2, "accuracy": 0.1, "loss": float("nan")}
+    store.append([good])
+    with pytest.raises(InputError, match=r"voltage 0.8, chip 1, offset 2: loss=nan is not finite"):
+        store.append([dict(good, voltage=0.85), bad])       # nothing of the batch is written
+    store.close()
+    lines = (tmp_path / "o" / "points.jsonl").read_text().splitlines()
+    assert [json.loads(l, parse_constant=lambda c: pytest.fail(c)) for l in lines] == [good]
+
+
+def test_sweep_with_non_finite_loss_names_the_point(setup, tmp_path):
+    from sramsim.nn.data import load_dataset
+    with pytest.raises(InputError, match="fault-free point: .*loss=nan is not finite"):
+        S.run_sweep(_Overflow(), load_dataset(setup["data"]), _chips(1), [1.0, 0.9], tmp_path / "o",
+                    progress=False)
+    points = tmp_path / "o" / "points.jsonl"
+    assert not points.exists() or points.read_text() == ""
+
+
 def test_profiles_sweep_matches_the_same_random_chips(setup, tmp_path):
     """A chip saved as a profile gives the same points as the recipe it was drawn from."""
     spec = _chips(1)[0]
@@ -231,16 +291,132 @@ def test_pool_workers_give_the_same_points(setup, tmp_path):
     assert [p["accuracy_mean"] for p in one["points"]] == [p["accuracy_mean"] for p in two["points"]]
 
 
+def _isolated_network() -> list[str]:
+    """A command prefix that runs a program in a network namespace with only loopback, up."""
+    import shutil
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs unshare and ip to keep the local Ray instance off the network")
+    prefix = ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    if subprocess.run(prefix + ["true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -rn is not permitted here (no user/network namespaces)")
+    return prefix
+
+
 @pytest.mark.slow
-def test_ray_executor_local_instance(setup, tmp_path):
+def test_ray_threads_above_workers_schedules_and_matches(setup, tmp_path):
+    """--workers 1 --threads 2: a local Ray sized for workers x threads CPUs places the actor
+    (it asked for 2 CPUs of a 1-CPU Ray before, and hung); the points equal in-process ones.
+
+    The Ray instance runs in a network namespace of its own (loopback only), within a time bound.
+    """
     pytest.importorskip("ray")
-    chips = _chips(2)
-    one = S.run_sweep(setup["ckpt"], setup["data"], chips, [1.0, 0.8], tmp_path / "one",
-                      progress=False)
-    ray_ = S.run_sweep(setup["ckpt"], setup["data"], chips, [1.0, 0.8], tmp_path / "ray",
-                       workers=2, executor="ray", progress=False)
-    assert ray_["computed_points"] == 4
-    assert [p["accuracy_mean"] for p in one["points"]] == [p["accuracy_mean"] for p in ray_["points"]]
+    argv = _isolated_network() + [
+        sys.executable, "-m", "sramsim.commands.main", "sweep", "--model", setup["ckpt"],
+        "--data", setup["data"], "--chips", "2", "--rows", str(ROWS), "--cols", str(COLS),
+        "--voltages", "1.0,0.8", "--out", str(tmp_path / "ray"), "--executor", "ray",
+        "--workers", "1", "--threads", "2", "--no-progress", "--json"]
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ray_ = json.loads(res.stdout)
+    assert ray_["computed_points"] == 4 and (ray_["workers"], ray_["threads"]) == (1, 2)
+    one = S.run_sweep(setup["ckpt"], setup["data"], S.random_chips(2, "finfet14", ROWS, COLS),
+                      [1.0, 0.8], tmp_path / "one", threads=2, progress=False)
+    key = lambda p: (p.get("voltage", 0), p.get("chip_index", -1), p.get("offset_index", -1))
+    pick = lambda ps: sorted((key(p), p["accuracy"], p["loss"]) for p in ps)
+    assert pick(_points(tmp_path / "ray")) == pick(_points(tmp_path / "one"))
+
+
+def test_ray_cluster_without_room_is_refused():
+    class FakeRay:                        # what ray.nodes() reports: two nodes of 2 and 1 CPUs
+        @staticmethod
+        def nodes():
+            return [{"Alive": True, "Resources": {"CPU": 2.0}}, {"Alive": True, "Resources": {"CPU": 1.0}},
+                    {"Alive": False, "Resources": {"CPU": 64.0}}]
+    from sramsim.analysis.executors import _check_ray_room
+    _check_ray_room(FakeRay, actors=3, threads=1)
+    _check_ray_room(FakeRay, actors=1, threads=2)
+    with pytest.raises(InputError, match="room for 1 such worker"):
+        _check_ray_room(FakeRay, actors=2, threads=2)
+    with pytest.raises(InputError, match="room for 0"):
+        _check_ray_room(FakeRay, actors=1, threads=4)
+
+
+def test_pinned_threads_sets_and_restores_torch_and_numba():
+    import numba
+    from sramsim.analysis.executors import get_threads, pinned_threads, set_threads
+    before = get_threads()
+    with pinned_threads(1):
+        assert get_threads() == (1, 1)
+    assert get_threads() == before
+    previous = set_threads((2, 1))
+    try:
+        assert previous == before and get_threads() == (2, 1)
+    finally:
+        set_threads(previous)
+    assert get_threads() == before and numba.get_num_threads() == before[1]
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Live (non-zombie) child processes of `pid`: {pid: command line}, read from /proc."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+            cmd = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            out[int(entry)] = cmd
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_pool_workers_exit_when_the_sweep_is_killed(setup, tmp_path):
+    """kill -9 of `sramsim sweep --workers 2`: both workers and the resource tracker end."""
+    out = tmp_path / "o"
+    argv = [sys.executable, "-m", "sramsim.commands.main", "sweep", "--model", setup["ckpt"], "--data",
+            setup["data"], "--chips", "4", "--rows", str(ROWS), "--cols", str(COLS),
+            "--voltages", "1.0:0.76:-0.005", "--out", str(out), "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kids = {}
+    try:
+        deadline = time.monotonic() + 120
+        points = out / "points.jsonl"
+        while time.monotonic() < deadline:       # both workers set up and computing
+            kids = _children(proc.pid)
+            if (sum("spawn_main" in c for c in kids.values()) == 2 and points.exists()
+                    and points.read_text().count("\n") >= 3):
+                break
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.1)
+        else:
+            pytest.fail("the sweep's workers did not start within 120 s")
+        assert any("resource_tracker" in c for c in kids.values()), kids
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(pid) for pid in kids):
+            time.sleep(0.1)
+        left = {pid: cmd for pid, cmd in kids.items() if _alive(pid)}
+        assert left == {}, f"still running 10 s after the sweep was killed: {left}"
+    finally:                                     # leave nothing behind, whatever failed
+        proc.kill()
+        proc.wait()
+        for pid in kids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -267,6 +443,7 @@ def test_cli_json_and_table(setup, tmp_path, capsys):
 
 @pytest.mark.parametrize("extra, needle", [
     (["--voltages", "1.0:0.7:-0.1"], "below chip"),
+    (["--voltages", "1.5"], "above the chips' nominal voltage"),
     (["--voltages", "x"], "--voltages"),
     (["--voltages", "1.0", "--chips", "0"], "--chips"),
     (["--voltages", "1.0", "--workers", "0"], "--workers"),
@@ -283,27 +460,48 @@ def test_cli_bad_input_one_line_exit_2(setup, tmp_path, capsys, extra, needle):
     assert err.count("\n") == 1 and needle in err
 
 
+# Runs `sramsim sweep` with ResultStore.append patched to SIGKILL the process after exactly
+# K records (the clean point first), leaving a torn half line behind: a real kill -9 at a known point.
+KILL_AFTER = r"""
+import os, signal, sys
+from sramsim.analysis.store import ResultStore
+from sramsim.commands.main import main
+k, written, append = int(sys.argv[1]), [0], ResultStore.append
+def append_then_die(self, records):
+    for rec in records:
+        if written[0] == k:
+            with open(self.points_path, "a") as f:
+                f.write('{"voltage": 0.8, "chip_')
+            os.kill(os.getpid(), signal.SIGKILL)
+        append(self, [rec])
+        written[0] += 1
+ResultStore.append = append_then_die
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def test_killed_cli_sweep_resumes(setup, tmp_path):
-    """SIGKILL a running `sramsim sweep`, re-run it: only the missing points are computed."""
+    """SIGKILL `sramsim sweep` after exactly 6 of its 16 records, re-run it: exactly the 10 missing
+    points are computed, and every point equals an uninterrupted run's."""
     out = tmp_path / "o"
-    argv = [sys.executable, "-m", "sramsim.commands.main", "sweep", "--model", setup["ckpt"], "--data",
-            setup["data"], "--chips", "3", "--rows", str(ROWS), "--cols", str(COLS),
-            "--voltages", "1.0:0.8:-0.05", "--out", str(out), "--no-progress", "--json"]
-    total = 3 * 5
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    points = out / "points.jsonl"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if points.exists() and points.read_text().count("\n") >= 4:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = sum(1 for p in _points(out) if not p.get("clean"))
-    assert 3 <= done < total
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    args = ["sweep", "--model", setup["ckpt"], "--data", setup["data"], "--chips", "3", "--rows",
+            str(ROWS), "--cols", str(COLS), "--voltages", "1.0:0.8:-0.05", "--out", str(out),
+            "--no-progress", "--json"]
+    total, k = 3 * 5, 6                              # k records: the clean point + 5 points
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER, str(k), *args], capture_output=True,
+                            timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (out / "points.jsonl").read_text().endswith("\n")     # the torn last line
+    res = subprocess.run([sys.executable, "-m", "sramsim.commands.main", *args], capture_output=True,
+                         text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     s = json.loads(res.stdout)
-    assert s["computed_points"] == total - done and s["reused_points"] == done
+    assert s["computed_points"] == total - (k - 1) and s["reused_points"] == k - 1
     assert len(_points(out)) == total + 1
     assert all(p["n"] == 3 for p in s["points"])
+    whole = S.run_sweep(setup["ckpt"], setup["data"], S.random_chips(3, "finfet14", ROWS, COLS),
+                        S.parse_voltages("1.0:0.8:-0.05"), tmp_path / "whole", progress=False)
+    key = lambda p: (p.get("voltage", 0), p.get("chip_index", -1), p.get("offset_index", -1))
+    pick = lambda ps: sorted((key(p), p["accuracy"], p["loss"]) for p in ps)
+    assert pick(_points(out)) == pick(_points(tmp_path / "whole"))
+    assert [p["accuracy_mean"] for p in s["points"]] == [p["accuracy_mean"] for p in whole["points"]]

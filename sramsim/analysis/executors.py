@@ -10,10 +10,13 @@ caller can write each point as soon as it is finished.
 """
 from __future__ import annotations
 
+import os
 import signal
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +38,7 @@ class Task:
 
     @property
     def size(self) -> int:
+        """Points this task yields (the clean task counts as one)."""
         return max(1, len(self.offset_indices))
 
 
@@ -68,12 +72,14 @@ class Workload:
         return state
 
     def load_model(self) -> nn.Module:
+        """The model in eval mode (loaded from `model_path` on first use in this process)."""
         if self.model is None:
             from sramsim.nn.models import load_checkpoint
             self.model, _ = load_checkpoint(self.model_path)
         return self.model.eval()
 
     def load_dataset(self):
+        """The test set (loaded from `dataset_spec` on first use in this process)."""
         if self.dataset is None:
             from sramsim.nn.data import load_dataset
             self.dataset = load_dataset(self.dataset_spec, "test", self.limit)
@@ -102,6 +108,7 @@ class SweepWorker:
         self._clean: dict | None = None
 
     def chip(self, index: int) -> Chip:
+        """Chip `index` of the workload, built once and kept among the last CHIP_CACHE used."""
         if index in self._chips:
             self._chips.move_to_end(index)
             return self._chips[index]
@@ -121,6 +128,7 @@ class SweepWorker:
         return self._clean
 
     def run(self, task: Task) -> list[dict]:
+        """Evaluate one task: its point records (one per offset; the clean task: one record)."""
         from sramsim.nn.evaluation import evaluate
         w = self.workload
         if task.chip_index < 0:
@@ -151,18 +159,35 @@ class SweepWorker:
         return out
 
 
-def set_threads(threads: int) -> None:
-    """torch's and numba's thread counts: a worker uses `threads` cores, no more. (A numba
-    parallel launch on an oversubscribed machine costs milliseconds, more than the kernel on a
-    small image.)"""
-    import numba
-    torch.set_num_threads(threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-
-
 def get_threads() -> tuple[int, int]:
+    """torch's and numba's current thread counts (the pair `set_threads` takes back)."""
     import numba
     return torch.get_num_threads(), numba.get_num_threads()
+
+
+def set_threads(threads: int | tuple[int, int]) -> tuple[int, int]:
+    """Make torch and numba use `threads` threads (or a (torch, numba) pair); returns the previous pair.
+
+    The one thread-pinning helper (workers, tests, benchmarks): a worker uses `threads` cores, no
+    more. (A numba parallel launch on an oversubscribed machine costs milliseconds, more than the
+    kernel on a small image.)
+    """
+    import numba
+    before = get_threads()
+    t_torch, t_numba = (threads, threads) if isinstance(threads, int) else threads
+    torch.set_num_threads(int(t_torch))
+    numba.set_num_threads(min(int(t_numba), numba.config.NUMBA_NUM_THREADS))
+    return before
+
+
+@contextmanager
+def pinned_threads(threads: int):
+    """torch and numba run `threads` threads inside the block and their previous counts after it."""
+    before = set_threads(threads)
+    try:
+        yield
+    finally:
+        set_threads(before)
 
 
 # ------------------------------------------------------------------------------ executors
@@ -173,15 +198,10 @@ OnResult = Callable[[list[dict]], None]
 def run_inprocess(workload: Workload, tasks: Sequence[Task], threads: int,
                   on_result: OnResult) -> None:
     """Run here, with torch's and numba's thread counts set to `threads` and restored after."""
-    import numba
-    torch_before, numba_before = get_threads()
-    try:
-        worker = SweepWorker(workload, threads)
+    with pinned_threads(threads):
+        worker = SweepWorker(workload)
         for task in tasks:
             on_result(worker.run(task))
-    finally:
-        torch.set_num_threads(torch_before)
-        numba.set_num_threads(numba_before)
 
 
 # The pool's worker processes each hold one SweepWorker, made by the pool's initializer. This is
@@ -189,10 +209,29 @@ def run_inprocess(workload: Workload, tasks: Sequence[Task], threads: int,
 _POOL_WORKER: SweepWorker | None = None
 
 
-def _pool_init(workload: Workload, threads: int) -> None:
+def _pool_init(workload: Workload, threads: int, parent: int) -> None:
     global _POOL_WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle
+    exit_with_parent(parent)
     _POOL_WORKER = SweepWorker(workload, threads)
+
+
+def exit_with_parent(parent: int, interval: float = 0.2) -> threading.Thread:
+    """End this process within `interval` seconds once `parent` is no longer its parent.
+
+    A pool worker whose sweep was killed (SIGKILL leaves no time to shut the pool down) would
+    otherwise idle on, reparented to init, holding its memory and the resource tracker's pipe.
+    A daemon thread polls os.getppid() (portable, and it does not depend on which thread spawned
+    the worker, as Linux's PR_SET_PDEATHSIG does).
+    """
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="sramsim-exit-with-parent", daemon=True)
+    thread.start()
+    return thread
 
 
 def _pool_run(task: Task) -> list[dict]:
@@ -201,13 +240,16 @@ def _pool_run(task: Task) -> list[dict]:
 
 def run_pool(workload: Workload, tasks: Sequence[Task], workers: int, threads: int,
              on_result: OnResult) -> None:
-    """A local pool of `workers` spawned processes (spawn: no forked torch/numba thread state)."""
+    """A local pool of `workers` spawned processes (spawn: no forked torch/numba thread state).
+
+    Workers exit on their own when this process dies (`exit_with_parent`), even by SIGKILL.
+    """
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = mp.get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pool_init,
-                               initargs=(workload, threads))
+                               initargs=(workload, threads, os.getpid()))
     pending = {pool.submit(_pool_run, t) for t in tasks}
     try:
         while pending:
@@ -231,8 +273,13 @@ def run_ray(workload: Workload, tasks: Sequence[Task], workers: int | None, thre
             address: str | None, on_result: OnResult) -> None:
     """Ray actors, one SweepWorker each: `address` joins a cluster, None starts a local Ray.
 
-    On a cluster, the checkpoint, the data and profile files must be at the same paths on every
-    node (a shared filesystem); random chips travel as seeds.
+    Each actor asks Ray for `threads` CPUs (the torch/numba threads it runs), so a local Ray is
+    started with workers x threads CPUs, and a cluster without room for every actor is refused up
+    front (an actor that can never be placed would leave its points waiting forever). A local Ray
+    registers at 127.0.0.1 and starts no dashboard (ray 2.60's GCS and raylet gRPC servers still
+    listen on every interface; the tests run it in a network namespace of its own). On a cluster,
+    the checkpoint, the data and profile files must be at the same paths on every node (a shared
+    filesystem); random chips travel as seeds.
     """
     try:
         import ray
@@ -245,9 +292,11 @@ def run_ray(workload: Workload, tasks: Sequence[Task], workers: int | None, thre
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=workers or None, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=(workers or 1) * threads, include_dashboard=False,
+                     log_to_driver=False, _node_ip_address="127.0.0.1")
     try:
-        n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
+        _check_ray_room(ray, n, threads)
         actor_cls = ray.remote(num_cpus=threads)(SweepWorker)
         actors = [actor_cls.remote(workload, threads) for _ in range(n)]
         pool = ActorPool(actors)
@@ -258,3 +307,14 @@ def run_ray(workload: Workload, tasks: Sequence[Task], workers: int | None, thre
     finally:
         if started:
             ray.shutdown()
+
+
+def _check_ray_room(ray, actors: int, threads: int) -> None:
+    """Refuse a Ray cluster on which `actors` actors of `threads` CPUs each cannot all be placed."""
+    from sramsim.errors import InputError
+    per_node = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
+    room = sum(c // threads for c in per_node)
+    if room < actors:
+        raise InputError(f"--workers {actors} x --threads {threads}: the Ray cluster has room for "
+                         f"{room} such worker(s) (CPUs per node: {per_node or 'none'}); lower "
+                         "--workers or --threads")

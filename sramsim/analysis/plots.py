@@ -153,6 +153,6 @@ def plot_sweep(summary: dict, path: str | os.PathLike, title: str | None = None)
     ax.set_title(title or f"{os.path.basename(str(summary.get('model', 'model')))} on "
                           f"{os.path.basename(str(summary.get('data', 'data')))}: "
                           f"{len(summary.get('chips', []))} chips x {summary.get('offsets', 1)} "
-                          f"offsets (n={n} per voltage)", fontsize=9)
+                          f"offsets (95% CI over n={n} chips)", fontsize=9)
     fig.savefig(path, dpi=110)
     return str(path)

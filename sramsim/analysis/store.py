@@ -4,13 +4,15 @@ Layout of DIR:
     config.json   what was swept (model and data fingerprints, quantization, chips, offsets);
                   a re-run must match it, or it is refused (results are never mixed)
     points.jsonl  one JSON object per finished point, appended and flushed as each finishes;
-                  a killed sweep leaves at most a torn last line, which the next run drops
+                  a killed sweep leaves at most a torn last line, which the next run drops;
+                  strict JSON (a NaN/inf result is refused, naming the point, never written)
     summary.json, summary.csv, summary.png   written at the end of every run
 """
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from pathlib import Path
 
@@ -18,8 +20,8 @@ from sramsim.errors import InputError
 
 CONFIG_FORMAT = "sramsim.sweep"
 CONFIG_VERSION = 1
-CSV_COLUMNS = ("voltage", "ber", "accuracy_mean", "accuracy_std", "ci95", "n", "accuracy_min",
-               "accuracy_max", "rerr_mean", "loss_mean", "energy_per_read", "saving")
+CSV_COLUMNS = ("voltage", "ber", "accuracy_mean", "accuracy_std", "ci95", "n", "n_points",
+               "accuracy_min", "accuracy_max", "rerr_mean", "loss_mean", "energy_per_read", "saving")
 
 
 def point_key(record: dict) -> tuple:
@@ -62,7 +64,7 @@ class ResultStore:
             raise InputError(f"{self.dir}: has {self.points_path.name} but no config.json; "
                              "use another --out")
         tmp = self.config_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.config, indent=1) + "\n")
+        tmp.write_text(json.dumps(self.config, indent=1, allow_nan=False) + "\n")
         os.replace(tmp, self.config_path)
 
     # --- per-point results -----------------------------------------------------------------
@@ -89,18 +91,25 @@ class ResultStore:
         return records
 
     def done(self, key: tuple) -> bool:
+        """Whether the point `key` (see `point_key`) is already in points.jsonl."""
         return key in self.records
 
     def append(self, records: list[dict]) -> None:
-        """Write finished points and flush them to the OS before returning."""
+        """Write finished points and flush them to the OS before returning.
+
+        Every line is strict JSON: a record with a NaN or infinite value is refused (InputError
+        naming the point and the fields) before any record of the batch is written.
+        """
+        lines = [_point_line(rec) for rec in records]
         if self._file is None:
             self._file = open(self.points_path, "a", encoding="utf-8")
-        for rec in records:
-            self._file.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        for rec, line in zip(records, lines):
+            self._file.write(line)
             self.records[point_key(rec)] = rec
         self._file.flush()
 
     def close(self) -> None:
+        """Close points.jsonl (a later `append` reopens it)."""
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -110,7 +119,7 @@ class ResultStore:
         """summary.json and summary.csv (each replaced atomically)."""
         json_path, csv_path = self.dir / "summary.json", self.dir / "summary.csv"
         tmp = json_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+        tmp.write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
         os.replace(tmp, json_path)
         tmp = csv_path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as f:
@@ -119,6 +128,20 @@ class ResultStore:
             for p in summary["points"]:
                 writer.writerow({k: _fmt(p.get(k)) for k in CSV_COLUMNS})
         os.replace(tmp, csv_path)
+
+
+def _point_line(rec: dict) -> str:
+    """One points.jsonl line; strict JSON, so a non-finite result is an error naming the point."""
+    try:
+        return json.dumps(rec, separators=(",", ":"), allow_nan=False) + "\n"
+    except ValueError:
+        bad = sorted(k for k, v in rec.items() if isinstance(v, float) and not math.isfinite(v))
+        key = point_key(rec)
+        where = ("the fault-free point" if key == ("clean",) else
+                 f"point voltage {key[0]:g}, chip {key[1]}, offset {key[2]}")
+        detail = ", ".join(f"{k}={rec[k]}" for k in bad) or "a value"
+        raise InputError(f"{where}: {detail} is not finite "
+                         "(a model with NaN/inf weights or outputs?); nothing of it was written") from None
 
 
 def _fmt(value):

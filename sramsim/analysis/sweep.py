@@ -2,8 +2,10 @@
 
 Each point quantizes nothing anew (the model is quantized once per worker), reads the weights
 back through one chip at one voltage and placement, and evaluates the test set in batches.
-Per voltage the summary gives accuracy mean / std / 95% t-interval over chips x offsets, the
-chips' bit error rate, the energy per weight read and the saving (`sramsim.analysis.energy`).
+Per voltage the summary gives accuracy mean / std / 95% t-interval over chips (each chip's
+offsets averaged first: placements on one chip share its faults, so they are not independent
+draws), the chips' bit error rate, the energy per weight read and the saving
+(`sramsim.analysis.energy`).
 
 Python entry point: `run_sweep(...)`; command line: `sramsim sweep`.
 """
@@ -19,7 +21,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from scipy import stats
 from torch import nn
 
 from sramsim.analysis import energy as E
@@ -29,6 +30,7 @@ from sramsim.errors import InputError
 from sramsim.analysis.executors import Task, Workload, run_inprocess, run_pool, run_ray
 from sramsim.memory.geometry import Geometry, parse_kinds
 from sramsim.analysis.store import ResultStore
+from sramsim.stats import ci95_halfwidth, mean_std
 
 MAX_VOLTAGES = 10_000
 DEFAULT_ROWS, DEFAULT_COLS = 1024, 2048     # 256 KB weight SRAM, as in NeuralFuse's setup
@@ -83,6 +85,7 @@ class ChipSpec:
     kinds: tuple = (("flip", 1.0),)
 
     def build(self) -> Chip:
+        """The chip itself: the profile loaded, or the random chip drawn from its seed."""
         if self.path is not None:
             return Chip.load(self.path)
         return Chip.random(Geometry(self.rows, self.cols, self.banks), BerCurve.builtin(self.curve),
@@ -122,6 +125,7 @@ def random_chips(n: int, curve: str = "finfet14", rows: int = DEFAULT_ROWS,
 
 
 def profile_chips(paths: Sequence[str | os.PathLike]) -> list[ChipSpec]:
+    """One ChipSpec per profile file, named by the profile and fingerprinted by its content."""
     if not paths:
         raise InputError("--profiles: no profile files given")
     return [ChipSpec(Chip.load(p).name, path=os.path.abspath(p), sha256=_file_sha256(p))
@@ -149,6 +153,7 @@ def _chip_facts(spec: ChipSpec) -> dict:
 # ------------------------------------------------------------------------------ fingerprints
 
 def tensor_sha256(tensors) -> str:
+    """SHA-256 of tensors' dtypes, shapes and bytes: what a resumed sweep must find unchanged."""
     h = hashlib.sha256()
     for t in tensors:
         t = t.detach().cpu().contiguous()
@@ -158,6 +163,7 @@ def tensor_sha256(tensors) -> str:
 
 
 def model_sha256(model: nn.Module) -> str:
+    """SHA-256 of a model's state dict (keys sorted): the model a sweep's points belong to."""
     state = model.state_dict()
     return tensor_sha256(state[k] for k in sorted(state))
 
@@ -257,10 +263,15 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
 
 
 def _check_voltages(voltages: list[float], facts: list[dict]) -> None:
+    """Refuse mixed voltage units, voltages above nominal and voltages below a chip's floor."""
     units = {(f["unit"], f["nominal"]) for f in facts}
     if len(units) > 1:
         raise InputError("chips use different voltage units or nominal voltages: "
                          + "; ".join(f"{f['name']}: {f['unit']}, nominal {f['nominal']:g}" for f in facts))
+    high, nominal = max(voltages), facts[0]["nominal"]
+    if high > nominal * (1.0 + 1e-9):
+        raise InputError(f"voltage {high:g} is above the chips' nominal voltage {nominal:g} "
+                         "(sweeps lower the supply: faults and energy are modelled up to nominal)")
     low = min(voltages)
     for f in facts:
         if low < f["v_floor"] - 1e-9:
@@ -328,13 +339,13 @@ def _progress_bar(total: int, enabled: bool):
 
 def summarize(records: dict, voltages, n_chips: int, offsets: int, nominal: float = 1.0,
               leakage_share: float = 0.0) -> dict:
-    """Per-voltage statistics over chips x offsets, from the stored point records."""
+    """Per-voltage statistics over chips (each chip's offsets averaged first), from stored records."""
     clean = records.get(("clean",))
     points = []
     for v in voltages:
-        recs = [records[(round(v, 6), c, k)] for c in range(n_chips) for k in range(offsets)
-                if (round(v, 6), c, k) in records]
-        points.append(_aggregate(v, recs, nominal, leakage_share))
+        per_chip = [[records[(round(v, 6), c, k)] for k in range(offsets)
+                     if (round(v, 6), c, k) in records] for c in range(n_chips)]
+        points.append(_aggregate(v, [recs for recs in per_chip if recs], nominal, leakage_share))
     out = {"points": points}
     if clean is not None:
         out.update({"clean_accuracy": clean["accuracy"], "clean_error": 1.0 - clean["accuracy"],
@@ -346,24 +357,31 @@ def summarize(records: dict, voltages, n_chips: int, offsets: int, nominal: floa
     return out
 
 
-def _aggregate(v: float, recs: list[dict], nominal: float, leakage_share: float) -> dict:
+def _aggregate(v: float, chips: list[list[dict]], nominal: float, leakage_share: float) -> dict:
+    """One voltage's row. `chips`: per chip, its finished offsets' records.
+
+    The chips are the independent draws; the placements of one chip share its faults, so each
+    chip's offsets are averaged first and mean / std / 95% interval are taken over the chip means
+    (n = chips). min / max are over single points.
+    """
     e = E.energy_per_read(v, nominal, leakage_share)
+    recs = [r for chip in chips for r in chip]
     p = {"voltage": v, "ber": None, "accuracy_mean": None, "accuracy_std": None, "ci95": None,
-         "n": len(recs), "accuracy_min": None, "accuracy_max": None, "rerr_mean": None,
-         "loss_mean": None, "energy_per_read": e, "saving": 1.0 - e}
+         "n": len(chips), "n_points": len(recs), "accuracy_min": None, "accuracy_max": None,
+         "rerr_mean": None, "loss_mean": None, "energy_per_read": e, "saving": 1.0 - e}
     if not recs:
         return p
-    acc = np.array([r["accuracy"] for r in recs], dtype=np.float64)
-    n = acc.size
-    std = float(acc.std(ddof=1)) if n > 1 else 0.0
+    acc = [float(np.mean([r["accuracy"] for r in chip])) for chip in chips]
+    mean, std = mean_std(acc)
     p.update({
-        "ber": float(np.mean([r["ber"] for r in recs])),
-        "accuracy_mean": float(acc.mean()),
+        "ber": float(np.mean([np.mean([r["ber"] for r in chip]) for chip in chips])),
+        "accuracy_mean": mean,
         "accuracy_std": std,
-        "ci95": float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else 0.0,
-        "accuracy_min": float(acc.min()), "accuracy_max": float(acc.max()),
-        "rerr_mean": float(1.0 - acc.mean()),
-        "loss_mean": float(np.mean([r["loss"] for r in recs])),
+        "ci95": ci95_halfwidth(acc),
+        "accuracy_min": float(min(r["accuracy"] for r in recs)),
+        "accuracy_max": float(max(r["accuracy"] for r in recs)),
+        "rerr_mean": 1.0 - mean,
+        "loss_mean": float(np.mean([np.mean([r["loss"] for r in chip]) for chip in chips])),
     })
     return p
 

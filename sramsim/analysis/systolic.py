@@ -61,6 +61,7 @@ class ConvLayer:
 
     @property
     def ofmap_pixels(self) -> int:
+        """Output pixels, by SCALE-Sim's own output size (not always torch's)."""
         # SCALE-Sim's own output size: one more row/column than torch for some strided layers.
         oh = math.ceil((self.ifmap_h - self.filter_h + self.stride) / self.stride)
         ow = math.ceil((self.ifmap_w - self.filter_w + self.stride) / self.stride)
@@ -68,6 +69,7 @@ class ConvLayer:
 
     @property
     def weights(self) -> int:
+        """Filter words of the layer: filter_h x filter_w x channels x filters."""
         return self.filter_h * self.filter_w * self.channels * self.filters
 
 

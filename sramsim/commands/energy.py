@@ -19,6 +19,7 @@ ADDONS_PUBLISHED = [k for k in E.PUBLISHED_ACCESSES if k not in ("ResNet18", "VG
 
 
 def register(subparsers) -> None:
+    """Add `sramsim energy` to the command line."""
     p = subparsers.add_parser(
         "energy", help="energy per weight read and saving at a voltage (optionally with an add-on)",
         description=__doc__.splitlines()[0])
@@ -51,6 +52,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`sramsim energy`: print the report as a table or one JSON object."""
     report = compute(args)
     if args.json:
         print_json(report)
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def compute(args: argparse.Namespace) -> dict:
+    """The energy report of parsed `sramsim energy` arguments (every count labelled by its source)."""
     curve = BerCurve.builtin(args.curve)
     nominal = number(args.nominal, "--nominal", positive=True)
     leak = number(args.leakage_share, "--leakage-share")
