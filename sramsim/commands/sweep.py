@@ -80,14 +80,15 @@ def print_table(summary: dict, file=None) -> None:
     """The human table: one row per voltage, then where accuracy first drops > 1 point."""
     import sys
     f = file or sys.stdout
-    head = f"{'voltage':>8} {'BER':>10} {'accuracy':>9} {'± CI95':>7} {'std':>6} {'n':>4} {'E/read':>7} {'saving':>7}"
+    head = (f"{'voltage':>8} {'BER':>10} {'accuracy':>9} {'± CI95':>7} {'std':>6} {'chips':>5} "
+            f"{'E/read':>7} {'saving':>7}")
     print(head, file=f)
     for p in summary["points"]:
         if p["accuracy_mean"] is None:
             print(f"{p['voltage']:>8.4g} {'-':>10} {'-':>9}", file=f)
             continue
         print(f"{p['voltage']:>8.4g} {p['ber']:>10.3g} {100 * p['accuracy_mean']:>8.2f}% "
-              f"{100 * p['ci95']:>6.2f} {100 * p['accuracy_std']:>6.2f} {p['n']:>4d} "
+              f"{100 * p['ci95']:>6.2f} {100 * p['accuracy_std']:>6.2f} {p['n']:>5d} "
               f"{p['energy_per_read']:>7.3f} {100 * p['saving']:>6.1f}%", file=f)
     clean = summary.get("clean_accuracy")
     if clean is not None:
