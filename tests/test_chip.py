@@ -6,6 +6,7 @@ from scipy import stats
 
 from conftest import naive_apply
 from sramsim import BerCurve, Chip, Faults, Geometry, RandomBitErrors, VoltageError
+from sramsim.errors import InputError
 from sramsim.inject.mapping import apply_faults
 
 FINFET = BerCurve.builtin("finfet14")
@@ -194,3 +195,183 @@ def test_geometry_validation_and_split():
         Geometry(rows=0, cols=8)
     with pytest.raises(ValueError):
         Geometry(rows=1, cols=8, word_bits=12)
+
+
+# --- constructor invariants (one O(n) pass, first bad index named) ---------------------------------
+GOOD = dict(address=[3, 9, 17], vfail=[0.9, 0.8, 0.7], kind=[0, 1, 2])
+BROKEN = {
+    "unsorted vfail": (dict(vfail=[0.8, 0.9, 0.7]), r"sorted descending; first bad fault: vfail\[1\]"),
+    "NaN vfail": (dict(vfail=[0.9, np.nan, 0.7]), r"vfail must be finite; first bad fault: vfail\[1\]"),
+    "address = capacity": (dict(address=[3, 32, 17]), r"below the capacity; .*address\[1\] = 32 >= capacity 32"),
+    "repeated address": (dict(address=[3, 9, 3]), r"distinct; first bad fault: address\[2\] = 3"),
+    "kind code 3": (dict(kind=[0, 3, 2]), r"kind codes .*; first bad fault: kind\[1\] = 3"),
+    "vfail above nominal": (dict(vfail=[1.2, 0.8, 0.7]), r"exceed the nominal voltage 1; .*vfail\[0\]"),
+    "vfail below floor": (dict(vfail=[0.9, 0.8, 0.6]), r"below v_floor 0.7; first bad fault: vfail\[2\]"),
+    "float address": (dict(address=[3.0, 9.5, 17.0]), "address must be integers"),
+    "negative address": (dict(address=[3, -9, 17]), r"non-negative, got -9 at index 1"),
+    "length mismatch": (dict(kind=[0, 1]), "equal length"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(BROKEN))
+def test_constructor_refuses_each_broken_invariant(what):
+    change, message = BROKEN[what]
+    fields = {**GOOD, **change}
+    with pytest.raises(InputError, match=message):
+        Chip(Geometry(rows=2, cols=16), np.asarray(fields["address"]),
+             np.asarray(fields["vfail"], np.float32), np.asarray(fields["kind"]), v_floor=0.7)
+
+
+def test_unsorted_vfail_no_longer_miscounts():
+    """Before: count(0.9) searched an unsorted vfail and counted the 0.8 cell as faulty."""
+    with pytest.raises(InputError, match="sorted descending"):
+        Chip(Geometry(2, 16), np.array([3, 9], np.uint64), np.float32([0.8, 0.9]),
+             np.zeros(2, np.uint8), v_floor=0.7)
+
+
+def test_repeats_found_on_huge_sparse_chips_too():
+    """Capacity 1.28e14 bits: repeats are found with a hash set (no capacity-sized bitset)."""
+    geo = Geometry(10 ** 12, 128)
+    addresses = np.array([5, 10 ** 13, 7, 2 ** 40, 10 ** 13 + 1], np.uint64)
+    assert len(Chip(geo, addresses, np.full(5, 0.8, np.float32), np.zeros(5, np.uint8), 0.8)) == 5
+    with pytest.raises(InputError, match=r"address\[5\] = 1099511627776 appeared earlier"):
+        Chip(geo, np.r_[addresses, addresses[3:4]], np.full(6, 0.8, np.float32),
+             np.zeros(6, np.uint8), 0.8)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 63), min_size=1, max_size=40))
+def test_repeat_check_matches_a_naive_reference(addresses):
+    n = len(addresses)
+    args = (Geometry(4, 16), np.array(addresses, np.uint64), np.full(n, 0.9, np.float32),
+            np.zeros(n, np.uint8), 0.9)
+    seen, first_repeat = set(), None
+    for i, a in enumerate(addresses):
+        if a in seen and first_repeat is None:
+            first_repeat = i
+        seen.add(a)
+    if first_repeat is None:
+        assert len(Chip(*args)) == n
+    else:
+        with pytest.raises(InputError, match=rf"address\[{first_repeat}\] = "):
+            Chip(*args)
+
+
+def test_floor_and_nominal_of_the_constructor():
+    with pytest.raises(InputError, match="v_floor must be a finite voltage at most the nominal"):
+        Chip(Geometry(2, 16), [], [], [], v_floor=1.5)
+    with pytest.raises(InputError, match="nominal_voltage must be a positive number"):
+        Chip(Geometry(2, 16), [], [], [], v_floor=0.5, nominal_voltage=float("nan"))
+    with pytest.raises(InputError, match="at most the nominal 1.0"):
+        Chip.random(Geometry(8, 8), FINFET, 1.5, seed=0)
+    # Gaussian cells can fail above nominal: recorded as failing at nominal (same faults at V <= 1)
+    chip = Chip.random(Geometry(4096, 1024), BerCurve.gaussian(0.9, 0.03), 0.9, seed=0)
+    assert chip.vfail[0] == np.float32(1.0) and chip.count(1.0) > 0
+
+
+# --- equality -----------------------------------------------------------------------------------
+def test_chip_equality():
+    a = Chip.random(Geometry(64, 64), FINFET, 0.75, seed=3)
+    b = Chip.random(Geometry(64, 64), FINFET, 0.75, seed=3)
+    assert a == b and not (a != b)
+    assert a != Chip.random(Geometry(64, 64), FINFET, 0.75, seed=4)
+    assert a != Chip.random(Geometry(64, 64), FINFET, 0.76, seed=3)
+    renamed = Chip(a.geometry, a.address, a.vfail, a.kind, a.v_floor, name="other", curve=a.curve,
+                   attrs=dict(a.attrs))
+    assert renamed != a and renamed.same_faults(a)
+    assert Chip(a.geometry, a.address, a.vfail, a.kind, a.v_floor, name=a.name, curve=a.curve,
+                attrs=dict(a.attrs)) == a
+    assert tiny_chip() == tiny_chip() and tiny_chip() != a and a != "chip"
+    a.byte_masks(0.8)                       # the mask cache is not part of the value
+    assert a == b
+
+
+# --- geometry and seeds: refused, never coerced -------------------------------------------------------
+@pytest.mark.parametrize("rows", [True, 128.0, 128.5, "128", None, 0, -4])
+def test_geometry_refuses_bools_and_non_integers(rows):
+    with pytest.raises(InputError, match="geometry rows must be a positive integer"):
+        Geometry(rows, 128)
+
+
+def test_geometry_takes_numpy_integers():
+    g = Geometry(np.int32(4), np.uint64(8), np.int64(2))
+    assert g == Geometry(4, 8, 2) and type(g.rows) is int and g.capacity_bits == 64
+
+
+@pytest.mark.parametrize("seed", [1.5, 2.0, "3", True, -1, None])
+def test_seeds_must_be_non_negative_integers(seed):
+    with pytest.raises(InputError, match="seed must be a non-negative integer"):
+        Chip.random(Geometry(8, 8), FINFET, 0.8, seed=seed)
+    with pytest.raises(InputError, match="seed must be a non-negative integer"):
+        RandomBitErrors(0.1, seed=seed)
+    assert RandomBitErrors(0.1, seed=np.int64(3)).seed == 3
+
+
+# --- layering and documentation of sramsim.memory --------------------------------------------------
+MEMORY_MODULES = ["chip", "curves", "geometry", "kernels", "profile_file", "profiles",
+                  "random_errors", "sampling", "sizes"]
+
+
+def memory_imports() -> dict[str, set[str]]:
+    """{module: the sramsim modules it imports} for sramsim/memory/*.py, read from the source
+    (top-level and function-level imports alike)."""
+    import ast
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "sramsim" / "memory"
+    graph = {}
+    for path in root.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+        graph[f"sramsim.memory.{path.stem}"] = {m for m in found if m.startswith(("sramsim", "fusion"))}
+    return graph
+
+
+def test_memory_layer_imports_point_down_without_circles():
+    """chip -> profile_file and profiles -> chip, never back (the old chip <-> profiles circle);
+    nothing in sramsim.memory imports the layers above it."""
+    graph = memory_imports()
+    assert "sramsim.memory.profiles" not in graph["sramsim.memory.chip"]
+    assert not graph["sramsim.memory.profile_file"] & {"sramsim.memory.chip", "sramsim.memory.profiles"}
+    above = ("sramsim.inject", "sramsim.nn", "sramsim.analysis", "sramsim.commands", "fusion")
+    assert {m: sorted(i for i in deps if i.startswith(above)) for m, deps in graph.items()
+            if any(i.startswith(above) for i in deps)} == {}
+    edges = {m: {d for d in deps if d in graph} for m, deps in graph.items()}
+    state = {}
+
+    def visit(m, path):
+        assert state.get(m) != "open", f"import circle: {' -> '.join(path + [m])}"
+        if state.get(m) is None:
+            state[m] = "open"
+            for d in edges[m]:
+                visit(d, path + [m])
+            state[m] = "done"
+    for m in edges:
+        visit(m, [])
+
+
+def test_every_public_name_of_the_memory_layer_has_a_docstring():
+    import importlib
+    import inspect
+    missing = []
+    for m in MEMORY_MODULES:
+        mod = importlib.import_module(f"sramsim.memory.{m}")
+        if not (mod.__doc__ or "").strip():
+            missing.append(m)
+        for name, obj in vars(mod).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != mod.__name__:
+                continue
+            if not (inspect.isclass(obj) or inspect.isfunction(obj) or hasattr(obj, "py_func")):
+                continue
+            if not (obj.__doc__ or "").strip():
+                missing.append(f"{m}.{name}")
+            for key, value in (vars(obj).items() if inspect.isclass(obj) else ()):
+                f = value.__func__ if isinstance(value, (classmethod, staticmethod)) else value
+                if not key.startswith("_") and (isinstance(f, property) or inspect.isfunction(f)) \
+                        and not (f.__doc__ or "").strip():
+                    missing.append(f"{m}.{name}.{key}")
+    assert missing == []

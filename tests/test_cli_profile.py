@@ -214,3 +214,33 @@ def test_console_script_runs(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == f"{tmp_path / 'missing.h5'}: no such file"
+
+
+# --- issue 11 (memory layer): duplicate voltage spellings, sizes, nominal voltage --------------------
+def test_import_merges_the_same_voltage_spelled_twice(capsys, tmp_path):
+    obs = tmp_path / "obs"
+    obs.mkdir()
+    np.save(obs / "v0.900.npy", np.array([1, 4]))
+    np.save(obs / "v0.90.npy", np.array([9]))
+    np.save(obs / "v0.8.npy", np.array([1, 4, 9, 12]))
+    info = run_json(capsys, ["profile", "import", obs, "--rows", "4", "--cols", "8",
+                             "--out", tmp_path / "m.h5"])
+    assert info["faults"] == 4 and info["measured_voltages"] == [0.9, 0.8]
+    assert [r["faults"] for r in info["voltages"]] == [3, 4]      # all three 0.9 bits kept
+
+
+def test_synth_of_a_billion_rows_is_one_line_naming_the_size(capsys, tmp_path):
+    code, out, err = run(capsys, ["profile", "synth", "--rows", "1000000000", "--cols", "128",
+                                  "--v-floor", "0.75", "--seed", "0", "--out", tmp_path / "x.h5"])
+    assert_one_line_error(code, out, err, "128000000000 bits", "needs ~", "of memory")
+
+
+def test_import_with_failures_above_nominal_is_one_line(capsys, tmp_path):
+    obs = tmp_path / "obs"
+    obs.mkdir()
+    np.save(obs / "v1.0.npy", np.array([1]))
+    np.save(obs / "v0.8.npy", np.array([1, 2]))
+    code, out, err = run(capsys, ["profile", "import", obs, "--rows", "4", "--cols", "8",
+                                  "--voltage-unit", "V", "--nominal-voltage", "0.9",
+                                  "--out", tmp_path / "m.h5"])
+    assert_one_line_error(code, out, err, "exceed the nominal voltage 0.9")

@@ -404,3 +404,85 @@ def test_readme_commands_reproduce_the_shipped_profiles_bit_identically(tmp_path
         argv[argv.index("--out") + 1] = str(fresh)
         assert main(argv) == 0
         assert_same_chip(load_chip(ROOT / out), load_chip(fresh))
+
+
+# --- issue 11: nominal voltage, duplicate spellings, reader errors vs our bugs, equality -------------
+def test_round_trip_chip_equals_the_loaded_one(good, tmp_path):
+    assert Chip.load(good) == small_chip()
+    measured = import_bitmaps({0.9: [1], 0.8: [1, 2]}, Geometry(8, 8), voltage_unit="V",
+                              nominal_voltage=0.95)
+    measured.save(tmp_path / "m.h5")
+    assert Chip.load(tmp_path / "m.h5") == measured
+    gauss = Chip.random(Geometry(16, 16), BerCurve.gaussian(0.706, 0.055), 0.9, seed=1)
+    gauss.save(tmp_path / "g.h5")
+    assert Chip.load(tmp_path / "g.h5") == gauss
+
+
+def test_vfail_or_floor_above_nominal_is_a_problem_line(good):
+    corrupt_faults(good, vfail=lambda v: np.where(np.arange(v.size) < 2, np.float32(1.25), v))
+    problems = validate(good)
+    assert "2 voltage(s) in /faults/vfail above the nominal voltage 1 (highest 1.25)" in problems
+    with pytest.raises(ProfileError, match="above the nominal voltage") as info:
+        Chip.load(good)
+    assert str(info.value).startswith(f"{good}: ") and "\n" not in str(info.value)
+    set_attr(good, "nominal_voltage", 0.7)
+    assert "v_floor 0.78 is above the nominal voltage 0.7" in validate(good)
+
+
+def test_import_refuses_failures_above_nominal():
+    with pytest.raises(InputError, match="exceed the nominal voltage 0.9"):
+        import_bitmaps({1.0: [1], 0.8: [1, 2]}, Geometry(8, 8), voltage_unit="V",
+                       nominal_voltage=0.9)
+
+
+def test_same_voltage_spelled_twice_is_merged_never_dropped(tmp_path):
+    """v0.900.npy and v0.90.npy are one tested voltage: the union of their bits (bool maps OR-ed,
+    address lists joined); directed files of that voltage merge the same way."""
+    np.save(tmp_path / "v0.900.npy", np.array([1, 4]))
+    np.save(tmp_path / "v0.90.npy", np.array([4, 9]))
+    np.save(tmp_path / "v0.8.npy", np.isin(np.arange(64), [1, 2]).reshape(8, 8))
+    np.save(tmp_path / "v0.80.npy", np.isin(np.arange(64), [2, 3]))
+    np.save(tmp_path / "v0.7_0to1.npy", np.array([5]))
+    np.save(tmp_path / "v0.700_0to1.npy", np.array([6]))
+    np.save(tmp_path / "v0.70_1to0.npy", np.array([6]))
+    obs = load_bitmap_dir(tmp_path)
+    assert sorted(obs) == [0.7, 0.8, 0.9]
+    chip = import_bitmaps(tmp_path, Geometry(8, 8))
+    got = {int(a): (float(v), int(k)) for a, v, k in zip(chip.address, chip.vfail, chip.kind)}
+    f = lambda x: float(np.float32(x))   # noqa: E731
+    assert got == {1: (f(0.9), FLIP), 4: (f(0.9), FLIP), 9: (f(0.9), FLIP), 2: (f(0.8), FLIP),
+                   3: (f(0.8), FLIP), 5: (f(0.7), STUCK1), 6: (f(0.7), FLIP)}
+    np.testing.assert_array_equal(chip.measured_voltages, np.float32([0.9, 0.8, 0.7]))
+
+
+def test_same_voltage_spelled_twice_with_mixed_contents_is_refused(tmp_path):
+    np.save(tmp_path / "v0.9.npy", np.array([1, 4]))
+    np.save(tmp_path / "v0.90.npy", np.isin(np.arange(64), [2]))
+    with pytest.raises(InputError, match=r"v0.90?.npy: same voltage and direction as v0.90?.npy"):
+        load_bitmap_dir(tmp_path)
+
+
+def test_a_bug_in_our_reader_surfaces_but_damaged_data_is_one_line(good, monkeypatch, tmp_path):
+    from sramsim.memory import profile_file
+
+    def buggy(*args):
+        raise TypeError("bug in our own code")
+    monkeypatch.setattr(profile_file, "_check_measured", buggy)
+    measured = tmp_path / "m.h5"
+    with h5py.File(good, "r+") as f:          # make the reader reach _check_measured
+        f.create_group("measured").create_dataset("voltages", data=np.float32([0.9, 0.78]))
+    with pytest.raises(TypeError, match="bug in our own code"):
+        validate(good)
+    monkeypatch.setattr(profile_file, "_duplicates", lambda a: {}["no such key"])
+    with pytest.raises(KeyError):
+        load_chip(good)
+    monkeypatch.undo()
+    # damaged bytes inside the compressed fault data are still the one-line problem
+    path = tmp_path / "big.h5"
+    Chip.random(Geometry(512, 256), BerCurve.builtin("finfet14"), 0.75, seed=0).save(path)
+    data = path.read_bytes()
+    i = int(len(data) * 0.5)
+    measured.write_bytes(data[:i - 64] + bytes(64) + data[i:])
+    with pytest.raises(ProfileError, match="unreadable data") as info:
+        load_chip(measured)
+    assert str(info.value).startswith(f"{measured}: ") and "\n" not in str(info.value)

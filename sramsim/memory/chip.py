@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 
-from sramsim.memory import kernels
+from sramsim.errors import InputError, ProfileError
+from sramsim.memory import kernels, profile_file
 from sramsim.memory.curves import BerCurve
-from sramsim.errors import InputError
 from sramsim.memory.geometry import FLIP, Geometry, KIND_CODES, draw_kinds
-from sramsim.memory.sampling import bernoulli_positions, random_order_uniforms
+from sramsim.memory.sampling import bernoulli_positions, check_seed, random_order_uniforms
+from sramsim.memory.sizes import CHIP_BUILD_BYTES_PER_FAULT, expected_faults, require_memory
 
 VOLTAGE_TOLERANCE = 1e-9
 
@@ -31,6 +32,7 @@ class Faults:
         return int(self.address.shape[0])
 
     def counts(self) -> dict[str, int]:
+        """Number of faults of each kind: {"flip": n, "stuck0": n, "stuck1": n}."""
         return {name: int(np.count_nonzero(self.kind == code)) for name, code in KIND_CODES.items()}
 
 
@@ -44,6 +46,7 @@ class ByteMasks:
     count: int = 0                    # faults included (a prefix of the chip's fault list)
 
     def copy(self) -> "ByteMasks":
+        """An independent copy (the cache extends a copy, never the cached masks themselves)."""
         return ByteMasks(self.xor.copy(), None if self.clear is None else self.clear.copy(),
                          None if self.set is None else self.set.copy(), self.count)
 
@@ -54,7 +57,13 @@ class Chip:
 
     Faults are sorted by `vfail` descending, so the faults at V are a prefix and nesting over
     voltage holds by construction. Voltages are compared in float32, the precision vfail is
-    stored in: a cell is faulty at V when vfail >= float32(V). `v_floor` is the lowest voltage the map is valid for.
+    stored in: a cell is faulty at V when vfail >= float32(V). `v_floor` is the lowest voltage
+    the map is valid for, `nominal_voltage` the highest: every vfail lies between them.
+
+    The constructor checks these invariants in one O(n) pass and raises InputError naming the
+    first fault that breaks one: vfail finite and sorted descending, v_floor <= vfail <= nominal,
+    addresses below the capacity and distinct, kind codes 0 (flip), 1 (stuck0), 2 (stuck1).
+    Two chips are == when geometry, faults, floor, curve and metadata are all equal.
     """
 
     geometry: Geometry
@@ -74,6 +83,10 @@ class Chip:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
                                   compare=False)
 
+    # Chip.random's addresses are distinct by construction (strictly increasing gaps, then a
+    # permutation): it skips only the repeat check, the one pass that is a random scatter.
+    distinct_by_construction: InitVar[bool] = False
+
     MASK_CACHE_SIZE = 3
 
     # --- construction -------------------------------------------------------------------------
@@ -84,9 +97,20 @@ class Chip:
 
         O(#faults at v_floor): fault positions from geometric gaps (sorted, distinct), failure
         voltages from sorted uniform order statistics, paired by a random permutation.
-        Deterministic in `seed` on any machine and thread count.
+        Deterministic in `seed` (a non-negative integer) on any machine and thread count. A cell
+        that fails even at the nominal voltage 1.0 (possible with the Gaussian model) gets
+        vfail = 1.0: the map describes voltages from v_floor up to nominal. A chip whose faults
+        cannot fit in this machine's memory is refused before anything is drawn.
         """
+        seed = check_seed(seed)
+        v_floor = float(v_floor)
+        if not (np.isfinite(v_floor) and v_floor <= 1.0):
+            raise InputError(f"v_floor must be a finite voltage at most the nominal 1.0, got {v_floor!r}")
         p_floor = float(curve.ber(v_floor))
+        n_max = expected_faults(geometry.capacity_bits, p_floor)
+        require_memory(n_max * CHIP_BUILD_BYTES_PER_FAULT,
+                       f"a random chip of {geometry.capacity_bits} bits with BER {p_floor:g} at "
+                       f"v_floor {v_floor:g} (~{geometry.capacity_bits * p_floor:.3g} faults)")
         rng = np.random.default_rng(seed)
         positions = bernoulli_positions(rng, geometry.capacity_bits, p_floor)
         # Given a cell fails at v_floor, P(vfail >= V) = ber(V) / ber(v_floor): vfail is the curve's
@@ -95,26 +119,50 @@ class Chip:
         order, u_asc = random_order_uniforms(rng, positions.shape[0])
         address = positions[order]
         vfail = np.asarray(curve.voltage(u_asc * p_floor), dtype=np.float64).astype(np.float32)
-        vfail = np.maximum(vfail, np.float32(v_floor))
+        vfail = np.clip(vfail, np.float32(v_floor), np.float32(1.0))
         n = address.shape[0]
         kind = draw_kinds(rng, n, kinds)
-        return cls(geometry, address, vfail, kind, float(v_floor),
+        return cls(geometry, address, vfail, kind, v_floor,
                    name=name or f"{curve.name}-{geometry.rows}x{geometry.cols}-s{seed}",
-                   curve=curve, attrs={"seed": int(seed)})
+                   curve=curve, attrs={"seed": seed}, distinct_by_construction=True)
 
-    def __post_init__(self):
-        self.address = np.ascontiguousarray(self.address, dtype=np.uint64)
-        self.vfail = np.ascontiguousarray(self.vfail, dtype=np.float32)
-        self.kind = np.ascontiguousarray(self.kind, dtype=np.uint8)
+    def __post_init__(self, distinct_by_construction: bool = False):
+        self.address = _as_array(self.address, np.uint64, "address", integer=True)
+        self.vfail = _as_array(self.vfail, np.float32, "vfail", integer=False)
+        self.kind = _as_array(self.kind, np.uint8, "kind", integer=True)
         n = self.address.shape[0]
         if self.vfail.shape != (n,) or self.kind.shape != (n,):
-            raise ValueError("address, vfail and kind must be 1-D arrays of equal length")
+            raise InputError("address, vfail and kind must be 1-D arrays of equal length, got "
+                             f"shapes {self.address.shape}, {self.vfail.shape}, {self.kind.shape}")
+        self.v_floor = float(self.v_floor)
+        self.nominal_voltage = float(self.nominal_voltage)
+        if not (np.isfinite(self.nominal_voltage) and self.nominal_voltage > 0):
+            raise InputError(f"chip nominal_voltage must be a positive number, got {self.nominal_voltage!r}")
+        if not (np.isfinite(self.v_floor) and self.v_floor <= self.nominal_voltage):
+            raise InputError(f"chip v_floor must be a finite voltage at most the nominal voltage "
+                             f"{self.nominal_voltage:g}, got {self.v_floor!r}")
+        _check_faults(self, check_repeats=not distinct_by_construction)
 
     # --- queries ------------------------------------------------------------------------------
     def __len__(self) -> int:
         return int(self.address.shape[0])
 
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Chip):
+            return NotImplemented
+        measured = (self.measured_voltages is None and other.measured_voltages is None) or (
+            self.measured_voltages is not None and other.measured_voltages is not None
+            and np.array_equal(self.measured_voltages, other.measured_voltages))
+        return (self.same_faults(other) and measured and self.v_floor == other.v_floor
+                and (self.name, self.source, self.voltage_unit, self.nominal_voltage)
+                == (other.name, other.source, other.voltage_unit, other.nominal_voltage)
+                and self.curve == other.curve and self.attrs == other.attrs)
+
+    __hash__ = None   # mutable: not a dict key
+
     def check_voltage(self, v: float) -> float:
+        """`v` as a float if this chip's map covers it, else VoltageError (NaN, or below the
+        floor / lowest measured voltage: never extrapolated)."""
         v = float(v)
         if not np.isfinite(v):
             raise VoltageError(f"voltage must be a finite number, got {v!r}")
@@ -132,6 +180,7 @@ class Chip:
         return len(self) - int(np.searchsorted(ascending, np.float32(v), side="left"))
 
     def faults(self, v: float) -> Faults:
+        """The faulty bits at voltage v: the prefix of the fault list with vfail >= float32(v)."""
         n = self.count(v)
         return Faults(self.address[:n], self.kind[:n])
 
@@ -143,7 +192,8 @@ class Chip:
         """Dense per-byte masks at voltage v, cached; built from the nearest cached higher voltage.
 
         Lowering the voltage only adds faults, so the masks at V' < V are the masks at V plus the
-        faults with vfail in [V', V): a sweep pays each fault once.
+        faults with vfail in [V', V): a sweep pays each fault once. Masks that cannot fit in this
+        machine's memory (a 10^12-bit chip) are refused before allocating, with the size named.
         """
         n = self.count(v)
         with self._lock:
@@ -156,10 +206,13 @@ class Chip:
             cache.move_to_end(n)
             return cache[n]
         base = max((k for k in cache if k <= n), default=None)
-        masks = cache[base].copy() if base is not None else self._empty_masks()
-        new = slice(masks.count, n)
+        new = slice(cache[base].count if base is not None else 0, n)
         kinds = self.kind[new]
         has_stuck = bool(np.any(kinds != FLIP))
+        stuck = has_stuck or (base is not None and cache[base].clear is not None)
+        require_memory(self.geometry.capacity_bytes * (3 if stuck else 1),
+                       f"building the byte masks of chip {self.name!r} ({self.geometry.capacity_bits} bits)")
+        masks = cache[base].copy() if base is not None else self._empty_masks()
         if has_stuck and masks.clear is None:
             masks.clear = np.zeros_like(masks.xor)
             masks.set = np.zeros_like(masks.xor)
@@ -190,20 +243,84 @@ class Chip:
         return ByteMasks(np.zeros(self.geometry.capacity_bytes, dtype=np.uint8))
 
     def same_faults(self, other: "Chip") -> bool:
+        """Same geometry and the same fault list (addresses, failure voltages, kinds), bit for bit."""
         return (self.geometry == other.geometry and np.array_equal(self.address, other.address)
                 and np.array_equal(self.vfail, other.vfail) and np.array_equal(self.kind, other.kind))
 
     # --- persistence (HDF5 profile, schema in profiles/README.md) --------------------------------
     def save(self, path) -> None:
-        from sramsim.memory.profiles import save_chip
-        save_chip(self, path)
+        """Write this chip as an HDF5 profile (checked before it appears under `path`)."""
+        profile_file.write(self, path)
 
     @classmethod
     def load(cls, path) -> "Chip":
-        from sramsim.memory.profiles import load_chip
-        return load_chip(path)
+        """Read and check an HDF5 profile; any problem is a ProfileError naming the file."""
+        fields = profile_file.load(path)
+        try:
+            return cls(**fields)
+        except InputError as exc:     # an invariant the reader has no problem line for
+            raise ProfileError(f"{path}: {exc}") from None
 
     def __repr__(self) -> str:
         g = self.geometry
         return (f"Chip({self.name!r}, {g.rows}x{g.cols}x{g.banks} bits, {len(self)} faults "
                 f"down to V={self.v_floor:g})")
+
+
+def _as_array(values, dtype, what: str, integer: bool) -> np.ndarray:
+    """A chip field as a contiguous array of `dtype`; values the cast would change are refused
+    (a float address, a negative kind), never wrapped or truncated."""
+    a = np.asarray(values)
+    if a.size == 0:
+        return np.ascontiguousarray(a, dtype=dtype)
+    if integer and a.dtype.kind not in "iu":
+        raise InputError(f"chip {what} must be integers, got dtype {a.dtype}")
+    if not integer and a.dtype.kind not in "iuf":
+        raise InputError(f"chip {what} must be numbers, got dtype {a.dtype}")
+    if a.dtype.kind == "i" and a.min() < 0:
+        raise InputError(f"chip {what} must be non-negative, got {a.min()} at index "
+                         f"{int(np.argmin(a))}")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+_INVARIANTS = {
+    kernels.BAD_VFAIL_NOT_FINITE: "vfail must be finite",
+    kernels.BAD_VFAIL_RISES: "vfail must be sorted descending",
+    kernels.BAD_ADDRESS_RANGE: "addresses must be below the capacity",
+    kernels.BAD_ADDRESS_REPEATS: "addresses must be distinct",
+    kernels.BAD_KIND: "kind codes must be 0 (flip), 1 (stuck0) or 2 (stuck1)",
+}
+
+
+def _check_faults(chip: Chip, check_repeats: bool = True) -> None:
+    """The fault list's invariants in one O(n) pass (numba); InputError naming the first bad index."""
+    n = len(chip)
+    if n == 0:
+        return
+    cap = chip.geometry.capacity_bits
+    slots = 1 << max(1, (2 * n - 1).bit_length())      # power of two >= 2n
+    if not check_repeats:
+        bitset, table = np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.uint64)
+    elif (cap + 7) // 8 <= 8 * slots:                     # bitset no bigger than the hash table
+        bitset, table = np.zeros((cap + 7) // 8, dtype=np.uint8), np.empty(0, dtype=np.uint64)
+    else:
+        bitset, table = np.empty(0, dtype=np.uint8), np.full(slots, kernels.EMPTY_SLOT)
+    code, i = kernels.first_bad_fault(chip.address, chip.vfail, chip.kind, np.uint64(cap),
+                                      bitset, table)
+    if code:
+        a, v, k = int(chip.address[i]), float(chip.vfail[i]), int(chip.kind[i])
+        detail = {kernels.BAD_VFAIL_NOT_FINITE: f"vfail[{i}] = {v!r}",
+                  kernels.BAD_VFAIL_RISES: f"vfail[{i}] = {v:g} > vfail[{i - 1}] = "
+                                           f"{float(chip.vfail[i - 1]) if i else 0:g}",
+                  kernels.BAD_ADDRESS_RANGE: f"address[{i}] = {a} >= capacity {cap}",
+                  kernels.BAD_ADDRESS_REPEATS: f"address[{i}] = {a} appeared earlier",
+                  kernels.BAD_KIND: f"kind[{i}] = {k}"}[code]
+        raise InputError(f"chip {chip.name!r}: {_INVARIANTS[code]}; first bad fault: {detail}")
+    top, low = chip.vfail[0], chip.vfail[-1]
+    if top > np.float32(chip.nominal_voltage):
+        raise InputError(f"chip {chip.name!r}: vfail must not exceed the nominal voltage "
+                         f"{chip.nominal_voltage:g}; first bad fault: vfail[0] = {float(top):g}")
+    if low < np.float32(chip.v_floor):
+        j = int(np.searchsorted(-chip.vfail, -np.float32(chip.v_floor), side="right"))
+        raise InputError(f"chip {chip.name!r}: vfail must not lie below v_floor "
+                         f"{chip.v_floor:g}; first bad fault: vfail[{j}] = {float(chip.vfail[j]):g}")

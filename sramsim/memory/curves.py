@@ -37,6 +37,7 @@ class BerCurve:
     # --- constructors -------------------------------------------------------------------------
     @classmethod
     def builtin(cls, name: str) -> "BerCurve":
+        """A published curve by name (`finfet14`: 14 nm FinFET SRAM, normalised voltages)."""
         if name not in BUILTINS:
             raise ValueError(f"unknown BER curve {name!r}; built-ins: {', '.join(sorted(BUILTINS))}")
         v, b = BUILTINS[name]
@@ -46,6 +47,8 @@ class BerCurve:
 
     @classmethod
     def from_table(cls, voltages: ArrayLike, bers: ArrayLike, name: str = "table") -> "BerCurve":
+        """A curve from measured (voltage, BER) pairs; ValueError unless finite, in [0, 1] and
+        monotone (lower voltage, no fewer errors)."""
         v = np.asarray(voltages, dtype=np.float64).ravel()
         b = np.asarray(bers, dtype=np.float64).ravel()
         if v.shape != b.shape or v.size < 2:
@@ -78,6 +81,7 @@ class BerCurve:
 
     @property
     def v_max(self) -> float:
+        """Highest tabulated voltage (+inf for the Gaussian model); above it the BER stays flat."""
         return np.inf if self.mu is not None else float(self._v[-1])
 
     def ber(self, v: ArrayLike) -> np.ndarray | float:
@@ -141,6 +145,15 @@ class BerCurve:
             return self._v.copy(), self._b.copy()
         v = np.linspace(self.mu - 5 * self.sigma, self.mu + 6 * self.sigma, 45)
         return v, np.asarray(self.ber(v))
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, BerCurve):
+            return NotImplemented
+        return ((self.name, self.mu, self.sigma) == (other.name, other.mu, other.sigma)
+                and np.array_equal(self._v, other._v) and np.array_equal(self._b, other._b))
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.mu, self.sigma, self._v.tobytes(), self._b.tobytes()))
 
     def __repr__(self) -> str:
         return f"BerCurve({self.name})"

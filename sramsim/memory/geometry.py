@@ -5,7 +5,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Fault kinds as stored in profiles (/faults/kind).
+from sramsim.errors import InputError
+
+# Fault kinds as stored in profiles (/faults/kind): 0 reads inverted, 1 reads 0, 2 reads 1.
 FLIP, STUCK0, STUCK1 = 0, 1, 2
 KIND_CODES = {"flip": FLIP, "stuck0": STUCK0, "stuck1": STUCK1}
 KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
@@ -28,24 +30,31 @@ class Geometry:
     def __post_init__(self):
         for name in ("rows", "cols", "banks", "word_bits"):
             value = getattr(self, name)
-            if int(value) != value or value <= 0:
-                raise ValueError(f"geometry {name} must be a positive integer, got {value!r}")
+            # bool is an int in Python, and 128.0 or "128" would be coerced: all refused.
+            if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
+                    or value <= 0):
+                raise InputError(f"geometry {name} must be a positive integer, got {value!r}")
             object.__setattr__(self, name, int(value))
+        if not isinstance(self.technology, str) or not self.technology:
+            raise InputError(f"geometry technology must be a non-empty label, got {self.technology!r}")
         if self.word_bits % 8:
-            raise ValueError(f"word_bits must be a multiple of 8, got {self.word_bits}")
+            raise InputError(f"word_bits must be a multiple of 8, got {self.word_bits}")
         if self.capacity_bits % self.word_bits:
-            raise ValueError("capacity (rows*cols*banks) must be a whole number of words")
+            raise InputError("capacity (rows*cols*banks) must be a whole number of words")
 
     @property
     def capacity_bits(self) -> int:
+        """Bits in the memory: rows * cols * banks."""
         return self.rows * self.cols * self.banks
 
     @property
     def capacity_bytes(self) -> int:
+        """Bytes in the memory (the size of one dense per-byte mask)."""
         return self.capacity_bits // 8
 
     @property
     def capacity_words(self) -> int:
+        """Words of `word_bits` bits in the memory (the modulus of placement offsets)."""
         return self.capacity_bits // self.word_bits
 
     def split(self, address: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -61,10 +70,10 @@ def parse_kinds(kinds: dict[str, float] | None) -> tuple[np.ndarray, np.ndarray]
     kinds = kinds or {"flip": 1.0}
     unknown = set(kinds) - set(KIND_CODES)
     if unknown:
-        raise ValueError(f"unknown fault kind(s) {sorted(unknown)}; use flip, stuck0, stuck1")
+        raise InputError(f"unknown fault kind(s) {sorted(unknown)}; use flip, stuck0, stuck1")
     weights = np.array([float(w) for w in kinds.values()])
-    if np.any(weights < 0) or weights.sum() <= 0:
-        raise ValueError("fault kind proportions must be non-negative and not all zero")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        raise InputError("fault kind proportions must be finite, non-negative and not all zero")
     codes = np.array([KIND_CODES[k] for k in kinds], dtype=np.uint8)
     return codes, weights / weights.sum()
 

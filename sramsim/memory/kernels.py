@@ -48,3 +48,59 @@ def geometric_positions(exponential, rate, limit, start):
         pos[n] = np.uint64(cur)
         n += 1
     return pos[:n], cur, False
+
+
+# Codes returned by `first_bad_fault` (0: all invariants hold).
+BAD_VFAIL_NOT_FINITE, BAD_VFAIL_RISES, BAD_ADDRESS_RANGE, BAD_ADDRESS_REPEATS, BAD_KIND = 1, 2, 3, 4, 5
+EMPTY_SLOT = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@njit(cache=True, nogil=True)
+def first_bad_fault(address, vfail, kind, capacity, bitset, table):
+    """One pass over a chip's fault list: (code, index) of the first fault that breaks an
+    invariant, (0, -1) when none does.
+
+    Checked per fault i, in this order: vfail finite (code 1), vfail[i] <= vfail[i-1] (2),
+    address < capacity (3), address not seen before (4), kind code <= 2 (5). Repeats are found
+    in `bitset` (zeroed uint8, capacity bits) when it is non-empty, else in `table` (an
+    open-addressing hash set: a power-of-two number >= 2n of slots filled with EMPTY_SLOT);
+    both O(n), the caller picks the smaller. With both empty, repeats are not checked.
+    """
+    n = address.shape[0]
+    mask = np.uint64(table.shape[0] - 1) if table.shape[0] else np.uint64(0)
+    bits = 0
+    while (1 << bits) < table.shape[0]:
+        bits += 1
+    shift = np.uint64(64 - bits) if bits else np.uint64(63)   # hash = the product's top bits
+    use_bitset = bitset.shape[0] > 0
+    use_table = table.shape[0] > 0
+    prev = np.inf
+    for i in range(n):
+        v = vfail[i]
+        if not np.isfinite(v):
+            return 1, i
+        if v > prev:
+            return 2, i
+        prev = v
+        a = address[i]
+        if a >= capacity:
+            return 3, i
+        if use_bitset:
+            b = a >> np.uint64(3)
+            bit = np.uint8(1) << np.uint8(a & np.uint64(7))
+            if bitset[b] & bit:
+                return 4, i
+            bitset[b] |= bit
+        elif use_table:
+            h = (a * np.uint64(0x9E3779B97F4A7C15)) >> shift
+            while True:
+                t = table[h]
+                if t == EMPTY_SLOT:
+                    table[h] = a
+                    break
+                if t == a:
+                    return 4, i
+                h = (h + np.uint64(1)) & mask
+        if kind[i] > 2:
+            return 5, i
+    return 0, -1

@@ -1,8 +1,9 @@
-"""Chip profiles on disk (HDF5, schema v1): the one module that reads, writes and checks them.
+"""Chip profiles: import measured bitmaps, summarise chips, and the profile functions users call.
 
-The schema is written down in profiles/README.md. Readers check everything before a `Chip` is
-built, so a bad file fails when it is opened, with one line naming the file and the problem.
-Measured profiles are built from per-voltage observations of failing bits by `import_bitmaps`.
+The HDF5 schema itself (writing, reading, checking) is owned by `sramsim.memory.profile_file` and
+written down in profiles/README.md; `load_chip` / `save_chip` / `validate` here are the same
+operations as `Chip.load` / `chip.save` / `profile_file.validate`. Measured profiles are built from
+per-voltage observations of failing bits by `import_bitmaps`.
 """
 from __future__ import annotations
 
@@ -14,305 +15,32 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
+from sramsim.errors import InputError
+from sramsim.memory import profile_file
 from sramsim.memory.chip import Chip
-from sramsim.memory.curves import BerCurve
-from sramsim.errors import InputError, ProfileError
 from sramsim.memory.geometry import FLIP, KIND_NAMES, STUCK0, STUCK1, Geometry
-
-FORMAT = "sramsim.chip"
-VERSION = 1
-SOURCES = ("synthetic", "measured")
-VOLTAGE_UNITS = ("normalized", "V")
-ROOT_ATTRS = ("format", "version", "name", "source", "technology", "voltage_unit",
-              "nominal_voltage", "v_floor")
-GEOMETRY_ATTRS = ("rows", "cols", "banks", "word_bits")
-FAULT_DATASETS = ("address", "vfail", "kind")
-_COMPRESSION = {"compression": "gzip", "compression_opts": 6, "shuffle": True}
+from sramsim.memory.profile_file import (FAULT_DATASETS, FORMAT, GEOMETRY_ATTRS,  # noqa: F401
+                                         ROOT_ATTRS, SOURCES, VERSION, VOLTAGE_UNITS)
 
 
-# --- writing ----------------------------------------------------------------------------------
+# --- reading and writing (the schema lives in profile_file) ----------------------------------------
 def save_chip(chip: Chip, path: str | os.PathLike) -> None:
-    """Write `chip` as a v1 profile. Written to a temporary name and renamed, so a crash never
-    leaves a half-written profile under the final name."""
-    path = Path(path)
-    clash = set(chip.attrs) & (set(ROOT_ATTRS) | set(GEOMETRY_ATTRS))
-    if clash:
-        raise ValueError(f"chip attrs {sorted(clash)} would overwrite schema attributes")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            _write(f, chip)
-        problems = _read(tmp)[1]        # never leave a file behind that readers would reject
-        if problems:
-            raise ProfileError(f"{path}: refusing to write an invalid profile: {problems[0]}")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _write(f: h5py.File, chip: Chip) -> None:
-    g = chip.geometry
-    f.attrs["format"] = FORMAT
-    f.attrs["version"] = np.int64(VERSION)
-    f.attrs["name"] = str(chip.name)
-    f.attrs["source"] = str(chip.source)
-    f.attrs["technology"] = str(g.technology)
-    f.attrs["voltage_unit"] = str(chip.voltage_unit)
-    f.attrs["nominal_voltage"] = np.float64(chip.nominal_voltage)
-    f.attrs["v_floor"] = np.float64(chip.v_floor)
-    for key, value in chip.attrs.items():
-        f.attrs[key] = value
-    geo = f.create_group("geometry")
-    for key in GEOMETRY_ATTRS:
-        geo.attrs[key] = np.int64(getattr(g, key))
-    faults = f.create_group("faults")
-    for key, data in (("address", chip.address), ("vfail", chip.vfail), ("kind", chip.kind)):
-        faults.create_dataset(key, data=data, **(_COMPRESSION if len(data) else {}))
-    if chip.measured_voltages is not None:
-        measured = np.sort(np.asarray(chip.measured_voltages, dtype=np.float32))[::-1]
-        f.create_group("measured").create_dataset("voltages", data=measured)
-    if chip.curve is not None:
-        v, b = chip.curve.table()
-        grp = f.create_group("ber_curve")
-        grp.create_dataset("voltage", data=np.asarray(v, dtype=np.float64))
-        grp.create_dataset("ber", data=np.asarray(b, dtype=np.float64))
-        grp.attrs["name"] = str(chip.curve.name)
-        if chip.curve.mu is not None:   # analytic curve: keep it exact, the table is for plotting
-            grp.attrs["mu"] = np.float64(chip.curve.mu)
-            grp.attrs["sigma"] = np.float64(chip.curve.sigma)
-
-
-# --- reading and checking ---------------------------------------------------------------------
-class _Invalid(Exception):
-    """A problem that stops further checks of a file (internal; turned into a message)."""
+    """Write `chip` as a v1 profile (same as `chip.save(path)`)."""
+    chip.save(path)
 
 
 def load_chip(path: str | os.PathLike) -> Chip:
-    """Read and check a profile; any problem raises `ProfileError("<path>: <problem>")`."""
-    chip, problems = _read(path)
-    if problems:
-        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        raise ProfileError(f"{path}: {problems[0]}{more}")
-    return chip
+    """Read and check a profile (same as `Chip.load(path)`); any problem raises
+    `ProfileError("<path>: <problem>")`."""
+    return Chip.load(path)
 
 
 def validate(path: str | os.PathLike, strict: bool = False) -> list[str]:
-    """All problems found in the profile at `path` (an empty list means valid).
-
-    Each problem is one line without the file name. With `strict=True` the first problem is
-    raised as `ProfileError` naming the file instead.
-    """
-    if strict:
-        load_chip(path)
-        return []
-    return _read(path)[1]
-
-
-def _read(path: str | os.PathLike) -> tuple[Chip | None, list[str]]:
-    p = Path(path)
-    if not p.exists():
-        return None, ["no such file"]
-    if p.is_dir():
-        return None, ["is a directory, not a profile file"]
-    if not os.access(p, os.R_OK):
-        return None, ["permission denied"]
-    try:
-        f = h5py.File(p, "r")
-    except OSError as exc:
-        text = str(exc)
-        reason = ("truncated file" if "truncated" in text else
-                  "not an HDF5 file" if "signature" in text else
-                  "damaged or locked HDF5 file (" + " ".join(text.split()) + ")")
-        return None, [f"cannot open as a chip profile: {reason}"]
-    problems: list[str] = []
-    try:
-        with f:
-            chip = _check(f, problems)
-    except _Invalid as exc:
-        return None, problems + [str(exc)]
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # unreadable data
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        return None, problems + [f"unreadable data (damaged or truncated file): {detail}"]
-    return (chip if not problems else None), problems
-
-
-def _check(f: h5py.File, problems: list[str]) -> Chip | None:
-    """Check the whole file; fatal problems raise _Invalid, others are appended to `problems`."""
-    if "format" not in f.attrs:
-        raise _Invalid("not a sramsim chip profile (root attribute 'format' is missing)")
-    fmt = _as_str(f.attrs["format"])
-    if fmt != FORMAT:
-        raise _Invalid(f"not a sramsim chip profile (format is {fmt!r}, expected {FORMAT!r})")
-    version = _attr(f, "version", int)
-    if version != VERSION:
-        raise _Invalid(f"unsupported profile version {version} (this sramsim reads version {VERSION})")
-    name = _attr(f, "name", str)
-    source = _attr(f, "source", str)
-    technology = _attr(f, "technology", str)
-    unit = _attr(f, "voltage_unit", str)
-    nominal = _attr(f, "nominal_voltage", float)
-    v_floor = _attr(f, "v_floor", float)
-    if source not in SOURCES:
-        problems.append(f"root attribute 'source' is {source!r}, expected one of {list(SOURCES)}")
-    if unit not in VOLTAGE_UNITS:
-        problems.append(f"root attribute 'voltage_unit' is {unit!r}, expected one of "
-                        f"{list(VOLTAGE_UNITS)}")
-    if not (math.isfinite(nominal) and nominal > 0):
-        problems.append(f"root attribute 'nominal_voltage' must be a positive number, got {nominal!r}")
-    if not math.isfinite(v_floor):
-        raise _Invalid(f"root attribute 'v_floor' must be a finite number, got {v_floor!r}")
-
-    geo = _group(f, "geometry")
-    try:
-        geometry = Geometry(*(_attr(geo, k, int, "/geometry") for k in GEOMETRY_ATTRS),
-                            technology=technology)
-    except ValueError as exc:
-        raise _Invalid(f"bad /geometry: {exc}") from None
-
-    faults = _group(f, "faults")
-    arrays = {k: _dataset(faults, k, "/faults") for k in FAULT_DATASETS}
-    lengths = {k: a.shape[0] for k, a in arrays.items()}
-    if len(set(lengths.values())) != 1:
-        raise _Invalid("length mismatch in /faults: " + ", ".join(f"{k}={n}" for k, n in lengths.items()))
-    address, vfail, kind = arrays["address"], arrays["vfail"], arrays["kind"]
-    for key, arr, want in (("address", address, "iu"), ("vfail", vfail, "f"), ("kind", kind, "iu")):
-        if arr.dtype.kind not in want:
-            raise _Invalid(f"/faults/{key} has dtype {arr.dtype}, expected "
-                           f"{'a float' if want == 'f' else 'an integer'} type")
-    if address.dtype.kind == "i" and np.any(address < 0):
-        problems.append("/faults/address has negative entries")
-    address = address.astype(np.uint64)
-    if np.any(address >= np.uint64(geometry.capacity_bits)):
-        bad = int(np.count_nonzero(address >= np.uint64(geometry.capacity_bits)))
-        problems.append(f"{bad} address(es) in /faults/address >= capacity {geometry.capacity_bits}")
-    dup = _duplicates(address)
-    if dup:
-        problems.append(f"{dup} duplicate address(es) in /faults/address")
-    vfail64 = vfail.astype(np.float64)
-    if not np.all(np.isfinite(vfail64)):
-        problems.append(f"{int(np.count_nonzero(~np.isfinite(vfail64)))} NaN/infinite voltage(s) "
-                        "in /faults/vfail")
-    else:
-        if np.any(np.diff(vfail64) > 0):
-            problems.append("/faults/vfail is not sorted descending")
-        if vfail.size and vfail.astype(np.float32).min() < np.float32(v_floor):
-            problems.append(f"/faults/vfail has voltage(s) below v_floor {v_floor:g} "
-                            f"(lowest {vfail64.min():g})")
-    if np.any(kind.astype(np.int64) > 2) or np.any(kind.astype(np.int64) < 0):
-        problems.append("/faults/kind has codes outside 0 (flip), 1 (stuck0), 2 (stuck1)")
-
-    measured = None
-    if "measured" in f or source == "measured":
-        measured = _dataset(_group(f, "measured"), "voltages", "/measured").astype(np.float32)
-        _check_measured(measured, vfail, v_floor, problems)
-    curve = _read_curve(f, problems) if "ber_curve" in f else None
-    attrs = {k: _plain(v) for k, v in f.attrs.items() if k not in ROOT_ATTRS}
-    if problems:
-        return None
-    return Chip(geometry, address, vfail.astype(np.float32, copy=False),
-                kind.astype(np.uint8, copy=False), v_floor, name=name, source=source,
-                voltage_unit=unit, nominal_voltage=nominal, curve=curve,
-                measured_voltages=measured, attrs=attrs)
-
-
-def _check_measured(measured: np.ndarray, vfail: np.ndarray, v_floor: float,
-                    problems: list[str]) -> None:
-    if measured.ndim != 1 or measured.size == 0:
-        problems.append("/measured/voltages must be a non-empty 1-D array")
-        return
-    if not np.all(np.isfinite(measured)):
-        problems.append("NaN/infinite voltage(s) in /measured/voltages")
-        return
-    if np.unique(measured).size != measured.size:
-        problems.append("/measured/voltages has repeated voltages")
-    if np.float32(v_floor) < measured.min():
-        problems.append(f"v_floor {v_floor:g} is below the lowest measured voltage "
-                        f"{float(measured.min()):g}")
-    if vfail.size and np.all(np.isfinite(vfail)) and not np.all(np.isin(vfail, measured)):
-        problems.append("/faults/vfail has voltages that are not in /measured/voltages")
-
-
-def _read_curve(f: h5py.File, problems: list[str]) -> BerCurve | None:
-    grp = _group(f, "ber_curve")
-    v = _dataset(grp, "voltage", "/ber_curve").astype(np.float64)
-    b = _dataset(grp, "ber", "/ber_curve").astype(np.float64)
-    name = _as_str(grp.attrs.get("name", "table"))
-    try:
-        if "mu" in grp.attrs and "sigma" in grp.attrs:
-            curve = BerCurve.gaussian(float(grp.attrs["mu"]), float(grp.attrs["sigma"]))
-        else:
-            curve = BerCurve.from_table(v, b, name=name)
-    except ValueError as exc:
-        problems.append(f"bad /ber_curve: {exc}")
-        return None
-    curve.name = name
-    return curve
-
-
-def _group(parent: h5py.Group, key: str) -> h5py.Group:
-    where = f"{parent.name.rstrip('/')}/{key}"
-    if key not in parent:
-        raise _Invalid(f"missing group {where}")
-    obj = parent[key]
-    if not isinstance(obj, h5py.Group):
-        raise _Invalid(f"{where} is not a group")
-    return obj
-
-
-def _dataset(grp: h5py.Group, key: str, where: str) -> np.ndarray:
-    if key not in grp:
-        raise _Invalid(f"missing dataset {where}/{key}")
-    obj = grp[key]
-    if not isinstance(obj, h5py.Dataset):
-        raise _Invalid(f"{where}/{key} is not a dataset")
-    if obj.ndim != 1:
-        raise _Invalid(f"{where}/{key} must be 1-D, has shape {obj.shape}")
-    if obj.dtype.kind not in "iuf":
-        raise _Invalid(f"{where}/{key} has non-numeric dtype {obj.dtype}")
-    return obj[()]
-
-
-def _attr(obj: h5py.HLObject, key: str, kind: type, where: str = "root") -> Any:
-    if key not in obj.attrs:
-        raise _Invalid(f"missing {where} attribute {key!r}")
-    value = obj.attrs[key]
-    try:
-        if kind is str:
-            if not isinstance(value, (str, bytes, np.str_, np.bytes_)):
-                raise TypeError
-            return _as_str(value)
-        if np.ndim(value) != 0 or isinstance(value, (str, bytes)):
-            raise TypeError
-        if kind is int:
-            if float(value) != int(value):
-                raise TypeError
-            return int(value)
-        return float(value)
-    except (TypeError, ValueError):
-        raise _Invalid(f"{where} attribute {key!r} has the wrong type ({value!r}), "
-                       f"expected {kind.__name__}") from None
-
-
-def _as_str(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, (bytes, np.bytes_)) else str(value)
-
-
-def _plain(value: Any) -> Any:
-    """HDF5 attribute -> plain Python value (numpy scalars -> int/float/bool, bytes -> str)."""
-    if isinstance(value, (bytes, np.bytes_)):
-        return _as_str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _duplicates(address: np.ndarray) -> int:
-    s = np.sort(address)
-    return int(np.count_nonzero(s[1:] == s[:-1]))
+    """All problems found in the profile at `path`, one line each (empty: valid); `strict=True`
+    raises the first as `ProfileError` naming the file instead."""
+    return profile_file.validate(path, strict=strict)
 
 
 # --- importing measured bitmaps -----------------------------------------------------------------
@@ -332,7 +60,9 @@ def load_bitmap_dir(directory: str | os.PathLike) -> dict[float, dict[str, np.nd
     `v<voltage>_1to0.npy` (seen failing in that direction), e.g. `v0.850.npy`. Each holds the
     failing bit addresses (1-D integer array) or a boolean map with one entry per bit (any shape
     of `capacity` elements, C order = bit address). Other `.npy` names are an error; files with
-    other extensions are ignored. The direction key of an undirected file is "any".
+    other extensions are ignored. The direction key of an undirected file is "any". Files that
+    spell the same voltage differently (`v0.900.npy`, `v0.90.npy`) with the same direction are
+    merged (the union of their failing bits), never dropped.
     """
     d = Path(directory)
     if not d.is_dir():
@@ -349,10 +79,32 @@ def load_bitmap_dir(directory: str | os.PathLike) -> dict[float, dict[str, np.nd
             arr = np.load(p, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise InputError(f"{p}: not a readable .npy array ({' '.join(str(exc).split())})") from None
-        out.setdefault(float(m.group(1)), {})[m.group(2) or "any"] = arr
+        parts = out.setdefault(float(m.group(1)), {})
+        direction = m.group(2) or "any"
+        if direction in parts:      # the same voltage spelled twice (v0.900.npy, v0.90.npy)
+            first, _ = parts[direction]
+            parts[direction] = (first, _merge(parts[direction][1], arr, first, p))
+        else:
+            parts[direction] = (p, arr)
     if not out:
         raise InputError(f"{directory}: no v<voltage>.npy observation files found")
-    return out
+    return {v: {d: arr for d, (_, arr) in parts.items()} for v, parts in out.items()}
+
+
+def _merge(a: np.ndarray, b: np.ndarray, path_a: Path, path_b: Path) -> np.ndarray:
+    """Two files with the same voltage and direction -> one observation: the union of their
+    failing bits (boolean maps OR-ed, address lists concatenated). Never drops either file."""
+    what = f"{path_b}: same voltage and direction as {path_a.name}"
+    if a.dtype == np.bool_ and b.dtype == np.bool_:
+        if a.size != b.size:
+            raise InputError(f"{what}, but boolean maps of {b.size} and {a.size} entries")
+        return a.ravel() | b.ravel()
+    lists = [x for x in (a, b) if x.dtype.kind in "iu" and x.ndim == 1]
+    if len(lists) != 2:
+        raise InputError(f"{what}: to merge them both must be boolean maps or both 1-D integer "
+                         f"arrays of bit addresses, got {a.dtype}{list(a.shape)} and "
+                         f"{b.dtype}{list(b.shape)}")
+    return np.concatenate([a.astype(np.int64), b.astype(np.int64)])
 
 
 def import_bitmaps(source: str | os.PathLike | Mapping[float, Observation], geometry: Geometry, *,

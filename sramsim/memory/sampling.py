@@ -5,19 +5,33 @@ import math
 
 import numpy as np
 
+from sramsim.errors import InputError, check_ber
 from sramsim.memory import kernels
+from sramsim.memory.sizes import POSITIONS_BYTES_PER_FAULT, expected_faults, require_memory
+
+
+def check_seed(seed, what: str = "seed") -> int:
+    """`seed` as a non-negative int (Python or numpy integer, not bool), else an InputError naming
+    `what`: a seed of 1.5 or "3" is refused, never rounded."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise InputError(f"{what} must be a non-negative integer, got {seed!r}")
+    if seed < 0:
+        raise InputError(f"{what} must be a non-negative integer, got {seed!r}")
+    return int(seed)
 
 
 def bernoulli_positions(rng: np.random.Generator, nbits: int, p: float) -> np.ndarray:
     """Sorted uint64 indices of the bits in [0, nbits) that fail, each independently with prob. p.
 
     Deterministic in the generator's state: draws come in chunks whose sizes depend only on
-    (nbits, p), never on timing or threads.
+    (nbits, p), never on timing or threads. Refuses (InputError) a draw whose positions could not
+    fit in this machine's memory, before drawing.
     """
-    if math.isnan(p) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"bit error rate must lie in [0, 1], got {p!r}")
+    p = check_ber(p)
     if nbits <= 0 or p == 0.0:
         return np.empty(0, dtype=np.uint64)
+    require_memory((nbits if p == 1.0 else expected_faults(nbits, p)) * POSITIONS_BYTES_PER_FAULT,
+                   f"drawing random faults over {nbits} bits at BER {p:g}")
     if p == 1.0:
         return np.arange(nbits, dtype=np.uint64)
     rate = -math.log1p(-p)
@@ -43,7 +57,7 @@ def random_order_uniforms(rng: np.random.Generator, n: int) -> tuple[np.ndarray,
     faster than argsort of floats plus a separate shuffle.
     """
     if n >= 2 ** 32:
-        raise ValueError("too many faults for one chip (>= 2**32)")
+        raise InputError(f"too many faults for one chip ({n} >= 2**32)")
     key = rng.integers(0, 2 ** 32, n, dtype=np.uint64) << np.uint64(32)
     key |= np.arange(n, dtype=np.uint64)
     key.sort()
