@@ -88,3 +88,19 @@ def test_repeated_or_out_of_range_fault_addresses_are_refused_on_both_paths():
         apply_faults(image, Faults(np.array([32], np.uint64), np.zeros(1, np.uint8)))
     ok = Faults(np.array([9, 3], np.uint64), np.array([0, 2], np.uint8))   # unsorted is fine here
     assert apply_faults(image, ok).tolist() == [0 | 0x08, 1 ^ 0x02, 2, 3]
+
+
+@pytest.mark.parametrize("offset", [1.5, "3"])
+def test_chip_draw_offsets_must_be_integers_on_both_paths(offset):
+    import torch
+    from sramsim import Chip, Geometry
+    from sramsim.inject.draws import ChipDraw, apply_numpy
+    from sramsim.inject.torch_backend import TorchApplier
+    chip = Chip(Geometry(1, 32), np.array([3], np.uint64), np.array([0.9], np.float32),
+                np.zeros(1, np.uint8), v_floor=0.8)
+    image = np.zeros(8, np.uint8)
+    draw = ChipDraw(chip, 0.85, offset)
+    with pytest.raises(TypeError, match="offset"):
+        apply_numpy(image, draw, np.empty_like(image))
+    with pytest.raises(TypeError, match="offset"):
+        TorchApplier(torch.from_numpy(image.copy()))(draw)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from sramsim.inject.draws import ChipDraw
+from sramsim.inject.mapping import check_offset
 from sramsim.memory.chip import Faults
 from sramsim.memory.geometry import FLIP, STUCK0, STUCK1
 
@@ -66,7 +67,7 @@ class TorchApplier:
             self._chip_masks[key] = (chip, to(m.xor), to(m.clear), to(m.set))
         _, xor, clear, set_ = self._chip_masks[key]
         g = chip.geometry
-        offset_bytes = (draw.offset % g.capacity_words) * (g.word_bits // 8)
+        offset_bytes = (check_offset(draw.offset) % g.capacity_words) * (g.word_bits // 8)
         idx = (self._positions + offset_bytes) % g.capacity_bytes
         return _combine(self.image, xor[idx], None if clear is None else clear[idx],
                         None if set_ is None else set_[idx])
