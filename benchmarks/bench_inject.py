@@ -15,7 +15,7 @@ All in one process, medians over repeats:
 Headline (ratios.headline_end_to_end): MRFI's extra time over ours end to end, both producing faulty
 DEQUANTIZED weights ready for a forward pass (ours: QuantizedModel.perturbed); image-only (faulty
 memory image, no dequantization) beside it.
-Run: `PYTHONPATH=.cache/mrfi-pkgs .venv/bin/python benchmarks/bench_inject.py`
+Run: `PYTHONPATH=.cache/mrfi-pkgs .venv/bin/python benchmarks/bench_inject.py [--threads T]`
   -> benchmarks/results/inject.json
 """
 from __future__ import annotations
@@ -77,6 +77,14 @@ faultinject:
 
 
 def main() -> None:
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch and numba threads (default: theirs; 1 on a loaded machine)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        numba.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build("resnet18", in_channels=3, num_classes=10).eval()
     qm = QuantizedModel(model, bits=8, scheme="symmetric")
@@ -97,7 +105,7 @@ def main() -> None:
     t_faulty = median_time(lambda: qm.faulty_image(chip, voltage, out=out), repeat=21)
     numba.set_num_threads(1)
     t_faulty_1thread = median_time(lambda: qm.faulty_image(chip, voltage, out=out), repeat=21)
-    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(args.threads or numba.config.NUMBA_NUM_THREADS)
     t_faulty_offset = median_time(lambda: qm.faulty_image(chip, voltage, offset=12345, out=out), repeat=21)
     t_perturbed = median_time(lambda: qm.perturbed(chip, voltage), repeat=7)
     seeds = iter(range(1, 1000))

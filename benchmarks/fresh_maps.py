@@ -72,7 +72,10 @@ def score(job: dict) -> dict:
     from fusion.store import load_generator
     from sramsim.nn.data import load_dataset
     qm, _ = load_base(str(ROOT / BASE))
-    generator, meta = load_generator(ROOT / job["run"] / GENERATOR_FILE)
+    if job["partial"]:
+        generator, meta = best_so_far(ROOT / job["run"])
+    else:
+        generator, meta = load_generator(ROOT / job["run"] / GENERATOR_FILE)
     test = load_dataset("fashion-mnist", "test")
     t0 = time.perf_counter()
     r = evaluate(qm, test, FaultSpec(ber=job["ber"]), generator, job["maps"], seed=job["seed"])
@@ -85,6 +88,24 @@ def score(job: dict) -> dict:
                                                  "config")}
     out["training"]["validation"] = {k: v for k, v in (meta.get("validation") or {}).items()}
     return out
+
+
+def best_so_far(run: Path):
+    """A run still training: the G that validated best so far, from its checkpoint (partial)."""
+    import torch
+
+    from fusion import generators
+    from fusion.eopm import CHECKPOINT
+    ckpt = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=False)
+    config = ckpt["config"]
+    g = generators.build(config["generator"], 1, float(config["width"]))
+    g.load_state_dict(ckpt["best"]["state"])
+    meta = {"epochs": None, "epochs_done": ckpt["epoch"], "complete": False,
+            "steps": sum(h["steps"] for h in ckpt["history"]), "train_seconds": ckpt["train_seconds"],
+            "fault_source": ckpt["fault_source"], "config": config,
+            "validation": {**ckpt["validation"], "best_score": ckpt["best"]["score"],
+                           "best_epoch": ckpt["best"]["epoch"]}}
+    return g.eval(), meta
 
 
 def summary(ber: float, run: str, seed: int, r: dict) -> dict:
@@ -105,20 +126,24 @@ def main() -> None:
     ap.add_argument("--old-maps", type=int, default=10,
                     help="also score on the first K maps of the old EVAL_SEED stream (0: skip)")
     ap.add_argument("--jobs", type=int, default=2, help="evaluations side by side, one thread each")
+    ap.add_argument("--partial", action="store_true",
+                    help="runs still training: score the best-validated G of their checkpoints and "
+                         "write .cache/fresh/neuralfuse_fresh_partial.json (not a result to commit)")
     args = ap.parse_args()
     from fusion.evaluation import EVAL_SEED, VAL_SEED
     if args.seed in (EVAL_SEED, VAL_SEED) or args.seed >= 1_000_000:
         raise SystemExit(f"--seed {args.seed}: a stream the choices or the training used")
     if args.maps < 30:
         raise SystemExit(f"--maps {args.maps}: the headline needs >= 30 fresh maps")
+    need = "checkpoint.pt" if args.partial else "generator.pt"
     for _, run in RUNS:
-        if not (ROOT / run / "generator.pt").exists():
-            raise SystemExit(f"{run}/generator.pt missing: run benchmarks/rerun_chosen.sh first")
-    jobs = [{"ber": b, "run": run, "maps": args.maps, "seed": args.seed, "kind": "fresh"}
-            for b, run in RUNS]
+        if not (ROOT / run / need).exists():
+            raise SystemExit(f"{run}/{need} missing: run benchmarks/rerun_chosen.sh first")
+    jobs = [{"ber": b, "run": run, "maps": args.maps, "seed": args.seed, "kind": "fresh",
+             "partial": args.partial} for b, run in RUNS]
     if args.old_maps:
-        jobs += [{"ber": b, "run": run, "maps": args.old_maps, "seed": EVAL_SEED, "kind": "old"}
-                 for b, run in RUNS]
+        jobs += [{"ber": b, "run": run, "maps": args.old_maps, "seed": EVAL_SEED, "kind": "old",
+                  "partial": args.partial} for b, run in RUNS]
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
     t0 = time.perf_counter()
@@ -133,7 +158,8 @@ def main() -> None:
               f"PA {100 * s['pa']['mean']:.1f}% -> PA(G) {100 * s['pa_nf']['mean']:.1f}%, recovered "
               f"{100 * s['recovered_fraction']:.1f}% [{100 * s['recovered_fraction_ci95'][0]:.1f}, "
               f"{100 * s['recovered_fraction_ci95'][1]:.1f}] of the loss", flush=True)
-    write_result("neuralfuse_fresh.json", {
+    name = "neuralfuse_fresh_partial.json" if args.partial else "neuralfuse_fresh.json"
+    write_result(name, {
         "benchmark": "NeuralFuse on Fashion-MNIST: the chosen recipes re-trained and scored on "
                      "fresh fault maps",
         "base": {"checkpoint": repo_path(ROOT / BASE), "recipe": "sramsim train-base --model cnn "
@@ -141,8 +167,8 @@ def main() -> None:
         "recipe_script": "benchmarks/rerun_chosen.sh",
         "fresh_map_seed": args.seed, "old_map_seed": EVAL_SEED, "validation_map_seed": VAL_SEED,
         "headline_fresh_maps": headline, "same_10_old_maps": old, "training": training,
-        "wall_seconds": time.perf_counter() - t0,
-    })
+        "complete": not args.partial, "wall_seconds": time.perf_counter() - t0,
+    }, results=ROOT / ".cache" / "fresh" if args.partial else None)
 
 
 if __name__ == "__main__":
