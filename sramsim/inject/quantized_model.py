@@ -105,10 +105,10 @@ class QuantizedModel:
         return self.image.size * 8 // self.word_bits
 
     def faulty_image(self, source, voltage: float | None = None, offset: int = 0,
-                     out: np.ndarray | None = None) -> np.ndarray:
-        """The image read back through `source` (Chip at `voltage` placed at `offset`, or
-        RandomBitErrors); a new array unless `out` is given."""
-        return apply_faults(self.image, source, voltage, offset, out)
+                     out: np.ndarray | None = None, placement=None) -> np.ndarray:
+        """The image read back through `source` (Chip at `voltage` placed at `offset`, or laid
+        out by a DRAM `placement`; or RandomBitErrors); a new array unless `out` is given."""
+        return apply_faults(self.image, source, voltage, offset, out, placement=placement)
 
     def dequantize(self, image: np.ndarray | torch.Tensor, device=None) -> dict[str, torch.Tensor]:
         """Weights decoded from an image (clean or faulty), as {parameter name: tensor}.
@@ -138,13 +138,16 @@ class QuantizedModel:
         return self.dequantize(self.image, device)
 
     def perturbed(self, source, voltage: float | None = None, offset: int = 0,
-                  device=None, out: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+                  device=None, out: np.ndarray | None = None,
+                  placement=None) -> dict[str, torch.Tensor]:
         """Faulty dequantized weights, for `torch.func.functional_call(model, weights, x)`.
 
         The faulty image goes into `out` when given (a buffer the caller reuses; one per thread),
-        else into a new array: the weights returned never share memory with it.
+        else into a new array: the weights returned never share memory with it. `placement`: a
+        DRAM `sramsim.inject.placement.Placement` of the image (see `faulty_image`).
         """
-        return self.dequantize(self.faulty_image(source, voltage, offset, out=out), device)
+        return self.dequantize(self.faulty_image(source, voltage, offset, out=out,
+                                                 placement=placement), device)
 
     def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         """Run the model with `weights` swapped in; the model's own parameters stay untouched."""
