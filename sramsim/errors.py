@@ -30,3 +30,34 @@ def check_ber(value, what: str = "bit error rate", allow_one: bool = True) -> fl
     if math.isnan(ber) or ber < 0.0 or not top_ok:
         raise InputError(f"{what} must lie in [0, 1{']' if allow_one else ')'}, got {value!r}")
     return ber
+
+
+def check_writable(path, what: str, folder: bool = False) -> None:
+    """Refuse, before any work, an output `path` that cannot be written: InputError naming `what`.
+
+    The nearest existing ancestor must be a folder we can create files in (probed with a
+    temporary file, so a read-only mount or a path under a regular file fails even for root);
+    folders in between are created later by the writer. An existing `path` must be a folder
+    when `folder`, and must not be one otherwise.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise InputError(f"{what} {path}: exists and is {'not ' if folder else ''}a directory")
+    parent = path if folder and path.is_dir() else path.parent
+    parent = parent if str(parent) else Path(".")
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{what} {path}: {parent} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise InputError(f"{what} {path}: cannot write in {parent} "
+                         f"({exc.strerror or exc})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {path}: cannot write in {parent} (permission denied)")

@@ -278,7 +278,7 @@ def test_cli_trains_and_prints_json(tmp_path, capsys):
     (["--model", "resnet34"], "--model must be one of"),
     (["--scheme", "float"], "--scheme must be one of"),
     (["--norm", "layer"], "--norm must be one of"),
-    (["--clip", "-1"], "--clip must be a positive number"),
+    (["--clip", "-1"], "--clip must be a positive"),
     (["--randbet-p", "1.5"], "--randbet-p must lie in"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
@@ -288,6 +288,22 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
     assert rc == 2
     assert err.count("\n") == 1 and message in err and err.startswith("sramsim: error:")
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_unwritable_out_is_refused_before_training(tmp_path, capsys):
+    """--out under a regular file (unwritable even for root): one line before any epoch runs
+    (it used to train the epoch, lose it and end in a traceback)."""
+    root = write_idx_dir(tmp_path, n_train=16, n_test=8)
+    (tmp_path / "afile").write_text("not a folder")
+    epochs = []
+    with pytest.raises(InputError, match="--out .*afile is not a directory"):
+        train_base("cnn", str(root), tmp_path / "afile" / "m.pt", TrainOptions(epochs=1),
+                   progress=False, log=None, on_epoch_end=lambda e, r: epochs.append(e))
+    assert epochs == []
+    rc = main(["train-base", "--data", str(root), "--out", str(tmp_path / "afile" / "m.pt"),
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--out" in err and "epoch" not in err, err
 
 
 def test_cli_corrupt_partial_state_exits_2(tmp_path, capsys):

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
-from sramsim import Chip, QuantizedModel
-from sramsim.commands.main import integer, number, torch_device  # noqa: F401  (shared by the fusion commands)
+from sramsim import BerCurve, Chip, QuantizedModel
+from sramsim.commands.main import (ber, check_writable, integer, number, seed,  # noqa: F401
+                                   torch_device, voltage)  # (shared by the fusion commands)
 from sramsim.errors import InputError
 from sramsim.nn.models import load_checkpoint
 
-from fusion.evaluation import FaultSpec
+from fusion.evaluation import CURVE, FaultSpec
 
 
 def add_base_args(p: argparse.ArgumentParser, seed_default: int = 0,
@@ -33,13 +35,49 @@ device = torch_device  # the fusion commands' name for it
 
 
 def fault_spec(args) -> FaultSpec:
-    ber = number(args.ber, "--ber")
-    voltage = number(args.voltage, "--voltage", positive=True)
+    """The fault source of --ber / --profile ... --voltage, every value range-checked here."""
     if args.profile:
-        if ber is not None:
+        if args.ber is not None:
             raise InputError("give either --ber or --profile ... --voltage, not both")
-        return FaultSpec(voltage=voltage, chips=[Chip.load(p) for p in args.profile])
-    return FaultSpec(ber=ber, voltage=voltage)
+        chips = [Chip.load(p) for p in args.profile]
+        return FaultSpec(voltage=chip_voltage(args.voltage, chips), chips=chips)
+    return FaultSpec(ber=curve_ber(args.ber), voltage=curve_voltage(args.voltage))
+
+
+def curve_ber(text, flag: str = "--ber") -> float | None:
+    """A random-error BER: in [0, 1) and within the BER curve (whose voltage the energy needs)."""
+    value = ber(text, flag, BerCurve.builtin(CURVE))
+    if value is not None and value >= 1.0:
+        raise InputError(f"{flag} must lie in [0, 1), got {text!r}")
+    return value
+
+
+def curve_voltage(text, flag: str = "--voltage") -> float | None:
+    """A voltage for random errors at the curve's BER: between its lowest voltage and nominal."""
+    curve = BerCurve.builtin(CURVE)
+    return voltage(text, flag, curve.v_min, 1.0, f"curve {curve.name!r}")
+
+
+def chip_voltage(text, chips: list[Chip], flag: str = "--voltage") -> float:
+    """A voltage every chip is valid at: not below its floor, not above its nominal voltage."""
+    if text is None:
+        raise InputError("chip profiles need --voltage")
+    for chip in chips:
+        voltage(text, flag, chip.v_floor, chip.nominal_voltage, f"chip {chip.name!r}")
+    return number(text, flag)
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory in bytes (what a run's tensors must fit into)."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_fits(nbytes: int, what: str) -> None:
+    """Refuse up front, naming the size, a run whose tensors cannot fit in this machine's memory."""
+    have = memory_bytes()
+    if nbytes > have:
+        raise InputError(f"{what} needs about {nbytes / 2 ** 30:,.1f} GiB, more than this "
+                         f"machine's {have / 2 ** 30:,.1f} GiB of memory")
 
 
 def load_base(path: str) -> tuple[QuantizedModel, dict]:
@@ -53,6 +91,7 @@ def load_base(path: str) -> tuple[QuantizedModel, dict]:
 
 
 def base_info(path: str, meta: dict, qm: QuantizedModel) -> dict:
+    """What the run records about its base model (settings and memory-image fingerprint)."""
     from fusion.eopm import image_fingerprint
     keep = ("arch", "in_channels", "num_classes", "norm", "bits", "scheme", "clip", "dataset")
     return {"path": str(path), **{k: meta.get(k) for k in keep}, "image": image_fingerprint(qm)}

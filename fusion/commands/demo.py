@@ -11,12 +11,15 @@ import sys
 from pathlib import Path
 
 from sramsim.commands.main import print_json
+from sramsim.errors import InputError
 from sramsim.memory.curves import BerCurve
 
-from fusion.commands.common import integer, number
+from fusion.commands.common import check_writable, curve_ber, integer, number
+from fusion.evaluation import CURVE
 
 
 def register(subparsers) -> None:
+    """Add `fusion demo` to the fusion parser."""
     p = subparsers.add_parser("demo", help="train a generator for a bounded time and compare CA/PA",
                               description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True, metavar="CKPT", help="base model checkpoint")
@@ -34,13 +37,21 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train G for the budget, evaluate it, print the CA/PA table (or one JSON object)."""
     from fusion.demo import run_generator_demo
-    ber = number(args.ber, "--ber", positive=True)
-    voltage = float(BerCurve.builtin("finfet14").voltage(ber))
+    ber = curve_ber(args.ber)
+    if ber == 0:
+        raise InputError("--ber must be positive: at BER 0 there is nothing to protect against")
+    voltage = float(BerCurve.builtin(CURVE).voltage(ber))
+    budget = number(args.budget, "--budget", positive=True)
+    train_limit = integer(args.train_limit, "--train-limit")
+    eval_limit = integer(args.eval_limit, "--eval-limit")
+    n_models = integer(args.models, "--models")
+    out = Path(args.out)
+    check_writable(out, "--out", folder=True)
     result = run_generator_demo(
-        args.base, args.data, voltage=voltage, budget_seconds=number(args.budget, "--budget", positive=True),
-        out_dir=Path(args.out), train_limit=integer(args.train_limit, "--train-limit"),
-        eval_limit=integer(args.eval_limit, "--eval-limit"), n_models=integer(args.models, "--models"),
+        args.base, args.data, voltage=voltage, budget_seconds=budget, out_dir=out,
+        train_limit=train_limit, eval_limit=eval_limit, n_models=n_models,
         progress=not args.no_progress, log=None if not args.json else (lambda m: None))
     if args.json:
         print_json(result)

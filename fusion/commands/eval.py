@@ -13,6 +13,7 @@ from fusion.commands import common
 
 
 def register(subparsers) -> None:
+    """Add `fusion eval` to the fusion parser."""
     p = subparsers.add_parser(
         "eval", help="CA/PA without and with a generator, recovery, net energy saving",
         description="Evaluate a base model over fixed fault maps, without and with a generator "
@@ -28,10 +29,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check every option, then run; bad input raises InputError (one line, exit 2)."""
     limit = common.integer(args.limit, "--limit")
     n_models = common.integer(args.models, "--models")
     batch_size = common.integer(args.batch_size, "--batch-size") or 1000
-    seed = common.integer(args.seed, "--seed", minimum=0)
+    seed = common.seed(args.seed)
     device = common.device(args.device)
     faults = common.fault_spec(args)
     qm, meta = common.load_base(args.base)

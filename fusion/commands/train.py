@@ -16,6 +16,7 @@ from fusion.commands import common
 
 
 def register(subparsers) -> None:
+    """Add `fusion train` to the fusion parser."""
     p = subparsers.add_parser(
         "train", help="train a generator with EOPM (resumes from DIR/checkpoint.pt)",
         description="Train a NeuralFuse generator in front of a frozen quantized base model with "
@@ -51,6 +52,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check every option, then run; bad input raises InputError (one line, exit 2)."""
     if args.generator not in generators.NAMES:
         raise InputError(f"--generator must be one of {', '.join(generators.NAMES)}, got {args.generator!r}")
     epochs = common.integer(args.epochs, "--epochs")
@@ -60,22 +62,22 @@ def run(args: argparse.Namespace) -> int:
     config = EopmConfig(
         generator=args.generator, width=common.number(args.width, "--width", positive=True),
         n_perturbed=common.integer(args.n_perturbed, "--n-perturbed"),
-        lam=common.number(args.lam, "--lam"), lr=common.number(args.lr, "--lr", positive=True),
+        lam=common.number(args.lam, "--lam", minimum=0), lr=common.number(args.lr, "--lr", positive=True),
         lr_step=common.integer(args.lr_step, "--lr-step"),
         batch_size=common.integer(args.batch_size, "--batch-size") or 128,
-        seed=common.integer(args.seed, "--seed", minimum=0), precision=args.precision,
+        seed=common.seed(args.seed), precision=args.precision,
         ema=ema)
     limit = common.integer(args.limit, "--limit")
     budget = common.number(args.time_budget, "--time-budget", positive=True)
     device = common.device(args.device)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a directory")
+    common.check_writable(out, "--out", folder=True)
     faults = common.fault_spec(args)
     qm, meta = common.load_base(args.base)
+    _check_sizes(config, qm, int(meta["in_channels"]))
     val_split = common.integer(args.val_split, "--val-split")
     val_maps = common.integer(args.val_maps, "--val-maps")
-    val_ber = common.number(args.val_ber, "--val-ber")
+    val_ber = common.curve_ber(args.val_ber, "--val-ber")
     if val_split is None and val_ber is not None:
         raise InputError("--val-ber needs --val-split N (the held-out images to validate on)")
     val_faults = None if val_ber is None else FaultSpec(ber=val_ber)
@@ -104,6 +106,22 @@ def run(args: argparse.Namespace) -> int:
                   f"maps on {val['samples']} held-out images, epoch {val['best_epoch']} (written)")
         print(f"wrote {out / GENERATOR_FILE}")
     return 0
+
+
+def _check_sizes(config: EopmConfig, qm, in_channels: int) -> None:
+    """Refuse up front a generator (--width) or a stack of perturbed models (--n-perturbed) that
+    cannot fit in memory: G is counted on the meta device, without allocating it."""
+    import torch
+    with torch.device("meta"):
+        g = generators.build(config.generator, in_channels, width=config.width)
+    g_weights = sum(p.numel() for p in g.parameters())
+    # float32 weights, gradients and Adam's two moments (plus the moving average with --ema)
+    common.check_fits(4 * 5 * g_weights, f"--width {config.width:g}: {config.generator} with "
+                                         f"{g_weights:,} weights")
+    # each step dequantizes the clean and N perturbed copies of every stored weight (float32)
+    common.check_fits(4 * (config.n_perturbed + 1) * qm.n_codes,
+                      f"--n-perturbed {config.n_perturbed}: {config.n_perturbed + 1} copies of "
+                      f"{qm.n_codes:,} weights")
 
 
 def _describe(src: dict) -> str:

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sramsim.commands.main import print_json
+from sramsim.commands.main import check_writable, integer, print_json
 from sramsim.errors import InputError
 
 SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "profiles"
@@ -18,26 +18,28 @@ DEFAULT_VOLTAGES = "1.0:0.75:-0.025"
 
 
 def register(subparsers) -> None:
+    """Add `sramsim demo` to the parser."""
     p = subparsers.add_parser("demo", help="train/reuse the default CNN and sweep the shipped chips",
                               description=__doc__.splitlines()[0])
     p.add_argument("--out", default="demo-out", metavar="DIR", help="output folder (default demo-out)")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="where the trained model is kept and reused (default OUT/cache)")
     p.add_argument("--data", default="fashion-mnist", metavar="SPEC", help="dataset (default fashion-mnist)")
-    p.add_argument("--epochs", type=int, default=2, help="base model training epochs (default 2)")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
+    p.add_argument("--epochs", default="2", metavar="E", help="base model training epochs (default 2)")
+    p.add_argument("--limit", default=None, metavar="N",
                    help="first N train/test samples only (quick runs)")
     p.add_argument("--profiles", nargs="+", default=None, metavar="H5",
                    help="chip profiles (default: the shipped profiles/finfet14-8192x128-s*.h5)")
     p.add_argument("--voltages", default=DEFAULT_VOLTAGES, metavar="LIST",
                    help=f"voltages to sweep (default {DEFAULT_VOLTAGES})")
-    p.add_argument("--workers", type=int, default=2, help="sweep workers (default 2)")
+    p.add_argument("--workers", default="2", metavar="W", help="sweep workers (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run)
 
 
 def shipped_profiles() -> list[Path]:
+    """The finfet14 chip profiles that ship in profiles/ (the demo's default chips)."""
     paths = sorted(SHIPPED_PROFILES.glob("finfet14-8192x128-s*.h5"))
     if not paths:
         raise InputError(f"no shipped profiles found in {SHIPPED_PROFILES}; pass --profiles")
@@ -45,21 +47,35 @@ def shipped_profiles() -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sramsim.analysis.sweep import first_drop, run_sweep
+    """Train or reuse the base CNN, sweep the chips, print the table and the first drop."""
+    from sramsim.analysis.sweep import first_drop, parse_voltages, run_sweep
+    from sramsim.memory.chip import Chip, VoltageError
     from sramsim.nn.training import TrainOptions, train_base
 
+    epochs = integer(args.epochs, "--epochs")
+    limit = integer(args.limit, "--limit", minimum=2)
+    workers = integer(args.workers, "--workers")
     out = Path(args.out)
+    check_writable(out, "--out", folder=True)
     cache = Path(args.cache) if args.cache else out / "cache"
+    check_writable(cache, "--cache" if args.cache else "--out", folder=True)
+    # Voltages and chips are checked before the base model trains, not after.
+    voltages = parse_voltages(args.voltages)
+    profiles = [Path(p) for p in args.profiles] if args.profiles else shipped_profiles()
+    for path in profiles:
+        try:
+            Chip.load(path).check_voltage(min(voltages))
+        except VoltageError as exc:
+            raise InputError(f"--voltages {args.voltages}: {exc}") from None
     cache.mkdir(parents=True, exist_ok=True)
     # One stable name: train_base keeps it when its settings match and retrains otherwise.
     ckpt = cache / "base-cnn-8bit.pt"
     log = None if args.json else (lambda msg: print(msg, file=sys.stderr))
 
-    meta = train_base("cnn", args.data, ckpt, TrainOptions(epochs=args.epochs, seed=0),
-                      limit=args.limit, progress=not args.no_progress, log=log)
-    profiles = [Path(p) for p in args.profiles] if args.profiles else shipped_profiles()
-    summary = run_sweep(str(ckpt), args.data, [str(p) for p in profiles], args.voltages,
-                        out / "sweep", workers=args.workers, limit=args.limit,
+    meta = train_base("cnn", args.data, ckpt, TrainOptions(epochs=epochs, seed=0),
+                      limit=limit, progress=not args.no_progress, log=log)
+    summary = run_sweep(str(ckpt), args.data, [str(p) for p in profiles], voltages,
+                        out / "sweep", workers=workers, limit=limit,
                         progress=not args.no_progress)
     drop = first_drop(summary, 0.01)
     result = {"checkpoint": str(ckpt), "clean_accuracy": summary.get("clean_accuracy"),
@@ -93,6 +109,7 @@ def _last_safe(summary: dict, drop_voltage: float) -> dict | None:
 
 
 def format_table(summary: dict) -> str:
+    """The demo's table: one row per swept voltage."""
     rows = [f"{'V':>6} {'BER':>10} {'acc mean':>9} {'± std':>7} {'± CI95':>7} {'n':>3} "
             f"{'E/read':>7} {'saving':>7}"]
     for p in summary["points"]:

@@ -11,23 +11,20 @@ import json
 import math
 import sys
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, check_ber, check_writable  # noqa: F401 (check_writable: for the commands)
 
-COMMANDS = ("profile", "train_base", "sweep", "energy", "demo", "vuln")
+COMMANDS = ("profile", "train_base", "sweep", "energy", "demo", "vuln", "dram")
 
 
 def build_parser(prog: str = "sramsim", package: str = "sramsim.commands",
                  commands=COMMANDS) -> argparse.ArgumentParser:
+    """The parser of `prog`: one subcommand per module `package.NAME` for NAME in `commands`."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in commands:
-        try:
-            module = importlib.import_module(f"{package}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{package}.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+        # No try/except: a subcommand module that fails to import is a bug to surface, not a
+        # command to drop silently.
+        importlib.import_module(f"{package}.{name}").register(sub)
     return parser
 
 
@@ -45,8 +42,10 @@ def run_main(parser: argparse.ArgumentParser, argv=None) -> int:
         return 130
 
 
-def number(text, flag: str, positive: bool = False) -> float | None:
-    """A command-line number, or an InputError naming the flag (None stays None)."""
+def number(text, flag: str, positive: bool = False, minimum: float | None = None,
+           maximum: float | None = None) -> float | None:
+    """A finite command-line number within [minimum, maximum] (None stays None), or an
+    InputError naming the flag."""
     if text is None:
         return None
     try:
@@ -55,11 +54,18 @@ def number(text, flag: str, positive: bool = False) -> float | None:
         raise InputError(f"{flag} must be a number, got {text!r}") from None
     if not math.isfinite(value) or (positive and value <= 0):
         raise InputError(f"{flag} must be a {'positive ' if positive else ''}finite number, got {text!r}")
+    if minimum is not None and value < minimum:
+        raise InputError(f"{flag} must be >= {minimum:g}, got {text!r}")
+    if maximum is not None and value > maximum:
+        raise InputError(f"{flag} must be <= {maximum:g}, got {text!r}")
     return value
 
 
-def integer(text, flag: str, minimum: int | None = 1) -> int | None:
-    """A command-line whole number ("1_000" and "1,000" accepted), at least `minimum`."""
+MAX_SEED = 2 ** 63 - 1   # torch.Generator.manual_seed takes at most a 64-bit integer
+
+
+def integer(text, flag: str, minimum: int | None = 1, maximum: int | None = None) -> int | None:
+    """A command-line whole number ("1_000" and "1,000" accepted) in [minimum, maximum]."""
     if text is None:
         return None
     try:
@@ -68,6 +74,37 @@ def integer(text, flag: str, minimum: int | None = 1) -> int | None:
         raise InputError(f"{flag} must be a whole number, got {text!r}") from None
     if minimum is not None and value < minimum:
         raise InputError(f"{flag} must be >= {minimum}, got {text!r}")
+    if maximum is not None and value > maximum:
+        raise InputError(f"{flag} must be <= {maximum}, got {text!r}")
+    return value
+
+
+def seed(text, flag: str = "--seed") -> int | None:
+    """A command-line seed: a whole number in [0, 2^63 - 1]."""
+    return integer(text, flag, minimum=0, maximum=MAX_SEED)
+
+
+def ber(text, flag: str = "--ber", curve=None) -> float | None:
+    """A command-line bit error rate in [0, 1] (None stays None); with `curve`, also no higher
+    than the curve's highest BER (its voltage, which the energy model needs, is unknown above)."""
+    if text is None:
+        return None
+    value = check_ber(text, flag)
+    if curve is not None and math.isfinite(curve.v_min) and value > curve.ber(curve.v_min):
+        top = curve.ber(curve.v_min)
+        raise InputError(f"{flag} {text}: above {top:g}, the highest bit error rate of curve "
+                         f"{curve.name!r}")
+    return value
+
+
+def voltage(text, flag: str, low: float, nominal: float, what: str) -> float | None:
+    """A command-line voltage in [low, nominal] (None stays None): `what` ("chip 'c0'", "curve
+    'finfet14'") is valid down to `low`, and above its nominal voltage nothing is known."""
+    value = number(text, flag, positive=True)
+    if value is not None and value < low - 1e-9:
+        raise InputError(f"{flag} {text}: below the lowest voltage {low:g} of {what}")
+    if value is not None and value > nominal + 1e-9:
+        raise InputError(f"{flag} {text}: above the nominal voltage {nominal:g} of {what}")
     return value
 
 
@@ -105,6 +142,7 @@ def _json_default(o):
 
 
 def main(argv=None) -> int:
+    """The `sramsim` console script."""
     return run_main(build_parser(), argv)
 
 

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from sramsim.memory import profiles
 from sramsim.memory.chip import Chip
-from sramsim.commands.main import print_json
+from sramsim.commands.main import check_writable, integer, number, print_json, seed, voltage
 from sramsim.memory.curves import BerCurve
 from sramsim.errors import InputError
 from sramsim.memory.geometry import Geometry
@@ -22,9 +25,10 @@ def register(subparsers) -> None:
     p.add_argument("--curve", default="finfet14",
                    help="built-in curve name (finfet14) or gaussian:MU,SIGMA")
     _geometry_args(p)
-    p.add_argument("--v-floor", type=float, required=True,
-                   help="lowest voltage the chip is valid for (faults drawn down to it)")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--v-floor", required=True, metavar="V",
+                   help="lowest voltage the chip is valid for (faults drawn down to it; at most "
+                        "the nominal voltage 1)")
+    p.add_argument("--seed", required=True, metavar="S")
     p.add_argument("--kinds", default="flip=1",
                    help="fault kind proportions, e.g. flip=1,stuck0=0.5,stuck1=0.5")
     p.add_argument("--name", help="profile name (default: <curve>-<rows>x<cols>-s<seed>)")
@@ -37,14 +41,15 @@ def register(subparsers) -> None:
     _geometry_args(p)
     p.add_argument("--technology", default="sram", help="memory technology label (default sram)")
     p.add_argument("--voltage-unit", choices=profiles.VOLTAGE_UNITS, default="normalized")
-    p.add_argument("--nominal-voltage", type=float, default=1.0)
+    p.add_argument("--nominal-voltage", default="1.0", metavar="V",
+                   help="the chip's nominal supply voltage, in --voltage-unit (default 1.0)")
     p.add_argument("--name", help="profile name (default: the folder's name)")
     _out_args(p)
     p.set_defaults(func=run_import)
 
     p = sub.add_parser("info", help="geometry, fault counts and BER at a few voltages")
     p.add_argument("file")
-    p.add_argument("--voltages", type=float, nargs="+",
+    p.add_argument("--voltages", nargs="+", metavar="V",
                    help="voltages to report (default: measured voltages or the curve's points)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_info)
@@ -56,17 +61,18 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("plot", help="PNG of the fault map at a voltage and BER vs voltage")
     p.add_argument("file")
-    p.add_argument("--voltage", type=float, required=True)
+    p.add_argument("--voltage", required=True, metavar="V",
+                   help="supply voltage (between the chip's floor and its nominal voltage)")
     p.add_argument("--out", required=True, help="output PNG path")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_plot)
 
 
 def _geometry_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rows", type=int, required=True, help="rows of bits per bank")
-    p.add_argument("--cols", type=int, required=True, help="columns of bits per bank")
-    p.add_argument("--banks", type=int, default=1)
-    p.add_argument("--word-bits", type=int, default=8)
+    p.add_argument("--rows", required=True, metavar="N", help="rows of bits per bank")
+    p.add_argument("--cols", required=True, metavar="N", help="columns of bits per bank")
+    p.add_argument("--banks", default="1", metavar="N", help="banks (default 1)")
+    p.add_argument("--word-bits", default="8", metavar="N", help="bits per memory word (default 8)")
 
 
 def _out_args(p: argparse.ArgumentParser) -> None:
@@ -80,32 +86,33 @@ def run_synth(args) -> int:
     curve = parse_curve(args.curve)
     geometry = _geometry(args)
     kinds = parse_kinds(args.kinds)
+    chip_seed = seed(args.seed)
+    # Synthetic chips are normalised to the nominal voltage 1; a floor above it is unusable.
+    v_floor = voltage(args.v_floor, "--v-floor", curve.v_min, 1.0, f"curve {curve.name!r}")
     _check_out(args)
-    if args.seed < 0:
-        raise InputError(f"--seed {args.seed}: must be a non-negative integer")
     try:
-        if args.v_floor < curve.v_min:
-            raise ValueError(f"below the lowest voltage {curve.v_min:g} of curve {curve.name!r}")
-        chip = Chip.random(geometry, curve, args.v_floor, args.seed, kinds=kinds, name=args.name)
+        chip = Chip.random(geometry, curve, v_floor, chip_seed, kinds=kinds, name=args.name)
     except ValueError as exc:
-        raise InputError(f"--v-floor {args.v_floor:g}: {exc}") from None
+        raise InputError(f"--v-floor {args.v_floor}: {exc}") from None
     chip.save(args.out)
     return _report_written(args, chip)
 
 
 def run_import(args) -> int:
     geometry = _geometry(args, technology=args.technology)
+    nominal = number(args.nominal_voltage, "--nominal-voltage", positive=True)
     _check_out(args)
     chip = profiles.import_bitmaps(args.directory, geometry, name=args.name,
-                                   voltage_unit=args.voltage_unit,
-                                   nominal_voltage=args.nominal_voltage)
+                                   voltage_unit=args.voltage_unit, nominal_voltage=nominal)
     chip.save(args.out)
     return _report_written(args, chip)
 
 
 def run_info(args) -> int:
     chip = Chip.load(args.file)
-    info = {"file": args.file, **profiles.summary(chip, args.voltages)}
+    voltages = None if args.voltages is None else [chip_voltage(v, chip, "--voltages")
+                                                   for v in args.voltages]
+    info = {"file": args.file, **profiles.summary(chip, voltages)}
     if args.json:
         print_json(info)
     else:
@@ -134,17 +141,19 @@ def run_validate(args) -> int:
 def run_plot(args) -> int:
     from sramsim.analysis.plots import save_profile_plot  # matplotlib only when plotting
     chip = Chip.load(args.file)
+    v = chip_voltage(args.voltage, chip, "--voltage")
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise InputError(f"--out {args.out}: expected a .png path")
+    check_writable(out, "--out")
     if not out.parent.is_dir():
         raise InputError(f"--out {args.out}: folder {out.parent} does not exist")
-    drawn = save_profile_plot(chip, args.voltage, out)
-    report = {"file": args.file, "out": str(out), "voltage": args.voltage, **drawn}
+    drawn = save_profile_plot(chip, v, out)
+    report = {"file": args.file, "out": str(out), "voltage": v, **drawn}
     if args.json:
         print_json(report)
     else:
-        print(f"wrote {out}: {drawn['faults']} faulty bits at V={args.voltage:g} "
+        print(f"wrote {out}: {drawn['faults']} faulty bits at V={v:g} "
               f"(BER {drawn['ber']:.3g}), blocks of {drawn['block'][0]}x{drawn['block'][1]} bits")
     return 0
 
@@ -155,9 +164,11 @@ def parse_curve(spec: str) -> BerCurve:
     if spec.startswith("gaussian:"):
         try:
             mu, sigma = (float(x) for x in spec.split(":", 1)[1].split(","))
+            if not (math.isfinite(mu) and math.isfinite(sigma)):
+                raise ValueError("MU and SIGMA must be finite numbers")
             return BerCurve.gaussian(mu, sigma)
         except ValueError as exc:
-            detail = str(exc) if "sigma" in str(exc) else "expected gaussian:MU,SIGMA"
+            detail = str(exc) if "SIGMA" in str(exc) or "sigma" in str(exc) else "expected gaussian:MU,SIGMA"
             raise InputError(f"--curve {spec}: {detail}") from None
     try:
         return BerCurve.builtin(spec)
@@ -182,9 +193,23 @@ def parse_kinds(spec: str) -> dict[str, float]:
     return kinds
 
 
+def chip_voltage(text, chip: Chip, flag: str) -> float:
+    """A voltage `chip` is valid at: from its floor (or lowest measured voltage) to nominal."""
+    what = "lowest measured voltage" if chip.source == "measured" else "v_floor"
+    v = number(text, flag, positive=True)
+    if v < chip.v_floor - 1e-9 and np.float32(v) < np.float32(chip.v_floor):
+        raise InputError(f"{flag} {text}: below chip {chip.name!r}'s {what} {chip.v_floor:g}")
+    if v > chip.nominal_voltage + 1e-9:
+        raise InputError(f"{flag} {text}: above chip {chip.name!r}'s nominal voltage "
+                         f"{chip.nominal_voltage:g} (nothing is known about higher voltages)")
+    return v
+
+
 def _geometry(args, technology: str = "sram") -> Geometry:
+    dims = [integer(getattr(args, k), f"--{k.replace('_', '-')}")
+            for k in ("rows", "cols", "banks", "word_bits")]
     try:
-        return Geometry(args.rows, args.cols, args.banks, args.word_bits, technology=technology)
+        return Geometry(*dims, technology=technology)
     except ValueError as exc:
         raise InputError(f"bad geometry: {exc}") from None
 
@@ -193,6 +218,7 @@ def _check_out(args) -> None:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise InputError(f"--out {args.out}: file exists (use --force to overwrite)")
+    check_writable(out, "--out")
     if not out.parent.is_dir():
         raise InputError(f"--out {args.out}: folder {out.parent} does not exist")
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from sramsim.commands.main import integer, number, print_json
+from sramsim.commands.main import check_writable, integer, number, print_json, seed
 from sramsim.memory.curves import BUILTINS
 from sramsim.errors import InputError
 
 
 def register(subparsers) -> None:
+    """Add `sramsim sweep` to the parser."""
     p = subparsers.add_parser(
         "sweep", help="accuracy vs voltage over chips x offsets (resumable)",
         description=__doc__.splitlines()[0] + ". Re-running with the same --out resumes.")
@@ -47,19 +48,19 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-
-
 def run(args: argparse.Namespace) -> int:
+    """Check the options, run (or resume) the sweep, print its table or JSON summary."""
     from sramsim.analysis import sweep as S
     if args.ray_address and args.executor != "ray":
         raise InputError("--ray-address needs --executor ray")
     voltages = S.parse_voltages(args.voltages)
+    check_writable(args.out, "--out", folder=True)      # before any chip is drawn or point run
     if args.profiles:
         chips = S.profile_chips(args.profiles)
     else:
         chips = S.random_chips(integer(args.chips, "--chips"), args.curve, integer(args.rows, "--rows"),
                                integer(args.cols, "--cols"), integer(args.banks, "--banks"),
-                               integer(args.seed, "--seed", 0))
+                               seed(args.seed))
     summary = S.run_sweep(
         args.model, args.data, chips, voltages, args.out,
         offsets=integer(args.offsets, "--offsets"), workers=integer(args.workers, "--workers"),

@@ -4,13 +4,18 @@ from __future__ import annotations
 import argparse
 
 from sramsim.inject import quantization as Q
-from sramsim.commands.main import torch_device
+from sramsim.commands.main import check_ber, integer, number, seed, torch_device
 from sramsim.errors import InputError
 from sramsim.nn.models import ARCHS, NORMS
 from sramsim.nn.training import OPTIMIZERS, TrainOptions, train_base
 
 
+# Resized images are held in memory as float32: 4096x4096x3 is 200 MB per image already.
+MAX_IMAGE_SIZE = 4096
+
+
 def register(subparsers) -> None:
+    """Add `sramsim train-base` to the parser."""
     p = subparsers.add_parser(
         "train-base", help="train a base model with quantization-aware training",
         description="Train a base model with quantization-aware training (straight-through "
@@ -20,25 +25,25 @@ def register(subparsers) -> None:
                    help=f"architecture: {', '.join(ARCHS)} (default cnn)")
     p.add_argument("--data", default="fashion-mnist", metavar="fashion-mnist|mnist|DIR",
                    help="dataset name or directory (IDX, CIFAR batches, ImageFolder)")
-    p.add_argument("--epochs", type=int, default=2, help="passes over the training set (default 2)")
+    p.add_argument("--epochs", default="2", metavar="E", help="passes over the training set (default 2)")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file to write")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
+    p.add_argument("--limit", default=None, metavar="N",
                    help="use only the first N train and N test samples")
-    p.add_argument("--image-size", type=int, default=None, metavar="S",
+    p.add_argument("--image-size", default=None, metavar="S",
                    help="resize ImageFolder images to SxS (needed when their sizes differ)")
-    p.add_argument("--batch-size", type=int, default=128, help="default 128")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--batch-size", default="128", metavar="B", help="default 128")
+    p.add_argument("--lr", default=None, metavar="LR",
                    help="learning rate (default 1e-3 for adam, 0.05 for sgd; cosine decay)")
     p.add_argument("--optimizer", default="adam", help=f"{' or '.join(OPTIMIZERS)} (default adam)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="default 0")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--weight-decay", default="0", metavar="WD", help="default 0")
+    p.add_argument("--seed", default="0", metavar="S",
                    help="fixes initial weights, batch order and RandBET patterns (default 0)")
     p.add_argument("--bits", default="8", help=f"weight bits: {', '.join(map(str, Q.BITS))} (default 8)")
     p.add_argument("--scheme", default="symmetric", help=f"quantization: {', '.join(Q.SCHEMES)}")
-    p.add_argument("--clip", type=float, default=None, metavar="W",
+    p.add_argument("--clip", default=None, metavar="W",
                    help="keep stored weights in [-W, W] (projected after every step)")
     p.add_argument("--norm", default="batch", help=f"normalisation: {', '.join(NORMS)}")
-    p.add_argument("--randbet-p", type=float, default=0.0, metavar="P",
+    p.add_argument("--randbet-p", default="0", metavar="P",
                    help="RandBET: also train on random bit errors at rate P (e.g. 0.01)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--force", action="store_true", help="retrain even if CKPT already holds this model")
@@ -58,20 +63,23 @@ def _bits(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check every option, train (or keep a finished checkpoint) and report."""
     if args.model not in ARCHS:
         raise InputError(f"--model must be one of {', '.join(ARCHS)}, got {args.model!r}")
     if args.norm not in NORMS:
         raise InputError(f"--norm must be one of {', '.join(NORMS)}, got {args.norm!r}")
-    if args.limit is not None and args.limit < 2:
-        raise InputError(f"--limit must be at least 2, got {args.limit}")
-    if args.image_size is not None and args.image_size < 1:
-        raise InputError(f"--image-size must be positive, got {args.image_size}")
-    opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                        optimizer=args.optimizer, weight_decay=args.weight_decay, seed=args.seed,
-                        bits=_bits(args.bits), scheme=args.scheme, clip=args.clip,
-                        randbet_p=args.randbet_p)
-    meta = train_base(args.model, args.data, args.out, opts, norm=args.norm, limit=args.limit,
-                      image_size=args.image_size, device=torch_device(args.device), force=args.force,
+    limit = integer(args.limit, "--limit", minimum=2)
+    image_size = integer(args.image_size, "--image-size", maximum=MAX_IMAGE_SIZE)
+    randbet_p = check_ber(args.randbet_p, "--randbet-p", allow_one=False)
+    opts = TrainOptions(epochs=integer(args.epochs, "--epochs"),
+                        batch_size=integer(args.batch_size, "--batch-size"),
+                        lr=number(args.lr, "--lr", positive=True), optimizer=args.optimizer,
+                        weight_decay=number(args.weight_decay, "--weight-decay", minimum=0),
+                        seed=seed(args.seed), bits=_bits(args.bits), scheme=args.scheme,
+                        clip=number(args.clip, "--clip", positive=True), randbet_p=randbet_p)
+    device = torch_device(args.device)
+    meta = train_base(args.model, args.data, args.out, opts, norm=args.norm, limit=limit,
+                      image_size=image_size, device=device, force=args.force,
                       progress=not args.no_progress)
     summary = {"out": str(args.out), "skipped": meta["skipped"], "arch": meta["arch"],
                "dataset": meta["dataset"], "bits": meta["bits"], "scheme": meta["scheme"],

@@ -29,7 +29,7 @@ from torch import nn
 
 from sramsim.inject import quantization as Q
 from sramsim.nn.data import Dataset, load_dataset
-from sramsim.errors import InputError
+from sramsim.errors import InputError, check_writable
 from sramsim.nn.evaluation import accuracy
 from sramsim.nn.models import atomic_torch_save, build, load_checkpoint, read_torch_file, save_checkpoint
 from sramsim.inject.quantized_model import QuantizedModel, quantized_parameter_names
@@ -307,6 +307,8 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
             if log:
                 log(f"{out} already holds this model; nothing to do (use --force to retrain)")
             return {**done, "skipped": True}
+    # Checked before any epoch runs: otherwise the first epoch's state write is where it fails.
+    check_writable(out, "--out")
     train_set = load_dataset(data, "train", limit, image_size)
     test_set = load_dataset(data, "test", limit, image_size)
     if train_set.in_channels != test_set.in_channels or train_set.image_size != test_set.image_size:

@@ -25,7 +25,8 @@ CHECKPOINT_VERSION = 1
 REQUIRED_META = ("arch", "in_channels", "num_classes", "norm")
 META_DEFAULTS = {"norm": "batch", "bits": 8, "scheme": "symmetric", "clip": None, "dataset": None}
 
-__all__ = ["ARCHS", "NORMS", "build", "save_checkpoint", "load_checkpoint", "SmallCNN"]
+__all__ = ["ARCHS", "NORMS", "build", "save_checkpoint", "load_checkpoint", "check_finite",
+           "SmallCNN"]
 
 
 def build(name: str, in_channels: int = 1, num_classes: int = 10, norm: str = "batch") -> nn.Module:
@@ -70,6 +71,7 @@ def load_checkpoint(path: str | os.PathLike, device=None) -> tuple[nn.Module, di
         model = build(meta["arch"], meta["in_channels"], meta["num_classes"], meta["norm"])
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
+    check_finite(state, path)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -79,6 +81,18 @@ def load_checkpoint(path: str | os.PathLike, device=None) -> tuple[nn.Module, di
     if device is not None:
         model.to(device)
     return model.eval(), {**META_DEFAULTS, **meta}
+
+
+def check_finite(state: dict, path: str | os.PathLike) -> None:
+    """Refuse a state dict holding NaN or infinite values (a model that evaluates to nonsense),
+    naming the file and the first such tensor."""
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise InputError(f"{path}: state_dict entry {name!r} is not a tensor")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise InputError(f"{path}: tensor {name!r} holds {bad} NaN or infinite value(s) "
+                             f"of {tensor.numel()}")
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
