@@ -32,7 +32,7 @@ def make_chip(geometry, n_faults, seed=0, nominal=1.2, v_floor=0.8, stuck=True) 
 
 
 def dense_reference(image, chip, voltage, placement) -> np.ndarray:
-    """Bit by bit: image bit i of unit k reads chip bit (chip_unit[k] * unit_bytes * 8 + i % ...)."""
+    """Bit by bit: image bit i reads chip bit chip_unit[i // B] * B + i % B (B: bits a burst)."""
     faults = chip.faults(voltage)
     state = np.full(chip.geometry.capacity_bits, -1, dtype=np.int8)      # -1: healthy
     state[faults.address.astype(np.int64)] = faults.kind
@@ -305,3 +305,16 @@ def test_apply_placed_refuses_mismatches():
     with pytest.raises(InputError, match="image of 15 bytes"):
         apply_placed(np.zeros(15, np.uint8), make_chip(SUB, 10), 1.0, p)
     assert isinstance(p, Placement)
+
+
+def test_a_placement_built_by_hand_is_checked():
+    Placement(SUB, "custom", 4, 2, [3, 0])
+    with pytest.raises(InputError, match="lists a chip burst twice"):
+        Placement(SUB, "custom", 4, 2, [3, 3])
+    with pytest.raises(InputError, match=r"must lie in \[0, 16\)"):
+        Placement(SUB, "custom", 4, 2, [3, 16])
+    with pytest.raises(InputError, match="needs 2"):
+        Placement(SUB, "custom", 4, 2, [3])
+    with pytest.raises(InputError, match="one burst"):
+        Placement(SUB, "custom", 4, 4, [3])
+    assert not place(16, SUB, "drmap").chip_unit.flags.writeable

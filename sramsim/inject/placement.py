@@ -48,7 +48,8 @@ ACCESS_KINDS = ("hit", "miss", "conflict")
 
 @dataclass(frozen=True, eq=False)
 class Placement:
-    """A memory image of `n_bytes` laid into a DRAM part: image burst k -> chip burst `chip_unit[k]`."""
+    """A memory image of `n_bytes` laid into a DRAM part: image burst k sits in chip burst
+    `chip_unit[k]` (distinct slots, read-only array; checked on construction)."""
 
     geometry: DramGeometry
     policy: str
@@ -76,8 +77,28 @@ class Placement:
 
     __hash__ = None
 
+    def __post_init__(self):
+        g = self.geometry
+        if not isinstance(g, DramGeometry):
+            raise InputError(f"geometry must be a DramGeometry, got {type(g).__name__}")
+        if self.unit_bytes * 8 != g.burst_bits:
+            raise InputError(f"unit_bytes must be one burst ({g.burst_bits // 8} bytes), "
+                             f"got {self.unit_bytes}")
+        units = np.array(self.chip_unit, dtype=np.int64, copy=True).reshape(-1)
+        if units.shape[0] != -(-self.n_bytes // self.unit_bytes):
+            raise InputError(f"chip_unit has {units.shape[0]} bursts; an image of {self.n_bytes} "
+                             f"bytes needs {-(-self.n_bytes // self.unit_bytes)}")
+        total = g.capacity_bytes // self.unit_bytes
+        if units.size and (units.min() < 0 or units.max() >= total):
+            raise InputError(f"chip_unit must lie in [0, {total}) (the part's bursts)")
+        ordered = np.sort(units)
+        if np.any(ordered[1:] == ordered[:-1]):
+            raise InputError("chip_unit lists a chip burst twice (two image bursts in one place)")
+        units.setflags(write=False)
+        object.__setattr__(self, "chip_unit", units)
+
     def locations(self) -> dict[str, np.ndarray]:
-        """Per image burst: flat bank, row in the bank, subarray in the bank, burst column (int64)."""
+        """Per image burst: flat bank, row in the bank, subarray in the bank, burst column."""
         g = self.geometry
         bpr = bursts_per_row(g)
         s = self.chip_unit
@@ -213,7 +234,8 @@ def _check_layer_bytes(layer_bytes, n_bytes: int) -> list[int]:
     try:
         values = list(layer_bytes)
     except TypeError:
-        raise InputError(f"layer_bytes must be a list of byte counts, got {layer_bytes!r}") from None
+        raise InputError(f"layer_bytes must be a list of byte counts, "
+                         f"got {layer_bytes!r}") from None
     if not values:
         raise InputError("layer_bytes is empty")
     sizes = [_whole(v, f"layer_bytes[{i}]", 0) for i, v in enumerate(values)]
@@ -227,7 +249,8 @@ def _check_tolerances(layer_tolerance, n_layers: int) -> np.ndarray:
     try:
         values = list(layer_tolerance)
     except TypeError:
-        raise InputError(f"layer_tolerance must be a list of BERs, got {layer_tolerance!r}") from None
+        raise InputError(f"layer_tolerance must be a list of BERs, "
+                         f"got {layer_tolerance!r}") from None
     if len(values) != n_layers:
         raise InputError(f"layer_tolerance has {len(values)} values for {n_layers} layers")
     out = np.empty(n_layers, dtype=np.float64)
@@ -366,6 +389,7 @@ class _IndexCache:
         return entry
 
 
+# The one cache of address-sorted fault indexes (per process; a chip's index serves every voltage).
 FAULT_INDEX = _IndexCache()
 
 
@@ -457,7 +481,8 @@ def access_counts(placement: Placement, subarray_parallel: bool = False) -> dict
 def inference_energy(placement: Placement, energy, voltage: float | None = None,
                      subarray_parallel: bool = False) -> dict:
     """DRAM read energy of one inference (every weight burst read once) under `placement`:
-    {"counts": access_counts, "energy_j": total J, "per_access_j": {hit, miss, conflict} J}.
+    {"counts": access_counts, "energy_j": total J, "per_access_j": {hit, miss, conflict} J,
+    "voltage": the lowered supply (V), "policy", "subarray_parallel"}.
 
     energy: a `sramsim.analysis.dram_energy.DramEnergy` of the same part (burst size must agree);
     voltage: the lowered supply in volts (None = nominal).
@@ -468,4 +493,6 @@ def inference_energy(placement: Placement, energy, voltage: float | None = None,
     counts = access_counts(placement, subarray_parallel)
     per = energy.access_energies(voltage)
     total = energy.trace_energy({k: counts[k] for k in ACCESS_KINDS}, voltage)
-    return {"counts": counts, "energy_j": total, "per_access_j": per}
+    return {"counts": counts, "energy_j": total, "per_access_j": per,
+            "voltage": energy.check_voltage(voltage), "policy": placement.policy,
+            "subarray_parallel": bool(subarray_parallel)}
