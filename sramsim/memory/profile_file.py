@@ -20,6 +20,7 @@ import numpy as np
 
 from sramsim.errors import ProfileError
 from sramsim.memory.curves import BerCurve
+from sramsim.memory.dram import DramGeometry
 from sramsim.memory.geometry import Geometry
 
 FORMAT = "sramsim.chip"
@@ -29,6 +30,9 @@ VOLTAGE_UNITS = ("normalized", "V")
 ROOT_ATTRS = ("format", "version", "name", "source", "technology", "voltage_unit",
               "nominal_voltage", "v_floor")
 GEOMETRY_ATTRS = ("rows", "cols", "banks", "word_bits")
+# technology="dram": the DramGeometry constructor arguments (sramsim/memory/dram.py)
+DRAM_GEOMETRY_ATTRS = ("channels", "ranks", "banks", "rows", "columns", "device_width",
+                       "subarray_rows", "burst_length", "word_bits")
 FAULT_DATASETS = ("address", "vfail", "kind")
 _COMPRESSION = {"compression": "gzip", "compression_opts": 6, "shuffle": True}
 # What h5py raises when the bytes of an opened file are damaged (checked around its calls only).
@@ -72,7 +76,7 @@ def _write(f: h5py.File, chip) -> None:
     for key, value in chip.attrs.items():
         f.attrs[key] = value
     geo = f.create_group("geometry")
-    for key in GEOMETRY_ATTRS:
+    for key in DRAM_GEOMETRY_ATTRS if isinstance(g, DramGeometry) else GEOMETRY_ATTRS:
         geo.attrs[key] = np.int64(getattr(g, key))
     faults = f.create_group("faults")
     for key, data in (("address", chip.address), ("vfail", chip.vfail), ("kind", chip.kind)):
@@ -187,8 +191,12 @@ def _check(f: h5py.File, problems: list[str]) -> dict | None:
 
     geo = _group(f, "geometry")
     try:
-        geometry = Geometry(*(_attr(geo, k, int, "/geometry") for k in GEOMETRY_ATTRS),
-                            technology=technology)
+        if "channels" in geo.attrs:    # a DramGeometry (technology "dram")
+            geometry = DramGeometry(**{k: _attr(geo, k, int, "/geometry")
+                                       for k in DRAM_GEOMETRY_ATTRS})
+        else:
+            geometry = Geometry(*(_attr(geo, k, int, "/geometry") for k in GEOMETRY_ATTRS),
+                                technology=technology)
     except ValueError as exc:
         raise _Invalid(f"bad /geometry: {exc}") from None
 

@@ -20,6 +20,7 @@ import numpy as np
 from sramsim.errors import InputError
 from sramsim.memory import profile_file
 from sramsim.memory.chip import Chip
+from sramsim.memory.dram import DramGeometry
 from sramsim.memory.geometry import FLIP, KIND_NAMES, STUCK0, STUCK1, Geometry
 from sramsim.memory.profile_file import (FAULT_DATASETS, FORMAT, GEOMETRY_ATTRS,  # noqa: F401
                                          ROOT_ATTRS, SOURCES, VERSION, VOLTAGE_UNITS)
@@ -222,8 +223,9 @@ def summary(chip: Chip, voltages=None) -> dict:
         "name": chip.name, "source": chip.source, "technology": g.technology,
         "voltage_unit": chip.voltage_unit, "nominal_voltage": chip.nominal_voltage,
         "v_floor": chip.v_floor,
-        "geometry": {"rows": g.rows, "cols": g.cols, "banks": g.banks, "word_bits": g.word_bits,
-                     "capacity_bits": g.capacity_bits},
+        "geometry": {"rows": g.rows, "cols": g.cols, "banks": getattr(g, "total_banks", g.banks),
+                     "word_bits": g.word_bits, "capacity_bits": g.capacity_bits,
+                     **({"dram": g.as_dict()} if isinstance(g, DramGeometry) else {})},
         "faults": len(chip), "kinds": counts,
         "max_vfail": decimal_voltage(chip.vfail[0]) if len(chip) else None,
         "non_nested": chip.attrs.get("non_nested"),

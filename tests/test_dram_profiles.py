@@ -1,0 +1,66 @@
+"""A DRAM chip is a Chip: it goes through the HDF5 profile with technology="dram" and its DRAM
+geometry in /geometry, and through the same fault application as an SRAM chip."""
+import h5py
+import numpy as np
+import torch
+
+from sramsim import Chip, QuantizedModel
+from sramsim.memory import profiles
+from sramsim.memory.dram import DramGeometry
+from sramsim.memory.dram_errors import dram_chip
+from sramsim.nn.models import build
+
+G = DramGeometry(channels=2, ranks=1, banks=2, rows=64, columns=32, device_width=8,
+                 subarray_rows=16, burst_length=4)
+
+
+def test_dram_chip_round_trips_with_its_geometry(tmp_path):
+    chip = dram_chip(G, v_floor=0.9, seed=3, model=1)
+    path = tmp_path / "dram.h5"
+    chip.save(path)
+    with h5py.File(path) as f:
+        assert f.attrs["technology"] == "dram"
+        assert {k: int(v) for k, v in f["geometry"].attrs.items()} == G.as_dict()
+    back = Chip.load(path)
+    assert isinstance(back.geometry, DramGeometry) and back.geometry == G
+    assert back == chip and back.same_faults(chip)
+    assert profiles.validate(path) == []
+    info = profiles.summary(back)
+    assert info["technology"] == "dram" and info["faults"] == len(chip)
+    assert info["geometry"]["dram"] == G.as_dict()
+    assert info["geometry"]["banks"] == 4 and info["geometry"]["capacity_bits"] == G.capacity_bits
+
+
+def test_dram_chip_faults_a_quantized_model_like_an_sram_chip():
+    torch.manual_seed(0)
+    qm = QuantizedModel(build("cnn").eval())
+    big = DramGeometry(banks=2, rows=256, columns=256, device_width=8, subarray_rows=64)
+    chip = dram_chip(big, v_floor=0.9, seed=1, model=0)
+    v = 0.92
+    img = qm.faulty_image(chip, voltage=v, offset=5)
+    # the reference: flip/stuck bits of the chip's faults at the image's bytes, tiled with the offset
+    ref = qm.image.copy()
+    f = chip.faults(v)
+    cap = big.capacity_bytes
+    for a, k in zip(f.address.tolist(), f.kind.tolist()):
+        chip_byte, bit = divmod(a, 8)
+        for b in range((chip_byte - 5) % cap, ref.size, cap):
+            if k == 0:
+                ref[b] ^= 1 << bit
+            elif k == 1:
+                ref[b] &= ~(1 << bit) & 0xFF
+            else:
+                ref[b] |= 1 << bit
+    assert np.array_equal(img, ref)
+
+
+def test_profile_info_reads_a_dram_profile(tmp_path, capsys):
+    import json
+    from sramsim.commands.main import main
+    path = tmp_path / "d.h5"
+    dram_chip(G, v_floor=0.9, seed=0, model=3).save(path)
+    assert main(["profile", "info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["technology"] == "dram" and info["voltage_unit"] == "V"
+    assert info["geometry"]["dram"]["subarray_rows"] == 16
+    assert main(["profile", "validate", str(path)]) == 0
