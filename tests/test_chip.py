@@ -312,48 +312,6 @@ MEMORY_MODULES = ["chip", "curves", "geometry", "kernels", "profile_file", "prof
                   "random_errors", "sampling", "sizes"]
 
 
-def memory_imports() -> dict[str, set[str]]:
-    """{module: the sramsim modules it imports} for sramsim/memory/*.py, read from the source
-    (top-level and function-level imports alike)."""
-    import ast
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[1] / "sramsim" / "memory"
-    graph = {}
-    for path in root.glob("*.py"):
-        found = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                found.add(node.module)
-                found.update(f"{node.module}.{a.name}" for a in node.names)
-            elif isinstance(node, ast.Import):
-                found.update(a.name for a in node.names)
-        graph[f"sramsim.memory.{path.stem}"] = {m for m in found if m.startswith(("sramsim", "fusion"))}
-    return graph
-
-
-def test_memory_layer_imports_point_down_without_circles():
-    """chip -> profile_file and profiles -> chip, never back (the old chip <-> profiles circle);
-    nothing in sramsim.memory imports the layers above it."""
-    graph = memory_imports()
-    assert "sramsim.memory.profiles" not in graph["sramsim.memory.chip"]
-    assert not graph["sramsim.memory.profile_file"] & {"sramsim.memory.chip", "sramsim.memory.profiles"}
-    above = ("sramsim.inject", "sramsim.nn", "sramsim.analysis", "sramsim.commands", "fusion")
-    assert {m: sorted(i for i in deps if i.startswith(above)) for m, deps in graph.items()
-            if any(i.startswith(above) for i in deps)} == {}
-    edges = {m: {d for d in deps if d in graph} for m, deps in graph.items()}
-    state = {}
-
-    def visit(m, path):
-        assert state.get(m) != "open", f"import circle: {' -> '.join(path + [m])}"
-        if state.get(m) is None:
-            state[m] = "open"
-            for d in edges[m]:
-                visit(d, path + [m])
-            state[m] = "done"
-    for m in edges:
-        visit(m, [])
-
-
 def test_every_public_name_of_the_memory_layer_has_a_docstring():
     import importlib
     import inspect

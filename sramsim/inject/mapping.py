@@ -16,15 +16,14 @@ from sramsim.memory.random_errors import RandomBitErrors
 
 
 def apply_faults(image: np.ndarray, source, voltage: float | None = None, offset: int = 0,
-                 out: np.ndarray | None = None, placement=None) -> np.ndarray:
+                 out: np.ndarray | None = None) -> np.ndarray:
     """Return `image` as read back from faulty memory; written into `out` when given.
 
     source: a `Chip` (needs `voltage`; persistent faults, placed with `offset`), a
     `RandomBitErrors` (fresh faults over the image's own bits), or a `Faults` record whose
     addresses are bit indices into the image itself. `offset` (chip words) must be an integer
     (Python or numpy; any sign, taken mod the chip's capacity): 1.5 or "3" is refused, not rounded.
-    placement: a `sramsim.inject.placement.Placement` of the image in a DRAM chip (source must
-    be that Chip, offset 0: the placement has its own `start`); None = the offset rule above.
+    (A DRAM placement instead of the offset rule: `sramsim.inject.placement.apply_placed`.)
     """
     if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 1):
         raise TypeError("image must be a 1-D uint8 numpy array")
@@ -33,15 +32,6 @@ def apply_faults(image: np.ndarray, source, voltage: float | None = None, offset
     elif not isinstance(out, np.ndarray) or out.shape != image.shape or out.dtype != np.uint8:
         raise ValueError("out must be a uint8 array shaped like the image")
     offset = check_offset(offset)
-    if placement is not None:
-        from sramsim.inject.placement import apply_placed   # placement builds on this module
-        if not isinstance(source, Chip):
-            raise TypeError(f"a placement places a Chip's faults, got {type(source).__name__}")
-        if offset:
-            raise ValueError("offset must be 0 with a placement (use the placement's start)")
-        if voltage is None:
-            raise ValueError("a Chip needs a voltage")
-        return apply_placed(image, source, voltage, placement, out)
     if isinstance(source, Chip):
         if voltage is None:
             raise ValueError("a Chip needs a voltage")

@@ -433,6 +433,8 @@ def apply_placed(image: np.ndarray, chip: Chip, voltage: float, placement: Place
                          f"{placement.n_bytes} bytes")
     if not isinstance(chip, Chip):
         raise TypeError(f"a placement places a Chip's faults, got {type(chip).__name__}")
+    if voltage is None:
+        raise ValueError("a Chip needs a voltage")
     if out is None:
         out = np.empty_like(image)
     elif not isinstance(out, np.ndarray) or out.shape != image.shape or out.dtype != np.uint8:

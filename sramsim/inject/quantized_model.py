@@ -11,7 +11,8 @@ from torch import nn
 
 from sramsim.errors import InputError
 from sramsim.inject import quantization as Q
-from sramsim.inject.mapping import apply_faults
+from sramsim.inject.mapping import apply_faults, check_offset
+from sramsim.inject.placement import apply_placed
 
 QUANTIZED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
                     nn.ConvTranspose3d, nn.Linear)
@@ -108,7 +109,11 @@ class QuantizedModel:
                      out: np.ndarray | None = None, placement=None) -> np.ndarray:
         """The image read back through `source` (Chip at `voltage` placed at `offset`, or laid
         out by a DRAM `placement`; or RandomBitErrors); a new array unless `out` is given."""
-        return apply_faults(self.image, source, voltage, offset, out, placement=placement)
+        if placement is None:
+            return apply_faults(self.image, source, voltage, offset, out)
+        if check_offset(offset):
+            raise ValueError("offset must be 0 with a placement (use the placement's start)")
+        return apply_placed(self.image, source, voltage, placement, out)
 
     def dequantize(self, image: np.ndarray | torch.Tensor, device=None) -> dict[str, torch.Tensor]:
         """Weights decoded from an image (clean or faulty), as {parameter name: tensor}.

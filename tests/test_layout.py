@@ -1,0 +1,134 @@
+"""The folder tree is the architecture: imports point one way (commands -> analysis -> nn ->
+inject -> memory), sramsim never imports fusion, no module imports itself in a circle, and the flat
+module names of sramsim 0.1 still resolve to the moved modules."""
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+from sramsim.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ("memory", "inject", "nn", "analysis", "commands")
+LEAVES = {"sramsim", "sramsim.errors", "sramsim.stats", "sramsim._moved"}
+# names re-exported by the package itself, and the layer each comes from
+PACKAGE_NAMES = {"BerCurve": "memory", "Chip": "memory", "Faults": "memory", "Geometry": "memory",
+                 "RandomBitErrors": "memory", "VoltageError": "memory", "QuantizedModel": "inject"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(path: Path) -> list[tuple[str, str | None]]:
+    """(module, imported name or None) for every import statement, lazy ones included."""
+    out = []
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name, None) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import (use absolute sramsim.* names)"
+            out += [(node.module, a.name) for a in node.names]
+    return out
+
+
+def sramsim_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in (ROOT / "sramsim").rglob("*.py")}
+
+
+def layer_of(module: str) -> int | None:
+    parts = module.split(".")
+    if len(parts) > 1 and parts[1] in LAYERS:
+        return LAYERS.index(parts[1])
+    return None
+
+
+def resolve(module: str, name: str | None, known: dict) -> str:
+    """`from sramsim.memory import chip` -> sramsim.memory.chip; package re-exports -> their layer."""
+    if name and f"{module}.{name}" in known:
+        return f"{module}.{name}"
+    if module == "sramsim" and name in PACKAGE_NAMES:
+        return f"sramsim.{PACKAGE_NAMES[name]}"
+    return module
+
+
+def test_imports_point_down_and_never_to_fusion():
+    known = sramsim_modules()
+    bad = []
+    for mod, path in known.items():
+        here = layer_of(mod)
+        for target, name in imports(path):
+            if target.split(".")[0] == "fusion":
+                bad.append(f"{mod} imports {target}")
+            if target.split(".")[0] != "sramsim":
+                continue
+            dest = resolve(target, name, known)
+            there = layer_of(dest)
+            if here is None:
+                assert mod in LEAVES, f"{mod}: a module outside the layer folders"
+                if there is not None and mod != "sramsim":
+                    bad.append(f"leaf {mod} imports {dest}")
+            elif there is not None and there > here:
+                bad.append(f"{mod} ({LAYERS[here]}) imports {dest} ({LAYERS[there]})")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_circles():
+    known = sramsim_modules()
+    for p in (ROOT / "fusion").rglob("*.py"):
+        known[module_name(p)] = p
+    graph = {m: {resolve(t, n, known) for t, n in imports(p)} & set(known) - {m}
+             for m, p in known.items()}
+    # a package's __init__ importing its own modules is how packages work, not a circle
+    graph = {m: {d for d in deps if not m.startswith(d + ".") and not d.startswith(m + ".")
+                 or m == "sramsim"} for m, deps in graph.items()}
+    graph["sramsim"] = set()   # the package imports memory; everything imports the package
+    state: dict[str, int] = {}
+
+    def visit(m, stack):
+        state[m] = 1
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == 1:
+                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(d):] + [d]))
+            if d not in state:
+                visit(d, stack + [d])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+
+
+def test_no_flat_modules_left():
+    flat = sorted(p.name for p in (ROOT / "sramsim").glob("*.py"))
+    assert flat == ["__init__.py", "_moved.py", "errors.py", "stats.py"]
+
+
+@pytest.mark.parametrize("old", sorted(importlib.import_module("sramsim._moved").MOVED))
+def test_old_flat_names_resolve_to_the_moved_module(old):
+    from sramsim._moved import MOVED
+    assert importlib.import_module(old) is importlib.import_module(MOVED[old])
+
+
+def test_public_entry_point():
+    from sramsim import BerCurve, Chip, Geometry, QuantizedModel, RandomBitErrors  # noqa: F401
+    from sramsim.inject.quantized_model import QuantizedModel as Q
+    assert QuantizedModel is Q
+
+
+def test_fusion_generators_are_registered_addons():
+    from fusion import generators
+    from sramsim.analysis import addons
+    assert addons.names() == sorted(generators.NAMES)
+    g = addons.build("ConvS", 3)
+    ref = generators.build("ConvS", 3)
+    assert type(g) is type(ref) and generators.weight_count(g) == generators.weight_count(ref)
+    with pytest.raises(InputError, match="no add-on of that name"):
+        addons.build("Nope", 3)
