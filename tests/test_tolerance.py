@@ -75,7 +75,7 @@ def test_grid_then_bisection_finds_the_known_threshold(monkeypatch):
 def test_bounds_when_everything_passes_or_nothing_does(monkeypatch):
     model, data = linear_world(50)
     monkeypatch.setattr(T.ToleranceWorker, "run", fake_run(1.0, []))
-    r = T.search(model, data, maps=1, low=1e-4, high=1e-2)
+    r = T.search(model, data, maps=1, low=1e-4, high=1e-2, geometry=SMALL)
     assert r["tolerable_ber"] == pytest.approx(1e-2) and "highest" in r["bound"]
     monkeypatch.setattr(T.ToleranceWorker, "run", fake_run(1e-9, []))
     r = T.search(model, data, maps=1, low=1e-4, high=1e-2)

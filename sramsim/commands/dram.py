@@ -1,0 +1,314 @@
+"""`sramsim dram`: a DRAM part's energies, a model's DRAM energy per inference under each weight
+placement, and the model's tolerable bit error rate (so the lowest DRAM supply voltage).
+
+    sramsim dram info [--part P] [--voltage V]
+    sramsim dram energy --model M.pt [--mapping naive|drmap|error-aware|all] [--voltage V]
+    sramsim dram tolerance --model M.pt --data D --margin 0.01 [--maps K] [--out DIR]
+                           [--model-error 0..3 | --ber-source random]
+
+Voltages are the part's lowered array supply in volts (VDD2 = 1.2 V on the default LPDDR3 part),
+valid from the BER curve's floor up to nominal.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+from sramsim.commands.main import check_writable, integer, number, print_json, seed
+from sramsim.errors import InputError
+from sramsim.memory.dram import DEFAULT_PART
+from sramsim.memory.dram_curves import DEFAULT_DRAM_CURVE, dram_curve_names
+
+MAPPINGS = ("naive", "drmap", "error-aware")
+FLOOR_BER = 0.5   # the curve's floor: where half the cells fail (below it no error model applies)
+
+
+def register(subparsers) -> None:
+    """Add `sramsim dram` (info, energy, tolerance) to the parser."""
+    p = subparsers.add_parser("dram", help="approximate DRAM: part energies, energy per "
+                              "inference by placement, tolerable BER search",
+                              description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="dram_command", required=True, metavar="SUBCOMMAND")
+
+    info = sub.add_parser("info", help="a part's capacity, geometry and energies at a voltage")
+    _common(info)
+    info.add_argument("--voltage", metavar="V", help="lowered supply voltage in volts "
+                      "(default: nominal)")
+    info.set_defaults(func=run_info)
+
+    energy = sub.add_parser("energy", help="DRAM energy of one inference of a model, per "
+                            "weight placement policy")
+    _common(energy)
+    energy.add_argument("--model", required=True, metavar="CKPT", help="model checkpoint")
+    energy.add_argument("--mapping", default="all", choices=(*MAPPINGS, "all"),
+                        help="placement policy (default all)")
+    energy.add_argument("--voltage", metavar="V", help="lowered supply voltage in volts "
+                        "(default: nominal only)")
+    _error_model(energy)
+    energy.set_defaults(func=run_energy)
+
+    tol = sub.add_parser("tolerance", help="largest BER (lowest voltage) keeping accuracy "
+                         "within a margin of fault-free")
+    _common(tol)
+    tol.add_argument("--model", required=True, metavar="CKPT", help="model checkpoint")
+    tol.add_argument("--data", default="fashion-mnist", metavar="SPEC",
+                     help="evaluation data (test split; default fashion-mnist)")
+    tol.add_argument("--margin", default="0.01", metavar="M",
+                     help="allowed drop of mean accuracy, in (0, 1) (default 0.01 = 1 point)")
+    tol.add_argument("--maps", default="5", metavar="K", help="fault maps per BER (default 5)")
+    tol.add_argument("--limit", default=None, metavar="N", help="use the first N test samples")
+    tol.add_argument("--out", default=None, metavar="DIR",
+                     help="folder for the points (a re-run with the same DIR resumes)")
+    src = tol.add_mutually_exclusive_group()
+    src.add_argument("--model-error", default=None, choices=("0", "1", "2", "3"),
+                     help="fault maps: DRAM chips from EDEN error model 0-3 (uniform, bitline, "
+                          "wordline, data-dependent)")
+    src.add_argument("--ber-source", default=None, choices=("random",),
+                     help="fault maps: random bit errors at the BER (the default)")
+    tol.add_argument("--mapping", default="drmap", choices=MAPPINGS,
+                     help="with --model-error: how the weights are placed in the part "
+                          "(default drmap)")
+    tol.add_argument("--ber-range", default="1e-6,1e-1", metavar="LOW,HIGH",
+                     help="BER grid from LOW to HIGH, one point per decade (default 1e-6,1e-1)")
+    tol.add_argument("--bisect", default="4", metavar="N",
+                     help="bisection steps after the grid (default 4)")
+    tol.add_argument("--seed", default="0", help="seed of the fault maps (default 0)")
+    tol.add_argument("--workers", default="1", metavar="W",
+                     help="parallel worker processes (default 1: in-process)")
+    tol.add_argument("--threads", default="1", metavar="T", help="threads per worker (default 1)")
+    tol.add_argument("--batch-size", default="1000", metavar="B",
+                     help="evaluation batch (default 1000)")
+    tol.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    tol.set_defaults(func=run_tolerance)
+
+
+def _common(p) -> None:
+    p.add_argument("--part", default=DEFAULT_PART, metavar="P",
+                   help=f"bundled DRAM part or a part JSON file (default {DEFAULT_PART})")
+    p.add_argument("--curve", default=DEFAULT_DRAM_CURVE, choices=dram_curve_names(),
+                   help=f"BER vs voltage curve (default {DEFAULT_DRAM_CURVE})")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _error_model(p) -> None:
+    p.add_argument("--model-error", default="0", choices=("0", "1", "2", "3"),
+                   help="error-aware placement: EDEN error model of the chip whose partition "
+                        "BERs order the placement (default 0)")
+    p.add_argument("--seed", default="0", help="error-aware placement: chip seed (default 0)")
+
+
+# ------------------------------------------------------------------------------ checks
+
+def part_and_curve(args):
+    """(DramGeometry, DramEnergy, BerCurve, nominal V) of --part/--curve; nominal voltages of the
+    part's lowered supply and the curve must agree."""
+    from sramsim.analysis.dram_energy import DramEnergy
+    from sramsim.memory.dram import DramGeometry
+    from sramsim.memory.dram_curves import dram_curve, dram_nominal_voltage
+    geometry = DramGeometry.from_part(args.part)
+    energy = DramEnergy.from_part(args.part)
+    curve = dram_curve(args.curve)
+    nominal = dram_nominal_voltage(args.curve)
+    if not math.isclose(nominal, energy.nominal_voltage, rel_tol=1e-9):
+        raise InputError(f"--curve {args.curve} has nominal {nominal:g} V but part "
+                         f"{energy.name} lowers {energy.lowered.upper()} of nominal "
+                         f"{energy.nominal_voltage:g} V")
+    return geometry, energy, curve, nominal
+
+
+def curve_floor(curve) -> float:
+    """Lowest voltage a curve is used at: its lowest tabulated voltage, or (a Gaussian curve)
+    where its BER reaches FLOOR_BER."""
+    if math.isfinite(curve.v_min):
+        return float(curve.v_min)
+    return float(curve.voltage(FLOOR_BER))
+
+
+def voltage_arg(text, curve, nominal: float) -> float | None:
+    """--voltage in [curve floor, nominal] (None stays None), else a one-line InputError."""
+    value = number(text, "--voltage", positive=True)
+    if value is None:
+        return None
+    low = curve_floor(curve)
+    if value > nominal + 1e-9:
+        raise InputError(f"--voltage {text}: above the nominal voltage {nominal:g} V of the "
+                         f"lowered supply")
+    if value < low - 1e-9:
+        raise InputError(f"--voltage {text}: below {low:.4g} V, the floor of curve {curve.name!r} "
+                         f"(BER {curve.ber(low):.3g} there)")
+    return value
+
+
+def load_image(path: str):
+    """(QuantizedModel, layer bytes) of a checkpoint, quantized as its meta says."""
+    from sramsim.inject.placement import image_layer_bytes
+    from sramsim.inject.quantized_model import QuantizedModel
+    from sramsim.nn.models import load_checkpoint
+    model, meta = load_checkpoint(path)
+    qm = QuantizedModel(model, int(meta.get("bits") or 8), meta.get("scheme") or "symmetric",
+                        meta.get("clip"))
+    return qm, image_layer_bytes(qm)
+
+
+# ------------------------------------------------------------------------------ info
+
+def info(args) -> dict:
+    """The `dram info` report: capacity, geometry, command and access energies at --voltage."""
+    geometry, energy, curve, nominal = part_and_curve(args)
+    v = voltage_arg(args.voltage, curve, nominal)
+    s = energy.summary(v)
+    return {"part": energy.name, "capacity_bytes": geometry.capacity_bytes,
+            "capacity_gbit": geometry.capacity_bits / 2 ** 30, "geometry": geometry.as_dict(),
+            "subarrays_per_bank": geometry.subarrays_per_bank, "row_bytes": geometry.row_bytes,
+            "curve": curve.name, "curve_floor_V": curve_floor(curve),
+            "ber": float(curve.ber(s["voltage"])), **s}
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """`sramsim dram info`."""
+    r = info(args)
+    if args.json:
+        print_json(r)
+        return 0
+    g = r["geometry"]
+    print(f"part {r['part']}: {r['capacity_gbit']:g} Gbit ({r['capacity_bytes']:,} bytes)")
+    print(f"  {g['channels']} channel x {g['ranks']} rank x {g['banks']} banks x {g['rows']} rows "
+          f"x {g['columns']} columns x {g['device_width']} bits; {g['subarray_rows']}-row "
+          f"subarrays ({r['subarrays_per_bank']} per bank), burst length {g['burst_length']} "
+          f"({r['burst_bits']} bits), row buffer {r['row_bytes']} bytes")
+    print(f"  {r['lowered_supply'].upper()} = {r['voltage']:g} V (nominal {r['nominal_voltage']:g}"
+          f" V); curve {r['curve']}: BER {r['ber']:.3g}")
+    print(f"  {'command':<12} {'energy':>10}")
+    for k, e in r["commands_J"].items():
+        unit = "/cycle" if k.endswith("standby") else ""
+        print(f"  {k:<12} {e * 1e9:>8.4f} nJ{unit}")
+    print(f"  {'access':<12} {'energy':>10} {'per bit':>10} {'cycles':>6}")
+    for k, e in r["access_J"].items():
+        print(f"  {k:<12} {e * 1e9:>8.4f} nJ {r['access_J_per_bit'][k] * 1e12:>7.3f} pJ "
+              f"{r['access_cycles'][k]:>6}")
+    bg = r["background_W"]
+    print(f"  background: active standby {bg['active_standby'] * 1e3:.2f} mW, precharged "
+          f"standby {bg['precharged_standby'] * 1e3:.2f} mW, refresh {bg['refresh'] * 1e3:.2f} mW")
+    return 0
+
+
+# ------------------------------------------------------------------------------ energy
+
+def energy_report(args) -> dict:
+    """The `dram energy` report: per placement policy, access counts and energy per inference."""
+    from sramsim.analysis.tolerance import mapping_energies, require_fits
+    geometry, energy, curve, nominal = part_and_curve(args)
+    v = voltage_arg(args.voltage, curve, nominal)
+    chip_seed = seed(args.seed)
+    qm, layer_bytes = load_image(args.model)
+    require_fits(qm.image.size, geometry, args.part)
+    policies = MAPPINGS if args.mapping == "all" else (args.mapping,)
+    if "error-aware" in policies and v is None:
+        raise InputError("--mapping error-aware needs --voltage (partitions are ordered by their "
+                         "BER at that voltage)")
+    ber = None if v is None else float(curve.ber(v))
+    rows = mapping_energies(qm.image.size, layer_bytes, geometry, energy, v, tolerable_ber=ber,
+                            curve=curve, seed=chip_seed, error_model=int(args.model_error),
+                            policies=policies)
+    return {"model": args.model, "part": energy.name, "weight_bytes": int(qm.image.size),
+            "curve": curve.name, "nominal_voltage": nominal, "voltage": v, "ber": ber,
+            "error_model": int(args.model_error) if "error-aware" in policies else None,
+            "mappings": rows}
+
+
+def run_energy(args: argparse.Namespace) -> int:
+    """`sramsim dram energy`."""
+    r = energy_report(args)
+    if args.json:
+        print_json(r)
+        return 0
+    at = "" if r["voltage"] is None else f", at {r['voltage']:g} V (BER {r['ber']:.3g})"
+    print(f"{r['model']}: {r['weight_bytes']:,} weight bytes in {r['part']} "
+          f"(nominal {r['nominal_voltage']:g} V{at})")
+    _energy_table(r["mappings"], r["voltage"] is not None)
+    return 0
+
+
+def _energy_table(rows: dict, low: bool) -> None:
+    head = f"{'mapping':<12} {'hits':>7} {'misses':>7} {'conflicts':>9} {'E nominal':>11}"
+    if low:
+        head += f" {'E at V':>11} {'saving':>7}"
+    print(head)
+    for policy, row in rows.items():
+        if "skipped" in row:
+            print(f"{policy:<12} {row['skipped']}")
+            continue
+        c = row["counts"]
+        line = (f"{policy:<12} {c['hit']:>7} {c['miss']:>7} {c['conflict']:>9} "
+                f"{row['energy_nominal_J'] * 1e6:>8.4f} uJ")
+        if low:
+            line += f" {row['energy_J'] * 1e6:>8.4f} uJ {100 * row['saving']:>6.2f}%"
+        print(line)
+        for w in row.get("warnings", []):
+            print(f"  warning: {w}")
+
+
+# ------------------------------------------------------------------------------ tolerance
+
+def tolerance_report(args) -> dict:
+    """Check the `dram tolerance` options and run the search."""
+    import sys
+    from sramsim.analysis.tolerance import search
+    geometry, energy, curve, nominal = part_and_curve(args)
+    margin = number(args.margin, "--margin")
+    if not 0.0 < margin < 1.0:
+        raise InputError(f"--margin must lie strictly between 0 and 1, got {args.margin}")
+    low, high = _ber_range(args.ber_range)
+    if args.out is not None:
+        check_writable(args.out, "--out", folder=True)
+    source = "random" if args.model_error is None else "dram"
+    progress = None if args.no_progress or args.json else \
+        (lambda text: print(text, file=sys.stderr, flush=True))
+    return search(args.model, args.data, margin=margin, maps=integer(args.maps, "--maps"),
+                  low=low, high=high, bisect_steps=integer(args.bisect, "--bisect", minimum=0),
+                  source=source, error_model=0 if args.model_error is None else int(args.model_error),
+                  mapping=args.mapping, curve=args.curve, part=args.part, seed=seed(args.seed),
+                  limit=None if args.limit is None else integer(args.limit, "--limit"),
+                  batch_size=integer(args.batch_size, "--batch-size"), out_dir=args.out,
+                  workers=integer(args.workers, "--workers"),
+                  threads=integer(args.threads, "--threads"), log=progress)
+
+
+def _ber_range(text: str) -> tuple[float, float]:
+    from sramsim.errors import check_ber
+    parts = [p for p in str(text).split(",")]
+    if len(parts) != 2:
+        raise InputError(f"--ber-range must be LOW,HIGH (e.g. 1e-6,1e-1), got {text!r}")
+    low = check_ber(parts[0].strip(), "--ber-range LOW", allow_one=False)
+    high = check_ber(parts[1].strip(), "--ber-range HIGH", allow_one=False)
+    if not 0.0 < low < high:
+        raise InputError(f"--ber-range needs 0 < LOW < HIGH, got {text!r}")
+    return low, high
+
+
+def run_tolerance(args: argparse.Namespace) -> int:
+    """`sramsim dram tolerance`."""
+    r = tolerance_report(args)
+    if args.json:
+        print_json(r)
+        return 0
+    print(f"{'BER':>10} {'voltage':>8} {'accuracy':>9} {'± CI95':>7} {'drop':>6} {'maps':>4} "
+          f"{'phase':>6}  result")
+    for p in r["points"]:
+        print(f"{p['ber']:>10.3g} {p['voltage']:>8.4f} {100 * p['accuracy_mean']:>8.2f}% "
+              f"{100 * p['ci95']:>6.2f} {100 * p['accuracy_drop']:>6.2f} {p['n']:>4} "
+              f"{p['phase']:>6}  {'pass' if p['passes'] else 'fail'}")
+    print(f"fault-free quantized accuracy {100 * r['clean_accuracy']:.2f}%, margin "
+          f"{100 * r['margin']:g} points, {r['maps']} maps per BER ({r['faults']['maps_rule']})")
+    if r["tolerable_ber"] is None:
+        print(f"no tolerable BER: accuracy already falls by more than the margin at BER "
+              f"{r['first_failing_ber']:.3g}, the lowest scanned")
+    else:
+        bound = f" ({r['bound']})" if r["bound"] else ""
+        print(f"tolerable BER {r['tolerable_ber']:.3g}{bound}: {r['voltage']:.4f} V on curve "
+              f"{r['curve']} (nominal {r['nominal_voltage']:g} V), accuracy "
+              f"{100 * r['accuracy_mean']:.2f}% ± {100 * r['ci95']:.2f}")
+    _energy_table(r["energy"], r["voltage"] is not None)
+    if r["out"]:
+        print(f"wrote {r['out']}/points.jsonl, {r['out']}/tolerance.json")
+    return 0
