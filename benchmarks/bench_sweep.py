@@ -82,6 +82,9 @@ def main() -> None:
         per_voltage = []
         for v in VOLTAGES:
             ps = [p for p in grid if p["voltage"] == v]
+            if not ps:          # every chip's faults missed the model's words at this voltage
+                per_voltage.append({"voltage": v, "points_evaluated": 0})
+                continue
             per_voltage.append({
                 "voltage": v, "ber": statistics.mean(p["ber"] for p in ps),
                 "faults_mean": statistics.mean(p["faults"] for p in ps),

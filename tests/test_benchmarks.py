@@ -1,0 +1,91 @@
+"""The benchmarks' provenance and reporting helpers, and the committed results JSONs themselves."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import common  # noqa: E402
+
+RESULT_FILES = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+
+
+def test_environment_records_commit_command_machine_and_detected_device(monkeypatch):
+    import torch
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "Test GPU")
+    env = common.environment()
+    assert env["git"]["commit"] == head and isinstance(env["git"]["dirty"], bool)
+    assert env["devices_detected"] == {"cuda_available": True, "cuda_devices": ["Test GPU"],
+                                       "torch_cuda_build": torch.version.cuda}
+    assert env["machine"]["memory_gib"] > 0 and env["machine"]["cpu_count"] >= 1
+    assert env["command"].startswith("python ")
+    assert len(env["load_average_at_start"]) == 3 and len(env["load_average_at_end"]) == 3
+    assert "no GPU" not in json.dumps(env)
+
+
+def test_command_line_names_checkout_files_relative(monkeypatch):
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "benchmarks" / "x.py"), "--base",
+                                      str(ROOT / ".cache" / "m.pt")])
+    assert common.command_line() == "python benchmarks/x.py --base .cache/m.pt"
+
+
+def test_repo_path_relative_and_refuses_outside(tmp_path):
+    assert common.repo_path(ROOT / "benchmarks" / "common.py") == "benchmarks/common.py"
+    with pytest.raises(ValueError, match="outside the repository"):
+        common.repo_path("/usr/share/x.pt")
+
+
+def test_write_result_refuses_absolute_checkout_path(tmp_path):
+    bad = {"model": {"checkpoint": str(ROOT / ".cache" / "m.pt")}}
+    with pytest.raises(ValueError, match="/model/checkpoint"):
+        common.write_result("x.json", bad, results=tmp_path)
+    assert not (tmp_path / "x.json").exists()
+    path = common.write_result("x.json", {"model": {"checkpoint": ".cache/m.pt"}}, results=tmp_path)
+    assert json.loads(path.read_text())["environment"]["git"]["commit"]
+
+
+@pytest.mark.parametrize("path", RESULT_FILES, ids=lambda p: p.name)
+def test_committed_results_name_no_machine_path_and_hold_no_prose(path):
+    data = json.loads(path.read_text())
+    text = path.read_text()
+    assert "/work/" not in text and "/home/" not in text and "/root/" not in text
+
+    def keys(o):
+        if isinstance(o, dict):
+            for k, v in o.items():
+                yield k
+                yield from keys(v)
+        elif isinstance(o, list):
+            for v in o:
+                yield from keys(v)
+    assert not {"note", "reading", "how"} & set(keys(data)), "prose belongs in benchmarks/README.md"
+    assert data["environment"]["git"].keys() >= {"commit", "dirty"}
+
+
+def test_no_carry_forward_of_hand_written_fields():
+    for script in (ROOT / "benchmarks").glob("*.py"):
+        assert "except ValueError:\n            pass" not in script.read_text(), script.name
+
+
+def test_paired_recovery_ratio_and_interval():
+    from fresh_maps import paired_recovery
+    rng = np.random.default_rng(0)
+    pa = 0.8 + 0.05 * rng.standard_normal(40)
+    pa_nf = pa + 0.5 * (0.9 - pa) + 0.005 * rng.standard_normal(40)
+    r = paired_recovery(0.9, pa.tolist(), pa_nf.tolist())
+    gain, loss = pa_nf - pa, 0.9 - pa
+    assert r["recovered_fraction"] == pytest.approx(gain.mean() / loss.mean())
+    lo, hi = r["recovered_fraction_ci95"]
+    assert lo < 0.5 < hi and hi - lo < 0.1
+    assert r["recovery_points"]["ci95"][0] < gain.mean() < r["recovery_points"]["ci95"][1]
+    with pytest.raises(ValueError, match="no accuracy lost"):
+        paired_recovery(0.5, [0.6, 0.7], [0.6, 0.7])
