@@ -53,7 +53,8 @@ DEFAULT_LOW, DEFAULT_HIGH = 1e-6, 1e-1
 VOLTAGE_RESOLUTION = 1e-5      # bisection stops when bracket voltages are this close (V)
 
 
-def ber_grid(low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH, per_decade: int = 1) -> list[float]:
+def ber_grid(low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH,
+             per_decade: int = 1) -> list[float]:
     """Log-spaced BERs from `low` to `high` (both included), `per_decade` points per decade."""
     low, high = check_ber(low, "lowest BER", allow_one=False), check_ber(high, "highest BER",
                                                                          allow_one=False)
@@ -392,8 +393,9 @@ def require_fits(n_bytes: int, geometry, part: str) -> None:
 def mapping_energies(n_bytes: int, layer_bytes, geometry, energy, voltage: float | None,
                      tolerable_ber: float | None = None, curve=None, seed: int = 0,
                      error_model: int = 0, policies=None) -> dict:
-    """Per placement policy (`policies`, default all): access counts of one inference (every weight burst read once), its
-    DRAM energy at nominal voltage and at `voltage` (J), and the saving 1 - E(V) / E(nominal).
+    """Per placement policy (`policies`, default all): access counts of one inference (every
+    weight burst read once), its DRAM energy at nominal voltage and at `voltage` (J), and the
+    saving 1 - E(V) / E(nominal).
 
     error-aware orders the subarrays by their BER on chip `dram_chip(geometry, curve, voltage,
     seed, error_model)` at `voltage`, every layer given the tolerable BER; without a voltage it
@@ -403,7 +405,8 @@ def mapping_energies(n_bytes: int, layer_bytes, geometry, energy, voltage: float
     for policy in P.POLICIES if policies is None else policies:
         if policy == "error-aware":
             if voltage is None:
-                out[policy] = {"skipped": "no tolerable voltage: partitions have no BER to order by"}
+                out[policy] = {"skipped": "no tolerable voltage: partitions have no BER to "
+                                          "order by"}
                 continue
             from sramsim.memory.dram_errors import dram_chip
             chip = dram_chip(geometry, curve, v_floor=voltage, seed=seed, model=error_model)

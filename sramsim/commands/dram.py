@@ -266,7 +266,8 @@ def tolerance_report(args) -> dict:
         (lambda text: print(text, file=sys.stderr, flush=True))
     return search(args.model, args.data, margin=margin, maps=integer(args.maps, "--maps"),
                   low=low, high=high, bisect_steps=integer(args.bisect, "--bisect", minimum=0),
-                  source=source, error_model=0 if args.model_error is None else int(args.model_error),
+                  source=source,
+                  error_model=0 if args.model_error is None else int(args.model_error),
                   mapping=args.mapping, curve=args.curve, part=args.part, seed=seed(args.seed),
                   limit=None if args.limit is None else integer(args.limit, "--limit"),
                   batch_size=integer(args.batch_size, "--batch-size"), out_dir=args.out,
