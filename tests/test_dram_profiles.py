@@ -64,3 +64,32 @@ def test_profile_info_reads_a_dram_profile(tmp_path, capsys):
     assert info["technology"] == "dram" and info["voltage_unit"] == "V"
     assert info["geometry"]["dram"]["subarray_rows"] == 16
     assert main(["profile", "validate", str(path)]) == 0
+
+
+def test_profile_import_of_measured_dram_bitmaps(tmp_path, capsys):
+    from sramsim.commands.main import main
+    g = DramGeometry()
+    # failing bits as DRAM locations: bank 3 row 100 column 7 bit 5 fails from 1.0 V, another
+    # cell only at 0.9 V (1 -> 0 direction seen there)
+    a = int(g.compose(bank=3, row=100, column=7, bit=5))
+    b = int(g.compose(bank=0, row=16383, column=1023, bit=31))
+    d = tmp_path / "bitmaps"
+    d.mkdir()
+    np.save(d / "v1.000.npy", np.array([a], dtype=np.uint64))
+    np.save(d / "v0.900.npy", np.array([a], dtype=np.uint64))
+    np.save(d / "v0.900_1to0.npy", np.array([b], dtype=np.uint64))
+    out = tmp_path / "measured.h5"
+    assert main(["profile", "import", str(d), "--technology", "dram", "--out", str(out)]) == 0
+    chip = Chip.load(out)
+    assert chip.geometry == g and chip.voltage_unit == "V" and chip.nominal_voltage == 1.2
+    assert chip.faults(1.0).address.tolist() == [a]
+    assert sorted(chip.faults(0.9).address.tolist()) == sorted([a, b])
+    capsys.readouterr()
+    assert main(["profile", "import", str(d), "--technology", "dram", "--rows", "8",
+                 "--out", str(tmp_path / "x.h5")]) == 2
+    assert "from --part, not --rows/--cols" in capsys.readouterr().err
+    assert main(["profile", "import", str(d), "--technology", "dram", "--part", "nope",
+                 "--out", str(tmp_path / "x.h5")]) == 2
+    assert "unknown DRAM part 'nope'" in capsys.readouterr().err
+    assert main(["profile", "import", str(d), "--out", str(tmp_path / "x.h5")]) == 2
+    assert "give --rows and --cols" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from sramsim.memory.chip import Chip
 from sramsim.commands.main import check_writable, integer, number, print_json, seed, voltage
 from sramsim.memory.curves import BerCurve
 from sramsim.errors import InputError
+from sramsim.memory.dram import DEFAULT_PART, DramGeometry, load_part
 from sramsim.memory.geometry import Geometry
 
 
@@ -38,11 +39,18 @@ def register(subparsers) -> None:
     p = sub.add_parser("import", help="a measured chip from per-voltage failing-bit files",
                        description=profiles.load_bitmap_dir.__doc__)
     p.add_argument("directory", help="folder of v<voltage>[_0to1|_1to0].npy files")
-    _geometry_args(p)
-    p.add_argument("--technology", default="sram", help="memory technology label (default sram)")
-    p.add_argument("--voltage-unit", choices=profiles.VOLTAGE_UNITS, default="normalized")
-    p.add_argument("--nominal-voltage", default="1.0", metavar="V",
-                   help="the chip's nominal supply voltage, in --voltage-unit (default 1.0)")
+    _geometry_args(p, required=False)
+    p.add_argument("--technology", default="sram",
+                   help="memory technology label (default sram); 'dram' takes the geometry of "
+                        "--part (bit addresses as in sramsim.memory.dram) instead of --rows/--cols")
+    p.add_argument("--part", default=None, metavar="P",
+                   help=f"DRAM part (bundled name or JSON file) for --technology dram "
+                        f"(default {DEFAULT_PART})")
+    p.add_argument("--voltage-unit", choices=profiles.VOLTAGE_UNITS, default=None,
+                   help="normalized (default) or V (default for --technology dram)")
+    p.add_argument("--nominal-voltage", default=None, metavar="V",
+                   help="the chip's nominal supply voltage, in --voltage-unit (default 1.0; "
+                        "for --technology dram the part's VDD2)")
     p.add_argument("--name", help="profile name (default: the folder's name)")
     _out_args(p)
     p.set_defaults(func=run_import)
@@ -68,9 +76,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_plot)
 
 
-def _geometry_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rows", required=True, metavar="N", help="rows of bits per bank")
-    p.add_argument("--cols", required=True, metavar="N", help="columns of bits per bank")
+def _geometry_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--rows", required=required, metavar="N", help="rows of bits per bank")
+    p.add_argument("--cols", required=required, metavar="N", help="columns of bits per bank")
     p.add_argument("--banks", default="1", metavar="N", help="banks (default 1)")
     p.add_argument("--word-bits", default="8", metavar="N", help="bits per memory word (default 8)")
 
@@ -99,11 +107,10 @@ def run_synth(args) -> int:
 
 
 def run_import(args) -> int:
-    geometry = _geometry(args, technology=args.technology)
-    nominal = number(args.nominal_voltage, "--nominal-voltage", positive=True)
+    geometry, unit, nominal = _import_geometry(args)
     _check_out(args)
     chip = profiles.import_bitmaps(args.directory, geometry, name=args.name,
-                                   voltage_unit=args.voltage_unit, nominal_voltage=nominal)
+                                   voltage_unit=unit, nominal_voltage=nominal)
     chip.save(args.out)
     return _report_written(args, chip)
 
@@ -212,6 +219,27 @@ def _geometry(args, technology: str = "sram") -> Geometry:
         return Geometry(*dims, technology=technology)
     except ValueError as exc:
         raise InputError(f"bad geometry: {exc}") from None
+
+
+def _import_geometry(args) -> tuple:
+    """(geometry, voltage unit, nominal voltage) of `profile import`: --rows/--cols for SRAM, the
+    part's DramGeometry (volts, nominal VDD2) for --technology dram."""
+    if args.technology != "dram":
+        if args.part is not None:
+            raise InputError("--part is for --technology dram")
+        if args.rows is None or args.cols is None:
+            raise InputError("give --rows and --cols (or --technology dram --part P)")
+        nominal = number(args.nominal_voltage or "1.0", "--nominal-voltage", positive=True)
+        return (_geometry(args, technology=args.technology), args.voltage_unit or "normalized",
+                nominal)
+    if args.rows is not None or args.cols is not None:
+        raise InputError("--technology dram takes its geometry from --part, not --rows/--cols")
+    part = args.part or DEFAULT_PART
+    geometry = DramGeometry.from_part(part, word_bits=integer(args.word_bits, "--word-bits"))
+    power = load_part(part)["power"]
+    nominal = number(args.nominal_voltage or power.get("vdd2", power.get("vdd")),
+                     "--nominal-voltage", positive=True)
+    return geometry, args.voltage_unit or "V", nominal
 
 
 def _check_out(args) -> None:
