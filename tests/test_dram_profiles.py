@@ -93,3 +93,26 @@ def test_profile_import_of_measured_dram_bitmaps(tmp_path, capsys):
     assert "unknown DRAM part 'nope'" in capsys.readouterr().err
     assert main(["profile", "import", str(d), "--out", str(tmp_path / "x.h5")]) == 2
     assert "give --rows and --cols" in capsys.readouterr().err
+
+
+def test_user_dram_curve_from_a_csv_table(tmp_path, capsys):
+    import json
+    import pytest
+    from sramsim.commands.main import main
+    from sramsim.errors import InputError
+    from sramsim.memory.dram_curves import dram_curve, dram_nominal_voltage
+    table = tmp_path / "curve.csv"
+    table.write_text("voltage,ber\n1.2,0\n1.0,1e-6  # measured\n0.95,1e-4\n0.9,1e-2\n")
+    curve = dram_curve(str(table))
+    assert dram_nominal_voltage(str(table)) == 1.2
+    assert curve.ber(0.95) == pytest.approx(1e-4) and curve.ber(1.2) == 0
+    assert main(["dram", "info", "--curve", str(table), "--voltage", "0.95", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["curve"] == "curve.csv" and out["ber"] == pytest.approx(1e-4)
+    for text, match in (("1.2,0\n1.0,x\n", "line 2"), ("", "no \\(voltage, ber\\) rows"),
+                        ("1.2,0\n1.0,0.5\n0.9,0.1\n", "monotone|lower voltage")):
+        table.write_text(text)
+        with pytest.raises(InputError, match=match):
+            dram_curve(str(table))
+    assert main(["dram", "info", "--curve", str(tmp_path / "missing.csv")]) == 2
+    assert "cannot read the table" in capsys.readouterr().err

@@ -85,8 +85,10 @@ def register(subparsers) -> None:
 def _common(p) -> None:
     p.add_argument("--part", default=DEFAULT_PART, metavar="P",
                    help=f"bundled DRAM part or a part JSON file (default {DEFAULT_PART})")
-    p.add_argument("--curve", default=DEFAULT_DRAM_CURVE, choices=dram_curve_names(),
-                   help=f"BER vs voltage curve (default {DEFAULT_DRAM_CURVE})")
+    p.add_argument("--curve", default=DEFAULT_DRAM_CURVE, metavar="NAME|TABLE.csv",
+                   help=f"BER vs voltage curve: {', '.join(dram_curve_names())} (default "
+                        f"{DEFAULT_DRAM_CURVE}, an illustrative fit), or a CSV of voltage,ber "
+                        "lines in volts starting at the nominal voltage")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 

@@ -22,6 +22,10 @@ their own curve (`BerCurve.from_table` in volts) together with their part's nomi
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+
 from sramsim.errors import InputError
 from sramsim.memory.curves import BerCurve
 
@@ -40,10 +44,56 @@ def dram_curve_names() -> list[str]:
     return sorted(DRAM_CURVES)
 
 
+def _unknown(name: str) -> InputError:
+    return InputError(f"unknown DRAM BER curve {name!r}; bundled: {', '.join(dram_curve_names())}, "
+                      "or a CSV table file (voltage,ber per line)")
+
+
+def read_curve_table(path: str) -> tuple[BerCurve, float]:
+    """A user's DRAM BER curve from a CSV file of `voltage,ber` lines (volts; a header line and
+    `#` comments are skipped), and its nominal voltage: the table's highest voltage, so a table
+    starts at the nominal voltage of the supply it lowers. Bad files -> one-line InputError."""
+    rows = []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"--curve {path}: cannot read the table ({exc})") from None
+    seen_first = False
+    for i, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        parts = [x.strip() for x in text.split(",")]
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            rows.append((float(parts[0]), float(parts[1])))
+        except ValueError:
+            if seen_first:          # only the first line may be a header
+                raise InputError(f"--curve {path}: line {i} is not 'voltage,ber': {line!r}") from None
+        seen_first = True
+    if not rows:
+        raise InputError(f"--curve {path}: no (voltage, ber) rows")
+    v, b = np.array(rows).T
+    try:
+        curve = BerCurve.from_table(v, b, name=Path(path).name)
+    except ValueError as exc:
+        raise InputError(f"--curve {path}: {exc}") from None
+    if not np.all(v > 0):
+        raise InputError(f"--curve {path}: voltages must be positive volts")
+    return curve, float(v.max())
+
+
+def _is_table(name: str) -> bool:
+    return str(name).lower().endswith(".csv")
+
+
 def dram_curve(name: str = DEFAULT_DRAM_CURVE) -> BerCurve:
-    """The bundled DRAM BER curve `name` (voltages in volts), named after itself."""
+    """The DRAM BER curve `name` (volts): a bundled one, or a CSV table file (read_curve_table)."""
+    if _is_table(name):
+        return read_curve_table(name)[0]
     if name not in DRAM_CURVES:
-        raise InputError(f"unknown DRAM BER curve {name!r}; bundled: {', '.join(dram_curve_names())}")
+        raise _unknown(name)
     mu, sigma, _, _ = DRAM_CURVES[name]
     curve = BerCurve.gaussian(mu, sigma)
     curve.name = name
@@ -51,14 +101,18 @@ def dram_curve(name: str = DEFAULT_DRAM_CURVE) -> BerCurve:
 
 
 def dram_nominal_voltage(name: str = DEFAULT_DRAM_CURVE) -> float:
-    """Nominal voltage (V) of the supply that bundled curve `name` lowers."""
+    """Nominal voltage (V) of the supply that curve `name` lowers (a table's highest voltage)."""
+    if _is_table(name):
+        return read_curve_table(name)[1]
     if name not in DRAM_CURVES:
-        raise InputError(f"unknown DRAM BER curve {name!r}; bundled: {', '.join(dram_curve_names())}")
+        raise _unknown(name)
     return float(DRAM_CURVES[name][2])
 
 
 def dram_curve_description(name: str = DEFAULT_DRAM_CURVE) -> str:
     """One line saying what bundled curve `name` is and where its parameters come from."""
+    if _is_table(name):
+        return f"user table {name} (voltage,ber in volts; nominal = its highest voltage)"
     if name not in DRAM_CURVES:
-        raise InputError(f"unknown DRAM BER curve {name!r}; bundled: {', '.join(dram_curve_names())}")
+        raise _unknown(name)
     return DRAM_CURVES[name][3]
