@@ -1,3 +1,5 @@
+import gzip
+
 import numpy as np
 import pytest
 import torch
@@ -48,3 +50,10 @@ def naive_apply(image: np.ndarray, fault_bits: dict[int, int], capacity_bytes: i
             else:
                 out[b] |= bit
     return out
+
+
+def write_idx(path, array) -> None:
+    """A gzipped IDX file (the MNIST/Fashion-MNIST format) holding a uint8 `array`."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())

@@ -3,7 +3,6 @@ exactly one line on stderr that names the flag (or the file), never a traceback,
 before any work is done (nothing is written)."""
 from __future__ import annotations
 
-import gzip
 import sys
 
 import numpy as np
@@ -16,17 +15,12 @@ from sramsim.commands.main import build_parser
 from sramsim.commands.main import main as sramsim_main
 from sramsim.errors import InputError
 from sramsim.nn.models import build, load_checkpoint, save_checkpoint
+from conftest import write_idx
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 META = {"arch": "cnn", "in_channels": 1, "num_classes": 2, "norm": "batch", "bits": 8,
         "scheme": "symmetric", "clip": None, "dataset": None}
-
-
-def write_idx(path, array):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,3 @@
-import gzip
 import json
 
 import numpy as np
@@ -10,15 +9,10 @@ from fusion.cli import main
 from fusion.store import load_generator, save_generator
 from sramsim import BerCurve, Chip, Geometry
 from sramsim.nn.models import build, save_checkpoint
+from conftest import write_idx
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def write_idx(path, array):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture(scope="module")

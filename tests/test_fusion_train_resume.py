@@ -1,5 +1,4 @@
 """`fusion train` re-run on its own output resumes; its summary line counts this run's steps."""
-import gzip
 import re
 
 import numpy as np
@@ -8,14 +7,9 @@ import torch
 
 from fusion.cli import main
 from sramsim.nn.models import build, save_checkpoint
+from conftest import write_idx
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _write_idx(path, array):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
 
 
 def test_resumed_train_prints_only_this_runs_steps(tmp_path, capsys):
@@ -23,8 +17,8 @@ def test_resumed_train_prints_only_this_runs_steps(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
     for prefix, n in (("train", 32), ("t10k", 8)):
-        _write_idx(data / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 16, 16)))
-        _write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 2, n))
+        write_idx(data / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 16, 16)))
+        write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 2, n))
     torch.manual_seed(0)
     base = tmp_path / "base.pt"
     save_checkpoint(base, build("cnn", 1, 2).eval(),

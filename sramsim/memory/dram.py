@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sramsim.errors import InputError
+from sramsim.memory.geometry import Sizes
 
 PARTS_DIR = Path(__file__).resolve().parent / "parts"
 DEFAULT_PART = "MICRON_4Gb_LPDDR3-1600_32bit_A"
@@ -28,7 +29,7 @@ LOCATION_FIELDS = ("channel", "rank", "bank", "subarray", "row", "column", "bit"
 
 
 @dataclass(frozen=True)
-class DramGeometry:
+class DramGeometry(Sizes):
     """A DRAM part's organisation. Defaults: LPDDR3-1600 4 Gb x32 (DRAMPower memspec
     MICRON_4Gb_LPDDR3-1600_32bit_A: 1 rank, 8 banks, 16384 rows, 1024 columns, x32, BL8) with
     512-row subarrays (the subarray size EDEN and SALP assume; the memspec does not give one)."""
@@ -80,15 +81,6 @@ class DramGeometry:
         """Bits in the whole part."""
         return self.total_banks * self.rows * self.cols
 
-    @property
-    def capacity_bytes(self) -> int:
-        """Bytes in the whole part."""
-        return self.capacity_bits // 8
-
-    @property
-    def capacity_words(self) -> int:
-        """Memory words (`word_bits` each) in the whole part."""
-        return self.capacity_bits // self.word_bits
 
     @property
     def row_bytes(self) -> int:

@@ -13,8 +13,25 @@ KIND_CODES = {"flip": FLIP, "stuck0": STUCK0, "stuck1": STUCK1}
 KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
 
 
+class Sizes:
+    """Sizes every memory geometry derives from its `capacity_bits` and `word_bits`."""
+
+    capacity_bits: int
+    word_bits: int
+
+    @property
+    def capacity_bytes(self) -> int:
+        """Bytes in the memory (the size of one dense per-byte mask)."""
+        return self.capacity_bits // 8
+
+    @property
+    def capacity_words(self) -> int:
+        """Words of `word_bits` bits in the memory (the modulus of placement offsets)."""
+        return self.capacity_bits // self.word_bits
+
+
 @dataclass(frozen=True)
-class Geometry:
+class Geometry(Sizes):
     """`rows x cols` bits per bank, `banks` banks, read in words of `word_bits` bits.
 
     Bit address = ((bank * rows) + row) * cols + col. The technology is a label so the same
@@ -47,15 +64,6 @@ class Geometry:
         """Bits in the memory: rows * cols * banks."""
         return self.rows * self.cols * self.banks
 
-    @property
-    def capacity_bytes(self) -> int:
-        """Bytes in the memory (the size of one dense per-byte mask)."""
-        return self.capacity_bits // 8
-
-    @property
-    def capacity_words(self) -> int:
-        """Words of `word_bits` bits in the memory (the modulus of placement offsets)."""
-        return self.capacity_bits // self.word_bits
 
     def split(self, address: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Bit addresses -> (bank, row, col)."""
