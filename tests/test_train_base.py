@@ -275,7 +275,7 @@ def test_cli_trains_and_prints_json(tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["--data", "{tmp}/missing"], "no such dataset directory"),
     (["--bits", "3"], "--bits must be one of 8, 4, 2"),
-    (["--model", "resnet34"], "--model must be one of"),
+    (["--model", "resnet34"], "--model: unknown model"),
     (["--scheme", "float"], "--scheme must be one of"),
     (["--norm", "layer"], "--norm must be one of"),
     (["--clip", "-1"], "--clip must be a positive"),

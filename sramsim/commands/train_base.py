@@ -6,7 +6,8 @@ import argparse
 from sramsim.inject import quantization as Q
 from sramsim.commands.main import check_ber, integer, number, seed, torch_device
 from sramsim.errors import InputError
-from sramsim.nn.models import ARCHS, NORMS
+from sramsim.nn.models import NORMS, arch_names, check_arch
+from sramsim.nn.fat import CURRICULA, SOURCE_HELP
 from sramsim.nn.training import OPTIMIZERS, TrainOptions, train_base
 
 
@@ -22,7 +23,7 @@ def register(subparsers) -> None:
                     "estimator). Checkpoints every epoch to OUT.partial and resumes from it when "
                     "re-run with the same --out.")
     p.add_argument("--model", default="cnn", metavar="ARCH",
-                   help=f"architecture: {', '.join(ARCHS)} (default cnn)")
+                   help=f"architecture: {arch_names()} (default cnn)")
     p.add_argument("--data", default="fashion-mnist", metavar="fashion-mnist|mnist|DIR",
                    help="dataset name or directory (IDX, CIFAR batches, ImageFolder)")
     p.add_argument("--epochs", default="2", metavar="E", help="passes over the training set (default 2)")
@@ -45,6 +46,18 @@ def register(subparsers) -> None:
     p.add_argument("--norm", default="batch", help=f"normalisation: {', '.join(NORMS)}")
     p.add_argument("--randbet-p", default="0", metavar="P",
                    help="RandBET: also train on random bit errors at rate P (e.g. 0.01)")
+    p.add_argument("--fat-ber", default="0", metavar="P",
+                   help="fault-aware training: train on weights read through faults, the BER "
+                        "raised over the epochs to P (e.g. 1e-2); 0 = off")
+    p.add_argument("--fat-curriculum", default="log",
+                   help=f"how the FAT BER rises: {', '.join(CURRICULA)} (default log)")
+    p.add_argument("--fat-start", default="1e-5", metavar="P0",
+                   help="first epoch's BER of a log/linear curriculum (default 1e-5)")
+    p.add_argument("--fat-source", default="random", metavar="SOURCE",
+                   help=f"where FAT faults come from: {SOURCE_HELP} (default random)")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="start from this checkpoint's weights (same architecture), e.g. to "
+                        "retrain a baseline fault-aware")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--force", action="store_true", help="retrain even if CKPT already holds this model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -64,8 +77,10 @@ def _bits(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Check every option, train (or keep a finished checkpoint) and report."""
-    if args.model not in ARCHS:
-        raise InputError(f"--model must be one of {', '.join(ARCHS)}, got {args.model!r}")
+    try:
+        check_arch(args.model)
+    except InputError as exc:
+        raise InputError(f"--model: {exc}") from None
     if args.norm not in NORMS:
         raise InputError(f"--norm must be one of {', '.join(NORMS)}, got {args.norm!r}")
     limit = integer(args.limit, "--limit", minimum=2)
@@ -76,14 +91,19 @@ def run(args: argparse.Namespace) -> int:
                         lr=number(args.lr, "--lr", positive=True), optimizer=args.optimizer,
                         weight_decay=number(args.weight_decay, "--weight-decay", minimum=0),
                         seed=seed(args.seed), bits=_bits(args.bits), scheme=args.scheme,
-                        clip=number(args.clip, "--clip", positive=True), randbet_p=randbet_p)
+                        clip=number(args.clip, "--clip", positive=True), randbet_p=randbet_p,
+                        fat_ber=check_ber(args.fat_ber, "--fat-ber", allow_one=False),
+                        fat_curriculum=args.fat_curriculum,
+                        fat_start=check_ber(args.fat_start, "--fat-start", allow_one=False),
+                        fat_source=args.fat_source)
     device = torch_device(args.device)
     meta = train_base(args.model, args.data, args.out, opts, norm=args.norm, limit=limit,
-                      image_size=image_size, device=device, force=args.force,
+                      image_size=image_size, device=device, init=args.init, force=args.force,
                       progress=not args.no_progress)
     summary = {"out": str(args.out), "skipped": meta["skipped"], "arch": meta["arch"],
                "dataset": meta["dataset"], "bits": meta["bits"], "scheme": meta["scheme"],
                "clip": meta["clip"], "norm": meta["norm"], "randbet_p": meta.get("randbet_p"),
+               "fat": meta.get("fat"), "init": meta.get("init"),
                "epochs": meta.get("epochs"), "test_accuracy": meta.get("test_accuracy"),
                "float_test_accuracy": meta.get("float_test_accuracy"),
                "train_seconds": meta.get("train_seconds"), "history": meta.get("history", [])}
@@ -95,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{state} {args.out}: {meta['arch']} on {meta.get('dataset_name', meta['dataset'])}, "
               f"{meta['bits']}-bit {meta['scheme']}"
               + (f", clip {meta['clip']}" if meta["clip"] is not None else "")
-              + (f", RandBET p={meta['randbet_p']}" if meta.get("randbet_p") else ""))
+              + (f", RandBET p={meta['randbet_p']}" if meta.get("randbet_p") else "")
+              + (f", FAT to BER {meta['fat']['ber']:g} ({meta['fat']['curriculum']}, "
+                 f"{meta['fat']['source']})" if meta.get("fat") else ""))
         print(f"test accuracy (quantized, clean): {meta['test_accuracy']:.4f}  "
               f"(float: {meta['float_test_accuracy']:.4f})")
     return 0

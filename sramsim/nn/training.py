@@ -31,6 +31,7 @@ from sramsim.inject import quantization as Q
 from sramsim.nn.data import Dataset, load_dataset
 from sramsim.errors import InputError, check_writable
 from sramsim.nn.evaluation import accuracy
+from sramsim.nn.fat import FaultInjector, check_fat
 from sramsim.nn.models import atomic_torch_save, build, load_checkpoint, read_torch_file, save_checkpoint
 from sramsim.inject.quantized_model import QuantizedModel, quantized_parameter_names
 from sramsim.memory.random_errors import RandomBitErrors
@@ -57,6 +58,10 @@ class TrainOptions:
     scheme: str = "symmetric"
     clip: float | None = None
     randbet_p: float = 0.0
+    fat_ber: float = 0.0               # fault-aware training target BER (0: off); see nn/fat.py
+    fat_curriculum: str = "log"
+    fat_source: str = "random"
+    fat_start: float = 1e-5
 
     def __post_init__(self):
         if self.lr is None:
@@ -86,9 +91,19 @@ class TrainOptions:
             raise InputError(f"--seed must be a non-negative integer, got {self.seed!r}")
         if not (0.0 <= self.randbet_p < 1.0):
             raise InputError(f"--randbet-p must lie in [0, 1), got {self.randbet_p!r}")
+        check_fat(self.fat_ber, self.fat_curriculum, self.fat_source, self.fat_start)
+        if self.fat_ber and self.randbet_p:
+            raise InputError("--fat-ber and --randbet-p are two ways of training on bit errors; "
+                             "choose one")
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The options as recorded in checkpoints; without FAT the FAT fields are left out, so
+        models trained before FAT existed still match their settings."""
+        d = asdict(self)
+        if not self.fat_ber:
+            for k in ("fat_ber", "fat_curriculum", "fat_source", "fat_start"):
+                d.pop(k)
+        return d
 
 
 # ---------------------------------------------------------------- one step
@@ -121,14 +136,20 @@ def step_seed(seed: int, epoch: int, step: int) -> int:
 
 
 def step_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: TrainOptions,
-              names: list[str] | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss to minimise, clean logits) for one batch; the model must be in train mode.
+              names: list[str] | None = None, seed: int = 0,
+              fat_weights: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss to minimise, logits) for one batch; the model must be in train mode.
 
     With RandBET the loss is the mean of the clean and the perturbed cross-entropy, so its
     gradient is the average of the two gradients. The perturbed pass runs on copies of the
-    buffers: BatchNorm running statistics follow the clean model only.
+    buffers: BatchNorm running statistics follow the clean model only. With FAT
+    (`fat_weights`, from `sramsim.nn.fat.FaultInjector`) the only pass runs on the faulty
+    weights: the network learns for the memory it will run on.
     """
     names = names if names is not None else quantized_parameter_names(model)
+    if fat_weights is not None:
+        out = torch.func.functional_call(model, fat_weights, (x,))
+        return nn.functional.cross_entropy(out, y), out
     out = torch.func.functional_call(model, qat_weights(model, names, opts), (x,))
     loss = nn.functional.cross_entropy(out, y)
     if opts.randbet_p > 0:
@@ -206,6 +227,7 @@ def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Da
     optimizer = _optimizer(model, opts)
     scheduler = _scheduler(optimizer, opts, opts.epochs * len(bounds))
     config = {"options": opts.as_dict(), "tag": dict(tag or {})}
+    injector = FaultInjector(model, names, opts)
     history: list[dict] = []
     start = 0
     if state_path is not None and Path(state_path).exists():
@@ -225,7 +247,8 @@ def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Da
         for step, (a, b) in enumerate(bar):
             idx = perm[a:b]
             x, y = train_set.x[idx].to(device), train_set.y[idx].to(device)
-            loss, out = step_loss(model, x, y, opts, names, step_seed(opts.seed, epoch, step))
+            loss, out = step_loss(model, x, y, opts, names, step_seed(opts.seed, epoch, step),
+                                  injector.weights(model, epoch, step))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -240,6 +263,8 @@ def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Da
         bar.close()
         record = {"epoch": epoch + 1, "loss": float(total_loss / seen),
                   "train_accuracy": correct / seen, "seconds": time.perf_counter() - t0}
+        if injector.active:
+            record["fat_ber"] = injector.ber(epoch)
         if test_set is not None:
             record["test_accuracy"] = quantized_accuracy(model, test_set, opts)
         history.append(record)
@@ -287,7 +312,7 @@ def state_path_for(out: str | os.PathLike) -> Path:
 
 def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions, *,
                norm: str = "batch", limit: int | None = None, image_size: int | None = None,
-               device: str = "cpu",
+               device: str = "cpu", init: str | os.PathLike | None = None,
                force: bool = False, progress: bool = True,
                log: Callable[[str], None] | None = _stderr,
                on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
@@ -297,10 +322,20 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
     trained with the same settings it is kept and its meta returned (unless `force`).
     image_size: resize ImageFolder images to this square size (recorded as meta["resize"], to be
     passed to `load_dataset(..., image_size=...)` when the model is evaluated later).
+    init: a checkpoint of the same architecture to start from instead of fresh weights (e.g.
+    fault-aware retraining of a baseline); its file digest is part of the recorded settings.
+    A Diehl & Cook network (`diehl-cook<N>`) is trained by STDP (`sramsim.nn.stdp`).
     """
     out = Path(out)
     dataset_spec = str(Path(data).resolve()) if Path(data).is_dir() else str(data)
     tag = {"arch": arch, "norm": norm, "dataset": dataset_spec, "limit": limit, "resize": image_size}
+    init_model = None
+    if init is not None:
+        init_model, init_meta = load_checkpoint(init)
+        if init_meta["arch"] != arch or init_meta.get("norm", "batch") != norm:
+            raise InputError(f"--init {init}: holds a {init_meta['arch']} ({init_meta.get('norm')} "
+                             f"norm) model, not {arch} ({norm} norm)")
+        tag["init"] = {"path": str(Path(init).resolve()), "sha256": file_digest(init)}
     if out.exists() and not force:
         done = _finished(out, opts, tag)
         if done is not None:
@@ -317,11 +352,21 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
     num_classes = max(train_set.num_classes, test_set.num_classes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(opts.seed)
-        model = build(arch, train_set.in_channels, num_classes, norm)
+        model = build(arch, train_set.in_channels, num_classes, norm, train_set.image_size)
+    if init_model is not None:
+        try:
+            model.load_state_dict(init_model.state_dict())
+        except RuntimeError:
+            raise InputError(f"--init {init}: its weights do not fit a {arch} model for "
+                             f"{train_set.name} ({train_set.in_channels}x{train_set.image_size}, "
+                             f"{num_classes} classes)") from None
     model.to(device)
     t0 = time.perf_counter()
-    history = train(model, train_set, opts, test_set, state_path_for(out), tag, progress, log,
-                    on_epoch_end)
+    trainer = train
+    if arch.startswith("diehl-cook"):
+        from sramsim.nn.stdp import train_stdp as trainer
+    history = trainer(model, train_set, opts, test_set, state_path_for(out), tag, progress, log,
+                      on_epoch_end)
     names = quantized_parameter_names(model)
     meta = {
         "arch": arch, "in_channels": train_set.in_channels, "num_classes": num_classes,
@@ -332,6 +377,9 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
         "float_test_accuracy": accuracy(model, test_set),
         "test_samples": len(test_set), "train_samples": len(train_set),
         "randbet_p": opts.randbet_p, "epochs": opts.epochs, "seed": opts.seed,
+        "fat": ({"ber": opts.fat_ber, "curriculum": opts.fat_curriculum,
+                 "source": opts.fat_source, "start": opts.fat_start} if opts.fat_ber else None),
+        "init": tag.get("init"),
         "quantized_weights": int(sum(dict(model.named_parameters())[n].numel() for n in names)),
         "train_seconds": time.perf_counter() - t0,
         "history": history, "train_config": {"options": opts.as_dict(), "tag": tag},
@@ -340,6 +388,16 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
     save_checkpoint(out, model, meta)
     state_path_for(out).unlink(missing_ok=True)
     return {**meta, "skipped": False}
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file (which checkpoint a run started from)."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _finished(out: Path, opts: TrainOptions, tag: dict) -> dict | None:

@@ -8,6 +8,7 @@ clip, dataset (how it was trained and how it is meant to be quantized).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -20,29 +21,63 @@ from sramsim.nn.models.resnet import resnet18, resnet50
 from sramsim.nn.models.vgg import vgg
 
 ARCHS = ("cnn", "resnet18", "resnet50", "vgg11", "vgg16", "vgg19")
+# Spiking families, sized by their neuron count N in the name (snn-fc400, diehl-cook400).
+SNN_FAMILIES = ("snn-fc", "snn-conv", "diehl-cook")
+SNN_PATTERN = re.compile(r"^(snn-fc|snn-conv|diehl-cook)([1-9][0-9]*)$")
+MAX_NEURONS = 100_000
 CHECKPOINT_FORMAT = "sramsim.model"
 CHECKPOINT_VERSION = 1
 REQUIRED_META = ("arch", "in_channels", "num_classes", "norm")
 META_DEFAULTS = {"norm": "batch", "bits": 8, "scheme": "symmetric", "clip": None, "dataset": None}
 
-__all__ = ["ARCHS", "NORMS", "build", "save_checkpoint", "load_checkpoint", "check_finite",
+__all__ = ["ARCHS", "NORMS", "SNN_FAMILIES", "arch_names", "check_arch", "build", "save_checkpoint", "load_checkpoint", "check_finite",
            "SmallCNN"]
 
 
-def build(name: str, in_channels: int = 1, num_classes: int = 10, norm: str = "batch") -> nn.Module:
-    """A freshly initialised model (the caller seeds torch's RNG for reproducible weights)."""
-    if name not in ARCHS:
-        raise InputError(f"unknown model {name!r}; use one of {', '.join(ARCHS)}")
+def arch_names() -> str:
+    """The architectures a user can name, for help texts and errors."""
+    return ", ".join(ARCHS + tuple(f"{f}<N>" for f in SNN_FAMILIES))
+
+
+def check_arch(name: str) -> tuple[str, int | None]:
+    """(family, N) of an architecture name: (name, None) for the fixed ones, e.g. ("snn-fc", 400)
+    for "snn-fc400"; a one-line InputError for anything else."""
+    if name in ARCHS:
+        return name, None
+    m = SNN_PATTERN.match(str(name))
+    if m is None:
+        raise InputError(f"unknown model {name!r}; use one of {arch_names()}")
+    n = int(m.group(2))
+    if n > MAX_NEURONS:
+        raise InputError(f"model {name!r}: at most {MAX_NEURONS} neurons, got {n}")
+    return m.group(1), n
+
+
+def build(name: str, in_channels: int = 1, num_classes: int = 10, norm: str = "batch",
+          image_size: tuple[int, int] | list[int] | None = None) -> nn.Module:
+    """A freshly initialised model (the caller seeds torch's RNG for reproducible weights).
+
+    image_size: (height, width) of the inputs; the spiking fully connected families need it for
+    their input layer (default 28x28), the other models ignore it.
+    """
+    family, n = check_arch(name)
     check_norm(norm)
     if int(in_channels) < 1 or int(num_classes) < 2:
         raise InputError(f"in_channels must be >= 1 and num_classes >= 2, got "
                          f"{in_channels} and {num_classes}")
-    if name == "cnn":
+    size = tuple(int(v) for v in (image_size or (28, 28)))
+    if family == "cnn":
         return SmallCNN(in_channels, num_classes, norm)
-    if name == "resnet18":
+    if family == "resnet18":
         return resnet18(in_channels, num_classes, norm)
-    if name == "resnet50":
+    if family == "resnet50":
         return resnet50(in_channels, num_classes, norm)
+    if family in ("snn-fc", "snn-conv"):
+        from sramsim.nn.models.snn import build_snn
+        return build_snn(family, n, in_channels, num_classes, size)
+    if family == "diehl-cook":
+        from sramsim.nn.models.diehl_cook import DiehlCook
+        return DiehlCook(n, in_channels * size[0] * size[1], num_classes)
     return vgg(name, in_channels, num_classes, norm)
 
 
@@ -68,7 +103,8 @@ def load_checkpoint(path: str | os.PathLike, device=None) -> tuple[nn.Module, di
     if missing:
         raise InputError(f"{path}: checkpoint meta lacks {', '.join(missing)}")
     try:
-        model = build(meta["arch"], meta["in_channels"], meta["num_classes"], meta["norm"])
+        model = build(meta["arch"], meta["in_channels"], meta["num_classes"], meta["norm"],
+                      meta.get("image_size"))
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     check_finite(state, path)

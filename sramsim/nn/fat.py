@@ -1,0 +1,190 @@
+"""Fault-aware training (FAT): every training step runs on the weights as read back from faulty
+memory, with a curriculum that raises the bit error rate over the epochs.
+
+SparkXD (Putra et al., DAC 2021) and EDEN (Koppula et al., MICRO 2019, "curricular retraining")
+retrain a network on weights corrupted by the approximate memory's errors, raising the error rate
+stepwise; EDEN reports ~10x higher tolerable BER from it. Here:
+
+- curriculum: the BER of epoch e of E goes from `start` to the target `ber`: "log" (log-spaced,
+  the default), "linear", or "constant" (the target from the first epoch; RandBET-like). With
+  E = 1 the only epoch trains at the target.
+- fault source, a fresh map every step (seed derived from (seed, epoch, step), so a resumed run
+  sees the same maps):
+    "random"          independent bit errors at the BER (`RandomBitErrors`);
+    "dram:modelK"     EDEN error model K (0-3) of the default LPDDR3 part, the weights laid into
+                      it by drmap placement (`sramsim.inject.dram_draws.DramBitErrors`): a fresh
+                      chip (weak lines) and fresh faulty cells per step;
+    "chips:P1[,P2..]" measured/profiled chips (HDF5 profiles): per step one chip of the pool at a
+                      random offset, read at the voltage where that chip's BER is the step's BER.
+- the loss is the cross-entropy of the faulty forward pass alone (the network is trained for the
+  memory it will run on); weights enter as w + (w_faulty - w).detach(), so the gradient reaches
+  the float weights (straight-through), as in RandBET.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sramsim.errors import InputError, check_ber
+
+CURRICULA = ("log", "linear", "constant")
+DEFAULT_START = 1e-5
+SOURCE_HELP = "random, dram:model0..dram:model3, or chips:PROFILE.h5[,PROFILE2.h5...]"
+
+
+def curriculum_ber(target: float, epoch: int, epochs: int, kind: str = "log",
+                   start: float = DEFAULT_START) -> float:
+    """BER of 0-based `epoch` of `epochs` under curriculum `kind`, ending at `target`."""
+    if kind not in CURRICULA:
+        raise InputError(f"--fat-curriculum must be one of {', '.join(CURRICULA)}, got {kind!r}")
+    if kind == "constant" or epochs <= 1:
+        return float(target)
+    t = epoch / (epochs - 1)
+    if kind == "log":
+        return float(10.0 ** (math.log10(start) + t * (math.log10(target) - math.log10(start))))
+    return float(start + t * (target - start))
+
+
+def check_fat(ber: float, curriculum: str, source: str, start: float) -> None:
+    """One-line InputErrors for FAT settings that cannot work (called by TrainOptions)."""
+    if not ber:
+        return
+    check_ber(ber, "--fat-ber", allow_one=False)
+    if curriculum not in CURRICULA:
+        raise InputError(f"--fat-curriculum must be one of {', '.join(CURRICULA)}, "
+                         f"got {curriculum!r}")
+    if curriculum != "constant":
+        check_ber(start, "--fat-start", allow_one=False)
+        if not 0 < start < ber:
+            raise InputError(f"--fat-start must lie in (0, --fat-ber = {ber:g}), got {start!r}")
+    parse_source(source)
+
+
+def parse_source(text: str) -> tuple[str, object]:
+    """("random", None) | ("dram", model number) | ("chips", [paths]) from a --fat-source value."""
+    text = str(text)
+    if text == "random":
+        return "random", None
+    if text.startswith("dram:"):
+        name = text[len("dram:"):]
+        model = name[len("model"):] if name.startswith("model") else name
+        if model not in ("0", "1", "2", "3"):
+            raise InputError(f"--fat-source {text!r}: DRAM error model must be model0..model3")
+        return "dram", int(model)
+    if text.startswith("chips:"):
+        paths = [p for p in text[len("chips:"):].split(",") if p]
+        if not paths:
+            raise InputError(f"--fat-source {text!r}: name at least one profile file")
+        for p in paths:
+            if not Path(p).is_file():
+                raise InputError(f"--fat-source: {p}: no such profile file")
+        return "chips", paths
+    raise InputError(f"--fat-source must be {SOURCE_HELP}; got {text!r}")
+
+
+def fat_step_seed(seed: int, epoch: int, step: int) -> int:
+    """Seed of the fault map of one FAT step (a stream apart from batch order and RandBET)."""
+    return int(np.random.SeedSequence((int(seed), 2, int(epoch), int(step))).generate_state(1)[0])
+
+
+class FaultInjector:
+    """The FAT fault source of one training run (built once: placement and profiles are reused).
+
+    `weights(model, epoch, step)` gives the model's current stored weights as read back through
+    a fresh fault map at the curriculum BER of `epoch`, with straight-through gradients.
+    """
+
+    def __init__(self, model: nn.Module, names: list[str], opts):
+        self.names, self.opts = list(names), opts
+        self.active = bool(getattr(opts, "fat_ber", 0.0))
+        self.kind, self._arg = parse_source(opts.fat_source) if self.active else ("off", None)
+        self._dram = None
+        self._chips = None
+        self._out = None
+        if self.kind == "dram":
+            self._dram = self._dram_source(model)
+        elif self.kind == "chips":
+            self._chips = self._load_chips(self._arg)
+
+    def ber(self, epoch: int) -> float:
+        """The curriculum BER of 0-based `epoch` (0 when FAT is off)."""
+        if not self.active:
+            return 0.0
+        o = self.opts
+        return curriculum_ber(o.fat_ber, epoch, o.epochs, o.fat_curriculum, o.fat_start)
+
+    def weights(self, model: nn.Module, epoch: int, step: int) -> dict[str, torch.Tensor] | None:
+        """Faulty weights for (epoch, step), straight-through to the float weights; None if off."""
+        if not self.active:
+            return None
+        from sramsim.inject.quantized_model import QuantizedModel
+        o = self.opts
+        params = dict(model.named_parameters())
+        qm = QuantizedModel(model, o.bits, o.scheme, o.clip)
+        if self._out is None or self._out.shape != qm.image.shape:
+            self._out = np.empty_like(qm.image)
+        image = self.faulty_image(qm, self.ber(epoch), fat_step_seed(o.seed, epoch, step))
+        faulty = qm.dequantize(image, params[self.names[0]].device)
+        return {n: params[n] + (faulty[n].to(params[n].dtype) - params[n]).detach()
+                for n in self.names}
+
+    def faulty_image(self, qm, ber: float, seed: int) -> np.ndarray:
+        """`qm`'s image read back through this source's map for `seed` at `ber`."""
+        from sramsim.inject.mapping import apply_bit_faults
+        from sramsim.memory.random_errors import RandomBitErrors
+        if self.kind == "random":
+            return qm.faulty_image(RandomBitErrors(ber, seed=seed), out=self._out)
+        if self.kind == "dram":
+            if self._dram.n_bits != qm.n_bits:
+                raise ValueError("the model's image changed size during training")
+            return apply_bit_faults(qm.image, self._dram.draw(ber, seed), self._out, checked=True)
+        rng = np.random.default_rng(seed)
+        chip = self._chips[int(rng.integers(len(self._chips)))]
+        offset = int(rng.integers(chip.geometry.capacity_words))
+        return qm.faulty_image(chip, chip_voltage(chip, ber), offset, out=self._out)
+
+    def describe(self) -> dict:
+        """The source as JSON, for logs and summaries."""
+        if not self.active:
+            return {"kind": "off"}
+        d = {"kind": self.kind, "target_ber": self.opts.fat_ber,
+             "curriculum": self.opts.fat_curriculum, "start": self.opts.fat_start}
+        if self._dram is not None:
+            d.update(self._dram.describe())
+        if self._chips is not None:
+            d["chips"] = [c.name for c in self._chips]
+        return d
+
+    def _dram_source(self, model: nn.Module):
+        from sramsim.inject import placement as P
+        from sramsim.inject.dram_draws import DramBitErrors
+        from sramsim.inject.quantized_model import QuantizedModel
+        from sramsim.memory.dram import DramGeometry
+        o = self.opts
+        geometry = DramGeometry.from_part()
+        n_bytes = QuantizedModel(model, o.bits, o.scheme, o.clip).image.size
+        return DramBitErrors(P.place(n_bytes, geometry, "drmap"), self._arg)
+
+    def _load_chips(self, paths: list[str]) -> list:
+        from sramsim.memory.profiles import load_chip
+        chips = [load_chip(p) for p in paths]
+        top = self.opts.fat_ber
+        for path, chip in zip(paths, chips):
+            if len(chip) < math.ceil(top * chip.geometry.capacity_bits):
+                raise InputError(f"--fat-source: {path}: chip {chip.name!r} reaches BER "
+                                 f"{len(chip) / chip.geometry.capacity_bits:.3g} at its floor, "
+                                 f"below --fat-ber {top:g}")
+        return chips
+
+
+def chip_voltage(chip, ber: float) -> float:
+    """The highest voltage at which `chip` has at least ceil(ber * bits) faulty bits (its vfail
+    list is sorted descending, so that is the k-th largest vfail)."""
+    k = max(1, math.ceil(ber * chip.geometry.capacity_bits))
+    if k > len(chip):
+        raise InputError(f"chip {chip.name!r} does not reach BER {ber:g} above its floor")
+    return float(chip.vfail[k - 1])
