@@ -17,6 +17,26 @@ class DataError(InputError):
     """A dataset that is missing or malformed (message says where it was looked for and how to get it)."""
 
 
+def check_number(value, what: str, low: float = -math.inf, high: float = math.inf,
+                 positive: bool = False) -> float:
+    """`value` as a finite float in [low, high] (> 0 with `positive`), else an InputError naming
+    `what`: the one range check for numbers read from files, specs and parameters."""
+    if positive:
+        span = "a positive number"
+    elif high == math.inf:
+        span = f"a finite number >= {low:g}" if low > -math.inf else "a finite number"
+    else:
+        span = f"a finite number in [{low:g}, {high:g}]"
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be {span}, got {value!r}") from None
+    ok = math.isfinite(x) and low <= x <= high and (x > 0 or not positive)
+    if isinstance(value, bool) or not ok:
+        raise InputError(f"{what} must be {span}, got {value!r}")
+    return x
+
+
 def check_ber(value, what: str = "bit error rate", allow_one: bool = True) -> float:
     """`value` as a float in [0, 1] ([0, 1) with allow_one=False), else an InputError naming `what`.
 

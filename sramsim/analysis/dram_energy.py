@@ -52,7 +52,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, check_number
 from sramsim.memory.dram import DEFAULT_PART, load_part
 
 ACCESSES = ("hit", "miss", "conflict")
@@ -72,7 +72,7 @@ def _supplies(power: dict, where: str) -> list[tuple[str, float, dict]]:
         raise InputError(f"{where}: currents must be in mA, got unit_current={unit!r}")
     out = []
     for i, name in enumerate(names):
-        volts = _positive(power[name], f"{where}: {name}")
+        volts = check_number(power[name], f"{where}: {name}", positive=True)
         currents = {}
         for key in CURRENTS:
             if key not in power:
@@ -83,7 +83,7 @@ def _supplies(power: dict, where: str) -> list[tuple[str, float, dict]]:
                     raise InputError(f"{where}: {key} has {len(value)} values for "
                                      f"{len(names)} supplies ({', '.join(names)})")
                 value = value[i]
-            currents[key] = _nonnegative(value, f"{where}: {key} on {name.upper()}")
+            currents[key] = check_number(value, f"{where}: {key} on {name.upper()}", low=0.0)
         for cmd, base in (("idd0", "idd3n"), ("idd0", "idd2n"), ("idd4r", "idd3n"),
                           ("idd4w", "idd3n"), ("idd5", "idd3n")):
             if currents[cmd] < currents[base]:
@@ -92,28 +92,6 @@ def _supplies(power: dict, where: str) -> list[tuple[str, float, dict]]:
                                  "energy")
         out.append((name, volts, currents))
     return out
-
-
-def _positive(value, what: str) -> float:
-    """`value` as a positive finite float, else an InputError naming `what`."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must be a positive number, got {value!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise InputError(f"{what} must be a positive number, got {value!r}")
-    return v
-
-
-def _nonnegative(value, what: str) -> float:
-    """`value` as a finite float >= 0, else an InputError naming `what`."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must be a number >= 0, got {value!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise InputError(f"{what} must be a number >= 0, got {value!r}")
-    return v
 
 
 def _count(value, what: str) -> int:
@@ -139,7 +117,7 @@ class DramEnergy:
             if key not in timing:
                 raise InputError(f"{where}: the timing section lacks {key!r}")
         self.name = str(spec.get("name", "?"))
-        self.tck = 1.0 / (_positive(timing["clk_mhz"], f"{where}: clk_mhz") * 1e6)
+        self.tck = 1.0 / (check_number(timing["clk_mhz"], f"{where}: clk_mhz", positive=True) * 1e6)
         self.cycles = {k: _count(timing[k], f"{where}: timing {k}") for k in TIMINGS[1:]}
         zero = [k for k, v in self.cycles.items() if v == 0]
         if zero:
@@ -173,7 +151,7 @@ class DramEnergy:
         if voltage is None:
             return self.nominal_voltage
         what = f"{self.lowered.upper()} voltage"
-        v = _positive(voltage, what)
+        v = check_number(voltage, what, positive=True)
         if v > self.nominal_voltage * (1.0 + 1e-9):
             raise InputError(f"{what} {voltage!r} V is above the nominal {self.nominal_voltage} V "
                              f"of {self.name} (the model covers lowered supplies only)")

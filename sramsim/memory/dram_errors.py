@@ -50,7 +50,7 @@ import math
 
 import numpy as np
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, check_number
 from sramsim.memory.chip import Chip
 from sramsim.memory.curves import BerCurve
 from sramsim.memory.dram import DramGeometry
@@ -154,11 +154,11 @@ def resolve_params(geometry: DramGeometry, model, params: dict) -> tuple[int, di
     if "partition" in out:
         geometry.n_partitions(out["partition"])     # InputError for anything but bank/subarray
     if "spread" in out:
-        out["spread"] = _number(out["spread"], "spread", low=0.0)
+        out["spread"] = check_number(out["spread"], "spread", low=0.0)
     if "weak_fraction" in out:
-        out["weak_fraction"] = _number(out["weak_fraction"], "weak_fraction", low=0.0, high=1.0)
+        out["weak_fraction"] = check_number(out["weak_fraction"], "weak_fraction", low=0.0, high=1.0)
     if "weak_factor" in out:
-        out["weak_factor"] = _number(out["weak_factor"], "weak_factor", low=1.0)
+        out["weak_factor"] = check_number(out["weak_factor"], "weak_factor", low=1.0)
     if "kinds" in out and out["kinds"] is not None:
         try:
             parse_kinds(out["kinds"])
@@ -186,17 +186,6 @@ def _check_model(model) -> int:
     raise InputError(f"unknown DRAM error model {model!r}; models: {choices}")
 
 
-def _number(value, what: str, low: float, high: float = math.inf) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must be a number, got {value!r}") from None
-    if isinstance(value, (bool, np.bool_)) or not (math.isfinite(x) and low <= x <= high):
-        span = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
-        raise InputError(f"{what} must be a finite number {span}, got {value!r}")
-    return x
-
-
 def _resolve_curve(curve, nominal_voltage) -> tuple[BerCurve, float]:
     if curve is None:
         curve = DEFAULT_DRAM_CURVE
@@ -210,7 +199,7 @@ def _resolve_curve(curve, nominal_voltage) -> tuple[BerCurve, float]:
             raise InputError(f"nominal_voltage is needed for curve {curve.name!r} (not a bundled "
                              f"DRAM curve): the nominal voltage of the supply it lowers")
         nominal_voltage = DRAM_CURVES[curve.name][2]
-    nominal = _number(nominal_voltage, "nominal_voltage", low=0.0)
+    nominal = check_number(nominal_voltage, "nominal_voltage", low=0.0)
     if nominal == 0:
         raise InputError("nominal_voltage must be a positive voltage in volts, got 0")
     return curve, nominal
@@ -219,7 +208,7 @@ def _resolve_curve(curve, nominal_voltage) -> tuple[BerCurve, float]:
 def _check_v_floor(v_floor, curve: BerCurve, nominal: float) -> float:
     if v_floor is None:
         raise InputError("v_floor (the lowest voltage the map must cover, in volts) is required")
-    v = _number(v_floor, "v_floor", low=-math.inf)
+    v = check_number(v_floor, "v_floor", low=-math.inf)
     if not v > 0:
         raise InputError(f"v_floor must be a positive voltage in volts, got {v_floor!r}")
     if v > nominal:
