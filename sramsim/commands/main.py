@@ -13,7 +13,7 @@ import sys
 
 from sramsim.errors import InputError, check_ber, check_writable  # noqa: F401 (check_writable: for the commands)
 
-COMMANDS = ("profile", "train_base", "sweep", "energy", "demo", "vuln", "dram")
+COMMANDS = ("profile", "train_base", "sweep", "energy", "demo", "vuln", "dram", "sparkxd")
 
 
 def build_parser(prog: str = "sramsim", package: str = "sramsim.commands",

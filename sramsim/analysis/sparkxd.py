@@ -1,0 +1,395 @@
+"""The SparkXD study end to end: baseline, its tolerance curve, fault-aware training (FAT), the
+FAT model's curve, and the DRAM energy each tolerable voltage buys.
+
+SparkXD (Putra, Hanif, Shafique, DAC 2021, arXiv 2103.00421) runs spiking networks with their
+weights in reduced-voltage DRAM: FAT with approximate-DRAM bit errors, an error-tolerance analysis
+(the largest BER keeping accuracy within 1 point of the error-free network), and an
+energy-efficient mapping of the weights; it reports ~40% DRAM energy saving on average across
+network sizes, accuracy within 1%. Stages, in DIR (each resumes on a re-run):
+
+1. baseline: `train_base` into DIR/baseline.pt (or the given --base checkpoint);
+2. its tolerance curve: `tolerance.search` with DRAM error-model chips (K maps per BER, the
+   weights placed by drmap), points in DIR/tolerance-baseline;
+3. FAT: `train_base` into DIR/fat.pt starting from the baseline, the BER raised by the curriculum
+   to a FIXED target (DEFAULT_FAT_BER = 1e-2 unless given). The target is not chosen from the
+   tolerance curves: those are measured on the test split, and picking a training setting from
+   them would be selection on test data;
+4. the FAT model's curve, DIR/tolerance-fat, exactly as in 2;
+5. the report: both tolerable BERs and voltages, DRAM energy of one inference per placement
+   policy at nominal, baseline-tolerable and FAT-tolerable voltage, and the headline saving of
+   (FAT model, its tolerable voltage, drmap) against (baseline, nominal voltage, naive), the
+   FAT/baseline tolerable-BER ratio, and the published figures beside them.
+
+DIR/summary.json (strict JSON) is rewritten as every stage finishes; DIR/sparkxd.png draws it.
+Both searches use the error model of FAT's DRAM source (`dram:modelK` -> K) unless told otherwise.
+FAT draws its faults over the default part's full geometry (`sramsim.nn.fat`); `geometry`
+overrides (e.g. fewer rows: cheaper whole-part maps at high BER) apply to the searches only.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sramsim.errors import InputError, check_ber, check_writable
+
+DEFAULT_MODEL = "snn-fc400"
+DEFAULT_FAT_BER = 1e-2          # fixed before any measurement (see the module docstring)
+DEFAULT_FAT_SOURCE = "dram:model0"
+POLICIES = ("naive", "drmap", "error-aware")
+STAGES = ("baseline", "tolerance_baseline", "fat", "tolerance_fat")
+
+# Published figures, quoted for comparison (nothing here is computed from them).
+PAPER = {
+    "sparkxd": {"citation": "Putra, Hanif, Shafique, SparkXD, DAC 2021, arXiv 2103.00421",
+                "dram_energy_saving_mean": 0.40,
+                "accuracy_margin": 0.01,
+                "networks": "Diehl & Cook SNNs, N400 ... N3600 excitatory neurons, "
+                            "MNIST and Fashion-MNIST"},
+    "eden": {"citation": "Koppula et al., EDEN, MICRO 2019",
+             "tolerable_ber_gain_from_curricular_retraining": 10.0,
+             "dram_energy_saving_cpu": 0.21, "dram_energy_saving_gpu": 0.37},
+    "enforcesnn": {"citation": "Putra, Hanif, Shafique, EnforceSNN, Frontiers in Neuroscience "
+                               "2022, doi 10.3389/fnins.2022.937782",
+                   "no_accuracy_loss_up_to_ber": 1e-3, "dram_energy_saving_max": 0.849},
+}
+
+
+@dataclass
+class StudyOptions:
+    """Settings of one study; everything here is recorded in summary.json."""
+
+    out: str
+    model: str = DEFAULT_MODEL
+    data: str = "fashion-mnist"
+    base: str | None = None          # an existing baseline checkpoint (else trained into DIR)
+    margin: float = 0.01
+    epochs: int = 2                  # baseline training epochs
+    fat_epochs: int = 4              # log curriculum 1e-5 -> 1e-2: one epoch per decade
+    fat_ber: float = DEFAULT_FAT_BER
+    fat_curriculum: str = "log"
+    fat_start: float = 1e-5
+    fat_source: str = DEFAULT_FAT_SOURCE
+    error_model: int | None = None   # None: FAT's dram:modelK, else 0
+    maps: int = 5
+    limit: int | None = None         # first N train and N test samples (training)
+    eval_limit: int | None = None    # first N test samples for the searches (default: limit)
+    seed: int = 0
+    low: float = 1e-6
+    high: float = 1e-1
+    per_decade: int = 1
+    bisect_steps: int = 4
+    geometry: dict | None = field(default=None)   # DramGeometry overrides for the searches
+    workers: int = 1
+    threads: int = 1
+    batch_size: int = 128
+
+    def search_error_model(self) -> int:
+        """The EDEN error model of the searches' chips."""
+        if self.error_model is not None:
+            return int(self.error_model)
+        src = str(self.fat_source)
+        return int(src[len("dram:model"):]) if src.startswith("dram:model") else 0
+
+    def search_limit(self) -> int | None:
+        """Test samples the searches use."""
+        return self.eval_limit if self.eval_limit is not None else self.limit
+
+
+def check(opts: StudyOptions) -> dict:
+    """Every setting checked before any work (one-line InputErrors); returns the --base meta
+    (or None) so the baseline is read once."""
+    from sramsim.analysis.tolerance import ber_grid
+    from sramsim.nn.fat import check_fat
+    from sramsim.nn.models import check_arch, load_checkpoint
+    try:
+        check_arch(opts.model)
+    except InputError as exc:
+        raise InputError(f"--model: {exc}") from None
+    m = opts.margin
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or not (math.isfinite(m)
+                                                                       and 0 < m < 1):
+        raise InputError(f"--margin must lie strictly between 0 and 1, got {m!r}")
+    for name, value, low in (("--maps", opts.maps, 1), ("--epochs", opts.epochs, 1),
+                             ("--fat-epochs", opts.fat_epochs, 1),
+                             ("--bisect", opts.bisect_steps, 0), ("--workers", opts.workers, 1),
+                             ("--threads", opts.threads, 1), ("--batch-size", opts.batch_size, 1),
+                             ("--seed", opts.seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"{name} must be a whole number >= {low}, got {value!r}")
+    for name, value in (("--limit", opts.limit), ("--eval-limit", opts.eval_limit)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 2):
+            raise InputError(f"{name} must be a whole number >= 2, got {value!r}")
+    if opts.error_model is not None and opts.error_model not in (0, 1, 2, 3):
+        raise InputError(f"--error-model must be 0, 1, 2 or 3, got {opts.error_model!r}")
+    check_ber(opts.fat_ber, "--fat-ber", allow_one=False)
+    if not opts.fat_ber:
+        raise InputError("--fat-ber must be above 0 (the study compares a FAT model)")
+    check_fat(opts.fat_ber, opts.fat_curriculum, opts.fat_source, opts.fat_start)
+    ber_grid(opts.low, opts.high, opts.per_decade)
+    check_writable(opts.out, "--out", folder=True)
+    if opts.base is None:
+        return None
+    if not Path(opts.base).is_file():
+        raise InputError(f"--base {opts.base}: no such checkpoint file")
+    try:
+        _, meta = load_checkpoint(opts.base)
+    except InputError as exc:
+        raise InputError(f"--base: {exc}") from None
+    if meta["arch"] != opts.model:
+        raise InputError(f"--base {opts.base}: holds a {meta['arch']} model, not --model "
+                         f"{opts.model}")
+    if meta.get("dataset") != dataset_spec(opts.data):
+        raise InputError(f"--base {opts.base}: trained on {meta.get('dataset')!r}, not --data "
+                         f"{opts.data!r}")
+    if meta.get("fat"):
+        raise InputError(f"--base {opts.base}: is itself fault-aware trained; the study needs "
+                         "a baseline without FAT")
+    return meta
+
+
+def dataset_spec(data: str) -> str:
+    """The data name as train_base records it (a folder by its resolved path)."""
+    return str(Path(data).resolve()) if Path(data).is_dir() else str(data)
+
+
+# ------------------------------------------------------------------------------ the study
+
+class _Summary:
+    """DIR/summary.json, rewritten atomically after every stage."""
+
+    def __init__(self, out: Path, opts: StudyOptions):
+        self.path = out / "summary.json"
+        self.data = {"study": "sparkxd", "settings": asdict(opts),
+                     "search_error_model": opts.search_error_model(), "stages": {},
+                     "complete": False}
+
+    def stage(self, name: str, record: dict) -> None:
+        """Record a finished stage and write the file."""
+        self.data["stages"][name] = record
+        self.write()
+
+    def write(self) -> None:
+        """Write summary.json (strict JSON: no NaN or infinity)."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, allow_nan=False) + "\n")
+        os.replace(tmp, self.path)
+
+
+def run_study(opts: StudyOptions, progress: bool = True, log=None) -> dict:
+    """Run (or resume) every stage of the study in opts.out; returns the summary dict."""
+    from tqdm import tqdm
+    from sramsim.nn.training import TrainOptions, train_base
+    base_meta = check(opts)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda text: None)
+    t_start = time.perf_counter()
+    summary = _Summary(out, opts)
+    bar = tqdm(total=len(STAGES), desc="sparkxd", unit="stage", file=sys.stderr,
+               disable=None if progress else True)
+
+    def note(text: str) -> None:
+        if log is not None:
+            bar.write(text, file=sys.stderr) if progress else say(text)
+
+    try:
+        # 1. baseline
+        bar.set_description("sparkxd: baseline")
+        t0 = time.perf_counter()
+        if opts.base is not None:
+            base_path = Path(opts.base)
+            rec = {"checkpoint": str(base_path), "given": True, "skipped": True,
+                   "test_accuracy": base_meta.get("test_accuracy"),
+                   "train_seconds": base_meta.get("train_seconds")}
+        else:
+            base_path = out / "baseline.pt"
+            meta = train_base(opts.model, opts.data, base_path,
+                              TrainOptions(epochs=opts.epochs, seed=opts.seed,
+                                           batch_size=opts.batch_size),
+                              limit=opts.limit, progress=progress, log=note if log else None)
+            rec = {"checkpoint": str(base_path), "given": False, "skipped": meta["skipped"],
+                   "test_accuracy": meta.get("test_accuracy"),
+                   "train_seconds": meta.get("train_seconds")}
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
+        summary.stage("baseline", rec)
+        bar.update()
+
+        # 2. baseline tolerance
+        bar.set_description("sparkxd: tolerance of the baseline")
+        summary.stage("tolerance_baseline",
+                      _tolerance(opts, base_path, out / "tolerance-baseline", note))
+        bar.update()
+
+        # 3. FAT from the baseline
+        bar.set_description("sparkxd: fault-aware training")
+        t0 = time.perf_counter()
+        fat_path = out / "fat.pt"
+        meta = train_base(opts.model, opts.data, fat_path,
+                          TrainOptions(epochs=opts.fat_epochs, seed=opts.seed,
+                                       batch_size=opts.batch_size, fat_ber=opts.fat_ber,
+                                       fat_curriculum=opts.fat_curriculum,
+                                       fat_start=opts.fat_start, fat_source=opts.fat_source),
+                          limit=opts.limit, init=base_path, progress=progress,
+                          log=note if log else None)
+        summary.stage("fat", {"checkpoint": str(fat_path), "skipped": meta["skipped"],
+                              "init": str(base_path), "fat": meta.get("fat"),
+                              "test_accuracy": meta.get("test_accuracy"),
+                              "train_seconds": meta.get("train_seconds"),
+                              "history": meta.get("history"),
+                              "seconds": round(time.perf_counter() - t0, 3)})
+        bar.update()
+
+        # 4. FAT tolerance
+        bar.set_description("sparkxd: tolerance of the FAT model")
+        summary.stage("tolerance_fat", _tolerance(opts, fat_path, out / "tolerance-fat", note))
+        bar.update()
+    finally:
+        bar.close()
+
+    summary.data["results"] = results(summary.data["stages"])
+    summary.data["paper"] = PAPER
+    summary.data["elapsed_s"] = round(time.perf_counter() - t_start, 3)
+    summary.data["complete"] = True
+    summary.write()
+    png = out / "sparkxd.png"
+    plot(summary.data, png)
+    summary.data["png"] = str(png)
+    summary.write()
+    return summary.data
+
+
+def _tolerance(opts: StudyOptions, model_path: Path, folder: Path, note) -> dict:
+    """One search (resumes from `folder`), kept compact for the summary."""
+    from sramsim.analysis.tolerance import search
+    t0 = time.perf_counter()
+    r = search(str(model_path), opts.data, margin=opts.margin, maps=opts.maps, low=opts.low,
+               high=opts.high, per_decade=opts.per_decade, bisect_steps=opts.bisect_steps,
+               source="dram", error_model=opts.search_error_model(), mapping="drmap",
+               geometry=opts.geometry, seed=opts.seed, limit=opts.search_limit(),
+               out_dir=folder, workers=opts.workers, threads=opts.threads, log=note)
+    keep = ("tolerable_ber", "voltage", "accuracy_mean", "ci95", "first_failing_ber", "bound",
+            "clean_accuracy", "float_accuracy", "margin", "maps", "points", "faults",
+            "nominal_voltage", "n_samples", "weight_bytes", "energy", "computed_maps",
+            "reused_maps", "out")
+    rec = {k: r[k] for k in keep}
+    rec["seconds"] = round(time.perf_counter() - t0, 3)
+    rec["skipped"] = r["computed_maps"] == 0
+    return rec
+
+
+def results(stages: dict) -> dict:
+    """The report of finished stages: tolerable BERs and voltages, energy per policy at the three
+    voltages, the headline saving and the tolerable-BER ratio."""
+    b, f = stages["tolerance_baseline"], stages["tolerance_fat"]
+    energy = {}
+    for policy in POLICIES:
+        eb, ef = b["energy"].get(policy, {}), f["energy"].get(policy, {})
+        nominal = eb.get("energy_nominal_J", ef.get("energy_nominal_J"))
+        energy[policy] = {"nominal_J": nominal, "baseline_tolerable_J": eb.get("energy_J"),
+                          "fat_tolerable_J": ef.get("energy_J")}
+    ref = energy["naive"]["nominal_J"]
+    low = energy["drmap"]["fat_tolerable_J"]
+    headline = {"saving": None if low is None or not ref else 1.0 - low / ref,
+                "fat_drmap_at_fat_tolerable_J": low, "baseline_naive_at_nominal_J": ref,
+                "against": "baseline model at nominal voltage with naive placement",
+                "note": None if low is not None else
+                "the FAT model has no tolerable BER on the scanned grid"}
+    ratio = None
+    if b["tolerable_ber"] and f["tolerable_ber"]:
+        ratio = f["tolerable_ber"] / b["tolerable_ber"]
+    bounds = [f"{n}: {s['bound']}" for n, s in (("baseline", b), ("fat", f)) if s["bound"]]
+    return {
+        "baseline": {k: b[k] for k in ("tolerable_ber", "voltage", "clean_accuracy",
+                                       "accuracy_mean", "first_failing_ber", "bound")},
+        "fat": {k: f[k] for k in ("tolerable_ber", "voltage", "clean_accuracy",
+                                  "accuracy_mean", "first_failing_ber", "bound")},
+        "nominal_voltage": b["nominal_voltage"],
+        "tolerable_ber_ratio": ratio,
+        "ratio_bounds": bounds or None,
+        "energy_per_inference": energy,
+        "headline": headline,
+    }
+
+
+# ------------------------------------------------------------------------------ the report
+
+def table(summary: dict) -> str:
+    """The study as text (what `sramsim sparkxd` prints)."""
+    r, st = summary["results"], summary["stages"]
+    lines = [f"{'model':<9} {'clean acc':>9} {'tolerable BER':>13} {'voltage':>8} "
+             f"{'first fail':>10}  note"]
+    for name in ("baseline", "fat"):
+        x = r[name]
+        ber = "none" if x["tolerable_ber"] is None else f"{x['tolerable_ber']:.3g}"
+        v = "-" if x["voltage"] is None else f"{x['voltage']:.4f}"
+        ff = "-" if x["first_failing_ber"] is None else f"{x['first_failing_ber']:.3g}"
+        lines.append(f"{name:<9} {100 * x['clean_accuracy']:>8.2f}% {ber:>13} {v:>8} {ff:>10}  "
+                     f"{x['bound'] or ''}")
+    ratio = r["tolerable_ber_ratio"]
+    lines.append(f"FAT / baseline tolerable BER: {'-' if ratio is None else f'{ratio:.3g}x'}"
+                 f"  (EDEN reports ~10x from curricular retraining)")
+    lines.append(f"DRAM energy per inference (uJ), nominal {r['nominal_voltage']:g} V:")
+    lines.append(f"  {'mapping':<12} {'nominal':>9} {'base tol.':>9} {'FAT tol.':>9}")
+    for policy, e in r["energy_per_inference"].items():
+        cells = ["-" if e[k] is None else f"{e[k] * 1e6:.4f}"
+                 for k in ("nominal_J", "baseline_tolerable_J", "fat_tolerable_J")]
+        lines.append(f"  {policy:<12} {cells[0]:>9} {cells[1]:>9} {cells[2]:>9}")
+    h = r["headline"]
+    saving = "-" if h["saving"] is None else f"{100 * h['saving']:.1f}%"
+    lines.append(f"saving (FAT model, its tolerable voltage, drmap) vs (baseline, nominal, naive): "
+                 f"{saving}  (SparkXD reports ~40%, {PAPER['sparkxd']['citation']})")
+    times = ", ".join(f"{k} {st[k]['seconds']:.1f} s{' (reused)' if st[k]['skipped'] else ''}"
+                      for k in STAGES)
+    lines.append(f"stages: {times}; total {summary['elapsed_s']:.1f} s")
+    return "\n".join(lines)
+
+
+def plot(summary: dict, path) -> None:
+    """DIR/sparkxd.png: both tolerance curves (accuracy vs BER, 95% interval over the K maps,
+    margin lines) and DRAM energy per inference per policy at the three voltages."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    st, r = summary["stages"], summary["results"]
+    fig = Figure(figsize=(11, 4.2))
+    FigureCanvasAgg(fig)
+    ax, bx = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for name, key, color in (("baseline", "tolerance_baseline", "tab:blue"),
+                             ("FAT", "tolerance_fat", "tab:orange")):
+        s = st[key]
+        pts = sorted(s["points"], key=lambda p: p["ber"])
+        ax.errorbar([p["ber"] for p in pts], [100 * p["accuracy_mean"] for p in pts],
+                    yerr=[100 * p["ci95"] for p in pts], marker="o", ms=3, capsize=2,
+                    color=color, label=f"{name} (tolerable BER "
+                    f"{'none' if s['tolerable_ber'] is None else format(s['tolerable_ber'], '.2g')})")
+        ax.axhline(100 * (s["clean_accuracy"] - s["margin"]), color=color, ls="--", lw=0.8)
+        if s["tolerable_ber"] is not None:
+            ax.axvline(s["tolerable_ber"], color=color, ls=":", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("bit error rate (DRAM error model, weights placed by drmap)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"tolerance, {st['tolerance_baseline']['maps']} maps per BER (95% CI); "
+                 "dashed: clean - margin", fontsize=9)
+    ax.legend(fontsize=8)
+    cols = (("nominal_J", f"nominal {r['nominal_voltage']:g} V"),
+            ("baseline_tolerable_J", "baseline tolerable V"),
+            ("fat_tolerable_J", "FAT tolerable V"))
+    policies = list(r["energy_per_inference"])
+    x = np.arange(len(policies))
+    for i, (k, label) in enumerate(cols):
+        vals = [r["energy_per_inference"][p][k] for p in policies]
+        bx.bar(x + (i - 1) * 0.27, [0 if v is None else v * 1e6 for v in vals], 0.27, label=label)
+    bx.set_xticks(x, policies)
+    bx.set_ylabel("DRAM energy per inference (uJ)")
+    h = r["headline"]["saving"]
+    bx.set_title("saving FAT/drmap vs baseline/nominal/naive: "
+                 f"{'-' if h is None else f'{100 * h:.1f}%'} (SparkXD: ~40%)", fontsize=9)
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

@@ -1,0 +1,172 @@
+"""`sramsim sparkxd` (sramsim.analysis.sparkxd): the study end to end on a tiny CNN, summary.json
+written stage by stage, resume without retraining or re-measuring, and the one-line errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sramsim.analysis import sparkxd as SX
+from sramsim.commands.main import main
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# Tiny and fast: 200 images, 1-2 epochs, 1 map per BER, a 1024-row part (cheap whole-part maps).
+FAST = ["--model", "cnn", "--limit", "200", "--epochs", "1", "--fat-epochs", "2", "--maps", "1",
+        "--ber-range", "1e-4,1e-2", "--bisect", "1", "--dram-rows", "1024", "--no-progress"]
+
+
+def strict_json(path):
+    """The file as JSON, refusing NaN/Infinity (summary.json must be strict JSON)."""
+    def refuse(token):
+        raise ValueError(f"non-strict JSON token {token}")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_study_runs_end_to_end_writes_each_stage_and_resumes(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "study"
+    real_search = SX.__dict__.get("_tolerance")
+    calls = []
+
+    def interrupted(opts, model_path, folder, note):
+        calls.append(folder.name)
+        if folder.name == "tolerance-fat":
+            raise KeyboardInterrupt
+        return real_search(opts, model_path, folder, note)
+
+    # 1. interrupted in the last stage: the first three are already in summary.json
+    monkeypatch.setattr(SX, "_tolerance", interrupted)
+    assert main(["sparkxd", *FAST, "--out", str(out)]) == 130
+    s = strict_json(out / "summary.json")
+    assert list(s["stages"]) == ["baseline", "tolerance_baseline", "fat"]
+    assert s["complete"] is False and (out / "baseline.pt").is_file() and (out / "fat.pt").is_file()
+    assert s["stages"]["fat"]["fat"]["ber"] == SX.DEFAULT_FAT_BER
+    assert s["stages"]["fat"]["fat"]["source"] == "dram:model0" and s["search_error_model"] == 0
+    monkeypatch.setattr(SX, "_tolerance", real_search)
+    capsys.readouterr()
+
+    # 2. resumed: nothing retrained, the baseline curve reused, the FAT curve measured
+    assert main(["sparkxd", *FAST, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    s = strict_json(out / "summary.json")
+    st = s["stages"]
+    assert st["baseline"]["skipped"] and st["fat"]["skipped"]
+    assert st["tolerance_baseline"]["skipped"] and st["tolerance_baseline"]["computed_maps"] == 0
+    assert not st["tolerance_fat"]["skipped"] and st["tolerance_fat"]["computed_maps"] > 0
+    assert s["complete"] is True and (out / "sparkxd.png").stat().st_size > 10_000
+    for name in ("baseline", "fat"):
+        tol = st[f"tolerance_{name}"]
+        assert tol["maps"] == 1 and tol["faults"]["source"] == "dram"
+        assert tol["faults"]["mapping"] == "drmap" and tol["faults"]["geometry"] == {"rows": 1024}
+        grid = [p["ber"] for p in tol["points"] if p["phase"] == "grid"]
+        assert grid == pytest.approx([1e-4, 1e-3, 1e-2][:len(grid)])
+        assert set(s["results"][name]) >= {"tolerable_ber", "voltage", "clean_accuracy"}
+    r = s["results"]
+    assert set(r["energy_per_inference"]) == {"naive", "drmap", "error-aware"}
+    e = r["energy_per_inference"]
+    h = r["headline"]
+    assert h["baseline_naive_at_nominal_J"] == e["naive"]["nominal_J"] > 0
+    if r["fat"]["voltage"] is not None:
+        assert h["fat_drmap_at_fat_tolerable_J"] == e["drmap"]["fat_tolerable_J"]
+        assert h["saving"] == pytest.approx(1 - e["drmap"]["fat_tolerable_J"] /
+                                            e["naive"]["nominal_J"])
+        assert 0 < h["saving"] < 1
+    if r["baseline"]["tolerable_ber"] and r["fat"]["tolerable_ber"]:
+        assert r["tolerable_ber_ratio"] == pytest.approx(r["fat"]["tolerable_ber"] /
+                                                         r["baseline"]["tolerable_ber"])
+    assert s["paper"]["sparkxd"]["dram_energy_saving_mean"] == 0.40
+    assert "tolerable BER" in text and "SparkXD reports ~40%" in text
+
+    # 3. finished: every stage reused
+    assert main(["sparkxd", *FAST, "--out", str(out), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert all(again["stages"][k]["skipped"] for k in SX.STAGES)
+    assert again["stages"]["tolerance_fat"]["computed_maps"] == 0
+    assert again["results"] == s["results"]
+
+
+def test_given_base_is_used_not_retrained(tmp_path, cnn_checkpoint, monkeypatch):
+    path, _ = cnn_checkpoint
+    trained = []
+    from sramsim.nn import training
+    real = training.train_base
+
+    def spy(arch, data, out, opts, **kw):
+        trained.append((str(out), kw.get("init")))
+        return real(arch, data, out, opts, **kw)
+
+    monkeypatch.setattr(training, "train_base", spy)
+    class Stop(Exception):
+        pass
+
+    def stop(*a):
+        raise Stop
+
+    monkeypatch.setattr(SX, "_tolerance", stop)
+    out = tmp_path / "s"
+    with pytest.raises(Stop):
+        SX.run_study(SX.StudyOptions(out=str(out), model="cnn", base=str(path), limit=200,
+                                     fat_epochs=1), progress=False)
+    s = strict_json(out / "summary.json")
+    assert s["stages"]["baseline"]["given"] and s["stages"]["baseline"]["checkpoint"] == str(path)
+    assert trained == []          # the tolerance stage comes before FAT; baseline not trained
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--margin", "0"], "--margin"),
+    (["--margin", "1.5"], "--margin"),
+    (["--margin", "x"], "--margin"),
+    (["--maps", "0"], "--maps"),
+    (["--model", "snn-xx"], "--model"),
+    (["--fat-ber", "2"], "--fat-ber"),
+    (["--fat-ber", "0"], "--fat-ber"),
+    (["--fat-source", "dram:model9"], "--fat-source"),
+    (["--fat-curriculum", "steps"], "--fat-curriculum"),
+    (["--epochs", "0"], "--epochs"),
+    (["--limit", "1"], "--limit"),
+    (["--ber-range", "1e-2,1e-4"], "--ber-range"),
+    (["--dram-rows", "100"], "rows"),
+    (["--seed", "-1"], "--seed"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, capsys, monkeypatch, extra, message):
+    from sramsim.nn import training
+    monkeypatch.setattr(training, "train_base", lambda *a, **k: pytest.fail("trained"))
+    assert main(["sparkxd", "--out", str(tmp_path / "s"), "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_unwritable_out_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    from sramsim.nn import training
+    monkeypatch.setattr(training, "train_base", lambda *a, **k: pytest.fail("trained"))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["sparkxd", "--model", "cnn", "--out", str(blocker / "study"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--out" in err and "not a directory" in err
+    assert main(["sparkxd", "--model", "cnn", "--out", str(blocker), "--no-progress"]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_bad_base_is_refused(tmp_path, capsys, cnn_checkpoint, monkeypatch):
+    from sramsim.nn import training
+    monkeypatch.setattr(training, "train_base", lambda *a, **k: pytest.fail("trained"))
+    path, _ = cnn_checkpoint
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    cases = [(["--base", str(tmp_path / "missing.pt")], "no such checkpoint"),
+             (["--base", str(junk)], "--base"),
+             (["--base", str(path), "--data", "mnist"], "trained on 'fashion-mnist'"),
+             (["--base", str(path), "--model", "vgg11"], "not --model vgg11")]
+    for extra, message in cases:
+        assert main(["sparkxd", "--out", str(tmp_path / "s"), "--no-progress", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, (extra, err)
+
+
+def test_search_error_model_follows_the_fat_source():
+    assert SX.StudyOptions(out="x", fat_source="dram:model2").search_error_model() == 2
+    assert SX.StudyOptions(out="x", fat_source="random").search_error_model() == 0
+    assert SX.StudyOptions(out="x", fat_source="dram:model2",
+                           error_model=1).search_error_model() == 1
