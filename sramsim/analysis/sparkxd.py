@@ -297,9 +297,7 @@ def results(stages: dict) -> dict:
     low = energy["drmap"]["fat_tolerable_J"]
     headline = {"saving": None if low is None or not ref else 1.0 - low / ref,
                 "fat_drmap_at_fat_tolerable_J": low, "baseline_naive_at_nominal_J": ref,
-                "against": "baseline model at nominal voltage with naive placement",
-                "note": None if low is not None else
-                "the FAT model has no tolerable BER on the scanned grid"}
+                "against": "baseline model at nominal voltage with naive placement"}
     ratio = None
     if b["tolerable_ber"] and f["tolerable_ber"]:
         ratio = f["tolerable_ber"] / b["tolerable_ber"]
