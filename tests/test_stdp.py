@@ -111,7 +111,7 @@ def test_lateral_inhibition_and_one_spike_per_step():
     current = [[[13.0, 0.0]], [[0.0, 13.0]]]
     free = DiehlCook(2, 4, 2, inh=0.0)
     assert one_step(free, current)[:, 0].tolist() == [[True, False], [False, True]]
-    inhibited = DiehlCook(2, 4, 2)          # inh = 17.5: the spike at t=0 holds neuron 1 down
+    inhibited = DiehlCook(2, 4, 2)          # inh = 120: the spike at t=0 holds neuron 1 down
     assert one_step(inhibited, current)[:, 0].tolist() == [[True, False], [False, False]]
     # both cross at once: only the larger overshoot spikes, both are reset
     both = one_step(DiehlCook(2, 4, 2, inh=0.0), [[[13.0, 14.0]], [[0.0, 0.0]]])

@@ -59,7 +59,11 @@ TC_DECAY = 100.0          # ms, excitatory membrane time constant
 THETA_PLUS = 0.05         # mV per spike, adaptive-threshold increment (BindsNET theta_plus)
 TC_THETA_DECAY = 1e7      # ms, adaptive-threshold decay (BindsNET tc_theta_decay)
 EXC = 22.5                # exc -> inh weight (BindsNET exc); implicit, see the module docstring
-INH = 17.5                # inh -> exc weight magnitude (BindsNET DiehlAndCook2015 inh default)
+# inh -> exc weight magnitude. BindsNET's DiehlAndCook2015 class defaults to 17.5; its batched
+# MNIST example (examples/mnist/batch_eth_mnist.py) runs it with --inh 120. With the implicit
+# inhibition here, 120 learned far better: N100 on 3000 Fashion-MNIST training images, batch 16,
+# accuracy of the label assignment on those training images 0.578 with 120 vs 0.303 with 17.5.
+INH = 120.0
 TC_TRACE = 20.0           # ms, pre- and postsynaptic trace time constant (BindsNET tc_trace)
 NU_PRE, NU_POST = 1e-4, 1e-2   # BindsNET nu=(1e-4, 1e-2): depression on pre, potentiation on post
 WMIN, WMAX = 0.0, 1.0     # BindsNET wmin/wmax of the input -> excitatory connection
