@@ -69,6 +69,11 @@ NU_PRE, NU_POST = 1e-4, 1e-2   # BindsNET nu=(1e-4, 1e-2): depression on pre, po
 WMIN, WMAX = 0.0, 1.0     # BindsNET wmin/wmax of the input -> excitatory connection
 NORM = 78.4               # each neuron's input weights sum to this (paper and BindsNET norm)
 INTENSITY = 128.0         # Hz at pixel 1.0 (BindsNET examples' intensity; the paper: 63.75 Hz)
+# Inference re-presents a sample that made fewer than MIN_SPIKES spikes with the rate raised by
+# INTENSITY_STEP Hz (the paper's rule: < 5 spikes -> +32 Hz), at most RETRIES times.
+MIN_SPIKES = 5
+INTENSITY_STEP = 32.0
+RETRIES = 5
 INIT_MAX = 0.3            # initial weights U(0, 0.3) (paper), then normalised to NORM
 # Time steps per presentation: the paper presents each image for 350 ms at 0.5 ms (700 steps)
 # plus 150 ms of rest; BindsNET's batched example uses 100 steps of 1 ms. 100 steps keeps one
@@ -121,9 +126,10 @@ class DiehlCook(nn.Module):
 
     # ------------------------------------------------------------ encoding and dynamics
 
-    def encode(self, x: torch.Tensor, steps: int, generator: torch.Generator | None) -> torch.Tensor:
-        """Poisson-rate input spikes (steps, B, n_inputs) as 0/1 floats."""
-        p = (x.reshape(x.shape[0], -1).float().clamp(0, 1) * (INTENSITY * DT / 1000.0))
+    def encode(self, x: torch.Tensor, steps: int, generator: torch.Generator | None,
+               intensity: float = INTENSITY) -> torch.Tensor:
+        """Poisson-rate input spikes (steps, B, n_inputs) as 0/1 floats, `intensity` Hz at 1.0."""
+        p = (x.reshape(x.shape[0], -1).float().clamp(0, 1) * (intensity * DT / 1000.0))
         if p.shape[1] != self.n_inputs:
             raise InputError(f"diehl-cook expects {self.n_inputs} input values per sample, got "
                              f"{p.shape[1]}")
@@ -131,7 +137,8 @@ class DiehlCook(nn.Module):
         return (u < p).float()
 
     def run(self, x: torch.Tensor, weight: torch.Tensor | None = None, learn: bool = False,
-            generator: torch.Generator | None = None, steps: int | None = None) -> Record:
+            generator: torch.Generator | None = None, steps: int | None = None,
+            intensity: float = INTENSITY) -> Record:
         """Present the batch `x` for `steps` steps with input weights `weight` (default the model's,
         as swapped in by functional_call); the weights are fixed during the presentation.
 
@@ -144,7 +151,7 @@ class DiehlCook(nn.Module):
         """
         steps = self.time_steps if steps is None else int(steps)
         w = self.fc.weight if weight is None else weight
-        s_in = self.encode(x, steps, generator)                       # (T, B, I)
+        s_in = self.encode(x, steps, generator, intensity)            # (T, B, I)
         b = s_in.shape[1]
         current = (s_in.reshape(steps * b, -1) @ w.detach().t()).reshape(steps, b, -1)
         spikes = self.dynamics(current, learn)
@@ -197,15 +204,26 @@ class DiehlCook(nn.Module):
     def spike_counts(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """(B, N) spike counts of `x` with `weight` (default the model's), no learning;
         deterministic in eval mode (the encoding generator is re-seeded with `self.seed` on every
-        call, so a sample's noise depends on its position in the batch, not on other samples)."""
+        call, so a sample's noise depends on its position in the batch, not on other samples).
+        A sample with fewer than MIN_SPIKES spikes is presented again at a rate raised by
+        INTENSITY_STEP, up to RETRIES times (Diehl & Cook 2015); its last presentation counts."""
         gen = None
         if not self.training:
             gen = torch.Generator(device=x.device).manual_seed(self.seed)
-        out = [self.run(x[a:a + CHUNK], weight, generator=gen).counts()
-               for a in range(0, x.shape[0], CHUNK)]
+        out = [self._counts(x[a:a + CHUNK], weight, gen) for a in range(0, x.shape[0], CHUNK)]
         if not out:
             return torch.zeros((0, self.n_neurons), device=x.device)
         return torch.cat(out)
+
+    def _counts(self, x, weight, gen) -> torch.Tensor:
+        counts = self.run(x, weight, generator=gen).counts()
+        for k in range(1, RETRIES + 1):
+            low = (counts.sum(1) < MIN_SPIKES).nonzero().squeeze(1)
+            if low.numel() == 0:
+                break
+            counts[low] = self.run(x[low], weight, generator=gen,
+                                   intensity=INTENSITY + k * INTENSITY_STEP).counts()
+        return counts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, num_classes) class scores: mean spike count of the neurons assigned to each class."""
