@@ -14,8 +14,8 @@ from sramsim.nn.fat import FaultInjector
 from sramsim.nn.models import build, load_checkpoint, save_checkpoint
 from sramsim.nn.models import diehl_cook as D
 from sramsim.nn.models.diehl_cook import DiehlCook, class_scores, normalize_, stdp_delta
-from sramsim.nn.stdp import apply_update, assign_labels, train_stdp
-from sramsim.nn.training import TrainOptions, state_path_for, train_base
+from sramsim.nn.stdp import apply_update, assign_labels, encoding_seed, order_seed, train_stdp
+from sramsim.nn.training import TrainOptions, epoch_seed, state_path_for, step_seed, train_base
 
 
 @pytest.fixture(autouse=True)
@@ -211,10 +211,10 @@ def test_fat_integrates_with_faulty_weights_and_learns_on_clean_ones():
     seen = []
     run = model.run
 
-    def spy(x, weight=None, learn=False, generator=None, steps=None):
+    def spy(x, weight=None, learn=False, **kw):
         if learn:
             seen.append(weight.clone())
-        return run(x, weight, learn, generator, steps)
+        return run(x, weight, learn, **kw)
 
     model.run = spy
     train_stdp(model, data, opts, progress=False, log=None)
@@ -223,6 +223,23 @@ def test_fat_integrates_with_faulty_weights_and_learns_on_clean_ones():
     assert not torch.equal(seen[0], start.fc.weight)    # faults at BER 0.05 do change it
     # the update went to the clean float weights: still in [0, 1] and normalised
     assert torch.allclose(model.fc.weight.sum(1), torch.full((4,), 78.4), rtol=1e-5)
+
+
+def test_seeds_batch_order_as_training_and_encoding_on_its_own_stream():
+    assert all(order_seed(3, e) == epoch_seed(3, e) for e in range(4))
+    seeds = {encoding_seed(3, e, s) for e in range(3) for s in range(5)}
+    assert len(seeds) == 15 and not seeds & {step_seed(3, e, s) for e in range(3) for s in range(5)}
+
+
+def test_eval_re_presents_silent_samples_at_a_higher_rate():
+    model = DiehlCook(3, 784, 2, time_steps=30)
+    model.eval()
+    faint = torch.full((4, 1, 28, 28), 0.05)
+    first = model.run(faint, generator=torch.Generator().manual_seed(model.seed)).counts()
+    assert (first.sum(1) < D.MIN_SPIKES).all()       # too faint to respond at 128 Hz ...
+    counts = model.spike_counts(faint)               # ... so presented again at +32 Hz steps
+    assert (counts.sum(1) > first.sum(1)).all()
+    assert torch.equal(counts, model.spike_counts(faint))
 
 
 def test_randbet_is_refused():

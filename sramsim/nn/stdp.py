@@ -2,9 +2,9 @@
 `sramsim.nn.training.train` (per-epoch records and state, exact resume, progress bar).
 
 One epoch:
-1. the training images in the order of `epoch_seed(seed, epoch)`, in batches of
+1. the training images in the order of `order_seed(seed, epoch)`, in batches of
    `opts.batch_size`, each batch presented for `model.time_steps` steps with the input encoding
-   drawn from `step_seed(seed, epoch, step)`: the network integrates with the weights it would read
+   drawn from `encoding_seed(seed, epoch, step)`: the network integrates with the weights it would read
    from memory (the float weights; with FAT, `FaultInjector.weights(model, epoch, step)`,
    detached), and the STDP change of the presentation goes to the clean float weights, which are
    then clamped to [0, wmax] and normalised to sum 78.4 per neuron.
@@ -37,19 +37,42 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sramsim.errors import InputError
 from sramsim.inject.quantized_model import QuantizedModel, quantized_parameter_names
 from sramsim.nn.data import Dataset
+from sramsim.nn.evaluation import accuracy
 from sramsim.nn.fat import FaultInjector
 from sramsim.nn.models import atomic_torch_save, read_torch_file
 from sramsim.nn.models.diehl_cook import DiehlCook, class_scores, normalize_
-from sramsim.nn.training import TrainOptions, epoch_seed, quantized_accuracy, step_seed
+
+# `opts` is a sramsim.nn.training.TrainOptions; this module does not import training (training
+# imports it to train diehl-cook models, and the layering allows no import circle).
 
 STATE_FORMAT = "sramsim.stdp-state"
 STATE_VERSION = 1
 ASSIGN_SAMPLES = 10_000   # training images used to label the neurons after every epoch
+
+
+def order_seed(seed: int, epoch: int) -> int:
+    """Seed of the batch order of one epoch: the same (seed, 0, epoch) stream as
+    `sramsim.nn.training.epoch_seed`, so STDP and gradient training visit the same order."""
+    return int(np.random.SeedSequence((int(seed), 0, int(epoch))).generate_state(1)[0])
+
+
+def encoding_seed(seed: int, epoch: int, step: int) -> int:
+    """Seed of the input encoding of one STDP batch: stream 3, apart from training's RandBET (1)
+    and FAT (2) streams."""
+    return int(np.random.SeedSequence((int(seed), 3, int(epoch), int(step))).generate_state(1)[0])
+
+
+def quantized_test_accuracy(model: DiehlCook, dataset: Dataset, opts) -> float:
+    """Accuracy with the clean quantized weights the accelerator would hold (as
+    `sramsim.nn.training.quantized_accuracy`)."""
+    qm = QuantizedModel(model, opts.bits, opts.scheme, opts.clip)
+    return accuracy(model, dataset, qm.clean_weights(model.fc.weight.device))
 
 
 def _stderr(msg: str) -> None:
@@ -77,7 +100,7 @@ def apply_update(model: DiehlCook, delta_w: torch.Tensor) -> None:
         normalize_(w)
 
 
-def label_neurons(model: DiehlCook, dataset: Dataset, opts: TrainOptions,
+def label_neurons(model: DiehlCook, dataset: Dataset, opts,
                   samples: int = ASSIGN_SAMPLES, batch_size: int = 1000) -> dict:
     """Assign labels from the first `samples` images of `dataset` (eval mode, clean quantized
     weights); returns {"train_accuracy", "spikes_per_image", "assign_samples"}."""
@@ -98,7 +121,7 @@ def label_neurons(model: DiehlCook, dataset: Dataset, opts: TrainOptions,
             "spikes_per_image": float(counts.sum(1).mean()), "assign_samples": n}
 
 
-def train_stdp(model: DiehlCook, train_set: Dataset, opts: TrainOptions,
+def train_stdp(model: DiehlCook, train_set: Dataset, opts,
                test_set: Dataset | None = None, state_path: str | os.PathLike | None = None,
                tag: dict | None = None, progress: bool = True,
                log: Callable[[str], None] | None = _stderr,
@@ -136,13 +159,13 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts: TrainOptions,
     for epoch in range(start, opts.epochs):
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(opts.seed, epoch)))
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(order_seed(opts.seed, epoch)))
         bar = tqdm(bounds, desc=f"epoch {epoch + 1}/{opts.epochs}", file=sys.stderr,
                    disable=None if progress else True, leave=False, unit="batch")
         spikes = 0.0
         for step, (a, b) in enumerate(bar):
             x = train_set.x[perm[a:b]].to(device)
-            gen = torch.Generator(device=device).manual_seed(step_seed(opts.seed, epoch, step))
+            gen = torch.Generator(device=device).manual_seed(encoding_seed(opts.seed, epoch, step))
             faulty = injector.weights(model, epoch, step)
             weight = None if faulty is None else faulty["fc.weight"].detach()
             with torch.no_grad():
@@ -157,7 +180,7 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts: TrainOptions,
         if injector.active:
             record["fat_ber"] = injector.ber(epoch)
         if test_set is not None:
-            record["test_accuracy"] = quantized_accuracy(model, test_set, opts)
+            record["test_accuracy"] = quantized_test_accuracy(model, test_set, opts)
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
         if state_path is not None:
