@@ -66,6 +66,8 @@ def one(model: str, args) -> dict:
                         fat_epochs=args.fat_epochs, maps=args.maps, limit=args.limit,
                         eval_limit=args.eval_limit, seed=args.seed,
                         geometry={"rows": args.dram_rows}, threads=args.threads)
+    import torch
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     s = run_study(opts, progress=not args.no_progress, log=print)
     wall = time.perf_counter() - t0
@@ -74,7 +76,8 @@ def one(model: str, args) -> dict:
     # estimate of the searches on the full test set: evaluation scales with the images
     est_search = sum(t["faults_s"] + t["eval_s"] * FULL_TEST_SET / t["n_samples"]
                      for t in times.values())
-    train_s = sum(st[k]["train_seconds"] or 0.0 for k in ("baseline", "fat"))
+    trained = ("pretrain", "baseline", "fat")
+    train_s = sum(st[k].get("train_seconds") or 0.0 for k in trained)
     settings = dict(s["settings"])
     settings["out"] = repo_path(out)
     return {
@@ -82,10 +85,11 @@ def one(model: str, args) -> dict:
         "stage_seconds_this_run": {k: st[k]["seconds"] for k in st},
         "stages_reused_this_run": {k: st[k]["skipped"] for k in st},
         "wall_s_this_run": round(wall, 1),
-        "train_seconds": {k: st[k]["train_seconds"] for k in ("baseline", "fat")},
+        "train_seconds": {k: st[k].get("train_seconds") for k in trained},
         "search_map_times": times,
         "estimated_full_test_set_study_s": round(train_s + est_search, 0),
         "clean_accuracy": {k: st[f"tolerance_{k}"]["clean_accuracy"] for k in ("baseline", "fat")},
+        "pretrained_test_accuracy": st["pretrain"]["test_accuracy"],
         "weight_bytes": st["tolerance_baseline"]["weight_bytes"],
         "results": s["results"],
         "curves": {k: [{f: p[f] for f in ("ber", "voltage", "accuracy_mean", "ci95", "n",
@@ -138,8 +142,11 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=10_000, help="training (and test) images")
     ap.add_argument("--eval-limit", type=int, default=2_000, help="test images for the searches")
     ap.add_argument("--maps", type=int, default=3, help="fault maps per BER")
-    ap.add_argument("--epochs", type=int, default=2, help="baseline epochs")
-    ap.add_argument("--fat-epochs", type=int, default=4, help="FAT epochs")
+    ap.add_argument("--epochs", type=int, default=2, help="clean pretraining epochs")
+    ap.add_argument("--fat-epochs", type=int, default=4,
+                    help="FAT epochs (and the clean control's) from the pretrained model")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="studies run side by side, one process each (default 1)")
     ap.add_argument("--dram-rows", type=int, default=2048, help="rows per bank of the searches' part")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="evaluation threads")
@@ -152,7 +159,14 @@ def main() -> None:
                  "checkout yet (sramsim/nn/models/snn.py or diehl_cook.py); nothing run")
     from sramsim.analysis.sparkxd import PAPER
     t0 = time.perf_counter()
-    rows = [one(m, args) for m in models]
+    if args.jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(min(args.jobs, len(models)),
+                                 mp_context=mp.get_context("spawn")) as pool:
+            rows = list(pool.map(one, models, [args] * len(models)))
+    else:
+        rows = [one(m, args) for m in models]
     for r in rows:
         res = r["results"]
         print(f"{r['model']}: tolerable BER baseline {res['baseline']['tolerable_ber']}, FAT "

@@ -3,6 +3,7 @@ written stage by stage, resume without retraining or re-measuring, and the one-l
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -34,12 +35,17 @@ def test_study_runs_end_to_end_writes_each_stage_and_resumes(tmp_path, monkeypat
             raise KeyboardInterrupt
         return real_search(opts, model_path, folder, note)
 
-    # 1. interrupted in the last stage: the first three are already in summary.json
+    # 1. interrupted in the last stage: the first four are already in summary.json
     monkeypatch.setattr(SX, "_tolerance", interrupted)
     assert main(["sparkxd", *FAST, "--out", str(out)]) == 130
     s = strict_json(out / "summary.json")
-    assert list(s["stages"]) == ["baseline", "tolerance_baseline", "fat"]
-    assert s["complete"] is False and (out / "baseline.pt").is_file() and (out / "fat.pt").is_file()
+    assert list(s["stages"]) == ["pretrain", "baseline", "tolerance_baseline", "fat"]
+    assert s["complete"] is False and (out / "fat.pt").is_file()
+    assert (out / "pretrained.pt").is_file() and (out / "baseline.pt").is_file()
+    # the baseline is the equal-budget control: pretrained + as many clean epochs as FAT had
+    base, fat = s["stages"]["baseline"], s["stages"]["fat"]
+    assert base["control"] and base["epochs"] == 2 and base["init"] == fat["init"]
+    assert base["init"] == s["stages"]["pretrain"]["checkpoint"]
     assert s["stages"]["fat"]["fat"]["ber"] == SX.DEFAULT_FAT_BER
     assert s["stages"]["fat"]["fat"]["source"] == "dram:model0" and s["search_error_model"] == 0
     monkeypatch.setattr(SX, "_tolerance", real_search)
@@ -50,7 +56,7 @@ def test_study_runs_end_to_end_writes_each_stage_and_resumes(tmp_path, monkeypat
     text = capsys.readouterr().out
     s = strict_json(out / "summary.json")
     st = s["stages"]
-    assert st["baseline"]["skipped"] and st["fat"]["skipped"]
+    assert st["pretrain"]["skipped"] and st["baseline"]["skipped"] and st["fat"]["skipped"]
     assert st["tolerance_baseline"]["skipped"] and st["tolerance_baseline"]["computed_maps"] == 0
     assert not st["tolerance_fat"]["skipped"] and st["tolerance_fat"]["computed_maps"] > 0
     assert s["complete"] is True and (out / "sparkxd.png").stat().st_size > 10_000
@@ -75,7 +81,9 @@ def test_study_runs_end_to_end_writes_each_stage_and_resumes(tmp_path, monkeypat
         assert r["tolerable_ber_ratio"] == pytest.approx(r["fat"]["tolerable_ber"] /
                                                          r["baseline"]["tolerable_ber"])
     assert s["paper"]["sparkxd"]["dram_energy_saving_mean"] == 0.40
+    assert r["baseline_is_control"] is True
     assert "tolerable BER" in text and "SparkXD reports ~40%" in text
+    assert "pretrained model + 2 clean epochs" in text
 
     # 3. finished: every stage reused
     assert main(["sparkxd", *FAST, "--out", str(out), "--json"]) == 0
@@ -85,17 +93,18 @@ def test_study_runs_end_to_end_writes_each_stage_and_resumes(tmp_path, monkeypat
     assert again["results"] == s["results"]
 
 
-def test_given_base_is_used_not_retrained(tmp_path, cnn_checkpoint, monkeypatch):
+def test_given_base_is_pretrained_model_of_both_arms(tmp_path, cnn_checkpoint, monkeypatch):
     path, _ = cnn_checkpoint
     trained = []
     from sramsim.nn import training
     real = training.train_base
 
     def spy(arch, data, out, opts, **kw):
-        trained.append((str(out), kw.get("init")))
+        trained.append((Path(out).name, str(kw.get("init")), opts.epochs, opts.fat_ber))
         return real(arch, data, out, opts, **kw)
 
     monkeypatch.setattr(training, "train_base", spy)
+
     class Stop(Exception):
         pass
 
@@ -108,8 +117,32 @@ def test_given_base_is_used_not_retrained(tmp_path, cnn_checkpoint, monkeypatch)
         SX.run_study(SX.StudyOptions(out=str(out), model="cnn", base=str(path), limit=200,
                                      fat_epochs=1), progress=False)
     s = strict_json(out / "summary.json")
-    assert s["stages"]["baseline"]["given"] and s["stages"]["baseline"]["checkpoint"] == str(path)
-    assert trained == []          # the tolerance stage comes before FAT; baseline not trained
+    assert s["stages"]["pretrain"]["given"] and s["stages"]["pretrain"]["checkpoint"] == str(path)
+    # not retrained: only the clean control continues it before the first tolerance search
+    assert trained == [("baseline.pt", str(path), 1, 0.0)]
+
+
+def test_no_control_compares_against_the_pretrained_model(tmp_path, cnn_checkpoint,
+                                                           monkeypatch):
+    path, _ = cnn_checkpoint
+    from sramsim.nn import training
+    monkeypatch.setattr(training, "train_base", lambda *a, **k: pytest.fail("trained"))
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def stop(opts, model_path, folder, note):
+        seen.append(str(model_path))
+        raise Stop
+
+    monkeypatch.setattr(SX, "_tolerance", stop)
+    out = tmp_path / "s"
+    with pytest.raises(Stop):
+        SX.run_study(SX.StudyOptions(out=str(out), model="cnn", base=str(path), limit=200,
+                                     control=False), progress=False)
+    base = strict_json(out / "summary.json")["stages"]["baseline"]
+    assert base["control"] is False and base["checkpoint"] == str(path) and seen == [str(path)]
 
 
 @pytest.mark.parametrize("extra, message", [

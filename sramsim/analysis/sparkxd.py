@@ -7,15 +7,23 @@ weights in reduced-voltage DRAM: FAT with approximate-DRAM bit errors, an error-
 energy-efficient mapping of the weights; it reports ~40% DRAM energy saving on average across
 network sizes, accuracy within 1%. Stages, in DIR (each resumes on a re-run):
 
-1. baseline: `train_base` into DIR/baseline.pt (or the given --base checkpoint);
-2. its tolerance curve: `tolerance.search` with DRAM error-model chips (K maps per BER, the
+1. pretrain: `train_base` for `epochs` clean epochs into DIR/pretrained.pt (or the given --base
+   checkpoint, used as it is);
+2. baseline: the equal-budget control. FAT retrains the pretrained model for `fat_epochs` more
+   epochs; a baseline that stopped at the pretrained model would have had fewer epochs, and a less
+   trained network loses less accuracy in absolute points when faults hit it, so the comparison
+   would credit (or blame) FAT for training time. The baseline therefore continues the pretrained
+   model for the same `fat_epochs`, same seed, batch order and learning-rate schedule, without
+   faults, into DIR/baseline.pt. `control=False` (CLI `--no-control`) compares against the
+   pretrained model itself instead, and the summary says so;
+3. its tolerance curve: `tolerance.search` with DRAM error-model chips (K maps per BER, the
    weights placed by drmap), points in DIR/tolerance-baseline;
-3. FAT: `train_base` into DIR/fat.pt starting from the baseline, the BER raised by the curriculum
-   to a FIXED target (DEFAULT_FAT_BER = 1e-2 unless given). The target is not chosen from the
-   tolerance curves: those are measured on the test split, and picking a training setting from
-   them would be selection on test data;
-4. the FAT model's curve, DIR/tolerance-fat, exactly as in 2;
-5. the report: both tolerable BERs and voltages, DRAM energy of one inference per placement
+4. FAT: `train_base` into DIR/fat.pt starting from the pretrained model, the BER raised by the
+   curriculum to a FIXED target (DEFAULT_FAT_BER = 1e-2 unless given). The target is not chosen
+   from the tolerance curves: those are measured on the test split, and picking a training
+   setting from them would be selection on test data;
+5. the FAT model's curve, DIR/tolerance-fat, exactly as in 3;
+6. the report: both tolerable BERs and voltages, DRAM energy of one inference per placement
    policy at nominal, baseline-tolerable and FAT-tolerable voltage, and the headline saving of
    (FAT model, its tolerable voltage, drmap) against (baseline, nominal voltage, naive), the
    FAT/baseline tolerable-BER ratio, and the published figures beside them.
@@ -41,7 +49,7 @@ DEFAULT_MODEL = "snn-fc400"
 DEFAULT_FAT_BER = 1e-2          # fixed before any measurement (see the module docstring)
 DEFAULT_FAT_SOURCE = "dram:model0"
 POLICIES = ("naive", "drmap", "error-aware")
-STAGES = ("baseline", "tolerance_baseline", "fat", "tolerance_fat")
+STAGES = ("pretrain", "baseline", "tolerance_baseline", "fat", "tolerance_fat")
 
 # Published figures, quoted for comparison (nothing here is computed from them).
 PAPER = {
@@ -66,9 +74,9 @@ class StudyOptions:
     out: str
     model: str = DEFAULT_MODEL
     data: str = "fashion-mnist"
-    base: str | None = None          # an existing baseline checkpoint (else trained into DIR)
+    base: str | None = None          # an existing pretrained checkpoint (else trained into DIR)
     margin: float = 0.01
-    epochs: int = 2                  # baseline training epochs
+    epochs: int = 2                  # clean pretraining epochs
     fat_epochs: int = 4              # log curriculum 1e-5 -> 1e-2: one epoch per decade
     fat_ber: float = DEFAULT_FAT_BER
     fat_curriculum: str = "log"
@@ -84,6 +92,7 @@ class StudyOptions:
     per_decade: int = 1
     bisect_steps: int = 4
     geometry: dict | None = field(default=None)   # DramGeometry overrides for the searches
+    control: bool = True             # baseline = pretrained + fat_epochs clean epochs
     workers: int = 1
     threads: int = 1
     batch_size: int = 128
@@ -184,7 +193,7 @@ class _Summary:
 def run_study(opts: StudyOptions, progress: bool = True, log=None) -> dict:
     """Run (or resume) every stage of the study in opts.out; returns the summary dict."""
     from tqdm import tqdm
-    from sramsim.nn.training import TrainOptions, train_base
+    from sramsim.nn.training import train_base
     base_meta = check(opts)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,53 +208,69 @@ def run_study(opts: StudyOptions, progress: bool = True, log=None) -> dict:
             bar.write(text, file=sys.stderr) if progress else say(text)
 
     try:
-        # 1. baseline
-        bar.set_description("sparkxd: baseline")
+        # 1. the pretrained model both arms start from
+        bar.set_description("sparkxd: pretraining")
         t0 = time.perf_counter()
         if opts.base is not None:
-            base_path = Path(opts.base)
-            rec = {"checkpoint": str(base_path), "given": True, "skipped": True,
+            pre_path = Path(opts.base)
+            rec = {"checkpoint": str(pre_path), "given": True, "skipped": True,
                    "test_accuracy": base_meta.get("test_accuracy"),
                    "train_seconds": base_meta.get("train_seconds")}
         else:
-            base_path = out / "baseline.pt"
-            meta = train_base(opts.model, opts.data, base_path,
-                              TrainOptions(epochs=opts.epochs, seed=opts.seed,
-                                           batch_size=opts.batch_size),
+            pre_path = out / "pretrained.pt"
+            meta = train_base(opts.model, opts.data, pre_path, _train_options(opts, opts.epochs),
                               limit=opts.limit, progress=progress, log=note if log else None)
-            rec = {"checkpoint": str(base_path), "given": False, "skipped": meta["skipped"],
+            rec = {"checkpoint": str(pre_path), "given": False, "skipped": meta["skipped"],
                    "test_accuracy": meta.get("test_accuracy"),
                    "train_seconds": meta.get("train_seconds")}
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
+        summary.stage("pretrain", rec)
+        bar.update()
+
+        # 2. the baseline: the equal-budget clean control (or the pretrained model itself)
+        bar.set_description("sparkxd: baseline (clean control)")
+        t0 = time.perf_counter()
+        if opts.control:
+            base_path = out / "baseline.pt"
+            meta = train_base(opts.model, opts.data, base_path,
+                              _train_options(opts, opts.fat_epochs), limit=opts.limit,
+                              init=pre_path, progress=progress, log=note if log else None)
+            rec = {"checkpoint": str(base_path), "control": True, "init": str(pre_path),
+                   "epochs": opts.fat_epochs, "skipped": meta["skipped"],
+                   "test_accuracy": meta.get("test_accuracy"),
+                   "train_seconds": meta.get("train_seconds")}
+        else:
+            base_path = pre_path
+            rec = {"checkpoint": str(base_path), "control": False, "skipped": True,
+                   "test_accuracy": summary.data["stages"]["pretrain"]["test_accuracy"],
+                   "note": "baseline = the pretrained model; FAT had fat_epochs more epochs"}
         rec["seconds"] = round(time.perf_counter() - t0, 3)
         summary.stage("baseline", rec)
         bar.update()
 
-        # 2. baseline tolerance
+        # 3. baseline tolerance
         bar.set_description("sparkxd: tolerance of the baseline")
         summary.stage("tolerance_baseline",
                       _tolerance(opts, base_path, out / "tolerance-baseline", note))
         bar.update()
 
-        # 3. FAT from the baseline
+        # 4. FAT from the pretrained model
         bar.set_description("sparkxd: fault-aware training")
         t0 = time.perf_counter()
         fat_path = out / "fat.pt"
         meta = train_base(opts.model, opts.data, fat_path,
-                          TrainOptions(epochs=opts.fat_epochs, seed=opts.seed,
-                                       batch_size=opts.batch_size, fat_ber=opts.fat_ber,
-                                       fat_curriculum=opts.fat_curriculum,
-                                       fat_start=opts.fat_start, fat_source=opts.fat_source),
-                          limit=opts.limit, init=base_path, progress=progress,
+                          _train_options(opts, opts.fat_epochs, fat=True),
+                          limit=opts.limit, init=pre_path, progress=progress,
                           log=note if log else None)
         summary.stage("fat", {"checkpoint": str(fat_path), "skipped": meta["skipped"],
-                              "init": str(base_path), "fat": meta.get("fat"),
+                              "init": str(pre_path), "fat": meta.get("fat"),
                               "test_accuracy": meta.get("test_accuracy"),
                               "train_seconds": meta.get("train_seconds"),
                               "history": meta.get("history"),
                               "seconds": round(time.perf_counter() - t0, 3)})
         bar.update()
 
-        # 4. FAT tolerance
+        # 5. FAT tolerance
         bar.set_description("sparkxd: tolerance of the FAT model")
         summary.stage("tolerance_fat", _tolerance(opts, fat_path, out / "tolerance-fat", note))
         bar.update()
@@ -262,6 +287,14 @@ def run_study(opts: StudyOptions, progress: bool = True, log=None) -> dict:
     summary.data["png"] = str(png)
     summary.write()
     return summary.data
+
+
+def _train_options(opts: StudyOptions, epochs: int, fat: bool = False):
+    """TrainOptions of one training stage; the clean control and FAT differ only in the faults."""
+    from sramsim.nn.training import TrainOptions
+    faults = dict(fat_ber=opts.fat_ber, fat_curriculum=opts.fat_curriculum,
+                  fat_start=opts.fat_start, fat_source=opts.fat_source) if fat else {}
+    return TrainOptions(epochs=epochs, seed=opts.seed, batch_size=opts.batch_size, **faults)
 
 
 def _tolerance(opts: StudyOptions, model_path: Path, folder: Path, note) -> dict:
@@ -307,6 +340,7 @@ def results(stages: dict) -> dict:
                                        "accuracy_mean", "first_failing_ber", "bound")},
         "fat": {k: f[k] for k in ("tolerable_ber", "voltage", "clean_accuracy",
                                   "accuracy_mean", "first_failing_ber", "bound")},
+        "baseline_is_control": bool(stages["baseline"].get("control")),
         "nominal_voltage": b["nominal_voltage"],
         "tolerable_ber_ratio": ratio,
         "ratio_bounds": bounds or None,
@@ -329,6 +363,11 @@ def table(summary: dict) -> str:
         ff = "-" if x["first_failing_ber"] is None else f"{x['first_failing_ber']:.3g}"
         lines.append(f"{name:<9} {100 * x['clean_accuracy']:>8.2f}% {ber:>13} {v:>8} {ff:>10}  "
                      f"{x['bound'] or ''}")
+    if r.get("baseline_is_control"):
+        lines.append(f"baseline: the pretrained model + {st['baseline']['epochs']} clean epochs "
+                     "(the same budget as FAT)")
+    else:
+        lines.append("baseline: the pretrained model itself (FAT had more training epochs)")
     ratio = r["tolerable_ber_ratio"]
     lines.append(f"FAT / baseline tolerable BER: {'-' if ratio is None else f'{ratio:.3g}x'}"
                  f"  (EDEN reports ~10x from curricular retraining)")

@@ -3,7 +3,7 @@ training, the FAT model's curve, DRAM energy at the tolerable voltages); see
 sramsim.analysis.sparkxd.
 
     sramsim sparkxd --model snn-fc400 --data fashion-mnist --margin 0.01 --out DIR
-                    [--base CKPT] [--epochs E] [--fat-epochs E] [--fat-ber 1e-2]
+                    [--base CKPT] [--epochs E] [--fat-epochs E] [--no-control] [--fat-ber 1e-2]
                     [--fat-curriculum log] [--fat-source dram:model0] [--error-model 0]
                     [--maps K] [--limit N] [--seed S] [--no-progress] [--json]
 
@@ -35,10 +35,15 @@ def register(subparsers) -> None:
                    help="allowed drop of mean accuracy, in (0, 1) (default 0.01 = 1 point)")
     p.add_argument("--out", required=True, metavar="DIR", help="study folder (resumable)")
     p.add_argument("--base", default=None, metavar="CKPT",
-                   help="use this baseline checkpoint instead of training one into DIR")
-    p.add_argument("--epochs", default="2", metavar="E", help="baseline epochs (default 2)")
+                   help="use this trained checkpoint as the pretrained model both arms start "
+                        "from, instead of pretraining one into DIR")
+    p.add_argument("--epochs", default="2", metavar="E", help="clean pretraining epochs (default 2)")
     p.add_argument("--fat-epochs", default="4", metavar="E",
-                   help="fault-aware training epochs from the baseline (default 4)")
+                   help="fault-aware training epochs from the pretrained model; the baseline "
+                        "gets the same number of clean epochs (default 4)")
+    p.add_argument("--no-control", action="store_true",
+                   help="compare FAT against the pretrained model itself instead of the "
+                        "equal-budget clean continuation")
     p.add_argument("--fat-ber", default=str(DEFAULT_FAT_BER), metavar="P",
                    help=f"FAT target BER, fixed in advance (default {DEFAULT_FAT_BER:g}; not "
                         "chosen from the test-set tolerance)")
@@ -104,7 +109,8 @@ def options(args: argparse.Namespace):
         seed=seed(args.seed), low=low, high=high,
         bisect_steps=integer(args.bisect, "--bisect", minimum=0),
         geometry=None if rows is None else {"rows": rows},
-        workers=integer(args.workers, "--workers"), threads=integer(args.threads, "--threads"))
+        workers=integer(args.workers, "--workers"), threads=integer(args.threads, "--threads"),
+        control=not args.no_control)
 
 
 def run(args: argparse.Namespace) -> int:
