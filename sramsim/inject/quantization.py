@@ -45,11 +45,23 @@ def layer_params(w: torch.Tensor, bits: int, scheme: str) -> LayerQuant:
     check_scheme(scheme, bits)
     w = w.detach()
     if scheme == "symmetric":
-        qmax = 2 ** (bits - 1) - 1
         amax = float(w.abs().max()) if w.numel() else 0.0
-        return LayerQuant(scheme, bits, amax / qmax if amax > 0 else 1.0)
+        return range_params(-amax, amax, bits, scheme)
     lo = float(w.min()) if w.numel() else 0.0
     hi = float(w.max()) if w.numel() else 0.0
+    return range_params(lo, hi, bits, scheme)
+
+
+def range_params(lo: float, hi: float, bits: int, scheme: str) -> LayerQuant:
+    """Per-layer scale (and range) from the layer's minimum and maximum weight.
+
+    Symmetric scales by max(|lo|, |hi|) = max|w|: exact, so a range gathered piece by piece
+    (`layer_range`) gives the same LayerQuant as the whole tensor.
+    """
+    if scheme == "symmetric":
+        qmax = 2 ** (bits - 1) - 1
+        amax = max(-lo, hi)
+        return LayerQuant(scheme, bits, amax / qmax if amax > 0 else 1.0)
     steps = 2 ** bits - 1 if scheme == "asymmetric" else 2 * (2 ** (bits - 1) - 1)
     delta = (hi - lo) / steps if hi > lo else 1.0
     return LayerQuant(scheme, bits, delta, lo, hi)
@@ -91,6 +103,75 @@ def fake_quantize(w: torch.Tensor, bits: int = 8, scheme: str = "symmetric",
     q = layer_params(w, bits, scheme)
     wq = dequantize(quantize(w.detach(), q), q, w.dtype)
     return w + (wq - w).detach()
+
+
+# Weights quantized at once when a layer is quantized piece by piece: float32 temporaries stay at
+# tens of MB however large the layer (an LLM's MLP or output layer has 10^7..10^8 weights).
+CHUNK = 1 << 22
+
+
+def pieces(w: torch.Tensor, chunk: int = CHUNK):
+    """The weights of `w` in order, `chunk` at a time, as flat float32 CPU tensors.
+
+    A piece is a view of `w` where `w` is contiguous float32 on the CPU, else a small converted
+    copy: a bf16 or GPU model is never converted whole. Callers must not write into a piece.
+    """
+    flat = w.detach().reshape(-1)
+    for i in range(0, flat.numel(), chunk):
+        yield flat[i:i + chunk].to("cpu", torch.float32)
+
+
+def layer_range(w: torch.Tensor, clip: float | None = None,
+                chunk: int = CHUNK) -> tuple[float, float] | None:
+    """(min, max) of the weights clipped to [-clip, clip], one piece at a time; None when `w`
+    holds a NaN or an infinity (the caller names the tensor). (0, 0) for an empty tensor."""
+    lo, hi = 0.0, 0.0
+    for i, piece in enumerate(pieces(w, chunk)):
+        if not bool(torch.isfinite(piece).all()):
+            return None
+        if clip is not None:
+            piece = torch.clamp(piece, -clip, clip)
+        p_lo, p_hi = torch.aminmax(piece)
+        lo, hi = (float(p_lo), float(p_hi)) if i == 0 else (min(lo, float(p_lo)), max(hi, float(p_hi)))
+    return lo, hi
+
+
+def image_bytes(n_codes: int, bits: int, word_bits: int) -> int:
+    """Bytes of the memory image holding `n_codes` m-bit codes: packed, then padded to whole
+    `word_bits` words."""
+    packed = -(-n_codes // (8 // bits))
+    word_bytes = word_bits // 8
+    return -(-packed // word_bytes) * word_bytes
+
+
+def quantize_into(image: torch.Tensor, start: int, w: torch.Tensor, q: LayerQuant,
+                  clip: float | None = None, chunk: int = CHUNK) -> None:
+    """Quantize `w` (clipped to [-clip, clip]) and pack its codes into `image` (a zeroed uint8
+    image) as codes start, start+1, ...: the same bytes as packing all codes at once."""
+    for piece in pieces(w, chunk):
+        if clip is not None:
+            piece = torch.clamp(piece, -clip, clip)
+        codes = quantize(piece, q)
+        pack_into(image, start, codes, q.bits)
+        start += codes.numel()
+
+
+def pack_into(image: torch.Tensor, start: int, codes: torch.Tensor, bits: int) -> None:
+    """OR m-bit `codes` into `image` as codes start, start+1, ... (layout of `pack`).
+
+    The bits they land on must be zero: a byte shared with the codes before or after (4- and
+    2-bit codes of neighbouring layers) is completed by OR, never overwritten.
+    """
+    per = 8 // bits
+    head = min((-start) % per, codes.numel())
+    for i in range(head):                       # < per codes finishing a byte already begun
+        k = start + i
+        image[k // per] |= codes[i] << ((k % per) * bits)
+    body = codes[head:]
+    if body.numel():
+        first = (start + head) // per
+        packed = pack(body, bits)
+        image[first:first + packed.numel()] |= packed
 
 
 def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:

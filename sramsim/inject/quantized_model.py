@@ -74,25 +74,26 @@ class QuantizedModel:
         self.names = quantized_parameter_names(model, include_bias)
         if not self.names:
             raise ValueError("model has no conv/linear weights to quantize")
+        # Layer by layer, piece by piece, into an image allocated once at its final size: no
+        # float copy of the model and no all-codes temporary beside it, so a 10^9-weight model
+        # quantizes beside its own weights (benchmarks/bench_scale.py measures the peak).
         params = dict(model.named_parameters())
-        segments, codes, start = [], [], 0
+        segments, start = [], 0
         with torch.no_grad():
             for name in self.names:
-                w = params[name].detach().to("cpu", torch.float32)
-                if not bool(torch.isfinite(w).all()):
+                w = params[name]
+                span = Q.layer_range(w, clip, Q.CHUNK)
+                if span is None:
                     raise InputError(f"weight {name!r} holds NaN or infinite values; cannot quantize it")
-                if clip is not None:
-                    w = torch.clamp(w, -clip, clip)
-                q = Q.layer_params(w, bits, scheme)
-                codes.append(Q.quantize(w.reshape(-1), q))
+                q = Q.range_params(*span, bits, scheme)
                 segments.append(Segment(name, start, w.numel(), tuple(w.shape), q))
                 start += w.numel()
-        self.segments = segments
-        self.n_codes = start
-        packed = Q.pack(torch.cat(codes), bits).numpy()
-        word_bytes = word_bits // 8
-        self.image = np.zeros(-(-packed.size // word_bytes) * word_bytes, dtype=np.uint8)
-        self.image[:packed.size] = packed
+            self.segments = segments
+            self.n_codes = start
+            self.image = np.zeros(Q.image_bytes(start, bits, word_bits), dtype=np.uint8)
+            image = torch.from_numpy(self.image)
+            for s in segments:
+                Q.quantize_into(image, s.start, params[s.name], s.quant, clip, Q.CHUNK)
         self.image.setflags(write=False)
 
     @property
