@@ -1,6 +1,7 @@
 """A model's quantized weights as one memory image, and the faulty weights read back from it."""
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ import torch
 from torch import nn
 
 from sramsim.errors import InputError
+from sramsim.inject import ecc as ECC
+from sramsim.inject import inplace
 from sramsim.inject import quantization as Q
 from sramsim.inject.mapping import apply_faults, check_offset
 from sramsim.inject.placement import apply_placed
@@ -107,9 +110,22 @@ class QuantizedModel:
         return self.image.size * 8 // self.word_bits
 
     def faulty_image(self, source, voltage: float | None = None, offset: int = 0,
-                     out: np.ndarray | None = None, placement=None) -> np.ndarray:
+                     out: np.ndarray | None = None, placement=None, ecc: str | None = None,
+                     ecc_policy: str = "keep") -> np.ndarray:
         """The image read back through `source` (Chip at `voltage` placed at `offset`, or laid
-        out by a DRAM `placement`; or RandomBitErrors); a new array unless `out` is given."""
+        out by a DRAM `placement`; or RandomBitErrors); a new array unless `out` is given.
+
+        ecc: "secded72" / "secded13" stores the image with its check bits (`ecc_memory`): the
+        faults land on that stored image and each codeword is decoded; ecc_policy ("keep" /
+        "zero") is what a detected uncorrectable word reads as (`sramsim.inject.ecc`).
+        """
+        if ecc is not None:
+            if placement is not None:
+                raise ValueError("ecc with a DRAM placement is not modelled (place the image "
+                                 "without ecc, or use a chip offset)")
+            return self.ecc_memory(ecc).read(source, voltage, offset, ecc_policy, out)[0]
+        if ecc_policy != "keep":
+            raise ValueError(f"ecc_policy needs ecc (got ecc_policy={ecc_policy!r}, ecc=None)")
         if placement is None:
             return apply_faults(self.image, source, voltage, offset, out)
         if check_offset(offset):
@@ -145,15 +161,63 @@ class QuantizedModel:
 
     def perturbed(self, source, voltage: float | None = None, offset: int = 0,
                   device=None, out: np.ndarray | None = None,
-                  placement=None) -> dict[str, torch.Tensor]:
+                  placement=None, ecc: str | None = None,
+                  ecc_policy: str = "keep") -> dict[str, torch.Tensor]:
         """Faulty dequantized weights, for `torch.func.functional_call(model, weights, x)`.
 
         The faulty image goes into `out` when given (a buffer the caller reuses; one per thread),
         else into a new array: the weights returned never share memory with it. `placement`: a
-        DRAM `sramsim.inject.placement.Placement` of the image (see `faulty_image`).
+        DRAM `sramsim.inject.placement.Placement` of the image; `ecc`, `ecc_policy`: the image
+        stored under a SECDED code (see `faulty_image`).
         """
         return self.dequantize(self.faulty_image(source, voltage, offset, out=out,
-                                                 placement=placement), device)
+                                                 placement=placement, ecc=ecc,
+                                                 ecc_policy=ecc_policy), device)
+
+    # stored images under each ECC code, built on first use (a cache: same content whoever
+    # builds it, so concurrent first uses are harmless)
+    _ecc_memories = functools.cached_property(lambda self: {})
+
+    def ecc_memory(self, ecc: str) -> "ECC.EccMemory":
+        """The image stored under SECDED code `ecc` ("secded72" / "secded13"), built once:
+        `.stored` is what sits on the chip, `.read(...)` also returns the decoder's counts."""
+        memories = self._ecc_memories
+        if ecc not in memories:
+            memories[ecc] = ECC.protect(self, ECC.get_code(ecc))
+        return memories[ecc]
+
+    def faults_applied(self, model: nn.Module, source, voltage: float | None = None,
+                       offset: int = 0, placement=None, ecc=None):
+        """Context manager: inside the block `model`'s own parameters hold the faulty weights
+        (bit-identical to `perturbed(...)` with the same arguments); on leaving it, also when the
+        block raises, exactly the rewritten elements get their clean values back.
+
+            with qm.faults_applied(model, chip, voltage=0.84) as applied:
+                logits = model(x)          # applied.unchanged: no byte of the image changed
+
+        Work is O(faults): only the codes a fault changes are decoded and written. The price:
+        `model`'s quantized parameters hold the *clean dequantized* weights outside the block,
+        not its float weights. They are loaded on first use (`load_clean`, O(weights)) and again
+        whenever torch changed a parameter since (its version counter or storage moved). Use a
+        copy of the model (e.g. `copy.deepcopy`) where the float weights are still needed.
+        Parameters must be contiguous float32 on the CPU (`inplace_fits`); elsewhere use
+        `perturbed`. One block at a time per model (nested or concurrent use is refused).
+        source/voltage/offset/placement: as `faulty_image`; source may also be a faulty image
+        (uint8, image-sized), whose differences from the clean image are applied. `ecc`: the
+        faulty image is built through `faulty_image(..., ecc=ecc)` and its differences applied.
+        Yields `inplace.Applied` (changed_bytes, changed_weights, unchanged).
+        """
+        return inplace.faults_applied(self, model, source, voltage, offset, placement, ecc)
+
+    def load_clean(self, model: nn.Module) -> None:
+        """Write the clean dequantized weights into `model`'s quantized parameters, in place
+        (what `faults_applied` needs there outside its block)."""
+        inplace.load_clean(self, model)
+
+    def inplace_fits(self, model: nn.Module) -> bool:
+        """Whether `faults_applied` can write into `model` (contiguous float32 CPU parameters of
+        the quantized shapes); otherwise use `perturbed`."""
+        return inplace.inplace_fits(self, model)
 
     def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         """Run the model with `weights` swapped in; the model's own parameters stay untouched."""
