@@ -10,7 +10,7 @@ from sramsim.memory.geometry import Geometry
 from sramsim.memory.random_errors import RandomBitErrors
 
 __all__ = ["BerCurve", "Chip", "DramGeometry", "Faults", "Geometry", "QuantizedModel", "RandomBitErrors",
-           "VoltageError"]
+           "TorchQuantizedModel", "VoltageError"]
 __version__ = "0.1.0"
 
 _install_moved_names()
@@ -21,4 +21,7 @@ def __getattr__(name: str):
     if name == "QuantizedModel":
         from sramsim.inject.quantized_model import QuantizedModel
         return QuantizedModel
+    if name == "TorchQuantizedModel":
+        from sramsim.inject.torch_quantized import TorchQuantizedModel
+        return TorchQuantizedModel
     raise AttributeError(f"module 'sramsim' has no attribute {name!r}")

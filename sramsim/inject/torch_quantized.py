@@ -1,0 +1,237 @@
+"""A model quantized by PyTorch itself, its int8 weights taken as they are for the memory image.
+
+Two kinds of input (the quantized model keeps running on its own kernels; nothing is requantized):
+- eager mode: a `torch.ao.quantization.convert`ed model (or `quantize_dynamic`'s), whose quantized
+  Conv/ConvTranspose/Linear modules (fused ReLU variants included) hold qint8 weights with
+  per-tensor or per-channel scales; they run on torch's int8 (fbgemm / x86 / qnnpack) kernels.
+- PT2E: the `torch.fx.GraphModule` that `convert_pt2e` (torchao's `torchao.quantization.pt2e`)
+  returns; its weights are int8 buffers read by `quantized_decomposed.dequantize_per_tensor /
+  _per_channel` nodes. (torch 2.13 no longer ships `torch.ao.quantization.quantize_pt2e`: the
+  flow lives in the `torchao` package.)
+
+Image layout: one byte per weight, the weight's int8 value in two's complement (`int_repr()`
+viewed as uint8), each tensor in row-major (C) order of its logical shape, tensors concatenated
+in module order (eager) or in the graph's order of first use (PT2E), zero-padded to a whole
+number of `word_bits` words. Scales, zero points and biases stay in the model (they are not in
+the image). Mapping onto a chip and the kernels are those of `QuantizedModel`
+(`sramsim.inject.mapping.apply_faults`).
+"""
+from __future__ import annotations
+
+import numbers
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from sramsim.errors import InputError
+from sramsim.inject.mapping import apply_faults, check_offset
+from sramsim.inject.placement import apply_placed
+
+# PT2E ops that read a quantized weight (their first argument) back as float
+PT2E_DEQUANTIZE = ("quantized_decomposed.dequantize_per_tensor.",
+                   "quantized_decomposed.dequantize_per_channel.")
+LOWERED = ("onednn.", "quantized.")     # ops of a lowered graph: weights prepacked, not int8
+PER_TENSOR = (torch.per_tensor_affine, torch.per_tensor_symmetric)
+PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_symmetric)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Where one int8 weight tensor sits in the image (bytes = weights: `start`, `count`)."""
+
+    name: str           # module name (eager) or buffer name (PT2E)
+    start: int
+    count: int
+    shape: tuple
+    qscheme: str        # "per_tensor" or "per_channel"
+
+
+class _EagerWeight:
+    """The qint8 weight of one eager-mode quantized module: re-packed with its own qparams."""
+
+    def __init__(self, name: str, module: nn.Module):
+        weight, bias = module._weight_bias()
+        if not isinstance(weight, torch.Tensor) or weight.dtype != torch.qint8:
+            dtype = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__
+            raise InputError(f"layer {name!r} ({type(module).__name__}) holds {dtype} weights, not "
+                             f"qint8: only int8 weights form a memory image")
+        if weight.qscheme() in PER_TENSOR:
+            self.qscheme = "per_tensor"
+        elif weight.qscheme() in PER_CHANNEL:
+            self.qscheme = "per_channel"
+        else:
+            raise InputError(f"layer {name!r}: weight quantization scheme {weight.qscheme()} "
+                             f"is not supported (per-tensor or per-channel affine/symmetric)")
+        self.name, self.module, self.weight, self.bias = name, module, weight, bias
+
+    def codes(self) -> torch.Tensor:
+        return self.weight.int_repr()
+
+    def write(self, codes: torch.Tensor) -> None:
+        w = self.weight
+        if self.qscheme == "per_tensor":
+            q = torch._make_per_tensor_quantized_tensor(codes, w.q_scale(), w.q_zero_point())
+        else:
+            q = torch._make_per_channel_quantized_tensor(
+                codes, w.q_per_channel_scales(), w.q_per_channel_zero_points(),
+                w.q_per_channel_axis())
+        self.module.set_weight_bias(q, self.bias)
+
+    def restore(self) -> None:
+        self.module.set_weight_bias(self.weight, self.bias)
+
+
+class _GraphWeight:
+    """An int8 weight buffer of a PT2E-converted GraphModule: swapped for another tensor."""
+
+    def __init__(self, gm: fx.GraphModule, target: str, qscheme: str):
+        owner, _, attr = target.rpartition(".")
+        self.owner = gm.get_submodule(owner) if owner else gm
+        self.attr, self.name, self.qscheme = attr, target, qscheme
+        self.weight = getattr(self.owner, attr)
+        if not isinstance(self.weight, torch.Tensor) or self.weight.dtype != torch.int8:
+            dtype = getattr(self.weight, "dtype", type(self.weight).__name__)
+            raise InputError(f"weight {target!r} is {dtype}, not int8: only int8 weights form a "
+                             f"memory image")
+
+    def codes(self) -> torch.Tensor:
+        return self.weight
+
+    def write(self, codes: torch.Tensor) -> None:
+        setattr(self.owner, self.attr, codes.to(self.weight.device))
+
+    def restore(self) -> None:
+        setattr(self.owner, self.attr, self.weight)
+
+
+def _eager_weights(model: nn.Module) -> list[_EagerWeight]:
+    return [_EagerWeight(name, m) for name, m in model.named_modules()
+            if callable(getattr(m, "weight", None)) and hasattr(m, "set_weight_bias")
+            and hasattr(m, "_weight_bias")]
+
+
+def _pt2e_weights(gm: fx.GraphModule) -> list[_GraphWeight]:
+    found: dict[str, _GraphWeight] = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or not str(node.target).startswith(PT2E_DEQUANTIZE):
+            continue
+        src = node.args[0]
+        if isinstance(src, fx.Node) and src.op == "get_attr" and src.target not in found:
+            qscheme = "per_channel" if "per_channel" in str(node.target) else "per_tensor"
+            found[src.target] = _GraphWeight(gm, src.target, qscheme)
+    return list(found.values())
+
+
+class TorchQuantizedModel:
+    """The int8 weights of a PyTorch-quantized `model` as a uint8 memory image (layout: module
+    docstring), with the fault API of `QuantizedModel`: `faulty_image` reads the image back
+    through a fault source; `perturbed` / `loaded` write an image's int8 values into the model
+    (with its own scales and zero points) for the duration of a `with` block and restore the
+    original weights after it, also on an exception.
+
+    The image is a snapshot taken here; the clean image is never modified. Loading mutates the
+    model, so one model serves one `with` block at a time (a nested one is refused).
+    """
+
+    bits = 8            # one int8 weight per byte (what image-level helpers read)
+
+    def __init__(self, model: nn.Module, word_bits: int = 8):
+        if isinstance(model, torch.export.ExportedProgram):
+            raise InputError("model is an ExportedProgram: pass the GraphModule that "
+                             "convert_pt2e returns (e.g. convert_pt2e(prepare_pt2e(ep.module(), "
+                             "quantizer)))")
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(word_bits, bool) or not isinstance(word_bits, numbers.Integral) \
+                or word_bits % 8 or word_bits <= 0:
+            raise InputError(f"word_bits must be a positive multiple of 8, got {word_bits!r}")
+        self.model = model
+        self.word_bits = int(word_bits)
+        self.kind = "pt2e" if isinstance(model, fx.GraphModule) else "eager"
+        self._weights = _pt2e_weights(model) if self.kind == "pt2e" else _eager_weights(model)
+        if self.kind == "pt2e" and any(str(n.target).startswith(LOWERED)
+                                       for n in model.graph.nodes if n.op == "call_function"):
+            raise InputError("model is a PT2E model lowered to onednn kernels (prepacked weights): "
+                             "pass the GraphModule that convert_pt2e returns, before lowering")
+        if not self._weights:
+            raise InputError("model holds no int8 weights quantized by PyTorch (a converted "
+                             "torch.ao.quantization model, or a convert_pt2e GraphModule with "
+                             "fold_quantize=True); for a float model use QuantizedModel")
+        segments, parts, start = [], [], 0
+        for w in self._weights:
+            codes = w.codes().detach().cpu().contiguous()
+            parts.append(codes.reshape(-1).view(torch.uint8).numpy())
+            segments.append(Segment(w.name, start, codes.numel(), tuple(codes.shape), w.qscheme))
+            start += codes.numel()
+        self.segments = segments
+        self.n_codes = start
+        word_bytes = self.word_bits // 8
+        self.image = np.zeros(-(-start // word_bytes) * word_bytes, dtype=np.uint8)
+        np.concatenate(parts, out=self.image[:start])
+        self.image.setflags(write=False)
+        self._active = False
+
+    @property
+    def n_bits(self) -> int:
+        """Bits in the memory image (what a random fault source draws over)."""
+        return self.image.size * 8
+
+    @property
+    def n_words(self) -> int:
+        """Memory words of `word_bits` bits in the image."""
+        return self.image.size * 8 // self.word_bits
+
+    def faulty_image(self, source, voltage: float | None = None, offset: int = 0,
+                     out: np.ndarray | None = None, placement=None) -> np.ndarray:
+        """The image read back through `source` (Chip at `voltage` placed at `offset`, or laid
+        out by a DRAM `placement`; or RandomBitErrors); a new array unless `out` is given."""
+        if placement is None:
+            return apply_faults(self.image, source, voltage, offset, out)
+        if check_offset(offset):
+            raise ValueError("offset must be 0 with a placement (use the placement's start)")
+        return apply_placed(self.image, source, voltage, placement, out)
+
+    def int8_weights(self, image: np.ndarray) -> dict[str, torch.Tensor]:
+        """The int8 weights stored in `image` (clean or faulty), {segment name: new tensor}.
+
+        For a PT2E model this dict also works with `torch.func.functional_call(model, weights, x)`.
+        """
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8
+                and image.shape == self.image.shape):
+            got = f"{image.dtype} {list(image.shape)}" if isinstance(image, np.ndarray) \
+                else type(image).__name__
+            raise InputError(f"image must be a uint8 numpy array [{self.image.size}], got {got}")
+        return {s.name: torch.from_numpy(image[s.start:s.start + s.count].copy())
+                .view(torch.int8).reshape(s.shape) for s in self.segments}
+
+    @contextmanager
+    def loaded(self, image: np.ndarray):
+        """Inside the block the model computes with the int8 weights of `image`; yields the model."""
+        codes = self.int8_weights(image)
+        if self._active:
+            raise RuntimeError("weights are already loaded into this model; leave that with-block "
+                               "first")
+        self._active = True
+        try:
+            for w in self._weights:
+                w.write(codes[w.name])
+            yield self.model
+        finally:
+            try:
+                for w in self._weights:
+                    w.restore()
+            finally:
+                self._active = False
+
+    def perturbed(self, source, voltage: float | None = None, offset: int = 0,
+                  out: np.ndarray | None = None, placement=None):
+        """Context manager: the model with the faulty weights of `source` (see `faulty_image`)
+        loaded, restored on leaving. `out`: a reusable buffer for the faulty image."""
+        return self.loaded(self.faulty_image(source, voltage, offset, out=out, placement=placement))
+
+    def __repr__(self) -> str:
+        return (f"TorchQuantizedModel({self.kind}, {len(self.segments)} tensors, {self.n_codes} "
+                f"int8 weights, {self.image.size} bytes)")
