@@ -2,6 +2,9 @@
 bench_scale model builder: same bytes as packing all codes at once, weight counts as claimed."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +15,9 @@ from sramsim import QuantizedModel
 from sramsim.errors import InputError
 from sramsim.inject import quantization as Q
 from sramsim.inject.quantized_model import quantized_parameter_names
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import bench_scale  # noqa: E402
 
 
 def reference_image(model: nn.Module, bits: int, scheme: str, clip, include_bias: bool,
@@ -65,7 +71,8 @@ def test_layer_by_layer_image_is_byte_identical(monkeypatch, scheme, bits, word_
 
 @settings(max_examples=25, deadline=None)
 @given(sizes=st.lists(st.integers(1, 9), min_size=2, max_size=5), chunk=st.integers(1, 40),
-       bits=st.sampled_from([8, 4, 2]), scheme=st.sampled_from(["symmetric", "asymmetric", "rquant"]),
+       bits=st.sampled_from([8, 4, 2]),
+       scheme=st.sampled_from(["symmetric", "asymmetric", "rquant"]),
        word_bits=st.sampled_from([8, 16, 32]), include_bias=st.booleans(), seed=st.integers(0, 99))
 def test_any_chunking_gives_the_reference_image(sizes, chunk, bits, scheme, word_bits, include_bias,
                                                 seed):
@@ -103,4 +110,39 @@ def test_pack_into_completes_shared_bytes():
     Q.pack_into(image, 3, torch.tensor([3, 0, 1, 2, 1], dtype=torch.uint8), 2)
     expected = Q.pack(torch.tensor([1, 2, 3, 3, 0, 1, 2, 1], dtype=torch.uint8), 2)
     assert image[:2].tolist() == expected.tolist() and image[2] == 0
-    assert Q.image_bytes(8, 2, 8) == 2 and Q.image_bytes(9, 2, 16) == 4 and Q.image_bytes(0, 8, 8) == 0
+    assert Q.image_bytes(8, 2, 8) == 2 and Q.image_bytes(9, 2, 16) == 4
+    assert Q.image_bytes(0, 8, 8) == 0 and Q.image_bytes(3, 8, 32) == 4
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_layer_range_finds_a_non_finite_value_anywhere_in_a_long_piece(bad):
+    w = torch.randn(100_003)
+    for where in (0, 17, 65_536, 100_002):
+        v = w.clone()
+        v[where] = bad
+        assert Q.layer_range(v) is None and Q.layer_range(v, clip=0.5, chunk=1000) is None
+    assert Q.layer_range(w, clip=0.5) == (float(torch.clamp(w, -0.5, 0.5).min()),
+                                          float(torch.clamp(w, -0.5, 0.5).max()))
+
+
+def test_bench_scale_builder_makes_the_weights_it_claims():
+    """The decoder stack of benchmarks/bench_scale.py on a tiny config: parameter counts as
+    `parameter_counts` states them, QuantizedModel stores exactly the linear weights, and the
+    model runs forward (causal: a later token never changes an earlier position's logits)."""
+    torch.manual_seed(0)
+    vocab, d_model, n_layers = 50, 32, 2
+    model = bench_scale.DecoderLM(vocab, d_model, n_layers, n_heads=4)
+    counts = bench_scale.parameter_counts(vocab, d_model, n_layers)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    qm = QuantizedModel(model)
+    assert qm.n_codes == counts["quantized"] == n_layers * 12 * d_model ** 2 + vocab * d_model
+    assert qm.image.size == counts["quantized"]
+    tokens = torch.randint(0, vocab, (2, 7))
+    logits = model(tokens)
+    assert logits.shape == (2, 7, vocab) and bool(torch.isfinite(logits).all())
+    changed = tokens.clone()
+    changed[:, -1] = (changed[:, -1] + 1) % vocab
+    assert torch.allclose(model(changed)[:, :-1], logits[:, :-1], atol=1e-6)
+    for size, (d, layers) in bench_scale.CONFIGS.items():     # the stated sizes, by formula
+        total = bench_scale.parameter_counts(bench_scale.VOCAB, d, layers)["total"]
+        assert 0.8 < total / {"10M": 1e7, "100M": 1e8, "300M": 3e8, "1B": 1e9}[size] < 1.3

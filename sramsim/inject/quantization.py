@@ -12,6 +12,7 @@ layout so that a bit error in a code has the effect it has on real hardware.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 
@@ -68,15 +69,16 @@ def range_params(lo: float, hi: float, bits: int, scheme: str) -> LayerQuant:
 
 
 def quantize(w: torch.Tensor, q: LayerQuant) -> torch.Tensor:
-    """Float weights -> uint8 tensor of m-bit codes."""
+    """Float weights -> uint8 tensor of m-bit codes (one temporary the size of `w`, worked on in
+    place: what a billion-weight model quantized piece by piece can afford)."""
     m = q.bits
     if q.scheme == "symmetric":
         qmax = 2 ** (m - 1) - 1
-        ints = torch.clamp(torch.round(w / q.delta), -qmax, qmax).to(torch.int16)
-        return (ints & (2 ** m - 1)).to(torch.uint8)        # two's complement in m bits
+        ints = torch.div(w, q.delta).round_().clamp_(-qmax, qmax).to(torch.int8)
+        codes = ints.view(torch.uint8)                      # two's complement in 8 bits
+        return codes if m == 8 else codes & (2 ** m - 1)    # ... in m bits
     steps = 2 ** m - 1 if q.scheme == "asymmetric" else 2 * (2 ** (m - 1) - 1)
-    codes = torch.clamp(torch.round((w - q.lo) / q.delta), 0, steps)
-    return codes.to(torch.uint8)
+    return torch.sub(w, q.lo).div_(q.delta).round_().clamp_(0, steps).to(torch.uint8)
 
 
 def dequantize(codes: torch.Tensor, q: LayerQuant, dtype=torch.float32) -> torch.Tensor:
@@ -124,15 +126,22 @@ def pieces(w: torch.Tensor, chunk: int = CHUNK):
 def layer_range(w: torch.Tensor, clip: float | None = None,
                 chunk: int = CHUNK) -> tuple[float, float] | None:
     """(min, max) of the weights clipped to [-clip, clip], one piece at a time; None when `w`
-    holds a NaN or an infinity (the caller names the tensor). (0, 0) for an empty tensor."""
-    lo, hi = 0.0, 0.0
-    for i, piece in enumerate(pieces(w, chunk)):
-        if not bool(torch.isfinite(piece).all()):
+    holds a NaN or an infinity (the caller names the tensor). (0, 0) for an empty tensor.
+
+    One pass: min and max propagate NaN and show an infinity, and clipping is monotone, so the
+    clipped range is the range clipped (at float32(clip), the bound torch.clamp applies).
+    """
+    lo, hi = math.inf, -math.inf
+    for piece in pieces(w, chunk):
+        p_lo, p_hi = (float(x) for x in torch.aminmax(piece))
+        if not (math.isfinite(p_lo) and math.isfinite(p_hi)):
             return None
-        if clip is not None:
-            piece = torch.clamp(piece, -clip, clip)
-        p_lo, p_hi = torch.aminmax(piece)
-        lo, hi = (float(p_lo), float(p_hi)) if i == 0 else (min(lo, float(p_lo)), max(hi, float(p_hi)))
+        lo, hi = min(lo, p_lo), max(hi, p_hi)
+    if lo > hi:
+        return 0.0, 0.0
+    if clip is not None:
+        c = float(torch.tensor(clip, dtype=torch.float32))
+        lo, hi = min(max(lo, -c), c), min(max(hi, -c), c)
     return lo, hi
 
 
@@ -162,6 +171,9 @@ def pack_into(image: torch.Tensor, start: int, codes: torch.Tensor, bits: int) -
     The bits they land on must be zero: a byte shared with the codes before or after (4- and
     2-bit codes of neighbouring layers) is completed by OR, never overwritten.
     """
+    if bits == 8:                               # one code per byte: a plain copy
+        image[start:start + codes.numel()] = codes
+        return
     per = 8 // bits
     head = min((-start) % per, codes.numel())
     for i in range(head):                       # < per codes finishing a byte already begun
