@@ -125,3 +125,124 @@ def pick(parallel_kernel, serial_kernel, nbytes: int):
     """The parallel kernel for images of at least PARALLEL_MIN_BYTES, else the serial one."""
     return parallel_kernel if nbytes >= PARALLEL_MIN_BYTES else serial_kernel
 
+
+
+# ------------------------------------------------------------------ in-place faulty weights
+# Quantization schemes as kernel codes (the order of `quantization.SCHEMES`).
+SYMMETRIC, ASYMMETRIC, RQUANT = 0, 1, 2
+
+
+@njit(cache=True, inline="always")
+def _decode(code, scheme, bits, delta, lo, hi):
+    """One m-bit code -> float32, the arithmetic of `quantization.dequantize` step by step in
+    float32 (delta, lo, hi are float32), so the value is bit-identical to the torch path."""
+    if scheme == SYMMETRIC:
+        s = np.int32(code)
+        if s >= (1 << (bits - 1)):
+            s -= 1 << bits
+        return np.float32(s) * delta
+    v = np.float32(code) * delta + lo
+    if scheme == RQUANT:
+        v = min(max(v, lo), hi)
+    return v
+
+
+@njit(cache=True)
+def write_faulty_codes(image, byte, xor, clear, set_, first, offset_bytes, cap_bytes, bits,
+                       seg_end, seg_scheme, seg_delta, seg_lo, seg_hi, params, pos, old):
+    """Write the dequantized faulty codes into the parameters; save what they held.
+
+    byte/xor/clear/set_: faulty bytes, ascending, with their masks (clear/set_ empty when there
+    is no stuck-at fault). Faulty byte i sits on image byte (byte[i] - offset_bytes) mod
+    cap_bytes, repeated every cap_bytes (a chip tiled over the image): iterating from index
+    `first` (the first at or after the offset) and wrapping round yields image bytes in
+    ascending order. Only codes whose value changes are decoded; code k of segment s (codes up
+    to seg_end[s]) is element k - seg_end[s - 1] of params[s]. Returns (codes written, image
+    bytes changed); pos[:w] holds the codes' global indices, old[:w] the values they replaced.
+    """
+    n = byte.shape[0]
+    nbytes = image.shape[0]
+    stuck = clear.shape[0] > 0
+    per = 8 // bits
+    cmask = (1 << bits) - 1
+    n_codes = seg_end[seg_end.shape[0] - 1]
+    written = 0
+    changed = 0
+    sp = 0
+    start = 0
+    arr = params[0]         # fetched again only when the segment changes (a List lookup is slow)
+    if n == 0:
+        return written, changed
+    tile = 0
+    while True:
+        for r in range(n):
+            i = first + r
+            wrap = 0
+            if i >= n:
+                i -= n
+                wrap = cap_bytes
+            b = tile * cap_bytes + byte[i] + wrap - offset_bytes
+            if b >= nbytes:
+                return written, changed
+            before = image[b]
+            after = before ^ xor[i]
+            if stuck:
+                after = (after & ~clear[i]) | set_[i]
+            if after == before:
+                continue
+            changed += 1
+            for j in range(per):
+                code_index = b * per + j
+                if code_index >= n_codes:
+                    break
+                shift = j * bits
+                new_code = (after >> shift) & cmask
+                if new_code == (before >> shift) & cmask:
+                    continue
+                if code_index >= seg_end[sp]:
+                    while code_index >= seg_end[sp]:
+                        sp += 1
+                    start = seg_end[sp - 1]
+                    arr = params[sp]
+                local = code_index - start
+                pos[written] = code_index
+                old[written] = arr[local]
+                arr[local] = _decode(new_code, seg_scheme[sp], bits, seg_delta[sp], seg_lo[sp],
+                                     seg_hi[sp])
+                written += 1
+        tile += 1
+
+
+@njit(cache=True)
+def restore_codes(seg_end, params, pos, old):
+    """Undo `write_faulty_codes`: parameter element of code pos[i] gets old[i] back
+    (pos ascending, as written)."""
+    sp = 0
+    start = 0
+    arr = params[0]
+    for i in range(pos.shape[0]):
+        k = pos[i]
+        if k >= seg_end[sp]:
+            while k >= seg_end[sp]:
+                sp += 1
+            start = seg_end[sp - 1]
+            arr = params[sp]
+        arr[k - start] = old[i]
+
+
+@njit(cache=True)
+def diff_bytes(clean, image):
+    """(ascending indices, xor) of the bytes where `image` differs from `clean` (equal lengths)."""
+    n = 0
+    for b in range(clean.shape[0]):
+        if clean[b] != image[b]:
+            n += 1
+    index = np.empty(n, dtype=np.int64)
+    xor = np.empty(n, dtype=np.uint8)
+    n = 0
+    for b in range(clean.shape[0]):
+        if clean[b] != image[b]:
+            index[n] = b
+            xor[n] = clean[b] ^ image[b]
+            n += 1
+    return index, xor

@@ -71,20 +71,11 @@ def apply_bit_faults(image: np.ndarray, faults: Faults, out: np.ndarray,
     """Copy `image` into `out` and apply faults addressed by bit index into the image.
 
     `checked=True` promises distinct ascending addresses inside the image (fresh random draws);
-    otherwise they are sorted here, and an address beyond the image or one given twice (which
-    the kernels would apply twice: two flips cancel) is a ValueError.
+    otherwise they are put in order by `sorted_bit_faults`.
     """
-    address = faults.address
-    kind = faults.kind
-    if not checked and address.shape[0]:
-        if int(address.max()) >= image.shape[0] * 8:
-            raise ValueError("fault address beyond the end of the image")
-    if not checked and address.shape[0] > 1:
-        if np.any(address[1:] < address[:-1]):
-            order = np.argsort(address, kind="stable")
-            address, kind = address[order], kind[order]
-        if np.any(address[1:] == address[:-1]):
-            raise ValueError("fault addresses repeat (each faulty bit must be listed once)")
+    if not checked:
+        faults = sorted_bit_faults(faults, image.shape[0] * 8)
+    address, kind = faults.address, faults.kind
     np.copyto(out, image)
     if address.shape[0] == 0:
         return out
@@ -95,3 +86,22 @@ def apply_bit_faults(image: np.ndarray, faults: Faults, out: np.ndarray,
         kernels.pick(kernels.apply_sparse_inplace, kernels.apply_sparse_inplace_serial,
                      image.size)(out, address, kind)
     return out
+
+
+def sorted_bit_faults(faults: Faults, nbits: int) -> Faults:
+    """`faults` (bit addresses into an image of `nbits` bits) in ascending address order.
+
+    An address beyond the image or one given twice (which the kernels would apply twice: two
+    flips cancel) is a ValueError.
+    """
+    address = faults.address
+    kind = faults.kind
+    if address.shape[0] and int(address.max()) >= nbits:
+        raise ValueError("fault address beyond the end of the image")
+    if address.shape[0] > 1:
+        if np.any(address[1:] < address[:-1]):
+            order = np.argsort(address, kind="stable")
+            address, kind = address[order], kind[order]
+        if np.any(address[1:] == address[:-1]):
+            raise ValueError("fault addresses repeat (each faulty bit must be listed once)")
+    return faults if address is faults.address else Faults(address, kind)

@@ -12,6 +12,7 @@ from torch import nn
 
 from sramsim.errors import InputError
 from sramsim.inject import ecc as ECC
+from sramsim.inject import inplace
 from sramsim.inject import quantization as Q
 from sramsim.inject.mapping import apply_faults, check_offset
 from sramsim.inject.placement import apply_placed
@@ -184,6 +185,39 @@ class QuantizedModel:
         if ecc not in memories:
             memories[ecc] = ECC.protect(self, ECC.get_code(ecc))
         return memories[ecc]
+
+    def faults_applied(self, model: nn.Module, source, voltage: float | None = None,
+                       offset: int = 0, placement=None, ecc=None):
+        """Context manager: inside the block `model`'s own parameters hold the faulty weights
+        (bit-identical to `perturbed(...)` with the same arguments); on leaving it, also when the
+        block raises, exactly the rewritten elements get their clean values back.
+
+            with qm.faults_applied(model, chip, voltage=0.84) as applied:
+                logits = model(x)          # applied.unchanged: no byte of the image changed
+
+        Work is O(faults): only the codes a fault changes are decoded and written. The price:
+        `model`'s quantized parameters hold the *clean dequantized* weights outside the block,
+        not its float weights. They are loaded on first use (`load_clean`, O(weights)) and again
+        whenever torch changed a parameter since (its version counter or storage moved). Use a
+        copy of the model (e.g. `copy.deepcopy`) where the float weights are still needed.
+        Parameters must be contiguous float32 on the CPU (`inplace_fits`); elsewhere use
+        `perturbed`. One block at a time per model (nested or concurrent use is refused).
+        source/voltage/offset/placement: as `faulty_image`; source may also be a faulty image
+        (uint8, image-sized), whose differences from the clean image are applied. `ecc`: the
+        faulty image is built through `faulty_image(..., ecc=ecc)` and its differences applied.
+        Yields `inplace.Applied` (changed_bytes, changed_weights, unchanged).
+        """
+        return inplace.faults_applied(self, model, source, voltage, offset, placement, ecc)
+
+    def load_clean(self, model: nn.Module) -> None:
+        """Write the clean dequantized weights into `model`'s quantized parameters, in place
+        (what `faults_applied` needs there outside its block)."""
+        inplace.load_clean(self, model)
+
+    def inplace_fits(self, model: nn.Module) -> bool:
+        """Whether `faults_applied` can write into `model` (contiguous float32 CPU parameters of
+        the quantized shapes); otherwise use `perturbed`."""
+        return inplace.inplace_fits(self, model)
 
     def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         """Run the model with `weights` swapped in; the model's own parameters stay untouched."""

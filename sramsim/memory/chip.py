@@ -10,8 +10,8 @@ import numpy as np
 from sramsim.errors import InputError, ProfileError
 from sramsim.memory import kernels, profile_file
 from sramsim.memory.curves import BerCurve
-from sramsim.memory.geometry import FLIP, Geometry, KIND_CODES, draw_kinds
-from sramsim.memory.sampling import bernoulli_positions, check_seed, random_order_uniforms
+from sramsim.memory.geometry import FLIP, KIND_CODES, STUCK0, STUCK1, Geometry, draw_kinds
+from sramsim.memory.sampling import bernoulli_positions, check_seed, shuffled_with_uniforms
 from sramsim.memory.sizes import CHIP_BUILD_BYTES_PER_FAULT, expected_faults, require_memory
 
 VOLTAGE_TOLERANCE = 1e-9
@@ -51,6 +51,36 @@ class ByteMasks:
                          None if self.set is None else self.set.copy(), self.count)
 
 
+@dataclass(frozen=True)
+class ByteFaults:
+    """The faulty bytes of a memory, ascending, with their masks: byte `byte[i]` reads back as
+    ((stored ^ xor[i]) & ~clear[i]) | set[i]. clear and set are None when no fault is stuck-at."""
+
+    byte: np.ndarray                  # int64, strictly ascending
+    xor: np.ndarray                   # uint8
+    clear: np.ndarray | None = None
+    set: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.byte.shape[0])
+
+    @classmethod
+    def from_sorted(cls, address: np.ndarray, kind: np.ndarray) -> "ByteFaults":
+        """Group bit faults with distinct ascending addresses by byte (a few vector passes)."""
+        byte = (address >> np.uint64(3)).astype(np.int64)
+        if byte.shape[0] == 0:
+            return cls(byte, np.zeros(0, dtype=np.uint8))
+        starts = np.flatnonzero(np.concatenate(([True], byte[1:] != byte[:-1])))
+        bit = np.left_shift(np.uint8(1), (address & np.uint64(7)).astype(np.uint8))
+
+        def mask(code: int) -> np.ndarray:
+            return np.bitwise_or.reduceat(np.where(kind == code, bit, np.uint8(0)), starts)
+
+        if not np.any(kind != FLIP):
+            return cls(byte[starts], np.bitwise_or.reduceat(bit, starts))
+        return cls(byte[starts], mask(FLIP), mask(STUCK0), mask(STUCK1))
+
+
 @dataclass
 class Chip:
     """Per-bit failure map: each faulty cell fails at every voltage <= its `vfail`.
@@ -79,7 +109,8 @@ class Chip:
     measured_voltages: np.ndarray | None = None
     attrs: dict = field(default_factory=dict)
     _mask_cache: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
-    # Threads may share a chip: the lock guards the mask cache (byte_masks); not pickled.
+    _sorted_cache: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
+    # Threads may share a chip: the lock guards the caches (byte_masks, byte_faults); not pickled.
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
                                   compare=False)
 
@@ -116,8 +147,7 @@ class Chip:
         # Given a cell fails at v_floor, P(vfail >= V) = ber(V) / ber(v_floor): vfail is the curve's
         # inverse at u * ber(v_floor), u ~ U(0, 1). Ascending u -> descending vfail, and a random
         # pairing of positions with u keeps addresses independent of failure voltages.
-        order, u_asc = random_order_uniforms(rng, positions.shape[0])
-        address = positions[order]
+        address, u_asc = shuffled_with_uniforms(rng, positions)
         vfail = np.asarray(curve.voltage(u_asc * p_floor), dtype=np.float64).astype(np.float32)
         vfail = np.clip(vfail, np.float32(v_floor), np.float32(1.0))
         n = address.shape[0]
@@ -229,10 +259,41 @@ class Chip:
             cache.popitem(last=False)
         return masks
 
+    def byte_faults(self, v: float) -> ByteFaults:
+        """The faulty bytes at voltage v in ascending order with their masks (cached per voltage).
+
+        What the in-place path walks through: sorted, a fault map is a stream through memory.
+        Built from the nearest cached higher voltage: its sorted faults and the newly added ones,
+        sorted, are merged (a stable sort of two sorted runs), so a sweep that lowers the voltage
+        sorts each fault once. O(#faults), never O(capacity).
+        """
+        n = self.count(v)
+        with self._lock:
+            cache = self._sorted_cache
+            if n in cache:
+                cache.move_to_end(n)
+                return cache[n][1]
+            base = max((k for k in cache if k <= n), default=None)
+            start = base if base is not None else 0
+            # address and kind in one key, so one sort orders both
+            key = (self.address[start:n] << np.uint64(2)) | self.kind[start:n].astype(np.uint64)
+            key.sort()
+            if base is not None and start < n:
+                key = np.concatenate((cache[base][0], key))
+                key.sort(kind="stable")
+            elif base is not None:
+                key = cache[base][0]
+            faults = ByteFaults.from_sorted(key >> np.uint64(2), (key & np.uint64(3)).astype(np.uint8))
+            cache[n] = (key, faults)
+            while len(cache) > self.MASK_CACHE_SIZE:
+                cache.popitem(last=False)
+            return faults
+
     def __getstate__(self):
         state = dict(self.__dict__)
         del state["_lock"]                      # a lock cannot be pickled; each copy gets its own
         state["_mask_cache"] = OrderedDict()
+        state["_sorted_cache"] = OrderedDict()
         return state
 
     def __setstate__(self, state):

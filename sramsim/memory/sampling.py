@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 from sramsim.errors import InputError, check_ber
 from sramsim.memory import kernels
@@ -49,21 +50,39 @@ def bernoulli_positions(rng: np.random.Generator, nbits: int, p: float) -> np.nd
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def random_order_uniforms(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """A uniformly random permutation `order` of range(n) and n i.i.d. U(0,1) values `u` sorted
-    ascending, such that item order[i] gets u[i].
+def shuffled_with_uniforms(rng: np.random.Generator,
+                           items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`items` in a uniformly random order, and as many i.i.d. U(0,1) values sorted ascending:
+    item shuffled[i] gets u[i].
 
     One sort of packed 64-bit keys (32 random bits | index) does both jobs: it is several times
-    faster than argsort of floats plus a separate shuffle.
+    faster than argsort of floats plus a separate shuffle. Building the keys and reading items and
+    uniforms back out of them are one pass each (numba), with no index array in between.
     """
+    n = items.shape[0]
     if n >= 2 ** 32:
         raise InputError(f"too many faults for one chip ({n} >= 2**32)")
-    key = rng.integers(0, 2 ** 32, n, dtype=np.uint64) << np.uint64(32)
-    key |= np.arange(n, dtype=np.uint64)
+    key = rng.integers(0, 2 ** 32, n, dtype=np.uint64)
+    _pack_keys(key)
     key.sort()
-    order = key & np.uint64(0xFFFFFFFF)
-    key >>= np.uint64(32)
-    u = key.astype(np.float64)
-    u += 0.5
-    u *= 1.0 / 2 ** 32
-    return order, u
+    shuffled = np.empty_like(items)
+    u = np.empty(n, dtype=np.float64)
+    _unpack_keys(key, items, shuffled, u)
+    return shuffled, u
+
+
+@njit(cache=True)
+def _pack_keys(key):
+    """key[i] = key[i] << 32 | i, in place (random high half, index low half)."""
+    for i in range(key.shape[0]):
+        key[i] = (key[i] << np.uint64(32)) | np.uint64(i)
+
+
+@njit(cache=True)
+def _unpack_keys(key, items, shuffled, u):
+    """shuffled[i] = items[index in key[i]], u[i] = (random half of key[i] + 0.5) / 2**32."""
+    scale = 1.0 / 2 ** 32
+    for i in range(key.shape[0]):
+        k = key[i]
+        shuffled[i] = items[k & np.uint64(0xFFFFFFFF)]
+        u[i] = (np.float64(k >> np.uint64(32)) + 0.5) * scale

@@ -1,0 +1,278 @@
+"""Faulty weights written into a model in place, O(faults) per fault map, and restored exactly.
+
+`QuantizedModel.perturbed` dequantizes every weight again for each fault map, although only the
+codes a fault changed differ from the clean ones. Here the model's quantized parameters hold the
+*clean dequantized* weights; for a fault map only the image bytes a fault reaches are read, only
+the codes whose value changes are decoded (numba, the float32 arithmetic of
+`quantization.dequantize`, so every value is bit-identical to `perturbed`) and written into the
+parameters, and exactly those elements are restored from a saved copy afterwards.
+
+Chain: fault source -> bit faults in ascending image order (`image_faults`) -> kernel that
+decodes and writes the changed codes (`kernels.write_faulty_codes`) -> restore
+(`kernels.restore_codes`). Autograd: both the write and the restore bump the parameters'
+version counters, so a backward pass that needs weights of the other state fails loudly instead
+of using the wrong values.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numba.typed import List
+from torch import nn
+
+from sramsim.errors import InputError
+from sramsim.inject import kernels
+from sramsim.inject.mapping import check_offset, sorted_bit_faults
+from sramsim.inject.quantization import SCHEMES
+from sramsim.memory.chip import ByteFaults, Chip, Faults
+from sramsim.memory.random_errors import RandomBitErrors
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one fault map changed: image bytes that read back differently, weights rewritten."""
+
+    changed_bytes: int
+    changed_weights: int
+
+    @property
+    def unchanged(self) -> bool:
+        """No byte of the image reads back differently: the model is the clean quantized one."""
+        return self.changed_bytes == 0
+
+
+@dataclass(frozen=True)
+class ImageFaults:
+    """Faulty bytes (ascending) and where they land on the image: faulty byte i sits on image
+    byte (byte[i] - offset_bytes) mod cap_bytes, repeated every cap_bytes; `first` is the first
+    at or after the offset (see `kernels.write_faulty_codes`)."""
+
+    faults: ByteFaults
+    first: int
+    offset_bytes: int
+    cap_bytes: int
+
+
+def image_faults(qm, source, voltage: float | None = None, offset: int = 0,
+                 placement=None, ecc=None) -> ImageFaults:
+    """The faults `qm.faulty_image(source, voltage, offset, placement=..., ecc=...)` applies, as
+    bit faults in image order, without touching a byte of the image.
+
+    source: a Chip (at `voltage`, placed at word `offset` or by a DRAM `placement`), a
+    RandomBitErrors (draws from it exactly as `faulty_image` would), a Faults record of image
+    bit addresses, or a faulty image (uint8, image-sized: the bits where it differs from the
+    clean image, read as flips). With `ecc`, the faulty image is built by `faulty_image` (the
+    decoder sees whole codewords) and its differences are used.
+    """
+    nbytes = qm.image.size
+    offset = check_offset(offset)
+    if ecc is not None:
+        image = qm.faulty_image(source, voltage, offset, placement=placement, ecc=ecc)
+        return _in_image(ByteFaults(*kernels.diff_bytes(qm.image, image)), nbytes)
+    if isinstance(source, np.ndarray):
+        if source.dtype != np.uint8 or source.shape != qm.image.shape:
+            raise InputError(f"a faulty image must be uint8 [{nbytes}], got {source.dtype} "
+                             f"{list(source.shape)}")
+        if voltage is not None or offset or placement is not None:
+            raise InputError("a faulty image takes no voltage, offset or placement")
+        return _in_image(ByteFaults(*kernels.diff_bytes(qm.image, source)), nbytes)
+    if placement is not None:
+        from sramsim.inject.placement import Placement, placed_faults
+        if offset:
+            raise ValueError("offset must be 0 with a placement (use the placement's start)")
+        if not isinstance(placement, Placement):
+            raise TypeError(f"placement must be a Placement, got {type(placement).__name__}")
+        if placement.n_bytes != nbytes:
+            raise InputError(f"image of {nbytes} bytes, the placement was made for "
+                             f"{placement.n_bytes} bytes")
+        if not isinstance(source, Chip):
+            raise TypeError(f"a placement places a Chip's faults, got {type(source).__name__}")
+        if voltage is None:
+            raise ValueError("a Chip needs a voltage")
+        return _bits_in_image(placed_faults(source, voltage, placement), nbytes)
+    if isinstance(source, Chip):
+        if voltage is None:
+            raise ValueError("a Chip needs a voltage")
+        faults = source.byte_faults(voltage)
+        g = source.geometry
+        offset_bytes = (offset % g.capacity_words) * (g.word_bits // 8)
+        first = int(np.searchsorted(faults.byte, offset_bytes))
+        return ImageFaults(faults, first, offset_bytes, g.capacity_bytes)
+    if isinstance(source, RandomBitErrors):
+        return _bits_in_image(source.draw(nbytes * 8), nbytes)
+    if isinstance(source, Faults):
+        return _bits_in_image(sorted_bit_faults(source, nbytes * 8), nbytes)
+    raise TypeError(f"unknown fault source {type(source).__name__}; use Chip, RandomBitErrors, "
+                    "Faults or a faulty image")
+
+
+def _bits_in_image(faults: Faults, nbytes: int) -> ImageFaults:
+    """Bit faults at image bit addresses (distinct, ascending, inside the image), by byte."""
+    return _in_image(ByteFaults.from_sorted(faults.address, faults.kind), nbytes)
+
+
+def _in_image(faults: ByteFaults, nbytes: int) -> ImageFaults:
+    """Faulty bytes already at image byte indices (ascending, inside the image)."""
+    return ImageFaults(faults, 0, 0, nbytes)
+
+
+class _Slot:
+    """One model's in-place state under one QuantizedModel."""
+
+    def __init__(self):
+        self.active = False
+        self.clean_stamp = None     # (data_ptr, _version) per parameter when they held clean weights
+        self.views = None           # (data_ptrs, numba List of flat float32 views)
+        self.pos = np.empty(0, dtype=np.int32)
+        self.old = np.empty(0, dtype=np.float32)
+
+
+class InplaceState:
+    """Per-QuantizedModel bookkeeping: segment tables for the kernel, one slot per model.
+
+    Models are held weakly (a model that is dropped takes its slot with it). A pickled copy keeps
+    the tables and no slots: each model loads the clean weights on its first use there.
+    """
+
+    def __init__(self, qm):
+        segs = qm.segments
+        self.seg_end = np.array([s.start + s.count for s in segs], dtype=np.int64)
+        self.scheme = np.array([SCHEMES.index(s.quant.scheme) for s in segs], dtype=np.int64)
+        self.delta = np.array([s.quant.delta for s in segs], dtype=np.float32)
+        self.lo = np.array([s.quant.lo for s in segs], dtype=np.float32)
+        self.hi = np.array([s.quant.hi for s in segs], dtype=np.float32)
+        self.lock = threading.Lock()
+        self.slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["lock"], state["slots"]       # a copy starts with no models
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
+        self.slots = weakref.WeakKeyDictionary()
+
+    def acquire(self, model: nn.Module) -> _Slot:
+        """The model's slot, marked active; a second concurrent or nested use is refused."""
+        with self.lock:
+            slot = self.slots.get(model)
+            if slot is None:
+                slot = self.slots[model] = _Slot()
+            if slot.active:
+                raise InputError("faults are already applied to this model (nested or concurrent "
+                                 "faults_applied on one model); use one model per thread")
+            slot.active = True
+            return slot
+
+
+def state(qm) -> InplaceState:
+    """qm's InplaceState, made on first use (dict.setdefault is atomic: one per qm)."""
+    st = qm.__dict__.get("_inplace")
+    return st if st is not None else qm.__dict__.setdefault("_inplace", InplaceState(qm))
+
+
+def quantized_parameters(qm, model: nn.Module) -> list[torch.Tensor]:
+    """`model`'s parameters named by qm's segments; refused (InputError naming the parameter)
+    unless each is a contiguous float32 CPU tensor of the segment's shape."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    params = dict(model.named_parameters())
+    out = []
+    for s in qm.segments:
+        p = params.get(s.name)
+        if p is None:
+            raise InputError(f"model has no parameter {s.name!r}: not the model this "
+                             "QuantizedModel quantized")
+        if tuple(p.shape) != s.shape:
+            raise InputError(f"parameter {s.name!r} has shape {list(p.shape)}, quantized as "
+                             f"{list(s.shape)}")
+        if p.device.type != "cpu" or p.dtype != torch.float32 or not p.is_contiguous():
+            raise InputError(f"parameter {s.name!r} is {p.dtype} on {p.device}: weights are "
+                             "written in place as contiguous float32 on the CPU; use perturbed()")
+        out.append(p)
+    return out
+
+
+def inplace_fits(qm, model: nn.Module) -> bool:
+    """Whether `faults_applied` can write into `model` (else use the functional `perturbed`)."""
+    try:
+        quantized_parameters(qm, model)
+    except InputError:
+        return False
+    return True
+
+
+def load_clean(qm, model: nn.Module) -> None:
+    """Copy the clean dequantized weights into `model`'s quantized parameters (no grad)."""
+    params = quantized_parameters(qm, model)
+    clean = qm.clean_weights()
+    with torch.no_grad():
+        for s, p in zip(qm.segments, params):
+            p.copy_(clean[s.name])
+    slot_state = state(qm)
+    with slot_state.lock:
+        slot = slot_state.slots.get(model)
+        if slot is None:
+            slot = slot_state.slots[model] = _Slot()
+        slot.clean_stamp = _stamp(params)
+
+
+def _stamp(params: list[torch.Tensor]) -> tuple:
+    # _version counts in-place changes through torch (optimizer steps, copy_, load_state_dict)
+    return tuple((p.data_ptr(), p._version) for p in params)
+
+
+def _views(slot: _Slot, params: list[torch.Tensor]):
+    ptrs = tuple(p.data_ptr() for p in params)
+    if slot.views is None or slot.views[0] != ptrs:
+        slot.views = (ptrs, List([p.detach().view(-1).numpy() for p in params]))
+    return slot.views[1]
+
+
+def _scratch(slot: _Slot, n: int, n_codes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The slot's buffers for `n` rewritten codes, grown when needed (int32 positions where
+    they fit: less memory traffic per fault)."""
+    if slot.pos.shape[0] < n:
+        slot.pos = np.empty(n, dtype=np.int32 if n_codes < 2 ** 31 else np.int64)
+        slot.old = np.empty(n, dtype=np.float32)
+    return slot.pos, slot.old
+
+
+@contextmanager
+def faults_applied(qm, model: nn.Module, source, voltage: float | None = None, offset: int = 0,
+                   placement=None, ecc=None):
+    """`QuantizedModel.faults_applied`: see its docstring."""
+    params = quantized_parameters(qm, model)
+    located = image_faults(qm, source, voltage, offset, placement, ecc)
+    st = state(qm)
+    slot = st.acquire(model)
+    try:
+        if slot.clean_stamp != _stamp(params):
+            load_clean(qm, model)
+        f = located.faults
+        nbytes = qm.image.size
+        tiles = math.ceil((nbytes + located.offset_bytes) / located.cap_bytes) + 1
+        pos, old = _scratch(slot, min(qm.n_codes, len(f) * tiles), qm.n_codes)
+        views = _views(slot, params)
+        none = f.xor[:0]
+        written, changed = kernels.write_faulty_codes(
+            qm.image, f.byte, f.xor, none if f.clear is None else f.clear,
+            none if f.set is None else f.set, located.first, located.offset_bytes, located.cap_bytes,
+            qm.bits, st.seg_end, st.scheme, st.delta, st.lo, st.hi, views, pos, old)
+        torch.autograd.graph.increment_version(params)
+        try:
+            yield Applied(int(changed), int(written))
+        finally:
+            kernels.restore_codes(st.seg_end, views, pos[:written], old[:written])
+            torch.autograd.graph.increment_version(params)
+            slot.clean_stamp = _stamp(params)
+    finally:
+        slot.active = False

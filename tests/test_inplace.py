@@ -1,0 +1,255 @@
+"""In-place faulty weights (`QuantizedModel.faults_applied`): bit-identical to `perturbed` for every
+scheme, bit width and word width with chips, random errors, fault records, faulty images and DRAM
+placements; exact restoration (also when the block raises); exact small cases; bad input; and a
+property test against the functional path."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from sramsim import BerCurve, Chip, Geometry, QuantizedModel, RandomBitErrors
+from sramsim.errors import InputError
+from sramsim.inject import quantization as Q
+from sramsim.inject.placement import place
+from sramsim.memory.chip import ByteFaults, Faults
+from sramsim.memory.dram import DramGeometry
+
+MIXED = {"flip": 0.5, "stuck0": 0.25, "stuck1": 0.25}
+
+
+def small_model() -> nn.Module:
+    # 135 + 245 + 7 weights: odd counts, so 4- and 2-bit layers share bytes and the image pads
+    return nn.Sequential(nn.Conv2d(3, 5, 3), nn.Flatten(), nn.Linear(5 * 7, 7),
+                         nn.Linear(7, 1))
+
+
+def params_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def assert_bitwise(ref: dict, got: dict, names) -> None:
+    for n in names:
+        assert torch.equal(ref[n].view(torch.int32), got[n].view(torch.int32)), n
+
+
+def check_against_perturbed(qm, model, make, voltage=None, offset=0, placement=None):
+    """Inside the block the parameters equal perturbed(...) bit for bit; after it, the clean
+    weights; the counts match the faulty image. `make()` returns the source (a fresh, equal one
+    each call: a random source is consumed by each use)."""
+    ref = qm.perturbed(make(), voltage, offset, placement=placement)
+    clean = qm.clean_weights()
+    with qm.faults_applied(model, make(), voltage, offset, placement=placement) as applied:
+        inside = params_of(model)
+    assert_bitwise(ref, inside, ref)
+    assert_bitwise(clean, params_of(model), clean)
+    faulty = qm.faulty_image(make(), voltage, offset, placement=placement)
+    assert applied.changed_bytes == int(np.count_nonzero(faulty != qm.image))
+    assert applied.unchanged == np.array_equal(faulty, qm.image)
+    codes = [Q.unpack(torch.from_numpy(im.copy()), qm.bits, qm.n_codes) for im in (faulty, qm.image)]
+    assert applied.changed_weights == int(torch.count_nonzero(codes[0] != codes[1]))
+    return applied
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("scheme", ["symmetric", "asymmetric", "rquant"])
+@pytest.mark.parametrize("word_bits", [8, 16])
+def test_chip_bit_identical_to_perturbed(bits, scheme, word_bits):
+    model = small_model()
+    qm = QuantizedModel(model, bits=bits, scheme=scheme, word_bits=word_bits, include_bias=True)
+    work = copy.deepcopy(model)
+    curve = BerCurve.builtin("finfet14")
+    # smaller than the image (tiled), and larger than it
+    small = Chip.random(Geometry(8, 32, word_bits=word_bits), curve, 0.75, seed=1, kinds=MIXED)
+    large = Chip.random(Geometry(64, 64, word_bits=word_bits), curve, 0.75, seed=2, kinds=MIXED)
+    for chip in (small, large):
+        for v in (0.9, 0.8, 0.75):
+            for offset in (0, 3, -5, 1000):
+                check_against_perturbed(qm, work, lambda: chip, v, offset)
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("scheme", ["symmetric", "asymmetric", "rquant"])
+def test_random_errors_and_fault_records_bit_identical(bits, scheme):
+    model = small_model()
+    qm = QuantizedModel(model, bits=bits, scheme=scheme)
+    work = copy.deepcopy(model)
+    for seed in range(3):
+        check_against_perturbed(qm, work, lambda: RandomBitErrors(0.05, MIXED, seed))
+    rng = np.random.default_rng(0)
+    address = rng.choice(qm.n_bits, 60, replace=False).astype(np.uint64)   # unsorted
+    faults = Faults(address, rng.integers(0, 3, 60).astype(np.uint8))
+    check_against_perturbed(qm, work, lambda: faults)
+    image = qm.faulty_image(RandomBitErrors(0.1, MIXED, seed=9))      # a faulty image as source
+    ref = qm.dequantize(image)
+    with qm.faults_applied(work, image) as applied:
+        assert_bitwise(ref, params_of(work), ref)
+    assert applied.changed_bytes == int(np.count_nonzero(image != qm.image))
+    assert_bitwise(qm.clean_weights(), params_of(work), ref)
+
+
+def test_dram_placement_bit_identical():
+    model = small_model()
+    qm = QuantizedModel(model, bits=4, scheme="rquant")
+    work = copy.deepcopy(model)
+    g = DramGeometry(banks=2, rows=32, columns=16, device_width=8, subarray_rows=8, burst_length=4)
+    rng = np.random.default_rng(3)
+    n = 400
+    address = rng.choice(g.capacity_bits, n, replace=False).astype(np.uint64)
+    vfail = np.sort(rng.uniform(0.8, 1.2, n).astype(np.float32))[::-1].copy()
+    chip = Chip(g, address, vfail, rng.integers(0, 3, n).astype(np.uint8), 0.8,
+                voltage_unit="V", nominal_voltage=1.2)
+    for policy in ("naive", "drmap"):
+        p = place(qm.image.size, g, policy, start=3)
+        for v in (1.0, 0.8):
+            check_against_perturbed(qm, work, lambda: chip, v, placement=p)
+    with pytest.raises(ValueError, match="offset must be 0"):
+        with qm.faults_applied(work, chip, 0.8, offset=1, placement=p):
+            pass
+
+
+def test_exact_small_case_by_hand():
+    model = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -0.5], [0.25, 0.0]]))
+    qm = QuantizedModel(model, bits=8, scheme="symmetric")     # delta = 1/127: codes 127, -64, 32, 0
+    delta = np.float32(1.0 / 127)
+    # flip bit 7 of code 0 (127 -> -1) and bit 0 of code 3 (0 -> 1); stuck0 on code 2's bit 5 (32 -> 0)
+    faults = Faults(np.array([7, 24, 21], dtype=np.uint64), np.array([0, 0, 1], dtype=np.uint8))
+    with qm.faults_applied(model, faults) as applied:
+        w = model.weight.detach().clone()
+    assert (applied.changed_bytes, applied.changed_weights) == (3, 3)
+    expected = np.array([[-1 * delta, -64 * delta], [0.0, 1 * delta]], dtype=np.float32)
+    assert np.array_equal(w.numpy(), expected)
+    assert np.array_equal(model.weight.detach().numpy(),
+                          np.array([[127, -64], [32, 0]], dtype=np.float32) * delta)
+
+
+def test_fault_on_padding_changes_a_byte_but_no_weight():
+    model = nn.Linear(3, 1, bias=False)                      # 3 weights, 2-bit: one byte, 1 code pad
+    qm = QuantizedModel(model, bits=2, scheme="asymmetric")
+    with qm.faults_applied(model, Faults(np.array([6], dtype=np.uint64),
+                                         np.array([2], dtype=np.uint8))) as applied:
+        pass
+    assert (applied.changed_bytes, applied.changed_weights, applied.unchanged) == (1, 0, False)
+    with qm.faults_applied(model, Faults(np.zeros(0, dtype=np.uint64), np.zeros(0, np.uint8))) as a:
+        pass
+    assert a.unchanged
+
+
+def test_restored_when_the_block_raises_and_reusable():
+    model = small_model()
+    qm = QuantizedModel(model, bits=8)
+    qm.load_clean(model)
+    clean = params_of(model)
+    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=3)
+    with pytest.raises(KeyError):
+        with qm.faults_applied(model, chip, 0.75):
+            assert not torch.equal(model[0].weight, clean["0.weight"])
+            raise KeyError("boom")
+    assert_bitwise(clean, params_of(model), clean)
+    with qm.faults_applied(model, chip, 0.75):         # the model is free again
+        pass
+    assert_bitwise(clean, params_of(model), clean)
+
+
+def test_first_use_and_outside_changes_load_the_clean_weights():
+    model = small_model()
+    floats = params_of(model)
+    qm = QuantizedModel(model, bits=4)
+    clean = qm.clean_weights()
+    faults = Faults(np.array([0], dtype=np.uint64), np.array([0], dtype=np.uint8))
+    with qm.faults_applied(model, faults):
+        pass
+    assert_bitwise(clean, params_of(model), clean)          # the float weights are replaced
+    assert not torch.equal(floats["0.weight"], model[0].weight.detach())
+    with torch.no_grad():
+        model[2].weight.add_(1.0)                            # torch bumps its version counter
+    ref = qm.perturbed(faults)
+    with qm.faults_applied(model, faults):
+        assert_bitwise(ref, params_of(model), ref)
+    assert_bitwise(clean, params_of(model), clean)
+
+
+def test_backward_across_the_block_boundary_fails_loudly():
+    model = small_model()
+    qm = QuantizedModel(model, bits=8)
+    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=4)
+    x = torch.randn(2, 3, 3, 9)          # conv output 1 x 7 -> 35 features
+    with qm.faults_applied(model, chip, 0.75):
+        loss = model(x * 1.0).sum()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    with qm.faults_applied(model, chip, 0.75):          # backward inside the block works
+        model(x).sum().backward()
+
+
+def test_bad_input_is_refused_before_any_write():
+    model = small_model()
+    qm = QuantizedModel(model, bits=8)
+    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=5)
+    with qm.faults_applied(model, chip, 0.75):
+        with pytest.raises(InputError, match="already applied"):
+            with qm.faults_applied(model, chip, 0.75):
+                pass
+    with pytest.raises(InputError, match="no parameter '0.weight'"):
+        with qm.faults_applied(nn.Linear(2, 2), chip, 0.75):
+            pass
+    with pytest.raises(InputError, match=r"parameter '0.weight' is torch.float64 on cpu"):
+        with qm.faults_applied(copy.deepcopy(model).double(), chip, 0.75):
+            pass
+    assert not qm.inplace_fits(copy.deepcopy(model).double()) and qm.inplace_fits(model)
+    with pytest.raises(ValueError, match="needs a voltage"):
+        with qm.faults_applied(model, chip):
+            pass
+    with pytest.raises(TypeError, match="offset must be an integer"):
+        with qm.faults_applied(model, chip, 0.75, offset=1.5):
+            pass
+    with pytest.raises(InputError, match="faulty image must be uint8"):
+        with qm.faults_applied(model, qm.image[:-1]):
+            pass
+    with pytest.raises(TypeError, match="unknown fault source"):
+        with qm.faults_applied(model, "chip"):
+            pass
+    assert_bitwise(qm.clean_weights(), params_of(model), qm.clean_weights())
+
+
+def test_chip_byte_faults_match_the_dense_masks():
+    chip = Chip.random(Geometry(64, 128), BerCurve.builtin("finfet14"), 0.75, seed=6, kinds=MIXED)
+    for v in (0.95, 0.85, 0.8, 0.75, 0.9):       # descending, then one from the cache's base
+        bf = chip.byte_faults(v)
+        masks = chip.byte_masks(v)
+        zero = np.zeros_like(masks.xor)
+        clear, set_ = (zero, zero) if masks.clear is None else (masks.clear, masks.set)
+        dense_bytes = np.flatnonzero(masks.xor | clear | set_)
+        assert np.array_equal(bf.byte, dense_bytes)
+        assert np.array_equal(bf.xor, masks.xor[dense_bytes])
+        if bf.clear is None:
+            assert not np.any(clear | set_)
+        else:
+            assert np.array_equal(bf.clear, clear[dense_bytes])
+            assert np.array_equal(bf.set, set_[dense_bytes])
+    fresh = Chip(chip.geometry, chip.address, chip.vfail, chip.kind, chip.v_floor)
+    for field in ("byte", "xor", "clear", "set"):
+        assert np.array_equal(getattr(fresh.byte_faults(0.8), field),
+                              getattr(chip.byte_faults(0.8), field))
+    flips = ByteFaults.from_sorted(np.array([1, 3, 9], dtype=np.uint64), np.zeros(3, np.uint8))
+    assert flips.byte.tolist() == [0, 1] and flips.xor.tolist() == [0b1010, 0b10]
+    assert flips.clear is None and flips.set is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(bits=st.sampled_from([8, 4, 2]), scheme=st.sampled_from(["symmetric", "asymmetric", "rquant"]),
+       word_bits=st.sampled_from([8, 16]), sizes=st.lists(st.integers(1, 40), min_size=1, max_size=4),
+       data=st.data())
+def test_property_matches_the_functional_path(bits, scheme, word_bits, sizes, data):
+    layers = [nn.Linear(s, 1, bias=False) for s in sizes]
+    model = nn.ModuleList(layers)
+    qm = QuantizedModel(model, bits=bits, scheme=scheme, word_bits=word_bits)
+    address = data.draw(st.lists(st.integers(0, qm.n_bits - 1), unique=True, max_size=3 * qm.n_bits // 4))
+    kind = data.draw(st.lists(st.integers(0, 2), min_size=len(address), max_size=len(address)))
+    faults = Faults(np.array(address, dtype=np.uint64), np.array(kind, dtype=np.uint8))
+    check_against_perturbed(qm, model, lambda: faults)
