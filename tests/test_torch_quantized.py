@@ -222,6 +222,20 @@ def test_restored_after_exception(built):
         assert torch.equal(model(X), ref)
 
 
+def test_eager_restore_puts_back_the_prepacked_weights_without_repacking():
+    model = eager(True)
+    tqm = TorchQuantizedModel(model)
+
+    def packed():
+        conv, fc = model.get_submodule("conv"), model.get_submodule("fc")
+        return [conv._packed_params, fc._packed_params._packed_params]
+
+    before = packed()
+    with tqm.perturbed(RandomBitErrors(0.05, seed=2)):
+        assert all(a is not b for a, b in zip(packed(), before))
+    assert all(a is b for a, b in zip(packed(), before))
+
+
 def test_chip_with_offsets_tiles_like_the_mapping_contract():
     tqm = TorchQuantizedModel(eager(True))
     geometry = Geometry(rows=32, cols=64)            # 256 bytes: the 1476-byte image tiles it

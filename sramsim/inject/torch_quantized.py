@@ -66,6 +66,12 @@ class _EagerWeight:
             raise InputError(f"layer {name!r}: weight quantization scheme {weight.qscheme()} "
                              f"is not supported (per-tensor or per-channel affine/symmetric)")
         self.name, self.module, self.weight, self.bias = name, module, weight, bias
+        # torch's quantized modules keep the prepacked weight in `_packed_params` (Linear: in
+        # its LinearPackedParams child); every set_weight_bias replaces that object and never
+        # changes it, so restoring the saved object restores the weight without a second repack
+        packed = getattr(module, "_packed_params", None)
+        self.holder = packed if isinstance(packed, nn.Module) else module
+        self.packed = getattr(self.holder, "_packed_params", None)
 
     def codes(self) -> torch.Tensor:
         return self.weight.int_repr()
@@ -81,7 +87,10 @@ class _EagerWeight:
         self.module.set_weight_bias(q, self.bias)
 
     def restore(self) -> None:
-        self.module.set_weight_bias(self.weight, self.bias)
+        if self.packed is None:
+            self.module.set_weight_bias(self.weight, self.bias)
+        else:
+            self.holder._packed_params = self.packed
 
 
 class _GraphWeight:
