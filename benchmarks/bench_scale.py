@@ -8,22 +8,26 @@ the peak resident memory of one size never contaminates the next) that measures:
    once; beside it, up to --old-up-to weights, the construction it replaced (all codes
    concatenated, then packed) in the same process, as the baseline ratio;
  - Chip.random on a geometry just big enough for the image, v_floor at the highest BER;
- - applying the chip's faults and restoring the clean weights, at each BER (finfet14 voltages);
-   a plain copy of the memory image in the same process as the baseline;
- - peak resident memory (VmHWM) after each stage, as a multiple of the float model's own
-   parameter memory, raw and less the process's memory before the model was built.
+ - applying the chip's faults in place in the model's weights and restoring them
+   (QuantizedModel.faults_applied; its one-off load_clean timed apart), at each BER (finfet14
+   voltages); a plain copy of the memory image in the same process as the baseline;
+ - peak resident memory (VmHWM, reset before each stage) of each stage, as a multiple of the
+   float model's own parameter memory, raw and less the process's memory before the model.
 The parent fits log-log slopes of each cost against weights (>= 3 sizes) and against faults,
 and writes benchmarks/results/scale.json + scale.png.
-Run: `.venv/bin/python benchmarks/bench_scale.py [--sizes 10M,100M,300M,1B] [--bits 8]`
+Run: `.venv/bin/python benchmarks/bench_scale.py [--sizes 10M,100M,300M,1B] [--bits 8]
+     [--apply in-place|functional] [--threads 1]`  (~8 min and ~11 GiB at 1B on 2 cores)
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -177,80 +181,103 @@ def warm_up(bits: int, path: str) -> None:
     apply_and_restore(qm, model, chip, float(curve.voltage(max(BERS))), path)
 
 
+class Stages:
+    """Wall time and peak resident memory of each stage of one size's run. The kernel's
+    high-water mark (VmHWM) is reset before each stage, so a stage's peak is its own."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.peak_kib: dict[str, int] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")                 # 5: reset the peak RSS to the current RSS
+        t0 = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - t0
+        self.peak_kib[name] = vm_kib("VmHWM")
+
+
 def measure(size: str, bits: int, dtype: torch.dtype, old_up_to: float, seed: int,
             path: str) -> dict:
-    """All figures of one size (run in a fresh process: peaks are this size's alone)."""
+    """All figures of one size (run in a fresh process: nothing of another size stays)."""
     from sramsim import BerCurve, Chip, Geometry, QuantizedModel
     warm_up(bits, path)
     rss0 = vm_kib("VmRSS")
+    stage = Stages()
     torch.manual_seed(seed)
-    t0 = time.perf_counter()
-    model = build(size, dtype)
-    build_s = time.perf_counter() - t0
+    with stage("built"):
+        model = build(size, dtype)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     counts = parameter_counts(VOCAB, *CONFIGS[size])
     assert counts["total"] == sum(p.numel() for p in model.parameters())
-    hwm = {"built": vm_kib("VmHWM")}
-
-    t0 = time.perf_counter()
-    qm = QuantizedModel(model, bits=bits, scheme="symmetric")
-    quantize_s = time.perf_counter() - t0
-    hwm["quantized"] = vm_kib("VmHWM")
+    old = None
+    if counts["total"] <= old_up_to:     # the baseline first, alone: only its digest is kept
+        old_stage = Stages()
+        with old_stage("old"):
+            old_image = old_construction(model, bits)
+        old_digest = hashlib.blake2b(old_image).hexdigest()
+        del old_image
+        old = {"quantize_s": old_stage.seconds["old"],
+               "peak_rss_bytes": 1024 * old_stage.peak_kib["old"],
+               "peak_over_param_bytes": 1024 * old_stage.peak_kib["old"] / param_bytes,
+               "peak_less_process_over_param_bytes":
+                   1024 * (old_stage.peak_kib["old"] - rss0) / param_bytes}
+    with stage("quantized"):
+        qm = QuantizedModel(model, bits=bits, scheme="symmetric")
+    if old is not None:                  # times: the better of two runs each, alternating
+        old["same_image"] = hashlib.blake2b(qm.image).hexdigest() == old_digest
+        again = Stages()
+        with again("old"):
+            old_construction(model, bits)
+        with again("new"):
+            QuantizedModel(model, bits=bits, scheme="symmetric")
+        old["quantize_s"] = min(old["quantize_s"], again.seconds["old"])
+        old["new_quantize_s"] = min(stage.seconds["quantized"], again.seconds["new"])
+        old["new_over_old_time"] = old["new_quantize_s"] / old["quantize_s"]
 
     curve = BerCurve.builtin(CURVE)
     voltages = [float(curve.voltage(b)) for b in BERS]
     geometry = Geometry(-(-qm.n_bits // ROW_BITS), ROW_BITS)
-    t0 = time.perf_counter()
-    chip = Chip.random(geometry, curve, min(voltages), seed)
-    chip_s = time.perf_counter() - t0
-    hwm["chip_drawn"] = vm_kib("VmHWM")
-
-    load_clean_s = None
+    with stage("chip_drawn"):
+        chip = Chip.random(geometry, curve, min(voltages), seed)
     if path == "in-place":          # the parameters hold the clean dequantized weights first
-        t0 = time.perf_counter()
-        qm.load_clean(model)
-        load_clean_s = time.perf_counter() - t0
-        hwm["clean_loaded"] = vm_kib("VmHWM")
+        with stage("clean_loaded"):
+            qm.load_clean(model)
     before = weights_checksum(model)
-    out = np.empty_like(qm.image) if path == "functional" else None
     points = []
-    for ber, v in zip(BERS, voltages):
-        runs = [apply_and_restore(qm, model, chip, v, path, out) for _ in range(3)]
-        apply_s, restore_s = (float(np.median(x)) for x in zip(*runs))
-        points.append({"ber": ber, "voltage": v, "faults": chip.count(v), "apply_s": apply_s,
-                       "restore_s": restore_s, "apply_restore_s": apply_s + restore_s})
-    hwm["faults_applied"] = vm_kib("VmHWM")
+    with stage("faults_applied"):
+        out = np.empty_like(qm.image) if path == "functional" else None
+        for ber, v in zip(BERS, voltages):
+            runs = [apply_and_restore(qm, model, chip, v, path, out) for _ in range(3)]
+            apply_s, restore_s = (float(np.median(x)) for x in zip(*runs))
+            points.append({"ber": ber, "voltage": v, "faults": chip.count(v), "apply_s": apply_s,
+                           "restore_s": restore_s, "apply_restore_s": apply_s + restore_s})
+        del out
     restored = weights_checksum(model) == before
-    del out
 
     buf = np.empty_like(qm.image)
     copy_s = timed(lambda: np.copyto(buf, qm.image))
     del buf
-    old = None
-    if counts["total"] <= old_up_to:
-        t0 = time.perf_counter()
-        old_image = old_construction(model, bits)
-        old_s = time.perf_counter() - t0
-        old = {"quantize_s": old_s, "new_over_old_time": quantize_s / old_s,
-               "peak_rss_after_bytes": vm_kib("VmHWM") * 1024,
-               "same_image": bool(np.array_equal(old_image, qm.image))}
-        del old_image
-    to_bytes = 1024   # /proc/self/status counts KiB
+    peaks = {k: 1024 * v for k, v in stage.peak_kib.items()}    # /proc counts KiB
+    peaks["overall"] = max(peaks.values())
     return {
         "size": size, "d_model": CONFIGS[size][0], "layers": CONFIGS[size][1], "vocab": VOCAB,
         "dtype": str(dtype).replace("torch.", ""), "weights": counts["total"],
         "quantized_weights": counts["quantized"], "param_bytes": param_bytes,
         "image_bytes": int(qm.image.size), "chip_bits": geometry.capacity_bits,
-        "chip_faults": len(chip), "build_s": build_s, "quantize_s": quantize_s,
-        "chip_draw_s": chip_s, "load_clean_s": load_clean_s, "apply": points,
+        "chip_faults": len(chip), "build_s": stage.seconds["built"],
+        "quantize_s": stage.seconds["quantized"], "chip_draw_s": stage.seconds["chip_drawn"],
+        "load_clean_s": stage.seconds.get("clean_loaded"), "apply": points,
         "image_copy_s": copy_s,
         "apply_restore_over_image_copy": points[-1]["apply_restore_s"] / copy_s,
         "weights_restored_exactly": restored,
-        "rss_before_model_bytes": to_bytes * rss0,
-        "peak_rss_bytes": {k: to_bytes * v for k, v in hwm.items()},
-        "peak_over_param_bytes": {k: to_bytes * v / param_bytes for k, v in hwm.items()},
-        "peak_less_process_over_param_bytes": {k: to_bytes * (v - rss0) / param_bytes
-                                               for k, v in hwm.items()},
+        "rss_before_model_bytes": 1024 * rss0,
+        "peak_rss_bytes": peaks,
+        "peak_over_param_bytes": {k: v / param_bytes for k, v in peaks.items()},
+        "peak_less_process_over_param_bytes": {k: (v - 1024 * rss0) / param_bytes
+                                               for k, v in peaks.items()},
         "old_construction": old,
     }
 
@@ -270,10 +297,9 @@ def slopes(rows: list[dict]) -> dict:
             "quantize_s": slope(w, [r["quantize_s"] for r in rows]),
             "chip_draw_s": slope(w, [r["chip_draw_s"] for r in rows]),
             "apply_restore_s_at_max_ber": slope(w, [p["apply_restore_s"] for p in top]),
-            "peak_rss_bytes": slope(w, [r["peak_rss_bytes"]["faults_applied"] for r in rows]),
+            "peak_rss_bytes": slope(w, [r["peak_rss_bytes"]["overall"] for r in rows]),
             "peak_rss_less_process_bytes": slope(
-                w, [r["peak_rss_bytes"]["faults_applied"] - r["rss_before_model_bytes"]
-                    for r in rows]),
+                w, [r["peak_rss_bytes"]["overall"] - r["rss_before_model_bytes"] for r in rows]),
         },
         "chip_draw_s_vs_faults": slope([r["chip_faults"] for r in rows],
                                        [r["chip_draw_s"] for r in rows]),
@@ -299,14 +325,18 @@ def plot(rows: list[dict], path: Path) -> None:
     a1.set_xlabel("weights")
     a1.set_ylabel("seconds")
     a1.legend(fontsize=8)
-    gib = 2.0 ** 30
-    a2.loglog(w, [r["param_bytes"] / gib for r in rows], "k--", label="float parameters")
-    a2.loglog(w, [1.3 * r["param_bytes"] / gib for r in rows], "k:", label="1.3x parameters")
-    for stage in ("quantized", "faults_applied"):
-        a2.loglog(w, [r["peak_rss_bytes"][stage] / gib for r in rows], "o-",
-                  label=f"peak RSS after {stage.replace('_', ' ')}")
+    a2.axhline(1.3, color="k", ls=":", label="target 1.3x")
+    for stage, style, label in (("quantized", "o-", "quantizing"), ("overall", "s-", "whole run")):
+        a2.loglog(w, [r["peak_over_param_bytes"][stage] for r in rows], style,
+                  label=f"peak RSS, {label}")
+        a2.loglog(w, [r["peak_less_process_over_param_bytes"][stage] for r in rows], style,
+                  mfc="none", label=f"peak RSS, {label}, less the process before the model")
+    old = [(r["weights"], r["old_construction"]["peak_less_process_over_param_bytes"])
+           for r in rows if r["old_construction"]]
+    if old:
+        a2.loglog(*zip(*old), "x--", label="old construction, less the process")
     a2.set_xlabel("weights")
-    a2.set_ylabel("GiB")
+    a2.set_ylabel("peak resident memory / float parameter bytes")
     a2.legend(fontsize=8)
     for r in rows:
         a3.loglog([p["faults"] for p in r["apply"]], [p["apply_restore_s"] for p in r["apply"]],
@@ -324,7 +354,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def run_size(size: str, args) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", size, "--bits", str(args.bits),
            "--dtype", args.dtype, "--old-up-to", str(args.old_up_to), "--seed", str(args.seed),
-           "--apply", args.apply]
+           "--apply", args.apply, "--threads", str(args.threads)]
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
@@ -334,7 +364,8 @@ def run_size(size: str, args) -> dict:
     print(f"{size}: {row['weights'] / 1e6:.1f} M weights, quantize {row['quantize_s']:.2f} s, "
           f"chip {row['chip_draw_s']:.2f} s ({row['chip_faults']} faults), apply+restore "
           f"{row['apply'][-1]['apply_restore_s']:.3f} s, peak "
-          f"{row['peak_over_param_bytes']['faults_applied']:.3f}x params "
+          f"{row['peak_over_param_bytes']['quantized']:.3f}x params quantizing, "
+          f"{row['peak_over_param_bytes']['overall']:.3f}x overall "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
     return row
 
@@ -347,12 +378,20 @@ def main() -> None:
     ap.add_argument("--old-up-to", type=float, default=4e8,
                     help="run the old construction as baseline up to this many weights")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--apply", default="functional", choices=APPLY_PATHS,
-                    help="how faults reach the weights (default functional; see APPLY_PATHS)")
+    ap.add_argument("--apply", default="in-place", choices=APPLY_PATHS,
+                    help="how faults reach the weights (default in-place; see APPLY_PATHS)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch and numba threads (default 1: on a shared, loaded machine two "
+                         "torch threads measured 50x slower quantization than one)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", default="scale", help="results name (default scale)")
     args = ap.parse_args()
     dtype = getattr(torch, args.dtype)
+    if args.threads < 1:
+        ap.error(f"--threads must be at least 1, got {args.threads}")
+    import numba
+    torch.set_num_threads(args.threads)
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     if args.child:
         print(json.dumps(measure(args.child, args.bits, dtype, args.old_up_to, args.seed,
                                  args.apply)))
@@ -364,7 +403,7 @@ def main() -> None:
     rows = [run_size(s, args) for s in sizes]
     result = {"bits": args.bits, "scheme": "symmetric", "dtype": args.dtype, "curve": CURVE,
               "bers": list(BERS), "chip_row_bits": ROW_BITS, "vocab": VOCAB,
-              "apply_path": args.apply,
+              "apply_path": args.apply, "threads": args.threads,
               "sizes": rows, "slopes": slopes(rows) if len(rows) >= 3 else None,
               "largest": max(rows, key=lambda r: r["weights"])["size"]}
     write_result(f"{args.out}.json", result)
