@@ -111,6 +111,19 @@ def test_dram_placement_bit_identical():
             pass
 
 
+@pytest.mark.parametrize("ecc", ["secded72", "secded13"])
+def test_ecc_bit_identical(ecc):
+    model = small_model()
+    qm = QuantizedModel(model, bits=4, scheme="asymmetric")
+    work = copy.deepcopy(model)
+    chip = Chip.random(Geometry(64, 64), BerCurve.builtin("finfet14"), 0.75, seed=8, kinds=MIXED)
+    for policy in ("keep", "zero"):
+        ref = qm.perturbed(chip, 0.75, 7, ecc=ecc, ecc_policy=policy)
+        with qm.faults_applied(work, chip, 0.75, 7, ecc=ecc, ecc_policy=policy):
+            assert_bitwise(ref, params_of(work), ref)
+        assert_bitwise(qm.clean_weights(), params_of(work), ref)
+
+
 def test_exact_small_case_by_hand():
     model = nn.Linear(2, 2, bias=False)
     with torch.no_grad():

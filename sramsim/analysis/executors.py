@@ -106,6 +106,7 @@ class SweepWorker:
         self._chips: OrderedDict[int, Chip] = OrderedDict()
         self._image = np.empty_like(self.qm.image)
         self._clean: dict | None = None
+        self._faulty = None
 
     def chip(self, index: int) -> Chip:
         """Chip `index` of the workload, built once and kept among the last CHIP_CACHE used."""
@@ -127,6 +128,14 @@ class SweepWorker:
             self._clean = {**r, "t_eval": time.perf_counter() - t0}
         return self._clean
 
+    def faulty(self):
+        """The model that faulty points run on: a copy of the model whose weights get each
+        point's faults in place (`FaultyModel`), made on the first faulty point."""
+        if self._faulty is None:
+            from sramsim.nn.evaluation import FaultyModel
+            self._faulty = FaultyModel(self.qm, self.model)
+        return self._faulty
+
     def run(self, task: Task) -> list[dict]:
         """Evaluate one task: its point records (one per offset; the clean task: one record)."""
         from sramsim.nn.evaluation import evaluate
@@ -139,17 +148,19 @@ class SweepWorker:
                      "n_samples": len(self.dataset), "t_eval": clean["t_eval"]}]
         chip = self.chip(task.chip_index)
         v = float(task.voltage)
+        faulty = self.faulty()
         out = []
         for k in task.offset_indices:
             offset = word_offset(chip, k, w.offsets)
             t0 = time.perf_counter()
-            image = self.qm.faulty_image(chip, v, offset, out=self._image)
-            unchanged = np.array_equal(image, self.qm.image)
-            weights = None if unchanged else self.qm.dequantize(image)
-            t1 = time.perf_counter()
-            # No fault touched the model's words: the point is the fault-free evaluation.
-            r = self.clean() if unchanged else evaluate(self.model, self.dataset, weights, w.batch_size)
-            t2 = time.perf_counter()
+            fault_map = (chip, v, offset)
+            with faulty.faults(*fault_map) as (weights, changed):
+                unchanged = not changed
+                t1 = time.perf_counter()
+                # No fault touched the model's words: the point is the fault-free evaluation.
+                r = self.clean() if unchanged else evaluate(faulty.model, self.dataset, weights,
+                                                            w.batch_size)
+                t2 = time.perf_counter()
             out.append({"voltage": v, "chip_index": task.chip_index, "chip": chip.name,
                         "offset_index": int(k), "offset": offset, "ber": chip.ber(v),
                         "faults": chip.count(v), "accuracy": r["accuracy"],

@@ -60,20 +60,21 @@ class ImageFaults:
 
 
 def image_faults(qm, source, voltage: float | None = None, offset: int = 0,
-                 placement=None, ecc=None) -> ImageFaults:
-    """The faults `qm.faulty_image(source, voltage, offset, placement=..., ecc=...)` applies, as
-    bit faults in image order, without touching a byte of the image.
+                 placement=None, ecc: str | None = None, ecc_policy: str = "keep") -> ImageFaults:
+    """The faults `qm.faulty_image(source, voltage, offset, placement=..., ecc=..., ...)`
+    applies, as faulty bytes in image order, without touching a byte of the image.
 
     source: a Chip (at `voltage`, placed at word `offset` or by a DRAM `placement`), a
     RandomBitErrors (draws from it exactly as `faulty_image` would), a Faults record of image
-    bit addresses, or a faulty image (uint8, image-sized: the bits where it differs from the
-    clean image, read as flips). With `ecc`, the faulty image is built by `faulty_image` (the
-    decoder sees whole codewords) and its differences are used.
+    bit addresses, or a faulty image (uint8, image-sized: the bytes where it differs from the
+    clean image). With `ecc` every codeword must be decoded, so the decoded image is built by
+    `faulty_image` (O(image)) and the bytes where it differs are used.
     """
     nbytes = qm.image.size
     offset = check_offset(offset)
     if ecc is not None:
-        image = qm.faulty_image(source, voltage, offset, placement=placement, ecc=ecc)
+        image = qm.faulty_image(source, voltage, offset, placement=placement, ecc=ecc,
+                                ecc_policy=ecc_policy)
         return _in_image(ByteFaults(*kernels.diff_bytes(qm.image, image)), nbytes)
     if isinstance(source, np.ndarray):
         if source.dtype != np.uint8 or source.shape != qm.image.shape:
@@ -248,10 +249,10 @@ def _scratch(slot: _Slot, n: int, n_codes: int) -> tuple[np.ndarray, np.ndarray]
 
 @contextmanager
 def faults_applied(qm, model: nn.Module, source, voltage: float | None = None, offset: int = 0,
-                   placement=None, ecc=None):
+                   placement=None, ecc: str | None = None, ecc_policy: str = "keep"):
     """`QuantizedModel.faults_applied`: see its docstring."""
     params = quantized_parameters(qm, model)
-    located = image_faults(qm, source, voltage, offset, placement, ecc)
+    located = image_faults(qm, source, voltage, offset, placement, ecc, ecc_policy)
     st = state(qm)
     slot = st.acquire(model)
     try:

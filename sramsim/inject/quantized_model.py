@@ -187,7 +187,8 @@ class QuantizedModel:
         return memories[ecc]
 
     def faults_applied(self, model: nn.Module, source, voltage: float | None = None,
-                       offset: int = 0, placement=None, ecc=None):
+                       offset: int = 0, placement=None, ecc: str | None = None,
+                       ecc_policy: str = "keep"):
         """Context manager: inside the block `model`'s own parameters hold the faulty weights
         (bit-identical to `perturbed(...)` with the same arguments); on leaving it, also when the
         block raises, exactly the rewritten elements get their clean values back.
@@ -202,12 +203,13 @@ class QuantizedModel:
         copy of the model (e.g. `copy.deepcopy`) where the float weights are still needed.
         Parameters must be contiguous float32 on the CPU (`inplace_fits`); elsewhere use
         `perturbed`. One block at a time per model (nested or concurrent use is refused).
-        source/voltage/offset/placement: as `faulty_image`; source may also be a faulty image
-        (uint8, image-sized), whose differences from the clean image are applied. `ecc`: the
-        faulty image is built through `faulty_image(..., ecc=ecc)` and its differences applied.
+        source/voltage/offset/placement/ecc/ecc_policy: as `faulty_image`; source may also be a
+        faulty image (uint8, image-sized), whose differences from the clean image are applied.
+        With `ecc` the decoded image is built first (O(image): every codeword is decoded).
         Yields `inplace.Applied` (changed_bytes, changed_weights, unchanged).
         """
-        return inplace.faults_applied(self, model, source, voltage, offset, placement, ecc)
+        return inplace.faults_applied(self, model, source, voltage, offset, placement, ecc,
+                                      ecc_policy)
 
     def load_clean(self, model: nn.Module) -> None:
         """Write the clean dequantized weights into `model`'s quantized parameters, in place

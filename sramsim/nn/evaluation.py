@@ -1,12 +1,17 @@
 """Batched inference: predictions, accuracy and robust error, optionally with swapped-in weights.
 
 `weights` is a {parameter name: tensor} dict (e.g. `QuantizedModel.perturbed(...)`) passed to
-`torch.func.functional_call`, so the model's own parameters are never touched.
+`torch.func.functional_call`, so the model's own parameters are never touched. `FaultyModel`
+sets up a model under one fault map after another for these functions: faults written in place
+into a copy of the model (O(faults) per map) where it can, else such a weights dict.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -96,3 +101,39 @@ def robust_error(model: nn.Module, dataset: Dataset,
     if not accuracies:
         raise ValueError("robust_error needs at least one set of perturbed weights")
     return robust_error_summary(accuracy(model, dataset, clean, batch_size), accuracies)
+
+
+class FaultyModel:
+    """A quantized model to evaluate under one fault map after another.
+
+    `model` (default: qm's) is copied once; the copy's quantized parameters hold qm's clean
+    weights and each map's faults are written into them in place and restored afterwards
+    (`QuantizedModel.faults_applied`, O(faults) per map). Where that cannot be done (parameters
+    on a GPU or not float32) the map's weights are dequantized and swapped in with
+    functional_call instead. Both give bit-identical weights, hence identical results.
+    """
+
+    def __init__(self, qm, model: nn.Module | None = None, device=None):
+        model = qm.model if model is None else model
+        self.qm = qm
+        self.device = device
+        self.inplace = qm.inplace_fits(model)
+        # the copy keeps the caller's float weights intact
+        self.model = copy.deepcopy(model) if self.inplace else model
+        if self.inplace:
+            qm.load_clean(self.model)
+
+    @contextmanager
+    def faults(self, source, voltage: float | None = None,
+               offset: int = 0) -> Iterator[tuple[dict | None, bool]]:
+        """Yields (weights, changed) for `evaluate(self.model, data, weights)` under one map
+        (source: as `QuantizedModel.faults_applied`, a faulty image included); changed is False
+        when no byte of the memory image reads back differently."""
+        if self.inplace:
+            with self.qm.faults_applied(self.model, source, voltage, offset) as applied:
+                yield None, not applied.unchanged
+            return
+        image = source if isinstance(source, np.ndarray) else \
+            self.qm.faulty_image(source, voltage, offset)
+        changed = not np.array_equal(image, self.qm.image)
+        yield self.qm.dequantize(image if changed else self.qm.image, self.device), changed
