@@ -14,7 +14,7 @@ import torch.ao.quantization as tq
 
 from sramsim import BerCurve, Chip, Faults, Geometry, RandomBitErrors
 from sramsim.errors import InputError
-from sramsim.inject.torch_quantized import TorchQuantizedModel
+from sramsim.inject.torch_quantized import TorchQuantizedModel, load_exported
 
 # torch 2.13 warns that eager quantization and quantized tensors are deprecated (they still run),
 # and torch.export's pytree that torchao's LeafSpec check is
@@ -325,3 +325,30 @@ def test_bad_input_is_one_line_input_error():
             pass
     with pytest.raises(TypeError, match="offset"):
         tqm.faulty_image(RandomBitErrors(0.1), offset=1.5)
+
+
+def test_saved_pt2e_program_loads_with_the_same_image_and_outputs(tmp_path):
+    model = pt2e(True)
+    path = tmp_path / "q.pt2"
+    torch.export.save(torch.export.export(model, (X,)), path)
+    loaded = load_exported(path)
+    loaded.eval()                                       # allowed: sramsim's evaluation calls it
+    a, b = TorchQuantizedModel(model), TorchQuantizedModel(loaded)
+    assert np.array_equal(a.image, b.image)
+    source = RandomBitErrors(0.02, seed=4)
+    image = a.faulty_image(source)
+    with a.loaded(image), b.loaded(image):
+        assert torch.equal(model(X), loaded(X))
+
+
+def test_load_exported_bad_files_are_one_line_errors(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        load_exported(tmp_path / "missing.pt2")
+    foreign = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(3)}, foreign)
+    with pytest.raises(InputError, match="not a torch.export program"):
+        load_exported(foreign)
+    float_program = tmp_path / "float.pt2"
+    torch.export.save(torch.export.export(FloatNet().eval(), (X,)), float_program)
+    with pytest.raises(InputError, match="no int8 weights"):
+        load_exported(float_program)

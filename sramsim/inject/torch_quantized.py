@@ -18,7 +18,9 @@ the image). Mapping onto a chip and the kernels are those of `QuantizedModel`
 """
 from __future__ import annotations
 
+import logging
 import numbers
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -132,6 +134,48 @@ def _pt2e_weights(gm: fx.GraphModule) -> list[_GraphWeight]:
             qscheme = "per_channel" if "per_channel" in str(node.target) else "per_tensor"
             found[src.target] = _GraphWeight(gm, src.target, qscheme)
     return list(found.values())
+
+
+@contextmanager
+def _quiet(*loggers: str):
+    """Only errors from these loggers inside the block."""
+    saved = [(log, log.level) for log in map(logging.getLogger, loggers)]
+    for log, _ in saved:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in saved:
+            log.setLevel(level)
+
+
+def load_exported(path: str | os.PathLike) -> fx.GraphModule:
+    """A PT2E-quantized model saved with `torch.export.save` (a `.pt2` file; no pickle), as the
+    GraphModule `TorchQuantizedModel` takes, with `.eval()` allowed (sramsim's evaluation calls it).
+
+    Save one with `torch.export.save(torch.export.export(convert_pt2e(...), example_inputs), path)`.
+    Loading needs `torchao`: it registers the quantize/dequantize ops the program calls.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such file")
+    # torchao logs that its CUDA-only kernel libraries do not load on a CPU build of torch (and
+    # torch a deprecation note on its import), torch.export a traceback before raising on a
+    # foreign file: the one-line error below says it
+    with _quiet("torchao", "torch.utils._pytree", "torch.export"):
+        import torchao  # noqa: F401
+        from torchao.quantization.pt2e import allow_exported_model_train_eval
+        try:
+            program = torch.export.load(path)
+        except Exception as exc:  # torch raises several kinds for a foreign or corrupt file
+            raise InputError(f"{path}: not a torch.export program ({type(exc).__name__})") \
+                from None
+    gm = program.module()
+    allow_exported_model_train_eval(gm)
+    if not _pt2e_weights(gm):
+        raise InputError(f"{path}: the program holds no int8 weights (save the model that "
+                         f"convert_pt2e returns)")
+    return gm
 
 
 class TorchQuantizedModel:
