@@ -19,7 +19,8 @@ from sramsim import BerCurve, Chip, QuantizedModel
 from sramsim.analysis import energy as E
 from sramsim.nn.data import Dataset
 from sramsim.errors import InputError, check_ber
-from sramsim.inject.draws import ChipPool, RandomSampler, fixed_draws
+from sramsim.inject.draws import ChipDraw, ChipPool, RandomSampler, fixed_draws
+from sramsim.inject.ecc import check_policy
 from sramsim.inject.weight_sets import WeightSets, dequantize_stack
 from sramsim.nn.evaluation import accuracy, robust_error_summary
 from sramsim.stats import ci95_halfwidth, mean_std
@@ -176,36 +177,53 @@ class Validator:
 
 def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=None,
              n_models: int | None = None, batch_size: int = 1000, device="cpu",
-             seed: int = EVAL_SEED, count: str = "weights") -> dict:
+             seed: int = EVAL_SEED, count: str = "weights", ecc: str | None = None,
+             ecc_policy: str = "keep") -> dict:
     """CA / PA without and with `generator`, recovery and the net energy saving, as fractions.
 
     `count` is how weight reads are counted for the energy (`sramsim.analysis.systolic.METHODS`).
+    `ecc` ("secded72" / "secded13"): the base model's weights are stored with SECDED check bits
+    in the same faulty memory; the fault maps fall on that stored image and each map is decoded
+    with `ecc_policy` (on the CPU by the numba decoder, then moved to `device`); the energy counts
+    the code's extra reads and its decoder (`sramsim.analysis.energy.ecc_energy_per_read`).
     """
     device = torch.device(device)
     base = qm.model.to(device).eval()
     ws = WeightSets(qm, device)
-    draws = faults.eval_draws(qm.n_bits, n_models, seed)
+    if ecc is None and ecc_policy != "keep":
+        raise InputError("--ecc-policy needs --ecc")
+    memory = None if ecc is None else qm.ecc_memory(ecc)
+    check_policy(ecc_policy)
+    draws = faults.eval_draws(qm.n_bits if memory is None else memory.n_bits, n_models, seed)
     inputs = {"plain": dataset}
     if generator is not None:
         generator = generator.to(device)
         inputs["nf"] = transformed(generator, dataset, batch_size, device)
     ca = {k: accuracy(base, d, ws.clean, batch_size) for k, d in inputs.items()}
     pa = {k: [] for k in inputs}
+    ecc_counts, buf = [], np.empty_like(qm.image)
     for draw in draws:
-        weights = {n: w[0] for n, w in dequantize_stack(qm, ws.images([draw])).items()}
+        if memory is None:
+            weights = {n: w[0] for n, w in dequantize_stack(qm, ws.images([draw])).items()}
+        else:
+            weights = qm.dequantize(_ecc_read(memory, draw, ecc_policy, buf, ecc_counts), device)
         for k, d in inputs.items():
             pa[k].append(accuracy(base, d, weights, batch_size))
     shape = tuple(dataset.x.shape[1:])
     base_acc = E.count_accesses(base, shape, count)
-    e = E.energy_per_read(faults.voltage, faults.nominal)
+    e = E.ecc_energy_per_read(faults.voltage, faults.nominal, ecc=ecc)
     pa_mean, pa_std = mean_std(pa["plain"])
     report = {"ca": ca["plain"], "pa_mean": pa_mean, "pa_std": pa_std,
               "pa_ci95": ci95_halfwidth(pa["plain"]), "pa_nf_ci95": None,
               "ca_nf": None, "pa_nf_mean": None, "pa_nf_std": None, "recovery": None,
-              "energy_saving": E.addon_saving(base_acc, 0, faults.voltage, faults.nominal),
+              "energy_saving": E.addon_saving(base_acc, 0, faults.voltage, faults.nominal, ecc=ecc),
               "energy_saving_base": 1.0 - e, "base_accesses": base_acc, "generator": None,
               "generator_accesses": 0, "access_count": count, "pa": pa["plain"], "n_models": len(draws),
-              "samples": len(dataset), "dataset": dataset.name, "faults": faults.describe()}
+              "samples": len(dataset), "dataset": dataset.name, "faults": faults.describe(),
+              "ecc": None if memory is None else {
+                  "code": memory.code.name, "policy": ecc_policy,
+                  "read_overhead": memory.code.overhead, "decoder_energy": E.decoder_energy(ecc),
+                  **{k: float(np.mean([c[k] for c in ecc_counts])) for k in ecc_counts[0]}}}
     report.update(_errors(ca["plain"], pa["plain"]))
     if generator is not None:
         g_acc = E.count_accesses(generator, shape, count)
@@ -215,8 +233,19 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
                        "pa_nf_ci95": ci95_halfwidth(pa["nf"]),
                        "recovery": nf_mean - report["pa_mean"],
                        "recovered_fraction": (nf_mean - report["pa_mean"]) / lost if lost > 0 else None,
-                       "energy_saving": E.addon_saving(base_acc, g_acc, faults.voltage, faults.nominal),
+                       "energy_saving": E.addon_saving(base_acc, g_acc, faults.voltage,
+                                                       faults.nominal, ecc=ecc),
                        "generator": generator.name, "generator_width": generator.width,
                        "generator_accesses": g_acc, "pa_nf": pa["nf"]})
         report.update(_errors(ca["nf"], pa["nf"], "_nf"))
     return report
+
+
+def _ecc_read(memory, draw, policy: str, out: np.ndarray, counts: list) -> np.ndarray:
+    """The decoded data image of one fault map (a ChipDraw or Faults over the stored image)."""
+    if isinstance(draw, ChipDraw):
+        image, stats = memory.read(draw.chip, draw.voltage, draw.offset, policy, out=out)
+    else:
+        image, stats = memory.read(draw, policy=policy, out=out)
+    counts.append(stats.as_dict())
+    return image

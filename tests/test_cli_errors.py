@@ -119,6 +119,9 @@ FUSION_CASES = [
     (TRAIN + ["--ber", "0.01", "--time-budget", "-1"], ["--time-budget"]),
     (TRAIN + ["--ber", "0.01", "--out", "FILE/g"], ["--out", "not a directory"]),
     (TRAIN + ["--ber", "0.01", "--out", "FILE"], ["--out", "not a directory"]),
+    (EVAL + ["--ber", "0.01", "--ecc", "secded64"], ["--ecc 'secded64'", "secded72"]),
+    (EVAL + ["--ber", "0.01", "--ecc-policy", "zero"], ["--ecc-policy needs --ecc"]),
+    (EVAL + ["--ber", "0.01", "--ecc", "secded72", "--ecc-policy", "drop"], ["--ecc-policy 'drop'"]),
     (DEMO + ["--ber", "0.5"], ["--ber 0.5", "0.2056"]),
     (DEMO + ["--ber", "2"], ["--ber"]),
     (DEMO + ["--ber", "nan"], ["--ber"]),
@@ -150,6 +153,9 @@ PLOT = ["profile", "plot", "CHIP", "--voltage", "0.9", "--out", "TMP/p.png"]
 TRAIN_BASE = ["train-base", "--data", "DATA", "--out", "TMP/m.pt", "--no-progress", "--limit", "16"]
 SWEEP = ["sweep", "--model", "BASE", "--data", "DATA", "--chips", "1", "--rows", "64", "--cols",
          "512", "--voltages", "1.0,0.9", "--out", "TMP/o", "--no-progress"]
+VULN = ["vuln", "--model", "BASE", "--data", "DATA", "--ber", "0.01", "--models", "1",
+        "--no-progress"]
+ENERGY = ["energy", "--accesses", "1000", "--voltage", "0.9"]
 SDEMO = ["demo", "--data", "DATA", "--out", "TMP/d", "--limit", "16", "--no-progress"]
 
 SRAMSIM_CASES = [
@@ -191,6 +197,17 @@ SRAMSIM_CASES = [
     (SWEEP + ["--leakage-share", "nan"], ["--leakage-share"]),
     (SWEEP + ["--threads", "0"], ["--threads"]),
     (SWEEP + ["--model", "NAN"], ["nan.pt", "NaN"]),
+    (SWEEP + ["--ecc", "hamming"], ["--ecc 'hamming'", "secded72, secded13"]),
+    (SWEEP + ["--ecc-policy", "zero"], ["--ecc-policy needs --ecc"]),
+    (SWEEP + ["--ecc", "secded13", "--ecc-policy", "x"], ["--ecc-policy 'x'", "keep, zero"]),
+    (VULN + ["--ecc", "secded"], ["--ecc 'secded'"]),
+    (VULN + ["--ecc-policy", "zero"], ["--ecc-policy needs --ecc"]),
+    (VULN + ["--ecc", "secded72", "--ecc-policy", "none"], ["--ecc-policy 'none'"]),
+    (ENERGY + ["--ecc", "ecc"], ["--ecc 'ecc'"]),
+    (ENERGY + ["--ecc-decoder-energy", "0.1"], ["--ecc-decoder-energy needs --ecc"]),
+    (ENERGY + ["--ecc", "secded72", "--ecc-decoder-energy", "-1"], ["--ecc-decoder-energy"]),
+    (ENERGY + ["--ecc", "secded72", "--ecc-decoder-energy", "nan"], ["--ecc-decoder-energy"]),
+    (ENERGY + ["--ecc", "secded72", "--ecc-decoder-energy", "x"], ["--ecc-decoder-energy"]),
     (SDEMO + ["--out", "FILE/d"], ["--out", "not a directory"]),
     (SDEMO + ["--cache", "FILE/c"], ["--cache", "not a directory"]),
     (SDEMO + ["--epochs", "x"], ["--epochs"]),

@@ -333,3 +333,103 @@ def test_bad_ecc_arguments():
         qm.faulty_image(RandomBitErrors(0.0), ecc="secded72", ecc_policy="drop")
     with pytest.raises(ValueError, match="ecc_policy needs ecc"):
         qm.faulty_image(RandomBitErrors(0.0), ecc_policy="zero")
+
+
+# ------------------------------------------------------------------------------ the whole chain
+
+def small_world():
+    """A two-layer model (~900 weights, 8-bit) and 40 random 1x8x8 samples."""
+    from sramsim.nn.data import Dataset
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 12),
+                                torch.nn.ReLU(), torch.nn.Linear(12, 4)).eval()
+    g = torch.Generator().manual_seed(1)
+    ds = Dataset(torch.rand(40, 1, 8, 8, generator=g) * 2 - 1, torch.randint(0, 4, (40,),
+                 generator=g), 4, "toy")
+    return model, ds
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_sweep_with_ecc_points_energy_and_tiling(tmp_path):
+    """A 64-byte chip under a ~1 KB stored image (tiled): each point equals the model read
+    through qm.ecc_memory by hand; E/read = e(V) * 72/64 + decoder; a resume with another code
+    is refused."""
+    from sramsim.analysis import energy as E
+    from sramsim.analysis import sweep as S
+    from sramsim.nn.evaluation import evaluate
+    model, ds = small_world()
+    chips = S.random_chips(1, "finfet14", 8, 64, seed=2, v_floor=0.78)
+    summary = S.run_sweep(model, ds, chips, [0.84, 0.8], tmp_path / "s", offsets=2,
+                          progress=False, ecc="secded72", ecc_policy="zero")
+    qm = QuantizedModel(model)
+    chip = chips[0].build()
+    assert qm.ecc_memory("secded72").stored.size > 10 * chip.geometry.capacity_bytes
+    import json
+    lines = (tmp_path / "s" / "points.jsonl").read_text().splitlines()
+    points = [p for p in map(json.loads, lines) if not p.get("clean")]
+    assert len(points) == 4
+    for p in points:
+        image, s = qm.ecc_memory("secded72").read(chip, p["voltage"], p["offset"], "zero")
+        assert p["ecc"] == s.as_dict() and s.faulty_words > 0
+        assert p["accuracy"] == evaluate(model, ds, qm.dequantize(image))["accuracy"]
+    row = summary["points"][0]
+    assert row["energy_per_read"] == pytest.approx(E.energy_per_read(0.84) * 72 / 64 + 0.05)
+    assert summary["ecc"] == {"code": "secded72", "policy": "zero", "read_overhead": 1.125,
+                              "decoder_energy": 0.05}
+    with pytest.raises(InputError, match="different configuration"):
+        S.run_sweep(model, ds, chips, [0.84, 0.8], tmp_path / "s", offsets=2, progress=False,
+                    ecc="secded13")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_vuln_and_fusion_eval_read_through_ecc():
+    """Both draw their maps over the stored image and decode them: the 'all' row and PA equal
+    the decoded model; random errors at BER 0.5% leave some words wrong, not all."""
+    from fusion.evaluation import FaultSpec, evaluate
+    from sramsim.analysis import vulnerability as V
+    from sramsim.inject.draws import fixed_draws
+    from sramsim.nn.evaluation import accuracy
+    model, ds = small_world()
+    qm = QuantizedModel(model)
+    mem = qm.ecc_memory("secded13")
+    report = V.analyze(qm, ds, ber=0.005, models=3, by="layer", seed=4, ecc="secded13")
+    expect = []
+    for draw in fixed_draws(mem.n_bits, 3, ber=0.005, seed=4):
+        image, s = mem.read(draw)
+        expect.append((accuracy(model, ds, qm.dequantize(image)), s))
+    assert report["all"]["accuracy"] == [a for a, _ in expect]
+    assert report["ecc"]["detected"] == pytest.approx(np.mean([s.detected for _, s in expect]))
+    assert report["ecc"]["code"] == "secded13" and report["ecc"]["corrected"] > 0
+    r = evaluate(qm, ds, FaultSpec(ber=0.02), n_models=2, ecc="secded72", ecc_policy="zero")
+    draws = FaultSpec(ber=0.02).eval_draws(qm.ecc_memory("secded72").n_bits, 2)
+    assert r["pa"] == [accuracy(model, ds, qm.perturbed(d, ecc="secded72", ecc_policy="zero"))
+                       for d in draws]
+    assert r["ecc"]["policy"] == "zero" and r["ecc"]["detected"] > 0
+    plain = evaluate(qm, ds, FaultSpec(ber=0.02), n_models=2)
+    assert r["energy_saving"] < plain["energy_saving"] and plain["ecc"] is None
+
+
+def test_energy_with_ecc():
+    from sramsim.analysis import energy as E
+    e = E.energy_per_read(0.833)
+    assert E.ecc_energy_per_read(0.833, ecc="secded72") == pytest.approx(e * 1.125 + 0.05)
+    assert E.ecc_energy_per_read(0.833, ecc="secded13", decoder=0) == pytest.approx(e * 13 / 8)
+    assert E.addon_saving(100, 10, 0.833, ecc="secded72", decoder=0.0) == pytest.approx(
+        1 - e * 1.125 - 0.1)
+    assert E.saving(1.0, ecc="secded72") == pytest.approx(-0.175)   # ECC at nominal costs energy
+    with pytest.raises(InputError, match="--ecc-decoder-energy needs --ecc"):
+        E.ecc_energy_per_read(0.9, decoder=0.1)
+    with pytest.raises(InputError, match="--ecc-decoder-energy"):
+        E.ecc_energy_per_read(0.9, ecc="secded72", decoder=float("nan"))
+
+
+def test_energy_cli_with_ecc(capsys):
+    import json
+    from sramsim.commands.main import main
+    assert main(["energy", "--accesses", "1000", "--addon-accesses", "100", "--voltage", "0.833",
+                 "--ecc", "secded72", "--ecc-decoder-energy", "0.02", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    e = r["energy_per_read"]
+    assert (r["ecc"], r["ecc_read_overhead"], r["ecc_decoder_energy"]) == ("secded72", 1.125, 0.02)
+    assert r["energy_per_data_read"] == pytest.approx(e * 1.125 + 0.02)
+    assert r["saving"] == pytest.approx(1 - (e * 1.125 + 0.02) - 0.1)

@@ -6,6 +6,8 @@ import argparse
 from sramsim.commands.main import print_json
 from sramsim.nn.data import load_dataset
 from sramsim.analysis.systolic import METHODS
+from sramsim.errors import InputError
+from sramsim.inject.ecc import check_policy, get_code
 
 from fusion.evaluation import EVAL_SEED, check_shapes, evaluate
 from fusion.store import load_generator
@@ -25,6 +27,11 @@ def register(subparsers) -> None:
     p.add_argument("--count", default="weights", choices=METHODS,
                    help="how weight reads are counted for the energy: weights (each read once, "
                         "default), systolic or scalesim (SCALE-Sim output-stationary 32x32, as NeuralFuse)")
+    p.add_argument("--ecc", metavar="CODE", help="the base model's weights are stored with SECDED "
+                   "check bits in the same faulty memory: secded72 (72,64) or secded13 (13,8)")
+    p.add_argument("--ecc-policy", default="keep", metavar="P",
+                   help="with --ecc, a detected uncorrectable word: keep its raw data (default) "
+                        "or zero its weights")
     p.set_defaults(func=run)
 
 
@@ -36,13 +43,18 @@ def run(args: argparse.Namespace) -> int:
     seed = common.seed(args.seed)
     device = common.device(args.device)
     faults = common.fault_spec(args)
+    ecc = None if args.ecc is None else get_code(args.ecc).name
+    if ecc is None and args.ecc_policy != "keep":
+        raise InputError("--ecc-policy needs --ecc")
+    check_policy(args.ecc_policy)
     qm, meta = common.load_base(args.base)
     generator, g_meta = (None, {})
     if args.generator:
         generator, g_meta = load_generator(args.generator)
     test_set = load_dataset(args.data, "test", limit)
     check_shapes(test_set, meta, generator, where=args.base)
-    report = evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed, args.count)
+    report = evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed, args.count,
+                      ecc, args.ecc_policy)
     info = common.base_info(args.base, meta, qm)
     report["base"] = info
     if generator is not None:
@@ -68,6 +80,11 @@ def _print_table(r: dict) -> None:
     where = (f"{len(f['chips'])} chip(s) at V={f['voltage']:g}" if f["kind"] == "chips"
              else f"random bit errors, BER {f['ber']:g} (V={f['voltage']:.4g})")
     print(f"{r['dataset']}, {r['samples']} samples, {r['n_models']} fault maps: {where}")
+    e = r.get("ecc")
+    if e:
+        print(f"weights under {e['code']} (policy {e['policy']}), words per map: "
+              f"{e['corrected']:.1f} corrected, {e['detected']:.1f} detected, "
+              f"{e['miscorrected']:.1f} miscorrected")
     print(f"{'':14}{'clean (CA)':>12}  {'perturbed (PA)':>18}")
     print(f"{'base':14}{_pct(r['ca']):>12}  {_pct(r['pa_mean'], r['pa_std']):>18}")
     if r["generator"]:

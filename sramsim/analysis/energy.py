@@ -22,6 +22,16 @@ tile of output pixels; it reproduces 4 of the 5 published counts in `PUBLISHED_A
 
 Add-on accounting: the base model reads at low voltage, the add-on (a NeuralFuse generator) at
 nominal voltage, so saving = [E_nom_base - (E_low_base + E_nom_addon)] / E_nom_base.
+
+ECC (`sramsim.inject.ecc`): a SECDED memory reads its check bits with the data, n/k cells per
+data cell (72/64, 13/8), and runs a decoder per codeword read, so one data read costs
+
+    e_ecc(V) = e(V) * n / k + d
+
+relative to one read of the unprotected memory at nominal voltage. d is the decoder's energy per
+codeword, as a fraction of one nominal read of the codeword's k data bits; the decoder is logic
+beside the array and stays at nominal voltage. DEFAULT_DECODER_ENERGY = 0.05 is an
+*illustrative* value (no measured figure is bundled): set your own with `--ecc-decoder-energy`.
 """
 from __future__ import annotations
 
@@ -29,7 +39,8 @@ import math
 
 from sramsim.analysis.accesses import weight_accesses  # noqa: F401  (re-exported: the plain count)
 from sramsim.analysis.systolic import count_accesses  # noqa: F401  (re-exported: every counting method)
-from sramsim.errors import InputError
+from sramsim.errors import InputError, check_number
+from sramsim.inject.ecc import get_code
 
 # NeuralFuse (Sun et al., NeurIPS 2024), CIFAR-10, 8-bit weights: weight-memory accesses per
 # inference from SCALE-Sim (output-stationary 32x32 array, 256 KB weight SRAM). Our closed form
@@ -45,6 +56,9 @@ PUBLISHED_ACCESSES = {
 }
 PUBLISHED_SOURCE = ("NeuralFuse (Sun et al., NeurIPS 2024), CIFAR-10, 8-bit, SCALE-Sim "
                     "output-stationary 32x32 array, 256 KB weight SRAM")
+
+
+DEFAULT_DECODER_ENERGY = 0.05   # illustrative: decoder energy per codeword / one nominal data read
 
 
 def energy_per_read(voltage: float, nominal: float = 1.0, leakage_share: float = 0.0) -> float:
@@ -63,19 +77,43 @@ def energy_per_read(voltage: float, nominal: float = 1.0, leakage_share: float =
     return (1.0 - s) * r * r + s * r
 
 
+def decoder_energy(ecc: str | None, value: float | None = None,
+                   what: str = "--ecc-decoder-energy") -> float:
+    """The decoder energy per codeword to charge: `value` (checked, >= 0), the illustrative
+    default with a code, 0 without one (a value without a code is refused, naming `what`)."""
+    if ecc is None:
+        if value is not None:
+            raise InputError(f"{what} needs --ecc (there is no decoder without a code)")
+        return 0.0
+    return DEFAULT_DECODER_ENERGY if value is None else check_number(value, what, low=0.0)
+
+
+def ecc_energy_per_read(voltage: float, nominal: float = 1.0, leakage_share: float = 0.0,
+                        ecc: str | None = None, decoder: float | None = None) -> float:
+    """Energy of one data read at `voltage` from a memory protected by `ecc` (None: unprotected),
+    relative to one unprotected read at nominal: e(V) * n / k + decoder energy per codeword."""
+    e = energy_per_read(voltage, nominal, leakage_share)
+    d = decoder_energy(ecc, decoder)
+    return e if ecc is None else e * get_code(ecc).overhead + d
+
+
 def addon_saving(base_accesses: int, addon_accesses: int, voltage: float, nominal: float = 1.0,
-                 leakage_share: float = 0.0) -> float:
-    """Fraction of weight-memory energy saved: base at `voltage`, add-on at nominal voltage."""
+                 leakage_share: float = 0.0, ecc: str | None = None,
+                 decoder: float | None = None) -> float:
+    """Fraction of weight-memory energy saved: base at `voltage` (its memory protected by `ecc`
+    when given, see `ecc_energy_per_read`), add-on at nominal voltage without ECC."""
     base, addon = int(base_accesses), int(addon_accesses)
     if base <= 0:
         raise InputError(f"base accesses must be positive, got {base_accesses!r}")
     if addon < 0:
         raise InputError(f"add-on accesses must be >= 0, got {addon_accesses!r}")
-    e_low = energy_per_read(voltage, nominal, leakage_share)
+    e_low = ecc_energy_per_read(voltage, nominal, leakage_share, ecc, decoder)
     e_nom_base = float(base)
     return (e_nom_base - (base * e_low + addon * 1.0)) / e_nom_base
 
 
-def saving(voltage: float, nominal: float = 1.0, leakage_share: float = 0.0) -> float:
-    """Fraction of weight-memory energy saved at `voltage` without any add-on."""
-    return 1.0 - energy_per_read(voltage, nominal, leakage_share)
+def saving(voltage: float, nominal: float = 1.0, leakage_share: float = 0.0,
+           ecc: str | None = None, decoder: float | None = None) -> float:
+    """Fraction of weight-memory energy saved at `voltage` without any add-on (with `ecc`: its
+    extra reads and decoder counted against the unprotected memory at nominal voltage)."""
+    return 1.0 - ecc_energy_per_read(voltage, nominal, leakage_share, ecc, decoder)

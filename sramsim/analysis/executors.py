@@ -60,6 +60,8 @@ class Workload:
     limit: int | None = None
     batch_size: int = 1000
     include_bias: bool = False
+    ecc: str | None = None              # SECDED code of the weight memory (sramsim.inject.ecc)
+    ecc_policy: str = "keep"
     model: nn.Module | None = field(default=None, repr=False)
     dataset: object | None = field(default=None, repr=False)
 
@@ -153,7 +155,13 @@ class SweepWorker:
         for k in task.offset_indices:
             offset = word_offset(chip, k, w.offsets)
             t0 = time.perf_counter()
-            fault_map = (chip, v, offset)
+            ecc_stats = None
+            if w.ecc is None:
+                fault_map = (chip, v, offset)
+            else:
+                image, ecc_stats = self.qm.ecc_memory(w.ecc).read(chip, v, offset, w.ecc_policy,
+                                                                  out=self._image)
+                fault_map = (image,)
             with faulty.faults(*fault_map) as (weights, changed):
                 unchanged = not changed
                 t1 = time.perf_counter()
@@ -167,6 +175,8 @@ class SweepWorker:
                         "rerr": 1.0 - r["accuracy"], "loss": r["loss"], "unchanged": unchanged,
                         "n_samples": len(self.dataset), "t_faults": t1 - t0,
                         "t_eval": None if unchanged else t2 - t1})
+            if ecc_stats is not None:
+                out[-1]["ecc"] = ecc_stats.as_dict()
         return out
 
 

@@ -27,6 +27,7 @@ from sramsim.analysis import energy as E
 from sramsim.memory.chip import Chip
 from sramsim.memory.curves import BUILTINS, BerCurve
 from sramsim.errors import InputError
+from sramsim.inject.ecc import check_policy, get_code
 from sramsim.analysis.executors import Task, Workload, run_inprocess, run_pool, run_ray
 from sramsim.memory.geometry import Geometry, parse_kinds
 from sramsim.analysis.store import ResultStore
@@ -174,7 +175,8 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
               offsets: int = 1, workers: int = 1, executor: str = "local",
               ray_address: str | None = None, threads: int = 1, limit: int | None = None,
               bits: int | None = None, scheme: str | None = None, clip: float | None = None,
-              batch_size: int = 1000, leakage_share: float = 0.0, progress: bool = True) -> dict:
+              batch_size: int = 1000, leakage_share: float = 0.0, progress: bool = True,
+              ecc: str | None = None, ecc_policy: str = "keep") -> dict:
     """Run (or resume) a sweep and write DIR/points.jsonl, summary.json/.csv/.png.
 
     model: a checkpoint path (quantization settings from its meta unless overridden) or an
@@ -183,6 +185,10 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
     voltages: a list or a `parse_voltages` string. workers: 1 runs here, more use a process
     pool (or Ray actors with executor="ray"); each runs `threads` torch threads, and a point's
     result does not depend on the executor or worker count at a fixed `threads`.
+    ecc: the weight memory holds SECDED check bits ("secded72" / "secded13", `sramsim.inject.ecc`):
+    the chips hold the stored image (data + check bits), each point decodes it with `ecc_policy`
+    ("keep" / "zero") and records the decoder's counts; energy per read includes the n/k reads
+    and the illustrative decoder energy (`sramsim.analysis.energy.ecc_energy_per_read`).
     Returns the summary dict.
     """
     t_start = time.perf_counter()
@@ -204,6 +210,11 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
         raise InputError(f"--executor must be 'local' or 'ray', got {executor!r}")
     if not 0.0 <= float(leakage_share) <= 1.0:
         raise InputError(f"--leakage-share must lie in [0, 1], got {leakage_share!r}")
+    if ecc is not None:
+        ecc = get_code(ecc).name
+    elif ecc_policy != "keep":
+        raise InputError("--ecc-policy needs --ecc")
+    check_policy(ecc_policy)
 
     facts = [_chip_facts(c) for c in chips]
     _check_voltages(voltages, facts)
@@ -211,6 +222,7 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
 
     workload, model_obj, arch, ds = _workload(model, dataset, chips, int(offsets), limit, bits, scheme,
                                         clip, batch_size)
+    workload.ecc, workload.ecc_policy = ecc, ecc_policy
     config = {
         "model": {"arch": arch, "sha256": model_sha256(model_obj)},
         "data": {"name": ds.name, "n": len(ds), "sha256": tensor_sha256([ds.x, ds.y])},
@@ -219,6 +231,8 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
         "chips": [c.identity() for c in chips],
         "offsets": int(offsets),
     }
+    if ecc is not None:     # only then: sweeps without ECC keep their old configuration
+        config["ecc"] = {"code": ecc, "policy": ecc_policy}
     store = ResultStore(out_dir, config)
     tasks = _pending_tasks(store, voltages, len(chips), int(offsets))
     n_new = sum(t.size for t in tasks)
@@ -240,7 +254,8 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
         bar.close()
         store.close()
 
-    summary = summarize(store.records, voltages, len(chips), int(offsets), nominal, leakage_share)
+    summary = summarize(store.records, voltages, len(chips), int(offsets), nominal, leakage_share,
+                        ecc)
     summary.update({
         "model": str(model) if isinstance(model, (str, os.PathLike)) else config["model"]["arch"],
         "data": str(dataset) if isinstance(dataset, (str, os.PathLike)) else ds.name,
@@ -248,6 +263,9 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
         "quantization": config["quantization"],
         "chips": [f["name"] for f in facts], "offsets": int(offsets),
         "voltage_unit": unit, "nominal_voltage": nominal, "leakage_share": float(leakage_share),
+        "ecc": None if ecc is None else {
+            "code": ecc, "policy": ecc_policy, "read_overhead": get_code(ecc).overhead,
+            "decoder_energy": E.decoder_energy(ecc)},
         "computed_points": sum(t.size for t in tasks if t.chip_index >= 0),
         "executor": executor, "workers": int(workers), "threads": int(threads),
         "elapsed_s": round(time.perf_counter() - t_start, 3),
@@ -338,14 +356,18 @@ def _progress_bar(total: int, enabled: bool):
 # ------------------------------------------------------------------------------ aggregation
 
 def summarize(records: dict, voltages, n_chips: int, offsets: int, nominal: float = 1.0,
-              leakage_share: float = 0.0) -> dict:
-    """Per-voltage statistics over chips (each chip's offsets averaged first), from stored records."""
+              leakage_share: float = 0.0, ecc: str | None = None) -> dict:
+    """Per-voltage statistics over chips (each chip's offsets averaged first), from stored records.
+
+    With `ecc` the energy per read counts the code's extra reads and decoder, and each row gets
+    the decoder's mean counts per point ("ecc": corrected / detected / miscorrected words)."""
     clean = records.get(("clean",))
     points = []
     for v in voltages:
         per_chip = [[records[(round(v, 6), c, k)] for k in range(offsets)
                      if (round(v, 6), c, k) in records] for c in range(n_chips)]
-        points.append(_aggregate(v, [recs for recs in per_chip if recs], nominal, leakage_share))
+        points.append(_aggregate(v, [recs for recs in per_chip if recs], nominal, leakage_share,
+                                 ecc))
     out = {"points": points}
     if clean is not None:
         out.update({"clean_accuracy": clean["accuracy"], "clean_error": 1.0 - clean["accuracy"],
@@ -357,14 +379,15 @@ def summarize(records: dict, voltages, n_chips: int, offsets: int, nominal: floa
     return out
 
 
-def _aggregate(v: float, chips: list[list[dict]], nominal: float, leakage_share: float) -> dict:
+def _aggregate(v: float, chips: list[list[dict]], nominal: float, leakage_share: float,
+               ecc: str | None = None) -> dict:
     """One voltage's row. `chips`: per chip, its finished offsets' records.
 
     The chips are the independent draws; the placements of one chip share its faults, so each
     chip's offsets are averaged first and mean / std / 95% interval are taken over the chip means
     (n = chips). min / max are over single points.
     """
-    e = E.energy_per_read(v, nominal, leakage_share)
+    e = E.ecc_energy_per_read(v, nominal, leakage_share, ecc)
     recs = [r for chip in chips for r in chip]
     p = {"voltage": v, "ber": None, "accuracy_mean": None, "accuracy_std": None, "ci95": None,
          "n": len(chips), "n_points": len(recs), "accuracy_min": None, "accuracy_max": None,
@@ -383,6 +406,9 @@ def _aggregate(v: float, chips: list[list[dict]], nominal: float, leakage_share:
         "rerr_mean": 1.0 - mean,
         "loss_mean": float(np.mean([np.mean([r["loss"] for r in chip]) for chip in chips])),
     })
+    if ecc is not None and all("ecc" in r for r in recs):
+        p["ecc"] = {k: float(np.mean([r["ecc"][k] for r in recs]))
+                    for k in ("words", "faulty_words", "corrected", "detected", "miscorrected")}
     return p
 
 

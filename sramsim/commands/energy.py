@@ -8,6 +8,7 @@ from sramsim.analysis import energy as E
 from sramsim.analysis.systolic import METHODS, count_accesses
 from sramsim.commands.main import integer, number, print_json
 from sramsim.errors import InputError, check_ber
+from sramsim.inject.ecc import get_code
 from sramsim.memory.curves import BUILTINS, BerCurve
 
 PUBLISHED = "published"          # --count published: look the add-on up in E.PUBLISHED_ACCESSES
@@ -47,6 +48,13 @@ def register(subparsers) -> None:
                         "published (--accesses with --addon: NeuralFuse's published count, looked up)")
     p.add_argument("--input-shape", metavar="C,H,W",
                    help="input size for counting --addon next to --accesses")
+    p.add_argument("--ecc", metavar="CODE",
+                   help="the base model's weight memory holds SECDED check bits: secded72 "
+                        "(72/64 cells read per data bit) or secded13 (13/8), plus a decoder")
+    p.add_argument("--ecc-decoder-energy", metavar="D",
+                   help="with --ecc: decoder energy per codeword, as a fraction of one nominal "
+                        f"read of its data bits, at nominal voltage (default {E.DEFAULT_DECODER_ENERGY:g}, "
+                        "illustrative)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -72,7 +80,11 @@ def compute(args: argparse.Namespace) -> dict:
     method = _count_method(args)
     base, base_source, input_shape = _base_accesses(args, method)
     addon_name, addon, addon_source = _addon_accesses(args, method, input_shape)
+    ecc = None if args.ecc is None else get_code(args.ecc).name
+    decoder = E.decoder_energy(ecc, args.ecc_decoder_energy)       # checked with or without
+    decoder = decoder if ecc else None
     e_read = E.energy_per_read(voltage, nominal, leak)
+    e_data = E.ecc_energy_per_read(voltage, nominal, leak, ecc, decoder)
     return {
         "voltage": voltage,
         "nominal_voltage": nominal,
@@ -80,17 +92,21 @@ def compute(args: argparse.Namespace) -> dict:
         "ber": float(curve.ber(voltage)),
         "leakage_share": leak,
         "count": method,                             # None: every number was given
-        "energy_per_read": e_read,
+        "energy_per_read": e_read,                   # one read of the (unprotected) array at V
+        "ecc": ecc,
+        "ecc_read_overhead": get_code(ecc).overhead if ecc else 1.0,
+        "ecc_decoder_energy": decoder or 0.0,
+        "energy_per_data_read": e_data,              # with ECC: e * n/k + decoder; else e
         "base_accesses": base,
         "base_accesses_source": base_source,
         "addon": addon_name,
         "addon_accesses": addon,
         "addon_accesses_source": addon_source,
         "addon_accesses_looked_up": method == PUBLISHED and addon_name is not None,
-        "energy_base": e_read,                       # base reads at V, per nominal base energy
+        "energy_base": e_data,                       # base reads at V, per nominal base energy
         "energy_addon": addon / base,                # add-on reads at nominal, same unit
-        "saving_without_addon": 1.0 - e_read,
-        "saving": E.addon_saving(base, addon, voltage, nominal, leak),
+        "saving_without_addon": 1.0 - e_data,
+        "saving": E.addon_saving(base, addon, voltage, nominal, leak, ecc, decoder),
     }
 
 
@@ -190,6 +206,12 @@ def _print_table(r: dict) -> None:
         ("voltage", f"{r['voltage']:.4g} (nominal {r['nominal_voltage']:g}, curve {r['curve']})"),
         ("bit error rate", f"{r['ber']:.3g}"),
         ("energy per read", f"{r['energy_per_read']:.4f} of nominal"),
+    ]
+    if r["ecc"]:
+        rows.append(("ECC", f"{r['ecc']}: {r['ecc_read_overhead']:g}x cells read + decoder "
+                            f"{r['ecc_decoder_energy']:g} per codeword -> "
+                            f"{r['energy_per_data_read']:.4f} of nominal per data read"))
+    rows += [
         ("base reads/inference", f"{r['base_accesses']:,} ({r['base_accesses_source']})"),
     ]
     if r["addon_accesses"]:

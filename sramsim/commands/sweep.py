@@ -43,6 +43,11 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", default="1000", metavar="B", help="evaluation batch (default 1000)")
     p.add_argument("--leakage-share", default="0", metavar="S",
                    help="leakage share of a read's energy at nominal voltage (default 0)")
+    p.add_argument("--ecc", metavar="CODE", help="weights stored with SECDED check bits in the "
+                   "same chips: secded72 (72,64) or secded13 (13,8); decoded per codeword")
+    p.add_argument("--ecc-policy", default="keep", metavar="P",
+                   help="with --ecc, a detected uncorrectable word: keep its raw data (default) "
+                        "or zero its weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run)
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         bits=None if args.bits is None else int(args.bits), scheme=args.scheme,
         batch_size=integer(args.batch_size, "--batch-size"),
         leakage_share=number(args.leakage_share, "--leakage-share"),
-        progress=not args.no_progress)
+        progress=not args.no_progress, ecc=args.ecc, ecc_policy=args.ecc_policy)
     if args.json:
         print_json(summary)
     else:
@@ -81,16 +86,25 @@ def print_table(summary: dict, file=None) -> None:
     """The human table: one row per voltage, then where accuracy first drops > 1 point."""
     import sys
     f = file or sys.stdout
+    ecc = summary.get("ecc")
+    if ecc:
+        print(f"weights stored under {ecc['code']} (policy {ecc['policy']}): E/read counts "
+              f"{ecc['read_overhead']:g}x cells + decoder {ecc['decoder_energy']:g}; corrected / "
+              f"detected / miscorrected: words per point (mean)", file=f)
     head = (f"{'voltage':>8} {'BER':>10} {'accuracy':>9} {'± CI95':>7} {'std':>6} {'chips':>5} "
-            f"{'E/read':>7} {'saving':>7}")
+            f"{'E/read':>7} {'saving':>7}" + (f" {'corrected':>10} {'detected':>9} "
+                                             f"{'miscorr.':>9}" if ecc else ""))
     print(head, file=f)
     for p in summary["points"]:
         if p["accuracy_mean"] is None:
             print(f"{p['voltage']:>8.4g} {'-':>10} {'-':>9}", file=f)
             continue
+        counts = p.get("ecc")
         print(f"{p['voltage']:>8.4g} {p['ber']:>10.3g} {100 * p['accuracy_mean']:>8.2f}% "
               f"{100 * p['ci95']:>6.2f} {100 * p['accuracy_std']:>6.2f} {p['n']:>5d} "
-              f"{p['energy_per_read']:>7.3f} {100 * p['saving']:>6.1f}%", file=f)
+              f"{p['energy_per_read']:>7.3f} {100 * p['saving']:>6.1f}%"
+              + (f" {counts['corrected']:>10.1f} {counts['detected']:>9.1f} "
+                 f"{counts['miscorrected']:>9.1f}" if counts else ""), file=f)
     clean = summary.get("clean_accuracy")
     if clean is not None:
         print(f"fault-free quantized accuracy {100 * clean:.2f}% "

@@ -6,6 +6,7 @@ import sys
 
 from sramsim.commands.main import integer, number, print_json
 from sramsim.errors import InputError, check_ber
+from sramsim.inject.ecc import check_policy, get_code
 
 
 def register(subparsers) -> None:
@@ -30,6 +31,12 @@ def register(subparsers) -> None:
                    help="override the checkpoint's quantization scheme")
     p.add_argument("--seed", default="0", metavar="S", help="seed of the fault maps (default 0)")
     p.add_argument("--batch-size", default="1000", metavar="B", help="evaluation batch (default 1000)")
+    p.add_argument("--ecc", metavar="CODE", help="weights stored with SECDED check bits in the "
+                   "same memory: secded72 (72,64) or secded13 (13,8); groups carry the errors "
+                   "left after decoding")
+    p.add_argument("--ecc-policy", default="keep", metavar="P",
+                   help="with --ecc, a detected uncorrectable word: keep its raw data (default) "
+                        "or zero its weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=run)
@@ -47,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
     limit = None if args.limit is None else integer(args.limit, "--limit")
     seed = integer(args.seed, "--seed", 0)
     batch_size = integer(args.batch_size, "--batch-size")
+    ecc = None if args.ecc is None else get_code(args.ecc).name
+    if ecc is None and args.ecc_policy != "keep":
+        raise InputError("--ecc-policy needs --ecc")
+    check_policy(args.ecc_policy)
     ber = chips = voltage = None
     if args.profile:
         if args.voltage is None:
@@ -77,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = analyze(qm, dataset, ber=ber, chips=chips, voltage=voltage, models=models,
                          by=args.by, seed=seed, batch_size=batch_size,
-                         on_map=lambda _: bar.update(1))
+                         on_map=lambda _: bar.update(1), ecc=ecc, ecc_policy=args.ecc_policy)
     finally:
         bar.close()
     report.update({"model": str(args.model), "data": str(args.data), "limit": limit,
@@ -106,6 +117,11 @@ def print_table(report: dict, file=None) -> None:
              if src["kind"] == "chips" else f"random bit errors, BER {src['ber']:g}")
     print(f"{report['dataset']}, {report['samples']} samples, {q['bits']}-bit {q['scheme']}, "
           f"{report['models']} fault maps: {where}", file=f)
+    e = report.get("ecc")
+    if e:
+        print(f"weights under {e['code']} (policy {e['policy']}), words per map: "
+              f"{e['corrected']:.1f} corrected, {e['detected']:.1f} detected, "
+              f"{e['miscorrected']:.1f} miscorrected", file=f)
     print(f"clean quantized accuracy {100 * report['clean_accuracy']:.2f}%; all layers faulty: "
           f"{100 * report['all']['accuracy_mean']:.2f}% (drop {100 * report['all']['drop_mean']:.2f} "
           f"points)", file=f)
