@@ -71,9 +71,7 @@ def ref_encode(name: str, data: np.ndarray) -> np.ndarray:
     """The stored image, bit by bit, as the module's docstring lays it out."""
     k, r = K_R[name]
     n = k + r
-    words = -(-data.size * 8 // k)
-    if name == "secded13":
-        words = -(-words // 8) * 8
+    words = -(-data.size // 64) * 64 * 8 // k          # padded to whole 64-byte blocks
     padded = np.zeros(words * k // 8, dtype=np.uint8)
     padded[:data.size] = data
     out = np.zeros(words * n // 8, dtype=np.uint8)
@@ -125,14 +123,14 @@ def test_encode_matches_reference(name):
     stored = ecc.encode(name, data)
     assert np.array_equal(stored, ref_encode(name, data))
     assert stored.size == ecc.CODES[name].stored_bytes(37)
-    # secded72: 5 words of 9 bytes; secded13: 40 codewords (37 padded to 5 groups of 13 bytes)
-    assert stored.size == (45 if name == "secded72" else 65)
+    # 37 bytes padded to one 64-byte block: 8 words of 9 bytes / 64 codewords in 104 bytes
+    assert stored.size == (72 if name == "secded72" else 104)
 
 
 def test_code_constants():
     c72, c13 = ecc.CODES["secded72"], ecc.CODES["secded13"]
-    assert (c72.n, c72.group_words, c72.group_bytes, c72.overhead) == (72, 1, 9, 72 / 64)
-    assert (c13.n, c13.group_words, c13.group_bytes, c13.overhead) == (13, 8, 13, 13 / 8)
+    assert (c72.n, c72.block_words, c72.block_bytes, c72.overhead) == (72, 8, 72, 72 / 64)
+    assert (c13.n, c13.block_words, c13.block_bytes, c13.overhead) == (13, 64, 104, 13 / 8)
     assert list(c13.data_positions) == [3, 5, 6, 7, 9, 10, 11, 12]
     assert c72.data_positions[-1] == 71
 
@@ -311,7 +309,7 @@ def test_quantized_model_reads_through_ecc():
         clean = qm.faulty_image(RandomBitErrors(0.0), ecc="secded72")
         assert np.array_equal(clean, qm.image)
         mem = qm.ecc_memory("secded72")
-        assert mem is qm.ecc_memory("secded72") and mem.stored.size == -(-qm.image.size // 8) * 9
+        assert mem is qm.ecc_memory("secded72") and mem.stored.size == -(-qm.image.size // 64) * 72
         src = RandomBitErrors(0.05, seed=3)
         img = qm.faulty_image(src, ecc="secded72", ecc_policy="zero")
         again, s = mem.read(RandomBitErrors(0.05, seed=3), policy="zero")

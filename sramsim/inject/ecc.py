@@ -25,12 +25,13 @@ offset, tiling over a smaller chip -- apply to this stored image, byte for byte)
   byte (bits 0-6 = Hamming parity p1, p2, p4, ..., p64; bit 7 = overall parity).
 - secded13: eight 13-bit codewords fill 13 bytes exactly; data byte w is stored bits
   [13w, 13w + 8), its check bits [13w + 8, 13w + 13) (p1, p2, p4, p8, overall).
-The data image is padded with zero bytes to a whole number of 8 bytes (a whole codeword for
-secded72, a whole 13-byte group for secded13); padding codewords are stored and can fail too.
+The data image is padded with zero bytes to a whole number of 64 bytes (8 secded72 words in 72
+stored bytes, 64 secded13 words in 104: blocks of whole 64-bit words); padding codewords are
+stored and can fail too.
 
 Decoding visits only the codewords whose stored bits differ from the clean stored image (a
-streaming comparison finds them; the decoding work is proportional to the faulty codewords);
-every other word is the clean data, copied. Policy for a detected uncorrectable word: ``keep``
+streaming comparison, 64 bits at a time, finds them; the decoding work is proportional to the
+faulty codewords); every other word is the clean data, copied. Policy for a detected uncorrectable word: ``keep``
 its raw (faulty) data bits, or ``zero`` its weights (the data bytes take the bytes of the
 model's zero image: each code the one that decodes nearest 0.0 in its tensor's scheme).
 """
@@ -60,8 +61,9 @@ class Code:
             raise ValueError(f"no SECDED code with {k} data and {r} check bits")
         self.name, self.data_bits, self.check_bits = name, k, r
         self.n = k + r
-        self.group_words = 8 // gcd(self.n, 8)          # codewords per whole-byte group
-        self.group_bytes = self.n * self.group_words // 8
+        # codewords per block of whole 64-bit words of the stored image (the unit of comparison)
+        self.block_words = 64 // gcd(self.n, 64)
+        self.block_bytes = self.n * self.block_words // 8
         self.data_positions = np.array([p for p in range(3, k + r) if p & (p - 1)][:k],
                                        dtype=np.int64)
         # syndrome contribution of each data byte value: table[j, v] = XOR of the positions of
@@ -90,14 +92,14 @@ class Code:
         return self.n / self.data_bits
 
     def padded_bytes(self, data_bytes: int) -> int:
-        """Data bytes after padding to whole codeword groups."""
-        per = self.group_words * self.data_bits // 8
+        """Data bytes after padding to whole blocks (64 bytes)."""
+        per = self.block_words * self.data_bits // 8
         return -(-int(data_bytes) // per) * per
 
     def stored_bytes(self, data_bytes: int) -> int:
         """Bytes of the stored image (data + check bits) of `data_bytes` data bytes."""
-        per = self.group_words * self.data_bits // 8
-        return self.padded_bytes(data_bytes) // per * self.group_bytes
+        per = self.block_words * self.data_bits // 8
+        return self.padded_bytes(data_bytes) // per * self.block_bytes
 
     def __repr__(self) -> str:
         return f"Code({self.name!r}: ({self.n}, {self.data_bits}) SECDED)"
@@ -212,29 +214,29 @@ def _encode(data, stored, k, r, table):
         _or_bits(stored, w * n + k, r, c)
 
 
-def _decode(faulty, clean, zero, out, k, r, group_words, group_bytes, table, target,
+def _decode(faulty, clean, faulty64, clean64, zero, out, k, r, block_words, table, target,
             zero_policy, counts):
     """Decode the codewords of `faulty` that differ from `clean` into `out` (which already holds
-    the clean data; bytes past its end are not written). counts[chunk] += (faulty words,
-    corrected, detected, miscorrected). Each chunk owns whole groups: thread-count independent."""
+    the clean data; bytes past its end are not written). faulty64/clean64: the same arrays
+    viewed as uint64 (blocks are compared 64 bits at a time). counts[chunk] += (faulty words,
+    corrected, detected, miscorrected). Each chunk owns whole blocks: thread-count independent."""
     n = k + r
     kbytes = k // 8
     hmask = np.int64((1 << (r - 1)) - 1)
-    n_groups = faulty.shape[0] // group_bytes
+    block64 = n * block_words // 64
+    n_blocks = faulty64.shape[0] // block64
     nout = out.shape[0]
     nchunks = counts.shape[0]
     for ch in prange(nchunks):
-        for g in range(n_groups * ch // nchunks, n_groups * (ch + 1) // nchunks):
-            base = g * group_bytes
-            same = True
-            for t in range(group_bytes):
-                if faulty[base + t] != clean[base + t]:
-                    same = False
-                    break
-            if same:
+        for g in range(n_blocks * ch // nchunks, n_blocks * (ch + 1) // nchunks):
+            base = g * block64
+            diff = np.uint64(0)
+            for t in range(block64):
+                diff |= faulty64[base + t] ^ clean64[base + t]
+            if diff == 0:
                 continue
-            for ww in range(group_words):
-                w = g * group_words + ww
+            for ww in range(block_words):
+                w = g * block_words + ww
                 d = _get_bits(faulty, w * n, k)
                 c = _get_bits(faulty, w * n + k, r)
                 d0 = _get_bits(clean, w * n, k)
@@ -341,8 +343,9 @@ class EccMemory:
         counts = np.zeros((DECODE_CHUNKS, 4), dtype=np.int64)
         c = self.code
         kernel = decode_kernel if stored.size >= PARALLEL_MIN_BYTES else decode_kernel_serial
-        kernel(stored, self.stored, self.zero, out, c.data_bits, c.check_bits, c.group_words,
-               c.group_bytes, c.syndrome_table, c.syndrome_target, policy == "zero", counts)
+        kernel(stored, self.stored, stored.view(np.uint64), self.stored.view(np.uint64), self.zero,
+               out, c.data_bits, c.check_bits, c.block_words, c.syndrome_table,
+               c.syndrome_target, policy == "zero", counts)
         f, corrected, detected, mis = (int(x) for x in counts.sum(axis=0))
         return out, EccStats(self.words, f, corrected, detected, mis)
 
