@@ -17,6 +17,8 @@ All in one process, medians over repeats:
      codes a fault changed are decoded and written) and leaving it (those weights restored), with
      the persistent chip (its sorted faulty bytes cached per voltage; the first build reported
      apart) and with fresh RandomBitErrors (draw included, as MRFI draws anew every pass).
+All timed steps (a, b, c, e, f) run in turn, one round after another, so that they see the same
+machine load (`interleaved`); MRFI's extra cost is its faulty minus its clean forward pass.
 Headline (ratios.headline_end_to_end_mrfi_over_inplace): MRFI's extra time per faulty forward over
 ours end to end, both producing faulty DEQUANTIZED weights in use, ours including everything the
 in-place path needs per map (enter + restore); `perturbed` (functional, every weight dequantized)
@@ -51,42 +53,45 @@ def naive_dense(image: np.ndarray, p: float, rng: np.random.Generator) -> np.nda
     return image ^ np.packbits(flips, bitorder="little")
 
 
-def cpu_median(fn, repeat: int = 21) -> float:
-    """Median CPU time of this thread for fn() (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.thread_time()
-        fn()
-        times.append(time.thread_time() - t0)
-    return float(np.median(times))
+def interleaved(steps: dict, rounds: int) -> tuple[dict, dict]:
+    """Median wall and CPU (this thread) time of each step; the steps run in turn, once per
+    round (round 0 is a warm-up), so that all of them see the same machine load."""
+    wall = {k: [] for k in steps}
+    cpu = {k: [] for k in steps}
+    for r in range(rounds + 1):
+        for name, fn in steps.items():
+            w0, c0 = time.perf_counter(), time.thread_time()
+            fn()
+            w1, c1 = time.perf_counter(), time.thread_time()
+            if r:
+                wall[name].append(w1 - w0)
+                cpu[name].append(c1 - c0)
+    return ({k: float(np.median(v)) for k, v in wall.items()},
+            {k: float(np.median(v)) for k, v in cpu.items()})
 
 
-def inplace_times(qm: QuantizedModel, model: torch.nn.Module, make_source, voltage,
-                  repeat: int = 11) -> dict:
-    """Median wall and CPU times of entering `faults_applied` (faulty weights ready) and of
-    leaving it (restored); make_source() gives the fault source of each repeat (drawn inside
-    the timed enter for random errors: the draw is part of the path)."""
-    rows = []
-    for i in range(repeat + 1):
-        w0, c0 = time.perf_counter(), time.thread_time()
-        block = qm.faults_applied(model, make_source(), voltage)
-        block.__enter__()
-        w1, c1 = time.perf_counter(), time.thread_time()
-        block.__exit__(None, None, None)
-        w2, c2 = time.perf_counter(), time.thread_time()
-        if i:                                      # the first call is the warm-up
-            rows.append((w1 - w0, w2 - w1, w2 - w0, c1 - c0, c2 - c1, c2 - c0))
-    med = np.median(np.array(rows), axis=0)
-    return dict(zip(("enter_s", "exit_s", "enter_exit_s", "enter_cpu_s", "exit_cpu_s",
-                     "enter_exit_cpu_s"), (float(x) for x in med)))
+class InPlace:
+    """Entering and leaving `faults_applied` as two steps (faulty weights ready; restored)."""
+
+    def __init__(self, qm: QuantizedModel, model: torch.nn.Module, make_source, voltage):
+        self.qm, self.model, self.make_source, self.voltage = qm, model, make_source, voltage
+        self.block = None
+
+    def enter(self) -> None:
+        # for random errors the draw is part of the path: make_source() only seeds, enter draws
+        self.block = self.qm.faults_applied(self.model, self.make_source(), self.voltage)
+        self.block.__enter__()
+
+    def exit(self) -> None:
+        self.block.__exit__(None, None, None)
 
 
-def mrfi_extra_cost(model: torch.nn.Module, x: torch.Tensor, ber: float) -> dict:
+def mrfi_steps(model: torch.nn.Module, x: torch.Tensor, ber: float) -> dict:
+    """MRFI's clean and faulty forward passes as steps for `interleaved` ({} without MRFI)."""
     try:
         from mrfi import MRFI, EasyConfig
     except ImportError:
-        return {"skipped": "mrfi not installed (see the docstring)"}
+        return {}
     config = f"""
 faultinject:
   - type: weight
@@ -106,14 +111,15 @@ faultinject:
     module_type: [Conv2d, Linear]
 """
     fi_model = MRFI(model, EasyConfig.load_string(config))
-    with torch.no_grad():
-        def clean():
-            with fi_model.golden_run():
-                fi_model(x)
-        t_clean = median_time(clean, repeat=5)
-        t_faulty = median_time(lambda: fi_model(x), repeat=5)
-    return {"clean_forward_s": t_clean, "faulty_forward_s": t_faulty,
-            "extra_s": t_faulty - t_clean, "value_rate": 8 * ber}
+
+    def clean():
+        with torch.no_grad(), fi_model.golden_run():
+            fi_model(x)
+
+    def faulty():
+        with torch.no_grad():
+            fi_model(x)
+    return {"e_mrfi_clean_forward": clean, "e_mrfi_faulty_forward": faulty}
 
 
 def main() -> None:
@@ -141,19 +147,17 @@ def main() -> None:
     draw_first = t1 - t0
     empirical_ber = int(np.unpackbits(out ^ qm.image).sum()) / qm.n_bits
 
-    t_copy = median_time(lambda: np.copyto(out, qm.image), repeat=21)
-    t_faulty = median_time(lambda: qm.faulty_image(chip, voltage, out=out), repeat=21)
     numba.set_num_threads(1)
     t_faulty_1thread = median_time(lambda: qm.faulty_image(chip, voltage, out=out), repeat=21)
     numba.set_num_threads(args.threads or numba.config.NUMBA_NUM_THREADS)
-    t_faulty_offset = median_time(lambda: qm.faulty_image(chip, voltage, offset=12345, out=out), repeat=21)
-    t_perturbed = median_time(lambda: qm.perturbed(chip, voltage), repeat=7)
-    seeds = iter(range(1, 1000))
-    t_draw = median_time(lambda: Chip.random(geometry, curve, voltage, seed=next(seeds)), repeat=7)
     rng = np.random.default_rng(0)
     t_naive = median_time(lambda: naive_dense(qm.image, BER, rng), repeat=3)
+    # a small tiled chip (the shipped 8192x128 geometry) for comparison
+    small = Chip.random(Geometry(8192, 128), curve, 0.75, seed=0)
+    qm.faulty_image(small, voltage, out=out)
+    t_tiled = median_time(lambda: qm.faulty_image(small, voltage, offset=77, out=out), repeat=21)
 
-    # (f) in place, on a copy that holds the clean dequantized weights
+    # (f) in place, on a copy that holds the clean dequantized weights; one-time costs apart
     work = copy.deepcopy(model)
     t0 = time.perf_counter()
     qm.load_clean(work)
@@ -161,77 +165,77 @@ def main() -> None:
     t0 = time.perf_counter()
     chip.byte_faults(voltage)
     t_byte_faults = time.perf_counter() - t0
-    inplace_chip = inplace_times(qm, work, lambda: chip, voltage)
+    on_chip = InPlace(qm, work, lambda: chip, voltage)
     random_seeds = iter(range(1, 1000))
-    inplace_random = inplace_times(qm, work, lambda: RandomBitErrors(BER, seed=next(random_seeds)),
-                                   None)
-    cpu = {"a_copy": cpu_median(lambda: np.copyto(out, qm.image)),
-           "b_perturbed_with_dequantize": cpu_median(lambda: qm.perturbed(chip, voltage), 7),
-           "c_draw_random_chip": cpu_median(
-               lambda: Chip.random(geometry, curve, voltage, seed=next(seeds)), 7),
-           "f_inplace_enter": inplace_chip["enter_cpu_s"],
-           "f_inplace_exit": inplace_chip["exit_cpu_s"],
-           "f_inplace_enter_exit": inplace_chip["enter_exit_cpu_s"],
-           "f_inplace_random_enter_exit": inplace_random["enter_exit_cpu_s"]}
-    # a small tiled chip (the shipped 8192x128 geometry) for comparison
-    small = Chip.random(Geometry(8192, 128), curve, 0.75, seed=0)
-    qm.faulty_image(small, voltage, out=out)
-    t_tiled = median_time(lambda: qm.faulty_image(small, voltage, offset=77, out=out), repeat=21)
-
+    on_random = InPlace(qm, work, lambda: RandomBitErrors(BER, seed=next(random_seeds)), None)
+    seeds = iter(range(1, 1000))
     x = torch.randn(8, 3, 32, 32)
-    mrfi = mrfi_extra_cost(model, x, BER)
-    has_mrfi = "extra_s" in mrfi
-    end_to_end = mrfi["extra_s"] / t_perturbed if has_mrfi else None
-    image_only = mrfi["extra_s"] / t_faulty if has_mrfi else None
-    t_inplace = inplace_chip["enter_exit_s"]
-    inplace_e2e = mrfi["extra_s"] / t_inplace if has_mrfi else None
-    inplace_random_e2e = mrfi["extra_s"] / inplace_random["enter_exit_s"] if has_mrfi else None
+    steps = {
+        "a_copy": lambda: np.copyto(out, qm.image),
+        "b_faulty_image": lambda: qm.faulty_image(chip, voltage, out=out),
+        "b_faulty_image_offset": lambda: qm.faulty_image(chip, voltage, offset=12345, out=out),
+        "b_perturbed_with_dequantize": lambda: qm.perturbed(chip, voltage),
+        "c_draw_random_chip": lambda: Chip.random(geometry, curve, voltage, seed=next(seeds)),
+        "f_inplace_enter": on_chip.enter, "f_inplace_exit": on_chip.exit,
+        "f_inplace_random_enter": on_random.enter, "f_inplace_random_exit": on_random.exit,
+        **mrfi_steps(model, x, BER),
+    }
+    wall, cpu = interleaved(steps, rounds=9)
+    for t in (wall, cpu):
+        t["f_inplace_enter_exit"] = t["f_inplace_enter"] + t["f_inplace_exit"]
+        t["f_inplace_random_enter_exit"] = t["f_inplace_random_enter"] + t["f_inplace_random_exit"]
+        if "e_mrfi_faulty_forward" in t:
+            t["e_mrfi_extra_per_faulty_forward"] = (t["e_mrfi_faulty_forward"]
+                                                    - t["e_mrfi_clean_forward"])
 
+    def ratio(t: dict, a: str, b: str):
+        return t[a] / t[b] if a in t and b in t else None
+
+    mrfi = "e_mrfi_extra_per_faulty_forward"
     result = {
         "model": "resnet18 (CIFAR-style), 8-bit symmetric", "weights": qm.n_codes,
         "image_bytes": int(qm.image.size), "voltage": voltage, "target_ber": BER,
         "chip_faults": len(chip), "empirical_ber": empirical_ber,
-        "median_s": {
-            "a_copy": t_copy, "b_faulty_image": t_faulty, "b_faulty_image_1_thread": t_faulty_1thread,
-            "b_faulty_image_offset": t_faulty_offset,
-            "b_first_call_mask_build": first_build, "b_perturbed_with_dequantize": t_perturbed,
-            "b_tiled_8192x128_chip": t_tiled,
-            "c_draw_random_chip": t_draw, "c_first_draw_incl_jit": draw_first,
-            "d_naive_dense": t_naive, "e_mrfi_extra_per_faulty_forward": mrfi.get("extra_s"),
-            "f_inplace_enter": inplace_chip["enter_s"], "f_inplace_exit": inplace_chip["exit_s"],
-            "f_inplace_enter_exit": t_inplace,
-            "f_inplace_random_enter_exit": inplace_random["enter_exit_s"],
-            "f_inplace_random_enter": inplace_random["enter_s"],
-            "f_once_load_clean": t_load_clean, "f_once_chip_byte_faults": t_byte_faults,
-        },
+        "mrfi": "measured" if mrfi in wall else "not installed (see the docstring)",
+        "median_s": {**wall, "b_faulty_image_1_thread": t_faulty_1thread,
+                     "b_first_call_mask_build": first_build, "b_tiled_8192x128_chip": t_tiled,
+                     "c_first_draw_incl_jit": draw_first, "d_naive_dense": t_naive,
+                     "f_once_load_clean": t_load_clean, "f_once_chip_byte_faults": t_byte_faults},
         "cpu_s": cpu,
-        "mrfi": mrfi,
         "ratios": {
-            "headline_end_to_end_mrfi_over_inplace": inplace_e2e,
-            "mrfi_over_inplace_random_errors": inplace_random_e2e,
-            "end_to_end_mrfi_over_perturbed": end_to_end,
-            "f_enter_over_a": inplace_chip["enter_s"] / t_copy,
-            "f_enter_over_a_cpu": cpu["f_inplace_enter"] / cpu["a_copy"],
-            "f_enter_exit_over_a_cpu": cpu["f_inplace_enter_exit"] / cpu["a_copy"],
-            "b_perturbed_over_f_enter_exit": t_perturbed / t_inplace,
-            "image_only_mrfi_over_faulty_image": image_only,
-            "b_over_a": t_faulty / t_copy,
-            "b_1_thread_over_a": t_faulty_1thread / t_copy,
-            "d_over_b": t_naive / t_faulty,
+            "headline_end_to_end_mrfi_over_inplace": ratio(wall, mrfi, "f_inplace_enter_exit"),
+            "headline_end_to_end_mrfi_over_inplace_cpu": ratio(cpu, mrfi, "f_inplace_enter_exit"),
+            "mrfi_over_inplace_random_errors": ratio(wall, mrfi, "f_inplace_random_enter_exit"),
+            "mrfi_over_inplace_random_errors_cpu": ratio(cpu, mrfi, "f_inplace_random_enter_exit"),
+            "end_to_end_mrfi_over_perturbed": ratio(wall, mrfi, "b_perturbed_with_dequantize"),
+            "image_only_mrfi_over_faulty_image": ratio(wall, mrfi, "b_faulty_image"),
+            "f_enter_over_a": ratio(wall, "f_inplace_enter", "a_copy"),
+            "f_enter_over_a_cpu": ratio(cpu, "f_inplace_enter", "a_copy"),
+            "f_enter_exit_over_a_cpu": ratio(cpu, "f_inplace_enter_exit", "a_copy"),
+            "perturbed_over_f_enter_exit": ratio(wall, "b_perturbed_with_dequantize",
+                                                 "f_inplace_enter_exit"),
+            "perturbed_over_f_enter_exit_cpu": ratio(cpu, "b_perturbed_with_dequantize",
+                                                     "f_inplace_enter_exit"),
+            "b_over_a": ratio(wall, "b_faulty_image", "a_copy"),
+            "b_1_thread_over_a": t_faulty_1thread / wall["a_copy"],
+            "d_over_b": t_naive / wall["b_faulty_image"],
         },
-        "targets": {"b_over_a<=2": t_faulty / t_copy <= 2, "c<=0.050s": t_draw <= 0.05,
-                    "c_cpu<=0.050s": cpu["c_draw_random_chip"] <= 0.05,
-                    "f_enter_over_a<=3": inplace_chip["enter_s"] / t_copy <= 3,
-                    "f_enter_over_a_cpu<=3": cpu["f_inplace_enter"] / cpu["a_copy"] <= 3,
-                    "mrfi_over_inplace>=20": None if inplace_e2e is None else inplace_e2e >= 20,
-                    "d_over_b>=100": t_naive / t_faulty >= 100,
-                    "image_only_mrfi_over_b>=20": None if image_only is None else image_only >= 20},
     }
+    r = result["ratios"]
+    result["targets"] = {
+        "b_over_a<=2": r["b_over_a"] <= 2, "c<=0.050s": wall["c_draw_random_chip"] <= 0.05,
+        "c_cpu<=0.050s": cpu["c_draw_random_chip"] <= 0.05,
+        "f_enter_over_a<=3": r["f_enter_over_a"] <= 3,
+        "f_enter_over_a_cpu<=3": r["f_enter_over_a_cpu"] <= 3,
+        "mrfi_over_inplace>=20": None if r["headline_end_to_end_mrfi_over_inplace"] is None
+        else r["headline_end_to_end_mrfi_over_inplace"] >= 20,
+        "d_over_b>=100": r["d_over_b"] >= 100,
+        "image_only_mrfi_over_b>=20": None if r["image_only_mrfi_over_faulty_image"] is None
+        else r["image_only_mrfi_over_faulty_image"] >= 20}
     write_result("inject.json", result)
     for k, v in result["median_s"].items():
-        print(f"{k:34s} {v * 1e3 if v is not None else float('nan'):10.2f} ms")
-    for k, v in result["cpu_s"].items():
-        print(f"cpu {k:30s} {v * 1e3:10.2f} ms")
+        c = result["cpu_s"].get(k)
+        print(f"{k:34s} {v * 1e3:10.2f} ms" + (f"   cpu {c * 1e3:10.2f} ms" if c else ""))
     print({k: round(v, 2) if v is not None else None for k, v in result["ratios"].items()})
 
 
