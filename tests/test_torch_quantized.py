@@ -234,6 +234,12 @@ def test_eager_restore_puts_back_the_prepacked_weights_without_repacking():
     with tqm.perturbed(RandomBitErrors(0.05, seed=2)):
         assert all(a is not b for a, b in zip(packed(), before))
     assert all(a is b for a, b in zip(packed(), before))
+    # a tensor without faults is not re-packed at all: one flip in fc leaves conv's pack alone
+    fc = tqm.segments[1]
+    with tqm.perturbed(Faults(np.array([8 * fc.start + 3], dtype=np.uint64), np.zeros(1, np.uint8))):
+        now = packed()
+        assert now[0] is before[0] and now[1] is not before[1]
+    assert all(a is b for a, b in zip(packed(), before))
 
 
 def test_chip_with_offsets_tiles_like_the_mapping_contract():

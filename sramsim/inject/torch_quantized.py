@@ -252,29 +252,44 @@ class TorchQuantizedModel:
 
         For a PT2E model this dict also works with `torch.func.functional_call(model, weights, x)`.
         """
+        self._check(image)
+        return {s.name: self._codes(image, s) for s in self.segments}
+
+    def _check(self, image) -> None:
         if not (isinstance(image, np.ndarray) and image.dtype == np.uint8
                 and image.shape == self.image.shape):
             got = f"{image.dtype} {list(image.shape)}" if isinstance(image, np.ndarray) \
                 else type(image).__name__
             raise InputError(f"image must be a uint8 numpy array [{self.image.size}], got {got}")
-        return {s.name: torch.from_numpy(image[s.start:s.start + s.count].copy())
-                .view(torch.int8).reshape(s.shape) for s in self.segments}
+
+    @staticmethod
+    def _codes(image: np.ndarray, s: Segment) -> torch.Tensor:
+        return torch.from_numpy(image[s.start:s.start + s.count].copy()).view(torch.int8) \
+            .reshape(s.shape)
 
     @contextmanager
     def loaded(self, image: np.ndarray):
-        """Inside the block the model computes with the int8 weights of `image`; yields the model."""
-        codes = self.int8_weights(image)
+        """Inside the block the model computes with the int8 weights of `image`; yields the model.
+
+        Only tensors whose bytes differ from the clean image are written (each write re-packs
+        the tensor for torch's int8 kernels, which costs more than the faults themselves).
+        """
+        self._check(image)
         if self._active:
             raise RuntimeError("weights are already loaded into this model; leave that with-block "
                                "first")
         self._active = True
+        written = []
         try:
-            for w in self._weights:
-                w.write(codes[w.name])
+            for w, s in zip(self._weights, self.segments):
+                end = s.start + s.count
+                if not np.array_equal(image[s.start:end], self.image[s.start:end]):
+                    written.append(w)
+                    w.write(self._codes(image, s))
             yield self.model
         finally:
             try:
-                for w in self._weights:
+                for w in written:
                     w.restore()
             finally:
                 self._active = False
