@@ -168,6 +168,25 @@ def _get_bits(a, pos, nbits):
 
 
 @njit(cache=True, inline="always")
+def _get_xor_bits(a, b, pos, nbits):
+    """`_get_bits` of the stream a ^ b (without forming it)."""
+    v = np.uint64(0)
+    i = pos >> 3
+    have = -(pos & 7)
+    while have < nbits:
+        x = np.uint64(a[i] ^ b[i])
+        if have < 0:
+            v = x >> np.uint64(-have)
+        else:
+            v |= x << np.uint64(have)
+        have += 8
+        i += 1
+    if nbits < 64:
+        v &= (np.uint64(1) << np.uint64(nbits)) - np.uint64(1)
+    return v
+
+
+@njit(cache=True, inline="always")
 def _or_bits(a, pos, nbits, v):
     """OR the nbits-bit value `v` into bits [pos, pos + nbits) of `a` (the bits must be zero)."""
     b = pos >> 3
@@ -219,7 +238,12 @@ def _decode(faulty, clean, faulty64, clean64, zero, out, k, r, block_words, tabl
     """Decode the codewords of `faulty` that differ from `clean` into `out` (which already holds
     the clean data; bytes past its end are not written). faulty64/clean64: the same arrays
     viewed as uint64 (blocks are compared 64 bits at a time). counts[chunk] += (faulty words,
-    corrected, detected, miscorrected). Each chunk owns whole blocks: thread-count independent."""
+    corrected, detected, miscorrected). Each chunk owns whole blocks: thread-count independent.
+
+    Every clean stored word is a codeword (syndrome 0, even parity), so by linearity the
+    syndrome and parity the decoder computes on the faulty word are those of the error pattern
+    e = faulty ^ clean: the kernel reads e only, and writes the data error left after decoding.
+    """
     n = k + r
     kbytes = k // 8
     hmask = np.int64((1 << (r - 1)) - 1)
@@ -237,19 +261,17 @@ def _decode(faulty, clean, faulty64, clean64, zero, out, k, r, block_words, tabl
                 continue
             for ww in range(block_words):
                 w = g * block_words + ww
-                d = _get_bits(faulty, w * n, k)
-                c = _get_bits(faulty, w * n + k, r)
-                d0 = _get_bits(clean, w * n, k)
-                if d == d0 and c == _get_bits(clean, w * n + k, r):
+                ed = _get_xor_bits(faulty, clean, w * n, k)
+                ec = _get_xor_bits(faulty, clean, w * n + k, r)
+                if ed == 0 and ec == 0:
                     continue
                 counts[ch, 0] += 1
-                s = _hamming(d, table) ^ (np.int64(c) & hmask)
-                odd = _parity(d) ^ _parity(c)
+                s = _hamming(ed, table) ^ (np.int64(ec) & hmask)
                 detected = False
-                if odd == 1:
+                if _parity(ed) ^ _parity(ec) == 1:
                     t = target[s]
                     if t >= 0:
-                        d ^= np.uint64(1) << np.uint64(t)
+                        ed ^= np.uint64(1) << np.uint64(t)
                     elif t == -2:
                         detected = True
                 elif s != 0:
@@ -257,15 +279,20 @@ def _decode(faulty, clean, faulty64, clean64, zero, out, k, r, block_words, tabl
                 if detected:
                     counts[ch, 2] += 1
                     if zero_policy:
-                        d = _get_bits(zero, w * k, k)
-                elif d == d0:
+                        for j in range(kbytes):
+                            i = w * kbytes + j
+                            if i < nout:
+                                out[i] = zero[i]
+                        continue
+                elif ed == 0:
                     counts[ch, 1] += 1
+                    continue
                 else:
                     counts[ch, 3] += 1
-                for j in range(kbytes):
-                    i = w * kbytes + j
+                for j in range(kbytes):           # the data error left: raw (detected, keep)
+                    i = w * kbytes + j            # or after a miscorrection
                     if i < nout:
-                        out[i] = np.uint8((d >> np.uint64(8 * j)) & np.uint64(0xFF))
+                        out[i] ^= np.uint8((ed >> np.uint64(8 * j)) & np.uint64(0xFF))
 
 
 decode_kernel = njit(cache=True, parallel=True)(_decode)
