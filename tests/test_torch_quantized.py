@@ -65,7 +65,8 @@ def pt2e(per_channel: bool) -> torch.fx.GraphModule:
     if per_channel:
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
             X86InductorQuantizer, get_default_x86_inductor_quantization_config)
-        quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+        config = get_default_x86_inductor_quantization_config()
+        quantizer = X86InductorQuantizer().set_global(config)
     else:
         from torchao.testing.pt2e._xnnpack_quantizer import (XNNPACKQuantizer,
                                                              get_symmetric_quantization_config)
@@ -158,7 +159,8 @@ def test_bit7_flip_changes_exactly_that_weight(built):
     image[k] ^= 0x80
     with hand.loaded(image):
         assert torch.equal(twin(X), out)
-    assert torch.equal(model(X), ref_out) and torch.equal(stored_int8(tqm)[fc.name], before[fc.name])
+    assert torch.equal(model(X), ref_out)
+    assert torch.equal(stored_int8(tqm)[fc.name], before[fc.name])
 
 
 def test_hand_set_weights_have_exact_bytes_and_flip():
@@ -197,9 +199,9 @@ def test_faults_match_plain_reference(data):
 def eager_small() -> nn.Module:
     lin = nnq.Linear(4, 3)
     w = torch.arange(-6, 6, dtype=torch.float32).reshape(3, 4) / 10
-    lin.set_weight_bias(torch.quantize_per_channel(w, torch.tensor([0.1, 0.2, 0.05]),
-                                                   torch.zeros(3, dtype=torch.long), 0, torch.qint8),
-                        None)
+    zero = torch.zeros(3, dtype=torch.long)
+    q = torch.quantize_per_channel(w, torch.tensor([0.1, 0.2, 0.05]), zero, 0, torch.qint8)
+    lin.set_weight_bias(q, None)
     return nn.Sequential(lin)
 
 
@@ -236,7 +238,8 @@ def test_eager_restore_puts_back_the_prepacked_weights_without_repacking():
     assert all(a is b for a, b in zip(packed(), before))
     # a tensor without faults is not re-packed at all: one flip in fc leaves conv's pack alone
     fc = tqm.segments[1]
-    with tqm.perturbed(Faults(np.array([8 * fc.start + 3], dtype=np.uint64), np.zeros(1, np.uint8))):
+    one = Faults(np.array([8 * fc.start + 3], dtype=np.uint64), np.zeros(1, np.uint8))
+    with tqm.perturbed(one):
         now = packed()
         assert now[0] is before[0] and now[1] is not before[1]
     assert all(a is b for a, b in zip(packed(), before))
@@ -301,6 +304,24 @@ def test_dynamic_quantized_linear():
     with tqm.perturbed(Faults(np.array([8 * 31 + 7], dtype=np.uint64), np.zeros(1, np.uint8))):
         assert not torch.equal(model(x), ref)
     assert torch.equal(model(x), ref)
+
+
+def test_fx_graph_mode_model_is_read_through_its_quantized_modules():
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    torch.manual_seed(0)
+    prepared = prepare_fx(FloatNet().eval(), tq.get_default_qconfig_mapping("x86"), (X,))
+    prepared(X)
+    model = convert_fx(prepared)
+    tqm = TorchQuantizedModel(model)
+    assert tqm.kind == "eager" and [s.shape for s in tqm.segments] == [(4, 1, 3, 3), (10, 144)]
+    ref = model(X)
+    image = tqm.faulty_image(RandomBitErrors(0.05, seed=6))
+    with tqm.loaded(image):
+        for s in tqm.segments:
+            assert np.array_equal(stored_int8(tqm)[s.name].reshape(-1).numpy(),
+                                  image[s.start:s.start + s.count].view(np.int8))
+        assert not torch.equal(model(X), ref)
+    assert torch.equal(model(X), ref)
 
 
 def test_word_bits_pads_the_image():

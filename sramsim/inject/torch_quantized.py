@@ -1,13 +1,16 @@
 """A model quantized by PyTorch itself, its int8 weights taken as they are for the memory image.
 
 Two kinds of input (the quantized model keeps running on its own kernels; nothing is requantized):
-- eager mode: a `torch.ao.quantization.convert`ed model (or `quantize_dynamic`'s), whose quantized
-  Conv/ConvTranspose/Linear modules (fused ReLU variants included) hold qint8 weights with
-  per-tensor or per-channel scales; they run on torch's int8 (fbgemm / x86 / qnnpack) kernels.
-- PT2E: the `torch.fx.GraphModule` that `convert_pt2e` (torchao's `torchao.quantization.pt2e`)
-  returns; its weights are int8 buffers read by `quantized_decomposed.dequantize_per_tensor /
-  _per_channel` nodes. (torch 2.13 no longer ships `torch.ao.quantization.quantize_pt2e`: the
-  flow lives in the `torchao` package.)
+- eager mode (kind "eager"): a `torch.ao.quantization.convert`ed model (or `quantize_dynamic`'s,
+  or FX graph mode's `convert_fx`), whose quantized Conv/ConvTranspose/Linear modules (fused ReLU
+  variants included) hold qint8 weights with per-tensor or per-channel scales; they run on
+  torch's int8 (fbgemm / x86 / qnnpack) kernels. torch 2.13 warns that this API and quantized
+  tensors are deprecated (in favour of torchao) but still runs them.
+- PT2E (kind "pt2e"): the `torch.fx.GraphModule` that `convert_pt2e` (from
+  `torchao.quantization.pt2e`) returns; its weights are int8 buffers read by
+  `quantized_decomposed.dequantize_per_tensor / _per_channel` nodes. (torch 2.13 no longer ships
+  `torch.ao.quantization.quantize_pt2e`: the flow lives in the `torchao` package.) A graph
+  lowered to onednn kernels (`lower_pt2e_quantized_to_x86`) holds prepacked weights: refused.
 
 Image layout: one byte per weight, the weight's int8 value in two's complement (`int_repr()`
 viewed as uint8), each tensor in row-major (C) order of its logical shape, tensors concatenated
@@ -35,7 +38,7 @@ from sramsim.inject.placement import apply_placed
 # PT2E ops that read a quantized weight (their first argument) back as float
 PT2E_DEQUANTIZE = ("quantized_decomposed.dequantize_per_tensor.",
                    "quantized_decomposed.dequantize_per_channel.")
-LOWERED = ("onednn.", "quantized.")     # ops of a lowered graph: weights prepacked, not int8
+LOWERED = "onednn."     # ops of a PT2E graph lowered for x86: weights prepacked, not int8
 PER_TENSOR = (torch.per_tensor_affine, torch.per_tensor_symmetric)
 PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_symmetric)
 
@@ -203,10 +206,13 @@ class TorchQuantizedModel:
             raise InputError(f"word_bits must be a positive multiple of 8, got {word_bits!r}")
         self.model = model
         self.word_bits = int(word_bits)
-        self.kind = "pt2e" if isinstance(model, fx.GraphModule) else "eager"
-        self._weights = _pt2e_weights(model) if self.kind == "pt2e" else _eager_weights(model)
-        if self.kind == "pt2e" and any(str(n.target).startswith(LOWERED)
-                                       for n in model.graph.nodes if n.op == "call_function"):
+        # a GraphModule is PT2E's (int8 buffers) or FX graph mode's (quantized modules inside)
+        self._weights = _pt2e_weights(model) if isinstance(model, fx.GraphModule) else []
+        self.kind = "pt2e" if self._weights else "eager"
+        if not self._weights:
+            self._weights = _eager_weights(model)
+        if not self._weights and isinstance(model, fx.GraphModule) and any(
+                str(n.target).startswith(LOWERED) for n in model.graph.nodes):
             raise InputError("model is a PT2E model lowered to onednn kernels (prepacked weights): "
                              "pass the GraphModule that convert_pt2e returns, before lowering")
         if not self._weights:
