@@ -1,6 +1,7 @@
 """PyTorch-quantized models (eager torch.ao.quantization and PT2E via torchao) as memory images:
 their own int8 weights, bit-exact faults, their own kernels, restored weights."""
 import copy
+import functools
 
 import numpy as np
 import pytest
@@ -181,7 +182,7 @@ def test_hand_set_weights_have_exact_bytes_and_flip():
 @settings(max_examples=25, deadline=None)
 @given(data=st.data())
 def test_faults_match_plain_reference(data):
-    model = MODELS["eager-channel"]() if data.draw(st.booleans()) else eager_small()
+    model = shared_eager_channel() if data.draw(st.booleans()) else eager_small()
     tqm = TorchQuantizedModel(model)
     n = tqm.n_bits
     address = data.draw(st.lists(st.integers(0, n - 1), max_size=40, unique=True))
@@ -194,6 +195,12 @@ def test_faults_match_plain_reference(data):
     for s in tqm.segments:
         assert np.array_equal(now[s.name].reshape(-1).numpy(),
                               expected[s.start:s.start + s.count].view(np.int8))
+
+
+@functools.cache
+def shared_eager_channel() -> nn.Module:
+    """One model for all examples (every with-block restores it)."""
+    return eager(True)
 
 
 def eager_small() -> nn.Module:
