@@ -49,7 +49,8 @@ def check_against_perturbed(qm, model, make, voltage=None, offset=0, placement=N
     faulty = qm.faulty_image(make(), voltage, offset, placement=placement)
     assert applied.changed_bytes == int(np.count_nonzero(faulty != qm.image))
     assert applied.unchanged == np.array_equal(faulty, qm.image)
-    codes = [Q.unpack(torch.from_numpy(im.copy()), qm.bits, qm.n_codes) for im in (faulty, qm.image)]
+    codes = [Q.unpack(torch.from_numpy(im.copy()), qm.bits, qm.n_codes)
+             for im in (faulty, qm.image)]
     assert applied.changed_weights == int(torch.count_nonzero(codes[0] != codes[1]))
     return applied
 
@@ -128,9 +129,10 @@ def test_exact_small_case_by_hand():
     model = nn.Linear(2, 2, bias=False)
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[1.0, -0.5], [0.25, 0.0]]))
-    qm = QuantizedModel(model, bits=8, scheme="symmetric")     # delta = 1/127: codes 127, -64, 32, 0
+    qm = QuantizedModel(model, bits=8, scheme="symmetric")   # delta 1/127: codes 127, -64, 32, 0
     delta = np.float32(1.0 / 127)
-    # flip bit 7 of code 0 (127 -> -1) and bit 0 of code 3 (0 -> 1); stuck0 on code 2's bit 5 (32 -> 0)
+    # flip bit 7 of code 0 (127 -> -1) and bit 0 of code 3 (0 -> 1);
+    # stuck0 on bit 5 of code 2 (32 -> 0)
     faults = Faults(np.array([7, 24, 21], dtype=np.uint64), np.array([0, 0, 1], dtype=np.uint8))
     with qm.faults_applied(model, faults) as applied:
         w = model.weight.detach().clone()
@@ -142,7 +144,7 @@ def test_exact_small_case_by_hand():
 
 
 def test_fault_on_padding_changes_a_byte_but_no_weight():
-    model = nn.Linear(3, 1, bias=False)                      # 3 weights, 2-bit: one byte, 1 code pad
+    model = nn.Linear(3, 1, bias=False)          # 3 weights, 2-bit: one byte with 1 code of padding
     qm = QuantizedModel(model, bits=2, scheme="asymmetric")
     with qm.faults_applied(model, Faults(np.array([6], dtype=np.uint64),
                                          np.array([2], dtype=np.uint8))) as applied:
@@ -255,14 +257,42 @@ def test_chip_byte_faults_match_the_dense_masks():
 
 
 @settings(max_examples=40, deadline=None)
-@given(bits=st.sampled_from([8, 4, 2]), scheme=st.sampled_from(["symmetric", "asymmetric", "rquant"]),
-       word_bits=st.sampled_from([8, 16]), sizes=st.lists(st.integers(1, 40), min_size=1, max_size=4),
+@given(bits=st.sampled_from([8, 4, 2]),
+       scheme=st.sampled_from(["symmetric", "asymmetric", "rquant"]),
+       word_bits=st.sampled_from([8, 16]),
+       sizes=st.lists(st.integers(1, 40), min_size=1, max_size=4),
        data=st.data())
 def test_property_matches_the_functional_path(bits, scheme, word_bits, sizes, data):
     layers = [nn.Linear(s, 1, bias=False) for s in sizes]
     model = nn.ModuleList(layers)
     qm = QuantizedModel(model, bits=bits, scheme=scheme, word_bits=word_bits)
-    address = data.draw(st.lists(st.integers(0, qm.n_bits - 1), unique=True, max_size=3 * qm.n_bits // 4))
+    address = data.draw(st.lists(st.integers(0, qm.n_bits - 1), unique=True,
+                                 max_size=3 * qm.n_bits // 4))
     kind = data.draw(st.lists(st.integers(0, 2), min_size=len(address), max_size=len(address)))
     faults = Faults(np.array(address, dtype=np.uint64), np.array(kind, dtype=np.uint8))
     check_against_perturbed(qm, model, lambda: faults)
+
+
+def test_faulty_model_in_place_and_functional_give_the_same_logits(monkeypatch):
+    from sramsim.nn.evaluation import FaultyModel, logits
+    model = small_model().eval()
+    qm = QuantizedModel(model, bits=4, scheme="symmetric")
+    floats = params_of(model)
+    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=11, kinds=MIXED)
+    x = torch.randn(5, 3, 3, 9)
+    fast = FaultyModel(qm)
+    assert fast.inplace and fast.model is not model
+    results = []
+    for source in (chip, qm.faulty_image(chip, 0.8, 3)):
+        args = (0.8, 3) if source is chip else ()
+        with fast.faults(source, *args) as (weights, changed):
+            results.append((logits(fast.model, x, weights), changed))
+    assert_bitwise(floats, params_of(model), floats)          # the caller's model is untouched
+    monkeypatch.setattr(QuantizedModel, "inplace_fits", lambda self, m: False)
+    slow = FaultyModel(qm)
+    assert not slow.inplace and slow.model is model
+    for (expected, was_changed), source in zip(results, (chip, qm.faulty_image(chip, 0.8, 3))):
+        args = (0.8, 3) if source is chip else ()
+        with slow.faults(source, *args) as (weights, changed):
+            assert changed == was_changed
+            assert torch.equal(logits(slow.model, x, weights), expected)

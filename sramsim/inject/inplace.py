@@ -128,7 +128,7 @@ class _Slot:
 
     def __init__(self):
         self.active = False
-        self.clean_stamp = None     # (data_ptr, _version) per parameter when they held clean weights
+        self.clean_stamp = None     # (data_ptr, _version) per parameter, last known clean
         self.views = None           # (data_ptrs, numba List of flat float32 views)
         self.pos = np.empty(0, dtype=np.int32)
         self.old = np.empty(0, dtype=np.float32)
@@ -261,12 +261,14 @@ def faults_applied(qm, model: nn.Module, source, voltage: float | None = None, o
         f = located.faults
         nbytes = qm.image.size
         tiles = math.ceil((nbytes + located.offset_bytes) / located.cap_bytes) + 1
-        pos, old = _scratch(slot, min(qm.n_codes, len(f) * tiles), qm.n_codes)
+        # a faulty byte holds 8 // bits codes; a chip tiled over the image repeats its bytes
+        pos, old = _scratch(slot, min(qm.n_codes, len(f) * (8 // qm.bits) * tiles), qm.n_codes)
         views = _views(slot, params)
         none = f.xor[:0]
         written, changed = kernels.write_faulty_codes(
             qm.image, f.byte, f.xor, none if f.clear is None else f.clear,
-            none if f.set is None else f.set, located.first, located.offset_bytes, located.cap_bytes,
+            none if f.set is None else f.set, located.first, located.offset_bytes,
+            located.cap_bytes,
             qm.bits, st.seg_end, st.scheme, st.delta, st.lo, st.hi, views, pos, old)
         torch.autograd.graph.increment_version(params)
         try:

@@ -148,69 +148,98 @@ def _decode(code, scheme, bits, delta, lo, hi):
 
 
 @njit(cache=True)
+def _write_range(image, byte, xor, clear, set_, lo, hi, base, bits, seg_end, seg_scheme,
+                 seg_delta, seg_lo, seg_hi, params, pos, old, counters):
+    """`write_faulty_codes` for faulty bytes lo..hi-1, each on image byte byte[i] + base
+    (ascending). counters = [written, changed, segment]: carried from range to range. Returns
+    True when the end of the image is reached."""
+    nbytes = image.shape[0]
+    stuck = clear.shape[0] > 0
+    per = 8 // bits
+    cmask = (1 << bits) - 1
+    n_codes = seg_end[seg_end.shape[0] - 1]
+    written, changed, sp = counters[0], counters[1], counters[2]
+    start = seg_end[sp - 1] if sp > 0 else 0
+    arr = params[sp]            # fetched again only when the segment changes (a List lookup is slow)
+    done = False
+    for i in range(lo, hi):
+        b = byte[i] + base
+        if b >= nbytes:
+            done = True
+            break
+        before = np.int64(image[b])
+        after = before ^ np.int64(xor[i])
+        if stuck:
+            after = (after & ~np.int64(clear[i])) | np.int64(set_[i])
+        if after == before:
+            continue
+        changed += 1
+        if per == 1:            # 8-bit codes: one code per byte, no inner loop
+            if b >= n_codes:
+                continue
+            if b >= seg_end[sp]:
+                while b >= seg_end[sp]:
+                    sp += 1
+                start = seg_end[sp - 1]
+                arr = params[sp]
+            local = b - start
+            pos[written] = b
+            old[written] = arr[local]
+            arr[local] = _decode(after, seg_scheme[sp], 8, seg_delta[sp], seg_lo[sp], seg_hi[sp])
+            written += 1
+            continue
+        for j in range(per):
+            code_index = b * per + j
+            if code_index >= n_codes:
+                break
+            shift = j * bits
+            new_code = (after >> shift) & cmask
+            if new_code == (before >> shift) & cmask:
+                continue
+            if code_index >= seg_end[sp]:
+                while code_index >= seg_end[sp]:
+                    sp += 1
+                start = seg_end[sp - 1]
+                arr = params[sp]
+            local = code_index - start
+            pos[written] = code_index
+            old[written] = arr[local]
+            arr[local] = _decode(new_code, seg_scheme[sp], bits, seg_delta[sp], seg_lo[sp],
+                                 seg_hi[sp])
+            written += 1
+    counters[0], counters[1], counters[2] = written, changed, sp
+    return done
+
+
+@njit(cache=True)
 def write_faulty_codes(image, byte, xor, clear, set_, first, offset_bytes, cap_bytes, bits,
                        seg_end, seg_scheme, seg_delta, seg_lo, seg_hi, params, pos, old):
     """Write the dequantized faulty codes into the parameters; save what they held.
 
     byte/xor/clear/set_: faulty bytes, ascending, with their masks (clear/set_ empty when there
     is no stuck-at fault). Faulty byte i sits on image byte (byte[i] - offset_bytes) mod
-    cap_bytes, repeated every cap_bytes (a chip tiled over the image): iterating from index
-    `first` (the first at or after the offset) and wrapping round yields image bytes in
-    ascending order. Only codes whose value changes are decoded; code k of segment s (codes up
-    to seg_end[s]) is element k - seg_end[s - 1] of params[s]. Returns (codes written, image
-    bytes changed); pos[:w] holds the codes' global indices, old[:w] the values they replaced.
+    cap_bytes, repeated every cap_bytes (a chip tiled over the image): the bytes from index
+    `first` (the first at or after the offset) to the end, then those before it, then the next
+    tile, yield image bytes in ascending order. Only codes whose value changes are decoded;
+    code k of segment s (codes up to seg_end[s]) is element k - seg_end[s - 1] of params[s].
+    Returns (codes written, image bytes changed); pos[:w] holds the codes' global indices,
+    old[:w] the values they replaced.
     """
     n = byte.shape[0]
-    nbytes = image.shape[0]
-    stuck = clear.shape[0] > 0
-    per = 8 // bits
-    cmask = (1 << bits) - 1
-    n_codes = seg_end[seg_end.shape[0] - 1]
-    written = 0
-    changed = 0
-    sp = 0
-    start = 0
-    arr = params[0]         # fetched again only when the segment changes (a List lookup is slow)
+    counters = np.zeros(3, dtype=np.int64)
     if n == 0:
-        return written, changed
-    tile = 0
+        return 0, 0
+    base = -offset_bytes
     while True:
-        for r in range(n):
-            i = first + r
-            wrap = 0
-            if i >= n:
-                i -= n
-                wrap = cap_bytes
-            b = tile * cap_bytes + byte[i] + wrap - offset_bytes
-            if b >= nbytes:
-                return written, changed
-            before = image[b]
-            after = before ^ xor[i]
-            if stuck:
-                after = (after & ~clear[i]) | set_[i]
-            if after == before:
-                continue
-            changed += 1
-            for j in range(per):
-                code_index = b * per + j
-                if code_index >= n_codes:
-                    break
-                shift = j * bits
-                new_code = (after >> shift) & cmask
-                if new_code == (before >> shift) & cmask:
-                    continue
-                if code_index >= seg_end[sp]:
-                    while code_index >= seg_end[sp]:
-                        sp += 1
-                    start = seg_end[sp - 1]
-                    arr = params[sp]
-                local = code_index - start
-                pos[written] = code_index
-                old[written] = arr[local]
-                arr[local] = _decode(new_code, seg_scheme[sp], bits, seg_delta[sp], seg_lo[sp],
-                                     seg_hi[sp])
-                written += 1
-        tile += 1
+        if _write_range(image, byte, xor, clear, set_, first, n, base, bits, seg_end,
+                        seg_scheme, seg_delta, seg_lo, seg_hi, params, pos, old, counters):
+            break
+        if _write_range(image, byte, xor, clear, set_, 0, first, base + cap_bytes, bits,
+                        seg_end, seg_scheme, seg_delta, seg_lo, seg_hi, params, pos, old,
+                        counters):
+            break
+        base += cap_bytes
+    return counters[0], counters[1]
 
 
 @njit(cache=True)
