@@ -16,7 +16,8 @@ All in one process, medians over repeats:
      dequantized weights: entering the block (faulty weights ready for a forward pass: only the
      codes a fault changed are decoded and written) and leaving it (those weights restored), with
      the persistent chip (its sorted faulty bytes cached per voltage; the first build reported
-     apart) and with fresh RandomBitErrors (draw included, as MRFI draws anew every pass).
+     apart) and with fresh RandomBitErrors (draw included, as MRFI draws anew every pass); also
+     the same chip at the voltage of BER 0.1% beside `perturbed` there (work ~ faults).
 All timed steps (a, b, c, e, f) run in turn, one round after another, so that they see the same
 machine load (`interleaved`); MRFI's extra cost is its faulty minus its clean forward pass.
 Headline (ratios.headline_end_to_end_mrfi_over_inplace): MRFI's extra time per faulty forward over
@@ -46,6 +47,7 @@ from sramsim import BerCurve, Chip, Geometry, QuantizedModel, RandomBitErrors  #
 from sramsim.nn.models import build  # noqa: E402
 
 BER = 0.01
+BER_SPARSE = 0.001
 
 
 def naive_dense(image: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
@@ -166,6 +168,10 @@ def main() -> None:
     chip.byte_faults(voltage)
     t_byte_faults = time.perf_counter() - t0
     on_chip = InPlace(qm, work, lambda: chip, voltage)
+    # the same chip at the voltage of BER 0.1% (its faults there are a prefix of those at 1%)
+    v_sparse = float(curve.voltage(BER_SPARSE))
+    chip.byte_faults(v_sparse)
+    on_chip_sparse = InPlace(qm, work, lambda: chip, v_sparse)
     random_seeds = iter(range(1, 1000))
     on_random = InPlace(qm, work, lambda: RandomBitErrors(BER, seed=next(random_seeds)), None)
     seeds = iter(range(1, 1000))
@@ -178,12 +184,17 @@ def main() -> None:
         "c_draw_random_chip": lambda: Chip.random(geometry, curve, voltage, seed=next(seeds)),
         "f_inplace_enter": on_chip.enter, "f_inplace_exit": on_chip.exit,
         "f_inplace_random_enter": on_random.enter, "f_inplace_random_exit": on_random.exit,
+        "b_perturbed_ber_0.1%": lambda: qm.perturbed(chip, v_sparse),
+        "f_inplace_enter_ber_0.1%": on_chip_sparse.enter,
+        "f_inplace_exit_ber_0.1%": on_chip_sparse.exit,
         **mrfi_steps(model, x, BER),
     }
     wall, cpu = interleaved(steps, rounds=9)
     for t in (wall, cpu):
         t["f_inplace_enter_exit"] = t["f_inplace_enter"] + t["f_inplace_exit"]
         t["f_inplace_random_enter_exit"] = t["f_inplace_random_enter"] + t["f_inplace_random_exit"]
+        t["f_inplace_enter_exit_ber_0.1%"] = (t["f_inplace_enter_ber_0.1%"]
+                                             + t["f_inplace_exit_ber_0.1%"])
         if "e_mrfi_faulty_forward" in t:
             t["e_mrfi_extra_per_faulty_forward"] = (t["e_mrfi_faulty_forward"]
                                                     - t["e_mrfi_clean_forward"])
@@ -196,6 +207,7 @@ def main() -> None:
         "model": "resnet18 (CIFAR-style), 8-bit symmetric", "weights": qm.n_codes,
         "image_bytes": int(qm.image.size), "voltage": voltage, "target_ber": BER,
         "chip_faults": len(chip), "empirical_ber": empirical_ber,
+        "voltage_ber_0.1%": v_sparse, "chip_faults_ber_0.1%": chip.count(v_sparse),
         "mrfi": "measured" if mrfi in wall else "not installed (see the docstring)",
         "median_s": {**wall, "b_faulty_image_1_thread": t_faulty_1thread,
                      "b_first_call_mask_build": first_build, "b_tiled_8192x128_chip": t_tiled,
@@ -216,6 +228,12 @@ def main() -> None:
                                                  "f_inplace_enter_exit"),
             "perturbed_over_f_enter_exit_cpu": ratio(cpu, "b_perturbed_with_dequantize",
                                                      "f_inplace_enter_exit"),
+            "perturbed_over_f_enter_exit_ber_0.1%": ratio(wall, "b_perturbed_ber_0.1%",
+                                                          "f_inplace_enter_exit_ber_0.1%"),
+            "perturbed_over_f_enter_exit_ber_0.1%_cpu": ratio(cpu, "b_perturbed_ber_0.1%",
+                                                              "f_inplace_enter_exit_ber_0.1%"),
+            "f_enter_over_a_ber_0.1%": ratio(wall, "f_inplace_enter_ber_0.1%", "a_copy"),
+            "f_enter_over_a_ber_0.1%_cpu": ratio(cpu, "f_inplace_enter_ber_0.1%", "a_copy"),
             "b_over_a": ratio(wall, "b_faulty_image", "a_copy"),
             "b_1_thread_over_a": t_faulty_1thread / wall["a_copy"],
             "d_over_b": t_naive / wall["b_faulty_image"],
