@@ -10,19 +10,23 @@ caller can write each point as soon as it is finished.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
+import socket
+import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from sramsim.errors import InputError
 from sramsim.memory.chip import Chip
 
 CHIP_CACHE = 2
@@ -292,47 +296,164 @@ def run_pool(workload: Workload, tasks: Sequence[Task], workers: int, threads: i
 
 def run_ray(workload: Workload, tasks: Sequence[Task], workers: int | None, threads: int,
             address: str | None, on_result: OnResult) -> None:
-    """Ray actors, one SweepWorker each: `address` joins a cluster, None starts a local Ray.
+    """Ray actors, one SweepWorker each: `address` (HOST:PORT) joins a cluster, None starts one here.
 
     Each actor asks Ray for `threads` CPUs (the torch/numba threads it runs), so a local Ray is
     started with workers x threads CPUs, and a cluster without room for every actor is refused up
-    front (an actor that can never be placed would leave its points waiting forever). A local Ray
-    registers at 127.0.0.1 and starts no dashboard (ray 2.60's GCS and raylet gRPC servers still
-    listen on every interface; the tests run it in a network namespace of its own). On a cluster,
-    the checkpoint, the data and profile files must be at the same paths on every node (a shared
-    filesystem); random chips travel as seeds.
+    front (an actor that can never be placed would leave its points waiting forever). A cluster
+    that does not answer at `address` is refused within RAY_CONNECT_TIMEOUT_S. A local Ray, and
+    a driver joining a loopback address, bind and register 127.0.0.1 (`import_ray`; README,
+    "Sweeps on a Ray cluster", says what else Ray's head contacts). On a cluster, the
+    checkpoint, the data and profile files must be at the same paths on every node (a shared
+    filesystem); random chips travel as seeds. An actor that dies (its process killed, its node
+    lost) hands its task to the others; when none is left, `RayWorkersLost` says so, and the
+    points already passed to `on_result` are all that was finished.
     """
+    ray = import_ray(address)
+    # Ray prints the raylets' notices (a worker died, ...) on stdout, the CLI's table/JSON stream.
+    with redirect_stdout(sys.stderr):
+        started = not ray.is_initialized()
+        if started:
+            if address:
+                join_ray_cluster(ray, address)
+            else:
+                ray.init(num_cpus=(workers or 1) * threads, include_dashboard=False,
+                         log_to_driver=False, _node_ip_address="127.0.0.1")
+        try:
+            n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
+            _check_ray_room(ray, n, threads)
+            actor_cls = ray.remote(num_cpus=threads)(SweepWorker)
+            actors = [actor_cls.remote(workload, threads) for _ in range(n)]
+            run_on_actors(ray, actors, tasks, on_result)
+        finally:
+            if started:
+                ray.shutdown()
+
+
+# Ray's own switch (ray._private.ray_constants, read when ray is imported): on Linux it is on, and
+# then every "127.0.0.1"/"localhost" given to ray.init, ray start --address or --node-ip-address is
+# replaced by the address this machine would use to reach 8.8.8.8 -- another interface -- and the
+# GCS and raylet listen on all interfaces. Off, Ray keeps loopback as written and binds 127.0.0.1
+# only; it then refuses `ray start --address` (joining a node), which a driver never does.
+RAY_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+RAY_CONNECT_TIMEOUT_S = 5.0
+
+
+class RayWorkersLost(InputError):
+    """Every Ray actor of a sweep died; the points finished before are kept (re-run to resume)."""
+
+
+def ray_address(address: str) -> tuple[str, int]:
+    """(host, port) of a Ray cluster address HOST:PORT (IPv6 as [HOST]:PORT), else InputError."""
+    host, sep, port = str(address).rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--ray-address must be HOST:PORT (the head's GCS address, e.g. "
+                         f"127.0.0.1:6379), got {address!r}")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine's loopback interface (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def import_ray(address: str | None = None):
+    """The ray module, imported so that a local Ray or a loopback `address` stays on loopback.
+
+    Sets RAY_CLUSTER_SWITCH=0 (unless the user set it) before ray is first imported in this
+    process, and refuses when ray was imported with the switch on and is not yet initialized,
+    since Ray would then reach another interface than the one asked for. A non-loopback
+    `address` leaves Ray as it is. For a local Ray, usage stats are off unless the user set
+    RAY_USAGE_STATS_ENABLED (Ray posts them to usage-stats.ray.io).
+    """
+    loopback = address is None or is_loopback(ray_address(address)[0])
+    if loopback and "ray" not in sys.modules:
+        os.environ.setdefault(RAY_CLUSTER_SWITCH, "0")
+    if address is None:      # a local Ray reports usage to usage-stats.ray.io unless told not to
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
-        from ray.util import ActorPool
     except ImportError:
-        from sramsim.errors import InputError
         raise InputError("--executor ray needs the 'ray' package (pip install ray)") from None
-    started = not ray.is_initialized()
-    if started:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=(workers or 1) * threads, include_dashboard=False,
-                     log_to_driver=False, _node_ip_address="127.0.0.1")
+    from ray._private import ray_constants
+    if loopback and ray_constants.ENABLE_RAY_CLUSTER and not ray.is_initialized():
+        where = f"--ray-address {address}" if address else "a local Ray"
+        raise InputError(f"{where}: Ray would use this machine's network address instead of "
+                         f"127.0.0.1; set {RAY_CLUSTER_SWITCH}=0 before Ray is imported")
+    return ray
+
+
+def probe_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Refuse, within `timeout` seconds, an address where nothing accepts a TCP connection.
+
+    ray.init retries a closed port for minutes; one plain connect says it at once.
+    """
+    host, port = ray_address(address)
     try:
-        n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
-        _check_ray_room(ray, n, threads)
-        actor_cls = ray.remote(num_cpus=threads)(SweepWorker)
-        actors = [actor_cls.remote(workload, threads) for _ in range(n)]
-        pool = ActorPool(actors)
-        for task in tasks:
-            pool.submit(lambda actor, t: actor.run.remote(t), task)
-        while pool.has_next():
-            on_result(pool.get_next_unordered())
-    finally:
-        if started:
-            ray.shutdown()
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise InputError(f"--ray-address {address}: no Ray cluster answers there "
+                         f"({reason.lower()})") from None
+
+
+def join_ray_cluster(ray, address: str) -> None:
+    """ray.init on the cluster at `address`, with its failures as one-line InputErrors."""
+    probe_ray_address(address)
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
+        text = " ".join(str(e) for e in (exc, exc.__cause__) if e is not None)
+        if "Unauthenticated" in text or "authentication" in text.lower():
+            why = ("it asks for the cluster's token: set RAY_AUTH_MODE=token and "
+                   "RAY_AUTH_TOKEN_PATH=FILE (or RAY_AUTH_TOKEN) as on its nodes")
+        else:
+            why = _first_line(exc)
+        raise InputError(f"--ray-address {address}: could not join the Ray cluster ({why})") \
+            from None
+
+
+def run_on_actors(ray, actors: list, tasks: Sequence[Task], on_result: OnResult) -> None:
+    """Run `tasks` on `actors`, one task per actor at a time, results in completion order.
+
+    A task whose actor died goes back to the queue for the living actors; with none left,
+    RayWorkersLost. A task that fails for another reason raises its error here.
+    """
+    queue, idle, running, deaths = deque(tasks), list(actors), {}, []
+    while queue or running:
+        while queue and idle:
+            actor, task = idle.pop(), queue.popleft()
+            running[actor.run.remote(task)] = (actor, task)
+        if not running:
+            raise RayWorkersLost(f"--executor ray: all {len(actors)} Ray worker(s) died "
+                                 f"({_first_line(deaths[0])}); finished points are kept: re-run "
+                                 "with the same --out to resume")
+        (future,), _ = ray.wait(list(running), num_returns=1)
+        actor, task = running.pop(future)
+        try:
+            records = ray.get(future)
+        except ray.exceptions.RayActorError as exc:
+            deaths.append(exc)
+            queue.appendleft(task)
+            continue
+        idle.append(actor)
+        on_result(records)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def _check_ray_room(ray, actors: int, threads: int) -> None:
     """Refuse a Ray cluster on which `actors` actors of `threads` CPUs each cannot all be placed."""
-    from sramsim.errors import InputError
     per_node = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
     room = sum(c // threads for c in per_node)
     if room < actors:

@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     from sramsim.analysis import sweep as S
     if args.ray_address and args.executor != "ray":
         raise InputError("--ray-address needs --executor ray")
+    if args.ray_address:
+        from sramsim.analysis.executors import ray_address
+        ray_address(args.ray_address)           # HOST:PORT, before any chip is drawn
     voltages = S.parse_voltages(args.voltages)
     check_writable(args.out, "--out", folder=True)      # before any chip is drawn or point run
     if args.profiles:
