@@ -10,7 +10,7 @@ import numpy as np
 from sramsim.errors import InputError, ProfileError
 from sramsim.memory import kernels, profile_file
 from sramsim.memory.curves import BerCurve
-from sramsim.memory.geometry import FLIP, KIND_CODES, STUCK0, STUCK1, Geometry, draw_kinds
+from sramsim.memory.geometry import FLIP, KIND_CODES, Geometry, draw_kinds
 from sramsim.memory.sampling import bernoulli_positions, check_seed, shuffled_with_uniforms
 from sramsim.memory.sizes import CHIP_BUILD_BYTES_PER_FAULT, expected_faults, require_memory
 
@@ -66,19 +66,9 @@ class ByteFaults:
 
     @classmethod
     def from_sorted(cls, address: np.ndarray, kind: np.ndarray) -> "ByteFaults":
-        """Group bit faults with distinct ascending addresses by byte (a few vector passes)."""
-        byte = (address >> np.uint64(3)).astype(np.int64)
-        if byte.shape[0] == 0:
-            return cls(byte, np.zeros(0, dtype=np.uint8))
-        starts = np.flatnonzero(np.concatenate(([True], byte[1:] != byte[:-1])))
-        bit = np.left_shift(np.uint8(1), (address & np.uint64(7)).astype(np.uint8))
-
-        def mask(code: int) -> np.ndarray:
-            return np.bitwise_or.reduceat(np.where(kind == code, bit, np.uint8(0)), starts)
-
-        if not np.any(kind != FLIP):
-            return cls(byte[starts], np.bitwise_or.reduceat(bit, starts))
-        return cls(byte[starts], mask(FLIP), mask(STUCK0), mask(STUCK1))
+        """Group bit faults with distinct ascending addresses by byte (one numba pass)."""
+        byte, xor, clear, set_, stuck = kernels.group_by_byte(address, kind)
+        return cls(byte, xor, clear, set_) if stuck else cls(byte, xor)
 
 
 @dataclass

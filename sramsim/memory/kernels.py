@@ -104,3 +104,37 @@ def first_bad_fault(address, vfail, kind, capacity, bitset, table):
         if kind[i] > 2:
             return 5, i
     return 0, -1
+
+
+@njit(cache=True, nogil=True)
+def group_by_byte(address, kind):
+    """Bit faults with distinct ascending addresses -> per faulty byte (ascending): byte index
+    and xor / clear / set masks (kinds 0 flip, 1 stuck0, 2 stuck1), and whether any is stuck-at.
+    One pass; the sparse counterpart of `build_byte_masks`."""
+    n = address.shape[0]
+    byte = np.empty(n, dtype=np.int64)
+    xor = np.zeros(n, dtype=np.uint8)
+    clear = np.zeros(n, dtype=np.uint8)
+    set_ = np.zeros(n, dtype=np.uint8)
+    m = -1
+    prev = -1
+    stuck = False
+    for i in range(n):
+        a = address[i]
+        b = np.int64(a >> 3)
+        if b != prev:
+            m += 1
+            byte[m] = b
+            prev = b
+        bit = np.uint8(1) << np.uint8(a & 7)
+        k = kind[i]
+        if k == 0:
+            xor[m] |= bit
+        elif k == 1:
+            clear[m] |= bit
+            stuck = True
+        else:
+            set_[m] |= bit
+            stuck = True
+    m += 1
+    return byte[:m], xor[:m], clear[:m], set_[:m], stuck
