@@ -116,7 +116,8 @@ def pieces(w: torch.Tensor, chunk: int = CHUNK):
     """The weights of `w` in order, `chunk` at a time, as flat float32 CPU tensors.
 
     A piece is a view of `w` where `w` is contiguous float32 on the CPU, else a small converted
-    copy: a bf16 or GPU model is never converted whole. Callers must not write into a piece.
+    copy: a bf16 or GPU model is never converted whole (a non-contiguous `w` is, by reshape,
+    copied once in its own dtype). Callers must not write into a piece.
     """
     flat = w.detach().reshape(-1)
     for i in range(0, flat.numel(), chunk):
