@@ -15,6 +15,8 @@ from sramsim.memory.sampling import bernoulli_positions, check_seed, shuffled_wi
 from sramsim.memory.sizes import CHIP_BUILD_BYTES_PER_FAULT, expected_faults, require_memory
 
 VOLTAGE_TOLERANCE = 1e-9
+# byte_faults: sort keys (8, twice while merging), byte index (8) and three masks per fault
+BYTE_FAULTS_BYTES_PER_FAULT = 35
 
 
 class VoltageError(InputError):
@@ -265,6 +267,8 @@ class Chip:
                 return cache[n][1]
             base = max((k for k in cache if k <= n), default=None)
             start = base if base is not None else 0
+            require_memory(n * BYTE_FAULTS_BYTES_PER_FAULT,
+                           f"sorting the {n} faults of chip {self.name!r} by address")
             # address and kind in one key, so one sort orders both
             key = (self.address[start:n] << np.uint64(2)) | self.kind[start:n].astype(np.uint64)
             key.sort()
