@@ -296,3 +296,17 @@ def test_faulty_model_in_place_and_functional_give_the_same_logits(monkeypatch):
         with slow.faults(source, *args) as (weights, changed):
             assert changed == was_changed
             assert torch.equal(logits(slow.model, x, weights), expected)
+
+
+@settings(max_examples=30, deadline=None)
+@given(bits=st.sampled_from([8, 4, 2]),
+       scheme=st.sampled_from(["symmetric", "asymmetric", "rquant"]),
+       word_bits=st.sampled_from([8, 16]), rows=st.integers(1, 12), offset=st.integers(-500, 500),
+       voltage=st.floats(0.75, 1.0), seed=st.integers(0, 1000))
+def test_property_chips_match_the_functional_path(bits, scheme, word_bits, rows, offset, voltage,
+                                                   seed):
+    model = small_model()
+    qm = QuantizedModel(model, bits=bits, scheme=scheme, word_bits=word_bits)
+    chip = Chip.random(Geometry(rows, 16 * word_bits // 8, word_bits=word_bits),
+                       BerCurve.builtin("finfet14"), 0.75, seed=seed, kinds=MIXED)
+    check_against_perturbed(qm, model, lambda: chip, voltage, offset)
