@@ -202,7 +202,10 @@ def _head_env(root: Path) -> dict:
     home.mkdir(exist_ok=True)
     (home / "ray_bootstrap_config.yaml").write_text("provider:\n  type: local\n")
     return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "HOME": str(home),
-            "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/"}
+            "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/",
+            # The cluster's address file (ray_current_cluster) goes here, not into /tmp/ray,
+            # where another user's ray.init() would find it and join this cluster.
+            "RAY_TMPDIR": str(root)}
 
 
 def _read_line(stream, timeout: float) -> str:
@@ -445,3 +448,111 @@ def test_ray_address_and_loopback():
     assert ray_address("head.example:10001") == ("head.example", 10001)
     assert [is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "localhost")] == [True] * 4
     assert [is_loopback(h) for h in (OTHER_INTERFACE, "::ffff:10.0.0.1", "head")] == [False] * 3
+
+
+# ----------------------------------------------------------------------------- without a cluster
+
+class FakeRay:
+    """What run_on_actors and join_ray_cluster use of the ray module: remote calls resolve at
+    once, ray.wait returns the oldest call first."""
+
+    class exceptions:
+        class RayError(Exception):
+            pass
+
+        class RayActorError(RayError):
+            pass
+
+    def __init__(self, init_error: Exception | None = None):
+        self.init_error = init_error
+
+    def init(self, **kwargs):
+        if self.init_error is not None:
+            raise self.init_error
+
+    @staticmethod
+    def wait(refs, num_returns):
+        return refs[:num_returns], refs[num_returns:]
+
+    @staticmethod
+    def get(ref):
+        if isinstance(ref.value, Exception):
+            raise ref.value
+        return ref.value
+
+
+class FakeActor:
+    """Runs a task as [{"task": t, "by": name}]; dead from its `dies_at`-th call on."""
+
+    def __init__(self, name, dies_at=None, error=None):
+        self.name, self.dies_at, self.error, self.calls = name, dies_at, error, 0
+        self.run = self
+
+    def remote(self, task):
+        self.calls += 1
+        ref = type("Ref", (), {})()
+        if self.dies_at is not None and self.calls >= self.dies_at:
+            ref.value = self.error or FakeRay.exceptions.RayActorError(f"{self.name} died\ndetails")
+        else:
+            ref.value = [{"task": task, "by": self.name}]
+        return ref
+
+
+def test_a_dead_actors_task_goes_to_the_others_once():
+    from sramsim.analysis.executors import run_on_actors
+    got = []
+    a, b = FakeActor("a", dies_at=2), FakeActor("b")
+    run_on_actors(FakeRay(), [a, b], list(range(6)), got.extend)
+    assert sorted(r["task"] for r in got) == list(range(6))         # each task once
+    assert a.calls == 2 and [r["by"] for r in got].count("a") == 1    # a's second task went to b
+
+
+def test_all_actors_dead_is_one_line_and_keeps_what_finished():
+    from sramsim.analysis.executors import RayWorkersLost, run_on_actors
+    got = []
+    with pytest.raises(RayWorkersLost) as info:
+        run_on_actors(FakeRay(), [FakeActor("a", dies_at=3), FakeActor("b", dies_at=2)],
+                      list(range(6)), got.extend)
+    assert isinstance(info.value, InputError) and "\n" not in str(info.value)
+    assert str(info.value).startswith("--executor ray: all 2 Ray worker(s) died (RayActorError: ")
+    assert "re-run with the same --out" in str(info.value)
+    # b: 0 then dies on 2; a: 1, 3, then dies on 2 (handed back by b); 4 and 5 never ran
+    assert sorted(r["task"] for r in got) == [0, 1, 3]
+
+
+def test_a_failing_task_is_not_retried():
+    from sramsim.analysis.executors import run_on_actors
+    with pytest.raises(ZeroDivisionError):
+        run_on_actors(FakeRay(), [FakeActor("a", dies_at=1, error=ZeroDivisionError("bug"))],
+                      [0, 1], lambda records: None)
+
+
+def test_join_failures_are_one_line_naming_the_address():
+    import socket
+    from sramsim.analysis.executors import join_ray_cluster
+    with socket.socket() as head:           # something that accepts, where the probe looks
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        address = f"127.0.0.1:{head.getsockname()[1]}"
+        denied = ConnectionError(f"Failed to connect to Ray cluster at {address}")
+        denied.__cause__ = RuntimeError("Failed to connect to GCS.\nUnauthenticated: InvalidAuthToken")
+        with pytest.raises(InputError, match=f"^--ray-address {address}: could not join the Ray "
+                                             "cluster \\(it asks for the cluster's token: set "
+                                             "RAY_AUTH_MODE=token"):
+            join_ray_cluster(FakeRay(denied), address)
+        with pytest.raises(InputError, match=f"^--ray-address {address}: could not join the Ray "
+                                             "cluster \\(RuntimeError: boom\\)$"):
+            join_ray_cluster(FakeRay(RuntimeError("boom\nmore")), address)
+
+
+def test_ray_imported_with_its_cluster_switch_on_is_refused_for_loopback():
+    """A driver process that imported ray before sramsim could keep 127.0.0.1 as written."""
+    code = ("import ray; from sramsim.analysis.executors import import_ray\n"
+            "try:\n    import_ray('127.0.0.1:6379')\nexcept Exception as e:\n    print(e)\n"
+            "print(import_ray('192.0.2.1:6379').__name__)")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=env)
+    assert res.stdout.splitlines() == [
+        "--ray-address 127.0.0.1:6379: Ray would use this machine's network address instead of "
+        "127.0.0.1; set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Ray is imported", "ray"]

@@ -317,8 +317,11 @@ def run_ray(workload: Workload, tasks: Sequence[Task], workers: int | None, thre
             if address:
                 join_ray_cluster(ray, address)
             else:
-                ray.init(num_cpus=(workers or 1) * threads, include_dashboard=False,
-                         log_to_driver=False, _node_ip_address="127.0.0.1")
+                # "local": a new instance, never the cluster a `ray start` on this machine
+                # last recorded in /tmp/ray/ray_current_cluster (which address=None joins).
+                ray.init(address="local", num_cpus=(workers or 1) * threads,
+                         include_dashboard=False, log_to_driver=False,
+                         _node_ip_address="127.0.0.1")
         try:
             n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
             _check_ray_room(ray, n, threads)
@@ -340,7 +343,11 @@ RAY_CONNECT_TIMEOUT_S = 5.0
 
 
 class RayWorkersLost(InputError):
-    """Every Ray actor of a sweep died; the points finished before are kept (re-run to resume)."""
+    """Every Ray actor of a sweep died; the points finished before are kept (re-run to resume).
+
+    An InputError, so that the CLI says it in one line with exit status 2, as it does for a
+    cluster it cannot reach: both are about the cluster the user pointed it at.
+    """
 
 
 def ray_address(address: str) -> tuple[str, int]:
@@ -392,7 +399,8 @@ def import_ray(address: str | None = None):
 def probe_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
     """Refuse, within `timeout` seconds, an address where nothing accepts a TCP connection.
 
-    ray.init retries a closed port for minutes; one plain connect says it at once.
+    ray.init kept retrying a closed loopback port for over 90 s here; one plain connect is
+    refused at once.
     """
     host, port = ray_address(address)
     try:

@@ -35,8 +35,9 @@ def register(subparsers) -> None:
                    help="torch threads per worker (default 1; results are identical for any "
                         "--workers/--executor at the same --threads)")
     p.add_argument("--executor", default="local", choices=("local", "ray"), help="default local")
-    p.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="Ray cluster to join (default: start a local Ray)")
+    p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                   help="the head (GCS) address of a Ray cluster to join, e.g. 127.0.0.1:6379 "
+                        "(default: start a local Ray); README: Sweeps on a Ray cluster")
     p.add_argument("--bits", default=None, choices=("8", "4", "2"), help="override the checkpoint's bits")
     p.add_argument("--scheme", default=None, choices=("symmetric", "asymmetric", "rquant"),
                    help="override the checkpoint's quantization scheme")
