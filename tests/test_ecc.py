@@ -431,3 +431,39 @@ def test_energy_cli_with_ecc(capsys):
     assert (r["ecc"], r["ecc_read_overhead"], r["ecc_decoder_energy"]) == ("secded72", 1.125, 0.02)
     assert r["energy_per_data_read"] == pytest.approx(e * 1.125 + 0.02)
     assert r["saving"] == pytest.approx(1 - (e * 1.125 + 0.02) - 0.1)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_cli_sweep_vuln_and_fusion_eval_with_ecc(tmp_path, capsys):
+    """The three commands end to end with --ecc: exit 0, one JSON object carrying the code."""
+    import json
+    from conftest import write_idx
+    from fusion.cli import main as fusion_main
+    from sramsim.commands.main import main
+    from sramsim.nn.models import build, save_checkpoint
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    for prefix, n in (("train", 8), ("t10k", 16)):
+        write_idx(data / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 16, 16)))
+        write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 2, n))
+    save_checkpoint(tmp_path / "m.pt", build("cnn", 1, 2).eval(),
+                    {"arch": "cnn", "in_channels": 1, "num_classes": 2, "norm": "batch", "bits": 8,
+                     "scheme": "asymmetric", "clip": None, "dataset": None})
+    base = ["--data", str(data), "--json"]
+    assert main(["sweep", "--model", str(tmp_path / "m.pt"), "--chips", "1", "--rows", "64",
+                 "--cols", "512", "--voltages", "0.85", "--out", str(tmp_path / "s"),
+                 "--no-progress", "--ecc", "secded13", "--ecc-policy", "zero", *base]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["ecc"]["code"] == "secded13" and s["points"][0]["ecc"]["faulty_words"] > 0
+    assert main(["vuln", "--model", str(tmp_path / "m.pt"), "--ber", "0.01", "--models", "2",
+                 "--by", "bit", "--no-progress", "--ecc", "secded72", *base]) == 0
+    v = json.loads(capsys.readouterr().out)
+    assert v["ecc"]["code"] == "secded72" and v["ecc"]["corrected"] > 0
+    assert fusion_main(["eval", "--base", str(tmp_path / "m.pt"), "--ber", "0.01", "--models", "2",
+                        "--ecc", "secded72", *base]) == 0
+    f = json.loads(capsys.readouterr().out)
+    from sramsim.analysis.energy import energy_per_read
+    assert f["ecc"]["policy"] == "keep"
+    assert f["energy_saving_base"] == pytest.approx(
+        1 - (energy_per_read(f["faults"]["voltage"]) * 72 / 64 + 0.05))
