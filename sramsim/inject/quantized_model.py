@@ -11,11 +11,13 @@ import torch
 from torch import nn
 
 from sramsim.errors import InputError
+from sramsim.inject import bit_placement as BP
 from sramsim.inject import ecc as ECC
 from sramsim.inject import inplace
 from sramsim.inject import quantization as Q
 from sramsim.inject.mapping import apply_faults, check_offset
 from sramsim.inject.placement import apply_placed
+from sramsim.memory.chip import Chip
 
 QUANTIZED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
                     nn.ConvTranspose3d, nn.Linear)
@@ -111,14 +113,37 @@ class QuantizedModel:
 
     def faulty_image(self, source, voltage: float | None = None, offset: int = 0,
                      out: np.ndarray | None = None, placement=None, ecc: str | None = None,
-                     ecc_policy: str = "keep") -> np.ndarray:
+                     ecc_policy: str = "keep", bit_placement=None) -> np.ndarray:
         """The image read back through `source` (Chip at `voltage` placed at `offset`, or laid
         out by a DRAM `placement`; or RandomBitErrors); a new array unless `out` is given.
 
         ecc: "secded72" / "secded13" stores the image with its check bits (`ecc_memory`): the
         faults land on that stored image and each codeword is decoded; ecc_policy ("keep" /
         "zero") is what a detected uncorrectable word reads as (`sramsim.inject.ecc`).
+        bit_placement: "linear" (the default mapping), "shuffle" or "skip-faulty-words", planned
+        from the Chip's map at `voltage` (`plan_bits`), or a `BitPlacement` planned beforehand
+        (at its own planning voltage and offset): `sramsim.inject.bit_placement`.
         """
+        if bit_placement is not None and bit_placement != "linear":
+            if ecc is not None or placement is not None:
+                raise InputError("a bit placement with "
+                                 + ("ecc" if ecc is not None else "a DRAM placement")
+                                 + " is not modelled (use one of the two)")
+            if ecc_policy != "keep":
+                raise ValueError(f"ecc_policy needs ecc (got ecc_policy={ecc_policy!r}, ecc=None)")
+            if not isinstance(source, Chip):
+                raise InputError("a bit placement needs a known chip map (a Chip source)")
+            if voltage is None:
+                raise ValueError("a Chip needs a voltage")
+            if isinstance(bit_placement, str):
+                bit_placement = self.plan_bits(source, voltage, bit_placement, offset)
+            elif not isinstance(bit_placement, BP.BitPlacement):
+                raise TypeError(f"bit_placement must be a policy name or a BitPlacement, got "
+                                f"{type(bit_placement).__name__}")
+            elif check_offset(offset) % bit_placement.capacity_words != bit_placement.offset:
+                raise ValueError(f"offset {offset} differs from the bit placement's "
+                                 f"{bit_placement.offset} (plan it for this offset)")
+            return BP.apply_placed_bits(self.image, source, voltage, bit_placement, out)
         if ecc is not None:
             if placement is not None:
                 raise ValueError("ecc with a DRAM placement is not modelled (place the image "
@@ -131,6 +156,12 @@ class QuantizedModel:
         if check_offset(offset):
             raise ValueError("offset must be 0 with a placement (use the placement's start)")
         return apply_placed(self.image, source, voltage, placement, out)
+
+    def plan_bits(self, chip, voltage: float, policy: str, offset: int = 0) -> "BP.BitPlacement":
+        """The bit placement `policy` of this image at `offset` on `chip`, planned from its map
+        at `voltage` (`sramsim.inject.bit_placement.plan`)."""
+        wb = chip.geometry.word_bits if isinstance(chip, Chip) else self.word_bits
+        return BP.plan(chip, voltage, policy, self.bits, -(-self.n_bits // wb), offset)
 
     def dequantize(self, image: np.ndarray | torch.Tensor, device=None) -> dict[str, torch.Tensor]:
         """Weights decoded from an image (clean or faulty), as {parameter name: tensor}.
@@ -162,17 +193,18 @@ class QuantizedModel:
     def perturbed(self, source, voltage: float | None = None, offset: int = 0,
                   device=None, out: np.ndarray | None = None,
                   placement=None, ecc: str | None = None,
-                  ecc_policy: str = "keep") -> dict[str, torch.Tensor]:
+                  ecc_policy: str = "keep", bit_placement=None) -> dict[str, torch.Tensor]:
         """Faulty dequantized weights, for `torch.func.functional_call(model, weights, x)`.
 
         The faulty image goes into `out` when given (a buffer the caller reuses; one per thread),
         else into a new array: the weights returned never share memory with it. `placement`: a
         DRAM `sramsim.inject.placement.Placement` of the image; `ecc`, `ecc_policy`: the image
-        stored under a SECDED code (see `faulty_image`).
+        stored under a SECDED code, `bit_placement`: fault-aware bit placement (see `faulty_image`).
         """
         return self.dequantize(self.faulty_image(source, voltage, offset, out=out,
                                                  placement=placement, ecc=ecc,
-                                                 ecc_policy=ecc_policy), device)
+                                                 ecc_policy=ecc_policy,
+                                                 bit_placement=bit_placement), device)
 
     # stored images under each ECC code, built on first use (a cache: same content whoever
     # builds it, so concurrent first uses are harmless)
