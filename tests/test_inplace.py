@@ -13,6 +13,7 @@ from torch import nn
 
 from sramsim import BerCurve, Chip, Geometry, QuantizedModel, RandomBitErrors
 from sramsim.errors import InputError
+from sramsim.inject import inplace
 from sramsim.inject import quantization as Q
 from sramsim.inject.placement import place
 from sramsim.memory.chip import ByteFaults, Faults
@@ -310,3 +311,64 @@ def test_property_chips_match_the_functional_path(bits, scheme, word_bits, rows,
     chip = Chip.random(Geometry(rows, 16 * word_bits // 8, word_bits=word_bits),
                        BerCurve.builtin("finfet14"), 0.75, seed=seed, kinds=MIXED)
     check_against_perturbed(qm, model, lambda: chip, voltage, offset)
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("scheme", ["symmetric", "asymmetric", "rquant"])
+def test_load_clean_gives_exactly_the_clean_weights_for_any_chunk(bits, scheme):
+    # 135, 5, 245, 7, 7, 1 codes: segments start mid-byte for 4 and 2 bits, and chunks of 1, 3,
+    # 5, 7 codes start and end mid-byte too; 64 and the default cover whole segments
+    model = small_model()
+    qm = QuantizedModel(model, bits=bits, scheme=scheme, include_bias=True, word_bits=16)
+    assert any(s.start % (8 // bits) for s in qm.segments) or bits == 8
+    clean = qm.clean_weights()
+    for chunk in (1, 3, 5, 7, 64, inplace.LOAD_CHUNK):
+        work = copy.deepcopy(model)
+        inplace.load_clean(qm, work, chunk=chunk)
+        assert_bitwise(clean, params_of(work), clean)
+        floats = params_of(model)      # parameters outside the image are left alone
+        assert all(torch.equal(floats[n], p.detach()) for n, p in work.named_parameters()
+                   if n not in clean)
+
+
+def test_load_clean_chunk_is_checked():
+    model = small_model()
+    qm = QuantizedModel(model, bits=8)
+    for bad in (0, -4, 2.5, True, "8"):
+        with pytest.raises(InputError, match="chunk must be a positive number"):
+            inplace.load_clean(qm, model, chunk=bad)
+
+
+def _peak_rise(fn) -> int:
+    """Bytes the process's peak resident memory rose above its current RSS while fn() ran
+    (Linux: the peak mark is reset through /proc/self/clear_refs)."""
+    def kib(field):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = kib("VmRSS")
+    fn()
+    return 1024 * (kib("VmHWM") - before)
+
+
+def test_load_clean_temporaries_stay_chunk_sized():
+    """One 12.6 M-weight layer (50 MB of float32, above glibc's 32 MB mmap threshold, so a
+    whole-layer temporary gets fresh pages): loading its clean weights LOAD_CHUNK codes at a time
+    raises the peak resident memory by less than 16 float32 chunks (4 MiB), while decoding the
+    whole model at once (clean_weights, what load_clean did before) raises it by the layer."""
+    try:
+        open("/proc/self/clear_refs", "w").close()
+    except OSError:
+        pytest.skip("needs Linux /proc/self/clear_refs to reset the peak RSS")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model = nn.Linear(3072, 4096, bias=False)
+    layer_bytes = model.weight.numel() * 4
+    qm = QuantizedModel(model, bits=4, scheme="asymmetric")
+    inplace.load_clean(qm, model)                    # first call: lazy imports, slot
+    rise = _peak_rise(lambda: inplace.load_clean(qm, model))
+    assert rise < 16 * 4 * inplace.LOAD_CHUNK, (rise, layer_bytes)
+    whole = _peak_rise(lambda: qm.clean_weights())           # the measurement sees a copy
+    assert whole >= layer_bytes * 0.9, (whole, layer_bytes)
+    assert_bitwise(qm.clean_weights(), {"weight": model.weight.detach()}, ["weight"])
