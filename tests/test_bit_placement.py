@@ -264,3 +264,46 @@ def test_quantized_model_refusals(qm_chip):
         qm.faulty_image(chip, 0.8, 3, bit_placement=qm.plan_bits(chip, 0.8, "shuffle", 0))
     with pytest.raises(ValueError, match="ecc_policy needs ecc"):
         qm.faulty_image(chip, 0.8, ecc_policy="zero", bit_placement="shuffle")
+
+
+# ------------------------------------------------------------------------------ sweeps
+
+def small_world():
+    """A two-layer model (~900 weights, 8-bit) and 40 random 1x8x8 samples."""
+    from sramsim.nn.data import Dataset
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 12),
+                                torch.nn.ReLU(), torch.nn.Linear(12, 4)).eval()
+    g = torch.Generator().manual_seed(1)
+    ds = Dataset(torch.rand(40, 1, 8, 8, generator=g) * 2 - 1, torch.randint(0, 4, (40,),
+                 generator=g), 4, "toy")
+    return model, ds
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("policy", ["shuffle", "skip-faulty-words"])
+def test_sweep_points_read_through_the_placement(tmp_path, policy):
+    """Each point equals the model read through the placement planned at its voltage and offset;
+    the configuration records the policy (a resume with another one is refused)."""
+    import json
+
+    from sramsim.analysis import sweep as S
+    from sramsim.nn.evaluation import evaluate
+    model, ds = small_world()
+    chips = S.random_chips(1, "finfet14", 64, 256, seed=2, v_floor=0.78)
+    summary = S.run_sweep(model, ds, chips, [0.84, 0.8], tmp_path / "s", offsets=2,
+                          progress=False, bit_placement=policy)
+    qm, chip = QuantizedModel(model), chips[0].build()
+    lines = (tmp_path / "s" / "points.jsonl").read_text().splitlines()
+    points = [p for p in map(json.loads, lines) if not p.get("clean")]
+    assert len(points) == 4
+    for p in points:
+        plan = qm.plan_bits(chip, p["voltage"], policy, p["offset"])
+        image = qm.faulty_image(chip, p["voltage"], p["offset"], bit_placement=plan)
+        assert p["accuracy"] == evaluate(model, ds, qm.dequantize(image))["accuracy"]
+        key = "remapped_words" if policy == "shuffle" else "skipped_words"
+        assert p["bit_placement"][key] == plan.overhead()[key] > 0
+    assert summary["bit_placement"]["policy"] == policy
+    assert "bit_placement" in summary["points"][0]
+    with pytest.raises(InputError, match="different configuration"):
+        S.run_sweep(model, ds, chips, [0.84, 0.8], tmp_path / "s", offsets=2, progress=False)

@@ -66,6 +66,7 @@ class Workload:
     include_bias: bool = False
     ecc: str | None = None              # SECDED code of the weight memory (sramsim.inject.ecc)
     ecc_policy: str = "keep"
+    bit_placement: str = "linear"       # sramsim.inject.bit_placement policy, planned per point
     model: nn.Module | None = field(default=None, repr=False)
     dataset: object | None = field(default=None, repr=False)
 
@@ -159,8 +160,14 @@ class SweepWorker:
         for k in task.offset_indices:
             offset = word_offset(chip, k, w.offsets)
             t0 = time.perf_counter()
-            ecc_stats = None
-            if w.ecc is None:
+            ecc_stats = bits_stats = None
+            if w.bit_placement != "linear":     # planned at this point's voltage; read as an image
+                plan = self.qm.plan_bits(chip, v, w.bit_placement, offset)
+                bits_stats = {k: x for k, x in plan.overhead().items()
+                              if k not in ("policy", "planning_voltage")}
+                fault_map = (self.qm.faulty_image(chip, v, offset, out=self._image,
+                                                  bit_placement=plan),)
+            elif w.ecc is None:
                 fault_map = (chip, v, offset)
             else:
                 image, ecc_stats = self.qm.ecc_memory(w.ecc).read(chip, v, offset, w.ecc_policy,
@@ -181,6 +188,8 @@ class SweepWorker:
                         "t_eval": None if unchanged else t2 - t1})
             if ecc_stats is not None:
                 out[-1]["ecc"] = ecc_stats.as_dict()
+            if bits_stats is not None:
+                out[-1]["bit_placement"] = bits_stats
         return out
 
 

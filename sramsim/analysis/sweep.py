@@ -27,6 +27,7 @@ from sramsim.analysis import energy as E
 from sramsim.memory.chip import Chip
 from sramsim.memory.curves import BUILTINS, BerCurve
 from sramsim.errors import InputError
+from sramsim.inject import bit_placement as BP
 from sramsim.inject.ecc import check_policy, get_code
 from sramsim.analysis.executors import Task, Workload, run_inprocess, run_pool, run_ray
 from sramsim.memory.geometry import Geometry, parse_kinds
@@ -176,7 +177,8 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
               ray_address: str | None = None, threads: int = 1, limit: int | None = None,
               bits: int | None = None, scheme: str | None = None, clip: float | None = None,
               batch_size: int = 1000, leakage_share: float = 0.0, progress: bool = True,
-              ecc: str | None = None, ecc_policy: str = "keep") -> dict:
+              ecc: str | None = None, ecc_policy: str = "keep",
+              bit_placement: str = "linear") -> dict:
     """Run (or resume) a sweep and write DIR/points.jsonl, summary.json/.csv/.png.
 
     model: a checkpoint path (quantization settings from its meta unless overridden) or an
@@ -189,6 +191,10 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
     the chips hold the stored image (data + check bits), each point decodes it with `ecc_policy`
     ("keep" / "zero") and records the decoder's counts; energy per read includes the n/k reads
     and the illustrative decoder energy (`sramsim.analysis.energy.ecc_energy_per_read`).
+    bit_placement: "linear" (default), "shuffle" or "skip-faulty-words" (`sramsim.inject.
+    bit_placement`): each point's placement is planned from its chip's map at the point's own
+    voltage (the profile is known at the operating voltage) and offset; points record the table
+    size (remapped / skipped words). Its metadata reads are not charged to the energy per read.
     Returns the summary dict.
     """
     t_start = time.perf_counter()
@@ -215,6 +221,9 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
     elif ecc_policy != "keep":
         raise InputError("--ecc-policy needs --ecc")
     check_policy(ecc_policy)
+    BP.check_policy(bit_placement)
+    if bit_placement != "linear" and ecc is not None:
+        raise InputError(f"--placement {bit_placement} with --ecc is not modelled (use one of the two)")
 
     facts = [_chip_facts(c) for c in chips]
     _check_voltages(voltages, facts)
@@ -223,6 +232,9 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
     workload, model_obj, arch, ds = _workload(model, dataset, chips, int(offsets), limit, bits, scheme,
                                         clip, batch_size)
     workload.ecc, workload.ecc_policy = ecc, ecc_policy
+    workload.bit_placement = bit_placement
+    if bit_placement == "skip-faulty-words":
+        _check_skip_capacity(workload, model_obj, chips, min(voltages))
     config = {
         "model": {"arch": arch, "sha256": model_sha256(model_obj)},
         "data": {"name": ds.name, "n": len(ds), "sha256": tensor_sha256([ds.x, ds.y])},
@@ -233,6 +245,8 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
     }
     if ecc is not None:     # only then: sweeps without ECC keep their old configuration
         config["ecc"] = {"code": ecc, "policy": ecc_policy}
+    if bit_placement != "linear":     # likewise: linear sweeps keep their old configuration
+        config["bit_placement"] = bit_placement
     store = ResultStore(out_dir, config)
     tasks = _pending_tasks(store, voltages, len(chips), int(offsets))
     n_new = sum(t.size for t in tasks)
@@ -266,6 +280,9 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
         "ecc": None if ecc is None else {
             "code": ecc, "policy": ecc_policy, "read_overhead": get_code(ecc).overhead,
             "decoder_energy": E.decoder_energy(ecc)},
+        "bit_placement": {"policy": bit_placement, "planned_at": "each point's voltage",
+                          "table_bits_per_word": math.ceil(math.log2(workload.bits))
+                          if bit_placement == "shuffle" else 0},
         "computed_points": sum(t.size for t in tasks if t.chip_index >= 0),
         "executor": executor, "workers": int(workers), "threads": int(threads),
         "elapsed_s": round(time.perf_counter() - t_start, 3),
@@ -334,6 +351,16 @@ def _workload(model, dataset, chips, offsets, limit, bits, scheme, clip, batch_s
                         model_path=model_path, dataset_spec=spec, limit=limit,
                         batch_size=int(batch_size), model=model_obj, dataset=ds)
     return workload, model_obj, meta.get("arch") or type(model_obj).__name__, ds
+
+
+def _check_skip_capacity(workload, model_obj, chips, v_low: float) -> None:
+    """skip-faulty-words: refuse up front a chip whose fault-free words at the lowest voltage
+    (the most faults) cannot hold the image (the InputError names both counts)."""
+    from sramsim.inject.quantized_model import QuantizedModel
+    qm = QuantizedModel(model_obj, workload.bits, workload.scheme, workload.clip,
+                        include_bias=workload.include_bias)
+    for spec in chips:
+        qm.plan_bits(spec.build(), v_low, "skip-faulty-words")
 
 
 def _pending_tasks(store: ResultStore, voltages, n_chips: int, offsets: int) -> list[Task]:
@@ -409,6 +436,9 @@ def _aggregate(v: float, chips: list[list[dict]], nominal: float, leakage_share:
     if ecc is not None and all("ecc" in r for r in recs):
         p["ecc"] = {k: float(np.mean([r["ecc"][k] for r in recs]))
                     for k in ("words", "faulty_words", "corrected", "detected", "miscorrected")}
+    if all("bit_placement" in r for r in recs):
+        p["bit_placement"] = {k: float(np.mean([r["bit_placement"][k] for r in recs]))
+                              for k in recs[0]["bit_placement"]}
     return p
 
 

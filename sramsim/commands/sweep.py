@@ -49,6 +49,10 @@ def register(subparsers) -> None:
     p.add_argument("--ecc-policy", default="keep", metavar="P",
                    help="with --ecc, a detected uncorrectable word: keep its raw data (default) "
                         "or zero its weights")
+    p.add_argument("--placement", default="linear", metavar="P",
+                   help="fault-aware bit placement (ReSpawn), planned from each chip's map at "
+                        "each point's voltage: linear (default: plain mapping), shuffle (rotate "
+                        "each word's bits so code MSBs sit on good cells) or skip-faulty-words")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run)
@@ -78,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         bits=None if args.bits is None else int(args.bits), scheme=args.scheme,
         batch_size=integer(args.batch_size, "--batch-size"),
         leakage_share=number(args.leakage_share, "--leakage-share"),
-        progress=not args.no_progress, ecc=args.ecc, ecc_policy=args.ecc_policy)
+        progress=not args.no_progress, ecc=args.ecc, ecc_policy=args.ecc_policy,
+        bit_placement=args.placement)
     if args.json:
         print_json(summary)
     else:
@@ -91,6 +96,11 @@ def print_table(summary: dict, file=None) -> None:
     import sys
     f = file or sys.stdout
     ecc = summary.get("ecc")
+    bp = summary.get("bit_placement") or {}
+    if bp.get("policy", "linear") != "linear":
+        print(f"bit placement {bp['policy']}, planned from each chip's map at each point's "
+              f"voltage" + (f" ({bp['table_bits_per_word']} table bits per word)"
+                            if bp.get("table_bits_per_word") else ""), file=f)
     if ecc:
         print(f"weights stored under {ecc['code']} (policy {ecc['policy']}): E/read counts "
               f"{ecc['read_overhead']:g}x cells + decoder {ecc['decoder_energy']:g}; corrected / "
