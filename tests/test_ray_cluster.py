@@ -6,7 +6,9 @@ interface, `ray start --address` rewrites 127.0.0.1 to that interface's address 
 on a Ray cluster"). The cluster and the `sramsim sweep` driver run in a network namespace of
 their own holding loopback and a stand-in for the machine's other interface (a veth pair inside
 the namespace, 198.51.100.7 from TEST-NET-2, default route through it): no packet can leave the
-namespace, and every TCP/UDP socket in it is checked to be on 127.0.0.1.
+namespace, and every TCP/UDP socket in it is checked to be on 127.0.0.1. One more test runs the
+README recipe with plain `ray start` for the head and a joining node, in a namespace holding only
+loopback: the one place where a joining `ray start` node keeps 127.0.0.1.
 """
 import json
 import os
@@ -42,6 +44,7 @@ LAB = (
     f" && ip addr add {OTHER_INTERFACE}/24 dev veth0 && ip link set veth0 up && ip link set veth1 up"
     " && ip route add default via 198.51.100.1"
     " && echo ready && exec sleep 1200")
+LOOPBACK_ONLY = "ip link set lo up && echo ready && exec sleep 1200"
 
 # The cluster: a head and one more node of 1 CPU each on 127.0.0.1; prints its address and the two
 # raylets' PIDs, then holds the cluster until its stdin closes.
@@ -161,14 +164,14 @@ def _kill_namespace(netns: str, keep: int | None = None) -> None:
                 pass
 
 
-@pytest.fixture(scope="module")
-def lab():
-    """A network namespace with loopback and a stand-in other interface: (nsenter prefix, holder pid)."""
-    holder = subprocess.Popen(["unshare", "-rn", "sh", "-c", LAB], stdin=subprocess.DEVNULL,
+def _namespace(script: str):
+    """A network namespace set up by `script`, held by a sleeping process: yields (nsenter prefix,
+    holder pid); every process left in it is killed after."""
+    holder = subprocess.Popen(["unshare", "-rn", "sh", "-c", script], stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if holder.stdout.readline().strip() != "ready":     # sh has exited: EOF, no hang
         holder.wait(timeout=10)
-        pytest.skip(f"no network namespace with a veth pair here: {holder.stderr.read().strip()}")
+        pytest.skip(f"no network namespace ({script!r}) here: {holder.stderr.read().strip()}")
     enter = ["nsenter", "-t", str(holder.pid), "-U", "-n", "--preserve-credentials"]
     netns = _netns(holder.pid)
     try:
@@ -179,6 +182,18 @@ def lab():
         _kill_namespace(netns, keep=holder.pid)
         holder.kill()
         holder.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """Loopback and a stand-in for the machine's other interface, with the default route."""
+    yield from _namespace(LAB)
+
+
+@pytest.fixture
+def loopback_only():
+    """Loopback and nothing else: Ray finds no route and takes the hostname's 127.0.0.1."""
+    yield from _namespace(LOOPBACK_ONLY)
 
 
 def _ray_env(root: Path) -> dict:
@@ -329,18 +344,24 @@ def _wait(predicate, timeout: float, what: str, proc=None):
 
 # ----------------------------------------------------------------------------- tests
 
+@pytest.fixture(scope="module")
+def local_grid(setup, tmp_path_factory) -> dict:
+    """The two-offset grid of the equality tests computed in this process."""
+    return _local(setup, tmp_path_factory.mktemp("local_grid"), offsets=2, batch_size=N_SAMPLES)
+
+
 @pytest.mark.slow
-def test_cluster_sweep_equals_local_run_and_stays_on_loopback(cluster, setup, tmp_path):
+def test_cluster_sweep_equals_local_run_and_stays_on_loopback(cluster, setup, tmp_path, local_grid):
     """`sramsim sweep --executor ray --ray-address 127.0.0.1:PORT`, one actor on each node: the
     same points as in-process; every socket of the cluster and the driver is on 127.0.0.1 while
     the machine (namespace) also has another interface and a default route through it."""
     env = _ray_env(cluster["root"])      # sramsim itself keeps the loopback address (no switch here)
-    res = subprocess.run(cluster["enter"] + _argv(setup, tmp_path / "ray", offsets=2, batch_size=256),
+    res = subprocess.run(cluster["enter"] + _argv(setup, tmp_path / "ray", 2, N_SAMPLES),
                          capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads(res.stdout)
     assert summary["computed_points"] == 2 * len(VOLTAGES) * 2 and summary["workers"] == 2
-    assert _points(tmp_path / "ray") == _local(setup, tmp_path / "local", offsets=2, batch_size=256)
+    assert _points(tmp_path / "ray") == local_grid
     watch = cluster["watch"]            # every socket since the cluster started
     assert watch.seen >= 5 and watch.off == []     # GCS, 2 raylets x 2 ports, ... all loopback
     nodes = json.loads(subprocess.run(
@@ -351,16 +372,52 @@ def test_cluster_sweep_equals_local_run_and_stays_on_loopback(cluster, setup, tm
     assert nodes == ["127.0.0.1", "127.0.0.1"]
 
 
+@pytest.mark.slow
+def test_ray_start_head_and_node_in_a_loopback_only_namespace(loopback_only, setup, tmp_path,
+                                                              local_grid):
+    """The README recipe as a user runs it: `ray start --head`, `ray start --address` for a
+    second node, then `sramsim sweep`, in a namespace whose only network is loopback (the one
+    place where a joining `ray start` node keeps 127.0.0.1). Stopped by killing the namespace's
+    processes, never `ray stop` (it stops every Ray process of this user on the machine)."""
+    enter, holder = loopback_only
+    root = Path(tempfile.mkdtemp(prefix="sramsim-ray-", dir="/tmp"))
+    try:
+        watch = Watch(holder)
+        env = _ray_env(root)
+        node_env = dict(env, **{k: v for k, v in _head_env(root).items()
+                                if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"})
+        ray = str(Path(sys.executable).parent / "ray")
+        common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--temp-dir", str(root / "ray")]
+        for argv, how in ((["start", "--head", "--port", str(PORT), "--include-dashboard=false"],
+                           dict(env, **_head_env(root))),
+                          (["start", "--address", ADDRESS], node_env)):
+            res = subprocess.run(enter + [ray, *argv, *common], capture_output=True, text=True,
+                                 timeout=180, env=how)
+            assert res.returncode == 0, res.stderr[-3000:]
+            assert "Local node IP: 127.0.0.1" in res.stderr + res.stdout
+        res = subprocess.run(enter + _argv(setup, tmp_path / "ray", 2, N_SAMPLES),
+                             capture_output=True, text=True, timeout=300, env=env)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert json.loads(res.stdout)["workers"] == 2      # one actor on each 1-CPU node
+        assert _points(tmp_path / "ray") == local_grid
+        watch.stop()
+        assert watch.seen >= 5 and watch.off == []     # (here a packet elsewhere cannot even start)
+    finally:
+        _kill_namespace(_netns(holder), keep=holder)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def _start_and_kill(cluster, setup, out, which: str):
     """Start a sweep, kill SweepWorker process(es) once a grid point is written; returns
     (sweep process, lines written before the kill, killed PIDs)."""
     env = _ray_env(cluster["root"])
+    old = set(_sweep_workers(cluster))          # an earlier sweep's actors, perhaps still exiting
+    fresh = lambda: {pid: raylet for pid, raylet in _sweep_workers(cluster).items() if pid not in old}
     sweep = subprocess.Popen(cluster["enter"] + _argv(setup, out, **KILL_GRID),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         # Two live actors and one finished grid point (the clean point comes first).
-        workers = _wait(lambda: len(_sweep_workers(cluster)) == 2 and _sweep_workers(cluster),
-                        180, "two SweepWorker actors", sweep)
+        workers = _wait(lambda: len(fresh()) == 2 and fresh(), 180, "two SweepWorker actors", sweep)
         before = _wait(lambda: len(_lines(out)) >= 2 and _lines(out), 180, "a finished point", sweep)
         victims = [pid for pid, parent in workers.items()
                    if which == "all" or parent == cluster["node_raylet"]]
