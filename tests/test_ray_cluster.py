@@ -368,7 +368,7 @@ def test_cluster_sweep_equals_local_run_and_stays_on_loopback(cluster, setup, tm
         cluster["enter"] + [sys.executable, "-c", f"import json, ray; ray.init(address='{ADDRESS}'); "
                             "print(json.dumps([n['NodeManagerAddress'] for n in ray.nodes()]))"],
         capture_output=True, text=True, timeout=120,
-        env=dict(env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")).stdout)
+        env=dict(env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")).stdout.splitlines()[-1])
     assert nodes == ["127.0.0.1", "127.0.0.1"]
 
 
