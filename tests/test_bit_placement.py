@@ -307,3 +307,27 @@ def test_sweep_points_read_through_the_placement(tmp_path, policy):
     assert "bit_placement" in summary["points"][0]
     with pytest.raises(InputError, match="different configuration"):
         S.run_sweep(model, ds, chips, [0.84, 0.8], tmp_path / "s", offsets=2, progress=False)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_vuln_reads_through_the_placement():
+    """The 'all' row equals the model read through the placement planned at the voltage; with
+    shuffle the codes' MSBs (bit 7) carry fewer faulty bits than with linear."""
+    from sramsim.analysis import vulnerability as V
+    from sramsim.inject.draws import fixed_draws
+    from sramsim.nn.evaluation import accuracy
+    model, ds = small_world()
+    qm = QuantizedModel(model)
+    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.78, 4)
+    reports = {}
+    for policy in ("linear", "shuffle"):
+        r = V.analyze(qm, ds, chips=[chip], voltage=0.8, models=2, by="bit", seed=1,
+                      bit_placement=policy)
+        expect = [accuracy(model, ds, qm.dequantize(qm.faulty_image(
+            d.chip, d.voltage, d.offset, bit_placement=policy)))
+            for d in fixed_draws(qm.n_bits, 2, chips=[chip], voltage=0.8, seed=1)]
+        assert r["all"]["accuracy"] == expect and r["bit_placement"] == policy
+        reports[policy] = {row["bit"]: row["faulty_bits_mean"] for row in r["bits"]}
+    assert reports["shuffle"][7] < reports["linear"][7]
+    with pytest.raises(InputError, match="needs a known chip map"):
+        V.analyze(qm, ds, ber=0.01, models=1, bit_placement="shuffle")

@@ -6,6 +6,7 @@ import sys
 
 from sramsim.commands.main import integer, number, print_json
 from sramsim.errors import InputError, check_ber
+from sramsim.inject.bit_placement import check_policy as check_bit_policy
 from sramsim.inject.ecc import check_policy, get_code
 
 
@@ -37,6 +38,9 @@ def register(subparsers) -> None:
     p.add_argument("--ecc-policy", default="keep", metavar="P",
                    help="with --ecc, a detected uncorrectable word: keep its raw data (default) "
                         "or zero its weights")
+    p.add_argument("--placement", default="linear", metavar="P",
+                   help="with --profile: fault-aware bit placement planned from each chip's map "
+                        "at --voltage: linear (default), shuffle or skip-faulty-words")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=run)
@@ -58,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
     if ecc is None and args.ecc_policy != "keep":
         raise InputError("--ecc-policy needs --ecc")
     check_policy(args.ecc_policy)
+    check_bit_policy(args.placement)
+    if args.placement != "linear" and (ecc is not None or not args.profile):
+        raise InputError(f"--placement {args.placement} " + (
+            "with --ecc is not modelled (use one of the two)" if ecc is not None
+            else "needs a known chip map (--profile)"))
     ber = chips = voltage = None
     if args.profile:
         if args.voltage is None:
@@ -88,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = analyze(qm, dataset, ber=ber, chips=chips, voltage=voltage, models=models,
                          by=args.by, seed=seed, batch_size=batch_size,
-                         on_map=lambda _: bar.update(1), ecc=ecc, ecc_policy=args.ecc_policy)
+                         on_map=lambda _: bar.update(1), ecc=ecc, ecc_policy=args.ecc_policy,
+                         bit_placement=args.placement)
     finally:
         bar.close()
     report.update({"model": str(args.model), "data": str(args.data), "limit": limit,
@@ -117,6 +127,9 @@ def print_table(report: dict, file=None) -> None:
              if src["kind"] == "chips" else f"random bit errors, BER {src['ber']:g}")
     print(f"{report['dataset']}, {report['samples']} samples, {q['bits']}-bit {q['scheme']}, "
           f"{report['models']} fault maps: {where}", file=f)
+    if report.get("bit_placement", "linear") != "linear":
+        print(f"bit placement {report['bit_placement']}, planned from each chip's map at "
+              f"V={src['voltage']:g}", file=f)
     e = report.get("ecc")
     if e:
         print(f"weights under {e['code']} (policy {e['policy']}), words per map: "
