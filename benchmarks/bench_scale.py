@@ -9,7 +9,8 @@ the peak resident memory of one size never contaminates the next) that measures:
    concatenated, then packed) in the same process, as the baseline ratio;
  - Chip.random on a geometry just big enough for the image, v_floor at the highest BER;
  - applying the chip's faults in place in the model's weights and restoring them
-   (QuantizedModel.faults_applied; its one-off load_clean timed apart), at each BER (finfet14
+   (QuantizedModel.faults_applied; its one-off load_clean timed apart, and beside it, up to
+   --old-up-to weights, the whole-model load_clean it replaced), at each BER (finfet14
    voltages); a plain copy of the memory image in the same process as the baseline;
  - peak resident memory (VmHWM, reset before each stage) of each stage, as a multiple of the
    float model's own parameter memory, raw and less the process's memory before the model.
@@ -141,6 +142,17 @@ def old_construction(model: nn.Module, bits: int) -> np.ndarray:
     return Q.pack(torch.cat(codes), bits).numpy()
 
 
+def old_load_clean(qm, model: nn.Module) -> None:
+    """`load_clean` as it was before the follow-up to issue 15 (baseline): every weight
+    dequantized at once (`qm.clean_weights()`, which also copies the read-only image), then
+    copied into the parameters."""
+    clean = qm.clean_weights()
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for s in qm.segments:
+            params[s.name].copy_(clean[s.name])
+
+
 # How faults reach the weights. SWITCH POINT: "in-place" is QuantizedModel.faults_applied
 # (faults written into the model's own weights and restored, O(faults)); "functional" is the path
 # that existed before it: QuantizedModel.perturbed, a faulty image and a full dequantized copy of
@@ -242,6 +254,7 @@ def measure(size: str, bits: int, dtype: torch.dtype, old_up_to: float, seed: in
     geometry = Geometry(-(-qm.n_bits // ROW_BITS), ROW_BITS)
     with stage("chip_drawn"):
         chip = Chip.random(geometry, curve, min(voltages), seed)
+    old_load = None
     if path == "in-place":          # the parameters hold the clean dequantized weights first
         with stage("clean_loaded"):
             qm.load_clean(model)
@@ -260,6 +273,20 @@ def measure(size: str, bits: int, dtype: torch.dtype, old_up_to: float, seed: in
     buf = qm.image.copy()         # pages touched first: the copy is timed warm (first touch of
     copy_s = timed(lambda: np.copyto(buf, qm.image))    # 1 GB took 9.5 s on the shared VM)
     del buf
+    if path == "in-place" and counts["total"] <= old_up_to:
+        # baseline, last: the whole-model load_clean it replaced (what it frees stays in the
+        # heap, which would raise every later stage's resident memory)
+        again = Stages()
+        with again("old"):
+            old_load_clean(qm, model)
+        with again("new"):
+            qm.load_clean(model)
+        new_s = min(stage.seconds["clean_loaded"], again.seconds["new"])
+        old_load = {"load_clean_s": again.seconds["old"], "new_load_clean_s": new_s,
+                    "new_over_old_time": new_s / again.seconds["old"],
+                    "peak_over_param_bytes": 1024 * again.peak_kib["old"] / param_bytes,
+                    "peak_less_process_over_param_bytes":
+                        1024 * (again.peak_kib["old"] - rss0) / param_bytes}
     peaks = {k: 1024 * v for k, v in stage.peak_kib.items()}    # /proc counts KiB
     peaks["overall"] = max(peaks.values())
     return {
@@ -279,6 +306,7 @@ def measure(size: str, bits: int, dtype: torch.dtype, old_up_to: float, seed: in
         "peak_less_process_over_param_bytes": {k: (v - 1024 * rss0) / param_bytes
                                                for k, v in peaks.items()},
         "old_construction": old,
+        "old_load_clean": old_load,
     }
 
 
@@ -337,6 +365,10 @@ def plot(rows: list[dict], path: Path) -> None:
            for r in rows if r["old_construction"]]
     if old:
         a2.loglog(*zip(*old), "x--", label="old construction, less the process")
+    old = [(r["weights"], r["old_load_clean"]["peak_less_process_over_param_bytes"])
+           for r in rows if r.get("old_load_clean")]
+    if old:
+        a2.loglog(*zip(*old), "+--", label="old load_clean (whole model), less the process")
     a2.set_xlabel("weights")
     a2.set_ylabel("peak resident memory / float parameter bytes")
     a2.legend(fontsize=7, loc="upper right")
@@ -378,7 +410,8 @@ def main() -> None:
     ap.add_argument("--bits", type=int, default=8, choices=(8, 4, 2))
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     ap.add_argument("--old-up-to", type=float, default=4e8,
-                    help="run the old construction as baseline up to this many weights")
+                    help="run the old construction and old load_clean as baselines up to this "
+                         "many weights")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--apply", default="in-place", choices=APPLY_PATHS,
                     help="how faults reach the weights (default in-place; see APPLY_PATHS)")
