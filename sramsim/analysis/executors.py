@@ -66,6 +66,7 @@ class Workload:
     include_bias: bool = False
     ecc: str | None = None              # SECDED code of the weight memory (sramsim.inject.ecc)
     ecc_policy: str = "keep"
+    torch_quantized: bool = False       # model_path is a PT2E program (.pt2): PyTorch's own int8
     bit_placement: str = "linear"       # sramsim.inject.bit_placement policy, planned per point
     model: nn.Module | None = field(default=None, repr=False)
     dataset: object | None = field(default=None, repr=False)
@@ -80,7 +81,10 @@ class Workload:
 
     def load_model(self) -> nn.Module:
         """The model in eval mode (loaded from `model_path` on first use in this process)."""
-        if self.model is None:
+        if self.model is None and self.torch_quantized:
+            from sramsim.inject.torch_quantized import load_exported
+            self.model = load_exported(self.model_path)
+        elif self.model is None:
             from sramsim.nn.models import load_checkpoint
             self.model, _ = load_checkpoint(self.model_path)
         return self.model.eval()
@@ -108,8 +112,12 @@ class SweepWorker:
         self.workload = workload
         self.model = workload.load_model()
         self.dataset = workload.load_dataset()
-        self.qm = QuantizedModel(self.model, workload.bits, workload.scheme, workload.clip,
-                                 include_bias=workload.include_bias)
+        if workload.torch_quantized:   # its int8 weights as they are, run on its own kernels
+            from sramsim.inject.torch_quantized import TorchQuantizedModel
+            self.qm = TorchQuantizedModel(self.model)
+        else:
+            self.qm = QuantizedModel(self.model, workload.bits, workload.scheme, workload.clip,
+                                     include_bias=workload.include_bias)
         self._chips: OrderedDict[int, Chip] = OrderedDict()
         self._image = np.empty_like(self.qm.image)
         self._clean: dict | None = None
@@ -131,7 +139,8 @@ class SweepWorker:
         if self._clean is None:
             from sramsim.nn.evaluation import evaluate
             t0 = time.perf_counter()
-            r = evaluate(self.model, self.dataset, self.qm.clean_weights(), self.workload.batch_size)
+            weights = None if self.workload.torch_quantized else self.qm.clean_weights()
+            r = evaluate(self.model, self.dataset, weights, self.workload.batch_size)
             self._clean = {**r, "t_eval": time.perf_counter() - t0}
         return self._clean
 
@@ -140,7 +149,9 @@ class SweepWorker:
         point's faults in place (`FaultyModel`), made on the first faulty point."""
         if self._faulty is None:
             from sramsim.nn.evaluation import FaultyModel
-            self._faulty = FaultyModel(self.qm, self.model)
+            # a TorchQuantizedModel loads each map's int8 weights into the model itself
+            self._faulty = self.qm if self.workload.torch_quantized else \
+                FaultyModel(self.qm, self.model)
         return self._faulty
 
     def run(self, task: Task) -> list[dict]:
@@ -149,7 +160,9 @@ class SweepWorker:
         w = self.workload
         if task.chip_index < 0:
             clean = self.clean()
-            unquantized = evaluate(self.model, self.dataset, None, w.batch_size)
+            # a PT2E program holds no float model to compare with
+            unquantized = {"accuracy": None, "loss": None} if w.torch_quantized else \
+                evaluate(self.model, self.dataset, None, w.batch_size)
             return [{"clean": True, "accuracy": clean["accuracy"], "loss": clean["loss"],
                      "float_accuracy": unquantized["accuracy"], "float_loss": unquantized["loss"],
                      "n_samples": len(self.dataset), "t_eval": clean["t_eval"]}]

@@ -29,6 +29,7 @@ from sramsim.memory.curves import BUILTINS, BerCurve
 from sramsim.errors import InputError
 from sramsim.inject import bit_placement as BP
 from sramsim.inject.ecc import check_policy, get_code
+from sramsim.inject.torch_quantized import is_exported_file, load_exported
 from sramsim.analysis.executors import Task, Workload, run_inprocess, run_pool, run_ray
 from sramsim.memory.geometry import Geometry, parse_kinds
 from sramsim.analysis.store import ResultStore
@@ -182,7 +183,10 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
     """Run (or resume) a sweep and write DIR/points.jsonl, summary.json/.csv/.png.
 
     model: a checkpoint path (quantization settings from its meta unless overridden) or an
-    nn.Module (bits/scheme/clip default to 8 / symmetric / None). dataset: a `load_dataset`
+    nn.Module (bits/scheme/clip default to 8 / symmetric / None), or a `.pt2` file holding a
+    PT2E-quantized program (`load_exported`): its int8 weights are the image as they are
+    (`TorchQuantizedModel`) and it runs on its own int8 kernels; options that would requantize
+    or re-encode it are refused, and it has no float accuracy (None). dataset: a `load_dataset`
     spec or a `Dataset`. chips: `ChipSpec`s (`random_chips`, `profile_chips`) or profile paths.
     voltages: a list or a `parse_voltages` string. workers: 1 runs here, more use a process
     pool (or Ray actors with executor="ray"); each runs `threads` torch threads, and a point's
@@ -221,6 +225,12 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
     elif ecc_policy != "keep":
         raise InputError("--ecc-policy needs --ecc")
     check_policy(ecc_policy)
+    if is_exported_file(model):
+        _refuse_for_exported(model, {f"--bits {bits}": bits not in (None, 8),
+                                     f"--scheme {scheme}": scheme is not None,
+                                     f"--clip {clip}": clip is not None,
+                                     f"--ecc {ecc}": ecc is not None,
+                                     f"--placement {bit_placement}": bit_placement != "linear"})
     BP.check_policy(bit_placement)
     if bit_placement != "linear" and ecc is not None:
         raise InputError(f"--placement {bit_placement} with --ecc is not modelled (use one of the two)")
@@ -318,7 +328,9 @@ def _workload(model, dataset, chips, offsets, limit, bits, scheme, clip, batch_s
     """Load (and check) model and data here, so bad input fails before any worker starts."""
     from sramsim.nn.data import Dataset, load_dataset
     meta = {}
-    if isinstance(model, (str, os.PathLike)):
+    if is_exported_file(model):
+        model_path, model_obj = str(model), load_exported(model)
+    elif isinstance(model, (str, os.PathLike)):
         from sramsim.nn.models import load_checkpoint
         model_path = str(model)
         model_obj, meta = load_checkpoint(model_path)
@@ -336,6 +348,9 @@ def _workload(model, dataset, chips, offsets, limit, bits, scheme, clip, batch_s
         spec, ds = str(dataset), load_dataset(str(dataset), "test", limit)
     if int(batch_size) != batch_size or batch_size < 1:
         raise InputError(f"--batch-size must be a positive integer, got {batch_size!r}")
+    if is_exported_file(model):
+        return _exported_workload(model_path, model_obj, chips, offsets, spec, ds, limit,
+                                  int(batch_size))
     bits = int(bits if bits is not None else meta.get("bits") or 8)
     scheme = scheme if scheme is not None else meta.get("scheme") or "symmetric"
     clip = clip if clip is not None else meta.get("clip")
@@ -361,6 +376,40 @@ def _check_skip_capacity(workload, model_obj, chips, v_low: float) -> None:
                         include_bias=workload.include_bias)
     for spec in chips:
         qm.plan_bits(spec.build(), v_low, "skip-faulty-words")
+
+
+def _refuse_for_exported(path, given: dict) -> None:
+    """One line for the first option (`given`: {flag: whether it was set}) that cannot apply to
+    a PT2E program: its int8 weights are PyTorch's quantization, stored as they are."""
+    for flag, is_set in given.items():
+        if is_set:
+            raise InputError(f"{flag} does not apply to {path}: a PT2E-quantized model keeps "
+                             f"PyTorch's int8 weights as they are (one byte per weight)")
+
+
+def _exported_workload(path: str, gm: nn.Module, chips, offsets, spec, ds, limit, batch_size):
+    """The workload of a PT2E program, which is run here on the data's first (and last, if
+    smaller) batch: a program that does not fit the data fails in one line before any worker."""
+    gm.eval()
+    for n in sorted({min(batch_size, len(ds)), len(ds) % batch_size} - {0}):
+        try:
+            with torch.no_grad():
+                out = gm(ds.x[:n])
+        except Exception as exc:  # torch.export guards, shape errors: say which, in one line
+            why = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+            hint = "; export it with a dynamic batch dimension" if "size()[0]" in why else ""
+            raise InputError(f"{path}: the model does not run on {ds.name}'s inputs "
+                             f"{list(ds.x.shape[1:])} in a batch of {n} ({type(exc).__name__}: "
+                             f"{why}{hint})") from None
+        if not (isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == n
+                and out.shape[1] >= ds.num_classes):
+            got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise InputError(f"{path}: the model returns {got} for {n} inputs, not "
+                             f"[{n}, {ds.num_classes}] class scores for {ds.name}")
+    workload = Workload(list(chips), offsets, 8, "pt2e", None, model_path=path,
+                        dataset_spec=spec, limit=limit, batch_size=batch_size, model=gm,
+                        dataset=ds, torch_quantized=True)
+    return workload, gm, "pt2e", ds
 
 
 def _pending_tasks(store: ResultStore, voltages, n_chips: int, offsets: int) -> list[Task]:

@@ -13,7 +13,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "sweep", help="accuracy vs voltage over chips x offsets (resumable)",
         description=__doc__.splitlines()[0] + ". Re-running with the same --out resumes.")
-    p.add_argument("--model", required=True, metavar="CKPT", help="model checkpoint (sramsim train-base)")
+    p.add_argument("--model", required=True, metavar="CKPT",
+                   help="model checkpoint (sramsim train-base), or a PT2E-quantized program saved "
+                        "with torch.export.save (.pt2: its own int8 weights and kernels)")
     p.add_argument("--data", default="fashion-mnist", metavar="SPEC",
                    help="fashion-mnist, mnist or a dataset directory (default fashion-mnist)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -121,8 +123,10 @@ def print_table(summary: dict, file=None) -> None:
                  f"{counts['miscorrected']:>9.1f}" if counts else ""), file=f)
     clean = summary.get("clean_accuracy")
     if clean is not None:
+        fp = summary.get("float_accuracy")
         print(f"fault-free quantized accuracy {100 * clean:.2f}% "
-              f"(float {100 * summary['float_accuracy']:.2f}%)", file=f)
+              + (f"(float {100 * fp:.2f}%)" if fp is not None else "(int8 model quantized by "
+                 "PyTorch: no float model)"), file=f)
         d = summary.get("drop_1pt")
         if d is None:
             print("accuracy stays within 1 point of fault-free down to the lowest voltage swept", file=f)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import numbers
 import os
+import types
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ from sramsim.inject.placement import apply_placed
 # PT2E ops that read a quantized weight (their first argument) back as float
 PT2E_DEQUANTIZE = ("quantized_decomposed.dequantize_per_tensor.",
                    "quantized_decomposed.dequantize_per_channel.")
+PT2_SUFFIX = ".pt2"     # a PT2E program saved with torch.export.save (`load_exported`)
 LOWERED = "onednn."     # ops of a PT2E graph lowered for x86: weights prepacked, not int8
 PER_TENSOR = (torch.per_tensor_affine, torch.per_tensor_symmetric)
 PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_symmetric)
@@ -152,6 +154,11 @@ def _quiet(*loggers: str):
             log.setLevel(level)
 
 
+def is_exported_file(path) -> bool:
+    """Whether `path` names a `.pt2` file (a saved PT2E program) rather than a sramsim checkpoint."""
+    return isinstance(path, (str, os.PathLike)) and os.fspath(path).lower().endswith(PT2_SUFFIX)
+
+
 def load_exported(path: str | os.PathLike) -> fx.GraphModule:
     """A PT2E-quantized model saved with `torch.export.save` (a `.pt2` file; no pickle), as the
     GraphModule `TorchQuantizedModel` takes, with `.eval()` allowed (sramsim's evaluation calls it).
@@ -175,10 +182,24 @@ def load_exported(path: str | os.PathLike) -> fx.GraphModule:
                 from None
     gm = program.module()
     allow_exported_model_train_eval(gm)
+    _return_self(gm)
     if not _pt2e_weights(gm):
         raise InputError(f"{path}: the program holds no int8 weights (save the model that "
                          f"convert_pt2e returns)")
     return gm
+
+
+def _return_self(gm: fx.GraphModule) -> None:
+    """Make torchao's train()/eval() on an exported model return the model, as nn.Module's do
+    (callers chain `model.eval()`); torchao's return None."""
+    train = gm.train
+
+    def train_(self, mode: bool = True):
+        train(mode)
+        return self
+
+    gm.train = types.MethodType(train_, gm)
+    gm.eval = types.MethodType(lambda self: self.train(False), gm)
 
 
 class TorchQuantizedModel:
@@ -305,6 +326,17 @@ class TorchQuantizedModel:
         """Context manager: the model with the faulty weights of `source` (see `faulty_image`)
         loaded, restored on leaving. `out`: a reusable buffer for the faulty image."""
         return self.loaded(self.faulty_image(source, voltage, offset, out=out, placement=placement))
+
+    @contextmanager
+    def faults(self, source, voltage: float | None = None, offset: int = 0):
+        """`nn.evaluation.FaultyModel.faults`'s contract, so a sweep runs this model like any
+        other: yields (None, changed) with the faulty int8 weights loaded into `self.model`
+        (no weights dict: evaluate the model as it is); changed is False when no byte of the
+        image reads back differently. `source` may also be a faulty image itself."""
+        image = source if isinstance(source, np.ndarray) else \
+            self.faulty_image(source, voltage, offset)
+        with self.loaded(image):
+            yield None, not np.array_equal(image, self.image)
 
     def __repr__(self) -> str:
         return (f"TorchQuantizedModel({self.kind}, {len(self.segments)} tensors, {self.n_codes} "
