@@ -347,6 +347,8 @@ def plot(rows: list[dict], path: Path) -> None:
     for key, label in (("quantize_s", "quantize (layer by layer)"), ("chip_draw_s", "chip draw"),
                        ("build_s", "build float model")):
         a1.loglog(w, [r[key] for r in rows], "o-", label=label)
+    if all(r.get("load_clean_s") for r in rows):
+        a1.loglog(w, [r["load_clean_s"] for r in rows], "o-", label="load_clean (in place)")
     a1.loglog(w, [r["apply"][-1]["apply_restore_s"] for r in rows], "o-",
               label=f"apply + restore, BER {BERS[-1]:g}")
     a1.loglog(w, [r["image_copy_s"] for r in rows], "k:", label="copy of the image")
