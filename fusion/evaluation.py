@@ -20,6 +20,7 @@ from sramsim.analysis import energy as E
 from sramsim.nn.data import Dataset
 from sramsim.errors import InputError, check_ber
 from sramsim.inject.draws import ChipDraw, ChipPool, RandomSampler, fixed_draws
+from sramsim.inject.bit_placement import check_policy as check_bit_policy
 from sramsim.inject.ecc import check_policy
 from sramsim.inject.weight_sets import WeightSets, dequantize_stack
 from sramsim.nn.evaluation import accuracy, robust_error_summary
@@ -178,7 +179,7 @@ class Validator:
 def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=None,
              n_models: int | None = None, batch_size: int = 1000, device="cpu",
              seed: int = EVAL_SEED, count: str = "weights", ecc: str | None = None,
-             ecc_policy: str = "keep") -> dict:
+             ecc_policy: str = "keep", bit_placement: str = "linear") -> dict:
     """CA / PA without and with `generator`, recovery and the net energy saving, as fractions.
 
     `count` is how weight reads are counted for the energy (`sramsim.analysis.systolic.METHODS`).
@@ -186,7 +187,18 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
     in the same faulty memory; the fault maps fall on that stored image and each map is decoded
     with `ecc_policy` (on the CPU by the numba decoder, then moved to `device`); the energy counts
     the code's extra reads and its decoder (`sramsim.analysis.energy.ecc_energy_per_read`).
+    `bit_placement` ("shuffle" / "skip-faulty-words", chip profiles only, not with ecc): each
+    chip's fault-aware bit placement (`sramsim.inject.bit_placement`) planned at the voltage and
+    the map's offset; the base model's weights are read back through it. Energy is not changed.
     """
+    check_bit_policy(bit_placement)
+    if bit_placement != "linear" and (ecc is not None or not faults.chips):
+        raise InputError(f"--placement {bit_placement} " + (
+            "with --ecc is not modelled (use one of the two)" if ecc is not None
+            else "needs a known chip map (--profile ... --voltage)"))
+    if bit_placement == "skip-faulty-words":          # too few good words: refused up front
+        for chip in faults.chips:
+            qm.plan_bits(chip, faults.voltage, bit_placement)
     device = torch.device(device)
     base = qm.model.to(device).eval()
     ws = WeightSets(qm, device)
@@ -203,7 +215,10 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
     pa = {k: [] for k in inputs}
     ecc_counts, buf = [], np.empty_like(qm.image)
     for draw in draws:
-        if memory is None:
+        if bit_placement != "linear":
+            weights = qm.dequantize(qm.faulty_image(draw.chip, draw.voltage, draw.offset, out=buf,
+                                                    bit_placement=bit_placement), device)
+        elif memory is None:
             weights = {n: w[0] for n, w in dequantize_stack(qm, ws.images([draw])).items()}
         else:
             weights = qm.dequantize(_ecc_read(memory, draw, ecc_policy, buf, ecc_counts), device)
@@ -220,6 +235,7 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
               "energy_saving_base": 1.0 - e, "base_accesses": base_acc, "generator": None,
               "generator_accesses": 0, "access_count": count, "pa": pa["plain"], "n_models": len(draws),
               "samples": len(dataset), "dataset": dataset.name, "faults": faults.describe(),
+              "bit_placement": bit_placement,
               "ecc": None if memory is None else {
                   "code": memory.code.name, "policy": ecc_policy,
                   "read_overhead": memory.code.overhead, "decoder_energy": E.decoder_energy(ecc),

@@ -331,3 +331,22 @@ def test_vuln_reads_through_the_placement():
     assert reports["shuffle"][7] < reports["linear"][7]
     with pytest.raises(InputError, match="needs a known chip map"):
         V.analyze(qm, ds, ber=0.01, models=1, bit_placement="shuffle")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_fusion_eval_reads_through_the_placement():
+    """PA per map equals the base model read through the placement planned at the voltage."""
+    from fusion.evaluation import FaultSpec, evaluate
+    from sramsim.inject.draws import fixed_draws
+    from sramsim.nn.evaluation import accuracy
+    model, ds = small_world()
+    qm = QuantizedModel(model)
+    chip = Chip.random(Geometry(64, 256), BerCurve.builtin("finfet14"), 0.78, 4)
+    spec = FaultSpec(voltage=0.8, chips=[chip])
+    report = evaluate(qm, ds, spec, n_models=2, seed=3, bit_placement="skip-faulty-words")
+    expect = [accuracy(model, ds, qm.dequantize(qm.faulty_image(
+        d.chip, d.voltage, d.offset, bit_placement="skip-faulty-words")))
+        for d in fixed_draws(qm.n_bits, 2, chips=[chip], voltage=0.8, seed=3)]
+    assert report["pa"] == expect and report["bit_placement"] == "skip-faulty-words"
+    with pytest.raises(InputError, match="needs a known chip map"):
+        evaluate(qm, ds, FaultSpec(ber=0.01), n_models=1, bit_placement="shuffle")

@@ -7,6 +7,7 @@ from sramsim.commands.main import print_json
 from sramsim.nn.data import load_dataset
 from sramsim.analysis.systolic import METHODS
 from sramsim.errors import InputError
+from sramsim.inject.bit_placement import check_policy as check_bit_policy
 from sramsim.inject.ecc import check_policy, get_code
 
 from fusion.evaluation import EVAL_SEED, check_shapes, evaluate
@@ -32,6 +33,10 @@ def register(subparsers) -> None:
     p.add_argument("--ecc-policy", default="keep", metavar="P",
                    help="with --ecc, a detected uncorrectable word: keep its raw data (default) "
                         "or zero its weights")
+    p.add_argument("--placement", default="linear", metavar="P",
+                   help="with --profile: fault-aware bit placement of the base model planned "
+                        "from each chip's map at --voltage: linear (default), shuffle or "
+                        "skip-faulty-words")
     p.set_defaults(func=run)
 
 
@@ -47,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
     if ecc is None and args.ecc_policy != "keep":
         raise InputError("--ecc-policy needs --ecc")
     check_policy(args.ecc_policy)
+    check_bit_policy(args.placement)
+    if args.placement != "linear" and (ecc is not None or not faults.chips):
+        raise InputError(f"--placement {args.placement} " + (
+            "with --ecc is not modelled (use one of the two)" if ecc is not None
+            else "needs a known chip map (--profile ... --voltage)"))
     qm, meta = common.load_base(args.base)
     generator, g_meta = (None, {})
     if args.generator:
@@ -54,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     test_set = load_dataset(args.data, "test", limit)
     check_shapes(test_set, meta, generator, where=args.base)
     report = evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed, args.count,
-                      ecc, args.ecc_policy)
+                      ecc, args.ecc_policy, args.placement)
     info = common.base_info(args.base, meta, qm)
     report["base"] = info
     if generator is not None:
@@ -80,6 +90,9 @@ def _print_table(r: dict) -> None:
     where = (f"{len(f['chips'])} chip(s) at V={f['voltage']:g}" if f["kind"] == "chips"
              else f"random bit errors, BER {f['ber']:g} (V={f['voltage']:.4g})")
     print(f"{r['dataset']}, {r['samples']} samples, {r['n_models']} fault maps: {where}")
+    if r.get("bit_placement", "linear") != "linear":
+        print(f"bit placement {r['bit_placement']}, planned from each chip's map at "
+              f"V={f['voltage']:g}")
     e = r.get("ecc")
     if e:
         print(f"weights under {e['code']} (policy {e['policy']}), words per map: "
