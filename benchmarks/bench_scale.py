@@ -17,7 +17,7 @@ the peak resident memory of one size never contaminates the next) that measures:
 The parent fits log-log slopes of each cost against weights (>= 3 sizes) and against faults,
 and writes benchmarks/results/scale.json + scale.png.
 Run: `.venv/bin/python benchmarks/bench_scale.py [--sizes 10M,100M,300M,1B] [--bits 8]
-     [--apply in-place|functional] [--threads 1]`  (~4 min, ~10 GiB at 1B on 2 cores)
+     [--apply in-place|functional] [--threads 1]`  (~2 min, ~6 GiB at 1B on 2 cores)
 """
 from __future__ import annotations
 
