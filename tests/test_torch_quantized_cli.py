@@ -178,3 +178,31 @@ def test_bad_models_and_refused_options_are_one_line_errors(files, tmp_path, cap
     assert not (tmp_path / "o").exists()            # refused before anything was written
     s = sweep(capsys, *base[1:], "--model", str(pt2), "--out", str(tmp_path / "b8"), "--bits", "8")
     assert s["quantization"]["bits"] == 8           # --bits 8 applies trivially
+
+
+def test_vuln_groups_are_the_model_run_by_hand(files, capsys):
+    from sramsim.analysis.vulnerability import all_group, fault_maps, layer_group, restrict
+    data, pt2 = files
+    assert main(["vuln", "--model", str(pt2), "--data", str(data), "--ber", "0.2", "--models",
+                 "2", "--no-progress", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    gm = load_exported(pt2)
+    test = load_dataset(str(data), "test")
+    tqm = TorchQuantizedModel(gm)
+    assert r["clean_accuracy"] == evaluate(gm, test)["accuracy"]
+    assert r["quantization"] == {"bits": 8, "scheme": "pt2e", "clip": None}
+    assert sorted(x["label"] for x in r["layers"]) == sorted(tqm.names)
+    assert len(r["bits"]) == 8
+    rows = {x["label"]: x for x in r["layers"]}
+    for k, faulty in enumerate(fault_maps(tqm, 2, ber=0.2, seed=0)):     # the same maps
+        for g in [all_group(tqm)] + [layer_group(tqm, n) for n in tqm.names]:
+            with tqm.loaded(restrict(tqm.image, faulty, g)):
+                by_hand = evaluate(gm, test)["accuracy"]
+            got = r["all"] if g.kind == "all" else rows[g.label]
+            assert got["accuracy"][k] == by_hand
+    assert r["all"]["drop_mean"] > 0.05
+    for extra, flag in ((["--bits", "2"], "--bits 2"), (["--ecc", "secded13"], "--ecc secded13")):
+        assert main(["vuln", "--model", str(pt2), "--data", str(data), "--ber", "0.01",
+                     "--no-progress", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"sramsim: error: {flag} does not apply to {pt2}") and "\n" not in err

@@ -29,7 +29,8 @@ from sramsim.memory.curves import BUILTINS, BerCurve
 from sramsim.errors import InputError
 from sramsim.inject import bit_placement as BP
 from sramsim.inject.ecc import check_policy, get_code
-from sramsim.inject.torch_quantized import is_exported_file, load_exported
+from sramsim.inject.torch_quantized import (check_runs, is_exported_file, load_exported,
+                                            refuse_options)
 from sramsim.analysis.executors import Task, Workload, run_inprocess, run_pool, run_ray
 from sramsim.memory.geometry import Geometry, parse_kinds
 from sramsim.analysis.store import ResultStore
@@ -226,7 +227,7 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
         raise InputError("--ecc-policy needs --ecc")
     check_policy(ecc_policy)
     if is_exported_file(model):
-        _refuse_for_exported(model, {f"--bits {bits}": bits not in (None, 8),
+        refuse_options(model, {f"--bits {bits}": bits not in (None, 8),
                                      f"--scheme {scheme}": scheme is not None,
                                      f"--clip {clip}": clip is not None,
                                      f"--ecc {ecc}": ecc is not None,
@@ -378,34 +379,10 @@ def _check_skip_capacity(workload, model_obj, chips, v_low: float) -> None:
         qm.plan_bits(spec.build(), v_low, "skip-faulty-words")
 
 
-def _refuse_for_exported(path, given: dict) -> None:
-    """One line for the first option (`given`: {flag: whether it was set}) that cannot apply to
-    a PT2E program: its int8 weights are PyTorch's quantization, stored as they are."""
-    for flag, is_set in given.items():
-        if is_set:
-            raise InputError(f"{flag} does not apply to {path}: a PT2E-quantized model keeps "
-                             f"PyTorch's int8 weights as they are (one byte per weight)")
-
-
 def _exported_workload(path: str, gm: nn.Module, chips, offsets, spec, ds, limit, batch_size):
-    """The workload of a PT2E program, which is run here on the data's first (and last, if
-    smaller) batch: a program that does not fit the data fails in one line before any worker."""
-    gm.eval()
-    for n in sorted({min(batch_size, len(ds)), len(ds) % batch_size} - {0}):
-        try:
-            with torch.no_grad():
-                out = gm(ds.x[:n])
-        except Exception as exc:  # torch.export guards, shape errors: say which, in one line
-            why = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-            hint = "; export it with a dynamic batch dimension" if "size()[0]" in why else ""
-            raise InputError(f"{path}: the model does not run on {ds.name}'s inputs "
-                             f"{list(ds.x.shape[1:])} in a batch of {n} ({type(exc).__name__}: "
-                             f"{why}{hint})") from None
-        if not (isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == n
-                and out.shape[1] >= ds.num_classes):
-            got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise InputError(f"{path}: the model returns {got} for {n} inputs, not "
-                             f"[{n}, {ds.num_classes}] class scores for {ds.name}")
+    """The workload of a PT2E program, checked here on the data's first (and last) batch: a
+    program that does not fit the data fails in one line before any worker starts."""
+    check_runs(gm, ds.x, ds.num_classes, batch_size, path, ds.name)
     workload = Workload(list(chips), offsets, 8, "pt2e", None, model_path=path,
                         dataset_spec=spec, limit=limit, batch_size=batch_size, model=gm,
                         dataset=ds, torch_quantized=True)

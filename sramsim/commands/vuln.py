@@ -8,6 +8,7 @@ from sramsim.commands.main import integer, number, print_json
 from sramsim.errors import InputError, check_ber
 from sramsim.inject.bit_placement import check_policy as check_bit_policy
 from sramsim.inject.ecc import check_policy, get_code
+from sramsim.inject.torch_quantized import is_exported_file
 
 
 def register(subparsers) -> None:
@@ -16,7 +17,9 @@ def register(subparsers) -> None:
         "vuln", help="which layers / bit positions hurt: drop with faults confined to one of them",
         description=__doc__.splitlines()[0] + ". Tells which layers to protect or keep at "
                     "nominal voltage. Every group sees the same fault maps (paired).")
-    p.add_argument("--model", required=True, metavar="CKPT", help="model checkpoint (sramsim train-base)")
+    p.add_argument("--model", required=True, metavar="CKPT",
+                   help="model checkpoint (sramsim train-base), or a PT2E-quantized program saved "
+                        "with torch.export.save (.pt2: its own int8 weights and kernels)")
     p.add_argument("--data", default="fashion-mnist", metavar="SPEC",
                    help="fashion-mnist, mnist or a dataset directory (default fashion-mnist)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -79,18 +82,21 @@ def run(args: argparse.Namespace) -> int:
         if args.voltage is not None:
             raise InputError("--voltage goes with --profile; for random errors give --ber only")
         ber = check_ber(args.ber, "--ber")
-    model, meta = load_checkpoint(args.model)
-    bits = int(args.bits) if args.bits is not None else int(meta.get("bits") or 8)
-    scheme = args.scheme or meta.get("scheme") or "symmetric"
-    try:
-        qm = QuantizedModel(model, bits=bits, scheme=scheme, clip=meta.get("clip"))
-    except ValueError as exc:
-        raise InputError(f"{args.model}: {exc}") from None
-    dataset = load_dataset(args.data, "test", limit)
-    in_ch = meta.get("in_channels")
-    if in_ch is not None and int(in_ch) != dataset.in_channels:
-        raise InputError(f"{args.model} expects {in_ch}-channel inputs but {dataset.name} has "
-                         f"{dataset.in_channels}")
+    if is_exported_file(args.model):
+        qm, dataset = _exported(args, ecc, limit, batch_size)
+    else:
+        model, meta = load_checkpoint(args.model)
+        bits = int(args.bits) if args.bits is not None else int(meta.get("bits") or 8)
+        scheme = args.scheme or meta.get("scheme") or "symmetric"
+        try:
+            qm = QuantizedModel(model, bits=bits, scheme=scheme, clip=meta.get("clip"))
+        except ValueError as exc:
+            raise InputError(f"{args.model}: {exc}") from None
+        dataset = load_dataset(args.data, "test", limit)
+        in_ch = meta.get("in_channels")
+        if in_ch is not None and int(in_ch) != dataset.in_channels:
+            raise InputError(f"{args.model} expects {in_ch}-channel inputs but {dataset.name} "
+                             f"has {dataset.in_channels}")
     from tqdm import tqdm
     bar = tqdm(total=models, unit="map", desc="vuln", file=sys.stderr,
                disable=True if args.no_progress else None, leave=False)
@@ -111,6 +117,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_table(report)
     return 0
+
+
+def _exported(args: argparse.Namespace, ecc, limit, batch_size):
+    """(TorchQuantizedModel, test set) of a `.pt2` PT2E program, after refusing the options that
+    would requantize or re-encode its int8 weights and checking it runs on the data."""
+    from sramsim.inject.torch_quantized import (TorchQuantizedModel, check_runs, load_exported,
+                                                refuse_options)
+    from sramsim.nn.data import load_dataset
+    refuse_options(args.model, {f"--bits {args.bits}": args.bits not in (None, "8"),
+                                f"--scheme {args.scheme}": args.scheme is not None,
+                                f"--ecc {ecc}": ecc is not None,
+                                f"--placement {args.placement}": args.placement != "linear"})
+    gm = load_exported(args.model)
+    dataset = load_dataset(args.data, "test", limit)
+    check_runs(gm, dataset.x, dataset.num_classes, batch_size, args.model, dataset.name)
+    return TorchQuantizedModel(gm), dataset
 
 
 def _row(r: dict, width: int) -> str:

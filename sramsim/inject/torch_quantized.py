@@ -182,23 +182,66 @@ def load_exported(path: str | os.PathLike) -> fx.GraphModule:
                 from None
     gm = program.module()
     allow_exported_model_train_eval(gm)
-    _return_self(gm)
+    _train_eval(gm)
+    gm.eval()       # sramsim evaluates it: moved to eval mode once, here
     if not _pt2e_weights(gm):
         raise InputError(f"{path}: the program holds no int8 weights (save the model that "
                          f"convert_pt2e returns)")
     return gm
 
 
-def _return_self(gm: fx.GraphModule) -> None:
-    """Make torchao's train()/eval() on an exported model return the model, as nn.Module's do
-    (callers chain `model.eval()`); torchao's return None."""
-    train = gm.train
+def refuse_options(path, given: dict) -> None:
+    """One line for the first option (`given`: {flag: whether it was set}) that cannot apply to
+    a saved PyTorch-quantized program: its int8 weights are stored as they are."""
+    for flag, is_set in given.items():
+        if is_set:
+            raise InputError(f"{flag} does not apply to {path}: a PT2E-quantized model keeps "
+                             f"PyTorch's int8 weights as they are (one byte per weight)")
 
-    def train_(self, mode: bool = True):
-        train(mode)
+
+def check_runs(model: nn.Module, x: torch.Tensor, num_classes: int, batch_size: int,
+               name: str, data: str) -> None:
+    """Run `model` on the first batch of `x` (and the last, when it is smaller), so that a model
+    that does not fit the data (input shape, a batch size fixed at export) fails in one line
+    naming it (`name`) and the data before any evaluation, rather than in a worker."""
+    model.eval()
+    for n in sorted({min(batch_size, len(x)), len(x) % batch_size} - {0}):
+        try:
+            with torch.no_grad():
+                out = model(x[:n])
+        except Exception as exc:  # torch.export guards, shape errors: say which, in one line
+            why = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+            hint = "; export it with a dynamic batch dimension" if "size()[0]" in why else ""
+            raise InputError(f"{name}: the model does not run on {data}'s inputs "
+                             f"{list(x.shape[1:])} in a batch of {n} ({type(exc).__name__}: "
+                             f"{why}{hint})") from None
+        if not (isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == n
+                and out.shape[1] >= num_classes):
+            got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise InputError(f"{name}: the model returns {got} for {n} inputs, not "
+                             f"[{n}, {num_classes}] class scores for {data}")
+
+
+def _train_eval(gm: fx.GraphModule) -> None:
+    """train()/eval() for an exported model, as nn.Module's: they return the model, set
+    `training`, and cost nothing when the mode does not change.
+
+    torchao's (`allow_exported_model_train_eval`) return None and re-trace their dropout /
+    batch-norm patterns with torch.export on every call: 1-2 s each here, twice per `evaluate`
+    (eval, then back to the caller's mode), which made a sweep point cost seconds.
+    """
+    move = gm.train
+    done = {"mode": None}       # the mode torchao last moved the graph to
+
+    def train(self, mode: bool = True):
+        mode = bool(mode)
+        if done["mode"] is not mode:
+            move(mode)
+            done["mode"] = mode
+        self.training = mode
         return self
 
-    gm.train = types.MethodType(train_, gm)
+    gm.train = types.MethodType(train, gm)
     gm.eval = types.MethodType(lambda self: self.train(False), gm)
 
 
@@ -214,6 +257,7 @@ class TorchQuantizedModel:
     """
 
     bits = 8            # one int8 weight per byte (what image-level helpers read)
+    clip = None         # PyTorch's observers chose the ranges; reports read it as QuantizedModel's
 
     def __init__(self, model: nn.Module, word_bits: int = 8):
         if isinstance(model, torch.export.ExportedProgram):
@@ -253,6 +297,16 @@ class TorchQuantizedModel:
         np.concatenate(parts, out=self.image[:start])
         self.image.setflags(write=False)
         self._active = False
+
+    @property
+    def scheme(self) -> str:
+        """Where the quantization came from ("eager" / "pt2e"), where reports name a scheme."""
+        return self.kind
+
+    @property
+    def names(self) -> list[str]:
+        """The int8 tensors' names, in image order."""
+        return [s.name for s in self.segments]
 
     @property
     def n_bits(self) -> int:
