@@ -206,3 +206,20 @@ def test_vuln_groups_are_the_model_run_by_hand(files, capsys):
                      "--no-progress", *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"sramsim: error: {flag} does not apply to {pt2}") and "\n" not in err
+
+
+def test_loaded_program_moves_to_eval_once(files, monkeypatch):
+    """torchao re-traces on every train()/eval(); allow_train_eval only when the mode changes."""
+    import torchao.quantization.pt2e.export_utils as U
+    calls = []
+    for name in ("_move_exported_model_to_eval", "_move_exported_model_to_train"):
+        real = getattr(U, name)
+        monkeypatch.setattr(U, name, lambda m, real=real, name=name: (calls.append(name),
+                                                                       real(m))[1])
+    data, pt2 = files
+    gm = load_exported(pt2)
+    assert not gm.training and calls == ["_move_exported_model_to_eval"]
+    test = load_dataset(str(data), "test")
+    assert evaluate(gm, test) == evaluate(gm, test)
+    assert gm.eval() is gm and calls == ["_move_exported_model_to_eval"]
+    assert gm.train() is gm and gm.training and calls[-1] == "_move_exported_model_to_train"

@@ -174,15 +174,12 @@ def load_exported(path: str | os.PathLike) -> fx.GraphModule:
     # foreign file: the one-line error below says it
     with _quiet("torchao", "torch.utils._pytree", "torch.export"):
         import torchao  # noqa: F401
-        from torchao.quantization.pt2e import allow_exported_model_train_eval
         try:
             program = torch.export.load(path)
         except Exception as exc:  # torch raises several kinds for a foreign or corrupt file
             raise InputError(f"{path}: not a torch.export program ({type(exc).__name__})") \
                 from None
-    gm = program.module()
-    allow_exported_model_train_eval(gm)
-    _train_eval(gm)
+    gm = allow_train_eval(program.module())
     gm.eval()       # sramsim evaluates it: moved to eval mode once, here
     if not _pt2e_weights(gm):
         raise InputError(f"{path}: the program holds no int8 weights (save the model that "
@@ -222,14 +219,18 @@ def check_runs(model: nn.Module, x: torch.Tensor, num_classes: int, batch_size: 
                              f"[{n}, {num_classes}] class scores for {data}")
 
 
-def _train_eval(gm: fx.GraphModule) -> None:
-    """train()/eval() for an exported model, as nn.Module's: they return the model, set
-    `training`, and cost nothing when the mode does not change.
+def allow_train_eval(gm: fx.GraphModule) -> fx.GraphModule:
+    """Let an exported (PT2E) GraphModule take train()/eval() as an nn.Module does: they return
+    the model, set `training`, and cost nothing when the mode does not change. Returns `gm`.
 
-    torchao's (`allow_exported_model_train_eval`) return None and re-trace their dropout /
-    batch-norm patterns with torch.export on every call: 1-2 s each here, twice per `evaluate`
-    (eval, then back to the caller's mode), which made a sweep point cost seconds.
+    torchao's `allow_exported_model_train_eval` (applied here first) returns None from them and
+    re-traces its dropout / batch-norm patterns with torch.export on every call: 1-2 s each on
+    this machine, twice per `sramsim.nn.evaluation.evaluate` (eval, then back to the caller's
+    mode), which made each sweep point cost seconds.
     """
+    with _quiet("torchao", "torch.utils._pytree"):
+        from torchao.quantization.pt2e import allow_exported_model_train_eval
+    allow_exported_model_train_eval(gm)
     move = gm.train
     done = {"mode": None}       # the mode torchao last moved the graph to
 
@@ -243,6 +244,7 @@ def _train_eval(gm: fx.GraphModule) -> None:
 
     gm.train = types.MethodType(train, gm)
     gm.eval = types.MethodType(lambda self: self.train(False), gm)
+    return gm
 
 
 class TorchQuantizedModel:
