@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from sramsim.commands.main import print_json
+from sramsim.commands.main import add_protection_arguments, print_json
 from sramsim.nn.data import load_dataset
 from sramsim.analysis.systolic import METHODS
-from sramsim.errors import InputError
-from sramsim.inject.bit_placement import check_policy as check_bit_policy
-from sramsim.inject.ecc import check_policy, get_code
+from sramsim.inject.protection import check_protection
 
 from fusion.evaluation import EVAL_SEED, check_shapes, evaluate
 from fusion.store import load_generator
@@ -28,15 +26,7 @@ def register(subparsers) -> None:
     p.add_argument("--count", default="weights", choices=METHODS,
                    help="how weight reads are counted for the energy: weights (each read once, "
                         "default), systolic or scalesim (SCALE-Sim output-stationary 32x32, as NeuralFuse)")
-    p.add_argument("--ecc", metavar="CODE", help="the base model's weights are stored with SECDED "
-                   "check bits in the same faulty memory: secded72 (72,64) or secded13 (13,8)")
-    p.add_argument("--ecc-policy", default="keep", metavar="P",
-                   help="with --ecc, a detected uncorrectable word: keep its raw data (default) "
-                        "or zero its weights")
-    p.add_argument("--placement", default="linear", metavar="P",
-                   help="with --profile: fault-aware bit placement of the base model planned "
-                        "from each chip's map at --voltage: linear (default), shuffle or "
-                        "skip-faulty-words")
+    add_protection_arguments(p, "at --voltage (needs --profile)")
     p.set_defaults(func=run)
 
 
@@ -48,15 +38,8 @@ def run(args: argparse.Namespace) -> int:
     seed = common.seed(args.seed)
     device = common.device(args.device)
     faults = common.fault_spec(args)
-    ecc = None if args.ecc is None else get_code(args.ecc).name
-    if ecc is None and args.ecc_policy != "keep":
-        raise InputError("--ecc-policy needs --ecc")
-    check_policy(args.ecc_policy)
-    check_bit_policy(args.placement)
-    if args.placement != "linear" and (ecc is not None or not faults.chips):
-        raise InputError(f"--placement {args.placement} " + (
-            "with --ecc is not modelled (use one of the two)" if ecc is not None
-            else "needs a known chip map (--profile ... --voltage)"))
+    ecc = check_protection(args.ecc, args.ecc_policy, args.placement,
+                           map_hint=None if faults.chips else "--profile ... --voltage")
     qm, meta = common.load_base(args.base)
     generator, g_meta = (None, {})
     if args.generator:

@@ -27,8 +27,8 @@ from sramsim.analysis import energy as E
 from sramsim.memory.chip import Chip
 from sramsim.memory.curves import BUILTINS, BerCurve
 from sramsim.errors import InputError
-from sramsim.inject import bit_placement as BP
-from sramsim.inject.ecc import check_policy, get_code
+from sramsim.inject.ecc import get_code
+from sramsim.inject.protection import check_protection
 from sramsim.inject.torch_quantized import (check_runs, is_exported_file, load_exported,
                                             refuse_options)
 from sramsim.analysis.executors import Task, Workload, run_inprocess, run_pool, run_ray
@@ -221,20 +221,13 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
         raise InputError(f"--executor must be 'local' or 'ray', got {executor!r}")
     if not 0.0 <= float(leakage_share) <= 1.0:
         raise InputError(f"--leakage-share must lie in [0, 1], got {leakage_share!r}")
-    if ecc is not None:
-        ecc = get_code(ecc).name
-    elif ecc_policy != "keep":
-        raise InputError("--ecc-policy needs --ecc")
-    check_policy(ecc_policy)
+    ecc = check_protection(ecc, ecc_policy, bit_placement)     # a sweep's chips are known maps
     if is_exported_file(model):
         refuse_options(model, {f"--bits {bits}": bits not in (None, 8),
                                      f"--scheme {scheme}": scheme is not None,
                                      f"--clip {clip}": clip is not None,
                                      f"--ecc {ecc}": ecc is not None,
                                      f"--placement {bit_placement}": bit_placement != "linear"})
-    BP.check_policy(bit_placement)
-    if bit_placement != "linear" and ecc is not None:
-        raise InputError(f"--placement {bit_placement} with --ecc is not modelled (use one of the two)")
 
     facts = [_chip_facts(c) for c in chips]
     _check_voltages(voltages, facts)

@@ -108,6 +108,22 @@ def voltage(text, flag: str, low: float, nominal: float, what: str) -> float | N
     return value
 
 
+def add_protection_arguments(p: argparse.ArgumentParser, planned_at: str) -> None:
+    """--ecc, --ecc-policy and --placement, as every command that faults weights takes them
+    (checked together by `sramsim.inject.protection.check_protection`). planned_at: when the
+    bit placement is planned, e.g. "at each point's voltage"."""
+    p.add_argument("--ecc", metavar="CODE", help="weights stored with SECDED check bits in the "
+                   "same faulty memory: secded72 (72,64) or secded13 (13,8); decoded per "
+                   "codeword, results carry the errors left after decoding")
+    p.add_argument("--ecc-policy", default="keep", metavar="P",
+                   help="with --ecc, a detected uncorrectable word: keep its raw data (default) "
+                        "or zero its weights")
+    p.add_argument("--placement", default="linear", metavar="P",
+                   help=f"fault-aware bit placement (ReSpawn), planned from each chip's map "
+                        f"{planned_at}: linear (default: plain mapping), shuffle (rotate each "
+                        "word's bits so code MSBs sit on good cells) or skip-faulty-words")
+
+
 def torch_device(name: str):
     """A --device value as a torch.device; unknown names and missing CUDA are bad input."""
     import torch

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from sramsim.commands.main import check_writable, integer, number, print_json, seed
+from sramsim.commands.main import (add_protection_arguments, check_writable, integer, number,
+                                   print_json, seed)
 from sramsim.memory.curves import BUILTINS
 from sramsim.errors import InputError
 
@@ -46,15 +47,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", default="1000", metavar="B", help="evaluation batch (default 1000)")
     p.add_argument("--leakage-share", default="0", metavar="S",
                    help="leakage share of a read's energy at nominal voltage (default 0)")
-    p.add_argument("--ecc", metavar="CODE", help="weights stored with SECDED check bits in the "
-                   "same chips: secded72 (72,64) or secded13 (13,8); decoded per codeword")
-    p.add_argument("--ecc-policy", default="keep", metavar="P",
-                   help="with --ecc, a detected uncorrectable word: keep its raw data (default) "
-                        "or zero its weights")
-    p.add_argument("--placement", default="linear", metavar="P",
-                   help="fault-aware bit placement (ReSpawn), planned from each chip's map at "
-                        "each point's voltage: linear (default: plain mapping), shuffle (rotate "
-                        "each word's bits so code MSBs sit on good cells) or skip-faulty-words")
+    add_protection_arguments(p, "at each point's voltage")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run)

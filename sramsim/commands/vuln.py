@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sramsim.commands.main import integer, number, print_json
+from sramsim.commands.main import add_protection_arguments, integer, number, print_json
 from sramsim.errors import InputError, check_ber
-from sramsim.inject.bit_placement import check_policy as check_bit_policy
-from sramsim.inject.ecc import check_policy, get_code
+from sramsim.inject.protection import check_protection
 from sramsim.inject.torch_quantized import is_exported_file
 
 
@@ -35,15 +34,7 @@ def register(subparsers) -> None:
                    help="override the checkpoint's quantization scheme")
     p.add_argument("--seed", default="0", metavar="S", help="seed of the fault maps (default 0)")
     p.add_argument("--batch-size", default="1000", metavar="B", help="evaluation batch (default 1000)")
-    p.add_argument("--ecc", metavar="CODE", help="weights stored with SECDED check bits in the "
-                   "same memory: secded72 (72,64) or secded13 (13,8); groups carry the errors "
-                   "left after decoding")
-    p.add_argument("--ecc-policy", default="keep", metavar="P",
-                   help="with --ecc, a detected uncorrectable word: keep its raw data (default) "
-                        "or zero its weights")
-    p.add_argument("--placement", default="linear", metavar="P",
-                   help="with --profile: fault-aware bit placement planned from each chip's map "
-                        "at --voltage: linear (default), shuffle or skip-faulty-words")
+    add_protection_arguments(p, "at --voltage (needs --profile)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=run)
@@ -61,15 +52,8 @@ def run(args: argparse.Namespace) -> int:
     limit = None if args.limit is None else integer(args.limit, "--limit")
     seed = integer(args.seed, "--seed", 0)
     batch_size = integer(args.batch_size, "--batch-size")
-    ecc = None if args.ecc is None else get_code(args.ecc).name
-    if ecc is None and args.ecc_policy != "keep":
-        raise InputError("--ecc-policy needs --ecc")
-    check_policy(args.ecc_policy)
-    check_bit_policy(args.placement)
-    if args.placement != "linear" and (ecc is not None or not args.profile):
-        raise InputError(f"--placement {args.placement} " + (
-            "with --ecc is not modelled (use one of the two)" if ecc is not None
-            else "needs a known chip map (--profile)"))
+    ecc = check_protection(args.ecc, args.ecc_policy, args.placement,
+                           map_hint=None if args.profile else "--profile")
     ber = chips = voltage = None
     if args.profile:
         if args.voltage is None:
