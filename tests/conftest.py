@@ -57,3 +57,30 @@ def write_idx(path, array) -> None:
     header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     with gzip.open(path, "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_quadrants(root, n_train: int, n_test: int, noise: int = 60, bright: int = 180):
+    """16x16 four-class images as gzipped IDX files in `root`: the class's quadrant is `bright`
+    above uniform noise in [0, noise), the rest noise only. Returns `root`."""
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        y = np.arange(n) % 4
+        x = rng.integers(0, noise, (n, 16, 16))
+        for c in range(4):
+            r, col = divmod(c, 2)
+            x[y == c, 8 * r:8 * r + 8, 8 * col:8 * col + 8] += bright
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", y)
+    return root
+
+
+def small_world():
+    """A two-layer model (~900 weights, 8-bit) and 40 random 1x8x8 samples."""
+    from sramsim.nn.data import Dataset
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 12),
+                                torch.nn.ReLU(), torch.nn.Linear(12, 4)).eval()
+    g = torch.Generator().manual_seed(1)
+    ds = Dataset(torch.rand(40, 1, 8, 8, generator=g) * 2 - 1, torch.randint(0, 4, (40,),
+                 generator=g), 4, "toy")
+    return model, ds

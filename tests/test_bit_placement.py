@@ -9,6 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import small_world
+
 from sramsim import BerCurve, Chip, Geometry, QuantizedModel, RandomBitErrors
 from sramsim.errors import InputError
 from sramsim.inject import bit_placement as BP
@@ -267,18 +269,6 @@ def test_quantized_model_refusals(qm_chip):
 
 
 # ------------------------------------------------------------------------------ sweeps
-
-def small_world():
-    """A two-layer model (~900 weights, 8-bit) and 40 random 1x8x8 samples."""
-    from sramsim.nn.data import Dataset
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 12),
-                                torch.nn.ReLU(), torch.nn.Linear(12, 4)).eval()
-    g = torch.Generator().manual_seed(1)
-    ds = Dataset(torch.rand(40, 1, 8, 8, generator=g) * 2 - 1, torch.randint(0, 4, (40,),
-                 generator=g), 4, "toy")
-    return model, ds
-
 
 @pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("policy", ["shuffle", "skip-faulty-words"])

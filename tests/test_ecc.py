@@ -14,7 +14,7 @@ from scipy import stats
 from sramsim import BerCurve, Chip, Faults, Geometry, QuantizedModel, RandomBitErrors
 from sramsim.errors import InputError
 from sramsim.inject import ecc
-from conftest import naive_apply
+from conftest import naive_apply, small_world
 
 K_R = {"secded72": (64, 8), "secded13": (8, 5)}
 
@@ -334,18 +334,6 @@ def test_bad_ecc_arguments():
 
 
 # ------------------------------------------------------------------------------ the whole chain
-
-def small_world():
-    """A two-layer model (~900 weights, 8-bit) and 40 random 1x8x8 samples."""
-    from sramsim.nn.data import Dataset
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 12),
-                                torch.nn.ReLU(), torch.nn.Linear(12, 4)).eval()
-    g = torch.Generator().manual_seed(1)
-    ds = Dataset(torch.rand(40, 1, 8, 8, generator=g) * 2 - 1, torch.randint(0, 4, (40,),
-                 generator=g), 4, "toy")
-    return model, ds
-
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_sweep_with_ecc_points_energy_and_tiling(tmp_path):

@@ -1,6 +1,5 @@
 """Surrogate-gradient spiking networks (snn-fc<N>, snn-conv<N>): shapes, binary spikes, the
 deterministic eval encoding, the synapses in memory, functional_call, training and checkpoints."""
-import numpy as np
 import pytest
 import snntorch
 import torch
@@ -13,7 +12,7 @@ from sramsim.nn.evaluation import accuracy
 from sramsim.nn.models import build, load_checkpoint, save_checkpoint
 from sramsim.nn.models.snn import MAX_SYNAPSES, build_snn
 from sramsim.nn.training import TrainOptions, train_base
-from conftest import write_idx
+from conftest import write_quadrants
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -145,22 +144,8 @@ def test_no_state_leaks_between_calls():
     assert len(snntorch.SpikingNeuron.instances) == n_before    # built models are not kept alive
 
 
-def quadrant_data(root, n_train=320, n_test=160):
-    """16x16 four-class images: the class's quadrant is bright, the rest dim noise."""
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        y = np.arange(n) % 4
-        x = rng.integers(0, 60, (n, 16, 16))
-        for c in range(4):
-            r, col = divmod(c, 2)
-            x[y == c, 8 * r:8 * r + 8, 8 * col:8 * col + 8] += 180
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", x)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", y)
-    return root
-
-
 def test_train_base_learns_and_checkpoint_round_trips(tmp_path):
-    data = quadrant_data(tmp_path)
+    data = write_quadrants(tmp_path, 320, 160)
     out = tmp_path / "snn.pt"
     opts = TrainOptions(epochs=2, batch_size=32, lr=5e-3, seed=0)
     meta = train_base("snn-fc16", str(data), out, opts, limit=300, progress=False, log=None)

@@ -9,7 +9,7 @@ from sramsim import QuantizedModel
 from sramsim.commands.main import main
 from sramsim.nn.models import load_checkpoint
 from sramsim.nn.training import TrainOptions, train_base
-from test_snn_models import quadrant_data
+from conftest import write_quadrants
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def snn_checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("snn")
-    data = quadrant_data(root, n_train=160, n_test=80)
+    data = write_quadrants(root, 160, 80)
     paths = {}
     for arch, opts in (("snn-fc16", TrainOptions(epochs=1, batch_size=32, lr=5e-3)),
                        ("diehl-cook8", TrainOptions(epochs=1, batch_size=16))):

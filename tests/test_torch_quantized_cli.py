@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import write_idx
+from conftest import write_idx, write_quadrants
 from sramsim.analysis.sweep import random_chips
 from sramsim.commands.main import main
 from sramsim.inject.torch_quantized import TorchQuantizedModel, load_exported
@@ -32,20 +32,6 @@ class Net(nn.Module):
         return self.fc(torch.relu(self.conv(x)).flatten(1))
 
 
-def quadrant_idx(root, n_train=256, n_test=120):
-    """16x16 four-class images (the class's quadrant bright) as gzipped IDX files."""
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        y = np.arange(n) % 4
-        x = rng.integers(0, 120, (n, 16, 16))
-        for c in range(4):
-            r, col = divmod(c, 2)
-            x[y == c, 8 * r:8 * r + 8, 8 * col:8 * col + 8] += 50
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", x)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", y)
-    return root
-
-
 def export_pt2e(model: nn.Module, x: torch.Tensor, path, dynamic: bool = True) -> None:
     """Quantize `model` with PT2E (x86 per-channel int8), calibrated on `x`, and save the program."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -64,7 +50,7 @@ def export_pt2e(model: nn.Module, x: torch.Tensor, path, dynamic: bool = True) -
 def files(tmp_path_factory):
     """(data dir, q.pt2): a small CNN trained 8 steps on the quadrant data (clean 100%, 77% at
     20% BER), then PT2E-quantized."""
-    root = quadrant_idx(tmp_path_factory.mktemp("quadrants"))
+    root = write_quadrants(tmp_path_factory.mktemp("quadrants"), 256, 120, noise=120, bright=50)
     train = load_dataset(str(root), "train")
     torch.manual_seed(0)
     model = Net()
