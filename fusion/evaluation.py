@@ -19,7 +19,7 @@ from sramsim import BerCurve, Chip, QuantizedModel
 from sramsim.analysis import energy as E
 from sramsim.nn.data import Dataset
 from sramsim.errors import InputError, check_ber
-from sramsim.inject.draws import ChipDraw, ChipPool, RandomSampler, fixed_draws
+from sramsim.inject.draws import ChipPool, RandomSampler, fixed_draws, read_decoded
 from sramsim.inject.bit_placement import check_policy as check_bit_policy
 from sramsim.inject.ecc import check_policy
 from sramsim.inject.weight_sets import WeightSets, dequantize_stack
@@ -259,9 +259,6 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
 
 def _ecc_read(memory, draw, policy: str, out: np.ndarray, counts: list) -> np.ndarray:
     """The decoded data image of one fault map (a ChipDraw or Faults over the stored image)."""
-    if isinstance(draw, ChipDraw):
-        image, stats = memory.read(draw.chip, draw.voltage, draw.offset, policy, out=out)
-    else:
-        image, stats = memory.read(draw, policy=policy, out=out)
+    image, stats = read_decoded(memory, draw, policy, out)
     counts.append(stats.as_dict())
     return image

@@ -33,6 +33,14 @@ class ChipDraw:
     offset: int
 
 
+def read_decoded(memory, draw, policy: str, out: np.ndarray):
+    """One fault map read through an `sramsim.inject.ecc.EccMemory`: (data image in `out`, the
+    decoder's EccStats). draw: a ChipDraw, or Faults / RandomBitErrors over the stored image."""
+    if isinstance(draw, ChipDraw):
+        return memory.read(draw.chip, draw.voltage, draw.offset, policy, out=out)
+    return memory.read(draw, policy=policy, out=out)
+
+
 class RandomSampler:
     """Fresh random bit errors at rate `ber` on every draw (the source of `--ber P`)."""
 
