@@ -17,6 +17,13 @@ class DataError(InputError):
     """A dataset that is missing or malformed (message says where it was looked for and how to get it)."""
 
 
+def check_choice(value, choices, what: str):
+    """`value` if it is one of `choices`, else an InputError naming `what` and the choices."""
+    if value not in choices:
+        raise InputError(f"{what} {value!r}: use one of {', '.join(choices)}")
+    return value
+
+
 def check_number(value, what: str, low: float = -math.inf, high: float = math.inf,
                  positive: bool = False) -> float:
     """`value` as a finite float in [low, high] (> 0 with `positive`), else an InputError naming

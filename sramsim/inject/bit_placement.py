@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, check_choice
 from sramsim.inject.mapping import apply_bit_faults, check_offset
 from sramsim.memory.chip import Chip, Faults
 
@@ -55,9 +55,7 @@ POLICIES = ("linear", "shuffle", "skip-faulty-words")
 
 def check_policy(policy: str, what: str = "--placement") -> str:
     """`policy` if it is one of POLICIES, else an InputError naming `what` and the choices."""
-    if policy not in POLICIES:
-        raise InputError(f"{what} {policy!r}: use one of {', '.join(POLICIES)}")
-    return policy
+    return check_choice(policy, POLICIES, what)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from math import gcd
 import numpy as np
 from numba import njit, prange
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, check_choice
 from sramsim.inject.mapping import apply_faults
 
 POLICIES = ("keep", "zero")
@@ -119,9 +119,7 @@ def get_code(code: str | Code, what: str = "--ecc") -> Code:
 
 def check_policy(policy: str, what: str = "--ecc-policy") -> str:
     """`policy` if it is 'keep' or 'zero', else an InputError naming `what`."""
-    if policy not in POLICIES:
-        raise InputError(f"{what} {policy!r}: use one of {', '.join(POLICIES)}")
-    return policy
+    return check_choice(policy, POLICIES, what)
 
 
 @dataclass(frozen=True)

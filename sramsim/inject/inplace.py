@@ -85,18 +85,10 @@ def image_faults(qm, source, voltage: float | None = None, offset: int = 0,
             raise InputError("a faulty image takes no voltage, offset or placement")
         return _in_image(ByteFaults(*kernels.diff_bytes(qm.image, source)), nbytes)
     if placement is not None:
-        from sramsim.inject.placement import Placement, placed_faults
+        from sramsim.inject.placement import check_placed, placed_faults
         if offset:
             raise ValueError("offset must be 0 with a placement (use the placement's start)")
-        if not isinstance(placement, Placement):
-            raise TypeError(f"placement must be a Placement, got {type(placement).__name__}")
-        if placement.n_bytes != nbytes:
-            raise InputError(f"image of {nbytes} bytes, the placement was made for "
-                             f"{placement.n_bytes} bytes")
-        if not isinstance(source, Chip):
-            raise TypeError(f"a placement places a Chip's faults, got {type(source).__name__}")
-        if voltage is None:
-            raise ValueError("a Chip needs a voltage")
+        check_placed(source, voltage, placement, nbytes)
         return _bits_in_image(placed_faults(source, voltage, placement), nbytes)
     if isinstance(source, Chip):
         if voltage is None:

@@ -36,7 +36,7 @@ from functools import cached_property
 import numpy as np
 
 from sramsim.errors import InputError, check_ber
-from sramsim.inject.mapping import apply_bit_faults
+from sramsim.inject.mapping import apply_bit_faults, apply_faults, check_offset
 from sramsim.memory.chip import Chip, Faults
 from sramsim.memory.dram import DramGeometry
 from sramsim.memory.sizes import require_memory
@@ -420,21 +420,38 @@ def placed_faults(chip: Chip, voltage: float, placement: Placement) -> Faults:
     return Faults(bit[keep].astype(np.uint64), index.kind[sel][keep])
 
 
+def check_placed(chip: Chip, voltage: float, placement: Placement, n_bytes: int) -> None:
+    """The arguments of reading an image of `n_bytes` through `chip` at `voltage` laid out by
+    `placement`, checked (TypeError / InputError / ValueError naming the problem)."""
+    if not isinstance(placement, Placement):
+        raise TypeError(f"placement must be a Placement, got {type(placement).__name__}")
+    if n_bytes != placement.n_bytes:
+        raise InputError(f"image of {n_bytes} bytes, the placement was made for "
+                         f"{placement.n_bytes} bytes")
+    if not isinstance(chip, Chip):
+        raise TypeError(f"a placement places a Chip's faults, got {type(chip).__name__}")
+    if voltage is None:
+        raise ValueError("a Chip needs a voltage")
+
+
+def read_image(image: np.ndarray, source, voltage: float | None = None, offset: int = 0,
+               out: np.ndarray | None = None, placement: Placement | None = None) -> np.ndarray:
+    """`image` read back through `source`: placed at chip word `offset` (`apply_faults`), or laid
+    out by a DRAM `placement` (`apply_placed`, offset must be 0); a new array unless `out`."""
+    if placement is None:
+        return apply_faults(image, source, voltage, offset, out)
+    if check_offset(offset):
+        raise ValueError("offset must be 0 with a placement (use the placement's start)")
+    return apply_placed(image, source, voltage, placement, out)
+
+
 def apply_placed(image: np.ndarray, chip: Chip, voltage: float, placement: Placement,
                  out: np.ndarray | None = None) -> np.ndarray:
     """`image` as read back from `chip` at `voltage` when laid out by `placement` (into `out` when
     given); the clean image is never modified. No dense mask of the part is built."""
     if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 1):
         raise TypeError("image must be a 1-D uint8 numpy array")
-    if not isinstance(placement, Placement):
-        raise TypeError(f"placement must be a Placement, got {type(placement).__name__}")
-    if image.shape[0] != placement.n_bytes:
-        raise InputError(f"image of {image.shape[0]} bytes, the placement was made for "
-                         f"{placement.n_bytes} bytes")
-    if not isinstance(chip, Chip):
-        raise TypeError(f"a placement places a Chip's faults, got {type(chip).__name__}")
-    if voltage is None:
-        raise ValueError("a Chip needs a voltage")
+    check_placed(chip, voltage, placement, image.shape[0])
     if out is None:
         out = np.empty_like(image)
     elif not isinstance(out, np.ndarray) or out.shape != image.shape or out.dtype != np.uint8:

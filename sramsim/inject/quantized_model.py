@@ -15,8 +15,8 @@ from sramsim.inject import bit_placement as BP
 from sramsim.inject import ecc as ECC
 from sramsim.inject import inplace
 from sramsim.inject import quantization as Q
-from sramsim.inject.mapping import apply_faults, check_offset
-from sramsim.inject.placement import apply_placed
+from sramsim.inject.mapping import check_offset
+from sramsim.inject.placement import read_image
 from sramsim.memory.chip import Chip
 
 QUANTIZED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -151,11 +151,7 @@ class QuantizedModel:
             return self.ecc_memory(ecc).read(source, voltage, offset, ecc_policy, out)[0]
         if ecc_policy != "keep":
             raise ValueError(f"ecc_policy needs ecc (got ecc_policy={ecc_policy!r}, ecc=None)")
-        if placement is None:
-            return apply_faults(self.image, source, voltage, offset, out)
-        if check_offset(offset):
-            raise ValueError("offset must be 0 with a placement (use the placement's start)")
-        return apply_placed(self.image, source, voltage, placement, out)
+        return read_image(self.image, source, voltage, offset, out, placement)
 
     def plan_bits(self, chip, voltage: float, policy: str, offset: int = 0) -> "BP.BitPlacement":
         """The bit placement `policy` of this image at `offset` on `chip`, planned from its map

@@ -33,8 +33,7 @@ import torch
 from torch import fx, nn
 
 from sramsim.errors import InputError
-from sramsim.inject.mapping import apply_faults, check_offset
-from sramsim.inject.placement import apply_placed
+from sramsim.inject.placement import read_image
 
 # PT2E ops that read a quantized weight (their first argument) back as float
 PT2E_DEQUANTIZE = ("quantized_decomposed.dequantize_per_tensor.",
@@ -324,11 +323,7 @@ class TorchQuantizedModel:
                      out: np.ndarray | None = None, placement=None) -> np.ndarray:
         """The image read back through `source` (Chip at `voltage` placed at `offset`, or laid
         out by a DRAM `placement`; or RandomBitErrors); a new array unless `out` is given."""
-        if placement is None:
-            return apply_faults(self.image, source, voltage, offset, out)
-        if check_offset(offset):
-            raise ValueError("offset must be 0 with a placement (use the placement's start)")
-        return apply_placed(self.image, source, voltage, placement, out)
+        return read_image(self.image, source, voltage, offset, out, placement)
 
     def int8_weights(self, image: np.ndarray) -> dict[str, torch.Tensor]:
         """The int8 weights stored in `image` (clean or faulty), {segment name: new tensor}.
