@@ -9,7 +9,8 @@ from sramsim.nn.models.norm import groups_for
 
 
 SHAPE_CASES = [(arch, c, s) for arch in ("cnn", "resnet18", "vgg11") for c, s in ((1, 28), (3, 32))] \
-    + [(arch, 3, 32) for arch in ("resnet50", "vgg16", "vgg19")]
+    + [(arch, 3, 32) for arch in ("resnet50", "vgg16", "vgg19")] \
+    + [("resnet20", 1, 28), ("resnet20", 3, 32)]
 assert {a for a, _, _ in SHAPE_CASES} == set(ARCHS)
 
 

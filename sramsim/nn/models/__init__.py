@@ -17,10 +17,10 @@ from torch import nn
 from sramsim.errors import InputError
 from sramsim.nn.models.cnn import SmallCNN
 from sramsim.nn.models.norm import NORMS, check_norm
-from sramsim.nn.models.resnet import resnet18, resnet50
+from sramsim.nn.models.resnet import resnet18, resnet20, resnet50
 from sramsim.nn.models.vgg import vgg
 
-ARCHS = ("cnn", "resnet18", "resnet50", "vgg11", "vgg16", "vgg19")
+ARCHS = ("cnn", "resnet20", "resnet18", "resnet50", "vgg11", "vgg16", "vgg19")
 # Spiking families, sized by their neuron count N in the name (snn-fc400, diehl-cook400).
 SNN_FAMILIES = ("snn-fc", "snn-conv", "diehl-cook")
 SNN_PATTERN = re.compile(r"^(snn-fc|snn-conv|diehl-cook)([1-9][0-9]*)$")
@@ -68,6 +68,8 @@ def build(name: str, in_channels: int = 1, num_classes: int = 10, norm: str = "b
     size = tuple(int(v) for v in (image_size or (28, 28)))
     if family == "cnn":
         return SmallCNN(in_channels, num_classes, norm)
+    if family == "resnet20":
+        return resnet20(in_channels, num_classes, norm)
     if family == "resnet18":
         return resnet18(in_channels, num_classes, norm)
     if family == "resnet50":

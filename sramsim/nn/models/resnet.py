@@ -1,4 +1,10 @@
-"""CIFAR-style ResNets (He et al. 2016) for 32x32 inputs: 3x3 stem, no initial max-pool."""
+"""CIFAR-style ResNets (He et al. 2016) for 32x32 inputs: 3x3 stem, no initial max-pool.
+
+resnet18/resnet50 are the ImageNet stage widths (64..512) on that stem; resnet20 is the paper's
+own CIFAR net (section 4.2: 3 stages of 16/32/64 channels, 3 BasicBlocks each, ~0.27 M weights),
+small enough to train and sweep on a laptop CPU. Its two down-sampling shortcuts are 1x1
+convolutions (the paper's option B) rather than zero padding, adding 2,560 weights.
+"""
 from __future__ import annotations
 
 from torch import nn
@@ -82,3 +88,34 @@ def resnet18(in_channels: int = 3, num_classes: int = 10, norm: str = "batch") -
 
 def resnet50(in_channels: int = 3, num_classes: int = 10, norm: str = "batch") -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], in_channels, num_classes, norm)
+
+
+class CifarResNet(nn.Module):
+    """He et al.'s 6n+2-layer CIFAR ResNet: 3x3 stem of 16 channels, stages of 16/32/64
+    channels (stride 1, 2, 2) with n BasicBlocks each, global average pool, linear."""
+
+    def __init__(self, blocks_per_stage: int, in_channels: int = 3, num_classes: int = 10,
+                 norm: str = "batch"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = norm2d(norm, 16)
+        self.relu = nn.ReLU(inplace=True)
+        cin, stages = 16, []
+        for i, planes in enumerate((16, 32, 64)):
+            blocks = []
+            for k in range(blocks_per_stage):
+                blocks.append(BasicBlock(cin, planes, 2 if (k == 0 and i > 0) else 1, norm))
+                cin = planes
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(self.pool(x).flatten(1))
+
+
+def resnet20(in_channels: int = 3, num_classes: int = 10, norm: str = "batch") -> CifarResNet:
+    return CifarResNet(3, in_channels, num_classes, norm)
