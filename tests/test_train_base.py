@@ -152,6 +152,81 @@ def test_randbet_gradient_is_mean_of_clean_and_perturbed_gradients():
     assert any(not torch.allclose(g_rb[n], grads(randbet, seed=8)[n]) for n in names)
 
 
+def test_randbet_grad_clip_clamps_the_perturbed_gradient_before_averaging():
+    """Stutz et al.'s update: (clean gradient + clamp(perturbed gradient, -C, C)) / 2, for every
+    parameter (norm affine and biases too), checked against the two gradients taken by hand."""
+    model, data = mlp(), linear_task(64, 1)
+    x, y = data.x, data.y
+    names = quantized_parameter_names(model)
+    bound = 2e-3
+    plain = TrainOptions(clip=1.0)
+    clamped = TrainOptions(clip=1.0, randbet_p=0.1, randbet_grad_clip=bound)
+
+    def grads(opts):
+        model.zero_grad()
+        step_loss(model, x, y, opts, names, 7)[0].backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    g_clean, g_step = grads(plain), grads(clamped)
+    faulty = QuantizedModel(model, 8, "symmetric", 1.0).perturbed(RandomBitErrors(0.1, seed=7))
+    leaves = {n: (faulty[n] if n in names else p.detach()).clone().requires_grad_(True)
+              for n, p in model.named_parameters()}
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    nn.functional.cross_entropy(torch.func.functional_call(model, {**leaves, **buffers}, (x,)), y).backward()
+    assert set(leaves) - set(names), "the test model must have parameters outside the memory image"
+    clamped_elements = 0
+    for n, leaf in leaves.items():
+        expected = 0.5 * (g_clean[n] + leaf.grad.clamp(-bound, bound))
+        assert torch.allclose(g_step[n], expected, atol=1e-7, rtol=1e-5), n
+        clamped_elements += int((leaf.grad.abs() > bound).sum())
+    assert clamped_elements > 10                       # the clamp did bite
+    # a bound no gradient reaches leaves the unclamped RandBET step unchanged
+    loose = grads(TrainOptions(clip=1.0, randbet_p=0.1, randbet_grad_clip=1e6))
+    unclamped = grads(TrainOptions(clip=1.0, randbet_p=0.1))
+    for n in loose:
+        assert torch.allclose(loose[n], unclamped[n], atol=1e-7), n
+
+
+def test_randbet_start_trains_clean_epochs_first():
+    """Before `randbet_start` every step is the plain QAT step (bit-identical weights); after it
+    the perturbed pass runs."""
+    data = linear_task(256, 1)
+    snapshots = {}
+
+    def run(opts, key):
+        model = mlp(seed=0)
+        history = train(model, data, opts, progress=False, log=None,
+                        on_epoch_end=lambda e, r: snapshots.setdefault((key, e), {
+                            n: v.clone() for n, v in model.state_dict().items()}))
+        return history
+
+    base = dict(epochs=2, batch_size=32, clip=1.0, seed=1)
+    run(TrainOptions(**base), "plain")
+    history = run(TrainOptions(**base, randbet_p=0.1, randbet_start=1), "delayed")
+    assert [h["randbet"] for h in history] == [False, True]
+    first = [torch.equal(snapshots[("plain", 1)][n], snapshots[("delayed", 1)][n])
+             for n in snapshots[("plain", 1)]]
+    assert all(first)
+    assert not all(torch.equal(snapshots[("plain", 2)][n], snapshots[("delayed", 2)][n])
+                   for n in snapshots[("plain", 2)])
+
+
+def test_new_randbet_options_are_checked_and_left_out_when_unset():
+    for bad, message in ((dict(randbet_p=0.1, randbet_grad_clip=0.0), "positive"),
+                         (dict(randbet_p=0.1, randbet_grad_clip=float("nan")), "positive"),
+                         (dict(randbet_grad_clip=0.05), "needs --randbet-p"),
+                         (dict(randbet_p=0.1, randbet_start=-1), "non-negative"),
+                         (dict(randbet_p=0.1, randbet_start=1.5, epochs=3), "non-negative integer"),
+                         (dict(randbet_start=1, epochs=3), "needs --randbet-p"),
+                         (dict(randbet_p=0.1, randbet_start=2, epochs=2), "below --epochs")):
+        with pytest.raises(InputError, match=message):
+            TrainOptions(**bad)
+    # checkpoints and training states of older runs keep matching their options
+    assert not {"randbet_grad_clip", "randbet_start"} & set(TrainOptions(randbet_p=0.1).as_dict())
+    d = TrainOptions(epochs=3, randbet_p=0.1, randbet_grad_clip=0.05, randbet_start=1).as_dict()
+    assert d["randbet_grad_clip"] == 0.05 and d["randbet_start"] == 1
+
+
 def test_randbet_weights_carry_gradient_to_float_weights():
     model = mlp()
     names = quantized_parameter_names(model)
@@ -272,6 +347,28 @@ def test_cli_trains_and_prints_json(tmp_path, capsys):
                for n in quantized_parameter_names(model)) <= np.float32(0.2)
 
 
+def test_cli_randbet_recipe_flags(tmp_path, capsys):
+    root = write_idx_dir(tmp_path, n_train=32, n_test=16)
+    out = tmp_path / "m.pt"
+    rc = main(["train-base", "--data", str(root), "--epochs", "2", "--out", str(out), "--limit", "16",
+               "--batch-size", "8", "--scheme", "rquant", "--clip", "0.1", "--norm", "group",
+               "--randbet-p", "0.2", "--randbet-grad-clip", "0.05", "--randbet-start", "1",
+               "--json", "--no-progress"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["randbet_grad_clip"] == 0.05 and report["randbet_start"] == 1
+    assert [h["randbet"] for h in report["history"]] == [False, True]
+    _, meta = load_checkpoint(out)
+    assert meta["train_config"]["options"]["randbet_grad_clip"] == 0.05
+    # the same command again keeps the finished model
+    assert main(["train-base", "--data", str(root), "--epochs", "2", "--out", str(out), "--limit", "16",
+                 "--batch-size", "8", "--scheme", "rquant", "--clip", "0.1", "--norm", "group",
+                 "--randbet-p", "0.2", "--randbet-grad-clip", "0.05", "--randbet-start", "1",
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "kept existing" in text and "gradient clamp 0.05" in text and "from epoch 2" in text
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--data", "{tmp}/missing"], "no such dataset directory"),
     (["--bits", "3"], "--bits must be one of 8, 4, 2"),
@@ -280,6 +377,12 @@ def test_cli_trains_and_prints_json(tmp_path, capsys):
     (["--norm", "layer"], "--norm must be one of"),
     (["--clip", "-1"], "--clip must be a positive"),
     (["--randbet-p", "1.5"], "--randbet-p must lie in"),
+    (["--randbet-p", "0.1", "--randbet-grad-clip", "0"], "--randbet-grad-clip must be a positive"),
+    (["--randbet-p", "0.1", "--randbet-grad-clip", "x"], "--randbet-grad-clip must be a number"),
+    (["--randbet-grad-clip", "0.05"], "--randbet-grad-clip clamps RandBET's perturbed gradient"),
+    (["--randbet-p", "0.1", "--randbet-start", "-1"], "--randbet-start must be >= 0"),
+    (["--randbet-start", "1"], "--randbet-start delays RandBET; it needs --randbet-p"),
+    (["--randbet-p", "0.1", "--randbet-start", "2"], "--randbet-start must be below --epochs (2)"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]

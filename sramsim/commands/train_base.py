@@ -46,6 +46,11 @@ def register(subparsers) -> None:
     p.add_argument("--norm", default="batch", help=f"normalisation: {', '.join(NORMS)}")
     p.add_argument("--randbet-p", default="0", metavar="P",
                    help="RandBET: also train on random bit errors at rate P (e.g. 0.01)")
+    p.add_argument("--randbet-grad-clip", default=None, metavar="C",
+                   help="RandBET: clamp each element of the perturbed gradient to [-C, C] before "
+                        "averaging it with the clean one (Stutz et al. use 0.05; default: no clamp)")
+    p.add_argument("--randbet-start", default="0", metavar="E",
+                   help="RandBET: train E clean epochs before the perturbed pass starts (default 0)")
     p.add_argument("--fat-ber", default="0", metavar="P",
                    help="fault-aware training: train on weights read through faults, the BER "
                         "raised over the epochs to P (e.g. 1e-2); 0 = off")
@@ -92,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
                         weight_decay=number(args.weight_decay, "--weight-decay", minimum=0),
                         seed=seed(args.seed), bits=_bits(args.bits), scheme=args.scheme,
                         clip=number(args.clip, "--clip", positive=True), randbet_p=randbet_p,
+                        randbet_grad_clip=number(args.randbet_grad_clip, "--randbet-grad-clip",
+                                                 positive=True),
+                        randbet_start=integer(args.randbet_start, "--randbet-start", minimum=0),
                         fat_ber=check_ber(args.fat_ber, "--fat-ber", allow_one=False),
                         fat_curriculum=args.fat_curriculum,
                         fat_start=check_ber(args.fat_start, "--fat-start", allow_one=False),
@@ -100,9 +108,12 @@ def run(args: argparse.Namespace) -> int:
     meta = train_base(args.model, args.data, args.out, opts, norm=args.norm, limit=limit,
                       image_size=image_size, device=device, init=args.init, force=args.force,
                       progress=not args.no_progress)
+    recorded = meta.get("train_config", {}).get("options", {})
     summary = {"out": str(args.out), "skipped": meta["skipped"], "arch": meta["arch"],
                "dataset": meta["dataset"], "bits": meta["bits"], "scheme": meta["scheme"],
                "clip": meta["clip"], "norm": meta["norm"], "randbet_p": meta.get("randbet_p"),
+               "randbet_grad_clip": recorded.get("randbet_grad_clip"),
+               "randbet_start": recorded.get("randbet_start", 0),
                "fat": meta.get("fat"), "init": meta.get("init"),
                "epochs": meta.get("epochs"), "test_accuracy": meta.get("test_accuracy"),
                "float_test_accuracy": meta.get("float_test_accuracy"),
@@ -116,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
               f"{meta['bits']}-bit {meta['scheme']}"
               + (f", clip {meta['clip']}" if meta["clip"] is not None else "")
               + (f", RandBET p={meta['randbet_p']}" if meta.get("randbet_p") else "")
+              + (f" (gradient clamp {summary['randbet_grad_clip']:g})"
+                 if summary["randbet_grad_clip"] is not None else "")
+              + (f" (from epoch {summary['randbet_start'] + 1})" if summary["randbet_start"] else "")
               + (f", FAT to BER {meta['fat']['ber']:g} ({meta['fat']['curriculum']}, "
                  f"{meta['fat']['source']})" if meta.get("fat") else ""))
         print(f"test accuracy (quantized, clean): {meta['test_accuracy']:.4f}  "

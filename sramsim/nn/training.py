@@ -8,6 +8,10 @@ tensors `QuantizedModel` stores in memory, swapped in with `torch.func.functiona
   `QuantizedModel` image of the current weights read back through a fresh `RandomBitErrors(P)`
   pattern; the update uses the average of the clean and perturbed gradients. The perturbed
   weights enter as w + (w_faulty - w).detach(), so their gradient reaches the float weights.
+  Two more pieces of their recipe are options: `randbet_grad_clip=C` clamps every element of the
+  perturbed pass's gradient to [-C, C] before it is averaged with the clean one (their code: 0.05;
+  a rare error in a high bit otherwise gives one huge step), and `randbet_start=E` trains E clean
+  epochs first (their code turns the perturbed pass on only once the clean loss is low).
 
 All randomness is derived from (seed, epoch, step): the batch order of epoch e and the bit error
 pattern of step s do not depend on anything that happened before, so a run resumed from the
@@ -58,6 +62,8 @@ class TrainOptions:
     scheme: str = "symmetric"
     clip: float | None = None
     randbet_p: float = 0.0
+    randbet_grad_clip: float | None = None   # clamp the perturbed gradient to [-C, C] (Stutz: 0.05)
+    randbet_start: int = 0                   # clean epochs before RandBET's perturbed pass starts
     fat_ber: float = 0.0               # fault-aware training target BER (0: off); see nn/fat.py
     fat_curriculum: str = "log"
     fat_source: str = "random"
@@ -91,15 +97,35 @@ class TrainOptions:
             raise InputError(f"--seed must be a non-negative integer, got {self.seed!r}")
         if not (0.0 <= self.randbet_p < 1.0):
             raise InputError(f"--randbet-p must lie in [0, 1), got {self.randbet_p!r}")
+        if self.randbet_grad_clip is not None:
+            if not (math.isfinite(self.randbet_grad_clip) and self.randbet_grad_clip > 0):
+                raise InputError(f"--randbet-grad-clip must be a positive number, got "
+                                 f"{self.randbet_grad_clip!r}")
+            if not self.randbet_p:
+                raise InputError("--randbet-grad-clip clamps RandBET's perturbed gradient; it needs "
+                                 "--randbet-p")
+        if int(self.randbet_start) != self.randbet_start or self.randbet_start < 0:
+            raise InputError(f"--randbet-start must be a non-negative integer, got {self.randbet_start!r}")
+        if self.randbet_start:
+            if not self.randbet_p:
+                raise InputError("--randbet-start delays RandBET; it needs --randbet-p")
+            if self.randbet_start >= self.epochs:
+                raise InputError(f"--randbet-start must be below --epochs ({self.epochs}), got "
+                                 f"{self.randbet_start} (RandBET would never run)")
         check_fat(self.fat_ber, self.fat_curriculum, self.fat_source, self.fat_start)
         if self.fat_ber and self.randbet_p:
             raise InputError("--fat-ber and --randbet-p are two ways of training on bit errors; "
                              "choose one")
 
     def as_dict(self) -> dict:
-        """The options as recorded in checkpoints; without FAT the FAT fields are left out, so
-        models trained before FAT existed still match their settings."""
+        """The options as recorded in checkpoints; without FAT the FAT fields are left out, and
+        RandBET's gradient clamp and start epoch when unset, so models trained before those
+        existed still match their settings."""
         d = asdict(self)
+        if self.randbet_grad_clip is None:
+            d.pop("randbet_grad_clip")
+        if not self.randbet_start:
+            d.pop("randbet_start")
         if not self.fat_ber:
             for k in ("fat_ber", "fat_curriculum", "fat_source", "fat_start"):
                 d.pop(k)
@@ -125,6 +151,24 @@ def randbet_weights(model: nn.Module, names: list[str], opts: TrainOptions,
     return {n: params[n] + (faulty[n].to(params[n].dtype) - params[n]).detach() for n in names}
 
 
+class _ClampGrad(torch.autograd.Function):
+    """Identity forward; the backward clamps the incoming gradient to [-bound, bound]."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bound: float) -> torch.Tensor:
+        ctx.bound = bound
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad.clamp(-ctx.bound, ctx.bound), None
+
+
+def clamp_grad(x: torch.Tensor, bound: float) -> torch.Tensor:
+    """`x`, with the gradient flowing back through it clamped elementwise to [-bound, bound]."""
+    return _ClampGrad.apply(x, bound)
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """Seed of the batch order of one epoch."""
     return int(np.random.SeedSequence((int(seed), 0, int(epoch))).generate_state(1)[0])
@@ -137,12 +181,17 @@ def step_seed(seed: int, epoch: int, step: int) -> int:
 
 def step_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: TrainOptions,
               names: list[str] | None = None, seed: int = 0,
-              fat_weights: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              fat_weights: dict[str, torch.Tensor] | None = None,
+              randbet: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss to minimise, logits) for one batch; the model must be in train mode.
 
-    With RandBET the loss is the mean of the clean and the perturbed cross-entropy, so its
-    gradient is the average of the two gradients. The perturbed pass runs on copies of the
-    buffers: BatchNorm running statistics follow the clean model only. With FAT
+    With RandBET (and `randbet`: False runs a clean step, e.g. before `randbet_start`) the loss
+    is the mean of the clean and the perturbed cross-entropy, so its gradient is the average of
+    the two gradients; with `randbet_grad_clip` the perturbed gradient of every parameter is
+    clamped elementwise before that average, as in Stutz et al.'s code (davidstutz/
+    random-bit-error-robustness, common/train/average_weights_training.py: grad += clamp(
+    perturbed grad, -0.05, 0.05), then both divided by 2). The perturbed pass runs on copies of
+    the buffers: BatchNorm running statistics follow the clean model only. With FAT
     (`fat_weights`, from `sramsim.nn.fat.FaultInjector`) the only pass runs on the faulty
     weights: the network learns for the memory it will run on.
     """
@@ -152,8 +201,15 @@ def step_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: TrainOpt
         return nn.functional.cross_entropy(out, y), out
     out = torch.func.functional_call(model, qat_weights(model, names, opts), (x,))
     loss = nn.functional.cross_entropy(out, y)
-    if opts.randbet_p > 0:
+    if opts.randbet_p > 0 and randbet:
         weights = randbet_weights(model, names, opts, RandomBitErrors(opts.randbet_p, seed=seed))
+        if opts.randbet_grad_clip is not None:
+            # Half of the loss below is the perturbed CE, so its gradient arrives here halved:
+            # clamping 0.5 g to 0.5 C is exactly 0.5 clamp(g, C) (scaling by 2^-1 is exact).
+            bound = 0.5 * opts.randbet_grad_clip
+            weights = {n: clamp_grad(w, bound) for n, w in weights.items()}
+            weights.update({n: clamp_grad(p, bound) for n, p in model.named_parameters()
+                            if n not in weights})
         weights.update({n: b.clone() for n, b in model.named_buffers()})
         out_p = torch.func.functional_call(model, weights, (x,))
         loss = 0.5 * (loss + nn.functional.cross_entropy(out_p, y))
@@ -248,7 +304,8 @@ def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Da
             idx = perm[a:b]
             x, y = train_set.x[idx].to(device), train_set.y[idx].to(device)
             loss, out = step_loss(model, x, y, opts, names, step_seed(opts.seed, epoch, step),
-                                  injector.weights(model, epoch, step))
+                                  injector.weights(model, epoch, step),
+                                  randbet=epoch >= opts.randbet_start)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -265,6 +322,8 @@ def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Da
                   "train_accuracy": correct / seen, "seconds": time.perf_counter() - t0}
         if injector.active:
             record["fat_ber"] = injector.ber(epoch)
+        if opts.randbet_start:
+            record["randbet"] = epoch >= opts.randbet_start
         if test_set is not None:
             record["test_accuracy"] = quantized_accuracy(model, test_set, opts)
         history.append(record)
