@@ -7,6 +7,12 @@ and its weight reads are charged at nominal energy in the net saving
     saving = [E_nom(base) - (E_V(base) + E_nom(G))] / E_nom(base).
 Transfer (restricted access): G may come from training on another (surrogate) base model; only
 the input shape has to agree.
+
+Each evaluation map is written into a copy of the base model in place (`FaultyModel`, O(faults)
+per map) on the CPU. Two paths stay functional (dequantized weight stacks): `Validator`, whose
+maps are fixed for a whole training run, so its stacks are decoded once and reused every epoch;
+and EOPM training (`fusion.eopm`), which runs N perturbed copies in one batched forward pass
+(one weight tensor [N, ...] per layer), where one in-place model holds one map at a time.
 """
 from __future__ import annotations
 
@@ -19,11 +25,11 @@ from sramsim import BerCurve, Chip, QuantizedModel
 from sramsim.analysis import energy as E
 from sramsim.nn.data import Dataset
 from sramsim.errors import InputError, check_ber
-from sramsim.inject.draws import ChipPool, RandomSampler, fixed_draws, read_decoded
+from sramsim.inject.draws import ChipDraw, ChipPool, RandomSampler, fixed_draws, read_decoded
 from sramsim.inject.bit_placement import check_policy as check_bit_policy
 from sramsim.inject.ecc import check_policy
 from sramsim.inject.weight_sets import WeightSets, dequantize_stack
-from sramsim.nn.evaluation import accuracy, robust_error_summary
+from sramsim.nn.evaluation import FaultyModel, accuracy, robust_error_summary
 from sramsim.stats import ci95_halfwidth, mean_std
 
 CURVE = "finfet14"
@@ -214,14 +220,28 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
     ca = {k: accuracy(base, d, ws.clean, batch_size) for k, d in inputs.items()}
     pa = {k: [] for k in inputs}
     ecc_counts, buf = [], np.empty_like(qm.image)
+    # On the CPU each map's faults are written into a copy of the base model in place
+    # (O(faults), bit-identical weights); elsewhere (a GPU) each map is dequantized on the device.
+    faulty = FaultyModel(qm, base, device) if qm.inplace_fits(base) else None
     for draw in draws:
         if bit_placement != "linear":
-            weights = qm.dequantize(qm.faulty_image(draw.chip, draw.voltage, draw.offset, out=buf,
-                                                    bit_placement=bit_placement), device)
-        elif memory is None:
-            weights = {n: w[0] for n, w in dequantize_stack(qm, ws.images([draw])).items()}
+            fault_map = (qm.faulty_image(draw.chip, draw.voltage, draw.offset, out=buf,
+                                         bit_placement=bit_placement),)
+        elif memory is not None:
+            fault_map = (_ecc_read(memory, draw, ecc_policy, buf, ecc_counts),)
+        elif isinstance(draw, ChipDraw):
+            fault_map = (draw.chip, draw.voltage, draw.offset)
         else:
-            weights = qm.dequantize(_ecc_read(memory, draw, ecc_policy, buf, ecc_counts), device)
+            fault_map = (draw,)
+        if faulty is not None:
+            with faulty.faults(*fault_map) as (weights, _):
+                for k, d in inputs.items():
+                    pa[k].append(accuracy(faulty.model, d, weights, batch_size))
+            continue
+        if len(fault_map) == 1 and isinstance(fault_map[0], np.ndarray):
+            weights = qm.dequantize(fault_map[0], device)
+        else:
+            weights = {n: w[0] for n, w in dequantize_stack(qm, ws.images([draw])).items()}
         for k, d in inputs.items():
             pa[k].append(accuracy(base, d, weights, batch_size))
     shape = tuple(dataset.x.shape[1:])

@@ -30,8 +30,14 @@ word-offset mapping, which fits neither random errors nor placed DRAM weights; t
 point run on a small process pool of the same kind (spawned, thread-pinned, exiting with the
 parent), or in this process with workers=1.
 
+Each map is evaluated in place (`FaultyModel`: its faults, as image bit addresses, written into a
+copy of the model and restored, O(faults)); accuracy and loss are bit-identical to evaluating the
+weights dequantized from the whole faulty image (`ToleranceWorker.faulty_image`, kept as the
+reference the tests compare with).
+
 Energy: per placement policy, the DRAM energy of one inference (every weight read once from the
 part, `placement.inference_energy`) at nominal voltage and at the tolerable voltage, and the saving.
+error-aware's energy ranks subarrays by the error model's expected BER (`mapping_energies`).
 """
 from __future__ import annotations
 
@@ -96,7 +102,11 @@ class FaultSpec:
 # ------------------------------------------------------------------------------ one map
 
 class ToleranceWorker:
-    """Evaluates fault maps of a search; holds the model, data and quantized image."""
+    """Evaluates fault maps of a search; holds the model, data and quantized image.
+
+    Each map is evaluated on the in-place path (`FaultyModel`: the map's faults written into a
+    copy of the model, O(faults), and restored), never by dequantizing every weight again; its
+    accuracy is bit-identical to evaluating `qm.dequantize(self.faulty_image(...))`."""
 
     def __init__(self, workload, spec: FaultSpec, layer_bytes: list[int] | None = None):
         from sramsim.inject.quantized_model import QuantizedModel
@@ -109,63 +119,106 @@ class ToleranceWorker:
         self._out = np.empty_like(self.qm.image)
         self._placement = None
         self._layer_bytes = layer_bytes
+        self._faulty = None
+        self._clean = None
+
+    def _clean_eval(self) -> dict:
+        """{"accuracy", "loss"} of the fault-free quantized weights (computed once)."""
+        if self._clean is None:
+            from sramsim.nn.evaluation import evaluate
+            self._clean = evaluate(self.model, self.dataset, self.qm.clean_weights(),
+                                   self.workload.batch_size)
+        return self._clean
 
     def clean(self) -> dict:
         """The fault-free quantized evaluation, as a store record."""
         from sramsim.nn.evaluation import evaluate
-        r = evaluate(self.model, self.dataset, self.qm.clean_weights(), self.workload.batch_size)
+        r = self._clean_eval()
         unquantized = evaluate(self.model, self.dataset, None, self.workload.batch_size)
         return {"clean": True, "accuracy": r["accuracy"], "loss": r["loss"],
                 "float_accuracy": unquantized["accuracy"], "n_samples": len(self.dataset)}
 
     def run(self, ber: float, k: int) -> dict:
         """Map `k` at BER `ber`: its record (accuracy, loss, faults that hit the image)."""
-        from sramsim.nn.evaluation import evaluate
+        from sramsim.nn.evaluation import FaultyModel, evaluate
         t0 = time.perf_counter()
         voltage = float(self.curve.voltage(ber))
-        image = self.faulty_image(ber, voltage, k)
-        wrong = int(np.bitwise_count(image ^ self.qm.image).sum())
+        faults = self.fault_map(ber, voltage, k)
+        wrong = changed_bits(self.qm.image, faults)
+        if self._faulty is None:
+            self._faulty = FaultyModel(self.qm, self.model)
         t1 = time.perf_counter()
-        r = evaluate(self.model, self.dataset, self.qm.dequantize(image), self.workload.batch_size)
+        with self._faulty.faults(faults) as (weights, changed):
+            # no bit of the image reads back differently: the fault-free evaluation
+            r = evaluate(self._faulty.model, self.dataset, weights, self.workload.batch_size) \
+                if changed else self._clean_eval()
         return {"voltage": round(voltage, 6), "chip_index": int(k), "offset_index": 0,
                 "ber": float(ber), "map": int(k), "wrong_bits": wrong,
                 "image_ber": wrong / self.qm.n_bits, "accuracy": r["accuracy"],
                 "loss": r["loss"], "n_samples": len(self.dataset), "t_faults": t1 - t0,
                 "t_eval": time.perf_counter() - t1}
 
-    def faulty_image(self, ber: float, voltage: float, k: int) -> np.ndarray:
-        """The image read back through map k at BER `ber` (voltage `voltage` on the curve)."""
-        from sramsim.inject.draws import apply_numpy, fixed_draws
-        if self.spec.source == "random":
-            draws = fixed_draws(self.qm.n_bits, k + 1, ber=ber, seed=self.spec.seed)
-            draw = next(itertools.islice(draws, k, None))
-            return apply_numpy(self.qm.image, draw, self._out)
+    def fault_map(self, ber: float, voltage: float, k: int):
+        """Map k at BER `ber` (voltage `voltage` on the curve) as the `Faults` it puts on the
+        image's bits (image bit addresses, ascending, distinct)."""
         from sramsim.inject import placement as P
+        if self.spec.source == "random":
+            return self._random_draw(ber, k)
+        chip, placement = self._chip_and_placement(ber, voltage, k)
+        return P.placed_faults(chip, voltage, placement)
+
+    def faulty_image(self, ber: float, voltage: float, k: int) -> np.ndarray:
+        """The image read back through map k at BER `ber` (voltage `voltage` on the curve): the
+        functional path (whole image), the reference `run`'s in-place path is tested against."""
+        from sramsim.inject import placement as P
+        from sramsim.inject.draws import apply_numpy
+        if self.spec.source == "random":
+            return apply_numpy(self.qm.image, self._random_draw(ber, k), self._out)
+        chip, placement = self._chip_and_placement(ber, voltage, k)
+        return P.apply_placed(self.qm.image, chip, voltage, placement, out=self._out)
+
+    def _random_draw(self, ber: float, k: int):
+        from sramsim.inject.draws import fixed_draws
+        draws = fixed_draws(self.qm.n_bits, k + 1, ber=ber, seed=self.spec.seed)
+        return next(itertools.islice(draws, k, None))
+
+    def _chip_and_placement(self, ber: float, voltage: float, k: int):
+        """Map k's DRAM chip (drawn down to `voltage`) and the weights' placement in it."""
         from sramsim.memory.dram_errors import dram_chip
         geometry = self.spec.dram_geometry()
         chip = dram_chip(geometry, self.curve, v_floor=voltage, seed=self.spec.seed + int(k),
                          model=self.spec.error_model)
         if self.spec.mapping == "error-aware":
-            placement = placed(self.qm.image.size, geometry, "error-aware", self._layer_bytes,
-                               chip, voltage, ber)
-        else:
-            if self._placement is None:
-                self._placement = placed(self.qm.image.size, geometry, self.spec.mapping,
-                                         self._layer_bytes)
-            placement = self._placement
-        return P.apply_placed(self.qm.image, chip, voltage, placement, out=self._out)
+            return chip, placed(self.qm.image.size, geometry, "error-aware", self._layer_bytes,
+                                chip, voltage, ber)
+        if self._placement is None:
+            self._placement = placed(self.qm.image.size, geometry, self.spec.mapping,
+                                     self._layer_bytes)
+        return chip, self._placement
+
+
+def changed_bits(image: np.ndarray, faults) -> int:
+    """Bits of `image` that `faults` (distinct image bit addresses) change: every flip, a stuck-at
+    only where the stored bit differs from it. O(faults); equals popcount(image ^ faulty)."""
+    from sramsim.memory.geometry import FLIP, STUCK1
+    address = faults.address.astype(np.int64)
+    stored = (image[address >> 3] >> (address & 7).astype(np.uint8)) & 1
+    kind = faults.kind
+    return int(np.count_nonzero((kind == FLIP) | ((kind != FLIP) & (stored != (kind == STUCK1)))))
 
 
 def placed(n_bytes: int, geometry, policy: str, layer_bytes, chip=None, voltage=None,
-           tolerance: float | None = None):
+           tolerance: float | None = None, partition_ber=None):
     """The weights' placement in the part. error-aware: every layer given the same tolerable BER
-    `tolerance`, the part's subarrays ordered by `chip`'s BER at `voltage`, so the image fills
-    the most reliable subarrays first."""
+    `tolerance`, the part's subarrays ordered by `partition_ber` (default: `chip`'s empirical BER
+    at `voltage`), so the image fills the most reliable subarrays first."""
     from sramsim.inject import placement as P
     if policy != "error-aware":
         return P.place(n_bytes, geometry, policy)
+    if partition_ber is None:
+        partition_ber = P.partition_bers(chip, voltage, "subarray")
     return P.place(n_bytes, geometry, policy, layer_bytes=list(layer_bytes),
-                   partition_ber=P.partition_bers(chip, voltage, "subarray"),
+                   partition_ber=partition_ber,
                    layer_tolerance=[tolerance] * len(layer_bytes), partition="subarray")
 
 
@@ -397,9 +450,13 @@ def mapping_energies(n_bytes: int, layer_bytes, geometry, energy, voltage: float
     weight burst read once), its DRAM energy at nominal voltage and at `voltage` (J), and the
     saving 1 - E(V) / E(nominal).
 
-    error-aware orders the subarrays by their BER on chip `dram_chip(geometry, curve, voltage,
-    seed, error_model)` at `voltage`, every layer given the tolerable BER; without a voltage it
-    is left out (no operating point to order partitions at)."""
+    error-aware orders the subarrays by their *expected* BER at the tolerable BER on the chip
+    `dram_chip(geometry, curve, voltage, seed, error_model)` (`placement.expected_partition_bers`:
+    the chip's own line multipliers, no cell drawn: a 4 Gb part at BER 1e-1 in about a second,
+    where drawing the chip took minutes and ~30 GB), equal expectations in drmap order
+    (`placement.partition_order`), every layer given the tolerable BER; without a voltage it is
+    left out (no operating point to order partitions at). The energy depends on the ranking only
+    through the banks and rows the image's subarrays occupy."""
     from sramsim.inject import placement as P
     out = {}
     for policy in P.POLICIES if policies is None else policies:
@@ -408,10 +465,10 @@ def mapping_energies(n_bytes: int, layer_bytes, geometry, energy, voltage: float
                 out[policy] = {"skipped": "no tolerable voltage: partitions have no BER to "
                                           "order by"}
                 continue
-            from sramsim.memory.dram_errors import dram_chip
-            chip = dram_chip(geometry, curve, v_floor=voltage, seed=seed, model=error_model)
-            placement = placed(n_bytes, geometry, policy, layer_bytes, chip, voltage, tolerable_ber)
-            del chip
+            pber = P.expected_partition_bers(geometry, float(curve.ber(voltage)), seed,
+                                             error_model, "subarray")
+            placement = placed(n_bytes, geometry, policy, layer_bytes, voltage=voltage,
+                               tolerance=tolerable_ber, partition_ber=pber)
         else:
             placement = placed(n_bytes, geometry, policy, layer_bytes)
         nominal = P.inference_energy(placement, energy, None)

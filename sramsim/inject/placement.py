@@ -289,7 +289,7 @@ def _error_aware(g: DramGeometry, n_bytes: int, unit_bytes: int, n_units: int, l
             unit_layer[a:b][better] = i
         begin += size
     order = np.argsort(unit_tol, kind="stable")          # most sensitive first, image order within
-    parts_by_ber = np.argsort(pber, kind="stable")      # most reliable first
+    parts_by_ber = partition_order(g, pber, by)          # most reliable first
     per_part = partition_units(g, by)
     pos = np.arange(n_units, dtype=np.int64)
     rank = pos // per_part
@@ -308,6 +308,71 @@ def _error_aware(g: DramGeometry, n_bytes: int, unit_bytes: int, n_units: int, l
                             f"{worst:g}")
     return Placement(g, "error-aware", n_bytes, unit_bytes, chip_unit, partition=by,
                      layer_partitions=tuple(used), warnings=tuple(warnings))
+
+
+def partition_order(geometry: DramGeometry, partition_ber, by: str = "subarray") -> np.ndarray:
+    """Partitions from the most reliable to the least: by BER, partitions of equal BER in DRMap
+    order (subarray s of every bank before subarray s + 1 of any: bank-level parallelism first),
+    so equally reliable partitions cost what drmap costs. Banks: by BER, then bank index."""
+    pber = np.asarray(partition_ber, dtype=np.float64)
+    index = np.arange(pber.shape[0], dtype=np.int64)
+    if by == "subarray":
+        nsub = geometry.subarrays_per_bank
+        index = (index % nsub) * geometry.total_banks + index // nsub
+    return np.lexsort((index, pber))
+
+
+def expected_partition_bers(geometry: DramGeometry, ber: float, seed: int = 0, model=0,
+                            by: str = "subarray", **params) -> np.ndarray:
+    """Expected BER of each partition ("bank" or "subarray") of the chip `dram_chip(geometry,
+    curve, v, seed, model, **params)` at a voltage v where curve.ber(v) = `ber`: what
+    `partition_bers(chip, v, by)` converges to as the partitions grow, without drawing a cell.
+
+    A cell of line multiplier f is faulty with probability min(1, ber * f) (`dram_errors`), so a
+    partition's expectation is the mean of that over its cells; the multipliers are the chip's
+    own (`line_factors`, the same seed stream). O(lines): partitions (model 0), bitlines of the
+    part (model 1: 8.4 M on the 4 Gb part, ~0.3 s), wordlines (model 2), one (model 3).
+    Where the model gives partitions the same expectation (model 3; model 0's subarrays of one
+    bank with its default bank partition), they tie and `partition_order` takes them in drmap
+    order."""
+    from sramsim.memory.dram_errors import line_factors, resolve_params
+    if not isinstance(geometry, DramGeometry):
+        raise InputError(f"geometry must be a DramGeometry, got {type(geometry).__name__}")
+    if by not in PARTITIONS:
+        raise InputError(f"partition must be one of {', '.join(PARTITIONS)}, got {by!r}")
+    ber = check_ber(ber, "BER")
+    model, full = resolve_params(geometry, model, params)
+    n_parts = geometry.n_partitions(by)
+    if model == 3:
+        return np.full(n_parts, min(1.0, ber))
+    own = full.get("partition", "bank")         # model 2's lines are wordlines (global rows)
+    n_lines = {0: geometry.n_partitions(own), 1: geometry.n_partitions(own) * geometry.cols,
+               2: geometry.total_banks * geometry.rows}[model]
+    require_memory(n_lines * 40, f"the {n_lines} line multipliers of DRAM error model {model}")
+    p = np.minimum(1.0, ber * line_factors(geometry, seed, model, **params))
+    if model == 0:
+        return _regroup(geometry, p, own, by)
+    # equal-size lines of a few distinct multipliers: count each value per partition, so equal
+    # counts give bit-equal BERs whatever the order of the lines (a sum would round differently)
+    values, which = np.unique(p, return_inverse=True)
+    if model == 1:
+        owner, line_parts = np.arange(n_lines, dtype=np.int64) // geometry.cols, own
+    else:
+        owner, line_parts = np.arange(n_lines, dtype=np.int64) // geometry.subarray_rows, "subarray"
+    n_owner = geometry.n_partitions(line_parts)
+    counts = np.bincount(owner * values.size + which.ravel(), minlength=n_owner * values.size)
+    per = counts.reshape(n_owner, values.size) @ values / (n_lines // n_owner)
+    return _regroup(geometry, per, line_parts, by)
+
+
+def _regroup(geometry: DramGeometry, values: np.ndarray, have: str, want: str) -> np.ndarray:
+    """Per-partition means of equal-size partitions `have` as partitions `want`."""
+    if have == want:
+        return np.asarray(values, dtype=np.float64)
+    nsub = geometry.subarrays_per_bank
+    if want == "subarray":                       # a bank's value for each of its subarrays
+        return np.repeat(values, nsub)
+    return values.reshape(geometry.total_banks, nsub) @ np.full(nsub, 1.0 / nsub)
 
 
 def partition_bers(chip: Chip, voltage: float, by: str = "subarray") -> np.ndarray:
