@@ -126,6 +126,63 @@ def test_ecc_bit_identical(ecc):
         assert_bitwise(qm.clean_weights(), params_of(work), ref)
 
 
+def thread_counts() -> list[int]:
+    import numba
+    return sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)})
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("word_bits", [8, 16])
+def test_many_work_items_any_thread_count_bit_identical(monkeypatch, bits, word_bits):
+    # 3 faulty bytes per work item: items start mid-segment, mid-tile and past the image; the
+    # parallel kernels run (2 threads where numba has them) and write exactly what 1 thread does
+    import numba
+    from sramsim.inject import kernels
+    monkeypatch.setattr(kernels, "PIECE", 3)
+    model = small_model()
+    qm = QuantizedModel(model, bits=bits, scheme="rquant", word_bits=word_bits,
+                        include_bias=True)
+    work = copy.deepcopy(model)
+    curve = BerCurve.builtin("finfet14")
+    small = Chip.random(Geometry(8, 32, word_bits=word_bits), curve, 0.75, seed=1, kinds=MIXED)
+    large = Chip.random(Geometry(64, 64, word_bits=word_bits), curve, 0.75, seed=2, kinds=MIXED)
+    before = numba.get_num_threads()
+    try:
+        for chip in (small, large):
+            for v, offset in ((0.8, 0), (0.75, 3), (0.75, -77)):
+                seen = []
+                for threads in thread_counts():
+                    numba.set_num_threads(threads)
+                    applied = check_against_perturbed(qm, work, lambda: chip, v, offset)
+                    with qm.faults_applied(work, chip, v, offset):
+                        seen.append((applied, params_of(work)))
+                assert all(a == seen[0][0] for a, _ in seen)
+                for _, p in seen:
+                    assert_bitwise(seen[0][1], p, p)
+        seen = []
+        for threads in thread_counts():          # random errors: the same draws, same weights
+            numba.set_num_threads(threads)
+            with qm.faults_applied(work, RandomBitErrors(0.05, MIXED, seed=4)) as applied:
+                seen.append((applied, params_of(work)))
+        assert all(a == seen[0][0] for a, _ in seen)
+        assert_bitwise(seen[0][1], seen[-1][1], seen[0][1])
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_plan_pieces_covers_each_image_byte_once_in_order():
+    from sramsim.inject import kernels
+    byte = np.array([0, 2, 5, 6, 9], dtype=np.int64)        # a 10-byte chip tiled over 23 bytes
+    for offset, first in ((0, 0), (4, 2), (7, 4)):
+        lo, hi, base, out, slots = kernels.plan_pieces(byte, first, offset, 10, 23, 4, piece=2)
+        seen = np.concatenate([byte[a:z] + b for a, z, b in zip(lo, hi, base)])
+        expected = np.array([i for i in range(23) if (i + offset) % 10 in byte.tolist()])
+        assert seen.tolist() == expected.tolist()
+        assert (hi - lo).max() <= 2                          # 2 codes per byte at 4 bits:
+        assert out.tolist() == (2 * (np.cumsum(hi - lo) - (hi - lo))).tolist()
+        assert slots == 2 * len(seen)
+
+
 def test_exact_small_case_by_hand():
     model = nn.Linear(2, 2, bias=False)
     with torch.no_grad():

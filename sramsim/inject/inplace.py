@@ -15,13 +15,13 @@ of using the wrong values.
 """
 from __future__ import annotations
 
-import math
 import numbers
 import threading
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 from numba.typed import List
@@ -258,8 +258,8 @@ def _views(slot: _Slot, params: list[torch.Tensor]):
 
 
 def _scratch(slot: _Slot, n: int, n_codes: int) -> tuple[np.ndarray, np.ndarray]:
-    """The slot's buffers for `n` rewritten codes, grown when needed (int32 positions where
-    they fit: less memory traffic per fault)."""
+    """The slot's buffers for `n` code slots, grown when needed, never allocated per call
+    (int32 positions where they fit: less memory traffic per fault)."""
     if slot.pos.shape[0] < n:
         slot.pos = np.empty(n, dtype=np.int32 if n_codes < 2 ** 31 else np.int64)
         slot.old = np.empty(n, dtype=np.float32)
@@ -278,22 +278,27 @@ def faults_applied(qm, model: nn.Module, source, voltage: float | None = None, o
         if slot.clean_stamp != _stamp(params):
             load_clean(qm, model)
         f = located.faults
-        nbytes = qm.image.size
-        tiles = math.ceil((nbytes + located.offset_bytes) / located.cap_bytes) + 1
-        # a faulty byte holds 8 // bits codes; a chip tiled over the image repeats its bytes
-        pos, old = _scratch(slot, min(qm.n_codes, len(f) * (8 // qm.bits) * tiles), qm.n_codes)
+        lo, hi, base, out, slots = kernels.plan_pieces(
+            f.byte, located.first, located.offset_bytes, located.cap_bytes, qm.image.size,
+            qm.bits)
+        pos, old = _scratch(slot, slots, qm.n_codes)
         views = _views(slot, params)
+        written = np.empty(lo.shape[0], dtype=np.int64)
+        changed = np.empty(lo.shape[0], dtype=np.int64)
+        # the parallel kernels only with work items and threads to share them (on one thread,
+        # or for one item, waking the thread pool costs more than the work)
+        many = lo.shape[0] > 1 and numba.get_num_threads() > 1
         none = f.xor[:0]
-        written, changed = kernels.write_faulty_codes(
+        (kernels.write_faulty_codes if many else kernels.write_faulty_codes_serial)(
             qm.image, f.byte, f.xor, none if f.clear is None else f.clear,
-            none if f.set is None else f.set, located.first, located.offset_bytes,
-            located.cap_bytes,
-            qm.bits, st.seg_end, st.scheme, st.delta, st.lo, st.hi, views, pos, old)
+            none if f.set is None else f.set, lo, hi, base, out, qm.bits, st.seg_end,
+            st.scheme, st.delta, st.lo, st.hi, views, pos, old, written, changed)
         torch.autograd.graph.increment_version(params)
         try:
-            yield Applied(int(changed), int(written))
+            yield Applied(int(changed.sum()), int(written.sum()))
         finally:
-            kernels.restore_codes(st.seg_end, views, pos[:written], old[:written])
+            (kernels.restore_codes if many else kernels.restore_codes_serial)(
+                st.seg_end, views, pos, old, out, written)
             torch.autograd.graph.increment_version(params)
             slot.clean_stamp = _stamp(params)
     finally:

@@ -147,47 +147,145 @@ def _decode(code, scheme, bits, delta, lo, hi):
     return v
 
 
+# Faulty bytes per work item of the in-place kernels: a fixed split (never the thread count), so
+# every code is written by the same item, into the same slots, with any number of threads.
+PIECE = 1 << 14
+
+
 @njit(cache=True)
-def _write_range(image, byte, xor, clear, set_, lo, hi, base, bits, seg_end, seg_scheme,
-                 seg_delta, seg_lo, seg_hi, params, pos, old, counters):
-    """`write_faulty_codes` for faulty bytes lo..hi-1, each on image byte byte[i] + base
-    (ascending). counters = [written, changed, segment]: carried from range to range. Returns
-    True when the end of the image is reached."""
-    nbytes = image.shape[0]
-    stuck = clear.shape[0] > 0
+def _plan(byte, first, offset_bytes, cap_bytes, nbytes, per, piece, lo, hi, base, out):
+    """Count the work items (outputs empty), or fill them; returns (items, code slots)."""
+    n = byte.shape[0]
+    fill = lo.shape[0] > 0
+    items = 0
+    slots = 0
+    tile = -offset_bytes
+    done = n == 0
+    while not done:
+        for half in range(2):
+            # faulty bytes first..n-1 on this tile, then 0..first-1 one chip further on
+            r_lo, r_hi, b = (first, n, tile) if half == 0 else (0, first, tile + cap_bytes)
+            if b >= nbytes:
+                done = True
+                break
+            if r_lo == r_hi:
+                continue
+            stop = r_lo + np.searchsorted(byte[r_lo:r_hi], nbytes - b)   # those inside the image
+            i = r_lo
+            while i < stop:
+                j = min(stop, i + piece)
+                if fill:
+                    lo[items], hi[items], base[items], out[items] = i, j, b, slots
+                items += 1
+                slots += (j - i) * per
+                i = j
+            if stop < r_hi:
+                done = True
+                break
+        tile += cap_bytes
+    return items, slots
+
+
+def plan_pieces(byte, first, offset_bytes, cap_bytes, nbytes, bits, piece=None):
+    """Work items of `write_faulty_codes`: faulty bytes lo[t]..hi[t]-1 sit on image bytes
+    byte[i] + base[t] (ascending over t and i), and their codes go to slots from out[t].
+
+    Faulty byte i sits on image byte (byte[i] - offset_bytes) mod cap_bytes, repeated every
+    cap_bytes (a chip tiled over the image): the bytes from `first` (the first at or after the
+    offset) to the end, then those before it one chip further, then the next tile, give image
+    bytes in ascending order; those past the image are dropped. Returns (lo, hi, base, out,
+    slots needed). `piece`: faulty bytes per item (default PIECE).
+    """
+    piece = PIECE if piece is None else piece
+    per = 8 // bits
+    empty = np.empty(0, dtype=np.int64)
+    items, slots = _plan(byte, first, offset_bytes, cap_bytes, nbytes, per, piece,
+                         empty, empty, empty, empty)
+    lo, hi, base, out = (np.empty(items, dtype=np.int64) for _ in range(4))
+    _plan(byte, first, offset_bytes, cap_bytes, nbytes, per, piece, lo, hi, base, out)
+    return lo, hi, base, out, slots
+
+
+@njit(cache=True, inline="always")
+def _segment_of(seg_end, code):
+    """Index of the segment holding `code` (the last one for codes past the end)."""
+    return min(np.searchsorted(seg_end, code, side="right"), seg_end.shape[0] - 1)
+
+
+@njit(cache=True, inline="always")
+def _new_byte(image, xor, clear, set_, stuck, i, b):
+    """(stored, read-back) value of image byte b under faulty byte i's masks."""
+    before = image[b]
+    after = before ^ xor[i]
+    if stuck:
+        after = (after & ~clear[i]) | set_[i]
+    return before, after
+
+
+@njit(cache=True, inline="always")
+def _write_run8(image, byte, xor, clear, set_, stuck, i0, i1, b_add, start, arr, scheme, delta,
+                s_lo, s_hi, pos, old, w):
+    """8-bit codes of one segment (array `arr`, first code `start`): faulty bytes i0..i1-1.
+    Returns (next slot, image bytes changed). A loop with one array: the hot path."""
+    c = 0
+    for i in range(i0, i1):
+        b = byte[i] + b_add
+        before, after = _new_byte(image, xor, clear, set_, stuck, i, b)
+        if after == before:
+            continue
+        c += 1
+        local = b - start
+        pos[w] = b
+        old[w] = arr[local]
+        arr[local] = _decode(after, scheme, 8, delta, s_lo, s_hi)
+        w += 1
+    return w, c
+
+
+@njit(cache=True, inline="always")
+def _write_piece8(image, byte, xor, clear, set_, stuck, i, h, b_add, seg_end, seg_scheme,
+                  seg_delta, seg_lo, seg_hi, params, pos, old, w):
+    """One work item of 8-bit codes (one code per byte), segment by segment."""
+    n_codes = seg_end[seg_end.shape[0] - 1]
+    c = 0
+    sp = 0
+    while i < h:
+        b = byte[i] + b_add
+        if b >= n_codes:                # padding past the last code: changes no weight
+            for q in range(i, h):
+                before, after = _new_byte(image, xor, clear, set_, stuck, q, byte[q] + b_add)
+                if after != before:
+                    c += 1
+            break
+        while b >= seg_end[sp]:
+            sp += 1
+        j = i + np.searchsorted(byte[i:h], seg_end[sp] - b_add)     # first byte past it
+        start = seg_end[sp - 1] if sp > 0 else 0
+        w, cs = _write_run8(image, byte, xor, clear, set_, stuck, i, j, b_add, start,
+                            params[sp], seg_scheme[sp], seg_delta[sp], seg_lo[sp], seg_hi[sp],
+                            pos, old, w)
+        c += cs
+        i = j
+    return w, c
+
+
+@njit(cache=True, inline="always")
+def _write_piece(image, byte, xor, clear, set_, stuck, i0, i1, b_add, bits, seg_end,
+                 seg_scheme, seg_delta, seg_lo, seg_hi, params, pos, old, w):
+    """One work item of m-bit codes, several per byte (a segment may start inside a byte)."""
     per = 8 // bits
     cmask = (1 << bits) - 1
     n_codes = seg_end[seg_end.shape[0] - 1]
-    written, changed, sp = counters[0], counters[1], counters[2]
-    start = seg_end[sp - 1] if sp > 0 else 0
-    arr = params[sp]            # fetched again only when the segment changes (a List lookup is slow)
-    done = False
-    for i in range(lo, hi):
-        b = byte[i] + base
-        if b >= nbytes:
-            done = True
-            break
-        before = np.int64(image[b])
-        after = before ^ np.int64(xor[i])
-        if stuck:
-            after = (after & ~np.int64(clear[i])) | np.int64(set_[i])
+    c = 0
+    sp = 0
+    start, end = 0, seg_end[0]
+    arr = params[0]
+    for i in range(i0, i1):
+        b = byte[i] + b_add
+        before, after = _new_byte(image, xor, clear, set_, stuck, i, b)
         if after == before:
             continue
-        changed += 1
-        if per == 1:            # 8-bit codes: one code per byte, no inner loop
-            if b >= n_codes:
-                continue
-            if b >= seg_end[sp]:
-                while b >= seg_end[sp]:
-                    sp += 1
-                start = seg_end[sp - 1]
-                arr = params[sp]
-            local = b - start
-            pos[written] = b
-            old[written] = arr[local]
-            arr[local] = _decode(after, seg_scheme[sp], 8, seg_delta[sp], seg_lo[sp], seg_hi[sp])
-            written += 1
-            continue
+        c += 1
         for j in range(per):
             code_index = b * per + j
             if code_index >= n_codes:
@@ -196,67 +294,72 @@ def _write_range(image, byte, xor, clear, set_, lo, hi, base, bits, seg_end, seg
             new_code = (after >> shift) & cmask
             if new_code == (before >> shift) & cmask:
                 continue
-            if code_index >= seg_end[sp]:
+            if code_index >= end:
                 while code_index >= seg_end[sp]:
                     sp += 1
-                start = seg_end[sp - 1]
+                start, end = seg_end[sp - 1], seg_end[sp]
                 arr = params[sp]
             local = code_index - start
-            pos[written] = code_index
-            old[written] = arr[local]
+            pos[w] = code_index
+            old[w] = arr[local]
             arr[local] = _decode(new_code, seg_scheme[sp], bits, seg_delta[sp], seg_lo[sp],
                                  seg_hi[sp])
-            written += 1
-    counters[0], counters[1], counters[2] = written, changed, sp
-    return done
+            w += 1
+    return w, c
 
 
-@njit(cache=True)
-def write_faulty_codes(image, byte, xor, clear, set_, first, offset_bytes, cap_bytes, bits,
-                       seg_end, seg_scheme, seg_delta, seg_lo, seg_hi, params, pos, old):
+def _write_faulty_codes(image, byte, xor, clear, set_, lo, hi, base, out, bits, seg_end,
+                        seg_scheme, seg_delta, seg_lo, seg_hi, params, pos, old, written,
+                        changed):
     """Write the dequantized faulty codes into the parameters; save what they held.
 
     byte/xor/clear/set_: faulty bytes, ascending, with their masks (clear/set_ empty when there
-    is no stuck-at fault). Faulty byte i sits on image byte (byte[i] - offset_bytes) mod
-    cap_bytes, repeated every cap_bytes (a chip tiled over the image): the bytes from index
-    `first` (the first at or after the offset) to the end, then those before it, then the next
-    tile, yield image bytes in ascending order. Only codes whose value changes are decoded;
-    code k of segment s (codes up to seg_end[s]) is element k - seg_end[s - 1] of params[s].
-    Returns (codes written, image bytes changed); pos[:w] holds the codes' global indices,
-    old[:w] the values they replaced.
+    is no stuck-at fault); work item t covers faulty bytes lo[t]..hi[t]-1 on image bytes
+    byte[i] + base[t] (`plan_pieces`). Only codes whose value changes are decoded; code k of
+    segment s (codes up to seg_end[s]) is element k - seg_end[s - 1] of params[s]. Item t
+    records the global indices of the codes it wrote in pos[out[t]:out[t] + written[t]] and the
+    values they replaced in old[...], and the image bytes that changed in changed[t].
     """
-    n = byte.shape[0]
-    counters = np.zeros(3, dtype=np.int64)
-    if n == 0:
-        return 0, 0
-    base = -offset_bytes
-    while True:
-        if _write_range(image, byte, xor, clear, set_, first, n, base, bits, seg_end,
-                        seg_scheme, seg_delta, seg_lo, seg_hi, params, pos, old, counters):
-            break
-        if _write_range(image, byte, xor, clear, set_, 0, first, base + cap_bytes, bits,
-                        seg_end, seg_scheme, seg_delta, seg_lo, seg_hi, params, pos, old,
-                        counters):
-            break
-        base += cap_bytes
-    return counters[0], counters[1]
+    stuck = clear.shape[0] > 0
+    for t in prange(lo.shape[0]):
+        if bits == 8:
+            w, c = _write_piece8(image, byte, xor, clear, set_, stuck, lo[t], hi[t], base[t],
+                                 seg_end, seg_scheme, seg_delta, seg_lo, seg_hi, params, pos,
+                                 old, out[t])
+        else:
+            w, c = _write_piece(image, byte, xor, clear, set_, stuck, lo[t], hi[t], base[t],
+                                bits, seg_end, seg_scheme, seg_delta, seg_lo, seg_hi, params,
+                                pos, old, out[t])
+        written[t] = w - out[t]
+        changed[t] = c
 
 
-@njit(cache=True)
-def restore_codes(seg_end, params, pos, old):
-    """Undo `write_faulty_codes`: parameter element of code pos[i] gets old[i] back
-    (pos ascending, as written)."""
-    sp = 0
-    start = 0
-    arr = params[0]
-    for i in range(pos.shape[0]):
-        k = pos[i]
-        if k >= seg_end[sp]:
-            while k >= seg_end[sp]:
-                sp += 1
-            start = seg_end[sp - 1]
-            arr = params[sp]
-        arr[k - start] = old[i]
+def _restore_codes(seg_end, params, pos, old, out, written):
+    """Undo `write_faulty_codes`: item t gives the parameter element of code pos[i] its old[i]
+    back, for i in out[t]..out[t] + written[t] - 1 (ascending, as written)."""
+    for t in prange(out.shape[0]):
+        if written[t] == 0:
+            continue
+        a, z = out[t], out[t] + written[t]
+        sp = _segment_of(seg_end, pos[a])
+        start = seg_end[sp - 1] if sp > 0 else 0
+        end = seg_end[sp]
+        arr = params[sp]
+        for i in range(a, z):
+            k = pos[i]
+            if k >= end:
+                while k >= seg_end[sp]:
+                    sp += 1
+                start, end = seg_end[sp - 1], seg_end[sp]
+                arr = params[sp]
+            arr[k - start] = old[i]
+
+
+# Parallel for many faults, serial for a few items (waking the pool costs more than the work).
+write_faulty_codes = njit(cache=True, parallel=True)(_write_faulty_codes)
+write_faulty_codes_serial = njit(cache=True)(_write_faulty_codes)
+restore_codes = njit(cache=True, parallel=True)(_restore_codes)
+restore_codes_serial = njit(cache=True)(_restore_codes)
 
 
 @njit(cache=True)
