@@ -1,4 +1,14 @@
-"""Weight-side hardening (Stutz et al., MLSys 2021) vs NeuralFuse (Sun et al., NeurIPS 2024),
+"""Mitigations compared: `--mode equal-energy` (default, see benchmarks/equal_energy.py) and
+`--mode random-ber` (the older comparison below).
+
+--mode equal-energy: every mitigation (none, ECC, bit placement, clipping, RandBET, NeuralFuse,
+fault-aware training and combinations) at its lowest voltage on the test chips whose accuracy
+stays within 1 point of its own clean accuracy and of the unprotected clean model, with its net
+weight-memory saving after its own costs and the training time it needed; every knob chosen on
+validation images and validation chips. -> benchmarks/results/equal_energy.json + .png
+
+--mode random-ber:
+Weight-side hardening (Stutz et al., MLSys 2021) vs NeuralFuse (Sun et al., NeurIPS 2024),
 side by side at the same bit error rates and the same energy model.
 
 Fashion-MNIST, the default small CNN (BatchNorm), 8-bit and 4-bit weights, random bit errors at
@@ -25,7 +35,7 @@ generators train for a fixed wall-time budget, evaluation uses the first 1,000 t
 choice is recorded in the JSON. Intermediate models, generators and per-point results are kept in
 benchmarks/.cache/mitigations/ (a re-run resumes and skips what is done).
 
-Run: `.venv/bin/python benchmarks/compare_mitigations.py`
+Run: `.venv/bin/python benchmarks/compare_mitigations.py --mode random-ber`
   -> benchmarks/results/mitigations.json + mitigations.png
 """
 from __future__ import annotations
@@ -41,6 +51,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_result  # noqa: E402
+
+RANDOM_BER_DOC = __doc__.split("--mode random-ber:\n", 1)[1]
 
 from sramsim import BerCurve, QuantizedModel, RandomBitErrors  # noqa: E402
 from sramsim.analysis import energy as E  # noqa: E402
@@ -297,8 +309,9 @@ def plot(result: dict, path: Path) -> None:
 
 # ------------------------------------------------------------------------------ main
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def random_ber_main(argv=None) -> int:
+    """The older comparison at fixed random bit error rates (writes mitigations.json)."""
+    ap = argparse.ArgumentParser(description=RANDOM_BER_DOC.splitlines()[0])
     ap.add_argument("--train-limit", type=int, default=6_000)
     ap.add_argument("--test-limit", type=int, default=1_000)
     ap.add_argument("--epochs", type=int, default=2)
@@ -440,6 +453,17 @@ def print_table(result: dict) -> None:
                 cells.append(f"{100 * q['accuracy_mean']:.1f}±{100 * q['accuracy_std']:.1f}{diff}")
             saving = "/".join(f"{100 * pts[b]['energy_saving']:.0f}" for b in bers)
             print(f"{method:10}" + "".join(f"{c:>24}" for c in cells) + f"{saving:>26}")
+
+
+def main(argv=None) -> int:
+    """--mode equal-energy (default) or random-ber; the other arguments go to the mode."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=False)
+    ap.add_argument("--mode", choices=("equal-energy", "random-ber"), default="equal-energy")
+    args, rest = ap.parse_known_args(argv)
+    if args.mode == "random-ber":
+        return random_ber_main(rest)
+    from equal_energy import main as equal_energy_main
+    return equal_energy_main(rest)
 
 
 if __name__ == "__main__":
