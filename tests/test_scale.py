@@ -146,3 +146,72 @@ def test_bench_scale_builder_makes_the_weights_it_claims():
     for size, (d, layers) in bench_scale.CONFIGS.items():     # the stated sizes, by formula
         total = bench_scale.parameter_counts(bench_scale.VOCAB, d, layers)["total"]
         assert 0.8 < total / {"10M": 1e7, "100M": 1e8, "300M": 3e8, "1B": 1e9}[size] < 1.3
+
+
+def reference_random_chip(geometry, curve, v_floor: float, seed: int, kinds):
+    """Chip.random's map written plainly (the draw before the chunked failure voltages): sorted
+    positions, one 32-bit key per fault, faults ordered by (key, position index), uniforms from
+    the keys, the curve's inverse on all of them at once."""
+    from sramsim.memory.geometry import draw_kinds
+    from sramsim.memory.sampling import bernoulli_positions
+    rng = np.random.default_rng(seed)
+    p = float(curve.ber(v_floor))
+    positions = bernoulli_positions(rng, geometry.capacity_bits, p)
+    key = rng.integers(0, 2 ** 32, positions.shape[0], dtype=np.uint64)
+    order = np.lexsort((np.arange(key.shape[0]), key))
+    u = (key[order].astype(np.float64) + 0.5) / 2 ** 32
+    vfail = np.clip(np.asarray(curve.voltage(u * p), dtype=np.float64).astype(np.float32),
+                    np.float32(v_floor), np.float32(1.0))
+    return positions[order], vfail, draw_kinds(rng, key.shape[0], kinds)
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 16])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_random_chip_is_the_plain_reference_map_for_any_chunk(monkeypatch, chunk, seed):
+    from sramsim import BerCurve, Chip, Geometry
+    from sramsim.memory import chip as chip_module
+    monkeypatch.setattr(chip_module, "VFAIL_CHUNK", chunk)
+    geometry = Geometry(64, 256)
+    kinds = {"flip": 0.5, "stuck0": 0.25, "stuck1": 0.25}
+    for curve, v_floor in ((BerCurve.builtin("finfet14"), 0.76),
+                           (BerCurve.gaussian(0.706, 0.055), 0.8)):
+        chip = Chip.random(geometry, curve, v_floor, seed=seed, kinds=kinds)
+        address, vfail, kind = reference_random_chip(geometry, curve, v_floor, seed, kinds)
+        assert len(chip) > 200
+        np.testing.assert_array_equal(chip.address, address)
+        np.testing.assert_array_equal(chip.vfail.view(np.uint32), vfail.view(np.uint32))
+        np.testing.assert_array_equal(chip.kind, kind)
+        # the address order the draw hands over is the chip's own
+        by_address, order = chip._by_address
+        np.testing.assert_array_equal(order, np.argsort(chip.address))
+        np.testing.assert_array_equal(by_address, np.sort(chip.address))
+
+
+def reference_byte_faults(chip, v: float):
+    """Byte faults of chip at v the plain way: sort the faults present, group them by byte."""
+    from sramsim.memory.chip import ByteFaults
+    f = chip.faults(v)
+    order = np.argsort(f.address)
+    return ByteFaults.from_sorted(f.address[order], f.kind[order])
+
+
+def test_byte_faults_in_address_order_equal_sorting_them():
+    from sramsim import BerCurve, Chip, Geometry
+    kinds = {"flip": 0.6, "stuck0": 0.2, "stuck1": 0.2}
+    drawn = Chip.random(Geometry(128, 256), BerCurve.builtin("finfet14"), 0.76, seed=5,
+                        kinds=kinds)
+    flips = Chip.random(Geometry(64, 64), BerCurve.builtin("finfet14"), 0.76, seed=6)
+    for chip in (drawn, flips):
+        # the same faults without the address order Chip.random hands over (a loaded profile)
+        plain = Chip(chip.geometry, chip.address, chip.vfail, chip.kind, chip.v_floor)
+        assert plain._by_address is None
+        for v in (0.95, 0.9, 0.8, 0.76, 0.85):      # few faults (sorted), then most (in order)
+            ref = reference_byte_faults(chip, v)
+            for c in (chip, plain):
+                got = c.byte_faults(v)
+                for field in ("byte", "xor", "clear", "set"):
+                    a, b = getattr(ref, field), getattr(got, field)
+                    assert (a is None) == (b is None), field
+                    if a is not None:
+                        np.testing.assert_array_equal(a, b)
+        assert plain._by_address is not None

@@ -6,15 +6,18 @@ from collections import OrderedDict
 from dataclasses import InitVar, dataclass, field
 
 import numpy as np
+from numba import njit
 
 from sramsim.errors import InputError, ProfileError
 from sramsim.memory import kernels, profile_file
 from sramsim.memory.curves import BerCurve
 from sramsim.memory.geometry import FLIP, KIND_CODES, Geometry, draw_kinds
-from sramsim.memory.sampling import bernoulli_positions, check_seed, shuffled_with_uniforms
+from sramsim.memory.sampling import bernoulli_positions, check_seed, key_uniforms, shuffled_by_keys
 from sramsim.memory.sizes import CHIP_BUILD_BYTES_PER_FAULT, expected_faults, require_memory
 
 VOLTAGE_TOLERANCE = 1e-9
+# Failure voltages computed at once by Chip.random (elementwise: any chunking gives the same map).
+VFAIL_CHUNK = 1 << 16
 # byte_faults: sort keys (8, twice while merging), byte index (8) and three masks per fault
 BYTE_FAULTS_BYTES_PER_FAULT = 35
 
@@ -105,6 +108,9 @@ class Chip:
     # Threads may share a chip: the lock guards the caches (byte_masks, byte_faults); not pickled.
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
                                   compare=False)
+    # The faults in address order: (addresses ascending, the index of each in the fault list,
+    # uint32). Chip.random gets both free; other chips sort once when byte_faults needs them.
+    _by_address: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     # Chip.random's addresses are distinct by construction (strictly increasing gaps, then a
     # permutation): it skips only the repeat check, the one pass that is a random scatter.
@@ -139,14 +145,22 @@ class Chip:
         # Given a cell fails at v_floor, P(vfail >= V) = ber(V) / ber(v_floor): vfail is the curve's
         # inverse at u * ber(v_floor), u ~ U(0, 1). Ascending u -> descending vfail, and a random
         # pairing of positions with u keeps addresses independent of failure voltages.
-        address, u_asc = shuffled_with_uniforms(rng, positions)
-        vfail = np.asarray(curve.voltage(u_asc * p_floor), dtype=np.float64).astype(np.float32)
-        vfail = np.clip(vfail, np.float32(v_floor), np.float32(1.0))
+        address, order, key = shuffled_by_keys(rng, positions)
         n = address.shape[0]
+        # the inverse a chunk at a time: float64 temporaries stay chunk-sized (bench_scale's peak)
+        vfail = np.empty(n, dtype=np.float32)
+        lo, hi = np.float32(v_floor), np.float32(1.0)
+        for s in range(0, n, VFAIL_CHUNK):
+            u = key_uniforms(key[s:s + VFAIL_CHUNK])
+            v = np.asarray(curve.voltage(u * p_floor), dtype=np.float64).astype(np.float32)
+            vfail[s:s + VFAIL_CHUNK] = np.clip(v, lo, hi)
+        del key
         kind = draw_kinds(rng, n, kinds)
-        return cls(geometry, address, vfail, kind, v_floor,
+        chip = cls(geometry, address, vfail, kind, v_floor,
                    name=name or f"{curve.name}-{geometry.rows}x{geometry.cols}-s{seed}",
                    curve=curve, attrs={"seed": seed}, distinct_by_construction=True)
+        chip._by_address = (positions, order)    # the address order comes free with the draw
+        return chip
 
     def __post_init__(self, distinct_by_construction: bool = False):
         self.address = _as_array(self.address, np.uint64, "address", integer=True)
@@ -255,9 +269,12 @@ class Chip:
         """The faulty bytes at voltage v in ascending order with their masks (cached per voltage).
 
         What the in-place path walks through: sorted, a fault map is a stream through memory.
-        Built from the nearest cached higher voltage: its sorted faults and the newly added ones,
-        sorted, are merged (a stable sort of two sorted runs), so a sweep that lowers the voltage
-        sorts each fault once. O(#faults), never O(capacity).
+        With the chip's address order (`_by_address`: free from Chip.random, else one sort, made
+        when a voltage needs at least a quarter of the faults) one streaming pass picks the
+        faults present at v in address order: O(#faults) with no sort per voltage. Otherwise (a few faults of a
+        large profile) the prefix is sorted, from the nearest cached higher voltage: its sorted
+        faults and the newly added ones are merged, so a sweep that lowers the voltage sorts
+        each fault once. Never O(capacity).
         """
         n = self.count(v)
         with self._lock:
@@ -265,23 +282,41 @@ class Chip:
             if n in cache:
                 cache.move_to_end(n)
                 return cache[n][1]
-            base = max((k for k in cache if k <= n), default=None)
-            start = base if base is not None else 0
             require_memory(n * BYTE_FAULTS_BYTES_PER_FAULT,
                            f"sorting the {n} faults of chip {self.name!r} by address")
-            # address and kind in one key, so one sort orders both
-            key = (self.address[start:n] << np.uint64(2)) | self.kind[start:n].astype(np.uint64)
-            key.sort()
-            if base is not None and start < n:
-                key = np.concatenate((cache[base][0], key))
-                key.sort(kind="stable")
-            elif base is not None:
-                key = cache[base][0]
-            faults = ByteFaults.from_sorted(key >> np.uint64(2), (key & np.uint64(3)).astype(np.uint8))
-            cache[n] = (key, faults)
+            if self._by_address is not None or 4 * n >= len(self):
+                cache[n] = (None, self._byte_faults_in_order(n))
+            else:
+                cache[n] = self._byte_faults_sorted(n)
             while len(cache) > self.MASK_CACHE_SIZE:
                 cache.popitem(last=False)
-            return faults
+            return cache[n][1]
+
+    def _byte_faults_in_order(self, n: int) -> ByteFaults:
+        """byte_faults of the first n faults, picked in address order; caller holds the lock."""
+        if self._by_address is None:
+            order = np.argsort(self.address, kind="stable")
+            self._by_address = (self.address[order],
+                                order.astype(np.uint32) if len(self) < 2 ** 32 else order)
+        byte, xor, clear, set_, stuck = _group_in_order(*self._by_address, self.kind, n)
+        return ByteFaults(byte, xor, clear, set_) if stuck else ByteFaults(byte, xor)
+
+    def _byte_faults_sorted(self, n: int) -> tuple[np.ndarray, ByteFaults]:
+        """(sort keys, byte_faults) of the first n faults by sorting them; caller holds the lock."""
+        cache = self._sorted_cache
+        base = max((k for k, (key, _) in cache.items() if k <= n and key is not None),
+                   default=None)
+        start = base if base is not None else 0
+        # address and kind in one key, so one sort orders both
+        key = (self.address[start:n] << np.uint64(2)) | self.kind[start:n].astype(np.uint64)
+        key.sort()
+        if base is not None and start < n:
+            key = np.concatenate((cache[base][0], key))
+            key.sort(kind="stable")
+        elif base is not None:
+            key = cache[base][0]
+        return key, ByteFaults.from_sorted(key >> np.uint64(2),
+                                           (key & np.uint64(3)).astype(np.uint8))
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -320,6 +355,42 @@ class Chip:
         g = self.geometry
         return (f"Chip({self.name!r}, {g.rows}x{g.cols}x{g.banks} bits, {len(self)} faults "
                 f"down to V={self.v_floor:g})")
+
+
+@njit(cache=True)
+def _group_in_order(address, order, kind, n):
+    """`kernels.group_by_byte` of the faults with index < n, visited in address order (address
+    ascending, order[j] the fault index of address[j]): (byte, xor, clear, set, any stuck-at).
+    A stream through both; only the kinds (1 byte each) are gathered."""
+    byte = np.empty(n, dtype=np.int64)
+    xor = np.zeros(n, dtype=np.uint8)
+    clear = np.zeros(n, dtype=np.uint8)
+    set_ = np.zeros(n, dtype=np.uint8)
+    m = -1
+    prev = -1
+    stuck = False
+    for j in range(order.shape[0]):
+        i = order[j]
+        if i >= n:
+            continue
+        a = address[j]
+        b = np.int64(a >> 3)
+        if b != prev:
+            m += 1
+            byte[m] = b
+            prev = b
+        bit = np.uint8(1) << np.uint8(a & 7)
+        k = kind[i]
+        if k == 0:
+            xor[m] |= bit
+        elif k == 1:
+            clear[m] |= bit
+            stuck = True
+        else:
+            set_[m] |= bit
+            stuck = True
+    m += 1
+    return byte[:m], xor[:m], clear[:m], set_[:m], stuck
 
 
 def _as_array(values, dtype, what: str, integer: bool) -> np.ndarray:

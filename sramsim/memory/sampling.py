@@ -50,14 +50,15 @@ def bernoulli_positions(rng: np.random.Generator, nbits: int, p: float) -> np.nd
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def shuffled_with_uniforms(rng: np.random.Generator,
-                           items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`items` in a uniformly random order, and as many i.i.d. U(0,1) values sorted ascending:
-    item shuffled[i] gets u[i].
+def shuffled_by_keys(rng: np.random.Generator,
+                     items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`items` in a uniformly random order, with what a chip needs of that order.
 
-    One sort of packed 64-bit keys (32 random bits | index) does both jobs: it is several times
-    faster than argsort of floats plus a separate shuffle. Building the keys and reading items and
-    uniforms back out of them are one pass each (numba), with no index array in between.
+    Returns (shuffled, rank, key): key is sorted, item shuffled[i] drew key[i] (its top 32 bits
+    are i.i.d. random, see `key_uniforms`), and item j went to place rank[j] (uint32), so
+    shuffled[rank[j]] == items[j]. One sort of packed 64-bit keys (32 random bits | index) does
+    the shuffle: several times faster than argsort of floats plus a separate shuffle. Packing
+    and unpacking are one pass each (numba), with no index array in between.
     """
     n = items.shape[0]
     if n >= 2 ** 32:
@@ -66,9 +67,17 @@ def shuffled_with_uniforms(rng: np.random.Generator,
     _pack_keys(key)
     key.sort()
     shuffled = np.empty_like(items)
-    u = np.empty(n, dtype=np.float64)
-    _unpack_keys(key, items, shuffled, u)
-    return shuffled, u
+    rank = np.empty(n, dtype=np.uint32)
+    _unpack_keys(key, items, shuffled, rank)
+    return shuffled, rank, key
+
+
+def key_uniforms(key: np.ndarray) -> np.ndarray:
+    """The i.i.d. U(0, 1) value each key of `shuffled_by_keys` carries: (its random top 32 bits
+    + 0.5) / 2**32, ascending along sorted keys. Works on any slice of them."""
+    u = np.empty(key.shape[0], dtype=np.float64)
+    _key_uniforms(key, u)
+    return u
 
 
 @njit(cache=True)
@@ -79,10 +88,16 @@ def _pack_keys(key):
 
 
 @njit(cache=True)
-def _unpack_keys(key, items, shuffled, u):
-    """shuffled[i] = items[index in key[i]], u[i] = (random half of key[i] + 0.5) / 2**32."""
+def _unpack_keys(key, items, shuffled, rank):
+    """shuffled[i] = items[j] and rank[j] = i, with j the index in key[i]."""
+    for i in range(key.shape[0]):
+        j = key[i] & np.uint64(0xFFFFFFFF)
+        shuffled[i] = items[j]
+        rank[j] = i
+
+
+@njit(cache=True)
+def _key_uniforms(key, u):
     scale = 1.0 / 2 ** 32
     for i in range(key.shape[0]):
-        k = key[i]
-        shuffled[i] = items[k & np.uint64(0xFFFFFFFF)]
-        u[i] = (np.float64(k >> np.uint64(32)) + 0.5) * scale
+        u[i] = (np.float64(key[i] >> np.uint64(32)) + 0.5) * scale
