@@ -271,7 +271,8 @@ def run_model(arch: str, data: tuple) -> dict:
     base_val = validate("base", models["base"][0])
     ref_val = base_val["clean_accuracy"]
 
-    def choose(knob: str, keyed: dict, extra: dict | None = None, inputs: dict | None = None) -> str:
+    def choose(knob: str, keyed: dict, extra: dict | None = None,
+               inputs: dict | None = None) -> str:
         """Validate each candidate (model path, meta), keep the best key; record all of them.
         extra: reads at nominal per base read by key; inputs: the validation images as the
         candidate's base model sees them (a generator's output) by key."""
@@ -364,6 +365,13 @@ def run_model(arch: str, data: tuple) -> dict:
 
 # ------------------------------------------------------------------------------ report
 
+def nominal_net_saving(m: dict) -> float:
+    """A method's net saving at nominal voltage (where it runs when no swept voltage
+    qualifies): its ECC overhead and nominal-voltage extras, as a (negative) saving."""
+    from sramsim.analysis.energy import saving
+    return saving(1.0, ecc=(m["protection"] or {}).get("ecc")) - m["extra_nominal_reads_per_read"]
+
+
 def plot(models: dict, path: Path) -> None:
     """Top: accuracy vs voltage per method (95% CI over chips); bottom: net saving vs accuracy
     at each method's equal-accuracy operating point, one marker per method."""
@@ -384,10 +392,12 @@ def plot(models: dict, path: Path) -> None:
                         **style)
             op = m["within_both"]
             acc, sav = ((op["accuracy_mean"], op["net_saving"]) if op else
-                        (m["clean_accuracy"], -m["extra_nominal_reads_per_read"]))
+                        (m["clean_accuracy"], nominal_net_saving(m)))
             bx.scatter([100 * acc], [100 * sav], s=60, label=name + ("" if op else " (nominal)"),
                        **style)
-            bx.annotate(name, (100 * acc, 100 * sav), fontsize=7, xytext=(4, 3),
+            where = f" {op['voltage']:g} V" if op else " (no voltage qualifies: nominal)"
+            bx.annotate(name + where,
+                        (100 * acc, 100 * sav), fontsize=7, xytext=(4, 3),
                         textcoords="offset points")
         ref = res["methods"]["none"]["clean_accuracy"]
         ax.axhline(100 * (ref - MARGIN), color="gray", ls=":", lw=1)
@@ -408,16 +418,25 @@ def plot(models: dict, path: Path) -> None:
 
 
 def table(models: dict) -> str:
+    """Per model and method: clean accuracy, lowest voltages within own / unprotected / both,
+    BER, accuracy and net saving (before the nominal-voltage extras) at the last, training time."""
     lines = []
     for arch, res in models.items():
-        lines.append(f"\n{arch}: method, clean %, lowest V within both, acc %, net saving %, "
-                     "train wall s")
+        lines.append(f"\n{arch} ({res['test_images']} test images, {len(res['test_chips'])} "
+                     "chips): clean% | V own / unprot / both | BER% acc% net% (before extras) | "
+                     "train wall/CPU s | knob search s")
         for name, m in res["methods"].items():
+            v = [m[k]["voltage"] if m[k] else None for k in
+                 ("within_own_clean", "within_unprotected_clean", "within_both")]
             op = m["within_both"]
-            lines.append(f"  {name:20} {100 * m['clean_accuracy']:6.2f}  " + (
-                f"{op['voltage']:.3f}  {100 * op['accuracy_mean']:6.2f}  "
-                f"{100 * op['net_saving']:6.1f}" if op else "  none") +
-                f"  {m['train_wall_s']:7.0f}")
+            at = (f"{100 * op['ber']:5.2f} {100 * op['accuracy_mean']:6.2f} "
+                  f"{100 * op['net_saving']:6.1f} ({100 * op['saving_before_extra']:5.1f})"
+                  if op else f"{'-':>5} {'-':>6} {100 * nominal_net_saving(m):6.1f}"
+                  " at nominal")
+            lines.append(f"  {name:19} {100 * m['clean_accuracy']:6.2f} | " +
+                         " / ".join("-" if x is None else f"{x:.3f}" for x in v) +
+                         f" | {at} | {m['train_wall_s']:.0f}/{m['train_cpu_s']:.0f} | "
+                         f"{m['knob_search_wall_s']:.0f}")
     return "\n".join(lines)
 
 

@@ -10,7 +10,8 @@ import equal_energy as ee  # noqa: E402
 def points(accs, savings=None):
     volts = [0.9, 0.85, 0.8, 0.75]
     savings = savings or [1 - v * v for v in volts]
-    return [{"voltage": v, "accuracy_mean": a, "saving": s} for v, a, s in zip(volts, accs, savings)]
+    return [{"voltage": v, "accuracy_mean": a, "saving": s}
+            for v, a, s in zip(volts, accs, savings)]
 
 
 def test_lowest_within_stops_at_the_first_failure_from_the_top():
