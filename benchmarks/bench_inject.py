@@ -18,6 +18,13 @@ All in one process, medians over repeats:
      the persistent chip (its sorted faulty bytes cached per voltage; the first build reported
      apart) and with fresh RandomBitErrors (draw included, as MRFI draws anew every pass); also
      the same chip at the voltage of BER 0.1% beside `perturbed` there (work ~ faults).
+ (g) the floor of (f): a bare numba scatter at the same positions (the weights the chip's faults
+     change) into a float32 array as large as all quantized weights: save each value and write a
+     new one (the least work of entering), then write the saved values back (of leaving). No
+     path that keeps float weights for the forward pass can do less.
+ (h) what a sweep point on a NEW chip needs besides: its faulty bytes in address order
+     (Chip.byte_faults on the chip (c) just drew, nothing cached), so that
+     h + enter + exit is everything between a drawn chip and a restored model.
 All timed steps (a, b, c, e, f) run in turn, one round after another, so that they see the same
 machine load (`interleaved`); MRFI's extra cost is its faulty minus its clean forward pass.
 Headline (ratios.headline_end_to_end_mrfi_over_inplace): MRFI's extra time per faulty forward over
@@ -26,8 +33,8 @@ in-place path needs per map (enter + restore); `perturbed` (functional, every we
 and image-only (faulty memory image, no dequantization) beside it. Wall times are medians; on a
 shared machine the CPU time of this thread (`cpu_s`, time.thread_time) is reported too, since a
 10 ms operation is preempted far more often than a 1 ms copy.
-Run: `PYTHONPATH=.cache/mrfi-pkgs .venv/bin/python benchmarks/bench_inject.py [--threads T]`
-  -> benchmarks/results/inject.json
+Run: `PYTHONPATH=.cache/mrfi-pkgs .venv/bin/python benchmarks/bench_inject.py [--threads T]
+  [--out NAME]` -> benchmarks/results/inject.json (or NAME.json)
 """
 from __future__ import annotations
 
@@ -39,6 +46,7 @@ from pathlib import Path
 import numba
 import numpy as np
 import torch
+from numba import njit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median_time, write_result  # noqa: E402
@@ -53,6 +61,45 @@ BER_SPARSE = 0.001
 def naive_dense(image: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
     flips = rng.random(image.size * 8) < p
     return image ^ np.packbits(flips, bitorder="little")
+
+
+@njit(cache=True)
+def floor_swap(values, positions, new, saved):
+    """The least work of entering: save the value at each position, write a new one there."""
+    for i in range(positions.shape[0]):
+        k = positions[i]
+        saved[i] = values[k]
+        values[k] = new[i]
+
+
+@njit(cache=True)
+def floor_restore(values, positions, saved):
+    """The least work of leaving: write the saved values back."""
+    for i in range(positions.shape[0]):
+        values[positions[i]] = saved[i]
+
+
+class Floor:
+    """(g): the scatter of the weights a fault map changes, as enter/exit steps."""
+
+    def __init__(self, values: np.ndarray, positions: np.ndarray):
+        self.values, self.positions = values, positions
+        self.new = np.random.default_rng(1).standard_normal(positions.shape[0]).astype(np.float32)
+        self.saved = np.empty_like(self.new)
+
+    def enter(self) -> None:
+        floor_swap(self.values, self.positions, self.new, self.saved)
+
+    def exit(self) -> None:
+        floor_restore(self.values, self.positions, self.saved)
+
+
+def changed_codes(qm: QuantizedModel, chip: Chip, voltage: float) -> np.ndarray:
+    """Indices of the 8-bit codes the chip's faults change at `voltage` (flip-only chip placed at
+    offset 0: every faulty byte holding a code changes it), int32 as the in-place path keeps them."""
+    assert qm.bits == 8 and qm.word_bits == 8
+    byte = chip.byte_faults(voltage).byte
+    return byte[byte < qm.n_codes].astype(np.int32)
 
 
 def interleaved(steps: dict, rounds: int) -> tuple[dict, dict]:
@@ -129,7 +176,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=None,
                     help="torch and numba threads (default: theirs; 1 on a loaded machine)")
+    ap.add_argument("--out", default="inject", help="results name (default inject)")
     args = ap.parse_args()
+    if args.threads is not None and not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
+        ap.error(f"--threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}, "
+                 f"got {args.threads}")
+    if not args.out or "/" in args.out or args.out.startswith("."):
+        ap.error(f"--out must be a plain file name, got {args.out!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
         numba.set_num_threads(args.threads)
@@ -175,18 +228,30 @@ def main() -> None:
     random_seeds = iter(range(1, 1000))
     on_random = InPlace(qm, work, lambda: RandomBitErrors(BER, seed=next(random_seeds)), None)
     seeds = iter(range(1, 1000))
+    drawn = {}
+
+    def draw_chip() -> None:
+        drawn["chip"] = Chip.random(geometry, curve, voltage, seed=next(seeds))
+
+    # (g) the floor: the same positions as the chip's faults, in one flat float32 array of weights
+    values = np.concatenate([w.reshape(-1).numpy() for w in qm.clean_weights().values()])
+    floor = Floor(values, changed_codes(qm, chip, voltage))
+    floor_sparse = Floor(values, changed_codes(qm, chip, v_sparse))
     x = torch.randn(8, 3, 32, 32)
     steps = {
         "a_copy": lambda: np.copyto(out, qm.image),
         "b_faulty_image": lambda: qm.faulty_image(chip, voltage, out=out),
         "b_faulty_image_offset": lambda: qm.faulty_image(chip, voltage, offset=12345, out=out),
         "b_perturbed_with_dequantize": lambda: qm.perturbed(chip, voltage),
-        "c_draw_random_chip": lambda: Chip.random(geometry, curve, voltage, seed=next(seeds)),
+        "c_draw_random_chip": draw_chip,
+        "h_byte_faults_new_chip": lambda: drawn["chip"].byte_faults(voltage),
         "f_inplace_enter": on_chip.enter, "f_inplace_exit": on_chip.exit,
+        "g_floor_enter": floor.enter, "g_floor_exit": floor.exit,
         "f_inplace_random_enter": on_random.enter, "f_inplace_random_exit": on_random.exit,
         "b_perturbed_ber_0.1%": lambda: qm.perturbed(chip, v_sparse),
         "f_inplace_enter_ber_0.1%": on_chip_sparse.enter,
         "f_inplace_exit_ber_0.1%": on_chip_sparse.exit,
+        "g_floor_enter_ber_0.1%": floor_sparse.enter, "g_floor_exit_ber_0.1%": floor_sparse.exit,
         **mrfi_steps(model, x, BER),
     }
     wall, cpu = interleaved(steps, rounds=9)
@@ -195,6 +260,9 @@ def main() -> None:
         t["f_inplace_random_enter_exit"] = t["f_inplace_random_enter"] + t["f_inplace_random_exit"]
         t["f_inplace_enter_exit_ber_0.1%"] = (t["f_inplace_enter_ber_0.1%"]
                                              + t["f_inplace_exit_ber_0.1%"])
+        t["g_floor_enter_exit"] = t["g_floor_enter"] + t["g_floor_exit"]
+        t["g_floor_enter_exit_ber_0.1%"] = t["g_floor_enter_ber_0.1%"] + t["g_floor_exit_ber_0.1%"]
+        t["h_new_chip_point"] = t["h_byte_faults_new_chip"] + t["f_inplace_enter_exit"]
         if "e_mrfi_faulty_forward" in t:
             t["e_mrfi_extra_per_faulty_forward"] = (t["e_mrfi_faulty_forward"]
                                                     - t["e_mrfi_clean_forward"])
@@ -209,6 +277,8 @@ def main() -> None:
         "chip_faults": len(chip), "empirical_ber": empirical_ber,
         "voltage_ber_0.1%": v_sparse, "chip_faults_ber_0.1%": chip.count(v_sparse),
         "mrfi": "measured" if mrfi in wall else "not installed (see the docstring)",
+        "changed_weights": int(floor.positions.shape[0]),
+        "changed_weights_ber_0.1%": int(floor_sparse.positions.shape[0]),
         "median_s": {**wall, "b_faulty_image_1_thread": t_faulty_1thread,
                      "b_first_call_mask_build": first_build, "b_tiled_8192x128_chip": t_tiled,
                      "c_first_draw_incl_jit": draw_first, "d_naive_dense": t_naive,
@@ -217,6 +287,18 @@ def main() -> None:
         "ratios": {
             "headline_end_to_end_mrfi_over_inplace": ratio(wall, mrfi, "f_inplace_enter_exit"),
             "headline_end_to_end_mrfi_over_inplace_cpu": ratio(cpu, mrfi, "f_inplace_enter_exit"),
+            "new_chip_point_mrfi_over_inplace": ratio(wall, mrfi, "h_new_chip_point"),
+            "new_chip_point_mrfi_over_inplace_cpu": ratio(cpu, mrfi, "h_new_chip_point"),
+            "floor_mrfi_over_scatter_enter_exit": ratio(wall, mrfi, "g_floor_enter_exit"),
+            "floor_mrfi_over_scatter_enter_exit_cpu": ratio(cpu, mrfi, "g_floor_enter_exit"),
+            "floor_enter_over_a": ratio(wall, "g_floor_enter", "a_copy"),
+            "floor_enter_over_a_cpu": ratio(cpu, "g_floor_enter", "a_copy"),
+            "f_enter_over_floor": ratio(wall, "f_inplace_enter", "g_floor_enter"),
+            "f_enter_exit_over_floor": ratio(wall, "f_inplace_enter_exit", "g_floor_enter_exit"),
+            "f_enter_exit_over_floor_cpu": ratio(cpu, "f_inplace_enter_exit",
+                                                 "g_floor_enter_exit"),
+            "f_enter_exit_over_floor_ber_0.1%": ratio(wall, "f_inplace_enter_exit_ber_0.1%",
+                                                      "g_floor_enter_exit_ber_0.1%"),
             "mrfi_over_inplace_random_errors": ratio(wall, mrfi, "f_inplace_random_enter_exit"),
             "mrfi_over_inplace_random_errors_cpu": ratio(cpu, mrfi, "f_inplace_random_enter_exit"),
             "end_to_end_mrfi_over_perturbed": ratio(wall, mrfi, "b_perturbed_with_dequantize"),
@@ -245,12 +327,16 @@ def main() -> None:
         "c_cpu<=0.050s": cpu["c_draw_random_chip"] <= 0.05,
         "f_enter_over_a<=3": r["f_enter_over_a"] <= 3,
         "f_enter_over_a_cpu<=3": r["f_enter_over_a_cpu"] <= 3,
+        "floor_enter_over_a<=3": r["floor_enter_over_a"] <= 3,
         "mrfi_over_inplace>=20": None if r["headline_end_to_end_mrfi_over_inplace"] is None
         else r["headline_end_to_end_mrfi_over_inplace"] >= 20,
+        "floor_mrfi_over_scatter>=20": None if r["floor_mrfi_over_scatter_enter_exit"] is None
+        else r["floor_mrfi_over_scatter_enter_exit"] >= 20,
         "d_over_b>=100": r["d_over_b"] >= 100,
         "image_only_mrfi_over_b>=20": None if r["image_only_mrfi_over_faulty_image"] is None
         else r["image_only_mrfi_over_faulty_image"] >= 20}
-    write_result("inject.json", result)
+    result["threads"] = {"numba": numba.get_num_threads(), "torch": torch.get_num_threads()}
+    write_result(f"{args.out}.json", result)
     for k, v in result["median_s"].items():
         c = result["cpu_s"].get(k)
         print(f"{k:34s} {v * 1e3:10.2f} ms" + (f"   cpu {c * 1e3:10.2f} ms" if c else ""))
