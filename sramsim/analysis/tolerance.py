@@ -452,8 +452,9 @@ def mapping_energies(n_bytes: int, layer_bytes, geometry, energy, voltage: float
 
     error-aware orders the subarrays by their *expected* BER at the tolerable BER on the chip
     `dram_chip(geometry, curve, voltage, seed, error_model)` (`placement.expected_partition_bers`:
-    the chip's own line multipliers, no cell drawn: a 4 Gb part at BER 1e-1 in about a second,
-    where drawing the chip took minutes and ~30 GB), equal expectations in drmap order
+    the chip's own line multipliers, no cell drawn: 4 Gb part, any BER, <= 0.14 s, 2-3.5 s for
+    model 1's 8.4 M bitlines; drawing the chip took 16-28 s at 1e-2 and, at 1e-1, ~26 GiB, more
+    than a 24 GiB machine: benchmarks/bench_eval_paths.py), equal expectations in drmap order
     (`placement.partition_order`), every layer given the tolerable BER; without a voltage it is
     left out (no operating point to order partitions at). The energy depends on the ranking only
     through the banks and rows the image's subarrays occupy."""
