@@ -13,7 +13,9 @@ the peak resident memory of one size never contaminates the next) that measures:
    --old-up-to weights, the whole-model load_clean it replaced), at each BER (finfet14
    voltages); a plain copy of the memory image in the same process as the baseline;
  - peak resident memory (VmHWM, reset before each stage) of each stage, as a multiple of the
-   float model's own parameter memory, raw and less the process's memory before the model.
+   float model's own parameter memory, raw and less the process's memory before the model;
+   beside it the floor no run can go below (float model + memory image + the process before
+   the model) and the chip's own arrays (fault list and its address order).
 The parent fits log-log slopes of each cost against weights (>= 3 sizes) and against faults,
 and writes benchmarks/results/scale.json + scale.png.
 Run: `.venv/bin/python benchmarks/bench_scale.py [--sizes 10M,100M,300M,1B] [--bits 8]
@@ -289,6 +291,10 @@ def measure(size: str, bits: int, dtype: torch.dtype, old_up_to: float, seed: in
                         1024 * (again.peak_kib["old"] - rss0) / param_bytes}
     peaks = {k: 1024 * v for k, v in stage.peak_kib.items()}    # /proc counts KiB
     peaks["overall"] = max(peaks.values())
+    by_address = chip._by_address or ()
+    chip_bytes = sum(a.nbytes for a in (chip.address, chip.vfail, chip.kind, *by_address))
+    # what no run can go below: the float model, the memory image and the process before them
+    floor = param_bytes + qm.image.nbytes + 1024 * rss0
     return {
         "size": size, "d_model": CONFIGS[size][0], "layers": CONFIGS[size][1], "vocab": VOCAB,
         "dtype": str(dtype).replace("torch.", ""), "weights": counts["total"],
@@ -300,6 +306,10 @@ def measure(size: str, bits: int, dtype: torch.dtype, old_up_to: float, seed: in
         "image_copy_s": copy_s,
         "apply_restore_over_image_copy": points[-1]["apply_restore_s"] / copy_s,
         "weights_restored_exactly": restored,
+        "chip_bytes": chip_bytes,
+        "floor_bytes": floor,
+        "floor_over_param_bytes": floor / param_bytes,
+        "peak_over_floor": peaks["overall"] / floor,
         "rss_before_model_bytes": 1024 * rss0,
         "peak_rss_bytes": peaks,
         "peak_over_param_bytes": {k: v / param_bytes for k, v in peaks.items()},
@@ -356,6 +366,8 @@ def plot(rows: list[dict], path: Path) -> None:
     a1.set_ylabel("seconds")
     a1.legend(fontsize=8)
     a2.axhline(1.3, color="k", ls=":", label="target 1.3x")
+    a2.loglog(w, [r["floor_over_param_bytes"] for r in rows], "k--", lw=1,
+              label="floor: float model + image + process")
     for stage, style, label in (("quantized", "o-", "quantizing"), ("overall", "s-", "whole run")):
         a2.loglog(w, [r["peak_over_param_bytes"][stage] for r in rows], style,
                   label=label)

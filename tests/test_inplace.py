@@ -139,6 +139,7 @@ def test_many_work_items_any_thread_count_bit_identical(monkeypatch, bits, word_
     import numba
     from sramsim.inject import kernels
     monkeypatch.setattr(kernels, "PIECE", 3)
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_ITEMS", 2)
     model = small_model()
     qm = QuantizedModel(model, bits=bits, scheme="rquant", word_bits=word_bits,
                         include_bias=True)

@@ -285,9 +285,8 @@ def faults_applied(qm, model: nn.Module, source, voltage: float | None = None, o
         views = _views(slot, params)
         written = np.empty(lo.shape[0], dtype=np.int64)
         changed = np.empty(lo.shape[0], dtype=np.int64)
-        # the parallel kernels only with work items and threads to share them (on one thread,
-        # or for one item, waking the thread pool costs more than the work)
-        many = lo.shape[0] > 1 and numba.get_num_threads() > 1
+        # the parallel kernels only with threads and enough work items to share among them
+        many = lo.shape[0] >= kernels.PARALLEL_MIN_ITEMS and numba.get_num_threads() > 1
         none = f.xor[:0]
         (kernels.write_faulty_codes if many else kernels.write_faulty_codes_serial)(
             qm.image, f.byte, f.xor, none if f.clear is None else f.clear,
