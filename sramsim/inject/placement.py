@@ -15,9 +15,9 @@ Policies (`POLICIES`), each an order over the chip's slots; the image fills it f
                bank (bank-level parallelism), then the next subarray (row + subarray_rows,
                subarray-level parallelism), then the next row inside the subarrays.
   error-aware  EDEN (Koppula et al., MICRO 2019): partitions (banks or subarrays) sorted by their
-               BER at the operating voltage, layers sorted by their tolerable BER; the most
-               sensitive layer takes the most reliable partitions, each partition filled in drmap
-               order. A layer no remaining partition meets goes to the most reliable remaining ones
+               BER at the operating voltage (equal BERs in drmap order: `partition_order`),
+               layers sorted by their tolerable BER; the most sensitive layer takes the most
+               reliable partitions, each partition filled in drmap order. A layer no remaining partition meets goes to the most reliable remaining ones
                and the Placement's `warnings` say so. (A burst shared by two layers follows the
                more sensitive one.)
 
@@ -331,7 +331,8 @@ def expected_partition_bers(geometry: DramGeometry, ber: float, seed: int = 0, m
     A cell of line multiplier f is faulty with probability min(1, ber * f) (`dram_errors`), so a
     partition's expectation is the mean of that over its cells; the multipliers are the chip's
     own (`line_factors`, the same seed stream). O(lines): partitions (model 0), bitlines of the
-    part (model 1: 8.4 M on the 4 Gb part, ~0.3 s), wordlines (model 2), one (model 3).
+    part (model 1: 8.4 M on the 4 Gb part, 2-3.5 s on a loaded 2-core machine), wordlines
+    (model 2), one (model 3).
     Where the model gives partitions the same expectation (model 3; model 0's subarrays of one
     bank with its default bank partition), they tie and `partition_order` takes them in drmap
     order."""
