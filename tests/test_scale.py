@@ -2,6 +2,7 @@
 bench_scale model builder: same bytes as packing all codes at once, weight counts as claimed."""
 from __future__ import annotations
 
+import pickle
 import sys
 from pathlib import Path
 
@@ -215,3 +216,6 @@ def test_byte_faults_in_address_order_equal_sorting_them():
                     if a is not None:
                         np.testing.assert_array_equal(a, b)
         assert plain._by_address is not None
+        copy = pickle.loads(pickle.dumps(chip))         # a sweep worker's copy keeps the order
+        assert copy == chip and copy._by_address is not None
+        np.testing.assert_array_equal(copy.byte_faults(0.8).byte, chip.byte_faults(0.8).byte)
