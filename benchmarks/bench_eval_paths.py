@@ -35,7 +35,7 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sweep import CACHE, trained_model  # noqa: E402
-from common import ROOT, median_time, write_result  # noqa: E402
+from common import ROOT, git_state, median_time, write_result  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -49,7 +49,7 @@ def cached(name: str, fn) -> dict:
     if path.exists():
         print(f"{name}: cached")
         return json.loads(path.read_text())
-    r = fn()
+    r = {**fn(), "commit": git_state()["commit"]}     # a cached piece may predate the run
     PIECES.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(r, indent=1) + "\n")
     print(f"{name}: {json.dumps(r)[:300]}")
