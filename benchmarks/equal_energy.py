@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, repo_path, write_result  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "mitigations" / "equal_energy"
-VOLTAGES = [0.9, 0.875, 0.85, 0.825, 0.8, 0.775, 0.75]    # 0.75 = the chips' v_floor
+VOLTAGES = [0.9, 0.875, 0.85, 0.8375, 0.825, 0.8125, 0.8, 0.775, 0.75]  # 0.75: v_floor
 VAL_VOLTAGES = [0.875, 0.85, 0.825, 0.8, 0.775, 0.75]
 MARGIN = 0.01
 TRAIN_POOL, VAL_SPLIT, EPOCHS = 10_000, 2_000, 3
