@@ -395,10 +395,14 @@ def plot(models: dict, path: Path) -> None:
                         (m["clean_accuracy"], nominal_net_saving(m)))
             bx.scatter([100 * acc], [100 * sav], s=60, label=name + ("" if op else " (nominal)"),
                        **style)
+            if op and m["extra_nominal_reads_per_read"] > 0:     # hollow: before the extras
+                free = 100 * op["saving_before_extra"]
+                bx.plot([100 * acc] * 2, [100 * sav, free], color=style["color"], ls=":", lw=1)
+                bx.scatter([100 * acc], [free], s=60, facecolors="none",
+                           edgecolors=style["color"], marker=style["marker"])
             where = f" {op['voltage']:g} V" if op else " (no voltage qualifies: nominal)"
-            bx.annotate(name + where,
-                        (100 * acc, 100 * sav), fontsize=7, xytext=(4, 3),
-                        textcoords="offset points")
+            bx.annotate(name + where, (100 * acc, 100 * sav), fontsize=7,
+                        xytext=(4, 3 - 9 * (i % 3)), textcoords="offset points")
         ref = res["methods"]["none"]["clean_accuracy"]
         ax.axhline(100 * (ref - MARGIN), color="gray", ls=":", lw=1)
         ax.set_xlabel("supply voltage (V / V_nom, finfet14)")
@@ -410,7 +414,8 @@ def plot(models: dict, path: Path) -> None:
         bx.set_xlabel("test accuracy % at the lowest voltage within 1 point of own and "
                       "unprotected clean")
         bx.set_ylabel("net weight-memory energy saving % (after the method's own costs)")
-        bx.set_title(f"{arch}: equal-accuracy operating point per method")
+        bx.set_title(f"{arch}: equal-accuracy operating point per method\n(hollow: before "
+                     "the generator's / remap table's reads at nominal voltage)", fontsize=10)
         bx.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -434,7 +439,7 @@ def table(models: dict) -> str:
                   if op else f"{'-':>5} {'-':>6} {100 * nominal_net_saving(m):6.1f}"
                   " at nominal")
             lines.append(f"  {name:19} {100 * m['clean_accuracy']:6.2f} | " +
-                         " / ".join("-" if x is None else f"{x:.3f}" for x in v) +
+                         " / ".join("-" if x is None else f"{x:g}" for x in v) +
                          f" | {at} | {m['train_wall_s']:.0f}/{m['train_cpu_s']:.0f} | "
                          f"{m['knob_search_wall_s']:.0f}")
     return "\n".join(lines)
