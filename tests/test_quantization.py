@@ -22,6 +22,22 @@ def test_round_trip_error_at_most_half_step(scheme, bits):
     assert err <= q.delta / 2 + 1e-6
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("values", [[-3e-44] * 4, [1e-40, 2e-40, -1e-40], [0.0, 1e-45]])
+def test_weights_closer_than_float32_tiny_store_one_point(scheme, values):
+    """A step below float32's smallest normal cannot be divided by (hypothesis found -3e-44
+    re-encoding to another code): such a layer stores one point with a unit step."""
+    w = torch.tensor(values, dtype=torch.float32)
+    q = Q.layer_params(w, 8, scheme)
+    assert q.delta == 1.0
+    codes = Q.quantize(w, q)
+    back = Q.dequantize(codes, q)
+    assert torch.equal(Q.quantize(back, q), codes)
+    assert float((back - w).abs().max()) <= 1e-38
+    if scheme != "symmetric":
+        assert q.lo == q.hi == float(w.min()) and torch.all(codes == 0)
+
+
 def test_symmetric_msb_flip_moves_by_128_delta():
     w = torch.tensor([0.5, -0.25, 0.01, 1.0])
     q = Q.layer_params(w, 8, "symmetric")

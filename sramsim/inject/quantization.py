@@ -41,6 +41,9 @@ def check_scheme(scheme: str, bits: int) -> None:
         raise ValueError(f"bits must be one of {BITS}, got {bits!r}")
 
 
+_TINY = float(torch.finfo(torch.float32).tiny)
+
+
 def layer_params(w: torch.Tensor, bits: int, scheme: str) -> LayerQuant:
     """Per-layer scale (and range) from the (already clipped) float weights."""
     check_scheme(scheme, bits)
@@ -58,14 +61,19 @@ def range_params(lo: float, hi: float, bits: int, scheme: str) -> LayerQuant:
 
     Symmetric scales by max(|lo|, |hi|) = max|w|: exact, so a range gathered piece by piece
     (`layer_range`) gives the same LayerQuant as the whole tensor.
+
+    A step below float32's smallest normal number cannot be divided by in float32 (w / delta
+    overflows or loses its sign), so a layer whose weights all lie that close together is stored
+    as the one point `lo` (symmetric: as zeros) with a unit step.
     """
     if scheme == "symmetric":
         qmax = 2 ** (bits - 1) - 1
         amax = max(-lo, hi)
-        return LayerQuant(scheme, bits, amax / qmax if amax > 0 else 1.0)
+        return LayerQuant(scheme, bits, amax / qmax if amax / qmax >= _TINY else 1.0)
     steps = 2 ** bits - 1 if scheme == "asymmetric" else 2 * (2 ** (bits - 1) - 1)
-    delta = (hi - lo) / steps if hi > lo else 1.0
-    return LayerQuant(scheme, bits, delta, lo, hi)
+    if (hi - lo) / steps < _TINY:
+        return LayerQuant(scheme, bits, 1.0, lo, lo)
+    return LayerQuant(scheme, bits, (hi - lo) / steps, lo, hi)
 
 
 def quantize(w: torch.Tensor, q: LayerQuant) -> torch.Tensor:
