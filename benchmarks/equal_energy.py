@@ -50,7 +50,7 @@ from common import RESULTS, ROOT, repo_path, write_result  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "mitigations" / "equal_energy"
 VOLTAGES = [0.9, 0.875, 0.85, 0.8375, 0.825, 0.8125, 0.8, 0.775, 0.75]  # 0.75: v_floor
-VAL_VOLTAGES = [0.875, 0.85, 0.825, 0.8, 0.775, 0.75]
+VAL_VOLTAGES = VOLTAGES    # was 0.875..0.75: no resnet20 candidate qualified there
 MARGIN = 0.01
 TRAIN_POOL, VAL_SPLIT, EPOCHS = 10_000, 2_000, 3
 EOPM_SECONDS, EOPM_N, EOPM_LAMBDA, NF_TRAIN_VOLTAGE = 75.0, 4, 5.0, 0.8
@@ -279,7 +279,10 @@ def run_model(arch: str, data: tuple) -> dict:
         rows = {}
         for key, (path, meta) in keyed.items():
             e = (extra or {}).get(key, 0.0)
-            r = validate(key, path, e, (inputs or {}).get(key))
+            clip = meta.get("clip") if meta.get("bench_config", {}).get("options", {}).get(
+                "randbet_p") else None     # RandBET candidates depend on the chosen clip
+            r = validate(key if clip is None else f"{key}-clip{clip:g}", path, e,
+                         (inputs or {}).get(key))
             rows[key] = {"val_clean_accuracy": r["clean_accuracy"],
                          "val_points": r["points"], "score": val_score(r, ref_val, e),
                          "train_wall_s": meta["train_wall_s"], "train_cpu_s": meta["train_cpu_s"]}
