@@ -99,13 +99,8 @@ def main() -> None:
     write_result("protection.json", result)
 
 
-def plot(rows: dict, path: Path) -> None:
-    """Accuracy vs voltage per method (95% CI over chips) and saving at the lowest voltage within
-    1 point of the method's own clean accuracy."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+def accuracy_vs_voltage(ax, rows: dict) -> None:
+    """One line per method: mean accuracy over the chips with its 95% interval."""
     for name, r in rows.items():
         pts = sorted(r["points"], key=lambda p: p["voltage"])
         ax.errorbar([p["voltage"] for p in pts], [100 * p["accuracy_mean"] for p in pts],
@@ -113,6 +108,16 @@ def plot(rows: dict, path: Path) -> None:
     ax.set_xlabel("supply voltage (V / V_nom, finfet14)")
     ax.set_ylabel("accuracy % (mean ± 95% CI over 5 chips)")
     ax.legend(fontsize=8)
+
+
+def plot(rows: dict, path: Path) -> None:
+    """Accuracy vs voltage per method (95% CI over chips) and saving at the lowest voltage within
+    1 point of the method's own clean accuracy."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    accuracy_vs_voltage(ax, rows)
     names = list(rows)
     savings = [100 * (r["lowest_within_own_clean"] or {"saving": 0})["saving"] for r in rows.values()]
     bx.bar(names, savings)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, repo_path, write_result  # noqa: E402
-from protection_sweep import MARGIN, lowest_within  # noqa: E402
+from protection_sweep import MARGIN, accuracy_vs_voltage, lowest_within  # noqa: E402
 
 STUTZ = Path(__file__).resolve().parent / ".cache" / "stutz"
 CACHE = Path(__file__).resolve().parent / ".cache" / "stutz_chips"
@@ -73,14 +73,8 @@ def plot(rows: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, r in rows.items():
-        pts = sorted(r["points"], key=lambda p: p["voltage"])
-        ax.errorbar([p["voltage"] for p in pts], [100 * p["accuracy_mean"] for p in pts],
-                    yerr=[100 * p["ci95"] for p in pts], marker="o", ms=3, capsize=2, label=name)
-    ax.set_xlabel("supply voltage (V / V_nom, finfet14)")
-    ax.set_ylabel("accuracy % (mean ± 95% CI over 5 chips)")
+    accuracy_vs_voltage(ax, rows)
     ax.set_title("stutz_highber.py's models on the shipped chips", fontsize=9)
-    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
