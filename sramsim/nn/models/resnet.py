@@ -59,26 +59,30 @@ def _shortcut(cin: int, cout: int, stride: int, norm: str) -> nn.Module:
 
 
 class ResNet(nn.Module):
+    """3x3 stem of widths[0] channels, one stage per width (stride 1, then 2) of `layers[i]`
+    blocks each, global average pool, linear. Stages are `layer1`, `layer2`, ... in order."""
+
     def __init__(self, block, layers: list[int], in_channels: int = 3, num_classes: int = 10,
-                 norm: str = "batch"):
+                 norm: str = "batch", widths: tuple[int, ...] = (64, 128, 256, 512)):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
-        self.bn1 = norm2d(norm, 64)
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = norm2d(norm, widths[0])
         self.relu = nn.ReLU(inplace=True)
-        cin, stages = 64, []
-        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
+        cin, self.stages = widths[0], []
+        for i, (planes, n) in enumerate(zip(widths, layers)):
             blocks = []
             for k in range(n):
                 blocks.append(block(cin, planes, 2 if (k == 0 and i > 0) else 1, norm))
                 cin = planes * block.expansion
-            stages.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            self.stages.append(f"layer{i + 1}")
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x):
         x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        for name in self.stages:
+            x = getattr(self, name)(x)
         return self.fc(self.pool(x).flatten(1))
 
 
@@ -90,32 +94,7 @@ def resnet50(in_channels: int = 3, num_classes: int = 10, norm: str = "batch") -
     return ResNet(Bottleneck, [3, 4, 6, 3], in_channels, num_classes, norm)
 
 
-class CifarResNet(nn.Module):
-    """He et al.'s 6n+2-layer CIFAR ResNet: 3x3 stem of 16 channels, stages of 16/32/64
-    channels (stride 1, 2, 2) with n BasicBlocks each, global average pool, linear."""
-
-    def __init__(self, blocks_per_stage: int, in_channels: int = 3, num_classes: int = 10,
-                 norm: str = "batch"):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
-        self.bn1 = norm2d(norm, 16)
-        self.relu = nn.ReLU(inplace=True)
-        cin, stages = 16, []
-        for i, planes in enumerate((16, 32, 64)):
-            blocks = []
-            for k in range(blocks_per_stage):
-                blocks.append(BasicBlock(cin, planes, 2 if (k == 0 and i > 0) else 1, norm))
-                cin = planes
-            stages.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3 = stages
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, num_classes)
-
-    def forward(self, x):
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(self.pool(x).flatten(1))
-
-
-def resnet20(in_channels: int = 3, num_classes: int = 10, norm: str = "batch") -> CifarResNet:
-    return CifarResNet(3, in_channels, num_classes, norm)
+def resnet20(in_channels: int = 3, num_classes: int = 10, norm: str = "batch") -> ResNet:
+    """He et al.'s 6n+2-layer CIFAR ResNet with n = 3: a 16-channel stem and stages of 16/32/64
+    channels of three BasicBlocks each."""
+    return ResNet(BasicBlock, [3, 3, 3], in_channels, num_classes, norm, widths=(16, 32, 64))
