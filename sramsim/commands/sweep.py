@@ -7,6 +7,7 @@ from sramsim.commands.main import (add_protection_arguments, check_writable, int
                                    print_json, seed)
 from sramsim.memory.curves import BUILTINS
 from sramsim.errors import InputError
+from sramsim.inject import quantization as Q
 
 
 def register(subparsers) -> None:
@@ -42,7 +43,7 @@ def register(subparsers) -> None:
                    help="the head (GCS) address of a Ray cluster to join, e.g. 127.0.0.1:6379 "
                         "(default: start a local Ray); README: Sweeps on a Ray cluster")
     p.add_argument("--bits", default=None, choices=("8", "4", "2"), help="override the checkpoint's bits")
-    p.add_argument("--scheme", default=None, choices=("symmetric", "asymmetric", "rquant"),
+    p.add_argument("--scheme", default=None, choices=Q.SCHEMES,
                    help="override the checkpoint's quantization scheme")
     p.add_argument("--batch-size", default="1000", metavar="B", help="evaluation batch (default 1000)")
     p.add_argument("--leakage-share", default="0", metavar="S",

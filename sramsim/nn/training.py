@@ -79,6 +79,7 @@ class TrainOptions:
             raise InputError(f"--bits must be one of {', '.join(map(str, Q.BITS))}, got {self.bits!r}")
         if self.scheme not in Q.SCHEMES:
             raise InputError(f"--scheme must be one of {', '.join(Q.SCHEMES)}, got {self.scheme!r}")
+        Q.check_scheme(self.scheme, self.bits)         # a scheme defined at these bits
         if self.optimizer not in OPTIMIZERS:
             raise InputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
