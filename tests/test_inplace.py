@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from conftest import numba_thread_counts
 from sramsim import BerCurve, Chip, Geometry, QuantizedModel, RandomBitErrors
 from sramsim.errors import InputError
 from sramsim.inject import inplace
@@ -126,16 +127,12 @@ def test_ecc_bit_identical(ecc):
         assert_bitwise(qm.clean_weights(), params_of(work), ref)
 
 
-def thread_counts() -> list[int]:
-    import numba
-    return sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)})
-
-
 @pytest.mark.parametrize("bits", [8, 4, 2])
 @pytest.mark.parametrize("word_bits", [8, 16])
 def test_many_work_items_any_thread_count_bit_identical(monkeypatch, bits, word_bits):
     # 3 faulty bytes per work item: items start mid-segment, mid-tile and past the image; the
-    # parallel kernels run (2 threads where numba has them) and write exactly what 1 thread does
+    # parallel kernels run (2 and 3 threads where numba's pool has them; test_determinism runs 3
+    # in a process of its own) and write exactly what 1 thread does
     import numba
     from sramsim.inject import kernels
     monkeypatch.setattr(kernels, "PIECE", 3)
@@ -152,7 +149,7 @@ def test_many_work_items_any_thread_count_bit_identical(monkeypatch, bits, word_
         for chip in (small, large):
             for v, offset in ((0.8, 0), (0.75, 3), (0.75, -77)):
                 seen = []
-                for threads in thread_counts():
+                for threads in numba_thread_counts():
                     numba.set_num_threads(threads)
                     applied = check_against_perturbed(qm, work, lambda: chip, v, offset)
                     with qm.faults_applied(work, chip, v, offset):
@@ -161,7 +158,7 @@ def test_many_work_items_any_thread_count_bit_identical(monkeypatch, bits, word_
                 for _, p in seen:
                     assert_bitwise(seen[0][1], p, p)
         seen = []
-        for threads in thread_counts():          # random errors: the same draws, same weights
+        for threads in numba_thread_counts():          # random errors: the same draws, same weights
             numba.set_num_threads(threads)
             with qm.faults_applied(work, RandomBitErrors(0.05, MIXED, seed=4)) as applied:
                 seen.append((applied, params_of(work)))
