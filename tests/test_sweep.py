@@ -339,7 +339,6 @@ def _isolated_network() -> list[str]:
     return prefix
 
 
-@pytest.mark.slow
 def test_ray_threads_above_workers_schedules_and_matches(setup, tmp_path):
     """--workers 1 --threads 2: a local Ray sized for workers x threads CPUs places the actor
     (it asked for 2 CPUs of a 1-CPU Ray before, and hung); the points equal in-process ones.
