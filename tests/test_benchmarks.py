@@ -89,3 +89,43 @@ def test_paired_recovery_ratio_and_interval():
     assert r["recovery_points"]["ci95"][0] < gain.mean() < r["recovery_points"]["ci95"][1]
     with pytest.raises(ValueError, match="no accuracy lost"):
         paired_recovery(0.5, [0.6, 0.7], [0.6, 0.7])
+
+
+def _result(name: str) -> dict:
+    return json.loads((ROOT / "benchmarks" / "results" / name).read_text())
+
+
+def test_readme_transcripts_quote_their_result_files():
+    """The README's ECC, bit-placement, vuln and SNN figures are the numbers in the JSONs that
+    benchmarks/readme_figures.py wrote (issue 21, 9c): a re-run that changes them fails here
+    until the README is updated."""
+    readme = (ROOT / "README.md").read_text()
+    ecc = _result("readme_ecc.json")["runs"]
+    for run in ("plain", "secded72"):
+        rows = [line for line in ecc[run]["table"] if line[:9].strip().replace(".", "").isdigit()]
+        assert len(rows) == 5 and all(f"    {row}\n" in readme for row in rows), run
+    at = {p["voltage"]: p for p in ecc["secded13"]["points"]}
+    assert f"`secded13` keeps {100 * at[0.825]['accuracy_mean']:.1f}% down to 0.825 and " \
+           f"{100 * at[0.8]['accuracy_mean']:.1f}%" in readme.replace("\n", " ")
+
+    placement = _result("readme_placement.json")["shipped"]
+    lines = readme.splitlines()
+    head = next(i for i, ln in enumerate(lines) if "linear (± CI95)" in ln)
+    for i, line in enumerate(lines[head + 1:head + 5]):      # the three sweeps side by side
+        lin, shu, skip = (placement[p]["points"][i] for p in ("linear", "shuffle", "skip-faulty-words"))
+        want = [f"{lin['voltage']:g}", f"{lin['ber']:.3g}", f"{100 * lin['accuracy_mean']:.2f}%",
+                f"({100 * lin['ci95']:.2f})", f"{100 * shu['accuracy_mean']:.2f}%",
+                f"({100 * shu['ci95']:.2f})", f"{100 * skip['accuracy_mean']:.2f}%",
+                f"({100 * skip['bit_placement']['skipped_share']:.1f}%"]
+        got = line.replace("(", " (").replace("( ", "(").split()
+        assert [w.rstrip(")") if w.endswith("%)") else w for w in got
+                if w[0].isdigit() or w[0] == "("][:8] == want, line
+
+    vuln = _result("readme_vuln.json")["runs"]
+    sign = next(b for b in vuln["linear"]["bits"] if b["bit"] == 7)
+    assert f"puts {sign['faulty_bits_mean']:,.0f} faulty sign bits per map and an " \
+           f"{100 * sign['drop_mean']:.2f}-point drop" in readme.replace("\n", " ")
+
+    for row in _result("readme_snn.json")["rows"]:
+        line = next(ln for ln in readme.splitlines() if ln.startswith(f"| {row['model']} |"))
+        assert f"| {100 * row['test_accuracy_8bit']:.2f}% | {100 * row['float_test_accuracy']:.2f}% |" in line
