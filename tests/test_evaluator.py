@@ -177,3 +177,28 @@ def test_tolerance_search_takes_the_reference():
     strict = T.search(model, data, reference=higher, **kw)
     assert strict["tolerable_ber"] is None and strict["bound"] == "below the lowest BER scanned"
     assert strict["reference"]["label"] == "an unreachable control"
+
+
+def test_a_pytorch_quantized_model_runs_on_a_copy_the_evaluator_owns():
+    import torch.ao.quantization as tq
+
+    from sramsim import TorchQuantizedModel
+    from sramsim.memory.chip import Faults
+    torch.manual_seed(0)
+    float_model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 5), torch.nn.ReLU(),
+                                      torch.nn.Linear(5, 3)).eval()
+    model = tq.quantize_dynamic(float_model, {torch.nn.Linear}, dtype=torch.qint8)
+    _, data = world()
+    tqm = TorchQuantizedModel(model)
+    ref = model(data.x)
+    ev = Evaluator(tqm)
+    assert ev.model is not model
+    fault = Faults(np.array([8 * 3 + 7], dtype=np.uint64), np.zeros(1, np.uint8))
+    with ev.faults(fault) as run:
+        assert run.changed and not torch.equal(run.model(data.x), ref)
+        assert torch.equal(model(data.x), ref)               # the user's model: never written
+    with tqm.loaded(tqm.faulty_image(fault)):                 # the primitive, by hand
+        by_hand = evaluate(model, data)
+    assert ev.evaluate(data, fault) == {**by_hand, "changed": True}
+    with pytest.raises(InputError, match="ecc is not modelled"):
+        Evaluator(tqm, MemoryLayout(ecc="secded72"))
