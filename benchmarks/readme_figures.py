@@ -6,12 +6,12 @@ the numbers); the README quotes these files.
 - ecc: `sramsim sweep` of README step 3's CNN (`train-base --epochs 1 --limit 10000`) on the five
   shipped chips, 0.9..0.8 V, 1,000 test images: plain, SECDED (72,64) with policies keep and zero,
   SECDED (13,8).
-- placement: the same CNN, 0.875..0.8 V, 2,000 test images, `--placement linear | shuffle |
+- placement: the same CNN, 0.875..0.8 V, 2,000 test images, `--bit-placement linear | shuffle |
   skip-faulty-words` on the shipped chips and on an imported profile (bitmaps made here: per-cell
   Vmin ~ N(0.706, 0.055), 4 weak bitlines 0.05 V higher, failing cells 55% 1->0, 35% 0->1, 10%
   both ways, tested at 0.875..0.8, imported with `sramsim profile import`); then placements planned
   at a higher voltage than the memory runs at (0.825 -> 0.8 and 0.85 -> 0.825), through
-  `QuantizedModel.plan_bits`.
+  `MemoryLayout(bit_placement=..., planning_voltage=...)`.
 - vuln: `sramsim vuln --by bit` on the shipped chips at 0.8 V, 5 maps, 2,000 images, linear and
   shuffle.
 - snn: `sramsim train-base` of snn-fc400, snn-fc900, diehl-cook400 and snn-conv12 at sizes this
@@ -141,7 +141,7 @@ def imported_profile() -> tuple[str, dict]:
 def planned_elsewhere(limit: int) -> dict:
     """Placements planned from the map at a higher voltage than the memory runs at: accuracy per
     shipped chip (one thread, as sweeps run)."""
-    from sramsim import Chip, QuantizedModel
+    from sramsim import Chip, MemoryLayout, QuantizedModel
     from sramsim.analysis.executors import pinned_threads
     from sramsim.nn.data import load_dataset
     from sramsim.nn.evaluation import evaluate
@@ -156,8 +156,10 @@ def planned_elsewhere(limit: int) -> dict:
             for path in PROFILES:
                 chip = Chip.load(path)
                 for policy in PLACEMENTS:
-                    kw = {} if policy == "linear" else {"bit_placement": qm.plan_bits(chip, plan_v, policy)}
-                    acc[policy].append(evaluate(model, ds, qm.perturbed(chip, run_v, **kw))["accuracy"])
+                    layout = MemoryLayout(bit_placement=policy, planning_voltage=(
+                        None if policy == "linear" else plan_v))
+                    weights = qm.perturbed(chip, run_v, layout=layout)
+                    acc[policy].append(evaluate(model, ds, weights)["accuracy"])
             out[f"planned {plan_v} run {run_v}"] = {
                 p: {"per_chip": a, "mean": float(np.mean(a)), "min": float(np.min(a))}
                 for p, a in acc.items()}
@@ -166,10 +168,10 @@ def planned_elsewhere(limit: int) -> dict:
 
 def part_placement() -> dict:
     shipped = {p: sweep(f"placement-{p}", PROFILES, "0.875:0.8:-0.025", 2000,
-                        ["--placement", p]) for p in PLACEMENTS}
+                        ["--bit-placement", p]) for p in PLACEMENTS}
     path, made = imported_profile()
     imported = {p: sweep(f"placement-imported-{p}", [path], "0.875:0.8:-0.025", 2000,
-                         ["--placement", p]) for p in PLACEMENTS}
+                         ["--bit-placement", p]) for p in PLACEMENTS}
     from sramsim import Chip
     chip = Chip.load(path)
     return {"shipped": shipped, "imported_profile": {**made, "name": repo_path(path),
@@ -182,7 +184,7 @@ def part_vuln() -> dict:
     for placement in ("linear", "shuffle"):
         argv = ["vuln", "--model", str(CNN), "--data", "fashion-mnist", "--profile", *PROFILES,
                 "--voltage", "0.8", "--models", "5", "--by", "bit", "--limit", "2000",
-                "--no-progress", "--placement", placement]
+                "--no-progress", "--bit-placement", placement]
         t0 = time.perf_counter()
         report = json.loads("\n".join(cli([*argv, "--json"])))
         from sramsim.commands.vuln import print_table

@@ -23,9 +23,9 @@ n = int(sys.argv[1])
 torch.set_num_threads(n)
 numba.set_num_threads(n)
 from sramsim import BerCurve, Chip, Geometry, QuantizedModel, RandomBitErrors
-from sramsim.inject import ecc, kernels
+from sramsim.inject import ecc, inplace, weight_kernels as kernels
 from sramsim.inject.mapping import apply_faults
-from sramsim.inject.placement import apply_placed, place
+from sramsim.inject.dram_mapping import apply_placed, place
 from sramsim.memory.dram import DramGeometry
 from sramsim.memory.dram_errors import dram_chip
 
@@ -70,7 +70,7 @@ for bits, scheme in ((8, "symmetric"), (8, "stutz-symmetric"), (4, "rquant"), (2
     qm = QuantizedModel(model, bits=bits, scheme=scheme, include_bias=True)
     small = Chip.random(Geometry(8, 32), curve, 0.75, seed=1, kinds={"flip": 2, "stuck0": 1, "stuck1": 1})
     for source, v, offset in ((small, 0.75, 3), (small, 0.8, -77), (RandomBitErrors(0.05, seed=4), None, 0)):
-        with qm.faults_applied(model, source, v, offset) as applied:
+        with inplace.faults_applied(qm, model, source, v, offset) as applied:
             weights += [p.detach().clone().numpy() for p in model.parameters()]
             weights.append(np.array([applied.changed_bytes, applied.changed_weights]))
 digest("in-place weights", *weights)
