@@ -137,6 +137,20 @@ def test_stutz_rquant_one_point_layer_is_the_centre_code():
     assert torch.all(values == f32(0.3))                          # any code reads the one point
 
 
+@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("values", [[1e-40, 2e-40, -1e-40], [0.0, 1e-45], [-3e-44] * 3])
+def test_stutz_rquant_subnormal_ranges_stay_finite_and_in_range(bits, values):
+    """A range of subnormal width is divided by, not multiplied into a step: codes stay valid,
+    every code decodes to a finite value in [min, max], the error stays below half a step."""
+    w = torch.tensor(values)
+    q = Q.layer_params(w, bits, "stutz-rquant")
+    codes = Q.quantize(w, q)
+    assert int(codes.min()) >= 1 and int(codes.max()) < 2 ** bits
+    every = Q.dequantize(torch.arange(2 ** bits, dtype=torch.uint8), q)
+    assert torch.isfinite(every).all() and float(every.min()) >= q.lo and float(every.max()) <= q.hi
+    assert float((Q.dequantize(codes, q) - w).abs().max()) <= q.delta / 2 + 1e-45
+
+
 def test_a_flip_near_the_centre_goes_opposite_ways_in_the_two_conventions():
     """The issue the separate schemes exist for: a weight at the middle of its layer's range is
     code 127 in rquant and 128 in stutz-rquant, so the same MSB flip sends it to 255 (the top of
