@@ -58,7 +58,8 @@ class ByteMasks:
 @dataclass(frozen=True)
 class ByteFaults:
     """The faulty bytes of a memory, ascending, with their masks: byte `byte[i]` reads back as
-    ((stored ^ xor[i]) & ~clear[i]) | set[i]. clear and set are None when no fault is stuck-at."""
+    `kernels.read_byte(stored, xor[i], clear[i], set[i])`. clear and set are None when no fault
+    is stuck-at."""
 
     byte: np.ndarray                  # int64, strictly ascending
     xor: np.ndarray                   # uint8
