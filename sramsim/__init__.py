@@ -2,7 +2,7 @@
 
 Layers, each importing only those below it: `commands` -> `analysis` -> `nn` -> `inject` -> `memory`.
 """
-from sramsim._moved import install as _install_moved_names
+from sramsim._version import __version__
 from sramsim.memory.chip import Chip, Faults, VoltageError
 from sramsim.memory.curves import BerCurve
 from sramsim.memory.dram import DramGeometry
@@ -11,9 +11,6 @@ from sramsim.memory.random_errors import RandomBitErrors
 
 __all__ = ["BerCurve", "Chip", "DramGeometry", "Faults", "Geometry", "QuantizedModel", "RandomBitErrors",
            "TorchQuantizedModel", "VoltageError"]
-__version__ = "0.1.0"
-
-_install_moved_names()
 
 
 def __getattr__(name: str):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from sramsim.commands.main import check_writable, integer, print_json
 from sramsim.errors import InputError
+from sramsim.memory.shipped import ALL as SHIPPED, resolve_profiles
 
-SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 DEFAULT_VOLTAGES = "1.0:0.75:-0.025"
 
 
@@ -29,21 +29,14 @@ def register(subparsers) -> None:
     p.add_argument("--limit", default=None, metavar="N",
                    help="first N train/test samples only (quick runs)")
     p.add_argument("--profiles", nargs="+", default=None, metavar="H5",
-                   help="chip profiles (default: the shipped profiles/finfet14-8192x128-s*.h5)")
+                   help="chip profiles: files, shipped:NAME, or shipped (the default: every "
+                        "profile `sramsim profile list` shows)")
     p.add_argument("--voltages", default=DEFAULT_VOLTAGES, metavar="LIST",
                    help=f"voltages to sweep (default {DEFAULT_VOLTAGES})")
     p.add_argument("--workers", default="2", metavar="W", help="sweep workers (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run)
-
-
-def shipped_profiles() -> list[Path]:
-    """The finfet14 chip profiles that ship in profiles/ (the demo's default chips)."""
-    paths = sorted(SHIPPED_PROFILES.glob("finfet14-8192x128-s*.h5"))
-    if not paths:
-        raise InputError(f"no shipped profiles found in {SHIPPED_PROFILES}; pass --profiles")
-    return paths
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(cache, "--cache" if args.cache else "--out", folder=True)
     # Voltages and chips are checked before the base model trains, not after.
     voltages = parse_voltages(args.voltages)
-    profiles = [Path(p) for p in args.profiles] if args.profiles else shipped_profiles()
+    profiles = resolve_profiles(args.profiles or [SHIPPED])
     for path in profiles:
         try:
             Chip.load(path).check_voltage(min(voltages))

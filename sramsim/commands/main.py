@@ -19,7 +19,9 @@ COMMANDS = ("profile", "train_base", "sweep", "energy", "demo", "vuln", "dram", 
 def build_parser(prog: str = "sramsim", package: str = "sramsim.commands",
                  commands=COMMANDS) -> argparse.ArgumentParser:
     """The parser of `prog`: one subcommand per module `package.NAME` for NAME in `commands`."""
+    from sramsim._version import __version__
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in commands:
         # No try/except: a subcommand module that fails to import is a bug to surface, not a

@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--data", default="fashion-mnist", metavar="SPEC",
                    help="fashion-mnist, mnist or a dataset directory (default fashion-mnist)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--profiles", nargs="+", metavar="H5", help="chip profile files")
+    src.add_argument("--profiles", nargs="+", metavar="H5",
+                     help="chip profiles: files, shipped:NAME, or shipped (all shipped profiles)")
     src.add_argument("--chips", metavar="N", help="N random chips drawn from --curve")
     p.add_argument("--curve", default="finfet14", choices=sorted(BUILTINS),
                    help="BER curve of random chips (default finfet14)")
@@ -64,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     voltages = S.parse_voltages(args.voltages)
     check_writable(args.out, "--out", folder=True)      # before any chip is drawn or point run
     if args.profiles:
-        chips = S.profile_chips(args.profiles)
+        from sramsim.memory.shipped import resolve_profiles
+        chips = S.profile_chips([str(p) for p in resolve_profiles(args.profiles)])
     else:
         chips = S.random_chips(integer(args.chips, "--chips"), args.curve, integer(args.rows, "--rows"),
                                integer(args.cols, "--cols"), integer(args.banks, "--banks"),

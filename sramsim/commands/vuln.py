@@ -23,7 +23,9 @@ def register(subparsers) -> None:
                    help="fashion-mnist, mnist or a dataset directory (default fashion-mnist)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ber", metavar="P", help="random bit errors at rate P (e.g. 0.01)")
-    src.add_argument("--profile", nargs="+", metavar="H5", help="chip profiles (with --voltage)")
+    src.add_argument("--profile", nargs="+", metavar="H5",
+                     help="chip profiles (with --voltage): files, shipped:NAME, or shipped (all "
+                          "shipped profiles)")
     p.add_argument("--voltage", metavar="V", help="supply voltage of the --profile chips")
     p.add_argument("--models", default="10", metavar="M", help="fault maps to average over (default 10)")
     p.add_argument("--limit", default=None, metavar="N", help="use the first N test samples")
@@ -59,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         if args.voltage is None:
             raise InputError("--profile needs --voltage V")
         voltage = number(args.voltage, "--voltage")
-        chips = [Chip.load(path) for path in args.profile]
+        from sramsim.memory.shipped import resolve_profiles
+        chips = [Chip.load(path) for path in resolve_profiles(args.profile)]
         for chip in chips:
             chip.check_voltage(voltage)
     else:

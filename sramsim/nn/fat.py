@@ -30,10 +30,12 @@ import torch
 from torch import nn
 
 from sramsim.errors import InputError, check_ber
+from sramsim.memory.shipped import resolve_profiles
 
 CURRICULA = ("log", "linear", "constant")
 DEFAULT_START = 1e-5
-SOURCE_HELP = "random, dram:model0..dram:model3, or chips:PROFILE.h5[,PROFILE2.h5...]"
+SOURCE_HELP = ("random, dram:model0..dram:model3, or chips:PROFILE.h5[,PROFILE2.h5...] (shipped:NAME "
+               "or shipped for profiles that ship with sramsim)")
 
 
 def curriculum_ber(target: float, epoch: int, epochs: int, kind: str = "log",
@@ -79,6 +81,10 @@ def parse_source(text: str) -> tuple[str, object]:
         paths = [p for p in text[len("chips:"):].split(",") if p]
         if not paths:
             raise InputError(f"--fat-source {text!r}: name at least one profile file")
+        try:
+            paths = [str(p) for p in resolve_profiles(paths)]
+        except InputError as exc:
+            raise InputError(f"--fat-source: {exc}") from None
         for p in paths:
             if not Path(p).is_file():
                 raise InputError(f"--fat-source: {p}: no such profile file")
