@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from sramsim.commands.main import print_json
+from sramsim.commands.helptext import leaf
 from sramsim.nn.data import load_dataset
 from sramsim.errors import InputError
 
@@ -19,9 +20,17 @@ def register(subparsers) -> None:
     """Add `fusion train` to the fusion parser."""
     p = subparsers.add_parser(
         "train", help="train a generator with EOPM (resumes from DIR/checkpoint.pt)",
-        description="Train a NeuralFuse generator in front of a frozen quantized base model with "
-                    "EOPM: loss = CE(clean) + lam * mean CE(N perturbed models). Checkpoints every "
-                    "epoch into DIR and resumes when re-run with the same DIR and settings.")
+        **leaf("Train a NeuralFuse generator in front of a frozen quantized base model with "
+               "EOPM: loss = CE(clean) + lam * mean CE(N perturbed models). Checkpoints every "
+               "epoch into DIR and resumes when re-run with the same DIR and settings; DIR also "
+               "gets the loss curve (training.png).\n\n"
+               "The generator's own reads run at nominal voltage, so it must be small next to the "
+               "base model: on the default CNN use --width 0.25 (at the paper's width it costs "
+               "more energy than the low voltage saves; fusion eval prints the net saving).",
+               "fusion train --base cnn.pt --generator ConvS --width 0.25 --ber 0.01 --epochs 1 "
+               "--limit 5000 --out g/",
+               "fusion train --base cnn.pt --generator UNetS --width 0.25 --ber 0.015 --epochs 10 "
+               "--val-split 5000 --val-ber 0.01 --out g-unet/"))
     common.add_base_args(p)
     p.add_argument("--generator", default="ConvS", help=f"{', '.join(generators.NAMES)} (default ConvS)")
     p.add_argument("--width", default="1", metavar="W",
@@ -89,7 +98,12 @@ def run(args: argparse.Namespace) -> int:
     result = train_generator(qm, info, train_set, faults, config, epochs, out, device,
                              progress=not args.no_progress, budget_seconds=budget,
                              val_set=val_set, val_maps=val_maps, val_faults=val_faults)
-    summary = {"generator_file": str(out / GENERATOR_FILE), **{k: v for k, v in result.items()
+    from sramsim.analysis.plots import plot_training
+    plot = plot_training(result["history"], out / "training.png",
+                         title=f"{config.generator} (width {config.width:g}) with EOPM against "
+                               f"{_describe(result['fault_source'])}")
+    summary = {"generator_file": str(out / GENERATOR_FILE), "plot": plot,
+               **{k: v for k, v in result.items()
                                                                 if k != "history"},
                "history": result["history"]}
     if args.json:
@@ -104,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         if val:
             print(f"validation: best {val['best_score']:.4f} mean accuracy over {val['maps']} fault "
                   f"maps on {val['samples']} held-out images, epoch {val['best_epoch']} (written)")
-        print(f"wrote {out / GENERATOR_FILE}")
+        print(f"wrote {out / GENERATOR_FILE}, {plot}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`sramsim demo`: the main job on the embedded default data, end to end.
+"""`sramsim demo`: the main job end to end, on Fashion-MNIST and the shipped chips.
 
 Train (or reuse) the default 8-bit CNN on Fashion-MNIST, sweep the shipped finfet14 chips from
 nominal voltage down to 0.75, print the accuracy/energy table and where accuracy first drops by
@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from sramsim.commands.main import check_writable, integer, print_json
+from sramsim.commands.helptext import leaf
 from sramsim.errors import InputError
 from sramsim.memory.shipped import ALL as SHIPPED, resolve_profiles
 
@@ -20,7 +21,9 @@ DEFAULT_VOLTAGES = "1.0:0.75:-0.025"
 def register(subparsers) -> None:
     """Add `sramsim demo` to the parser."""
     p = subparsers.add_parser("demo", help="train/reuse the default CNN and sweep the shipped chips",
-                              description=__doc__.splitlines()[0])
+                              **leaf(" ".join(__doc__.split("\n\n")[1].split()),
+                                     "sramsim demo",
+                                     "sramsim demo --epochs 1 --limit 2000 --out quick-demo"))
     p.add_argument("--out", default="demo-out", metavar="DIR", help="output folder (default demo-out)")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="where the trained model is kept and reused (default OUT/cache)")

@@ -15,6 +15,7 @@ import argparse
 import math
 
 from sramsim.commands.main import check_writable, integer, number, print_json, seed
+from sramsim.commands.helptext import leaf, paragraph
 from sramsim.errors import InputError
 from sramsim.memory.dram import DEFAULT_PART
 from sramsim.memory.dram_curves import DEFAULT_DRAM_CURVE, dram_curve_names
@@ -27,17 +28,28 @@ def register(subparsers) -> None:
     """Add `sramsim dram` (info, energy, tolerance) to the parser."""
     p = subparsers.add_parser("dram", help="approximate DRAM: part energies, energy per "
                               "inference by placement, tolerable BER search",
-                              description=__doc__.splitlines()[0])
+                              description=paragraph(__doc__))
     sub = p.add_subparsers(dest="dram_command", required=True, metavar="SUBCOMMAND")
 
-    info = sub.add_parser("info", help="a part's capacity, geometry and energies at a voltage")
+    info = sub.add_parser("info", help="a part's capacity, geometry and energies at a voltage",
+                          **leaf("A DRAM part's capacity, geometry, per-command energies and "
+                                 "row-buffer hit / miss / conflict energies (DRAMPower's equations) "
+                                 "with its array supply at --voltage.",
+                                 "sramsim dram info --voltage 1.0",
+                                 "sramsim dram info --part MICRON_4Gb_LPDDR3-1333_32bit_A --json"))
     _common(info)
     info.add_argument("--voltage", metavar="V", help="lowered supply voltage in volts "
                       "(default: nominal)")
     info.set_defaults(func=run_info)
 
     energy = sub.add_parser("energy", help="DRAM energy of one inference of a model, per "
-                            "weight placement policy")
+                            "weight placement policy",
+                            **leaf("The DRAM energy of reading a model's weights once (one "
+                                   "inference) under each weight placement policy: its row-buffer "
+                                   "hits, misses and conflicts, and the energy at nominal and at "
+                                   "--voltage.",
+                                   "sramsim dram energy --model cnn.pt --mapping all --voltage 0.93",
+                                   "sramsim dram energy --model cnn.pt --mapping drmap --json"))
     _common(energy)
     energy.add_argument("--model", required=True, metavar="CKPT", help="model checkpoint")
     energy.add_argument("--mapping", default="all", choices=(*MAPPINGS, "all"),
@@ -48,7 +60,15 @@ def register(subparsers) -> None:
     energy.set_defaults(func=run_energy)
 
     tol = sub.add_parser("tolerance", help="largest BER (lowest voltage) keeping accuracy "
-                         "within a margin of fault-free")
+                         "within a margin of fault-free",
+                         **leaf("The largest bit error rate whose mean accuracy over --maps fault "
+                                "maps stays within --margin of the fault-free accuracy (a log grid "
+                                "scan, then bisection), the DRAM voltage it allows and the energy "
+                                "per placement there. Points are written to the output folder as "
+                                "they finish; a re-run with the same --out resumes.",
+                                "sramsim dram tolerance --model cnn.pt --margin 0.01 --maps 5 "
+                                "--limit 2000 --out tol",
+                                "sramsim dram tolerance --model cnn.pt --model-error 1 --out tol-em1"))
     _common(tol)
     tol.add_argument("--model", required=True, metavar="CKPT", help="model checkpoint")
     tol.add_argument("--data", default="fashion-mnist", metavar="SPEC",
@@ -292,6 +312,10 @@ def _ber_range(text: str) -> tuple[float, float]:
 def run_tolerance(args: argparse.Namespace) -> int:
     """`sramsim dram tolerance`."""
     r = tolerance_report(args)
+    if r["out"]:
+        from pathlib import Path
+        from sramsim.analysis.plots import plot_tolerance
+        r["plot"] = plot_tolerance(r, Path(r["out"]) / "tolerance.png")
     if args.json:
         print_json(r)
         return 0
@@ -313,5 +337,5 @@ def run_tolerance(args: argparse.Namespace) -> int:
               f"{100 * r['accuracy_mean']:.2f}% ± {100 * r['ci95']:.2f}")
     _energy_table(r["energy"], r["voltage"] is not None)
     if r["out"]:
-        print(f"wrote {r['out']}/points.jsonl, {r['out']}/tolerance.json")
+        print(f"wrote {r['out']}/points.jsonl, {r['out']}/tolerance.json, {r['plot']}")
     return 0

@@ -14,6 +14,7 @@ import numpy as np
 from sramsim.memory import profiles
 from sramsim.memory.chip import Chip
 from sramsim.commands.main import check_writable, integer, number, print_json, seed, voltage
+from sramsim.commands.helptext import leaf
 from sramsim.memory.curves import BerCurve
 from sramsim.errors import InputError
 from sramsim.memory.sizes import format_bytes
@@ -30,13 +31,22 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
 
     p = sub.add_parser("list", help="the chip profiles that ship with sramsim (use them as "
-                       "shipped:NAME)", description="The chip profiles that ship with sramsim: "
-                       "name, geometry, technology, capacity and file size. Any option that takes "
-                       "a profile file also takes shipped:NAME.")
+                       "shipped:NAME)", **leaf(
+                           "The chip profiles that ship with sramsim: name, geometry, technology, "
+                           "capacity and file size. Any option that takes a profile file also "
+                           "takes shipped:NAME, and lists of profiles take shipped for all of them.",
+                           "sramsim profile list", "sramsim profile list --json"))
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_list)
 
-    p = sub.add_parser("synth", help="a synthetic chip drawn from a voltage->BER curve")
+    p = sub.add_parser("synth", help="a synthetic chip drawn from a voltage->BER curve", **leaf(
+        "Draw a synthetic chip from a voltage-to-BER curve: every cell fails below its own "
+        "voltage, drawn so that the share of failing cells at V follows the curve, down to "
+        "--v-floor. The same --seed gives the same chip, bit for bit, on any machine.",
+        "sramsim profile synth --curve finfet14 --rows 1024 --cols 1024 --v-floor 0.75 --seed 7 "
+        "--out my.h5",
+        "sramsim profile synth --curve gaussian:0.706,0.055 --rows 8192 --cols 128 --v-floor 0.8 "
+        "--seed 0 --kinds flip=1,stuck0=0.5,stuck1=0.5 --out mixed.h5"))
     p.add_argument("--curve", default="finfet14",
                    help="built-in curve name (finfet14) or gaussian:MU,SIGMA")
     _geometry_args(p)
@@ -51,7 +61,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_synth)
 
     p = sub.add_parser("import", help="a measured chip from per-voltage failing-bit files",
-                       description=profiles.load_bitmap_dir.__doc__)
+                       **leaf("Import a measured chip from a folder of per-voltage observations "
+                              "of failing bits into an HDF5 profile. "
+                              + " ".join(profiles.load_bitmap_dir.__doc__.split("\n\n")[1].split()),
+                              "sramsim profile import bitmaps/ --rows 8192 --cols 128 --out chip.h5",
+                              "sramsim profile import dram-bitmaps/ --technology dram --out "
+                              "dram-chip.h5"))
     p.add_argument("directory", help="folder of v<voltage>[_0to1|_1to0].npy files")
     _geometry_args(p, required=False)
     p.add_argument("--technology", default="sram",
@@ -69,19 +84,29 @@ def register(subparsers) -> None:
     _out_args(p)
     p.set_defaults(func=run_import)
 
-    p = sub.add_parser("info", help="geometry, fault counts and BER at a few voltages")
+    p = sub.add_parser("info", help="geometry, fault counts and BER at a few voltages", **leaf(
+        "Print a profile's geometry, fault counts by kind, and its bit error rate at a few "
+        "voltages (the measured ones, or the points of its curve).",
+        "sramsim profile info shipped:finfet14-8192x128-s0",
+        "sramsim profile info chip.h5 --voltages 0.9 0.85 --json"))
     p.add_argument("file", help=PROFILE_HELP)
     p.add_argument("--voltages", nargs="+", metavar="V",
                    help="voltages to report (default: measured voltages or the curve's points)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_info)
 
-    p = sub.add_parser("validate", help="check profiles; exit 2 if any is bad")
+    p = sub.add_parser("validate", help="check profiles; exit 2 if any is bad", **leaf(
+        "Check profiles against the schema (format, datasets, addresses within the chip, sorted "
+        "failure voltages) and print one line per file; the exit status is 2 if any is bad.",
+        "sramsim profile validate shipped", "sramsim profile validate chip.h5 other.h5 --json"))
     p.add_argument("files", nargs="+", help=PROFILE_HELP + ", or shipped (all shipped profiles)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_validate)
 
-    p = sub.add_parser("plot", help="PNG of the fault map at a voltage and BER vs voltage")
+    p = sub.add_parser("plot", help="PNG of the fault map at a voltage and BER vs voltage", **leaf(
+        "Write a PNG with the chip's fault map at one voltage (faulty bits per block, with a "
+        "colour scale) beside its bit error rate over voltage.",
+        "sramsim profile plot shipped:finfet14-8192x128-s0 --voltage 0.8 --out chip.png"))
     p.add_argument("file", help=PROFILE_HELP)
     p.add_argument("--voltage", required=True, metavar="V",
                    help="supply voltage (between the chip's floor and its nominal voltage)")

@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from sramsim.commands.main import check_ber, integer, number, print_json, seed
+from sramsim.commands.helptext import leaf, paragraph
 from sramsim.errors import InputError
 from sramsim.nn.fat import CURRICULA, SOURCE_HELP
 from sramsim.nn.models import arch_names
@@ -25,7 +26,12 @@ def register(subparsers) -> None:
     from sramsim.analysis.sparkxd import DEFAULT_FAT_BER, DEFAULT_FAT_SOURCE, DEFAULT_MODEL
     p = subparsers.add_parser("sparkxd", help="the SparkXD study: FAT vs baseline tolerable BER "
                               "and DRAM energy at the tolerable voltages",
-                              description=__doc__.splitlines()[0])
+                              **leaf(paragraph(__doc__) + " A re-run with the same --out resumes "
+                                     "every stage.",
+                                     "sramsim sparkxd --model snn-fc400 --margin 0.01 --limit 10000 "
+                                     "--eval-limit 2000 --maps 3 --dram-rows 2048 --out study",
+                                     "sramsim sparkxd --model snn-fc100 --epochs 1 --fat-epochs 1 "
+                                     "--limit 2000 --maps 2 --out quick-study"))
     p.add_argument("--model", default=None, metavar="ARCH",
                    help=f"architecture: {arch_names()} (default: --base's, else {DEFAULT_MODEL})")
     p.add_argument("--data", default="fashion-mnist", metavar="SPEC",

@@ -5,6 +5,7 @@ import argparse
 
 from sramsim.commands.main import (add_protection_arguments, check_writable, integer, number,
                                    print_json, seed)
+from sramsim.commands.helptext import leaf, paragraph
 from sramsim.memory.curves import BUILTINS
 from sramsim.errors import InputError
 
@@ -12,8 +13,14 @@ from sramsim.errors import InputError
 def register(subparsers) -> None:
     """Add `sramsim sweep` to the parser."""
     p = subparsers.add_parser(
-        "sweep", help="accuracy vs voltage over chips x offsets (resumable)",
-        description=__doc__.splitlines()[0] + ". Re-running with the same --out resumes.")
+        "sweep", help="accuracy vs voltage over chips x offsets (resumable)", **leaf(
+            paragraph(__doc__) + " Every point is written to OUT/points.jsonl as it finishes; "
+            "re-running with the same --out resumes. OUT gets summary.json, summary.csv and "
+            "summary.png.",
+            "sramsim sweep --model cnn.pt --profiles shipped --voltages 1.0:0.75:-0.025 "
+            "--limit 2000 --out sweep-out",
+            "sramsim sweep --model cnn.pt --chips 10 --curve finfet14 --voltages 0.9,0.85,0.8 "
+            "--workers 2 --out sweep-random"))
     p.add_argument("--model", required=True, metavar="CKPT",
                    help="model checkpoint (sramsim train-base), or a PT2E-quantized program saved "
                         "with torch.export.save (.pt2: its own int8 weights and kernels)")

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from sramsim.commands.main import add_protection_arguments, integer, number, print_json
+from sramsim.commands.helptext import leaf, paragraph
 from sramsim.errors import InputError, check_ber
 from sramsim.inject.protection import check_protection
 from sramsim.inject.torch_quantized import is_exported_file
@@ -14,8 +15,12 @@ def register(subparsers) -> None:
     """Add `sramsim vuln` and its options to the CLI's subparsers."""
     p = subparsers.add_parser(
         "vuln", help="which layers / bit positions hurt: drop with faults confined to one of them",
-        description=__doc__.splitlines()[0] + ". Tells which layers to protect or keep at "
-                    "nominal voltage. Every group sees the same fault maps (paired).")
+        **leaf(paragraph(__doc__) + " Tells which layers to protect or keep at nominal voltage. "
+               "Every group sees the same fault maps (paired). --plot writes the drops as a bar "
+               "chart.",
+               "sramsim vuln --model cnn.pt --ber 0.01 --models 5 --limit 2000",
+               "sramsim vuln --model cnn.pt --profile shipped --voltage 0.8 --by bit "
+               "--placement shuffle --plot vuln.png"))
     p.add_argument("--model", required=True, metavar="CKPT",
                    help="model checkpoint (sramsim train-base), or a PT2E-quantized program saved "
                         "with torch.export.save (.pt2: its own int8 weights and kernels)")
@@ -37,6 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", default="0", metavar="S", help="seed of the fault maps (default 0)")
     p.add_argument("--batch-size", default="1000", metavar="B", help="evaluation batch (default 1000)")
     add_protection_arguments(p, "at --voltage (needs --profile)")
+    p.add_argument("--plot", metavar="PNG", help="also write the drops as a bar chart (.png)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=run)
@@ -56,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
     batch_size = integer(args.batch_size, "--batch-size")
     ecc = check_protection(args.ecc, args.ecc_policy, args.placement,
                            map_hint=None if args.profile else "--profile")
+    if args.plot is not None:
+        from sramsim.commands.main import check_writable
+        if not str(args.plot).lower().endswith(".png"):
+            raise InputError(f"--plot {args.plot}: expected a .png path")
+        check_writable(args.plot, "--plot")
     ber = chips = voltage = None
     if args.profile:
         if args.voltage is None:
@@ -99,10 +110,15 @@ def run(args: argparse.Namespace) -> int:
                                "chips": [c.name for c in chips],
                                "ber": float(sum(c.ber(voltage) for c in chips) / len(chips))}
                               if chips else {"kind": "random", "ber": ber})})
+    if args.plot is not None:
+        from sramsim.analysis.plots import plot_vulnerability
+        report["plot"] = plot_vulnerability(report, args.plot)
     if args.json:
         print_json(report)
     else:
         print_table(report)
+        if args.plot is not None:
+            print(f"wrote {args.plot}")
     return 0
 
 
