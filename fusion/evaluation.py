@@ -185,7 +185,8 @@ class Validator:
 def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=None,
              n_models: int | None = None, batch_size: int = 1000, device="cpu",
              seed: int = EVAL_SEED, count: str = "weights", ecc: str | None = None,
-             ecc_policy: str = "keep", bit_placement: str = "linear") -> dict:
+             ecc_policy: str = "keep", bit_placement: str = "linear",
+             progress: bool = False) -> dict:
     """CA / PA without and with `generator`, recovery and the net energy saving, as fractions.
 
     `count` is how weight reads are counted for the energy (`sramsim.analysis.systolic.METHODS`).
@@ -196,6 +197,7 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
     `bit_placement` ("shuffle" / "skip-faulty-words", chip profiles only, not with ecc): each
     chip's fault-aware bit placement (`sramsim.inject.bit_placement`) planned at the voltage and
     the map's offset; the base model's weights are read back through it. Energy is not changed.
+    `progress`: one step per fault map on stderr (`sramsim.progress`).
     """
     check_bit_policy(bit_placement)
     if bit_placement != "linear" and (ecc is not None or not faults.chips):
@@ -223,7 +225,9 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
     # On the CPU each map's faults are written into a copy of the base model in place
     # (O(faults), bit-identical weights); elsewhere (a GPU) each map is dequantized on the device.
     faulty = FaultyModel(qm, base, device) if qm.inplace_fits(base) else None
-    for draw in draws:
+    from sramsim.progress import progress as reporter
+    bar = reporter(draws, desc="fusion eval", unit="map", enabled=progress)
+    for draw in bar:
         if bit_placement != "linear":
             fault_map = (qm.faulty_image(draw.chip, draw.voltage, draw.offset, out=buf,
                                          bit_placement=bit_placement),)
@@ -244,6 +248,7 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
             weights = {n: w[0] for n, w in dequantize_stack(qm, ws.images([draw])).items()}
         for k, d in inputs.items():
             pa[k].append(accuracy(base, d, weights, batch_size))
+    bar.close()
     shape = tuple(dataset.x.shape[1:])
     base_acc = E.count_accesses(base, shape, count)
     e = E.ecc_energy_per_read(faults.voltage, faults.nominal, ecc=ecc)

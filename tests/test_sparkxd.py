@@ -51,8 +51,10 @@ def test_study_runs_end_to_end_writes_each_stage_and_resumes(tmp_path, monkeypat
     monkeypatch.setattr(SX, "_tolerance", real_search)
     capsys.readouterr()
 
-    # 2. resumed: nothing retrained, the baseline curve reused, the FAT curve measured
-    assert main(["sparkxd", *FAST, "--out", str(out)]) == 0
+    # 2. resumed from the run file the interrupted run left (--config): nothing retrained, the
+    # baseline curve reused, the FAT curve measured
+    assert 'model = "cnn"' in (out / "run.toml").read_text()
+    assert main(["sparkxd", "--config", str(out / "run.toml")]) == 0
     text = capsys.readouterr().out
     s = strict_json(out / "summary.json")
     st = s["stages"]

@@ -33,6 +33,7 @@ def register(subparsers) -> None:
                    help="how weight reads are counted for the energy: weights (each read once, "
                         "default), systolic or scalesim (SCALE-Sim output-stationary 32x32, as NeuralFuse)")
     add_protection_arguments(p, "at --voltage (needs --profile)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     p.set_defaults(func=run)
 
 
@@ -53,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     test_set = load_dataset(args.data, "test", limit)
     check_shapes(test_set, meta, generator, where=args.base)
     report = evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed, args.count,
-                      ecc, args.ecc_policy, args.placement)
+                      ecc, args.ecc_policy, args.placement,
+                      progress=not (args.no_progress or args.json))
     info = common.base_info(args.base, meta, qm)
     report["base"] = info
     if generator is not None:

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from sramsim.commands.main import print_json
+from sramsim.commands.config import add_config, recorded
 from sramsim.commands.helptext import leaf
 from sramsim.nn.data import load_dataset
 from sramsim.errors import InputError
@@ -57,6 +58,7 @@ def register(subparsers) -> None:
     p.add_argument("--time-budget", metavar="SECONDS",
                    help="stop after this much training time (the generator is still written)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config(p)
     p.set_defaults(func=run)
 
 
@@ -95,9 +97,10 @@ def run(args: argparse.Namespace) -> int:
     if val_split is not None:
         train_set, val_set = hold_out(train_set, val_split)
     info = common.base_info(args.base, meta, qm)
-    result = train_generator(qm, info, train_set, faults, config, epochs, out, device,
-                             progress=not args.no_progress, budget_seconds=budget,
-                             val_set=val_set, val_maps=val_maps, val_faults=val_faults)
+    with recorded(args, out):
+        result = train_generator(qm, info, train_set, faults, config, epochs, out, device,
+                                 progress=not args.no_progress, budget_seconds=budget,
+                                 val_set=val_set, val_maps=val_maps, val_faults=val_faults)
     from sramsim.analysis.plots import plot_training
     plot = plot_training(result["history"], out / "training.png",
                          title=f"{config.generator} (width {config.width:g}) with EOPM against "

@@ -192,16 +192,15 @@ class _Summary:
 
 def run_study(opts: StudyOptions, progress: bool = True, log=None) -> dict:
     """Run (or resume) every stage of the study in opts.out; returns the summary dict."""
-    from tqdm import tqdm
     from sramsim.nn.training import train_base
+    from sramsim.progress import progress as reporter
     base_meta = check(opts)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda text: None)
     t_start = time.perf_counter()
     summary = _Summary(out, opts)
-    bar = tqdm(total=len(STAGES), desc="sparkxd", unit="stage", file=sys.stderr,
-               disable=None if progress else True)
+    bar = reporter(total=len(STAGES), desc="sparkxd", unit="stage", enabled=progress)
 
     def note(text: str) -> None:
         if log is not None:

@@ -292,7 +292,8 @@ def search(model, dataset, *, margin: float = 0.01, maps: int = 5, low: float = 
            curve: str = DEFAULT_DRAM_CURVE, part: str = DEFAULT_PART, geometry: dict | None = None,
            seed: int = 0, limit: int | None = None, bits: int | None = None,
            scheme: str | None = None, clip: float | None = None, batch_size: int = 1000,
-           out_dir=None, workers: int = 1, threads: int = 1, log=None) -> dict:
+           out_dir=None, workers: int = 1, threads: int = 1, log=None,
+           progress: bool = False) -> dict:
     """Find the tolerable BER of `model` on `dataset` (see the module docstring); returns a dict
     with the tolerable BER, its voltage and interval, every evaluated point, and the DRAM energy
     per inference and saving for each placement policy.
@@ -300,6 +301,8 @@ def search(model, dataset, *, margin: float = 0.01, maps: int = 5, low: float = 
     model/dataset: as `sramsim.analysis.sweep.run_sweep` (a checkpoint path or nn.Module; a
     dataset spec or Dataset). margin: allowed drop of mean accuracy, in (0, 1). maps: K fault maps
     per point. out_dir: a folder to store points in (resumable), or None to keep them in memory.
+    log: called with a line of text per finished point (and, when the fault-free pass ran here,
+    the expected time of the rest); progress: one step per fault map on stderr.
     """
     from sramsim.analysis import sweep as S
     from sramsim.analysis.dram_energy import DramEnergy
@@ -346,18 +349,27 @@ def search(model, dataset, *, margin: float = 0.01, maps: int = 5, low: float = 
     store = _Store(out_dir, config)
     runner = _Runner(workload, spec, layer_bytes, workers, threads)
     say = log or (lambda text: None)
+    from sramsim.progress import duration, progress as reporter
+    most = (len(grid) + bisect_steps) * maps            # the grid may stop early: an upper bound
+    bar = reporter(total=most, desc="tolerance", unit="map", enabled=progress)
+    bar.update(min(store.reused, most))
     try:
         if not store.done(("clean",)):
             from sramsim.analysis.executors import pinned_threads
+            t0 = time.perf_counter()
             with pinned_threads(threads):
                 store.append([runner.local().clean()])
+            each = time.perf_counter() - t0
+            left = most - store.reused
+            say(f"at most {left} fault maps of {len(ds)} images to evaluate, ~{each:.1f} s each "
+                f"(as the fault-free pass): expect up to ~{duration(left * each / workers)}")
         clean = store.records[("clean",)]["accuracy"]
         say(f"fault-free quantized accuracy {100 * clean:.2f}%")
 
         def point(ber: float, phase: str) -> dict:
             v = round(float(curve_obj.voltage(ber)), 6)
             jobs = [(ber, k) for k in range(maps) if not store.done((v, k, 0))]
-            runner.run(jobs, lambda rec: store.append([rec]))
+            runner.run(jobs, lambda rec: (store.append([rec]), bar.update(1)))
             p = summarize_point(ber, v, [store.records[(v, k, 0)] for k in range(maps)], clean,
                                 margin, phase)
             say(f"BER {ber:.3g} (V {v:.4f}): accuracy {100 * p['accuracy_mean']:.2f}% "
@@ -387,6 +399,7 @@ def search(model, dataset, *, margin: float = 0.01, maps: int = 5, low: float = 
                     hi = p
             last_pass, first_fail = lo, hi
     finally:
+        bar.close()
         runner.close()
         store.close()
 

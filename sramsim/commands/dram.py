@@ -15,6 +15,7 @@ import argparse
 import math
 
 from sramsim.commands.main import check_writable, integer, number, print_json, seed
+from sramsim.commands.config import add_config, recorded
 from sramsim.commands.helptext import leaf, paragraph
 from sramsim.errors import InputError
 from sramsim.memory.dram import DEFAULT_PART
@@ -78,7 +79,8 @@ def register(subparsers) -> None:
     tol.add_argument("--maps", default="5", metavar="K", help="fault maps per BER (default 5)")
     tol.add_argument("--limit", default=None, metavar="N", help="use the first N test samples")
     tol.add_argument("--out", default=None, metavar="DIR",
-                     help="folder for the points (a re-run with the same DIR resumes)")
+                     help="folder for the points, tolerance.json and tolerance.png (a re-run with "
+                          "the same DIR resumes; default: MODEL-tolerance in the current folder)")
     src = tol.add_mutually_exclusive_group()
     src.add_argument("--model-error", default=None, choices=("0", "1", "2", "3"),
                      help="fault maps: DRAM chips from EDEN error model 0-3 (uniform, bitline, "
@@ -99,6 +101,7 @@ def register(subparsers) -> None:
     tol.add_argument("--batch-size", default="1000", metavar="B",
                      help="evaluation batch (default 1000)")
     tol.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    add_config(tol)
     tol.set_defaults(func=run_tolerance)
 
 
@@ -281,20 +284,38 @@ def tolerance_report(args) -> dict:
     if not 0.0 < margin < 1.0:
         raise InputError(f"--margin must lie strictly between 0 and 1, got {args.margin}")
     low, high = _ber_range(args.ber_range)
-    if args.out is not None:
-        check_writable(args.out, "--out", folder=True)
+    quiet = args.no_progress or args.json
+    out = args.out if args.out is not None else default_out(args.model)
+    check_writable(out, "--out", folder=True)
+    chosen, args.out = args.out is not None, out        # the run file records where it went
     source = "random" if args.model_error is None else "dram"
-    progress = None if args.no_progress or args.json else \
-        (lambda text: print(text, file=sys.stderr, flush=True))
-    return search(args.model, args.data, margin=margin, maps=integer(args.maps, "--maps"),
-                  low=low, high=high, bisect_steps=integer(args.bisect, "--bisect", minimum=0),
-                  source=source,
-                  error_model=0 if args.model_error is None else int(args.model_error),
-                  mapping=args.mapping, curve=args.curve, part=args.part, seed=seed(args.seed),
-                  limit=None if args.limit is None else integer(args.limit, "--limit"),
-                  batch_size=integer(args.batch_size, "--batch-size"), out_dir=args.out,
-                  workers=integer(args.workers, "--workers"),
-                  threads=integer(args.threads, "--threads"), log=progress)
+    # the first line, once the options are checked and the fault-free pass ran, says where the
+    # points go when the user did not choose
+    first = [] if chosen else [f"writing to {out}/ (resumable: re-run the same "
+                                             f"command to continue)"]
+
+    def progress(text: str) -> None:
+        for line in first + [text]:
+            print(line, file=sys.stderr, flush=True)
+        first.clear()
+    with recorded(args, out):
+        return search(args.model, args.data, margin=margin, maps=integer(args.maps, "--maps"),
+                      low=low, high=high, bisect_steps=integer(args.bisect, "--bisect", minimum=0),
+                      source=source,
+                      error_model=0 if args.model_error is None else int(args.model_error),
+                      mapping=args.mapping, curve=args.curve, part=args.part, seed=seed(args.seed),
+                      limit=None if args.limit is None else integer(args.limit, "--limit"),
+                      batch_size=integer(args.batch_size, "--batch-size"), out_dir=out,
+                      workers=integer(args.workers, "--workers"),
+                      threads=integer(args.threads, "--threads"), log=None if quiet else progress,
+                      progress=not quiet)
+
+
+def default_out(model: str) -> str:
+    """Where `dram tolerance` writes without --out: MODEL-tolerance in the current folder, so an
+    interrupted search is never lost and the same command resumes it."""
+    from pathlib import Path
+    return f"{Path(model).stem}-tolerance"
 
 
 def _ber_range(text: str) -> tuple[float, float]:

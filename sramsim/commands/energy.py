@@ -175,7 +175,7 @@ def _base_accesses(args, method: str | None) -> tuple[int, str, tuple | None]:
     else:
         raise InputError(f"{args.model}: the checkpoint does not record its image size; "
                          f"pass --input-shape C,H,W")
-    n = count_accesses(model, shape, method)
+    n = count_accesses(model, shape, method, progress=True)
     return n, f"{args.model}: {COUNT_LABELS[method]}", shape
 
 
@@ -202,7 +202,8 @@ def _addon_accesses(args, method: str | None,
         raise InputError(f"--addon {name} with --accesses: pass --input-shape C,H,W to count its "
                          f"reads ({method}), or --count published to look up NeuralFuse's count")
     generator = addons.build(name, input_shape[0])
-    return name, count_accesses(generator, input_shape, method), f"{name}: {COUNT_LABELS[method]}"
+    return (name, count_accesses(generator, input_shape, method, progress=True),
+            f"{name}: {COUNT_LABELS[method]}")
 
 
 def _print_table(r: dict) -> None:

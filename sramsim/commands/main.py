@@ -32,8 +32,11 @@ def build_parser(prog: str = "sramsim", package: str = "sramsim.commands",
 
 def run_main(parser: argparse.ArgumentParser, argv=None) -> int:
     """Parse, dispatch, and turn bad input into one line on stderr with exit status 2."""
+    from sramsim.commands import config
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser.parse_args(argv)
     try:
+        config.apply(parser, args, argv)        # --config FILE.toml of the commands that take it
         return int(args.func(args) or 0)
     except (InputError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)

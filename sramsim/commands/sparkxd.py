@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sramsim.commands.main import check_ber, integer, number, print_json, seed
+from sramsim.commands.main import check_ber, check_writable, integer, number, print_json, seed
+from sramsim.commands.config import add_config, recorded
 from sramsim.commands.helptext import leaf, paragraph
 from sramsim.errors import InputError
 from sramsim.nn.fat import CURRICULA, SOURCE_HELP
@@ -31,7 +32,8 @@ def register(subparsers) -> None:
                                      "sramsim sparkxd --model snn-fc400 --margin 0.01 --limit 10000 "
                                      "--eval-limit 2000 --maps 3 --dram-rows 2048 --out study",
                                      "sramsim sparkxd --model snn-fc100 --epochs 1 --fat-epochs 1 "
-                                     "--limit 2000 --maps 2 --out quick-study"))
+                                     "--limit 2000 --maps 2 --out quick-study",
+                                     "sramsim sparkxd --config study/run.toml"))
     p.add_argument("--model", default=None, metavar="ARCH",
                    help=f"architecture: {arch_names()} (default: --base's, else {DEFAULT_MODEL})")
     p.add_argument("--data", default="fashion-mnist", metavar="SPEC",
@@ -80,6 +82,7 @@ def register(subparsers) -> None:
     p.add_argument("--threads", default="1", metavar="T", help="threads per worker (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_config(p)
     p.set_defaults(func=run)
 
 
@@ -126,9 +129,11 @@ def run(args: argparse.Namespace) -> int:
     if opts.geometry is not None:
         from sramsim.memory.dram import DramGeometry
         DramGeometry.from_part(**opts.geometry)     # a bad --dram-rows fails here, one line
+    check_writable(opts.out, "--out", folder=True)
     quiet = args.no_progress or args.json
     log = None if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
-    summary = run_study(opts, progress=not args.no_progress, log=log)
+    with recorded(args, opts.out):
+        summary = run_study(opts, progress=not args.no_progress, log=log)
     if args.json:
         print_json(summary)
     else:

@@ -5,6 +5,7 @@ import argparse
 
 from sramsim.commands.main import (add_protection_arguments, check_writable, integer, number,
                                    print_json, seed)
+from sramsim.commands.config import add_config, recorded
 from sramsim.commands.helptext import leaf, paragraph
 from sramsim.memory.curves import BUILTINS
 from sramsim.errors import InputError
@@ -20,7 +21,8 @@ def register(subparsers) -> None:
             "sramsim sweep --model cnn.pt --profiles shipped --voltages 1.0:0.75:-0.025 "
             "--limit 2000 --out sweep-out",
             "sramsim sweep --model cnn.pt --chips 10 --curve finfet14 --voltages 0.9,0.85,0.8 "
-            "--workers 2 --out sweep-random"))
+            "--workers 2 --out sweep-random",
+            "sramsim sweep --config sweep-out/run.toml --limit 5000 --out sweep-5k"))
     p.add_argument("--model", required=True, metavar="CKPT",
                    help="model checkpoint (sramsim train-base), or a PT2E-quantized program saved "
                         "with torch.export.save (.pt2: its own int8 weights and kernels)")
@@ -58,6 +60,7 @@ def register(subparsers) -> None:
     add_protection_arguments(p, "at each point's voltage")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_config(p)
     p.set_defaults(func=run)
 
 
@@ -78,7 +81,17 @@ def run(args: argparse.Namespace) -> int:
         chips = S.random_chips(integer(args.chips, "--chips"), args.curve, integer(args.rows, "--rows"),
                                integer(args.cols, "--cols"), integer(args.banks, "--banks"),
                                seed(args.seed))
-    summary = S.run_sweep(
+    with recorded(args, args.out):
+        summary = _run(S, args, chips, voltages)
+    if args.json:
+        print_json(summary)
+    else:
+        print_table(summary)
+    return 0
+
+
+def _run(S, args: argparse.Namespace, chips, voltages) -> dict:
+    return S.run_sweep(
         args.model, args.data, chips, voltages, args.out,
         offsets=integer(args.offsets, "--offsets"), workers=integer(args.workers, "--workers"),
         executor=args.executor, ray_address=args.ray_address, threads=integer(args.threads, "--threads"),
@@ -88,11 +101,6 @@ def run(args: argparse.Namespace) -> int:
         leakage_share=number(args.leakage_share, "--leakage-share"),
         progress=not args.no_progress, ecc=args.ecc, ecc_policy=args.ecc_policy,
         bit_placement=args.placement)
-    if args.json:
-        print_json(summary)
-    else:
-        print_table(summary)
-    return 0
 
 
 def print_table(summary: dict, file=None) -> None:

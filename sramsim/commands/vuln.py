@@ -95,9 +95,8 @@ def run(args: argparse.Namespace) -> int:
         if in_ch is not None and int(in_ch) != dataset.in_channels:
             raise InputError(f"{args.model} expects {in_ch}-channel inputs but {dataset.name} "
                              f"has {dataset.in_channels}")
-    from tqdm import tqdm
-    bar = tqdm(total=models, unit="map", desc="vuln", file=sys.stderr,
-               disable=True if args.no_progress else None, leave=False)
+    from sramsim.progress import progress
+    bar = progress(total=models, unit="map", desc="vuln", enabled=not args.no_progress)
     try:
         report = analyze(qm, dataset, ber=ber, chips=chips, voltage=voltage, models=models,
                          by=args.by, seed=seed, batch_size=batch_size,

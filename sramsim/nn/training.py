@@ -271,7 +271,7 @@ def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Da
     written there; if it exists when training starts (same `opts` and `tag`), training resumes
     after its last finished epoch. on_epoch_end(epoch, record) runs after each state write.
     """
-    from tqdm import tqdm
+    from sramsim.progress import progress as reporter
 
     if len(train_set) < 2:
         raise InputError(f"training set {train_set.name!r} needs at least 2 samples, has {len(train_set)}")
@@ -298,8 +298,8 @@ def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Da
             epoch_seed(opts.seed, epoch)))
         total_loss = torch.zeros((), dtype=torch.float64)
         correct, seen = 0, 0
-        bar = tqdm(bounds, desc=f"epoch {epoch + 1}/{opts.epochs}", file=sys.stderr,
-                   disable=None if progress else True, leave=False, unit="batch")
+        bar = reporter(bounds, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="batch",
+                       enabled=progress)
         for step, (a, b) in enumerate(bar):
             idx = perm[a:b]
             x, y = train_set.x[idx].to(device), train_set.y[idx].to(device)
