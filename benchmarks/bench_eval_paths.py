@@ -211,7 +211,7 @@ def energy_piece(ber: float, model: int, old: bool, n_bytes: int) -> dict:
         return out
     t0 = time.perf_counter()
     try:
-        chip = dram_chip(geometry, curve, v_floor=v, seed=0, model=model)
+        chip = dram_chip(geometry, curve, v_floor=v, seed=0, error_model=model)
     except InputError as exc:
         return {**out, "old": f"refused: {exc}"}
     pber = P.partition_bers(chip, v, "subarray")

@@ -110,7 +110,7 @@ def test_tolerance_dram_error_model(capsys, world, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, _ = run(capsys, "tolerance", "--model", world["model"], "--limit", "20",
                        "--maps", "1", "--ber-range", "1e-7,1e-6", "--bisect", "0",
-                       "--model-error", "2", "--mapping", "naive", "--json")
+                       "--error-model", "2", "--mapping", "naive", "--json")
     r = json.loads(out)
     assert (tmp_path / "cnn-tolerance" / "tolerance.json").is_file()    # resumable by default
     assert code == 0 and r["faults"]["source"] == "dram" and r["faults"]["error_model"] == 2
@@ -134,3 +134,18 @@ def test_tolerance_without_out_says_where_and_how_long(capsys, world, tmp_path, 
     assert code == 0 and "expect up to" not in err
     assert json.loads((tmp_path / "cnn-tolerance" / "tolerance.json").read_text())[
         "computed_maps"] == 0
+
+
+def test_model_error_is_the_deprecated_spelling_of_error_model(capsys, world):
+    """One name per concept: --error-model; --model-error still works, with a one-line note."""
+    new = run(capsys, "energy", "--model", world["model"], "--mapping", "error-aware",
+              "--voltage", "1.0", "--error-model", "1", "--json")
+    old = run(capsys, "energy", "--model", world["model"], "--mapping", "error-aware",
+              "--voltage", "1.0", "--model-error", "1", "--json")
+    assert new[0] == old[0] == 0 and json.loads(new[1]) == json.loads(old[1])
+    assert json.loads(old[1])["error_model"] == 1
+    assert old[2] == "note: --model-error is deprecated; use --error-model\n" and new[2] == ""
+    with pytest.raises(SystemExit):
+        main(["dram", "tolerance", "--help"])
+    helptext = capsys.readouterr().out
+    assert "--error-model" in helptext and "--model-error" not in helptext

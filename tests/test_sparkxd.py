@@ -47,7 +47,8 @@ def test_study_runs_end_to_end_writes_each_stage_and_resumes(tmp_path, monkeypat
     assert base["control"] and base["epochs"] == 2 and base["init"] == fat["init"]
     assert base["init"] == s["stages"]["pretrain"]["checkpoint"]
     assert s["stages"]["fat"]["fat"]["ber"] == SX.DEFAULT_FAT_BER
-    assert s["stages"]["fat"]["fat"]["source"] == "dram:model0" and s["search_error_model"] == 0
+    assert s["stages"]["fat"]["fat"]["source"] == "dram:error-model=0"
+    assert s["search_error_model"] == 0
     monkeypatch.setattr(SX, "_tolerance", real_search)
     capsys.readouterr()
 
@@ -201,6 +202,7 @@ def test_bad_base_is_refused(tmp_path, capsys, cnn_checkpoint, monkeypatch):
 
 
 def test_search_error_model_follows_the_fat_source():
+    assert SX.StudyOptions(out="x", fat_source="dram:error-model=2").search_error_model() == 2
     assert SX.StudyOptions(out="x", fat_source="dram:model2").search_error_model() == 2
     assert SX.StudyOptions(out="x", fat_source="random").search_error_model() == 0
     assert SX.StudyOptions(out="x", fat_source="dram:model2",

@@ -86,6 +86,11 @@ def run(args: argparse.Namespace) -> int:
     faults = common.fault_spec(args)
     qm, meta = common.load_base(args.base)
     _check_sizes(config, qm, int(meta["in_channels"]))
+    if not args.json:
+        note = cost_note(config, qm.model, int(meta["in_channels"]), faults)
+        if note:
+            import sys
+            print(note, file=sys.stderr, flush=True)
     val_split = common.integer(args.val_split, "--val-split")
     val_maps = common.integer(args.val_maps, "--val-maps")
     val_ber = common.curve_ber(args.val_ber, "--val-ber")
@@ -139,6 +144,32 @@ def _check_sizes(config: EopmConfig, qm, in_channels: int) -> None:
     common.check_fits(4 * (config.n_perturbed + 1) * qm.n_codes,
                       f"--n-perturbed {config.n_perturbed}: {config.n_perturbed + 1} copies of "
                       f"{qm.n_codes:,} weights")
+
+
+def cost_note(config: EopmConfig, base, in_channels: int, faults: FaultSpec) -> str | None:
+    """A warning when G's own weight reads, at nominal voltage, cost more than the lowered
+    voltage saves on the base model's reads (net saving <= 0), naming a --width that pays.
+    Reads are counted as `fusion eval` counts them by default (each weight once)."""
+    import torch
+    from sramsim.analysis.accesses import weight_accesses
+    from sramsim.analysis.energy import addon_saving
+    base_reads = weight_accesses(base)
+
+    def net(width: float) -> tuple[float, int]:
+        with torch.device("meta"):
+            reads = weight_accesses(generators.build(config.generator, in_channels, width=width))
+        return addon_saving(base_reads, reads, faults.voltage, faults.nominal), reads
+
+    saving, reads = net(config.width)
+    if saving > 0:
+        return None
+    width = config.width / 2
+    while width >= 1 / 64 and net(width)[0] <= 0:
+        width /= 2
+    hint = f"; --width {width:g} nets {100 * net(width)[0]:.1f}%" if width >= 1 / 64 else ""
+    return (f"note: {config.generator} at --width {config.width:g} reads {reads:,} weights per "
+            f"inference at nominal voltage against the base model's {base_reads:,}: a net "
+            f"memory-energy saving of {100 * saving:.1f}% at V={faults.voltage:.4g}{hint}")
 
 
 def _describe(src: dict) -> str:

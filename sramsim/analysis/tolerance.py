@@ -17,7 +17,7 @@ Fault maps (which maps, so a result can be reproduced and compared):
   image's bits (`sramsim.inject.draws.fixed_draws(..., purpose="test")`, the rule `fusion eval`
   and `sramsim vuln` use), so map k is the same random stream at every BER;
 - source "dram": map k at BER b is the DRAM chip `dram_chip(geometry, curve, v_floor=V(b),
-  seed=seed + k, model=error_model)` read at V(b) = curve.voltage(b), with the weights laid into
+  seed=seed + k, error_model=error_model)` read at V(b) = curve.voltage(b), with the weights laid into
   the part by the placement policy `mapping` (`sramsim.inject.placement`), so the faults each
   weight sees are those of the cells it lands on.
 
@@ -187,7 +187,7 @@ class ToleranceWorker:
         from sramsim.memory.dram_errors import dram_chip
         geometry = self.spec.dram_geometry()
         chip = dram_chip(geometry, self.curve, v_floor=voltage, seed=self.spec.seed + int(k),
-                         model=self.spec.error_model)
+                         error_model=self.spec.error_model)
         if self.spec.mapping == "error-aware":
             return chip, placed(self.qm.image.size, geometry, "error-aware", self._layer_bytes,
                                 chip, voltage, ber)
@@ -501,7 +501,7 @@ def _maps_rule(spec: FaultSpec) -> str:
         return (f"map k at BER b: the k-th pattern of RandomBitErrors(b, seed={spec.seed}) over "
                 "the image bits (fixed_draws, purpose='test')")
     return (f"map k at BER b: dram_chip({spec.part}, {spec.curve}, v_floor=V(b), "
-            f"seed={spec.seed}+k, model={spec.error_model}) read at V(b), weights placed by "
+            f"seed={spec.seed}+k, error_model={spec.error_model}) read at V(b), weights placed by "
             f"{spec.mapping}")
 
 

@@ -4,7 +4,7 @@ placement, and the model's tolerable bit error rate (so the lowest DRAM supply v
     sramsim dram info [--part P] [--voltage V]
     sramsim dram energy --model M.pt [--mapping naive|drmap|error-aware|all] [--voltage V]
     sramsim dram tolerance --model M.pt --data D --margin 0.01 [--maps K] [--out DIR]
-                           [--model-error 0..3 | --ber-source random]
+                           [--error-model 0..3 | --ber-source random]
 
 Voltages are the part's lowered array supply in volts (VDD2 = 1.2 V on the default LPDDR3 part),
 valid from the BER curve's floor up to nominal.
@@ -16,12 +16,13 @@ import math
 
 from sramsim.commands.main import check_writable, integer, number, print_json, seed
 from sramsim.commands.config import add_config, recorded
-from sramsim.commands.helptext import leaf, paragraph
+from sramsim.commands.helptext import deprecated_alias, leaf, paragraph
 from sramsim.errors import InputError
 from sramsim.memory.dram import DEFAULT_PART
 from sramsim.memory.dram_curves import DEFAULT_DRAM_CURVE, dram_curve_names
 
 MAPPINGS = ("naive", "drmap", "error-aware")
+ERROR_MODELS = ("0", "1", "2", "3")                 # EDEN's DRAM error models (dram_errors)
 FLOOR_BER = 0.5   # the curve's floor: where half the cells fail (below it no error model applies)
 
 
@@ -69,7 +70,7 @@ def register(subparsers) -> None:
                                 "they finish; a re-run with the same --out resumes.",
                                 "sramsim dram tolerance --model cnn.pt --margin 0.01 --maps 5 "
                                 "--limit 2000 --out tol",
-                                "sramsim dram tolerance --model cnn.pt --model-error 1 --out tol-em1"))
+                                "sramsim dram tolerance --model cnn.pt --error-model 1 --out tol-em1"))
     _common(tol)
     tol.add_argument("--model", required=True, metavar="CKPT", help="model checkpoint")
     tol.add_argument("--data", default="fashion-mnist", metavar="SPEC",
@@ -82,13 +83,14 @@ def register(subparsers) -> None:
                      help="folder for the points, tolerance.json and tolerance.png (a re-run with "
                           "the same DIR resumes; default: MODEL-tolerance in the current folder)")
     src = tol.add_mutually_exclusive_group()
-    src.add_argument("--model-error", default=None, choices=("0", "1", "2", "3"),
+    src.add_argument("--error-model", default=None, choices=ERROR_MODELS,
                      help="fault maps: DRAM chips from EDEN error model 0-3 (uniform, bitline, "
                           "wordline, data-dependent)")
+    deprecated_alias(src, "--model-error", "--error-model", "error_model", choices=ERROR_MODELS)
     src.add_argument("--ber-source", default=None, choices=("random",),
                      help="fault maps: random bit errors at the BER (the default)")
     tol.add_argument("--mapping", default="drmap", choices=MAPPINGS,
-                     help="with --model-error: how the weights are placed in the part "
+                     help="with --error-model: how the weights are placed in the part "
                           "(default drmap)")
     tol.add_argument("--ber-range", default="1e-6,1e-1", metavar="LOW,HIGH",
                      help="BER grid from LOW to HIGH, one point per decade (default 1e-6,1e-1)")
@@ -116,9 +118,10 @@ def _common(p) -> None:
 
 
 def _error_model(p) -> None:
-    p.add_argument("--model-error", default="0", choices=("0", "1", "2", "3"),
+    p.add_argument("--error-model", default="0", choices=ERROR_MODELS,
                    help="error-aware placement: EDEN error model of the chip whose partition "
                         "BERs order the placement (default 0)")
+    deprecated_alias(p, "--model-error", "--error-model", "error_model", choices=ERROR_MODELS)
     p.add_argument("--seed", default="0", help="error-aware placement: chip seed (default 0)")
 
 
@@ -233,11 +236,11 @@ def energy_report(args) -> dict:
                          "BER at that voltage)")
     ber = None if v is None else float(curve.ber(v))
     rows = mapping_energies(qm.image.size, layer_bytes, geometry, energy, v, tolerable_ber=ber,
-                            curve=curve, seed=chip_seed, error_model=int(args.model_error),
+                            curve=curve, seed=chip_seed, error_model=int(args.error_model),
                             policies=policies)
     return {"model": args.model, "part": energy.name, "weight_bytes": int(qm.image.size),
             "curve": curve.name, "nominal_voltage": nominal, "voltage": v, "ber": ber,
-            "error_model": int(args.model_error) if "error-aware" in policies else None,
+            "error_model": int(args.error_model) if "error-aware" in policies else None,
             "mappings": rows}
 
 
@@ -288,7 +291,7 @@ def tolerance_report(args) -> dict:
     out = args.out if args.out is not None else default_out(args.model)
     check_writable(out, "--out", folder=True)
     chosen, args.out = args.out is not None, out        # the run file records where it went
-    source = "random" if args.model_error is None else "dram"
+    source = "random" if args.error_model is None else "dram"
     # the first line, once the options are checked and the fault-free pass ran, says where the
     # points go when the user did not choose
     first = [] if chosen else [f"writing to {out}/ (resumable: re-run the same "
@@ -302,7 +305,7 @@ def tolerance_report(args) -> dict:
         return search(args.model, args.data, margin=margin, maps=integer(args.maps, "--maps"),
                       low=low, high=high, bisect_steps=integer(args.bisect, "--bisect", minimum=0),
                       source=source,
-                      error_model=0 if args.model_error is None else int(args.model_error),
+                      error_model=0 if args.error_model is None else int(args.error_model),
                       mapping=args.mapping, curve=args.curve, part=args.part, seed=seed(args.seed),
                       limit=None if args.limit is None else integer(args.limit, "--limit"),
                       batch_size=integer(args.batch_size, "--batch-size"), out_dir=out,

@@ -29,3 +29,23 @@ def leaf(description: str, *examples: str) -> dict:
     epilog = "\n".join([EXAMPLES] + [f"  {e}" for e in examples])
     return {"description": text, "epilog": epilog,
             "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of a flag: stores into the new flag's dest and prints a one-line note on
+    stderr (hidden from --help), so users' scripts keep working while they learn the new name."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import sys
+        print(f"note: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def deprecated_alias(group, old: str, new: str, dest: str, **kwargs) -> None:
+    """Add `old` to `group` (a parser or argument group) as a hidden alias of the flag `new`."""
+    group.add_argument(old, dest=dest, action=DeprecatedAlias, new=new,
+                       help=argparse.SUPPRESS, **kwargs)

@@ -4,7 +4,7 @@ sramsim.analysis.sparkxd.
 
     sramsim sparkxd --model snn-fc400 --data fashion-mnist --margin 0.01 --out DIR
                     [--base CKPT] [--epochs E] [--fat-epochs E] [--no-control] [--fat-ber 1e-2]
-                    [--fat-curriculum log] [--fat-source dram:model0] [--error-model 0]
+                    [--fat-curriculum log] [--fat-source dram:error-model=0] [--error-model 0]
                     [--maps K] [--limit N] [--seed S] [--no-progress] [--json]
 
 A re-run with the same DIR resumes every stage.
@@ -63,7 +63,7 @@ def register(subparsers) -> None:
                    help=f"FAT faults: {SOURCE_HELP} (default {DEFAULT_FAT_SOURCE})")
     p.add_argument("--error-model", default=None, choices=("0", "1", "2", "3"),
                    help="EDEN error model of the tolerance searches' DRAM chips (default: "
-                        "FAT's dram:modelK, else 0)")
+                        "FAT's dram:error-model=K, else 0)")
     p.add_argument("--maps", default="5", metavar="K", help="fault maps per BER (default 5)")
     p.add_argument("--limit", default=None, metavar="N",
                    help="use the first N training and N test samples")
@@ -90,6 +90,7 @@ def options(args: argparse.Namespace):
     """StudyOptions from the command line (each number checked, naming its flag)."""
     from sramsim.analysis.sparkxd import DEFAULT_MODEL, StudyOptions
     from sramsim.commands.dram import _ber_range
+    from sramsim.commands.train_base import fat_source_arg
     model = args.model
     if model is None:
         model = DEFAULT_MODEL
@@ -111,7 +112,7 @@ def options(args: argparse.Namespace):
         fat_ber=check_ber(args.fat_ber, "--fat-ber", allow_one=False),
         fat_curriculum=args.fat_curriculum,
         fat_start=check_ber(args.fat_start, "--fat-start", allow_one=False),
-        fat_source=args.fat_source,
+        fat_source=fat_source_arg(args.fat_source),
         error_model=None if args.error_model is None else int(args.error_model),
         maps=integer(args.maps, "--maps"), limit=integer(args.limit, "--limit", minimum=2),
         eval_limit=integer(args.eval_limit, "--eval-limit", minimum=2),

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
             "sramsim train-base --model cnn --data fashion-mnist --epochs 1 --limit 10000 "
             "--out cnn.pt",
             "sramsim train-base --model snn-fc400 --epochs 4 --limit 10000 --init snn.pt "
-            "--fat-ber 1e-2 --fat-source dram:model0 --out snn-fat.pt"))
+            "--fat-ber 1e-2 --fat-source dram:error-model=0 --out snn-fat.pt"))
     p.add_argument("--model", default="cnn", metavar="ARCH",
                    help=f"architecture: {arch_names()} (default cnn)")
     p.add_argument("--data", default="fashion-mnist", metavar="fashion-mnist|mnist|DIR",
@@ -75,6 +75,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def fat_source_arg(text: str) -> str:
+    """--fat-source in its one spelling; an old spelling ("dram:model0") works, with a note."""
+    from sramsim.nn.fat import canonical_source
+    new = canonical_source(text, warn=False)
+    if new != text:
+        import sys
+        print(f"note: --fat-source {text} is deprecated; use --fat-source {new}", file=sys.stderr)
+    return new
+
+
 def _bits(text: str) -> int:
     try:
         bits = int(text)
@@ -108,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                         fat_ber=check_ber(args.fat_ber, "--fat-ber", allow_one=False),
                         fat_curriculum=args.fat_curriculum,
                         fat_start=check_ber(args.fat_start, "--fat-start", allow_one=False),
-                        fat_source=args.fat_source)
+                        fat_source=fat_source_arg(args.fat_source))
     device = torch_device(args.device)
     meta = train_base(args.model, args.data, args.out, opts, norm=args.norm, limit=limit,
                       image_size=image_size, device=device, init=args.init, force=args.force,
