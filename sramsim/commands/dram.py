@@ -109,7 +109,8 @@ def register(subparsers) -> None:
 
 def _common(p) -> None:
     p.add_argument("--part", default=DEFAULT_PART, metavar="P",
-                   help=f"bundled DRAM part or a part JSON file (default {DEFAULT_PART})")
+                   help=f"bundled DRAM part, a part JSON file, or a DRAMPower memspec JSON file "
+                        f"(e.g. MICRON_4Gb_DDR4-2400_8bit_A.json; default {DEFAULT_PART})")
     p.add_argument("--curve", default=DEFAULT_DRAM_CURVE, metavar="NAME|TABLE.csv",
                    help=f"BER vs voltage curve: {', '.join(dram_curve_names())} (default "
                         f"{DEFAULT_DRAM_CURVE}, an illustrative fit), or a CSV of voltage,ber "

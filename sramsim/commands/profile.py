@@ -73,7 +73,8 @@ def register(subparsers) -> None:
                    help="memory technology label (default sram); 'dram' takes the geometry of "
                         "--part (bit addresses as in sramsim.memory.dram) instead of --rows/--cols")
     p.add_argument("--part", default=None, metavar="P",
-                   help=f"DRAM part (bundled name or JSON file) for --technology dram "
+                   help=f"DRAM part (bundled name, part JSON or DRAMPower memspec JSON) for "
+                        f"--technology dram "
                         f"(default {DEFAULT_PART})")
     p.add_argument("--voltage-unit", choices=profiles.VOLTAGE_UNITS, default=None,
                    help="normalized (default) or V (default for --technology dram)")
