@@ -118,10 +118,10 @@ def fusion_piece(checkpoint: str, limit: int, case: str, maps: int) -> dict:
 
 def tolerance_piece(checkpoint: str, limit: int, source: str, ber: float, maps: int) -> dict:
     from sramsim.analysis import tolerance as T
-    from sramsim.analysis.sweep import _workload
+    from sramsim.analysis.sweep import SweepSettings, load_workload
     from sramsim.inject.mapping import apply_bit_faults
     from sramsim.nn.evaluation import FaultyModel, evaluate
-    workload = _workload(checkpoint, "fashion-mnist", [], 1, limit, None, None, None, 1000)[0]
+    workload = load_workload(checkpoint, "fashion-mnist", [], SweepSettings(limit=limit, batch_size=1000))[0]
     spec = T.FaultSpec(source, seed=0, error_model=0, mapping="drmap")
     w = T.ToleranceWorker(workload, spec)
     v = float(w.curve.voltage(ber))
@@ -194,7 +194,7 @@ def energy_piece(ber: float, model: int, old: bool, n_bytes: int) -> dict:
     from sramsim.analysis import tolerance as T
     from sramsim.analysis.dram_energy import DramEnergy
     from sramsim.errors import InputError
-    from sramsim.inject import placement as P
+    from sramsim.inject import dram_mapping as P
     from sramsim.memory.dram import DramGeometry
     from sramsim.memory.dram_curves import dram_curve
     from sramsim.memory.dram_errors import dram_chip

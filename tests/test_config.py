@@ -75,7 +75,8 @@ def test_run_file_round_trips_every_kind_of_value(tmp_path):
     text = path.read_text()
     assert text.startswith("# `sramsim sweep` settings") and "no-progress" not in text
     again = merged(["sweep", "--config", str(path)])
-    for dest in ("model", "profiles", "voltages", "out", "workers", "executor", "placement"):
+    for dest in ("model", "profiles", "voltages", "out", "threads", "executor", "bit_placement",
+                 "mapping"):
         assert getattr(again, dest) == getattr(args, dest), dest
 
 

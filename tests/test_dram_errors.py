@@ -320,5 +320,5 @@ def test_a_map_over_a_gigabyte_says_its_size_first(monkeypatch):
                                          r"more than this machine's 4\.0 GiB"):
         dram_chip(DramGeometry(), v_floor=0.9)                    # refused before drawing
     monkeypatch.setattr(sizes, "LARGE_BYTES", 2 ** 10)
-    with pytest.warns(sizes.MemoryNote, match=r"DRAM chip map of .* needs ~.* of memory"):
+    with pytest.warns(sizes.MemoryNote, match=r"needs ~.* of memory"):
         dram_chip(SMALL, CURVE, V_FLOOR, 0)

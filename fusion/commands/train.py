@@ -86,11 +86,6 @@ def run(args: argparse.Namespace) -> int:
     faults = common.fault_spec(args)
     qm, meta = common.load_base(args.base)
     _check_sizes(config, qm, int(meta["in_channels"]))
-    if not args.json:
-        note = cost_note(config, qm.model, int(meta["in_channels"]), faults)
-        if note:
-            import sys
-            print(note, file=sys.stderr, flush=True)
     val_split = common.integer(args.val_split, "--val-split")
     val_maps = common.integer(args.val_maps, "--val-maps")
     val_ber = common.curve_ber(args.val_ber, "--val-ber")
@@ -102,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
     if val_split is not None:
         train_set, val_set = hold_out(train_set, val_split)
     info = common.base_info(args.base, meta, qm)
+    if not args.json:                       # every option checked: say what the run costs
+        note = cost_note(config, qm.model, int(meta["in_channels"]), faults)
+        if note:
+            import sys
+            print(note, file=sys.stderr, flush=True)
     with recorded(args, out):
         result = train_generator(qm, info, train_set, faults, config, epochs, out, device,
                                  progress=not args.no_progress, budget_seconds=budget,

@@ -78,15 +78,21 @@ def read_config(path, leaf: argparse.ArgumentParser) -> dict:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"--config {path}: not valid TOML ({exc})") from None
-    actions = {a.dest: a for a in leaf._actions if a.option_strings and a.dest not in SKIP}
+    actions = {_key(flag): a for a in leaf._actions if a.dest not in SKIP
+               for flag in a.option_strings}
     out = {}
     for key, value in data.items():
-        dest = key.replace("-", "_")
-        if dest not in actions:
+        action = actions.get(_key(key))
+        if action is None:
             raise InputError(f"--config {path}: unknown key {key!r} (not a flag of "
                              f"`{leaf.prog}`)")
-        out[dest] = _value(actions[dest], value, f"--config {path}: {key}")
+        out[action.dest] = _value(action, value, f"--config {path}: {key}")
     return out
+
+
+def _key(flag: str) -> str:
+    """A flag or file key in one form: `--batch-size`, `batch-size`, `batch_size` -> batch_size."""
+    return flag.lstrip("-").replace("-", "_")
 
 
 def _value(action: argparse.Action, value, where: str):
@@ -157,15 +163,18 @@ def _action_by_dest(leaf, dest: str) -> argparse.Action:
 def settings(args: argparse.Namespace) -> dict:
     """{flag name: value} of every setting of the run (presentation flags and unset ones left
     out), in the parser's order."""
+    from sramsim.commands.helptext import DeprecatedAlias
     leaf = getattr(args, PARSER)
-    out = {}
+    out, seen = {}, set()
     for a in leaf._actions:
-        if not a.option_strings or a.dest in SKIP | PRESENTATION:
+        if (not a.option_strings or a.dest in SKIP | PRESENTATION | seen
+                or isinstance(a, DeprecatedAlias)):
             continue
+        seen.add(a.dest)
         value = getattr(args, a.dest, None)
         if value is None or (value is False and isinstance(a, argparse._StoreTrueAction)):
             continue
-        out[a.option_strings[-1].lstrip("-")] = value
+        out[a.option_strings[0].lstrip("-")] = value       # the flag's own (first) name
     return out
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sramsim.commands.main import check_ber, check_writable, integer, number, print_json, seed
 from sramsim.commands.config import add_config, recorded
 from sramsim.commands.helptext import leaf, paragraph
+from sramsim.commands.main import (add_execution_arguments, ber_range, check_ber, check_writable,
+                                   execution, integer, number, print_json, seed)
 from sramsim.errors import InputError
 from sramsim.nn.fat import CURRICULA, SOURCE_HELP
 from sramsim.nn.models import arch_names
@@ -77,10 +78,7 @@ def register(subparsers) -> None:
                    help="searches only: a part with R rows per bank instead of the part's "
                         "(cheaper whole-part maps at high BER; the image must still fit)")
     p.add_argument("--seed", default="0", help="training and fault-map seed (default 0)")
-    p.add_argument("--workers", default="1", metavar="W",
-                   help="search worker processes (default 1: in-process)")
-    p.add_argument("--threads", default="1", metavar="T", help="threads per worker (default 1)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
+    add_execution_arguments(p, "tolerance searches' fault maps")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     add_config(p)
     p.set_defaults(func=run)
@@ -89,8 +87,8 @@ def register(subparsers) -> None:
 def options(args: argparse.Namespace):
     """StudyOptions from the command line (each number checked, naming its flag)."""
     from sramsim.analysis.sparkxd import DEFAULT_MODEL, StudyOptions
-    from sramsim.commands.dram import _ber_range
     from sramsim.commands.train_base import fat_source_arg
+    run_on = execution(args)
     model = args.model
     if model is None:
         model = DEFAULT_MODEL
@@ -103,7 +101,7 @@ def options(args: argparse.Namespace):
                 model = load_checkpoint(args.base)[1]["arch"]
             except InputError as exc:
                 raise InputError(f"--base: {exc}") from None
-    low, high = _ber_range(args.ber_range)
+    low, high = ber_range(args.ber_range)
     rows = integer(args.dram_rows, "--dram-rows")
     return StudyOptions(
         out=args.out, model=model, data=args.data, base=args.base,
@@ -119,8 +117,8 @@ def options(args: argparse.Namespace):
         seed=seed(args.seed), low=low, high=high,
         bisect_steps=integer(args.bisect, "--bisect", minimum=0),
         geometry=None if rows is None else {"rows": rows},
-        workers=integer(args.workers, "--workers"), threads=integer(args.threads, "--threads"),
-        control=not args.no_control)
+        workers=run_on.workers, threads=run_on.threads, executor=run_on.executor,
+        ray_address=run_on.ray_address, control=not args.no_control)
 
 
 def run(args: argparse.Namespace) -> int:
