@@ -54,3 +54,16 @@ def test_helpers():
     assert kw["epilog"] == f"{EXAMPLES}\n  sramsim x --y"
     with pytest.raises(ValueError):
         leaf("No examples.")
+
+
+def test_the_package_description_commands_parse():
+    """PACKAGE.md (the long description pip users read) shows only commands that exist."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "PACKAGE.md").read_text()
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip().startswith(("sramsim ", "fusion "))]
+    assert len(lines) >= 8
+    for line in lines:
+        argv = shlex.split(line.split("#")[0])
+        args = PARSERS[argv[0]].parse_args(argv[1:])
+        assert callable(args.func), line

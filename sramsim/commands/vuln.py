@@ -20,7 +20,7 @@ def register(subparsers) -> None:
                "as a bar chart.",
                "sramsim vuln --model cnn.pt --ber 0.01 --models 5 --limit 2000",
                "sramsim vuln --model cnn.pt --profile shipped --voltage 0.8 --by bit "
-               "--placement shuffle --plot vuln.png"))
+               "--bit-placement shuffle --plot vuln.png"))
     p.add_argument("--model", required=True, metavar="CKPT",
                    help="model checkpoint (sramsim train-base), or a PT2E-quantized program saved "
                         "with torch.export.save (.pt2: its own int8 weights and kernels)")
