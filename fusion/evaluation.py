@@ -25,7 +25,7 @@ import torch
 
 from sramsim import BerCurve, Chip, QuantizedModel, RandomBitErrors
 from sramsim.analysis import energy as E
-from sramsim.analysis.executors import Execution
+from sramsim.analysis.executors import Execution, run_maps
 from sramsim.analysis.store import map_key, open_store, write_json
 from sramsim.errors import InputError, check_ber
 from sramsim.inject.draws import ChipPool, RandomSampler, fixed_draws
@@ -255,19 +255,8 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
               "faults": faults.describe(), "maps": n, "seed": int(seed),
               "layout": layout.describe()}
     store = open_store(out_dir, config, map_key)
-
-    def on_result(records: list[dict]) -> None:
-        store.append(records)
-        if on_map is not None:
-            on_map(records[0]["map"])
-
-    try:
-        with execution.open(functools.partial(EvalWorker, qm, inputs, faults, n_models, seed,
-                                              batch_size, layout, device)) as ex:
-            ex.run([k for k in range(n) if not store.done((k,))], on_result)
-    finally:
-        store.close()
-    maps = [store.records[(k,)] for k in range(n)]
+    maps = run_maps(execution, functools.partial(EvalWorker, qm, inputs, faults, n_models, seed,
+                                                 batch_size, layout, device), store, n, on_map)
     pa = {k: [m["pa"][k] for m in maps] for k in inputs}
     report = _report(qm, base, dataset, faults, generator, ca, pa, maps, count, layout)
     if store.dir is not None:

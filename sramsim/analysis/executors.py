@@ -281,6 +281,25 @@ def open_executor(factory: Callable, executor: str = "local", workers: int = 1, 
     return PoolExecutor(factory, workers, threads)
 
 
+def run_maps(execution: "Execution", factory: Callable, store, n_maps: int,
+             on_map: Callable[[int], None] | None = None) -> list[dict]:
+    """Fault maps 0 .. n_maps-1 of an analysis: the maps `store` (a `sramsim.analysis.store`
+    store keyed by `map_key`) does not hold yet run on `execution`'s workers (task k -> [map k's
+    record]), each record written as it finishes; on_map(k) after each (progress). Closes the
+    store; returns the n_maps records in map order."""
+    def on_result(records: list[dict]) -> None:
+        store.append(records)
+        if on_map is not None:
+            on_map(records[0]["map"])
+
+    try:
+        with execution.open(factory) as ex:
+            ex.run([k for k in range(n_maps) if not store.done((k,))], on_result)
+    finally:
+        store.close()
+    return [store.records[(k,)] for k in range(n_maps)]
+
+
 class InProcessExecutor:
     """One worker in this process, with torch's and numba's thread counts set to `threads` while
     it runs (and restored after)."""

@@ -21,6 +21,8 @@ the image). Mapping onto a chip and the kernels are those of `QuantizedModel`
 """
 from __future__ import annotations
 
+import copy
+
 import logging
 import numbers
 import os
@@ -280,7 +282,20 @@ def allow_train_eval(gm: fx.GraphModule) -> fx.GraphModule:
 
     gm.train = types.MethodType(train, gm)
     gm.eval = types.MethodType(lambda self: self.train(False), gm)
+    gm._sramsim_train_eval = True
     return gm
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` that owns its weights; an exported GraphModule patched by
+    `allow_train_eval` is patched again, so its train()/eval() move the copy's graph (a copied
+    bound method would still move the original's)."""
+    twin = copy.deepcopy(model)
+    if getattr(model, "_sramsim_train_eval", False):
+        for name in ("train", "eval"):
+            twin.__dict__.pop(name, None)
+        allow_train_eval(twin)
+    return twin
 
 
 class TorchQuantizedModel:

@@ -149,7 +149,7 @@ class Evaluator:
     """
 
     def __init__(self, qm, layout: MemoryLayout | None = None, device=None):
-        from sramsim.inject.torch_quantized import TorchQuantizedModel
+        from sramsim.inject.torch_quantized import TorchQuantizedModel, copy_model
         self.qm = qm
         self.layout = layout or MemoryLayout()
         self.device = device
@@ -157,13 +157,14 @@ class Evaluator:
         if self.torch_quantized:
             if self.layout.ecc is not None:
                 raise InputError("ecc is not modelled for PyTorch-quantized (int8) models")
-            self._own = TorchQuantizedModel(copy.deepcopy(qm.model), qm.word_bits)
+            self._own = TorchQuantizedModel(copy_model(qm.model), qm.word_bits)
             self.model = self._own.model
             self.inplace = False
         else:
             self.inplace = inplace.inplace_fits(qm, qm.model)
             self.model = copy.deepcopy(qm.model) if self.inplace else qm.model
             if self.inplace:
+                self._weights = inplace.pack_parameters(qm, self.model)
                 inplace.load_clean(qm, self.model)
         self._clean: dict = {}
 
