@@ -376,7 +376,7 @@ SHIPPED = [ROOT / "sramsim" / "data" / "profiles" / f"finfet14-8192x128-s{s}.h5"
 
 
 def readme_synth_commands() -> dict[str, list[str]]:
-    """The `sramsim profile synth ...` lines of profiles/README.md, keyed by their --out file."""
+    """The `sramsim profile synth ...` lines of sramsim/data/profiles/README.md, keyed by their --out file."""
     commands = {}
     for line in (ROOT / "sramsim" / "data" / "profiles" / "README.md").read_text().splitlines():
         if line.strip().startswith("sramsim profile synth"):

@@ -1,7 +1,7 @@
 """The HDF5 chip profile file (schema v1): the one module that writes, reads and checks it.
 
-The schema is written down in sramsim/data/profiles/README.md. This module knows the file, not the `Chip`
-class: `write` takes any object with a chip's fields, `read` returns the constructor fields
+The schema is written down in sramsim/data/profiles/README.md. This module knows the file, not
+the `Chip` class: `write` takes any object with a chip's fields, `read` returns the constructor fields
 (`Chip(**fields)`), so `Chip.save` / `Chip.load` call it without an import circle. Readers check
 everything before the fields are returned, so a bad file fails when it is opened, with one line
 naming the file and the problem. Only what h5py raises while reading a damaged file is reported
