@@ -337,7 +337,7 @@ class Chip:
         return (self.geometry == other.geometry and np.array_equal(self.address, other.address)
                 and np.array_equal(self.vfail, other.vfail) and np.array_equal(self.kind, other.kind))
 
-    # --- persistence (HDF5 profile, schema in profiles/README.md) --------------------------------
+    # --- persistence (HDF5 profile, schema in sramsim/data/profiles/README.md) ----------------
     def save(self, path) -> None:
         """Write this chip as an HDF5 profile (checked before it appears under `path`)."""
         profile_file.write(self, path)
