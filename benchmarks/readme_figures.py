@@ -37,7 +37,7 @@ from common import ROOT, repo_path, write_result  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "readme"
 CNN = CACHE / "cnn.pt"
-PROFILES = sorted(str(p) for p in (ROOT / "profiles").glob("finfet14-8192x128-s*.h5"))
+SHIPPED = ["shipped"]           # the CLI's word for the five profiles in sramsim/data/profiles/
 ECC_RUNS = {"plain": [], "secded72": ["--ecc", "secded72"],
             "secded72-zero": ["--ecc", "secded72", "--ecc-policy", "zero"],
             "secded13": ["--ecc", "secded13"]}
@@ -102,7 +102,7 @@ def sweep(name: str, profiles: list[str], voltages: str, limit: int, extra: list
 def part_ecc() -> dict:
     from sramsim import QuantizedModel
     from sramsim.nn.models import load_checkpoint
-    runs = {name: sweep(f"ecc-{name}", PROFILES, "0.9:0.8:-0.025", 1000, extra)
+    runs = {name: sweep(f"ecc-{name}", SHIPPED, "0.9:0.8:-0.025", 1000, extra)
             for name, extra in ECC_RUNS.items()}
     qm = QuantizedModel(load_checkpoint(CNN)[0], 8, "symmetric")
     return {"runs": runs, "weights": qm.n_codes, "secded72_words": -(-qm.image.size // 8)}
@@ -143,6 +143,7 @@ def planned_elsewhere(limit: int) -> dict:
     shipped chip (one thread, as sweeps run)."""
     from sramsim import Chip, MemoryLayout, QuantizedModel
     from sramsim.analysis.executors import pinned_threads
+    from sramsim.memory.shipped import shipped_profiles
     from sramsim.nn.data import load_dataset
     from sramsim.nn.evaluation import evaluate
     from sramsim.nn.models import load_checkpoint
@@ -153,7 +154,7 @@ def planned_elsewhere(limit: int) -> dict:
     with pinned_threads(1):
         for plan_v, run_v in ((0.825, 0.8), (0.85, 0.825)):
             acc = {p: [] for p in PLACEMENTS}
-            for path in PROFILES:
+            for path in shipped_profiles():
                 chip = Chip.load(path)
                 for policy in PLACEMENTS:
                     layout = MemoryLayout(bit_placement=policy, planning_voltage=(
@@ -167,7 +168,7 @@ def planned_elsewhere(limit: int) -> dict:
 
 
 def part_placement() -> dict:
-    shipped = {p: sweep(f"placement-{p}", PROFILES, "0.875:0.8:-0.025", 2000,
+    shipped = {p: sweep(f"placement-{p}", SHIPPED, "0.875:0.8:-0.025", 2000,
                         ["--bit-placement", p]) for p in PLACEMENTS}
     path, made = imported_profile()
     imported = {p: sweep(f"placement-imported-{p}", [path], "0.875:0.8:-0.025", 2000,
@@ -182,7 +183,7 @@ def part_placement() -> dict:
 def part_vuln() -> dict:
     runs = {}
     for placement in ("linear", "shuffle"):
-        argv = ["vuln", "--model", str(CNN), "--data", "fashion-mnist", "--profile", *PROFILES,
+        argv = ["vuln", "--model", str(CNN), "--data", "fashion-mnist", "--profile", *SHIPPED,
                 "--voltage", "0.8", "--models", "5", "--by", "bit", "--limit", "2000",
                 "--no-progress", "--bit-placement", placement]
         t0 = time.perf_counter()

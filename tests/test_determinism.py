@@ -47,10 +47,10 @@ digest("random-error images", *[apply_faults(image, rbe) for _ in range(2)])
 
 # DRAM error models 0-3, and a DRAM placement applied to a 1.5 MB image (parallel path)
 g = DramGeometry(banks=2, rows=256, columns=64, device_width=8, subarray_rows=64)
-chips = [dram_chip(g, v_floor=0.87, seed=21, model=m) for m in range(4)]
+chips = [dram_chip(g, v_floor=0.87, seed=21, error_model=m) for m in range(4)]
 digest("dram maps", *[a for c in chips for a in (c.address, c.vfail, c.kind)])
 big = DramGeometry(banks=2, rows=256, columns=1024, device_width=32, subarray_rows=64)
-dchip = dram_chip(big, v_floor=0.95, seed=10, model=1)          # 22,635 faults
+dchip = dram_chip(big, v_floor=0.95, seed=10, error_model=1)         # 22,635 faults
 dimage = np.random.default_rng(11).integers(0, 256, 1_500_000, dtype=np.uint8)
 digest("dram placed image", apply_placed(dimage, dchip, 0.95, place(dimage.size, big, "drmap", start=7)))
 

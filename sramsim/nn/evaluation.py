@@ -164,6 +164,7 @@ class Evaluator:
             self.inplace = inplace.inplace_fits(qm, qm.model)
             self.model = copy.deepcopy(qm.model) if self.inplace else qm.model
             if self.inplace:
+                self._weights = inplace.pack_parameters(qm, self.model)
                 inplace.load_clean(qm, self.model)
         self._clean: dict = {}
 
