@@ -1,7 +1,7 @@
 """Base models by name, and the checkpoint file that `sweep`, `energy` and `fusion` load.
 
-Checkpoint format (torch.save, loaded with weights_only=True):
-    {"format": "sramsim.model", "version": 1, "meta": {...}, "state_dict": {...}}
+Checkpoint format (torch.save, loaded with weights_only=True; `sramsim.nn.torch_files`):
+    {"format": "sramsim.model", "version": 1, "meta": {...}, "state_dict": {...}, "sha256": ...}
 meta holds at least arch, in_channels, num_classes, norm (to rebuild the model) and bits, scheme,
 clip, dataset (how it was trained and how it is meant to be quantized).
 """
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from sramsim.errors import InputError
+from sramsim.nn.torch_files import atomic_torch_save, read_torch_file  # noqa: F401 (re-exported)
 from sramsim.nn.models.cnn import SmallCNN
 from sramsim.nn.models.norm import NORMS, check_norm
 from sramsim.nn.models.resnet import resnet18, resnet20, resnet50
@@ -131,37 +131,3 @@ def check_finite(state: dict, path: str | os.PathLike) -> None:
             bad = int((~torch.isfinite(tensor)).sum())
             raise InputError(f"{path}: tensor {name!r} holds {bad} NaN or infinite value(s) "
                              f"of {tensor.numel()}")
-
-
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file beside `path`, then rename over it."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def read_torch_file(path: str | os.PathLike, fmt: str, version: int, what: str) -> dict:
-    """A torch.save'd dict tagged with `format`/`version`, loaded safely (weights_only=True)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such {what} file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not a {what} file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load fails on junk with many exception types
-        reason = " ".join(str(exc).split())[:160]
-        raise InputError(f"{path}: not a readable {what} ({reason})") from None
-    if not isinstance(obj, dict) or obj.get("format") != fmt:
-        raise InputError(f"{path}: not a {what} (format tag is not {fmt!r})")
-    if obj.get("version") != version:
-        raise InputError(f"{path}: {what} version {obj.get('version')!r} is not supported "
-                         f"(expected {version})")
-    return obj
