@@ -142,6 +142,7 @@ def read(path: str | os.PathLike) -> tuple[dict | None, list[str]]:
     problems: list[str] = []
     try:
         with f:
+            _check_self_contained(f)
             fields = _check(f, problems)
     except _Invalid as exc:
         return None, problems + [str(exc)]
@@ -156,6 +157,30 @@ def _h5read():
     except _H5_ERRORS as exc:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise _Invalid(f"unreadable data (damaged or truncated file): {detail}") from None
+
+
+def _check_self_contained(f: h5py.File) -> None:
+    """Refuse, before reading any data, a file that reaches outside itself (or aliases its own
+    objects): external and soft links, datasets stored in external raw files, virtual datasets.
+    A profile written by sramsim has none; following them would read another file's faults."""
+    def link(name: str, obj) -> str | None:
+        if isinstance(obj, h5py.ExternalLink):
+            return f"/{name} is an external link to {obj.filename}:{obj.path}"
+        if isinstance(obj, h5py.SoftLink):
+            return f"/{name} is a soft link to {obj.path}"
+        return None
+
+    def storage(name: str, obj) -> str | None:
+        if isinstance(obj, h5py.Dataset) and obj.is_virtual:
+            return f"/{name} is a virtual dataset (its data lives in other files)"
+        if isinstance(obj, h5py.Dataset) and obj.external:
+            return f"/{name} is stored in external file(s) {[e[0] for e in obj.external]}"
+        return None
+
+    with _h5read():
+        found = f.visititems_links(link) or f.visititems(storage)
+    if found:
+        raise _Invalid(f"refused: {found}; a chip profile must be self-contained")
 
 
 def _check(f: h5py.File, problems: list[str]) -> dict | None:
