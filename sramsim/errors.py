@@ -1,5 +1,6 @@
-"""Errors that mean "bad input" (the CLI prints them as one line and exits with status 2), and the
-range checks every layer shares."""
+"""Errors that mean "bad input" (the CLI prints them as one line and exits with status 2), the one
+runtime failure the CLI reports the same way (exit status 1), and the range checks every layer
+shares."""
 from __future__ import annotations
 
 import math
@@ -7,6 +8,16 @@ import math
 
 class InputError(ValueError):
     """Bad input from the user: a wrong path, shape, voltage, option or file."""
+
+
+class InputTypeError(InputError, TypeError):
+    """Bad input of the wrong type (a str where a model is expected): an InputError for the CLI,
+    and still a TypeError for Python callers that catch that."""
+
+
+class RunError(RuntimeError):
+    """A run that failed for a reason outside its input (every worker lost, the disk full): the
+    CLI prints it as one line and exits with status 1; finished results are kept."""
 
 
 class ProfileError(InputError):

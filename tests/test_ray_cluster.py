@@ -28,7 +28,7 @@ import torch
 
 from conftest import write_idx
 from sramsim.analysis import sweep as S
-from sramsim.errors import InputError
+from sramsim.errors import InputError, RunError
 
 PORT = 6390
 ADDRESS = f"127.0.0.1:{PORT}"
@@ -454,12 +454,13 @@ def test_killed_worker_loses_no_point_and_the_other_finishes_the_grid(cluster, s
 @pytest.mark.slow
 def test_all_workers_killed_one_line_then_rerun_completes_the_grid(cluster, setup, tmp_path,
                                                                    local_kill_grid):
-    """SIGKILL both actors mid-sweep: one line on stderr, exit 2, finished points kept; the re-run
+    """SIGKILL both actors mid-sweep: one line on stderr, exit 1 (a runtime failure, not bad
+    input), finished points kept; the re-run
     computes only the missing points and the grid equals a local run."""
     out = tmp_path / "ray"
     rc, stdout, stderr, before, victims = _start_and_kill(cluster, setup, out, which="all")
     assert len(victims) == 2
-    assert rc == 2 and stdout == ""
+    assert rc == 1 and stdout == ""
     error = [line for line in stderr.splitlines() if line.startswith("sramsim: error:")]
     assert len(error) == 1 and "Ray worker(s) died" in error[0] and "re-run" in error[0]
     assert "Traceback" not in stderr
@@ -570,7 +571,8 @@ def test_all_actors_dead_is_one_line_and_keeps_what_finished():
     with pytest.raises(RayWorkersLost) as info:
         run_on_actors(FakeRay(), [FakeActor("a", dies_at=3), FakeActor("b", dies_at=2)],
                       list(range(6)), got.extend)
-    assert isinstance(info.value, InputError) and "\n" not in str(info.value)
+    assert isinstance(info.value, RunError) and not isinstance(info.value, InputError)
+    assert "\n" not in str(info.value)
     assert str(info.value).startswith("--executor ray: all 2 Ray worker(s) died (RayActorError: ")
     assert "re-run with the same --out" in str(info.value)
     # b: 0 then dies on 2; a: 1, 3, then dies on 2 (handed back by b); 4 and 5 never ran

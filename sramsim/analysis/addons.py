@@ -12,7 +12,7 @@ from importlib.metadata import entry_points
 
 from torch import nn
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, InputTypeError
 
 GROUP = "sramsim.addons"
 
@@ -34,5 +34,5 @@ def build(name: str, in_channels: int) -> nn.Module:
                          f"({', '.join(sorted(found))})")
     model = next(iter(found.values())).load()(name, int(in_channels))
     if not isinstance(model, nn.Module):
-        raise TypeError(f"add-on builder for {name!r} returned {type(model).__name__}, not an nn.Module")
+        raise InputTypeError(f"add-on builder for {name!r} returned {type(model).__name__}, not an nn.Module")
     return model

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, RunError
 from sramsim.memory.chip import Chip
 
 CHIP_CACHE = 2
@@ -364,11 +364,10 @@ RAY_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 RAY_CONNECT_TIMEOUT_S = 5.0
 
 
-class RayWorkersLost(InputError):
+class RayWorkersLost(RunError):
     """Every Ray actor of a sweep died; the points finished before are kept (re-run to resume).
 
-    An InputError, so that the CLI says it in one line with exit status 2, as it does for a
-    cluster it cannot reach: both are about the cluster the user pointed it at.
+    A runtime failure, not bad input: the CLI says it in one line with exit status 1.
     """
 
 

@@ -122,6 +122,7 @@ def random_chips(n: int, curve: str = "finfet14", rows: int = DEFAULT_ROWS,
     floor = c.v_min if v_floor is None else float(v_floor)
     if floor < c.v_min:
         raise InputError(f"v_floor {floor:g} is below curve {curve!r}'s lowest voltage {c.v_min:g}")
+    Chip.check_random_fits(geometry, c, floor)          # before any work: refused in one line
     kinds_t = tuple(sorted((kinds or {"flip": 1.0}).items()))
     return [ChipSpec(f"{curve}-{geometry.rows}x{geometry.cols}x{geometry.banks}-s{seed + i}",
                      curve=curve, rows=geometry.rows, cols=geometry.cols, banks=geometry.banks,

@@ -1,25 +1,43 @@
 """`sramsim` command line: a thin layer over the library; each subcommand lives in sramsim.commands.
 
 Every subcommand module defines `register(subparsers)`, which adds its parser and sets
-`func=run(args) -> int`. Bad input (InputError, missing files, bad values) prints one line and exits 2.
+`func=run(args) -> int`. Bad input (InputError, missing files, bad values, argparse's own
+refusals) prints one line and exits 2; a runtime failure (RunError, a full disk) one line and 1.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import math
 import sys
 
-from sramsim.errors import InputError, check_ber, check_writable  # noqa: F401 (check_writable: for the commands)
+from sramsim.errors import (InputError, RunError, check_ber,  # noqa: F401 (check_writable:
+                            check_writable)                    # for the commands)
 
+# OSErrors about the path the user gave, not the machine: exit status 2 like other bad input
+BAD_PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EACCES,
+                   errno.EROFS, errno.ELOOP, errno.EINVAL)
 COMMANDS = ("profile", "train_base", "sweep", "energy", "demo", "vuln", "dram", "sparkxd")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose refusals are one line (no usage block): "PROG: error: argument --by:
+    invalid choice: 'foo' (choose from layer, bit, both)". Subcommand parsers inherit it."""
+
+    def error(self, message: str):
+        message = " ".join(message.split())
+        if "invalid choice" in message:          # (choose from 'a', 'b') -> (choose from a, b)
+            head, _, choices = message.partition("(choose from ")
+            message = head + "(choose from " + choices.replace("'", "")
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser(prog: str = "sramsim", package: str = "sramsim.commands",
                  commands=COMMANDS) -> argparse.ArgumentParser:
     """The parser of `prog`: one subcommand per module `package.NAME` for NAME in `commands`."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser = Parser(prog=prog, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in commands:
         # No try/except: a subcommand module that fails to import is a bug to surface, not a
@@ -33,9 +51,18 @@ def run_main(parser: argparse.ArgumentParser, argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (InputError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            PermissionError, FileExistsError) as exc:
         print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # a name too long for the file system is bad input; a full disk or an I/O error is a
+        # runtime failure (what finished is kept: results are written as they finish)
+        print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2 if exc.errno in BAD_PATH_ERRNOS else 1
+    except RunError as exc:
+        print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; finished results are kept, re-run to resume",
               file=sys.stderr)

@@ -123,7 +123,7 @@ def fixed_draws(nbits: int, n: int, *, ber: float | None = None,
     Draws are `Faults` (random) or `ChipDraw` records, for `apply_numpy` / `TorchApplier`.
     """
     if purpose not in PURPOSES:
-        raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
+        raise InputError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
     if isinstance(n, bool) or int(n) != n or n < 1:
         raise InputError(f"--models must be a positive integer, got {n!r}")
     n = int(n)

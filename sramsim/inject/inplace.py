@@ -27,7 +27,7 @@ import torch
 from numba.typed import List
 from torch import nn
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, InputTypeError
 from sramsim.inject import kernels
 from sramsim.inject.mapping import check_offset, sorted_bit_faults
 from sramsim.inject.quantization import SCHEMES, dequantize, unpack
@@ -87,12 +87,12 @@ def image_faults(qm, source, voltage: float | None = None, offset: int = 0,
     if placement is not None:
         from sramsim.inject.placement import check_placed, placed_faults
         if offset:
-            raise ValueError("offset must be 0 with a placement (use the placement's start)")
+            raise InputError("offset must be 0 with a placement (use the placement's start)")
         check_placed(source, voltage, placement, nbytes)
         return _bits_in_image(placed_faults(source, voltage, placement), nbytes)
     if isinstance(source, Chip):
         if voltage is None:
-            raise ValueError("a Chip needs a voltage")
+            raise InputError("a Chip needs a voltage")
         faults = source.byte_faults(voltage)
         g = source.geometry
         offset_bytes = (offset % g.capacity_words) * (g.word_bits // 8)
@@ -102,7 +102,7 @@ def image_faults(qm, source, voltage: float | None = None, offset: int = 0,
         return _bits_in_image(source.draw(nbytes * 8), nbytes)
     if isinstance(source, Faults):
         return _bits_in_image(sorted_bit_faults(source, nbytes * 8), nbytes)
-    raise TypeError(f"unknown fault source {type(source).__name__}; use Chip, RandomBitErrors, "
+    raise InputTypeError(f"unknown fault source {type(source).__name__}; use Chip, RandomBitErrors, "
                     "Faults or a faulty image")
 
 
@@ -177,7 +177,7 @@ def quantized_parameters(qm, model: nn.Module) -> list[torch.Tensor]:
     """`model`'s parameters named by qm's segments; refused (InputError naming the parameter)
     unless each is a contiguous float32 CPU tensor of the segment's shape."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     params = dict(model.named_parameters())
     out = []
     for s in qm.segments:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, InputTypeError
 from sramsim.inject import bit_placement as BP
 from sramsim.inject import ecc as ECC
 from sramsim.inject import inplace
@@ -61,24 +61,24 @@ class QuantizedModel:
     def __init__(self, model: nn.Module, bits: int = 8, scheme: str = "symmetric",
                  clip: float | None = None, include_bias: bool = False, word_bits: int = 8):
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         Q.check_scheme(scheme, bits)
         bits = int(bits)
         if isinstance(word_bits, bool) or not isinstance(word_bits, numbers.Integral) or word_bits % 8 \
                 or word_bits <= 0:
-            raise ValueError(f"word_bits must be a positive multiple of 8, got {word_bits!r}")
+            raise InputError(f"word_bits must be a positive multiple of 8, got {word_bits!r}")
         word_bits = int(word_bits)
         if clip is not None:
             if isinstance(clip, bool) or not isinstance(clip, numbers.Real) \
                     or not math.isfinite(clip) or clip <= 0:
-                raise ValueError(f"clip must be a positive finite number, got {clip!r}")
+                raise InputError(f"clip must be a positive finite number, got {clip!r}")
             clip = float(clip)
         self.model = model
         self.bits, self.scheme, self.clip = bits, scheme, clip
         self.word_bits = word_bits
         self.names = quantized_parameter_names(model, include_bias)
         if not self.names:
-            raise ValueError("model has no conv/linear weights to quantize")
+            raise InputError("model has no conv/linear weights to quantize")
         # Layer by layer, piece by piece, into an image allocated once at its final size: no
         # float copy of the model and no all-codes temporary beside it, so a 10^9-weight model
         # quantizes beside its own weights (benchmarks/bench_scale.py measures the peak).
@@ -134,7 +134,7 @@ class QuantizedModel:
             if not isinstance(source, Chip):
                 raise InputError("a bit placement needs a known chip map (a Chip source)")
             if voltage is None:
-                raise ValueError("a Chip needs a voltage")
+                raise InputError("a Chip needs a voltage")
             if isinstance(bit_placement, str):
                 bit_placement = self.plan_bits(source, voltage, bit_placement, offset)
             elif not isinstance(bit_placement, BP.BitPlacement):
@@ -171,9 +171,9 @@ class QuantizedModel:
         elif isinstance(image, torch.Tensor):
             img = image
         else:
-            raise TypeError(f"image must be a numpy array or torch tensor, got {type(image).__name__}")
+            raise InputTypeError(f"image must be a numpy array or torch tensor, got {type(image).__name__}")
         if img.dtype != torch.uint8 or img.dim() < 1 or img.shape[-1] != self.image.size:
-            raise ValueError(f"image must be uint8 [..., {self.image.size}], got {img.dtype} "
+            raise InputError(f"image must be uint8 [..., {self.image.size}], got {img.dtype} "
                              f"{list(img.shape)}")
         if device is not None:
             img = img.to(device)

@@ -119,6 +119,21 @@ class Chip:
     MASK_CACHE_SIZE = 3
 
     # --- construction -------------------------------------------------------------------------
+    @staticmethod
+    def check_random_fits(geometry: Geometry, curve: BerCurve, v_floor: float) -> float:
+        """The BER at `v_floor` of a random chip `Chip.random` would draw, after refusing one
+        whose faults cannot fit in this machine's memory (so a sweep refuses it before any work)."""
+        v_floor = float(v_floor)
+        if not (np.isfinite(v_floor) and 0.0 < v_floor <= 1.0):
+            raise InputError(f"v_floor must be a positive finite voltage at most the nominal "
+                             f"1.0, got {v_floor!r}")
+        p_floor = float(curve.ber(v_floor))
+        n_max = expected_faults(geometry.capacity_bits, p_floor)
+        require_memory(n_max * CHIP_BUILD_BYTES_PER_FAULT,
+                       f"a random chip of {geometry.capacity_bits} bits with BER {p_floor:g} at "
+                       f"v_floor {v_floor:g} (~{geometry.capacity_bits * p_floor:.3g} faults)")
+        return p_floor
+
     @classmethod
     def random(cls, geometry: Geometry, curve: BerCurve, v_floor: float, seed: int,
                kinds: dict[str, float] | None = None, name: str | None = None) -> "Chip":
@@ -133,13 +148,7 @@ class Chip:
         """
         seed = check_seed(seed)
         v_floor = float(v_floor)
-        if not (np.isfinite(v_floor) and v_floor <= 1.0):
-            raise InputError(f"v_floor must be a finite voltage at most the nominal 1.0, got {v_floor!r}")
-        p_floor = float(curve.ber(v_floor))
-        n_max = expected_faults(geometry.capacity_bits, p_floor)
-        require_memory(n_max * CHIP_BUILD_BYTES_PER_FAULT,
-                       f"a random chip of {geometry.capacity_bits} bits with BER {p_floor:g} at "
-                       f"v_floor {v_floor:g} (~{geometry.capacity_bits * p_floor:.3g} faults)")
+        p_floor = cls.check_random_fits(geometry, curve, v_floor)
         rng = np.random.default_rng(seed)
         positions = bernoulli_positions(rng, geometry.capacity_bits, p_floor)
         # Given a cell fails at v_floor, P(vfail >= V) = ber(V) / ber(v_floor): vfail is the curve's

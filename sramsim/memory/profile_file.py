@@ -18,7 +18,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from sramsim.errors import ProfileError
+from sramsim.errors import InputError, ProfileError
 from sramsim.memory.curves import BerCurve
 from sramsim.memory.dram import DramGeometry
 from sramsim.memory.geometry import Geometry
@@ -49,7 +49,7 @@ def write(chip, path: str | os.PathLike) -> None:
     path = Path(path)
     clash = set(chip.attrs) & (set(ROOT_ATTRS) | set(GEOMETRY_ATTRS))
     if clash:
-        raise ValueError(f"chip attrs {sorted(clash)} would overwrite schema attributes")
+        raise InputError(f"chip attrs {sorted(clash)} would overwrite schema attributes")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with h5py.File(tmp, "w") as f:

@@ -88,7 +88,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> No
     meta = {**META_DEFAULTS, **meta}
     missing = [k for k in REQUIRED_META if meta.get(k) is None]
     if missing:
-        raise ValueError(f"checkpoint meta lacks {', '.join(missing)}")
+        raise InputError(f"checkpoint meta lacks {', '.join(missing)}")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     obj = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "meta": meta,
            "state_dict": state}
