@@ -99,3 +99,21 @@ def check_writable(path, what: str, folder: bool = False) -> None:
                          f"({exc.strerror or exc})") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{what} {path}: cannot write in {parent} (permission denied)")
+
+
+def check_device(device):
+    """`device` as a torch.device (None stays None), else an InputError: an unknown name, or a
+    CUDA device on a machine without one (torch would raise a bare AssertionError later)."""
+    if device is None:
+        return None
+    import torch
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r} (use cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {str(device)!r}: no CUDA device available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {str(device)!r}: this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
+    return dev

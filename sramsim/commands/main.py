@@ -13,7 +13,7 @@ import json
 import math
 import sys
 
-from sramsim.errors import (InputError, RunError, check_ber,  # noqa: F401 (check_writable:
+from sramsim.errors import (InputError, RunError, check_ber, check_device,  # noqa: F401 (check_writable:
                             check_writable)                    # for the commands)
 
 # OSErrors about the path the user gave, not the machine: exit status 2 like other bad input
@@ -153,14 +153,11 @@ def add_protection_arguments(p: argparse.ArgumentParser, planned_at: str) -> Non
 
 def torch_device(name: str):
     """A --device value as a torch.device; unknown names and missing CUDA are bad input."""
-    import torch
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"--device: unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device available")
-    return device
+        return check_device(name)
+    except InputError as exc:
+        reason = str(exc).split(": ", 1)[-1]           # without the library's "device 'x'"
+        raise InputError(f"--device {name}: {reason}") from None
 
 
 def _one_line(exc: BaseException) -> str:

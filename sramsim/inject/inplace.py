@@ -29,7 +29,7 @@ from torch import nn
 
 from sramsim.errors import InputError, InputTypeError
 from sramsim.inject import kernels
-from sramsim.inject.mapping import check_offset, sorted_bit_faults
+from sramsim.inject.mapping import check_no_voltage, check_offset, sorted_bit_faults
 from sramsim.inject.quantization import SCHEMES, dequantize, unpack
 from sramsim.memory.chip import ByteFaults, Chip, Faults
 from sramsim.memory.random_errors import RandomBitErrors
@@ -98,6 +98,7 @@ def image_faults(qm, source, voltage: float | None = None, offset: int = 0,
         offset_bytes = (offset % g.capacity_words) * (g.word_bits // 8)
         first = int(np.searchsorted(faults.byte, offset_bytes))
         return ImageFaults(faults, first, offset_bytes, g.capacity_bytes)
+    check_no_voltage(source, voltage)
     if isinstance(source, RandomBitErrors):
         return _bits_in_image(source.draw(nbytes * 8), nbytes)
     if isinstance(source, Faults):

@@ -37,11 +37,21 @@ def apply_faults(image: np.ndarray, source, voltage: float | None = None, offset
         if voltage is None:
             raise InputError("a Chip needs a voltage")
         return _apply_chip(image, source, voltage, offset, out)
+    check_no_voltage(source, voltage)
     if isinstance(source, RandomBitErrors):
         return apply_bit_faults(image, source.draw(image.shape[0] * 8), out, checked=True)
     if isinstance(source, Faults):
         return apply_bit_faults(image, source, out)
     raise InputTypeError(f"unknown fault source {type(source).__name__}; use Chip, RandomBitErrors or Faults")
+
+
+def check_no_voltage(source, voltage) -> None:
+    """Refuse a voltage given with a source that has none (random errors at a fixed rate, a
+    fault list): silently ignoring it would run another operating point than the one asked."""
+    if voltage is not None and isinstance(source, (RandomBitErrors, Faults)):
+        raise InputError(f"voltage {voltage!r} given with a {type(source).__name__} source, "
+                         f"which has no voltage (its faults are fixed): pass a Chip, or no "
+                         f"voltage")
 
 
 def check_offset(offset) -> int:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sramsim.errors import InputError, InputTypeError
+from sramsim.errors import InputError, InputTypeError, check_device
 from sramsim.inject import bit_placement as BP
 from sramsim.inject import ecc as ECC
 from sramsim.inject import inplace
@@ -176,7 +176,7 @@ class QuantizedModel:
             raise InputError(f"image must be uint8 [..., {self.image.size}], got {img.dtype} "
                              f"{list(img.shape)}")
         if device is not None:
-            img = img.to(device)
+            img = img.to(check_device(device))
         codes = Q.unpack(img, self.bits, self.n_codes)
         lead = tuple(img.shape[:-1])
         return {s.name: Q.dequantize(codes[..., s.start:s.start + s.count], s.quant)

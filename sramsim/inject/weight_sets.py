@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, check_device
 from sramsim.inject.quantized_model import QuantizedModel
 from sramsim.inject.draws import apply_numpy
 from sramsim.inject.torch_backend import TorchApplier
@@ -31,7 +31,7 @@ class WeightSets:
 
     def __init__(self, qm: QuantizedModel, device="cpu", path: str | None = None):
         self.qm = qm
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.path = path or ("numpy" if self.device.type == "cpu" else "torch")
         if self.path not in ("numpy", "torch"):
             raise InputError(f"path must be 'numpy' or 'torch', got {path!r}")

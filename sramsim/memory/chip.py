@@ -8,10 +8,10 @@ from dataclasses import InitVar, dataclass, field
 import numpy as np
 from numba import njit
 
-from sramsim.errors import InputError, ProfileError
+from sramsim.errors import InputError, InputTypeError, ProfileError, check_number
 from sramsim.memory import kernels, profile_file
 from sramsim.memory.curves import BerCurve
-from sramsim.memory.geometry import FLIP, KIND_CODES, Geometry, draw_kinds
+from sramsim.memory.geometry import FLIP, KIND_CODES, Geometry, Sizes, draw_kinds
 from sramsim.memory.sampling import bernoulli_positions, check_seed, key_uniforms, shuffled_by_keys
 from sramsim.memory.sizes import CHIP_BUILD_BYTES_PER_FAULT, expected_faults, require_memory
 
@@ -123,8 +123,14 @@ class Chip:
     def check_random_fits(geometry: Geometry, curve: BerCurve, v_floor: float) -> float:
         """The BER at `v_floor` of a random chip `Chip.random` would draw, after refusing one
         whose faults cannot fit in this machine's memory (so a sweep refuses it before any work)."""
-        v_floor = float(v_floor)
-        if not (np.isfinite(v_floor) and 0.0 < v_floor <= 1.0):
+        if not isinstance(geometry, Sizes):
+            raise InputTypeError(f"geometry must be a Geometry or DramGeometry, got "
+                                 f"{type(geometry).__name__}")
+        if not isinstance(curve, BerCurve):
+            raise InputTypeError(f"curve must be a BerCurve (e.g. BerCurve.builtin('finfet14')), "
+                                 f"got {type(curve).__name__}")
+        v_floor = check_number(v_floor, "v_floor")
+        if not 0.0 < v_floor <= 1.0:
             raise InputError(f"v_floor must be a positive finite voltage at most the nominal "
                              f"1.0, got {v_floor!r}")
         p_floor = float(curve.ber(v_floor))
@@ -206,8 +212,8 @@ class Chip:
     __hash__ = None   # mutable: not a dict key
 
     def check_voltage(self, v: float) -> float:
-        """`v` as a float if this chip's map covers it, else VoltageError (NaN, or below the
-        floor / lowest measured voltage: never extrapolated)."""
+        """`v` as a float if this chip's map covers it, else VoltageError (NaN, below the floor /
+        lowest measured voltage, or above the nominal voltage: never extrapolated)."""
         v = float(v)
         if not np.isfinite(v):
             raise VoltageError(f"voltage must be a finite number, got {v!r}")
@@ -216,6 +222,10 @@ class Chip:
         if v < self.v_floor - VOLTAGE_TOLERANCE and np.float32(v) < np.float32(self.v_floor):
             what = "lowest measured voltage" if self.source == "measured" else "v_floor"
             raise VoltageError(f"voltage {v:g} is below chip {self.name!r}'s {what} {self.v_floor:g}")
+        if v > self.nominal_voltage + VOLTAGE_TOLERANCE and \
+                np.float32(v) > np.float32(self.nominal_voltage):
+            raise VoltageError(f"voltage {v:g} is above chip {self.name!r}'s nominal voltage "
+                               f"{self.nominal_voltage:g} (nothing is known above it)")
         return v
 
     def count(self, v: float) -> int:

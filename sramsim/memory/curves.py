@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import ndtr, ndtri
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, check_number
 
 # 14 nm FinFET SRAM, normalised voltage -> BER. Published with NeuralFuse (Sun et al., NeurIPS 2024),
 # measured by Chandramoorthy et al.; 1% BER at 0.833 is the operating point used there.
@@ -57,6 +57,8 @@ class BerCurve:
             raise InputError("BER table needs at least two (voltage, ber) pairs of equal length")
         if not (np.all(np.isfinite(v)) and np.all(np.isfinite(b))):
             raise InputError("BER table contains NaN or infinite values")
+        if np.any(v <= 0):
+            raise InputError(f"BER table voltages must be positive, got {v[v <= 0][0]:g}")
         if np.any(b < 0) or np.any(b > 1):
             raise InputError("BER values must lie in [0, 1]")
         order = np.argsort(v)
@@ -70,8 +72,8 @@ class BerCurve:
     @classmethod
     def gaussian(cls, mu: float, sigma: float) -> "BerCurve":
         """Each cell's minimum operating voltage ~ N(mu, sigma); BER(V) = P(Vmin > V)."""
-        if not sigma > 0:
-            raise InputError("sigma must be positive")
+        mu = check_number(mu, "gaussian curve mu")
+        sigma = check_number(sigma, "gaussian curve sigma", positive=True)
         return cls(np.empty(0), np.empty(0), name=f"gaussian(mu={mu:g},sigma={sigma:g})",
                    mu=float(mu), sigma=float(sigma))
 
@@ -89,10 +91,12 @@ class BerCurve:
     def ber(self, v: ArrayLike) -> np.ndarray | float:
         """BER at voltage(s) v. Above the table: the top value; below the table: ValueError."""
         v_arr = np.asarray(v, dtype=np.float64)
+        if np.any(np.isnan(v_arr)):
+            raise InputError(f"voltage is NaN (curve {self.name!r} needs a number)")
         if self.mu is not None:
             out = ndtr((self.mu - v_arr) / self.sigma)
         else:
-            if np.any(np.isnan(v_arr)) or np.any(v_arr < self._v[0] - 1e-12):
+            if np.any(v_arr < self._v[0] - 1e-12):
                 raise InputError(f"voltage below the lowest tabulated voltage {self._v[0]:g} "
                                  f"of curve {self.name!r}")
             out = self._interp_ber(np.minimum(v_arr, self._v[-1]))

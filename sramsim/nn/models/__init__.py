@@ -13,7 +13,7 @@ import re
 import torch
 from torch import nn
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, check_device
 from sramsim.nn.torch_files import atomic_torch_save, read_torch_file  # noqa: F401 (re-exported)
 from sramsim.nn.models.cnn import SmallCNN
 from sramsim.nn.models.norm import NORMS, check_norm
@@ -117,7 +117,7 @@ def load_checkpoint(path: str | os.PathLike, device=None) -> tuple[nn.Module, di
         raise InputError(f"{path}: weights do not fit a {meta['arch']} model "
                          f"({' '.join(' '.join(first[:2]).split())[:200]})") from None
     if device is not None:
-        model.to(device)
+        model.to(check_device(device))
     return model.eval(), {**META_DEFAULTS, **meta}
 
 
