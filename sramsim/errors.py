@@ -28,6 +28,19 @@ class DataError(InputError):
     """A dataset that is missing or malformed (message says where it was looked for and how to get it)."""
 
 
+NAME_MAX = 255          # bytes in one file or folder name (ext4, xfs, btrfs, tmpfs, APFS)
+# torch and numba threads of one process: far above any CPU's hardware threads (torch's OpenMP
+# runtime crashes on 100000); a Ray worker on a bigger machine than this one may use them all
+MAX_THREADS = 256
+
+
+def check_threads(value, what: str = "threads") -> int:
+    """`value` as a thread count in [1, MAX_THREADS], else an InputError naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_THREADS:
+        raise InputError(f"{what} must be a whole number in [1, {MAX_THREADS}], got {value!r}")
+    return value
+
+
 def check_choice(value, choices, what: str):
     """`value` if it is one of `choices`, else an InputError naming `what` and the choices."""
     if value not in choices:
@@ -82,7 +95,13 @@ def check_writable(path, what: str, folder: bool = False) -> None:
     import tempfile
     from pathlib import Path
 
+    if not str(path).strip():
+        raise InputError(f"{what}: empty path (name a {'folder' if folder else 'file'})")
     path = Path(path)
+    long = [part for part in path.parts if len(os.fsencode(part)) > NAME_MAX]
+    if long:
+        raise InputError(f"{what} {long[0][:40]}...: name of {len(os.fsencode(long[0]))} bytes, "
+                         f"longer than the {NAME_MAX} a file system allows")
     if path.exists() and path.is_dir() != folder:
         raise InputError(f"{what} {path}: exists and is {'not ' if folder else ''}a directory")
     parent = path if folder and path.is_dir() else path.parent

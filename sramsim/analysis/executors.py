@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sramsim.errors import InputError, RunError
+from sramsim.errors import InputError, RunError, check_threads
 from sramsim.memory.chip import Chip
 
 CHIP_CACHE = 2
@@ -222,6 +222,7 @@ def set_threads(threads: int | tuple[int, int]) -> tuple[int, int]:
     import numba
     before = get_threads()
     t_torch, t_numba = (threads, threads) if isinstance(threads, int) else threads
+    check_threads(int(t_torch)), check_threads(int(t_numba))   # torch crashes on 100000
     torch.set_num_threads(int(t_torch))
     numba.set_num_threads(min(int(t_numba), numba.config.NUMBA_NUM_THREADS))
     return before

@@ -26,7 +26,7 @@ from torch import nn
 from sramsim.analysis import energy as E
 from sramsim.memory.chip import Chip
 from sramsim.memory.curves import BUILTINS, BerCurve
-from sramsim.errors import InputError
+from sramsim.errors import InputError, check_threads
 from sramsim.inject.ecc import get_code
 from sramsim.inject.protection import check_protection
 from sramsim.inject.torch_quantized import (check_runs, is_exported_file, load_exported,
@@ -37,6 +37,9 @@ from sramsim.analysis.store import ResultStore
 from sramsim.stats import ci95_halfwidth, mean_std
 
 MAX_VOLTAGES = 10_000
+# points (voltages x chips x offsets) one sweep may hold: each is a test-set evaluation and a
+# line of points.jsonl; a million is weeks of work even at a fraction of a second per point
+MAX_POINTS = 1_000_000
 DEFAULT_ROWS, DEFAULT_COLS = 1024, 2048     # 256 KB weight SRAM, as in NeuralFuse's setup
 
 
@@ -59,7 +62,12 @@ def parse_voltages(text: str) -> list[float]:
                 raise InputError(f"--voltages {text}: {count} voltages (at most {MAX_VOLTAGES})")
             values = [start + i * step for i in range(count)]
         else:
-            values = [float(p) for p in text.split(",") if p.strip()]
+            items = text.split(",")
+            if len(items) > 1 and not all(p.strip() for p in items):
+                raise InputError(f"--voltages {text!r}: an empty entry in the comma list")
+            values = [float(p) for p in items if p.strip()]
+    except InputError:
+        raise
     except ValueError:
         raise InputError(f"--voltages {text!r}: use start:stop:step (e.g. 1.0:0.75:-0.025) or a "
                          "comma list of numbers") from None
@@ -111,6 +119,7 @@ def random_chips(n: int, curve: str = "finfet14", rows: int = DEFAULT_ROWS,
     """`n` random chips with seeds seed, seed+1, ...; v_floor defaults to the curve's lowest voltage."""
     if int(n) != n or n < 1:
         raise InputError(f"--chips must be a positive integer, got {n!r}")
+    check_grid(1, int(n), 1)                    # before a list of n chips is built
     if curve not in BUILTINS:
         raise InputError(f"--curve {curve!r}: unknown; built-ins: {', '.join(sorted(BUILTINS))}")
     try:
@@ -218,6 +227,7 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
         raise InputError(f"--workers must be a positive integer, got {workers!r}")
     if int(threads) != threads or threads < 1:
         raise InputError(f"--threads must be a positive integer, got {threads!r}")
+    check_threads(int(threads))
     if executor not in ("local", "ray"):
         raise InputError(f"--executor must be 'local' or 'ray', got {executor!r}")
     if not 0.0 <= float(leakage_share) <= 1.0:
@@ -232,6 +242,7 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
 
     facts = [_chip_facts(c) for c in chips]
     _check_voltages(voltages, facts)
+    check_grid(len(voltages), len(chips), int(offsets))
     nominal, unit = facts[0]["nominal"], facts[0]["unit"]
 
     workload, model_obj, arch, ds = _workload(model, dataset, chips, int(offsets), limit, bits, scheme,
@@ -300,6 +311,15 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
                         "plot": _plot(summary, store.dir / "summary.png")}
     store.write_summary(summary)
     return summary
+
+
+def check_grid(voltages: int, chips: int, offsets: int) -> None:
+    """Refuse, before any work, a grid that cannot finish: more than MAX_POINTS points."""
+    points = (voltages * chips * offsets)
+    if points > MAX_POINTS:
+        raise InputError(f"a sweep of {points:,} points ({voltages:,} voltages x {chips:,} chips "
+                         f"x {offsets:,} offsets) is more than the {MAX_POINTS:,} one sweep may "
+                         f"hold (each point evaluates the whole test set)")
 
 
 def _check_voltages(voltages: list[float], facts: list[dict]) -> None:

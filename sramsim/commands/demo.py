@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sramsim.commands.main import check_writable, integer, print_json
+from sramsim.commands.main import check_writable, integer, print_json, workers
 from sramsim.errors import InputError
 
 SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "profiles"
@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
 
     epochs = integer(args.epochs, "--epochs")
     limit = integer(args.limit, "--limit", minimum=2)
-    workers = integer(args.workers, "--workers")
+    n_workers = workers(args.workers)
+    check_writable(args.out, "--out", folder=True)
     out = Path(args.out)
-    check_writable(out, "--out", folder=True)
     cache = Path(args.cache) if args.cache else out / "cache"
     check_writable(cache, "--cache" if args.cache else "--out", folder=True)
     # Voltages and chips are checked before the base model trains, not after.
@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     profiles = [Path(p) for p in args.profiles] if args.profiles else shipped_profiles()
     for path in profiles:
         try:
-            Chip.load(path).check_voltage(min(voltages))
+            chip = Chip.load(path)
+            for v in (min(voltages), max(voltages)):     # below the floor, above nominal
+                chip.check_voltage(v)
         except VoltageError as exc:
             raise InputError(f"--voltages {args.voltages}: {exc}") from None
     cache.mkdir(parents=True, exist_ok=True)
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     meta = train_base("cnn", args.data, ckpt, TrainOptions(epochs=epochs, seed=0),
                       limit=limit, progress=not args.no_progress, log=log)
     summary = run_sweep(str(ckpt), args.data, [str(p) for p in profiles], voltages,
-                        out / "sweep", workers=workers, limit=limit,
+                        out / "sweep", workers=n_workers, limit=limit,
                         progress=not args.no_progress)
     drop = first_drop(summary, 0.01)
     result = {"checkpoint": str(ckpt), "clean_accuracy": summary.get("clean_accuracy"),

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from sramsim.commands.main import check_writable, integer, number, print_json, seed
+from sramsim.commands.main import (check_writable, integer, maps, number, print_json, seed,
+                                   threads, workers)
 from sramsim.errors import InputError
 from sramsim.memory.dram import DEFAULT_PART
 from sramsim.memory.dram_curves import DEFAULT_DRAM_CURVE, dram_curve_names
@@ -266,15 +267,15 @@ def tolerance_report(args) -> dict:
     source = "random" if args.model_error is None else "dram"
     progress = None if args.no_progress or args.json else \
         (lambda text: print(text, file=sys.stderr, flush=True))
-    return search(args.model, args.data, margin=margin, maps=integer(args.maps, "--maps"),
+    return search(args.model, args.data, margin=margin, maps=maps(args.maps, "--maps"),
                   low=low, high=high, bisect_steps=integer(args.bisect, "--bisect", minimum=0),
                   source=source,
                   error_model=0 if args.model_error is None else int(args.model_error),
                   mapping=args.mapping, curve=args.curve, part=args.part, seed=seed(args.seed),
                   limit=None if args.limit is None else integer(args.limit, "--limit"),
                   batch_size=integer(args.batch_size, "--batch-size"), out_dir=args.out,
-                  workers=integer(args.workers, "--workers"),
-                  threads=integer(args.threads, "--threads"), log=progress)
+                  workers=workers(args.workers),
+                  threads=threads(args.threads), log=progress)
 
 
 def _ber_range(text: str) -> tuple[float, float]:

@@ -13,8 +13,8 @@ import json
 import math
 import sys
 
-from sramsim.errors import (InputError, RunError, check_ber, check_device,  # noqa: F401 (check_writable:
-                            check_writable)                    # for the commands)
+from sramsim.errors import (MAX_THREADS, InputError, RunError,  # noqa: F401 (check_writable:
+                            check_ber, check_device, check_writable)  # for the commands)
 
 # OSErrors about the path the user gave, not the machine: exit status 2 like other bad input
 BAD_PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EACCES,
@@ -104,6 +104,41 @@ def integer(text, flag: str, minimum: int | None = 1, maximum: int | None = None
     if maximum is not None and value > maximum:
         raise InputError(f"{flag} must be <= {maximum}, got {text!r}")
     return value
+
+
+# fault maps a command evaluates per point (vuln --models, tolerance --maps, fusion eval
+# --models): each is a test-set evaluation (times the groups in vuln); above this a run cannot
+# finish in days, so it is refused up front rather than left to hang
+MAX_MAPS = 100_000
+
+
+def maps(text, flag: str) -> int | None:
+    """A command-line count of fault maps in [1, MAX_MAPS]."""
+    return integer(text, flag, minimum=1, maximum=MAX_MAPS)
+
+
+# worker processes: each imports torch (hundreds of MB), so a local pool is bounded by this
+# machine's cores; a Ray cluster's actors by a count no cluster here reaches
+LOCAL_WORKERS_PER_CORE = 4
+MAX_RAY_WORKERS = 1024
+
+
+def workers(text, flag: str = "--workers", executor: str = "local") -> int | None:
+    """A command-line worker count: at most 4 per core of this machine for local processes,
+    at most MAX_RAY_WORKERS Ray actors."""
+    import os
+    top = MAX_RAY_WORKERS if executor == "ray" else LOCAL_WORKERS_PER_CORE * (os.cpu_count() or 1)
+    value = integer(text, flag, minimum=1)
+    if value is not None and value > top:
+        where = "Ray actors" if executor == "ray" else \
+            f"local processes ({LOCAL_WORKERS_PER_CORE} per core of this machine)"
+        raise InputError(f"{flag} must be <= {top} {where}, got {text!r}")
+    return value
+
+
+def threads(text, flag: str = "--threads") -> int | None:
+    """A command-line thread count in [1, MAX_THREADS] (torch crashes far above it)."""
+    return integer(text, flag, minimum=1, maximum=MAX_THREADS)
 
 
 def seed(text, flag: str = "--seed") -> int | None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sramsim.commands.main import check_ber, integer, number, print_json, seed
+from sramsim.commands.main import (check_ber, check_writable, integer, maps, number, print_json,
+                                   seed, threads, workers)
 from sramsim.errors import InputError
 from sramsim.nn.fat import CURRICULA, SOURCE_HELP
 from sramsim.nn.models import arch_names
@@ -95,6 +96,7 @@ def options(args: argparse.Namespace):
                 raise InputError(f"--base: {exc}") from None
     low, high = _ber_range(args.ber_range)
     rows = integer(args.dram_rows, "--dram-rows")
+    check_writable(args.out, "--out", folder=True)
     return StudyOptions(
         out=args.out, model=model, data=args.data, base=args.base,
         margin=number(args.margin, "--margin"), epochs=integer(args.epochs, "--epochs"),
@@ -104,12 +106,12 @@ def options(args: argparse.Namespace):
         fat_start=check_ber(args.fat_start, "--fat-start", allow_one=False),
         fat_source=args.fat_source,
         error_model=None if args.error_model is None else int(args.error_model),
-        maps=integer(args.maps, "--maps"), limit=integer(args.limit, "--limit", minimum=2),
+        maps=maps(args.maps, "--maps"), limit=integer(args.limit, "--limit", minimum=2),
         eval_limit=integer(args.eval_limit, "--eval-limit", minimum=2),
         seed=seed(args.seed), low=low, high=high,
         bisect_steps=integer(args.bisect, "--bisect", minimum=0),
         geometry=None if rows is None else {"rows": rows},
-        workers=integer(args.workers, "--workers"), threads=integer(args.threads, "--threads"),
+        workers=workers(args.workers), threads=threads(args.threads),
         control=not args.no_control)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from sramsim.commands.main import (add_protection_arguments, check_writable, integer, number,
-                                   print_json, seed)
+                                   print_json, seed, threads, workers)
 from sramsim.memory.curves import BUILTINS
 from sramsim.errors import InputError
 
@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
                                seed(args.seed))
     summary = S.run_sweep(
         args.model, args.data, chips, voltages, args.out,
-        offsets=integer(args.offsets, "--offsets"), workers=integer(args.workers, "--workers"),
-        executor=args.executor, ray_address=args.ray_address, threads=integer(args.threads, "--threads"),
+        offsets=integer(args.offsets, "--offsets"), workers=workers(args.workers, executor=args.executor),
+        executor=args.executor, ray_address=args.ray_address, threads=threads(args.threads),
         limit=None if args.limit is None else integer(args.limit, "--limit"),
         bits=None if args.bits is None else int(args.bits), scheme=args.scheme,
         batch_size=integer(args.batch_size, "--batch-size"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from sramsim.inject import quantization as Q
-from sramsim.commands.main import check_ber, integer, number, seed, torch_device
+from sramsim.commands.main import check_ber, check_writable, integer, number, seed, torch_device
 from sramsim.errors import InputError
 from sramsim.nn.models import NORMS, arch_names, check_arch
 from sramsim.nn.fat import CURRICULA, SOURCE_HELP
@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
                         fat_start=check_ber(args.fat_start, "--fat-start", allow_one=False),
                         fat_source=args.fat_source)
     device = torch_device(args.device)
+    check_writable(args.out, "--out")
     meta = train_base(args.model, args.data, args.out, opts, norm=args.norm, limit=limit,
                       image_size=image_size, device=device, init=args.init, force=args.force,
                       progress=not args.no_progress)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sramsim.commands.main import add_protection_arguments, integer, number, print_json
+from sramsim.commands.main import add_protection_arguments, integer, maps, number, print_json
 from sramsim.errors import InputError, check_ber
 from sramsim.inject.protection import check_protection
 from sramsim.inject.torch_quantized import is_exported_file
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from sramsim.inject.quantized_model import QuantizedModel
     from sramsim.analysis.vulnerability import analyze
 
-    models = integer(args.models, "--models")
+    models = maps(args.models, "--models")
     limit = None if args.limit is None else integer(args.limit, "--limit")
     seed = integer(args.seed, "--seed", 0)
     batch_size = integer(args.batch_size, "--batch-size")

@@ -189,9 +189,9 @@ class Chip:
         self.nominal_voltage = float(self.nominal_voltage)
         if not (np.isfinite(self.nominal_voltage) and self.nominal_voltage > 0):
             raise InputError(f"chip nominal_voltage must be a positive number, got {self.nominal_voltage!r}")
-        if not (np.isfinite(self.v_floor) and self.v_floor <= self.nominal_voltage):
-            raise InputError(f"chip v_floor must be a finite voltage at most the nominal voltage "
-                             f"{self.nominal_voltage:g}, got {self.v_floor!r}")
+        if not (np.isfinite(self.v_floor) and 0 < self.v_floor <= self.nominal_voltage):
+            raise InputError(f"chip v_floor must be a positive voltage at most the nominal "
+                             f"voltage {self.nominal_voltage:g}, got {self.v_floor!r}")
         _check_faults(self, check_repeats=not distinct_by_construction)
 
     # --- queries ------------------------------------------------------------------------------

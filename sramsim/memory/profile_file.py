@@ -125,7 +125,11 @@ def validate(path: str | os.PathLike, strict: bool = False) -> list[str]:
 def read(path: str | os.PathLike) -> tuple[dict | None, list[str]]:
     """(constructor fields, []) for a valid profile, (None, problems) otherwise."""
     p = Path(path)
-    if not p.exists():
+    try:
+        exists = p.exists()
+    except OSError as exc:              # a name too long, a loop of links
+        return None, [f"cannot access: {exc.strerror or exc}"]
+    if not exists:
         return None, ["no such file"]
     if p.is_dir():
         return None, ["is a directory, not a profile file"]
@@ -209,8 +213,9 @@ def _check(f: h5py.File, problems: list[str]) -> dict | None:
     nominal_ok = math.isfinite(nominal) and nominal > 0
     if not nominal_ok:
         problems.append(f"root attribute 'nominal_voltage' must be a positive number, got {nominal!r}")
-    if not math.isfinite(v_floor):
-        raise _Invalid(f"root attribute 'v_floor' must be a finite number, got {v_floor!r}")
+    if not (math.isfinite(v_floor) and v_floor > 0):
+        raise _Invalid(f"root attribute 'v_floor' must be a positive finite voltage, got "
+                       f"{v_floor!r}")
     if nominal_ok and v_floor > nominal:
         problems.append(f"v_floor {v_floor:g} is above the nominal voltage {nominal:g}")
 
