@@ -12,7 +12,8 @@ All in one process, medians over repeats:
      use. Install it beside the project, not into it:
      `.venv/bin/python -m pip install --target .cache/mrfi-pkgs --no-deps mrfi==2.1.0` (pyyaml is
      needed too; its torchvision requirement is not used at import).
- (f) in place (issue 15.1): `QuantizedModel.faults_applied` on a copy of the model holding the clean
+ (f) in place (issue 15.1): `sramsim.inject.inplace.faults_applied` on a copy of the model (packed as
+     `Evaluator` packs its own: `inplace.pack_parameters`) holding the clean
      dequantized weights: entering the block (faulty weights ready for a forward pass: only the
      codes a fault changed are decoded and written) and leaving it (those weights restored), with
      the persistent chip (its sorted faulty bytes cached per voltage; the first build reported
@@ -52,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median_time, write_result  # noqa: E402
 
 from sramsim import BerCurve, Chip, Geometry, QuantizedModel, RandomBitErrors  # noqa: E402
+from sramsim.inject import inplace  # noqa: E402
 from sramsim.nn.models import build  # noqa: E402
 
 BER = 0.01
@@ -128,7 +130,7 @@ class InPlace:
 
     def enter(self) -> None:
         # for random errors the draw is part of the path: make_source() only seeds, enter draws
-        self.block = self.qm.faults_applied(self.model, self.make_source(), self.voltage)
+        self.block = inplace.faults_applied(self.qm, self.model, self.make_source(), self.voltage)
         self.block.__enter__()
 
     def exit(self) -> None:
@@ -215,7 +217,8 @@ def main() -> None:
     # (f) in place, on a copy that holds the clean dequantized weights; one-time costs apart
     work = copy.deepcopy(model)
     t0 = time.perf_counter()
-    qm.load_clean(work)
+    inplace.pack_parameters(qm, work)         # what the Evaluator does with its own copy
+    inplace.load_clean(qm, work)
     t_load_clean = time.perf_counter() - t0
     t0 = time.perf_counter()
     chip.byte_faults(voltage)

@@ -64,7 +64,7 @@ SETUP = {   # per model: images and chip geometry
 }
 CANDIDATES = {"clip": [0.2, 0.1, 0.05], "randbet_p": [0.01, 0.05], "fat_ber": [0.01, 0.05],
               "generator": [["ConvS", 0.5], ["UNetS", 0.25]]}
-# method -> (model role, protection keywords of run_sweep, generator role or None)
+# method -> (model role, MemoryLayout keywords, generator role or None)
 METHODS = {
     "none": ("base", {}, None),
     "secded72": ("base", {"ecc": "secded72"}, None),
@@ -202,8 +202,12 @@ def train_nf(arch: str, key: str, base_path: Path, gname: str, width: float,
 def sweep(model_path: Path, dataset, specs, voltages, out: Path, protection: dict) -> dict:
     """One run_sweep (resumable in `out`): clean accuracy and the per-voltage points."""
     from sramsim.analysis.sweep import run_sweep
-    s = run_sweep(str(model_path), dataset, specs, voltages, out, progress=False, threads=1,
-                  **protection)
+    from sramsim.analysis.executors import Execution
+    from sramsim.analysis.sweep import SweepSettings
+    from sramsim.inject.layout import MemoryLayout
+    s = run_sweep(str(model_path), dataset, specs, voltages, out,
+                  SweepSettings(layout=MemoryLayout(**protection)),
+                  Execution(progress=False, threads=1))
     keep = ("voltage", "ber", "accuracy_mean", "ci95", "n", "saving")
     return {"clean_accuracy": s["clean_accuracy"],
             "points": [{k: p[k] for k in keep} for p in s["points"]],
@@ -221,21 +225,21 @@ def with_costs(result: dict, extra_nominal: float) -> dict:
 
 def lowest_within(points: list[dict], reference: float) -> dict | None:
     """The lowest voltage whose mean accuracy, and that of every voltage above it, is at least
-    reference - MARGIN; None if the highest swept voltage already fails."""
-    best = None
-    for p in sorted(points, key=lambda q: -q["voltage"]):
-        if p["accuracy_mean"] < reference - MARGIN - 1e-12:
-            break
-        best = p
+    reference - MARGIN (`sramsim.analysis.operating_point`); None if the highest swept voltage
+    already fails."""
+    from sramsim.analysis.operating_point import lowest_within as rule
+    best = rule(points, reference, MARGIN)
     return None if best is None else dict(best)
 
 
 def operating_points(result: dict, unprotected_clean: float) -> dict:
     """Lowest voltage within 1 point of own clean, of the unprotected clean, and of both."""
+    from sramsim.analysis.operating_point import Reference
     own = result["clean_accuracy"]
+    both = Reference.strictest({"own clean": own, "unprotected clean": unprotected_clean})
     return {"within_own_clean": lowest_within(result["points"], own),
             "within_unprotected_clean": lowest_within(result["points"], unprotected_clean),
-            "within_both": lowest_within(result["points"], max(own, unprotected_clean))}
+            "within_both": lowest_within(result["points"], both.value(own))}
 
 
 def val_score(result: dict, unprotected_clean: float, extra_nominal: float) -> list[float]:

@@ -35,7 +35,8 @@ def main() -> None:
     ap.add_argument("--voltages", default="0.9,0.875,0.85,0.825,0.8,0.7875,0.775,0.7625,0.75")
     ap.add_argument("--limit", type=int, default=None, help="test images (default: all 10,000)")
     args = ap.parse_args()
-    from sramsim.analysis.sweep import parse_voltages, run_sweep
+    from sramsim.analysis.executors import Execution
+    from sramsim.analysis.sweep import SweepSettings, parse_voltages, run_sweep
     from sramsim.nn.models import load_checkpoint
     missing = [f for f in MODELS.values() if not (STUTZ / f).is_file()]
     if missing:
@@ -47,7 +48,7 @@ def main() -> None:
         t = time.perf_counter()
         meta = load_checkpoint(STUTZ / file)[1]
         s = run_sweep(str(STUTZ / file), "fashion-mnist", profiles, voltages, CACHE / name,
-                      limit=args.limit, progress=False)
+                      SweepSettings(limit=args.limit), Execution(progress=False))
         points = [{k: p[k] for k in ("voltage", "ber", "accuracy_mean", "ci95", "n", "saving")}
                   for p in s["points"]]
         rows[name] = {"checkpoint": repo_path(STUTZ / file), "clean_accuracy": s["clean_accuracy"],

@@ -20,7 +20,6 @@ MOVED = {
     "sramsim.quantization": "sramsim.inject.quantization",
     "sramsim.quantized_model": "sramsim.inject.quantized_model",
     "sramsim.mapping": "sramsim.inject.mapping",
-    "sramsim.kernels": "sramsim.inject.kernels",
     "sramsim.models": "sramsim.nn.models",
     "sramsim.data": "sramsim.nn.data",
     "sramsim.training": "sramsim.nn.training",

@@ -29,9 +29,9 @@ class DataError(InputError):
 
 
 NAME_MAX = 255          # bytes in one file or folder name (ext4, xfs, btrfs, tmpfs, APFS)
-# torch and numba threads of one process: far above any CPU's hardware threads (torch's OpenMP
-# runtime crashes on 100000); a Ray worker on a bigger machine than this one may use them all
-MAX_THREADS = 256
+# torch and numba threads of one process: far above any CPU's hardware threads, far below a
+# crash (torch's OpenMP runtime segfaults at 100000; 1024 runs)
+MAX_THREADS = 1024
 
 
 def check_threads(value, what: str = "threads") -> int:

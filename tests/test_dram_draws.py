@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from scipy.stats import binomtest
 
 from sramsim.inject.dram_draws import DramBitErrors
-from sramsim.inject.placement import place, placed_faults
+from sramsim.inject.dram_mapping import place, placed_faults
 from sramsim.memory.dram import DramGeometry
 from sramsim.memory.dram_errors import data_dependent_kinds, dram_chip, line_index
 from sramsim.memory.geometry import FLIP, STUCK0, STUCK1

@@ -16,7 +16,10 @@ LAYERS = ("memory", "inject", "nn", "analysis", "commands")
 LEAVES = {"sramsim", "sramsim.errors", "sramsim.stats", "sramsim._moved"}
 # names re-exported by the package itself, and the layer each comes from
 PACKAGE_NAMES = {"BerCurve": "memory", "Chip": "memory", "Faults": "memory", "Geometry": "memory",
-                 "RandomBitErrors": "memory", "VoltageError": "memory", "QuantizedModel": "inject"}
+                 "DramGeometry": "memory", "RandomBitErrors": "memory", "VoltageError": "memory",
+                 "dram_chip": "memory", "QuantizedModel": "inject", "TorchQuantizedModel": "inject",
+                 "MemoryLayout": "inject", "Evaluator": "nn", "Reference": "analysis",
+                 "InputError": None, "ProfileError": None}
 
 
 def module_name(path: Path) -> str:
@@ -54,7 +57,7 @@ def resolve(module: str, name: str | None, known: dict) -> str:
     """`from sramsim.memory import chip` -> sramsim.memory.chip; package re-exports -> their layer."""
     if name and f"{module}.{name}" in known:
         return f"{module}.{name}"
-    if module == "sramsim" and name in PACKAGE_NAMES:
+    if module == "sramsim" and PACKAGE_NAMES.get(name):
         return f"sramsim.{PACKAGE_NAMES[name]}"
     return module
 
@@ -77,6 +80,25 @@ def test_imports_point_down_and_never_to_fusion():
                     bad.append(f"leaf {mod} imports {dest}")
             elif there is not None and there > here:
                 bad.append(f"{mod} ({LAYERS[here]}) imports {dest} ({LAYERS[there]})")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_package_names_are_the_deliberate_public_surface():
+    import sramsim
+    assert sorted(sramsim.__all__) == sorted(PACKAGE_NAMES)
+    for name in sramsim.__all__:
+        obj = getattr(sramsim, name)
+        layer = PACKAGE_NAMES[name]
+        assert obj.__module__.startswith(f"sramsim.{layer}." if layer else "sramsim.errors"), name
+
+
+def test_lower_layers_never_import_from_the_package_root():
+    """`from sramsim import X` inside a layer would run the package's __init__ (which imports
+    every layer) from below: only the package itself, fusion and the tests may use the root."""
+    bad = [f"{mod} imports from the sramsim package root"
+           for mod, path in sramsim_modules().items()
+           if layer_of(mod) is not None
+           for target, _ in imports(path) if target == "sramsim"]
     assert not bad, "\n".join(bad)
 
 

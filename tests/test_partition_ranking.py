@@ -9,7 +9,7 @@ import pytest
 from sramsim.analysis import tolerance as T
 from sramsim.analysis.dram_energy import DramEnergy
 from sramsim.errors import InputError
-from sramsim.inject import placement as P
+from sramsim.inject import dram_mapping as P
 from sramsim.memory import dram_errors
 from sramsim.memory.dram import DramGeometry
 from sramsim.memory.dram_curves import dram_curve

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from sramsim.commands.main import add_protection_arguments, print_json
-from sramsim.nn.data import load_dataset
 from sramsim.analysis.systolic import METHODS
-from sramsim.inject.protection import check_protection
+from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_writable,
+                                   execution, memory_layout, print_json)
+from sramsim.nn.data import load_dataset
 
 from fusion.evaluation import EVAL_SEED, check_shapes, evaluate
 from fusion.store import load_generator
@@ -26,7 +26,11 @@ def register(subparsers) -> None:
     p.add_argument("--count", default="weights", choices=METHODS,
                    help="how weight reads are counted for the energy: weights (each read once, "
                         "default), systolic or scalesim (SCALE-Sim output-stationary 32x32, as NeuralFuse)")
-    add_protection_arguments(p, "at --voltage (needs --profile)")
+    add_layout_arguments(p, "at --voltage (needs --profile)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="folder for each map's result, written as it finishes (a re-run with the "
+                        "same settings resumes), and eval.json")
+    add_execution_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -38,16 +42,18 @@ def run(args: argparse.Namespace) -> int:
     seed = common.seed(args.seed)
     device = common.device(args.device)
     faults = common.fault_spec(args)
-    ecc = check_protection(args.ecc, args.ecc_policy, args.placement,
-                           map_hint=None if faults.chips else "--profile ... --voltage")
+    layout = memory_layout(args, None if faults.chips else "--profile ... --voltage")
+    run_on = execution(args)
+    if args.out is not None:
+        check_writable(args.out, "--out", folder=True)
     qm, meta = common.load_base(args.base)
     generator, g_meta = (None, {})
     if args.generator:
         generator, g_meta = load_generator(args.generator)
     test_set = load_dataset(args.data, "test", limit)
     check_shapes(test_set, meta, generator, where=args.base)
-    report = evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed, args.count,
-                      ecc, args.ecc_policy, args.placement)
+    report = _evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed,
+                       args.count, layout, run_on, args.out)
     info = common.base_info(args.base, meta, qm)
     report["base"] = info
     if generator is not None:
@@ -60,6 +66,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_table(report)
     return 0
+
+
+def _evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed, count, layout,
+              run_on, out):
+    """`evaluate` with a progress bar over the maps (tqdm on a terminal)."""
+    import sys
+
+    from tqdm import tqdm
+    bar = tqdm(total=faults.n_maps(n_models), unit="map", desc="fusion eval", file=sys.stderr,
+               disable=True if not run_on.progress else None, leave=False)
+    try:
+        return evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed,
+                        count, layout, run_on, out, on_map=lambda _: bar.update(1))
+    finally:
+        bar.close()
 
 
 def _pct(mean, std=None) -> str:

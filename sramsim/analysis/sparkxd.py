@@ -93,9 +93,17 @@ class StudyOptions:
     bisect_steps: int = 4
     geometry: dict | None = field(default=None)   # DramGeometry overrides for the searches
     control: bool = True             # baseline = pretrained + fat_epochs clean epochs
-    workers: int = 1
+    workers: int | None = 1
     threads: int = 1
+    executor: str = "local"
+    ray_address: str | None = None
     batch_size: int = 128
+
+    def execution(self):
+        """Where the searches' fault maps run (`sramsim.analysis.executors.Execution`)."""
+        from sramsim.analysis.executors import Execution
+        return Execution(self.executor, self.workers, self.threads, self.ray_address,
+                         progress=False)
 
     def search_error_model(self) -> int:
         """The EDEN error model of the searches' chips."""
@@ -305,7 +313,7 @@ def _tolerance(opts: StudyOptions, model_path: Path, folder: Path, note) -> dict
                high=opts.high, per_decade=opts.per_decade, bisect_steps=opts.bisect_steps,
                source="dram", error_model=opts.search_error_model(), mapping="drmap",
                geometry=opts.geometry, seed=opts.seed, limit=opts.search_limit(),
-               out_dir=folder, workers=opts.workers, threads=opts.threads, log=note)
+               out_dir=folder, execution=opts.execution(), log=note)
     keep = ("tolerable_ber", "voltage", "accuracy_mean", "ci95", "first_failing_ber", "bound",
             "clean_accuracy", "float_accuracy", "margin", "maps", "points", "faults",
             "nominal_voltage", "n_samples", "weight_bytes", "energy", "computed_maps",

@@ -48,7 +48,9 @@ def shipped_profiles() -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     """Train or reuse the base CNN, sweep the chips, print the table and the first drop."""
-    from sramsim.analysis.sweep import first_drop, parse_voltages, run_sweep
+    from sramsim.analysis.executors import Execution
+    from sramsim.analysis.operating_point import lowest_within
+    from sramsim.analysis.sweep import SweepSettings, first_drop, parse_voltages, run_sweep
     from sramsim.memory.chip import Chip, VoltageError
     from sramsim.nn.training import TrainOptions, train_base
 
@@ -77,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     meta = train_base("cnn", args.data, ckpt, TrainOptions(epochs=epochs, seed=0),
                       limit=limit, progress=not args.no_progress, log=log)
     summary = run_sweep(str(ckpt), args.data, [str(p) for p in profiles], voltages,
-                        out / "sweep", workers=n_workers, limit=limit,
-                        progress=not args.no_progress)
+                        out / "sweep", SweepSettings(limit=limit),
+                        Execution(workers=n_workers, progress=not args.no_progress))
     drop = first_drop(summary, 0.01)
     result = {"checkpoint": str(ckpt), "clean_accuracy": summary.get("clean_accuracy"),
               "base_model": {k: meta.get(k) for k in ("arch", "bits", "scheme", "test_accuracy",
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if drop is None:
         print("accuracy stays within 1 point of clean down to the lowest voltage swept")
     else:
-        safe = _last_safe(summary, drop["voltage"])
+        safe = lowest_within(summary["points"], clean, 0.01) if clean is not None else None
         print(f"accuracy falls more than 1 point below clean at V = {drop['voltage']:.3f} "
               f"(BER {drop['ber']:.2e}, accuracy {100 * drop['accuracy_mean']:.2f}%)")
         if safe is not None:
@@ -102,12 +104,6 @@ def run(args: argparse.Namespace) -> int:
                   f"{100 * safe['saving']:.1f}% less weight-memory energy per read")
     print(f"\nplot: {summary['files']['plot']}\ntable: {summary['files']['summary_csv']}")
     return 0
-
-
-def _last_safe(summary: dict, drop_voltage: float) -> dict | None:
-    """The lowest swept voltage above the first drop (accuracy still within one point)."""
-    above = [p for p in summary["points"] if p["voltage"] > drop_voltage]
-    return min(above, key=lambda p: p["voltage"]) if above else None
 
 
 def format_table(summary: dict) -> str:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from sramsim.commands.main import (check_writable, integer, maps, number, print_json, seed,
-                                   threads, workers)
+from sramsim.commands.main import (add_execution_arguments, ber_range, check_writable, execution,
+                                   integer, maps, number, print_json, seed)
 from sramsim.errors import InputError
 from sramsim.memory.dram import DEFAULT_PART
 from sramsim.memory.dram_curves import DEFAULT_DRAM_CURVE, dram_curve_names
@@ -74,12 +74,13 @@ def register(subparsers) -> None:
     tol.add_argument("--bisect", default="4", metavar="N",
                      help="bisection steps after the grid (default 4)")
     tol.add_argument("--seed", default="0", help="seed of the fault maps (default 0)")
-    tol.add_argument("--workers", default="1", metavar="W",
-                     help="parallel worker processes (default 1: in-process)")
-    tol.add_argument("--threads", default="1", metavar="T", help="threads per worker (default 1)")
+    tol.add_argument("--reference", default="own", metavar="own|ACC",
+                     help="what accuracy must stay within --margin of: own (the model's own "
+                          "fault-free quantized accuracy, default) or a given accuracy in [0, 1], "
+                          "e.g. a control model's clean accuracy")
     tol.add_argument("--batch-size", default="1000", metavar="B",
                      help="evaluation batch (default 1000)")
-    tol.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    add_execution_arguments(tol)
     tol.set_defaults(func=run_tolerance)
 
 
@@ -144,7 +145,7 @@ def voltage_arg(text, curve, nominal: float) -> float | None:
 
 def load_image(path: str):
     """(QuantizedModel, layer bytes) of a checkpoint, quantized as its meta says."""
-    from sramsim.inject.placement import image_layer_bytes
+    from sramsim.inject.dram_mapping import image_layer_bytes
     from sramsim.inject.quantized_model import QuantizedModel
     from sramsim.nn.models import load_checkpoint
     model, meta = load_checkpoint(path)
@@ -261,7 +262,9 @@ def tolerance_report(args) -> dict:
     margin = number(args.margin, "--margin")
     if not 0.0 < margin < 1.0:
         raise InputError(f"--margin must lie strictly between 0 and 1, got {args.margin}")
-    low, high = _ber_range(args.ber_range)
+    reference = reference_arg(args.reference)
+    run_on = execution(args)
+    low, high = ber_range(args.ber_range)
     if args.out is not None:
         check_writable(args.out, "--out", folder=True)
     source = "random" if args.model_error is None else "dram"
@@ -274,20 +277,16 @@ def tolerance_report(args) -> dict:
                   mapping=args.mapping, curve=args.curve, part=args.part, seed=seed(args.seed),
                   limit=None if args.limit is None else integer(args.limit, "--limit"),
                   batch_size=integer(args.batch_size, "--batch-size"), out_dir=args.out,
-                  workers=workers(args.workers),
-                  threads=threads(args.threads), log=progress)
+                  reference=reference, execution=run_on, log=progress)
 
 
-def _ber_range(text: str) -> tuple[float, float]:
-    from sramsim.errors import check_ber
-    parts = [p for p in str(text).split(",")]
-    if len(parts) != 2:
-        raise InputError(f"--ber-range must be LOW,HIGH (e.g. 1e-6,1e-1), got {text!r}")
-    low = check_ber(parts[0].strip(), "--ber-range LOW", allow_one=False)
-    high = check_ber(parts[1].strip(), "--ber-range HIGH", allow_one=False)
-    if not 0.0 < low < high:
-        raise InputError(f"--ber-range needs 0 < LOW < HIGH, got {text!r}")
-    return low, high
+def reference_arg(text: str):
+    """--reference: "own" or an accuracy in [0, 1], as an operating-point Reference."""
+    from sramsim.analysis.operating_point import Reference
+    if str(text).strip().lower() == "own":
+        return Reference.own_clean()
+    return Reference.given(number(text, "--reference", minimum=0, maximum=1),
+                           f"given accuracy {text}")
 
 
 def run_tolerance(args: argparse.Namespace) -> int:

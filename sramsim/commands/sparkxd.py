@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sramsim.commands.main import (check_ber, check_writable, integer, maps, number, print_json,
-                                   seed, threads, workers)
+from sramsim.commands.main import (add_execution_arguments, ber_range, check_ber, check_writable,
+                                   execution, integer, maps, number, print_json, seed)
 from sramsim.errors import InputError
 from sramsim.nn.fat import CURRICULA, SOURCE_HELP
 from sramsim.nn.models import arch_names
@@ -70,10 +70,7 @@ def register(subparsers) -> None:
                    help="searches only: a part with R rows per bank instead of the part's "
                         "(cheaper whole-part maps at high BER; the image must still fit)")
     p.add_argument("--seed", default="0", help="training and fault-map seed (default 0)")
-    p.add_argument("--workers", default="1", metavar="W",
-                   help="search worker processes (default 1: in-process)")
-    p.add_argument("--threads", default="1", metavar="T", help="threads per worker (default 1)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
+    add_execution_arguments(p, "tolerance searches' fault maps")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run)
 
@@ -81,7 +78,7 @@ def register(subparsers) -> None:
 def options(args: argparse.Namespace):
     """StudyOptions from the command line (each number checked, naming its flag)."""
     from sramsim.analysis.sparkxd import DEFAULT_MODEL, StudyOptions
-    from sramsim.commands.dram import _ber_range
+    run_on = execution(args)
     model = args.model
     if model is None:
         model = DEFAULT_MODEL
@@ -94,7 +91,7 @@ def options(args: argparse.Namespace):
                 model = load_checkpoint(args.base)[1]["arch"]
             except InputError as exc:
                 raise InputError(f"--base: {exc}") from None
-    low, high = _ber_range(args.ber_range)
+    low, high = ber_range(args.ber_range)
     rows = integer(args.dram_rows, "--dram-rows")
     check_writable(args.out, "--out", folder=True)
     return StudyOptions(
@@ -111,8 +108,8 @@ def options(args: argparse.Namespace):
         seed=seed(args.seed), low=low, high=high,
         bisect_steps=integer(args.bisect, "--bisect", minimum=0),
         geometry=None if rows is None else {"rows": rows},
-        workers=workers(args.workers), threads=threads(args.threads),
-        control=not args.no_control)
+        workers=run_on.workers, threads=run_on.threads, executor=run_on.executor,
+        ray_address=run_on.ray_address, control=not args.no_control)
 
 
 def run(args: argparse.Namespace) -> int:

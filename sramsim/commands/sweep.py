@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from sramsim.commands.main import (add_protection_arguments, check_writable, integer, number,
-                                   print_json, seed, threads, workers)
+from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_writable,
+                                   execution, integer, memory_layout, number, print_json, seed)
 from sramsim.memory.curves import BUILTINS
-from sramsim.errors import InputError
 
 
 def register(subparsers) -> None:
@@ -33,22 +32,14 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumes if it exists)")
     p.add_argument("--offsets", default="1", metavar="K", help="placements of the model per chip (default 1)")
     p.add_argument("--limit", default=None, metavar="N", help="use the first N test samples")
-    p.add_argument("--workers", default="1", metavar="W", help="parallel workers (default 1: in-process)")
-    p.add_argument("--threads", default="1", metavar="T",
-                   help="torch threads per worker (default 1; results are identical for any "
-                        "--workers/--executor at the same --threads)")
-    p.add_argument("--executor", default="local", choices=("local", "ray"), help="default local")
-    p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
-                   help="the head (GCS) address of a Ray cluster to join, e.g. 127.0.0.1:6379 "
-                        "(default: start a local Ray); README: Sweeps on a Ray cluster")
     p.add_argument("--bits", default=None, choices=("8", "4", "2"), help="override the checkpoint's bits")
     p.add_argument("--scheme", default=None, choices=("symmetric", "asymmetric", "rquant"),
                    help="override the checkpoint's quantization scheme")
     p.add_argument("--batch-size", default="1000", metavar="B", help="evaluation batch (default 1000)")
     p.add_argument("--leakage-share", default="0", metavar="S",
                    help="leakage share of a read's energy at nominal voltage (default 0)")
-    add_protection_arguments(p, "at each point's voltage")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_layout_arguments(p, "at each point's voltage")
+    add_execution_arguments(p, "grid points")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run)
 
@@ -56,29 +47,28 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check the options, run (or resume) the sweep, print its table or JSON summary."""
     from sramsim.analysis import sweep as S
-    if args.ray_address and args.executor != "ray":
-        raise InputError("--ray-address needs --executor ray")
-    if args.ray_address:
-        from sramsim.analysis.executors import ray_address
-        ray_address(args.ray_address)           # HOST:PORT, before any chip is drawn
+    run_on = execution(args)                 # HOST:PORT and counts, before any chip is drawn
     voltages = S.parse_voltages(args.voltages)
     check_writable(args.out, "--out", folder=True)      # before any chip is drawn or point run
+    settings = S.SweepSettings(
+        offsets=integer(args.offsets, "--offsets"),
+        limit=None if args.limit is None else integer(args.limit, "--limit"),
+        bits=None if args.bits is None else int(args.bits), scheme=args.scheme,
+        batch_size=integer(args.batch_size, "--batch-size"),
+        leakage_share=number(args.leakage_share, "--leakage-share", minimum=0, maximum=1),
+        layout=memory_layout(args))
+    from sramsim.inject.torch_quantized import is_exported_file, refuse_options
+    if is_exported_file(args.model):
+        refuse_options(args.model, {f"--bits {args.bits}": args.bits not in (None, "8"),
+                                    f"--scheme {args.scheme}": args.scheme is not None,
+                                    f"--ecc {args.ecc}": args.ecc is not None})
     if args.profiles:
         chips = S.profile_chips(args.profiles)
     else:
         chips = S.random_chips(integer(args.chips, "--chips"), args.curve, integer(args.rows, "--rows"),
                                integer(args.cols, "--cols"), integer(args.banks, "--banks"),
                                seed(args.seed))
-    summary = S.run_sweep(
-        args.model, args.data, chips, voltages, args.out,
-        offsets=integer(args.offsets, "--offsets"), workers=workers(args.workers, executor=args.executor),
-        executor=args.executor, ray_address=args.ray_address, threads=threads(args.threads),
-        limit=None if args.limit is None else integer(args.limit, "--limit"),
-        bits=None if args.bits is None else int(args.bits), scheme=args.scheme,
-        batch_size=integer(args.batch_size, "--batch-size"),
-        leakage_share=number(args.leakage_share, "--leakage-share"),
-        progress=not args.no_progress, ecc=args.ecc, ecc_policy=args.ecc_policy,
-        bit_placement=args.placement)
+    summary = S.run_sweep(args.model, args.data, chips, voltages, args.out, settings, run_on)
     if args.json:
         print_json(summary)
     else:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sramsim.commands.main import add_protection_arguments, integer, maps, number, print_json
+from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_writable,
+                                   execution, integer, maps, memory_layout, number, print_json)
 from sramsim.errors import InputError, check_ber
-from sramsim.inject.protection import check_protection
 from sramsim.inject.torch_quantized import is_exported_file
 
 
@@ -34,8 +34,11 @@ def register(subparsers) -> None:
                    help="override the checkpoint's quantization scheme")
     p.add_argument("--seed", default="0", metavar="S", help="seed of the fault maps (default 0)")
     p.add_argument("--batch-size", default="1000", metavar="B", help="evaluation batch (default 1000)")
-    add_protection_arguments(p, "at --voltage (needs --profile)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_layout_arguments(p, "at --voltage (needs --profile)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="folder for the maps' results, written as each finishes (a re-run with "
+                        "the same settings resumes) and vuln.json")
+    add_execution_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=run)
 
@@ -52,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
     limit = None if args.limit is None else integer(args.limit, "--limit")
     seed = integer(args.seed, "--seed", 0)
     batch_size = integer(args.batch_size, "--batch-size")
-    ecc = check_protection(args.ecc, args.ecc_policy, args.placement,
-                           map_hint=None if args.profile else "--profile")
+    layout = memory_layout(args, None if args.profile else "--profile")
+    run_on = execution(args)
+    if args.out is not None:
+        check_writable(args.out, "--out", folder=True)
     ber = chips = voltage = None
     if args.profile:
         if args.voltage is None:
@@ -67,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--voltage goes with --profile; for random errors give --ber only")
         ber = check_ber(args.ber, "--ber")
     if is_exported_file(args.model):
-        qm, dataset = _exported(args, ecc, limit, batch_size)
+        qm, dataset = _exported(args, layout, limit, batch_size)
     else:
         model, meta = load_checkpoint(args.model)
         bits = int(args.bits) if args.bits is not None else int(meta.get("bits") or 8)
@@ -83,12 +88,11 @@ def run(args: argparse.Namespace) -> int:
                              f"has {dataset.in_channels}")
     from tqdm import tqdm
     bar = tqdm(total=models, unit="map", desc="vuln", file=sys.stderr,
-               disable=True if args.no_progress else None, leave=False)
+               disable=True if not run_on.progress else None, leave=False)
     try:
         report = analyze(qm, dataset, ber=ber, chips=chips, voltage=voltage, models=models,
-                         by=args.by, seed=seed, batch_size=batch_size,
-                         on_map=lambda _: bar.update(1), ecc=ecc, ecc_policy=args.ecc_policy,
-                         bit_placement=args.placement)
+                         by=args.by, seed=seed, batch_size=batch_size, layout=layout,
+                         execution=run_on, out_dir=args.out, on_map=lambda _: bar.update(1))
     finally:
         bar.close()
     report.update({"model": str(args.model), "data": str(args.data), "limit": limit,
@@ -103,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exported(args: argparse.Namespace, ecc, limit, batch_size):
+def _exported(args: argparse.Namespace, layout, limit, batch_size):
     """(TorchQuantizedModel, test set) of a `.pt2` PT2E program, after refusing the options that
     would requantize or re-encode its int8 weights and checking it runs on the data."""
     from sramsim.inject.torch_quantized import (TorchQuantizedModel, check_runs, load_exported,
@@ -111,8 +115,7 @@ def _exported(args: argparse.Namespace, ecc, limit, batch_size):
     from sramsim.nn.data import load_dataset
     refuse_options(args.model, {f"--bits {args.bits}": args.bits not in (None, "8"),
                                 f"--scheme {args.scheme}": args.scheme is not None,
-                                f"--ecc {ecc}": ecc is not None,
-                                f"--placement {args.placement}": args.placement != "linear"})
+                                f"--ecc {layout.ecc}": layout.ecc is not None})
     gm = load_exported(args.model)
     dataset = load_dataset(args.data, "test", limit)
     check_runs(gm, dataset.x, dataset.num_classes, batch_size, args.model, dataset.name)

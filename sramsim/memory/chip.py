@@ -6,7 +6,6 @@ from collections import OrderedDict
 from dataclasses import InitVar, dataclass, field
 
 import numpy as np
-from numba import njit
 
 from sramsim.errors import InputError, InputTypeError, ProfileError, check_number
 from sramsim.memory import kernels, profile_file
@@ -317,7 +316,7 @@ class Chip:
             order = np.argsort(self.address, kind="stable")
             self._by_address = (self.address[order],
                                 order.astype(np.uint32) if len(self) < 2 ** 32 else order)
-        byte, xor, clear, set_, stuck = _group_in_order(*self._by_address, self.kind, n)
+        byte, xor, clear, set_, stuck = kernels.group_in_order(*self._by_address, self.kind, n)
         return ByteFaults(byte, xor, clear, set_) if stuck else ByteFaults(byte, xor)
 
     def _byte_faults_sorted(self, n: int) -> tuple[np.ndarray, ByteFaults]:
@@ -374,42 +373,6 @@ class Chip:
         g = self.geometry
         return (f"Chip({self.name!r}, {g.rows}x{g.cols}x{g.banks} bits, {len(self)} faults "
                 f"down to V={self.v_floor:g})")
-
-
-@njit(cache=True)
-def _group_in_order(address, order, kind, n):
-    """`kernels.group_by_byte` of the faults with index < n, visited in address order (address
-    ascending, order[j] the fault index of address[j]): (byte, xor, clear, set, any stuck-at).
-    A stream through both; only the kinds (1 byte each) are gathered."""
-    byte = np.empty(n, dtype=np.int64)
-    xor = np.zeros(n, dtype=np.uint8)
-    clear = np.zeros(n, dtype=np.uint8)
-    set_ = np.zeros(n, dtype=np.uint8)
-    m = -1
-    prev = -1
-    stuck = False
-    for j in range(order.shape[0]):
-        i = order[j]
-        if i >= n:
-            continue
-        a = address[j]
-        b = np.int64(a >> 3)
-        if b != prev:
-            m += 1
-            byte[m] = b
-            prev = b
-        bit = np.uint8(1) << np.uint8(a & 7)
-        k = kind[i]
-        if k == 0:
-            xor[m] |= bit
-        elif k == 1:
-            clear[m] |= bit
-            stuck = True
-        else:
-            set_[m] |= bit
-            stuck = True
-    m += 1
-    return byte[:m], xor[:m], clear[:m], set_[:m], stuck
 
 
 def _as_array(values, dtype, what: str, integer: bool) -> np.ndarray:

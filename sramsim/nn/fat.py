@@ -160,7 +160,7 @@ class FaultInjector:
         return d
 
     def _dram_source(self, model: nn.Module):
-        from sramsim.inject import placement as P
+        from sramsim.inject import dram_mapping as P
         from sramsim.inject.dram_draws import DramBitErrors
         from sramsim.inject.quantized_model import QuantizedModel
         from sramsim.memory.dram import DramGeometry
