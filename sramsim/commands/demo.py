@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     ckpt = cache / "base-cnn-8bit.pt"
     log = None if args.json else (lambda msg: print(msg, file=sys.stderr))
 
-    meta = train_base("cnn", args.data, ckpt, TrainOptions(epochs=epochs, seed=0),
+    meta = train_base("cnn", args.data, ckpt, TrainOptions(epochs=epochs, seed=0), overwrite=True,
                       limit=limit, progress=not args.no_progress, log=log)
     summary = run_sweep(str(ckpt), args.data, [str(p) for p in profiles], voltages,
                         out / "sweep", SweepSettings(limit=limit),

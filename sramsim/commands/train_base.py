@@ -8,7 +8,7 @@ from sramsim.commands.main import check_ber, check_writable, integer, number, se
 from sramsim.errors import InputError
 from sramsim.nn.models import NORMS, arch_names, check_arch
 from sramsim.nn.fat import CURRICULA, SOURCE_HELP
-from sramsim.nn.training import OPTIMIZERS, TrainOptions, train_base
+from sramsim.nn.training import OPTIMIZERS, OutputExists, TrainOptions, train_base
 
 
 # Resized images are held in memory as float32: 4096x4096x3 is 200 MB per image already.
@@ -64,7 +64,9 @@ def register(subparsers) -> None:
                    help="start from this checkpoint's weights (same architecture), e.g. to "
                         "retrain a baseline fault-aware")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
-    p.add_argument("--force", action="store_true", help="retrain even if CKPT already holds this model")
+    p.add_argument("--force", action="store_true",
+                   help="retrain even if CKPT already holds this model, or overwrite a CKPT "
+                        "trained with other settings (refused without --force)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=run)
@@ -106,9 +108,12 @@ def run(args: argparse.Namespace) -> int:
                         fat_source=args.fat_source)
     device = torch_device(args.device)
     check_writable(args.out, "--out")
-    meta = train_base(args.model, args.data, args.out, opts, norm=args.norm, limit=limit,
-                      image_size=image_size, device=device, init=args.init, force=args.force,
-                      progress=not args.no_progress)
+    try:
+        meta = train_base(args.model, args.data, args.out, opts, norm=args.norm, limit=limit,
+                          image_size=image_size, device=device, init=args.init,
+                          force=args.force, progress=not args.no_progress)
+    except OutputExists as exc:
+        raise InputError(f"--out {exc} (use --force to retrain over it)") from None
     recorded = meta.get("train_config", {}).get("options", {})
     summary = {"out": str(args.out), "skipped": meta["skipped"], "arch": meta["arch"],
                "dataset": meta["dataset"], "bits": meta["bits"], "scheme": meta["scheme"],

@@ -372,13 +372,16 @@ def state_path_for(out: str | os.PathLike) -> Path:
 def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions, *,
                norm: str = "batch", limit: int | None = None, image_size: int | None = None,
                device: str = "cpu", init: str | os.PathLike | None = None,
-               force: bool = False, progress: bool = True,
+               force: bool = False, overwrite: bool = False, progress: bool = True,
                log: Callable[[str], None] | None = _stderr,
                on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
     """Train `arch` on `data` and save it to `out` with `save_checkpoint`; returns the meta.
 
     Re-running with the same `out` resumes from `out.partial`; if `out` already holds a model
-    trained with the same settings it is kept and its meta returned (unless `force`).
+    trained with the same settings it is kept and its meta returned (unless `force`). Any other
+    existing `out` (a model trained with other settings, another file) is refused with
+    `OutputExists` unless `force`, or `overwrite` (a cache the caller owns, retrained when its
+    settings change): a user's checkpoint is never overwritten by accident.
     image_size: resize ImageFolder images to this square size (recorded as meta["resize"], to be
     passed to `load_dataset(..., image_size=...)` when the model is evaluated later).
     init: a checkpoint of the same architecture to start from instead of fresh weights (e.g.
@@ -396,10 +399,12 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
                              f"norm) model, not {arch} ({norm} norm)")
         tag["init"] = {"path": str(Path(init).resolve()), "sha256": file_digest(init)}
     if out.exists() and not force:
-        done = _finished(out, opts, tag)
+        done, why = _finished(out, opts, tag)
+        if done is None and not overwrite:
+            raise OutputExists(f"{out}: exists and {why}; refusing to overwrite it")
         if done is not None:
             if log:
-                log(f"{out} already holds this model; nothing to do (use --force to retrain)")
+                log(f"{out} already holds this model; nothing to do (force retrains it)")
             return {**done, "skipped": True}
     # Checked before any epoch runs: otherwise the first epoch's state write is where it fails.
     check_writable(out, "--out")
@@ -459,10 +464,23 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _finished(out: Path, opts: TrainOptions, tag: dict) -> dict | None:
-    """The meta of `out` if it is a checkpoint trained with exactly these settings."""
+def _finished(out: Path, opts: TrainOptions, tag: dict) -> tuple[dict | None, str]:
+    """(meta, "") if `out` is a checkpoint trained with exactly these settings, else (None, what
+    it holds instead)."""
     try:
         _, meta = load_checkpoint(out)
-    except InputError:
-        return None
-    return meta if meta.get("train_config") == {"options": opts.as_dict(), "tag": tag} else None
+    except InputError as exc:
+        return None, f"is not a readable sramsim checkpoint ({exc})"
+    mine = {"options": opts.as_dict(), "tag": tag}
+    theirs = meta.get("train_config") or {}
+    if theirs == mine:
+        return meta, ""
+    differ = sorted(k for part in ("options", "tag")
+                    for k in set(mine[part]) | set(theirs.get(part) or {})
+                    if mine[part].get(k) != (theirs.get(part) or {}).get(k))
+    return None, (f"holds a model trained with other settings ({', '.join(differ) or 'unknown'} "
+                  f"differ)")
+
+
+class OutputExists(InputError):
+    """train_base's output already holds something other than the model asked for."""
