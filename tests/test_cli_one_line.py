@@ -99,6 +99,11 @@ def _public_bad_inputs():
     from sramsim.nn.evaluation import evaluate
     from sramsim.stats import mean_std
     from fusion.generators import build
+    from sramsim.analysis.sparkxd import StudyOptions
+    from sramsim.analysis.sparkxd import check as check_study
+    from sramsim.analysis.store import ResultStore
+    from sramsim.memory.dram_curves import dram_curve
+    from sramsim.nn.training import TrainOptions
     model = torch.nn.Sequential(torch.nn.Linear(4, 3))
     qm = QuantizedModel(model)
     return [
@@ -117,6 +122,11 @@ def _public_bad_inputs():
         ("generator", lambda: build("nosuch", 1)),
         ("random errors", lambda: RandomBitErrors(float("nan"))),
         ("image", lambda: qm.dequantize(np.zeros(3, np.int64))),
+        ("train options", lambda: TrainOptions(randbet_p=0.1, randbet_start=2, epochs=2)),
+        ("fat options", lambda: TrainOptions(fat_ber=0.01, fat_source="sram")),
+        ("study options", lambda: check_study(StudyOptions(out="x", margin=2.0))),
+        ("dram curve", lambda: dram_curve("/nonexistent/curve.csv")),
+        ("store", lambda: ResultStore(__file__, {})),
     ]
 
 
@@ -127,10 +137,21 @@ def _tiny_dataset():
     return Dataset(torch.zeros(2, 4), torch.zeros(2, dtype=torch.long), 3, "tiny")
 
 
-@pytest.mark.parametrize("index", range(14))
+@pytest.mark.parametrize("index", range(19))
 def test_library_bad_input_is_input_error_without_flag_names(index):
     what, call = _public_bad_inputs()[index]
     with pytest.raises(InputError) as err:
         call()
     message = str(err.value)
     assert message and "\n" not in message and "--" not in message, (what, message)
+
+
+def test_flagged_writes_parameter_names_as_flags():
+    from sramsim.commands.main import flagged
+    exc = flagged(InputError("randbet_start delays RandBET; it needs randbet_p"),
+                  ["randbet_start", "randbet_p", "epochs"])
+    assert str(exc) == "--randbet-start delays RandBET; it needs --randbet-p"
+    assert str(flagged(InputError("epochs must be >= 1"), ["epochs"])) == "--epochs must be >= 1"
+    assert str(flagged(InputError("bisect_steps must be >= 0"), {"bisect_steps": "--bisect"})) \
+        == "--bisect must be >= 0"
+    assert str(flagged(InputError("the epochs were 3"), ["epochs"])) == "the epochs were 3"

@@ -84,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
     train_set = load_dataset(args.data, "train", limit)
     val_set = None
     if val_split is not None:
-        train_set, val_set = hold_out(train_set, val_split)
+        try:
+            train_set, val_set = hold_out(train_set, val_split)
+        except InputError as exc:
+            raise common.flagged(exc, ["val_split"]) from None
     info = common.base_info(args.base, meta, qm)
     result = train_generator(qm, info, train_set, faults, config, epochs, out, device,
                              progress=not args.no_progress, budget_seconds=budget,

@@ -27,10 +27,10 @@ def build(name: str, in_channels: int) -> nn.Module:
     found = {ep.value: ep for ep in entry_points(group=GROUP) if ep.name == name}
     if not found:
         known = ", ".join(names()) or "none; `pip install -e .` registers fusion's generators"
-        raise InputError(f"--addon {name}: no add-on of that name is registered "
+        raise InputError(f"addon {name}: no add-on of that name is registered "
                          f"(entry-point group {GROUP}: {known})")
     if len(found) > 1:
-        raise InputError(f"--addon {name}: registered by more than one package "
+        raise InputError(f"addon {name}: registered by more than one package "
                          f"({', '.join(sorted(found))})")
     model = next(iter(found.values())).load()(name, int(in_channels))
     if not isinstance(model, nn.Module):

@@ -53,7 +53,7 @@ class ResultStore:
         self.key = key
         self.dir = Path(out_dir)
         if self.dir.exists() and not self.dir.is_dir():
-            raise InputError(f"{self.dir}: --out exists and is not a directory")
+            raise InputError(f"{self.dir}: exists and is not a directory")
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = _lock_folder(self.dir)
         self.config = {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, **config}
@@ -70,16 +70,17 @@ class ResultStore:
                 old = json.loads(self.config_path.read_text())
             except (OSError, ValueError) as exc:
                 raise InputError(f"{self.config_path}: unreadable sweep configuration ({exc}); "
-                                 "use another --out") from None
+                                 "use another output folder") from None
             new = json.loads(json.dumps(self.config))   # same JSON normalisation as on disk
             if old != new:
                 keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise InputError(f"{self.dir}: holds a sweep with a different configuration "
-                                 f"({', '.join(keys)} differ); use another --out or the same settings")
+                                 f"({', '.join(keys)} differ); use another output folder or the same "
+                                 "settings")
             return
         if self.points_path.exists():
             raise InputError(f"{self.dir}: has {self.points_path.name} but no config.json; "
-                             "use another --out")
+                             "use another output folder")
         tmp = self.config_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.config, indent=1, allow_nan=False) + "\n")
         os.replace(tmp, self.config_path)
@@ -101,7 +102,7 @@ class ResultStore:
                 records[self.key(rec)] = rec
             except (ValueError, KeyError, TypeError):
                 raise InputError(f"{self.points_path}: line {number} is not a sweep point; "
-                                 "use another --out") from None
+                                 "use another output folder") from None
         if keep != data:
             with open(self.points_path, "r+b") as f:
                 f.truncate(len(keep))

@@ -11,6 +11,7 @@ import errno
 import importlib
 import json
 import math
+import re
 import sys
 
 from sramsim.errors import (MAX_THREADS, InputError, RunError,  # noqa: F401 (check_writable:
@@ -67,6 +68,22 @@ def run_main(parser: argparse.ArgumentParser, argv=None) -> int:
         print(f"{parser.prog}: interrupted; finished results are kept, re-run to resume",
               file=sys.stderr)
         return 130
+
+
+def flagged(exc: InputError, names) -> InputError:
+    """`exc` with the parameter names the library wrote (`names`: e.g. TrainOptions' fields, or
+    a {name: flag} dict where they differ) written as the flags a user typed: "randbet_p must
+    ..." -> "--randbet-p must ...". Names with an underscore are replaced wherever they stand; a
+    plain name only as the first word."""
+    text = str(exc)
+    flags = names if isinstance(names, dict) else {}
+    for name in sorted(names, key=len, reverse=True):
+        flag = flags.get(name) or "--" + name.replace("_", "-")
+        if "_" in name:
+            text = re.sub(rf"(?<![\w-]){re.escape(name)}(?!\w)", flag, text)
+        elif re.match(rf"{re.escape(name)}[ :]", text):
+            text = flag + text[len(name):]
+    return InputError(text)
 
 
 def number(text, flag: str, positive: bool = False, minimum: float | None = None,

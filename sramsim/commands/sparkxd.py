@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from sramsim.commands.main import (add_execution_arguments, ber_range, check_ber, check_writable,
-                                   execution, integer, maps, number, print_json, seed)
+                                   execution, flagged, integer, maps, number, print_json, seed)
 from sramsim.errors import InputError
 from sramsim.nn.fat import CURRICULA, SOURCE_HELP
 from sramsim.nn.models import arch_names
@@ -121,7 +121,13 @@ def run(args: argparse.Namespace) -> int:
         DramGeometry.from_part(**opts.geometry)     # a bad --dram-rows fails here, one line
     quiet = args.no_progress or args.json
     log = None if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
-    summary = run_study(opts, progress=not args.no_progress, log=log)
+    try:
+        summary = run_study(opts, progress=not args.no_progress, log=log)
+    except InputError as exc:           # StudyOptions names its fields: say the flags
+        from dataclasses import fields
+        from sramsim.analysis.sparkxd import StudyOptions
+        names = {f.name: "--" + f.name.replace("_", "-") for f in fields(StudyOptions)}
+        raise flagged(exc, {**names, "bisect_steps": "--bisect"}) from None
     if args.json:
         print_json(summary)
     else:

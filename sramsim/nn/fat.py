@@ -40,7 +40,7 @@ def curriculum_ber(target: float, epoch: int, epochs: int, kind: str = "log",
                    start: float = DEFAULT_START) -> float:
     """BER of 0-based `epoch` of `epochs` under curriculum `kind`, ending at `target`."""
     if kind not in CURRICULA:
-        raise InputError(f"--fat-curriculum must be one of {', '.join(CURRICULA)}, got {kind!r}")
+        raise InputError(f"fat_curriculum must be one of {', '.join(CURRICULA)}, got {kind!r}")
     if kind == "constant" or epochs <= 1:
         return float(target)
     t = epoch / (epochs - 1)
@@ -53,14 +53,14 @@ def check_fat(ber: float, curriculum: str, source: str, start: float) -> None:
     """One-line InputErrors for FAT settings that cannot work (called by TrainOptions)."""
     if not ber:
         return
-    check_ber(ber, "--fat-ber", allow_one=False)
+    check_ber(ber, "fat_ber", allow_one=False)
     if curriculum not in CURRICULA:
-        raise InputError(f"--fat-curriculum must be one of {', '.join(CURRICULA)}, "
+        raise InputError(f"fat_curriculum must be one of {', '.join(CURRICULA)}, "
                          f"got {curriculum!r}")
     if curriculum != "constant":
-        check_ber(start, "--fat-start", allow_one=False)
+        check_ber(start, "fat_start", allow_one=False)
         if not 0 < start < ber:
-            raise InputError(f"--fat-start must lie in (0, --fat-ber = {ber:g}), got {start!r}")
+            raise InputError(f"fat_start must lie in (0, fat_ber = {ber:g}), got {start!r}")
     parse_source(source)
 
 
@@ -73,17 +73,17 @@ def parse_source(text: str) -> tuple[str, object]:
         name = text[len("dram:"):]
         model = name[len("model"):] if name.startswith("model") else name
         if model not in ("0", "1", "2", "3"):
-            raise InputError(f"--fat-source {text!r}: DRAM error model must be model0..model3")
+            raise InputError(f"fat_source {text!r}: DRAM error model must be model0..model3")
         return "dram", int(model)
     if text.startswith("chips:"):
         paths = [p for p in text[len("chips:"):].split(",") if p]
         if not paths:
-            raise InputError(f"--fat-source {text!r}: name at least one profile file")
+            raise InputError(f"fat_source {text!r}: name at least one profile file")
         for p in paths:
             if not Path(p).is_file():
-                raise InputError(f"--fat-source: {p}: no such profile file")
+                raise InputError(f"fat_source: {p}: no such profile file")
         return "chips", paths
-    raise InputError(f"--fat-source must be {SOURCE_HELP}; got {text!r}")
+    raise InputError(f"fat_source must be {SOURCE_HELP}; got {text!r}")
 
 
 def fat_step_seed(seed: int, epoch: int, step: int) -> int:
@@ -175,9 +175,9 @@ class FaultInjector:
         top = self.opts.fat_ber
         for path, chip in zip(paths, chips):
             if len(chip) < math.ceil(top * chip.geometry.capacity_bits):
-                raise InputError(f"--fat-source: {path}: chip {chip.name!r} reaches BER "
+                raise InputError(f"fat_source: {path}: chip {chip.name!r} reaches BER "
                                  f"{len(chip) / chip.geometry.capacity_bits:.3g} at its floor, "
-                                 f"below --fat-ber {top:g}")
+                                 f"below fat_ber {top:g}")
         return chips
 
 
