@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_idx
 from sramsim import BerCurve, Chip, Geometry
 from sramsim.commands.main import main
 from sramsim.errors import MAX_THREADS, InputError
@@ -15,23 +14,11 @@ from fusion.cli import main as fusion_main
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """{"data": 28x28 ten-class data dir, "ckpt": untrained CNN checkpoint, "chip": profile}."""
-    root = tmp_path_factory.mktemp("promises")
-    data = root / "d28"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 40), ("t10k", 20)):
-        write_idx(data / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
-        write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
-    torch.manual_seed(0)
-    ckpt = root / "cnn.pt"
-    models.save_checkpoint(ckpt, models.build("cnn"), {
-        "arch": "cnn", "in_channels": 1, "num_classes": 10, "norm": "batch", "bits": 8,
-        "scheme": "symmetric", "clip": None, "dataset": str(data), "image_size": [28, 28]})
-    chip = root / "chip.h5"
+def env(digits_world):
+    """digits_world (a 28x28 ten-class data dir, an untrained CNN checkpoint) and a profile."""
+    chip = digits_world["root"] / "chip.h5"
     Chip.random(Geometry(64, 64), BerCurve.builtin("finfet14"), 0.75, 0).save(chip)
-    return {"root": root, "data": str(data), "ckpt": str(ckpt), "chip": str(chip)}
+    return {**digits_world, "chip": str(chip)}
 
 
 def refused(capfd, argv, *, prog=main) -> str:

@@ -14,11 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from conftest import write_idx
+from conftest import alive
 from sramsim.commands.main import main
 from sramsim.nn import models
 
@@ -59,14 +58,6 @@ sys.exit(main(sys.argv[5:]))
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def kill_after(tmp_path, target: str, k: int, argv: list[str], prog: str = "sramsim") -> None:
     """Run `argv` with `target` ("module:Attr.attr") SIGKILLing the process after its k-th call;
     then check that every child of the killed run exits within 10 s."""
@@ -78,9 +69,9 @@ def kill_after(tmp_path, target: str, k: int, argv: list[str], prog: str = "sram
     assert run.returncode == -signal.SIGKILL, run.stderr[-3000:]
     kids = [int(p) for p in record.read_text().split()]
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(map(_alive, kids)):
+    while time.monotonic() < deadline and any(map(alive, kids)):
         time.sleep(0.1)
-    left = [p for p in kids if _alive(p)]
+    left = [p for p in kids if alive(p)]
     for pid in left:                                # leave nothing behind, then fail
         os.kill(pid, signal.SIGKILL)
     assert left == [], f"children of the killed run still running: {left}"
@@ -95,25 +86,9 @@ def cli(argv: list[str], prog: str = "sramsim") -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(digits_world):
     """A 28x28 ten-class data folder whose classes are learnable, and an untrained CNN."""
-    root = tmp_path_factory.mktemp("kill")
-    data = root / "data"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 120), ("t10k", 60)):
-        y = np.arange(n) % 10
-        x = rng.integers(0, 60, (n, 28, 28))
-        for c in range(10):
-            x[y == c, 2 * c:2 * c + 6, :] += 150
-        write_idx(data / f"{prefix}-images-idx3-ubyte.gz", x)
-        write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", y)
-    torch.manual_seed(0)
-    ckpt = root / "cnn.pt"
-    models.save_checkpoint(ckpt, models.build("cnn"), {
-        "arch": "cnn", "in_channels": 1, "num_classes": 10, "norm": "batch", "bits": 8,
-        "scheme": "symmetric", "clip": None, "dataset": str(data), "image_size": [28, 28]})
-    return {"data": str(data), "ckpt": str(ckpt)}
+    return digits_world
 
 
 def _points(folder: Path) -> list:
