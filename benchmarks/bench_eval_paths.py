@@ -35,7 +35,8 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sweep import CACHE, trained_model  # noqa: E402
-from common import ROOT, git_state, median_time, write_result  # noqa: E402
+from common import git_state, median_time, write_result  # noqa: E402
+from sramsim.memory.shipped import SHIPPED_DIR  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -77,7 +78,7 @@ def fusion_piece(checkpoint: str, limit: int, case: str, maps: int) -> dict:
     if case == "random":
         faults = FE.FaultSpec(ber=1e-2)
     else:
-        chips = [Chip.load(p) for p in sorted((ROOT / "profiles").glob("finfet14-*.h5"))]
+        chips = [Chip.load(p) for p in sorted(SHIPPED_DIR.glob("finfet14-*.h5"))]
         faults = FE.FaultSpec(voltage=0.8, chips=chips)
     t0 = time.perf_counter()
     accuracy(qm.model, data, qm.clean_weights(), 1000)
@@ -209,7 +210,7 @@ def energy_piece(ber: float, model: int, old: bool, n_bytes: int) -> dict:
         return out
     t0 = time.perf_counter()
     try:
-        chip = dram_chip(geometry, curve, v_floor=v, seed=0, model=model)
+        chip = dram_chip(geometry, curve, v_floor=v, seed=0, error_model=model)
     except InputError as exc:
         return {**out, "old": f"refused: {exc}"}
     pber = P.partition_bers(chip, v, "subarray")

@@ -15,7 +15,6 @@ import functools
 import hashlib
 import math
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -444,9 +443,8 @@ def _pending_tasks(store: ResultStore, voltages, n_chips: int, offsets: int) -> 
 
 
 def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-    return tqdm(total=total, unit="pt", desc="sweep", file=sys.stderr, disable=not enabled,
-                dynamic_ncols=True, smoothing=0.1)
+    from sramsim.progress import progress
+    return progress(total=total, unit="pt", desc="sweep", enabled=enabled)
 
 
 # ------------------------------------------------------------------------------ aggregation

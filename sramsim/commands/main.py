@@ -38,7 +38,9 @@ class Parser(argparse.ArgumentParser):
 def build_parser(prog: str = "sramsim", package: str = "sramsim.commands",
                  commands=COMMANDS) -> argparse.ArgumentParser:
     """The parser of `prog`: one subcommand per module `package.NAME` for NAME in `commands`."""
+    from sramsim._version import __version__
     parser = Parser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in commands:
         # No try/except: a subcommand module that fails to import is a bug to surface, not a
@@ -49,8 +51,11 @@ def build_parser(prog: str = "sramsim", package: str = "sramsim.commands",
 
 def run_main(parser: argparse.ArgumentParser, argv=None) -> int:
     """Parse, dispatch, and turn bad input into one line on stderr with exit status 2."""
+    from sramsim.commands import config
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser.parse_args(argv)
     try:
+        config.apply(parser, args, argv)        # --config FILE.toml of the commands that take it
         return int(args.func(args) or 0)
     except (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
             PermissionError, FileExistsError) as exc:

@@ -4,7 +4,7 @@ sramsim.analysis.sparkxd.
 
     sramsim sparkxd --model snn-fc400 --data fashion-mnist --margin 0.01 --out DIR
                     [--base CKPT] [--epochs E] [--fat-epochs E] [--no-control] [--fat-ber 1e-2]
-                    [--fat-curriculum log] [--fat-source dram:model0] [--error-model 0]
+                    [--fat-curriculum log] [--fat-source dram:error-model=0] [--error-model 0]
                     [--maps K] [--limit N] [--seed S] [--no-progress] [--json]
 
 A re-run with the same DIR resumes every stage.
@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sramsim.commands.config import add_config, recorded
+from sramsim.commands.helptext import leaf, paragraph
 from sramsim.commands.main import (add_execution_arguments, ber_range, check_ber, check_writable,
                                    execution, flagged, integer, maps, number, print_json, seed)
 from sramsim.errors import InputError
@@ -26,7 +28,13 @@ def register(subparsers) -> None:
     from sramsim.analysis.sparkxd import DEFAULT_FAT_BER, DEFAULT_FAT_SOURCE, DEFAULT_MODEL
     p = subparsers.add_parser("sparkxd", help="the SparkXD study: FAT vs baseline tolerable BER "
                               "and DRAM energy at the tolerable voltages",
-                              description=__doc__.splitlines()[0])
+                              **leaf(paragraph(__doc__) + " A re-run with the same --out resumes "
+                                     "every stage.",
+                                     "sramsim sparkxd --model snn-fc400 --margin 0.01 --limit 10000 "
+                                     "--eval-limit 2000 --maps 3 --dram-rows 2048 --out study",
+                                     "sramsim sparkxd --model snn-fc100 --epochs 1 --fat-epochs 1 "
+                                     "--limit 2000 --maps 2 --out quick-study",
+                                     "sramsim sparkxd --config study/run.toml"))
     p.add_argument("--model", default=None, metavar="ARCH",
                    help=f"architecture: {arch_names()} (default: --base's, else {DEFAULT_MODEL})")
     p.add_argument("--data", default="fashion-mnist", metavar="SPEC",
@@ -56,7 +64,7 @@ def register(subparsers) -> None:
                    help=f"FAT faults: {SOURCE_HELP} (default {DEFAULT_FAT_SOURCE})")
     p.add_argument("--error-model", default=None, choices=("0", "1", "2", "3"),
                    help="EDEN error model of the tolerance searches' DRAM chips (default: "
-                        "FAT's dram:modelK, else 0)")
+                        "FAT's dram:error-model=K, else 0)")
     p.add_argument("--maps", default="5", metavar="K", help="fault maps per BER (default 5)")
     p.add_argument("--limit", default=None, metavar="N",
                    help="use the first N training and N test samples")
@@ -72,12 +80,14 @@ def register(subparsers) -> None:
     p.add_argument("--seed", default="0", help="training and fault-map seed (default 0)")
     add_execution_arguments(p, "tolerance searches' fault maps")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_config(p)
     p.set_defaults(func=run)
 
 
 def options(args: argparse.Namespace):
     """StudyOptions from the command line (each number checked, naming its flag)."""
     from sramsim.analysis.sparkxd import DEFAULT_MODEL, StudyOptions
+    from sramsim.commands.train_base import fat_source_arg
     run_on = execution(args)
     model = args.model
     if model is None:
@@ -101,7 +111,7 @@ def options(args: argparse.Namespace):
         fat_ber=check_ber(args.fat_ber, "--fat-ber", allow_one=False),
         fat_curriculum=args.fat_curriculum,
         fat_start=check_ber(args.fat_start, "--fat-start", allow_one=False),
-        fat_source=args.fat_source,
+        fat_source=fat_source_arg(args.fat_source),
         error_model=None if args.error_model is None else int(args.error_model),
         maps=maps(args.maps, "--maps"), limit=integer(args.limit, "--limit", minimum=2),
         eval_limit=integer(args.eval_limit, "--eval-limit", minimum=2),
@@ -119,10 +129,12 @@ def run(args: argparse.Namespace) -> int:
     if opts.geometry is not None:
         from sramsim.memory.dram import DramGeometry
         DramGeometry.from_part(**opts.geometry)     # a bad --dram-rows fails here, one line
+    check_writable(opts.out, "--out", folder=True)
     quiet = args.no_progress or args.json
     log = None if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     try:
-        summary = run_study(opts, progress=not args.no_progress, log=log)
+        with recorded(args, opts.out):
+            summary = run_study(opts, progress=not args.no_progress, log=log)
     except InputError as exc:           # StudyOptions names its fields: say the flags
         from dataclasses import fields
         from sramsim.analysis.sparkxd import StudyOptions

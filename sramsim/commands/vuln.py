@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sramsim.commands.helptext import leaf, paragraph
 from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_writable,
                                    execution, integer, maps, memory_layout, number, print_json)
 from sramsim.errors import InputError, check_ber
@@ -14,8 +15,12 @@ def register(subparsers) -> None:
     """Add `sramsim vuln` and its options to the CLI's subparsers."""
     p = subparsers.add_parser(
         "vuln", help="which layers / bit positions hurt: drop with faults confined to one of them",
-        description=__doc__.splitlines()[0] + ". Tells which layers to protect or keep at "
-                    "nominal voltage. Every group sees the same fault maps (paired).")
+        **leaf(paragraph(__doc__) + " Tells which layers to protect or keep at nominal voltage. "
+               "Every group sees the same fault maps (paired). --plot (or --out) writes the drops "
+               "as a bar chart.",
+               "sramsim vuln --model cnn.pt --ber 0.01 --models 5 --limit 2000",
+               "sramsim vuln --model cnn.pt --profile shipped --voltage 0.8 --by bit "
+               "--bit-placement shuffle --plot vuln.png"))
     p.add_argument("--model", required=True, metavar="CKPT",
                    help="model checkpoint (sramsim train-base), or a PT2E-quantized program saved "
                         "with torch.export.save (.pt2: its own int8 weights and kernels)")
@@ -23,7 +28,9 @@ def register(subparsers) -> None:
                    help="fashion-mnist, mnist or a dataset directory (default fashion-mnist)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ber", metavar="P", help="random bit errors at rate P (e.g. 0.01)")
-    src.add_argument("--profile", nargs="+", metavar="H5", help="chip profiles (with --voltage)")
+    src.add_argument("--profile", nargs="+", metavar="H5",
+                     help="chip profiles (with --voltage): files, shipped:NAME, or shipped (all "
+                          "shipped profiles)")
     p.add_argument("--voltage", metavar="V", help="supply voltage of the --profile chips")
     p.add_argument("--models", default="10", metavar="M", help="fault maps to average over (default 10)")
     p.add_argument("--limit", default=None, metavar="N", help="use the first N test samples")
@@ -37,7 +44,9 @@ def register(subparsers) -> None:
     add_layout_arguments(p, "at --voltage (needs --profile)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="folder for the maps' results, written as each finishes (a re-run with "
-                        "the same settings resumes) and vuln.json")
+                        "the same settings resumes), vuln.json and vuln.png")
+    p.add_argument("--plot", metavar="PNG", help="write the drops as a bar chart to this .png "
+                   "(default with --out: OUT/vuln.png)")
     add_execution_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=run)
@@ -59,12 +68,21 @@ def run(args: argparse.Namespace) -> int:
     run_on = execution(args)
     if args.out is not None:
         check_writable(args.out, "--out", folder=True)
+    plot = args.plot
+    if plot is not None:
+        if not str(plot).lower().endswith(".png"):
+            raise InputError(f"--plot {plot}: expected a .png path")
+        check_writable(plot, "--plot")
+    elif args.out is not None:
+        from pathlib import Path
+        plot = str(Path(args.out) / "vuln.png")
     ber = chips = voltage = None
     if args.profile:
         if args.voltage is None:
             raise InputError("--profile needs --voltage V")
         voltage = number(args.voltage, "--voltage")
-        chips = [Chip.load(path) for path in args.profile]
+        from sramsim.memory.shipped import resolve_profiles
+        chips = [Chip.load(path) for path in resolve_profiles(args.profile)]
         for chip in chips:
             chip.check_voltage(voltage)
     else:
@@ -86,9 +104,8 @@ def run(args: argparse.Namespace) -> int:
         if in_ch is not None and int(in_ch) != dataset.in_channels:
             raise InputError(f"{args.model} expects {in_ch}-channel inputs but {dataset.name} "
                              f"has {dataset.in_channels}")
-    from tqdm import tqdm
-    bar = tqdm(total=models, unit="map", desc="vuln", file=sys.stderr,
-               disable=True if not run_on.progress else None, leave=False)
+    from sramsim.progress import progress
+    bar = progress(total=models, unit="map", desc="vuln", enabled=run_on.progress)
     try:
         report = analyze(qm, dataset, ber=ber, chips=chips, voltage=voltage, models=models,
                          by=args.by, seed=seed, batch_size=batch_size, layout=layout,
@@ -100,10 +117,15 @@ def run(args: argparse.Namespace) -> int:
                                "chips": [c.name for c in chips],
                                "ber": float(sum(c.ber(voltage) for c in chips) / len(chips))}
                               if chips else {"kind": "random", "ber": ber})})
+    if plot is not None:
+        from sramsim.analysis.plots import plot_vulnerability
+        report["plot"] = plot_vulnerability(report, plot)
     if args.json:
         print_json(report)
     else:
         print_table(report)
+        if plot is not None:
+            print(f"wrote {plot}")
     return 0
 
 

@@ -143,6 +143,43 @@ def _pt2e_weights(gm: fx.GraphModule) -> list[_GraphWeight]:
     return list(found.values())
 
 
+class HarmlessTorchaoNotes(logging.Filter):
+    """Drops two log lines that importing torchao 0.18 prints and that say nothing about the
+    user's run: "Failed to load .../_C_*.so" (torchao's CUDA-only kernel libraries, on a torch
+    without CUDA) and torch's note that registering an Enum as a pytree constant is deprecated
+    (torchao's own call). Matched by logger and message; every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if record.name == "torchao":
+            return not (msg.startswith("Failed to load ") and ".so" in msg
+                        and not torch.cuda.is_available())
+        if record.name == "torch.utils._pytree":
+            return not ("is an Enum subclass" in msg and "register_constant()" in msg)
+        return True
+
+
+def _silence_harmless_torchao_notes() -> None:
+    """Put the filter on torchao's and torch's pytree logger once (also quiets a user's own
+    `import torchao` after sramsim's PT2E support was imported)."""
+    for name in ("torchao", "torch.utils._pytree"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, HarmlessTorchaoNotes) for f in log.filters):
+            log.addFilter(HarmlessTorchaoNotes())
+
+
+_silence_harmless_torchao_notes()
+
+
+def torchao_module():
+    """`import torchao`, or an InputError saying which extra to install."""
+    try:
+        import torchao
+    except ModuleNotFoundError:
+        raise InputError("PT2E (.pt2) models need torchao: pip install 'sramsim[pt2]'") from None
+    return torchao
+
+
 @contextmanager
 def _quiet(*loggers: str):
     """Only errors from these loggers inside the block."""
@@ -178,8 +215,8 @@ def load_exported(path: str | os.PathLike) -> fx.GraphModule:
     # torchao logs that its CUDA-only kernel libraries do not load on a CPU build of torch (and
     # torch a deprecation note on its import), torch.export a traceback before raising on a
     # foreign file: the one-line error below says it
-    with _quiet("torchao", "torch.utils._pytree", "torch.export"):
-        import torchao  # noqa: F401
+    with _quiet("torch.export"):
+        torchao_module()
         try:
             program = torch.export.load(archive)
         except Exception as exc:  # torch raises several kinds for a foreign or corrupt file
@@ -235,8 +272,8 @@ def allow_train_eval(gm: fx.GraphModule) -> fx.GraphModule:
     this machine, twice per `sramsim.nn.evaluation.evaluate` (eval, then back to the caller's
     mode), which made each sweep point cost seconds.
     """
-    with _quiet("torchao", "torch.utils._pytree"):
-        from torchao.quantization.pt2e import allow_exported_model_train_eval
+    torchao_module()
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
     allow_exported_model_train_eval(gm)
     move = gm.train
     done = {"mode": None}       # the mode torchao last moved the graph to

@@ -58,7 +58,8 @@ class ByteMasks:
 @dataclass(frozen=True)
 class ByteFaults:
     """The faulty bytes of a memory, ascending, with their masks: byte `byte[i]` reads back as
-    ((stored ^ xor[i]) & ~clear[i]) | set[i]. clear and set are None when no fault is stuck-at."""
+    `kernels.read_byte(stored, xor[i], clear[i], set[i])`. clear and set are None when no fault
+    is stuck-at."""
 
     byte: np.ndarray                  # int64, strictly ascending
     xor: np.ndarray                   # uint8
@@ -355,7 +356,7 @@ class Chip:
         return (self.geometry == other.geometry and np.array_equal(self.address, other.address)
                 and np.array_equal(self.vfail, other.vfail) and np.array_equal(self.kind, other.kind))
 
-    # --- persistence (HDF5 profile, schema in profiles/README.md) --------------------------------
+    # --- persistence (HDF5 profile, schema in sramsim/data/profiles/README.md) ----------------
     def save(self, path) -> None:
         """Write this chip as an HDF5 profile (checked before it appears under `path`)."""
         profile_file.write(self, path)
