@@ -124,17 +124,9 @@ def options(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Check every option, run (or resume) the study, print the table or JSON."""
-    from sramsim.analysis.sparkxd import run_study, table
-    opts = options(args)
-    if opts.geometry is not None:
-        from sramsim.memory.dram import DramGeometry
-        DramGeometry.from_part(**opts.geometry)     # a bad --dram-rows fails here, one line
-    check_writable(opts.out, "--out", folder=True)
-    quiet = args.no_progress or args.json
-    log = None if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    from sramsim.analysis.sparkxd import table
     try:
-        with recorded(args, opts.out):
-            summary = run_study(opts, progress=not args.no_progress, log=log)
+        opts, summary = _study(args)
     except InputError as exc:           # StudyOptions names its fields: say the flags
         from dataclasses import fields
         from sramsim.analysis.sparkxd import StudyOptions
@@ -146,3 +138,17 @@ def run(args: argparse.Namespace) -> int:
         print(table(summary))
         print(f"wrote {opts.out}/summary.json, {summary['png']}")
     return 0
+
+
+def _study(args: argparse.Namespace):
+    """(StudyOptions, summary): the options checked, the study run (or resumed)."""
+    from sramsim.analysis.sparkxd import run_study
+    opts = options(args)
+    if opts.geometry is not None:
+        from sramsim.memory.dram import DramGeometry
+        DramGeometry.from_part(**opts.geometry)     # a bad --dram-rows fails here, one line
+    check_writable(opts.out, "--out", folder=True)
+    quiet = args.no_progress or args.json
+    log = None if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    with recorded(args, opts.out):
+        return opts, run_study(opts, progress=not args.no_progress, log=log)
