@@ -287,7 +287,7 @@ def unpack(image: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     per = 8 // bits
     nbytes = -(-n // per)
     if image.shape[-1] < nbytes:
-        raise ValueError(f"{n} {bits}-bit codes need {nbytes} bytes, the image has {image.shape[-1]}")
+        raise InputError(f"{n} {bits}-bit codes need {nbytes} bytes, the image has {image.shape[-1]}")
     if bits == 8:
         return image[..., :n]
     shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=image.device)
