@@ -247,31 +247,12 @@ def test_fake_quantize_uses_the_clip_in_the_stutz_symmetric_range():
 
 
 # --- every place a scheme name is accepted ------------------------------------------------------
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A 16x16 two-class IDX dataset and an 8-bit symmetric CNN checkpoint."""
-    from conftest import write_idx
-    from sramsim.nn.models import build, save_checkpoint
-    root = tmp_path_factory.mktemp("stutz_cli")
-    rng = np.random.default_rng(0)
-    data = root / "data"
-    data.mkdir()
-    for prefix, n in (("train", 16), ("t10k", 16)):
-        write_idx(data / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 16, 16)))
-        write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 2, n))
-    torch.manual_seed(0)
-    save_checkpoint(root / "m.pt", build("cnn", 1, 2).eval(),
-                    {"arch": "cnn", "in_channels": 1, "num_classes": 2, "norm": "batch", "bits": 8,
-                     "scheme": "symmetric", "clip": None, "dataset": None})
-    return {"root": root, "data": str(data), "ckpt": str(root / "m.pt")}
-
-
-def test_cli_sweep_vuln_and_train_base_take_the_stutz_schemes(world, tmp_path, capsys):
+def test_cli_sweep_vuln_and_train_base_take_the_stutz_schemes(digits_world, tmp_path, capsys):
     import json
 
     from sramsim.commands.main import main
     from sramsim.nn.models import load_checkpoint
-    base = ["--model", world["ckpt"], "--data", world["data"], "--json", "--no-progress"]
+    base = ["--model", digits_world["ckpt"], "--data", digits_world["data"], "--json", "--no-progress"]
     assert main(["sweep", *base, "--chips", "1", "--rows", "64", "--cols", "512", "--voltages",
                  "0.85", "--out", str(tmp_path / "s"), "--scheme", "stutz-rquant", "--bits", "4"]) == 0
     s = json.loads(capsys.readouterr().out)
@@ -282,8 +263,8 @@ def test_cli_sweep_vuln_and_train_base_take_the_stutz_schemes(world, tmp_path, c
     assert v["quantization"]["scheme"] == "stutz-symmetric"
     assert "bit 7 (sign)" in [row["label"] for row in v["bits"]]
     out = tmp_path / "t.pt"
-    assert main(["train-base", "--data", world["data"], "--epochs", "1", "--out", str(out),
-                 "--batch-size", "8", "--bits", "2", "--scheme", "stutz-rquant", "--clip", "0.2",
+    assert main(["train-base", "--data", digits_world["data"], "--epochs", "1", "--out", str(out),
+                 "--batch-size", "32", "--bits", "2", "--scheme", "stutz-rquant", "--clip", "0.2",
                  "--json", "--no-progress"]) == 0
     capsys.readouterr()
     model, meta = load_checkpoint(out)
@@ -297,9 +278,10 @@ def test_cli_sweep_vuln_and_train_base_take_the_stutz_schemes(world, tmp_path, c
     ["sweep", "--chips", "1", "--rows", "64", "--cols", "512", "--voltages", "0.9", "--bits", "2",
      "--scheme", "stutz-symmetric"],
 ])
-def test_cli_refuses_stutz_symmetric_below_8_bits_in_one_line(world, tmp_path, capsys, argv):
+def test_cli_refuses_stutz_symmetric_below_8_bits_in_one_line(digits_world, tmp_path, capsys, argv):
     from sramsim.commands.main import main
-    where = (["--model", world["ckpt"]] if argv[0] != "train-base" else []) + ["--data", world["data"]]
+    where = ((["--model", digits_world["ckpt"]] if argv[0] != "train-base" else [])
+             + ["--data", digits_world["data"]])
     out = ["--out", str(tmp_path / ("x.pt" if argv[0] == "train-base" else "o"))]
     code = main([argv[0], *where, *argv[1:], *(out if argv[0] != "vuln" else []), "--no-progress"])
     err = capsys.readouterr().err
