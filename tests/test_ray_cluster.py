@@ -491,7 +491,7 @@ def test_unreachable_cluster_is_one_line_and_exit_2(setup, tmp_path):
 @pytest.mark.parametrize("address", ["127.0.0.1", "head", ":6379", "127.0.0.1:0", "h:99999", "h:x"])
 def test_ray_address_must_be_host_port(address):
     from sramsim.analysis.executors import ray_address
-    with pytest.raises(InputError, match="--ray-address must be HOST:PORT"):
+    with pytest.raises(InputError, match="Ray address must be HOST:PORT"):
         ray_address(address)
 
 
@@ -591,11 +591,11 @@ def test_join_failures_are_one_line_naming_the_address():
         address = f"127.0.0.1:{head.getsockname()[1]}"
         denied = ConnectionError(f"Failed to connect to Ray cluster at {address}")
         denied.__cause__ = RuntimeError("Failed to connect to GCS.\nUnauthenticated: InvalidAuthToken")
-        with pytest.raises(InputError, match=f"^--ray-address {address}: could not join the Ray "
+        with pytest.raises(InputError, match=f"^Ray address {address}: could not join the Ray "
                                              "cluster \\(it asks for the cluster's token: set "
                                              "RAY_AUTH_MODE=token"):
             join_ray_cluster(FakeRay(denied), address)
-        with pytest.raises(InputError, match=f"^--ray-address {address}: could not join the Ray "
+        with pytest.raises(InputError, match=f"^Ray address {address}: could not join the Ray "
                                              "cluster \\(RuntimeError: boom\\)$"):
             join_ray_cluster(FakeRay(RuntimeError("boom\nmore")), address)
 
