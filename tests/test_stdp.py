@@ -14,6 +14,7 @@ from sramsim.nn.fat import FaultInjector
 from sramsim.nn.models import build, load_checkpoint, save_checkpoint
 from sramsim.nn.models import diehl_cook as D
 from sramsim.nn.models.diehl_cook import DiehlCook, class_scores, normalize_, stdp_delta
+from sramsim.nn.snn_engine.encoding import key_from_seed
 from sramsim.nn.stdp import apply_update, assign_labels, encoding_seed, order_seed, train_stdp
 from sramsim.nn.training import TrainOptions, epoch_seed, state_path_for, step_seed, train_base
 
@@ -121,7 +122,7 @@ def test_lateral_inhibition_and_one_spike_per_step():
 def test_spike_record_is_binary_and_forward_is_deterministic_in_eval():
     model = DiehlCook(6, 784, 4, time_steps=30)
     x = quadrants(8, 0).x
-    rec = model.run(x, generator=torch.Generator().manual_seed(0))
+    rec = model.run(x, key=0)
     assert rec.spikes.dtype == torch.bool and rec.spikes.shape == (30, 8, 6)
     assert rec.spikes.any()
     assert int(rec.spikes.sum(2).max()) <= 1            # at most one spike per sample and step
@@ -235,7 +236,7 @@ def test_eval_re_presents_silent_samples_at_a_higher_rate():
     model = DiehlCook(3, 784, 2, time_steps=30)
     model.eval()
     faint = torch.full((4, 1, 28, 28), 0.05)
-    first = model.run(faint, generator=torch.Generator().manual_seed(model.seed)).counts()
+    first = model.run(faint, key=key_from_seed(model.seed)).counts()
     assert (first.sum(1) < D.MIN_SPIKES).all()       # too faint to respond at 128 Hz ...
     counts = model.spike_counts(faint)               # ... so presented again at +32 Hz steps
     assert (counts.sum(1) > first.sum(1)).all()
