@@ -240,7 +240,10 @@ def bright(b, seed):
 
 
 @pytest.mark.parametrize("learn", [False, True])
-def test_diehl_cook_layer_engine_equals_step_loop(learn):
+@pytest.mark.parametrize("step_chunk", [False, True])
+def test_diehl_cook_layer_engine_equals_step_loop(learn, step_chunk, monkeypatch):
+    if step_chunk:
+        monkeypatch.setattr(D, "STEP_ELEMENTS", 1)     # the currents of one step at a time
     model = dc()
     s = model.encode(bright(12, 0), 40, E.key_from_seed(1))
     start = model.theta.clone()

@@ -79,9 +79,11 @@ def _leaky(beta: float) -> snntorch.Leaky:
 
 
 ENGINES = ("layer", "step")
-# The layer engine simulates at most this many floats of one stage's current at once; larger
-# batches run in sample chunks (every sample is independent, so chunking changes no bit).
-CHUNK_ELEMENTS = 1 << 24
+# Without gradients the layer engine simulates at most this many floats of one stage at once;
+# larger batches run in sample chunks (every sample is independent, so chunking changes no bit).
+# 16 MiB stays below glibc's mmap threshold (32 MiB), so the buffers are reused, not faulted in
+# afresh on every call (measured: 30 ms to clone 44 MB vs 4 ms to copy into a reused buffer).
+CHUNK_ELEMENTS = 1 << 22
 
 
 class RateSNN(nn.Module):

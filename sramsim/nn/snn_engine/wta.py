@@ -45,32 +45,36 @@ def _sample_step(v, refrac, over, cur, theta, prev, params, crossed):
     return best if crossed[best] else -1
 
 
+def new_state(batch: int, n: int, rest: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The state before a presentation: v = rest, refractory counters 0, no previous spike."""
+    return (np.full((batch, n), rest, dtype=np.float32), np.zeros((batch, n), dtype=np.float32),
+            np.full(batch, -1, dtype=np.int32))
+
+
 @njit(cache=True, parallel=True)
-def wta_eval(cur, theta, params, winners):
-    """Dynamics without learning: cur (T, B, N) float32 -> winners (T, B) int32."""
+def wta_eval(cur, theta, params, v, refrac, prev, winners):
+    """Dynamics without learning over the steps of cur (T, B, N) float32 -> winners (T, B) int32,
+    continuing from the state (v, refrac (B, N), prev (B,)), which is left after the last step
+    (so a presentation can run in chunks of steps)."""
     steps, batch, n = cur.shape
     for b in prange(batch):
-        v = np.full(n, params[0], dtype=np.float32)
-        refrac = np.zeros(n, dtype=np.float32)
         over = np.empty(n, dtype=np.float32)
         crossed = np.empty(n, dtype=np.bool_)
-        prev = -1
+        last = prev[b]
         for t in range(steps):
-            prev = _sample_step(v, refrac, over, cur[t, b], theta, prev, params, crossed)
-            winners[t, b] = prev
+            last = _sample_step(v[b], refrac[b], over, cur[t, b], theta, last, params, crossed)
+            winners[t, b] = last
+        prev[b] = last
 
 
 @njit(cache=True, parallel=True)
-def wta_learn(cur, theta, params, theta_decay, theta_plus, winners):
+def wta_learn(cur, theta, params, theta_decay, theta_plus, v, refrac, prev, winners):
     """Dynamics with the adaptive threshold learning: as wta_eval, and theta (N,) is updated in
     place: every step it decays by theta_decay, then rises by theta_plus times the number of
     samples whose neuron crossed its threshold at that step."""
     steps, batch, n = cur.shape
-    v = np.full((batch, n), params[0], dtype=np.float32)
-    refrac = np.zeros((batch, n), dtype=np.float32)
     over = np.empty((batch, n), dtype=np.float32)
     crossed = np.empty((batch, n), dtype=np.bool_)
-    prev = np.full(batch, -1, dtype=np.int32)
     for t in range(steps):
         for j in range(n):
             theta[j] = theta[j] * theta_decay
