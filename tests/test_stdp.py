@@ -29,14 +29,15 @@ def one_thread():
 
 
 def quadrants(n: int, seed: int) -> Dataset:
-    """28x28 images of 4 classes: class k has a bright quadrant k on a dim noisy background."""
+    """28x28 images of 4 classes: class k has a bright quadrant k on a dim noisy background;
+    scaled to [-1, 1] as the data sets are (pixel intensity (x + 1) / 2)."""
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(n) % 4
     x = torch.rand(n, 1, 28, 28, generator=g) * 0.1
     for k in range(4):
         r, c = divmod(k, 2)
         x[y == k, :, 14 * r:14 * r + 14, 14 * c:14 * c + 14] += 0.8
-    return Dataset(x.clamp(0, 1), y, 4, "quadrants")
+    return Dataset(x.clamp(0, 1) * 2 - 1, y, 4, "quadrants")
 
 
 # ---------------------------------------------------------------- the STDP rule
@@ -235,7 +236,7 @@ def test_seeds_batch_order_as_training_and_encoding_on_its_own_stream():
 def test_eval_re_presents_silent_samples_at_a_higher_rate():
     model = DiehlCook(3, 784, 2, time_steps=30)
     model.eval()
-    faint = torch.full((4, 1, 28, 28), 0.05)
+    faint = torch.full((4, 1, 28, 28), -0.9)         # pixel intensity 0.05
     first = model.run(faint, key=key_from_seed(model.seed)).counts()
     assert (first.sum(1) < D.MIN_SPIKES).all()       # too faint to respond at 128 Hz ...
     counts = model.spike_counts(faint)               # ... so presented again at +32 Hz steps
@@ -269,7 +270,7 @@ def test_train_base_trains_diehl_cook_by_stdp(tmp_path):
     for prefix, n in (("train", 40), ("t10k", 20)):
         data = quadrants(n, 0 if prefix == "train" else 1)
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz",
-                  (data.x[:, 0].numpy() * 255).round().astype(np.uint8))
+                  ((data.x[:, 0].numpy() + 1) * 127.5).round().astype(np.uint8))
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", data.y.numpy().astype(np.uint8))
     out = tmp_path / "dc.pt"
     meta = train_base("diehl-cook6", str(tmp_path), out, TrainOptions(epochs=1, batch_size=10),

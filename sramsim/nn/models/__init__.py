@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, check_choice
 from sramsim.nn.models.cnn import SmallCNN
 from sramsim.nn.models.norm import NORMS, check_norm
 from sramsim.nn.models.resnet import resnet18, resnet20, resnet50
 from sramsim.nn.models.vgg import vgg
+from sramsim.nn.snn_engine.encoding import INPUT_CODINGS
 
 ARCHS = ("cnn", "resnet20", "resnet18", "resnet50", "vgg11", "vgg16", "vgg19")
 # Spiking families, sized by their neuron count N in the name (snn-fc400, diehl-cook400).
@@ -86,6 +87,8 @@ def build(name: str, in_channels: int = 1, num_classes: int = 10, norm: str = "b
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> None:
     """Write `model`'s weights and `meta` atomically (a crash never leaves a half-written file)."""
     meta = {**META_DEFAULTS, **meta}
+    if hasattr(model, "input_coding"):         # spiking models: how inputs become spikes
+        meta["input_coding"] = model.input_coding
     missing = [k for k in REQUIRED_META if meta.get(k) is None]
     if missing:
         raise ValueError(f"checkpoint meta lacks {', '.join(missing)}")
@@ -116,6 +119,10 @@ def load_checkpoint(path: str | os.PathLike, device=None) -> tuple[nn.Module, di
         first = str(exc).strip().splitlines()
         raise InputError(f"{path}: weights do not fit a {meta['arch']} model "
                          f"({' '.join(' '.join(first[:2]).split())[:200]})") from None
+    if hasattr(model, "input_coding"):
+        # spiking checkpoints from before the field (issue 22) were trained with the clamp coding
+        model.input_coding = check_choice(meta.get("input_coding", "clamp"), INPUT_CODINGS,
+                                          f"{path}: input_coding")
     if device is not None:
         model.to(device)
     return model.eval(), {**META_DEFAULTS, **meta}

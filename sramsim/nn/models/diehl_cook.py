@@ -8,8 +8,11 @@ plasticity", Front. Comput. Neurosci. 9:99 (2015). The numbers below follow Bind
 where the paper differs, both are given. No BindsNET code is used.
 
 Network (units mV and ms, time step DT = 1 ms):
-- input: each of the `n_inputs` pixels (intensity x in [0, 1]) is a Bernoulli-per-step (Poisson
-  rate) spike train of rate x * INTENSITY Hz, i.e. spike probability x * INTENSITY * DT / 1000.
+- input: each of the `n_inputs` pixels (intensity p in [0, 1]) is a Bernoulli-per-step (Poisson
+  rate) spike train of rate p * INTENSITY Hz, i.e. spike probability p * INTENSITY * DT / 1000,
+  where p = (x + 1) / 2 for the data sets' inputs x in [-1, 1] (`input_coding = "intensity"`, as
+  BindsNET encodes [0, 1] images); checkpoints from before issue 22 used p = clamp(x, 0, 1)
+  (`input_coding = "clamp"`: every pixel darker than mid-grey silent).
 - excitatory layer: N LIF neurons, membrane v, adaptive threshold theta (a buffer):
     v <- REST + (v - REST) * exp(-DT / TC_DECAY)
     v <- v + [not refractory] * (W s_in - INH * (spikes of the other neurons at t-1))
@@ -61,6 +64,7 @@ from torch import nn
 from sramsim.errors import InputError, check_choice
 from sramsim.nn.snn_engine import wta
 from sramsim.nn.snn_engine.encoding import draw_key, key_from_seed, rate_spikes
+from sramsim.nn.snn_engine.encoding import intensity as pixel_intensity
 from sramsim.nn.snn_engine.synapses import linear_exact
 
 # BindsNET DiehlAndCook2015 / DiehlAndCookNodes defaults (the paper's values where they agree).
@@ -157,6 +161,7 @@ class DiehlCook(nn.Module):
         self.n_neurons, self.n_inputs, self.num_classes = n_neurons, n_inputs, num_classes
         self.time_steps, self.inh, self.seed = int(time_steps), float(inh), int(seed)
         self.engine = "layer"
+        self.input_coding = "intensity"     # see the module docstring; saved in checkpoints
         self.fc = nn.Linear(n_inputs, n_neurons, bias=False)
         with torch.no_grad():
             self.fc.weight.uniform_(0.0, INIT_MAX)
@@ -168,13 +173,14 @@ class DiehlCook(nn.Module):
 
     def encode(self, x: torch.Tensor, steps: int, key: int, intensity: float = INTENSITY,
                rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Poisson-rate input spikes (steps, B, n_inputs) as uint8 0/1, `intensity` Hz at 1.0:
-        spike probability clamp(x, 0, 1) * intensity * DT / 1000 per step; rows: the samples'
-        ids in the stream (default 0..B-1)."""
+        """Poisson-rate input spikes (steps, B, n_inputs) as uint8 0/1, `intensity` Hz at pixel
+        intensity 1: spike probability p * intensity * DT / 1000 per step (p: `input_coding`);
+        rows: the samples' ids in the stream (default 0..B-1)."""
         if x[0].numel() != self.n_inputs:
             raise InputError(f"diehl-cook expects {self.n_inputs} input values per sample, got "
                              f"{x[0].numel()}")
-        s = rate_spikes(x.reshape(x.shape[0], -1), steps, key, intensity * DT / 1000.0, rows)
+        p = pixel_intensity(x.reshape(x.shape[0], -1), self.input_coding)
+        s = rate_spikes(p, steps, key, intensity * DT / 1000.0, rows)
         return s.to(x.device)
 
     def run(self, x: torch.Tensor, weight: torch.Tensor | None = None, learn: bool = False,
@@ -230,8 +236,10 @@ class DiehlCook(nn.Module):
     def _layers(self, s_in: torch.Tensor, w: torch.Tensor, learn: bool) -> torch.Tensor:
         """The layer engine: the currents of a chunk of steps in one exact product, then their
         dynamics in one kernel, chunk after chunk (chunks keep the current below STEP_ELEMENTS
-        floats; a large fresh buffer costs its page faults here): winners (T, B) int32."""
+        floats; a large fresh buffer costs its page faults here): winners (T, B) int32. Runs on
+        the CPU (numba) for a model on any device; the result is the same bits."""
         steps, b = s_in.shape[:2]
+        s_in, w = s_in.cpu(), w.cpu()       # numba kernels: on the CPU whatever the device
         chunk = max(1, STEP_ELEMENTS // max(1, b * self.n_neurons))
         kernel = self._kernel(learn)
         state = wta.new_state(b, self.n_neurons, REST)

@@ -75,6 +75,24 @@ def _rate_kernel(p, rows, steps, key, out):
             _row_spikes(p[b], out[t, b], base, key)
 
 
+# How an input value becomes a spike probability. The data sets hold images scaled to [-1, 1]
+# (`sramsim.nn.data`): "intensity" maps them back to the pixel intensity (x + 1) / 2, as
+# snntorch's rate coding and BindsNET's Poisson encoding of [0, 1] images mean it; "clamp" takes
+# x itself (clipped to [0, 1]), so everything darker than mid-grey never spikes -- what the SNN
+# models did before (issue 22), kept so that their checkpoints reproduce.
+INPUT_CODINGS = ("intensity", "clamp")
+
+
+def intensity(x: torch.Tensor, coding: str) -> torch.Tensor:
+    """The spike probability per step (before any rate scale) of inputs x, as float32 in [0, 1]."""
+    x = x.detach().float()
+    if coding == "intensity":
+        x = (x + 1.0) * 0.5
+    elif coding != "clamp":
+        raise InputError(f"input coding {coding!r}: use one of {', '.join(INPUT_CODINGS)}")
+    return x.clamp(0.0, 1.0)
+
+
 def rate_spikes(x: torch.Tensor, steps: int, key: int, scale: float = 1.0,
                 rows: torch.Tensor | None = None) -> torch.Tensor:
     """Spike trains (steps, B, *x.shape[1:]) as uint8 0/1 on x's device: element (t, b, i)
