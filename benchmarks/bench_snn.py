@@ -1,7 +1,8 @@
 """Speed of the multi-step SNN engine (issue 22.1) against the step loop, the floor and BindsNET.
 
 On one batch of Fashion-MNIST test images (training images for STDP), per image, medians of
-rounds in which every variant of a workload runs once in turn (so all see the same machine load):
+rounds in which every variant of a workload runs once in turn (so all see the same machine load;
+BindsNET in rounds of its own after ours, as its large allocations slow whatever runs next):
 - snn-fc400 (T=25, batch 256) and snn-conv12 (T=25, batch 64): inference (forward, no grad) and
   a training step (forward, cross-entropy, backward; batch 128 and 64), for
     ours           the layer engine (`engine="layer"`, the default), encoding included;
@@ -90,7 +91,10 @@ def per_image(times: dict, images: int) -> dict:
 # ---------------------------------------------------------------- rate-coded SNNs
 
 def step_before(model, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """The step loop of sramsim.nn.models.snn before the engine (commit 5674fcc): output counts."""
+    """The step loop of sramsim.nn.models.snn before the engine (commit 5674fcc): output counts.
+    Its encoding took clamp(x, 0, 1); it is given the pixel intensity, so that it sees the same
+    spike rates as the engine (the model's input_coding)."""
+    x = E.intensity(x, model.input_coding)
     gen = None if model.training else torch.Generator().manual_seed(seed)
     mems = [None] * len(model.stages)
     count = None
@@ -260,7 +264,7 @@ def dc_before(model, x, learn: bool, seed: int = 0):
     """Diehl & Cook before the engine (5674fcc): torch.rand encoding, one dense MKL product, the
     torch dynamics loop, and for learning the dense trace products of `stdp_delta`."""
     gen = torch.Generator().manual_seed(seed)
-    p = x.reshape(x.shape[0], -1).float().clamp(0, 1) * (D.INTENSITY * D.DT / 1000.0)
+    p = E.intensity(x.reshape(x.shape[0], -1), model.input_coding) * (D.INTENSITY * D.DT / 1000.0)
     s_in = (torch.rand((model.time_steps, *p.shape), generator=gen) < p).float()
     steps, b = s_in.shape[:2]
     current = (s_in.reshape(steps * b, -1) @ model.fc.weight.detach().t()).reshape(steps, b, -1)
@@ -408,7 +412,9 @@ class BindsNetDC:
         self.last_spikes = 0
 
     def encoded(self, x):
-        return self.poisson(datum=x.clamp(0, 1) * D.INTENSITY, time=self.steps, dt=1.0)
+        """BindsNET's Poisson encoding of the pixel intensities at INTENSITY Hz."""
+        return self.poisson(datum=E.intensity(x, "intensity") * D.INTENSITY, time=self.steps,
+                            dt=1.0)
 
     def present(self, x, learn: bool, encoded=None):
         self.net.train(learn)

@@ -127,9 +127,13 @@ def test_encoding_is_the_documented_splitmix_stream():
     for t in range(6):
         for b in range(3):
             for i in range(20):
-                z = E._mix64_py(key + ((b * 6 + t) * 20 + i + 1) * int(E.GAMMA))
-                u = np.float32(z >> 40) * np.float32(2.0 ** -24)
+                z = E._mix64_py(key + ((b * 6 + t) * 10 + i // 2 + 1) * int(E.GAMMA))
+                bits = z >> 40 if i % 2 == 0 else (z >> 16) & 0xFFFFFF
+                u = np.float32(bits) * np.float32(2.0 ** -24)
                 assert int(s[t, b].reshape(-1)[i]) == int(u < p[b, i])
+    odd = torch.rand(2, 5, generator=torch.Generator().manual_seed(1))   # 5 features: padded
+    assert torch.equal(E.rate_spikes(odd, 3, key), E.rate_spikes(
+        torch.nn.functional.pad(odd, (0, 1)), 3, key)[..., :5])
     # a sample keeps its noise alone (rows), and the thread count changes nothing
     assert torch.equal(E.rate_spikes(x[2:], 6, key, rows=torch.tensor([2])), s[:, 2:])
     with pinned_threads(2):

@@ -1,11 +1,12 @@
 """Rate (Bernoulli-per-step) coding of inputs into spike trains from a counter-based stream.
 
-The stream. Every spike decision has its own counter
-    c = (row * steps + t) * features + i          (row: the sample's id, t: step, i: feature)
-and its own uniform number u = (splitmix64(key + (c + 1) * GAMMA) >> 40) / 2^24, i.e. the top 24
-bits of output c + 1 of Steele, Lea & Flood's SplitMix64 (OOPSLA 2014) started at `key`; the
-element spikes iff u < p (float32 compare), with p = clamp(x, 0, 1) * scale in float32. A spike
-therefore has probability ceil(p * 2^24) / 2^24, within 2^-24 of p.
+The stream. Features pair up (i = 2j and 2j + 1); every pair of spike decisions has its own counter
+    c = (row * steps + t) * ceil(features / 2) + j    (row: the sample's id, t: step)
+and one 64-bit number z = splitmix64(key + (c + 1) * GAMMA), output c + 1 of Steele, Lea & Flood's
+SplitMix64 (OOPSLA 2014) started at `key`. Feature 2j takes the uniform u = (z >> 40) / 2^24 (the
+top 24 bits), feature 2j + 1 the next 24 bits, u = ((z >> 16) mod 2^24) / 2^24. An element spikes
+iff u < p (float32 compare), with p = clamp(x, 0, 1) * scale in float32: probability
+ceil(p * 2^24) / 2^24, within 2^-24 of p.
 
 Why a counter-based stream: the draw of one element depends only on (key, row, t, i), not on
 how many elements were drawn before, on the batch size or chunking, or on the thread count, and
@@ -56,23 +57,29 @@ def draw_key(generator: torch.Generator | None = None) -> int:
     return int(torch.randint(0, 2**63 - 1, (1,), generator=generator).item())
 
 
+_LOW24 = np.uint64(0xFFFFFF)
+
+
 @njit(cache=True, inline="always")
 def _row_spikes(p, out, base, key):
-    """out[i] = u(base + i) < p[i] for one (row, step): base = (row * steps + t) * features."""
-    for i in range(p.shape[0]):
-        z = key + (np.uint64(base + i) + np.uint64(1)) * GAMMA
-        u = np.float32(_mix64(z) >> np.uint64(40)) * np.float32(2.0 ** -24)
-        out[i] = np.uint8(u < p[i])
+    """The spikes of one (row, step) for an even number of features: pair j from counter base + j,
+    base = (row * steps + t) * (features / 2)."""
+    scale = np.float32(2.0 ** -24)
+    for j in range(p.shape[0] // 2):
+        z = _mix64(key + (np.uint64(base + j) + np.uint64(1)) * GAMMA)
+        out[2 * j] = np.uint8(np.float32(z >> np.uint64(40)) * scale < p[2 * j])
+        out[2 * j + 1] = np.uint8(np.float32((z >> np.uint64(16)) & _LOW24) * scale < p[2 * j + 1])
 
 
 @njit(cache=True, parallel=True)
 def _rate_kernel(p, rows, steps, key, out):
-    """out[t, b, i] = u((rows[b] * steps + t) * F + i) < p[b, i]; one sample per work item."""
+    """out[t, b, :] from the pairs of counters (rows[b] * steps + t) * (F / 2) + j; p has an
+    even number F of features (the caller pads); one sample per work item."""
     b_count, features = p.shape
+    half = features // 2
     for b in prange(b_count):
         for t in range(steps):
-            base = (rows[b] * steps + t) * features
-            _row_spikes(p[b], out[t, b], base, key)
+            _row_spikes(p[b], out[t, b], (rows[b] * steps + t) * half, key)
 
 
 # How an input value becomes a spike probability. The data sets hold images scaled to [-1, 1]
@@ -107,6 +114,9 @@ def rate_spikes(x: torch.Tensor, steps: int, key: int, scale: float = 1.0,
     p = x.detach().reshape(b, -1).float().clamp(0.0, 1.0)
     if scale != 1.0:
         p = p * scale
+    features = p.shape[1]
+    if features % 2:
+        p = torch.nn.functional.pad(p, (0, 1))        # the unpaired last feature's pair
     p = p.cpu().contiguous().numpy()
     ids = (np.arange(b, dtype=np.int64) if rows is None
            else rows.detach().cpu().to(torch.int64).contiguous().numpy())
@@ -115,4 +125,7 @@ def rate_spikes(x: torch.Tensor, steps: int, key: int, scale: float = 1.0,
     out = np.empty((steps, b, p.shape[1]), dtype=np.uint8)
     if out.size:
         _rate_kernel(p, ids, steps, np.uint64(int(key) & _MASK64), out)
-    return torch.from_numpy(out).reshape(steps, *x.shape).to(x.device)
+    spikes = torch.from_numpy(out)
+    if features % 2:
+        spikes = spikes[:, :, :features].contiguous()
+    return spikes.reshape(steps, *x.shape).to(x.device)

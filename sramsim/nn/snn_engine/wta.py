@@ -100,47 +100,56 @@ def _powers(decay, steps):
     return p
 
 
+@njit(cache=True, inline="always")
+def _mark(row, lp, t):
+    """lp[i] = t where input i spikes (vectorised select)."""
+    for i in range(row.shape[0]):
+        lp[i] = t if row[i] != 0 else lp[i]
+
+
+@njit(cache=True, inline="always")
+def _add_trace(target, lp, pw, t):
+    """target[i] += the trace x_pre(t) of input i: pw[t - lp[i]], 0 before its first spike."""
+    for i in range(target.shape[0]):
+        target[i] += pw[t - lp[i]] if lp[i] >= 0 else np.float32(0.0)
+
+
+@njit(cache=True, inline="always")
+def _add_where(target, row, x):
+    """target[i] += x where input i spikes (+0 elsewhere: no change, as all terms are >= 0)."""
+    for i in range(target.shape[0]):
+        target[i] += x if row[i] != 0 else np.float32(0.0)
+
+
 @njit(cache=True)
 def stdp_sums(s_in, winners, n_neurons, decay):
     """(potentiation, depression), each (N, I) float32, of BindsNET's PostPre rule summed over
     the batch and the steps: potentiation[n] += x_pre(t, b) at every spike of neuron n,
     depression[:, i] += x_post(t, b) at every input spike i; the traces are 1 at a spike and
     decay by `decay` per step. Only nonzero terms are visited: the post trace of a sample is
-    nonzero only for the neurons that have spiked in it, and each term is a table lookup of
-    the trace value (so the sums run over (t, b) in order, serially: any thread count)."""
+    nonzero only for the neurons that have spiked in it, and each trace value is a table
+    lookup (the step-by-step products). The sums run over (t, b) in order, serially: the same
+    bits on any thread count."""
     steps, batch, n_inputs = s_in.shape
     pw = _powers(decay, steps)
     last_pre = np.full((batch, n_inputs), -1, dtype=np.int64)
     last_post = np.full((batch, n_neurons), -1, dtype=np.int64)
     fired = np.empty((batch, steps), dtype=np.int64)     # distinct neurons spiked so far
     n_fired = np.zeros(batch, dtype=np.int64)
-    active = np.empty(n_inputs, dtype=np.int64)
     pot = np.zeros((n_neurons, n_inputs), dtype=np.float32)
     dep = np.zeros((n_neurons, n_inputs), dtype=np.float32)
     for t in range(steps):
         for b in range(batch):
             row = s_in[t, b]
-            lp = last_pre[b]
-            n_active = 0
-            for i in range(n_inputs):
-                if row[i] != 0:
-                    lp[i] = t
-                    active[n_active] = i
-                    n_active += 1
+            _mark(row, last_pre[b], t)
             w = winners[t, b]
             if w >= 0:
                 if last_post[b, w] < 0:
                     fired[b, n_fired[b]] = w
                     n_fired[b] += 1
                 last_post[b, w] = t
-                target = pot[w]
-                for i in range(n_inputs):
-                    if lp[i] >= 0:
-                        target[i] += pw[t - lp[i]]
+                _add_trace(pot[w], last_pre[b], pw, t)
             for f in range(n_fired[b]):
                 j = fired[b, f]
-                x = pw[t - last_post[b, j]]
-                target = dep[j]
-                for a in range(n_active):
-                    target[active[a]] += x
+                _add_where(dep[j], row, pw[t - last_post[b, j]])
     return pot, dep
