@@ -231,57 +231,6 @@ def conv_pool_exact(s: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, tor
     return torch.nn.functional.max_pool2d(conv2d_exact(s, w), 2, return_indices=True)
 
 
-@njit(cache=True)
-def _active(s):
-    """The nonzero entries of s (M, K) by row: (row starts (M + 1), column indices, values)."""
-    m_count, k_count = s.shape
-    starts = np.zeros(m_count + 1, dtype=np.int64)
-    for m in range(m_count):
-        c = 0
-        for k in range(k_count):
-            if s[m, k] != 0:
-                c += 1
-        starts[m + 1] = starts[m] + c
-    cols = np.empty(starts[m_count], dtype=np.int64)
-    vals = np.empty(starts[m_count], dtype=np.float32)
-    for m in range(m_count):
-        j = starts[m]
-        for k in range(k_count):
-            if s[m, k] != 0:
-                cols[j] = k
-                vals[j] = np.float32(s[m, k])
-                j += 1
-    return starts, cols, vals
-
-
-GRAD_BLOCK = 64       # weight-gradient columns per parallel work item
-
-
-@njit(cache=True, parallel=True)
-def _weight_grad_kernel(starts, cols, vals, g, out):
-    """out (K, N) = s^T g from the nonzero entries of s; rows of s in order, so each work item
-    (a fixed block of columns n) sums in the same order on any number of threads."""
-    n_count = g.shape[1]
-    out[:] = 0
-    for blk in prange((n_count + GRAD_BLOCK - 1) // GRAD_BLOCK):
-        a = blk * GRAD_BLOCK
-        b = min(n_count, a + GRAD_BLOCK)
-        for m in range(g.shape[0]):
-            gm = g[m, a:b]
-            for j in range(starts[m], starts[m + 1]):
-                _axpy_into(out[cols[j], a:b], vals[j], gm)
-
-
-def _weight_grad(s: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """g^T s (N, K) for spikes s (M, K): a sparse pass on the CPU, a dense product elsewhere."""
-    if s.device.type == "cpu" and g.dtype == torch.float32:
-        starts, cols, vals = _active(_spikes_array(s))
-        out = np.empty((s.shape[1], g.shape[1]), dtype=np.float32)
-        _weight_grad_kernel(starts, cols, vals, g.contiguous().numpy(), out)
-        return torch.from_numpy(out).t()
-    return g.t() @ s.to(g.dtype)
-
-
 CHUNKS = 64          # fixed split of a batch for gradient partial sums (any thread count)
 
 
@@ -369,7 +318,9 @@ class _Linear(torch.autograd.Function):
     def backward(ctx, g):
         s, w = ctx.saved_tensors
         gs = g @ w if ctx.needs_input_grad[0] else None
-        gw = _weight_grad(s, g) if ctx.needs_input_grad[1] else None
+        # dense (MKL): at the ~28% input spike density of Fashion-MNIST a sparse pass was
+        # slower (80 vs 50 ms for 3,200 x 784 x 400 here)
+        gw = g.t() @ s.to(g.dtype) if ctx.needs_input_grad[1] else None
         return gs, gw
 
 
