@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, repo_path, write_result  # noqa: E402
 
 from sramsim.analysis import sweep as S  # noqa: E402
+from sramsim.analysis.executors import Execution  # noqa: E402
 
 LIMIT_B = 5000
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -51,8 +52,8 @@ def sweep(model: str, chips, voltages, out: Path, workers: int,
           limit: int | None = None) -> tuple[dict, float, list[dict]]:
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    summary = S.run_sweep(model, "fashion-mnist", chips, voltages, out, workers=workers,
-                          limit=limit, progress=False)
+    summary = S.run_sweep(model, "fashion-mnist", chips, voltages, out, S.SweepSettings(limit=limit),
+                          Execution(workers=workers, progress=False))
     wall = time.perf_counter() - t0
     import json
     with open(out / "points.jsonl") as f:

@@ -11,7 +11,7 @@ Protocol (the honesty rule): every knob -- clipping bound w_max, RandBET p, FAT 
 generator architecture/width -- is chosen on a validation split (the last VAL_SPLIT of the first
 TRAIN_POOL training images; models train on the rest) read through validation chips (random
 finfet14 chips with seeds VAL_CHIP_SEED.., the test chips' geometry and curve), never on test
-images or test chips. Test chips: the shipped profiles/finfet14-8192x128-s0..s4 for the CNN; the
+images or test chips. Test chips: the shipped finfet14-8192x128-s0..s4 for the CNN; the
 resnet20 image (265 KiB; 298 KiB with SECDED) does not fit that 128 KiB chip (it would be
 tiled, two or three weights sharing every cell), so resnet20 is tested on five synthesized
 32768x128 chips (512 KiB) drawn exactly like the shipped ones (finfet14, v_floor 0.75, flips,
@@ -46,7 +46,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, repo_path, write_result  # noqa: E402
+from common import RESULTS, repo_path, write_result  # noqa: E402
+from sramsim.memory.shipped import SHIPPED_DIR  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "mitigations" / "equal_energy"
 VOLTAGES = [0.9, 0.875, 0.85, 0.8375, 0.825, 0.8125, 0.8, 0.775, 0.75]  # 0.75: v_floor
@@ -64,7 +65,7 @@ SETUP = {   # per model: images and chip geometry
 }
 CANDIDATES = {"clip": [0.2, 0.1, 0.05], "randbet_p": [0.01, 0.05], "fat_ber": [0.01, 0.05],
               "generator": [["ConvS", 0.5], ["UNetS", 0.25]]}
-# method -> (model role, protection keywords of run_sweep, generator role or None)
+# method -> (model role, MemoryLayout keywords, generator role or None)
 METHODS = {
     "none": ("base", {}, None),
     "secded72": ("base", {"ecc": "secded72"}, None),
@@ -104,7 +105,7 @@ def chips_for(arch: str, purpose: str) -> list:
     if purpose == "val":
         return random_chips(VAL_CHIPS, "finfet14", rows, 128, seed=VAL_CHIP_SEED, v_floor=0.75)
     if SETUP[arch]["test_chips"] == "shipped":
-        return profile_chips(sorted(str(p) for p in (ROOT / "profiles").glob(
+        return profile_chips(sorted(str(p) for p in SHIPPED_DIR.glob(
             f"finfet14-{rows}x128-s*.h5")))
     return random_chips(5, "finfet14", rows, 128, seed=TEST_CHIP_SEED, v_floor=0.75)
 
@@ -202,8 +203,12 @@ def train_nf(arch: str, key: str, base_path: Path, gname: str, width: float,
 def sweep(model_path: Path, dataset, specs, voltages, out: Path, protection: dict) -> dict:
     """One run_sweep (resumable in `out`): clean accuracy and the per-voltage points."""
     from sramsim.analysis.sweep import run_sweep
-    s = run_sweep(str(model_path), dataset, specs, voltages, out, progress=False, threads=1,
-                  **protection)
+    from sramsim.analysis.executors import Execution
+    from sramsim.analysis.sweep import SweepSettings
+    from sramsim.inject.layout import MemoryLayout
+    s = run_sweep(str(model_path), dataset, specs, voltages, out,
+                  SweepSettings(layout=MemoryLayout(**protection)),
+                  Execution(progress=False, threads=1))
     keep = ("voltage", "ber", "accuracy_mean", "ci95", "n", "saving")
     return {"clean_accuracy": s["clean_accuracy"],
             "points": [{k: p[k] for k in keep} for p in s["points"]],
@@ -221,21 +226,21 @@ def with_costs(result: dict, extra_nominal: float) -> dict:
 
 def lowest_within(points: list[dict], reference: float) -> dict | None:
     """The lowest voltage whose mean accuracy, and that of every voltage above it, is at least
-    reference - MARGIN; None if the highest swept voltage already fails."""
-    best = None
-    for p in sorted(points, key=lambda q: -q["voltage"]):
-        if p["accuracy_mean"] < reference - MARGIN - 1e-12:
-            break
-        best = p
+    reference - MARGIN (`sramsim.analysis.operating_point`); None if the highest swept voltage
+    already fails."""
+    from sramsim.analysis.operating_point import lowest_within as rule
+    best = rule(points, reference, MARGIN)
     return None if best is None else dict(best)
 
 
 def operating_points(result: dict, unprotected_clean: float) -> dict:
     """Lowest voltage within 1 point of own clean, of the unprotected clean, and of both."""
+    from sramsim.analysis.operating_point import Reference
     own = result["clean_accuracy"]
+    both = Reference.strictest({"own clean": own, "unprotected clean": unprotected_clean})
     return {"within_own_clean": lowest_within(result["points"], own),
             "within_unprotected_clean": lowest_within(result["points"], unprotected_clean),
-            "within_both": lowest_within(result["points"], max(own, unprotected_clean))}
+            "within_both": lowest_within(result["points"], both.value(own))}
 
 
 def val_score(result: dict, unprotected_clean: float, extra_nominal: float) -> list[float]:

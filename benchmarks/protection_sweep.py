@@ -1,7 +1,7 @@
 """The protections that need no training, side by side on the shipped chips: none, ECC (SECDED
 (72,64) and (13,8), `keep` policy) and fault-aware bit placement (shuffle, skip-faulty-words).
 
-One `run_sweep` per method over the five shipped profiles (`profiles/finfet14-8192x128-s*.h5`)
+One `run_sweep` per method over the five shipped profiles (`shipped:finfet14-8192x128-s*`)
 and the same voltages, same model, same first --limit test images. Per method and voltage: mean
 accuracy with its 95% interval over the chips and the weight-memory energy saving per read as the
 sweep computes it (ECC: n/k cells read plus the illustrative decoder energy; bit placement: its
@@ -23,11 +23,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, repo_path, write_result  # noqa: E402
+from common import RESULTS, repo_path, write_result  # noqa: E402
+
+from sramsim.analysis import operating_point  # noqa: E402
+from sramsim.analysis.executors import Execution  # noqa: E402
+from sramsim.analysis.sweep import SweepSettings  # noqa: E402
+from sramsim.inject.layout import MemoryLayout  # noqa: E402
+from sramsim.memory.shipped import SHIPPED_DIR  # noqa: E402
 from dram_energy import DEFAULT_CHECKPOINT, model_info  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "protection"
-METHODS = {                      # name -> run_sweep keyword arguments
+METHODS = {                      # name -> MemoryLayout keyword arguments
     "none": {},
     "secded72": {"ecc": "secded72"},
     "secded13": {"ecc": "secded13"},
@@ -39,12 +45,9 @@ MARGIN = 0.01
 
 def lowest_within(points: list[dict], reference: float) -> dict | None:
     """The lowest voltage of a descending sweep whose mean accuracy, and that of every voltage
-    above it, stays within MARGIN of `reference`; None if the highest one already fails."""
-    best = None
-    for p in sorted(points, key=lambda q: -q["voltage"]):
-        if p["accuracy_mean"] < reference - MARGIN - 1e-12:
-            break
-        best = p
+    above it, stays within MARGIN of `reference` (`sramsim.analysis.operating_point`); None if
+    the highest one already fails."""
+    best = operating_point.lowest_within(points, reference, MARGIN)
     if best is None:
         return None
     return {"voltage": best["voltage"], "ber": best["ber"], "accuracy_mean": best["accuracy_mean"],
@@ -58,7 +61,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     args = ap.parse_args()
     from sramsim.analysis.sweep import run_sweep
-    profiles = sorted(str(p) for p in (ROOT / "profiles").glob("finfet14-8192x128-s*.h5"))
+    profiles = sorted(str(p) for p in SHIPPED_DIR.glob("finfet14-8192x128-s*.h5"))
     model = model_info(DEFAULT_CHECKPOINT)
     rows, t0 = {}, time.perf_counter()
     from sramsim.analysis.sweep import parse_voltages
@@ -69,7 +72,9 @@ def main() -> None:
         while True:     # skip-faulty-words refuses voltages where the good words are too few
             try:
                 s = run_sweep(str(DEFAULT_CHECKPOINT), "fashion-mnist", profiles, voltages,
-                              CACHE / name, limit=args.limit, progress=False, **METHODS[name])
+                              CACHE / name, SweepSettings(limit=args.limit,
+                                                          layout=MemoryLayout(**METHODS[name])),
+                              Execution(progress=False))
                 break
             except InputError as exc:
                 if name != "skip-faulty-words" or len(voltages) < 2:

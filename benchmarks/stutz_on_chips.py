@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, repo_path, write_result  # noqa: E402
+from common import RESULTS, repo_path, write_result  # noqa: E402
+from sramsim.memory.shipped import SHIPPED_DIR  # noqa: E402
 from protection_sweep import MARGIN, accuracy_vs_voltage, lowest_within  # noqa: E402
 
 STUTZ = Path(__file__).resolve().parent / ".cache" / "stutz"
@@ -35,19 +36,20 @@ def main() -> None:
     ap.add_argument("--voltages", default="0.9,0.875,0.85,0.825,0.8,0.7875,0.775,0.7625,0.75")
     ap.add_argument("--limit", type=int, default=None, help="test images (default: all 10,000)")
     args = ap.parse_args()
-    from sramsim.analysis.sweep import parse_voltages, run_sweep
+    from sramsim.analysis.executors import Execution
+    from sramsim.analysis.sweep import SweepSettings, parse_voltages, run_sweep
     from sramsim.nn.models import load_checkpoint
     missing = [f for f in MODELS.values() if not (STUTZ / f).is_file()]
     if missing:
         sys.exit(f"missing {', '.join(missing)} in {STUTZ}: run benchmarks/stutz_highber.py first")
-    profiles = sorted(str(p) for p in (ROOT / "profiles").glob("finfet14-8192x128-s*.h5"))
+    profiles = sorted(str(p) for p in SHIPPED_DIR.glob("finfet14-8192x128-s*.h5"))
     voltages = sorted(parse_voltages(args.voltages), reverse=True)
     rows, t0 = {}, time.perf_counter()
     for name, file in MODELS.items():
         t = time.perf_counter()
         meta = load_checkpoint(STUTZ / file)[1]
         s = run_sweep(str(STUTZ / file), "fashion-mnist", profiles, voltages, CACHE / name,
-                      limit=args.limit, progress=False)
+                      SweepSettings(limit=args.limit), Execution(progress=False))
         points = [{k: p[k] for k in ("voltage", "ber", "accuracy_mean", "ci95", "n", "saving")}
                   for p in s["points"]]
         rows[name] = {"checkpoint": repo_path(STUTZ / file), "clean_accuracy": s["clean_accuracy"],

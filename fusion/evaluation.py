@@ -8,28 +8,31 @@ and its weight reads are charged at nominal energy in the net saving
 Transfer (restricted access): G may come from training on another (surrogate) base model; only
 the input shape has to agree.
 
-Each evaluation map is written into a copy of the base model in place (`FaultyModel`, O(faults)
-per map) on the CPU. Two paths stay functional (dequantized weight stacks): `Validator`, whose
-maps are fixed for a whole training run, so its stacks are decoded once and reused every epoch;
+Each evaluation map runs through `sramsim.nn.evaluation.Evaluator` (on the CPU written into a
+copy of the base model in place, O(faults) per map). Two paths stay functional (dequantized
+weight stacks): `Validator`, whose maps are fixed for a whole training run, so its stacks are decoded once and reused every epoch;
 and EOPM training (`fusion.eopm`), which runs N perturbed copies in one batched forward pass
 (one weight tensor [N, ...] per layer), where one in-place model holds one map at a time.
 """
 from __future__ import annotations
 
+import functools
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from sramsim import BerCurve, Chip, QuantizedModel
+from sramsim import BerCurve, Chip, QuantizedModel, RandomBitErrors
 from sramsim.analysis import energy as E
-from sramsim.nn.data import Dataset
+from sramsim.analysis.executors import Execution, run_maps
+from sramsim.analysis.store import map_key, open_store, write_json
 from sramsim.errors import InputError, check_ber
-from sramsim.inject.draws import ChipDraw, ChipPool, RandomSampler, fixed_draws, read_decoded
-from sramsim.inject.bit_placement import check_policy as check_bit_policy
-from sramsim.inject.ecc import check_policy
+from sramsim.inject.draws import ChipPool, RandomSampler, fixed_draws
+from sramsim.inject.layout import MemoryLayout
 from sramsim.inject.weight_sets import WeightSets, dequantize_stack
-from sramsim.nn.evaluation import FaultyModel, accuracy, robust_error_summary
+from sramsim.nn.data import Dataset
+from sramsim.nn.evaluation import Evaluator, accuracy, robust_error_summary
 from sramsim.stats import ci95_halfwidth, mean_std
 
 CURVE = "finfet14"
@@ -90,10 +93,21 @@ class FaultSpec:
         `n_models` defaults to 10 random maps, or one map per chip; which maps is
         `sramsim.inject.draws.fixed_draws`'s rule (validation maps are never evaluation maps).
         """
-        n = n_models if n_models is not None else len(self.chips) if self.chips else 10
-        return list(fixed_draws(nbits, n, ber=None if self.chips else self.ber, chips=self.chips,
-                                voltage=self.voltage if self.chips else None, seed=seed,
-                                purpose=purpose))
+        return list(self._draws(nbits, n_models, seed, purpose))
+
+    def n_maps(self, n_models: int | None) -> int:
+        """How many maps an evaluation of `n_models` has (10 random maps or one per chip by
+        default)."""
+        return n_models if n_models is not None else len(self.chips) if self.chips else 10
+
+    def _draws(self, nbits: int, n_models: int | None, seed: int, purpose: str = "test"):
+        return fixed_draws(nbits, self.n_maps(n_models), ber=None if self.chips else self.ber, chips=self.chips,
+                           voltage=self.voltage if self.chips else None, seed=seed,
+                           purpose=purpose)
+
+    def eval_draw(self, nbits: int, n_models: int | None, k: int, seed: int = EVAL_SEED):
+        """Draw k of `eval_draws(nbits, n_models, seed)` alone (the same stream)."""
+        return next(itertools.islice(self._draws(nbits, n_models, seed), k, None))
 
     def describe(self) -> dict:
         """The fault source as JSON (reports, generator meta, checkpoints)."""
@@ -182,84 +196,97 @@ class Validator:
         return d
 
 
+class EvalWorker:
+    """Evaluates the base model under one fault map, without and with the generator (a task of
+    `evaluate`'s executor): the same map for both, so their difference is paired."""
+
+    def __init__(self, qm: QuantizedModel, inputs: dict, faults: FaultSpec, n_models: int | None,
+                 seed: int, batch_size: int, layout: MemoryLayout, device=None):
+        self.inputs, self.batch_size = inputs, batch_size
+        self.evaluator = Evaluator(qm, layout, device)
+        self.nbits = layout.stored_image(qm).size * 8
+        self.faults, self.n_models, self.seed = faults, n_models, seed
+
+    def run(self, k: int) -> list[dict]:
+        """Map k's record: PA of each input ("plain", "nf") and what the layout did."""
+        draw = self.faults.eval_draw(self.nbits, self.n_models, k, self.seed)
+        with self.evaluator.faults(draw) as run:
+            pa = {name: accuracy(run.model, d, run.weights, self.batch_size)
+                  for name, d in self.inputs.items()}
+            return [{"map": int(k), "pa": pa, **run.record}]
+
+
 def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=None,
              n_models: int | None = None, batch_size: int = 1000, device="cpu",
-             seed: int = EVAL_SEED, count: str = "weights", ecc: str | None = None,
-             ecc_policy: str = "keep", bit_placement: str = "linear") -> dict:
+             seed: int = EVAL_SEED, count: str = "weights", layout: MemoryLayout | None = None,
+             execution: Execution | None = None, out_dir=None, on_map=None) -> dict:
     """CA / PA without and with `generator`, recovery and the net energy saving, as fractions.
 
     `count` is how weight reads are counted for the energy (`sramsim.analysis.systolic.METHODS`).
-    `ecc` ("secded72" / "secded13"): the base model's weights are stored with SECDED check bits
-    in the same faulty memory; the fault maps fall on that stored image and each map is decoded
-    with `ecc_policy` (on the CPU by the numba decoder, then moved to `device`); the energy counts
-    the code's extra reads and its decoder (`sramsim.analysis.energy.ecc_energy_per_read`).
-    `bit_placement` ("shuffle" / "skip-faulty-words", chip profiles only, not with ecc): each
-    chip's fault-aware bit placement (`sramsim.inject.bit_placement`) planned at the voltage and
-    the map's offset; the base model's weights are read back through it. Energy is not changed.
+    layout: how the base model's weights are stored (`sramsim.inject.layout.MemoryLayout`): with
+    ECC the fault maps fall on the stored image and each map is decoded, and the energy counts
+    the code's extra reads and its decoder (`sramsim.analysis.energy.ecc_energy_per_read`); a
+    bit placement (chip profiles only) is planned from each chip's map at the voltage and the
+    map's offset (energy not changed). execution: where the maps run (results are identical for
+    any executor and worker count at the same threads); out_dir: a folder each map's result is
+    written to as it finishes (a re-run with the same settings resumes). on_map(k): progress.
     """
-    check_bit_policy(bit_placement)
-    if bit_placement != "linear" and (ecc is not None or not faults.chips):
-        raise InputError(f"--placement {bit_placement} " + (
-            "with --ecc is not modelled (use one of the two)" if ecc is not None
-            else "needs a known chip map (--profile ... --voltage)"))
-    if bit_placement == "skip-faulty-words":          # too few good words: refused up front
+    layout = layout or MemoryLayout()
+    execution = execution or Execution()
+    if not faults.chips:
+        layout.check_source(RandomBitErrors(0.0), None)       # a chip map needed?
+    elif layout.bit_placement == "skip-faulty-words":         # too few good words: refused now
         for chip in faults.chips:
-            qm.plan_bits(chip, faults.voltage, bit_placement)
+            layout.plan_bits(qm, chip, faults.voltage)
     device = torch.device(device)
     base = qm.model.to(device).eval()
-    ws = WeightSets(qm, device)
-    if ecc is None and ecc_policy != "keep":
-        raise InputError("--ecc-policy needs --ecc")
-    memory = None if ecc is None else qm.ecc_memory(ecc)
-    check_policy(ecc_policy)
-    draws = faults.eval_draws(qm.n_bits if memory is None else memory.n_bits, n_models, seed)
+    nbits = layout.stored_image(qm).size * 8
+    n = faults.n_maps(n_models)
+    faults.eval_draw(nbits, n_models, 0, seed)          # checks the maps before any work
     inputs = {"plain": dataset}
     if generator is not None:
         generator = generator.to(device)
         inputs["nf"] = transformed(generator, dataset, batch_size, device)
-    ca = {k: accuracy(base, d, ws.clean, batch_size) for k, d in inputs.items()}
-    pa = {k: [] for k in inputs}
-    ecc_counts, buf = [], np.empty_like(qm.image)
-    # On the CPU each map's faults are written into a copy of the base model in place
-    # (O(faults), bit-identical weights); elsewhere (a GPU) each map is dequantized on the device.
-    faulty = FaultyModel(qm, base, device) if qm.inplace_fits(base) else None
-    for draw in draws:
-        if bit_placement != "linear":
-            fault_map = (qm.faulty_image(draw.chip, draw.voltage, draw.offset, out=buf,
-                                         bit_placement=bit_placement),)
-        elif memory is not None:
-            fault_map = (_ecc_read(memory, draw, ecc_policy, buf, ecc_counts),)
-        elif isinstance(draw, ChipDraw):
-            fault_map = (draw.chip, draw.voltage, draw.offset)
-        else:
-            fault_map = (draw,)
-        if faulty is not None:
-            with faulty.faults(*fault_map) as (weights, _):
-                for k, d in inputs.items():
-                    pa[k].append(accuracy(faulty.model, d, weights, batch_size))
-            continue
-        if len(fault_map) == 1 and isinstance(fault_map[0], np.ndarray):
-            weights = qm.dequantize(fault_map[0], device)
-        else:
-            weights = {n: w[0] for n, w in dequantize_stack(qm, ws.images([draw])).items()}
-        for k, d in inputs.items():
-            pa[k].append(accuracy(base, d, weights, batch_size))
+    evaluator = Evaluator(qm, layout, device)
+    ca = {k: evaluator.clean(d, batch_size)["accuracy"] for k, d in inputs.items()}
+    config = {"kind": "fusion-eval", "image_sha256": image_fingerprint_of(qm),
+              "data": {"name": dataset.name, "n": len(dataset)},
+              "generator": None if generator is None else _module_sha256(generator),
+              "faults": faults.describe(), "maps": n, "seed": int(seed),
+              "layout": layout.describe()}
+    store = open_store(out_dir, config, map_key)
+    maps = run_maps(execution, functools.partial(EvalWorker, qm, inputs, faults, n_models, seed,
+                                                 batch_size, layout, device), store, n, on_map)
+    pa = {k: [m["pa"][k] for m in maps] for k in inputs}
+    report = _report(qm, base, dataset, faults, generator, ca, pa, maps, count, layout)
+    if store.dir is not None:
+        write_json(store.dir / "eval.json", report)
+    return report
+
+
+def _report(qm, base, dataset: Dataset, faults: FaultSpec, generator, ca: dict, pa: dict,
+            maps: list[dict], count: str, layout: MemoryLayout) -> dict:
+    """CA / PA / recovery / energy from the maps' records."""
     shape = tuple(dataset.x.shape[1:])
     base_acc = E.count_accesses(base, shape, count)
+    ecc = layout.ecc
     e = E.ecc_energy_per_read(faults.voltage, faults.nominal, ecc=ecc)
     pa_mean, pa_std = mean_std(pa["plain"])
+    ecc_report = layout.ecc_record()
+    if ecc_report is not None:
+        ecc_report.update({"read_overhead": layout.read_overhead,
+                           "decoder_energy": E.decoder_energy(ecc),
+                           **{k: float(np.mean([m["ecc"][k] for m in maps]))
+                              for k in maps[0]["ecc"]}})
     report = {"ca": ca["plain"], "pa_mean": pa_mean, "pa_std": pa_std,
               "pa_ci95": ci95_halfwidth(pa["plain"]), "pa_nf_ci95": None,
               "ca_nf": None, "pa_nf_mean": None, "pa_nf_std": None, "recovery": None,
               "energy_saving": E.addon_saving(base_acc, 0, faults.voltage, faults.nominal, ecc=ecc),
               "energy_saving_base": 1.0 - e, "base_accesses": base_acc, "generator": None,
-              "generator_accesses": 0, "access_count": count, "pa": pa["plain"], "n_models": len(draws),
-              "samples": len(dataset), "dataset": dataset.name, "faults": faults.describe(),
-              "bit_placement": bit_placement,
-              "ecc": None if memory is None else {
-                  "code": memory.code.name, "policy": ecc_policy,
-                  "read_overhead": memory.code.overhead, "decoder_energy": E.decoder_energy(ecc),
-                  **{k: float(np.mean([c[k] for c in ecc_counts])) for k in ecc_counts[0]}}}
+              "generator_accesses": 0, "access_count": count, "pa": pa["plain"],
+              "n_models": len(maps), "samples": len(dataset), "dataset": dataset.name,
+              "faults": faults.describe(), "layout": layout.describe(),
+              "bit_placement": layout.bit_placement, "ecc": ecc_report}
     report.update(_errors(ca["plain"], pa["plain"]))
     if generator is not None:
         g_acc = E.count_accesses(generator, shape, count)
@@ -277,8 +304,12 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
     return report
 
 
-def _ecc_read(memory, draw, policy: str, out: np.ndarray, counts: list) -> np.ndarray:
-    """The decoded data image of one fault map (a ChipDraw or Faults over the stored image)."""
-    image, stats = read_decoded(memory, draw, policy, out)
-    counts.append(stats.as_dict())
-    return image
+def image_fingerprint_of(qm) -> str:
+    """SHA-256 of a quantized model's memory image (which base model an evaluation belongs to)."""
+    import hashlib
+    return hashlib.sha256(qm.image.tobytes()).hexdigest()
+
+
+def _module_sha256(module) -> str:
+    from sramsim.analysis.sweep import model_sha256
+    return model_sha256(module)

@@ -13,7 +13,9 @@ from conftest import small_world
 
 from sramsim import BerCurve, Chip, Geometry, QuantizedModel, RandomBitErrors
 from sramsim.errors import InputError
+from sramsim.analysis.executors import Execution
 from sramsim.inject import bit_placement as BP
+from sramsim.inject.layout import MemoryLayout
 
 FLIP, STUCK0, STUCK1 = 0, 1, 2
 
@@ -239,33 +241,36 @@ def qm_chip():
 @pytest.mark.parametrize("policy", ["shuffle", "skip-faulty-words"])
 def test_quantized_model_plumbing(qm_chip, policy):
     qm, chip = qm_chip
-    img = qm.faulty_image(chip, 0.8, offset=9, bit_placement=policy)
-    p = qm.plan_bits(chip, 0.8, policy, offset=9)
+    layout = MemoryLayout(bit_placement=policy)
+    img = qm.faulty_image(chip, 0.8, offset=9, layout=layout)
+    p = layout.plan_bits(qm, chip, 0.8, 9)
     assert np.array_equal(img, BP.apply_placed_bits(qm.image, chip, 0.8, p))
     assert np.array_equal(img, ref_read(qm.image, chip, 0.8, 0.8, policy, 8, 9))
-    assert np.array_equal(img, qm.faulty_image(chip, 0.8, offset=9, bit_placement=p))
-    w = qm.perturbed(chip, 0.8, offset=9, bit_placement=policy)
+    w = qm.perturbed(chip, 0.8, offset=9, layout=layout)
     for k, t in qm.dequantize(img).items():
         assert torch.equal(w[k], t)
-    assert np.array_equal(qm.faulty_image(chip, 0.8, 9, bit_placement="linear"),
+    assert np.array_equal(qm.faulty_image(chip, 0.8, 9, layout=MemoryLayout()),
                           qm.faulty_image(chip, 0.8, 9))
     # planned at 0.8, read at 0.78: the fixed table, more faults
-    assert np.array_equal(qm.faulty_image(chip, 0.78, offset=9, bit_placement=p),
+    fixed = MemoryLayout(bit_placement=policy, planning_voltage=0.8)
+    assert np.array_equal(qm.faulty_image(chip, 0.78, offset=9, layout=fixed),
                           ref_read(qm.image, chip, 0.8, 0.78, policy, 8, 9))
+    assert np.array_equal(qm.faulty_image(chip, 0.78, offset=9, layout=fixed),
+                          BP.apply_placed_bits(qm.image, chip, 0.78, p))
 
 
 def test_quantized_model_refusals(qm_chip):
     qm, chip = qm_chip
     with pytest.raises(InputError, match="bit placement 'rotate'"):
-        qm.faulty_image(chip, 0.8, bit_placement="rotate")
-    with pytest.raises(InputError, match="ecc"):
-        qm.faulty_image(chip, 0.8, ecc="secded72", bit_placement="shuffle")
+        MemoryLayout(bit_placement="rotate")
+    with pytest.raises(InputError, match="with ecc is not modelled"):
+        MemoryLayout(ecc="secded72", bit_placement="shuffle")
     with pytest.raises(InputError, match="known chip map"):
-        qm.faulty_image(RandomBitErrors(0.01, seed=0), bit_placement="shuffle")
-    with pytest.raises(ValueError, match="offset 3 differs"):
-        qm.faulty_image(chip, 0.8, 3, bit_placement=qm.plan_bits(chip, 0.8, "shuffle", 0))
-    with pytest.raises(ValueError, match="ecc_policy needs ecc"):
-        qm.faulty_image(chip, 0.8, ecc_policy="zero", bit_placement="shuffle")
+        qm.faulty_image(RandomBitErrors(0.01, seed=0), layout=MemoryLayout(bit_placement="shuffle"))
+    with pytest.raises(InputError, match="ecc policy needs ecc"):
+        MemoryLayout(ecc_policy="zero", bit_placement="shuffle")
+    with pytest.raises(InputError, match="planning_voltage applies to a bit placement"):
+        MemoryLayout(planning_voltage=0.8)
 
 
 # ------------------------------------------------------------------------------ sweeps
@@ -281,22 +286,24 @@ def test_sweep_points_read_through_the_placement(tmp_path, policy):
     from sramsim.nn.evaluation import evaluate
     model, ds = small_world()
     chips = S.random_chips(1, "finfet14", 64, 256, seed=2, v_floor=0.78)
-    summary = S.run_sweep(model, ds, chips, [0.84, 0.8], tmp_path / "s", offsets=2,
-                          progress=False, bit_placement=policy)
+    summary = S.run_sweep(model, ds, chips, [0.84, 0.8], tmp_path / "s",
+                          S.SweepSettings(offsets=2, layout=MemoryLayout(bit_placement=policy)),
+                          Execution(progress=False))
     qm, chip = QuantizedModel(model), chips[0].build()
     lines = (tmp_path / "s" / "points.jsonl").read_text().splitlines()
     points = [p for p in map(json.loads, lines) if not p.get("clean")]
     assert len(points) == 4
     for p in points:
-        plan = qm.plan_bits(chip, p["voltage"], policy, p["offset"])
-        image = qm.faulty_image(chip, p["voltage"], p["offset"], bit_placement=plan)
+        plan = MemoryLayout(bit_placement=policy).plan_bits(qm, chip, p["voltage"], p["offset"])
+        image = BP.apply_placed_bits(qm.image, chip, p["voltage"], plan)
         assert p["accuracy"] == evaluate(model, ds, qm.dequantize(image))["accuracy"]
         key = "remapped_words" if policy == "shuffle" else "skipped_words"
         assert p["bit_placement"][key] == plan.overhead()[key] > 0
     assert summary["bit_placement"]["policy"] == policy
     assert "bit_placement" in summary["points"][0]
     with pytest.raises(InputError, match="different configuration"):
-        S.run_sweep(model, ds, chips, [0.84, 0.8], tmp_path / "s", offsets=2, progress=False)
+        S.run_sweep(model, ds, chips, [0.84, 0.8], tmp_path / "s", S.SweepSettings(offsets=2),
+                    Execution(progress=False))
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -311,16 +318,17 @@ def test_vuln_reads_through_the_placement():
     chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.78, 4)
     reports = {}
     for policy in ("linear", "shuffle"):
+        layout = MemoryLayout(bit_placement=policy)
         r = V.analyze(qm, ds, chips=[chip], voltage=0.8, models=2, by="bit", seed=1,
-                      bit_placement=policy)
+                      layout=layout)
         expect = [accuracy(model, ds, qm.dequantize(qm.faulty_image(
-            d.chip, d.voltage, d.offset, bit_placement=policy)))
+            d.chip, d.voltage, d.offset, layout=layout)))
             for d in fixed_draws(qm.n_bits, 2, chips=[chip], voltage=0.8, seed=1)]
         assert r["all"]["accuracy"] == expect and r["bit_placement"] == policy
         reports[policy] = {row["bit"]: row["faulty_bits_mean"] for row in r["bits"]}
     assert reports["shuffle"][7] < reports["linear"][7]
     with pytest.raises(InputError, match="needs a known chip map"):
-        V.analyze(qm, ds, ber=0.01, models=1, bit_placement="shuffle")
+        V.analyze(qm, ds, ber=0.01, models=1, layout=MemoryLayout(bit_placement="shuffle"))
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -333,10 +341,11 @@ def test_fusion_eval_reads_through_the_placement():
     qm = QuantizedModel(model)
     chip = Chip.random(Geometry(64, 256), BerCurve.builtin("finfet14"), 0.78, 4)
     spec = FaultSpec(voltage=0.8, chips=[chip])
-    report = evaluate(qm, ds, spec, n_models=2, seed=3, bit_placement="skip-faulty-words")
+    layout = MemoryLayout(bit_placement="skip-faulty-words")
+    report = evaluate(qm, ds, spec, n_models=2, seed=3, layout=layout)
     expect = [accuracy(model, ds, qm.dequantize(qm.faulty_image(
-        d.chip, d.voltage, d.offset, bit_placement="skip-faulty-words")))
+        d.chip, d.voltage, d.offset, layout=layout)))
         for d in fixed_draws(qm.n_bits, 2, chips=[chip], voltage=0.8, seed=3)]
     assert report["pa"] == expect and report["bit_placement"] == "skip-faulty-words"
     with pytest.raises(InputError, match="needs a known chip map"):
-        evaluate(qm, ds, FaultSpec(ber=0.01), n_models=1, bit_placement="shuffle")
+        evaluate(qm, ds, FaultSpec(ber=0.01), n_models=1, layout=MemoryLayout(bit_placement="shuffle"))

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from scipy.stats import binomtest
 
 from sramsim.inject.dram_draws import DramBitErrors
-from sramsim.inject.placement import place, placed_faults
+from sramsim.inject.dram_mapping import place, placed_faults
 from sramsim.memory.dram import DramGeometry
 from sramsim.memory.dram_errors import data_dependent_kinds, dram_chip, line_index
 from sramsim.memory.geometry import FLIP, STUCK0, STUCK1
@@ -22,7 +22,7 @@ def test_chip_address_is_the_placements_bit_rule():
     path) maps a chip's faults to image bits, chip_address maps them back to the same cells."""
     placement = place(3000, SMALL, "drmap")
     src = DramBitErrors(placement, 0)
-    chip = dram_chip(SMALL, "lpddr3-illustrative", v_floor=0.7, seed=1, model=0)
+    chip = dram_chip(SMALL, "lpddr3-illustrative", v_floor=0.7, seed=1, error_model=0)
     v = 0.75
     pf = placed_faults(chip, v, placement)
     assert pf.address.size > 50

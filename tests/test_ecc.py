@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from sramsim.analysis.executors import Execution
+from sramsim.inject.layout import MemoryLayout
 from sramsim import BerCurve, Chip, Faults, Geometry, QuantizedModel, RandomBitErrors
 from sramsim.errors import InputError
 from sramsim.inject import ecc
@@ -306,12 +308,12 @@ def test_quantized_model_reads_through_ecc():
     model = torch.nn.Sequential(torch.nn.Linear(20, 13), torch.nn.Linear(13, 3))
     for scheme in ("symmetric", "asymmetric"):
         qm = QuantizedModel(model, bits=4, scheme=scheme)
-        clean = qm.faulty_image(RandomBitErrors(0.0), ecc="secded72")
+        clean = qm.faulty_image(RandomBitErrors(0.0), layout=MemoryLayout(ecc="secded72"))
         assert np.array_equal(clean, qm.image)
         mem = qm.ecc_memory("secded72")
         assert mem is qm.ecc_memory("secded72") and mem.stored.size == -(-qm.image.size // 64) * 72
         src = RandomBitErrors(0.05, seed=3)
-        img = qm.faulty_image(src, ecc="secded72", ecc_policy="zero")
+        img = qm.faulty_image(src, layout=MemoryLayout(ecc="secded72", ecc_policy="zero"))
         again, s = mem.read(RandomBitErrors(0.05, seed=3), policy="zero")
         assert np.array_equal(img, again) and s.detected > 0
         # a word zeroed by the policy decodes to the weight nearest 0.0 in each tensor
@@ -319,18 +321,19 @@ def test_quantized_model_reads_through_ecc():
         for name, w in zero_w.items():
             seg = next(x for x in qm.segments if x.name == name)
             assert float(w.abs().max()) <= seg.quant.delta / 2 + 1e-7
-        weights = qm.perturbed(RandomBitErrors(0.05, seed=3), ecc="secded13")
+        weights = qm.perturbed(RandomBitErrors(0.05, seed=3), layout=MemoryLayout(ecc="secded13"))
         assert set(weights) == set(qm.names)
 
 
 def test_bad_ecc_arguments():
-    qm = QuantizedModel(torch.nn.Linear(4, 2))
-    with pytest.raises(InputError, match="--ecc 'secded64'"):
-        qm.faulty_image(RandomBitErrors(0.0), ecc="secded64")
+    with pytest.raises(InputError, match="ecc 'secded64'"):
+        MemoryLayout(ecc="secded64")
     with pytest.raises(InputError, match="policy 'drop'"):
-        qm.faulty_image(RandomBitErrors(0.0), ecc="secded72", ecc_policy="drop")
-    with pytest.raises(ValueError, match="ecc_policy needs ecc"):
-        qm.faulty_image(RandomBitErrors(0.0), ecc_policy="zero")
+        MemoryLayout(ecc="secded72", ecc_policy="drop")
+    with pytest.raises(InputError, match="ecc policy needs ecc"):
+        MemoryLayout(ecc_policy="zero")
+    with pytest.raises(InputError, match="error-aware DRAM mapping is not modelled"):
+        MemoryLayout(ecc="secded72", mapping="error-aware")
 
 
 # ------------------------------------------------------------------------------ the whole chain
@@ -345,8 +348,10 @@ def test_sweep_with_ecc_points_energy_and_tiling(tmp_path):
     from sramsim.nn.evaluation import evaluate
     model, ds = small_world()
     chips = S.random_chips(1, "finfet14", 8, 64, seed=2, v_floor=0.78)
-    summary = S.run_sweep(model, ds, chips, [0.84, 0.8], tmp_path / "s", offsets=2,
-                          progress=False, ecc="secded72", ecc_policy="zero")
+    summary = S.run_sweep(model, ds, chips, [0.84, 0.8], tmp_path / "s",
+                          S.SweepSettings(offsets=2, layout=MemoryLayout(ecc="secded72",
+                                                                         ecc_policy="zero")),
+                          Execution(progress=False))
     qm = QuantizedModel(model)
     chip = chips[0].build()
     assert qm.ecc_memory("secded72").stored.size > 10 * chip.geometry.capacity_bytes
@@ -363,8 +368,9 @@ def test_sweep_with_ecc_points_energy_and_tiling(tmp_path):
     assert summary["ecc"] == {"code": "secded72", "policy": "zero", "read_overhead": 1.125,
                               "decoder_energy": 0.05}
     with pytest.raises(InputError, match="different configuration"):
-        S.run_sweep(model, ds, chips, [0.84, 0.8], tmp_path / "s", offsets=2, progress=False,
-                    ecc="secded13")
+        S.run_sweep(model, ds, chips, [0.84, 0.8], tmp_path / "s",
+                    S.SweepSettings(offsets=2, layout=MemoryLayout(ecc="secded13")),
+                    Execution(progress=False))
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -378,7 +384,8 @@ def test_vuln_and_fusion_eval_read_through_ecc():
     model, ds = small_world()
     qm = QuantizedModel(model)
     mem = qm.ecc_memory("secded13")
-    report = V.analyze(qm, ds, ber=0.005, models=3, by="layer", seed=4, ecc="secded13")
+    report = V.analyze(qm, ds, ber=0.005, models=3, by="layer", seed=4,
+                       layout=MemoryLayout(ecc="secded13"))
     expect = []
     for draw in fixed_draws(mem.n_bits, 3, ber=0.005, seed=4):
         image, s = mem.read(draw)
@@ -386,9 +393,10 @@ def test_vuln_and_fusion_eval_read_through_ecc():
     assert report["all"]["accuracy"] == [a for a, _ in expect]
     assert report["ecc"]["detected"] == pytest.approx(np.mean([s.detected for _, s in expect]))
     assert report["ecc"]["code"] == "secded13" and report["ecc"]["corrected"] > 0
-    r = evaluate(qm, ds, FaultSpec(ber=0.02), n_models=2, ecc="secded72", ecc_policy="zero")
+    layout = MemoryLayout(ecc="secded72", ecc_policy="zero")
+    r = evaluate(qm, ds, FaultSpec(ber=0.02), n_models=2, layout=layout)
     draws = FaultSpec(ber=0.02).eval_draws(qm.ecc_memory("secded72").n_bits, 2)
-    assert r["pa"] == [accuracy(model, ds, qm.perturbed(d, ecc="secded72", ecc_policy="zero"))
+    assert r["pa"] == [accuracy(model, ds, qm.perturbed(d, layout=layout))
                        for d in draws]
     assert r["ecc"]["policy"] == "zero" and r["ecc"]["detected"] > 0
     plain = evaluate(qm, ds, FaultSpec(ber=0.02), n_models=2)

@@ -1,4 +1,4 @@
-"""In-place faulty weights (`QuantizedModel.faults_applied`): bit-identical to `perturbed` for every
+"""In-place faulty weights (`sramsim.inject.inplace.faults_applied`): bit-identical to `perturbed` for every
 scheme, bit width and word width with chips, random errors, fault records, faulty images and DRAM
 placements; exact restoration (also when the block raises); exact small cases; bad input; and a
 property test against the functional path."""
@@ -15,7 +15,7 @@ from sramsim import BerCurve, Chip, Geometry, QuantizedModel, RandomBitErrors
 from sramsim.errors import InputError
 from sramsim.inject import inplace
 from sramsim.inject import quantization as Q
-from sramsim.inject.placement import place
+from sramsim.inject.layout import MemoryLayout
 from sramsim.memory.chip import ByteFaults, Faults
 from sramsim.memory.dram import DramGeometry
 
@@ -37,17 +37,17 @@ def assert_bitwise(ref: dict, got: dict, names) -> None:
         assert torch.equal(ref[n].view(torch.int32), got[n].view(torch.int32)), n
 
 
-def check_against_perturbed(qm, model, make, voltage=None, offset=0, placement=None):
+def check_against_perturbed(qm, model, make, voltage=None, offset=0, layout=None):
     """Inside the block the parameters equal perturbed(...) bit for bit; after it, the clean
     weights; the counts match the faulty image. `make()` returns the source (a fresh, equal one
     each call: a random source is consumed by each use)."""
-    ref = qm.perturbed(make(), voltage, offset, placement=placement)
+    ref = qm.perturbed(make(), voltage, offset, layout=layout)
     clean = qm.clean_weights()
-    with qm.faults_applied(model, make(), voltage, offset, placement=placement) as applied:
+    with inplace.faults_applied(qm, model, make(), voltage, offset, layout) as applied:
         inside = params_of(model)
     assert_bitwise(ref, inside, ref)
     assert_bitwise(clean, params_of(model), clean)
-    faulty = qm.faulty_image(make(), voltage, offset, placement=placement)
+    faulty = qm.faulty_image(make(), voltage, offset, layout=layout)
     assert applied.changed_bytes == int(np.count_nonzero(faulty != qm.image))
     assert applied.unchanged == np.array_equal(faulty, qm.image)
     codes = [Q.unpack(torch.from_numpy(im.copy()), qm.bits, qm.n_codes)
@@ -87,7 +87,7 @@ def test_random_errors_and_fault_records_bit_identical(bits, scheme):
     check_against_perturbed(qm, work, lambda: faults)
     image = qm.faulty_image(RandomBitErrors(0.1, MIXED, seed=9))      # a faulty image as source
     ref = qm.dequantize(image)
-    with qm.faults_applied(work, image) as applied:
+    with inplace.faults_applied(qm, work, image) as applied:
         assert_bitwise(ref, params_of(work), ref)
     assert applied.changed_bytes == int(np.count_nonzero(image != qm.image))
     assert_bitwise(qm.clean_weights(), params_of(work), ref)
@@ -104,12 +104,13 @@ def test_dram_placement_bit_identical():
     vfail = np.sort(rng.uniform(0.8, 1.2, n).astype(np.float32))[::-1].copy()
     chip = Chip(g, address, vfail, rng.integers(0, 3, n).astype(np.uint8), 0.8,
                 voltage_unit="V", nominal_voltage=1.2)
-    for policy in ("naive", "drmap"):
-        p = place(qm.image.size, g, policy, start=3)
+    for policy in ("naive", "drmap", "error-aware"):
+        layout = MemoryLayout(mapping=policy)
         for v in (1.0, 0.8):
-            check_against_perturbed(qm, work, lambda: chip, v, placement=p)
-    with pytest.raises(ValueError, match="offset must be 0"):
-        with qm.faults_applied(work, chip, 0.8, offset=1, placement=p):
+            check_against_perturbed(qm, work, lambda: chip, v, 0 if policy == "error-aware" else 3,
+                                    layout=layout)
+    with pytest.raises(InputError, match="offset must be 0"):
+        with inplace.faults_applied(qm, work, chip, 0.8, 1, MemoryLayout(mapping="error-aware")):
             pass
 
 
@@ -120,8 +121,9 @@ def test_ecc_bit_identical(ecc):
     work = copy.deepcopy(model)
     chip = Chip.random(Geometry(64, 64), BerCurve.builtin("finfet14"), 0.75, seed=8, kinds=MIXED)
     for policy in ("keep", "zero"):
-        ref = qm.perturbed(chip, 0.75, 7, ecc=ecc, ecc_policy=policy)
-        with qm.faults_applied(work, chip, 0.75, 7, ecc=ecc, ecc_policy=policy):
+        layout = MemoryLayout(ecc=ecc, ecc_policy=policy)
+        ref = qm.perturbed(chip, 0.75, 7, layout=layout)
+        with inplace.faults_applied(qm, work, chip, 0.75, 7, layout):
             assert_bitwise(ref, params_of(work), ref)
         assert_bitwise(qm.clean_weights(), params_of(work), ref)
 
@@ -137,7 +139,7 @@ def test_many_work_items_any_thread_count_bit_identical(monkeypatch, bits, word_
     # 3 faulty bytes per work item: items start mid-segment, mid-tile and past the image; the
     # parallel kernels run (2 threads where numba has them) and write exactly what 1 thread does
     import numba
-    from sramsim.inject import kernels
+    from sramsim.inject import weight_kernels as kernels
     monkeypatch.setattr(kernels, "PIECE", 3)
     monkeypatch.setattr(kernels, "PARALLEL_MIN_ITEMS", 2)
     model = small_model()
@@ -155,7 +157,7 @@ def test_many_work_items_any_thread_count_bit_identical(monkeypatch, bits, word_
                 for threads in thread_counts():
                     numba.set_num_threads(threads)
                     applied = check_against_perturbed(qm, work, lambda: chip, v, offset)
-                    with qm.faults_applied(work, chip, v, offset):
+                    with inplace.faults_applied(qm, work, chip, v, offset):
                         seen.append((applied, params_of(work)))
                 assert all(a == seen[0][0] for a, _ in seen)
                 for _, p in seen:
@@ -163,7 +165,7 @@ def test_many_work_items_any_thread_count_bit_identical(monkeypatch, bits, word_
         seen = []
         for threads in thread_counts():          # random errors: the same draws, same weights
             numba.set_num_threads(threads)
-            with qm.faults_applied(work, RandomBitErrors(0.05, MIXED, seed=4)) as applied:
+            with inplace.faults_applied(qm, work, RandomBitErrors(0.05, MIXED, seed=4)) as applied:
                 seen.append((applied, params_of(work)))
         assert all(a == seen[0][0] for a, _ in seen)
         assert_bitwise(seen[0][1], seen[-1][1], seen[0][1])
@@ -172,7 +174,7 @@ def test_many_work_items_any_thread_count_bit_identical(monkeypatch, bits, word_
 
 
 def test_plan_pieces_covers_each_image_byte_once_in_order():
-    from sramsim.inject import kernels
+    from sramsim.inject import weight_kernels as kernels
     byte = np.array([0, 2, 5, 6, 9], dtype=np.int64)        # a 10-byte chip tiled over 23 bytes
     for offset, first in ((0, 0), (4, 2), (7, 4)):
         lo, hi, base, out, slots = kernels.plan_pieces(byte, first, offset, 10, 23, 4, piece=2)
@@ -193,7 +195,7 @@ def test_exact_small_case_by_hand():
     # flip bit 7 of code 0 (127 -> -1) and bit 0 of code 3 (0 -> 1);
     # stuck0 on bit 5 of code 2 (32 -> 0)
     faults = Faults(np.array([7, 24, 21], dtype=np.uint64), np.array([0, 0, 1], dtype=np.uint8))
-    with qm.faults_applied(model, faults) as applied:
+    with inplace.faults_applied(qm, model, faults) as applied:
         w = model.weight.detach().clone()
     assert (applied.changed_bytes, applied.changed_weights) == (3, 3)
     expected = np.array([[-1 * delta, -64 * delta], [0.0, 1 * delta]], dtype=np.float32)
@@ -205,11 +207,11 @@ def test_exact_small_case_by_hand():
 def test_fault_on_padding_changes_a_byte_but_no_weight():
     model = nn.Linear(3, 1, bias=False)          # 3 weights, 2-bit: one byte with 1 code of padding
     qm = QuantizedModel(model, bits=2, scheme="asymmetric")
-    with qm.faults_applied(model, Faults(np.array([6], dtype=np.uint64),
+    with inplace.faults_applied(qm, model, Faults(np.array([6], dtype=np.uint64),
                                          np.array([2], dtype=np.uint8))) as applied:
         pass
     assert (applied.changed_bytes, applied.changed_weights, applied.unchanged) == (1, 0, False)
-    with qm.faults_applied(model, Faults(np.zeros(0, dtype=np.uint64), np.zeros(0, np.uint8))) as a:
+    with inplace.faults_applied(qm, model, Faults(np.zeros(0, dtype=np.uint64), np.zeros(0, np.uint8))) as a:
         pass
     assert a.unchanged
 
@@ -217,15 +219,15 @@ def test_fault_on_padding_changes_a_byte_but_no_weight():
 def test_restored_when_the_block_raises_and_reusable():
     model = small_model()
     qm = QuantizedModel(model, bits=8)
-    qm.load_clean(model)
+    inplace.load_clean(qm, model)
     clean = params_of(model)
     chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=3)
     with pytest.raises(KeyError):
-        with qm.faults_applied(model, chip, 0.75):
+        with inplace.faults_applied(qm, model, chip, 0.75):
             assert not torch.equal(model[0].weight, clean["0.weight"])
             raise KeyError("boom")
     assert_bitwise(clean, params_of(model), clean)
-    with qm.faults_applied(model, chip, 0.75):         # the model is free again
+    with inplace.faults_applied(qm, model, chip, 0.75):         # the model is free again
         pass
     assert_bitwise(clean, params_of(model), clean)
 
@@ -236,14 +238,14 @@ def test_first_use_and_outside_changes_load_the_clean_weights():
     qm = QuantizedModel(model, bits=4)
     clean = qm.clean_weights()
     faults = Faults(np.array([0], dtype=np.uint64), np.array([0], dtype=np.uint8))
-    with qm.faults_applied(model, faults):
+    with inplace.faults_applied(qm, model, faults):
         pass
     assert_bitwise(clean, params_of(model), clean)          # the float weights are replaced
     assert not torch.equal(floats["0.weight"], model[0].weight.detach())
     with torch.no_grad():
         model[2].weight.add_(1.0)                            # torch bumps its version counter
     ref = qm.perturbed(faults)
-    with qm.faults_applied(model, faults):
+    with inplace.faults_applied(qm, model, faults):
         assert_bitwise(ref, params_of(model), ref)
     assert_bitwise(clean, params_of(model), clean)
 
@@ -253,11 +255,11 @@ def test_backward_across_the_block_boundary_fails_loudly():
     qm = QuantizedModel(model, bits=8)
     chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=4)
     x = torch.randn(2, 3, 3, 9)          # conv output 1 x 7 -> 35 features
-    with qm.faults_applied(model, chip, 0.75):
+    with inplace.faults_applied(qm, model, chip, 0.75):
         loss = model(x * 1.0).sum()
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
-    with qm.faults_applied(model, chip, 0.75):          # backward inside the block works
+    with inplace.faults_applied(qm, model, chip, 0.75):          # backward inside the block works
         model(x).sum().backward()
 
 
@@ -265,28 +267,28 @@ def test_bad_input_is_refused_before_any_write():
     model = small_model()
     qm = QuantizedModel(model, bits=8)
     chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=5)
-    with qm.faults_applied(model, chip, 0.75):
+    with inplace.faults_applied(qm, model, chip, 0.75):
         with pytest.raises(InputError, match="already applied"):
-            with qm.faults_applied(model, chip, 0.75):
+            with inplace.faults_applied(qm, model, chip, 0.75):
                 pass
     with pytest.raises(InputError, match="no parameter '0.weight'"):
-        with qm.faults_applied(nn.Linear(2, 2), chip, 0.75):
+        with inplace.faults_applied(qm, nn.Linear(2, 2), chip, 0.75):
             pass
     with pytest.raises(InputError, match=r"parameter '0.weight' is torch.float64 on cpu"):
-        with qm.faults_applied(copy.deepcopy(model).double(), chip, 0.75):
+        with inplace.faults_applied(qm, copy.deepcopy(model).double(), chip, 0.75):
             pass
-    assert not qm.inplace_fits(copy.deepcopy(model).double()) and qm.inplace_fits(model)
+    assert not inplace.inplace_fits(qm, copy.deepcopy(model).double()) and inplace.inplace_fits(qm, model)
     with pytest.raises(ValueError, match="needs a voltage"):
-        with qm.faults_applied(model, chip):
+        with inplace.faults_applied(qm, model, chip):
             pass
     with pytest.raises(TypeError, match="offset must be an integer"):
-        with qm.faults_applied(model, chip, 0.75, offset=1.5):
+        with inplace.faults_applied(qm, model, chip, 0.75, offset=1.5):
             pass
     with pytest.raises(InputError, match="faulty image must be uint8"):
-        with qm.faults_applied(model, qm.image[:-1]):
+        with inplace.faults_applied(qm, model, qm.image[:-1]):
             pass
-    with pytest.raises(TypeError, match="unknown fault source"):
-        with qm.faults_applied(model, "chip"):
+    with pytest.raises(InputError, match="unknown fault source"):
+        with inplace.faults_applied(qm, model, "chip"):
             pass
     assert_bitwise(qm.clean_weights(), params_of(model), qm.clean_weights())
 
@@ -332,29 +334,30 @@ def test_property_matches_the_functional_path(bits, scheme, word_bits, sizes, da
     check_against_perturbed(qm, model, lambda: faults)
 
 
-def test_faulty_model_in_place_and_functional_give_the_same_logits(monkeypatch):
-    from sramsim.nn.evaluation import FaultyModel, logits
+def test_evaluator_in_place_and_functional_give_the_same_logits(monkeypatch):
+    from sramsim.nn.evaluation import Evaluator
     model = small_model().eval()
     qm = QuantizedModel(model, bits=4, scheme="symmetric")
     floats = params_of(model)
     chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=11, kinds=MIXED)
     x = torch.randn(5, 3, 3, 9)
-    fast = FaultyModel(qm)
+    fast = Evaluator(qm)
     assert fast.inplace and fast.model is not model
     results = []
     for source in (chip, qm.faulty_image(chip, 0.8, 3)):
         args = (0.8, 3) if source is chip else ()
-        with fast.faults(source, *args) as (weights, changed):
-            results.append((logits(fast.model, x, weights), changed))
+        with fast.faults(source, *args) as run:
+            results.append((run.logits(x), run.changed))
     assert_bitwise(floats, params_of(model), floats)          # the caller's model is untouched
-    monkeypatch.setattr(QuantizedModel, "inplace_fits", lambda self, m: False)
-    slow = FaultyModel(qm)
+    monkeypatch.setattr(inplace, "inplace_fits", lambda qm, m: False)
+    slow = Evaluator(qm)
     assert not slow.inplace and slow.model is model
     for (expected, was_changed), source in zip(results, (chip, qm.faulty_image(chip, 0.8, 3))):
         args = (0.8, 3) if source is chip else ()
-        with slow.faults(source, *args) as (weights, changed):
-            assert changed == was_changed
-            assert torch.equal(logits(slow.model, x, weights), expected)
+        with slow.faults(source, *args) as run:
+            assert run.changed == was_changed
+            assert torch.equal(run.logits(x), expected)
+    assert_bitwise(floats, params_of(model), floats)          # still untouched
 
 
 @settings(max_examples=30, deadline=None)

@@ -10,7 +10,9 @@ import torch
 
 from sramsim import BerCurve, Chip, Geometry, QuantizedModel
 from sramsim.analysis import tolerance as T
-from sramsim.analysis.sweep import _workload
+from sramsim.analysis.sweep import SweepSettings, load_workload
+from sramsim.inject import inplace
+from sramsim.inject.layout import MemoryLayout
 from sramsim.memory.dram_curves import dram_curve
 from sramsim.memory.chip import Faults
 from sramsim.nn.data import Dataset
@@ -52,10 +54,8 @@ def old_path(worker: T.ToleranceWorker, ber: float, k: int) -> dict:
 ])
 def test_tolerance_maps_in_place_equal_the_functional_path(arch, spec):
     net, data = model(arch), data16()
-    workload = _workload(net, data, [], 1, None, None, None, None, 32)[0]
-    from sramsim.inject.placement import image_layer_bytes
-    qm = QuantizedModel(net, workload.bits, workload.scheme, workload.clip)
-    w = T.ToleranceWorker(workload, spec, image_layer_bytes(qm))
+    workload = load_workload(net, data, [], SweepSettings(limit=None, batch_size=32))[0]
+    w = T.ToleranceWorker(workload, spec)
     hit = 0
     for ber in (1e-3, 3e-2):
         for k in range(2):
@@ -83,7 +83,7 @@ def test_changed_bits_counts_flips_and_stuck_bits_that_differ():
 
 def test_unchanged_map_is_the_clean_evaluation():
     net, data = model("cnn"), data16()
-    workload = _workload(net, data, [], 1, None, None, None, None, 32)[0]
+    workload = load_workload(net, data, [], SweepSettings(limit=None, batch_size=32))[0]
     w = T.ToleranceWorker(workload, T.FaultSpec("random", seed=0))
     r = w.run(1e-9, 0)                                # no fault on ~20 k bits
     clean = w.clean()
@@ -117,15 +117,15 @@ def test_fusion_eval_in_place_equals_the_functional_path(case, fusion_world, mon
         faults = FE.FaultSpec(voltage=0.8, chips=chips)
     if case == "ecc":
         faults = FE.FaultSpec(ber=0.01)
-        kw.update(ecc="secded13", ecc_policy="keep")
+        kw["layout"] = MemoryLayout(ecc="secded13", ecc_policy="keep")
     if case == "shuffle":
-        kw["bit_placement"] = "shuffle"
+        kw["layout"] = MemoryLayout(bit_placement="shuffle")
     if case == "chips+generator":
         torch.manual_seed(4)
         kw["generator"] = build_generator("ConvS", 1, width=0.25)
     new = FE.evaluate(qm, data, faults, **kw)
     # the functional path: what evaluate did for every map before (and still does on a GPU)
-    monkeypatch.setattr(QuantizedModel, "inplace_fits", lambda self, m: False)
+    monkeypatch.setattr(inplace, "inplace_fits", lambda qm, m: False)
     old = FE.evaluate(qm, data, faults, **kw)
     assert new["pa"] == old["pa"] and new.get("pa_nf") == old.get("pa_nf")
     assert new == old

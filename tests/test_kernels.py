@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from sramsim.inject import kernels
+from sramsim.inject import image_kernels as kernels
 from sramsim.memory import kernels as memory_kernels
 
 

@@ -1,10 +1,8 @@
 """The folder tree is the architecture: imports point one way (commands -> analysis -> nn ->
-inject -> memory), sramsim never imports fusion, no module imports itself in a circle, and the flat
-module names of sramsim 0.1 still resolve to the moved modules."""
+inject -> memory), sramsim never imports fusion and no module imports itself in a circle."""
 from __future__ import annotations
 
 import ast
-import importlib
 from pathlib import Path
 
 import pytest
@@ -13,10 +11,13 @@ from sramsim.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("memory", "inject", "nn", "analysis", "commands")
-LEAVES = {"sramsim", "sramsim.errors", "sramsim.stats", "sramsim._moved"}
+LEAVES = {"sramsim", "sramsim.errors", "sramsim.progress", "sramsim.stats", "sramsim._version"}
 # names re-exported by the package itself, and the layer each comes from
 PACKAGE_NAMES = {"BerCurve": "memory", "Chip": "memory", "Faults": "memory", "Geometry": "memory",
-                 "RandomBitErrors": "memory", "VoltageError": "memory", "QuantizedModel": "inject"}
+                 "DramGeometry": "memory", "RandomBitErrors": "memory", "VoltageError": "memory",
+                 "dram_chip": "memory", "QuantizedModel": "inject", "TorchQuantizedModel": "inject",
+                 "MemoryLayout": "inject", "Evaluator": "nn", "Reference": "analysis",
+                 "InputError": None, "ProfileError": None}
 
 
 def module_name(path: Path) -> str:
@@ -54,7 +55,7 @@ def resolve(module: str, name: str | None, known: dict) -> str:
     """`from sramsim.memory import chip` -> sramsim.memory.chip; package re-exports -> their layer."""
     if name and f"{module}.{name}" in known:
         return f"{module}.{name}"
-    if module == "sramsim" and name in PACKAGE_NAMES:
+    if module == "sramsim" and PACKAGE_NAMES.get(name):
         return f"sramsim.{PACKAGE_NAMES[name]}"
     return module
 
@@ -77,6 +78,25 @@ def test_imports_point_down_and_never_to_fusion():
                     bad.append(f"leaf {mod} imports {dest}")
             elif there is not None and there > here:
                 bad.append(f"{mod} ({LAYERS[here]}) imports {dest} ({LAYERS[there]})")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_package_names_are_the_deliberate_public_surface():
+    import sramsim
+    assert sorted(sramsim.__all__) == sorted(PACKAGE_NAMES)
+    for name in sramsim.__all__:
+        obj = getattr(sramsim, name)
+        layer = PACKAGE_NAMES[name]
+        assert obj.__module__.startswith(f"sramsim.{layer}." if layer else "sramsim.errors"), name
+
+
+def test_lower_layers_never_import_from_the_package_root():
+    """`from sramsim import X` inside a layer would run the package's __init__ (which imports
+    every layer) from below: only the package itself, fusion and the tests may use the root."""
+    bad = [f"{mod} imports from the sramsim package root"
+           for mod, path in sramsim_modules().items()
+           if layer_of(mod) is not None
+           for target, _ in imports(path) if target == "sramsim"]
     assert not bad, "\n".join(bad)
 
 
@@ -108,13 +128,14 @@ def test_no_import_circles():
 
 def test_no_flat_modules_left():
     flat = sorted(p.name for p in (ROOT / "sramsim").glob("*.py"))
-    assert flat == ["__init__.py", "_moved.py", "errors.py", "stats.py"]
+    assert flat == ["__init__.py", "_version.py", "errors.py", "progress.py", "stats.py"]
 
 
-@pytest.mark.parametrize("old", sorted(importlib.import_module("sramsim._moved").MOVED))
-def test_old_flat_names_resolve_to_the_moved_module(old):
-    from sramsim._moved import MOVED
-    assert importlib.import_module(old) is importlib.import_module(MOVED[old])
+def test_no_import_finder_installed():
+    """sramsim 0.2 dropped the 0.1 flat names: importing it puts nothing on sys.meta_path."""
+    import sys
+    import sramsim  # noqa: F401
+    assert not [f for f in sys.meta_path if type(f).__module__.startswith("sramsim")]
 
 
 def test_public_entry_point():

@@ -372,13 +372,13 @@ def test_import_matches_a_per_bit_reference(failing, directions):
 
 
 # --- shipped profiles --------------------------------------------------------------------------------
-SHIPPED = [ROOT / "profiles" / f"finfet14-8192x128-s{s}.h5" for s in range(5)]
+SHIPPED = [ROOT / "sramsim" / "data" / "profiles" / f"finfet14-8192x128-s{s}.h5" for s in range(5)]
 
 
 def readme_synth_commands() -> dict[str, list[str]]:
-    """The `sramsim profile synth ...` lines of profiles/README.md, keyed by their --out file."""
+    """The `sramsim profile synth ...` lines of sramsim/data/profiles/README.md, keyed by their --out file."""
     commands = {}
-    for line in (ROOT / "profiles" / "README.md").read_text().splitlines():
+    for line in (ROOT / "sramsim" / "data" / "profiles" / "README.md").read_text().splitlines():
         if line.strip().startswith("sramsim profile synth"):
             argv = shlex.split(line)[1:]
             commands[argv[argv.index("--out") + 1]] = argv

@@ -19,7 +19,7 @@ from torch import nn
 
 from conftest import naive_apply
 from sramsim import BerCurve, Chip, Faults, Geometry, QuantizedModel
-from sramsim.inject import kernels
+from sramsim.inject import image_kernels as kernels
 from sramsim.inject import quantization as Q
 from sramsim.inject.draws import ChipDraw, RandomSampler, apply_numpy
 from sramsim.inject.mapping import apply_faults

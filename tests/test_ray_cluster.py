@@ -28,6 +28,7 @@ import torch
 
 from conftest import write_idx
 from sramsim.analysis import sweep as S
+from sramsim.analysis.executors import Execution
 from sramsim.errors import InputError
 
 PORT = 6390
@@ -299,8 +300,7 @@ def _key(p):
 
 def _local(setup, out, offsets, batch_size) -> dict:
     """The same grid in this process: key -> (accuracy, loss)."""
-    S.run_sweep(setup["ckpt"], setup["data"], S.random_chips(2, "finfet14", ROWS, COLS), VOLTAGES,
-                out, offsets=offsets, batch_size=batch_size, threads=1, progress=False)
+    S.run_sweep(setup["ckpt"], setup["data"], S.random_chips(2, "finfet14", ROWS, COLS), VOLTAGES, out, settings=S.SweepSettings(offsets=offsets, batch_size=batch_size), execution=Execution(threads=1, progress=False))
     return {_key(p): (p["accuracy"], p["loss"]) for p in map(json.loads, _lines(out))}
 
 
@@ -318,11 +318,11 @@ def _points(out) -> dict:
 
 
 def _sweep_workers(cluster) -> dict[int, int]:
-    """PID -> parent raylet PID of the cluster's SweepWorker actor processes."""
+    """PID -> parent raylet PID of the cluster's WorkerHost actor processes."""
     found = {}
     for pid in _namespace_pids(_netns(cluster["holder"])):
         try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::SweepWorker"):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::WorkerHost"):
                 found[pid] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         except (FileNotFoundError, ProcessLookupError):
             pass
@@ -408,7 +408,7 @@ def test_ray_start_head_and_node_in_a_loopback_only_namespace(loopback_only, set
 
 
 def _start_and_kill(cluster, setup, out, which: str):
-    """Start a sweep, kill SweepWorker process(es) once a grid point is written; returns
+    """Start a sweep, kill WorkerHost process(es) once a grid point is written; returns
     (sweep process, lines written before the kill, killed PIDs)."""
     env = _ray_env(cluster["root"])
     old = set(_sweep_workers(cluster))          # an earlier sweep's actors, perhaps still exiting
@@ -417,7 +417,7 @@ def _start_and_kill(cluster, setup, out, which: str):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         # Two live actors and one finished grid point (the clean point comes first).
-        workers = _wait(lambda: len(fresh()) == 2 and fresh(), 180, "two SweepWorker actors", sweep)
+        workers = _wait(lambda: len(fresh()) == 2 and fresh(), 180, "two WorkerHost actors", sweep)
         before = _wait(lambda: len(_lines(out)) >= 2 and _lines(out), 180, "a finished point", sweep)
         victims = [pid for pid, parent in workers.items()
                    if which == "all" or parent == cluster["node_raylet"]]
@@ -454,12 +454,13 @@ def test_killed_worker_loses_no_point_and_the_other_finishes_the_grid(cluster, s
 @pytest.mark.slow
 def test_all_workers_killed_one_line_then_rerun_completes_the_grid(cluster, setup, tmp_path,
                                                                    local_kill_grid):
-    """SIGKILL both actors mid-sweep: one line on stderr, exit 2, finished points kept; the re-run
+    """SIGKILL both actors mid-sweep: one line on stderr, exit 1 (a runtime failure, not bad
+    input), finished points kept; the re-run
     computes only the missing points and the grid equals a local run."""
     out = tmp_path / "ray"
     rc, stdout, stderr, before, victims = _start_and_kill(cluster, setup, out, which="all")
     assert len(victims) == 2
-    assert rc == 2 and stdout == ""
+    assert rc == 1 and stdout == ""
     error = [line for line in stderr.splitlines() if line.startswith("sramsim: error:")]
     assert len(error) == 1 and "Ray worker(s) died" in error[0] and "re-run" in error[0]
     assert "Traceback" not in stderr
@@ -570,9 +571,9 @@ def test_all_actors_dead_is_one_line_and_keeps_what_finished():
     with pytest.raises(RayWorkersLost) as info:
         run_on_actors(FakeRay(), [FakeActor("a", dies_at=3), FakeActor("b", dies_at=2)],
                       list(range(6)), got.extend)
-    assert isinstance(info.value, InputError) and "\n" not in str(info.value)
-    assert str(info.value).startswith("--executor ray: all 2 Ray worker(s) died (RayActorError: ")
-    assert "re-run with the same --out" in str(info.value)
+    assert not isinstance(info.value, InputError) and "\n" not in str(info.value)
+    assert str(info.value).startswith("all 2 Ray worker(s) died (RayActorError: ")
+    assert "re-run with the same output folder" in str(info.value)
     # b: 0 then dies on 2; a: 1, 3, then dies on 2 (handed back by b); 4 and 5 never ran
     assert sorted(r["task"] for r in got) == [0, 1, 3]
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from sramsim import Chip, Geometry, QuantizedModel
 from sramsim.nn.data import Dataset
+from sramsim.analysis.executors import Execution
 from sramsim.analysis.sweep import run_sweep
 
 fusion_eval = pytest.importorskip("fusion.evaluation")
@@ -54,7 +55,7 @@ def test_sweep_reports_clean_error_and_rerr(tmp_path):
     chip_path = tmp_path / "hand.h5"
     _chip().save(chip_path)
     s = run_sweep(_model(), _data(), [str(chip_path)], [0.95, 0.85], tmp_path / "sweep",
-                  progress=False)
+                  execution=Execution(progress=False))
     assert s["clean_error"] == pytest.approx(0.25)
     by_v = {p["voltage"]: p for p in s["points"]}
     assert by_v[0.95]["rerr_mean"] == pytest.approx(0.25)

@@ -14,6 +14,7 @@ from scipy import stats
 
 from sramsim import Chip, Geometry
 from sramsim.analysis import sweep as S
+from sramsim.analysis.executors import Execution
 from sramsim.commands.main import main
 from sramsim.memory.curves import BerCurve
 from sramsim.errors import InputError
@@ -133,7 +134,7 @@ def test_ci_is_over_chips_not_over_chip_offset_points():
 
 def test_sweep_grid_statistics_and_files(setup, tmp_path):
     out = tmp_path / "out"
-    s = S.run_sweep(setup["ckpt"], setup["data"], _chips(2), VOLTAGES, out, offsets=2, progress=False)
+    s = S.run_sweep(setup["ckpt"], setup["data"], _chips(2), VOLTAGES, out, settings=S.SweepSettings(offsets=2), execution=Execution(progress=False))
     pts = _points(out)
     assert len(pts) == 1 + 3 * 2 * 2
     assert s["computed_points"] == 12 and s["reused_points"] == 0
@@ -180,12 +181,12 @@ def test_sweep_grid_statistics_and_files(setup, tmp_path):
 def test_sweep_resumes_without_recomputing(setup, tmp_path):
     out = tmp_path / "out"
     chips = _chips(2)
-    full = S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES, out, progress=False)
+    full = S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES, out, execution=Execution(progress=False))
     lines = (out / "points.jsonl").read_text().splitlines(keepends=True)
     assert len(lines) == 7
     # A killed run: 4 points written, the 5th torn mid-line.
     (out / "points.jsonl").write_text("".join(lines[:4]) + lines[4][:20])
-    again = S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES, out, progress=False)
+    again = S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES, out, execution=Execution(progress=False))
     assert again["computed_points"] == 3 and again["reused_points"] == 3
     pts = _points(out)
     assert len(pts) == 7
@@ -196,43 +197,39 @@ def test_sweep_resumes_without_recomputing(setup, tmp_path):
     assert strip(pts) == strip([json.loads(l) for l in lines])
     assert [p["accuracy_mean"] for p in again["points"]] == [p["accuracy_mean"] for p in full["points"]]
     # Nothing left: a third run computes nothing; adding a voltage computes only that one.
-    assert S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES, out,
-                       progress=False)["computed_points"] == 0
-    more = S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES + [0.85], out, progress=False)
+    assert S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES, out, execution=Execution(progress=False))["computed_points"] == 0
+    more = S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES + [0.85], out, execution=Execution(progress=False))
     assert more["computed_points"] == 2 and [p["n"] for p in more["points"]] == [2, 2, 2, 2]
 
 
 def test_sweep_refuses_a_different_configuration(setup, tmp_path):
     out = tmp_path / "out"
-    S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [1.0], out, progress=False)
+    S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [1.0], out, execution=Execution(progress=False))
     with pytest.raises(InputError, match="offsets"):
-        S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [1.0], out, offsets=2, progress=False)
+        S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [1.0], out, settings=S.SweepSettings(offsets=2), execution=Execution(progress=False))
     with pytest.raises(InputError, match="chips"):
-        S.run_sweep(setup["ckpt"], setup["data"], _chips(2), [1.0], out, progress=False)
+        S.run_sweep(setup["ckpt"], setup["data"], _chips(2), [1.0], out, execution=Execution(progress=False))
     with pytest.raises(InputError, match="quantization"):
-        S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [1.0], out, bits=4, progress=False)
+        S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [1.0], out, settings=S.SweepSettings(bits=4), execution=Execution(progress=False))
     with pytest.raises(InputError, match="data"):
-        S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [1.0], out, limit=10, progress=False)
+        S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [1.0], out, settings=S.SweepSettings(limit=10), execution=Execution(progress=False))
     assert len(_points(out)) == 2                    # nothing was mixed in
 
 
 def test_voltage_below_floor_fails_before_any_work(setup, tmp_path):
     with pytest.raises(InputError, match="below chip"):
-        S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [0.9, 0.7], tmp_path / "a",
-                    progress=False)
+        S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [0.9, 0.7], tmp_path / "a", execution=Execution(progress=False))
     assert not (tmp_path / "a").exists()
     chip = Chip.random(Geometry(ROWS, COLS), BerCurve.builtin("finfet14"), 0.85, seed=1)
     chip.save(tmp_path / "c.h5")
     with pytest.raises(InputError, match="0.85"):
-        S.run_sweep(setup["ckpt"], setup["data"], [str(tmp_path / "c.h5")], [0.9, 0.8],
-                    tmp_path / "b", progress=False)
+        S.run_sweep(setup["ckpt"], setup["data"], [str(tmp_path / "c.h5")], [0.9, 0.8], tmp_path / "b", execution=Execution(progress=False))
     assert not (tmp_path / "b").exists()
 
 
 def test_voltage_above_nominal_is_refused_before_any_work(setup, tmp_path):
     with pytest.raises(InputError, match="above the chips' nominal voltage 1"):
-        S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [1.5, 1.0], tmp_path / "a",
-                    progress=False)
+        S.run_sweep(setup["ckpt"], setup["data"], _chips(1), [1.5, 1.0], tmp_path / "a", execution=Execution(progress=False))
     assert not (tmp_path / "a").exists()
 
 
@@ -263,8 +260,7 @@ def test_store_never_writes_invalid_json(tmp_path):
 def test_sweep_with_non_finite_loss_names_the_point(setup, tmp_path):
     from sramsim.nn.data import load_dataset
     with pytest.raises(InputError, match="fault-free point: .*loss=nan is not finite"):
-        S.run_sweep(_Overflow(), load_dataset(setup["data"]), _chips(1), [1.0, 0.9], tmp_path / "o",
-                    progress=False)
+        S.run_sweep(_Overflow(), load_dataset(setup["data"]), _chips(1), [1.0, 0.9], tmp_path / "o", execution=Execution(progress=False))
     points = tmp_path / "o" / "points.jsonl"
     assert not points.exists() or points.read_text() == ""
 
@@ -273,18 +269,16 @@ def test_profiles_sweep_matches_the_same_random_chips(setup, tmp_path):
     """A chip saved as a profile gives the same points as the recipe it was drawn from."""
     spec = _chips(1)[0]
     spec.build().save(tmp_path / "chip.h5")
-    a = S.run_sweep(setup["ckpt"], setup["data"], [spec], VOLTAGES, tmp_path / "a", progress=False)
-    b = S.run_sweep(setup["ckpt"], setup["data"], S.profile_chips([tmp_path / "chip.h5"]),
-                    VOLTAGES, tmp_path / "b", progress=False)
+    a = S.run_sweep(setup["ckpt"], setup["data"], [spec], VOLTAGES, tmp_path / "a", execution=Execution(progress=False))
+    b = S.run_sweep(setup["ckpt"], setup["data"], S.profile_chips([tmp_path / "chip.h5"]), VOLTAGES, tmp_path / "b", execution=Execution(progress=False))
     assert [p["accuracy_mean"] for p in a["points"]] == [p["accuracy_mean"] for p in b["points"]]
     assert [p["ber"] for p in a["points"]] == [p["ber"] for p in b["points"]]
 
 
 def test_pool_workers_give_the_same_points(setup, tmp_path):
     chips = _chips(2)
-    one = S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES, tmp_path / "one", progress=False)
-    two = S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES, tmp_path / "two", workers=2,
-                      progress=False)
+    one = S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES, tmp_path / "one", execution=Execution(progress=False))
+    two = S.run_sweep(setup["ckpt"], setup["data"], chips, VOLTAGES, tmp_path / "two", execution=Execution(workers=2, progress=False))
     key = lambda p: (p.get("voltage", 0), p.get("chip_index", -1), p.get("offset_index", -1))
     pick = lambda ps: sorted((key(p), p["accuracy"], p["loss"]) for p in ps)
     assert pick(_points(tmp_path / "one")) == pick(_points(tmp_path / "two"))
@@ -320,8 +314,7 @@ def test_ray_threads_above_workers_schedules_and_matches(setup, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     ray_ = json.loads(res.stdout)
     assert ray_["computed_points"] == 4 and (ray_["workers"], ray_["threads"]) == (1, 2)
-    one = S.run_sweep(setup["ckpt"], setup["data"], S.random_chips(2, "finfet14", ROWS, COLS),
-                      [1.0, 0.8], tmp_path / "one", threads=2, progress=False)
+    one = S.run_sweep(setup["ckpt"], setup["data"], S.random_chips(2, "finfet14", ROWS, COLS), [1.0, 0.8], tmp_path / "one", execution=Execution(threads=2, progress=False))
     key = lambda p: (p.get("voltage", 0), p.get("chip_index", -1), p.get("offset_index", -1))
     pick = lambda ps: sorted((key(p), p["accuracy"], p["loss"]) for p in ps)
     assert pick(_points(tmp_path / "ray")) == pick(_points(tmp_path / "one"))
@@ -499,8 +492,7 @@ def test_killed_cli_sweep_resumes(setup, tmp_path):
     assert s["computed_points"] == total - (k - 1) and s["reused_points"] == k - 1
     assert len(_points(out)) == total + 1
     assert all(p["n"] == 3 for p in s["points"])
-    whole = S.run_sweep(setup["ckpt"], setup["data"], S.random_chips(3, "finfet14", ROWS, COLS),
-                        S.parse_voltages("1.0:0.8:-0.05"), tmp_path / "whole", progress=False)
+    whole = S.run_sweep(setup["ckpt"], setup["data"], S.random_chips(3, "finfet14", ROWS, COLS), S.parse_voltages("1.0:0.8:-0.05"), tmp_path / "whole", execution=Execution(progress=False))
     key = lambda p: (p.get("voltage", 0), p.get("chip_index", -1), p.get("offset_index", -1))
     pick = lambda ps: sorted((key(p), p["accuracy"], p["loss"]) for p in ps)
     assert pick(_points(out)) == pick(_points(tmp_path / "whole"))

@@ -12,7 +12,8 @@ from torch import nn
 
 from sramsim.analysis import tolerance as T
 from sramsim.errors import InputError
-from sramsim.inject import placement as P
+from sramsim.analysis.executors import Execution
+from sramsim.inject import dram_mapping as P
 from sramsim.memory.dram import DramGeometry
 from sramsim.memory.dram_curves import dram_curve
 from sramsim.memory.dram_errors import dram_chip
@@ -113,9 +114,9 @@ def test_real_search_interval_and_resume(tmp_path):
 
 def test_random_maps_are_the_fixed_draws_rule():
     from sramsim.inject.draws import apply_numpy, fixed_draws
-    from sramsim.analysis.sweep import _workload
+    from sramsim.analysis.sweep import SweepSettings, load_workload
     model, data = linear_world(20)
-    workload = _workload(model, data, [], 1, None, None, None, None, 1000)[0]
+    workload = load_workload(model, data, [], SweepSettings(limit=None, batch_size=1000))[0]
     w = T.ToleranceWorker(workload, T.FaultSpec("random", seed=7))
     draws = list(fixed_draws(w.qm.n_bits, 3, ber=0.05, seed=7))
     expected = apply_numpy(w.qm.image, draws[2], np.empty_like(w.qm.image)).copy()
@@ -123,16 +124,16 @@ def test_random_maps_are_the_fixed_draws_rule():
 
 
 def test_dram_source_reads_the_placed_chip_faults():
-    from sramsim.analysis.sweep import _workload
+    from sramsim.analysis.sweep import SweepSettings, load_workload
     model, data = linear_world(20)
-    workload = _workload(model, data, [], 1, None, None, None, None, 1000)[0]
+    workload = load_workload(model, data, [], SweepSettings(limit=None, batch_size=1000))[0]
     spec = T.FaultSpec("dram", seed=3, error_model=1, mapping="drmap", geometry=SMALL)
     w = T.ToleranceWorker(workload, spec)
     ber = 0.02
     v = float(dram_curve().voltage(ber))
     rec = w.run(ber, 1)
     geometry = DramGeometry.from_part(**SMALL)
-    chip = dram_chip(geometry, dram_curve(), v_floor=v, seed=4, model=1)
+    chip = dram_chip(geometry, dram_curve(), v_floor=v, seed=4, error_model=1)
     placement = P.place(w.qm.image.size, geometry, "drmap")
     faults = P.placed_faults(chip, v, placement)
     assert rec["wrong_bits"] == len(faults) > 0          # flips: every fault changes its bit
@@ -178,5 +179,5 @@ def test_same_result_for_workers_and_threads(workers, threads):
     model, data = linear_world(200)
     kw = {"maps": 2, "low": 1e-3, "high": 1e-1, "bisect_steps": 1}
     one = T.search(model, data, **kw)
-    other = T.search(model, data, workers=workers, threads=threads, **kw)
+    other = T.search(model, data, execution=Execution(workers=workers, threads=threads), **kw)
     assert other["points"] == one["points"] and other["tolerable_ber"] == one["tolerable_ber"]

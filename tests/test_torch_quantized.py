@@ -131,7 +131,7 @@ def test_no_fault_gives_identical_outputs(built):
     with tqm.loaded(tqm.image) as m:
         assert m is model
         assert torch.equal(m(X), ref)
-    with tqm.perturbed(RandomBitErrors(0.0, seed=3)):
+    with tqm.loaded(tqm.faulty_image(RandomBitErrors(0.0, seed=3))):
         assert torch.equal(model(X), ref)
     assert torch.equal(model(X), ref)
 
@@ -146,7 +146,7 @@ def test_bit7_flip_changes_exactly_that_weight(built):
     j = int(np.flatnonzero(codes > 0)[0])
     k, old = fc.start + j, int(codes[j])
     faults = Faults(np.array([8 * k + 7], dtype=np.uint64), np.zeros(1, dtype=np.uint8))
-    with tqm.perturbed(faults):
+    with tqm.loaded(tqm.faulty_image(faults)):
         after = stored_int8(tqm)
         out = model(X)
     expected = before[fc.name].clone().reshape(-1)
@@ -171,7 +171,7 @@ def test_hand_set_weights_have_exact_bytes_and_flip():
     lin.scale, lin.zero_point = 0.5, 128              # quint8 output covers [-64, 63.5]
     tqm = TorchQuantizedModel(nn.Sequential(lin))
     assert tqm.image.tolist() == [5, 0xFD, 127, 0x80, 0, 64]
-    with tqm.perturbed(Faults(np.array([7], dtype=np.uint64), np.zeros(1, dtype=np.uint8))):
+    with tqm.loaded(tqm.faulty_image(Faults(np.array([7], dtype=np.uint64), np.zeros(1, dtype=np.uint8)))):
         assert lin.weight().int_repr().tolist() == [[5 - 128, -3, 127], [-128, 0, 64]]
         assert lin.weight().q_scale() == 0.5
         x = torch.quantize_per_tensor(torch.tensor([[1.0, 0.0, 0.0]]), 1.0, 0, torch.quint8)
@@ -190,7 +190,7 @@ def test_faults_match_plain_reference(data):
     faults = Faults(np.array(address, dtype=np.uint64), np.array(kind, dtype=np.uint8))
     expected = reference_faults(tqm.image, address, kind)
     assert np.array_equal(tqm.faulty_image(faults), expected)
-    with tqm.perturbed(faults):
+    with tqm.loaded(tqm.faulty_image(faults)):
         now = stored_int8(tqm)
     for s in tqm.segments:
         assert np.array_equal(now[s.name].reshape(-1).numpy(),
@@ -217,7 +217,7 @@ def test_restored_after_exception(built):
     tqm = TorchQuantizedModel(model)
     ref = model(X)
     with pytest.raises(ZeroDivisionError):
-        with tqm.perturbed(RandomBitErrors(0.05, seed=1)):
+        with tqm.loaded(tqm.faulty_image(RandomBitErrors(0.05, seed=1))):
             assert not torch.equal(model(X), ref)
             1 / 0
     assert torch.equal(model(X), ref)
@@ -240,13 +240,13 @@ def test_eager_restore_puts_back_the_prepacked_weights_without_repacking():
         return [conv._packed_params, fc._packed_params._packed_params]
 
     before = packed()
-    with tqm.perturbed(RandomBitErrors(0.05, seed=2)):
+    with tqm.loaded(tqm.faulty_image(RandomBitErrors(0.05, seed=2))):
         assert all(a is not b for a, b in zip(packed(), before))
     assert all(a is b for a, b in zip(packed(), before))
     # a tensor without faults is not re-packed at all: one flip in fc leaves conv's pack alone
     fc = tqm.segments[1]
     one = Faults(np.array([8 * fc.start + 3], dtype=np.uint64), np.zeros(1, np.uint8))
-    with tqm.perturbed(one):
+    with tqm.loaded(tqm.faulty_image(one)):
         now = packed()
         assert now[0] is before[0] and now[1] is not before[1]
     assert all(a is b for a, b in zip(packed(), before))
@@ -269,7 +269,7 @@ def test_chip_with_offsets_tiles_like_the_mapping_contract():
                 kind.append(k)
         expected = reference_faults(tqm.image, addr, kind)
         assert np.array_equal(tqm.faulty_image(chip, 0.8, offset), expected)
-        with tqm.perturbed(chip, 0.8, offset):
+        with tqm.loaded(tqm.faulty_image(chip, 0.8, offset)):
             now = stored_int8(tqm)
         s = tqm.segments[1]
         assert np.array_equal(now[s.name].reshape(-1).numpy(),
@@ -308,7 +308,7 @@ def test_dynamic_quantized_linear():
     assert [s.name for s in tqm.segments] == ["0", "2"] and tqm.image.size == 40
     x = torch.randn(3, 6)
     ref = model(x)
-    with tqm.perturbed(Faults(np.array([8 * 31 + 7], dtype=np.uint64), np.zeros(1, np.uint8))):
+    with tqm.loaded(tqm.faulty_image(Faults(np.array([8 * 31 + 7], dtype=np.uint64), np.zeros(1, np.uint8)))):
         assert not torch.equal(model(x), ref)
     assert torch.equal(model(x), ref)
 

@@ -95,7 +95,7 @@ def test_sweep_points_are_the_model_run_by_hand_and_resume(files, tmp_path, caps
     tqm = TorchQuantizedModel(gm)
     chip = random_chips(1, rows=64, cols=128, seed=3)[0].build()
     for p in s["points"][1:]:
-        with tqm.perturbed(chip, voltage=p["voltage"], offset=0):
+        with tqm.loaded(tqm.faulty_image(chip, voltage=p["voltage"], offset=0)):
             by_hand = evaluate(gm, test)
         assert p["accuracy_mean"] == by_hand["accuracy"]
         assert p["loss_mean"] == by_hand["loss"]
@@ -157,8 +157,7 @@ def test_bad_models_and_refused_options_are_one_line_errors(files, tmp_path, cap
     assert str(wrong) in err and "[1, 28, 28]" in err and "\n" not in err
 
     for extra, flag in ((["--bits", "4"], "--bits 4"), (["--scheme", "rquant"], "--scheme rquant"),
-                        (["--ecc", "secded72"], "--ecc secded72"),
-                        (["--placement", "shuffle"], "--placement shuffle")):
+                        (["--ecc", "secded72"], "--ecc secded72")):
         err = refused(pt2, *extra)
         assert err.startswith(f"sramsim: error: {flag} does not apply to {pt2}"), err
     assert not (tmp_path / "o").exists()            # refused before anything was written
@@ -180,7 +179,7 @@ def test_vuln_groups_are_the_model_run_by_hand(files, capsys):
     assert sorted(x["label"] for x in r["layers"]) == sorted(tqm.names)
     assert len(r["bits"]) == 8
     rows = {x["label"]: x for x in r["layers"]}
-    for k, faulty in enumerate(fault_maps(tqm, 2, ber=0.2, seed=0)):     # the same maps
+    for k, (faulty, _) in enumerate(fault_maps(tqm, 2, ber=0.2, seed=0)):     # the same maps
         for g in [all_group(tqm)] + [layer_group(tqm, n) for n in tqm.names]:
             with tqm.loaded(restrict(tqm.image, faulty, g)):
                 by_hand = evaluate(gm, test)["accuracy"]

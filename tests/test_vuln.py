@@ -172,7 +172,7 @@ def test_vuln_and_fusion_eval_select_the_same_maps():
               fusion_eval.FaultSpec(voltage=0.85, chips=[chip, other])),
              ({"ber": 0.1}, fusion_eval.FaultSpec(ber=0.1))]
     for kwargs, spec in cases:
-        maps = [m.copy() for m in V.fault_maps(qm, 7, seed=3, **kwargs)]
+        maps = [m.copy() for m, _ in V.fault_maps(qm, 7, seed=3, **kwargs)]
         out = np.empty_like(qm.image)
         expected = [apply_numpy(qm.image, d, out).copy() for d in spec.eval_draws(qm.n_bits, 7, 3)]
         assert [m.tolist() for m in maps] == [m.tolist() for m in expected]
@@ -200,7 +200,7 @@ def test_one_ber_check_one_message(value):
 
 def test_chip_maps_beyond_the_pool_use_other_offsets():
     qm, data, chip = _hand_case()
-    maps = [m.copy() for m in V.fault_maps(qm, 3, chips=[chip], voltage=0.85, seed=0)]
+    maps = [m.copy() for m, _ in V.fault_maps(qm, 3, chips=[chip], voltage=0.85, seed=0)]
     assert maps[0].tolist() == qm.faulty_image(chip, 0.85).tolist()
     with pytest.raises(Exception):
         list(V.fault_maps(qm, 1, chips=[chip], voltage=0.5))

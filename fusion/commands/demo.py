@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from sramsim.commands.main import print_json
+from sramsim.commands.helptext import leaf
 from sramsim.errors import InputError
 from sramsim.memory.curves import BerCurve
 
@@ -21,7 +22,10 @@ from fusion.evaluation import CURVE
 def register(subparsers) -> None:
     """Add `fusion demo` to the fusion parser."""
     p = subparsers.add_parser("demo", help="train a generator for a bounded time and compare CA/PA",
-                              description=__doc__.splitlines()[0])
+                              **leaf(" ".join(__doc__.split("\n\n")[0].split()) + " "
+                                     + " ".join(__doc__.split("\n\n")[1].split()),
+                                     "fusion demo --base demo-out/cache/base-cnn-8bit.pt",
+                                     "fusion demo --base cnn.pt --ber 0.01 --budget 60 --out g-demo"))
     p.add_argument("--base", required=True, metavar="CKPT", help="base model checkpoint")
     p.add_argument("--data", default="fashion-mnist", metavar="SPEC", help="dataset (default fashion-mnist)")
     p.add_argument("--ber", default="0.02", metavar="P",

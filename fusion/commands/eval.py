@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 
-from sramsim.commands.main import add_protection_arguments, print_json
-from sramsim.nn.data import load_dataset
 from sramsim.analysis.systolic import METHODS
-from sramsim.inject.protection import check_protection
+from sramsim.commands.helptext import leaf
+from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_writable,
+                                   execution, memory_layout, print_json)
+from sramsim.nn.data import load_dataset
 
 from fusion.evaluation import EVAL_SEED, check_shapes, evaluate
 from fusion.store import load_generator
@@ -17,8 +18,13 @@ def register(subparsers) -> None:
     """Add `fusion eval` to the fusion parser."""
     p = subparsers.add_parser(
         "eval", help="CA/PA without and with a generator, recovery, net energy saving",
-        description="Evaluate a base model over fixed fault maps, without and with a generator "
-                    "(which may come from another, surrogate base model: transfer).")
+        **leaf("Evaluate a base model over fixed fault maps, without and with a generator "
+               "(which may come from another, surrogate base model: transfer): clean and "
+               "perturbed accuracy, the accuracy recovered, and the net memory-energy saving "
+               "with the generator's reads charged at nominal voltage.",
+               "fusion eval --base cnn.pt --generator g/generator.pt --ber 0.01 --limit 2000",
+               "fusion eval --base cnn.pt --generator g/generator.pt --profile shipped "
+               "--voltage 0.825 --count systolic"))
     common.add_base_args(p, EVAL_SEED, "seed of the evaluation fault maps")
     p.add_argument("--generator", metavar="G.pt", help="generator file written by fusion train")
     p.add_argument("--models", metavar="M", help="fault maps to average over (default 10 for "
@@ -26,7 +32,11 @@ def register(subparsers) -> None:
     p.add_argument("--count", default="weights", choices=METHODS,
                    help="how weight reads are counted for the energy: weights (each read once, "
                         "default), systolic or scalesim (SCALE-Sim output-stationary 32x32, as NeuralFuse)")
-    add_protection_arguments(p, "at --voltage (needs --profile)")
+    add_layout_arguments(p, "at --voltage (needs --profile)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="folder for each map's result, written as it finishes (a re-run with the "
+                        "same settings resumes), and eval.json")
+    add_execution_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -38,16 +48,18 @@ def run(args: argparse.Namespace) -> int:
     seed = common.seed(args.seed)
     device = common.device(args.device)
     faults = common.fault_spec(args)
-    ecc = check_protection(args.ecc, args.ecc_policy, args.placement,
-                           map_hint=None if faults.chips else "--profile ... --voltage")
+    layout = memory_layout(args, None if faults.chips else "--profile ... --voltage")
+    run_on = execution(args)
+    if args.out is not None:
+        check_writable(args.out, "--out", folder=True)
     qm, meta = common.load_base(args.base)
     generator, g_meta = (None, {})
     if args.generator:
         generator, g_meta = load_generator(args.generator)
     test_set = load_dataset(args.data, "test", limit)
     check_shapes(test_set, meta, generator, where=args.base)
-    report = evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed, args.count,
-                      ecc, args.ecc_policy, args.placement)
+    report = _evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed,
+                       args.count, layout, run_on, args.out)
     info = common.base_info(args.base, meta, qm)
     report["base"] = info
     if generator is not None:
@@ -60,6 +72,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_table(report)
     return 0
+
+
+def _evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed, count, layout,
+              run_on, out):
+    """`evaluate` with progress over the maps (tqdm on a terminal, plain lines otherwise)."""
+    from sramsim.progress import progress
+    bar = progress(total=faults.n_maps(n_models), unit="map", desc="fusion eval",
+                   enabled=run_on.progress)
+    try:
+        return evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed,
+                        count, layout, run_on, out, on_map=lambda _: bar.update(1))
+    finally:
+        bar.close()
 
 
 def _pct(mean, std=None) -> str:

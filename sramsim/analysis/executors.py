@@ -1,12 +1,15 @@
-"""Where sweep points run: in this process, in a local process pool, or on Ray actors.
+"""Where many independent evaluations run: in this process, in a local process pool, or on Ray.
 
-Every executor runs the same `SweepWorker` with the same torch thread count (`threads`, 1 by
-default): CPU kernels may split reductions differently for different thread counts, so fixing it
-makes every point bit-identical whichever executor and however many workers run it. Each worker
-loads the model and data once, quantizes once, builds chips from their `ChipSpec` (a profile path
-or a random chip's seed, never the fault arrays) and keeps the last few chips, so that a chip's
-masks build incrementally as its voltages come in descending order. Results come back to the caller task by task (`on_result`), so the
-caller can write each point as soon as it is finished.
+One executor for every command that evaluates many fault maps (`sweep`, `vuln`, `dram tolerance`,
+`sparkxd`, `fusion eval`). A *worker* is any object with `run(task) -> list[dict]`; the caller
+gives a picklable `factory` that makes one (a class and its arguments, e.g.
+`functools.partial(SweepWorker, workload)`), and each process or Ray actor makes its own once and
+keeps it (model, data, quantized image and recent chips loaded once). Every worker runs with the
+same torch and numba thread count (`threads`, 1 by default): CPU kernels may split reductions
+differently for different thread counts, so fixing it makes every result bit-identical whichever
+executor and however many workers run it. Results come back to the caller task by task
+(`on_result`), so the caller writes each one as soon as it is finished; a worker that is lost
+loses only the task it was running.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import torch
 from torch import nn
 
 from sramsim.errors import InputError
+from sramsim.inject.layout import MemoryLayout
 from sramsim.memory.chip import Chip
 
 CHIP_CACHE = 2
@@ -64,10 +68,8 @@ class Workload:
     limit: int | None = None
     batch_size: int = 1000
     include_bias: bool = False
-    ecc: str | None = None              # SECDED code of the weight memory (sramsim.inject.ecc)
-    ecc_policy: str = "keep"
+    layout: MemoryLayout = field(default_factory=MemoryLayout)   # how the weights are stored
     torch_quantized: bool = False       # model_path is a PT2E program (.pt2): PyTorch's own int8
-    bit_placement: str = "linear"       # sramsim.inject.bit_placement policy, planned per point
     model: nn.Module | None = field(default=None, repr=False)
     dataset: object | None = field(default=None, repr=False)
 
@@ -98,17 +100,16 @@ class Workload:
 
 
 def word_offset(chip: Chip, offset_index: int, offsets: int) -> int:
-    """Placement k of K on a chip: evenly spaced word offsets k * capacity_words // K."""
+    """DramMapping k of K on a chip: evenly spaced word offsets k * capacity_words // K."""
     return (int(offset_index) * chip.geometry.capacity_words) // int(offsets)
 
 
 class SweepWorker:
     """Evaluates sweep points; state (model, quantized image, data, recent chips) lives here."""
 
-    def __init__(self, workload: Workload, threads: int | None = None):
-        if threads:
-            set_threads(int(threads))
+    def __init__(self, workload: Workload):
         from sramsim.inject.quantized_model import QuantizedModel
+        from sramsim.nn.evaluation import Evaluator
         self.workload = workload
         self.model = workload.load_model()
         self.dataset = workload.load_dataset()
@@ -118,10 +119,9 @@ class SweepWorker:
         else:
             self.qm = QuantizedModel(self.model, workload.bits, workload.scheme, workload.clip,
                                      include_bias=workload.include_bias)
+        self.evaluator = Evaluator(self.qm, workload.layout)
         self._chips: OrderedDict[int, Chip] = OrderedDict()
-        self._image = np.empty_like(self.qm.image)
         self._clean: dict | None = None
-        self._faulty = None
 
     def chip(self, index: int) -> Chip:
         """Chip `index` of the workload, built once and kept among the last CHIP_CACHE used."""
@@ -137,22 +137,10 @@ class SweepWorker:
     def clean(self) -> dict:
         """Evaluation of the fault-free quantized weights (computed once per worker)."""
         if self._clean is None:
-            from sramsim.nn.evaluation import evaluate
             t0 = time.perf_counter()
-            weights = None if self.workload.torch_quantized else self.qm.clean_weights()
-            r = evaluate(self.model, self.dataset, weights, self.workload.batch_size)
+            r = self.evaluator.clean(self.dataset, self.workload.batch_size)
             self._clean = {**r, "t_eval": time.perf_counter() - t0}
         return self._clean
-
-    def faulty(self):
-        """The model that faulty points run on: a copy of the model whose weights get each
-        point's faults in place (`FaultyModel`), made on the first faulty point."""
-        if self._faulty is None:
-            from sramsim.nn.evaluation import FaultyModel
-            # a TorchQuantizedModel loads each map's int8 weights into the model itself
-            self._faulty = self.qm if self.workload.torch_quantized else \
-                FaultyModel(self.qm, self.model)
-        return self._faulty
 
     def run(self, task: Task) -> list[dict]:
         """Evaluate one task: its point records (one per offset; the clean task: one record)."""
@@ -168,41 +156,23 @@ class SweepWorker:
                      "n_samples": len(self.dataset), "t_eval": clean["t_eval"]}]
         chip = self.chip(task.chip_index)
         v = float(task.voltage)
-        faulty = self.faulty()
         out = []
         for k in task.offset_indices:
             offset = word_offset(chip, k, w.offsets)
             t0 = time.perf_counter()
-            ecc_stats = bits_stats = None
-            if w.bit_placement != "linear":     # planned at this point's voltage; read as an image
-                plan = self.qm.plan_bits(chip, v, w.bit_placement, offset)
-                bits_stats = {k: x for k, x in plan.overhead().items()
-                              if k not in ("policy", "planning_voltage")}
-                fault_map = (self.qm.faulty_image(chip, v, offset, out=self._image,
-                                                  bit_placement=plan),)
-            elif w.ecc is None:
-                fault_map = (chip, v, offset)
-            else:
-                image, ecc_stats = self.qm.ecc_memory(w.ecc).read(chip, v, offset, w.ecc_policy,
-                                                                  out=self._image)
-                fault_map = (image,)
-            with faulty.faults(*fault_map) as (weights, changed):
-                unchanged = not changed
+            with self.evaluator.faults(chip, v, offset) as run:
                 t1 = time.perf_counter()
                 # No fault touched the model's words: the point is the fault-free evaluation.
-                r = self.clean() if unchanged else evaluate(faulty.model, self.dataset, weights,
-                                                            w.batch_size)
+                r = run.evaluate(self.dataset, w.batch_size) if run.changed else self.clean()
                 t2 = time.perf_counter()
+                record = run.record
             out.append({"voltage": v, "chip_index": task.chip_index, "chip": chip.name,
                         "offset_index": int(k), "offset": offset, "ber": chip.ber(v),
                         "faults": chip.count(v), "accuracy": r["accuracy"],
-                        "rerr": 1.0 - r["accuracy"], "loss": r["loss"], "unchanged": unchanged,
-                        "n_samples": len(self.dataset), "t_faults": t1 - t0,
-                        "t_eval": None if unchanged else t2 - t1})
-            if ecc_stats is not None:
-                out[-1]["ecc"] = ecc_stats.as_dict()
-            if bits_stats is not None:
-                out[-1]["bit_placement"] = bits_stats
+                        "rerr": 1.0 - r["accuracy"], "loss": r["loss"],
+                        "unchanged": not run.changed, "n_samples": len(self.dataset),
+                        "t_faults": t1 - t0, "t_eval": t2 - t1 if run.changed else None,
+                        **record})
         return out
 
 
@@ -240,33 +210,140 @@ def pinned_threads(threads: int):
 # ------------------------------------------------------------------------------ executors
 
 OnResult = Callable[[list[dict]], None]
+EXECUTORS = ("local", "ray")
 
 
-def run_inprocess(workload: Workload, tasks: Sequence[Task], threads: int,
-                  on_result: OnResult) -> None:
-    """Run here, with torch's and numba's thread counts set to `threads` and restored after."""
-    with pinned_threads(threads):
-        worker = SweepWorker(workload)
-        for task in tasks:
-            on_result(worker.run(task))
+MAX_THREADS = 1024      # torch/numba threads per worker: far above any machine, far below a crash
 
 
-# The pool's worker processes each hold one SweepWorker, made by the pool's initializer. This is
+@dataclass(frozen=True)
+class Execution:
+    """How many evaluations run where: the same options for every command that evaluates many
+    fault maps (`--executor`, `--workers`, `--threads`, `--ray-address`, `--no-progress`).
+
+    Results never depend on them at a fixed `threads` (see the module docstring). workers None
+    with Ray: one worker per `threads` CPUs of the cluster.
+    """
+
+    executor: str = "local"
+    workers: int | None = 1
+    threads: int = 1
+    ray_address: str | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.executor not in EXECUTORS:
+            raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, got "
+                             f"{self.executor!r}")
+        if self.workers is None and self.executor != "ray":
+            raise InputError("workers may be left open (None) only with the ray executor")
+        if self.workers is not None:
+            _whole(self.workers, "workers", 1)
+        _whole(self.threads, "threads", 1, MAX_THREADS)
+        if self.ray_address is not None:
+            if self.executor != "ray":
+                raise InputError("a Ray address needs the ray executor")
+            ray_address(self.ray_address)
+
+    def open(self, factory: Callable):
+        """An executor of `factory`'s workers (`open_executor`)."""
+        return open_executor(factory, self.executor, self.workers, self.threads,
+                             self.ray_address)
+
+    def describe(self) -> dict:
+        """JSON of the execution (reports; never part of a result's identity)."""
+        return {"executor": self.executor, "workers": self.workers, "threads": self.threads}
+
+
+def _whole(value, what: str, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low \
+            or (high is not None and value > high):
+        span = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise InputError(f"{what} must be an integer {span}, got {value!r}")
+    return int(value)
+
+
+def open_executor(factory: Callable, executor: str = "local", workers: int = 1, threads: int = 1,
+                  ray_address: str | None = None):
+    """An executor of `factory`'s workers: in this process (local, one worker), a spawned local
+    process pool (local, several workers) or Ray actors (`ray`: `ray_address` HOST:PORT joins a
+    cluster, None starts one here; `workers` None there means one per `threads` CPUs of the
+    cluster). Use it as a context manager; `run(tasks, on_result)` may be called many times and
+    reuses the same workers."""
+    if executor not in EXECUTORS:
+        raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if ray_address is not None and executor != "ray":
+        raise InputError("a Ray address needs the ray executor")
+    if executor == "ray":
+        return RayExecutor(factory, workers, threads, ray_address)
+    if workers == 1:
+        return InProcessExecutor(factory, threads)
+    return PoolExecutor(factory, workers, threads)
+
+
+def run_maps(execution: "Execution", factory: Callable, store, n_maps: int,
+             on_map: Callable[[int], None] | None = None) -> list[dict]:
+    """Fault maps 0 .. n_maps-1 of an analysis: the maps `store` (a `sramsim.analysis.store`
+    store keyed by `map_key`) does not hold yet run on `execution`'s workers (task k -> [map k's
+    record]), each record written as it finishes; on_map(k) after each (progress). Closes the
+    store; returns the n_maps records in map order."""
+    def on_result(records: list[dict]) -> None:
+        store.append(records)
+        if on_map is not None:
+            on_map(records[0]["map"])
+
+    try:
+        with execution.open(factory) as ex:
+            ex.run([k for k in range(n_maps) if not store.done((k,))], on_result)
+    finally:
+        store.close()
+    return [store.records[(k,)] for k in range(n_maps)]
+
+
+class InProcessExecutor:
+    """One worker in this process, with torch's and numba's thread counts set to `threads` while
+    it runs (and restored after)."""
+
+    def __init__(self, factory: Callable, threads: int = 1):
+        self.factory, self.threads = factory, threads
+        self._worker = None
+
+    def run(self, tasks: Sequence, on_result: OnResult) -> None:
+        """Run `tasks` one after another; `on_result(records)` after each."""
+        with pinned_threads(self.threads):
+            if self._worker is None:
+                self._worker = self.factory()
+            for task in tasks:
+                on_result(self._worker.run(task))
+
+    def close(self) -> None:
+        """Drop the worker."""
+        self._worker = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# The pool's worker processes each hold one worker, made by the pool's initializer. This is
 # per-process state of a child process, never touched by the parent.
-_POOL_WORKER: SweepWorker | None = None
+_POOL_WORKER = None
 
 
-def _pool_init(workload: Workload, threads: int, parent: int) -> None:
+def _pool_init(factory: Callable, threads: int, parent: int) -> None:
     global _POOL_WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle
     exit_with_parent(parent)
-    _POOL_WORKER = SweepWorker(workload, threads)
+    set_threads(threads)
+    _POOL_WORKER = factory()
 
 
 def exit_with_parent(parent: int, interval: float = 0.2) -> threading.Thread:
     """End this process within `interval` seconds once `parent` is no longer its parent.
 
-    A pool worker whose sweep was killed (SIGKILL leaves no time to shut the pool down) would
+    A pool worker whose parent was killed (SIGKILL leaves no time to shut the pool down) would
     otherwise idle on, reparented to init, holding its memory and the resource tracker's pipe.
     A daemon thread polls os.getppid() (portable, and it does not depend on which thread spawned
     the worker, as Linux's PR_SET_PDEATHSIG does).
@@ -281,78 +358,128 @@ def exit_with_parent(parent: int, interval: float = 0.2) -> threading.Thread:
     return thread
 
 
-def _pool_run(task: Task) -> list[dict]:
+def _pool_run(task) -> list[dict]:
     return _POOL_WORKER.run(task)
 
 
-def run_pool(workload: Workload, tasks: Sequence[Task], workers: int, threads: int,
-             on_result: OnResult) -> None:
-    """A local pool of `workers` spawned processes (spawn: no forked torch/numba thread state).
+class PoolExecutor:
+    """A local pool of `workers` spawned processes (spawn: no forked torch/numba thread state),
+    started on the first `run`. Workers exit on their own when this process dies
+    (`exit_with_parent`), even by SIGKILL."""
 
-    Workers exit on their own when this process dies (`exit_with_parent`), even by SIGKILL.
-    """
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    def __init__(self, factory: Callable, workers: int, threads: int = 1):
+        self.factory, self.workers, self.threads = factory, workers, threads
+        self._pool = None
 
-    ctx = mp.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pool_init,
-                               initargs=(workload, threads, os.getpid()))
-    pending = {pool.submit(_pool_run, t) for t in tasks}
-    try:
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                on_result(fut.result())
-    except KeyboardInterrupt:
-        # Keep what is already computing: cancel the queue, wait for the points in flight.
-        for fut in pending:
-            fut.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
-        for fut in pending:
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                on_result(fut.result())
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    def run(self, tasks: Sequence, on_result: OnResult) -> None:
+        """Run `tasks` on the pool; `on_result(records)` in completion order. On Ctrl-C the
+        queue is cancelled and the tasks in flight finish (and are passed on) first."""
+        import multiprocessing as mp
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        if not tasks:
+            return
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                min(self.workers, len(tasks)), mp_context=mp.get_context("spawn"),
+                initializer=_pool_init, initargs=(self.factory, self.threads, os.getpid()))
+        pending = {self._pool.submit(_pool_run, t) for t in tasks}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    on_result(fut.result())
+        except KeyboardInterrupt:
+            # Keep what is already computing: cancel the queue, wait for the tasks in flight.
+            for fut in pending:
+                fut.cancel()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            for fut in pending:
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    on_result(fut.result())
+            raise
+
+    def close(self) -> None:
+        """Shut the pool down (its processes exit)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def run_ray(workload: Workload, tasks: Sequence[Task], workers: int | None, threads: int,
-            address: str | None, on_result: OnResult) -> None:
-    """Ray actors, one SweepWorker each: `address` (HOST:PORT) joins a cluster, None starts one here.
+class WorkerHost:
+    """A Ray actor holding one worker made by `factory`, with `threads` torch/numba threads."""
+
+    def __init__(self, factory: Callable, threads: int):
+        set_threads(threads)
+        self.worker = factory()
+
+    def run(self, task) -> list[dict]:
+        """The worker's records of `task`."""
+        return self.worker.run(task)
+
+
+class RayExecutor:
+    """Ray actors, one worker each: `address` (HOST:PORT) joins a cluster, None starts one here.
 
     Each actor asks Ray for `threads` CPUs (the torch/numba threads it runs), so a local Ray is
     started with workers x threads CPUs, and a cluster without room for every actor is refused up
-    front (an actor that can never be placed would leave its points waiting forever). A cluster
+    front (an actor that can never be placed would leave its tasks waiting forever). A cluster
     that does not answer at `address` is refused within RAY_CONNECT_TIMEOUT_S. A local Ray, and
     a driver joining a loopback address, bind and register 127.0.0.1 (`import_ray`; README,
-    "Sweeps on a Ray cluster", says what else Ray's head contacts). On a cluster, the
-    checkpoint, the data and profile files must be at the same paths on every node (a shared
-    filesystem); random chips travel as seeds. An actor that dies (its process killed, its node
-    lost) hands its task to the others; when none is left, `RayWorkersLost` says so, and the
-    points already passed to `on_result` are all that was finished.
+    "Sweeps on a Ray cluster", says what else Ray's head contacts). On a cluster, checkpoints,
+    data and profile files must be at the same paths on every node (a shared filesystem);
+    random chips travel as seeds. An actor that dies (its process killed, its node lost) hands
+    its task to the others; when none is left, `RayWorkersLost` says so, and the results already
+    passed to `on_result` are all that was finished.
     """
-    ray = import_ray(address)
-    # Ray prints the raylets' notices (a worker died, ...) on stdout, the CLI's table/JSON stream.
-    with redirect_stdout(sys.stderr):
-        started = not ray.is_initialized()
-        if started:
-            if address:
-                join_ray_cluster(ray, address)
-            else:
-                # "local": a new instance, never the cluster a `ray start` on this machine
-                # last recorded in /tmp/ray/ray_current_cluster (which address=None joins).
-                ray.init(address="local", num_cpus=(workers or 1) * threads,
-                         include_dashboard=False, log_to_driver=False,
-                         _node_ip_address="127.0.0.1")
-        try:
-            n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
-            _check_ray_room(ray, n, threads)
-            actor_cls = ray.remote(num_cpus=threads)(SweepWorker)
-            actors = [actor_cls.remote(workload, threads) for _ in range(n)]
-            run_on_actors(ray, actors, tasks, on_result)
-        finally:
-            if started:
-                ray.shutdown()
+
+    def __init__(self, factory: Callable, workers: int | None, threads: int = 1,
+                 address: str | None = None):
+        self.factory, self.threads, self.address = factory, threads, address
+        self.ray = import_ray(address)
+        # Ray prints the raylets' notices (a worker died, ...) on stdout, the CLI's table/JSON
+        # stream.
+        with redirect_stdout(sys.stderr):
+            self.started = not self.ray.is_initialized()
+            if self.started:
+                if address:
+                    join_ray_cluster(self.ray, address)
+                else:
+                    # "local": a new instance, never the cluster a `ray start` on this machine
+                    # last recorded in /tmp/ray/ray_current_cluster (which address=None joins).
+                    self.ray.init(address="local", num_cpus=(workers or 1) * threads,
+                                  include_dashboard=False, log_to_driver=False,
+                                  _node_ip_address="127.0.0.1")
+            try:
+                n = workers or max(1, int(self.ray.cluster_resources().get("CPU", 1)) // threads)
+                _check_ray_room(self.ray, n, threads)
+                actor_cls = self.ray.remote(num_cpus=threads)(WorkerHost)
+                self.actors = [actor_cls.remote(factory, threads) for _ in range(n)]
+            except BaseException:
+                self.close()
+                raise
+
+    def run(self, tasks: Sequence, on_result: OnResult) -> None:
+        """Run `tasks` on the actors (see `run_on_actors`)."""
+        with redirect_stdout(sys.stderr):
+            run_on_actors(self.ray, self.actors, tasks, on_result)
+
+    def close(self) -> None:
+        """Shut down the Ray instance this executor started (a joined cluster stays up)."""
+        if self.started and self.ray.is_initialized():
+            with redirect_stdout(sys.stderr):
+                self.ray.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # Ray's own switch (ray._private.ray_constants, read when ray is imported): on Linux it is on, and
@@ -364,11 +491,10 @@ RAY_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 RAY_CONNECT_TIMEOUT_S = 5.0
 
 
-class RayWorkersLost(InputError):
-    """Every Ray actor of a sweep died; the points finished before are kept (re-run to resume).
+class RayWorkersLost(RuntimeError):
+    """Every Ray actor died; the results finished before are kept (re-run to resume).
 
-    An InputError, so that the CLI says it in one line with exit status 2, as it does for a
-    cluster it cannot reach: both are about the cluster the user pointed it at.
+    A runtime failure, not bad input: the CLI says it in one line and exits with status 1.
     """
 
 
@@ -462,9 +588,9 @@ def run_on_actors(ray, actors: list, tasks: Sequence[Task], on_result: OnResult)
             actor, task = idle.pop(), queue.popleft()
             running[actor.run.remote(task)] = (actor, task)
         if not running:
-            raise RayWorkersLost(f"--executor ray: all {len(actors)} Ray worker(s) died "
-                                 f"({_first_line(deaths[0])}); finished points are kept: re-run "
-                                 "with the same --out to resume")
+            raise RayWorkersLost(f"all {len(actors)} Ray worker(s) died "
+                                 f"({_first_line(deaths[0])}); finished results are kept: re-run "
+                                 "with the same output folder to resume")
         (future,), _ = ray.wait(list(running), num_returns=1)
         actor, task = running.pop(future)
         try:

@@ -29,7 +29,8 @@ network sizes, accuracy within 1%. Stages, in DIR (each resumes on a re-run):
    FAT/baseline tolerable-BER ratio, and the published figures beside them.
 
 DIR/summary.json (strict JSON) is rewritten as every stage finishes; DIR/sparkxd.png draws it.
-Both searches use the error model of FAT's DRAM source (`dram:modelK` -> K) unless told otherwise.
+Both searches use the error model of FAT's DRAM source (`dram:error-model=K` -> K) unless told
+otherwise.
 FAT draws its faults over the default part's full geometry (`sramsim.nn.fat`); `geometry`
 overrides (e.g. fewer rows: cheaper whole-part maps at high BER) apply to the searches only.
 """
@@ -47,7 +48,7 @@ from sramsim.errors import InputError, check_ber, check_writable
 
 DEFAULT_MODEL = "snn-fc400"
 DEFAULT_FAT_BER = 1e-2          # fixed before any measurement (see the module docstring)
-DEFAULT_FAT_SOURCE = "dram:model0"
+DEFAULT_FAT_SOURCE = "dram:error-model=0"
 POLICIES = ("naive", "drmap", "error-aware")
 STAGES = ("pretrain", "baseline", "tolerance_baseline", "fat", "tolerance_fat")
 
@@ -82,7 +83,7 @@ class StudyOptions:
     fat_curriculum: str = "log"
     fat_start: float = 1e-5
     fat_source: str = DEFAULT_FAT_SOURCE
-    error_model: int | None = None   # None: FAT's dram:modelK, else 0
+    error_model: int | None = None   # None: FAT's dram:error-model=K, else 0
     maps: int = 5
     limit: int | None = None         # first N train and N test samples (training)
     eval_limit: int | None = None    # first N test samples for the searches (default: limit)
@@ -93,16 +94,25 @@ class StudyOptions:
     bisect_steps: int = 4
     geometry: dict | None = field(default=None)   # DramGeometry overrides for the searches
     control: bool = True             # baseline = pretrained + fat_epochs clean epochs
-    workers: int = 1
+    workers: int | None = 1
     threads: int = 1
+    executor: str = "local"
+    ray_address: str | None = None
     batch_size: int = 128
+
+    def execution(self):
+        """Where the searches' fault maps run (`sramsim.analysis.executors.Execution`)."""
+        from sramsim.analysis.executors import Execution
+        return Execution(self.executor, self.workers, self.threads, self.ray_address,
+                         progress=False)
 
     def search_error_model(self) -> int:
         """The EDEN error model of the searches' chips."""
         if self.error_model is not None:
             return int(self.error_model)
-        src = str(self.fat_source)
-        return int(src[len("dram:model"):]) if src.startswith("dram:model") else 0
+        from sramsim.nn.fat import parse_source
+        kind, arg = parse_source(self.fat_source)
+        return int(arg) if kind == "dram" else 0
 
     def search_limit(self) -> int | None:
         """Test samples the searches use."""
@@ -113,7 +123,7 @@ def check(opts: StudyOptions) -> dict:
     """Every setting checked before any work (one-line InputErrors); returns the --base meta
     (or None) so the baseline is read once."""
     from sramsim.analysis.tolerance import ber_grid
-    from sramsim.nn.fat import check_fat
+    from sramsim.nn.fat import canonical_source, check_fat
     from sramsim.nn.models import check_arch, load_checkpoint
     try:
         check_arch(opts.model)
@@ -140,6 +150,7 @@ def check(opts: StudyOptions) -> dict:
     if not opts.fat_ber:
         raise InputError("--fat-ber must be above 0 (the study compares a FAT model)")
     check_fat(opts.fat_ber, opts.fat_curriculum, opts.fat_source, opts.fat_start)
+    opts.fat_source = canonical_source(opts.fat_source)
     ber_grid(opts.low, opts.high, opts.per_decade)
     check_writable(opts.out, "--out", folder=True)
     if opts.base is None:
@@ -192,16 +203,15 @@ class _Summary:
 
 def run_study(opts: StudyOptions, progress: bool = True, log=None) -> dict:
     """Run (or resume) every stage of the study in opts.out; returns the summary dict."""
-    from tqdm import tqdm
     from sramsim.nn.training import train_base
+    from sramsim.progress import progress as reporter
     base_meta = check(opts)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda text: None)
     t_start = time.perf_counter()
     summary = _Summary(out, opts)
-    bar = tqdm(total=len(STAGES), desc="sparkxd", unit="stage", file=sys.stderr,
-               disable=None if progress else True)
+    bar = reporter(total=len(STAGES), desc="sparkxd", unit="stage", enabled=progress)
 
     def note(text: str) -> None:
         if log is not None:
@@ -305,7 +315,7 @@ def _tolerance(opts: StudyOptions, model_path: Path, folder: Path, note) -> dict
                high=opts.high, per_decade=opts.per_decade, bisect_steps=opts.bisect_steps,
                source="dram", error_model=opts.search_error_model(), mapping="drmap",
                geometry=opts.geometry, seed=opts.seed, limit=opts.search_limit(),
-               out_dir=folder, workers=opts.workers, threads=opts.threads, log=note)
+               out_dir=folder, execution=opts.execution(), log=note)
     keep = ("tolerable_ber", "voltage", "accuracy_mean", "ci95", "first_failing_ber", "bound",
             "clean_accuracy", "float_accuracy", "margin", "maps", "points", "faults",
             "nominal_voltage", "n_samples", "weight_bytes", "energy", "computed_maps",

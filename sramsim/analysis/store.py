@@ -1,4 +1,6 @@
-"""A sweep's output folder: its configuration, the per-point results file, and the summaries.
+"""An output folder of results written as they finish: its configuration, the per-point results
+file, and the summaries. Sweeps, tolerance searches, vulnerability analyses and `fusion eval` all
+keep their results this way (each with its own record key), so each of them resumes.
 
 Layout of DIR:
     config.json   what was swept (model and data fingerprints, quantization, chips, offsets);
@@ -31,10 +33,19 @@ def point_key(record: dict) -> tuple:
     return (round(float(record["voltage"]), 6), int(record["chip_index"]), int(record["offset_index"]))
 
 
+def map_key(record: dict) -> tuple:
+    """Identity of one fault map's record in an analysis over maps 0..M-1: (map,); clean:
+    ("clean",)."""
+    if record.get("clean"):
+        return ("clean",)
+    return (int(record["map"]),)
+
+
 class ResultStore:
     """Owns DIR: checks/creates config.json, reads finished points back, appends new ones."""
 
-    def __init__(self, out_dir: str | os.PathLike, config: dict):
+    def __init__(self, out_dir: str | os.PathLike, config: dict, key=point_key):
+        self.key = key
         self.dir = Path(out_dir)
         if self.dir.exists() and not self.dir.is_dir():
             raise InputError(f"{self.dir}: --out exists and is not a directory")
@@ -81,7 +92,7 @@ class ResultStore:
                 continue
             try:
                 rec = json.loads(line)
-                records[point_key(rec)] = rec
+                records[self.key(rec)] = rec
             except (ValueError, KeyError, TypeError):
                 raise InputError(f"{self.points_path}: line {number} is not a sweep point; "
                                  "use another --out") from None
@@ -100,12 +111,12 @@ class ResultStore:
         Every line is strict JSON: a record with a NaN or infinite value is refused (InputError
         naming the point and the fields) before any record of the batch is written.
         """
-        lines = [_point_line(rec) for rec in records]
+        lines = [_point_line(rec, self.key) for rec in records]
         if self._file is None:
             self._file = open(self.points_path, "a", encoding="utf-8")
         for rec, line in zip(records, lines):
             self._file.write(line)
-            self.records[point_key(rec)] = rec
+            self.records[self.key(rec)] = rec
         self._file.flush()
 
     def close(self) -> None:
@@ -130,15 +141,16 @@ class ResultStore:
         os.replace(tmp, csv_path)
 
 
-def _point_line(rec: dict) -> str:
+def _point_line(rec: dict, key=point_key) -> str:
     """One points.jsonl line; strict JSON, so a non-finite result is an error naming the point."""
     try:
         return json.dumps(rec, separators=(",", ":"), allow_nan=False) + "\n"
     except ValueError:
         bad = sorted(k for k, v in rec.items() if isinstance(v, float) and not math.isfinite(v))
-        key = point_key(rec)
-        where = ("the fault-free point" if key == ("clean",) else
-                 f"point voltage {key[0]:g}, chip {key[1]}, offset {key[2]}")
+        k = key(rec)
+        where = ("the fault-free point" if k == ("clean",) else
+                 f"point voltage {k[0]:g}, chip {k[1]}, offset {k[2]}" if key is point_key else
+                 f"result {k}")
         detail = ", ".join(f"{k}={rec[k]}" for k in bad) or "a value"
         raise InputError(f"{where}: {detail} is not finite "
                          "(a model with NaN/inf weights or outputs?); nothing of it was written") from None
@@ -148,3 +160,37 @@ def _fmt(value):
     if isinstance(value, float):
         return f"{value:.6g}"
     return "" if value is None else value
+
+
+class MemoryStore:
+    """ResultStore's interface without a folder: results kept in memory only (no resume)."""
+
+    def __init__(self, key=point_key):
+        self.key = key
+        self.dir = None
+        self.records: dict[tuple, dict] = {}
+
+    def done(self, key: tuple) -> bool:
+        """Whether result `key` is finished."""
+        return key in self.records
+
+    def append(self, records: list[dict]) -> None:
+        """Keep finished results (strict JSON checked as a folder would)."""
+        for rec in records:
+            _point_line(rec, self.key)
+            self.records[self.key(rec)] = rec
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def open_store(out_dir, config: dict, key=point_key):
+    """A ResultStore in `out_dir`, or a MemoryStore when `out_dir` is None."""
+    return MemoryStore(key) if out_dir is None else ResultStore(out_dir, config, key)
+
+
+def write_json(path: Path, obj) -> None:
+    """`obj` as strict JSON at `path`, replaced atomically (a reader never sees half a file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False) + "\n")
+    os.replace(tmp, path)

@@ -11,29 +11,29 @@ Python entry point: `run_sweep(...)`; command line: `sramsim sweep`.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
-import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
 from sramsim.analysis import energy as E
-from sramsim.memory.chip import Chip
-from sramsim.memory.curves import BUILTINS, BerCurve
-from sramsim.errors import InputError
-from sramsim.inject.ecc import get_code
-from sramsim.inject.protection import check_protection
+from sramsim.analysis.executors import Execution, SweepWorker, Task, Workload
+from sramsim.analysis.operating_point import first_failure
+from sramsim.analysis.store import ResultStore
+from sramsim.errors import InputError, check_number
+from sramsim.inject.layout import MemoryLayout
 from sramsim.inject.torch_quantized import (check_runs, is_exported_file, load_exported,
                                             refuse_options)
-from sramsim.analysis.executors import Task, Workload, run_inprocess, run_pool, run_ray
+from sramsim.memory.chip import Chip
+from sramsim.memory.curves import BUILTINS, BerCurve
 from sramsim.memory.geometry import Geometry, parse_kinds
-from sramsim.analysis.store import ResultStore
 from sramsim.stats import ci95_halfwidth, mean_std
 
 MAX_VOLTAGES = 10_000
@@ -174,87 +174,150 @@ def model_sha256(model: nn.Module) -> str:
 
 # ------------------------------------------------------------------------------ the sweep
 
+@dataclass(frozen=True)
+class SweepSettings:
+    """What a sweep computes besides model, data, chips and voltages (all of it but
+    `leakage_share` is part of the sweep's identity in its output folder).
+
+    offsets: placements of the model per chip (evenly spaced memory words). limit: the first N
+    test samples. bits / scheme / clip: override the checkpoint's quantization (None: the
+    checkpoint's; 8-bit symmetric unclipped for an nn.Module). leakage_share: leakage share of a
+    read's energy at nominal voltage. layout: how the weights are stored
+    (`sramsim.inject.layout.MemoryLayout`: a bit placement is planned per point from its chip's
+    map at the point's voltage and offset; with ECC the chips hold the stored image, data and
+    check bits, and energy per read counts the code's extra reads and its decoder).
+    """
+
+    offsets: int = 1
+    limit: int | None = None
+    bits: int | None = None
+    scheme: str | None = None
+    clip: float | None = None
+    batch_size: int = 1000
+    leakage_share: float = 0.0
+    layout: MemoryLayout = field(default_factory=MemoryLayout)
+
+    def __post_init__(self):
+        for name, low in (("offsets", 1), ("batch_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < low:
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if self.limit is not None and (isinstance(self.limit, bool) or int(self.limit) != self.limit
+                                       or self.limit < 1):
+            raise InputError(f"limit must be a positive integer, got {self.limit!r}")
+        check_number(self.leakage_share, "leakage share", 0.0, 1.0)
+        if not isinstance(self.layout, MemoryLayout):
+            raise InputError(f"layout must be a MemoryLayout, got {type(self.layout).__name__}")
+
+
 def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltages, out_dir,
-              offsets: int = 1, workers: int = 1, executor: str = "local",
-              ray_address: str | None = None, threads: int = 1, limit: int | None = None,
-              bits: int | None = None, scheme: str | None = None, clip: float | None = None,
-              batch_size: int = 1000, leakage_share: float = 0.0, progress: bool = True,
-              ecc: str | None = None, ecc_policy: str = "keep",
-              bit_placement: str = "linear") -> dict:
+              settings: SweepSettings | None = None,
+              execution: Execution | None = None) -> dict:
     """Run (or resume) a sweep and write DIR/points.jsonl, summary.json/.csv/.png.
 
-    model: a checkpoint path (quantization settings from its meta unless overridden) or an
-    nn.Module (bits/scheme/clip default to 8 / symmetric / None), or a `.pt2` file holding a
-    PT2E-quantized program (`load_exported`): its int8 weights are the image as they are
-    (`TorchQuantizedModel`) and it runs on its own int8 kernels; options that would requantize
-    or re-encode it are refused, and it has no float accuracy (None). dataset: a `load_dataset`
-    spec or a `Dataset`. chips: `ChipSpec`s (`random_chips`, `profile_chips`) or profile paths.
-    voltages: a list or a `parse_voltages` string. workers: 1 runs here, more use a process
-    pool (or Ray actors with executor="ray"); each runs `threads` torch threads, and a point's
-    result does not depend on the executor or worker count at a fixed `threads`.
-    ecc: the weight memory holds SECDED check bits ("secded72" / "secded13", `sramsim.inject.ecc`):
-    the chips hold the stored image (data + check bits), each point decodes it with `ecc_policy`
-    ("keep" / "zero") and records the decoder's counts; energy per read includes the n/k reads
-    and the illustrative decoder energy (`sramsim.analysis.energy.ecc_energy_per_read`).
-    bit_placement: "linear" (default), "shuffle" or "skip-faulty-words" (`sramsim.inject.
-    bit_placement`): each point's placement is planned from its chip's map at the point's own
-    voltage (the profile is known at the operating voltage) and offset; points record the table
-    size (remapped / skipped words). Its metadata reads are not charged to the energy per read.
-    Returns the summary dict.
+    model: a checkpoint path (quantization settings from its meta unless `settings` overrides
+    them) or an nn.Module, or a `.pt2` file holding a PT2E-quantized program (`load_exported`):
+    its int8 weights are the image as they are (`TorchQuantizedModel`) and it runs on its own
+    int8 kernels; settings that would requantize or re-encode it are refused, and it has no
+    float accuracy (None). dataset: a `load_dataset` spec or a `Dataset`. chips: `ChipSpec`s
+    (`random_chips`, `profile_chips`) or profile paths. voltages: a list or a `parse_voltages`
+    string. settings: what to compute (`SweepSettings`); execution: where
+    (`sramsim.analysis.executors.Execution`: a point's result does not depend on the executor or
+    worker count at a fixed `threads`). Returns the summary dict.
     """
     t_start = time.perf_counter()
+    settings = settings or SweepSettings()
+    execution = execution or Execution()
+    voltages, chips = _check_grid(voltages, chips)
+    layout = settings.layout
+    if is_exported_file(model):
+        refuse_options(model, {f"bits {settings.bits}": settings.bits not in (None, 8),
+                               f"scheme {settings.scheme}": settings.scheme is not None,
+                               f"clip {settings.clip}": settings.clip is not None,
+                               f"ecc {layout.ecc}": layout.ecc is not None})
+    facts = [_chip_facts(c) for c in chips]
+    _check_voltages(voltages, facts)
+    nominal, unit = facts[0]["nominal"], facts[0]["unit"]
+
+    workload, model_obj, arch, ds = load_workload(model, dataset, chips, settings)
+    if layout.bit_placement == "skip-faulty-words":
+        _check_skip_capacity(workload, model_obj, chips, min(voltages))
+    config = _config(workload, model_obj, arch, ds, chips, settings)
+    store = ResultStore(out_dir, config)
+    tasks = _pending_tasks(store, voltages, len(chips), settings.offsets)
+    _run_tasks(workload, tasks, store, execution)
+
+    summary = summarize(store.records, voltages, len(chips), settings.offsets, nominal,
+                        settings.leakage_share, layout.ecc)
+    n_points = len(voltages) * len(chips) * settings.offsets
+    computed = sum(t.size for t in tasks if t.chip_index >= 0)
+    summary.update({
+        "model": str(model) if isinstance(model, (str, os.PathLike)) else config["model"]["arch"],
+        "data": str(dataset) if isinstance(dataset, (str, os.PathLike)) else ds.name,
+        "n_samples": len(ds), "limit": settings.limit,
+        "quantization": config["quantization"],
+        "chips": [f["name"] for f in facts], "offsets": settings.offsets,
+        "voltage_unit": unit, "nominal_voltage": nominal,
+        "leakage_share": float(settings.leakage_share),
+        "layout": layout.describe(),
+        "ecc": None if layout.ecc is None else {
+            **layout.ecc_record(), "read_overhead": layout.read_overhead,
+            "decoder_energy": E.decoder_energy(layout.ecc)},
+        "bit_placement": {"policy": layout.bit_placement, "planned_at": "each point's voltage",
+                          "table_bits_per_word": layout.table_bits_per_word(workload.bits)},
+        "computed_points": computed, "reused_points": n_points - computed,
+        **execution.describe(),
+        "elapsed_s": round(time.perf_counter() - t_start, 3),
+        "out": str(store.dir),
+    })
+    summary["files"] = {"points": str(store.points_path), "summary_json": str(store.dir / "summary.json"),
+                        "summary_csv": str(store.dir / "summary.csv"),
+                        "plot": _plot(summary, store.dir / "summary.png")}
+    store.write_summary(summary)
+    return summary
+
+
+def _check_grid(voltages, chips) -> tuple[list[float], list[ChipSpec]]:
+    """Voltages as a descending list of distinct positive numbers, chips as ChipSpecs."""
     if isinstance(voltages, str):
         voltages = parse_voltages(voltages)
-    voltages = sorted({round(float(v), 6) for v in voltages}, reverse=True)
+    try:
+        voltages = sorted({round(float(v), 6) for v in voltages}, reverse=True)
+    except (TypeError, ValueError):
+        raise InputError(f"voltages must be numbers, got {voltages!r}") from None
     if not voltages or not all(math.isfinite(v) and v > 0 for v in voltages):
         raise InputError("voltages must be positive finite numbers")
     chips = [c if isinstance(c, ChipSpec) else profile_chips([c])[0] for c in chips]
     if not chips:
         raise InputError("no chips to sweep")
-    if int(offsets) != offsets or offsets < 1:
-        raise InputError(f"--offsets must be a positive integer, got {offsets!r}")
-    if int(workers) != workers or workers < 1:
-        raise InputError(f"--workers must be a positive integer, got {workers!r}")
-    if int(threads) != threads or threads < 1:
-        raise InputError(f"--threads must be a positive integer, got {threads!r}")
-    if executor not in ("local", "ray"):
-        raise InputError(f"--executor must be 'local' or 'ray', got {executor!r}")
-    if not 0.0 <= float(leakage_share) <= 1.0:
-        raise InputError(f"--leakage-share must lie in [0, 1], got {leakage_share!r}")
-    ecc = check_protection(ecc, ecc_policy, bit_placement)     # a sweep's chips are known maps
-    if is_exported_file(model):
-        refuse_options(model, {f"--bits {bits}": bits not in (None, 8),
-                                     f"--scheme {scheme}": scheme is not None,
-                                     f"--clip {clip}": clip is not None,
-                                     f"--ecc {ecc}": ecc is not None,
-                                     f"--placement {bit_placement}": bit_placement != "linear"})
+    return voltages, chips
 
-    facts = [_chip_facts(c) for c in chips]
-    _check_voltages(voltages, facts)
-    nominal, unit = facts[0]["nominal"], facts[0]["unit"]
 
-    workload, model_obj, arch, ds = _workload(model, dataset, chips, int(offsets), limit, bits, scheme,
-                                        clip, batch_size)
-    workload.ecc, workload.ecc_policy = ecc, ecc_policy
-    workload.bit_placement = bit_placement
-    if bit_placement == "skip-faulty-words":
-        _check_skip_capacity(workload, model_obj, chips, min(voltages))
+def _config(workload, model_obj, arch: str, ds, chips, settings: SweepSettings) -> dict:
+    """What the sweep's points belong to (its output folder refuses anything else)."""
+    layout = settings.layout
     config = {
         "model": {"arch": arch, "sha256": model_sha256(model_obj)},
         "data": {"name": ds.name, "n": len(ds), "sha256": tensor_sha256([ds.x, ds.y])},
         "quantization": {"bits": workload.bits, "scheme": workload.scheme, "clip": workload.clip,
                          "include_bias": workload.include_bias},
         "chips": [c.identity() for c in chips],
-        "offsets": int(offsets),
+        "offsets": settings.offsets,
     }
-    if ecc is not None:     # only then: sweeps without ECC keep their old configuration
-        config["ecc"] = {"code": ecc, "policy": ecc_policy}
-    if bit_placement != "linear":     # likewise: linear sweeps keep their old configuration
-        config["bit_placement"] = bit_placement
-    store = ResultStore(out_dir, config)
-    tasks = _pending_tasks(store, voltages, len(chips), int(offsets))
-    n_new = sum(t.size for t in tasks)
-    bar = _progress_bar(n_new, progress)
+    # Only what differs from the plain layout: sweeps without it keep their old configuration.
+    if layout.ecc is not None:
+        config["ecc"] = layout.ecc_record()
+    if layout.bit_placement != "linear":
+        config["bit_placement"] = layout.bit_placement
+    if layout.mapping != "linear":
+        config["mapping"] = {k: v for k, v in layout.describe().items()
+                             if k in ("mapping", "partition", "layer_tolerance")}
+    return config
+
+
+def _run_tasks(workload, tasks: list, store: ResultStore, execution: Execution) -> None:
+    """Evaluate the pending tasks, writing each task's points as it finishes."""
+    bar = _progress_bar(sum(t.size for t in tasks), execution.progress)
 
     def on_result(records: list[dict]) -> None:
         store.append(records)
@@ -262,43 +325,11 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
 
     try:
         if tasks:
-            if executor == "ray":
-                run_ray(workload, tasks, workers, int(threads), ray_address, on_result)
-            elif workers == 1:
-                run_inprocess(workload, tasks, int(threads), on_result)
-            else:
-                run_pool(workload, tasks, min(int(workers), len(tasks)), int(threads), on_result)
+            with execution.open(functools.partial(SweepWorker, workload)) as ex:
+                ex.run(tasks, on_result)
     finally:
         bar.close()
         store.close()
-
-    summary = summarize(store.records, voltages, len(chips), int(offsets), nominal, leakage_share,
-                        ecc)
-    summary.update({
-        "model": str(model) if isinstance(model, (str, os.PathLike)) else config["model"]["arch"],
-        "data": str(dataset) if isinstance(dataset, (str, os.PathLike)) else ds.name,
-        "n_samples": len(ds), "limit": limit,
-        "quantization": config["quantization"],
-        "chips": [f["name"] for f in facts], "offsets": int(offsets),
-        "voltage_unit": unit, "nominal_voltage": nominal, "leakage_share": float(leakage_share),
-        "ecc": None if ecc is None else {
-            "code": ecc, "policy": ecc_policy, "read_overhead": get_code(ecc).overhead,
-            "decoder_energy": E.decoder_energy(ecc)},
-        "bit_placement": {"policy": bit_placement, "planned_at": "each point's voltage",
-                          "table_bits_per_word": math.ceil(math.log2(workload.bits))
-                          if bit_placement == "shuffle" else 0},
-        "computed_points": sum(t.size for t in tasks if t.chip_index >= 0),
-        "executor": executor, "workers": int(workers), "threads": int(threads),
-        "elapsed_s": round(time.perf_counter() - t_start, 3),
-        "out": str(store.dir),
-    })
-    summary["reused_points"] = len(voltages) * len(chips) * int(offsets) - sum(
-        t.size for t in tasks if t.chip_index >= 0)
-    summary["files"] = {"points": str(store.points_path), "summary_json": str(store.dir / "summary.json"),
-                        "summary_csv": str(store.dir / "summary.csv"),
-                        "plot": _plot(summary, store.dir / "summary.png")}
-    store.write_summary(summary)
-    return summary
 
 
 def _check_voltages(voltages: list[float], facts: list[dict]) -> None:
@@ -318,10 +349,11 @@ def _check_voltages(voltages: list[float], facts: list[dict]) -> None:
             raise InputError(f"voltage {low:g} is below chip {f['name']!r}'s {what} {f['v_floor']:g}")
 
 
-def _workload(model, dataset, chips, offsets, limit, bits, scheme, clip, batch_size):
+def load_workload(model, dataset, chips, settings: SweepSettings):
     """Load (and check) model and data here, so bad input fails before any worker starts."""
     from sramsim.nn.data import Dataset, load_dataset
     meta = {}
+    limit = settings.limit
     if is_exported_file(model):
         model_path, model_obj = str(model), load_exported(model)
     elif isinstance(model, (str, os.PathLike)):
@@ -332,22 +364,17 @@ def _workload(model, dataset, chips, offsets, limit, bits, scheme, clip, batch_s
         model_path, model_obj = None, model
     else:
         raise InputError(f"model must be a checkpoint path or an nn.Module, got {type(model).__name__}")
-    if limit is not None and (int(limit) != limit or limit < 1):
-        raise InputError(f"--limit must be a positive integer, got {limit!r}")
     if isinstance(dataset, Dataset):
         spec, ds = None, dataset
         if limit is not None:
             ds = Dataset(ds.x[:limit], ds.y[:limit], ds.num_classes, ds.name)
     else:
         spec, ds = str(dataset), load_dataset(str(dataset), "test", limit)
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise InputError(f"--batch-size must be a positive integer, got {batch_size!r}")
     if is_exported_file(model):
-        return _exported_workload(model_path, model_obj, chips, offsets, spec, ds, limit,
-                                  int(batch_size))
-    bits = int(bits if bits is not None else meta.get("bits") or 8)
-    scheme = scheme if scheme is not None else meta.get("scheme") or "symmetric"
-    clip = clip if clip is not None else meta.get("clip")
+        return _exported_workload(model_path, model_obj, chips, settings, spec, ds)
+    bits = int(settings.bits if settings.bits is not None else meta.get("bits") or 8)
+    scheme = settings.scheme if settings.scheme is not None else meta.get("scheme") or "symmetric"
+    clip = settings.clip if settings.clip is not None else meta.get("clip")
     from sramsim.inject.quantization import check_scheme
     try:
         check_scheme(scheme, bits)
@@ -356,9 +383,10 @@ def _workload(model, dataset, chips, offsets, limit, bits, scheme, clip, batch_s
     in_ch = meta.get("in_channels")
     if in_ch is not None and int(in_ch) != ds.in_channels:
         raise InputError(f"model expects {in_ch}-channel inputs but {ds.name} has {ds.in_channels}")
-    workload = Workload(list(chips), offsets, bits, scheme, None if clip is None else float(clip),
-                        model_path=model_path, dataset_spec=spec, limit=limit,
-                        batch_size=int(batch_size), model=model_obj, dataset=ds)
+    workload = Workload(list(chips), settings.offsets, bits, scheme,
+                        None if clip is None else float(clip), model_path=model_path,
+                        dataset_spec=spec, limit=limit, batch_size=settings.batch_size,
+                        layout=settings.layout, model=model_obj, dataset=ds)
     return workload, model_obj, meta.get("arch") or type(model_obj).__name__, ds
 
 
@@ -369,15 +397,16 @@ def _check_skip_capacity(workload, model_obj, chips, v_low: float) -> None:
     qm = QuantizedModel(model_obj, workload.bits, workload.scheme, workload.clip,
                         include_bias=workload.include_bias)
     for spec in chips:
-        qm.plan_bits(spec.build(), v_low, "skip-faulty-words")
+        workload.layout.plan_bits(qm, spec.build(), v_low)
 
 
-def _exported_workload(path: str, gm: nn.Module, chips, offsets, spec, ds, limit, batch_size):
+def _exported_workload(path: str, gm: nn.Module, chips, settings: SweepSettings, spec, ds):
     """The workload of a PT2E program, checked here on the data's first (and last) batch: a
     program that does not fit the data fails in one line before any worker starts."""
-    check_runs(gm, ds.x, ds.num_classes, batch_size, path, ds.name)
-    workload = Workload(list(chips), offsets, 8, "pt2e", None, model_path=path,
-                        dataset_spec=spec, limit=limit, batch_size=batch_size, model=gm,
+    check_runs(gm, ds.x, ds.num_classes, settings.batch_size, path, ds.name)
+    workload = Workload(list(chips), settings.offsets, 8, "pt2e", None, model_path=path,
+                        dataset_spec=spec, limit=settings.limit,
+                        batch_size=settings.batch_size, layout=settings.layout, model=gm,
                         dataset=ds, torch_quantized=True)
     return workload, gm, "pt2e", ds
 
@@ -394,9 +423,8 @@ def _pending_tasks(store: ResultStore, voltages, n_chips: int, offsets: int) -> 
 
 
 def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-    return tqdm(total=total, unit="pt", desc="sweep", file=sys.stderr, disable=not enabled,
-                dynamic_ncols=True, smoothing=0.1)
+    from sramsim.progress import progress
+    return progress(total=total, unit="pt", desc="sweep", enabled=enabled)
 
 
 # ------------------------------------------------------------------------------ aggregation
@@ -462,15 +490,14 @@ def _aggregate(v: float, chips: list[list[dict]], nominal: float, leakage_share:
 
 
 def first_drop(summary: dict, drop: float = 0.01) -> dict | None:
-    """The highest voltage whose mean accuracy is more than `drop` below the clean accuracy."""
+    """The highest voltage whose mean accuracy is more than `drop` below the model's own clean
+    accuracy (`sramsim.analysis.operating_point.first_failure`)."""
     clean = summary.get("clean_accuracy")
     if clean is None:
         return None
-    for p in sorted(summary["points"], key=lambda q: -q["voltage"]):
-        if p["accuracy_mean"] is not None and p["accuracy_mean"] < clean - drop:
-            return {"voltage": p["voltage"], "accuracy_mean": p["accuracy_mean"],
-                    "ber": p["ber"], "saving": p["saving"], "energy_per_read": p["energy_per_read"]}
-    return None
+    p = first_failure(summary["points"], clean, drop)
+    return None if p is None else {k: p[k] for k in ("voltage", "accuracy_mean", "ber", "saving",
+                                                      "energy_per_read")}
 
 
 def _plot(summary: dict, path) -> str | None:

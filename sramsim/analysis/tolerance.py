@@ -1,13 +1,15 @@
 """Tolerable bit error rate of a model: the largest BER (so the lowest supply voltage) at which its
-mean accuracy over K fault maps stays within a margin of the fault-free quantized accuracy.
+mean accuracy over K fault maps stays within a margin of a reference accuracy (by default its own
+fault-free quantized accuracy; `sramsim.analysis.operating_point.Reference` names the others,
+e.g. a control model's clean accuracy).
 
 The search is a *measurement* on the evaluation split (test data): nothing is trained or selected
 on it; it reports where the accuracy falls. How it runs:
 
 1. the fault-free quantized accuracy `clean` (no faults);
 2. a log-spaced BER grid (default 1e-6 .. 1e-1, one point per decade), from low to high BER; at each
-   point K fault maps are evaluated and the point *passes* when mean accuracy >= clean - margin;
-   the scan stops at the first failing point;
+   point K fault maps are evaluated and the point *passes* when mean accuracy >= reference -
+   margin (`operating_point.passes`); the scan stops at the first failing point;
 3. bisection in log10(BER) between the last passing and the first failing grid point
    (`bisect_steps` halvings, or until their voltages are closer than 10 uV); the tolerable BER is
    the highest BER that passed, its voltage the curve's inverse `curve.voltage(ber)`.
@@ -17,30 +19,30 @@ Fault maps (which maps, so a result can be reproduced and compared):
   image's bits (`sramsim.inject.draws.fixed_draws(..., purpose="test")`, the rule `fusion eval`
   and `sramsim vuln` use), so map k is the same random stream at every BER;
 - source "dram": map k at BER b is the DRAM chip `dram_chip(geometry, curve, v_floor=V(b),
-  seed=seed + k, model=error_model)` read at V(b) = curve.voltage(b), with the weights laid into
-  the part by the placement policy `mapping` (`sramsim.inject.placement`), so the faults each
-  weight sees are those of the cells it lands on.
+  seed=seed + k, error_model=error_model)` read at V(b) = curve.voltage(b), with the weights laid into
+  the part by the DRAM mapping policy `mapping` (`MemoryLayout(mapping=...)`,
+  `sramsim.inject.dram_mapping`), so the faults each weight sees are those of the cells it
+  lands on.
 
 Resume: points go to a sweep `ResultStore` (DIR/config.json + points.jsonl, written as each map
 finishes). Its key is (voltage, map, 0), with the voltage V(b) of the point's BER on the curve
 (rounded to 1 uV; the curve is one-to-one, and bisection stops before two points share a key), so
 a re-run with the same model, data, source and seed reuses every finished map, whatever the
-margin or K. The sweep's Workload/SweepWorker evaluate chips at a voltage through the plain
-word-offset mapping, which fits neither random errors nor placed DRAM weights; the maps of one
-point run on a small process pool of the same kind (spawned, thread-pinned, exiting with the
-parent), or in this process with workers=1.
+margin, reference or K. The maps of one point run on the executor of `execution` (this
+process, a spawned local pool, or Ray actors; `sramsim.analysis.executors`).
 
-Each map is evaluated in place (`FaultyModel`: its faults, as image bit addresses, written into a
-copy of the model and restored, O(faults)); accuracy and loss are bit-identical to evaluating the
-weights dequantized from the whole faulty image (`ToleranceWorker.faulty_image`, kept as the
-reference the tests compare with).
+Each map is evaluated through `sramsim.nn.evaluation.Evaluator` (in place: its faults written
+into a copy of the model and restored, O(faults)); accuracy and loss are bit-identical to
+evaluating the weights dequantized from the whole faulty image (`ToleranceWorker.faulty_image`,
+kept as the reference the tests compare with).
 
-Energy: per placement policy, the DRAM energy of one inference (every weight read once from the
+Energy: per DRAM mapping policy, the DRAM energy of one inference (every weight read once from the
 part, `placement.inference_energy`) at nominal voltage and at the tolerable voltage, and the saving.
 error-aware's energy ranks subarrays by the error model's expected BER (`mapping_energies`).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -49,7 +51,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from sramsim.analysis.dram_energy import DramEnergy
+from sramsim.analysis.executors import Execution, pinned_threads
+from sramsim.analysis.operating_point import Reference, check_margin, passes
+from sramsim.analysis.store import open_store, write_json
 from sramsim.errors import InputError, check_ber
+from sramsim.progress import duration, progress
 from sramsim.memory.dram import DEFAULT_PART
 from sramsim.memory.dram_curves import DEFAULT_DRAM_CURVE, dram_curve, dram_nominal_voltage
 from sramsim.stats import ci95_halfwidth, mean_std
@@ -98,113 +105,97 @@ class FaultSpec:
         from sramsim.memory.dram import DramGeometry
         return DramGeometry.from_part(self.part, **(self.geometry or {}))
 
+    def layout(self):
+        """How the weights are stored: the DRAM mapping of the chips, or linear for random
+        errors over the image's own bits."""
+        from sramsim.inject.layout import MemoryLayout
+        return MemoryLayout(mapping=self.mapping if self.source == "dram" else "linear")
+
 
 # ------------------------------------------------------------------------------ one map
 
 class ToleranceWorker:
-    """Evaluates fault maps of a search; holds the model, data and quantized image.
+    """Evaluates fault maps of a search; holds the model, data and quantized image."""
 
-    Each map is evaluated on the in-place path (`FaultyModel`: the map's faults written into a
-    copy of the model, O(faults), and restored), never by dequantizing every weight again; its
-    accuracy is bit-identical to evaluating `qm.dequantize(self.faulty_image(...))`."""
-
-    def __init__(self, workload, spec: FaultSpec, layer_bytes: list[int] | None = None):
+    def __init__(self, workload, spec: FaultSpec):
         from sramsim.inject.quantized_model import QuantizedModel
+        from sramsim.nn.evaluation import Evaluator
         self.workload, self.spec = workload, spec
         self.model = workload.load_model()
         self.dataset = workload.load_dataset()
         self.qm = QuantizedModel(self.model, workload.bits, workload.scheme, workload.clip,
                                  include_bias=workload.include_bias)
         self.curve = dram_curve(spec.curve)
+        self.layout = spec.layout()
+        self.evaluator = Evaluator(self.qm, self.layout)
         self._out = np.empty_like(self.qm.image)
-        self._placement = None
-        self._layer_bytes = layer_bytes
-        self._faulty = None
-        self._clean = None
-
-    def _clean_eval(self) -> dict:
-        """{"accuracy", "loss"} of the fault-free quantized weights (computed once)."""
-        if self._clean is None:
-            from sramsim.nn.evaluation import evaluate
-            self._clean = evaluate(self.model, self.dataset, self.qm.clean_weights(),
-                                   self.workload.batch_size)
-        return self._clean
 
     def clean(self) -> dict:
         """The fault-free quantized evaluation, as a store record."""
         from sramsim.nn.evaluation import evaluate
-        r = self._clean_eval()
+        r = self.evaluator.clean(self.dataset, self.workload.batch_size)
         unquantized = evaluate(self.model, self.dataset, None, self.workload.batch_size)
         return {"clean": True, "accuracy": r["accuracy"], "loss": r["loss"],
                 "float_accuracy": unquantized["accuracy"], "n_samples": len(self.dataset)}
 
     def run(self, ber: float, k: int) -> dict:
         """Map `k` at BER `ber`: its record (accuracy, loss, faults that hit the image)."""
-        from sramsim.nn.evaluation import FaultyModel, evaluate
         t0 = time.perf_counter()
         voltage = float(self.curve.voltage(ber))
-        faults = self.fault_map(ber, voltage, k)
-        wrong = changed_bits(self.qm.image, faults)
-        if self._faulty is None:
-            self._faulty = FaultyModel(self.qm, self.model)
+        source, v = self.source(ber, voltage, k)
+        wrong = changed_bits(self.qm.image, self.fault_map(ber, voltage, k))
         t1 = time.perf_counter()
-        with self._faulty.faults(faults) as (weights, changed):
-            # no bit of the image reads back differently: the fault-free evaluation
-            r = evaluate(self._faulty.model, self.dataset, weights, self.workload.batch_size) \
-                if changed else self._clean_eval()
+        r = self.evaluator.evaluate(self.dataset, source, v, batch_size=self.workload.batch_size)
         return {"voltage": round(voltage, 6), "chip_index": int(k), "offset_index": 0,
                 "ber": float(ber), "map": int(k), "wrong_bits": wrong,
                 "image_ber": wrong / self.qm.n_bits, "accuracy": r["accuracy"],
                 "loss": r["loss"], "n_samples": len(self.dataset), "t_faults": t1 - t0,
                 "t_eval": time.perf_counter() - t1}
 
+    def source(self, ber: float, voltage: float, k: int) -> tuple:
+        """Map k at BER `ber` as the (fault source, voltage) the layout reads: the k-th random
+        pattern (no voltage), or map k's DRAM chip at `voltage`."""
+        if self.spec.source == "random":
+            from sramsim.inject.draws import fixed_draws
+            draws = fixed_draws(self.qm.n_bits, k + 1, ber=ber, seed=self.spec.seed)
+            return next(itertools.islice(draws, k, None)), None
+        from sramsim.memory.dram_errors import dram_chip
+        chip = dram_chip(self.spec.dram_geometry(), self.curve, v_floor=voltage,
+                         seed=self.spec.seed + int(k), error_model=self.spec.error_model)
+        return chip, voltage
+
     def fault_map(self, ber: float, voltage: float, k: int):
         """Map k at BER `ber` (voltage `voltage` on the curve) as the `Faults` it puts on the
         image's bits (image bit addresses, ascending, distinct)."""
-        from sramsim.inject import placement as P
-        if self.spec.source == "random":
-            return self._random_draw(ber, k)
-        chip, placement = self._chip_and_placement(ber, voltage, k)
-        return P.placed_faults(chip, voltage, placement)
+        from sramsim.inject import dram_mapping as P
+        source, v = self.source(ber, voltage, k)
+        if v is None:
+            return source
+        return P.placed_faults(source, v, self.layout.dram_mapping(self.qm, source, v))
 
     def faulty_image(self, ber: float, voltage: float, k: int) -> np.ndarray:
         """The image read back through map k at BER `ber` (voltage `voltage` on the curve): the
         functional path (whole image), the reference `run`'s in-place path is tested against."""
-        from sramsim.inject import placement as P
-        from sramsim.inject.draws import apply_numpy
-        if self.spec.source == "random":
-            return apply_numpy(self.qm.image, self._random_draw(ber, k), self._out)
-        chip, placement = self._chip_and_placement(ber, voltage, k)
-        return P.apply_placed(self.qm.image, chip, voltage, placement, out=self._out)
+        source, v = self.source(ber, voltage, k)
+        return self.layout.read(self.qm, source, v, 0, self._out)[0]
 
-    def _random_draw(self, ber: float, k: int):
-        from sramsim.inject.draws import fixed_draws
-        draws = fixed_draws(self.qm.n_bits, k + 1, ber=ber, seed=self.spec.seed)
-        return next(itertools.islice(draws, k, None))
 
-    def _chip_and_placement(self, ber: float, voltage: float, k: int):
-        """Map k's DRAM chip (drawn down to `voltage`) and the weights' placement in it."""
-        from sramsim.memory.dram_errors import dram_chip
-        geometry = self.spec.dram_geometry()
-        chip = dram_chip(geometry, self.curve, v_floor=voltage, seed=self.spec.seed + int(k),
-                         model=self.spec.error_model)
-        if self.spec.mapping == "error-aware":
-            return chip, placed(self.qm.image.size, geometry, "error-aware", self._layer_bytes,
-                                chip, voltage, ber)
-        if self._placement is None:
-            self._placement = placed(self.qm.image.size, geometry, self.spec.mapping,
-                                     self._layer_bytes)
-        return chip, self._placement
+class _MapTasks:
+    """A ToleranceWorker as an executor's worker: task (ber, k) -> [map k's record]."""
+
+    def __init__(self, workload, spec: FaultSpec):
+        self.worker = ToleranceWorker(workload, spec)
+
+    def run(self, task: tuple) -> list[dict]:
+        """[map k's record at BER ber] for task (ber, k)."""
+        return [self.worker.run(*task)]
 
 
 def changed_bits(image: np.ndarray, faults) -> int:
     """Bits of `image` that `faults` (distinct image bit addresses) change: every flip, a stuck-at
     only where the stored bit differs from it. O(faults); equals popcount(image ^ faulty)."""
-    from sramsim.memory.geometry import FLIP, STUCK1
-    address = faults.address.astype(np.int64)
-    stored = (image[address >> 3] >> (address & 7).astype(np.uint8)) & 1
-    kind = faults.kind
-    return int(np.count_nonzero((kind == FLIP) | ((kind != FLIP) & (stored != (kind == STUCK1)))))
+    from sramsim.memory.kernels import changed_bits as count
+    return int(count(image, faults.address, faults.kind))
 
 
 def placed(n_bytes: int, geometry, policy: str, layer_bytes, chip=None, voltage=None,
@@ -212,7 +203,7 @@ def placed(n_bytes: int, geometry, policy: str, layer_bytes, chip=None, voltage=
     """The weights' placement in the part. error-aware: every layer given the same tolerable BER
     `tolerance`, the part's subarrays ordered by `partition_ber` (default: `chip`'s empirical BER
     at `voltage`), so the image fills the most reliable subarrays first."""
-    from sramsim.inject import placement as P
+    from sramsim.inject import dram_mapping as P
     if policy != "error-aware":
         return P.place(n_bytes, geometry, policy)
     if partition_ber is None:
@@ -222,119 +213,48 @@ def placed(n_bytes: int, geometry, policy: str, layer_bytes, chip=None, voltage=
                    layer_tolerance=[tolerance] * len(layer_bytes), partition="subarray")
 
 
-# ------------------------------------------------------------------------------ the pool
-
-_WORKER: ToleranceWorker | None = None     # per-process state of a pool child, never the parent's
-
-
-def _pool_init(workload, spec, layer_bytes, threads: int, parent: int) -> None:
-    global _WORKER
-    import signal
-    from sramsim.analysis.executors import exit_with_parent, set_threads
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    exit_with_parent(parent)
-    set_threads(threads)
-    _WORKER = ToleranceWorker(workload, spec, layer_bytes)
-
-
-def _pool_run(ber: float, k: int) -> dict:
-    return _WORKER.run(ber, k)
-
-
-class _Runner:
-    """Runs maps here (workers=1) or on a spawned process pool; results in submission order."""
-
-    def __init__(self, workload, spec, layer_bytes, workers: int, threads: int):
-        self.args = (workload, spec, layer_bytes)
-        self.workers, self.threads = workers, threads
-        self._local = None
-        self._pool = None
-
-    def local(self) -> ToleranceWorker:
-        """The in-process worker (clean evaluation, and every map when workers=1)."""
-        if self._local is None:
-            self._local = ToleranceWorker(*self.args)
-        return self._local
-
-    def run(self, jobs: list[tuple[float, int]], on_result) -> None:
-        """Evaluate (ber, k) jobs; `on_result(record)` as each finishes."""
-        if self.workers == 1 or len(jobs) == 1:
-            from sramsim.analysis.executors import pinned_threads
-            with pinned_threads(self.threads):
-                for ber, k in jobs:
-                    on_result(self.local().run(ber, k))
-            return
-        if self._pool is None:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-            self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=mp.get_context("spawn"), initializer=_pool_init,
-                initargs=(*self.args, self.threads, os.getpid()))
-        from concurrent.futures import FIRST_COMPLETED, wait
-        pending = {self._pool.submit(_pool_run, ber, k) for ber, k in jobs}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                on_result(fut.result())
-
-    def close(self) -> None:
-        """Shut the pool down (if one was started)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-
 # ------------------------------------------------------------------------------ the search
 
-def search(model, dataset, *, margin: float = 0.01, maps: int = 5, low: float = DEFAULT_LOW,
-           high: float = DEFAULT_HIGH, per_decade: int = 1, bisect_steps: int = 4,
-           source: str = "random", error_model: int = 0, mapping: str = "drmap",
-           curve: str = DEFAULT_DRAM_CURVE, part: str = DEFAULT_PART, geometry: dict | None = None,
-           seed: int = 0, limit: int | None = None, bits: int | None = None,
-           scheme: str | None = None, clip: float | None = None, batch_size: int = 1000,
-           out_dir=None, workers: int = 1, threads: int = 1, log=None) -> dict:
+def search(model, dataset, *, margin: float = 0.01, reference: Reference | None = None,
+           maps: int = 5, low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH,
+           per_decade: int = 1, bisect_steps: int = 4, source: str = "random",
+           error_model: int = 0, mapping: str = "drmap", curve: str = DEFAULT_DRAM_CURVE,
+           part: str = DEFAULT_PART, geometry: dict | None = None, seed: int = 0,
+           limit: int | None = None, bits: int | None = None, scheme: str | None = None,
+           clip: float | None = None, batch_size: int = 1000, out_dir=None,
+           execution: Execution | None = None, log=None) -> dict:
     """Find the tolerable BER of `model` on `dataset` (see the module docstring); returns a dict
     with the tolerable BER, its voltage and interval, every evaluated point, and the DRAM energy
-    per inference and saving for each placement policy.
+    per inference and saving for each mapping policy.
 
     model/dataset: as `sramsim.analysis.sweep.run_sweep` (a checkpoint path or nn.Module; a
-    dataset spec or Dataset). margin: allowed drop of mean accuracy, in (0, 1). maps: K fault maps
+    dataset spec or Dataset). margin: allowed drop of mean accuracy below the reference, in
+    (0, 1). reference: what the accuracy must stay within the margin of (default: the model's
+    own clean accuracy; `Reference.given(acc, label)` for a control model's). maps: K fault maps
     per point. out_dir: a folder to store points in (resumable), or None to keep them in memory.
+    execution: where the maps run (`sramsim.analysis.executors.Execution`; the result does not
+    depend on it at a fixed `threads`); with its `progress`, one step per fault map on stderr.
+    log: called with a line per finished point (and, when the fault-free pass ran here, the
+    expected time of the rest).
     """
     from sramsim.analysis import sweep as S
-    from sramsim.analysis.dram_energy import DramEnergy
     t_start = time.perf_counter()
-    margin = _check_margin(margin)
+    reference = reference or Reference.own_clean()
+    execution = execution or Execution()
+    margin = check_margin(margin)
     maps = _positive_int(maps, "maps")
     bisect_steps = _positive_int(bisect_steps, "bisect_steps", minimum=0)
-    workers = _positive_int(workers, "workers")
-    threads = _positive_int(threads, "threads")
-    if source not in SOURCES:
-        raise InputError(f"fault source must be one of {', '.join(SOURCES)}, got {source!r}")
     grid = ber_grid(low, high, per_decade)
-    curve_obj = dram_curve(curve)
-    nominal = dram_nominal_voltage(curve)
     spec = FaultSpec(source, int(seed), curve, part, int(error_model), mapping,
                      dict(geometry) if geometry else None)
-    energy = DramEnergy.from_part(part)
-    from sramsim.memory.dram import DramGeometry
-    dram_geometry = DramGeometry.from_part(part, **(geometry or {}))
-    if source == "dram":
-        from sramsim.inject.placement import POLICIES
-        from sramsim.memory.dram_errors import resolve_params
-        resolve_params(dram_geometry, error_model, {})
-        if mapping not in POLICIES:
-            raise InputError(f"mapping must be one of {', '.join(POLICIES)}, got {mapping!r}")
-    _check_voltages(grid, curve_obj, nominal, curve)
-
-    workload, model_obj, arch, ds = S._workload(model, dataset, [], 1, limit, bits, scheme, clip,
-                                               batch_size)
+    curve_obj, nominal, dram_geometry = _check_spec(spec, grid)
+    workload, model_obj, arch, ds = S.load_workload(
+        model, dataset, [], S.SweepSettings(limit=limit, bits=bits, scheme=scheme, clip=clip,
+                                            batch_size=batch_size))
+    from sramsim.inject.dram_mapping import image_layer_bytes
     from sramsim.inject.quantized_model import QuantizedModel
     qm = QuantizedModel(model_obj, workload.bits, workload.scheme, workload.clip)
-    from sramsim.inject.placement import image_layer_bytes
-    layer_bytes = image_layer_bytes(qm)
     require_fits(qm.image.size, dram_geometry, part)
-
     config = {
         "kind": "tolerance",
         "model": {"arch": arch, "sha256": S.model_sha256(model_obj)},
@@ -343,96 +263,158 @@ def search(model, dataset, *, margin: float = 0.01, maps: int = 5, low: float = 
                          "include_bias": workload.include_bias},
         "faults": spec.identity(),
     }
-    store = _Store(out_dir, config)
-    runner = _Runner(workload, spec, layer_bytes, workers, threads)
+    store = open_store(out_dir, config)
+    reused = sum(1 for k in store.records if k != ("clean",))
     say = log or (lambda text: None)
+    most = (len(grid) + bisect_steps) * maps            # the grid may stop early: an upper bound
+    bar = progress(total=most, desc="tolerance", unit="map", enabled=execution.progress)
+    bar.update(min(reused, most))
     try:
-        if not store.done(("clean",)):
-            from sramsim.analysis.executors import pinned_threads
-            with pinned_threads(threads):
-                store.append([runner.local().clean()])
-        clean = store.records[("clean",)]["accuracy"]
-        say(f"fault-free quantized accuracy {100 * clean:.2f}%")
+        with execution.open(functools.partial(_MapTasks, workload, spec)) as ex:
+            if not store.done(("clean",)):
+                t0 = time.perf_counter()
+                with pinned_threads(execution.threads):
+                    store.append([ToleranceWorker(workload, spec).clean()])
+                each, left = time.perf_counter() - t0, most - reused
+                say(f"at most {left} fault maps of {len(ds)} images to evaluate, ~{each:.1f} s "
+                    f"each (as the fault-free pass): expect up to "
+                    f"~{duration(left * each / max(1, execution.workers or 1))}")
+            clean = store.records[("clean",)]["accuracy"]
+            target = reference.value(clean)
+            say(f"fault-free quantized accuracy {100 * clean:.2f}%; reference "
+                f"{reference.label} {100 * target:.2f}%")
 
-        def point(ber: float, phase: str) -> dict:
-            v = round(float(curve_obj.voltage(ber)), 6)
-            jobs = [(ber, k) for k in range(maps) if not store.done((v, k, 0))]
-            runner.run(jobs, lambda rec: store.append([rec]))
-            p = summarize_point(ber, v, [store.records[(v, k, 0)] for k in range(maps)], clean,
-                                margin, phase)
-            say(f"BER {ber:.3g} (V {v:.4f}): accuracy {100 * p['accuracy_mean']:.2f}% "
-                f"± {100 * p['ci95']:.2f} -> {'pass' if p['passes'] else 'fail'}")
-            return p
+            def point(ber: float, phase: str) -> dict:
+                v = round(float(curve_obj.voltage(ber)), 6)
+                ex.run([(ber, k) for k in range(maps) if not store.done((v, k, 0))],
+                       lambda records: (store.append(records), bar.update(len(records))))
+                p = summarize_point(ber, v, [store.records[(v, k, 0)] for k in range(maps)],
+                                    target, margin, phase)
+                say(f"BER {ber:.3g} (V {v:.4f}): accuracy {100 * p['accuracy_mean']:.2f}% "
+                    f"± {100 * p['ci95']:.2f} -> {'pass' if p['passes'] else 'fail'}")
+                return p
 
-        points, last_pass, first_fail = [], None, None
-        for ber in grid:
-            p = point(ber, "grid")
-            points.append(p)
-            if p["passes"]:
-                last_pass = p
-            else:
-                first_fail = p
-                break
-        if last_pass is not None and first_fail is not None:
-            lo, hi = last_pass, first_fail
-            for _ in range(bisect_steps):
-                if abs(lo["voltage"] - hi["voltage"]) < VOLTAGE_RESOLUTION:
-                    break
-                mid = float(10.0 ** ((math.log10(lo["ber"]) + math.log10(hi["ber"])) / 2))
-                p = point(mid, "bisect")
-                points.append(p)
-                if p["passes"]:
-                    lo = p
-                else:
-                    hi = p
-            last_pass, first_fail = lo, hi
+            points, last_pass, first_fail = scan(grid, point)
+            points += bisect(last_pass, first_fail, bisect_steps, point)
+            last_pass, first_fail = _bracket(points)
     finally:
-        runner.close()
+        bar.close()
         store.close()
+    computed = sum(1 for k in store.records if k != ("clean",)) - reused
+    result = _result(last_pass, first_fail, points, clean, reference, margin, maps, grid,
+                     bisect_steps, spec, curve, nominal)
+    result.update({
+        "float_accuracy": store.records[("clean",)]["float_accuracy"],
+        "model": str(model) if isinstance(model, (str, os.PathLike)) else arch,
+        "data": str(dataset) if isinstance(dataset, (str, os.PathLike)) else ds.name,
+        "n_samples": len(ds), "limit": limit, "quantization": config["quantization"],
+        "weight_bytes": int(qm.image.size),
+        "energy": mapping_energies(qm.image.size, image_layer_bytes(qm), dram_geometry,
+                                   DramEnergy.from_part(part), result["voltage"],
+                                   tolerable_ber=result["tolerable_ber"], curve=curve_obj,
+                                   seed=int(seed), error_model=int(error_model)),
+        **execution.describe(),
+        "computed_maps": computed, "reused_maps": reused,
+        "elapsed_s": round(time.perf_counter() - t_start, 3),
+        "out": None if store.dir is None else str(store.dir),
+    })
+    if store.dir is not None:
+        write_json(store.dir / "tolerance.json", result)
+    return result
 
-    best = last_pass
-    result = {
+
+def _check_spec(spec: FaultSpec, grid: list[float]):
+    """(curve, nominal voltage, DRAM geometry) of a search's fault spec, checked: a known source,
+    error model and mapping, and every grid BER at or below nominal voltage on the curve."""
+    if spec.source not in SOURCES:
+        raise InputError(f"fault source must be one of {', '.join(SOURCES)}, got "
+                         f"{spec.source!r}")
+    curve_obj = dram_curve(spec.curve)
+    nominal = dram_nominal_voltage(spec.curve)
+    dram_geometry = spec.dram_geometry()
+    if spec.source == "dram":
+        from sramsim.memory.dram_errors import resolve_params
+        resolve_params(dram_geometry, spec.error_model, {})
+        spec.layout()                                 # a known mapping policy
+    _check_voltages(grid, curve_obj, nominal, spec.curve)
+    return curve_obj, nominal, dram_geometry
+
+
+def scan(grid: list[float], point) -> tuple[list[dict], dict | None, dict | None]:
+    """Evaluate `point(ber, "grid")` from low to high BER until one fails: (points, last
+    passing, first failing)."""
+    points, last_pass, first_fail = [], None, None
+    for ber in grid:
+        p = point(ber, "grid")
+        points.append(p)
+        if not p["passes"]:
+            first_fail = p
+            break
+        last_pass = p
+    return points, last_pass, first_fail
+
+
+def bisect(last_pass: dict | None, first_fail: dict | None, steps: int, point) -> list[dict]:
+    """Halve the bracket in log10(BER) `steps` times (or until its voltages are closer than
+    VOLTAGE_RESOLUTION); the points evaluated."""
+    points = []
+    if last_pass is None or first_fail is None:
+        return points
+    lo, hi = last_pass, first_fail
+    for _ in range(steps):
+        if abs(lo["voltage"] - hi["voltage"]) < VOLTAGE_RESOLUTION:
+            break
+        p = point(float(10.0 ** ((math.log10(lo["ber"]) + math.log10(hi["ber"])) / 2)),
+                  "bisect")
+        points.append(p)
+        lo, hi = (p, hi) if p["passes"] else (lo, p)
+    return points
+
+
+def _bracket(points: list[dict]) -> tuple[dict | None, dict | None]:
+    """(highest BER that passed below the first failure, lowest BER that failed)."""
+    fails = [p for p in points if not p["passes"]]
+    first_fail = min(fails, key=lambda p: p["ber"]) if fails else None
+    passes = [p for p in points if p["passes"]
+              and (first_fail is None or p["ber"] < first_fail["ber"])]
+    return (max(passes, key=lambda p: p["ber"]) if passes else None), first_fail
+
+
+def _result(best: dict | None, first_fail: dict | None, points: list[dict], clean: float,
+            reference: Reference, margin: float, maps: int, grid: list[float],
+            bisect_steps: int, spec: FaultSpec, curve: str, nominal: float) -> dict:
+    """The search's answer and its points, as JSON."""
+    return {
         "tolerable_ber": None if best is None else best["ber"],
         "voltage": None if best is None else best["voltage"],
         "accuracy_mean": None if best is None else best["accuracy_mean"],
         "ci95": None if best is None else best["ci95"],
         "first_failing_ber": None if first_fail is None else first_fail["ber"],
+        "first_failing": None if first_fail is None else
+        {k: first_fail[k] for k in ("ber", "voltage", "accuracy_mean", "ci95", "n")},
         "bound": ("below the lowest BER scanned" if best is None else
                   "at the highest BER scanned (the model may tolerate more)" if first_fail is None
                   else None),
         "clean_accuracy": clean,
-        "float_accuracy": store.records[("clean",)]["float_accuracy"],
+        "reference": reference.describe(clean),
         "margin": margin, "maps": maps,
         "grid": grid, "bisect_steps": bisect_steps,
         "points": sorted(points, key=lambda q: q["ber"]),
         "faults": {**spec.identity(), "maps_rule": _maps_rule(spec)},
         "curve": curve, "nominal_voltage": nominal, "voltage_unit": "V",
-        "model": str(model) if isinstance(model, (str, os.PathLike)) else arch,
-        "data": str(dataset) if isinstance(dataset, (str, os.PathLike)) else ds.name,
-        "n_samples": len(ds), "limit": limit, "quantization": config["quantization"],
-        "weight_bytes": int(qm.image.size),
-        "energy": mapping_energies(qm.image.size, layer_bytes, dram_geometry, energy,
-                                   None if best is None else best["voltage"],
-                                   tolerable_ber=None if best is None else best["ber"],
-                                   curve=curve_obj, seed=int(seed),
-                                   error_model=int(error_model)),
-        "workers": workers, "threads": threads,
-        "computed_maps": store.new, "reused_maps": store.reused,
-        "elapsed_s": round(time.perf_counter() - t_start, 3),
-        "out": None if store.dir is None else str(store.dir),
     }
-    store.write_summary(result)
-    return result
 
 
-def summarize_point(ber: float, voltage: float, records: list[dict], clean: float, margin: float,
-                    phase: str) -> dict:
-    """One BER's row: mean / std / 95% interval of accuracy over its maps, and pass or fail."""
+def summarize_point(ber: float, voltage: float, records: list[dict], reference_accuracy: float,
+                    margin: float, phase: str) -> dict:
+    """One BER's row: mean / std / 95% interval of accuracy over its maps, and whether it passes
+    (within `margin` of `reference_accuracy`, `operating_point.passes`)."""
     acc = [r["accuracy"] for r in records]
     mean, std = mean_std(acc)
     return {"ber": float(ber), "voltage": voltage, "phase": phase, "accuracy_mean": mean,
             "accuracy_std": std, "ci95": ci95_halfwidth(acc), "n": len(acc),
-            "accuracy_drop": clean - mean, "passes": bool(mean >= clean - margin - 1e-12),
+            "accuracy_drop": reference_accuracy - mean,
+            "passes": passes(mean, reference_accuracy, margin),
             "image_ber_mean": float(np.mean([r["image_ber"] for r in records]))}
 
 
@@ -458,7 +440,7 @@ def mapping_energies(n_bytes: int, layer_bytes, geometry, energy, voltage: float
     (`placement.partition_order`), every layer given the tolerable BER; without a voltage it is
     left out (no operating point to order partitions at). The energy depends on the ranking only
     through the banks and rows the image's subarrays occupy."""
-    from sramsim.inject import placement as P
+    from sramsim.inject import dram_mapping as P
     out = {}
     for policy in P.POLICIES if policies is None else policies:
         if policy == "error-aware":
@@ -488,18 +470,8 @@ def _maps_rule(spec: FaultSpec) -> str:
         return (f"map k at BER b: the k-th pattern of RandomBitErrors(b, seed={spec.seed}) over "
                 "the image bits (fixed_draws, purpose='test')")
     return (f"map k at BER b: dram_chip({spec.part}, {spec.curve}, v_floor=V(b), "
-            f"seed={spec.seed}+k, model={spec.error_model}) read at V(b), weights placed by "
+            f"seed={spec.seed}+k, error_model={spec.error_model}) read at V(b), weights placed by "
             f"{spec.mapping}")
-
-
-def _check_margin(margin) -> float:
-    try:
-        m = float(margin)
-    except (TypeError, ValueError):
-        raise InputError(f"--margin must be a number in (0, 1), got {margin!r}") from None
-    if not (math.isfinite(m) and 0.0 < m < 1.0):
-        raise InputError(f"--margin must lie in (0, 1), got {margin!r}")
-    return m
 
 
 def _positive_int(value, what: str, minimum: int = 1) -> int:
@@ -514,44 +486,3 @@ def _check_voltages(grid, curve, nominal: float, name: str) -> None:
     if v > nominal:
         raise InputError(f"BER {grid[0]:g} lies at {v:.4g} V on curve {name!r}, above its "
                          f"nominal {nominal:g} V: raise the lowest BER")
-
-
-class _Store:
-    """The sweep ResultStore when a folder is given, else the same interface in memory."""
-
-    def __init__(self, out_dir, config: dict):
-        from sramsim.analysis.store import ResultStore
-        self._store = None if out_dir is None else ResultStore(out_dir, config)
-        self.records = {} if self._store is None else self._store.records
-        self.dir = None if self._store is None else self._store.dir
-        self.reused = sum(1 for k in self.records if k != ("clean",))
-        self.new = 0
-
-    def done(self, key) -> bool:
-        """Whether point `key` is finished."""
-        return key in self.records
-
-    def append(self, records: list[dict]) -> None:
-        """Keep (and write, with a folder) finished records."""
-        from sramsim.analysis.store import point_key
-        if self._store is not None:
-            self._store.append(records)
-        else:
-            for r in records:
-                self.records[point_key(r)] = r
-        self.new += sum(1 for r in records if not r.get("clean"))
-
-    def close(self) -> None:
-        """Close points.jsonl."""
-        if self._store is not None:
-            self._store.close()
-
-    def write_summary(self, result: dict) -> None:
-        """DIR/tolerance.json (atomically), with a folder."""
-        if self.dir is None:
-            return
-        import json
-        path = self.dir / "tolerance.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
-        os.replace(tmp, path)

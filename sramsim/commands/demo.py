@@ -1,4 +1,4 @@
-"""`sramsim demo`: the main job on the embedded default data, end to end.
+"""`sramsim demo`: the main job end to end, on Fashion-MNIST and the shipped chips.
 
 Train (or reuse) the default 8-bit CNN on Fashion-MNIST, sweep the shipped finfet14 chips from
 nominal voltage down to 0.75, print the accuracy/energy table and where accuracy first drops by
@@ -11,16 +11,19 @@ import sys
 from pathlib import Path
 
 from sramsim.commands.main import check_writable, integer, print_json
+from sramsim.commands.helptext import leaf
 from sramsim.errors import InputError
+from sramsim.memory.shipped import ALL as SHIPPED, resolve_profiles
 
-SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 DEFAULT_VOLTAGES = "1.0:0.75:-0.025"
 
 
 def register(subparsers) -> None:
     """Add `sramsim demo` to the parser."""
     p = subparsers.add_parser("demo", help="train/reuse the default CNN and sweep the shipped chips",
-                              description=__doc__.splitlines()[0])
+                              **leaf(" ".join(__doc__.split("\n\n")[1].split()),
+                                     "sramsim demo",
+                                     "sramsim demo --epochs 1 --limit 2000 --out quick-demo"))
     p.add_argument("--out", default="demo-out", metavar="DIR", help="output folder (default demo-out)")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="where the trained model is kept and reused (default OUT/cache)")
@@ -29,7 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--limit", default=None, metavar="N",
                    help="first N train/test samples only (quick runs)")
     p.add_argument("--profiles", nargs="+", default=None, metavar="H5",
-                   help="chip profiles (default: the shipped profiles/finfet14-8192x128-s*.h5)")
+                   help="chip profiles: files, shipped:NAME, or shipped (the default: every "
+                        "profile `sramsim profile list` shows)")
     p.add_argument("--voltages", default=DEFAULT_VOLTAGES, metavar="LIST",
                    help=f"voltages to sweep (default {DEFAULT_VOLTAGES})")
     p.add_argument("--workers", default="2", metavar="W", help="sweep workers (default 2)")
@@ -38,17 +42,11 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def shipped_profiles() -> list[Path]:
-    """The finfet14 chip profiles that ship in profiles/ (the demo's default chips)."""
-    paths = sorted(SHIPPED_PROFILES.glob("finfet14-8192x128-s*.h5"))
-    if not paths:
-        raise InputError(f"no shipped profiles found in {SHIPPED_PROFILES}; pass --profiles")
-    return paths
-
-
 def run(args: argparse.Namespace) -> int:
     """Train or reuse the base CNN, sweep the chips, print the table and the first drop."""
-    from sramsim.analysis.sweep import first_drop, parse_voltages, run_sweep
+    from sramsim.analysis.executors import Execution
+    from sramsim.analysis.operating_point import lowest_within
+    from sramsim.analysis.sweep import SweepSettings, first_drop, parse_voltages, run_sweep
     from sramsim.memory.chip import Chip, VoltageError
     from sramsim.nn.training import TrainOptions, train_base
 
@@ -61,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(cache, "--cache" if args.cache else "--out", folder=True)
     # Voltages and chips are checked before the base model trains, not after.
     voltages = parse_voltages(args.voltages)
-    profiles = [Path(p) for p in args.profiles] if args.profiles else shipped_profiles()
+    profiles = resolve_profiles(args.profiles or [SHIPPED])
     for path in profiles:
         try:
             Chip.load(path).check_voltage(min(voltages))
@@ -75,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
     meta = train_base("cnn", args.data, ckpt, TrainOptions(epochs=epochs, seed=0),
                       limit=limit, progress=not args.no_progress, log=log)
     summary = run_sweep(str(ckpt), args.data, [str(p) for p in profiles], voltages,
-                        out / "sweep", workers=workers, limit=limit,
-                        progress=not args.no_progress)
+                        out / "sweep", SweepSettings(limit=limit),
+                        Execution(workers=workers, progress=not args.no_progress))
     drop = first_drop(summary, 0.01)
     result = {"checkpoint": str(ckpt), "clean_accuracy": summary.get("clean_accuracy"),
               "base_model": {k: meta.get(k) for k in ("arch", "bits", "scheme", "test_accuracy",
@@ -92,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if drop is None:
         print("accuracy stays within 1 point of clean down to the lowest voltage swept")
     else:
-        safe = _last_safe(summary, drop["voltage"])
+        safe = lowest_within(summary["points"], clean, 0.01) if clean is not None else None
         print(f"accuracy falls more than 1 point below clean at V = {drop['voltage']:.3f} "
               f"(BER {drop['ber']:.2e}, accuracy {100 * drop['accuracy_mean']:.2f}%)")
         if safe is not None:
@@ -100,12 +98,6 @@ def run(args: argparse.Namespace) -> int:
                   f"{100 * safe['saving']:.1f}% less weight-memory energy per read")
     print(f"\nplot: {summary['files']['plot']}\ntable: {summary['files']['summary_csv']}")
     return 0
-
-
-def _last_safe(summary: dict, drop_voltage: float) -> dict | None:
-    """The lowest swept voltage above the first drop (accuracy still within one point)."""
-    above = [p for p in summary["points"] if p["voltage"] > drop_voltage]
-    return min(above, key=lambda p: p["voltage"]) if above else None
 
 
 def format_table(summary: dict) -> str:

@@ -19,7 +19,9 @@ COMMANDS = ("profile", "train_base", "sweep", "energy", "demo", "vuln", "dram", 
 def build_parser(prog: str = "sramsim", package: str = "sramsim.commands",
                  commands=COMMANDS) -> argparse.ArgumentParser:
     """The parser of `prog`: one subcommand per module `package.NAME` for NAME in `commands`."""
+    from sramsim._version import __version__
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in commands:
         # No try/except: a subcommand module that fails to import is a bug to surface, not a
@@ -30,8 +32,11 @@ def build_parser(prog: str = "sramsim", package: str = "sramsim.commands",
 
 def run_main(parser: argparse.ArgumentParser, argv=None) -> int:
     """Parse, dispatch, and turn bad input into one line on stderr with exit status 2."""
+    from sramsim.commands import config
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser.parse_args(argv)
     try:
+        config.apply(parser, args, argv)        # --config FILE.toml of the commands that take it
         return int(args.func(args) or 0)
     except (InputError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
@@ -40,6 +45,12 @@ def run_main(parser: argparse.ArgumentParser, argv=None) -> int:
         print(f"{parser.prog}: interrupted; finished results are kept, re-run to resume",
               file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        from sramsim.analysis.executors import RayWorkersLost
+        if not isinstance(exc, RayWorkersLost):
+            raise
+        print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)   # not bad input
+        return 1
 
 
 def number(text, flag: str, positive: bool = False, minimum: float | None = None,
@@ -97,6 +108,18 @@ def ber(text, flag: str = "--ber", curve=None) -> float | None:
     return value
 
 
+def ber_range(text: str, flag: str = "--ber-range") -> tuple[float, float]:
+    """LOW,HIGH: a BER range with 0 < LOW < HIGH < 1."""
+    parts = [p for p in str(text).split(",")]
+    if len(parts) != 2:
+        raise InputError(f"{flag} must be LOW,HIGH (e.g. 1e-6,1e-1), got {text!r}")
+    low = check_ber(parts[0].strip(), f"{flag} LOW", allow_one=False)
+    high = check_ber(parts[1].strip(), f"{flag} HIGH", allow_one=False)
+    if not 0.0 < low < high:
+        raise InputError(f"{flag} needs 0 < LOW < HIGH, got {text!r}")
+    return low, high
+
+
 def voltage(text, flag: str, low: float, nominal: float, what: str) -> float | None:
     """A command-line voltage in [low, nominal] (None stays None): `what` ("chip 'c0'", "curve
     'finfet14'") is valid down to `low`, and above its nominal voltage nothing is known."""
@@ -108,20 +131,80 @@ def voltage(text, flag: str, low: float, nominal: float, what: str) -> float | N
     return value
 
 
-def add_protection_arguments(p: argparse.ArgumentParser, planned_at: str) -> None:
-    """--ecc, --ecc-policy and --placement, as every command that faults weights takes them
-    (checked together by `sramsim.inject.protection.check_protection`). planned_at: when the
-    bit placement is planned, e.g. "at each point's voltage"."""
+def add_layout_arguments(p: argparse.ArgumentParser, planned_at: str,
+                         mapping_default: str = "linear") -> None:
+    """--mapping, --bit-placement, --ecc and --ecc-policy: how the weights are stored, as every
+    command that faults weights takes them (`memory_layout` turns them into one MemoryLayout).
+    planned_at: when a bit placement is planned, e.g. "at each point's voltage"."""
+    from sramsim.inject.bit_placement import POLICIES
+    from sramsim.inject.layout import MAPPINGS
+    p.add_argument("--mapping", default=mapping_default, metavar="M",
+                   help=f"where weight words go in the memory: {MAPPINGS[0]} (at a word offset; "
+                        f"any chip), or on a DRAM chip {', '.join(MAPPINGS[1:])} (error-aware: "
+                        f"EDEN, the most reliable partitions first) (default {mapping_default})")
+    p.add_argument("--bit-placement", "--placement", dest="bit_placement", default="linear",
+                   metavar="P",
+                   help=f"fault-aware bit placement (ReSpawn), planned from each chip's map "
+                        f"{planned_at}: {POLICIES[0]} (none, default), shuffle (rotate each word's bits "
+                        "so code MSBs sit on good cells) or skip-faulty-words (--placement is "
+                        "its old name)")
     p.add_argument("--ecc", metavar="CODE", help="weights stored with SECDED check bits in the "
                    "same faulty memory: secded72 (72,64) or secded13 (13,8); decoded per "
                    "codeword, results carry the errors left after decoding")
     p.add_argument("--ecc-policy", default="keep", metavar="P",
                    help="with --ecc, a detected uncorrectable word: keep its raw data (default) "
                         "or zero its weights")
-    p.add_argument("--placement", default="linear", metavar="P",
-                   help=f"fault-aware bit placement (ReSpawn), planned from each chip's map "
-                        f"{planned_at}: linear (default: plain mapping), shuffle (rotate each "
-                        "word's bits so code MSBs sit on good cells) or skip-faulty-words")
+
+
+LAYOUT_FLAGS = {"mapping": "--mapping", "bit_placement": "--bit-placement", "ecc": "--ecc",
+                "ecc_policy": "--ecc-policy"}
+
+
+def memory_layout(args: argparse.Namespace, chip_map: str | None = None):
+    """The MemoryLayout of the flags `add_layout_arguments` added: the one place the CLI builds
+    it (checked by the layout's own rule, naming the flags). chip_map: how this command's user
+    gives a known chip map (e.g. "--profile"), when none was given; a bit placement or a DRAM
+    mapping, which need one, is then refused."""
+    from sramsim.inject.layout import MemoryLayout, check_fields
+    fields = {k: getattr(args, k) for k in LAYOUT_FLAGS}
+    check_fields(fields, LAYOUT_FLAGS)
+    layout = MemoryLayout(**fields)
+    if chip_map is not None and layout.bit_placement != "linear":
+        raise InputError(f"--bit-placement {layout.bit_placement} needs a known chip map "
+                         f"({chip_map})")
+    if chip_map is not None and layout.dram:
+        raise InputError(f"--mapping {layout.mapping} needs DRAM chip profiles ({chip_map})")
+    return layout
+
+
+def add_execution_arguments(p: argparse.ArgumentParser, what: str = "fault maps") -> None:
+    """--executor, --workers, --threads, --ray-address and --no-progress: where the evaluations
+    of a command run (`execution` turns them into one Execution)."""
+    p.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help=f"where the {what} are evaluated: local (this machine, default) or ray "
+                        "(a Ray cluster; README: Sweeps on a Ray cluster)")
+    p.add_argument("--workers", default=None, metavar="W",
+                   help="parallel workers (default 1: in this process; with --executor ray: one "
+                        "per --threads CPUs of the cluster)")
+    p.add_argument("--threads", default="1", metavar="T",
+                   help="torch and numba threads per worker (default 1; results are identical "
+                        "for any --workers/--executor at the same --threads)")
+    p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                   help="the head (GCS) address of a Ray cluster to join, e.g. 127.0.0.1:6379 "
+                        "(default: start a local Ray)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def execution(args: argparse.Namespace):
+    """The Execution of the flags `add_execution_arguments` added (checked before any work)."""
+    from sramsim.analysis.executors import MAX_THREADS, Execution
+    if args.ray_address and args.executor != "ray":
+        raise InputError("--ray-address needs --executor ray")
+    workers = integer(args.workers, "--workers")
+    if workers is None and args.executor != "ray":
+        workers = 1
+    return Execution(args.executor, workers, integer(args.threads, "--threads", maximum=MAX_THREADS),
+                     args.ray_address, progress=not args.no_progress)
 
 
 def torch_device(name: str):

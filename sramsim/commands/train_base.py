@@ -5,6 +5,7 @@ import argparse
 
 from sramsim.inject import quantization as Q
 from sramsim.commands.main import check_ber, integer, number, seed, torch_device
+from sramsim.commands.helptext import leaf
 from sramsim.errors import InputError
 from sramsim.nn.models import NORMS, arch_names, check_arch
 from sramsim.nn.fat import CURRICULA, SOURCE_HELP
@@ -18,10 +19,14 @@ MAX_IMAGE_SIZE = 4096
 def register(subparsers) -> None:
     """Add `sramsim train-base` to the parser."""
     p = subparsers.add_parser(
-        "train-base", help="train a base model with quantization-aware training",
-        description="Train a base model with quantization-aware training (straight-through "
-                    "estimator). Checkpoints every epoch to OUT.partial and resumes from it when "
-                    "re-run with the same --out.")
+        "train-base", help="train a base model with quantization-aware training", **leaf(
+            "Train a base model with quantization-aware training (straight-through estimator), "
+            "optionally with weight clipping, RandBET or fault-aware training. Checkpoints every "
+            "epoch to OUT.partial and resumes from it when re-run with the same --out.",
+            "sramsim train-base --model cnn --data fashion-mnist --epochs 1 --limit 10000 "
+            "--out cnn.pt",
+            "sramsim train-base --model snn-fc400 --epochs 4 --limit 10000 --init snn.pt "
+            "--fat-ber 1e-2 --fat-source dram:error-model=0 --out snn-fat.pt"))
     p.add_argument("--model", default="cnn", metavar="ARCH",
                    help=f"architecture: {arch_names()} (default cnn)")
     p.add_argument("--data", default="fashion-mnist", metavar="fashion-mnist|mnist|DIR",
@@ -70,6 +75,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def fat_source_arg(text: str) -> str:
+    """--fat-source in its one spelling; an old spelling ("dram:model0") works, with a note."""
+    from sramsim.nn.fat import canonical_source
+    new = canonical_source(text, warn=False)
+    if new != text:
+        import sys
+        print(f"note: --fat-source {text} is deprecated; use --fat-source {new}", file=sys.stderr)
+    return new
+
+
 def _bits(text: str) -> int:
     try:
         bits = int(text)
@@ -103,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                         fat_ber=check_ber(args.fat_ber, "--fat-ber", allow_one=False),
                         fat_curriculum=args.fat_curriculum,
                         fat_start=check_ber(args.fat_start, "--fat-start", allow_one=False),
-                        fat_source=args.fat_source)
+                        fat_source=fat_source_arg(args.fat_source))
     device = torch_device(args.device)
     meta = train_base(args.model, args.data, args.out, opts, norm=args.norm, limit=limit,
                       image_size=image_size, device=device, init=args.init, force=args.force,

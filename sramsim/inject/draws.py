@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sramsim import Chip, Faults, RandomBitErrors
+from sramsim.memory.chip import Chip, Faults
+from sramsim.memory.random_errors import RandomBitErrors
 from sramsim.errors import InputError, check_ber
 from sramsim.inject.mapping import apply_bit_faults, apply_faults
 
@@ -33,12 +34,12 @@ class ChipDraw:
     offset: int
 
 
-def read_decoded(memory, draw, policy: str, out: np.ndarray):
-    """One fault map read through an `sramsim.inject.ecc.EccMemory`: (data image in `out`, the
-    decoder's EccStats). draw: a ChipDraw, or Faults / RandomBitErrors over the stored image."""
+def as_source(draw) -> tuple:
+    """A draw as the (source, voltage, offset) every read path takes: a ChipDraw's chip, voltage
+    and offset; anything else (Faults, RandomBitErrors) as the source with no voltage."""
     if isinstance(draw, ChipDraw):
-        return memory.read(draw.chip, draw.voltage, draw.offset, policy, out=out)
-    return memory.read(draw, policy=policy, out=out)
+        return draw.chip, draw.voltage, draw.offset
+    return draw, None, 0
 
 
 class RandomSampler:

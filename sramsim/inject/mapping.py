@@ -8,14 +8,30 @@ The clean image is never modified.
 """
 from __future__ import annotations
 
+from typing import Protocol, Union, runtime_checkable
+
 import numpy as np
 
-from sramsim.inject import kernels
+from sramsim.inject import image_kernels as kernels
 from sramsim.memory.chip import Chip, Faults
-from sramsim.memory.random_errors import RandomBitErrors
 
 
-def apply_faults(image: np.ndarray, source, voltage: float | None = None, offset: int = 0,
+@runtime_checkable
+class BitErrorSource(Protocol):
+    """A source of fresh (non-persistent) bit errors, e.g. `sramsim.RandomBitErrors`: each read
+    draws a new fault pattern over the bits it is given."""
+
+    def draw(self, nbits: int) -> Faults:
+        """A fault pattern over `nbits` bits: distinct ascending bit addresses and kinds."""
+        ...
+
+
+# What every read path takes as its fault source: a persistent chip map (read at a voltage), a
+# source of fresh bit errors, or a fixed Faults record addressed into the image itself.
+FaultSource = Union[Chip, BitErrorSource, Faults]
+
+
+def apply_faults(image: np.ndarray, source: FaultSource, voltage: float | None = None, offset: int = 0,
                  out: np.ndarray | None = None) -> np.ndarray:
     """Return `image` as read back from faulty memory; written into `out` when given.
 
@@ -23,7 +39,7 @@ def apply_faults(image: np.ndarray, source, voltage: float | None = None, offset
     `RandomBitErrors` (fresh faults over the image's own bits), or a `Faults` record whose
     addresses are bit indices into the image itself. `offset` (chip words) must be an integer
     (Python or numpy; any sign, taken mod the chip's capacity): 1.5 or "3" is refused, not rounded.
-    (A DRAM placement instead of the offset rule: `sramsim.inject.placement.apply_placed`.)
+    (A DRAM placement instead of the offset rule: `sramsim.inject.dram_mapping.apply_placed`.)
     """
     if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 1):
         raise TypeError("image must be a 1-D uint8 numpy array")
@@ -36,10 +52,10 @@ def apply_faults(image: np.ndarray, source, voltage: float | None = None, offset
         if voltage is None:
             raise ValueError("a Chip needs a voltage")
         return _apply_chip(image, source, voltage, offset, out)
-    if isinstance(source, RandomBitErrors):
-        return apply_bit_faults(image, source.draw(image.shape[0] * 8), out, checked=True)
     if isinstance(source, Faults):
         return apply_bit_faults(image, source, out)
+    if isinstance(source, BitErrorSource):
+        return apply_bit_faults(image, source.draw(image.shape[0] * 8), out, checked=True)
     raise TypeError(f"unknown fault source {type(source).__name__}; use Chip, RandomBitErrors or Faults")
 
 

@@ -11,13 +11,9 @@ import torch
 from torch import nn
 
 from sramsim.errors import InputError
-from sramsim.inject import bit_placement as BP
 from sramsim.inject import ecc as ECC
-from sramsim.inject import inplace
 from sramsim.inject import quantization as Q
-from sramsim.inject.mapping import check_offset
-from sramsim.inject.placement import read_image
-from sramsim.memory.chip import Chip
+from sramsim.inject.layout import PLAIN, MemoryLayout
 
 QUANTIZED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
                     nn.ConvTranspose3d, nn.Linear)
@@ -112,52 +108,13 @@ class QuantizedModel:
         return self.image.size * 8 // self.word_bits
 
     def faulty_image(self, source, voltage: float | None = None, offset: int = 0,
-                     out: np.ndarray | None = None, placement=None, ecc: str | None = None,
-                     ecc_policy: str = "keep", bit_placement=None) -> np.ndarray:
-        """The image read back through `source` (Chip at `voltage` placed at `offset`, or laid
-        out by a DRAM `placement`; or RandomBitErrors); a new array unless `out` is given.
-
-        ecc: "secded72" / "secded13" stores the image with its check bits (`ecc_memory`): the
-        faults land on that stored image and each codeword is decoded; ecc_policy ("keep" /
-        "zero") is what a detected uncorrectable word reads as (`sramsim.inject.ecc`).
-        bit_placement: "linear" (the default mapping), "shuffle" or "skip-faulty-words", planned
-        from the Chip's map at `voltage` (`plan_bits`), or a `BitPlacement` planned beforehand
-        (at its own planning voltage and offset): `sramsim.inject.bit_placement`.
-        """
-        if bit_placement is not None and bit_placement != "linear":
-            if ecc is not None or placement is not None:
-                raise InputError("a bit placement with "
-                                 + ("ecc" if ecc is not None else "a DRAM placement")
-                                 + " is not modelled (use one of the two)")
-            if ecc_policy != "keep":
-                raise ValueError(f"ecc_policy needs ecc (got ecc_policy={ecc_policy!r}, ecc=None)")
-            if not isinstance(source, Chip):
-                raise InputError("a bit placement needs a known chip map (a Chip source)")
-            if voltage is None:
-                raise ValueError("a Chip needs a voltage")
-            if isinstance(bit_placement, str):
-                bit_placement = self.plan_bits(source, voltage, bit_placement, offset)
-            elif not isinstance(bit_placement, BP.BitPlacement):
-                raise TypeError(f"bit_placement must be a policy name or a BitPlacement, got "
-                                f"{type(bit_placement).__name__}")
-            elif check_offset(offset) % bit_placement.capacity_words != bit_placement.offset:
-                raise ValueError(f"offset {offset} differs from the bit placement's "
-                                 f"{bit_placement.offset} (plan it for this offset)")
-            return BP.apply_placed_bits(self.image, source, voltage, bit_placement, out)
-        if ecc is not None:
-            if placement is not None:
-                raise ValueError("ecc with a DRAM placement is not modelled (place the image "
-                                 "without ecc, or use a chip offset)")
-            return self.ecc_memory(ecc).read(source, voltage, offset, ecc_policy, out)[0]
-        if ecc_policy != "keep":
-            raise ValueError(f"ecc_policy needs ecc (got ecc_policy={ecc_policy!r}, ecc=None)")
-        return read_image(self.image, source, voltage, offset, out, placement)
-
-    def plan_bits(self, chip, voltage: float, policy: str, offset: int = 0) -> "BP.BitPlacement":
-        """The bit placement `policy` of this image at `offset` on `chip`, planned from its map
-        at `voltage` (`sramsim.inject.bit_placement.plan`)."""
-        wb = chip.geometry.word_bits if isinstance(chip, Chip) else self.word_bits
-        return BP.plan(chip, voltage, policy, self.bits, -(-self.n_bits // wb), offset)
+                     out: np.ndarray | None = None, layout: MemoryLayout | None = None
+                     ) -> np.ndarray:
+        """The image read back through `source` (a Chip at `voltage` placed at memory word
+        `offset`, RandomBitErrors, or Faults) under `layout` (default: linear, unprotected;
+        `sramsim.inject.layout.MemoryLayout` for DRAM mappings, bit placement and ECC); a new
+        array unless `out` is given. `layout.read` also returns what the protection did."""
+        return (layout or PLAIN).read(self, source, voltage, offset, out)[0]
 
     def dequantize(self, image: np.ndarray | torch.Tensor, device=None) -> dict[str, torch.Tensor]:
         """Weights decoded from an image (clean or faulty), as {parameter name: tensor}.
@@ -188,19 +145,15 @@ class QuantizedModel:
 
     def perturbed(self, source, voltage: float | None = None, offset: int = 0,
                   device=None, out: np.ndarray | None = None,
-                  placement=None, ecc: str | None = None,
-                  ecc_policy: str = "keep", bit_placement=None) -> dict[str, torch.Tensor]:
+                  layout: MemoryLayout | None = None) -> dict[str, torch.Tensor]:
         """Faulty dequantized weights, for `torch.func.functional_call(model, weights, x)`.
 
         The faulty image goes into `out` when given (a buffer the caller reuses; one per thread),
-        else into a new array: the weights returned never share memory with it. `placement`: a
-        DRAM `sramsim.inject.placement.Placement` of the image; `ecc`, `ecc_policy`: the image
-        stored under a SECDED code, `bit_placement`: fault-aware bit placement (see `faulty_image`).
+        else into a new array: the weights returned never share memory with it. source,
+        voltage, offset, layout: as `faulty_image`. (To run a model under one fault map after
+        another without decoding every weight each time: `sramsim.nn.evaluation.Evaluator`.)
         """
-        return self.dequantize(self.faulty_image(source, voltage, offset, out=out,
-                                                 placement=placement, ecc=ecc,
-                                                 ecc_policy=ecc_policy,
-                                                 bit_placement=bit_placement), device)
+        return self.dequantize(self.faulty_image(source, voltage, offset, out, layout), device)
 
     # stored images under each ECC code, built on first use (a cache: same content whoever
     # builds it, so concurrent first uses are harmless)
@@ -213,41 +166,6 @@ class QuantizedModel:
         if ecc not in memories:
             memories[ecc] = ECC.protect(self, ECC.get_code(ecc))
         return memories[ecc]
-
-    def faults_applied(self, model: nn.Module, source, voltage: float | None = None,
-                       offset: int = 0, placement=None, ecc: str | None = None,
-                       ecc_policy: str = "keep"):
-        """Context manager: inside the block `model`'s own parameters hold the faulty weights
-        (bit-identical to `perturbed(...)` with the same arguments); on leaving it, also when the
-        block raises, exactly the rewritten elements get their clean values back.
-
-            with qm.faults_applied(model, chip, voltage=0.84) as applied:
-                logits = model(x)          # applied.unchanged: no byte of the image changed
-
-        Work is O(faults): only the codes a fault changes are decoded and written. The price:
-        `model`'s quantized parameters hold the *clean dequantized* weights outside the block,
-        not its float weights. They are loaded on first use (`load_clean`, O(weights)) and again
-        whenever torch changed a parameter since (its version counter or storage moved). Use a
-        copy of the model (e.g. `copy.deepcopy`) where the float weights are still needed.
-        Parameters must be contiguous float32 on the CPU (`inplace_fits`); elsewhere use
-        `perturbed`. One block at a time per model (nested or concurrent use is refused).
-        source/voltage/offset/placement/ecc/ecc_policy: as `faulty_image`; source may also be a
-        faulty image (uint8, image-sized), whose differences from the clean image are applied.
-        With `ecc` the decoded image is built first (O(image): every codeword is decoded).
-        Yields `inplace.Applied` (changed_bytes, changed_weights, unchanged).
-        """
-        return inplace.faults_applied(self, model, source, voltage, offset, placement, ecc,
-                                      ecc_policy)
-
-    def load_clean(self, model: nn.Module) -> None:
-        """Write the clean dequantized weights into `model`'s quantized parameters, in place
-        (what `faults_applied` needs there outside its block)."""
-        inplace.load_clean(self, model)
-
-    def inplace_fits(self, model: nn.Module) -> bool:
-        """Whether `faults_applied` can write into `model` (contiguous float32 CPU parameters of
-        the quantized shapes); otherwise use `perturbed`."""
-        return inplace.inplace_fits(self, model)
 
     def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         """Run the model with `weights` swapped in; the model's own parameters stay untouched."""

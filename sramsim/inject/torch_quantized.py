@@ -21,6 +21,8 @@ the image). Mapping onto a chip and the kernels are those of `QuantizedModel`
 """
 from __future__ import annotations
 
+import copy
+
 import logging
 import numbers
 import os
@@ -33,7 +35,7 @@ import torch
 from torch import fx, nn
 
 from sramsim.errors import InputError
-from sramsim.inject.placement import read_image
+from sramsim.inject.layout import PLAIN, MemoryLayout
 
 # PT2E ops that read a quantized weight (their first argument) back as float
 PT2E_DEQUANTIZE = ("quantized_decomposed.dequantize_per_tensor.",
@@ -140,6 +142,43 @@ def _pt2e_weights(gm: fx.GraphModule) -> list[_GraphWeight]:
     return list(found.values())
 
 
+class HarmlessTorchaoNotes(logging.Filter):
+    """Drops two log lines that importing torchao 0.18 prints and that say nothing about the
+    user's run: "Failed to load .../_C_*.so" (torchao's CUDA-only kernel libraries, on a torch
+    without CUDA) and torch's note that registering an Enum as a pytree constant is deprecated
+    (torchao's own call). Matched by logger and message; every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if record.name == "torchao":
+            return not (msg.startswith("Failed to load ") and ".so" in msg
+                        and not torch.cuda.is_available())
+        if record.name == "torch.utils._pytree":
+            return not ("is an Enum subclass" in msg and "register_constant()" in msg)
+        return True
+
+
+def _silence_harmless_torchao_notes() -> None:
+    """Put the filter on torchao's and torch's pytree logger once (also quiets a user's own
+    `import torchao` after sramsim's PT2E support was imported)."""
+    for name in ("torchao", "torch.utils._pytree"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, HarmlessTorchaoNotes) for f in log.filters):
+            log.addFilter(HarmlessTorchaoNotes())
+
+
+_silence_harmless_torchao_notes()
+
+
+def torchao_module():
+    """`import torchao`, or an InputError saying which extra to install."""
+    try:
+        import torchao
+    except ModuleNotFoundError:
+        raise InputError("PT2E (.pt2) models need torchao: pip install 'sramsim[pt2]'") from None
+    return torchao
+
+
 @contextmanager
 def _quiet(*loggers: str):
     """Only errors from these loggers inside the block."""
@@ -171,8 +210,8 @@ def load_exported(path: str | os.PathLike) -> fx.GraphModule:
     # torchao logs that its CUDA-only kernel libraries do not load on a CPU build of torch (and
     # torch a deprecation note on its import), torch.export a traceback before raising on a
     # foreign file: the one-line error below says it
-    with _quiet("torchao", "torch.utils._pytree", "torch.export"):
-        import torchao  # noqa: F401
+    with _quiet("torch.export"):
+        torchao_module()
         try:
             program = torch.export.load(path)
         except Exception as exc:  # torch raises several kinds for a foreign or corrupt file
@@ -227,8 +266,8 @@ def allow_train_eval(gm: fx.GraphModule) -> fx.GraphModule:
     this machine, twice per `sramsim.nn.evaluation.evaluate` (eval, then back to the caller's
     mode), which made each sweep point cost seconds.
     """
-    with _quiet("torchao", "torch.utils._pytree"):
-        from torchao.quantization.pt2e import allow_exported_model_train_eval
+    torchao_module()
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
     allow_exported_model_train_eval(gm)
     move = gm.train
     done = {"mode": None}       # the mode torchao last moved the graph to
@@ -243,15 +282,29 @@ def allow_train_eval(gm: fx.GraphModule) -> fx.GraphModule:
 
     gm.train = types.MethodType(train, gm)
     gm.eval = types.MethodType(lambda self: self.train(False), gm)
+    gm._sramsim_train_eval = True
     return gm
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` that owns its weights; an exported GraphModule patched by
+    `allow_train_eval` is patched again, so its train()/eval() move the copy's graph (a copied
+    bound method would still move the original's)."""
+    twin = copy.deepcopy(model)
+    if getattr(model, "_sramsim_train_eval", False):
+        for name in ("train", "eval"):
+            twin.__dict__.pop(name, None)
+        allow_train_eval(twin)
+    return twin
 
 
 class TorchQuantizedModel:
     """The int8 weights of a PyTorch-quantized `model` as a uint8 memory image (layout: module
     docstring), with the fault API of `QuantizedModel`: `faulty_image` reads the image back
-    through a fault source; `perturbed` / `loaded` write an image's int8 values into the model
-    (with its own scales and zero points) for the duration of a `with` block and restore the
-    original weights after it, also on an exception.
+    through a fault source; `loaded` writes an image's int8 values into the model (with its own
+    scales and zero points) for the duration of a `with` block and restores the original weights
+    after it, also on an exception. (`sramsim.nn.evaluation.Evaluator` does this on a copy of the
+    model it owns.)
 
     The image is a snapshot taken here; the clean image is never modified. Loading mutates the
     model, so one model serves one `with` block at a time (a nested one is refused).
@@ -320,10 +373,15 @@ class TorchQuantizedModel:
         return self.image.size * 8 // self.word_bits
 
     def faulty_image(self, source, voltage: float | None = None, offset: int = 0,
-                     out: np.ndarray | None = None, placement=None) -> np.ndarray:
-        """The image read back through `source` (Chip at `voltage` placed at `offset`, or laid
-        out by a DRAM `placement`; or RandomBitErrors); a new array unless `out` is given."""
-        return read_image(self.image, source, voltage, offset, out, placement)
+                     out: np.ndarray | None = None, layout: MemoryLayout | None = None
+                     ) -> np.ndarray:
+        """The image read back through `source` (a Chip at `voltage` placed at memory word
+        `offset` or by the layout's DRAM mapping, RandomBitErrors, or Faults) under `layout`
+        (no ECC: PyTorch's int8 codes have no zero-weight image to decode to); a new array
+        unless `out` is given."""
+        if layout is not None and layout.ecc is not None:
+            raise InputError("ecc is not modelled for PyTorch-quantized (int8) models")
+        return (layout or PLAIN).read(self, source, voltage, offset, out)[0]
 
     def int8_weights(self, image: np.ndarray) -> dict[str, torch.Tensor]:
         """The int8 weights stored in `image` (clean or faulty), {segment name: new tensor}.
@@ -371,23 +429,6 @@ class TorchQuantizedModel:
                     w.restore()
             finally:
                 self._active = False
-
-    def perturbed(self, source, voltage: float | None = None, offset: int = 0,
-                  out: np.ndarray | None = None, placement=None):
-        """Context manager: the model with the faulty weights of `source` (see `faulty_image`)
-        loaded, restored on leaving. `out`: a reusable buffer for the faulty image."""
-        return self.loaded(self.faulty_image(source, voltage, offset, out=out, placement=placement))
-
-    @contextmanager
-    def faults(self, source, voltage: float | None = None, offset: int = 0):
-        """`nn.evaluation.FaultyModel.faults`'s contract, so a sweep runs this model like any
-        other: yields (None, changed) with the faulty int8 weights loaded into `self.model`
-        (no weights dict: evaluate the model as it is); changed is False when no byte of the
-        image reads back differently. `source` may also be a faulty image itself."""
-        image = source if isinstance(source, np.ndarray) else \
-            self.faulty_image(source, voltage, offset)
-        with self.loaded(image):
-            yield None, not np.array_equal(image, self.image)
 
     def __repr__(self) -> str:
         return (f"TorchQuantizedModel({self.kind}, {len(self.segments)} tensors, {self.n_codes} "

@@ -6,7 +6,6 @@ from collections import OrderedDict
 from dataclasses import InitVar, dataclass, field
 
 import numpy as np
-from numba import njit
 
 from sramsim.errors import InputError, ProfileError
 from sramsim.memory import kernels, profile_file
@@ -59,7 +58,8 @@ class ByteMasks:
 @dataclass(frozen=True)
 class ByteFaults:
     """The faulty bytes of a memory, ascending, with their masks: byte `byte[i]` reads back as
-    ((stored ^ xor[i]) & ~clear[i]) | set[i]. clear and set are None when no fault is stuck-at."""
+    `kernels.read_byte(stored, xor[i], clear[i], set[i])`. clear and set are None when no fault
+    is stuck-at."""
 
     byte: np.ndarray                  # int64, strictly ascending
     xor: np.ndarray                   # uint8
@@ -298,7 +298,7 @@ class Chip:
             order = np.argsort(self.address, kind="stable")
             self._by_address = (self.address[order],
                                 order.astype(np.uint32) if len(self) < 2 ** 32 else order)
-        byte, xor, clear, set_, stuck = _group_in_order(*self._by_address, self.kind, n)
+        byte, xor, clear, set_, stuck = kernels.group_in_order(*self._by_address, self.kind, n)
         return ByteFaults(byte, xor, clear, set_) if stuck else ByteFaults(byte, xor)
 
     def _byte_faults_sorted(self, n: int) -> tuple[np.ndarray, ByteFaults]:
@@ -337,7 +337,7 @@ class Chip:
         return (self.geometry == other.geometry and np.array_equal(self.address, other.address)
                 and np.array_equal(self.vfail, other.vfail) and np.array_equal(self.kind, other.kind))
 
-    # --- persistence (HDF5 profile, schema in profiles/README.md) --------------------------------
+    # --- persistence (HDF5 profile, schema in sramsim/data/profiles/README.md) ----------------
     def save(self, path) -> None:
         """Write this chip as an HDF5 profile (checked before it appears under `path`)."""
         profile_file.write(self, path)
@@ -355,42 +355,6 @@ class Chip:
         g = self.geometry
         return (f"Chip({self.name!r}, {g.rows}x{g.cols}x{g.banks} bits, {len(self)} faults "
                 f"down to V={self.v_floor:g})")
-
-
-@njit(cache=True)
-def _group_in_order(address, order, kind, n):
-    """`kernels.group_by_byte` of the faults with index < n, visited in address order (address
-    ascending, order[j] the fault index of address[j]): (byte, xor, clear, set, any stuck-at).
-    A stream through both; only the kinds (1 byte each) are gathered."""
-    byte = np.empty(n, dtype=np.int64)
-    xor = np.zeros(n, dtype=np.uint8)
-    clear = np.zeros(n, dtype=np.uint8)
-    set_ = np.zeros(n, dtype=np.uint8)
-    m = -1
-    prev = -1
-    stuck = False
-    for j in range(order.shape[0]):
-        i = order[j]
-        if i >= n:
-            continue
-        a = address[j]
-        b = np.int64(a >> 3)
-        if b != prev:
-            m += 1
-            byte[m] = b
-            prev = b
-        bit = np.uint8(1) << np.uint8(a & 7)
-        k = kind[i]
-        if k == 0:
-            xor[m] |= bit
-        elif k == 1:
-            clear[m] |= bit
-            stuck = True
-        else:
-            set_[m] |= bit
-            stuck = True
-    m += 1
-    return byte[:m], xor[:m], clear[:m], set_[:m], stuck
 
 
 def _as_array(values, dtype, what: str, integer: bool) -> np.ndarray:

@@ -1,4 +1,10 @@
-"""Numba kernels of the memory layer: drawing fault positions and building a chip's byte masks.
+"""Numba kernels of the memory layer: the fault semantics of a stored byte, the byte masks that
+carry them, fault-position draws and fault-list checks.
+
+The byte rule lives here and only here (for numba; `sramsim.inject.torch_backend` has the torch
+twin): a stored byte reads back as ((stored ^ xor) & ~clear) | set, where a flip sets its bit in
+`xor`, a stuck-at-0 in `clear` and a stuck-at-1 in `set` (`add_fault`). Every kernel that builds
+masks calls `add_fault`; every kernel that reads a faulty byte calls `read_byte`.
 
 Arrays and scalars only; callers check arguments. Compiled with cache=True (no JIT on CLI starts).
 """
@@ -8,24 +14,50 @@ import numpy as np
 from numba import njit
 
 
+@njit(cache=True, inline="always")
+def read_byte(stored, xor, clear, set_):
+    """A stored byte as it reads back through its fault masks: flips, then stuck-at 0, then
+    stuck-at 1 (a cell has one kind, so the order only matters for masks that share a bit)."""
+    return np.uint8(((stored ^ xor) & ~clear) | set_)
+
+
+@njit(cache=True, inline="always")
+def fault_masks(kind, bit):
+    """(xor, clear, set) of one faulty `bit` (a one-bit uint8) by its kind: 0 flip, 1 stuck-at 0,
+    2 stuck-at 1."""
+    zero = np.uint8(0)
+    if kind == 0:
+        return bit, zero, zero
+    if kind == 1:
+        return zero, bit, zero
+    return zero, zero, bit
+
+
+@njit(cache=True, inline="always")
+def add_fault(kind, bit, xor, clear, set_, i):
+    """OR faulty `bit` of `kind` into slot i of the masks (`fault_masks` in place): only the
+    kind's own mask is touched, so the masks of kinds that never occur may be empty arrays.
+    Returns whether the fault is stuck-at."""
+    if kind == 0:
+        xor[i] |= bit
+        return False
+    if kind == 1:
+        clear[i] |= bit
+    else:
+        set_[i] |= bit
+    return True
+
+
 @njit(cache=True, nogil=True)
 def build_byte_masks(address, kind, xor_mask, clear_mask, set_mask):
     """Scatter bit faults into per-byte masks (bit j of byte b = bit address 8*b + j).
 
-    Kinds: 0 flip, 1 stuck0, 2 stuck1. Masks must be zeroed (or hold earlier faults: masks of a
-    lower voltage are built by adding the faults between the two voltages).
+    Masks must be zeroed (or hold earlier faults: masks of a lower voltage are built by adding
+    the faults between the two voltages).
     """
     for i in range(address.shape[0]):
         a = address[i]
-        b = a >> 3
-        bit = np.uint8(1) << np.uint8(a & 7)
-        k = kind[i]
-        if k == 0:
-            xor_mask[b] |= bit
-        elif k == 1:
-            clear_mask[b] |= bit
-        else:
-            set_mask[b] |= bit
+        add_fault(kind[i], np.uint8(1) << np.uint8(a & 7), xor_mask, clear_mask, set_mask, a >> 3)
 
 
 @njit(cache=True)
@@ -109,9 +141,16 @@ def first_bad_fault(address, vfail, kind, capacity, bitset, table):
 @njit(cache=True, nogil=True)
 def group_by_byte(address, kind):
     """Bit faults with distinct ascending addresses -> per faulty byte (ascending): byte index
-    and xor / clear / set masks (kinds 0 flip, 1 stuck0, 2 stuck1), and whether any is stuck-at.
-    One pass; the sparse counterpart of `build_byte_masks`."""
-    n = address.shape[0]
+    and xor / clear / set masks, and whether any is stuck-at. One pass; the sparse counterpart
+    of `build_byte_masks`."""
+    return group_in_order(address, np.arange(address.shape[0]), kind, address.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def group_in_order(address, order, kind, n):
+    """`group_by_byte` of the faults with index < n, visited in address order (address
+    ascending, order[j] the fault index of address[j]): (byte, xor, clear, set, any stuck-at).
+    A stream through both; only the kinds (1 byte each) are gathered."""
     byte = np.empty(n, dtype=np.int64)
     xor = np.zeros(n, dtype=np.uint8)
     clear = np.zeros(n, dtype=np.uint8)
@@ -119,22 +158,31 @@ def group_by_byte(address, kind):
     m = -1
     prev = -1
     stuck = False
-    for i in range(n):
-        a = address[i]
+    for j in range(order.shape[0]):
+        i = order[j]
+        if i >= n:
+            continue
+        a = address[j]
         b = np.int64(a >> 3)
         if b != prev:
             m += 1
             byte[m] = b
             prev = b
-        bit = np.uint8(1) << np.uint8(a & 7)
-        k = kind[i]
-        if k == 0:
-            xor[m] |= bit
-        elif k == 1:
-            clear[m] |= bit
-            stuck = True
-        else:
-            set_[m] |= bit
+        if add_fault(kind[i], np.uint8(1) << np.uint8(a & 7), xor, clear, set_, m):
             stuck = True
     m += 1
     return byte[:m], xor[:m], clear[:m], set_[:m], stuck
+
+
+@njit(cache=True, nogil=True)
+def changed_bits(image, address, kind):
+    """Bits of `image` that bit faults at `address` (distinct image bit addresses) change: every
+    flip, a stuck-at only where the stored bit differs from it. O(faults)."""
+    n = 0
+    for i in range(address.shape[0]):
+        a = address[i]
+        stored = image[a >> 3]
+        x, c, s = fault_masks(kind[i], np.uint8(1) << np.uint8(a & 7))
+        if read_byte(stored, x, c, s) != stored:
+            n += 1
+    return n

@@ -1,7 +1,7 @@
 """The HDF5 chip profile file (schema v1): the one module that writes, reads and checks it.
 
-The schema is written down in profiles/README.md. This module knows the file, not the `Chip`
-class: `write` takes any object with a chip's fields, `read` returns the constructor fields
+The schema is written down in sramsim/data/profiles/README.md. This module knows the file, not
+the `Chip` class: `write` takes any object with a chip's fields, `read` returns the constructor fields
 (`Chip(**fields)`), so `Chip.save` / `Chip.load` call it without an import circle. Readers check
 everything before the fields are returned, so a bad file fails when it is opened, with one line
 naming the file and the problem. Only what h5py raises while reading a damaged file is reported
@@ -18,10 +18,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from sramsim.errors import ProfileError
+from sramsim.errors import InputError, ProfileError
 from sramsim.memory.curves import BerCurve
 from sramsim.memory.dram import DramGeometry
 from sramsim.memory.geometry import Geometry
+from sramsim.memory.shipped import resolve_profile
 
 FORMAT = "sramsim.chip"
 VERSION = 1
@@ -123,8 +124,12 @@ def validate(path: str | os.PathLike, strict: bool = False) -> list[str]:
 
 
 def read(path: str | os.PathLike) -> tuple[dict | None, list[str]]:
-    """(constructor fields, []) for a valid profile, (None, problems) otherwise."""
-    p = Path(path)
+    """(constructor fields, []) for a valid profile, (None, problems) otherwise. `path` may also
+    be `shipped:NAME`, a profile that ships with sramsim."""
+    try:
+        p = resolve_profile(path)
+    except InputError as exc:
+        return None, [str(exc)]
     if not p.exists():
         return None, ["no such file"]
     if p.is_dir():

@@ -1,20 +1,24 @@
 """Batched inference: predictions, accuracy and robust error, optionally with swapped-in weights.
 
 `weights` is a {parameter name: tensor} dict (e.g. `QuantizedModel.perturbed(...)`) passed to
-`torch.func.functional_call`, so the model's own parameters are never touched. `FaultyModel`
-sets up a model under one fault map after another for these functions: faults written in place
-into a copy of the model (O(faults) per map) where it can, else such a weights dict.
+`torch.func.functional_call`, so the model's own parameters are never touched. `Evaluator` runs
+a quantized model under one fault map after another: faults written in place into a copy of the
+model it owns (O(faults) per map) where it can, else such a weights dict.
 """
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from sramsim.errors import InputError
+from sramsim.inject import inplace
+from sramsim.inject.layout import MemoryLayout
 from sramsim.nn.data import Dataset
 from sramsim.stats import mean_std
 
@@ -103,37 +107,135 @@ def robust_error(model: nn.Module, dataset: Dataset,
     return robust_error_summary(accuracy(model, dataset, clean, batch_size), accuracies)
 
 
-class FaultyModel:
-    """A quantized model to evaluate under one fault map after another.
+@dataclass(frozen=True)
+class Faulted:
+    """A model that holds one fault map's weights, inside an `Evaluator.faults` block.
 
-    `model` (default: qm's) is copied once; the copy's quantized parameters hold qm's clean
-    weights and each map's faults are written into them in place and restored afterwards
-    (`QuantizedModel.faults_applied`, O(faults) per map). Where that cannot be done (parameters
-    on a GPU or not float32) the map's weights are dequantized and swapped in with
-    functional_call instead. Both give bit-identical weights, hence identical results.
+    Run it as `model(x)` when `weights` is None, else as `functional_call(model, weights, x)`;
+    `logits` and `evaluate` do the right one. `changed` is False when no byte of the memory image
+    reads back differently (the model is the clean quantized one); `record` is what the memory
+    layout did (ECC decoder counts, the bit placement's table; {} for the plain layout).
     """
 
-    def __init__(self, qm, model: nn.Module | None = None, device=None):
-        model = qm.model if model is None else model
+    model: nn.Module
+    weights: dict[str, torch.Tensor] | None
+    changed: bool
+    record: dict = field(default_factory=dict)
+
+    def logits(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """Outputs for all of `x` (eval mode, no grad), on the CPU."""
+        return logits(self.model, x, self.weights, batch_size)
+
+    def evaluate(self, dataset: Dataset, batch_size: int = 1000) -> dict[str, float]:
+        """{"accuracy", "loss"} on `dataset` (see `evaluate`)."""
+        return evaluate(self.model, dataset, self.weights, batch_size)
+
+
+class Evaluator:
+    """Runs a quantized model under one fault map after another: the one way `sramsim sweep`,
+    `vuln`, `dram tolerance`, `sparkxd` and `fusion eval` put faults into a model.
+
+    qm: a `QuantizedModel` or a `TorchQuantizedModel`; layout: how its weights are stored
+    (`sramsim.inject.layout.MemoryLayout`, default linear and unprotected); device: where the
+    functional path puts the weights.
+
+    The evaluator owns the model it runs, so the caller's model is never changed. A
+    QuantizedModel whose weights are contiguous float32 on the CPU runs on a private copy whose
+    quantized parameters hold the clean dequantized weights; each map's faults are written into
+    it in place and restored (`sramsim.inject.inplace`, O(faults) per map). Otherwise each map's
+    image is dequantized and swapped in with functional_call (the caller's model is only read).
+    Both give bit-identical weights. A TorchQuantizedModel's int8 weights are loaded into a
+    private copy of its model. One block at a time per evaluator (use one per thread).
+    """
+
+    def __init__(self, qm, layout: MemoryLayout | None = None, device=None):
+        from sramsim.inject.torch_quantized import TorchQuantizedModel, copy_model
         self.qm = qm
+        self.layout = layout or MemoryLayout()
         self.device = device
-        self.inplace = qm.inplace_fits(model)
-        # the copy keeps the caller's float weights intact
-        self.model = copy.deepcopy(model) if self.inplace else model
-        if self.inplace:
-            qm.load_clean(self.model)
+        self.torch_quantized = isinstance(qm, TorchQuantizedModel)
+        if self.torch_quantized:
+            if self.layout.ecc is not None:
+                raise InputError("ecc is not modelled for PyTorch-quantized (int8) models")
+            self._own = TorchQuantizedModel(copy_model(qm.model), qm.word_bits)
+            self.model = self._own.model
+            self.inplace = False
+        else:
+            self.inplace = inplace.inplace_fits(qm, qm.model)
+            self.model = copy.deepcopy(qm.model) if self.inplace else qm.model
+            if self.inplace:
+                self._weights = inplace.pack_parameters(qm, self.model)
+                inplace.load_clean(qm, self.model)
+        self._clean: dict = {}
 
     @contextmanager
-    def faults(self, source, voltage: float | None = None,
-               offset: int = 0) -> Iterator[tuple[dict | None, bool]]:
-        """Yields (weights, changed) for `evaluate(self.model, data, weights)` under one map
-        (source: as `QuantizedModel.faults_applied`, a faulty image included); changed is False
-        when no byte of the memory image reads back differently."""
-        if self.inplace:
-            with self.qm.faults_applied(self.model, source, voltage, offset) as applied:
-                yield None, not applied.unchanged
-            return
-        image = source if isinstance(source, np.ndarray) else \
-            self.qm.faulty_image(source, voltage, offset)
-        changed = not np.array_equal(image, self.qm.image)
-        yield self.qm.dequantize(image if changed else self.qm.image, self.device), changed
+    def faults(self, source=None, voltage: float | None = None,
+               offset: int = 0) -> Iterator[Faulted]:
+        """Yields the model under one fault map (a `Faulted`), restored on leaving the block.
+
+        source: a Chip (at `voltage`, at memory word `offset` or by the layout's DRAM mapping),
+        RandomBitErrors, Faults, a `sramsim.inject.draws.ChipDraw`, a faulty data image (uint8,
+        already read back: no voltage, offset or layout applies), or None for the clean
+        quantized model.
+        """
+        source, voltage, offset = _unpack_draw(source, voltage, offset)
+        if self.torch_quantized:
+            image, record = self._read(source, voltage, offset)
+            with self._own.loaded(image):
+                yield Faulted(self.model, None, not np.array_equal(image, self.qm.image), record)
+        elif source is None:
+            yield Faulted(self.model, None if self.inplace else self.qm.clean_weights(self.device),
+                          False)
+        elif self.inplace:
+            with inplace.faults_applied(self.qm, self.model, source, voltage, offset,
+                                        None if isinstance(source, np.ndarray) else self.layout
+                                        ) as applied:
+                yield Faulted(self.model, None, not applied.unchanged, applied.record)
+        else:
+            image, record = self._read(source, voltage, offset)
+            changed = not np.array_equal(image, self.qm.image)
+            yield Faulted(self.model, self.qm.dequantize(image if changed else self.qm.image,
+                                                         self.device), changed, record)
+
+    def _read(self, source, voltage, offset) -> tuple[np.ndarray, dict]:
+        if source is None:
+            return self.qm.image, {}
+        if isinstance(source, np.ndarray):
+            self._check_image(source)
+            return source, {}
+        return self.layout.read(self.qm, source, voltage, offset)
+
+    def _check_image(self, image: np.ndarray) -> None:
+        """Refuse a faulty image that is not shaped like the clean one."""
+        if image.dtype != np.uint8 or image.shape != self.qm.image.shape:
+            raise InputError(f"a faulty image must be uint8 [{self.qm.image.size}], got "
+                             f"{image.dtype} {list(image.shape)}")
+
+    def clean(self, dataset: Dataset, batch_size: int = 1000) -> dict[str, float]:
+        """{"accuracy", "loss"} of the fault-free quantized model on `dataset` (computed once
+        per dataset object)."""
+        key = (id(dataset), batch_size)
+        if key not in self._clean:
+            with self.faults(None) as run:
+                self._clean[key] = (dataset, run.evaluate(dataset, batch_size))
+        return dict(self._clean[key][1])
+
+    def evaluate(self, dataset: Dataset, source=None, voltage: float | None = None,
+                 offset: int = 0, batch_size: int = 1000) -> dict:
+        """{"accuracy", "loss", "changed", **record} of the model under one fault map (see
+        `faults`); a map that changes no byte of the image is the clean evaluation, not
+        evaluated again."""
+        with self.faults(source, voltage, offset) as run:
+            r = run.evaluate(dataset, batch_size) if run.changed else \
+                self.clean(dataset, batch_size)
+            return {**r, "changed": run.changed, **run.record}
+
+
+def _unpack_draw(source, voltage, offset):
+    """A ChipDraw as (chip, voltage, offset); anything else as given."""
+    from sramsim.inject.draws import ChipDraw, as_source
+    if isinstance(source, ChipDraw):
+        if voltage is not None or offset:
+            raise InputError("a chip draw carries its own voltage and offset")
+        return as_source(source)
+    return source, voltage, offset

@@ -134,7 +134,7 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts,
     are written there; if it exists when training starts (same `opts` and `tag`), training resumes
     after its last finished epoch. on_epoch_end(epoch, record) runs after each state write.
     """
-    from tqdm import tqdm
+    from sramsim.progress import progress as reporter
 
     if not isinstance(model, DiehlCook):
         raise InputError(f"STDP training needs a diehl-cook model, got {type(model).__name__}")
@@ -161,8 +161,8 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts,
         t0 = time.perf_counter()
         model.train()
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(order_seed(opts.seed, epoch)))
-        bar = tqdm(bounds, desc=f"epoch {epoch + 1}/{opts.epochs}", file=sys.stderr,
-                   disable=None if progress else True, leave=False, unit="batch")
+        bar = reporter(bounds, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="batch",
+                       enabled=progress)
         spikes = 0.0
         for step, (a, b) in enumerate(bar):
             x = train_set.x[perm[a:b]].to(device)

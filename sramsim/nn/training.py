@@ -35,7 +35,7 @@ from sramsim.inject import quantization as Q
 from sramsim.nn.data import Dataset, load_dataset
 from sramsim.errors import InputError, check_writable
 from sramsim.nn.evaluation import accuracy
-from sramsim.nn.fat import FaultInjector, check_fat
+from sramsim.nn.fat import FaultInjector, canonical_source, check_fat
 from sramsim.nn.models import atomic_torch_save, build, load_checkpoint, read_torch_file, save_checkpoint
 from sramsim.inject.quantized_model import QuantizedModel, quantized_parameter_names
 from sramsim.memory.random_errors import RandomBitErrors
@@ -113,6 +113,8 @@ class TrainOptions:
                 raise InputError(f"--randbet-start must be below --epochs ({self.epochs}), got "
                                  f"{self.randbet_start} (RandBET would never run)")
         check_fat(self.fat_ber, self.fat_curriculum, self.fat_source, self.fat_start)
+        if self.fat_ber:
+            self.fat_source = canonical_source(self.fat_source)
         if self.fat_ber and self.randbet_p:
             raise InputError("--fat-ber and --randbet-p are two ways of training on bit errors; "
                              "choose one")
@@ -271,7 +273,7 @@ def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Da
     written there; if it exists when training starts (same `opts` and `tag`), training resumes
     after its last finished epoch. on_epoch_end(epoch, record) runs after each state write.
     """
-    from tqdm import tqdm
+    from sramsim.progress import progress as reporter
 
     if len(train_set) < 2:
         raise InputError(f"training set {train_set.name!r} needs at least 2 samples, has {len(train_set)}")
@@ -298,8 +300,8 @@ def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Da
             epoch_seed(opts.seed, epoch)))
         total_loss = torch.zeros((), dtype=torch.float64)
         correct, seen = 0, 0
-        bar = tqdm(bounds, desc=f"epoch {epoch + 1}/{opts.epochs}", file=sys.stderr,
-                   disable=None if progress else True, leave=False, unit="batch")
+        bar = reporter(bounds, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="batch",
+                       enabled=progress)
         for step, (a, b) in enumerate(bar):
             idx = perm[a:b]
             x, y = train_set.x[idx].to(device), train_set.y[idx].to(device)
@@ -349,7 +351,7 @@ def _save_state(path, config, epoch, model, optimizer, scheduler, history) -> No
 
 def _resume(path, config, model, optimizer, scheduler) -> tuple[int, list[dict]]:
     state = read_torch_file(path, STATE_FORMAT, STATE_VERSION, "sramsim training state")
-    if state.get("config") != config:
+    if _spelled_now(state.get("config")) != config:
         raise InputError(f"{path}: training state was written with different options; delete it "
                          "to start over or choose another --out")
     try:
@@ -467,4 +469,16 @@ def _finished(out: Path, opts: TrainOptions, tag: dict) -> dict | None:
         _, meta = load_checkpoint(out)
     except InputError:
         return None
-    return meta if meta.get("train_config") == {"options": opts.as_dict(), "tag": tag} else None
+    return meta if _spelled_now(meta.get("train_config")) == {"options": opts.as_dict(),
+                                                               "tag": tag} else None
+
+
+def _spelled_now(config):
+    """A recorded training config with its FAT source in today's spelling, so models trained
+    with "dram:modelK" (sramsim <= 0.1) still match the same settings spelled anew."""
+    options = (config or {}).get("options") if isinstance(config, dict) else None
+    if not isinstance(options, dict) or "fat_source" not in options:
+        return config
+    return {**config, "options": {**options,
+                                  "fat_source": canonical_source(options["fat_source"],
+                                                                 warn=False)}}

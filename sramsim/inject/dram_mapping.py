@@ -1,5 +1,6 @@
-"""Where a model's memory image sits in a DRAM part (mapping policy), and what follows from it:
-the faults its bytes read back and the row-buffer access trace of one inference.
+"""DRAM mappings: where a model's memory image sits in a DRAM part (a mapping policy), and what
+follows from it: the faults its bytes read back and the row-buffer access trace of one inference.
+(`sramsim.inject.layout.MemoryLayout(mapping=...)` selects a policy for every read path.)
 
 Unit of placement: one burst (device_width x burst_length bits, `unit_bytes`). Image unit k
 (image bytes [k * unit_bytes, (k + 1) * unit_bytes)) sits in chip burst slot `chip_unit[k]`, i.e.
@@ -18,7 +19,7 @@ Policies (`POLICIES`), each an order over the chip's slots; the image fills it f
                BER at the operating voltage (equal BERs in drmap order: `partition_order`),
                layers sorted by their tolerable BER; the most sensitive layer takes the most
                reliable partitions, each partition filled in drmap order. A layer no remaining partition meets goes to the most reliable remaining ones
-               and the Placement's `warnings` say so. (A burst shared by two layers follows the
+               and the DramMapping's `warnings` say so. (A burst shared by two layers follows the
                more sensitive one.)
 
 The same `chip_unit` gives the faults (`apply_placed`) and the access trace (`access_counts`):
@@ -26,6 +27,7 @@ one code path decides both.
 """
 from __future__ import annotations
 
+import functools
 import numbers
 import threading
 import weakref
@@ -36,7 +38,7 @@ from functools import cached_property
 import numpy as np
 
 from sramsim.errors import InputError, check_ber
-from sramsim.inject.mapping import apply_bit_faults, apply_faults, check_offset
+from sramsim.inject.mapping import apply_bit_faults
 from sramsim.memory.chip import Chip, Faults
 from sramsim.memory.dram import DramGeometry
 from sramsim.memory.sizes import require_memory
@@ -47,7 +49,7 @@ ACCESS_KINDS = ("hit", "miss", "conflict")
 
 
 @dataclass(frozen=True, eq=False)
-class Placement:
+class DramMapping:
     """A memory image of `n_bytes` laid into a DRAM part: image burst k sits in chip burst
     `chip_unit[k]` (distinct slots, read-only array; checked on construction)."""
 
@@ -67,7 +69,7 @@ class Placement:
         return int(self.chip_unit.shape[0])
 
     def __eq__(self, other) -> bool:
-        if not isinstance(other, Placement):
+        if not isinstance(other, DramMapping):
             return NotImplemented
         return ((self.geometry, self.policy, self.n_bytes, self.unit_bytes, self.start,
                  self.partition, self.layer_partitions, self.warnings)
@@ -182,7 +184,7 @@ def partition_units(geometry: DramGeometry, by: str) -> int:
 
 def place(n_bytes: int, geometry: DramGeometry, policy: str = "naive", *, layer_bytes=None,
           partition_ber=None, layer_tolerance=None, partition: str = "subarray",
-          start: int = 0) -> Placement:
+          start: int = 0) -> DramMapping:
     """Lay an image of `n_bytes` into `geometry` by `policy` (see the module docstring).
 
     start: bursts of the policy's order left empty before the image (naive and drmap; a second
@@ -215,7 +217,7 @@ def place(n_bytes: int, geometry: DramGeometry, policy: str = "naive", *, layer_
         require_memory(n_units * 24, f"placing {n_units} bursts")
         p = np.arange(start, start + n_units, dtype=np.int64)
         slots = (_naive_slots if policy == "naive" else _drmap_slots)(geometry, p)
-        return Placement(geometry, policy, n_bytes, unit_bytes, slots, start=start)
+        return DramMapping(geometry, policy, n_bytes, unit_bytes, slots, start=start)
     if start:
         raise InputError("start applies to the naive and drmap policies; error-aware places by "
                          "partition BER (start must be 0)")
@@ -227,6 +229,13 @@ def place(n_bytes: int, geometry: DramGeometry, policy: str = "naive", *, layer_
     tol = _check_tolerances(layer_tolerance, len(layers))
     pber = _check_partition_ber(partition_ber, geometry.n_partitions(partition), partition)
     return _error_aware(geometry, n_bytes, unit_bytes, n_units, layers, tol, pber, partition)
+
+
+@functools.lru_cache(maxsize=16)
+def cached_mapping(n_bytes: int, geometry: DramGeometry, policy: str, start: int = 0) -> DramMapping:
+    """`place(n_bytes, geometry, policy, start=start)` for naive / drmap, made once per process
+    (a DramMapping is immutable; every fault map of a study reads through the same one)."""
+    return place(n_bytes, geometry, policy, start=start)
 
 
 def _check_layer_bytes(layer_bytes, n_bytes: int) -> list[int]:
@@ -275,7 +284,7 @@ def _check_partition_ber(partition_ber, n_parts: int, by: str) -> np.ndarray:
 
 
 def _error_aware(g: DramGeometry, n_bytes: int, unit_bytes: int, n_units: int, layers: list,
-                 tol: np.ndarray, pber: np.ndarray, by: str) -> Placement:
+                 tol: np.ndarray, pber: np.ndarray, by: str) -> DramMapping:
     """EDEN's placement: bursts sorted by their layer's tolerance fill partitions sorted by BER."""
     # Each burst follows the most sensitive layer among those it holds bytes of.
     unit_layer = np.full(n_units, -1, dtype=np.int64)
@@ -306,7 +315,7 @@ def _error_aware(g: DramGeometry, n_bytes: int, unit_bytes: int, n_units: int, l
             warnings.append(f"layer {i} (tolerable BER {tol[i]:g}): not enough {by} partitions "
                             f"meet it; placed in the most reliable remaining ones, BER up to "
                             f"{worst:g}")
-    return Placement(g, "error-aware", n_bytes, unit_bytes, chip_unit, partition=by,
+    return DramMapping(g, "error-aware", n_bytes, unit_bytes, chip_unit, partition=by,
                      layer_partitions=tuple(used), warnings=tuple(warnings))
 
 
@@ -459,7 +468,7 @@ class _IndexCache:
 FAULT_INDEX = _IndexCache()
 
 
-def placed_faults(chip: Chip, voltage: float, placement: Placement) -> Faults:
+def placed_faults(chip: Chip, voltage: float, placement: DramMapping) -> Faults:
     """The chip's faults at `voltage` that fall on the image's bytes, as image bit addresses
     (ascending, distinct): O(placement runs * log faults + faults in the placed bursts)."""
     g = _dram_geometry(chip)
@@ -486,11 +495,11 @@ def placed_faults(chip: Chip, voltage: float, placement: Placement) -> Faults:
     return Faults(bit[keep].astype(np.uint64), index.kind[sel][keep])
 
 
-def check_placed(chip: Chip, voltage: float, placement: Placement, n_bytes: int) -> None:
+def check_placed(chip: Chip, voltage: float, placement: DramMapping, n_bytes: int) -> None:
     """The arguments of reading an image of `n_bytes` through `chip` at `voltage` laid out by
     `placement`, checked (TypeError / InputError / ValueError naming the problem)."""
-    if not isinstance(placement, Placement):
-        raise TypeError(f"placement must be a Placement, got {type(placement).__name__}")
+    if not isinstance(placement, DramMapping):
+        raise TypeError(f"placement must be a DramMapping, got {type(placement).__name__}")
     if n_bytes != placement.n_bytes:
         raise InputError(f"image of {n_bytes} bytes, the placement was made for "
                          f"{placement.n_bytes} bytes")
@@ -500,18 +509,7 @@ def check_placed(chip: Chip, voltage: float, placement: Placement, n_bytes: int)
         raise ValueError("a Chip needs a voltage")
 
 
-def read_image(image: np.ndarray, source, voltage: float | None = None, offset: int = 0,
-               out: np.ndarray | None = None, placement: Placement | None = None) -> np.ndarray:
-    """`image` read back through `source`: placed at chip word `offset` (`apply_faults`), or laid
-    out by a DRAM `placement` (`apply_placed`, offset must be 0); a new array unless `out`."""
-    if placement is None:
-        return apply_faults(image, source, voltage, offset, out)
-    if check_offset(offset):
-        raise ValueError("offset must be 0 with a placement (use the placement's start)")
-    return apply_placed(image, source, voltage, placement, out)
-
-
-def apply_placed(image: np.ndarray, chip: Chip, voltage: float, placement: Placement,
+def apply_placed(image: np.ndarray, chip: Chip, voltage: float, placement: DramMapping,
                  out: np.ndarray | None = None) -> np.ndarray:
     """`image` as read back from `chip` at `voltage` when laid out by `placement` (into `out` when
     given); the clean image is never modified. No dense mask of the part is built."""
@@ -536,7 +534,7 @@ def _dram_geometry(chip) -> DramGeometry:
 
 
 # --- the access trace of one inference ---------------------------------------------------------
-def access_counts(placement: Placement, subarray_parallel: bool = False) -> dict[str, int]:
+def access_counts(placement: DramMapping, subarray_parallel: bool = False) -> dict[str, int]:
     """Row-buffer hits / misses / conflicts when every burst of the image is read once, in image
     order: open-page policy, one open row per bank (per subarray of a bank with
     subarray_parallel, SALP), all banks closed at the start. {"hit", "miss", "conflict", "bursts"}.
@@ -545,8 +543,8 @@ def access_counts(placement: Placement, subarray_parallel: bool = False) -> dict
     row, a conflict when another row is open. Vectorised: bursts grouped by bank (stable, so image
     order within a bank), each compared with the previous read of its bank.
     """
-    if not isinstance(placement, Placement):
-        raise TypeError(f"placement must be a Placement, got {type(placement).__name__}")
+    if not isinstance(placement, DramMapping):
+        raise TypeError(f"placement must be a DramMapping, got {type(placement).__name__}")
     loc = placement.locations()
     g = placement.geometry
     key = loc["bank"] * g.subarrays_per_bank + loc["subarray"] if subarray_parallel \
@@ -563,7 +561,7 @@ def access_counts(placement: Placement, subarray_parallel: bool = False) -> dict
     return {"hit": hit, "miss": miss, "conflict": n - hit - miss, "bursts": n}
 
 
-def inference_energy(placement: Placement, energy, voltage: float | None = None,
+def inference_energy(placement: DramMapping, energy, voltage: float | None = None,
                      subarray_parallel: bool = False) -> dict:
     """DRAM read energy of one inference (every weight burst read once) under `placement`:
     {"counts": access_counts, "energy_j": total J, "per_access_j": {hit, miss, conflict} J,

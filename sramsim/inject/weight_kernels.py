@@ -1,133 +1,18 @@
-"""Numba kernels on the uint8 memory image. Arrays and scalars only; callers check arguments.
+"""Numba kernels that write the faulty weights of a fault map into a model's parameters in place
+and restore them: only the codes a fault changes are decoded (the float32 arithmetic of
+`sramsim.inject.quantization.dequantize`, so values are bit-identical to the functional path).
 
-Fault semantics per stored bit: flip -> XOR, stuck0 -> AND-NOT, stuck1 -> OR.
-Every kernel writes each output byte from exactly one thread, so results do not depend on
-the number of threads. Compiled with cache=True so CLI starts do not pay the JIT each time.
+A faulty byte reads back through `sramsim.memory.kernels.read_byte` (the one byte rule). Work is
+split into fixed items (never by thread count), so every code is written by the same item into
+the same slots with any number of threads. Arrays and scalars only; callers check arguments.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
-BLOCK = 1 << 16          # bytes per parallel work item in the streaming kernels
-SPARSE_CHUNKS = 64       # fixed (thread-count independent) split of sorted fault lists
+from sramsim.memory.kernels import read_byte
 
-
-@njit(cache=True, inline="always")
-def _xor_into(src, x, dst):
-    """dst = src ^ x over equal-length contiguous slices."""
-    for k in range(src.shape[0]):
-        dst[k] = src[k] ^ x[k]
-
-
-@njit(cache=True, inline="always")
-def _masks_into(src, x, clear, set_, dst):
-    """dst = ((src ^ x) & ~clear) | set_ over equal-length contiguous slices."""
-    for k in range(src.shape[0]):
-        dst[k] = ((src[k] ^ x[k]) & ~clear[k]) | set_[k]
-
-
-# The loops work on contiguous slices so LLVM vectorises them (indexing with `i + k` into the
-# full arrays measured ~20x slower here).
-def _apply_xor_tiled(image, out, xor_mask, offset):
-    """out[i] = image[i] ^ xor_mask[(i + offset) % len(xor_mask)] (the chip tiled over the image)."""
-    n = image.shape[0]
-    c = xor_mask.shape[0]
-    nblocks = (n + BLOCK - 1) // BLOCK
-    for blk in prange(nblocks):
-        i = blk * BLOCK
-        end = min(n, i + BLOCK)
-        j = (i + offset) % c
-        while i < end:
-            seg = min(end - i, c - j)
-            _xor_into(image[i:i + seg], xor_mask[j:j + seg], out[i:i + seg])
-            i += seg
-            j = 0
-
-
-def _apply_masks_tiled(image, out, xor_mask, clear_mask, set_mask, offset):
-    """out[i] = ((image[i] ^ x) & ~c) | s with the masks of chip byte (i + offset) % len(mask)."""
-    n = image.shape[0]
-    c = xor_mask.shape[0]
-    nblocks = (n + BLOCK - 1) // BLOCK
-    for blk in prange(nblocks):
-        i = blk * BLOCK
-        end = min(n, i + BLOCK)
-        j = (i + offset) % c
-        while i < end:
-            seg = min(end - i, c - j)
-            _masks_into(image[i:i + seg], xor_mask[j:j + seg], clear_mask[j:j + seg],
-                        set_mask[j:j + seg], out[i:i + seg])
-            i += seg
-            j = 0
-
-
-@njit(cache=True)
-def _byte_aligned_starts(address, nchunks):
-    """Chunk starts over a sorted bit-address list such that no byte spans two chunks."""
-    n = address.shape[0]
-    starts = np.empty(nchunks + 1, dtype=np.int64)
-    starts[0] = 0
-    for c in range(1, nchunks):
-        s = max(starts[c - 1], (n * c) // nchunks)
-        while 0 < s < n and (address[s] >> 3) == (address[s - 1] >> 3):
-            s += 1
-        starts[c] = s
-    starts[nchunks] = n
-    return starts
-
-
-def _apply_sparse_inplace(out, address, kind):
-    """Apply bit faults with ascending bit addresses to `out` in place (it already holds a copy).
-
-    Sorted addresses make this a stream through memory instead of a random scatter.
-    """
-    starts = _byte_aligned_starts(address, SPARSE_CHUNKS)
-    for c in prange(SPARSE_CHUNKS):
-        for i in range(starts[c], starts[c + 1]):
-            a = address[i]
-            b = a >> 3
-            bit = np.uint8(1) << np.uint8(a & 7)
-            k = kind[i]
-            if k == 0:
-                out[b] ^= bit
-            elif k == 1:
-                out[b] &= ~bit
-            else:
-                out[b] |= bit
-
-
-def _apply_sparse_flips_inplace(out, address):
-    """Flip-only variant of `apply_sparse_inplace` (no kind array to read)."""
-    starts = _byte_aligned_starts(address, SPARSE_CHUNKS)
-    for c in prange(SPARSE_CHUNKS):
-        for i in range(starts[c], starts[c + 1]):
-            a = address[i]
-            out[a >> 3] ^= np.uint8(1) << np.uint8(a & 7)
-
-
-# Each streaming kernel exists twice: parallel for large images, serial for small ones, where
-# waking the thread pool costs more than the work (measured: 87 KB image, 12 ms with 2 busy
-# threads vs 0.01 ms serial). Both give identical bytes.
-PARALLEL_MIN_BYTES = 1 << 20
-
-apply_xor_tiled = njit(cache=True, parallel=True)(_apply_xor_tiled)
-apply_xor_tiled_serial = njit(cache=True)(_apply_xor_tiled)
-apply_masks_tiled = njit(cache=True, parallel=True)(_apply_masks_tiled)
-apply_masks_tiled_serial = njit(cache=True)(_apply_masks_tiled)
-apply_sparse_inplace = njit(cache=True, parallel=True)(_apply_sparse_inplace)
-apply_sparse_inplace_serial = njit(cache=True)(_apply_sparse_inplace)
-apply_sparse_flips_inplace = njit(cache=True, parallel=True)(_apply_sparse_flips_inplace)
-apply_sparse_flips_inplace_serial = njit(cache=True)(_apply_sparse_flips_inplace)
-
-
-def pick(parallel_kernel, serial_kernel, nbytes: int):
-    """The parallel kernel for images of at least PARALLEL_MIN_BYTES, else the serial one."""
-    return parallel_kernel if nbytes >= PARALLEL_MIN_BYTES else serial_kernel
-
-
-
-# ------------------------------------------------------------------ in-place faulty weights
 # Quantization schemes as kernel codes (the order of `quantization.SCHEMES`).
 SYMMETRIC, ASYMMETRIC, RQUANT = 0, 1, 2
 
@@ -219,13 +104,12 @@ def _write_run8(image, byte, xor, clear, set_, stuck, i0, i1, b_add, start, arr,
                 s_lo, s_hi, pos, old, w):
     """8-bit codes of one segment (array `arr`, first code `start`): faulty bytes i0..i1-1.
     Returns (next slot, image bytes changed). A loop with one array: the hot path."""
+    zero = np.uint8(0)
     c = 0
     for i in range(i0, i1):
         b = byte[i] + b_add
         before = image[b]
-        after = before ^ xor[i]
-        if stuck:
-            after = (after & ~clear[i]) | set_[i]
+        after = read_byte(before, xor[i], clear[i] if stuck else zero, set_[i] if stuck else zero)
         if after == before:
             continue
         c += 1
@@ -242,6 +126,7 @@ def _write_piece8(image, byte, xor, clear, set_, stuck, i, h, b_add, seg_end, se
                   seg_delta, seg_lo, seg_hi, params, pos, old, w):
     """One work item of 8-bit codes (one code per byte), segment by segment."""
     n_codes = seg_end[seg_end.shape[0] - 1]
+    zero = np.uint8(0)
     c = 0
     sp = 0
     while i < h:
@@ -249,9 +134,8 @@ def _write_piece8(image, byte, xor, clear, set_, stuck, i, h, b_add, seg_end, se
         if b >= n_codes:                # padding past the last code: changes no weight
             for q in range(i, h):
                 before = image[byte[q] + b_add]
-                after = before ^ xor[q]
-                if stuck:
-                    after = (after & ~clear[q]) | set_[q]
+                after = read_byte(before, xor[q], clear[q] if stuck else zero,
+                                  set_[q] if stuck else zero)
                 if after != before:
                     c += 1
             break
@@ -274,6 +158,7 @@ def _write_piece(image, byte, xor, clear, set_, stuck, i0, i1, b_add, bits, seg_
     per = 8 // bits
     cmask = (1 << bits) - 1
     n_codes = seg_end[seg_end.shape[0] - 1]
+    zero = np.uint8(0)
     c = 0
     sp = 0
     start, end = 0, seg_end[0]
@@ -281,9 +166,8 @@ def _write_piece(image, byte, xor, clear, set_, stuck, i0, i1, b_add, bits, seg_
     for i in range(i0, i1):
         b = byte[i] + b_add
         before = np.int64(image[b])
-        after = before ^ np.int64(xor[i])
-        if stuck:
-            after = (after & ~np.int64(clear[i])) | np.int64(set_[i])
+        after = np.int64(read_byte(image[b], xor[i], clear[i] if stuck else zero,
+                                   set_[i] if stuck else zero))
         if after == before:
             continue
         c += 1

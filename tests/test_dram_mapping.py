@@ -6,11 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from sramsim import Chip, QuantizedModel, RandomBitErrors
+from sramsim.inject.layout import MemoryLayout
+from sramsim import BerCurve, Chip, Geometry, QuantizedModel, RandomBitErrors
 from sramsim.analysis.dram_energy import DramEnergy
 from sramsim.errors import InputError
 from sramsim.inject.mapping import apply_faults
-from sramsim.inject.placement import (FAULT_INDEX, POLICIES, Placement, access_counts,
+from sramsim.inject.dram_mapping import (FAULT_INDEX, POLICIES, DramMapping, access_counts,
                                       apply_placed, image_layer_bytes, inference_energy,
                                       partition_bers, place)
 from sramsim.memory.dram import DramGeometry
@@ -207,16 +208,25 @@ def test_quantized_model_reads_through_a_placement():
     assert sizes == [1200, 300]
     p = place(qm.image.size, g, "error-aware", layer_bytes=sizes, layer_tolerance=[1e-3, 1e-2],
               partition_ber=partition_bers(chip, 0.9, "subarray"))
-    faulty = qm.faulty_image(chip, 0.9, placement=p)
+    layout = MemoryLayout(mapping="error-aware", layer_tolerance=(1e-3, 1e-2))
+    assert layout.dram_mapping(qm, chip, 0.9) == p
+    faulty = qm.faulty_image(chip, 0.9, layout=layout)
     assert np.array_equal(faulty, apply_placed(qm.image, chip, 0.9, p))
     assert not np.array_equal(faulty, qm.image)
-    w = qm.perturbed(chip, 0.9, placement=p)
+    w = qm.perturbed(chip, 0.9, layout=layout)
     ref = qm.dequantize(faulty)
     assert all(torch.equal(w[k], ref[k]) for k in ref)
-    with pytest.raises(ValueError, match="offset must be 0"):
-        qm.faulty_image(chip, 0.9, offset=3, placement=p)
-    with pytest.raises(TypeError, match="Chip"):
-        qm.faulty_image(RandomBitErrors(1e-3, seed=0), placement=p)
+    drmap = MemoryLayout(mapping="drmap")           # offset = bursts left empty before the image
+    assert np.array_equal(qm.faulty_image(chip, 0.9, offset=3, layout=drmap),
+                          apply_placed(qm.image, chip, 0.9, place(qm.image.size, g, "drmap",
+                                                                  start=3)))
+    with pytest.raises(InputError, match="offset must be 0"):
+        qm.faulty_image(chip, 0.9, offset=3, layout=layout)
+    with pytest.raises(InputError, match="needs a DRAM chip"):
+        qm.faulty_image(RandomBitErrors(1e-3, seed=0), layout=layout)
+    sram = Chip.random(Geometry(8, 64), BerCurve.builtin("finfet14"), 0.75, seed=0)
+    with pytest.raises(InputError, match="needs a DRAM chip"):
+        qm.faulty_image(sram, 0.9, layout=drmap)
 
 
 def test_image_layer_bytes_for_sub_byte_words():
@@ -303,17 +313,17 @@ def test_apply_placed_refuses_mismatches():
         apply_placed(np.zeros(16, np.uint8), other, 1.0, p)
     with pytest.raises(InputError, match="image of 15 bytes"):
         apply_placed(np.zeros(15, np.uint8), make_chip(SUB, 10), 1.0, p)
-    assert isinstance(p, Placement)
+    assert isinstance(p, DramMapping)
 
 
 def test_a_placement_built_by_hand_is_checked():
-    Placement(SUB, "custom", 4, 2, [3, 0])
+    DramMapping(SUB, "custom", 4, 2, [3, 0])
     with pytest.raises(InputError, match="lists a chip burst twice"):
-        Placement(SUB, "custom", 4, 2, [3, 3])
+        DramMapping(SUB, "custom", 4, 2, [3, 3])
     with pytest.raises(InputError, match=r"must lie in \[0, 16\)"):
-        Placement(SUB, "custom", 4, 2, [3, 16])
+        DramMapping(SUB, "custom", 4, 2, [3, 16])
     with pytest.raises(InputError, match="needs 2"):
-        Placement(SUB, "custom", 4, 2, [3])
+        DramMapping(SUB, "custom", 4, 2, [3])
     with pytest.raises(InputError, match="one burst"):
-        Placement(SUB, "custom", 4, 4, [3])
+        DramMapping(SUB, "custom", 4, 4, [3])
     assert not place(16, SUB, "drmap").chip_unit.flags.writeable
