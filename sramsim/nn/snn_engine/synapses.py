@@ -34,15 +34,22 @@ def _axpy_into(acc, v, w):
 
 @njit(cache=True, parallel=True)
 def _linear_kernel(s, wt, out):
-    """out[m] = sum over k ascending of s[m, k] * wt[k] (rows of wt = inputs), inactive k skipped."""
+    """out[m] = sum over k ascending of s[m, k] * wt[k] (rows of wt = inputs), inactive k skipped.
+    The active inputs of a row are listed first without a branch (a branch per input
+    mispredicts at ~30% density: layer 2 of snn-fc400 took 5.9 instead of 2.6 ms here)."""
+    k_count = s.shape[1]
     for m in prange(s.shape[0]):
+        active = np.empty(k_count, dtype=np.int64)
         acc = out[m]
         acc[:] = 0
         row = s[m]
-        for k in range(row.shape[0]):
-            v = row[k]
-            if v != 0:
-                _axpy_into(acc, np.float32(v), wt[k])
+        c = 0
+        for k in range(k_count):
+            active[c] = k
+            c += row[k] != 0
+        for j in range(c):
+            k = active[j]
+            _axpy_into(acc, np.float32(row[k]), wt[k])
 
 
 @njit(cache=True, inline="always")
