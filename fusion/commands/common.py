@@ -6,7 +6,7 @@ import os
 
 
 from sramsim import BerCurve, Chip, QuantizedModel
-from sramsim.commands.main import (ber, check_writable, integer, number, seed,  # noqa: F401
+from sramsim.commands.main import (ber, check_writable, flagged, integer, maps, number, seed,  # noqa: F401
                                    torch_device, voltage)  # (shared by the fusion commands)
 from sramsim.errors import InputError
 from sramsim.memory.shipped import resolve_profiles

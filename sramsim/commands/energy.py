@@ -6,7 +6,7 @@ import argparse
 from sramsim.analysis import addons
 from sramsim.analysis import energy as E
 from sramsim.analysis.systolic import METHODS, count_accesses
-from sramsim.commands.main import integer, number, print_json
+from sramsim.commands.main import flagged, integer, number, print_json
 from sramsim.commands.helptext import leaf, paragraph
 from sramsim.errors import InputError, check_ber
 from sramsim.inject.ecc import get_code
@@ -201,7 +201,10 @@ def _addon_accesses(args, method: str | None,
     if input_shape is None:
         raise InputError(f"--addon {name} with --accesses: pass --input-shape C,H,W to count its "
                          f"reads ({method}), or --count published to look up NeuralFuse's count")
-    generator = addons.build(name, input_shape[0])
+    try:
+        generator = addons.build(name, input_shape[0])
+    except InputError as exc:
+        raise flagged(exc, ["addon"]) from None
     return (name, count_accesses(generator, input_shape, method, progress=True),
             f"{name}: {COUNT_LABELS[method]}")
 
