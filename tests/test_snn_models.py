@@ -10,6 +10,7 @@ from sramsim.errors import InputError
 from sramsim.inject.quantized_model import quantized_parameter_names
 from sramsim.nn.evaluation import accuracy
 from sramsim.nn.models import build, load_checkpoint, save_checkpoint
+from sramsim.nn.torch_files import atomic_torch_save, read_torch_file
 from sramsim.nn.models.snn import MAX_SYNAPSES, build_snn
 from sramsim.nn.training import TrainOptions, train_base
 from conftest import write_quadrants
@@ -210,11 +211,11 @@ def test_input_coding_is_saved_and_old_checkpoints_keep_clamp(tmp_path):
     loaded, got = load_checkpoint(tmp_path / "new.pt")
     assert loaded.input_coding == "intensity" and got["input_coding"] == "intensity"
     # a checkpoint written before the field: trained with the clamp coding, loaded with it
-    obj = torch.load(tmp_path / "new.pt", weights_only=True)
+    obj = read_torch_file(tmp_path / "new.pt", "sramsim.model", 1, "checkpoint")
     del obj["meta"]["input_coding"]
-    torch.save(obj, tmp_path / "old.pt")
+    atomic_torch_save(obj, tmp_path / "old.pt")
     assert load_checkpoint(tmp_path / "old.pt")[0].input_coding == "clamp"
     obj["meta"]["input_coding"] = "gamma"
-    torch.save(obj, tmp_path / "bad.pt")
+    atomic_torch_save(obj, tmp_path / "bad.pt")
     with pytest.raises(InputError, match="input_coding 'gamma'"):
         load_checkpoint(tmp_path / "bad.pt")
