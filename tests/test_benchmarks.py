@@ -129,3 +129,31 @@ def test_readme_transcripts_quote_their_result_files():
     for row in _result("readme_snn.json")["rows"]:
         line = next(ln for ln in readme.splitlines() if ln.startswith(f"| {row['model']} |"))
         assert f"| {100 * row['test_accuracy_8bit']:.2f}% | {100 * row['float_test_accuracy']:.2f}% |" in line
+
+
+def test_bench_snn_smoke_tiny():
+    """benchmarks/bench_snn.py end to end on tiny networks and random images: every workload has
+    every variant, the engines agree with the step loop on the benchmark batch, the ratios the
+    issue names exist. BindsNET is optional: a missing install is a recorded reason."""
+    import bench_snn
+    args = bench_snn.parse_args(["--synthetic", "--size", "16", "--steps", "3", "--batch", "6",
+                                 "--train-batch", "6", "--conv-batch", "4", "--fc-n", "8",
+                                 "--conv-n", "2", "--dc-n", "6", "--dc-steps", "8",
+                                 "--dc-batch", "6", "--stdp-images", "12", "--rounds", "1",
+                                 "--no-bindsnet"])
+    r = bench_snn.run(args)
+    for family in ("snn_fc", "snn_conv"):
+        inf, train = r[family]["inference"], r[family]["training"]
+        assert inf["equal_to_step_loop"] and train["gradients_match_step_loop"]
+        for w in (inf, train):
+            assert set(w["ms_per_image"]) == {"ours", "step_before", "step_reference", "floor"}
+            assert all(v["wall_ms"] > 0 for v in w["ms_per_image"].values())
+    assert r["diehl_cook"]["inference"]["equal_to_step_loop"]
+    assert r["diehl_cook"]["stdp"]["equal_to_step_loop"]
+    assert {"snn_fc8_inference", "snn_fc8_training", "snn_conv_inference",
+            "diehl_cook6_inference"} <= set(r["ratios"])
+    assert set(r["floor_ratios"]) >= {"snn_fc8_inference", "diehl_cook6_inference"}
+    assert r["bindsnet"] == {"version": "0.3.4", "ran": False,
+                             "unavailable_because": "skipped (--no-bindsnet)"}
+    peer, why = bench_snn.load_bindsnet(ROOT / ".cache" / "no-such-dir")
+    assert peer is None and "pip install --target .cache/bindsnet-pkgs" in why

@@ -435,6 +435,8 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
             raise InputError(f"init {init}: its weights do not fit a {arch} model for "
                              f"{train_set.name} ({train_set.in_channels}x{train_set.image_size}, "
                              f"{num_classes} classes)") from None
+        if hasattr(init_model, "input_coding"):     # a spiking model keeps its input coding
+            model.input_coding = init_model.input_coding
     model.to(device)
     t0 = time.perf_counter()
     trainer = train
