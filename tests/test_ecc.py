@@ -411,9 +411,9 @@ def test_energy_with_ecc():
     assert E.addon_saving(100, 10, 0.833, ecc="secded72", decoder=0.0) == pytest.approx(
         1 - e * 1.125 - 0.1)
     assert E.saving(1.0, ecc="secded72") == pytest.approx(-0.175)   # ECC at nominal costs energy
-    with pytest.raises(InputError, match="--ecc-decoder-energy needs --ecc"):
+    with pytest.raises(InputError, match="ecc decoder energy needs an ecc code"):
         E.ecc_energy_per_read(0.9, decoder=0.1)
-    with pytest.raises(InputError, match="--ecc-decoder-energy"):
+    with pytest.raises(InputError, match="ecc decoder energy must be a finite number"):
         E.ecc_energy_per_read(0.9, ecc="secded72", decoder=float("nan"))
 
 

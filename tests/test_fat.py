@@ -44,17 +44,17 @@ def test_curriculum_schedules():
         pytest.approx([0.02, 0.06, 0.1])
     assert {curriculum_ber(0.05, e, 5, "constant") for e in range(5)} == {0.05}
     assert curriculum_ber(0.05, 0, 1, "log") == 0.05      # a single epoch trains at the target
-    with pytest.raises(InputError, match="--fat-curriculum"):
+    with pytest.raises(InputError, match="fat_curriculum"):
         curriculum_ber(0.05, 0, 3, "cosine")
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"fat_ber": 1.0}, "--fat-ber"), ({"fat_ber": -1e-3}, "--fat-ber"),
-    ({"fat_ber": 1e-2, "fat_start": 1e-2}, "--fat-start"),
-    ({"fat_ber": 1e-2, "fat_start": 0.0}, "--fat-start"),
-    ({"fat_ber": 1e-2, "fat_curriculum": "steps"}, "--fat-curriculum"),
+    ({"fat_ber": 1.0}, "fat_ber"), ({"fat_ber": -1e-3}, "fat_ber"),
+    ({"fat_ber": 1e-2, "fat_start": 1e-2}, "fat_start"),
+    ({"fat_ber": 1e-2, "fat_start": 0.0}, "fat_start"),
+    ({"fat_ber": 1e-2, "fat_curriculum": "steps"}, "fat_curriculum"),
     ({"fat_ber": 1e-2, "fat_source": "dram:model7"}, r"dram:error-model=0\.\.3"),
-    ({"fat_ber": 1e-2, "fat_source": "sram"}, "--fat-source"),
+    ({"fat_ber": 1e-2, "fat_source": "sram"}, "fat_source"),
     ({"fat_ber": 1e-2, "fat_source": "chips:/nonexistent.h5"}, "no such profile"),
     ({"fat_ber": 1e-2, "randbet_p": 0.01}, "choose one"),
 ])
@@ -145,7 +145,7 @@ def test_chip_pool_source(tmp_path):
     images = [inj.faulty_image(qm, 0.01, s) for s in range(6)]
     assert any(not np.array_equal(im, qm.image) for im in images)
     np.testing.assert_array_equal(images[0], inj.faulty_image(qm, 0.01, 0))
-    with pytest.raises(InputError, match="below --fat-ber"):
+    with pytest.raises(InputError, match="below fat_ber"):
         FaultInjector(model, quantized_parameter_names(model),
                       TrainOptions(fat_ber=0.9, fat_curriculum="constant", fat_source=src))
 

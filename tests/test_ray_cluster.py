@@ -29,7 +29,7 @@ import torch
 from conftest import write_idx
 from sramsim.analysis import sweep as S
 from sramsim.analysis.executors import Execution
-from sramsim.errors import InputError
+from sramsim.errors import InputError, RunError
 
 PORT = 6390
 ADDRESS = f"127.0.0.1:{PORT}"
@@ -495,7 +495,7 @@ def test_unreachable_cluster_is_one_line_and_exit_2(setup, tmp_path):
 @pytest.mark.parametrize("address", ["127.0.0.1", "head", ":6379", "127.0.0.1:0", "h:99999", "h:x"])
 def test_ray_address_must_be_host_port(address):
     from sramsim.analysis.executors import ray_address
-    with pytest.raises(InputError, match="--ray-address must be HOST:PORT"):
+    with pytest.raises(InputError, match="Ray address must be HOST:PORT"):
         ray_address(address)
 
 
@@ -571,7 +571,8 @@ def test_all_actors_dead_is_one_line_and_keeps_what_finished():
     with pytest.raises(RayWorkersLost) as info:
         run_on_actors(FakeRay(), [FakeActor("a", dies_at=3), FakeActor("b", dies_at=2)],
                       list(range(6)), got.extend)
-    assert not isinstance(info.value, InputError) and "\n" not in str(info.value)
+    assert isinstance(info.value, RunError) and not isinstance(info.value, InputError)
+    assert "\n" not in str(info.value)
     assert str(info.value).startswith("all 2 Ray worker(s) died (RayActorError: ")
     assert "re-run with the same output folder" in str(info.value)
     # b: 0 then dies on 2; a: 1, 3, then dies on 2 (handed back by b); 4 and 5 never ran
@@ -594,11 +595,11 @@ def test_join_failures_are_one_line_naming_the_address():
         address = f"127.0.0.1:{head.getsockname()[1]}"
         denied = ConnectionError(f"Failed to connect to Ray cluster at {address}")
         denied.__cause__ = RuntimeError("Failed to connect to GCS.\nUnauthenticated: InvalidAuthToken")
-        with pytest.raises(InputError, match=f"^--ray-address {address}: could not join the Ray "
+        with pytest.raises(InputError, match=f"^Ray address {address}: could not join the Ray "
                                              "cluster \\(it asks for the cluster's token: set "
                                              "RAY_AUTH_MODE=token"):
             join_ray_cluster(FakeRay(denied), address)
-        with pytest.raises(InputError, match=f"^--ray-address {address}: could not join the Ray "
+        with pytest.raises(InputError, match=f"^Ray address {address}: could not join the Ray "
                                              "cluster \\(RuntimeError: boom\\)$"):
             join_ray_cluster(FakeRay(RuntimeError("boom\nmore")), address)
 

@@ -194,7 +194,7 @@ def test_bad_base_is_refused(tmp_path, capsys, cnn_checkpoint, monkeypatch):
     cases = [(["--base", str(tmp_path / "missing.pt")], "no such checkpoint"),
              (["--base", str(junk)], "--base"),
              (["--base", str(path), "--data", "mnist"], "trained on 'fashion-mnist'"),
-             (["--base", str(path), "--model", "vgg11"], "not --model vgg11")]
+             (["--base", str(path), "--model", "vgg11"], "not the vgg11 asked for")]
     for extra, message in cases:
         assert main(["sparkxd", "--out", str(tmp_path / "s"), "--no-progress", *extra]) == 2
         err = capsys.readouterr().err.strip()

@@ -15,7 +15,7 @@ from sramsim.commands.helptext import leaf
 from sramsim.errors import InputError
 from sramsim.memory.curves import BerCurve
 
-from fusion.commands.common import check_writable, curve_ber, integer, number
+from fusion.commands.common import check_writable, curve_ber, integer, maps, number
 from fusion.evaluation import CURVE
 
 
@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
     budget = number(args.budget, "--budget", positive=True)
     train_limit = integer(args.train_limit, "--train-limit")
     eval_limit = integer(args.eval_limit, "--eval-limit")
-    n_models = integer(args.models, "--models")
+    n_models = maps(args.models, "--models")
+    check_writable(args.out, "--out", folder=True)
     out = Path(args.out)
-    check_writable(out, "--out", folder=True)
     result = run_generator_demo(
         args.base, args.data, voltage=voltage, budget_seconds=budget, out_dir=out,
         train_limit=train_limit, eval_limit=eval_limit, n_models=n_models,

@@ -43,7 +43,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check every option, then run; bad input raises InputError (one line, exit 2)."""
     limit = common.integer(args.limit, "--limit")
-    n_models = common.integer(args.models, "--models")
+    n_models = common.maps(args.models, "--models")
     batch_size = common.integer(args.batch_size, "--batch-size") or 1000
     seed = common.seed(args.seed)
     device = common.device(args.device)

@@ -81,13 +81,13 @@ def run(args: argparse.Namespace) -> int:
     limit = common.integer(args.limit, "--limit")
     budget = common.number(args.time_budget, "--time-budget", positive=True)
     device = common.device(args.device)
+    common.check_writable(args.out, "--out", folder=True)
     out = Path(args.out)
-    common.check_writable(out, "--out", folder=True)
     faults = common.fault_spec(args)
     qm, meta = common.load_base(args.base)
     _check_sizes(config, qm, int(meta["in_channels"]))
     val_split = common.integer(args.val_split, "--val-split")
-    val_maps = common.integer(args.val_maps, "--val-maps")
+    val_maps = common.maps(args.val_maps, "--val-maps")
     val_ber = common.curve_ber(args.val_ber, "--val-ber")
     if val_split is None and val_ber is not None:
         raise InputError("--val-ber needs --val-split N (the held-out images to validate on)")
@@ -95,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
     train_set = load_dataset(args.data, "train", limit)
     val_set = None
     if val_split is not None:
-        train_set, val_set = hold_out(train_set, val_split)
+        try:
+            train_set, val_set = hold_out(train_set, val_split)
+        except InputError as exc:
+            raise common.flagged(exc, ["val_split"]) from None
     info = common.base_info(args.base, meta, qm)
     if not args.json:                       # every option checked: say what the run costs
         note = cost_note(config, qm.model, int(meta["in_channels"]), faults)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sramsim.errors import InputError
+from sramsim.errors import MAX_THREADS, InputError, RunError, check_threads
 from sramsim.inject.layout import MemoryLayout
 from sramsim.memory.chip import Chip
 
@@ -192,6 +192,7 @@ def set_threads(threads: int | tuple[int, int]) -> tuple[int, int]:
     import numba
     before = get_threads()
     t_torch, t_numba = (threads, threads) if isinstance(threads, int) else threads
+    check_threads(int(t_torch)), check_threads(int(t_numba))   # torch crashes on 100000
     torch.set_num_threads(int(t_torch))
     numba.set_num_threads(min(int(t_numba), numba.config.NUMBA_NUM_THREADS))
     return before
@@ -211,9 +212,6 @@ def pinned_threads(threads: int):
 
 OnResult = Callable[[list[dict]], None]
 EXECUTORS = ("local", "ray")
-
-
-MAX_THREADS = 1024      # torch/numba threads per worker: far above any machine, far below a crash
 
 
 @dataclass(frozen=True)
@@ -491,7 +489,7 @@ RAY_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 RAY_CONNECT_TIMEOUT_S = 5.0
 
 
-class RayWorkersLost(RuntimeError):
+class RayWorkersLost(RunError):
     """Every Ray actor died; the results finished before are kept (re-run to resume).
 
     A runtime failure, not bad input: the CLI says it in one line and exits with status 1.
@@ -503,7 +501,7 @@ def ray_address(address: str) -> tuple[str, int]:
     host, sep, port = str(address).rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InputError(f"--ray-address must be HOST:PORT (the head's GCS address, e.g. "
+        raise InputError(f"Ray address must be HOST:PORT (the head's GCS address, e.g. "
                          f"127.0.0.1:6379), got {address!r}")
     return host, int(port)
 
@@ -535,7 +533,7 @@ def import_ray(address: str | None = None):
     try:
         import ray
     except ImportError:
-        raise InputError("--executor ray needs the 'ray' package (pip install ray)") from None
+        raise InputError("the ray executor needs the 'ray' package (pip install 'sramsim[ray]')") from None
     from ray._private import ray_constants
     if loopback and ray_constants.ENABLE_RAY_CLUSTER and not ray.is_initialized():
         where = f"--ray-address {address}" if address else "a local Ray"
@@ -556,7 +554,7 @@ def probe_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> N
             pass
     except OSError as exc:
         reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        raise InputError(f"--ray-address {address}: no Ray cluster answers there "
+        raise InputError(f"Ray address {address}: no Ray cluster answers there "
                          f"({reason.lower()})") from None
 
 
@@ -572,7 +570,7 @@ def join_ray_cluster(ray, address: str) -> None:
                    "RAY_AUTH_TOKEN_PATH=FILE (or RAY_AUTH_TOKEN) as on its nodes")
         else:
             why = _first_line(exc)
-        raise InputError(f"--ray-address {address}: could not join the Ray cluster ({why})") \
+        raise InputError(f"Ray address {address}: could not join the Ray cluster ({why})") \
             from None
 
 
@@ -613,6 +611,6 @@ def _check_ray_room(ray, actors: int, threads: int) -> None:
     per_node = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
     room = sum(c // threads for c in per_node)
     if room < actors:
-        raise InputError(f"--workers {actors} x --threads {threads}: the Ray cluster has room for "
-                         f"{room} such worker(s) (CPUs per node: {per_node or 'none'}); lower "
-                         "--workers or --threads")
+        raise InputError(f"{actors} workers x {threads} threads: the Ray cluster has room for "
+                         f"{room} such worker(s) (CPUs per node: {per_node or 'none'}); use fewer "
+                         "workers or threads")

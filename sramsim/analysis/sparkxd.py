@@ -120,7 +120,7 @@ class StudyOptions:
 
 
 def check(opts: StudyOptions) -> dict:
-    """Every setting checked before any work (one-line InputErrors); returns the --base meta
+    """Every setting checked before any work (one-line InputErrors); returns the base's meta
     (or None) so the baseline is read once."""
     from sramsim.analysis.tolerance import ber_grid
     from sramsim.nn.fat import canonical_source, check_fat
@@ -128,47 +128,47 @@ def check(opts: StudyOptions) -> dict:
     try:
         check_arch(opts.model)
     except InputError as exc:
-        raise InputError(f"--model: {exc}") from None
+        raise InputError(f"model: {exc}") from None
     m = opts.margin
     if isinstance(m, bool) or not isinstance(m, (int, float)) or not (math.isfinite(m)
                                                                        and 0 < m < 1):
-        raise InputError(f"--margin must lie strictly between 0 and 1, got {m!r}")
-    for name, value, low in (("--maps", opts.maps, 1), ("--epochs", opts.epochs, 1),
-                             ("--fat-epochs", opts.fat_epochs, 1),
-                             ("--bisect", opts.bisect_steps, 0), ("--workers", opts.workers, 1),
-                             ("--threads", opts.threads, 1), ("--batch-size", opts.batch_size, 1),
-                             ("--seed", opts.seed, 0)):
+        raise InputError(f"margin must lie strictly between 0 and 1, got {m!r}")
+    for name, value, low in (("maps", opts.maps, 1), ("epochs", opts.epochs, 1),
+                             ("fat_epochs", opts.fat_epochs, 1),
+                             ("bisect_steps", opts.bisect_steps, 0), ("workers", opts.workers, 1),
+                             ("threads", opts.threads, 1), ("batch_size", opts.batch_size, 1),
+                             ("seed", opts.seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InputError(f"{name} must be a whole number >= {low}, got {value!r}")
-    for name, value in (("--limit", opts.limit), ("--eval-limit", opts.eval_limit)):
+    for name, value in (("limit", opts.limit), ("eval_limit", opts.eval_limit)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 2):
             raise InputError(f"{name} must be a whole number >= 2, got {value!r}")
     if opts.error_model is not None and opts.error_model not in (0, 1, 2, 3):
-        raise InputError(f"--error-model must be 0, 1, 2 or 3, got {opts.error_model!r}")
-    check_ber(opts.fat_ber, "--fat-ber", allow_one=False)
+        raise InputError(f"error_model must be 0, 1, 2 or 3, got {opts.error_model!r}")
+    check_ber(opts.fat_ber, "fat_ber", allow_one=False)
     if not opts.fat_ber:
-        raise InputError("--fat-ber must be above 0 (the study compares a FAT model)")
+        raise InputError("fat_ber must be above 0 (the study compares a FAT model)")
     check_fat(opts.fat_ber, opts.fat_curriculum, opts.fat_source, opts.fat_start)
     opts.fat_source = canonical_source(opts.fat_source)
     ber_grid(opts.low, opts.high, opts.per_decade)
-    check_writable(opts.out, "--out", folder=True)
+    check_writable(opts.out, "out", folder=True)
     if opts.base is None:
         return None
     if not Path(opts.base).is_file():
-        raise InputError(f"--base {opts.base}: no such checkpoint file")
+        raise InputError(f"base {opts.base}: no such checkpoint file")
     try:
         _, meta = load_checkpoint(opts.base)
     except InputError as exc:
-        raise InputError(f"--base: {exc}") from None
+        raise InputError(f"base: {exc}") from None
     if meta["arch"] != opts.model:
-        raise InputError(f"--base {opts.base}: holds a {meta['arch']} model, not --model "
-                         f"{opts.model}")
+        raise InputError(f"base {opts.base}: holds a {meta['arch']} model, not the "
+                         f"{opts.model} asked for")
     if meta.get("dataset") != dataset_spec(opts.data):
-        raise InputError(f"--base {opts.base}: trained on {meta.get('dataset')!r}, not --data "
-                         f"{opts.data!r}")
+        raise InputError(f"base {opts.base}: trained on {meta.get('dataset')!r}, not the data "
+                         f"{opts.data!r} asked for")
     if meta.get("fat"):
-        raise InputError(f"--base {opts.base}: is itself fault-aware trained; the study needs "
+        raise InputError(f"base {opts.base}: is itself fault-aware trained; the study needs "
                          "a baseline without FAT")
     return meta
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sramsim.commands.main import check_writable, integer, print_json
+from sramsim.commands.main import check_writable, integer, print_json, workers
 from sramsim.commands.helptext import leaf
 from sramsim.errors import InputError
 from sramsim.memory.shipped import ALL as SHIPPED, resolve_profiles
@@ -52,17 +52,19 @@ def run(args: argparse.Namespace) -> int:
 
     epochs = integer(args.epochs, "--epochs")
     limit = integer(args.limit, "--limit", minimum=2)
-    workers = integer(args.workers, "--workers")
+    n_workers = workers(args.workers)
+    check_writable(args.out, "--out", folder=True)
     out = Path(args.out)
-    check_writable(out, "--out", folder=True)
     cache = Path(args.cache) if args.cache else out / "cache"
     check_writable(cache, "--cache" if args.cache else "--out", folder=True)
     # Voltages and chips are checked before the base model trains, not after.
-    voltages = parse_voltages(args.voltages)
+    voltages = parse_voltages(args.voltages, "--voltages")
     profiles = resolve_profiles(args.profiles or [SHIPPED])
     for path in profiles:
         try:
-            Chip.load(path).check_voltage(min(voltages))
+            chip = Chip.load(path)
+            for v in (min(voltages), max(voltages)):     # below the floor, above nominal
+                chip.check_voltage(v)
         except VoltageError as exc:
             raise InputError(f"--voltages {args.voltages}: {exc}") from None
     cache.mkdir(parents=True, exist_ok=True)
@@ -70,11 +72,11 @@ def run(args: argparse.Namespace) -> int:
     ckpt = cache / "base-cnn-8bit.pt"
     log = None if args.json else (lambda msg: print(msg, file=sys.stderr))
 
-    meta = train_base("cnn", args.data, ckpt, TrainOptions(epochs=epochs, seed=0),
+    meta = train_base("cnn", args.data, ckpt, TrainOptions(epochs=epochs, seed=0), overwrite=True,
                       limit=limit, progress=not args.no_progress, log=log)
     summary = run_sweep(str(ckpt), args.data, [str(p) for p in profiles], voltages,
                         out / "sweep", SweepSettings(limit=limit),
-                        Execution(workers=workers, progress=not args.no_progress))
+                        Execution(workers=n_workers, progress=not args.no_progress))
     drop = first_drop(summary, 0.01)
     result = {"checkpoint": str(ckpt), "clean_accuracy": summary.get("clean_accuracy"),
               "base_model": {k: meta.get(k) for k in ("arch", "bits", "scheme", "test_accuracy",

@@ -17,7 +17,7 @@ import math
 from sramsim.commands.config import add_config, recorded
 from sramsim.commands.helptext import deprecated_alias, leaf, paragraph
 from sramsim.commands.main import (add_execution_arguments, ber_range, check_writable, execution,
-                                   integer, number, print_json, seed)
+                                   flagged, integer, maps, number, print_json, seed)
 from sramsim.errors import InputError
 from sramsim.memory.dram import DEFAULT_PART
 from sramsim.memory.dram_curves import DEFAULT_DRAM_CURVE, dram_curve_names
@@ -138,8 +138,11 @@ def part_and_curve(args):
     from sramsim.memory.dram_curves import dram_curve, dram_nominal_voltage
     geometry = DramGeometry.from_part(args.part)
     energy = DramEnergy.from_part(args.part)
-    curve = dram_curve(args.curve)
-    nominal = dram_nominal_voltage(args.curve)
+    try:
+        curve = dram_curve(args.curve)
+        nominal = dram_nominal_voltage(args.curve)
+    except InputError as exc:
+        raise flagged(exc, ["curve"]) from None
     if not math.isclose(nominal, energy.nominal_voltage, rel_tol=1e-9):
         raise InputError(f"--curve {args.curve} has nominal {nominal:g} V but part "
                          f"{energy.name} lowers {energy.lowered.upper()} of nominal "
@@ -307,7 +310,7 @@ def tolerance_report(args) -> dict:
             print(line, file=sys.stderr, flush=True)
         first.clear()
     with recorded(args, out):
-        return search(args.model, args.data, margin=margin, maps=integer(args.maps, "--maps"),
+        return search(args.model, args.data, margin=margin, maps=maps(args.maps, "--maps"),
                       low=low, high=high, bisect_steps=integer(args.bisect, "--bisect", minimum=0),
                       source=source,
                       error_model=0 if args.error_model is None else int(args.error_model),

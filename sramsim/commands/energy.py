@@ -6,7 +6,7 @@ import argparse
 from sramsim.analysis import addons
 from sramsim.analysis import energy as E
 from sramsim.analysis.systolic import METHODS, count_accesses
-from sramsim.commands.main import integer, number, print_json
+from sramsim.commands.main import flagged, integer, number, print_json
 from sramsim.commands.helptext import leaf, paragraph
 from sramsim.errors import InputError, check_ber
 from sramsim.inject.ecc import get_code
@@ -85,7 +85,9 @@ def compute(args: argparse.Namespace) -> dict:
     base, base_source, input_shape = _base_accesses(args, method)
     addon_name, addon, addon_source = _addon_accesses(args, method, input_shape)
     ecc = None if args.ecc is None else get_code(args.ecc).name
-    decoder = E.decoder_energy(ecc, args.ecc_decoder_energy)       # checked with or without
+    if ecc is None and args.ecc_decoder_energy is not None:
+        raise InputError("--ecc-decoder-energy needs --ecc (there is no decoder without a code)")
+    decoder = E.decoder_energy(ecc, args.ecc_decoder_energy, "--ecc-decoder-energy")
     decoder = decoder if ecc else None
     e_read = E.energy_per_read(voltage, nominal, leak)
     e_data = E.ecc_energy_per_read(voltage, nominal, leak, ecc, decoder)
@@ -201,7 +203,10 @@ def _addon_accesses(args, method: str | None,
     if input_shape is None:
         raise InputError(f"--addon {name} with --accesses: pass --input-shape C,H,W to count its "
                          f"reads ({method}), or --count published to look up NeuralFuse's count")
-    generator = addons.build(name, input_shape[0])
+    try:
+        generator = addons.build(name, input_shape[0])
+    except InputError as exc:
+        raise flagged(exc, ["addon"]) from None
     return (name, count_accesses(generator, input_shape, method, progress=True),
             f"{name}: {COUNT_LABELS[method]}")
 

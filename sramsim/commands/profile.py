@@ -215,10 +215,10 @@ def run_plot(args) -> int:
     from sramsim.analysis.plots import save_profile_plot  # matplotlib only when plotting
     chip = Chip.load(args.file)
     v = chip_voltage(args.voltage, chip, "--voltage")
+    check_writable(args.out, "--out")
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise InputError(f"--out {args.out}: expected a .png path")
-    check_writable(out, "--out")
     if not out.parent.is_dir():
         raise InputError(f"--out {args.out}: folder {out.parent} does not exist")
     drawn = save_profile_plot(chip, v, out)
@@ -317,10 +317,10 @@ def _import_geometry(args) -> tuple:
 
 
 def _check_out(args) -> None:
+    check_writable(args.out, "--out")           # the text itself: '' is not the current folder
     out = Path(args.out)
     if out.exists() and not args.force:
         raise InputError(f"--out {args.out}: file exists (use --force to overwrite)")
-    check_writable(out, "--out")
     if not out.parent.is_dir():
         raise InputError(f"--out {args.out}: folder {out.parent} does not exist")
 

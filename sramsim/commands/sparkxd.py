@@ -17,7 +17,7 @@ import sys
 from sramsim.commands.config import add_config, recorded
 from sramsim.commands.helptext import leaf, paragraph
 from sramsim.commands.main import (add_execution_arguments, ber_range, check_ber, check_writable,
-                                   execution, integer, number, print_json, seed)
+                                   execution, flagged, integer, maps, number, print_json, seed)
 from sramsim.errors import InputError
 from sramsim.nn.fat import CURRICULA, SOURCE_HELP
 from sramsim.nn.models import arch_names
@@ -103,6 +103,7 @@ def options(args: argparse.Namespace):
                 raise InputError(f"--base: {exc}") from None
     low, high = ber_range(args.ber_range)
     rows = integer(args.dram_rows, "--dram-rows")
+    check_writable(args.out, "--out", folder=True)
     return StudyOptions(
         out=args.out, model=model, data=args.data, base=args.base,
         margin=number(args.margin, "--margin"), epochs=integer(args.epochs, "--epochs"),
@@ -112,7 +113,7 @@ def options(args: argparse.Namespace):
         fat_start=check_ber(args.fat_start, "--fat-start", allow_one=False),
         fat_source=fat_source_arg(args.fat_source),
         error_model=None if args.error_model is None else int(args.error_model),
-        maps=integer(args.maps, "--maps"), limit=integer(args.limit, "--limit", minimum=2),
+        maps=maps(args.maps, "--maps"), limit=integer(args.limit, "--limit", minimum=2),
         eval_limit=integer(args.eval_limit, "--eval-limit", minimum=2),
         seed=seed(args.seed), low=low, high=high,
         bisect_steps=integer(args.bisect, "--bisect", minimum=0),
@@ -123,7 +124,25 @@ def options(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Check every option, run (or resume) the study, print the table or JSON."""
-    from sramsim.analysis.sparkxd import run_study, table
+    from sramsim.analysis.sparkxd import table
+    try:
+        opts, summary = _study(args)
+    except InputError as exc:           # StudyOptions names its fields: say the flags
+        from dataclasses import fields
+        from sramsim.analysis.sparkxd import StudyOptions
+        names = {f.name: "--" + f.name.replace("_", "-") for f in fields(StudyOptions)}
+        raise flagged(exc, {**names, "bisect_steps": "--bisect"}) from None
+    if args.json:
+        print_json(summary)
+    else:
+        print(table(summary))
+        print(f"wrote {opts.out}/summary.json, {summary['png']}")
+    return 0
+
+
+def _study(args: argparse.Namespace):
+    """(StudyOptions, summary): the options checked, the study run (or resumed)."""
+    from sramsim.analysis.sparkxd import run_study
     opts = options(args)
     if opts.geometry is not None:
         from sramsim.memory.dram import DramGeometry
@@ -132,10 +151,4 @@ def run(args: argparse.Namespace) -> int:
     quiet = args.no_progress or args.json
     log = None if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     with recorded(args, opts.out):
-        summary = run_study(opts, progress=not args.no_progress, log=log)
-    if args.json:
-        print_json(summary)
-    else:
-        print(table(summary))
-        print(f"wrote {opts.out}/summary.json, {summary['png']}")
-    return 0
+        return opts, run_study(opts, progress=not args.no_progress, log=log)

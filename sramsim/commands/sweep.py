@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     """Check the options, run (or resume) the sweep, print its table or JSON summary."""
     from sramsim.analysis import sweep as S
     run_on = execution(args)                 # HOST:PORT and counts, before any chip is drawn
-    voltages = S.parse_voltages(args.voltages)
+    voltages = S.parse_voltages(args.voltages, "--voltages")
     check_writable(args.out, "--out", folder=True)      # before any chip is drawn or point run
     settings = S.SweepSettings(
         offsets=integer(args.offsets, "--offsets"),

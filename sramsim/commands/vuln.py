@@ -6,7 +6,7 @@ import sys
 
 from sramsim.commands.helptext import leaf, paragraph
 from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_writable,
-                                   execution, integer, memory_layout, number, print_json)
+                                   execution, integer, maps, memory_layout, number, print_json)
 from sramsim.errors import InputError, check_ber
 from sramsim.inject.torch_quantized import is_exported_file
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from sramsim.inject.quantized_model import QuantizedModel
     from sramsim.analysis.vulnerability import analyze
 
-    models = integer(args.models, "--models")
+    models = maps(args.models, "--models")
     limit = None if args.limit is None else integer(args.limit, "--limit")
     seed = integer(args.seed, "--seed", 0)
     batch_size = integer(args.batch_size, "--batch-size")

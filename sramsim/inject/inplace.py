@@ -27,7 +27,7 @@ import torch
 from numba.typed import List
 from torch import nn
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, InputTypeError
 from sramsim.inject import weight_kernels as kernels
 from sramsim.inject.layout import PLAIN, MemoryLayout
 from sramsim.inject.mapping import check_offset, sorted_bit_faults
@@ -182,7 +182,7 @@ def quantized_parameters(qm, model: nn.Module) -> list[torch.Tensor]:
     """`model`'s parameters named by qm's segments; refused (InputError naming the parameter)
     unless each is a contiguous float32 CPU tensor of the segment's shape."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     params = dict(model.named_parameters())
     out = []
     for s in qm.segments:

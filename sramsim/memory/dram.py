@@ -51,6 +51,7 @@ class DramGeometry(Sizes):
                     or value <= 0:
                 raise InputError(f"DRAM geometry {f.name} must be a positive integer, got {value!r}")
             object.__setattr__(self, f.name, int(value))
+        self.check_capacity("channels*ranks*banks*rows*columns*device_width")
         if self.rows % self.subarray_rows:
             raise InputError(f"rows ({self.rows}) must be a multiple of subarray_rows "
                              f"({self.subarray_rows})")

@@ -45,7 +45,7 @@ def curriculum_ber(target: float, epoch: int, epochs: int, kind: str = "log",
                    start: float = DEFAULT_START) -> float:
     """BER of 0-based `epoch` of `epochs` under curriculum `kind`, ending at `target`."""
     if kind not in CURRICULA:
-        raise InputError(f"--fat-curriculum must be one of {', '.join(CURRICULA)}, got {kind!r}")
+        raise InputError(f"fat_curriculum must be one of {', '.join(CURRICULA)}, got {kind!r}")
     if kind == "constant" or epochs <= 1:
         return float(target)
     t = epoch / (epochs - 1)
@@ -58,14 +58,14 @@ def check_fat(ber: float, curriculum: str, source: str, start: float) -> None:
     """One-line InputErrors for FAT settings that cannot work (called by TrainOptions)."""
     if not ber:
         return
-    check_ber(ber, "--fat-ber", allow_one=False)
+    check_ber(ber, "fat_ber", allow_one=False)
     if curriculum not in CURRICULA:
-        raise InputError(f"--fat-curriculum must be one of {', '.join(CURRICULA)}, "
+        raise InputError(f"fat_curriculum must be one of {', '.join(CURRICULA)}, "
                          f"got {curriculum!r}")
     if curriculum != "constant":
-        check_ber(start, "--fat-start", allow_one=False)
+        check_ber(start, "fat_start", allow_one=False)
         if not 0 < start < ber:
-            raise InputError(f"--fat-start must lie in (0, --fat-ber = {ber:g}), got {start!r}")
+            raise InputError(f"fat_start must lie in (0, fat_ber = {ber:g}), got {start!r}")
     parse_source(source)
 
 
@@ -82,22 +82,22 @@ def parse_source(text: str) -> tuple[str, object]:
                 name = name[len(prefix):]
                 break
         if name not in ("0", "1", "2", "3"):
-            raise InputError(f"--fat-source {text!r}: the DRAM error model must be "
+            raise InputError(f"fat_source {text!r}: the DRAM error model must be "
                              f"{DRAM_SOURCE}0..3")
         return "dram", int(name)
     if text.startswith("chips:"):
         paths = [p for p in text[len("chips:"):].split(",") if p]
         if not paths:
-            raise InputError(f"--fat-source {text!r}: name at least one profile file")
+            raise InputError(f"fat_source {text!r}: name at least one profile file")
         try:
             paths = [str(p) for p in resolve_profiles(paths)]
         except InputError as exc:
-            raise InputError(f"--fat-source: {exc}") from None
+            raise InputError(f"fat_source: {exc}") from None
         for p in paths:
             if not Path(p).is_file():
-                raise InputError(f"--fat-source: {p}: no such profile file")
+                raise InputError(f"fat_source: {p}: no such profile file")
         return "chips", paths
-    raise InputError(f"--fat-source must be {SOURCE_HELP}; got {text!r}")
+    raise InputError(f"fat_source must be {SOURCE_HELP}; got {text!r}")
 
 
 def canonical_source(text: str, warn: bool = True) -> str:
@@ -203,9 +203,9 @@ class FaultInjector:
         top = self.opts.fat_ber
         for path, chip in zip(paths, chips):
             if len(chip) < math.ceil(top * chip.geometry.capacity_bits):
-                raise InputError(f"--fat-source: {path}: chip {chip.name!r} reaches BER "
+                raise InputError(f"fat_source: {path}: chip {chip.name!r} reaches BER "
                                  f"{len(chip) / chip.geometry.capacity_bits:.3g} at its floor, "
-                                 f"below --fat-ber {top:g}")
+                                 f"below fat_ber {top:g}")
         return chips
 
 

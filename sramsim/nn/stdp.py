@@ -140,8 +140,8 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts,
     if len(train_set) < 1:
         raise InputError(f"training set {train_set.name!r} is empty")
     if opts.randbet_p:
-        raise InputError("--randbet-p trains gradients on bit errors; a diehl-cook model learns "
-                         "by STDP (use --fat-ber for fault-aware STDP)")
+        raise InputError("randbet_p trains gradients on bit errors; a diehl-cook model learns "
+                         "by STDP (use fat_ber for fault-aware STDP)")
     names = quantized_parameter_names(model)
     device = model.fc.weight.device
     n = len(train_set)
@@ -206,7 +206,7 @@ def _resume(path, config, model) -> tuple[int, list[dict]]:
     state = read_torch_file(path, STATE_FORMAT, STATE_VERSION, "sramsim STDP training state")
     if state.get("config") != config:
         raise InputError(f"{path}: training state was written with different options; delete it "
-                         "to start over or choose another --out")
+                         "to start over or choose another output")
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as exc:
