@@ -74,7 +74,6 @@ def train_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("train-cache")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("page", RUNNABLE, ids=[str(p.relative_to(DOCS)) for p in RUNNABLE])
 def test_page_blocks_run(page, docs_env, train_cache, tmp_path):
     """Every runnable block of the page, in order, in a fresh folder holding the sample chip."""
@@ -172,7 +171,6 @@ def test_sample_measured_chip_is_what_its_script_writes():
         assert stored.dtype == bits.dtype and np.array_equal(stored, bits), name
 
 
-@pytest.mark.slow
 def test_site_builds_strictly(docs_env, tmp_path):
     """`mkdocs build --strict`: any warning (a broken link or anchor, a docstring mkdocstrings
     cannot read, a generator that fails) fails the build. `make test` requires it; elsewhere it

@@ -36,7 +36,6 @@ def shared(tmp_path_factory):
     return tmp_path_factory.mktemp("examples-model")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_example_runs(name, tmp_path, shared):
     if name in NEEDS_DATA and not os.environ.get("SRAMSIM_DATA") and \

@@ -350,7 +350,6 @@ def local_grid(setup, tmp_path_factory) -> dict:
     return _local(setup, tmp_path_factory.mktemp("local_grid"), offsets=2, batch_size=N_SAMPLES)
 
 
-@pytest.mark.slow
 def test_cluster_sweep_equals_local_run_and_stays_on_loopback(cluster, setup, tmp_path, local_grid):
     """`sramsim sweep --executor ray --ray-address 127.0.0.1:PORT`, one actor on each node: the
     same points as in-process; every socket of the cluster and the driver is on 127.0.0.1 while
@@ -372,7 +371,6 @@ def test_cluster_sweep_equals_local_run_and_stays_on_loopback(cluster, setup, tm
     assert nodes == ["127.0.0.1", "127.0.0.1"]
 
 
-@pytest.mark.slow
 def test_ray_start_head_and_node_in_a_loopback_only_namespace(loopback_only, setup, tmp_path,
                                                               local_grid):
     """The README recipe as a user runs it: `ray start --head`, `ray start --address` for a
@@ -432,7 +430,6 @@ def _start_and_kill(cluster, setup, out, which: str):
     return sweep.returncode, stdout, stderr, before, victims
 
 
-@pytest.mark.slow
 def test_killed_worker_loses_no_point_and_the_other_finishes_the_grid(cluster, setup, tmp_path,
                                                                       local_kill_grid):
     """SIGKILL the actor on the second node mid-sweep: its task goes to the head's actor, the run
@@ -451,7 +448,6 @@ def test_killed_worker_loses_no_point_and_the_other_finishes_the_grid(cluster, s
     assert cluster["watch"].off == []
 
 
-@pytest.mark.slow
 def test_all_workers_killed_one_line_then_rerun_completes_the_grid(cluster, setup, tmp_path,
                                                                    local_kill_grid):
     """SIGKILL both actors mid-sweep: one line on stderr, exit 1 (a runtime failure, not bad

@@ -14,18 +14,26 @@ from numba import njit, prange
 from sramsim.memory.kernels import read_byte
 
 # Quantization schemes as kernel codes (the order of `quantization.SCHEMES`).
-SYMMETRIC, ASYMMETRIC, RQUANT = 0, 1, 2
+SYMMETRIC, ASYMMETRIC, RQUANT, STUTZ_SYMMETRIC, STUTZ_RQUANT = 0, 1, 2, 3, 4
 
 
 @njit(cache=True, inline="always")
 def _decode(code, scheme, bits, delta, lo, hi):
     """One m-bit code -> float32, the arithmetic of `quantization.dequantize` step by step in
     float32 (delta, lo, hi are float32), so the value is bit-identical to the torch path."""
-    if scheme == SYMMETRIC:
+    if scheme == SYMMETRIC or scheme == STUTZ_SYMMETRIC:
         s = np.int32(code)
         if s >= (1 << (bits - 1)):
             s -= 1 << bits
+        if scheme == STUTZ_SYMMETRIC:
+            return min(max(np.float32(s) * delta, lo), hi)
         return np.float32(s) * delta
+    if scheme == STUTZ_RQUANT:     # the range hi - lo in float64 first, as Python computes it
+        half = 1 << (bits - 1)
+        unit = np.float32((1.0 + 0.001) / (half - 1))
+        x = min(max((np.float32(code) - np.float32(half)) * unit, np.float32(-1.0)), np.float32(1.0))
+        v = (x + np.float32(1.0)) / np.float32(2.0) * np.float32(np.float64(hi) - np.float64(lo)) + lo
+        return min(max(v, lo), hi)
     v = np.float32(code) * delta + lo
     if scheme == RQUANT:
         v = min(max(v, lo), hi)

@@ -94,6 +94,7 @@ class TrainOptions:
             if value not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(map(str, allowed))}, got "
                                  f"{value!r}")
+        Q.check_scheme(self.scheme, self.bits)         # a scheme defined at these bits
 
     def _check_numbers(self) -> None:
         for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
@@ -434,6 +435,8 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
             raise InputError(f"init {init}: its weights do not fit a {arch} model for "
                              f"{train_set.name} ({train_set.in_channels}x{train_set.image_size}, "
                              f"{num_classes} classes)") from None
+        if hasattr(init_model, "input_coding"):     # a spiking model keeps its input coding
+            model.input_coding = init_model.input_coding
     model.to(device)
     t0 = time.perf_counter()
     trainer = train
