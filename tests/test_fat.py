@@ -197,7 +197,7 @@ def test_train_base_init_and_fat_cli(tmp_path, capsys, monkeypatch):
     out, err = capsys.readouterr()
     summary = json.loads(out)
     assert summary["fat"] == {"ber": 0.01, "curriculum": "log", "source": "dram:error-model=0",
-                              "start": 1e-5}
+                              "start": 1e-5, "loss": "faulty"}
     assert "note: --fat-source dram:model0 is deprecated; use --fat-source dram:error-model=0" in err
     assert len(summary["init"]["sha256"]) == 64
     _, meta = load_checkpoint(fat)

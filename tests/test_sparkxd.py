@@ -29,11 +29,11 @@ def test_study_runs_end_to_end_writes_each_stage_and_resumes(tmp_path, monkeypat
     real_search = SX.__dict__.get("_tolerance")
     calls = []
 
-    def interrupted(opts, model_path, folder, note):
+    def interrupted(opts, model_path, folder, note, **kw):
         calls.append(folder.name)
         if folder.name == "tolerance-fat":
             raise KeyboardInterrupt
-        return real_search(opts, model_path, folder, note)
+        return real_search(opts, model_path, folder, note, **kw)
 
     # 1. interrupted in the last stage: the first four are already in summary.json
     monkeypatch.setattr(SX, "_tolerance", interrupted)
@@ -63,6 +63,27 @@ def test_study_runs_end_to_end_writes_each_stage_and_resumes(tmp_path, monkeypat
     assert st["tolerance_baseline"]["skipped"] and st["tolerance_baseline"]["computed_maps"] == 0
     assert not st["tolerance_fat"]["skipped"] and st["tolerance_fat"]["computed_maps"] > 0
     assert s["complete"] is True and (out / "sparkxd.png").stat().st_size > 10_000
+    # the reference rule: the FAT arm's headline search is judged against the control's clean
+    # accuracy (SparkXD), its second search against its own; the control against itself
+    control_clean = st["tolerance_baseline"]["clean_accuracy"]
+    assert st["tolerance_baseline"]["reference"]["kind"] == "own-clean"
+    assert st["tolerance_fat"]["reference"] == {
+        "kind": "given", "label": "control cnn clean accuracy", "accuracy": control_clean}
+    assert st["tolerance_fat_own"]["reference"]["kind"] == "own-clean"
+    assert st["tolerance_fat_own"]["reference"]["accuracy"] == st["tolerance_fat"]["clean_accuracy"]
+    for key in ("tolerance_fat", "tolerance_fat_own"):
+        target = st[key]["reference"]["accuracy"] - st[key]["margin"]
+        for p in st[key]["points"]:
+            assert p["passes"] == (p["accuracy_mean"] >= target - 1e-12)
+    r = s["results"]
+    assert r["reference"]["accuracy"] == control_clean and r["reference"]["kind"] == "given"
+    assert r["fat"]["common"]["tolerable_ber"] == st["tolerance_fat"]["tolerable_ber"]
+    assert r["fat"]["own"]["tolerable_ber"] == st["tolerance_fat_own"]["tolerable_ber"]
+    if r["baseline"]["tolerable_ber"]:
+        assert r["fat_over_control_common"] == pytest.approx(
+            (r["fat"]["common"]["tolerable_ber"] or 0) / r["baseline"]["tolerable_ber"])
+        assert r["fat_over_control_own"] == pytest.approx(
+            (r["fat"]["own"]["tolerable_ber"] or 0) / r["baseline"]["tolerable_ber"])
     for name in ("baseline", "fat"):
         tol = st[f"tolerance_{name}"]
         assert tol["maps"] == 1 and tol["faults"]["source"] == "dram"
@@ -80,9 +101,7 @@ def test_study_runs_end_to_end_writes_each_stage_and_resumes(tmp_path, monkeypat
         assert h["saving"] == pytest.approx(1 - e["drmap"]["fat_tolerable_J"] /
                                             e["naive"]["nominal_J"])
         assert 0 < h["saving"] < 1
-    if r["baseline"]["tolerable_ber"] and r["fat"]["tolerable_ber"]:
-        assert r["tolerable_ber_ratio"] == pytest.approx(r["fat"]["tolerable_ber"] /
-                                                         r["baseline"]["tolerable_ber"])
+    assert r["tolerable_ber_ratio"] == r["fat_over_control_common"]
     assert s["paper"]["sparkxd"]["dram_energy_saving_mean"] == 0.40
     assert r["baseline_is_control"] is True
     assert "tolerable BER" in text and "SparkXD reports ~40%" in text
@@ -135,7 +154,7 @@ def test_no_control_compares_against_the_pretrained_model(tmp_path, cnn_checkpoi
     class Stop(Exception):
         pass
 
-    def stop(opts, model_path, folder, note):
+    def stop(opts, model_path, folder, note, **kw):
         seen.append(str(model_path))
         raise Stop
 
