@@ -226,3 +226,29 @@ def test_search_error_model_follows_the_fat_source():
     assert SX.StudyOptions(out="x", fat_source="random").search_error_model() == 0
     assert SX.StudyOptions(out="x", fat_source="dram:model2",
                            error_model=1).search_error_model() == 1
+
+
+def test_recipe_choice_rule_uses_validation_numbers_only():
+    rows = [{"clean_accuracy": 0.80, "tolerable_ber": 1e-2},     # best BER but 2 points low
+            {"clean_accuracy": 0.815, "tolerable_ber": 3e-3},
+            {"clean_accuracy": 0.82, "tolerable_ber": 3e-3}]     # tie on BER: higher clean wins
+    best, why = SX.choose(0.82, 0.01, rows)
+    assert best == 2 and "within the margin" in why
+    best, why = SX.choose(0.90, 0.01, rows)
+    assert best == 0 and "no candidate" in why
+    rows[2]["tolerable_ber"] = None                               # none tolerated: counts as 0
+    assert SX.choose(0.82, 0.01, rows)[0] == 1
+
+
+def test_candidates_need_held_out_images_and_known_keys(tmp_path):
+    base = dict(out=str(tmp_path / "s"), model="cnn", limit=200)
+    with pytest.raises(SX.InputError, match="val_images"):
+        SX.check(SX.StudyOptions(**base, candidates=[{"fat_loss": "faulty"}]))
+    with pytest.raises(SX.InputError, match="unknown recipe keys"):
+        SX.check(SX.StudyOptions(**base, val_images=50, candidates=[{"lr": 1}]))
+    with pytest.raises(SX.InputError, match="clip"):
+        SX.check(SX.StudyOptions(**base, val_images=50, candidates=[{"clip": -1.0}]))
+    with pytest.raises(SX.InputError, match="limit"):
+        SX.check(SX.StudyOptions(out=str(tmp_path / "s"), model="cnn", val_images=50))
+    with pytest.raises(SX.InputError, match="maps_max"):
+        SX.check(SX.StudyOptions(**base, maps=3, maps_max=2))

@@ -286,3 +286,58 @@ def test_sizes_are_checked_up_front():
         DiehlCook(D.MAX_SYNAPSES, 2, 10)
     with pytest.raises(InputError, match="input values"):
         DiehlCook(2, 10, 2).run(torch.zeros(1, 1, 2, 2))
+
+
+def test_fat_stdp_update_is_the_faulty_presentations_change_applied_to_the_clean_weights():
+    """FAT for STDP: the presentation integrates with the faulty weights (theta adapts to the
+    spikes they cause) and its change lands on the clean float weights, exactly."""
+    from sramsim.nn.stdp import present, wmax_of
+    data = quadrants(16, 5)
+    opts = TrainOptions(epochs=1, batch_size=16, fat_ber=0.05, fat_curriculum="constant")
+    torch.manual_seed(1)
+    model = DiehlCook(4, 784, 4, time_steps=10)
+    start = copy.deepcopy(model)
+    calls = []
+    run = model.run
+
+    def spy(x, weight=None, learn=False, **kw):
+        if learn:
+            calls.append((x.clone(), weight.clone(), kw["key"]))
+        return run(x, weight, learn, **kw)
+
+    model.run = spy
+    train_stdp(model, data, opts, progress=False, log=None)
+    assert len(calls) == 1
+    x, faulty, key = calls[0]
+    clean_w = start.fc.weight.detach().clone()
+    assert not torch.equal(faulty, clean_w)
+    replay = copy.deepcopy(start)
+    rec = replay.run(x, faulty, learn=True, key=key)
+    expected = normalize_(clean_w + rec.delta_w, wmax=wmax_of(None))
+    assert torch.equal(model.fc.weight.detach(), expected)
+    # the clean weights alone would have given another change
+    clean_rec = copy.deepcopy(start).run(x, None, learn=True, key=key)
+    assert not torch.equal(clean_rec.delta_w, rec.delta_w)
+    # present(): the faulty presentation alone unless clean+faulty is asked for
+    a, b = copy.deepcopy(start), copy.deepcopy(start)
+    assert torch.equal(present(a, x, key, faulty, False).delta_w, rec.delta_w)
+    both = present(b, x, key, faulty, True)
+    assert torch.equal(both.delta_w, 0.5 * (clean_rec.delta_w + rec.delta_w))
+    theta_clean = copy.deepcopy(start)
+    theta_clean.run(x, None, learn=True, key=key)
+    assert torch.equal(b.theta, 0.5 * (theta_clean.theta + replay.theta))
+
+
+def test_clip_is_the_synapses_upper_bound_under_stdp():
+    from sramsim.nn.stdp import wmax_of
+    torch.manual_seed(2)
+    model = DiehlCook(4, 784, 4, time_steps=5)
+    delta = torch.zeros_like(model.fc.weight)
+    delta[:, :3] = 5.0                                   # pushes three synapses far above 0.3
+    apply_update(model, delta, clip=0.3)
+    w = model.fc.weight.detach()
+    assert float(w.max()) <= 0.3 and float(w.min()) >= 0.0
+    # clamped to 0.3 before the row was scaled to its sum: the three stay equal, the row's top
+    assert torch.equal(w[:, :3], w[:, :1].expand(4, 3))
+    assert torch.equal(w[:, 0], w.max(1).values)
+    assert wmax_of(None) == D.WMAX and wmax_of(2.0) == D.WMAX and wmax_of(0.3) == 0.3
