@@ -127,6 +127,7 @@ def one(model: str, args: argparse.Namespace, chosen: dict[str, dict]) -> dict:
         "recipe_chosen": ("on validation (held-out training images and maps)" if sel else
                           f"reused from {MODELS[model].get('recipe_from')}"),
         "selection": sel,
+        "weight_bytes": st["tolerance_baseline"]["weight_bytes"],
         "clean_accuracy": {"control": r["baseline"]["clean_accuracy"],
                            "fat": r["fat"]["clean_accuracy"],
                            "n_samples": r["baseline"]["n_samples"]},

@@ -56,10 +56,16 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sramsim.errors import InputError, check_ber, check_writable
+
+if TYPE_CHECKING:                   # heavy modules load where a stage needs them
+    from sramsim.analysis.operating_point import Reference
+    from sramsim.nn.data import Dataset
 
 DEFAULT_MODEL = "snn-fc400"
 DEFAULT_FAT_BER = 1e-2          # fixed before any measurement (see the module docstring)
@@ -392,14 +398,15 @@ def _train_options(opts: StudyOptions, epochs: int, recipe: dict | None = None):
     return TrainOptions(epochs=epochs, seed=opts.seed, batch_size=opts.batch_size, **extra)
 
 
-def common_reference(model: str, control_clean: float):
+def common_reference(model: str, control_clean: float) -> Reference:
     """SparkXD's reference: the control's (the SNN without DRAM errors) clean accuracy."""
     from sramsim.analysis.operating_point import Reference
     return Reference.given(control_clean, f"control {model} clean accuracy")
 
 
-def _tolerance(opts: StudyOptions, model_path: Path, folder: Path, note, reference=None,
-               dataset=None, seed: int | None = None) -> dict:
+def _tolerance(opts: StudyOptions, model_path: Path, folder: Path,
+               note: Callable[[str], None], reference: Reference | None = None,
+               dataset: Dataset | None = None, seed: int | None = None) -> dict:
     """One search (resumes from `folder`), kept compact for the summary. reference: default the
     model's own clean accuracy; dataset / seed: default the test split and the test maps."""
     from sramsim.analysis.tolerance import search
@@ -422,7 +429,7 @@ def _tolerance(opts: StudyOptions, model_path: Path, folder: Path, note, referen
     return rec
 
 
-def validation_set(opts: StudyOptions):
+def validation_set(opts: StudyOptions) -> Dataset:
     """The held-out training images: the last `val_images` of the training split (the training
     stages use the first `limit`, so the two never overlap)."""
     from sramsim.nn.data import Dataset, load_dataset
@@ -453,7 +460,9 @@ def choose(control_clean: float, margin: float, rows: list[dict]) -> tuple[int, 
                                             "when clean: the highest validation tolerable BER")
 
 
-def select_recipe(opts: StudyOptions, control_path: Path, train_fat, out: Path, note) -> dict:
+def select_recipe(opts: StudyOptions, control_path: Path,
+                  train_fat: Callable[[dict, Path], dict], out: Path,
+                  note: Callable[[str], None]) -> dict:
     """Train every candidate recipe and choose one on validation images and maps only (module
     docstring); the record of how it was chosen, with the chosen checkpoint and its meta."""
     val = validation_set(opts)
@@ -638,7 +647,8 @@ def plot(summary: dict, path) -> None:
         ax.errorbar([p["ber"] for p in pts], [100 * p["accuracy_mean"] for p in pts],
                     yerr=[100 * p["ci95"] for p in pts], marker="o", ms=3, capsize=2,
                     color=color, label=f"{name} (tolerable BER "
-                    f"{'none' if s['tolerable_ber'] is None else format(s['tolerable_ber'], '.2g')})")
+                    f"{'none' if s['tolerable_ber'] is None else format(s['tolerable_ber'], '.2g')}"
+                    ")")
         if key == "tolerance_baseline":     # the common reference: the control's clean - margin
             ax.axhline(100 * (s["clean_accuracy"] - s["margin"]), color="k", ls="--", lw=0.8)
         if s["tolerable_ber"] is not None:

@@ -4,15 +4,21 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from sramsim.inject import quantization as Q
-from sramsim.commands.main import (check_ber, check_writable, flagged, integer, number, seed,
-                                   torch_device)
 from sramsim.commands.helptext import leaf
+from sramsim.commands.main import (
+    check_ber,
+    check_writable,
+    flagged,
+    integer,
+    number,
+    seed,
+    torch_device,
+)
 from sramsim.errors import InputError
-from sramsim.nn.models import NORMS, arch_names, check_arch
+from sramsim.inject import quantization as Q
 from sramsim.nn.fat import CURRICULA, LOSSES, SOURCE_HELP
+from sramsim.nn.models import NORMS, arch_names, check_arch
 from sramsim.nn.training import OPTIMIZERS, OutputExists, TrainOptions, train_base
-
 
 # Resized images are held in memory as float32: 4096x4096x3 is 200 MB per image already.
 MAX_IMAGE_SIZE = 4096

@@ -4,8 +4,8 @@
 One epoch:
 1. the training images in the order of `order_seed(seed, epoch)`, in batches of
    `opts.batch_size`, each batch presented for `model.time_steps` steps with the input encoding
-   keyed by `encoding_seed(seed, epoch, step)`: the network integrates with the weights it would read
-   from memory (the float weights; with FAT, `FaultInjector.weights(model, epoch, step)`,
+   keyed by `encoding_seed(seed, epoch, step)`: the network integrates with the weights it would
+   read from memory (the float weights; with FAT, `FaultInjector.weights(model, epoch, step)`,
    detached; with fat_loss "clean+faulty" once with each, `present`), and the STDP change of the
    presentation goes to the clean float weights, which are then clamped to [0, wmax] and
    normalised to sum 78.4 per neuron. Weight clipping (`opts.clip`) lowers wmax to the clip:
@@ -49,7 +49,7 @@ from sramsim.nn.data import Dataset
 from sramsim.nn.evaluation import accuracy
 from sramsim.nn.fat import FaultInjector
 from sramsim.nn.models import atomic_torch_save, read_torch_file
-from sramsim.nn.models.diehl_cook import WMAX, DiehlCook, class_scores, normalize_
+from sramsim.nn.models.diehl_cook import WMAX, DiehlCook, Record, class_scores, normalize_
 from sramsim.nn.snn_engine.encoding import key_from_seed
 
 # `opts` is a sramsim.nn.training.TrainOptions; this module does not import training (training
@@ -111,7 +111,7 @@ def wmax_of(clip: float | None) -> float:
 
 
 def present(model: DiehlCook, x: torch.Tensor, key: int, faulty: torch.Tensor | None,
-            clean_and_faulty: bool):
+            clean_and_faulty: bool) -> Record:
     """One learning presentation of the batch `x`: the Record whose STDP change is applied.
 
     With `faulty` weights the network integrates with them (theta adapts to the spikes they
@@ -134,12 +134,13 @@ def label_neurons(model: DiehlCook, dataset: Dataset, opts,
     weights); returns {"train_accuracy", "spikes_per_image", "assign_samples"}."""
     n = min(int(samples), len(dataset))
     device = model.fc.weight.device
-    weight = QuantizedModel(model, opts.bits, opts.scheme, opts.clip).clean_weights(device)["fc.weight"]
+    qm = QuantizedModel(model, opts.bits, opts.scheme, opts.clip)
+    weight = qm.clean_weights(device)["fc.weight"]
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        counts = torch.cat([model.spike_counts(dataset.x[a:min(a + batch_size, n)].to(device), weight)
-                            for a in range(0, n, batch_size)])
+        counts = torch.cat([model.spike_counts(dataset.x[a:min(a + batch_size, n)].to(device),
+                                               weight) for a in range(0, n, batch_size)])
     model.train(was_training)
     labels = dataset.y[:n].to(device)
     assignments = assign_labels(counts, labels, model.num_classes)
@@ -189,7 +190,8 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts,
     for epoch in range(start, opts.epochs):
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(order_seed(opts.seed, epoch)))
+        order = torch.Generator().manual_seed(order_seed(opts.seed, epoch))
+        perm = torch.randperm(n, generator=order)
         bar = reporter(bounds, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="batch",
                        enabled=progress)
         spikes = 0.0
@@ -216,9 +218,11 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts,
         if state_path is not None:
             _save_state(state_path, config, epoch + 1, model, history)
         if log:
-            test = f", test accuracy {record['test_accuracy']:.4f}" if "test_accuracy" in record else ""
-            log(f"epoch {epoch + 1}/{opts.epochs}: assignment accuracy {record['train_accuracy']:.4f}"
-                f" on {record['assign_samples']} training images{test} ({record['seconds']:.1f} s)")
+            test = (f", test accuracy {record['test_accuracy']:.4f}"
+                    if "test_accuracy" in record else "")
+            log(f"epoch {epoch + 1}/{opts.epochs}: assignment accuracy "
+                f"{record['train_accuracy']:.4f} on {record['assign_samples']} training "
+                f"images{test} ({record['seconds']:.1f} s)")
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, record)
     model.eval()

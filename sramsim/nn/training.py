@@ -31,14 +31,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from sramsim.inject import quantization as Q
-from sramsim.nn.data import Dataset, load_dataset
 from sramsim.errors import InputError, check_writable
-from sramsim.nn.evaluation import accuracy
-from sramsim.nn.fat import FaultInjector, canonical_source, check_fat
-from sramsim.nn.models import atomic_torch_save, build, load_checkpoint, read_torch_file, save_checkpoint
+from sramsim.inject import quantization as Q
 from sramsim.inject.quantized_model import QuantizedModel, quantized_parameter_names
 from sramsim.memory.random_errors import RandomBitErrors
+from sramsim.nn.data import Dataset, load_dataset
+from sramsim.nn.evaluation import accuracy
+from sramsim.nn.fat import FaultInjector, canonical_source, check_fat
+from sramsim.nn.models import (
+    atomic_torch_save,
+    build,
+    load_checkpoint,
+    read_torch_file,
+    save_checkpoint,
+)
 
 STATE_FORMAT = "sramsim.train-state"
 STATE_VERSION = 1
