@@ -204,25 +204,32 @@ def test_resume_equals_uninterrupted(tmp_path):
                    state_path=state, progress=False, log=None)
 
 
-def test_fat_integrates_with_faulty_weights_and_learns_on_clean_ones():
-    data = quadrants(16, 3)
+def fat_one_batch(data_seed: int, model_seed: int):
+    """One FAT STDP epoch of one batch (BER 0.05, constant): (opts, the model before, the model
+    after, the learning presentations as (x, weight, key))."""
+    data = quadrants(16, data_seed)
     opts = TrainOptions(epochs=1, batch_size=16, fat_ber=0.05, fat_curriculum="constant")
-    torch.manual_seed(0)
+    torch.manual_seed(model_seed)
     model = DiehlCook(4, 784, 4, time_steps=10)
     start = copy.deepcopy(model)
-    seen = []
+    calls = []
     run = model.run
 
     def spy(x, weight=None, learn=False, **kw):
         if learn:
-            seen.append(weight.clone())
+            calls.append((x.clone(), weight.clone(), kw["key"]))
         return run(x, weight, learn, **kw)
 
     model.run = spy
     train_stdp(model, data, opts, progress=False, log=None)
+    return opts, start, model, calls
+
+
+def test_fat_integrates_with_faulty_weights_and_learns_on_clean_ones():
+    opts, start, model, seen = fat_one_batch(3, 0)
     expected = FaultInjector(start, ["fc.weight"], opts).weights(start, 0, 0)["fc.weight"]
-    assert len(seen) == 1 and torch.equal(seen[0], expected.detach())
-    assert not torch.equal(seen[0], start.fc.weight)    # faults at BER 0.05 do change it
+    assert len(seen) == 1 and torch.equal(seen[0][1], expected.detach())
+    assert not torch.equal(seen[0][1], start.fc.weight)    # faults at BER 0.05 do change it
     # the update went to the clean float weights: still in [0, 1] and normalised
     assert torch.allclose(model.fc.weight.sum(1), torch.full((4,), 78.4), rtol=1e-5)
 
@@ -292,21 +299,7 @@ def test_fat_stdp_update_is_the_faulty_presentations_change_applied_to_the_clean
     """FAT for STDP: the presentation integrates with the faulty weights (theta adapts to the
     spikes they cause) and its change lands on the clean float weights, exactly."""
     from sramsim.nn.stdp import present, wmax_of
-    data = quadrants(16, 5)
-    opts = TrainOptions(epochs=1, batch_size=16, fat_ber=0.05, fat_curriculum="constant")
-    torch.manual_seed(1)
-    model = DiehlCook(4, 784, 4, time_steps=10)
-    start = copy.deepcopy(model)
-    calls = []
-    run = model.run
-
-    def spy(x, weight=None, learn=False, **kw):
-        if learn:
-            calls.append((x.clone(), weight.clone(), kw["key"]))
-        return run(x, weight, learn, **kw)
-
-    model.run = spy
-    train_stdp(model, data, opts, progress=False, log=None)
+    _, start, model, calls = fat_one_batch(5, 1)
     assert len(calls) == 1
     x, faulty, key = calls[0]
     clean_w = start.fc.weight.detach().clone()
