@@ -16,9 +16,9 @@ FAT recipe is chosen among `CANDIDATES` on held-out training images (the split's
 and validation maps, never on test images or test maps; diehl-cook900 reuses the recipe chosen
 for diehl-cook400 (no selection of its own, to save its training). Searches: the first
 `eval_limit` test images, DRAM error-model-0 chips of the default LPDDR3 part with `dram_rows`
-rows per bank, the weights placed by drmap, grid 1e-4..1e-1 (one point per decade) then
-bisection, sequential maps per point (`maps`, more while the 95% interval holds the threshold,
-up to `maps_max`), test maps on seed 0.
+rows per bank, the weights placed by drmap, a grid from `low` to 1e-1 (one point per decade) then
+`bisect_steps` bisections, sequential maps per point (`maps`, more while the 95% interval holds
+the threshold, up to `maps_max`), test maps on seed 0 (`MODELS[...]["search"]`).
 
 Each model runs `sramsim.analysis.sparkxd.run_study` in benchmarks/.cache/sparkxd/<run>/; every
 stage resumes on a re-run (trained models and measured maps are kept).
@@ -61,13 +61,22 @@ STDP_CANDIDATES = [
 ]
 SNN_BASE = {"epochs": 12, "lr": 2e-3, "batch_size": 128, "seed": 0}
 
+# Diehl & Cook inference is the cost here: a sample with fewer than 5 spikes is presented again
+# (up to 5 times, the paper's rule), and after 2 STDP epochs most are: ~45 s per map of 5,000
+# test images for N400 at load ~10. Their searches therefore use fewer images, start at 1e-3
+# and bisect twice; the numbers of images and maps are in each model's settings.
+STDP_SEARCH = {"maps": 3, "maps_max": 6, "low": 1e-3, "bisect_steps": 2}
+SNN_SEARCH = {"eval_limit": 5_000, "maps": 4, "maps_max": 12, "low": 1e-4, "bisect_steps": 3}
 MODELS: dict[str, dict[str, Any]] = {
     "diehl-cook400": {"limit": 10_000, "epochs": 1, "fat_epochs": 1, "batch_size": 64,
-                      "val_images": 3_000, "candidates": STDP_CANDIDATES},
-    "diehl-cook900": {"limit": 10_000, "epochs": 1, "fat_epochs": 1, "batch_size": 64,
-                      "recipe_from": "diehl-cook400"},
+                      "val_images": 1_000, "candidates": STDP_CANDIDATES,
+                      "search": {**STDP_SEARCH, "eval_limit": 2_000}},
+    "diehl-cook900": {"limit": 5_000, "epochs": 1, "fat_epochs": 1, "batch_size": 64,
+                      "recipe_from": "diehl-cook400",
+                      "search": {**STDP_SEARCH, "eval_limit": 1_000}},
     "snn-fc400": {"limit": 20_000, "epochs": 12, "fat_epochs": 1, "batch_size": 128,
-                  "val_images": 3_000, "candidates": SNN_CANDIDATES, "base": SNN_BASE},
+                  "val_images": 3_000, "candidates": SNN_CANDIDATES, "base": SNN_BASE,
+                  "search": SNN_SEARCH},
 }
 
 
@@ -101,8 +110,7 @@ def options(model: str, args: argparse.Namespace, chosen: dict[str, dict]):
     return StudyOptions(
         out=str(CACHE / run), model=model, data=DATA,
         base=str(snn_base()) if "base" in cfg else None, margin=0.01, epochs=cfg["epochs"],
-        fat_epochs=cfg["fat_epochs"], limit=cfg["limit"], eval_limit=args.eval_limit,
-        maps=args.maps, maps_max=args.maps_max, low=1e-4, high=1e-1, bisect_steps=3,
+        fat_epochs=cfg["fat_epochs"], limit=cfg["limit"], high=1e-1, **cfg["search"],
         geometry={"rows": args.dram_rows}, threads=args.threads, seed=0,
         batch_size=cfg["batch_size"], val_images=cfg.get("val_images", 0),
         candidates=cfg.get("candidates"), **recipe)
@@ -192,9 +200,6 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated, in order")
-    ap.add_argument("--eval-limit", type=int, default=5_000, help="test images of the searches")
-    ap.add_argument("--maps", type=int, default=4, help="first fault maps per BER")
-    ap.add_argument("--maps-max", type=int, default=12, help="sequential cap of maps per BER")
     ap.add_argument("--dram-rows", type=int, default=2048, help="rows per bank of the searches")
     ap.add_argument("--threads", type=int, default=2, help="torch / kernel threads")
     ap.add_argument("--no-progress", action="store_true")
