@@ -252,3 +252,40 @@ def test_candidates_need_held_out_images_and_known_keys(tmp_path):
         SX.check(SX.StudyOptions(out=str(tmp_path / "s"), model="cnn", val_images=50))
     with pytest.raises(SX.InputError, match="maps_max"):
         SX.check(SX.StudyOptions(**base, maps=3, maps_max=2))
+
+
+def test_candidates_are_chosen_on_held_out_training_images_and_validation_maps(tmp_path,
+                                                                              monkeypatch):
+    """select_recipe: every candidate trained, judged on the training split's last images with
+    maps of the validation seed (never the test split), the choice recorded and used."""
+    seen = []
+    real = SX._tolerance
+
+    def spy(opts, model_path, folder, note, **kw):
+        seen.append((folder.name, kw.get("dataset"), kw.get("seed")))
+        return real(opts, model_path, folder, note, **kw)
+
+    cands = [{"fat_loss": "faulty", "fat_ber": 1e-2},
+             {"fat_loss": "clean+faulty", "clip": 0.5, "fat_ber": 3e-2,
+              "fat_curriculum": "log-uniform", "fat_start": 1e-4}]
+    opts = SX.StudyOptions(out=str(tmp_path / "s"), model="cnn", limit=200, val_images=100,
+                           epochs=1, fat_epochs=1, maps=1, low=1e-4, high=1e-2, bisect_steps=0,
+                           geometry={"rows": 1024}, candidates=cands)
+    monkeypatch.setattr(SX, "_tolerance", spy)
+    s = SX.run_study(opts, progress=False)
+    sel = s["stages"]["fat"]["selection"]
+    assert sel["data"].endswith("train[59900:60000]") and sel["n_images"] == 100
+    assert sel["maps_seed"] == SX.VALIDATION_SEED_OFFSET
+    validation = [x for x in seen if x[1] is not None]
+    assert validation and all(d.name.endswith("train[59900:60000]") and seed == sel["maps_seed"]
+                              for _, d, seed in validation)
+    tests = [x for x in seen if x[1] is None]
+    assert [f for f, _, _ in tests] == ["tolerance-baseline", "tolerance-fat", "tolerance-fat"]
+    assert all(seed is None for _, _, seed in tests)          # the test maps: opts.seed
+    assert len(sel["candidates"]) == 2 and sel["chosen"] in (0, 1)
+    chosen = sel["candidates"][sel["chosen"]]
+    assert s["stages"]["fat"]["checkpoint"] == chosen["checkpoint"]
+    assert s["stages"]["fat"]["fat"]["loss"] == chosen["recipe"]["fat_loss"]
+    assert s["stages"]["fat"]["clip"] == chosen["recipe"]["clip"]
+    for row in sel["candidates"]:
+        assert row["searched"] or row["skipped"]

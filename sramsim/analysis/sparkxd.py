@@ -442,6 +442,18 @@ def validation_set(opts: StudyOptions) -> Dataset:
                    full.num_classes, f"{full.name} train[{n - opts.val_images}:{n}]")
 
 
+def _clean_accuracy(opts: StudyOptions, model_path: Path, folder: Path, dataset: Dataset,
+                    seed: int) -> float:
+    """A model's fault-free quantized accuracy on `dataset`, from a one-map scan of the first
+    grid point into `folder` (the later full search reuses both)."""
+    from sramsim.analysis.tolerance import search
+    r = search(str(model_path), dataset, margin=opts.margin, maps=1, low=opts.low,
+               high=opts.low * 1.0001, bisect_steps=0, source="dram",
+               error_model=opts.search_error_model(), mapping="drmap", geometry=opts.geometry,
+               seed=seed, out_dir=folder, execution=opts.execution())
+    return float(r["clean_accuracy"])
+
+
 def choose(control_clean: float, margin: float, rows: list[dict]) -> tuple[int, str]:
     """The index of the chosen candidate and why: the highest validation tolerable BER (under
     the control's validation clean accuracy) among candidates whose validation clean accuracy
@@ -465,6 +477,7 @@ def select_recipe(opts: StudyOptions, control_path: Path,
                   note: Callable[[str], None]) -> dict:
     """Train every candidate recipe and choose one on validation images and maps only (module
     docstring); the record of how it was chosen, with the chosen checkpoint and its meta."""
+    from sramsim.analysis.operating_point import passes
     val = validation_set(opts)
     seed = opts.seed + VALIDATION_SEED_OFFSET
     folder = out / "validation"
@@ -473,15 +486,23 @@ def select_recipe(opts: StudyOptions, control_path: Path,
     rows, metas = [], []
     for i, cand in enumerate(opts.candidates):
         path = out / f"fat-{i}.pt"
-        meta = train_fat(cand, path)
-        tol = _tolerance(opts, path, folder / f"fat-{i}", note, reference=ref, dataset=val,
-                         seed=seed)
+        metas.append(train_fat(cand, path))
         rows.append({"recipe": {**recipe_of(opts), **cand}, "checkpoint": str(path),
-                     "clean_accuracy": tol["clean_accuracy"],
-                     "tolerable_ber": tol["tolerable_ber"], "ci95": tol["ci95"],
-                     "accuracy_mean": tol["accuracy_mean"], "bound": tol["bound"],
-                     "train_seconds": meta.get("train_seconds")})
-        metas.append(meta)
+                     "clean_accuracy": _clean_accuracy(opts, path, folder / f"fat-{i}", val,
+                                                       seed),
+                     "tolerable_ber": None, "searched": False,
+                     "train_seconds": metas[-1].get("train_seconds")})
+    # A candidate more than the margin below the control when clean cannot be chosen while
+    # another is within it (`choose`): only those are searched (all, if none is).
+    gate = [passes(r["clean_accuracy"], ctl["clean_accuracy"], opts.margin) for r in rows]
+    for i, row in enumerate(rows):
+        if any(gate) and not gate[i]:
+            row["skipped"] = "clean accuracy more than the margin below the control's"
+            continue
+        tol = _tolerance(opts, Path(row["checkpoint"]), folder / f"fat-{i}", note,
+                         reference=ref, dataset=val, seed=seed)
+        row.update({k: tol[k] for k in ("tolerable_ber", "ci95", "accuracy_mean", "bound")},
+                   searched=True)
     best, why = choose(ctl["clean_accuracy"], opts.margin, rows)
     return {"data": val.name, "n_images": len(val), "maps_seed": seed,
             "control": {k: ctl[k] for k in ("clean_accuracy", "tolerable_ber", "ci95",
