@@ -31,14 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from sramsim.progress import progress as reporter
-
-from sramsim import QuantizedModel
-from sramsim.errors import InputError
-from sramsim.nn.models import atomic_torch_save, read_torch_file
 
 from fusion import generators
+from sramsim import QuantizedModel
+from sramsim.errors import InputError
 from sramsim.inject.weight_sets import WeightSets
+from sramsim.nn.models import atomic_torch_save, read_torch_file
+from sramsim.progress import progress as reporter
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "fusion.eopm-checkpoint"
@@ -69,7 +68,8 @@ class EopmConfig:
                                 # "auto": loop on CPU (measured faster there), vmap elsewhere
     precision: str = "fp32"     # "bf16": autocast G and M to bfloat16 (CPUs with AMX, GPUs)
     ema: float = 0.0            # > 0: the saved G is an exponential moving average of the trained
-                                # one with this decay per step (smooths the noise of random fault maps)
+                                # one with this decay per step (smooths the noise of random fault
+                                # maps)
 
     def __post_init__(self):
         self.betas = tuple(float(b) for b in self.betas)
@@ -82,14 +82,16 @@ class EopmConfig:
                   (self.lr > 0, "lr must be > 0"), (self.lr_step >= 1, "lr_step must be >= 1"),
                   (self.width > 0, "width must be > 0"),
                   (0 <= self.ema < 1, "ema must be in [0, 1)"),
-                  (self.batched in ("auto", "vmap", "loop"), "batched must be 'auto', 'vmap' or 'loop'"),
+                  (self.batched in ("auto", "vmap", "loop"),
+                   "batched must be 'auto', 'vmap' or 'loop'"),
                   (self.precision in ("fp32", "bf16"), "precision must be 'fp32' or 'bf16'")]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
 
 
-def eopm_loss(logits: torch.Tensor, y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+def eopm_loss(logits: torch.Tensor, y: torch.Tensor, lam: float) -> tuple[torch.Tensor,
+                                                                          torch.Tensor]:
     """logits [1 + N, B, classes] (clean model first) -> (loss, per-model mean CE [1 + N])."""
     k = logits.shape[0]
     ce = F.cross_entropy(logits.float().flatten(0, 1), y.repeat(k), reduction="none")
@@ -107,7 +109,8 @@ def stacked_logits(model: nn.Module, stacked: dict[str, torch.Tensor], x: torch.
     shared = {n: t.detach() for n, t in model.named_parameters() if n not in stacked}
     k = next(iter(stacked.values())).shape[0]
     if batched == "loop":
-        return torch.stack([functional_call(model, ({n: w[i] for n, w in stacked.items()}, shared), (x,))
+        return torch.stack([functional_call(model, ({n: w[i] for n, w in stacked.items()}, shared),
+                                            (x,))
                             for i in range(k)])
 
     def one(weights, inp):
@@ -147,7 +150,8 @@ class EopmTrainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, c.lr_step, c.lr_gamma)
         self.shuffle = torch.Generator().manual_seed(c.seed)
         self.epoch = 0
-        self.steps_run = 0           # steps taken by this object's `fit` calls (not the checkpoint's)
+        self.steps_run = 0           # steps taken by this object's `fit` calls (not the
+                                     # checkpoint's)
         self.history: list[dict] = []
         self.train_seconds = 0.0
         # the best-scoring G so far when `fit` validates: {"score", "epoch", "state"}
@@ -163,7 +167,8 @@ class EopmTrainer:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         """One EOPM update of G on a batch; returns the loss and its clean / perturbed parts."""
         if self.base.training:
-            raise RuntimeError("the base model must stay in eval mode (frozen BatchNorm statistics)")
+            raise RuntimeError("the base model must stay in eval mode (frozen BatchNorm "
+                               "statistics)")
         c = self.config
         self.generator.train()
         stacked = self.weights.sample(self.sampler, c.n_perturbed, with_clean=True)

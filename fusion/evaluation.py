@@ -10,8 +10,9 @@ the input shape has to agree.
 
 Each evaluation map runs through `sramsim.nn.evaluation.Evaluator` (on the CPU written into a
 copy of the base model in place, O(faults) per map). Two paths stay functional (dequantized
-weight stacks): `Validator`, whose maps are fixed for a whole training run, so its stacks are decoded once and reused every epoch;
-and EOPM training (`fusion.eopm`), which runs N perturbed copies in one batched forward pass
+weight stacks): `Validator`, whose maps are fixed for a whole training run, so its stacks are
+decoded once and reused every epoch; and EOPM training (`fusion.eopm`), which runs N perturbed
+copies in one batched forward pass
 (one weight tensor [N, ...] per layer), where one in-place model holds one map at a time.
 """
 from __future__ import annotations
@@ -64,7 +65,8 @@ class FaultSpec:
             return
         curve = BerCurve.builtin(self.curve)
         if self.ber is None and self.voltage is None:
-            raise InputError("give a ber, or chips with a voltage (or a voltage alone: random errors at the curve's ber there)")
+            raise InputError("give a ber, or chips with a voltage (or a voltage alone: random "
+                             "errors at the curve's ber there)")
         if self.ber is not None and self.voltage is not None:
             raise InputError("give either a ber or a voltage for random errors, not both")
         if self.ber is None:
@@ -101,7 +103,8 @@ class FaultSpec:
         return n_models if n_models is not None else len(self.chips) if self.chips else 10
 
     def _draws(self, nbits: int, n_models: int | None, seed: int, purpose: str = "test"):
-        return fixed_draws(nbits, self.n_maps(n_models), ber=None if self.chips else self.ber, chips=self.chips,
+        return fixed_draws(nbits, self.n_maps(n_models), ber=None if self.chips else self.ber,
+                           chips=self.chips,
                            voltage=self.voltage if self.chips else None, seed=seed,
                            purpose=purpose)
 
@@ -125,8 +128,8 @@ def check_shapes(dataset: Dataset, base_meta: dict | None, generator=None, where
         raise InputError(f"{where or 'base model'} expects {base_meta['in_channels']}-channel "
                          f"images but {dataset.name} has {c}")
     if generator is not None and generator.in_channels != c:
-        raise InputError(f"generator {generator.name} was built for {generator.in_channels}-channel "
-                         f"images but {dataset.name} has {c}")
+        raise InputError(f"generator {generator.name} was built for "
+                         f"{generator.in_channels}-channel images but {dataset.name} has {c}")
 
 
 @torch.no_grad()
@@ -295,7 +298,8 @@ def _report(qm, base, dataset: Dataset, faults: FaultSpec, generator, ca: dict, 
         report.update({"ca_nf": ca["nf"], "pa_nf_mean": nf_mean, "pa_nf_std": nf_std,
                        "pa_nf_ci95": ci95_halfwidth(pa["nf"]),
                        "recovery": nf_mean - report["pa_mean"],
-                       "recovered_fraction": (nf_mean - report["pa_mean"]) / lost if lost > 0 else None,
+                       "recovered_fraction": ((nf_mean - report["pa_mean"]) / lost
+                                              if lost > 0 else None),
                        "energy_saving": E.addon_saving(base_acc, g_acc, faults.voltage,
                                                        faults.nominal, ecc=ecc),
                        "generator": generator.name, "generator_width": generator.width,

@@ -1,11 +1,13 @@
-"""NeuralFuse input-transformation generators (Sun et al., NeurIPS 2024): ConvL/S, DeConvL/S, UNetL/S.
+"""NeuralFuse input-transformation generators (Sun et al., NeurIPS 2024): ConvL/S, DeConvL/S,
+UNetL/S.
 
 A generator G maps an input x (scaled to [-1, 1]) to clamp(x + t(x), -1, 1): it learns a
 perturbation that keeps a frozen model accurate when that model's weights carry bit errors.
 G itself runs at nominal voltage, so its own weights are exact.
 
 Three families, one class each, the size ("L" or "S") a parameter:
-- `ConvGenerator`: conv encoder with max-pooling, conv decoder with x2 upsampling, t = tanh(BN(conv)).
+- `ConvGenerator`: conv encoder with max-pooling, conv decoder with x2 upsampling,
+  t = tanh(BN(conv)).
 - `DeConvGenerator`: the same encoder, decoder by transposed convolutions, t = tanh(BN(convT)).
 - `UNetGenerator`: U-Net (bias-free double convs, 3 down / 3 up steps with skips), t = 1x1 conv.
 All three pool three times, so inputs are padded (edge replication) to a multiple of 8 and the
@@ -40,7 +42,8 @@ _UNET_WIDTHS = {"L": (16, 32, 64, 128), "S": (8, 16, 32, 64)}
 
 
 def _conv_bn_relu(cin: int, cout: int, bias: bool = True) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=bias), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=bias), nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True)]
 
 
 def _deconv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
@@ -92,7 +95,7 @@ class Generator(nn.Module):
         """The layer whose scale sets t's amplitude (zeroed by `zero_transform`)."""
         raise NotImplementedError
 
-    def zero_transform(self) -> "Generator":
+    def zero_transform(self) -> Generator:
         """Make t(x) = 0, so G starts as the identity (and EOPM starts from the base's accuracy)."""
         with torch.no_grad():
             last = self.last_layer()
@@ -172,7 +175,8 @@ class _DoubleConv(nn.Sequential):
     """Two bias-free 3x3 conv + BN + ReLU (the U-Net block)."""
 
     def __init__(self, cin: int, cout: int):
-        super().__init__(*_conv_bn_relu(cin, cout, bias=False), *_conv_bn_relu(cout, cout, bias=False))
+        super().__init__(*_conv_bn_relu(cin, cout, bias=False),
+                         *_conv_bn_relu(cout, cout, bias=False))
 
 
 class _Up(nn.Module):
@@ -189,7 +193,8 @@ class _Up(nn.Module):
 
 
 class UNetGenerator(Generator):
-    """UNetL / UNetS: widths 16/32/64/128 or 8/16/32/64; t = 1x1 conv (no tanh, the clamp bounds it)."""
+    """UNetL / UNetS: widths 16/32/64/128 or 8/16/32/64; t = 1x1 conv (no tanh: the clamp bounds
+    it)."""
 
     family = "UNet"
 
@@ -234,6 +239,7 @@ def build(name: str, in_channels: int = 1, width: float = 1.0,
 
 
 def weight_count(model: nn.Module) -> int:
-    """Number of conv / transposed-conv / linear weights (what sits in weight memory; no BN, no bias)."""
+    """Number of conv / transposed-conv / linear weights (what sits in weight memory; no BN, no
+    bias)."""
     kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, kinds))

@@ -6,13 +6,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from sramsim import QuantizedModel
-from sramsim.nn.data import Dataset
-from sramsim.errors import InputError
-
 from fusion.eopm import CHECKPOINT, EopmConfig, EopmTrainer
 from fusion.evaluation import FaultSpec, Validator, check_shapes
 from fusion.store import save_generator
+from sramsim import QuantizedModel
+from sramsim.errors import InputError
+from sramsim.nn.data import Dataset
 
 GENERATOR_FILE = "generator.pt"
 
@@ -24,7 +23,8 @@ def hold_out(dataset: Dataset, n: int) -> tuple[Dataset, Dataset]:
                          f"(the training set has {len(dataset)} samples), got {n}")
     keep = len(dataset) - n
     return (Dataset(dataset.x[:keep], dataset.y[:keep], dataset.num_classes, dataset.name),
-            Dataset(dataset.x[keep:], dataset.y[keep:], dataset.num_classes, f"{dataset.name} (validation)"))
+            Dataset(dataset.x[keep:], dataset.y[keep:], dataset.num_classes,
+                    f"{dataset.name} (validation)"))
 
 
 def train_generator(qm: QuantizedModel, base_info: dict, train_set: Dataset, faults: FaultSpec,

@@ -1,4 +1,4 @@
-"""The trained-generator file (`DIR/generator.pt`): weights plus what is needed to rebuild and judge G.
+"""The trained-generator file (`DIR/generator.pt`): weights plus what rebuilds and judges G.
 
 Format (torch.save, read with weights_only=True):
     {"format": "fusion.generator", "version": 1, "name": "ConvS", "in_channels": 1, "width": 1.0,
@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import os
 
+from fusion import generators
 from sramsim.errors import InputError, check_device
 from sramsim.nn.models import atomic_torch_save, read_torch_file
-
-from fusion import generators
 
 FORMAT = "fusion.generator"
 VERSION = 1

@@ -7,7 +7,7 @@ raises. Deeper use goes through the documented subpackages, one layer each, ever
 only those below it: `sramsim.commands` -> `analysis` -> `nn` -> `inject` -> `memory`
 (e.g. `sramsim.nn.build` for the model registry, `sramsim.analysis.sweep.run_sweep`).
 """
-from sramsim._version import __version__
+from sramsim._version import __version__ as __version__
 from sramsim.analysis.operating_point import Reference
 from sramsim.errors import InputError, ProfileError
 from sramsim.inject.layout import MemoryLayout

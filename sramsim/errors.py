@@ -25,7 +25,8 @@ class ProfileError(InputError):
 
 
 class DataError(InputError):
-    """A dataset that is missing or malformed (message says where it was looked for and how to get it)."""
+    """A dataset that is missing or malformed (the message says where it was looked for and how
+    to get it)."""
 
 
 NAME_MAX = 255          # bytes in one file or folder name (ext4, xfs, btrfs, tmpfs, APFS)

@@ -4,20 +4,30 @@ from __future__ import annotations
 import argparse
 import os
 
-
+from fusion.evaluation import CURVE, FaultSpec
 from sramsim import BerCurve, Chip, QuantizedModel
-from sramsim.commands.main import (ber, check_writable, flagged, integer, maps, number, seed,  # noqa: F401
-                                   torch_device, voltage)  # (shared by the fusion commands)
+
+# shared by the fusion commands, which import them from here
+from sramsim.commands.main import (  # noqa: F401
+    ber,
+    check_writable,
+    flagged,
+    integer,
+    maps,
+    number,
+    seed,
+    torch_device,
+    voltage,
+)
 from sramsim.errors import InputError
 from sramsim.memory.shipped import resolve_profiles
 from sramsim.nn.models import load_checkpoint
 
-from fusion.evaluation import CURVE, FaultSpec
-
 
 def add_base_args(p: argparse.ArgumentParser, seed_default: int = 0,
                   seed_help: str = "seed of the run") -> None:
-    p.add_argument("--base", required=True, metavar="CKPT", help="base model checkpoint (sramsim train-base)")
+    p.add_argument("--base", required=True, metavar="CKPT",
+                   help="base model checkpoint (sramsim train-base)")
     p.add_argument("--data", default="fashion-mnist", metavar="fashion-mnist|mnist|DIR",
                    help="dataset name or directory (default fashion-mnist)")
     p.add_argument("--ber", metavar="P", help="random bit errors at rate P (e.g. 0.01)")

@@ -1,17 +1,22 @@
-"""`fusion eval`: clean / perturbed accuracy without and with a generator, recovery, net energy saving."""
+"""`fusion eval`: clean / perturbed accuracy with and without a generator, recovery, net saving."""
 from __future__ import annotations
 
 import argparse
 
-from sramsim.analysis.systolic import METHODS
-from sramsim.commands.helptext import leaf
-from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_writable,
-                                   execution, memory_layout, print_json)
-from sramsim.nn.data import load_dataset
-
+from fusion.commands import common
 from fusion.evaluation import EVAL_SEED, check_shapes, evaluate
 from fusion.store import load_generator
-from fusion.commands import common
+from sramsim.analysis.systolic import METHODS
+from sramsim.commands.helptext import leaf
+from sramsim.commands.main import (
+    add_execution_arguments,
+    add_layout_arguments,
+    check_writable,
+    execution,
+    memory_layout,
+    print_json,
+)
+from sramsim.nn.data import load_dataset
 
 
 def register(subparsers) -> None:
@@ -31,7 +36,8 @@ def register(subparsers) -> None:
                    "random errors, one per chip for profiles)")
     p.add_argument("--count", default="weights", choices=METHODS,
                    help="how weight reads are counted for the energy: weights (each read once, "
-                        "default), systolic or scalesim (SCALE-Sim output-stationary 32x32, as NeuralFuse)")
+                        "default), systolic or scalesim (SCALE-Sim "
+                        "output-stationary 32x32, as NeuralFuse)")
     add_layout_arguments(p, "at --voltage (needs --profile)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="folder for each map's result, written as it finishes (a re-run with the "

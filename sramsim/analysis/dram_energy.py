@@ -153,7 +153,7 @@ class DramEnergy:
         self.nominal_voltage = dict((n, v) for n, v, _ in self.supplies)[self.lowered]
 
     @classmethod
-    def from_part(cls, name: str = DEFAULT_PART, lowered: str | None = None) -> "DramEnergy":
+    def from_part(cls, name: str = DEFAULT_PART, lowered: str | None = None) -> DramEnergy:
         """The energy model of a bundled part (sramsim/memory/parts/NAME.json) or a part file."""
         return cls(load_part(name), lowered=lowered)
 
@@ -196,7 +196,8 @@ class DramEnergy:
         """Energy of one act/pre/rd/wr/ref command and of one act_standby/pre_standby cycle (J)."""
         shares = self.command_shares()
         scales = self._scales(voltage)
-        return {k: sum(s * shares[name][k] for s, (name, _, _) in zip(scales, self.supplies))
+        return {k: sum(s * shares[name][k] for s,
+                       (name, _, _) in zip(scales, self.supplies, strict=True))
                 for k in COMMANDS + STANDBY}
 
     def access_cycles(self) -> dict[str, int]:

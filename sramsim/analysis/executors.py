@@ -183,7 +183,7 @@ def get_threads() -> tuple[int, int]:
 
 
 def set_threads(threads: int | tuple[int, int]) -> tuple[int, int]:
-    """Make torch and numba use `threads` threads (or a (torch, numba) pair); returns the previous pair.
+    """Make torch and numba use `threads` threads (or a (torch, numba) pair); returns the old pair.
 
     The one thread-pinning helper (workers, tests, benchmarks): a worker uses `threads` cores, no
     more. (A numba parallel launch on an oversubscribed machine costs milliseconds, more than the
@@ -279,7 +279,7 @@ def open_executor(factory: Callable, executor: str = "local", workers: int = 1, 
     return PoolExecutor(factory, workers, threads)
 
 
-def run_maps(execution: "Execution", factory: Callable, store, n_maps: int,
+def run_maps(execution: Execution, factory: Callable, store, n_maps: int,
              on_map: Callable[[int], None] | None = None) -> list[dict]:
     """Fault maps 0 .. n_maps-1 of an analysis: the maps `store` (a `sramsim.analysis.store`
     store keyed by `map_key`) does not hold yet run on `execution`'s workers (task k -> [map k's
@@ -533,7 +533,8 @@ def import_ray(address: str | None = None):
     try:
         import ray
     except ImportError:
-        raise InputError("the ray executor needs the 'ray' package (pip install 'sramsim[ray]')") from None
+        raise InputError("the ray executor needs the 'ray' package (pip install "
+                         "'sramsim[ray]')") from None
     from ray._private import ray_constants
     if loopback and ray_constants.ENABLE_RAY_CLUSTER and not ray.is_initialized():
         where = f"--ray-address {address}" if address else "a local Ray"

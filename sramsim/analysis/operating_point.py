@@ -49,17 +49,17 @@ class Reference:
             raise InputError("the own-clean reference takes no accuracy")
 
     @classmethod
-    def own_clean(cls) -> "Reference":
+    def own_clean(cls) -> Reference:
         """Each model's own fault-free quantized accuracy."""
         return cls()
 
     @classmethod
-    def given(cls, accuracy: float, label: str) -> "Reference":
+    def given(cls, accuracy: float, label: str) -> Reference:
         """A fixed accuracy, named by `label` (e.g. "control snn-fc400 clean accuracy")."""
         return cls("given", accuracy, label)
 
     @classmethod
-    def strictest(cls, accuracies: dict[str, float]) -> "Reference":
+    def strictest(cls, accuracies: dict[str, float]) -> Reference:
         """The highest of several named accuracies: within the margin of every one of them."""
         if not accuracies:
             raise InputError("strictest reference needs at least one accuracy")

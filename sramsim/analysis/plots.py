@@ -144,8 +144,8 @@ def _density_scale(fig: Figure, cell, kinds: list[int], top: float, block_bits: 
 
 
 # ---------------------------------------------------------------------------------------------
-# Sweep figure (sramsim.analysis.sweep): accuracy vs voltage with its 95% CI band, energy saving on a
-# second axis.
+# Sweep figure (sramsim.analysis.sweep): accuracy vs voltage with its 95% CI band, energy saving
+# on a second axis.
 
 def plot_sweep(summary: dict, path: str | os.PathLike, title: str | None = None) -> str:
     """Write a PNG of a sweep summary: accuracy mean (95% CI band) and energy saving vs voltage."""
@@ -244,7 +244,7 @@ def plot_vulnerability(report: dict, path: str | os.PathLike) -> str:
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(parts), 1, squeeze=False,
                         height_ratios=[max(len(r), 1) for _, r in parts])[:, 0]
-    for ax, (title, rows) in zip(axes, parts):
+    for ax, (title, rows) in zip(axes, parts, strict=True):
         y = np.arange(len(rows))
         drop = np.array([r["drop_mean"] for r in rows]) * 100
         std = np.array([r["drop_std"] for r in rows]) * 100
@@ -280,7 +280,8 @@ def plot_training(history: list[dict], path: str | os.PathLike, title: str = "tr
     if score and any(score in h for h in history):
         ax2 = ax.twinx()
         pts = [(h["epoch"], h[score]) for h in history if score in h]
-        ax2.plot(*zip(*pts), "s--", color="tab:green", ms=3, label="validation accuracy")
+        ax2.plot(*zip(*pts, strict=True), "s--", color="tab:green", ms=3,
+                 label="validation accuracy")
         ax2.set_ylabel("validation accuracy", color="tab:green")
         more = ax2.get_legend_handles_labels()
         handles = (handles[0] + more[0], handles[1] + more[1])

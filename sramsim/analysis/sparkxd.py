@@ -411,10 +411,10 @@ def plot(summary: dict, path) -> None:
                              ("FAT", "tolerance_fat", "tab:orange")):
         s = st[key]
         pts = sorted(s["points"], key=lambda p: p["ber"])
+        tolerable = "none" if s["tolerable_ber"] is None else format(s["tolerable_ber"], ".2g")
         ax.errorbar([p["ber"] for p in pts], [100 * p["accuracy_mean"] for p in pts],
                     yerr=[100 * p["ci95"] for p in pts], marker="o", ms=3, capsize=2,
-                    color=color, label=f"{name} (tolerable BER "
-                    f"{'none' if s['tolerable_ber'] is None else format(s['tolerable_ber'], '.2g')})")
+                    color=color, label=f"{name} (tolerable BER {tolerable})")
         ax.axhline(100 * (s["clean_accuracy"] - s["margin"]), color=color, ls="--", lw=0.8)
         if s["tolerable_ber"] is not None:
             ax.axvline(s["tolerable_ber"], color=color, ls=":", lw=0.8)

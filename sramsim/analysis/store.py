@@ -28,14 +28,16 @@ LOCK_FILE = ".lock"
 CONFIG_FORMAT = "sramsim.sweep"
 CONFIG_VERSION = 1
 CSV_COLUMNS = ("voltage", "ber", "accuracy_mean", "accuracy_std", "ci95", "n", "n_points",
-               "accuracy_min", "accuracy_max", "rerr_mean", "loss_mean", "energy_per_read", "saving")
+               "accuracy_min", "accuracy_max", "rerr_mean", "loss_mean", "energy_per_read",
+               "saving")
 
 
 def point_key(record: dict) -> tuple:
     """Identity of a point in the grid: (voltage, chip index, offset index); clean: ("clean",)."""
     if record.get("clean"):
         return ("clean",)
-    return (round(float(record["voltage"]), 6), int(record["chip_index"]), int(record["offset_index"]))
+    return (round(float(record["voltage"]), 6), int(record["chip_index"]),
+            int(record["offset_index"]))
 
 
 def map_key(record: dict) -> tuple:
@@ -75,8 +77,8 @@ class ResultStore:
             if old != new:
                 keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise InputError(f"{self.dir}: holds a sweep with a different configuration "
-                                 f"({', '.join(keys)} differ); use another output folder or the same "
-                                 "settings")
+                                 f"({', '.join(keys)} differ); use another output "
+                                 "folder or the same settings")
             return
         if self.points_path.exists():
             raise InputError(f"{self.dir}: has {self.points_path.name} but no config.json; "
@@ -121,7 +123,7 @@ class ResultStore:
         lines = [_point_line(rec, self.key) for rec in records]
         if self._file is None:
             self._file = open(self.points_path, "a", encoding="utf-8")
-        for rec, line in zip(records, lines):
+        for rec, line in zip(records, lines, strict=True):
             self._file.write(line)
             self.records[self.key(rec)] = rec
         self._file.flush()
@@ -178,8 +180,8 @@ def _point_line(rec: dict, key=point_key) -> str:
                  f"point voltage {k[0]:g}, chip {k[1]}, offset {k[2]}" if key is point_key else
                  f"result {k}")
         detail = ", ".join(f"{k}={rec[k]}" for k in bad) or "a value"
-        raise InputError(f"{where}: {detail} is not finite "
-                         "(a model with NaN/inf weights or outputs?); nothing of it was written") from None
+        raise InputError(f"{where}: {detail} is not finite (a model with NaN/inf weights or "
+                         "outputs?); nothing of it was written") from None
 
 
 def _fmt(value):

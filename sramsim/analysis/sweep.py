@@ -29,8 +29,12 @@ from sramsim.analysis.operating_point import first_failure
 from sramsim.analysis.store import ResultStore
 from sramsim.errors import InputError, check_number
 from sramsim.inject.layout import MemoryLayout
-from sramsim.inject.torch_quantized import (check_runs, is_exported_file, load_exported,
-                                            refuse_options)
+from sramsim.inject.torch_quantized import (
+    check_runs,
+    is_exported_file,
+    load_exported,
+    refuse_options,
+)
 from sramsim.memory.chip import Chip
 from sramsim.memory.curves import BUILTINS, BerCurve
 from sramsim.memory.geometry import Geometry, parse_kinds
@@ -117,7 +121,8 @@ class ChipSpec:
 def random_chips(n: int, curve: str = "finfet14", rows: int = DEFAULT_ROWS,
                  cols: int = DEFAULT_COLS, banks: int = 1, seed: int = 0,
                  v_floor: float | None = None, kinds: dict | None = None) -> list[ChipSpec]:
-    """`n` random chips with seeds seed, seed+1, ...; v_floor defaults to the curve's lowest voltage."""
+    """`n` random chips with seeds seed, seed+1, ...; v_floor defaults to the curve's lowest
+    voltage."""
     if int(n) != n or n < 1:
         raise InputError(f"number of chips must be a positive integer, got {n!r}")
     check_points(1, int(n), 1)                  # before a list of n chips is built
@@ -282,7 +287,8 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
         "elapsed_s": round(time.perf_counter() - t_start, 3),
         "out": str(store.dir),
     })
-    summary["files"] = {"points": str(store.points_path), "summary_json": str(store.dir / "summary.json"),
+    summary["files"] = {"points": str(store.points_path),
+                        "summary_json": str(store.dir / "summary.json"),
                         "summary_csv": str(store.dir / "summary.csv"),
                         "plot": _plot(summary, store.dir / "summary.png")}
     store.write_summary(summary)
@@ -358,7 +364,8 @@ def _check_voltages(voltages: list[float], facts: list[dict]) -> None:
     units = {(f["unit"], f["nominal"]) for f in facts}
     if len(units) > 1:
         raise InputError("chips use different voltage units or nominal voltages: "
-                         + "; ".join(f"{f['name']}: {f['unit']}, nominal {f['nominal']:g}" for f in facts))
+                         + "; ".join(f"{f['name']}: {f['unit']}, nominal "
+                                     f"{f['nominal']:g}" for f in facts))
     high, nominal = max(voltages), facts[0]["nominal"]
     if high > nominal * (1.0 + 1e-9):
         raise InputError(f"voltage {high:g} is above the chips' nominal voltage {nominal:g} "
@@ -367,7 +374,8 @@ def _check_voltages(voltages: list[float], facts: list[dict]) -> None:
     for f in facts:
         if low < f["v_floor"] - 1e-9:
             what = "lowest measured voltage" if f["source"] == "measured" else "v_floor"
-            raise InputError(f"voltage {low:g} is below chip {f['name']!r}'s {what} {f['v_floor']:g}")
+            raise InputError(f"voltage {low:g} is below chip {f['name']!r}'s "
+                             f"{what} {f['v_floor']:g}")
 
 
 def load_workload(model, dataset, chips, settings: SweepSettings):
@@ -384,7 +392,8 @@ def load_workload(model, dataset, chips, settings: SweepSettings):
     elif isinstance(model, nn.Module):
         model_path, model_obj = None, model
     else:
-        raise InputError(f"model must be a checkpoint path or an nn.Module, got {type(model).__name__}")
+        raise InputError("model must be a checkpoint path or an nn.Module, "
+                         f"got {type(model).__name__}")
     if isinstance(dataset, Dataset):
         spec, ds = None, dataset
         if limit is not None:

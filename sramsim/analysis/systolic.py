@@ -1,4 +1,4 @@
-"""Weight reads per inference on an output-stationary systolic array, counted the way SCALE-Sim does.
+"""Weight reads per inference on an output-stationary systolic array, counted as SCALE-Sim does.
 
 NeuralFuse (Sun et al., NeurIPS 2024) sized its energy accounting with SCALE-Sim (Samajdar et al.,
 ISPASS 2020): an output-stationary 32x32 array with a 256 KB weight SRAM. In that dataflow the
@@ -157,7 +157,8 @@ def filter_sram_reads(layers: list[ConvLayer], array_rows: int = ARRAY_ROWS) -> 
 
 
 def accesses(sram_reads: int, weight_bits: int = 8, word_bits: int = WORD_BITS) -> int:
-    """SRAM accesses when one access returns `word_bits` (NeuralFuse: 64-bit words, 8-bit weights)."""
+    """SRAM accesses when one access returns `word_bits` (NeuralFuse: 64-bit words, 8-bit
+    weights)."""
     return math.ceil(int(sram_reads) * weight_bits / word_bits)
 
 
@@ -166,9 +167,9 @@ def write_topology(layers: list[ConvLayer], path: Path) -> None:
     with open(path, "w") as f:
         f.write("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
                 "Num Filter, Strides,\n")
-        for i, l in enumerate(layers):
-            f.write(f"L{i}, {l.ifmap_h}, {l.ifmap_w}, {l.filter_h}, {l.filter_w}, {l.channels}, "
-                    f"{l.filters}, {l.stride},\n")
+        for i, layer in enumerate(layers):
+            f.write(f"L{i}, {layer.ifmap_h}, {layer.ifmap_w}, {layer.filter_h}, {layer.filter_w}, "
+                    f"{layer.channels}, {layer.filters}, {layer.stride},\n")
 
 
 def _write_layout(n_layers: int, path: Path) -> None:
@@ -220,7 +221,8 @@ UseRamulatorTrace: False
 """)
 
 
-def run_scalesim(layers: list[ConvLayer], array_rows: int = ARRAY_ROWS, array_cols: int = ARRAY_COLS,
+def run_scalesim(layers: list[ConvLayer], array_rows: int = ARRAY_ROWS,
+                 array_cols: int = ARRAY_COLS,
                  filter_sram_kb: int = FILTER_SRAM_KB, progress: bool = False) -> list[dict]:
     """Run the `scalesim` package on `layers`; per layer its SRAM and DRAM filter reads.
 
@@ -284,5 +286,6 @@ def count_accesses(model: nn.Module, input_shape, method: str = "weights",
     if method == "systolic":
         return accesses(sum(filter_sram_reads(layers)))
     if method == "scalesim":
-        return accesses(sum(r["sram_filter_reads"] for r in run_scalesim(layers, progress=progress)))
+        return accesses(sum(r["sram_filter_reads"] for r in run_scalesim(layers,
+                                                                         progress=progress)))
     raise InputError(f"unknown access-count method {method!r} (choose from {', '.join(METHODS)})")

@@ -19,8 +19,8 @@ Fault maps (which maps, so a result can be reproduced and compared):
   image's bits (`sramsim.inject.draws.fixed_draws(..., purpose="test")`, the rule `fusion eval`
   and `sramsim vuln` use), so map k is the same random stream at every BER;
 - source "dram": map k at BER b is the DRAM chip `dram_chip(geometry, curve, v_floor=V(b),
-  seed=seed + k, error_model=error_model)` read at V(b) = curve.voltage(b), with the weights laid into
-  the part by the DRAM mapping policy `mapping` (`MemoryLayout(mapping=...)`,
+  seed=seed + k, error_model=error_model)` read at V(b) = curve.voltage(b), with the weights laid
+  into the part by the DRAM mapping policy `mapping` (`MemoryLayout(mapping=...)`,
   `sramsim.inject.dram_mapping`), so the faults each weight sees are those of the cells it
   lands on.
 
@@ -56,9 +56,9 @@ from sramsim.analysis.executors import Execution, pinned_threads
 from sramsim.analysis.operating_point import Reference, check_margin, passes
 from sramsim.analysis.store import open_store, write_json
 from sramsim.errors import InputError, check_ber
-from sramsim.progress import duration, progress
 from sramsim.memory.dram import DEFAULT_PART
 from sramsim.memory.dram_curves import DEFAULT_DRAM_CURVE, dram_curve, dram_nominal_voltage
+from sramsim.progress import duration, progress
 from sramsim.stats import ci95_halfwidth, mean_std
 
 SOURCES = ("random", "dram")

@@ -16,8 +16,18 @@ import math
 
 from sramsim.commands.config import add_config, recorded
 from sramsim.commands.helptext import deprecated_alias, leaf, paragraph
-from sramsim.commands.main import (add_execution_arguments, ber_range, check_writable, execution,
-                                   flagged, integer, maps, number, print_json, seed)
+from sramsim.commands.main import (
+    add_execution_arguments,
+    ber_range,
+    check_writable,
+    execution,
+    flagged,
+    integer,
+    maps,
+    number,
+    print_json,
+    seed,
+)
 from sramsim.errors import InputError
 from sramsim.memory.dram import DEFAULT_PART
 from sramsim.memory.dram_curves import DEFAULT_DRAM_CURVE, dram_curve_names
@@ -36,8 +46,8 @@ def register(subparsers) -> None:
 
     info = sub.add_parser("info", help="a part's capacity, geometry and energies at a voltage",
                           **leaf("A DRAM part's capacity, geometry, per-command energies and "
-                                 "row-buffer hit / miss / conflict energies (DRAMPower's equations) "
-                                 "with its array supply at --voltage.",
+                                 "row-buffer hit / miss / conflict energies (DRAMPower's "
+                                 "equations) with its array supply at --voltage.",
                                  "sramsim dram info --voltage 1.0",
                                  "sramsim dram info --part MICRON_4Gb_LPDDR3-1333_32bit_A --json"))
     _common(info)
@@ -51,7 +61,8 @@ def register(subparsers) -> None:
                                    "inference) under each weight placement policy: its row-buffer "
                                    "hits, misses and conflicts, and the energy at nominal and at "
                                    "--voltage.",
-                                   "sramsim dram energy --model cnn.pt --mapping all --voltage 0.93",
+                                   "sramsim dram energy --model cnn.pt --mapping all --voltage "
+                                   "0.93",
                                    "sramsim dram energy --model cnn.pt --mapping drmap --json"))
     _common(energy)
     energy.add_argument("--model", required=True, metavar="CKPT", help="model checkpoint")
@@ -71,7 +82,8 @@ def register(subparsers) -> None:
                                 "they finish; a re-run with the same --out resumes.",
                                 "sramsim dram tolerance --model cnn.pt --margin 0.01 --maps 5 "
                                 "--limit 2000 --out tol",
-                                "sramsim dram tolerance --model cnn.pt --error-model 1 --out tol-em1"))
+                                "sramsim dram tolerance --model cnn.pt --error-model 1 --out "
+                                "tol-em1"))
     _common(tol)
     tol.add_argument("--model", required=True, metavar="CKPT", help="model checkpoint")
     tol.add_argument("--data", default="fashion-mnist", metavar="SPEC",
@@ -287,6 +299,7 @@ def _energy_table(rows: dict, low: bool) -> None:
 def tolerance_report(args) -> dict:
     """Check the `dram tolerance` options and run the search."""
     import sys
+
     from sramsim.analysis.tolerance import search
     geometry, energy, curve, nominal = part_and_curve(args)
     margin = number(args.margin, "--margin")
@@ -341,6 +354,7 @@ def run_tolerance(args: argparse.Namespace) -> int:
     r = tolerance_report(args)
     if r["out"]:
         from pathlib import Path
+
         from sramsim.analysis.plots import plot_tolerance
         r["plot"] = plot_tolerance(r, Path(r["out"]) / "tolerance.png")
     if args.json:

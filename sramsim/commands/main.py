@@ -14,8 +14,15 @@ import math
 import re
 import sys
 
-from sramsim.errors import (MAX_THREADS, InputError, RunError,  # noqa: F401 (check_writable:
-                            check_ber, check_device, check_writable)  # for the commands)
+# check_writable and friends are imported from here by the subcommands.
+from sramsim.errors import (  # noqa: F401
+    MAX_THREADS,
+    InputError,
+    RunError,
+    check_ber,
+    check_device,
+    check_writable,
+)
 
 # OSErrors about the path the user gave, not the machine: exit status 2 like other bad input
 BAD_PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EACCES,
@@ -102,7 +109,8 @@ def number(text, flag: str, positive: bool = False, minimum: float | None = None
     except (TypeError, ValueError):
         raise InputError(f"{flag} must be a number, got {text!r}") from None
     if not math.isfinite(value) or (positive and value <= 0):
-        raise InputError(f"{flag} must be a {'positive ' if positive else ''}finite number, got {text!r}")
+        raise InputError(f"{flag} must be a {'positive ' if positive else ''}finite number, got "
+                         f"{text!r}")
     if minimum is not None and value < minimum:
         raise InputError(f"{flag} must be >= {minimum:g}, got {text!r}")
     if maximum is not None and value > maximum:
@@ -217,10 +225,10 @@ def add_layout_arguments(p: argparse.ArgumentParser, planned_at: str,
                         f"EDEN, the most reliable partitions first) (default {mapping_default})")
     p.add_argument("--bit-placement", "--placement", dest="bit_placement", default="linear",
                    metavar="P",
-                   help=f"fault-aware bit placement (ReSpawn), planned from each chip's map "
-                        f"{planned_at}: {POLICIES[0]} (none, default), shuffle (rotate each word's bits "
-                        "so code MSBs sit on good cells) or skip-faulty-words (--placement is "
-                        "its old name)")
+                   help="fault-aware bit placement (ReSpawn), planned from each chip's map "
+                        f"{planned_at}: {POLICIES[0]} (none, default), shuffle (rotate each word's "
+                        "bits so code MSBs sit on good cells) or skip-faulty-words "
+                        "(--placement is its old name)")
     p.add_argument("--ecc", metavar="CODE", help="weights stored with SECDED check bits in the "
                    "same faulty memory: secded72 (72,64) or secded13 (13,8); decoded per "
                    "codeword, results carry the errors left after decoding")

@@ -1,4 +1,4 @@
-"""`sramsim profile list|synth|import|info|validate|plot`: make, inspect and check HDF5 chip profiles.
+"""`sramsim profile list|synth|import|info|validate|plot`: make, inspect, check chip profiles.
 
 Wherever a profile file is taken, `shipped:NAME` names a profile that ships with sramsim (`sramsim
 profile list` prints them), and `validate` takes `shipped` for all of them."""
@@ -11,16 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
+from sramsim.commands.helptext import leaf
+from sramsim.commands.main import check_writable, integer, number, print_json, seed, voltage
+from sramsim.errors import InputError
 from sramsim.memory import profiles
 from sramsim.memory.chip import Chip
-from sramsim.commands.main import check_writable, integer, number, print_json, seed, voltage
-from sramsim.commands.helptext import leaf
 from sramsim.memory.curves import BerCurve
-from sramsim.errors import InputError
-from sramsim.memory.sizes import format_bytes
 from sramsim.memory.dram import DEFAULT_PART, DramGeometry, load_part
 from sramsim.memory.geometry import Geometry
 from sramsim.memory.shipped import ALL, resolve_profiles, shipped_profiles
+from sramsim.memory.sizes import format_bytes
 
 PROFILE_HELP = "profile file (.h5) or shipped:NAME"
 
@@ -34,7 +34,8 @@ def register(subparsers) -> None:
                        "shipped:NAME)", **leaf(
                            "The chip profiles that ship with sramsim: name, geometry, technology, "
                            "capacity and file size. Any option that takes a profile file also "
-                           "takes shipped:NAME, and lists of profiles take shipped for all of them.",
+                           "takes shipped:NAME, and lists of profiles take "
+                           "shipped for all of them.",
                            "sramsim profile list", "sramsim profile list --json"))
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_list)
@@ -64,7 +65,8 @@ def register(subparsers) -> None:
                        **leaf("Import a measured chip from a folder of per-voltage observations "
                               "of failing bits into an HDF5 profile. "
                               + " ".join(profiles.load_bitmap_dir.__doc__.split("\n\n")[1].split()),
-                              "sramsim profile import bitmaps/ --rows 8192 --cols 128 --out chip.h5",
+                              "sramsim profile import bitmaps/ --rows 8192 "
+                              "--cols 128 --out chip.h5",
                               "sramsim profile import dram-bitmaps/ --technology dram --out "
                               "dram-chip.h5"))
     p.add_argument("directory", help="folder of v<voltage>[_0to1|_1to0].npy files")
@@ -188,7 +190,8 @@ def shipped_row(path: Path) -> dict:
     g = chip.geometry
     return {"name": chip.name, "spec": f"shipped:{path.stem}", "technology": g.technology,
             "source": chip.source, "v_floor": chip.v_floor, "faults": len(chip),
-            "geometry": {"rows": g.rows, "cols": g.cols, "banks": getattr(g, "total_banks", g.banks),
+            "geometry": {"rows": g.rows, "cols": g.cols,
+                         "banks": getattr(g, "total_banks", g.banks),
                          "word_bits": g.word_bits, "capacity_bits": g.capacity_bits},
             "file_bytes": path.stat().st_size}
 
@@ -249,7 +252,8 @@ def parse_curve(spec: str) -> BerCurve:
                 raise ValueError("MU and SIGMA must be finite numbers")
             return BerCurve.gaussian(mu, sigma)
         except ValueError as exc:
-            detail = str(exc) if "SIGMA" in str(exc) or "sigma" in str(exc) else "expected gaussian:MU,SIGMA"
+            detail = (str(exc) if "SIGMA" in str(exc) or "sigma" in str(exc)
+                      else "expected gaussian:MU,SIGMA")
             raise InputError(f"--curve {spec}: {detail}") from None
     try:
         return BerCurve.builtin(spec)
@@ -346,7 +350,8 @@ def _print_info(info: dict) -> None:
     print(f"{info['faults']} faulty bits ({kinds or 'none'})"
           + (f", non-nested bits {info['non_nested']}" if info["non_nested"] is not None else ""))
     has_curve = any("curve_ber" in r for r in info["voltages"])
-    print(f"{'voltage':>9} {'faults':>10} {'BER':>11}" + (f" {'curve BER':>11}" if has_curve else ""))
+    print(f"{'voltage':>9} {'faults':>10} "
+          f"{'BER':>11}" + (f" {'curve BER':>11}" if has_curve else ""))
     for r in info["voltages"]:
         line = f"{r['voltage']:>9.4g} {r['faults']:>10d} {r['ber']:>11.4g}"
         if has_curve:

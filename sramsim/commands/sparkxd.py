@@ -16,8 +16,19 @@ import sys
 
 from sramsim.commands.config import add_config, recorded
 from sramsim.commands.helptext import leaf, paragraph
-from sramsim.commands.main import (add_execution_arguments, ber_range, check_ber, check_writable,
-                                   execution, flagged, integer, maps, number, print_json, seed)
+from sramsim.commands.main import (
+    add_execution_arguments,
+    ber_range,
+    check_ber,
+    check_writable,
+    execution,
+    flagged,
+    integer,
+    maps,
+    number,
+    print_json,
+    seed,
+)
 from sramsim.errors import InputError
 from sramsim.nn.fat import CURRICULA, SOURCE_HELP
 from sramsim.nn.models import arch_names
@@ -30,8 +41,9 @@ def register(subparsers) -> None:
                               "and DRAM energy at the tolerable voltages",
                               **leaf(paragraph(__doc__) + " A re-run with the same --out resumes "
                                      "every stage.",
-                                     "sramsim sparkxd --model snn-fc400 --margin 0.01 --limit 10000 "
-                                     "--eval-limit 2000 --maps 3 --dram-rows 2048 --out study",
+                                     "sramsim sparkxd --model snn-fc400 --margin 0.01 --limit "
+                                     "10000 --eval-limit 2000 --maps 3 --dram-rows 2048 --out "
+                                     "study",
                                      "sramsim sparkxd --model snn-fc100 --epochs 1 --fat-epochs 1 "
                                      "--limit 2000 --maps 2 --out quick-study",
                                      "sramsim sparkxd --config study/run.toml"))
@@ -46,7 +58,8 @@ def register(subparsers) -> None:
     p.add_argument("--base", default=None, metavar="CKPT",
                    help="use this trained checkpoint as the pretrained model both arms start "
                         "from, instead of pretraining one into DIR")
-    p.add_argument("--epochs", default="2", metavar="E", help="clean pretraining epochs (default 2)")
+    p.add_argument("--epochs", default="2", metavar="E",
+                   help="clean pretraining epochs (default 2)")
     p.add_argument("--fat-epochs", default="4", metavar="E",
                    help="fault-aware training epochs from the pretrained model; the baseline "
                         "gets the same number of clean epochs (default 4)")
@@ -94,6 +107,7 @@ def options(args: argparse.Namespace):
         model = DEFAULT_MODEL
         if args.base is not None:
             from pathlib import Path
+
             from sramsim.nn.models import load_checkpoint
             if not Path(args.base).is_file():
                 raise InputError(f"--base {args.base}: no such checkpoint file")
@@ -129,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         opts, summary = _study(args)
     except InputError as exc:           # StudyOptions names its fields: say the flags
         from dataclasses import fields
+
         from sramsim.analysis.sparkxd import StudyOptions
         names = {f.name: "--" + f.name.replace("_", "-") for f in fields(StudyOptions)}
         raise flagged(exc, {**names, "bisect_steps": "--bisect"}) from None

@@ -1,12 +1,21 @@
-"""`sramsim vuln`: accuracy drop when only one layer, or only one bit position, carries the faults."""
+"""`sramsim vuln`: accuracy drop when only one layer, or one bit position, carries the faults."""
 from __future__ import annotations
 
 import argparse
 import sys
 
 from sramsim.commands.helptext import leaf, paragraph
-from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_writable,
-                                   execution, integer, maps, memory_layout, number, print_json)
+from sramsim.commands.main import (
+    add_execution_arguments,
+    add_layout_arguments,
+    check_writable,
+    execution,
+    integer,
+    maps,
+    memory_layout,
+    number,
+    print_json,
+)
 from sramsim.errors import InputError, check_ber
 from sramsim.inject import quantization as Q
 from sramsim.inject.torch_quantized import is_exported_file
@@ -33,15 +42,18 @@ def register(subparsers) -> None:
                      help="chip profiles (with --voltage): files, shipped:NAME, or shipped (all "
                           "shipped profiles)")
     p.add_argument("--voltage", metavar="V", help="supply voltage of the --profile chips")
-    p.add_argument("--models", default="10", metavar="M", help="fault maps to average over (default 10)")
+    p.add_argument("--models", default="10", metavar="M",
+                   help="fault maps to average over (default 10)")
     p.add_argument("--limit", default=None, metavar="N", help="use the first N test samples")
     p.add_argument("--by", default="both", choices=("layer", "bit", "both"),
                    help="group faults by layer, by bit position, or both (default both)")
-    p.add_argument("--bits", default=None, choices=("8", "4", "2"), help="override the checkpoint's bits")
+    p.add_argument("--bits", default=None, choices=("8", "4", "2"),
+                   help="override the checkpoint's bits")
     p.add_argument("--scheme", default=None, choices=Q.SCHEMES,
                    help="override the checkpoint's quantization scheme")
     p.add_argument("--seed", default="0", metavar="S", help="seed of the fault maps (default 0)")
-    p.add_argument("--batch-size", default="1000", metavar="B", help="evaluation batch (default 1000)")
+    p.add_argument("--batch-size", default="1000", metavar="B",
+                   help="evaluation batch (default 1000)")
     add_layout_arguments(p, "at --voltage (needs --profile)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="folder for the maps' results, written as each finishes (a re-run with "
@@ -55,11 +67,11 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load model, data and fault source, run `analyze`, print the table or JSON (exit 0)."""
+    from sramsim.analysis.vulnerability import analyze
+    from sramsim.inject.quantized_model import QuantizedModel
     from sramsim.memory.chip import Chip
     from sramsim.nn.data import load_dataset
     from sramsim.nn.models import load_checkpoint
-    from sramsim.inject.quantized_model import QuantizedModel
-    from sramsim.analysis.vulnerability import analyze
 
     models = maps(args.models, "--models")
     limit = None if args.limit is None else integer(args.limit, "--limit")
@@ -133,8 +145,12 @@ def run(args: argparse.Namespace) -> int:
 def _exported(args: argparse.Namespace, layout, limit, batch_size):
     """(TorchQuantizedModel, test set) of a `.pt2` PT2E program, after refusing the options that
     would requantize or re-encode its int8 weights and checking it runs on the data."""
-    from sramsim.inject.torch_quantized import (TorchQuantizedModel, check_runs, load_exported,
-                                                refuse_options)
+    from sramsim.inject.torch_quantized import (
+        TorchQuantizedModel,
+        check_runs,
+        load_exported,
+        refuse_options,
+    )
     from sramsim.nn.data import load_dataset
     refuse_options(args.model, {f"--bits {args.bits}": args.bits not in (None, "8"),
                                 f"--scheme {args.scheme}": args.scheme is not None,
@@ -168,8 +184,8 @@ def print_table(report: dict, file=None) -> None:
               f"{e['corrected']:.1f} corrected, {e['detected']:.1f} detected, "
               f"{e['miscorrected']:.1f} miscorrected", file=f)
     print(f"clean quantized accuracy {100 * report['clean_accuracy']:.2f}%; all layers faulty: "
-          f"{100 * report['all']['accuracy_mean']:.2f}% (drop {100 * report['all']['drop_mean']:.2f} "
-          f"points)", file=f)
+          f"{100 * report['all']['accuracy_mean']:.2f}% (drop "
+          f"{100 * report['all']['drop_mean']:.2f} points)", file=f)
     rows = report["layers"] + report["bits"]
     width = max([len("faults only in")] + [len(r["label"]) for r in rows])
     for title, part in (("layer", report["layers"]), ("bit position", report["bits"])):

@@ -18,8 +18,9 @@ Policies (`POLICIES`), each an order over the chip's slots; the image fills it f
   error-aware  EDEN (Koppula et al., MICRO 2019): partitions (banks or subarrays) sorted by their
                BER at the operating voltage (equal BERs in drmap order: `partition_order`),
                layers sorted by their tolerable BER; the most sensitive layer takes the most
-               reliable partitions, each partition filled in drmap order. A layer no remaining partition meets goes to the most reliable remaining ones
-               and the DramMapping's `warnings` say so. (A burst shared by two layers follows the
+               reliable partitions, each partition filled in drmap order. A layer no remaining
+               partition meets goes to the most reliable remaining ones and the DramMapping's
+               `warnings` say so. (A burst shared by two layers follows the
                more sensitive one.)
 
 The same `chip_unit` gives the faults (`apply_placed`) and the access trace (`access_counts`):
@@ -232,7 +233,8 @@ def place(n_bytes: int, geometry: DramGeometry, policy: str = "naive", *, layer_
 
 
 @functools.lru_cache(maxsize=16)
-def cached_mapping(n_bytes: int, geometry: DramGeometry, policy: str, start: int = 0) -> DramMapping:
+def cached_mapping(n_bytes: int, geometry: DramGeometry, policy: str,
+                   start: int = 0) -> DramMapping:
     """`place(n_bytes, geometry, policy, start=start)` for naive / drmap, made once per process
     (a DramMapping is immutable; every fault map of a study reads through the same one)."""
     return place(n_bytes, geometry, policy, start=start)
@@ -404,7 +406,7 @@ def image_layer_bytes(qm) -> list[int]:
     the image's padding to the last."""
     ends = [-(-((s.start + s.count) * qm.bits) // 8) for s in qm.segments]
     ends[-1] = qm.image.size
-    return [e - b for b, e in zip([0] + ends[:-1], ends)]
+    return [e - b for b, e in zip([0] + ends[:-1], ends, strict=True)]
 
 
 # --- faults through a placement ----------------------------------------------------------------

@@ -6,8 +6,8 @@ and restored (so a resumed training run sees the same maps):
 - `ChipPool(chips, voltage)`: a persistent chip from the pool at a random placement offset.
 `fixed_draws` gives the *fixed* maps of an evaluation, a vulnerability analysis or a validation
 set (one selection rule for all of them; validation maps never coincide with evaluation maps).
-A draw is a plain record (`Faults` over the image's bits, or chip + voltage + offset). Applying it is
-a separate step with two interchangeable paths, bit-identical by test:
+A draw is a plain record (`Faults` over the image's bits, or chip + voltage + offset). Applying it
+is a separate step with two interchangeable paths, bit-identical by test:
 - `apply_numpy` (here): sramsim's numba kernels on the numpy image (CPU);
 - `sramsim.inject.torch_backend.TorchApplier`: torch ops on a uint8 image tensor on any device
   (XOR / AND-NOT / OR masks built from the fault addresses), so on a GPU the faults never leave it.
@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sramsim.memory.chip import Chip, Faults
-from sramsim.memory.random_errors import RandomBitErrors
 from sramsim.errors import InputError, check_ber
 from sramsim.inject.mapping import apply_bit_faults, apply_faults
+from sramsim.memory.chip import Chip, Faults
+from sramsim.memory.random_errors import RandomBitErrors
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,8 @@ class RandomSampler:
 class ChipPool:
     """Persistent chips at one voltage; each draw picks a chip and a placement offset at random."""
 
-    def __init__(self, chips: list[Chip], voltage: float, seed: int = 0, random_offsets: bool = True):
+    def __init__(self, chips: list[Chip], voltage: float, seed: int = 0,
+                 random_offsets: bool = True):
         if not chips:
             raise InputError("no chip profiles given")
         self.chips = list(chips)

@@ -31,9 +31,10 @@ stored and can fail too.
 
 Decoding visits only the codewords whose stored bits differ from the clean stored image (a
 streaming comparison, 64 bits at a time, finds them; the decoding work is proportional to the
-faulty codewords); every other word is the clean data, copied. Policy for a detected uncorrectable word: ``keep``
-its raw (faulty) data bits, or ``zero`` its weights (the data bytes take the bytes of the
-model's zero image: each code the one that decodes nearest 0.0 in its tensor's scheme).
+faulty codewords); every other word is the clean data, copied. Policy for a detected
+uncorrectable word: ``keep`` its raw (faulty) data bits, or ``zero`` its weights (the data bytes
+take the bytes of the model's zero image: each code the one that decodes nearest 0.0 in its
+tensor's scheme).
 """
 from __future__ import annotations
 
@@ -362,7 +363,8 @@ class EccMemory:
             raise InputError(f"stored must be a uint8 array of {self.stored.size} bytes")
         if out is None:
             out = np.empty_like(self.data)
-        elif not isinstance(out, np.ndarray) or out.shape != self.data.shape or out.dtype != np.uint8:
+        elif not isinstance(out,
+                            np.ndarray) or out.shape != self.data.shape or out.dtype != np.uint8:
             raise InputError("out must be a uint8 array shaped like the data image")
         np.copyto(out, self.data)
         counts = np.zeros((DECODE_CHUNKS, 4), dtype=np.int64)

@@ -221,7 +221,7 @@ def pack_parameters(qm, model: nn.Module) -> np.ndarray:
     params = quantized_parameters(qm, model)
     buffer = np.empty(qm.n_codes, dtype=np.float32)
     with torch.no_grad():
-        for s, p in zip(qm.segments, params):
+        for s, p in zip(qm.segments, params, strict=True):
             view = torch.from_numpy(buffer[s.start:s.start + s.count]).view(p.shape)
             view.copy_(p.detach())
             p.data = view
@@ -245,7 +245,7 @@ def load_clean(qm, model: nn.Module, chunk: int = LOAD_CHUNK) -> None:
         raise InputError(f"chunk must be a positive number of codes, got {chunk!r}")
     params = quantized_parameters(qm, model)
     with torch.no_grad():
-        for s, p in zip(qm.segments, params):
+        for s, p in zip(qm.segments, params, strict=True):
             flat = p.detach().view(-1)          # shares p's storage and version counter
             for i in range(0, s.count, chunk):
                 n = min(chunk, s.count - i)

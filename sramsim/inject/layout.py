@@ -131,7 +131,7 @@ class MemoryLayout:
         """What sits in the memory: qm's image, or its image with check bits under ECC."""
         return qm.image if self.ecc is None else qm.ecc_memory(self.ecc).stored
 
-    def plan_bits(self, qm, chip: Chip, voltage: float, offset: int = 0) -> "BP.BitPlacement":
+    def plan_bits(self, qm, chip: Chip, voltage: float, offset: int = 0) -> BP.BitPlacement:
         """This layout's bit placement of qm's image at `offset` on `chip`, planned from the
         chip's map at the planning voltage, or at `voltage` (the read's) when none is set
         (`sramsim.inject.bit_placement.plan`)."""
@@ -190,7 +190,7 @@ class MemoryLayout:
                                self.dram_mapping(qm, source, voltage, offset), out)
 
 
-def bit_stats(plan: "BP.BitPlacement") -> dict:
+def bit_stats(plan: BP.BitPlacement) -> dict:
     """A planned bit placement's table size as a JSON record (per fault map)."""
     return {k: v for k, v in plan.overhead().items() if k not in ("policy", "planning_voltage")}
 

@@ -48,7 +48,7 @@ from sramsim.errors import InputError
 SCHEMES = ("symmetric", "asymmetric", "rquant", "stutz-symmetric", "stutz-rquant")
 BITS = (8, 4, 2)
 SIGNED = ("symmetric", "stutz-symmetric")           # two's complement codes: the top bit is a sign
-STUTZ_EPSILON = 0.001                               # EPSILON of Stutz et al.'s common/quantization.py
+STUTZ_EPSILON = 0.001           # EPSILON of Stutz et al.'s common/quantization.py
 _SCHEME_BITS = {"stutz-symmetric": (8,)}            # their signed quantizer casts to int8
 
 
@@ -71,8 +71,8 @@ def check_scheme(scheme: str, bits: int) -> None:
     if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or bits not in BITS:
         raise InputError(f"bits must be one of {BITS}, got {bits!r}")
     if bits not in _SCHEME_BITS.get(scheme, BITS):
-        raise InputError(f"scheme {scheme!r} is defined for {', '.join(map(str, _SCHEME_BITS[scheme]))}"
-                         f" bits only, got {bits}")
+        raise InputError(f"scheme {scheme!r} is defined for "
+                         f"{', '.join(map(str, _SCHEME_BITS[scheme]))} bits only, got {bits}")
 
 
 def schemes_for(bits: int) -> tuple[str, ...]:
@@ -96,7 +96,8 @@ def layer_params(w: torch.Tensor, bits: int, scheme: str, clip: float | None = N
 
 
 def _stutz_unit(bits: int) -> float:
-    """stutz-rquant's step on [-1, 1]: (1 + EPSILON) / (2**(m-1) - 1), in their order of operations."""
+    """stutz-rquant's step on [-1, 1]: (1 + EPSILON) / (2**(m-1) - 1), in their order of
+    operations."""
     return (1 + STUTZ_EPSILON) / (2 ** (bits - 1) - 1)
 
 
@@ -267,7 +268,8 @@ def pack_into(image: torch.Tensor, start: int, codes: torch.Tensor, bits: int) -
 
 
 def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """m-bit codes -> bytes; code k sits at byte k // (8/m), bits (k % (8/m)) * m upwards (LSB first)."""
+    """m-bit codes -> bytes; code k sits at byte k // (8/m), bits (k % (8/m)) * m upwards (LSB
+    first)."""
     per = 8 // bits
     n = codes.numel()
     pad = (-n) % per
@@ -287,7 +289,8 @@ def unpack(image: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     per = 8 // bits
     nbytes = -(-n // per)
     if image.shape[-1] < nbytes:
-        raise InputError(f"{n} {bits}-bit codes need {nbytes} bytes, the image has {image.shape[-1]}")
+        raise InputError(f"{n} {bits}-bit codes need {nbytes} bytes, the "
+                         f"image has {image.shape[-1]}")
     if bits == 8:
         return image[..., :n]
     shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=image.device)

@@ -60,7 +60,8 @@ class QuantizedModel:
             raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         Q.check_scheme(scheme, bits)
         bits = int(bits)
-        if isinstance(word_bits, bool) or not isinstance(word_bits, numbers.Integral) or word_bits % 8 \
+        if isinstance(word_bits, bool) or not isinstance(word_bits,
+                                                         numbers.Integral) or word_bits % 8 \
                 or word_bits <= 0:
             raise InputError(f"word_bits must be a positive multiple of 8, got {word_bits!r}")
         word_bits = int(word_bits)
@@ -85,7 +86,8 @@ class QuantizedModel:
                 w = params[name]
                 span = Q.layer_range(w, clip, Q.CHUNK)
                 if span is None:
-                    raise InputError(f"weight {name!r} holds NaN or infinite values; cannot quantize it")
+                    raise InputError(f"weight {name!r} holds NaN or infinite values; cannot "
+                                     "quantize it")
                 q = Q.range_params(*span, bits, scheme, clip)
                 segments.append(Segment(name, start, w.numel(), tuple(w.shape), q))
                 start += w.numel()
@@ -128,7 +130,8 @@ class QuantizedModel:
         elif isinstance(image, torch.Tensor):
             img = image
         else:
-            raise InputTypeError(f"image must be a numpy array or torch tensor, got {type(image).__name__}")
+            raise InputTypeError("image must be a numpy array or torch tensor, "
+                                 f"got {type(image).__name__}")
         if img.dtype != torch.uint8 or img.dim() < 1 or img.shape[-1] != self.image.size:
             raise InputError(f"image must be uint8 [..., {self.image.size}], got {img.dtype} "
                              f"{list(img.shape)}")
@@ -159,7 +162,7 @@ class QuantizedModel:
     # builds it, so concurrent first uses are harmless)
     _ecc_memories = functools.cached_property(lambda self: {})
 
-    def ecc_memory(self, ecc: str) -> "ECC.EccMemory":
+    def ecc_memory(self, ecc: str) -> ECC.EccMemory:
         """The image stored under SECDED code `ecc` ("secded72" / "secded13"), built once:
         `.stored` is what sits on the chip, `.read(...)` also returns the decoder's counts."""
         memories = self._ecc_memories

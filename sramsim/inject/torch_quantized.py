@@ -22,7 +22,6 @@ the image). Mapping onto a chip and the kernels are those of `QuantizedModel`
 from __future__ import annotations
 
 import copy
-
 import logging
 import numbers
 import os
@@ -194,7 +193,7 @@ def _quiet(*loggers: str):
 
 
 def is_exported_file(path) -> bool:
-    """Whether `path` names a `.pt2` file (a saved PT2E program) rather than a sramsim checkpoint."""
+    """Whether `path` names a `.pt2` file (a saved PT2E program), not a sramsim checkpoint."""
     return isinstance(path, (str, os.PathLike)) and os.fspath(path).lower().endswith(PT2_SUFFIX)
 
 
@@ -423,7 +422,7 @@ class TorchQuantizedModel:
         self._active = True
         written = []
         try:
-            for w, s in zip(self._weights, self.segments):
+            for w, s in zip(self._weights, self.segments, strict=True):
                 end = s.start + s.count
                 if not np.array_equal(image[s.start:end], self.image[s.start:end]):
                     written.append(w)

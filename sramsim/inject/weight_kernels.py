@@ -31,8 +31,10 @@ def _decode(code, scheme, bits, delta, lo, hi):
     if scheme == STUTZ_RQUANT:     # the range hi - lo in float64 first, as Python computes it
         half = 1 << (bits - 1)
         unit = np.float32((1.0 + 0.001) / (half - 1))
-        x = min(max((np.float32(code) - np.float32(half)) * unit, np.float32(-1.0)), np.float32(1.0))
-        v = (x + np.float32(1.0)) / np.float32(2.0) * np.float32(np.float64(hi) - np.float64(lo)) + lo
+        x = min(max((np.float32(code) - np.float32(half)) * unit, np.float32(-1.0)),
+                np.float32(1.0))
+        v = ((x + np.float32(1.0)) / np.float32(2.0)
+             * np.float32(np.float64(hi) - np.float64(lo)) + lo)
         return min(max(v, lo), hi)
     v = np.float32(code) * delta + lo
     if scheme == RQUANT:

@@ -10,15 +10,16 @@ import numpy as np
 import torch
 
 from sramsim.errors import InputError, check_device
-from sramsim.inject.quantized_model import QuantizedModel
 from sramsim.inject.draws import apply_numpy
+from sramsim.inject.quantized_model import QuantizedModel
 from sramsim.inject.torch_backend import TorchApplier
 
 
 def dequantize_stack(qm: QuantizedModel, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """[K, nbytes] uint8 images -> {name: [K, *shape]} weights (`qm.dequantize`, K at once)."""
     if not isinstance(images, torch.Tensor) or images.dim() != 2:
-        raise InputError(f"images must be a [K, nbytes] tensor, got {getattr(images, 'shape', images)!r}")
+        raise InputError("images must be a [K, nbytes] tensor, got "
+                         f"{getattr(images, 'shape', images)!r}")
     return qm.dequantize(images)
 
 

@@ -49,7 +49,8 @@ class DramGeometry(Sizes):
             value = getattr(self, f.name)
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
                     or value <= 0:
-                raise InputError(f"DRAM geometry {f.name} must be a positive integer, got {value!r}")
+                raise InputError(f"DRAM geometry {f.name} must be a positive integer, got "
+                                 f"{value!r}")
             object.__setattr__(self, f.name, int(value))
         self.check_capacity("channels*ranks*banks*rows*columns*device_width")
         if self.rows % self.subarray_rows:
@@ -114,7 +115,8 @@ class DramGeometry(Sizes):
         return {k: out[k] for k in LOCATION_FIELDS}
 
     def compose(self, channel=0, rank=0, bank=0, row=0, column=0, bit=0) -> np.ndarray:
-        """DRAM locations -> bit addresses (inverse of `decompose`; `row` is the row in the bank)."""
+        """DRAM locations -> bit addresses (inverse of `decompose`; `row` is the row in the
+        bank)."""
         parts = {"channel": (channel, self.channels), "rank": (rank, self.ranks),
                  "bank": (bank, self.banks), "row": (row, self.rows),
                  "column": (column, self.columns), "bit": (bit, self.device_width)}
@@ -131,7 +133,8 @@ class DramGeometry(Sizes):
         return np.asarray(a, dtype=np.uint64)
 
     def split(self, address) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Bit addresses -> (flat bank, row, bit in row): the SRAM-shaped view of `Geometry.split`."""
+        """Bit addresses -> (flat bank, row, bit in row): the SRAM-shaped view of
+        `Geometry.split`."""
         a = np.asarray(address, dtype=np.uint64)
         col = a % np.uint64(self.cols)
         rest = a // np.uint64(self.cols)
@@ -156,7 +159,7 @@ class DramGeometry(Sizes):
         raise InputError(f"partition must be 'bank' or 'subarray', got {by!r}")
 
     @classmethod
-    def from_part(cls, name: str = DEFAULT_PART, **overrides) -> "DramGeometry":
+    def from_part(cls, name: str = DEFAULT_PART, **overrides) -> DramGeometry:
         """The geometry of a bundled part (sramsim/memory/parts/NAME.json), with overrides."""
         spec = load_part(name)
         arch = spec["architecture"]

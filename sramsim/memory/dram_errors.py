@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
@@ -55,7 +56,7 @@ from sramsim.errors import InputError, check_number
 from sramsim.memory.chip import Chip
 from sramsim.memory.curves import BerCurve
 from sramsim.memory.dram import DramGeometry
-from sramsim.memory.dram_curves import DRAM_CURVES, DEFAULT_DRAM_CURVE, dram_curve
+from sramsim.memory.dram_curves import DEFAULT_DRAM_CURVE, DRAM_CURVES, dram_curve
 from sramsim.memory.geometry import STUCK0, STUCK1, draw_kinds, parse_kinds
 from sramsim.memory.sampling import bernoulli_positions, check_seed
 from sramsim.memory.sizes import expected_faults, require_memory
@@ -132,7 +133,7 @@ def dram_chip(geometry: DramGeometry, curve: BerCurve | str | None = None, v_flo
     # ber(vfail) = u * p / f, uniform in (0, p / f) for a cell of its group.
     target = cells_rng.random(n)
     start = 0
-    for r, c in zip(ratio, counts):
+    for r, c in zip(ratio, counts, strict=True):
         target[start:start + c] *= r
         start += c
     vfail = np.asarray(curve.voltage(target), dtype=np.float64).astype(np.float32)
@@ -170,7 +171,8 @@ def resolve_params(geometry: DramGeometry, model, params: dict) -> tuple[int, di
     if "spread" in out:
         out["spread"] = check_number(out["spread"], "spread", low=0.0)
     if "weak_fraction" in out:
-        out["weak_fraction"] = check_number(out["weak_fraction"], "weak_fraction", low=0.0, high=1.0)
+        out["weak_fraction"] = check_number(out["weak_fraction"], "weak_fraction", low=0.0,
+                                            high=1.0)
     if "weak_factor" in out:
         out["weak_factor"] = check_number(out["weak_factor"], "weak_factor", low=1.0)
     if "kinds" in out and out["kinds"] is not None:
@@ -263,8 +265,7 @@ def _groups(g: DramGeometry, layout: _Layout, model: int, params: dict,
     """[(multiplier, lines in the group, group line j -> line index)], in a fixed order."""
     if model == 0:
         factors = _partition_factors(rng, layout.n_lines, params["spread"])
-        return [(float(f), 1, lambda j, p=np.uint64(p): j * np.uint64(0) + p)
-                for p, f in enumerate(factors)]
+        return [(float(f), 1, _one_line(p)) for p, f in enumerate(factors)]
     if model in (1, 2):
         weak, f_weak, f_normal = _weak_lines(rng, layout.n_lines, params["weak_fraction"],
                                              params["weak_factor"])
@@ -274,6 +275,12 @@ def _groups(g: DramGeometry, layout: _Layout, model: int, params: dict,
                    lambda j: j + np.searchsorted(shifted, j, side="right").astype(np.uint64))]
         return [grp for grp in groups if grp[1] > 0]
     return [(1.0, 1, lambda j: j)]
+
+
+def _one_line(p: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Group line j -> line p (a group of one line; the result keeps j's shape)."""
+    line = np.uint64(p)
+    return lambda j: j * np.uint64(0) + line
 
 
 def _partition_factors(rng: np.random.Generator, n: int, spread: float) -> np.ndarray:

@@ -65,7 +65,8 @@ class Geometry(Sizes):
                 raise InputError(f"geometry {name} must be a positive integer, got {value!r}")
             object.__setattr__(self, name, int(value))
         if not isinstance(self.technology, str) or not self.technology:
-            raise InputError(f"geometry technology must be a non-empty label, got {self.technology!r}")
+            raise InputError("geometry technology must be a non-empty label, "
+                             f"got {self.technology!r}")
         if self.word_bits % 8:
             raise InputError(f"word_bits must be a multiple of 8, got {self.word_bits}")
         self.check_capacity("rows*cols*banks")

@@ -83,7 +83,8 @@ def geometric_positions(exponential, rate, limit, start):
 
 
 # Codes returned by `first_bad_fault` (0: all invariants hold).
-BAD_VFAIL_NOT_FINITE, BAD_VFAIL_RISES, BAD_ADDRESS_RANGE, BAD_ADDRESS_REPEATS, BAD_KIND = 1, 2, 3, 4, 5
+BAD_VFAIL_NOT_FINITE, BAD_VFAIL_RISES, BAD_ADDRESS_RANGE, BAD_ADDRESS_REPEATS = 1, 2, 3, 4
+BAD_KIND = 5
 EMPTY_SLOT = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 

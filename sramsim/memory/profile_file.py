@@ -1,11 +1,11 @@
 """The HDF5 chip profile file (schema v1): the one module that writes, reads and checks it.
 
 The schema is written down in sramsim/data/profiles/README.md. This module knows the file, not
-the `Chip` class: `write` takes any object with a chip's fields, `read` returns the constructor fields
-(`Chip(**fields)`), so `Chip.save` / `Chip.load` call it without an import circle. Readers check
-everything before the fields are returned, so a bad file fails when it is opened, with one line
-naming the file and the problem. Only what h5py raises while reading a damaged file is reported
-as "unreadable data"; an exception anywhere else is a bug and surfaces as one.
+the `Chip` class: `write` takes any object with a chip's fields, `read` returns the constructor
+fields (`Chip(**fields)`), so `Chip.save` / `Chip.load` call it without an import circle.
+Readers check everything before the fields are returned, so a bad file fails when it is opened,
+with one line naming the file and the problem. Only what h5py raises while reading a damaged
+file is reported as "unreadable data"; an exception anywhere else is a bug and surfaces as one.
 """
 from __future__ import annotations
 
@@ -228,7 +228,8 @@ def _check_root(f: h5py.File, problems: list[str]) -> dict:
         raise _Invalid(f"not a sramsim chip profile (format is {fmt!r}, expected {FORMAT!r})")
     version = _attr(f, "version", int)
     if version != VERSION:
-        raise _Invalid(f"unsupported profile version {version} (this sramsim reads version {VERSION})")
+        raise _Invalid(f"unsupported profile version {version} (this sramsim "
+                       f"reads version {VERSION})")
     root = {"name": _attr(f, "name", str), "source": _attr(f, "source", str),
             "technology": _attr(f, "technology", str), "unit": _attr(f, "voltage_unit", str),
             "nominal": _attr(f, "nominal_voltage", float), "v_floor": _attr(f, "v_floor", float)}
@@ -241,7 +242,8 @@ def _check_root(f: h5py.File, problems: list[str]) -> dict:
     nominal, v_floor = root["nominal"], root["v_floor"]
     root["nominal_ok"] = math.isfinite(nominal) and nominal > 0
     if not root["nominal_ok"]:
-        problems.append(f"root attribute 'nominal_voltage' must be a positive number, got {nominal!r}")
+        problems.append("root attribute 'nominal_voltage' must be a positive "
+                        f"number, got {nominal!r}")
     if not (math.isfinite(v_floor) and v_floor > 0):
         raise _Invalid(f"root attribute 'v_floor' must be a positive finite voltage, got "
                        f"{v_floor!r}")
@@ -271,7 +273,8 @@ def _check_faults(f: h5py.File, geometry, root: dict,
     arrays = {k: _dataset(faults, k, "/faults") for k in FAULT_DATASETS}
     lengths = {k: a.shape[0] for k, a in arrays.items()}
     if len(set(lengths.values())) != 1:
-        raise _Invalid("length mismatch in /faults: " + ", ".join(f"{k}={n}" for k, n in lengths.items()))
+        raise _Invalid("length mismatch in /faults: " + ", ".join(f"{k}={n}" for k,
+                                                                  n in lengths.items()))
     address, vfail, kind = arrays["address"], arrays["vfail"], arrays["kind"]
     for key, arr, want in (("address", address, "iu"), ("vfail", vfail, "f"), ("kind", kind, "iu")):
         if arr.dtype.kind not in want:
@@ -282,7 +285,8 @@ def _check_faults(f: h5py.File, geometry, root: dict,
     address = address.astype(np.uint64)
     if np.any(address >= np.uint64(geometry.capacity_bits)):
         bad = int(np.count_nonzero(address >= np.uint64(geometry.capacity_bits)))
-        problems.append(f"{bad} address(es) in /faults/address >= capacity {geometry.capacity_bits}")
+        problems.append(f"{bad} address(es) in /faults/address >= capacity "
+                        f"{geometry.capacity_bits}")
     dup = _duplicates(address)
     if dup:
         problems.append(f"{dup} duplicate address(es) in /faults/address")

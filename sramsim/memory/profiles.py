@@ -2,8 +2,8 @@
 
 The HDF5 schema itself (writing, reading, checking) is owned by `sramsim.memory.profile_file` and
 written down in sramsim/data/profiles/README.md; `load_chip` / `save_chip` / `validate` here are
-the same operations as `Chip.load` / `chip.save` / `profile_file.validate`. Measured profiles are built from
-per-voltage observations of failing bits by `import_bitmaps`.
+the same operations as `Chip.load` / `chip.save` / `profile_file.validate`. Measured profiles
+are built from per-voltage observations of failing bits by `import_bitmaps`.
 """
 from __future__ import annotations
 
@@ -22,11 +22,18 @@ from sramsim.memory import profile_file
 from sramsim.memory.chip import Chip
 from sramsim.memory.dram import DramGeometry
 from sramsim.memory.geometry import FLIP, KIND_NAMES, STUCK0, STUCK1, Geometry
-from sramsim.memory.profile_file import (FAULT_DATASETS, FORMAT, GEOMETRY_ATTRS,  # noqa: F401
-                                         ROOT_ATTRS, SOURCES, VERSION, VOLTAGE_UNITS)
+from sramsim.memory.profile_file import (  # noqa: F401
+    FAULT_DATASETS,
+    FORMAT,
+    GEOMETRY_ATTRS,
+    ROOT_ATTRS,
+    SOURCES,
+    VERSION,
+    VOLTAGE_UNITS,
+)
 
 
-# --- reading and writing (the schema lives in profile_file) ----------------------------------------
+# --- reading and writing (the schema lives in profile_file) ---------------------------------
 def save_chip(chip: Chip, path: str | os.PathLike) -> None:
     """Write `chip` as a v1 profile (same as `chip.save(path)`)."""
     chip.save(path)
@@ -79,7 +86,8 @@ def load_bitmap_dir(directory: str | os.PathLike) -> dict[float, dict[str, np.nd
         try:
             arr = np.load(p, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
-            raise InputError(f"{p}: not a readable .npy array ({' '.join(str(exc).split())})") from None
+            raise InputError(f"{p}: not a readable .npy array "
+                             f"({' '.join(str(exc).split())})") from None
         parts = out.setdefault(float(m.group(1)), {})
         direction = m.group(2) or "any"
         if direction in parts:      # the same voltage spelled twice (v0.900.npy, v0.90.npy)
@@ -167,10 +175,12 @@ def import_bitmaps(source: str | os.PathLike | Mapping[float, Observation], geom
     bits = address[first]
     top_rank = rank[first]                      # rank of the highest failing voltage
     seen_any = np.bitwise_or.reduceat(seen, first) if first.size else seen[:0]
-    # Distinct voltages each bit failed at; nested iff it failed at every tested voltage below vfail.
+    # Distinct voltages each bit failed at; nested iff it failed at every tested voltage below
+    # vfail.
     new_v = new_bit.copy()
     new_v[1:] |= rank[1:] != rank[:-1]
-    distinct = np.add.reduceat(new_v.astype(np.int64), first) if first.size else np.zeros(0, np.int64)
+    distinct = np.add.reduceat(new_v.astype(np.int64), first) if first.size else np.zeros(0,
+                                                                                          np.int64)
     non_nested = int(np.count_nonzero(distinct < voltages.size - top_rank))
 
     v_desc = np.sort(v32)[::-1]
@@ -238,7 +248,8 @@ def summary(chip: Chip, voltages=None) -> dict:
 
 
 def default_voltages(chip: Chip) -> list[float]:
-    """Voltages worth reporting: the measured ones, else the curve's table points down to v_floor."""
+    """Voltages worth reporting: the measured ones, else the curve's table points down to
+    v_floor."""
     if chip.measured_voltages is not None:
         return sorted({decimal_voltage(v) for v in chip.measured_voltages}, reverse=True)
     if chip.curve is not None and chip.curve.mu is None:

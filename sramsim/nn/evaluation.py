@@ -42,7 +42,8 @@ def logits(model: nn.Module, x: torch.Tensor, weights: dict[str, torch.Tensor] |
             outs = []
             for start in range(0, x.shape[0], batch_size):
                 xb = x[start:start + batch_size].to(device, non_blocking=True)
-                out = model(xb) if weights is None else torch.func.functional_call(model, weights, (xb,))
+                out = model(xb) if weights is None else torch.func.functional_call(model, weights,
+                                                                                   (xb,))
                 outs.append(out.float().cpu())
     finally:
         model.train(was_training)

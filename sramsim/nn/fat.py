@@ -201,7 +201,7 @@ class FaultInjector:
         from sramsim.memory.profiles import load_chip
         chips = [load_chip(p) for p in paths]
         top = self.opts.fat_ber
-        for path, chip in zip(paths, chips):
+        for path, chip in zip(paths, chips, strict=True):
             if len(chip) < math.ceil(top * chip.geometry.capacity_bits):
                 raise InputError(f"fat_source: {path}: chip {chip.name!r} reaches BER "
                                  f"{len(chip) / chip.geometry.capacity_bits:.3g} at its floor, "

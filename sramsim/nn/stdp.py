@@ -4,8 +4,8 @@
 One epoch:
 1. the training images in the order of `order_seed(seed, epoch)`, in batches of
    `opts.batch_size`, each batch presented for `model.time_steps` steps with the input encoding
-   keyed by `encoding_seed(seed, epoch, step)`: the network integrates with the weights it would read
-   from memory (the float weights; with FAT, `FaultInjector.weights(model, epoch, step)`,
+   keyed by `encoding_seed(seed, epoch, step)`: the network integrates with the weights it would
+   read from memory (the float weights; with FAT, `FaultInjector.weights(model, epoch, step)`,
    detached), and the STDP change of the presentation goes to the clean float weights, which are
    then clamped to [0, wmax] and normalised to sum 78.4 per neuron.
 2. label assignment: the first `assign_samples` training images (dataset order; images seen in
@@ -107,11 +107,13 @@ def label_neurons(model: DiehlCook, dataset: Dataset, opts,
     weights); returns {"train_accuracy", "spikes_per_image", "assign_samples"}."""
     n = min(int(samples), len(dataset))
     device = model.fc.weight.device
-    weight = QuantizedModel(model, opts.bits, opts.scheme, opts.clip).clean_weights(device)["fc.weight"]
+    weight = QuantizedModel(model, opts.bits, opts.scheme,
+                            opts.clip).clean_weights(device)["fc.weight"]
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        counts = torch.cat([model.spike_counts(dataset.x[a:min(a + batch_size, n)].to(device), weight)
+        counts = torch.cat([model.spike_counts(dataset.x[a:min(a + batch_size, n)].to(device),
+                                               weight)
                             for a in range(0, n, batch_size)])
     model.train(was_training)
     labels = dataset.y[:n].to(device)
@@ -160,7 +162,8 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts,
     for epoch in range(start, opts.epochs):
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(order_seed(opts.seed, epoch)))
+        perm = torch.randperm(n,
+                              generator=torch.Generator().manual_seed(order_seed(opts.seed, epoch)))
         bar = reporter(bounds, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="batch",
                        enabled=progress)
         spikes = 0.0
@@ -187,9 +190,11 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts,
         if state_path is not None:
             _save_state(state_path, config, epoch + 1, model, history)
         if log:
-            test = f", test accuracy {record['test_accuracy']:.4f}" if "test_accuracy" in record else ""
-            log(f"epoch {epoch + 1}/{opts.epochs}: assignment accuracy {record['train_accuracy']:.4f}"
-                f" on {record['assign_samples']} training images{test} ({record['seconds']:.1f} s)")
+            test = (f", test accuracy {record['test_accuracy']:.4f}"
+                    if "test_accuracy" in record else "")
+            log(f"epoch {epoch + 1}/{opts.epochs}: assignment accuracy "
+                f"{record['train_accuracy']:.4f} on {record['assign_samples']} training "
+                f"images{test} ({record['seconds']:.1f} s)")
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, record)
     model.eval()

@@ -31,14 +31,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from sramsim.inject import quantization as Q
-from sramsim.nn.data import Dataset, load_dataset
 from sramsim.errors import InputError, check_writable
-from sramsim.nn.evaluation import accuracy
-from sramsim.nn.fat import FaultInjector, canonical_source, check_fat
-from sramsim.nn.models import atomic_torch_save, build, load_checkpoint, read_torch_file, save_checkpoint
+from sramsim.inject import quantization as Q
 from sramsim.inject.quantized_model import QuantizedModel, quantized_parameter_names
 from sramsim.memory.random_errors import RandomBitErrors
+from sramsim.nn.data import Dataset, load_dataset
+from sramsim.nn.evaluation import accuracy
+from sramsim.nn.fat import FaultInjector, canonical_source, check_fat
+from sramsim.nn.models import (
+    atomic_torch_save,
+    build,
+    load_checkpoint,
+    read_torch_file,
+    save_checkpoint,
+)
 
 STATE_FORMAT = "sramsim.train-state"
 STATE_VERSION = 1
@@ -120,13 +126,15 @@ class TrainOptions:
                 raise InputError("randbet_grad_clip clamps RandBET's perturbed gradient; it needs "
                                  "randbet_p")
         if int(self.randbet_start) != self.randbet_start or self.randbet_start < 0:
-            raise InputError(f"randbet_start must be a non-negative integer, got {self.randbet_start!r}")
+            raise InputError("randbet_start must be a non-negative integer, "
+                             f"got {self.randbet_start!r}")
         if self.randbet_start:
             if not self.randbet_p:
                 raise InputError("randbet_start delays RandBET; it needs randbet_p")
             if self.randbet_start >= self.epochs:
-                raise InputError(f"randbet_start must be less than the epochs trained ({self.epochs}), got "
-                                 f"{self.randbet_start} (RandBET would never run)")
+                raise InputError("randbet_start must be less than the epochs trained "
+                                 f"({self.epochs}), got {self.randbet_start} "
+                                 "(RandBET would never run)")
 
     def as_dict(self) -> dict:
         """The options as recorded in checkpoints; without FAT the FAT fields are left out, and
@@ -285,7 +293,8 @@ def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Da
     from sramsim.progress import progress as reporter
 
     if len(train_set) < 2:
-        raise InputError(f"training set {train_set.name!r} needs at least 2 samples, has {len(train_set)}")
+        raise InputError(f"training set {train_set.name!r} needs at least 2 "
+                         f"samples, has {len(train_set)}")
     names = quantized_parameter_names(model)
     if not names:
         raise InputError("model has no conv/linear weights to train")
@@ -341,7 +350,8 @@ def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Da
         if state_path is not None:
             _save_state(state_path, config, epoch + 1, model, optimizer, scheduler, history)
         if log:
-            test = f", test accuracy {record['test_accuracy']:.4f}" if "test_accuracy" in record else ""
+            test = (f", test accuracy {record['test_accuracy']:.4f}"
+                    if "test_accuracy" in record else "")
             log(f"epoch {epoch + 1}/{opts.epochs}: loss {record['loss']:.4f}, train accuracy "
                 f"{record['train_accuracy']:.4f}{test} ({record['seconds']:.1f} s)")
         if on_epoch_end is not None:
@@ -401,7 +411,8 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
     """
     out = Path(out)
     dataset_spec = str(Path(data).resolve()) if Path(data).is_dir() else str(data)
-    tag = {"arch": arch, "norm": norm, "dataset": dataset_spec, "limit": limit, "resize": image_size}
+    tag = {"arch": arch, "norm": norm, "dataset": dataset_spec, "limit": limit,
+           "resize": image_size}
     init_model = None
     if init is not None:
         init_model, init_meta = load_checkpoint(init)

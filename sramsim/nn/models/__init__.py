@@ -17,12 +17,12 @@ from torch import nn
 
 from sramsim.errors import InputError, check_choice, check_device
 from sramsim.memory.sizes import require_memory
-from sramsim.nn.torch_files import atomic_torch_save, read_torch_file  # noqa: F401 (re-exported)
 from sramsim.nn.models.cnn import SmallCNN
 from sramsim.nn.models.norm import NORMS, check_norm
 from sramsim.nn.models.resnet import resnet18, resnet20, resnet50
 from sramsim.nn.models.vgg import vgg
 from sramsim.nn.snn_engine.encoding import INPUT_CODINGS
+from sramsim.nn.torch_files import atomic_torch_save, read_torch_file  # noqa: F401 (re-exported)
 
 ARCHS = ("cnn", "resnet20", "resnet18", "resnet50", "vgg11", "vgg16", "vgg19")
 # Spiking families, sized by their neuron count N in the name (snn-fc400, diehl-cook400).
@@ -36,7 +36,8 @@ CHECKPOINT_VERSION = 1
 REQUIRED_META = ("arch", "in_channels", "num_classes", "norm")
 META_DEFAULTS = {"norm": "batch", "bits": 8, "scheme": "symmetric", "clip": None, "dataset": None}
 
-__all__ = ["ARCHS", "NORMS", "SNN_FAMILIES", "arch_names", "check_arch", "build", "save_checkpoint", "load_checkpoint", "check_finite",
+__all__ = ["ARCHS", "NORMS", "SNN_FAMILIES", "arch_names", "check_arch", "build", "save_checkpoint",
+           "load_checkpoint", "check_finite",
            "SmallCNN"]
 
 

@@ -134,7 +134,8 @@ class Record:
         out = torch.zeros((batch, self.n_neurons + 1), dtype=torch.float32)
         rows = torch.arange(batch).expand(steps, batch)
         idx = self.winners.long() % (self.n_neurons + 1)
-        out.index_put_((rows.reshape(-1), idx.reshape(-1)), torch.ones(idx.numel()), accumulate=True)
+        out.index_put_((rows.reshape(-1), idx.reshape(-1)), torch.ones(idx.numel()),
+                       accumulate=True)
         return out[:, :self.n_neurons]
 
     def total(self) -> int:

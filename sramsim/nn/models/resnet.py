@@ -69,7 +69,7 @@ class ResNet(nn.Module):
         self.bn1 = norm2d(norm, widths[0])
         self.relu = nn.ReLU(inplace=True)
         cin, self.stages = widths[0], []
-        for i, (planes, n) in enumerate(zip(widths, layers)):
+        for i, (planes, n) in enumerate(zip(widths, layers, strict=True)):
             blocks = []
             for k in range(n):
                 blocks.append(block(cin, planes, 2 if (k == 0 and i > 0) else 1, norm))

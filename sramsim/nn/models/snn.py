@@ -12,12 +12,13 @@ one of `steps` time steps each pixel spikes with probability = its intensity in 
 (x + 1) / 2 for the data sets' inputs x in [-1, 1] (`input_coding = "intensity"`; checkpoints from
 before issue 22 used clamp(x, 0, 1), `input_coding = "clamp"`, which silences every pixel darker
 than mid-grey: snn-fc400 on Fashion-MNIST reached 81.7% instead of 77.8% test accuracy after one
-epoch with the intensity), drawn from the counter-based stream of `sramsim.nn.snn_engine.encoding` (SplitMix64 outputs
-indexed by (sample position, step, pixel)). In train mode the stream's key is one draw from
-torch's global RNG (the trainer seeds it); in eval mode it is derived from `self.seed`, so the same
-batch gives the same output every time and two fault maps compare maps, not encoding noise. The
-noise of a sample depends on its position in the batch (not on the other samples' values or the
-batch size), so results computed with different batch sizes differ by encoding noise only.
+epoch with the intensity), drawn from the counter-based stream of
+`sramsim.nn.snn_engine.encoding` (SplitMix64 outputs indexed by (sample position, step, pixel)).
+In train mode the stream's key is one draw from torch's global RNG (the trainer seeds it); in eval
+mode it is derived from `self.seed`, so the same batch gives the same output every time and two
+fault maps compare maps, not encoding noise. The noise of a sample depends on its position in the
+batch (not on the other samples' values or the batch size), so results computed with different
+batch sizes differ by encoding noise only.
 
 Simulation (`simulate(spikes)`): encoding is separate, the networks take spike trains. The default
 engine ("layer") runs one stage at a time over all T steps: the synaptic current of every step in
@@ -146,13 +147,13 @@ class RateSNN(nn.Module):
         counts = torch.cat([c for c, _ in parts])
         if not record:
             return counts, None
-        return counts, [torch.cat(r, 1) for r in zip(*(rec for _, rec in parts))]
+        return counts, [torch.cat(r, 1) for r in zip(*(rec for _, rec in parts), strict=True)]
 
     def _layers(self, spikes, record):
         steps, batch = spikes.shape[:2]
         s = spikes.reshape(steps * batch, *spikes.shape[2:])
         records = [] if record else None
-        for stage, lif_layer in zip(self.stages, self.neurons):
+        for stage, lif_layer in zip(self.stages, self.neurons, strict=True):
             cur = stage_current(stage, s)
             spk = lif(cur.reshape(steps, batch, *cur.shape[1:]), lif_layer.beta,
                       lif_layer.threshold, self.surrogate_slope)
@@ -180,7 +181,7 @@ class RateSNN(nn.Module):
         count = None
         for t in range(spikes.shape[0]):
             spk = spikes[t].float()
-            for i, (stage, lif_layer) in enumerate(zip(self.stages, self.neurons)):
+            for i, (stage, lif_layer) in enumerate(zip(self.stages, self.neurons, strict=True)):
                 cur = stage_current(stage, spk, fused=False)
                 if mems[i] is None:
                     mems[i] = torch.zeros_like(cur)
@@ -255,7 +256,8 @@ def synapse_count(family: str, n: int, in_channels: int, num_classes: int,
 def build_snn(family: str, n: int, in_channels: int, num_classes: int,
               image_size: tuple[int, int], steps: int = DEFAULT_STEPS, beta: float = DEFAULT_BETA,
               seed: int = 0) -> RateSNN:
-    """A freshly initialised `snn-fc<n>` or `snn-conv<n>` network (torch's RNG draws the weights)."""
+    """A freshly initialised `snn-fc<n>` or `snn-conv<n>` network (torch's RNG draws the
+    weights)."""
     if family not in ("snn-fc", "snn-conv"):
         raise InputError(f"unknown spiking family {family!r}; use snn-fc or snn-conv")
     if int(n) != n or n < 1:

@@ -22,7 +22,8 @@ CONFIGS = {
 
 
 class VGG(nn.Module):
-    def __init__(self, config: list, in_channels: int = 3, num_classes: int = 10, norm: str = "batch"):
+    def __init__(self, config: list, in_channels: int = 3, num_classes: int = 10,
+                 norm: str = "batch"):
         super().__init__()
         layers, cin = [], in_channels
         for v in config:

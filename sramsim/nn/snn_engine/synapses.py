@@ -218,7 +218,8 @@ def conv2d_torch(s: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     for ci in range(c):
         for ky in range(kh):
             for kx in range(kw):
-                out.addcmul_(s[:, ci:ci + 1, ky:ky + ho, kx:kx + wo], w[:, ci, ky, kx].view(1, o, 1, 1))
+                out.addcmul_(s[:, ci:ci + 1, ky:ky + ho, kx:kx + wo],
+                             w[:, ci, ky, kx].view(1, o, 1, 1))
     return out
 
 
@@ -404,7 +405,8 @@ def stage_current(stage: torch.nn.Module, s: torch.Tensor, fused: bool = True) -
             s = linear(s, mod.weight)
         elif isinstance(mod, torch.nn.Conv2d):
             _check_plain(mod)
-            if mod.stride != (1, 1) or mod.padding != (0, 0) or mod.dilation != (1, 1) or mod.groups != 1:
+            if (mod.stride != (1, 1) or mod.padding != (0, 0) or mod.dilation != (1, 1)
+                    or mod.groups != 1):
                 raise NotImplementedError("exact conv2d supports stride 1, no padding, no dilation "
                                           "and one group")
             if fused and i + 1 < len(mods) and _poolable(mods[i + 1]):
