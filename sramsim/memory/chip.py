@@ -1,11 +1,14 @@
 """A chip: a persistent per-bit failure map over voltage, stored sparse and nested by design."""
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import InitVar, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from sramsim.errors import InputError, InputTypeError, ProfileError, check_number
 from sramsim.memory import kernels, profile_file
@@ -13,6 +16,9 @@ from sramsim.memory.curves import BerCurve
 from sramsim.memory.geometry import FLIP, KIND_CODES, Geometry, Sizes, draw_kinds
 from sramsim.memory.sampling import bernoulli_positions, check_seed, key_uniforms, shuffled_by_keys
 from sramsim.memory.sizes import CHIP_BUILD_BYTES_PER_FAULT, expected_faults, require_memory
+
+if TYPE_CHECKING:
+    from sramsim.memory.dram import DramGeometry
 
 VOLTAGE_TOLERANCE = 1e-9
 # Failure voltages computed at once by Chip.random (elementwise: any chunking gives the same map).
@@ -91,7 +97,7 @@ class Chip:
     Two chips are == when geometry, faults, floor, curve and metadata are all equal.
     """
 
-    geometry: Geometry
+    geometry: Geometry | DramGeometry
     address: np.ndarray
     vfail: np.ndarray
     kind: np.ndarray
@@ -110,7 +116,8 @@ class Chip:
                                   compare=False)
     # The faults in address order: (addresses ascending, the index of each in the fault list,
     # uint32). Chip.random gets both free; other chips sort once when byte_faults needs them.
-    _by_address: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    _by_address: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False,
+                                                              repr=False, compare=False)
 
     # Chip.random's addresses are distinct by construction (strictly increasing gaps, then a
     # permutation): it skips only the repeat check, the one pass that is a random scatter.
@@ -177,7 +184,7 @@ class Chip:
         chip._by_address = (positions, order)    # the address order comes free with the draw
         return chip
 
-    def __post_init__(self, distinct_by_construction: bool = False):
+    def __post_init__(self, distinct_by_construction: bool = False) -> None:
         self.address = _as_array(self.address, np.uint64, "address", integer=True)
         self.vfail = _as_array(self.vfail, np.float32, "vfail", integer=False)
         self.kind = _as_array(self.kind, np.uint8, "kind", integer=True)
@@ -199,7 +206,7 @@ class Chip:
     def __len__(self) -> int:
         return int(self.address.shape[0])
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Chip):
             return NotImplemented
         measured = (self.measured_voltages is None and other.measured_voltages is None) or (
@@ -210,7 +217,7 @@ class Chip:
                 == (other.name, other.source, other.voltage_unit, other.nominal_voltage)
                 and self.curve == other.curve and self.attrs == other.attrs)
 
-    __hash__ = None   # mutable: not a dict key
+    # mutable: not a dict key (a class that defines __eq__ and no __hash__ gets __hash__ = None)
 
     def check_voltage(self, v: float) -> float:
         """`v` as a float if this chip's map covers it, else VoltageError (NaN, below the floor /
@@ -340,14 +347,14 @@ class Chip:
         return key, ByteFaults.from_sorted(key >> np.uint64(2),
                                            (key & np.uint64(3)).astype(np.uint8))
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         del state["_lock"]                      # a lock cannot be pickled; each copy gets its own
         state["_mask_cache"] = OrderedDict()
         state["_sorted_cache"] = OrderedDict()
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
@@ -361,12 +368,12 @@ class Chip:
                                                                                other.kind))
 
     # --- persistence (HDF5 profile, schema in sramsim/data/profiles/README.md) ----------------
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write this chip as an HDF5 profile (checked before it appears under `path`)."""
         profile_file.write(self, path)
 
     @classmethod
-    def load(cls, path) -> Chip:
+    def load(cls, path: str | os.PathLike[str]) -> Chip:
         """Read and check an HDF5 profile; any problem is a ProfileError naming the file."""
         fields = profile_file.load(path)
         try:
@@ -380,7 +387,8 @@ class Chip:
                 f"down to V={self.v_floor:g})")
 
 
-def _as_array(values, dtype, what: str, integer: bool) -> np.ndarray:
+def _as_array(values: ArrayLike, dtype: type[np.generic], what: str,
+              integer: bool) -> np.ndarray:
     """A chip field as a contiguous array of `dtype`; values the cast would change are refused
     (a float address, a negative kind), never wrapped or truncated."""
     a = np.asarray(values)

@@ -95,6 +95,7 @@ class BerCurve:
         if np.any(np.isnan(v_arr)):
             raise InputError(f"voltage is NaN (curve {self.name!r} needs a number)")
         if self.mu is not None:
+            assert self.sigma is not None                 # set together with mu
             out = ndtr((self.mu - v_arr) / self.sigma)
         else:
             if np.any(v_arr < self._v[0] - 1e-12):
@@ -150,10 +151,11 @@ class BerCurve:
         """(voltages, bers) for storing alongside a profile; the Gaussian is sampled densely."""
         if self.mu is None:
             return self._v.copy(), self._b.copy()
+        assert self.sigma is not None                     # set together with mu
         v = np.linspace(self.mu - 5 * self.sigma, self.mu + 6 * self.sigma, 45)
         return v, np.asarray(self.ber(v))
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, BerCurve):
             return NotImplemented
         return ((self.name, self.mu, self.sigma) == (other.name, other.mu, other.sigma)

@@ -11,7 +11,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ def load_bitmap_dir(directory: str | os.PathLike) -> dict[float, dict[str, np.nd
     d = Path(directory)
     if not d.is_dir():
         raise InputError(f"{directory}: not a directory of per-voltage .npy observations")
-    out: dict[float, dict[str, np.ndarray]] = {}
+    out: dict[float, dict[str, tuple[Path, np.ndarray]]] = {}
     for p in sorted(d.iterdir()):
         if p.suffix != ".npy":
             continue
@@ -155,10 +155,10 @@ def import_bitmaps(source: str | os.PathLike | Mapping[float, Observation], geom
                 raise InputError(f"{label}: voltage {v:g}: unknown direction {direction!r}; "
                                  "use '0to1', '1to0' or 'any'")
             a = _addresses(arr, geometry, f"{label}: voltage {v:g} ({direction})")
-            seen = {"0to1": _SEEN_0TO1, "1to0": _SEEN_1TO0}.get(direction, _SEEN_0TO1 | _SEEN_1TO0)
+            code = {"0to1": _SEEN_0TO1, "1to0": _SEEN_1TO0}.get(direction, _SEEN_0TO1 | _SEEN_1TO0)
             addr_parts.append(a)
             vidx_parts.append(np.full(a.size, i, dtype=np.int64))
-            seen_parts.append(np.full(a.size, seen, dtype=np.uint8))
+            seen_parts.append(np.full(a.size, code, dtype=np.uint8))
     address = np.concatenate(addr_parts)
     vidx = np.concatenate(vidx_parts)
     seen = np.concatenate(seen_parts)
@@ -212,7 +212,7 @@ def _addresses(arr: Any, geometry: Geometry, what: str) -> np.ndarray:
 
 
 # --- summaries for the CLI and users ------------------------------------------------------------
-def summary(chip: Chip, voltages=None) -> dict:
+def summary(chip: Chip, voltages: Iterable[float] | None = None) -> dict:
     """A JSON-ready description: geometry, fault counts by kind, and BER at a few voltages."""
     g = chip.geometry
     if voltages is None:
