@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Collection
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, overload
 
 if TYPE_CHECKING:
     import torch
@@ -128,6 +128,10 @@ def check_writable(path: str | os.PathLike[str], what: str, folder: bool = False
         raise InputError(f"{what} {path}: cannot write in {parent} (permission denied)")
 
 
+@overload
+def check_device(device: None) -> None: ...
+@overload
+def check_device(device: str | torch.device) -> torch.device: ...
 def check_device(device: str | torch.device | None) -> torch.device | None:
     """`device` as a torch.device (None stays None), else an InputError: an unknown name, or a
     CUDA device on a machine without one (torch would raise a bare AssertionError later)."""

@@ -62,7 +62,7 @@ def apply_faults(image: np.ndarray, source: FaultSource, voltage: float | None =
                          "RandomBitErrors or Faults")
 
 
-def check_offset(offset) -> int:
+def check_offset(offset: object) -> int:
     """`offset` as a Python int; a non-integer (float, str, bool) is a TypeError naming it."""
     if isinstance(offset, (bool, np.bool_)) or not isinstance(offset, (int, np.integer)):
         raise InputTypeError(f"offset must be an integer (chip words), got {offset!r}")
@@ -80,9 +80,10 @@ def _apply_chip(image: np.ndarray, chip: Chip, voltage: float, offset: int,
         kernel = kernels.pick(kernels.apply_xor_tiled, kernels.apply_xor_tiled_serial, image.size)
         kernel(image, out, masks.xor, offset_bytes)
     else:
-        kernel = kernels.pick(kernels.apply_masks_tiled, kernels.apply_masks_tiled_serial,
-                              image.size)
-        kernel(image, out, masks.xor, masks.clear, masks.set, offset_bytes)
+        assert masks.set is not None                # a chip's clear and set masks come together
+        masks_kernel = kernels.pick(kernels.apply_masks_tiled, kernels.apply_masks_tiled_serial,
+                                    image.size)
+        masks_kernel(image, out, masks.xor, masks.clear, masks.set, offset_bytes)
     return out
 
 

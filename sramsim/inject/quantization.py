@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -155,7 +156,8 @@ def quantize(w: torch.Tensor, q: LayerQuant) -> torch.Tensor:
     return torch.sub(w, q.lo).div_(q.delta).round_().clamp_(0, steps).to(torch.uint8)
 
 
-def dequantize(codes: torch.Tensor, q: LayerQuant, dtype=torch.float32) -> torch.Tensor:
+def dequantize(codes: torch.Tensor, q: LayerQuant,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 m-bit codes -> float weights (any code, faulty or not, decodes to a value)."""
     m = q.bits
     if q.scheme == "stutz-symmetric":
@@ -192,7 +194,7 @@ def fake_quantize(w: torch.Tensor, bits: int = 8, scheme: str = "symmetric",
 CHUNK = 1 << 22
 
 
-def pieces(w: torch.Tensor, chunk: int = CHUNK):
+def pieces(w: torch.Tensor, chunk: int = CHUNK) -> Iterator[torch.Tensor]:
     """The weights of `w` in order, `chunk` at a time, as flat float32 CPU tensors.
 
     A piece is a view of `w` where `w` is contiguous float32 on the CPU, else a small converted
