@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -48,7 +48,6 @@ from sramsim.memory.dram import DramGeometry
 from sramsim.memory.sizes import require_memory
 
 if TYPE_CHECKING:
-    from sramsim.analysis.dram_energy import DramEnergy
     from sramsim.inject.layout import ImageModel
 
 POLICIES = ("naive", "drmap", "error-aware")
@@ -573,7 +572,27 @@ def access_counts(placement: DramMapping, subarray_parallel: bool = False) -> di
     return {"hit": hit, "miss": miss, "conflict": n - hit - miss, "bursts": n}
 
 
-def inference_energy(placement: DramMapping, energy: DramEnergy, voltage: float | None = None,
+class AccessEnergy(Protocol):
+    """What `inference_energy` reads of a DRAM energy model
+    (`sramsim.analysis.dram_energy.DramEnergy`, a layer above)."""
+
+    name: str
+    burst_bits: int
+
+    def access_energies(self, voltage: float | None = None) -> dict[str, float]:
+        """Energy (J) of one burst read as a row hit, miss and conflict."""
+        ...
+
+    def trace_energy(self, counts: dict, voltage: float | None = None) -> float:
+        """Energy (J) of a count of each access kind."""
+        ...
+
+    def check_voltage(self, voltage: float | None = None) -> float:
+        """The lowered supply's voltage (V), checked; the nominal one for None."""
+        ...
+
+
+def inference_energy(placement: DramMapping, energy: AccessEnergy, voltage: float | None = None,
                      subarray_parallel: bool = False) -> dict:
     """DRAM read energy of one inference (every weight burst read once) under `placement`:
     {"counts": access_counts, "energy_j": total J, "per_access_j": {hit, miss, conflict} J,

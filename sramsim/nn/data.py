@@ -12,6 +12,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -200,7 +201,7 @@ def _cifar_root(root: Path) -> Path | None:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """CIFAR batches are pickles; allow only what they contain (numpy arrays), nothing callable."""
 
-    def find_class(self, module, name):
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _PICKLE_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
@@ -324,10 +325,10 @@ def _decode_images(files: list[Path], size: tuple[int, int] | None) -> np.ndarra
         out = np.empty((len(files), h, w, 1 if gray else 3), dtype=np.uint8)
         for k, (f, im) in enumerate(zip(files, opened, strict=True)):
             try:
-                im = im.convert(mode)
-                if im.size != (w, h):
-                    im = im.resize((w, h), Image.BILINEAR)
-                out[k] = np.asarray(im).reshape(h, w, -1)
+                pic = im.convert(mode)
+                if pic.size != (w, h):
+                    pic = pic.resize((w, h), Image.Resampling.BILINEAR)
+                out[k] = np.asarray(pic).reshape(h, w, -1)
             except OSError as exc:
                 raise DataError(f"{f}: cannot decode image "
                                 f"({' '.join(str(exc).split())})") from None

@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -48,6 +49,9 @@ from sramsim.nn.fat import FaultInjector
 from sramsim.nn.models import atomic_torch_save, read_torch_file
 from sramsim.nn.models.diehl_cook import DiehlCook, class_scores, normalize_
 from sramsim.nn.snn_engine.encoding import key_from_seed
+
+if TYPE_CHECKING:
+    from sramsim.nn.training import TrainOptions
 
 # `opts` is a sramsim.nn.training.TrainOptions; this module does not import training (training
 # imports it to train diehl-cook models, and the layering allows no import circle).
@@ -69,7 +73,7 @@ def encoding_seed(seed: int, epoch: int, step: int) -> int:
     return int(np.random.SeedSequence((int(seed), 3, int(epoch), int(step))).generate_state(1)[0])
 
 
-def quantized_test_accuracy(model: DiehlCook, dataset: Dataset, opts) -> float:
+def quantized_test_accuracy(model: DiehlCook, dataset: Dataset, opts: TrainOptions) -> float:
     """Accuracy with the clean quantized weights the accelerator would hold (as
     `sramsim.nn.training.quantized_accuracy`)."""
     qm = QuantizedModel(model, opts.bits, opts.scheme, opts.clip)
@@ -101,7 +105,7 @@ def apply_update(model: DiehlCook, delta_w: torch.Tensor) -> None:
         normalize_(w)
 
 
-def label_neurons(model: DiehlCook, dataset: Dataset, opts,
+def label_neurons(model: DiehlCook, dataset: Dataset, opts: TrainOptions,
                   samples: int = ASSIGN_SAMPLES, batch_size: int = 1000) -> dict:
     """Assign labels from the first `samples` images of `dataset` (eval mode, clean quantized
     weights); returns {"train_accuracy", "spikes_per_image", "assign_samples"}."""
@@ -124,7 +128,7 @@ def label_neurons(model: DiehlCook, dataset: Dataset, opts,
             "spikes_per_image": float(counts.sum(1).mean()), "assign_samples": n}
 
 
-def train_stdp(model: DiehlCook, train_set: Dataset, opts,
+def train_stdp(model: DiehlCook, train_set: Dataset, opts: TrainOptions,
                test_set: Dataset | None = None, state_path: str | os.PathLike | None = None,
                tag: dict | None = None, progress: bool = True,
                log: Callable[[str], None] | None = _stderr,
@@ -174,6 +178,7 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts,
             weight = None if faulty is None else faulty["fc.weight"].detach()
             with torch.no_grad():
                 rec = model.run(x, weight, learn=True, key=key)
+                assert rec.delta_w is not None          # learn=True
                 apply_update(model, rec.delta_w)
             spikes += rec.total()
             if step % 20 == 0:
@@ -201,14 +206,15 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts,
     return history
 
 
-def _save_state(path, config, epoch, model, history) -> None:
+def _save_state(path: str | os.PathLike, config: dict, epoch: int, model: DiehlCook,
+                history: list[dict]) -> None:
     atomic_torch_save({"format": STATE_FORMAT, "version": STATE_VERSION, "config": config,
                        "epoch": epoch,
                        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                        "history": history}, path)
 
 
-def _resume(path, config, model) -> tuple[int, list[dict]]:
+def _resume(path: str | os.PathLike, config: dict, model: DiehlCook) -> tuple[int, list[dict]]:
     state = read_torch_file(path, STATE_FORMAT, STATE_VERSION, "sramsim STDP training state")
     if state.get("config") != config:
         raise InputError(f"{path}: training state was written with different options; delete it "

@@ -95,18 +95,21 @@ def _construct(name: str, family: str, n: int | None, in_channels: int, num_clas
         return resnet50(in_channels, num_classes, norm)
     if family in ("snn-fc", "snn-conv"):
         from sramsim.nn.models.snn import build_snn
+        assert n is not None                      # check_arch gives the spiking families an N
         return build_snn(family, n, in_channels, num_classes, size)
     if family == "diehl-cook":
         from sramsim.nn.models.diehl_cook import DiehlCook
+        assert n is not None
         return DiehlCook(n, in_channels * size[0] * size[1], num_classes)
     return vgg(name, in_channels, num_classes, norm)
 
 
-def whole_number(value, what: str, low: int, high: int | None = None) -> int:
+def whole_number(value: object, what: str, low: int, high: int | None = None) -> int:
     """`value` (an int, or a float/str holding one, as metadata may) as an int in [low, high],
     else a one-line InputError naming `what`."""
     try:
-        number = float(value) if not isinstance(value, (int, np.integer)) else int(value)
+        number = (int(value) if isinstance(value, (int, np.integer))
+                  else float(value))  # type: ignore[arg-type]  # what float() refuses is caught
     except (TypeError, ValueError):
         raise InputError(f"{what} must be a whole number, got {value!r}") from None
     if isinstance(value, bool) or number != number or number in (math.inf, -math.inf) \
@@ -119,7 +122,7 @@ def whole_number(value, what: str, low: int, high: int | None = None) -> int:
     return number
 
 
-def check_image_size(value) -> tuple[int, int]:
+def check_image_size(value: object) -> tuple[int, int]:
     """(height, width) from [h, w], (h, w) or one int (square); (28, 28) for None."""
     if value is None:
         return (28, 28)
@@ -144,7 +147,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> No
     atomic_torch_save(obj, path)
 
 
-def load_checkpoint(path: str | os.PathLike, device=None) -> tuple[nn.Module, dict]:
+def load_checkpoint(path: str | os.PathLike,
+                    device: str | torch.device | None = None) -> tuple[nn.Module, dict]:
     """(model in eval mode, meta) from a file written by `save_checkpoint`."""
     obj = read_torch_file(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "sramsim model checkpoint")
     meta, state = obj.get("meta"), obj.get("state_dict")

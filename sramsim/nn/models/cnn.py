@@ -2,6 +2,7 @@
 on 2 CPU cores)."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from sramsim.nn.models.norm import norm2d
@@ -29,5 +30,5 @@ class SmallCNN(nn.Module):
         )
         self.classifier = nn.Linear(64 * 7 * 7, num_classes)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(1))
