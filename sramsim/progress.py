@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sized
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeAlias
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -21,7 +21,7 @@ PLAIN_EVERY = 10.0   # seconds between plain lines (the longest silence a user w
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
              unit: str = "it", enabled: bool = True, every: float | None = None,
-             file: TextIO | None = None) -> tqdm[Any] | Silent:
+             file: TextIO | None = None) -> Progress:
     """A progress reporter over `iterable` (or driven by `update`) for `total` steps: tqdm on a
     terminal, `PlainProgress` otherwise (a line every `every` seconds, default PLAIN_EVERY),
     `Silent` when not `enabled`."""
@@ -137,3 +137,8 @@ class PlainProgress(Silent):
         print(f"{head}{done} {self.unit}{pct}, {duration(elapsed)}{left}{tail}",
               file=self.file, flush=True)
         self.printed += 1
+
+
+if TYPE_CHECKING:
+    # What `progress` returns: a tqdm bar, a PlainProgress or a Silent (the first is a Silent).
+    Progress: TypeAlias = tqdm[Any] | Silent

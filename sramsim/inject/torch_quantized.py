@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -199,7 +199,7 @@ def _quiet(*loggers: str) -> Iterator[None]:
             log.setLevel(level)
 
 
-def is_exported_file(path: object) -> bool:
+def is_exported_file(path: object) -> TypeGuard[str | os.PathLike[str]]:
     """Whether `path` names a `.pt2` file (a saved PT2E program), not a sramsim checkpoint."""
     return isinstance(path, (str, os.PathLike)) and os.fspath(path).lower().endswith(PT2_SUFFIX)
 
