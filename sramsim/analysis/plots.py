@@ -9,6 +9,7 @@ tolerance search), `plot_vulnerability` (accuracy drop per layer / bit position)
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -131,7 +132,8 @@ def save_profile_plot(chip: Chip, voltage: float, path: str | os.PathLike,
             "ber": chip.ber(voltage), "scale_max": top}
 
 
-def _density_scale(fig: Figure, cell, kinds: list[int], top: float, block_bits: int) -> None:
+def _density_scale(fig: Figure, cell: Any, kinds: list[int], top: float,
+                   block_bits: int) -> None:
     """The fault map's colour scale: white (no faulty bit) to full colour (the densest block's
     faulty share, `top`); one kind's colour when the map holds one kind, else black."""
     full = KIND_COLORS[kinds[0]] if len(kinds) == 1 else np.zeros(3)
@@ -195,7 +197,7 @@ def sweep_figure(summary: dict, title: str | None = None) -> Figure:
 # ---------------------------------------------------------------------------------------------
 # Result figures of the tolerance search, the vulnerability analysis and training runs.
 
-def _save(fig: Figure, path) -> str:
+def _save(fig: Figure, path: str | os.PathLike) -> str:
     from pathlib import Path
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -32,8 +32,10 @@ import io
 import math
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -73,7 +75,7 @@ class ConvLayer:
         return self.filter_h * self.filter_w * self.channels * self.filters
 
 
-def _pair(v) -> tuple[int, int]:
+def _pair(v: int | tuple[int, ...] | list[int]) -> tuple[int, int]:
     return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
@@ -97,6 +99,7 @@ def _transposed_row(name: str, m: nn.ConvTranspose2d, x: torch.Tensor) -> ConvLa
     # inserted between pixels and (kernel - 1 - padding) zeros around it.
     kh, kw = _pair(m.kernel_size)
     sh, sw = _pair(m.stride)
+    assert not isinstance(m.padding, str)       # a transposed convolution's padding is numeric
     ph, pw = _pair(m.padding)
     oph, opw = _pair(m.output_padding)
     if _pair(m.dilation) != (1, 1) or m.groups != 1:
@@ -106,7 +109,7 @@ def _transposed_row(name: str, m: nn.ConvTranspose2d, x: torch.Tensor) -> ConvLa
     return ConvLayer(name, h, w, kh, kw, m.in_channels, m.out_channels, 1)
 
 
-def topology(model: nn.Module, input_shape) -> list[ConvLayer]:
+def topology(model: nn.Module, input_shape: Sequence[int]) -> list[ConvLayer]:
     """SCALE-Sim's layer table for `model` on one input of shape [C, H, W], in execution order."""
     shape = tuple(int(d) for d in input_shape)
     if len(shape) == 4:
@@ -116,7 +119,7 @@ def topology(model: nn.Module, input_shape) -> list[ConvLayer]:
     rows: list[ConvLayer] = []
     names = {m: n for n, m in model.named_modules()}
 
-    def hook(module, inputs, _output):
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: object) -> None:
         x, name = inputs[0], names[module] or type(module).__name__
         if isinstance(module, nn.Conv2d):
             rows.append(_conv_row(name, module, x))
@@ -247,11 +250,11 @@ def run_scalesim(layers: list[ConvLayer], array_rows: int = ARRAY_ROWS,
     return out
 
 
-def _scalesim_layer(scalesim, layer: ConvLayer, array_rows: int, array_cols: int,
-                    filter_sram_kb: int) -> dict:
+def _scalesim_layer(scalesim: Callable[..., Any], layer: ConvLayer, array_rows: int,
+                    array_cols: int, filter_sram_kb: int) -> dict:
     """One layer through scalesim: its SRAM and DRAM filter reads."""
-    with tempfile.TemporaryDirectory(prefix="sramsim-scalesim-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="sramsim-scalesim-") as tmp_name:
+        tmp = Path(tmp_name)
         _write_config(tmp / "os.cfg", array_rows, array_cols, filter_sram_kb)
         write_topology([layer], tmp / "topology.csv")
         _write_layout(1, tmp / "layout.csv")
@@ -272,7 +275,7 @@ def _scalesim_layer(scalesim, layer: ConvLayer, array_rows: int, array_cols: int
 METHODS = ("weights", "systolic", "scalesim")
 
 
-def count_accesses(model: nn.Module, input_shape, method: str = "weights",
+def count_accesses(model: nn.Module, input_shape: Sequence[int], method: str = "weights",
                    progress: bool = False) -> int:
     """Weight-memory accesses per inference by `method`.
 
