@@ -47,7 +47,7 @@ def add_base_args(p: argparse.ArgumentParser, seed_default: int = 0,
 device = torch_device  # the fusion commands' name for it
 
 
-def fault_spec(args) -> FaultSpec:
+def fault_spec(args: argparse.Namespace) -> FaultSpec:
     """The fault source of --ber / --profile ... --voltage, every value range-checked here."""
     if args.profile:
         if args.ber is not None:

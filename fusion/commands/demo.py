@@ -18,7 +18,7 @@ from sramsim.errors import InputError
 from sramsim.memory.curves import BerCurve
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `fusion demo` to the fusion parser."""
     p = subparsers.add_parser("demo", help="train a generator for a bounded time and compare CA/PA",
                               **leaf(" ".join(__doc__.split("\n\n")[0].split()) + " "

@@ -19,7 +19,7 @@ from sramsim.commands.main import (
 from sramsim.nn.data import load_dataset
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `fusion eval` to the fusion parser."""
     p = subparsers.add_parser(
         "eval", help="CA/PA without and with a generator, recovery, net energy saving",

@@ -16,7 +16,7 @@ from sramsim.errors import InputError
 from sramsim.nn.data import load_dataset
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `fusion train` to the fusion parser."""
     p = subparsers.add_parser(
         "train", help="train a generator with EOPM (resumes from DIR/checkpoint.pt)",

@@ -19,7 +19,7 @@ from sramsim.memory.shipped import resolve_profiles
 DEFAULT_VOLTAGES = "1.0:0.75:-0.025"
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sramsim demo` to the parser."""
     p = subparsers.add_parser("demo",
                               help="train/reuse the default CNN and sweep the shipped chips",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import TYPE_CHECKING
 
 from sramsim.commands.config import add_config, recorded
 from sramsim.commands.helptext import deprecated_alias, leaf, paragraph
@@ -32,12 +33,19 @@ from sramsim.errors import InputError
 from sramsim.memory.dram import DEFAULT_PART
 from sramsim.memory.dram_curves import DEFAULT_DRAM_CURVE, dram_curve_names
 
+if TYPE_CHECKING:
+    from sramsim.analysis.dram_energy import DramEnergy
+    from sramsim.analysis.operating_point import Reference
+    from sramsim.inject.quantized_model import QuantizedModel
+    from sramsim.memory.curves import BerCurve
+    from sramsim.memory.dram import DramGeometry
+
 MAPPINGS = ("naive", "drmap", "error-aware")
 ERROR_MODELS = ("0", "1", "2", "3")                 # EDEN's DRAM error models (dram_errors)
 FLOOR_BER = 0.5   # the curve's floor: where half the cells fail (below it no error model applies)
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sramsim dram` (info, energy, tolerance) to the parser."""
     p = subparsers.add_parser("dram", help="approximate DRAM: part energies, energy per "
                               "inference by placement, tolerable BER search",
@@ -121,7 +129,7 @@ def register(subparsers) -> None:
     tol.set_defaults(func=run_tolerance)
 
 
-def _common(p) -> None:
+def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--part", default=DEFAULT_PART, metavar="P",
                    help=f"bundled DRAM part, a part JSON file, or a DRAMPower memspec JSON file "
                         f"(e.g. MICRON_4Gb_DDR4-2400_8bit_A.json; default {DEFAULT_PART})")
@@ -132,7 +140,7 @@ def _common(p) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _error_model(p) -> None:
+def _error_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--error-model", default="0", choices=ERROR_MODELS,
                    help="error-aware placement: EDEN error model of the chip whose partition "
                         "BERs order the placement (default 0)")
@@ -142,7 +150,8 @@ def _error_model(p) -> None:
 
 # ------------------------------------------------------------------------------ checks
 
-def part_and_curve(args):
+def part_and_curve(args: argparse.Namespace,
+                   ) -> tuple[DramGeometry, DramEnergy, BerCurve, float]:
     """(DramGeometry, DramEnergy, BerCurve, nominal V) of --part/--curve; nominal voltages of the
     part's lowered supply and the curve must agree."""
     from sramsim.analysis.dram_energy import DramEnergy
@@ -162,7 +171,7 @@ def part_and_curve(args):
     return geometry, energy, curve, nominal
 
 
-def curve_floor(curve) -> float:
+def curve_floor(curve: BerCurve) -> float:
     """Lowest voltage a curve is used at: its lowest tabulated voltage, or (a Gaussian curve)
     where its BER reaches FLOOR_BER."""
     if math.isfinite(curve.v_min):
@@ -170,7 +179,7 @@ def curve_floor(curve) -> float:
     return float(curve.voltage(FLOOR_BER))
 
 
-def voltage_arg(text, curve, nominal: float) -> float | None:
+def voltage_arg(text: str | float | None, curve: BerCurve, nominal: float) -> float | None:
     """--voltage in [curve floor, nominal] (None stays None), else a one-line InputError."""
     value = number(text, "--voltage", positive=True)
     if value is None:
@@ -185,7 +194,7 @@ def voltage_arg(text, curve, nominal: float) -> float | None:
     return value
 
 
-def load_image(path: str):
+def load_image(path: str) -> tuple[QuantizedModel, list[int]]:
     """(QuantizedModel, layer bytes) of a checkpoint, quantized as its meta says."""
     from sramsim.inject.dram_mapping import image_layer_bytes
     from sramsim.inject.quantized_model import QuantizedModel
@@ -198,7 +207,7 @@ def load_image(path: str):
 
 # ------------------------------------------------------------------------------ info
 
-def info(args) -> dict:
+def info(args: argparse.Namespace) -> dict:
     """The `dram info` report: capacity, geometry, command and access energies at --voltage."""
     geometry, energy, curve, nominal = part_and_curve(args)
     v = voltage_arg(args.voltage, curve, nominal)
@@ -240,7 +249,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ energy
 
-def energy_report(args) -> dict:
+def energy_report(args: argparse.Namespace) -> dict:
     """The `dram energy` report: per placement policy, access counts and energy per inference."""
     from sramsim.analysis.tolerance import mapping_energies, require_fits
     geometry, energy, curve, nominal = part_and_curve(args)
@@ -296,7 +305,7 @@ def _energy_table(rows: dict, low: bool) -> None:
 
 # ------------------------------------------------------------------------------ tolerance
 
-def tolerance_report(args) -> dict:
+def tolerance_report(args: argparse.Namespace) -> dict:
     """Check the `dram tolerance` options and run the search."""
     import sys
 
@@ -340,7 +349,7 @@ def default_out(model: str) -> str:
     return f"{Path(model).stem}-tolerance"
 
 
-def reference_arg(text: str):
+def reference_arg(text: str) -> Reference:
     """--reference: "own" or an accuracy in [0, 1], as an operating-point Reference."""
     from sramsim.analysis.operating_point import Reference
     if str(text).strip().lower() == "own":

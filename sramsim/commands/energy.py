@@ -20,7 +20,7 @@ COUNT_LABELS = {"weights": "counted: each weight read once",
 ADDONS_PUBLISHED = [k for k in E.PUBLISHED_ACCESSES if k not in ("ResNet18", "VGG19")]
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sramsim energy` to the command line."""
     p = subparsers.add_parser(
         "energy", help="energy per weight read and saving at a voltage (optionally with an add-on)",
@@ -94,7 +94,8 @@ def compute(args: argparse.Namespace) -> dict:
     ecc = None if args.ecc is None else get_code(args.ecc).name
     if ecc is None and args.ecc_decoder_energy is not None:
         raise InputError("--ecc-decoder-energy needs --ecc (there is no decoder without a code)")
-    decoder = E.decoder_energy(ecc, args.ecc_decoder_energy, "--ecc-decoder-energy")
+    decoder: float | None = E.decoder_energy(ecc, args.ecc_decoder_energy,
+                                             "--ecc-decoder-energy")
     decoder = decoder if ecc else None
     e_read = E.energy_per_read(voltage, nominal, leak)
     e_data = E.ecc_energy_per_read(voltage, nominal, leak, ecc, decoder)
@@ -123,7 +124,7 @@ def compute(args: argparse.Namespace) -> dict:
     }
 
 
-def _voltage(args, curve: BerCurve, nominal: float) -> float:
+def _voltage(args: argparse.Namespace, curve: BerCurve, nominal: float) -> float:
     if args.ber is not None:
         ber = check_ber(args.ber, "--ber")
         try:
@@ -149,7 +150,7 @@ def _input_shape(text: str) -> tuple[int, int, int]:
     return shape
 
 
-def _count_method(args) -> str | None:
+def _count_method(args: argparse.Namespace) -> str | None:
     """The counting method that governs every number not given: --count, else "weights".
 
     None when nothing is counted (the base reads are given and the add-on's are given or absent);
@@ -168,7 +169,7 @@ def _count_method(args) -> str | None:
     return args.count or "weights"
 
 
-def _base_accesses(args, method: str | None) -> tuple[int, str, tuple | None]:
+def _base_accesses(args: argparse.Namespace, method: str | None) -> tuple[int, str, tuple | None]:
     """(reads per inference, where the number came from, the model's input shape [C, H, W])."""
     if args.accesses is not None:
         n = integer(args.accesses, "--accesses", None)
@@ -177,6 +178,7 @@ def _base_accesses(args, method: str | None) -> tuple[int, str, tuple | None]:
         return n, "given", _input_shape(args.input_shape) if args.input_shape else None
     from sramsim.nn.models import load_checkpoint
     model, meta = load_checkpoint(args.model)
+    shape: tuple[int, ...]
     if args.input_shape:
         shape = _input_shape(args.input_shape)
     elif meta.get("image_size"):
@@ -184,11 +186,12 @@ def _base_accesses(args, method: str | None) -> tuple[int, str, tuple | None]:
     else:
         raise InputError(f"{args.model}: the checkpoint does not record its image size; "
                          f"pass --input-shape C,H,W")
+    assert method is not None                       # a --model is counted
     n = count_accesses(model, shape, method, progress=True)
     return n, f"{args.model}: {COUNT_LABELS[method]}", shape
 
 
-def _addon_accesses(args, method: str | None,
+def _addon_accesses(args: argparse.Namespace, method: str | None,
                     input_shape: tuple | None) -> tuple[str | None, int, str | None]:
     """(add-on name, its reads per inference, where the number came from)."""
     if args.addon_accesses is not None:
@@ -210,6 +213,7 @@ def _addon_accesses(args, method: str | None,
     if input_shape is None:
         raise InputError(f"--addon {name} with --accesses: pass --input-shape C,H,W to count its "
                          f"reads ({method}), or --count published to look up NeuralFuse's count")
+    assert method is not None                       # an --addon is counted
     try:
         generator = addons.build(name, input_shape[0])
     except InputError as exc:

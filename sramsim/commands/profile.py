@@ -8,6 +8,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from sramsim.memory.sizes import format_bytes
 PROFILE_HELP = "profile file (.h5) or shipped:NAME"
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("profile", help="make, inspect and check chip profiles (HDF5)",
                                    description=__doc__)
     sub = parser.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
@@ -64,7 +65,8 @@ def register(subparsers) -> None:
     p = sub.add_parser("import", help="a measured chip from per-voltage failing-bit files",
                        **leaf("Import a measured chip from a folder of per-voltage observations "
                               "of failing bits into an HDF5 profile. "
-                              + " ".join(profiles.load_bitmap_dir.__doc__.split("\n\n")[1].split()),
+                              + " ".join((profiles.load_bitmap_dir.__doc__ or "")
+                                         .split("\n\n")[1].split()),
                               "sramsim profile import bitmaps/ --rows 8192 "
                               "--cols 128 --out chip.h5",
                               "sramsim profile import dram-bitmaps/ --technology dram --out "
@@ -132,7 +134,7 @@ def _out_args(p: argparse.ArgumentParser) -> None:
 
 
 # --- actions --------------------------------------------------------------------------------------
-def run_synth(args) -> int:
+def run_synth(args: argparse.Namespace) -> int:
     curve = parse_curve(args.curve)
     geometry = _geometry(args)
     kinds = parse_kinds(args.kinds)
@@ -148,7 +150,7 @@ def run_synth(args) -> int:
     return _report_written(args, chip)
 
 
-def run_import(args) -> int:
+def run_import(args: argparse.Namespace) -> int:
     geometry, unit, nominal = _import_geometry(args)
     _check_out(args)
     chip = profiles.import_bitmaps(args.directory, geometry, name=args.name,
@@ -157,7 +159,7 @@ def run_import(args) -> int:
     return _report_written(args, chip)
 
 
-def run_info(args) -> int:
+def run_info(args: argparse.Namespace) -> int:
     chip = Chip.load(args.file)
     voltages = None if args.voltages is None else [chip_voltage(v, chip, "--voltages")
                                                    for v in args.voltages]
@@ -169,7 +171,7 @@ def run_info(args) -> int:
     return 0
 
 
-def run_list(args) -> int:
+def run_list(args: argparse.Namespace) -> int:
     rows = [shipped_row(path) for path in shipped_profiles()]
     if args.json:
         print_json({"profiles": rows})
@@ -196,8 +198,8 @@ def shipped_row(path: Path) -> dict:
             "file_bytes": path.stat().st_size}
 
 
-def run_validate(args) -> int:
-    results = []
+def run_validate(args: argparse.Namespace) -> int:
+    results: list[dict[str, Any]] = []
     for path in _expand(args.files):
         problems = profiles.validate(path)
         results.append({"file": str(path), "valid": not problems, "problems": problems})
@@ -214,7 +216,7 @@ def run_validate(args) -> int:
     return 0 if ok else 2
 
 
-def run_plot(args) -> int:
+def run_plot(args: argparse.Namespace) -> int:
     from sramsim.analysis.plots import save_profile_plot  # matplotlib only when plotting
     chip = Chip.load(args.file)
     v = chip_voltage(args.voltage, chip, "--voltage")
@@ -278,7 +280,7 @@ def parse_kinds(spec: str) -> dict[str, float]:
     return kinds
 
 
-def chip_voltage(text, chip: Chip, flag: str) -> float:
+def chip_voltage(text: str | float, chip: Chip, flag: str) -> float:
     """A voltage `chip` is valid at: from its floor (or lowest measured voltage) to nominal."""
     what = "lowest measured voltage" if chip.source == "measured" else "v_floor"
     v = number(text, flag, positive=True)
@@ -290,16 +292,16 @@ def chip_voltage(text, chip: Chip, flag: str) -> float:
     return v
 
 
-def _geometry(args, technology: str = "sram") -> Geometry:
-    dims = [integer(getattr(args, k), f"--{k.replace('_', '-')}")
-            for k in ("rows", "cols", "banks", "word_bits")]
+def _geometry(args: argparse.Namespace, technology: str = "sram") -> Geometry:
+    rows, cols, banks, word_bits = (integer(getattr(args, k), f"--{k.replace('_', '-')}")
+                                    for k in ("rows", "cols", "banks", "word_bits"))
     try:
-        return Geometry(*dims, technology=technology)
+        return Geometry(rows, cols, banks, word_bits, technology=technology)
     except ValueError as exc:
         raise InputError(f"bad geometry: {exc}") from None
 
 
-def _import_geometry(args) -> tuple:
+def _import_geometry(args: argparse.Namespace) -> tuple:
     """(geometry, voltage unit, nominal voltage) of `profile import`: --rows/--cols for SRAM, the
     part's DramGeometry (volts, nominal VDD2) for --technology dram."""
     if args.technology != "dram":
@@ -320,7 +322,7 @@ def _import_geometry(args) -> tuple:
     return geometry, args.voltage_unit or "V", nominal
 
 
-def _check_out(args) -> None:
+def _check_out(args: argparse.Namespace) -> None:
     check_writable(args.out, "--out")           # the text itself: '' is not the current folder
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -329,7 +331,7 @@ def _check_out(args) -> None:
         raise InputError(f"--out {args.out}: folder {out.parent} does not exist")
 
 
-def _report_written(args, chip: Chip) -> int:
+def _report_written(args: argparse.Namespace, chip: Chip) -> int:
     info = {"file": args.out, **profiles.summary(chip)}
     if args.json:
         print_json(info)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from sramsim.commands.config import add_config, recorded
 from sramsim.commands.helptext import leaf, paragraph
@@ -33,8 +34,11 @@ from sramsim.errors import InputError
 from sramsim.nn.fat import CURRICULA, SOURCE_HELP
 from sramsim.nn.models import arch_names
 
+if TYPE_CHECKING:
+    from sramsim.analysis.sparkxd import StudyOptions
 
-def register(subparsers) -> None:
+
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sramsim sparkxd` to the parser."""
     from sramsim.analysis.sparkxd import DEFAULT_FAT_BER, DEFAULT_FAT_SOURCE, DEFAULT_MODEL
     p = subparsers.add_parser("sparkxd", help="the SparkXD study: FAT vs baseline tolerable BER "
@@ -97,7 +101,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def options(args: argparse.Namespace):
+def options(args: argparse.Namespace) -> StudyOptions:
     """StudyOptions from the command line (each number checked, naming its flag)."""
     from sramsim.analysis.sparkxd import DEFAULT_MODEL, StudyOptions
     from sramsim.commands.train_base import fat_source_arg
@@ -155,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _study(args: argparse.Namespace):
+def _study(args: argparse.Namespace) -> tuple[StudyOptions, dict]:
     """(StudyOptions, summary): the options checked, the study run (or resumed)."""
     from sramsim.analysis.sparkxd import run_study
     opts = options(args)

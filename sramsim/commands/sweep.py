@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TextIO
 
 from sramsim.commands.config import add_config, recorded
 from sramsim.commands.helptext import leaf, paragraph
@@ -20,7 +21,7 @@ from sramsim.inject import quantization as Q
 from sramsim.memory.curves import BUILTINS
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sramsim sweep` to the parser."""
     p = subparsers.add_parser(
         "sweep", help="accuracy vs voltage over chips x offsets (resumable)", **leaf(
@@ -118,7 +119,7 @@ def add_net_saving(summary: dict) -> dict:
     return summary
 
 
-def print_table(summary: dict, file=None) -> None:
+def print_table(summary: dict, file: TextIO | None = None) -> None:
     """The human table: one row per voltage, then where accuracy first drops > 1 point."""
     import sys
     f = file or sys.stdout
@@ -163,7 +164,7 @@ def print_table(summary: dict, file=None) -> None:
             print("accuracy stays within 1 point of fault-free down to the lowest voltage swept",
                   file=f)
         else:
-            at = next((p for p in summary["points"] if p["voltage"] == d["voltage"]), {})
+            at: dict = next((p for p in summary["points"] if p["voltage"] == d["voltage"]), {})
             extra = (f" ({100 * at['net_saving']:.1f}% net of the shuffle table's reads)"
                      if "net_saving" in at else "")
             print(f"accuracy falls more than 1 point below fault-free at V={d['voltage']:g} "

@@ -27,7 +27,7 @@ MAX_IMAGE_SIZE = 4096
 FLAG_NAMES = (*(f.name for f in fields(TrainOptions)), "init")
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sramsim train-base` to the parser."""
     p = subparsers.add_parser(
         "train-base", help="train a base model with quantization-aware training", **leaf(

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sramsim.commands.helptext import leaf, paragraph
 from sramsim.commands.main import (
@@ -20,8 +21,13 @@ from sramsim.errors import InputError, check_ber
 from sramsim.inject import quantization as Q
 from sramsim.inject.torch_quantized import is_exported_file
 
+if TYPE_CHECKING:
+    from sramsim.inject.layout import MemoryLayout
+    from sramsim.inject.torch_quantized import TorchQuantizedModel
+    from sramsim.nn.data import Dataset
 
-def register(subparsers) -> None:
+
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sramsim vuln` and its options to the CLI's subparsers."""
     p = subparsers.add_parser(
         "vuln", help="which layers / bit positions hurt: drop with faults confined to one of them",
@@ -89,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.out is not None:
         from pathlib import Path
         plot = str(Path(args.out) / "vuln.png")
-    ber = chips = voltage = None
+    ber: float | None = None
+    chips: list[Chip] = []
+    voltage: float | None = None
     if args.profile:
         if args.voltage is None:
             raise InputError("--profile needs --voltage V")
@@ -102,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         if args.voltage is not None:
             raise InputError("--voltage goes with --profile; for random errors give --ber only")
         ber = check_ber(args.ber, "--ber")
+    qm: QuantizedModel | TorchQuantizedModel
     if is_exported_file(args.model):
         qm, dataset = _exported(args, layout, limit, batch_size)
     else:
@@ -125,11 +134,13 @@ def run(args: argparse.Namespace) -> int:
                          execution=run_on, out_dir=args.out, on_map=lambda _: bar.update(1))
     finally:
         bar.close()
+    faults: dict[str, Any] = {"kind": "random", "ber": ber}
+    if chips:
+        assert voltage is not None                  # --profile needs --voltage
+        faults = {"kind": "chips", "voltage": voltage, "chips": [c.name for c in chips],
+                  "ber": float(sum(c.ber(voltage) for c in chips) / len(chips))}
     report.update({"model": str(args.model), "data": str(args.data), "limit": limit,
-                   "faults": ({"kind": "chips", "voltage": voltage,
-                               "chips": [c.name for c in chips],
-                               "ber": float(sum(c.ber(voltage) for c in chips) / len(chips))}
-                              if chips else {"kind": "random", "ber": ber})})
+                   "faults": faults})
     if plot is not None:
         from sramsim.analysis.plots import plot_vulnerability
         report["plot"] = plot_vulnerability(report, plot)
@@ -142,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exported(args: argparse.Namespace, layout, limit, batch_size):
+def _exported(args: argparse.Namespace, layout: MemoryLayout, limit: int | None,
+              batch_size: int) -> tuple[TorchQuantizedModel, Dataset]:
     """(TorchQuantizedModel, test set) of a `.pt2` PT2E program, after refusing the options that
     would requantize or re-encode its int8 weights and checking it runs on the data."""
     from sramsim.inject.torch_quantized import (
@@ -167,7 +179,7 @@ def _row(r: dict, width: int) -> str:
             f"{100 * r['drop_mean']:>7.2f} ± {100 * r['drop_std']:.2f}")
 
 
-def print_table(report: dict, file=None) -> None:
+def print_table(report: dict, file: TextIO | None = None) -> None:
     """Header, then per-layer and per-bit rows sorted by accuracy drop (largest first)."""
     f = file or sys.stdout
     q, src = report["quantization"], report["faults"]

@@ -399,7 +399,7 @@ def state_path_for(out: str | os.PathLike) -> Path:
 
 def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions, *,
                norm: str = "batch", limit: int | None = None, image_size: int | None = None,
-               device: str = "cpu", init: str | os.PathLike | None = None,
+               device: str | torch.device = "cpu", init: str | os.PathLike | None = None,
                force: bool = False, overwrite: bool = False, progress: bool = True,
                log: Callable[[str], None] | None = _stderr,
                on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
