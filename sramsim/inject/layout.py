@@ -138,7 +138,7 @@ class MemoryLayout:
 
     def stored_image(self, qm: ImageModel) -> np.ndarray:
         """What sits in the memory: qm's image, or its image with check bits under ECC."""
-        return qm.image if self.ecc is None else _ecc_memory(qm, self.ecc).stored
+        return qm.image if self.ecc is None else qm.ecc_memory(self.ecc).stored
 
     def plan_bits(self, qm: ImageModel, chip: Chip, voltage: float,
                   offset: int = 0) -> BP.BitPlacement:
@@ -193,7 +193,7 @@ class MemoryLayout:
             return image, {"bit_placement": bit_stats(plan)}
         if self.ecc is None:
             return self._mapped(qm, qm.image, source, voltage, offset, out), {}
-        memory = _ecc_memory(qm, self.ecc)
+        memory = qm.ecc_memory(self.ecc)
         stored = self._mapped(qm, memory.stored, source, voltage, offset, None)
         image, stats = memory.decode(stored, self.ecc_policy, out)
         return image, {"ecc": stats.as_dict()}
@@ -208,14 +208,6 @@ class MemoryLayout:
         return DM.apply_placed(stored, source, voltage,
                                self.dram_mapping(qm, source, voltage, offset), out)
 
-
-def _ecc_memory(qm: ImageModel, ecc: str) -> ECC.EccMemory:
-    """qm's image stored under code `ecc`; a PyTorch-quantized model is refused (its int8 codes
-    have no zero-weight image to decode to), as its own `faulty_image` refuses it."""
-    from sramsim.inject.quantized_model import QuantizedModel
-    if not isinstance(qm, QuantizedModel):
-        raise InputError("ecc is not modelled for PyTorch-quantized (int8) models")
-    return qm.ecc_memory(ecc)
 
 
 def bit_stats(plan: BP.BitPlacement) -> dict:

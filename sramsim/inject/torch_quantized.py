@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ from torch import fx, nn
 
 from sramsim.errors import InputError
 from sramsim.inject.layout import PLAIN, MemoryLayout
+
+if TYPE_CHECKING:
+    from sramsim.inject.ecc import EccMemory
 from sramsim.inject.mapping import FaultSource
 from sramsim.inject.pt2_archive import checked_archive
 
@@ -396,8 +399,13 @@ class TorchQuantizedModel:
         (no ECC: PyTorch's int8 codes have no zero-weight image to decode to); a new array
         unless `out` is given."""
         if layout is not None and layout.ecc is not None:
-            raise InputError("ecc is not modelled for PyTorch-quantized (int8) models")
+            self.ecc_memory(layout.ecc)
         return (layout or PLAIN).read(self, source, voltage, offset, out)[0]
+
+    def ecc_memory(self, ecc: str) -> EccMemory:
+        """Refused: ECC is not modelled for PyTorch's int8 codes (they have no zero-weight image
+        to decode to). (`QuantizedModel.ecc_memory` builds the stored image.)"""
+        raise InputError("ecc is not modelled for PyTorch-quantized (int8) models")
 
     def int8_weights(self, image: np.ndarray) -> dict[str, torch.Tensor]:
         """The int8 weights stored in `image` (clean or faulty), {segment name: new tensor}.
