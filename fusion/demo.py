@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from fusion.commands.common import base_info, load_base
@@ -29,7 +30,8 @@ def run_generator_demo(base_ckpt: str | Path, data: str = "fashion-mnist", ber: 
                        out_dir: str | Path = "demo-out/generator", *,
                        train_limit: int | None = 20000,
                        eval_limit: int | None = 2000, n_models: int = 10, progress: bool = True,
-                       config: dict | None = None, log=None) -> dict:
+                       config: dict | None = None,
+                       log: Callable[[str], None] | None = None) -> dict:
     """Train a generator with EOPM for about `budget_seconds`, evaluate it, return the numbers.
 
     Give `ber` (random bit errors) or `voltage` (random errors at the finfet14 BER of that

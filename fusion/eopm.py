@@ -24,6 +24,7 @@ import hashlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from fusion import generators
 from sramsim import QuantizedModel
 from sramsim.errors import InputError
+from sramsim.inject.draws import Sampler
 from sramsim.inject.weight_sets import WeightSets
 from sramsim.nn.models import atomic_torch_save, read_torch_file
 from sramsim.progress import progress as reporter
@@ -71,8 +73,11 @@ class EopmConfig:
                                 # one with this decay per step (smooths the noise of random fault
                                 # maps)
 
-    def __post_init__(self):
-        self.betas = tuple(float(b) for b in self.betas)
+    def __post_init__(self) -> None:
+        betas = tuple(float(b) for b in self.betas)
+        if len(betas) != 2:
+            raise InputError(f"betas must be two numbers, got {self.betas!r}")
+        self.betas = (betas[0], betas[1])
         if self.generator not in generators.NAMES:
             raise InputError(f"unknown generator {self.generator!r}; use one of "
                              f"{', '.join(generators.NAMES)}")
@@ -113,7 +118,7 @@ def stacked_logits(model: nn.Module, stacked: dict[str, torch.Tensor], x: torch.
                                             (x,))
                             for i in range(k)])
 
-    def one(weights, inp):
+    def one(weights: dict[str, torch.Tensor], inp: torch.Tensor) -> torch.Tensor:
         return functional_call(model, (weights, shared), (inp,))
     return vmap(one, in_dims=(0, None))(stacked, x)
 
@@ -123,14 +128,27 @@ def image_fingerprint(qm: QuantizedModel) -> str:
     return hashlib.sha1(qm.image.tobytes()).hexdigest()[:16]
 
 
+class Validate(Protocol):
+    """What `EopmTrainer.fit` scores G with (`fusion.evaluation.Validator`)."""
+
+    def __call__(self, generator: nn.Module) -> float:
+        """The score of `generator` (higher is better)."""
+        ...
+
+    def describe(self) -> dict:
+        """What the scores are measured on (a resumed run must validate on the same)."""
+        ...
+
+
 class EopmTrainer:
     """Trains a generator against fault maps from `sampler` on the frozen base model `qm.model`.
 
     The base model is moved to `device` and put in eval mode; its tensors never get gradients.
     """
 
-    def __init__(self, qm: QuantizedModel, sampler, in_channels: int,
-                 config: EopmConfig | None = None, device="cpu", weight_path: str | None = None):
+    def __init__(self, qm: QuantizedModel, sampler: Sampler, in_channels: int,
+                 config: EopmConfig | None = None, device: str | torch.device = "cpu",
+                 weight_path: str | None = None):
         self.config = config or EopmConfig()
         self.device = torch.device(device)
         self.qm = qm
@@ -159,7 +177,7 @@ class EopmTrainer:
         self._validation: dict | None = None   # what the scores were measured on
 
     # --- one step -----------------------------------------------------------------------------
-    def _autocast(self):
+    def _autocast(self) -> contextlib.AbstractContextManager:
         if self.config.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -187,7 +205,8 @@ class EopmTrainer:
 
     # --- epochs, checkpoints --------------------------------------------------------------------
     def fit(self, x: torch.Tensor, y: torch.Tensor, epochs: int, out_dir: str | Path | None = None,
-            progress: bool = True, deadline: float | None = None, validate=None) -> list[dict]:
+            progress: bool = True, deadline: float | None = None,
+            validate: Validate | None = None) -> list[dict]:
         """Train until `epochs` epochs are done, resuming from `out_dir/checkpoint.pt` if present.
 
         deadline: a `time.monotonic()` value; training stops after the step that passes it
@@ -239,7 +258,7 @@ class EopmTrainer:
         self.generator.eval()
         return self.history
 
-    def _score(self, validate, epoch: int) -> float:
+    def _score(self, validate: Validate, epoch: int) -> float:
         """Validate the current G; remember it when it beats the best so far."""
         current = self.generator if self.averaged is None else self.averaged.module
         score = float(validate(current))
@@ -249,10 +268,11 @@ class EopmTrainer:
         return score
 
     @property
-    def result(self) -> nn.Module:
+    def result(self) -> generators.Generator:
         """The generator to keep: the best-validated one when `fit` validated, else the moving
         average when `ema` is set, else the trained one."""
         g = self.generator if self.averaged is None else self.averaged.module
+        assert isinstance(g, generators.Generator)      # the average is a copy of the generator
         if self.best is not None:
             g = copy.deepcopy(g)
             g.load_state_dict(self.best["state"])
@@ -308,7 +328,7 @@ class EopmTrainer:
         self.train_seconds = float(obj["train_seconds"])
 
 
-def _norm(v):
+def _norm(v: object) -> object:
     """Compare settings across a save/load round trip (tuples come back as lists)."""
     if isinstance(v, (list, tuple)):
         return [_norm(i) for i in v]

@@ -57,7 +57,8 @@ def _scaled(channels: int, width: float) -> int:
 
 def _layers(spec: list, in_channels: int, width: float) -> tuple[list[nn.Module], int]:
     """Modules for a spec list (hidden widths scaled by `width`), and the channels they end with."""
-    layers, c = [], in_channels
+    layers: list[nn.Module] = []
+    c = in_channels
     for item in spec:
         if item == "M":
             layers.append(nn.MaxPool2d(2))
@@ -99,9 +100,12 @@ class Generator(nn.Module):
         """Make t(x) = 0, so G starts as the identity (and EOPM starts from the base's accuracy)."""
         with torch.no_grad():
             last = self.last_layer()
-            last.weight.zero_()
-            if last.bias is not None:
-                last.bias.zero_()
+            weight, bias = last.weight, last.bias
+            assert isinstance(weight, torch.Tensor)     # a conv or an affine BatchNorm
+            weight.zero_()
+            if bias is not None:
+                assert isinstance(bias, torch.Tensor)
+                bias.zero_()
         return self
 
     @property
@@ -141,11 +145,11 @@ class ConvGenerator(Generator):
                    nn.Tanh()]
         self.body = nn.Sequential(*layers)
 
-    def transform(self, x):
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
         """t(x): the conv stack ending in tanh."""
         return self.body(x)
 
-    def last_layer(self):
+    def last_layer(self) -> nn.Module:
         """The BatchNorm before tanh."""
         return self.body[-2]
 
@@ -162,11 +166,11 @@ class DeConvGenerator(Generator):
                    nn.BatchNorm2d(self.in_channels), nn.Tanh()]
         self.body = nn.Sequential(*layers)
 
-    def transform(self, x):
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
         """t(x): the conv stack ending in tanh."""
         return self.body(x)
 
-    def last_layer(self):
+    def last_layer(self) -> nn.Module:
         """The BatchNorm before tanh."""
         return self.body[-2]
 
@@ -187,7 +191,7 @@ class _Up(nn.Module):
         self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
         self.conv = _DoubleConv(2 * cout, cout)
 
-    def forward(self, x, skip):
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """Upsample x, join the encoder's skip, convolve."""
         return self.conv(torch.cat([skip, self.up(x)], dim=1))
 
@@ -207,7 +211,7 @@ class UNetGenerator(Generator):
         self.ups = nn.ModuleList(_Up(w[i + 1], w[i]) for i in reversed(range(3)))
         self.out = nn.Conv2d(w[0], self.in_channels, 1)
 
-    def transform(self, x):
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
         """t(x): down with skips kept, up joining them, 1x1 conv out."""
         skips = [self.inc(x)]
         for down in self.downs:
@@ -217,7 +221,7 @@ class UNetGenerator(Generator):
             h = up(h, skips.pop())
         return self.out(h)
 
-    def last_layer(self):
+    def last_layer(self) -> nn.Module:
         """The 1x1 output conv."""
         return self.out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fusion.eopm import CHECKPOINT, EopmConfig, EopmTrainer
 from fusion.evaluation import FaultSpec, Validator, check_shapes
@@ -12,6 +13,9 @@ from fusion.store import save_generator
 from sramsim import QuantizedModel
 from sramsim.errors import InputError
 from sramsim.nn.data import Dataset
+
+if TYPE_CHECKING:
+    import torch
 
 GENERATOR_FILE = "generator.pt"
 
@@ -28,7 +32,8 @@ def hold_out(dataset: Dataset, n: int) -> tuple[Dataset, Dataset]:
 
 
 def train_generator(qm: QuantizedModel, base_info: dict, train_set: Dataset, faults: FaultSpec,
-                    config: EopmConfig, epochs: int, out_dir: str | Path, device="cpu",
+                    config: EopmConfig, epochs: int, out_dir: str | Path,
+                    device: str | torch.device = "cpu",
                     progress: bool = True, budget_seconds: float | None = None,
                     val_set: Dataset | None = None, val_maps: int = 5,
                     val_faults: FaultSpec | None = None) -> dict:

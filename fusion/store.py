@@ -7,10 +7,14 @@ Format (torch.save, read with weights_only=True):
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from fusion import generators
 from sramsim.errors import InputError, check_device
 from sramsim.nn.models import atomic_torch_save, read_torch_file
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "fusion.generator"
 VERSION = 1
@@ -24,7 +28,8 @@ def save_generator(path: str | os.PathLike, generator: generators.Generator, met
                        "state_dict": state, "meta": meta}, path)
 
 
-def load_generator(path: str | os.PathLike, device=None) -> tuple[generators.Generator, dict]:
+def load_generator(path: str | os.PathLike,
+                   device: str | torch.device | None = None) -> tuple[generators.Generator, dict]:
     """(G in eval mode, meta); a missing, corrupt or foreign file raises InputError naming it."""
     obj = read_torch_file(path, FORMAT, VERSION, "fusion generator")
     try:

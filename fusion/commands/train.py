@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fusion import generators
 from fusion.commands import common
@@ -14,6 +15,11 @@ from sramsim.commands.helptext import leaf
 from sramsim.commands.main import print_json
 from sramsim.errors import InputError
 from sramsim.nn.data import load_dataset
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from sramsim import QuantizedModel
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -143,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_sizes(config: EopmConfig, qm, in_channels: int) -> None:
+def _check_sizes(config: EopmConfig, qm: QuantizedModel, in_channels: int) -> None:
     """Refuse up front a generator (--width) or a stack of perturbed models (--n-perturbed) that
     cannot fit in memory: G is counted on the meta device, without allocating it."""
     import torch
@@ -159,7 +165,8 @@ def _check_sizes(config: EopmConfig, qm, in_channels: int) -> None:
                       f"{qm.n_codes:,} weights")
 
 
-def cost_note(config: EopmConfig, base, in_channels: int, faults: FaultSpec) -> str | None:
+def cost_note(config: EopmConfig, base: nn.Module, in_channels: int,
+              faults: FaultSpec) -> str | None:
     """A warning when G's own weight reads, at nominal voltage, cost more than the lowered
     voltage saves on the base model's reads (net saving <= 0), naming a --width that pays.
     Reads are counted as `fusion eval` counts them by default (each weight once)."""
@@ -172,7 +179,7 @@ def cost_note(config: EopmConfig, base, in_channels: int, faults: FaultSpec) -> 
     def net(width: float) -> tuple[float, int]:
         with torch.device("meta"):
             reads = weight_accesses(generators.build(config.generator, in_channels, width=width))
-        return addon_saving(base_reads, reads, faults.voltage, faults.nominal), reads
+        return addon_saving(base_reads, reads, faults.read_voltage, faults.nominal), reads
 
     saving, reads = net(config.width)
     if saving > 0:
