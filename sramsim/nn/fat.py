@@ -161,24 +161,25 @@ class FaultInjector:
         o = self.opts
         params = dict(model.named_parameters())
         qm = QuantizedModel(model, o.bits, o.scheme, o.clip)
+        if self._out is None or self._out.shape != qm.image.shape:
+            self._out = np.empty_like(qm.image)
         image = self.faulty_image(qm, self.ber(epoch), fat_step_seed(o.seed, epoch, step))
         faulty = qm.dequantize(image, params[self.names[0]].device)
         return {n: params[n] + (faulty[n].to(params[n].dtype) - params[n]).detach()
                 for n in self.names}
 
     def faulty_image(self, qm: QuantizedModel, ber: float, seed: int) -> np.ndarray:
-        """`qm`'s image read back through this source's map for `seed` at `ber` (into a buffer
-        this injector reuses)."""
+        """`qm`'s image read back through this source's map for `seed` at `ber` (into the buffer
+        `weights` reuses, else a new array)."""
         from sramsim.inject.mapping import apply_bit_faults
         from sramsim.memory.random_errors import RandomBitErrors
-        if self._out is None or self._out.shape != qm.image.shape:
-            self._out = np.empty_like(qm.image)
         if self.kind == "random":
             return qm.faulty_image(RandomBitErrors(ber, seed=seed), out=self._out)
         if self._dram is not None:                          # kind "dram"
             if self._dram.n_bits != qm.n_bits:
                 raise ValueError("the model's image changed size during training")
-            return apply_bit_faults(qm.image, self._dram.draw(ber, seed), self._out, checked=True)
+            out = self._out if self._out is not None else np.empty_like(qm.image)
+            return apply_bit_faults(qm.image, self._dram.draw(ber, seed), out, checked=True)
         assert self._chips is not None                      # kind "chips"
         rng = np.random.default_rng(seed)
         chip = self._chips[int(rng.integers(len(self._chips)))]
