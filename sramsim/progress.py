@@ -34,7 +34,7 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     if _is_terminal(stream):
         from tqdm import tqdm as bar
         return bar(iterable, total=total, desc=desc, unit=unit, file=stream, leave=False,
-                    dynamic_ncols=True, smoothing=0.1)
+                   dynamic_ncols=True, smoothing=0.1)
     return PlainProgress(iterable, total=total, desc=desc, unit=unit, every=every, file=stream)
 
 
