@@ -145,7 +145,8 @@ def _write_run8_as(scheme: int, image: np.ndarray, byte: np.ndarray, xor: np.nda
                    b_add: int, weights: np.ndarray, delta: np.float32, s_lo: np.float32,
                    s_hi: np.float32, pos: np.ndarray, old: np.ndarray,
                    w: int) -> tuple[int, int]:
-    """`_write_run8` compiled for `scheme` as a constant."""
+    """`_write_run8` compiled for `scheme` as a constant (cold caches: 2.4 ms against 3.0 with
+    a run-time scheme). Spelled out: numba binds a literal only at a call with a constant."""
     if scheme == SYMMETRIC:
         return _write_run8(image, byte, xor, clear, set_, stuck, i0, i1, b_add, weights,
                            SYMMETRIC, delta, s_lo, s_hi, pos, old, w)
