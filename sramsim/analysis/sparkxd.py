@@ -59,13 +59,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sramsim.errors import InputError, check_ber, check_writable
 
 if TYPE_CHECKING:                   # heavy modules load where a stage needs them
+    from sramsim.analysis.executors import Execution
     from sramsim.analysis.operating_point import Reference
     from sramsim.nn.data import Dataset
+    from sramsim.nn.training import TrainOptions
 
 DEFAULT_MODEL = "snn-fc400"
 DEFAULT_FAT_BER = 1e-2          # fixed before any measurement (see the module docstring)
@@ -129,7 +131,7 @@ class StudyOptions:
     ray_address: str | None = None
     batch_size: int = 128
 
-    def execution(self):
+    def execution(self) -> Execution:
         """Where the searches' fault maps run (`sramsim.analysis.executors.Execution`)."""
         from sramsim.analysis.executors import Execution
         return Execution(self.executor, self.workers, self.threads, self.ray_address,
@@ -148,7 +150,7 @@ class StudyOptions:
         return self.eval_limit if self.eval_limit is not None else self.limit
 
 
-def check(opts: StudyOptions) -> dict:
+def check(opts: StudyOptions) -> dict | None:
     """Every setting checked before any work (one-line InputErrors); returns the base's meta
     (or None) so the baseline is read once."""
     from sramsim.analysis.tolerance import ber_grid
@@ -254,7 +256,7 @@ class _Summary:
 
     def __init__(self, out: Path, opts: StudyOptions):
         self.path = out / "summary.json"
-        self.data = {"study": "sparkxd", "settings": asdict(opts),
+        self.data: dict[str, Any] = {"study": "sparkxd", "settings": asdict(opts),
                      "search_error_model": opts.search_error_model(), "stages": {},
                      "complete": False}
 
@@ -270,14 +272,15 @@ class _Summary:
         os.replace(tmp, self.path)
 
 
-def run_study(opts: StudyOptions, progress: bool = True, log=None) -> dict:
+def run_study(opts: StudyOptions, progress: bool = True,
+              log: Callable[[str], None] | None = None) -> dict:
     """Run (or resume) every stage of the study in opts.out; returns the summary dict."""
     from sramsim.nn.training import train_base
     from sramsim.progress import progress as reporter
     base_meta = check(opts)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
-    say = log or (lambda text: None)
+    say: Callable[[str], None] = log or (lambda text: None)
     t_start = time.perf_counter()
     summary = _Summary(out, opts)
     bar = reporter(total=len(STAGES), desc="sparkxd", unit="stage", enabled=progress)
@@ -291,6 +294,7 @@ def run_study(opts: StudyOptions, progress: bool = True, log=None) -> dict:
         bar.set_description("sparkxd: pretraining")
         t0 = time.perf_counter()
         if opts.base is not None:
+            assert base_meta is not None            # check read the base checkpoint's meta
             pre_path = Path(opts.base)
             rec = {"checkpoint": str(pre_path), "given": True, "skipped": True,
                    "test_accuracy": base_meta.get("test_accuracy"),
@@ -385,11 +389,12 @@ def run_study(opts: StudyOptions, progress: bool = True, log=None) -> dict:
     return summary.data
 
 
-def _train_options(opts: StudyOptions, epochs: int, recipe: dict | None = None):
+def _train_options(opts: StudyOptions, epochs: int,
+                   recipe: dict[str, Any] | None = None) -> TrainOptions:
     """TrainOptions of one training stage; the clean control and FAT differ only in the FAT
     recipe (faults, loss, clipping)."""
     from sramsim.nn.training import TrainOptions
-    extra = {}
+    extra: dict[str, Any] = {}
     if recipe is not None:
         r = {**recipe_of(opts), **recipe}
         extra = dict(fat_ber=r["fat_ber"], fat_curriculum=r["fat_curriculum"],
@@ -435,7 +440,7 @@ def validation_set(opts: StudyOptions) -> Dataset:
     from sramsim.nn.data import Dataset, load_dataset
     full = load_dataset(opts.data, "train")
     n = len(full)
-    if opts.limit + opts.val_images > n:
+    if opts.limit is None or opts.limit + opts.val_images > n:
         raise InputError(f"limit {opts.limit} + val_images {opts.val_images} exceed the "
                          f"{n} training images: they would overlap")
     return Dataset(full.x[n - opts.val_images:], full.y[n - opts.val_images:],
@@ -483,8 +488,9 @@ def select_recipe(opts: StudyOptions, control_path: Path,
     folder = out / "validation"
     ctl = _tolerance(opts, control_path, folder / "control", note, dataset=val, seed=seed)
     ref = common_reference(opts.model, ctl["clean_accuracy"])
-    rows, metas = [], []
-    for i, cand in enumerate(opts.candidates):
+    rows: list[dict[str, Any]] = []
+    metas: list[dict[str, Any]] = []
+    for i, cand in enumerate(opts.candidates or []):
         path = out / f"fat-{i}.pt"
         metas.append(train_fat(cand, path))
         rows.append({"recipe": {**recipe_of(opts), **cand}, "checkpoint": str(path),
@@ -651,7 +657,7 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(summary: dict, path) -> None:
+def plot(summary: dict, path: str | os.PathLike) -> None:
     """DIR/sparkxd.png: both tolerance curves (accuracy vs BER, 95% interval over the K maps,
     margin lines) and DRAM energy per inference per policy at the three voltages."""
     import numpy as np
@@ -665,11 +671,10 @@ def plot(summary: dict, path) -> None:
                              ("FAT", "tolerance_fat", "tab:orange")):
         s = st[key]
         pts = sorted(s["points"], key=lambda p: p["ber"])
+        tolerable = "none" if s["tolerable_ber"] is None else format(s["tolerable_ber"], ".2g")
         ax.errorbar([p["ber"] for p in pts], [100 * p["accuracy_mean"] for p in pts],
                     yerr=[100 * p["ci95"] for p in pts], marker="o", ms=3, capsize=2,
-                    color=color, label=f"{name} (tolerable BER "
-                    f"{'none' if s['tolerable_ber'] is None else format(s['tolerable_ber'], '.2g')}"
-                    ")")
+                    color=color, label=f"{name} (tolerable BER {tolerable})")
         if key == "tolerance_baseline":     # the common reference: the control's clean - margin
             ax.axhline(100 * (s["clean_accuracy"] - s["margin"]), color="k", ls="--", lw=0.8)
         if s["tolerable_ber"] is not None:

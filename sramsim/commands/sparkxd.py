@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from sramsim.commands.config import add_config, recorded
 from sramsim.commands.helptext import leaf, paragraph
@@ -39,17 +40,20 @@ from sramsim.errors import InputError
 from sramsim.nn.fat import CURRICULA, LOSSES, SOURCE_HELP
 from sramsim.nn.models import arch_names
 
+if TYPE_CHECKING:
+    from sramsim.analysis.sparkxd import StudyOptions
 
-def register(subparsers) -> None:
+
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sramsim sparkxd` to the parser."""
     from sramsim.analysis.sparkxd import DEFAULT_FAT_BER, DEFAULT_FAT_SOURCE, DEFAULT_MODEL
     p = subparsers.add_parser("sparkxd", help="the SparkXD study: FAT vs baseline tolerable BER "
                               "and DRAM energy at the tolerable voltages",
                               **leaf(paragraph(__doc__) + " A re-run with the same --out resumes "
                                      "every stage.",
-                                     "sramsim sparkxd --model snn-fc400 --margin 0.01 "
-                                     "--limit 10000 "
-                                     "--eval-limit 2000 --maps 3 --dram-rows 2048 --out study",
+                                     "sramsim sparkxd --model snn-fc400 --margin 0.01 --limit "
+                                     "10000 --eval-limit 2000 --maps 3 --dram-rows 2048 --out "
+                                     "study",
                                      "sramsim sparkxd --model snn-fc100 --epochs 1 --fat-epochs 1 "
                                      "--limit 2000 --maps 2 --out quick-study",
                                      "sramsim sparkxd --config study/run.toml"))
@@ -115,7 +119,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def options(args: argparse.Namespace):
+def options(args: argparse.Namespace) -> StudyOptions:
     """StudyOptions from the command line (each number checked, naming its flag)."""
     from sramsim.analysis.sparkxd import DEFAULT_MODEL, StudyOptions
     from sramsim.commands.train_base import fat_source_arg
@@ -177,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _study(args: argparse.Namespace):
+def _study(args: argparse.Namespace) -> tuple[StudyOptions, dict]:
     """(StudyOptions, summary): the options checked, the study run (or resumed)."""
     from sramsim.analysis.sparkxd import run_study
     opts = options(args)

@@ -39,6 +39,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -51,6 +52,9 @@ from sramsim.nn.fat import FaultInjector
 from sramsim.nn.models import atomic_torch_save, read_torch_file
 from sramsim.nn.models.diehl_cook import WMAX, DiehlCook, Record, class_scores, normalize_
 from sramsim.nn.snn_engine.encoding import key_from_seed
+
+if TYPE_CHECKING:
+    from sramsim.nn.training import TrainOptions
 
 # `opts` is a sramsim.nn.training.TrainOptions; this module does not import training (training
 # imports it to train diehl-cook models, and the layering allows no import circle).
@@ -72,7 +76,7 @@ def encoding_seed(seed: int, epoch: int, step: int) -> int:
     return int(np.random.SeedSequence((int(seed), 3, int(epoch), int(step))).generate_state(1)[0])
 
 
-def quantized_test_accuracy(model: DiehlCook, dataset: Dataset, opts) -> float:
+def quantized_test_accuracy(model: DiehlCook, dataset: Dataset, opts: TrainOptions) -> float:
     """Accuracy with the clean quantized weights the accelerator would hold (as
     `sramsim.nn.training.quantized_accuracy`)."""
     qm = QuantizedModel(model, opts.bits, opts.scheme, opts.clip)
@@ -123,12 +127,14 @@ def present(model: DiehlCook, x: torch.Tensor, key: int, faulty: torch.Tensor | 
     clean = model.run(x, None, learn=True, key=key)
     model.theta.copy_(theta0)
     rec = model.run(x, faulty, learn=True, key=key)
+    assert clean.theta is not None and rec.theta is not None            # learn=True
+    assert clean.delta_w is not None and rec.delta_w is not None
     model.theta.copy_(0.5 * (clean.theta + rec.theta))
     rec.delta_w = 0.5 * (clean.delta_w + rec.delta_w)
     return rec
 
 
-def label_neurons(model: DiehlCook, dataset: Dataset, opts,
+def label_neurons(model: DiehlCook, dataset: Dataset, opts: TrainOptions,
                   samples: int = ASSIGN_SAMPLES, batch_size: int = 1000) -> dict:
     """Assign labels from the first `samples` images of `dataset` (eval mode, clean quantized
     weights); returns {"train_accuracy", "spikes_per_image", "assign_samples"}."""
@@ -150,7 +156,7 @@ def label_neurons(model: DiehlCook, dataset: Dataset, opts,
             "spikes_per_image": float(counts.sum(1).mean()), "assign_samples": n}
 
 
-def train_stdp(model: DiehlCook, train_set: Dataset, opts,
+def train_stdp(model: DiehlCook, train_set: Dataset, opts: TrainOptions,
                test_set: Dataset | None = None, state_path: str | os.PathLike | None = None,
                tag: dict | None = None, progress: bool = True,
                log: Callable[[str], None] | None = _stderr,
@@ -202,6 +208,7 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts,
             weight = None if faulty is None else faulty["fc.weight"].detach()
             with torch.no_grad():
                 rec = present(model, x, key, weight, opts.fat_loss == "clean+faulty")
+                assert rec.delta_w is not None          # learn=True
                 apply_update(model, rec.delta_w, opts.clip)
             spikes += rec.total()
             if step % 20 == 0:
@@ -229,14 +236,15 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts,
     return history
 
 
-def _save_state(path, config, epoch, model, history) -> None:
+def _save_state(path: str | os.PathLike, config: dict, epoch: int, model: DiehlCook,
+                history: list[dict]) -> None:
     atomic_torch_save({"format": STATE_FORMAT, "version": STATE_VERSION, "config": config,
                        "epoch": epoch,
                        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                        "history": history}, path)
 
 
-def _resume(path, config, model) -> tuple[int, list[dict]]:
+def _resume(path: str | os.PathLike, config: dict, model: DiehlCook) -> tuple[int, list[dict]]:
     state = read_torch_file(path, STATE_FORMAT, STATE_VERSION, "sramsim STDP training state")
     if state.get("config") != config:
         raise InputError(f"{path}: training state was written with different options; delete it "
