@@ -11,40 +11,17 @@ from sramsim.errors import InputError
 from sramsim.inject.activations import (QuantizedActivations, attached, calibrate, quantize,
                                         read_back)
 from sramsim.inject.draws import ChipDraw
-from sramsim.nn.data import Dataset
 from sramsim.nn.evaluation import Evaluator, evaluate
+
+from conftest import quadrant_world
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def quadrant_world(n: int = 400):
-    """A hand-made classifier of 16x16 images by their bright quadrant (4 classes, ~100%
-    accurate fault-free) and its data."""
-    rng = np.random.default_rng(0)
-    y = np.arange(n) % 4
-    x = rng.uniform(-1, -0.5, (n, 1, 16, 16))
-    for c in range(4):
-        r, col = divmod(c, 2)
-        x[y == c, :, 8 * r:8 * r + 8, 8 * col:8 * col + 8] += 1.2
-    w = np.zeros((4, 256), np.float32)
-    for c in range(4):
-        r, col = divmod(c, 2)
-        m = np.zeros((16, 16), np.float32)
-        m[8 * r:8 * r + 8, 8 * col:8 * col + 8] = 1 / 64
-        w[c] = m.ravel()
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 4),
-                                torch.nn.Linear(4, 4, bias=False)).eval()
-    with torch.no_grad():
-        model[1].weight.copy_(torch.from_numpy(w))
-        model[1].bias.zero_()
-        model[2].weight.copy_(torch.eye(4))
-    return model, Dataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y), 4, "quadrants")
-
-
-def hand_chip(faults: dict[int, tuple[int, float]], geometry=Geometry(4, 16)) -> Chip:
-    """A chip with the given {bit address: (kind, vfail)} faults."""
+def hand_chip(faults: dict[int, tuple[int, float]]) -> Chip:
+    """A 64-bit chip (4 x 16) with the given {bit address: (kind, vfail)} faults."""
     items = sorted(faults.items(), key=lambda kv: -kv[1][1])
-    return Chip(geometry, np.array([a for a, _ in items], np.uint64),
+    return Chip(Geometry(4, 16), np.array([a for a, _ in items], np.uint64),
                 np.array([v for _, (_, v) in items], np.float32),
                 np.array([k for _, (k, _) in items], np.uint8), v_floor=0.5, name="hand")
 
@@ -182,9 +159,8 @@ def test_bad_inputs():
     with pytest.raises(InputError, match="whole number"):
         acts.accesses(-1)
     model, data = quadrant_world(8)
-    with pytest.raises(InputError, match="no layer"):
-        with attached(model, acts):
-            pass
+    with pytest.raises(InputError, match="no layer"), attached(model, acts):
+        pass
     bad = QuantizedActivations(("1", "2"), (1.0, 1.0), (5, 4))
     with attached(model, bad), pytest.raises(InputError, match="buffer slot"):
         model(data.x)

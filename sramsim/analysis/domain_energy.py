@@ -38,7 +38,7 @@ class DomainAccesses:
     @classmethod
     def of(cls, qm, domains: WeightDomains, geometry=None, activations=None,
            activation_writes: int = 1, activation_reads: int = 1, nominal: float = 1.0,
-           leakage_share: float = 0.0) -> "DomainAccesses":
+           leakage_share: float = 0.0) -> DomainAccesses:
         """The weight domains' reads (one per stored byte) and, with `activations`
         (`QuantizedActivations`), the activation buffer's writes and reads."""
         names = list(domains.names)

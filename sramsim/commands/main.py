@@ -13,7 +13,7 @@ import sys
 
 from sramsim.errors import InputError, check_ber, check_writable  # noqa: F401 (check_writable: for the commands)
 
-COMMANDS = ("profile", "train_base", "sweep", "energy", "demo", "vuln", "dram", "sparkxd")
+COMMANDS = ("profile", "train_base", "sweep", "energy", "demo", "vuln", "dram", "sparkxd", "plan")
 
 
 def build_parser(prog: str = "sramsim", package: str = "sramsim.commands",
@@ -200,6 +200,28 @@ def execution(args: argparse.Namespace):
         workers = 1
     return Execution(args.executor, workers, integer(args.threads, "--threads", maximum=MAX_THREADS),
                      args.ray_address, progress=not args.no_progress)
+
+
+def load_quantized(path, bits: str | None = None, scheme: str | None = None):
+    """(QuantizedModel, meta) of a checkpoint, quantized as it was trained unless --bits /
+    --scheme override it; a model that cannot be quantized is bad input naming the file."""
+    from sramsim.inject.quantized_model import QuantizedModel
+    from sramsim.nn.models import load_checkpoint
+    model, meta = load_checkpoint(path)
+    bits = int(bits) if bits is not None else int(meta.get("bits") or 8)
+    scheme = scheme or meta.get("scheme") or "symmetric"
+    try:
+        return QuantizedModel(model, bits=bits, scheme=scheme, clip=meta.get("clip")), meta
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def check_channels(path, meta: dict, dataset) -> None:
+    """Refuse a dataset whose channel count differs from the checkpoint's."""
+    in_ch = meta.get("in_channels")
+    if in_ch is not None and int(in_ch) != dataset.in_channels:
+        raise InputError(f"{path} expects {in_ch}-channel inputs but {dataset.name} has "
+                         f"{dataset.in_channels}")
 
 
 def torch_device(name: str):

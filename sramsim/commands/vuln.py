@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_writable,
-                                   execution, integer, memory_layout, number, print_json)
+from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_channels,
+                                   check_writable, execution, integer, load_quantized,
+                                   memory_layout, number, print_json)
 from sramsim.errors import InputError, check_ber
 from sramsim.inject.torch_quantized import is_exported_file
 
@@ -47,8 +48,6 @@ def run(args: argparse.Namespace) -> int:
     """Load model, data and fault source, run `analyze`, print the table or JSON (exit 0)."""
     from sramsim.memory.chip import Chip
     from sramsim.nn.data import load_dataset
-    from sramsim.nn.models import load_checkpoint
-    from sramsim.inject.quantized_model import QuantizedModel
     from sramsim.analysis.vulnerability import analyze
 
     models = integer(args.models, "--models")
@@ -74,18 +73,9 @@ def run(args: argparse.Namespace) -> int:
     if is_exported_file(args.model):
         qm, dataset = _exported(args, layout, limit, batch_size)
     else:
-        model, meta = load_checkpoint(args.model)
-        bits = int(args.bits) if args.bits is not None else int(meta.get("bits") or 8)
-        scheme = args.scheme or meta.get("scheme") or "symmetric"
-        try:
-            qm = QuantizedModel(model, bits=bits, scheme=scheme, clip=meta.get("clip"))
-        except ValueError as exc:
-            raise InputError(f"{args.model}: {exc}") from None
+        qm, meta = load_quantized(args.model, args.bits, args.scheme)
         dataset = load_dataset(args.data, "test", limit)
-        in_ch = meta.get("in_channels")
-        if in_ch is not None and int(in_ch) != dataset.in_channels:
-            raise InputError(f"{args.model} expects {in_ch}-channel inputs but {dataset.name} "
-                             f"has {dataset.in_channels}")
+        check_channels(args.model, meta, dataset)
     from tqdm import tqdm
     bar = tqdm(total=models, unit="map", desc="vuln", file=sys.stderr,
                disable=True if not run_on.progress else None, leave=False)

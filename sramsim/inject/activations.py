@@ -84,7 +84,7 @@ class QuantizedActivations:
         return self.n_bytes * (int(writes) + int(reads))
 
     def masks(self, chip: Chip | None, voltage: float | None = None,
-              offset: int = 0) -> "ActivationFaults":
+              offset: int = 0) -> ActivationFaults:
         """The buffer's fault masks at every stored activation byte: `chip` at `voltage`, the
         buffer placed at chip word `offset`; None gives no faults (the quantized model)."""
         if chip is None:

@@ -48,7 +48,7 @@ class WeightDomains:
 
     @classmethod
     def build(cls, qm, by: str = "memory", geometry=None,
-              layout: MemoryLayout | None = None) -> "WeightDomains":
+              layout: MemoryLayout | None = None) -> WeightDomains:
         """The domains of `qm`'s weights split `by`; `geometry` is the weight chip's (bank,
         partition); `layout` how the weights are stored."""
         check_choice(by, BY, "domains")
@@ -134,19 +134,19 @@ class VoltageAssignment:
         object.__setattr__(self, "pairs", tuple(pairs))
 
     @classmethod
-    def of(cls, voltages: Mapping[str, float]) -> "VoltageAssignment":
+    def of(cls, voltages: Mapping[str, float]) -> VoltageAssignment:
         """From a {domain: voltage} mapping (in its order)."""
         if not isinstance(voltages, Mapping):
             raise InputError("a voltage assignment is a JSON object {domain: voltage}")
         return cls(tuple(voltages.items()))
 
     @classmethod
-    def uniform(cls, names: Sequence[str], voltage: float) -> "VoltageAssignment":
+    def uniform(cls, names: Sequence[str], voltage: float) -> VoltageAssignment:
         """Every domain at one voltage."""
         return cls(tuple((n, voltage) for n in names))
 
     @classmethod
-    def load(cls, path) -> "VoltageAssignment":
+    def load(cls, path) -> VoltageAssignment:
         """From a JSON file: {domain: voltage}, or a plan.json's {"assignment": {...}}."""
         try:
             with open(path) as f:
@@ -176,7 +176,7 @@ class VoltageAssignment:
         """A stable text identity (voltages rounded to 1 uV), for result stores."""
         return ",".join(f"{n}={v:.6f}" for n, v in self.pairs)
 
-    def check(self, names: Sequence[str], what: str = "assignment") -> "VoltageAssignment":
+    def check(self, names: Sequence[str], what: str = "assignment") -> VoltageAssignment:
         """This assignment if it names exactly `names`, reordered to their order."""
         missing = [n for n in names if n not in self.names]
         extra = [n for n in self.names if n not in names]
@@ -187,7 +187,7 @@ class VoltageAssignment:
                             if extra else "") if p))
         return VoltageAssignment(tuple((n, self[n]) for n in names))
 
-    def replace(self, name: str, voltage: float) -> "VoltageAssignment":
+    def replace(self, name: str, voltage: float) -> VoltageAssignment:
         """A copy with domain `name` at `voltage`."""
         self[name]
         return VoltageAssignment(tuple((n, voltage if n == name else v) for n, v in self.pairs))
