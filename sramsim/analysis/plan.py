@@ -67,7 +67,7 @@ from sramsim.nn.evaluation import Evaluator
 from sramsim.stats import ci95_halfwidth, mean_std
 
 PURPOSES = ("validation", "test")
-RAISE_STEPS = 2               # grid steps above the best single voltage a domain may be raised
+RAISE_STEPS = 1               # grid steps above the best single voltage a domain may be raised
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,9 @@ class PlanSettings:
 
     voltages: the grid, descending, starting at the nominal voltage; margin and reference: the
     budget; val_maps / test_maps: fault maps per evaluation; seed: of the maps; refine: joint
-    validations the greedy step may spend (None: two per domain); drop_stop: a domain alone
-    dropping more than this is not lowered further; activation_writes / activation_reads: per
+    validations the greedy step may spend (None: two per domain); drop_stop: a domain moved
+    alone that drops more than this below acc(V*) is not lowered further (None: five margins,
+    far beyond what the budget could pay for); activation_writes / activation_reads: per
     stored activation and inference; leakage_share: of the energy model.
     """
 
@@ -111,7 +112,7 @@ class PlanSettings:
     seed: int = 0
     batch_size: int = 1000
     refine: int | None = None
-    drop_stop: float = 0.1
+    drop_stop: float | None = None
     activation_writes: int = 1
     activation_reads: int = 1
     leakage_share: float = 0.0
@@ -130,6 +131,8 @@ class PlanSettings:
                 raise InputError(f"{what} must be a positive integer, got {n!r}")
         if self.refine is not None and (int(self.refine) != self.refine or self.refine < 0):
             raise InputError(f"refine must be a whole number >= 0, got {self.refine!r}")
+        if self.drop_stop is None:
+            object.__setattr__(self, "drop_stop", min(1.0, 5 * self.margin))
         if not 0 < self.drop_stop <= 1:
             raise InputError(f"drop_stop must lie in (0, 1], got {self.drop_stop!r}")
 

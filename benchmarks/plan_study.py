@@ -1,0 +1,187 @@
+"""Does planning voltages per domain pay? `sramsim plan` against the best single voltage, same
+memories, same budget, same reference, on the default CNN and resnet20 (Fashion-MNIST).
+
+Cases (each model):
+  a  weights per layer: every quantized tensor in its own voltage domain, 4 random finfet14
+     weight chips (CNN: 256 KB; resnet20: 512 KB, so no two layers share a cell);
+  b  a + an activation buffer: every conv/linear output stored 8-bit in 4 random finfet14
+     64 KB buffer chips (one more domain; one write and one read per value and inference);
+  c  the banks of a chip profile: the shipped profiles (profiles/*.h5) have one bank each (checked
+     and recorded below), so 4 profiles of the same size (1 Mibit) are synthesized with 8 banks
+     of 1024 x 128 bits -- `sramsim profile synth --curve finfet14 --rows 1024 --cols 128
+     --banks 8 --v-floor 0.75 --seed S` (seeds 0-3), the code below -- and each bank is a domain.
+Budget for every case: within MARGIN of the fault-free accuracy as stored (own clean reference,
+on the validation images for the choice and on the test images for the report). Validation: the
+last --val-images training images (the models train on the first 10,000) and validation maps
+(chips at odd placements); test: the first --limit test images and test maps. The JSON has, per
+model and case, `saving_single` and `saving_planned` at that same reference, with the test
+accuracies and 95% intervals, and the exact `sramsim plan` command.
+
+Models: trained here once (2 epochs on the first 10,000 training images, 8-bit QAT) and cached in
+benchmarks/.cache/plan/; every plan's evaluations are cached there too (a re-run resumes).
+Run: `.venv/bin/python benchmarks/plan_study.py` -> benchmarks/results/plan.json + plan.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, ROOT, repo_path, write_result  # noqa: E402
+
+CACHE = Path(__file__).resolve().parent / ".cache" / "plan"
+MARGIN = 0.01
+VOLTAGES = "1.0,0.95,0.925,0.9,0.8875,0.875,0.8625,0.85,0.8375,0.825,0.8125,0.8,0.775,0.75"
+MODELS = {   # per model: weight chip size, validation images, maps (the budget of each run)
+    "cnn": {"rows": 1024, "cols": 2048, "val_images": 2000, "val_maps": 4, "test_maps": 8,
+            "limit": 5000},
+    "resnet20": {"rows": 2048, "cols": 2048, "val_images": 500, "val_maps": 3, "test_maps": 6,
+                 "limit": 2000},
+}
+CASES = {"a": "weights per layer", "b": "weights per layer + activation buffer",
+         "c": "banks of 8-bank 1 Mibit profiles"}
+BANK_PROFILES = 4
+
+
+def checkpoint(arch: str) -> Path:
+    """The cached model (trained now if absent)."""
+    from sramsim.nn.training import TrainOptions, train_base
+    path = CACHE / f"{arch}.pt"
+    train_base(arch, "fashion-mnist", path, TrainOptions(epochs=2), limit=10000, progress=False)
+    return path
+
+
+def shipped_banks() -> list[dict]:
+    """Banks of every shipped profile."""
+    from sramsim.memory.chip import Chip
+    return [{"profile": repo_path(p), "banks": Chip.load(p).geometry.banks}
+            for p in sorted((ROOT / "profiles").glob("*.h5"))]
+
+
+def bank_profiles() -> list[Path]:
+    """4 synthetic 8-bank finfet14 profiles (what `sramsim profile synth --banks 8` writes)."""
+    from sramsim import BerCurve, Chip, Geometry
+    paths = []
+    for seed in range(BANK_PROFILES):
+        path = CACHE / f"finfet14-1024x128x8-s{seed}.h5"
+        if not path.exists():
+            Chip.random(Geometry(1024, 128, banks=8), BerCurve.builtin("finfet14"), 0.75, seed,
+                        {"flip": 1.0}, name=path.stem).save(path)
+        paths.append(path)
+    return paths
+
+
+def command(arch: str, case: str, args) -> list[str]:
+    """The `sramsim plan` arguments of one run."""
+    m = MODELS[arch]
+    out = CACHE / f"{arch}-{case}"
+    cmd = ["plan", "--model", str(CACHE / f"{arch}.pt"), "--voltages", VOLTAGES,
+           "--margin", str(MARGIN), "--val-images", str(m["val_images"]),
+           "--val-maps", str(m["val_maps"]), "--test-maps", str(m["test_maps"]),
+           "--limit", str(m["limit"]), "--out", str(out), "--threads", str(args.threads),
+           "--no-progress"]
+    if case in ("a", "b"):
+        cmd += ["--chips", "4", "--rows", str(m["rows"]), "--cols", str(m["cols"]),
+                "--domains", "layer"]
+    if case == "b":
+        cmd += ["--activations"]
+    if case == "c":
+        cmd += ["--profile", *map(str, bank_profiles()), "--domains", "bank"]
+    return cmd
+
+
+def summary(report: dict) -> dict:
+    """What the JSON keeps of one plan.json."""
+    keep = ("assignment", "energy", "saving", "test", "passes_test", "table")
+    return {"saving_single": report["saving_single"], "saving_planned": report["saving_planned"],
+            "gain": report["gain"], "reference": report["reference"], "clean": report["clean"],
+            "single_voltage": report["single"]["voltage"],
+            "single": {k: report["single"][k] for k in keep},
+            "planned": {k: report["planned"][k] for k in keep},
+            "search": report["search"], "single_curve": report["single_curve"],
+            "evaluations_run": report["evaluations"], "images": report["images"],
+            "maps": report["maps"]}
+
+
+def plot(results: dict, path: Path) -> None:
+    """Saving of the best single voltage vs the plan, per model and case."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels, single, planned = [], [], []
+    for arch, cases in results.items():
+        for case, r in cases.items():
+            labels.append(f"{arch}\n({case}) {CASES[case].split(' +')[0]}"
+                          if case != "b" else f"{arch}\n(b) + activations")
+            single.append(100 * r["saving_single"])
+            planned.append(100 * r["saving_planned"])
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = range(len(labels))
+    ax.bar([i - 0.2 for i in x], single, 0.4, label="best single voltage")
+    ax.bar([i + 0.2 for i in x], planned, 0.4, label="planned per domain")
+    for i, (s, p) in enumerate(zip(single, planned)):
+        ax.annotate(f"+{p - s:.1f}", (i + 0.2, p), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(list(x), labels, fontsize=7)
+    ax.set_ylabel("memory energy saved (%)")
+    ax.set_title(f"within {100 * MARGIN:g} point of the fault-free accuracy (test maps)",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    from sramsim.commands.main import main as sramsim
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    results, runs = {}, {}
+    for arch in args.models.split(","):
+        t0 = time.perf_counter()
+        checkpoint(arch)
+        print(f"{arch}: model ready in {time.perf_counter() - t0:.0f} s", flush=True)
+        for case in args.cases.split(","):
+            cmd = command(arch, case, args)
+            t0 = time.perf_counter()
+            rc = sramsim(cmd)
+            if rc != 0:
+                raise SystemExit(f"{arch} case {case}: sramsim plan exited {rc}")
+            report = json.loads((CACHE / f"{arch}-{case}" / "plan.json").read_text())
+            results.setdefault(arch, {})[case] = {"case": CASES[case], **summary(report)}
+            runs.setdefault(arch, {})[case] = {
+                "sramsim": " ".join(["sramsim"] + [a.replace(str(ROOT) + "/", "") for a in cmd]),
+                "wall_s": round(time.perf_counter() - t0, 1)}
+            print(f"{arch} ({case}): single {100 * report['saving_single']:.1f}%, planned "
+                  f"{100 * report['saving_planned']:.1f}% ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    plot(results, RESULTS / "plan.png")
+    gains = [r["gain"] for cases in results.values() for r in cases.values()]
+    write_result("plan.json", {
+        "margin": MARGIN, "voltages": VOLTAGES, "budgets": MODELS, "cases": CASES,
+        "shipped_profiles": shipped_banks(),
+        "bank_profiles": {"note": "shipped profiles have one bank: 8-bank chips synthesized",
+                          "files": [repo_path(p) for p in bank_profiles()],
+                          "made_as": "Chip.random(Geometry(1024, 128, banks=8), finfet14, "
+                                     "v_floor=0.75, seed, kinds flip=1) = sramsim profile synth "
+                                     "--rows 1024 --cols 128 --banks 8 --v-floor 0.75"},
+        "models": {a: {"checkpoint": repo_path(CACHE / f"{a}.pt"),
+                       "trained": "2 epochs on the first 10,000 Fashion-MNIST training images "
+                                  "(sramsim.nn.training.train_base, 8-bit QAT)"}
+                   for a in results},
+        "results": results, "runs": runs,
+        "bar": {"planned_ge_single_everywhere": all(g >= 0 for g in gains),
+                "largest_gain": max(gains), "gain_ge_0.05_somewhere": max(gains) >= 0.05},
+        "plot": repo_path(RESULTS / "plan.png")})
+
+
+if __name__ == "__main__":
+    main()
