@@ -83,12 +83,13 @@ def test_plan_is_never_worse_than_the_best_single_voltage(planned):
     assert r["planned"]["energy"] <= r["single"]["energy"]
     ref = r["reference"]["validation"]["accuracy"]
     best = lowest_within(r["single_curve"], ref, SETTINGS.margin)
-    assert best["voltage"] == r["single"]["voltage"]
+    assert best["voltage"] == r["search"]["scan_voltage"] <= r["single"]["voltage"]
+    assert r["single"]["validation"]["confirmed"]          # on the held-back validation maps
     names = ("1.weight", "2.weight", "activations")
     assert tuple(r["planned"]["assignment"]) == names
     if r["planned"]["assignment"] != r["single"]["assignment"]:
         chosen = [c for c in r["candidates"] if c["assignment"] == r["planned"]["assignment"]]
-        assert chosen and chosen[0]["passes"]               # validated jointly
+        assert chosen and chosen[0]["passes"] and chosen[0]["confirmed"]
     table = r["planned"]["table"]
     assert [t["domain"] for t in table] == list(names)
     assert sum(t["energy_share"] for t in table) == pytest.approx(1.0)
@@ -151,7 +152,7 @@ def test_help_ends_with_examples(capsys):
 
 @pytest.mark.parametrize("extra, message", [
     (["--margin", "0"], "--margin"),
-    (["--voltages", "0.9:0.75:-0.05"], "nominal voltage 1.0"),
+    (["--voltages", "0.9:0.75:-0.05"], "nominal voltage of chip"),
     (["--act-chips", "2"], "need --activations"),
     (["--domains", "partition"], "partition domains need a DRAM chip"),
     (["--val-images", "1000"], "--val-images 1000"),
@@ -190,3 +191,13 @@ def test_cli_plans_and_evaluates_an_assignment(cnn_checkpoint, tmp_path, capsys)
     bad.write_text(json.dumps({"nope": 0.9}))
     assert main(["plan"] + common + ["--assignment", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert "unknown domain(s) nope" in capsys.readouterr().err
+
+
+def test_a_process_pool_gives_the_same_plan(planned, tmp_path):
+    from sramsim.analysis.executors import Execution
+    _, r = planned
+    qm, val, test, calib = world()
+    pooled = P.plan(qm, val, test, memories(), SETTINGS, calib, Execution(workers=2),
+                    out_dir=tmp_path)
+    assert {k: v for k, v in pooled.items() if k != "evaluations"} == \
+        {k: v for k, v in r.items() if k != "evaluations"}

@@ -11,7 +11,8 @@ Fault maps and images (the rule that keeps the choice honest): every choice is m
 maps -- `sramsim.inject.draws.fixed_draws(..., purpose="validation")`: each chip at odd
 placement offsets, never a test map; the activation buffer's maps with seed + 1. The chosen
 assignment and the best single voltage are then evaluated on *test* images and fresh *test*
-maps (purpose "test"), with 95% intervals over the maps.
+maps (purpose "test"), with 95% intervals over the maps. `val_maps` M: the search uses
+validation maps 0..M-1, the confirmation (step 6) maps M..2M-1.
 
 Search (a Lagrangian over per-domain curves, then greedy lowering; each step validated):
 1. clean: the fault-free accuracy as stored (quantized weights; quantized activations when the
@@ -31,8 +32,12 @@ Search (a Lagrangian over per-domain curves, then greedy lowering; each step val
 5. greedy: from it (or from V* when none passed), lower one domain by one option at a time, best
    predicted energy per accuracy first; a step that fails joint validation freezes its domain;
    stops after `refine` joint validations;
-6. report: the plan and V* on the test maps; the plan is never more expensive than V* (it
-   starts there).
+6. confirmation: the search saw validation maps 0..M-1 only; maps M..2M-1 (also validation
+   maps) are held back to confirm the choices, against the winner's curse of picking the
+   cheapest of many candidates on the same maps: the single voltage is the lowest scanned one
+   from V* up that also passes there, the plan the cheapest assignment that passed the search
+   and passes there, cheaper than that single voltage (else the single voltage itself);
+7. report: the plan and the single voltage on the test maps; the plan is never more expensive.
 
 Every evaluation is one task of `sramsim.analysis.executors` (this process, a local pool, Ray),
 written to DIR/points.jsonl as it finishes (`sramsim.analysis.store`): a re-run with the same
@@ -303,6 +308,9 @@ def prepare(qm, memories: Memories, settings: PlanSettings, calibration: torch.T
                          f"{qm.image.size} bytes (chip {weight_chips[0].name!r} holds "
                          f"{geometry.capacity_bytes}: layers would share cells)")
     for chip in weight_chips + activation_chips:
+        if abs(chip.nominal_voltage - settings.voltages[0]) > 1e-9:
+            raise InputError(f"voltages must start at the nominal voltage of chip {chip.name!r}, "
+                             f"{chip.nominal_voltage:g}; got {settings.voltages[0]:g}")
         for v in settings.voltages:
             chip.check_voltage(v)
     acts = None
@@ -343,14 +351,16 @@ def plan(qm, validation: Dataset, test: Dataset, memories: Memories, settings: P
     v_low = min(settings.voltages + (() if assignment is None else
                                      tuple(assignment.as_dict().values())))
     job = PlanJob(qm, acts, {"validation": validation, "test": test}, wchips, achips, domains,
-                  memories.layout, {"validation": settings.val_maps, "test": settings.test_maps},
-                  settings.seed, v_low, settings.batch_size)
+                  memories.layout, {"validation": 2 * settings.val_maps,
+                                    "test": settings.test_maps}, settings.seed, v_low,
+                  settings.batch_size)
     config = {"kind": "plan", "image_sha256": hashlib.sha256(qm.image.tobytes()).hexdigest(),
               "quantization": {"bits": qm.bits, "scheme": qm.scheme, "clip": qm.clip},
               "data": {p: {"name": d.name, "n": len(d)} for p, d in job.data.items()},
               "memories": memories.describe(),
               "activations": None if acts is None else acts.describe(),
-              "seed": settings.seed, "maps": job.maps, "batch_size": settings.batch_size}
+              "seed": settings.seed, "batch_size": settings.batch_size,
+              "maps": {"validation": settings.val_maps, "test": settings.test_maps}}
     store = open_store(out_dir, config, key=lambda r: tuple(r["key"]))
     try:
         with execution.open(functools.partial(PlanWorker, job)) as ex:
@@ -364,7 +374,8 @@ def plan(qm, validation: Dataset, test: Dataset, memories: Memories, settings: P
     report.update({"memories": memories.describe(), "domains": domains.describe(),
                    "activations": None if acts is None else acts.describe(),
                    "energy_model": accesses.describe(), "margin": settings.margin,
-                   "maps": job.maps, "seed": settings.seed,
+                   "maps": {"validation": settings.val_maps, "validation_check":
+                            settings.val_maps, "test": settings.test_maps}, "seed": settings.seed,
                    "images": {p: {"name": d.name, "n": len(d)} for p, d in job.data.items()},
                    "evaluations": runner.evaluations})
     if store.dir is not None:
@@ -377,47 +388,51 @@ def _clean(runner: _Runner) -> dict:
     return {p: recs[("clean", p)]["accuracy"] for p in PURPOSES}
 
 
-def _joint(runner: _Runner, settings: PlanSettings, purpose: str, volts: tuple) -> list[float]:
-    n = settings.val_maps if purpose == "validation" else settings.test_maps
-    recs = runner.run([("eval", purpose, tuple(volts), k) for k in range(n)])
-    return [recs[("eval", purpose, _volts_key(volts), k)]["accuracy"] for k in range(n)]
+def _joint(runner: _Runner, purpose: str, volts: tuple, maps: range) -> list[float]:
+    """Accuracies of the assignment `volts` on maps `maps` of `purpose`."""
+    recs = runner.run([("eval", purpose, tuple(volts), k) for k in maps])
+    return [recs[("eval", purpose, _volts_key(volts), k)]["accuracy"] for k in maps]
 
 
 def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips, achips) -> dict:
     clean = _clean(runner)
     ref_val = s.reference.value(clean["validation"])
-    grid, names, maps = s.voltages, accesses.names, range(s.val_maps)
-    scores: dict[tuple, float] = {}          # assignment -> mean validation accuracy
-
-    def joint(volts: tuple) -> float:
-        if volts not in scores:
-            scores[volts] = float(np.mean(_joint(runner, s, "validation", volts)))
-        return scores[volts]
+    grid, names = s.voltages, accesses.names
+    maps, check = range(s.val_maps), range(s.val_maps, 2 * s.val_maps)
+    scores: dict[tuple, float] = {}          # assignment -> mean accuracy, search maps
+    checks: dict[tuple, float] = {}          # assignment -> mean accuracy, check maps
 
     def ok(volts: tuple) -> bool:
-        return passes(joint(volts), ref_val, s.margin)
+        if volts not in scores:
+            scores[volts] = float(np.mean(_joint(runner, "validation", volts, maps)))
+        return passes(scores[volts], ref_val, s.margin)
+
+    def confirmed(volts: tuple) -> bool:
+        if volts not in checks:
+            checks[volts] = float(np.mean(_joint(runner, "validation", volts, check)))
+        return passes(checks[volts], ref_val, s.margin)
 
     # 2. single voltage, down the grid to the first failure
-    single: dict = {}
+    scan = []
     for v in grid:
-        single[v] = joint((v,) * len(names))
-        if not passes(single[v], ref_val, s.margin):
+        scan.append(v)
+        if not ok((v,) * len(names)):
             break
-    best = lowest_within([{"voltage": v, "accuracy_mean": a} for v, a in single.items()],
-                         ref_val, s.margin)
-    v_star = grid[0] if best is None else best["voltage"]
-    chosen = (v_star,) * len(names)
+    best = lowest_within([{"voltage": v, "accuracy_mean": scores[(v,) * len(names)]}
+                          for v in scan], ref_val, s.margin)
+    v_scan = grid[0] if best is None else best["voltage"]
+    chosen = (v_scan,) * len(names)
     curves, cands, tried = [], [], []
     if best is not None:
         # 3. sensitivity at the operating point: each domain moved alone from V*
-        base = single[v_star]
-        i = grid.index(v_star)
-        measured = {n: {v_star: base} for n in names}
+        base = scores[chosen]
+        i = grid.index(v_scan)
+        measured = {n: {v_scan: base} for n in names}
 
         def sens(v: float, which: list) -> None:
-            recs = runner.run([("sens", v_star, v, k, tuple(which)) for k in maps])
+            recs = runner.run([("sens", v_scan, v, k, tuple(which)) for k in maps])
             for n in which:
-                measured[n][v] = _mean([recs[("sens", v_star, v, k, n)] for k in maps])
+                measured[n][v] = _mean([recs[("sens", v_scan, v, k, n)] for k in maps])
 
         for v in grid[max(0, i - RAISE_STEPS):i]:
             sens(v, list(names))
@@ -434,7 +449,7 @@ def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips, 
                 vs, [measured[n][v] for v in vs], base))))
         # 4. Lagrangian candidates cheaper than V*, bisection with joint validation
         slack = base - (ref_val - s.margin)
-        e_single = accesses.energy(VoltageAssignment.uniform(names, v_star))
+        e_single = accesses.energy(VoltageAssignment.uniform(names, v_scan))
         cands = [c for c in candidates(curves) if c.energy < e_single * (1 - 1e-12)]
         lo, hi = 0, len(cands)
         probe = next((j for j, c in enumerate(cands) if c.loss <= slack), len(cands) - 1)
@@ -458,27 +473,44 @@ def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips, 
                 chosen = trial
             else:
                 frozen.add(d)
+    # 6. confirm on the check maps: the single voltage from V* up, then the cheapest passing
+    # assignment cheaper than it
+    energy = lambda volts: accesses.energy(VoltageAssignment(tuple(zip(names, volts))))  # noqa: E731
+    v_star = next((v for v in reversed(scan) if v >= v_scan and
+                   confirmed((v,) * len(names))), grid[0])
+    uniform = (v_star,) * len(names)
+    passing = sorted((v for v in dict.fromkeys(tried) if ok(v) and energy(v) < energy(uniform)),
+                     key=energy)
+    chosen = next((v for v in passing if confirmed(v)), uniform)
     planned = VoltageAssignment(tuple(zip(names, chosen)))
-    uniform = VoltageAssignment.uniform(names, v_star)
-    report = _test_report(runner, s, accesses, clean, planned, uniform, wchips, achips)
+    report = _test_report(runner, s, accesses, clean, planned,
+                          VoltageAssignment(tuple(zip(names, uniform))), wchips, achips)
     report["single"]["voltage"] = v_star
 
     def point(volts: tuple) -> dict:
         a = VoltageAssignment(tuple(zip(names, volts)))
         return {"assignment": a.as_dict(), "energy": accesses.energy(a),
                 "saving": accesses.saving(a), "accuracy_mean": scores[volts],
-                "passes": passes(scores[volts], ref_val, s.margin)}
+                "passes": passes(scores[volts], ref_val, s.margin),
+                "check_accuracy_mean": checks.get(volts),
+                "confirmed": None if volts not in checks else
+                passes(checks[volts], ref_val, s.margin)}
 
+    for key, volts in (("planned", chosen), ("single", uniform)):
+        report[key]["validation"] = point(volts)
     report.update({
-        "single_curve": [{"voltage": v, **point((v,) * len(names))} for v in single],
+        "single_curve": [{"voltage": v, **point((v,) * len(names))} for v in scan],
         "curves": {c.name: {"voltages": list(c.voltages), "loss": list(c.loss),
                             "energy": list(c.energy)} for c in curves},
         "candidates": [point(v) for v in dict.fromkeys(tried)],
         "search": {"method": "single-voltage scan; per-domain sensitivity at the best single "
                              "voltage; Lagrangian candidates bisected with joint validation; "
-                             "greedy lowering with joint validation",
-                   "grid": list(grid), "lagrangian_candidates": len(cands),
-                   "joint_validations": len(scores), "feasible": best is not None}})
+                             "greedy lowering with joint validation; both choices confirmed "
+                             "on held-back validation maps",
+                   "grid": list(grid), "scan_voltage": v_scan,
+                   "lagrangian_candidates": len(cands), "joint_validations": len(scores),
+                   "confirmations": len(checks), "search_maps": [maps.start, maps.stop],
+                   "check_maps": [check.start, check.stop], "feasible": best is not None}})
     return report
 
 
@@ -490,13 +522,14 @@ def _evaluate_only(runner: _Runner, s: PlanSettings, accesses: DomainAccesses,
               "reference": {p: s.reference.describe(clean[p]) for p in PURPOSES},
               "planned": _assignment_report(runner, s, accesses, assignment, wchips, achips,
                                             s.reference.value(clean["test"]))}
-    report["planned"]["validation"] = summary(_joint(runner, s, "validation", volts))
+    report["planned"]["validation"] = summary(_joint(runner, "validation", volts,
+                                                     range(2 * s.val_maps)))
     return report
 
 
 def _assignment_report(runner, s: PlanSettings, accesses: DomainAccesses,
                        a: VoltageAssignment, wchips, achips, ref_test: float) -> dict:
-    test = summary(_joint(runner, s, "test", tuple(a.as_dict().values())))
+    test = summary(_joint(runner, "test", tuple(a.as_dict().values()), range(s.test_maps)))
     shares = accesses.shares(a)
     table = []
     for n, c in zip(accesses.names, accesses.accesses):
