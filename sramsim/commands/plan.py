@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_channels,
                                    check_writable, execution, integer, load_quantized,
@@ -30,12 +31,15 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "plan", help="cheapest voltage per memory domain (layers, banks, activations) within an "
                      "accuracy budget",
-        description=__doc__.splitlines()[0] + ". Chooses on validation images and maps only "
-        "(the last --val-images training images, chips at validation placements), then "
-        "reports the plan beside the best single voltage on the test images and fresh test "
-        "maps. Search: per-domain sensitivity, Lagrangian candidates over the per-domain "
-        "energy/accuracy curves checked jointly on validation, then greedy lowering "
-        "(sramsim.analysis.plan). Re-running with the same --out resumes.",
+        description=textwrap.fill(
+            "The cheapest supply voltage for each memory domain within an accuracy budget. "
+            "Chooses on validation images and maps only (the last --val-images training "
+            "images, chips at validation placements), then reports the plan beside the best "
+            "single voltage on the test images and fresh test maps. Search: per-domain "
+            "sensitivity at the best single voltage, Lagrangian candidates over the per-domain "
+            "energy/accuracy curves checked jointly on validation, greedy lowering, both "
+            "choices confirmed on held-back validation maps (sramsim.analysis.plan). "
+            "Re-running with the same --out resumes.", 78),
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, metavar="CKPT", help="model checkpoint (sramsim "
                    "train-base)")
@@ -221,11 +225,12 @@ def print_table(report: dict, file=None) -> None:
     rows = [("planned" if "single" in report else "given", p)]
     if "single" in report:
         rows.append((f"single {report['single']['voltage']:g} V", report["single"]))
-    print(f"\n{'':<14} {'saving':>7} {'test accuracy':>14} {'± CI95':>7} {'within budget':>14}",
+    w = max(len(label) for label, _ in rows)
+    print(f"\n{'':<{w}} {'saving':>7} {'test accuracy':>14} {'± CI95':>7} {'within budget':>14}",
           file=f)
     for label, r in rows:
         t = r["test"]
-        print(f"{label:<14} {100 * r['saving']:>6.1f}% {100 * t['accuracy_mean']:>13.2f}% "
+        print(f"{label:<{w}} {100 * r['saving']:>6.1f}% {100 * t['accuracy_mean']:>13.2f}% "
               f"{100 * t['ci95']:>7.2f} {'yes' if r['passes_test'] else 'no':>14}", file=f)
     if "single" in report:
         print(f"\nthe plan saves {100 * report['gain']:.1f} points more memory energy than the "
