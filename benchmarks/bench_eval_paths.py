@@ -8,12 +8,12 @@ the results are equal (they must be: the weights are bit-identical).
 
 (a) fusion eval (`fusion.evaluation.evaluate`, no generator): random errors at BER 1e-2 and the
     shipped finfet14 chips at 0.8; wall time per map = (evaluate - its clean pass) / maps, old =
-    the functional path (`QuantizedModel.inplace_fits` patched to False: every weight dequantized
+    the functional path (`inplace.inplace_fits` patched to False: every weight dequantized
     per map), new = in place; after a warm-up of both, the faster of two alternating runs each. Also the per-map weight setup alone (median): old
-    `dequantize_stack(ws.images([draw]))`, new entering and leaving `FaultyModel.faults(draw)`.
+    `dequantize_stack(ws.images([draw]))`, new entering and leaving `Evaluator.faults(draw)`.
 (b) dram tolerance (`ToleranceWorker`), default 4 Gb LPDDR3 part, drmap, EDEN model 0, and random
     errors: per map, fault map (chip draw + its placed faults, shared) / weight setup /
-    evaluation; old = `dequantize(faulty image)` + evaluate, new = what `run` does (`FaultyModel`).
+    evaluation; old = `dequantize(faulty image)` + evaluate, new = what `run` does (`Evaluator`).
 (c) the per-map weight setup alone on larger untrained models (resnet20, resnet18), random errors.
 (d) `mapping_energies` error-aware on the 4 Gb part: old (whole chip drawn at the tolerable BER,
     ranked by `partition_bers`) vs new (`expected_partition_bers`), time and whether the access
@@ -35,7 +35,8 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sweep import CACHE, trained_model  # noqa: E402
-from common import ROOT, git_state, median_time, write_result  # noqa: E402
+from common import git_state, median_time, write_result  # noqa: E402
+from sramsim.memory.shipped import SHIPPED_DIR  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -59,8 +60,8 @@ def cached(name: str, fn) -> dict:
 @contextmanager
 def functional_path():
     """The old evaluation: no model is written in place, every map dequantized whole."""
-    from sramsim import QuantizedModel
-    with mock.patch.object(QuantizedModel, "inplace_fits", lambda self, m: False):
+    from sramsim.inject import inplace
+    with mock.patch.object(inplace, "inplace_fits", lambda qm, m: False):
         yield
 
 
@@ -69,7 +70,7 @@ def fusion_piece(checkpoint: str, limit: int, case: str, maps: int) -> dict:
     from sramsim import Chip, QuantizedModel
     from sramsim.inject.weight_sets import WeightSets, dequantize_stack
     from sramsim.nn.data import load_dataset
-    from sramsim.nn.evaluation import FaultyModel, accuracy
+    from sramsim.nn.evaluation import Evaluator, accuracy
     from sramsim.nn.models import load_checkpoint
     model, meta = load_checkpoint(checkpoint)
     qm = QuantizedModel(model, meta.get("bits") or 8, meta.get("scheme") or "symmetric")
@@ -77,7 +78,7 @@ def fusion_piece(checkpoint: str, limit: int, case: str, maps: int) -> dict:
     if case == "random":
         faults = FE.FaultSpec(ber=1e-2)
     else:
-        chips = [Chip.load(p) for p in sorted((ROOT / "profiles").glob("finfet14-*.h5"))]
+        chips = [Chip.load(p) for p in sorted(SHIPPED_DIR.glob("finfet14-*.h5"))]
         faults = FE.FaultSpec(voltage=0.8, chips=chips)
     t0 = time.perf_counter()
     accuracy(qm.model, data, qm.clean_weights(), 1000)
@@ -103,11 +104,10 @@ def fusion_piece(checkpoint: str, limit: int, case: str, maps: int) -> dict:
     draw = faults.eval_draws(qm.n_bits, 1)[0]
     ws = WeightSets(qm, torch.device("cpu"))
     out["old_setup_s"] = median_time(lambda: dequantize_stack(qm, ws.images([draw])), 5)
-    fm = FaultyModel(qm, qm.model)
-    args = (draw.chip, draw.voltage, draw.offset) if case == "chips" else (draw,)
+    fm = Evaluator(qm)
 
     def enter_leave():
-        with fm.faults(*args):
+        with fm.faults(draw):
             pass
     out["new_setup_s"] = median_time(enter_leave, 5)
     out["speedup_per_map"] = out["old_per_map_s"] / out["new_per_map_s"]
@@ -119,13 +119,13 @@ def tolerance_piece(checkpoint: str, limit: int, source: str, ber: float, maps: 
     from sramsim.analysis import tolerance as T
     from sramsim.analysis.sweep import SweepSettings, load_workload
     from sramsim.inject.mapping import apply_bit_faults
-    from sramsim.nn.evaluation import FaultyModel, evaluate
+    from sramsim.nn.evaluation import Evaluator, evaluate
     workload = load_workload(checkpoint, "fashion-mnist", [], SweepSettings(limit=limit, batch_size=1000))[0]
     spec = T.FaultSpec(source, seed=0, error_model=0, mapping="drmap")
     w = T.ToleranceWorker(workload, spec)
     v = float(w.curve.voltage(ber))
     rows = []
-    fm = FaultyModel(w.qm, w.model)
+    fm = Evaluator(w.qm)
     evaluate(w.model, w.dataset, w.qm.clean_weights(), 1000)          # warm-up
     for k in range(maps):
         t0 = time.perf_counter()
@@ -140,9 +140,9 @@ def tolerance_piece(checkpoint: str, limit: int, source: str, ber: float, maps: 
         t_old_eval = time.perf_counter() - t0
         del weights
         t0 = time.perf_counter()
-        with fm.faults(faults) as (weights, _):               # what ToleranceWorker.run does
+        with fm.faults(faults) as run:                       # what ToleranceWorker.run does
             t_new_setup = time.perf_counter() - t0
-            new = evaluate(fm.model, w.dataset, weights, 1000)
+            new = run.evaluate(w.dataset, 1000)
         t_new = time.perf_counter() - t0
 
         def enter_leave():
@@ -171,7 +171,7 @@ def setup_piece(arch: str, ber: float) -> dict:
     every weight, new = write the map's faults in place and restore them (median of 5)."""
     from sramsim import QuantizedModel, RandomBitErrors
     from sramsim.inject.mapping import apply_bit_faults
-    from sramsim.nn.evaluation import FaultyModel
+    from sramsim.nn.evaluation import Evaluator
     from sramsim.nn.models import build
     torch.manual_seed(0)
     qm = QuantizedModel(build(arch, 3, 10).eval(), 8)
@@ -179,7 +179,7 @@ def setup_piece(arch: str, ber: float) -> dict:
     buf = np.empty_like(qm.image)
     old = median_time(lambda: qm.dequantize(apply_bit_faults(qm.image, faults, buf,
                                                              checked=True)), 5)
-    fm = FaultyModel(qm)
+    fm = Evaluator(qm)
 
     def enter_leave():
         with fm.faults(faults):
@@ -210,7 +210,7 @@ def energy_piece(ber: float, model: int, old: bool, n_bytes: int) -> dict:
         return out
     t0 = time.perf_counter()
     try:
-        chip = dram_chip(geometry, curve, v_floor=v, seed=0, model=model)
+        chip = dram_chip(geometry, curve, v_floor=v, seed=0, error_model=model)
     except InputError as exc:
         return {**out, "old": f"refused: {exc}"}
     pber = P.partition_bers(chip, v, "subarray")

@@ -12,7 +12,8 @@ All in one process, medians over repeats:
      use. Install it beside the project, not into it:
      `.venv/bin/python -m pip install --target .cache/mrfi-pkgs --no-deps mrfi==2.1.0` (pyyaml is
      needed too; its torchvision requirement is not used at import).
- (f) in place (issue 15.1): `QuantizedModel.faults_applied` on a copy of the model holding the clean
+ (f) in place (issue 15.1): `sramsim.inject.inplace.faults_applied` on a copy of the model (packed as
+     `Evaluator` packs its own: `inplace.pack_parameters`) holding the clean
      dequantized weights: entering the block (faulty weights ready for a forward pass: only the
      codes a fault changed are decoded and written) and leaving it (those weights restored), with
      the persistent chip (its sorted faulty bytes cached per voltage; the first build reported
@@ -22,6 +23,8 @@ All in one process, medians over repeats:
      change) into a float32 array as large as all quantized weights: save each value and write a
      new one (the least work of entering), then write the saved values back (of leaving). No
      path that keeps float weights for the forward pass can do less.
+ (g2) the floor of (f) when each new value is read off the stored byte (as every faulty code is):
+     the same scatter, each position's new value computed from the image byte there.
  (h) what a sweep point on a NEW chip needs besides: its faulty bytes in address order
      (Chip.byte_faults on the chip (c) just drew, nothing cached), so that
      h + enter + exit is everything between a drawn chip and a restored model.
@@ -52,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median_time, write_result  # noqa: E402
 
 from sramsim import BerCurve, Chip, Geometry, QuantizedModel, RandomBitErrors  # noqa: E402
+from sramsim.inject import inplace  # noqa: E402
 from sramsim.nn.models import build  # noqa: E402
 
 BER = 0.01
@@ -79,15 +83,29 @@ def floor_restore(values, positions, saved):
         values[positions[i]] = saved[i]
 
 
-class Floor:
-    """(g): the scatter of the weights a fault map changes, as enter/exit steps."""
+@njit(cache=True)
+def floor_read_swap(values, positions, image, delta, saved):
+    """The least work of entering when each new value depends on the stored byte (as a faulty
+    code does): read the byte at each position, save the value there, write the flipped code."""
+    for i in range(positions.shape[0]):
+        k = positions[i]
+        saved[i] = values[k]
+        values[k] = np.float32(np.int8(image[k] ^ np.uint8(1))) * delta
 
-    def __init__(self, values: np.ndarray, positions: np.ndarray):
-        self.values, self.positions = values, positions
+
+class Floor:
+    """(g): the scatter of the weights a fault map changes, as enter/exit steps; with `image`,
+    each new value computed from the stored byte (g2)."""
+
+    def __init__(self, values: np.ndarray, positions: np.ndarray, image=None):
+        self.values, self.positions, self.image = values, positions, image
         self.new = np.random.default_rng(1).standard_normal(positions.shape[0]).astype(np.float32)
         self.saved = np.empty_like(self.new)
 
     def enter(self) -> None:
+        if self.image is not None:
+            floor_read_swap(self.values, self.positions, self.image, np.float32(0.01), self.saved)
+            return
         floor_swap(self.values, self.positions, self.new, self.saved)
 
     def exit(self) -> None:
@@ -128,7 +146,7 @@ class InPlace:
 
     def enter(self) -> None:
         # for random errors the draw is part of the path: make_source() only seeds, enter draws
-        self.block = self.qm.faults_applied(self.model, self.make_source(), self.voltage)
+        self.block = inplace.faults_applied(self.qm, self.model, self.make_source(), self.voltage)
         self.block.__enter__()
 
     def exit(self) -> None:
@@ -215,7 +233,8 @@ def main() -> None:
     # (f) in place, on a copy that holds the clean dequantized weights; one-time costs apart
     work = copy.deepcopy(model)
     t0 = time.perf_counter()
-    qm.load_clean(work)
+    inplace.pack_parameters(qm, work)         # what the Evaluator does with its own copy
+    inplace.load_clean(qm, work)
     t_load_clean = time.perf_counter() - t0
     t0 = time.perf_counter()
     chip.byte_faults(voltage)
@@ -237,6 +256,9 @@ def main() -> None:
     values = np.concatenate([w.reshape(-1).numpy() for w in qm.clean_weights().values()])
     floor = Floor(values, changed_codes(qm, chip, voltage))
     floor_sparse = Floor(values, changed_codes(qm, chip, v_sparse))
+    # (g2) the same, each new value read off the stored byte (what any faulty code needs)
+    floor_read = Floor(values, floor.positions, qm.image)
+    floor_read_sparse = Floor(values, floor_sparse.positions, qm.image)
     x = torch.randn(8, 3, 32, 32)
     steps = {
         "a_copy": lambda: np.copyto(out, qm.image),
@@ -252,6 +274,9 @@ def main() -> None:
         "f_inplace_enter_ber_0.1%": on_chip_sparse.enter,
         "f_inplace_exit_ber_0.1%": on_chip_sparse.exit,
         "g_floor_enter_ber_0.1%": floor_sparse.enter, "g_floor_exit_ber_0.1%": floor_sparse.exit,
+        "g2_floor_enter": floor_read.enter, "g2_floor_exit": floor_read.exit,
+        "g2_floor_enter_ber_0.1%": floor_read_sparse.enter,
+        "g2_floor_exit_ber_0.1%": floor_read_sparse.exit,
         **mrfi_steps(model, x, BER),
     }
     wall, cpu = interleaved(steps, rounds=9)
@@ -262,6 +287,9 @@ def main() -> None:
                                              + t["f_inplace_exit_ber_0.1%"])
         t["g_floor_enter_exit"] = t["g_floor_enter"] + t["g_floor_exit"]
         t["g_floor_enter_exit_ber_0.1%"] = t["g_floor_enter_ber_0.1%"] + t["g_floor_exit_ber_0.1%"]
+        t["g2_floor_enter_exit"] = t["g2_floor_enter"] + t["g2_floor_exit"]
+        t["g2_floor_enter_exit_ber_0.1%"] = (t["g2_floor_enter_ber_0.1%"]
+                                            + t["g2_floor_exit_ber_0.1%"])
         t["h_new_chip_point"] = t["h_byte_faults_new_chip"] + t["f_inplace_enter_exit"]
         if "e_mrfi_faulty_forward" in t:
             t["e_mrfi_extra_per_faulty_forward"] = (t["e_mrfi_faulty_forward"]
@@ -299,6 +327,14 @@ def main() -> None:
                                                  "g_floor_enter_exit"),
             "f_enter_exit_over_floor_ber_0.1%": ratio(wall, "f_inplace_enter_exit_ber_0.1%",
                                                       "g_floor_enter_exit_ber_0.1%"),
+            "f_enter_exit_over_floor_ber_0.1%_cpu": ratio(cpu, "f_inplace_enter_exit_ber_0.1%",
+                                                          "g_floor_enter_exit_ber_0.1%"),
+            "f_enter_exit_over_read_floor": ratio(wall, "f_inplace_enter_exit",
+                                                  "g2_floor_enter_exit"),
+            "f_enter_exit_over_read_floor_ber_0.1%": ratio(
+                wall, "f_inplace_enter_exit_ber_0.1%", "g2_floor_enter_exit_ber_0.1%"),
+            "read_floor_over_floor_ber_0.1%": ratio(wall, "g2_floor_enter_exit_ber_0.1%",
+                                                    "g_floor_enter_exit_ber_0.1%"),
             "mrfi_over_inplace_random_errors": ratio(wall, mrfi, "f_inplace_random_enter_exit"),
             "mrfi_over_inplace_random_errors_cpu": ratio(cpu, mrfi, "f_inplace_random_enter_exit"),
             "end_to_end_mrfi_over_perturbed": ratio(wall, mrfi, "b_perturbed_with_dequantize"),
@@ -333,6 +369,8 @@ def main() -> None:
         "floor_mrfi_over_scatter>=20": None if r["floor_mrfi_over_scatter_enter_exit"] is None
         else r["floor_mrfi_over_scatter_enter_exit"] >= 20,
         "d_over_b>=100": r["d_over_b"] >= 100,
+        "f_enter_exit_over_floor<=1.5": r["f_enter_exit_over_floor"] <= 1.5,
+        "f_enter_exit_over_floor_ber_0.1%<=1.5": r["f_enter_exit_over_floor_ber_0.1%"] <= 1.5,
         "image_only_mrfi_over_b>=20": None if r["image_only_mrfi_over_faulty_image"] is None
         else r["image_only_mrfi_over_faulty_image"] >= 20}
     result["threads"] = {"numba": numba.get_num_threads(), "torch": torch.get_num_threads()}

@@ -9,7 +9,7 @@ the peak resident memory of one size never contaminates the next) that measures:
    concatenated, then packed) in the same process, as the baseline ratio;
  - Chip.random on a geometry just big enough for the image, v_floor at the highest BER;
  - applying the chip's faults in place in the model's weights and restoring them
-   (QuantizedModel.faults_applied; its one-off load_clean timed apart, and beside it, up to
+   (sramsim.inject.inplace.faults_applied; its one-off load_clean timed apart, and beside it, up to
    --old-up-to weights, the whole-model load_clean it replaced), at each BER (finfet14
    voltages); a plain copy of the memory image in the same process as the baseline;
  - peak resident memory (VmHWM, reset before each stage) of each stage, as a multiple of the
@@ -155,7 +155,7 @@ def old_load_clean(qm, model: nn.Module) -> None:
             params[s.name].copy_(clean[s.name])
 
 
-# How faults reach the weights. SWITCH POINT: "in-place" is QuantizedModel.faults_applied
+# How faults reach the weights. SWITCH POINT: "in-place" is sramsim.inject.inplace.faults_applied
 # (faults written into the model's own weights and restored, O(faults)); "functional" is the path
 # that existed before it: QuantizedModel.perturbed, a faulty image and a full dequantized copy of
 # the weights (nothing to restore: the model is never touched). --apply picks one.
@@ -166,7 +166,7 @@ def apply_and_restore(qm, model: nn.Module, chip, voltage: float, path: str,
                       out: np.ndarray | None = None) -> tuple[float, float]:
     """Seconds to put the chip's faults at `voltage` into the weights, and to restore them."""
     if path == "in-place":
-        ctx = qm.faults_applied(model, chip, voltage=voltage)
+        ctx = inplace.faults_applied(qm, model, chip, voltage=voltage)
         t0 = time.perf_counter()
         ctx.__enter__()
         t1 = time.perf_counter()
@@ -259,7 +259,7 @@ def measure(size: str, bits: int, dtype: torch.dtype, old_up_to: float, seed: in
     old_load = None
     if path == "in-place":          # the parameters hold the clean dequantized weights first
         with stage("clean_loaded"):
-            qm.load_clean(model)
+            inplace.load_clean(qm, model)
     before = weights_checksum(model)
     points = []
     with stage("faults_applied"):
@@ -282,7 +282,7 @@ def measure(size: str, bits: int, dtype: torch.dtype, old_up_to: float, seed: in
         with again("old"):
             old_load_clean(qm, model)
         with again("new"):
-            qm.load_clean(model)
+            inplace.load_clean(qm, model)
         new_s = min(stage.seconds["clean_loaded"], again.seconds["new"])
         old_load = {"load_clean_s": again.seconds["old"], "new_load_clean_s": new_s,
                     "new_over_old_time": new_s / again.seconds["old"],

@@ -2,7 +2,7 @@
 at its tolerable voltage, and the speed of drawing a DRAM chip map for the whole 4 Gb part.
 
 (a) tolerable BER: `sramsim.analysis.tolerance.search` on the model (margin 1 point, K maps per
-    BER, random bit errors by default or `--model-error M` DRAM chips, first --limit test images),
+    BER, random bit errors by default or `--error-model M` DRAM chips, first --limit test images),
     then the DRAM energy of one inference (every weight burst read once) per mapping policy at
     nominal VDD2 (1.2 V) and at the tolerable voltage on the default curve "lpddr3-illustrative"
     (an illustrative curve, not a measurement: the voltage, so the saving, follow from it).
@@ -55,16 +55,16 @@ def chip_speed(repeat: int = 3) -> dict:
     from sramsim.memory.dram_errors import dram_chip
     geometry, curve = DramGeometry.from_part(), dram_curve()
     v = float(curve.voltage(1e-3))
-    dram_chip(geometry, curve, v_floor=v, seed=99, model=0)          # warm-up (numba, caches)
+    dram_chip(geometry, curve, v_floor=v, seed=99, error_model=0)          # warm-up (numba, caches)
     times, n = [], None
     for s in range(repeat):
         t0 = time.perf_counter()
-        chip = dram_chip(geometry, curve, v_floor=v, seed=s, model=0)
+        chip = dram_chip(geometry, curve, v_floor=v, seed=s, error_model=0)
         times.append(time.perf_counter() - t0)
         n = len(chip)
         del chip
     tracemalloc.start()
-    chip = dram_chip(geometry, curve, v_floor=v, seed=0, model=0)
+    chip = dram_chip(geometry, curve, v_floor=v, seed=0, error_model=0)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     stored = chip.address.nbytes + chip.vfail.nbytes + chip.kind.nbytes
@@ -117,7 +117,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="model checkpoint")
     ap.add_argument("--maps", type=int, default=5, help="fault maps per BER (default 5)")
     ap.add_argument("--limit", type=int, default=2000, help="test images (default 2000)")
-    ap.add_argument("--model-error", type=int, default=None,
+    ap.add_argument("--error-model", type=int, default=None,
                     help="DRAM chips from EDEN error model 0-3 instead of random bit errors")
     args = ap.parse_args()
     from sramsim.analysis.executors import pinned_threads
@@ -127,8 +127,8 @@ def main() -> None:
     with pinned_threads(1):
         tol = search(str(ROOT / info["checkpoint"]), "fashion-mnist", margin=0.01, maps=args.maps,
                      limit=args.limit,
-                     source="random" if args.model_error is None else "dram",
-                     error_model=args.model_error or 0, log=print)
+                     source="random" if args.error_model is None else "dram",
+                     error_model=args.error_model or 0, log=print)
     tol["model"] = info["checkpoint"]
     tol_s = time.perf_counter() - t0
     e = tol.pop("energy")

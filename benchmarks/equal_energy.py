@@ -11,7 +11,7 @@ Protocol (the honesty rule): every knob -- clipping bound w_max, RandBET p, FAT 
 generator architecture/width -- is chosen on a validation split (the last VAL_SPLIT of the first
 TRAIN_POOL training images; models train on the rest) read through validation chips (random
 finfet14 chips with seeds VAL_CHIP_SEED.., the test chips' geometry and curve), never on test
-images or test chips. Test chips: the shipped profiles/finfet14-8192x128-s0..s4 for the CNN; the
+images or test chips. Test chips: the shipped finfet14-8192x128-s0..s4 for the CNN; the
 resnet20 image (265 KiB; 298 KiB with SECDED) does not fit that 128 KiB chip (it would be
 tiled, two or three weights sharing every cell), so resnet20 is tested on five synthesized
 32768x128 chips (512 KiB) drawn exactly like the shipped ones (finfet14, v_floor 0.75, flips,
@@ -46,7 +46,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, repo_path, write_result  # noqa: E402
+from common import RESULTS, repo_path, write_result  # noqa: E402
+from sramsim.memory.shipped import SHIPPED_DIR  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "mitigations" / "equal_energy"
 VOLTAGES = [0.9, 0.875, 0.85, 0.8375, 0.825, 0.8125, 0.8, 0.775, 0.75]  # 0.75: v_floor
@@ -104,7 +105,7 @@ def chips_for(arch: str, purpose: str) -> list:
     if purpose == "val":
         return random_chips(VAL_CHIPS, "finfet14", rows, 128, seed=VAL_CHIP_SEED, v_floor=0.75)
     if SETUP[arch]["test_chips"] == "shipped":
-        return profile_chips(sorted(str(p) for p in (ROOT / "profiles").glob(
+        return profile_chips(sorted(str(p) for p in SHIPPED_DIR.glob(
             f"finfet14-{rows}x128-s*.h5")))
     return random_chips(5, "finfet14", rows, 128, seed=TEST_CHIP_SEED, v_floor=0.75)
 

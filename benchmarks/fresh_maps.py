@@ -92,11 +92,11 @@ def score(job: dict) -> dict:
 
 def best_so_far(run: Path):
     """A run still training: the G that validated best so far, from its checkpoint (partial)."""
-    import torch
-
     from fusion import generators
-    from fusion.eopm import CHECKPOINT
-    ckpt = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=False)
+    from fusion.eopm import CHECKPOINT, CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+    from sramsim.nn.torch_files import read_torch_file
+    ckpt = read_torch_file(run / CHECKPOINT, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
+                           "EOPM checkpoint")                # weights_only, digest checked
     config = ckpt["config"]
     g = generators.build(config["generator"], 1, float(config["width"]))
     g.load_state_dict(ckpt["best"]["state"])

@@ -6,7 +6,7 @@ Cases (each model):
      weight chips (CNN: 256 KB; resnet20: 512 KB, so no two layers share a cell);
   b  a + an activation buffer: every conv/linear output stored 8-bit in 4 random finfet14
      64 KB buffer chips (one more domain; one write and one read per value and inference);
-  c  the banks of a chip profile: the shipped profiles (profiles/*.h5) have one bank each (checked
+  c  the banks of a chip profile: the shipped profiles (`sramsim profile list`) have one bank each (checked
      and recorded below), so 4 profiles of the same size (1 Mibit) are synthesized with 8 banks
      of 1024 x 128 bits -- `sramsim profile synth --curve finfet14 --rows 1024 --cols 128
      --banks 8 --v-floor 0.75 --seed S` (seeds 0-3), the code below -- and each bank is a domain.
@@ -57,8 +57,9 @@ def checkpoint(arch: str) -> Path:
 def shipped_banks() -> list[dict]:
     """Banks of every shipped profile."""
     from sramsim.memory.chip import Chip
+    from sramsim.memory.shipped import shipped_profiles
     return [{"profile": repo_path(p), "banks": Chip.load(p).geometry.banks}
-            for p in sorted((ROOT / "profiles").glob("*.h5"))]
+            for p in shipped_profiles()]
 
 
 def bank_profiles() -> list[Path]:

@@ -1,7 +1,7 @@
 """The protections that need no training, side by side on the shipped chips: none, ECC (SECDED
 (72,64) and (13,8), `keep` policy) and fault-aware bit placement (shuffle, skip-faulty-words).
 
-One `run_sweep` per method over the five shipped profiles (`profiles/finfet14-8192x128-s*.h5`)
+One `run_sweep` per method over the five shipped profiles (`shipped:finfet14-8192x128-s*`)
 and the same voltages, same model, same first --limit test images. Per method and voltage: mean
 accuracy with its 95% interval over the chips and the weight-memory energy saving per read as the
 sweep computes it (ECC: n/k cells read plus the illustrative decoder energy; bit placement: its
@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, repo_path, write_result  # noqa: E402
+from common import RESULTS, repo_path, write_result  # noqa: E402
 
 from sramsim.analysis import operating_point  # noqa: E402
 from sramsim.analysis.executors import Execution  # noqa: E402
 from sramsim.analysis.sweep import SweepSettings  # noqa: E402
 from sramsim.inject.layout import MemoryLayout  # noqa: E402
+from sramsim.memory.shipped import SHIPPED_DIR  # noqa: E402
 from dram_energy import DEFAULT_CHECKPOINT, model_info  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "protection"
@@ -60,7 +61,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     args = ap.parse_args()
     from sramsim.analysis.sweep import run_sweep
-    profiles = sorted(str(p) for p in (ROOT / "profiles").glob("finfet14-8192x128-s*.h5"))
+    profiles = sorted(str(p) for p in SHIPPED_DIR.glob("finfet14-8192x128-s*.h5"))
     model = model_info(DEFAULT_CHECKPOINT)
     rows, t0 = {}, time.perf_counter()
     from sramsim.analysis.sweep import parse_voltages

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, repo_path, write_result  # noqa: E402
+from common import RESULTS, repo_path, write_result  # noqa: E402
+from sramsim.memory.shipped import SHIPPED_DIR  # noqa: E402
 from protection_sweep import MARGIN, accuracy_vs_voltage, lowest_within  # noqa: E402
 
 STUTZ = Path(__file__).resolve().parent / ".cache" / "stutz"
@@ -41,7 +42,7 @@ def main() -> None:
     missing = [f for f in MODELS.values() if not (STUTZ / f).is_file()]
     if missing:
         sys.exit(f"missing {', '.join(missing)} in {STUTZ}: run benchmarks/stutz_highber.py first")
-    profiles = sorted(str(p) for p in (ROOT / "profiles").glob("finfet14-8192x128-s*.h5"))
+    profiles = sorted(str(p) for p in SHIPPED_DIR.glob("finfet14-8192x128-s*.h5"))
     voltages = sorted(parse_voltages(args.voltages), reverse=True)
     rows, t0 = {}, time.perf_counter()
     for name, file in MODELS.items():

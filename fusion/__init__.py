@@ -6,3 +6,4 @@
 - `fusion.pipeline`, `fusion.demo`, `fusion.cli`: whole jobs, the demo step, the `fusion` CLI.
 fusion imports sramsim, never the reverse.
 """
+from sramsim._version import __version__  # noqa: F401 (sramsim and fusion ship as one distribution)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
+from sramsim.progress import progress as reporter
 
 from sramsim import QuantizedModel
 from sramsim.errors import InputError
@@ -204,8 +204,8 @@ class EopmTrainer:
             perm = torch.randperm(n, generator=self.shuffle)
             totals = np.zeros(3)
             steps = 0
-            bar = tqdm(range(0, n, bs), desc=f"epoch {self.epoch + 1}/{epochs}", unit="batch",
-                       disable=not progress, leave=False, dynamic_ncols=True)
+            bar = reporter(range(0, n, bs), desc=f"epoch {self.epoch + 1}/{epochs}", unit="batch",
+                           enabled=progress)
             for s in bar:
                 idx = perm[s:s + bs]
                 r = self.step(x[idx], y[idx])

@@ -72,7 +72,7 @@ class FaultSpec:
                 raise InputError(f"--voltage must be a positive number, got {self.voltage!r}")
             self.ber = float(curve.ber(self.voltage))
         else:
-            self.ber = check_ber(self.ber, "--ber", allow_one=False)
+            self.ber = check_ber(self.ber, "ber", allow_one=False)
             self.voltage = float(curve.voltage(self.ber))
 
     @property

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sramsim.errors import InputError
+
 NAMES = ("ConvL", "ConvS", "DeConvL", "DeConvS", "UNetL", "UNetS")
 MULTIPLE = 8   # 2 ** (number of pooling steps)
 
@@ -77,11 +79,11 @@ class Generator(nn.Module):
     def __init__(self, in_channels: int, size: str, width: float = 1.0):
         super().__init__()
         if size not in ("L", "S"):
-            raise ValueError(f"generator size must be 'L' or 'S', got {size!r}")
+            raise InputError(f"generator size must be 'L' or 'S', got {size!r}")
         if int(in_channels) != in_channels or in_channels <= 0:
-            raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+            raise InputError(f"in_channels must be a positive integer, got {in_channels!r}")
         if not width > 0:
-            raise ValueError(f"width must be > 0, got {width!r}")
+            raise InputError(f"width must be > 0, got {width!r}")
         self.in_channels = int(in_channels)
         self.size = size
         self.width = float(width)
@@ -226,7 +228,7 @@ def build(name: str, in_channels: int = 1, width: float = 1.0,
     energy at nominal voltage). identity_init: start with t(x) = 0, i.e. G(x) = x.
     """
     if name not in NAMES:
-        raise ValueError(f"unknown generator {name!r}; use one of {', '.join(NAMES)}")
+        raise InputError(f"unknown generator {name!r}; use one of {', '.join(NAMES)}")
     g = _FAMILIES[name[:-1]](in_channels, name[-1], width)
     return g.zero_transform() if identity_init else g
 

@@ -20,7 +20,7 @@ GENERATOR_FILE = "generator.pt"
 def hold_out(dataset: Dataset, n: int) -> tuple[Dataset, Dataset]:
     """(first len - n samples, last n samples): a validation split taken from the training set."""
     if not 0 < n < len(dataset):
-        raise InputError(f"--val-split must be between 1 and {len(dataset) - 1} "
+        raise InputError(f"val_split must be between 1 and {len(dataset) - 1} "
                          f"(the training set has {len(dataset)} samples), got {n}")
     keep = len(dataset) - n
     return (Dataset(dataset.x[:keep], dataset.y[:keep], dataset.num_classes, dataset.name),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, check_device
 from sramsim.nn.models import atomic_torch_save, read_torch_file
 
 from fusion import generators
@@ -35,5 +35,5 @@ def load_generator(path: str | os.PathLike, device=None) -> tuple[generators.Gen
         reason = " ".join(str(exc).split())[:160]
         raise InputError(f"{path}: generator file is inconsistent ({reason})") from None
     if device is not None:
-        g.to(device)
+        g.to(check_device(device))
     return g.eval(), dict(obj.get("meta") or {})

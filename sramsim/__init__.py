@@ -7,7 +7,7 @@ raises. Deeper use goes through the documented subpackages, one layer each, ever
 only those below it: `sramsim.commands` -> `analysis` -> `nn` -> `inject` -> `memory`
 (e.g. `sramsim.nn.build` for the model registry, `sramsim.analysis.sweep.run_sweep`).
 """
-from sramsim._moved import install as _install_moved_names
+from sramsim._version import __version__
 from sramsim.analysis.operating_point import Reference
 from sramsim.errors import InputError, ProfileError
 from sramsim.inject.layout import MemoryLayout
@@ -21,9 +21,6 @@ from sramsim.memory.random_errors import RandomBitErrors
 __all__ = ["BerCurve", "Chip", "DramGeometry", "Evaluator", "Faults", "Geometry", "InputError",
            "MemoryLayout", "ProfileError", "QuantizedModel", "RandomBitErrors", "Reference",
            "TorchQuantizedModel", "VoltageError", "dram_chip"]
-__version__ = "0.1.0"
-
-_install_moved_names()
 
 # These need torch (~2-3 s to import): resolved on first use, so commands that only handle
 # profiles start fast.

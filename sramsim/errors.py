@@ -1,5 +1,6 @@
-"""Errors that mean "bad input" (the CLI prints them as one line and exits with status 2), and the
-range checks every layer shares."""
+"""Errors that mean "bad input" (the CLI prints them as one line and exits with status 2), the one
+runtime failure the CLI reports the same way (exit status 1), and the range checks every layer
+shares."""
 from __future__ import annotations
 
 import math
@@ -9,12 +10,35 @@ class InputError(ValueError):
     """Bad input from the user: a wrong path, shape, voltage, option or file."""
 
 
+class InputTypeError(InputError, TypeError):
+    """Bad input of the wrong type (a str where a model is expected): an InputError for the CLI,
+    and still a TypeError for Python callers that catch that."""
+
+
+class RunError(RuntimeError):
+    """A run that failed for a reason outside its input (every worker lost, the disk full): the
+    CLI prints it as one line and exits with status 1; finished results are kept."""
+
+
 class ProfileError(InputError):
     """A chip profile file that is missing, corrupt, foreign or inconsistent (message names it)."""
 
 
 class DataError(InputError):
     """A dataset that is missing or malformed (message says where it was looked for and how to get it)."""
+
+
+NAME_MAX = 255          # bytes in one file or folder name (ext4, xfs, btrfs, tmpfs, APFS)
+# torch and numba threads of one process: far above any CPU's hardware threads, far below a
+# crash (torch's OpenMP runtime segfaults at 100000; 1024 runs)
+MAX_THREADS = 1024
+
+
+def check_threads(value, what: str = "threads") -> int:
+    """`value` as a thread count in [1, MAX_THREADS], else an InputError naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_THREADS:
+        raise InputError(f"{what} must be a whole number in [1, {MAX_THREADS}], got {value!r}")
+    return value
 
 
 def check_choice(value, choices, what: str):
@@ -71,7 +95,13 @@ def check_writable(path, what: str, folder: bool = False) -> None:
     import tempfile
     from pathlib import Path
 
+    if not str(path).strip():
+        raise InputError(f"{what}: empty path (name a {'folder' if folder else 'file'})")
     path = Path(path)
+    long = [part for part in path.parts if len(os.fsencode(part)) > NAME_MAX]
+    if long:
+        raise InputError(f"{what} {long[0][:40]}...: name of {len(os.fsencode(long[0]))} bytes, "
+                         f"longer than the {NAME_MAX} a file system allows")
     if path.exists() and path.is_dir() != folder:
         raise InputError(f"{what} {path}: exists and is {'not ' if folder else ''}a directory")
     parent = path if folder and path.is_dir() else path.parent
@@ -88,3 +118,21 @@ def check_writable(path, what: str, folder: bool = False) -> None:
                          f"({exc.strerror or exc})") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{what} {path}: cannot write in {parent} (permission denied)")
+
+
+def check_device(device):
+    """`device` as a torch.device (None stays None), else an InputError: an unknown name, or a
+    CUDA device on a machine without one (torch would raise a bare AssertionError later)."""
+    if device is None:
+        return None
+    import torch
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r} (use cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {str(device)!r}: no CUDA device available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {str(device)!r}: this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
+    return dev

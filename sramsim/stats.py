@@ -12,12 +12,14 @@ from collections.abc import Iterable
 import numpy as np
 from scipy import stats
 
+from sramsim.errors import InputError
+
 
 def mean_std(values: Iterable[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; 0.0 for a single value)."""
     a = np.asarray(list(values), dtype=np.float64)
     if a.size == 0:
-        raise ValueError("no values to summarise")
+        raise InputError("no values to summarise")
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 

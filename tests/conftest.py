@@ -109,3 +109,45 @@ def quadrant_world(n: int = 400):
         model[1].bias.zero_()
         model[2].weight.copy_(torch.eye(4))
     return model, Dataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y), 4, "quadrants")
+
+
+def write_striped_digits(root, n_train: int, n_test: int):
+    """28x28 ten-class gzipped IDX files in `root` (Fashion-MNIST's shape): class c is a bright
+    horizontal band at rows 2c..2c+5 over noise, so a small CNN can learn it. Returns `root`."""
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        y = np.arange(n) % 10
+        x = rng.integers(0, 60, (n, 28, 28))
+        for c in range(10):
+            x[y == c, 2 * c:2 * c + 6, :] += 150
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", y)
+    return root
+
+
+@pytest.fixture(scope="module")
+def digits_world(tmp_path_factory):
+    """{"data": a 28x28 ten-class data folder (write_striped_digits, 120 train / 60 test),
+    "ckpt": an untrained default CNN checkpoint for it (seed 0)}."""
+    from sramsim.nn import models
+    root = tmp_path_factory.mktemp("digits")
+    data = root / "data"
+    data.mkdir()
+    write_striped_digits(data, 120, 60)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = models.build("cnn")
+    ckpt = root / "cnn.pt"
+    models.save_checkpoint(ckpt, model, {
+        "arch": "cnn", "in_channels": 1, "num_classes": 10, "norm": "batch", "bits": 8,
+        "scheme": "symmetric", "clip": None, "dataset": str(data), "image_size": [28, 28]})
+    return {"root": root, "data": str(data), "ckpt": str(ckpt)}
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (exists and is not a zombie), read from /proc."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -258,7 +258,7 @@ def test_repeat_check_matches_a_naive_reference(addresses):
 
 
 def test_floor_and_nominal_of_the_constructor():
-    with pytest.raises(InputError, match="v_floor must be a finite voltage at most the nominal"):
+    with pytest.raises(InputError, match="v_floor must be a positive voltage at most the nominal"):
         Chip(Geometry(2, 16), [], [], [], v_floor=1.5)
     with pytest.raises(InputError, match="nominal_voltage must be a positive number"):
         Chip(Geometry(2, 16), [], [], [], v_floor=0.5, nominal_voltage=float("nan"))

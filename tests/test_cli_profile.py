@@ -15,7 +15,7 @@ from sramsim import Chip, Geometry
 from sramsim.commands.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ROOT / "profiles" / "finfet14-8192x128-s0.h5"
+SHIPPED = ROOT / "sramsim" / "data" / "profiles" / "finfet14-8192x128-s0.h5"
 SYNTH = ["profile", "synth", "--rows", "64", "--cols", "32", "--banks", "2", "--v-floor", "0.78",
          "--seed", "5"]
 

@@ -106,11 +106,46 @@ def test_tolerance_random_json_table_and_resume(capsys, world, tmp_path):
     assert again["computed_maps"] == 0 and again["points"] == r["points"]
 
 
-def test_tolerance_dram_error_model(capsys, world):
+def test_tolerance_dram_error_model(capsys, world, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     code, out, _ = run(capsys, "tolerance", "--model", world["model"], "--limit", "20",
                        "--maps", "1", "--ber-range", "1e-7,1e-6", "--bisect", "0",
-                       "--model-error", "2", "--mapping", "naive", "--json")
+                       "--error-model", "2", "--mapping", "naive", "--json")
     r = json.loads(out)
+    assert (tmp_path / "cnn-tolerance" / "tolerance.json").is_file()    # resumable by default
     assert code == 0 and r["faults"]["source"] == "dram" and r["faults"]["error_model"] == 2
     assert "dram_chip" in r["faults"]["maps_rule"] and r["faults"]["mapping"] == "naive"
     assert len(r["points"]) >= 1
+
+
+def test_tolerance_without_out_says_where_and_how_long(capsys, world, tmp_path, monkeypatch):
+    """Issue 23: a search without --out used to run for minutes in memory only; now it writes to
+    MODEL-tolerance (resumable), says so, and estimates the time from the fault-free pass."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["tolerance", "--model", world["model"], "--limit", "20", "--maps", "2",
+            "--ber-range", "1e-4,1e-2", "--bisect", "1"]
+    code, out, err = run(capsys, *argv)
+    assert code == 0
+    assert "writing to cnn-tolerance/ (resumable" in err
+    assert "at most 8 fault maps of 20 images to evaluate" in err and "expect up to ~" in err
+    assert "cnn-tolerance/tolerance.png" in out
+    assert (tmp_path / "cnn-tolerance" / "tolerance.png").stat().st_size > 10_000
+    code, out, err = run(capsys, *argv)                     # the same command resumes
+    assert code == 0 and "expect up to" not in err
+    assert json.loads((tmp_path / "cnn-tolerance" / "tolerance.json").read_text())[
+        "computed_maps"] == 0
+
+
+def test_model_error_is_the_deprecated_spelling_of_error_model(capsys, world):
+    """One name per concept: --error-model; --model-error still works, with a one-line note."""
+    new = run(capsys, "energy", "--model", world["model"], "--mapping", "error-aware",
+              "--voltage", "1.0", "--error-model", "1", "--json")
+    old = run(capsys, "energy", "--model", world["model"], "--mapping", "error-aware",
+              "--voltage", "1.0", "--model-error", "1", "--json")
+    assert new[0] == old[0] == 0 and json.loads(new[1]) == json.loads(old[1])
+    assert json.loads(old[1])["error_model"] == 1
+    assert old[2] == "note: --model-error is deprecated; use --error-model\n" and new[2] == ""
+    with pytest.raises(SystemExit):
+        main(["dram", "tolerance", "--help"])
+    helptext = capsys.readouterr().out
+    assert "--error-model" in helptext and "--model-error" not in helptext

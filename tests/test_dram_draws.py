@@ -22,7 +22,7 @@ def test_chip_address_is_the_placements_bit_rule():
     path) maps a chip's faults to image bits, chip_address maps them back to the same cells."""
     placement = place(3000, SMALL, "drmap")
     src = DramBitErrors(placement, 0)
-    chip = dram_chip(SMALL, "lpddr3-illustrative", v_floor=0.7, seed=1, model=0)
+    chip = dram_chip(SMALL, "lpddr3-illustrative", v_floor=0.7, seed=1, error_model=0)
     v = 0.75
     pf = placed_faults(chip, v, placement)
     assert pf.address.size > 50

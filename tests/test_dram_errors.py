@@ -47,7 +47,7 @@ def per_line_expectation(g, seed, model, params, v):
 @pytest.mark.parametrize("model, params", CASES)
 def test_empirical_ber_matches_the_curve_times_the_multipliers(model, params):
     seed = 11
-    chip = dram_chip(SMALL, CURVE, V_FLOOR, seed, model=model, **params)
+    chip = dram_chip(SMALL, CURVE, V_FLOOR, seed, error_model=model, **params)
     f = line_factors(SMALL, seed, model, **params)
     n = cells_per_line(SMALL, model, params)
     assert f.size * n == SMALL.capacity_bits
@@ -65,7 +65,7 @@ def test_faults_fall_on_their_lines_as_the_multipliers_say(model, params):
     """Per-line counts vs. binomial(n, min(1, ber x f)): a chi-square over the lines (checks the
     draw's index -> address mapping against `line_index`)."""
     seed = 4
-    chip = dram_chip(SMALL, CURVE, V_FLOOR, seed, model=model, **params)
+    chip = dram_chip(SMALL, CURVE, V_FLOOR, seed, error_model=model, **params)
     v = 0.90
     n, p = per_line_expectation(SMALL, seed, model, params, v)
     counts = np.bincount(line_index(SMALL, chip.faults(v).address, model, **params).astype(np.intp),
@@ -99,9 +99,9 @@ def line_counts(chip, v, by):
 
 def test_bitline_and_wordline_models_concentrate_errors_on_their_lines():
     v = 0.90
-    uniform = dram_chip(SMALL, CURVE, V_FLOOR, 2, model=0, spread=0.0)
-    bitline = dram_chip(SMALL, CURVE, V_FLOOR, 2, model=1)
-    wordline = dram_chip(SMALL, CURVE, V_FLOOR, 2, model=2)
+    uniform = dram_chip(SMALL, CURVE, V_FLOOR, 2, error_model=0, spread=0.0)
+    bitline = dram_chip(SMALL, CURVE, V_FLOOR, 2, error_model=1)
+    wordline = dram_chip(SMALL, CURVE, V_FLOOR, 2, error_model=2)
     for by in ("bitline", "row"):
         counts, cells = line_counts(uniform, v, by)
         lo, hi = chi2.ppf([1e-4, 1 - 1e-4], counts.size - 1)
@@ -128,12 +128,12 @@ def test_partition_rates_differ_by_the_spread():
     v = 0.90
     g = DramGeometry(banks=4, rows=256, columns=64, device_width=8, subarray_rows=16)   # 64 subarrays
     size = g.capacity_bits // g.n_partitions("subarray")
-    same = dram_chip(g, CURVE, V_FLOOR, 1, model=0, partition="subarray", spread=0.0)
+    same = dram_chip(g, CURVE, V_FLOOR, 1, error_model=0, partition="subarray", spread=0.0)
     assert np.all(line_factors(g, 1, 0, partition="subarray", spread=0.0) == 1.0)
     counts = np.bincount(g.partition_index(same.faults(v).address, "subarray").astype(np.intp))
     lo, hi = chi2.ppf([1e-4, 1 - 1e-4], counts.size - 1)
     assert lo <= dispersion(counts, size) <= hi
-    spread = dram_chip(g, CURVE, V_FLOOR, 1, model=0, partition="subarray", spread=0.5)
+    spread = dram_chip(g, CURVE, V_FLOOR, 1, error_model=0, partition="subarray", spread=0.5)
     counts = np.bincount(g.partition_index(spread.faults(v).address, "subarray").astype(np.intp))
     assert dispersion(counts, size) > 10 * hi
     # The multipliers are log-normal with log-sd = spread (sample of 64: +-4 standard errors).
@@ -146,7 +146,7 @@ def test_partition_rates_differ_by_the_spread():
 @pytest.mark.parametrize("group_rows", [None, 5, 256])
 def test_data_dependent_kinds_follow_the_row_groups_exactly(group_rows):
     params = {} if group_rows is None else {"group_rows": group_rows}
-    chip = dram_chip(SMALL, CURVE, V_FLOOR, 7, model=3, **params)
+    chip = dram_chip(SMALL, CURVE, V_FLOOR, 7, error_model=3, **params)
     g = group_rows or SMALL.subarray_rows
     row = SMALL.decompose(chip.address)["row"].astype(np.int64)
     want = np.where((row // g) % 2 == 0, STUCK0, STUCK1)
@@ -164,7 +164,7 @@ def test_data_dependent_kinds_follow_the_row_groups_exactly(group_rows):
 
 
 def test_data_dependent_positions_are_uniform():
-    chip = dram_chip(SMALL, CURVE, V_FLOOR, 8, model=3)
+    chip = dram_chip(SMALL, CURVE, V_FLOOR, 8, error_model=3)
     for by in ("bitline", "row"):
         counts, cells = line_counts(chip, 0.9, by)
         lo, hi = chi2.ppf([1e-4, 1 - 1e-4], counts.size - 1)
@@ -173,8 +173,8 @@ def test_data_dependent_positions_are_uniform():
 
 @pytest.mark.parametrize("model", sorted(MODEL_NAMES))
 def test_nested_over_voltage(model):
-    chip = dram_chip(SMALL, CURVE, V_FLOOR, 5, model=model, kinds={"flip": 1, "stuck1": 1}) \
-        if model < 3 else dram_chip(SMALL, CURVE, V_FLOOR, 5, model=model)
+    chip = dram_chip(SMALL, CURVE, V_FLOOR, 5, error_model=model, kinds={"flip": 1, "stuck1": 1}) \
+        if model < 3 else dram_chip(SMALL, CURVE, V_FLOOR, 5, error_model=model)
     assert np.all(np.diff(chip.vfail.astype(np.float64)) <= 0)
     assert chip.vfail.min() >= np.float32(V_FLOOR) and chip.vfail.max() <= np.float32(1.2)
     assert np.unique(chip.address).size == len(chip)
@@ -190,14 +190,14 @@ def test_nested_over_voltage(model):
 
 
 def test_chip_metadata():
-    chip = dram_chip(SMALL, v_floor=0.9, seed=3, model="bitline", weak_factor=10)
+    chip = dram_chip(SMALL, v_floor=0.9, seed=3, error_model="bitline", weak_factor=10)
     assert chip.voltage_unit == "V" and chip.nominal_voltage == 1.2
     assert chip.geometry.technology == "dram" and chip.curve.name == DEFAULT_DRAM_CURVE
     assert chip.attrs["error_model"] == 1 and chip.attrs["error_model_name"] == "bitline"
     assert chip.attrs["seed"] == 3 and chip.attrs["curve_name"] == DEFAULT_DRAM_CURVE
     assert '"weak_factor": 10.0' in chip.attrs["error_model_params"]
     user = BerCurve.from_table([0.8, 1.0, 1.35], [0.1, 1e-4, 0.0], name="mine")
-    chip = dram_chip(SMALL, user, 0.85, 0, model=2, nominal_voltage=1.35)
+    chip = dram_chip(SMALL, user, 0.85, 0, error_model=2, nominal_voltage=1.35)
     assert chip.nominal_voltage == 1.35 and chip.curve is user and len(chip) > 0
 
 
@@ -211,9 +211,9 @@ def test_bundled_curve():
 
 def test_same_seed_same_map_other_seed_other_map():
     for model in sorted(MODEL_NAMES):
-        a, b = (dram_chip(SMALL, CURVE, V_FLOOR, 9, model=model) for _ in range(2))
+        a, b = (dram_chip(SMALL, CURVE, V_FLOOR, 9, error_model=model) for _ in range(2))
         assert a.same_faults(b) and a.attrs == b.attrs
-        assert not a.same_faults(dram_chip(SMALL, CURVE, V_FLOOR, 10, model=model))
+        assert not a.same_faults(dram_chip(SMALL, CURVE, V_FLOOR, 10, error_model=model))
 
 
 THREADS_SCRIPT = r"""
@@ -223,7 +223,7 @@ from sramsim.memory.dram_errors import dram_chip
 g = DramGeometry(banks=2, rows=256, columns=64, device_width=8, subarray_rows=64)
 h = hashlib.sha256()
 for model in range(4):
-    chip = dram_chip(g, v_floor=0.87, seed=21, model=model)
+    chip = dram_chip(g, v_floor=0.87, seed=21, error_model=model)
     for arr in (chip.address, chip.vfail, chip.kind):
         h.update(arr.tobytes())
 print(numba.get_num_threads(), h.hexdigest())
@@ -242,18 +242,18 @@ def test_identical_across_thread_counts():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"model": 7}, "unknown DRAM error model 7"),
-    ({"model": "bogus"}, "unknown DRAM error model 'bogus'"),
-    ({"model": True}, "unknown DRAM error model True"),
-    ({"model": 0, "spread": -0.1}, "spread must be a finite number >= 0"),
-    ({"model": 0, "spread": float("nan")}, "spread must be a finite number"),
-    ({"model": 0, "partition": "rank"}, "partition must be 'bank' or 'subarray'"),
-    ({"model": 1, "weak_fraction": 1.5}, r"weak_fraction must be a finite number in \[0, 1\]"),
-    ({"model": 2, "weak_factor": 0.5}, "weak_factor must be a finite number >= 1"),
-    ({"model": 2, "spread": 0.5}, "model 2 .wordline. has no parameter.s. spread"),
-    ({"model": 3, "group_rows": 0}, r"group_rows must be an integer in \[1, 256\]"),
-    ({"model": 3, "kinds": {"flip": 1}}, "has no parameter.s. kinds"),
-    ({"model": 0, "kinds": {"weird": 1}}, "kinds: unknown fault kind"),
+    ({"error_model": 7}, "unknown DRAM error model 7"),
+    ({"error_model": "bogus"}, "unknown DRAM error model 'bogus'"),
+    ({"error_model": True}, "unknown DRAM error model True"),
+    ({"error_model": 0, "spread": -0.1}, "spread must be a finite number >= 0"),
+    ({"error_model": 0, "spread": float("nan")}, "spread must be a finite number"),
+    ({"error_model": 0, "partition": "rank"}, "partition must be 'bank' or 'subarray'"),
+    ({"error_model": 1, "weak_fraction": 1.5}, r"weak_fraction must be a finite number in \[0, 1\]"),
+    ({"error_model": 2, "weak_factor": 0.5}, "weak_factor must be a finite number >= 1"),
+    ({"error_model": 2, "spread": 0.5}, "model 2 .wordline. has no parameter.s. spread"),
+    ({"error_model": 3, "group_rows": 0}, r"group_rows must be an integer in \[1, 256\]"),
+    ({"error_model": 3, "kinds": {"flip": 1}}, "has no parameter.s. kinds"),
+    ({"error_model": 0, "kinds": {"weird": 1}}, "kinds: unknown fault kind"),
     ({"v_floor": 1.3}, "v_floor 1.3 V is above the nominal voltage 1.2 V"),
     ({"v_floor": 0.0}, "v_floor must be a positive voltage"),
     ({"v_floor": None}, "v_floor .* is required"),
@@ -268,7 +268,7 @@ def test_identical_across_thread_counts():
     ({"nominal_voltage": 0}, "nominal_voltage must be a positive voltage"),
 ])
 def test_bad_input_is_one_line(kwargs, match):
-    args = {"geometry": SMALL, "curve": CURVE, "v_floor": 0.9, "seed": 0, "model": 0}
+    args = {"geometry": SMALL, "curve": CURVE, "v_floor": 0.9, "seed": 0, "error_model": 0}
     args.update(kwargs)
     with pytest.raises(InputError, match=match) as err:
         dram_chip(**args)
@@ -281,7 +281,7 @@ def test_wrong_geometry_type_and_too_large_maps_are_refused():
         dram_chip(Geometry(64, 64), v_floor=0.9)
     huge = DramGeometry(channels=64, ranks=4)                  # 1.1e12 bits
     with pytest.raises(InputError, match=r"DRAM chip map of 1099511627776 bits .* needs ~") as err:
-        dram_chip(huge, v_floor=0.5, model=1)
+        dram_chip(huge, v_floor=0.5, error_model=1)
     assert "\n" not in str(err.value)
 
 
@@ -289,7 +289,7 @@ def test_full_default_part_at_ber_1e_3():
     """The default 4 Gb part at BER 1e-3 (~4.3 M faults): count within the binomial interval."""
     g = DramGeometry()
     v = float(CURVE.voltage(1e-3))
-    chip = dram_chip(g, CURVE, v, 0, model=1)
+    chip = dram_chip(g, CURVE, v, 0, error_model=1)
     f = line_factors(g, 0, 1)
     p = np.minimum(1.0, 1e-3 * f)
     n = g.subarray_rows
@@ -299,3 +299,26 @@ def test_full_default_part_at_ber_1e_3():
     assert int(chip.address.max()) < g.capacity_bits
     weak = f[line_index(g, chip.address, 1).astype(np.intp)] > 1
     assert abs(weak.mean() - (p * (f > 1)).sum() / p.sum()) < 0.01   # share of faults on weak lines
+
+
+def test_model_keyword_is_the_deprecated_name_of_error_model():
+    """One name per concept: error_model= (CLI --error-model); model= still works, with a note."""
+    with pytest.warns(FutureWarning, match=r"dram_chip\(model=...\) is deprecated: use error_model="):
+        old = dram_chip(SMALL, CURVE, V_FLOOR, 4, model=2)
+    assert old.same_faults(dram_chip(SMALL, CURVE, V_FLOOR, 4, error_model=2))
+    with pytest.warns(FutureWarning):
+        assert np.array_equal(line_factors(SMALL, 4, model=1), line_factors(SMALL, 4, 1))
+    with pytest.raises(InputError, match="give error_model only"), pytest.warns(FutureWarning):
+        dram_chip(SMALL, CURVE, V_FLOOR, 4, error_model=1, model=2)
+
+
+def test_a_map_over_a_gigabyte_says_its_size_first(monkeypatch):
+    """Issue 23: dram_chip(DramGeometry(), v_floor=0.9) peaked at 5.3 GB silently."""
+    from sramsim.memory import sizes
+    monkeypatch.setattr(sizes, "physical_memory_bytes", lambda: 4 * 2 ** 30)
+    with pytest.raises(InputError, match=r"DRAM chip map of 4294967296 bits .* needs ~5\.8 GiB, "
+                                         r"more than this machine's 4\.0 GiB"):
+        dram_chip(DramGeometry(), v_floor=0.9)                    # refused before drawing
+    monkeypatch.setattr(sizes, "LARGE_BYTES", 2 ** 10)
+    with pytest.warns(sizes.MemoryNote, match=r"needs ~.* of memory"):
+        dram_chip(SMALL, CURVE, V_FLOOR, 0)

@@ -15,7 +15,7 @@ G = DramGeometry(channels=2, ranks=1, banks=2, rows=64, columns=32, device_width
 
 
 def test_dram_chip_round_trips_with_its_geometry(tmp_path):
-    chip = dram_chip(G, v_floor=0.9, seed=3, model=1)
+    chip = dram_chip(G, v_floor=0.9, seed=3, error_model=1)
     path = tmp_path / "dram.h5"
     chip.save(path)
     with h5py.File(path) as f:
@@ -35,7 +35,7 @@ def test_dram_chip_faults_a_quantized_model_like_an_sram_chip():
     torch.manual_seed(0)
     qm = QuantizedModel(build("cnn").eval())
     big = DramGeometry(banks=2, rows=256, columns=256, device_width=8, subarray_rows=64)
-    chip = dram_chip(big, v_floor=0.9, seed=1, model=0)
+    chip = dram_chip(big, v_floor=0.9, seed=1, error_model=0)
     v = 0.92
     img = qm.faulty_image(chip, voltage=v, offset=5)
     # the reference: flip/stuck bits of the chip's faults at the image's bytes, tiled with the offset
@@ -58,7 +58,7 @@ def test_profile_info_reads_a_dram_profile(tmp_path, capsys):
     import json
     from sramsim.commands.main import main
     path = tmp_path / "d.h5"
-    dram_chip(G, v_floor=0.9, seed=0, model=3).save(path)
+    dram_chip(G, v_floor=0.9, seed=0, error_model=3).save(path)
     assert main(["profile", "info", str(path), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["technology"] == "dram" and info["voltage_unit"] == "V"

@@ -44,17 +44,17 @@ def test_curriculum_schedules():
         pytest.approx([0.02, 0.06, 0.1])
     assert {curriculum_ber(0.05, e, 5, "constant") for e in range(5)} == {0.05}
     assert curriculum_ber(0.05, 0, 1, "log") == 0.05      # a single epoch trains at the target
-    with pytest.raises(InputError, match="--fat-curriculum"):
+    with pytest.raises(InputError, match="fat_curriculum"):
         curriculum_ber(0.05, 0, 3, "cosine")
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"fat_ber": 1.0}, "--fat-ber"), ({"fat_ber": -1e-3}, "--fat-ber"),
-    ({"fat_ber": 1e-2, "fat_start": 1e-2}, "--fat-start"),
-    ({"fat_ber": 1e-2, "fat_start": 0.0}, "--fat-start"),
-    ({"fat_ber": 1e-2, "fat_curriculum": "steps"}, "--fat-curriculum"),
-    ({"fat_ber": 1e-2, "fat_source": "dram:model7"}, "model0..model3"),
-    ({"fat_ber": 1e-2, "fat_source": "sram"}, "--fat-source"),
+    ({"fat_ber": 1.0}, "fat_ber"), ({"fat_ber": -1e-3}, "fat_ber"),
+    ({"fat_ber": 1e-2, "fat_start": 1e-2}, "fat_start"),
+    ({"fat_ber": 1e-2, "fat_start": 0.0}, "fat_start"),
+    ({"fat_ber": 1e-2, "fat_curriculum": "steps"}, "fat_curriculum"),
+    ({"fat_ber": 1e-2, "fat_source": "dram:model7"}, r"dram:error-model=0\.\.3"),
+    ({"fat_ber": 1e-2, "fat_source": "sram"}, "fat_source"),
     ({"fat_ber": 1e-2, "fat_source": "chips:/nonexistent.h5"}, "no such profile"),
     ({"fat_ber": 1e-2, "randbet_p": 0.01}, "choose one"),
 ])
@@ -71,11 +71,24 @@ def test_options_without_fat_record_what_they_did_before():
 
 def test_parse_source():
     assert parse_source("random") == ("random", None)
-    assert parse_source("dram:model2") == ("dram", 2)
+    assert parse_source("dram:error-model=2") == ("dram", 2)
+    assert parse_source("dram:model2") == ("dram", 2)        # the spelling of sramsim <= 0.1
     assert parse_source("dram:3") == ("dram", 3)
 
 
-@pytest.mark.parametrize("source", ["random", "dram:model0", "dram:model3"])
+def test_one_spelling_for_the_error_model_source():
+    from sramsim.nn.fat import canonical_source
+    assert canonical_source("dram:error-model=1") == "dram:error-model=1"
+    with pytest.warns(FutureWarning, match="'dram:model1' is deprecated: use 'dram:error-model=1'"):
+        opts = TrainOptions(epochs=2, fat_ber=0.01, fat_source="dram:model1")
+    assert opts.fat_source == "dram:error-model=1"
+    # a checkpoint recorded with the old spelling still matches the same settings spelled anew
+    from sramsim.nn.training import _spelled_now
+    old = {"options": {**opts.as_dict(), "fat_source": "dram:model1"}, "tag": {}}
+    assert _spelled_now(old) == {"options": opts.as_dict(), "tag": {}}
+
+
+@pytest.mark.parametrize("source", ["random", "dram:error-model=0", "dram:error-model=3"])
 def test_step_weights_are_the_faulty_image_with_straight_through_gradient(source):
     model = net()
     names = quantized_parameter_names(model)
@@ -132,7 +145,7 @@ def test_chip_pool_source(tmp_path):
     images = [inj.faulty_image(qm, 0.01, s) for s in range(6)]
     assert any(not np.array_equal(im, qm.image) for im in images)
     np.testing.assert_array_equal(images[0], inj.faulty_image(qm, 0.01, 0))
-    with pytest.raises(InputError, match="below --fat-ber"):
+    with pytest.raises(InputError, match="below fat_ber"):
         FaultInjector(model, quantized_parameter_names(model),
                       TrainOptions(fat_ber=0.9, fat_curriculum="constant", fat_source=src))
 
@@ -141,7 +154,7 @@ def test_fat_trains_and_resumes_exactly(tmp_path):
     """Interrupted after epoch 1 and resumed == uninterrupted, bit for bit; history records the
     curriculum BER."""
     train_set, test_set = task(192, 0), task(64, 1)
-    opts = TrainOptions(epochs=3, batch_size=32, fat_ber=0.02, fat_source="dram:model1",
+    opts = TrainOptions(epochs=3, batch_size=32, fat_ber=0.02, fat_source="dram:error-model=1",
                         fat_start=1e-4, seed=2)
     full = net()
     hist = train(full, train_set, opts, test_set, tmp_path / "a.state", progress=False, log=None)
@@ -181,9 +194,11 @@ def test_train_base_init_and_fat_cli(tmp_path, capsys, monkeypatch):
     assert main(["train-base", "--model", "cnn", "--data", str(data), "--epochs", "2",
                  "--out", str(fat), "--batch-size", "32", "--no-progress", "--init", str(base),
                  "--fat-ber", "1e-2", "--fat-source", "dram:model0", "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["fat"] == {"ber": 0.01, "curriculum": "log", "source": "dram:model0",
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert summary["fat"] == {"ber": 0.01, "curriculum": "log", "source": "dram:error-model=0",
                               "start": 1e-5}
+    assert "note: --fat-source dram:model0 is deprecated; use --fat-source dram:error-model=0" in err
     assert len(summary["init"]["sha256"]) == 64
     _, meta = load_checkpoint(fat)
     assert [h["fat_ber"] for h in meta["history"]] == pytest.approx([1e-5, 1e-2])
@@ -196,7 +211,7 @@ def test_train_base_init_and_fat_cli(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("flags, match", [
     (["--fat-ber", "2"], "--fat-ber"), (["--fat-ber", "nan"], "--fat-ber"),
-    (["--fat-ber", "1e-2", "--fat-source", "dram:model5"], "model0..model3"),
+    (["--fat-ber", "1e-2", "--fat-source", "dram:model5"], "dram:error-model=0..3"),
     (["--fat-ber", "1e-2", "--fat-curriculum", "cosine"], "--fat-curriculum"),
     (["--fat-ber", "1e-3", "--fat-start", "1e-2"], "--fat-start"),
     (["--init", "/nonexistent.pt"], "nonexistent"),

@@ -1,10 +1,8 @@
 """The folder tree is the architecture: imports point one way (commands -> analysis -> nn ->
-inject -> memory), sramsim never imports fusion, no module imports itself in a circle, and the flat
-module names of sramsim 0.1 still resolve to the moved modules."""
+inject -> memory), sramsim never imports fusion and no module imports itself in a circle."""
 from __future__ import annotations
 
 import ast
-import importlib
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ from sramsim.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("memory", "inject", "nn", "analysis", "commands")
-LEAVES = {"sramsim", "sramsim.errors", "sramsim.stats", "sramsim._moved"}
+LEAVES = {"sramsim", "sramsim.errors", "sramsim.progress", "sramsim.stats", "sramsim._version"}
 # names re-exported by the package itself, and the layer each comes from
 PACKAGE_NAMES = {"BerCurve": "memory", "Chip": "memory", "Faults": "memory", "Geometry": "memory",
                  "DramGeometry": "memory", "RandomBitErrors": "memory", "VoltageError": "memory",
@@ -130,13 +128,14 @@ def test_no_import_circles():
 
 def test_no_flat_modules_left():
     flat = sorted(p.name for p in (ROOT / "sramsim").glob("*.py"))
-    assert flat == ["__init__.py", "_moved.py", "errors.py", "stats.py"]
+    assert flat == ["__init__.py", "_version.py", "errors.py", "progress.py", "stats.py"]
 
 
-@pytest.mark.parametrize("old", sorted(importlib.import_module("sramsim._moved").MOVED))
-def test_old_flat_names_resolve_to_the_moved_module(old):
-    from sramsim._moved import MOVED
-    assert importlib.import_module(old) is importlib.import_module(MOVED[old])
+def test_no_import_finder_installed():
+    """sramsim 0.2 dropped the 0.1 flat names: importing it puts nothing on sys.meta_path."""
+    import sys
+    import sramsim  # noqa: F401
+    assert not [f for f in sys.meta_path if type(f).__module__.startswith("sramsim")]
 
 
 def test_public_entry_point():

@@ -30,7 +30,16 @@ def test_physical_memory_and_format():
     with pytest.raises(InputError, match=r"^thing needs ~[0-9.]+ [GT]iB, more than this "
                                          r"machine's [0-9.]+ [GMT]iB of memory$"):
         sizes.require_memory(2 * total, "thing")
-    sizes.require_memory(total // 2, "thing")   # fits: no error
+    with pytest.warns(sizes.MemoryNote, match=r"^thing needs ~[0-9.]+ [GMT]iB of memory \(of this "
+                                              r"machine's [0-9.]+ [GMT]iB\)$"):
+        sizes.require_memory(total // 2, "thing")   # fits: no error, but says its size first
+
+
+def test_small_allocations_say_nothing():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sizes.require_memory(sizes.LARGE_BYTES, "thing")      # at the threshold: silent
 
 
 def test_random_chip_of_a_billion_rows_is_refused_before_drawing(monkeypatch):

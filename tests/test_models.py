@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from sramsim.errors import InputError
-from sramsim.nn.models import ARCHS, build, load_checkpoint, save_checkpoint
+from sramsim.nn.models import ARCHS, atomic_torch_save, build, load_checkpoint, save_checkpoint
 from sramsim.nn.models.norm import groups_for
 
 
@@ -98,7 +98,7 @@ def test_bad_checkpoint_files(tmp_path):
     save_checkpoint(wrong, build("cnn", 1, 10), {"arch": "cnn", "in_channels": 1, "num_classes": 10})
     obj = torch.load(wrong, weights_only=True)
     obj["meta"]["num_classes"] = 5
-    torch.save(obj, wrong)
+    atomic_torch_save(obj, wrong)                       # consistent (its digest rewritten)
     with pytest.raises(InputError, match="wrong.pt: weights do not fit"):
         load_checkpoint(wrong)
     obj["version"] = 99

@@ -36,7 +36,7 @@ def test_expected_bers_are_what_a_drawn_chip_measures(model):
     v = float(curve.voltage(ber))
     ber = float(curve.ber(v))
     want = P.expected_partition_bers(SMALL, ber, seed, model, "subarray")
-    chip = dram_chip(SMALL, curve, v_floor=v, seed=seed, model=model)
+    chip = dram_chip(SMALL, curve, v_floor=v, seed=seed, error_model=model)
     got = P.partition_bers(chip, v, "subarray")
     cells = SMALL.capacity_bits // SMALL.n_partitions("subarray")
     # faults per subarray: a sum of independent Bernoullis, variance <= the mean: 5 sigma
@@ -63,7 +63,7 @@ def old_error_aware(n_bytes, layer_bytes, geometry, energy, ber, seed, model):
     """mapping_energies' error-aware row as it was: rank by a whole chip drawn at the voltage."""
     curve = dram_curve()
     v = round(float(curve.voltage(ber)), 6)
-    chip = dram_chip(geometry, curve, v_floor=v, seed=seed, model=model)
+    chip = dram_chip(geometry, curve, v_floor=v, seed=seed, error_model=model)
     placement = P.place(n_bytes, geometry, "error-aware", layer_bytes=layer_bytes,
                         partition_ber=P.partition_bers(chip, v, "subarray"),
                         layer_tolerance=[ber] * len(layer_bytes), partition="subarray")

@@ -147,7 +147,7 @@ def test_help_ends_with_examples(capsys):
     with pytest.raises(SystemExit):
         main(["plan", "--help"])
     out = capsys.readouterr().out
-    assert "examples:" in out and out.rstrip().endswith("--out plan-check")
+    assert "examples:" in out and out.rstrip().endswith("--out plan-2pt")
 
 
 @pytest.mark.parametrize("extra, message", [

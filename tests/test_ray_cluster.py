@@ -29,7 +29,7 @@ import torch
 from conftest import write_idx
 from sramsim.analysis import sweep as S
 from sramsim.analysis.executors import Execution
-from sramsim.errors import InputError
+from sramsim.errors import InputError, RunError
 
 PORT = 6390
 ADDRESS = f"127.0.0.1:{PORT}"
@@ -571,7 +571,8 @@ def test_all_actors_dead_is_one_line_and_keeps_what_finished():
     with pytest.raises(RayWorkersLost) as info:
         run_on_actors(FakeRay(), [FakeActor("a", dies_at=3), FakeActor("b", dies_at=2)],
                       list(range(6)), got.extend)
-    assert not isinstance(info.value, InputError) and "\n" not in str(info.value)
+    assert isinstance(info.value, RunError) and not isinstance(info.value, InputError)
+    assert "\n" not in str(info.value)
     assert str(info.value).startswith("all 2 Ray worker(s) died (RayActorError: ")
     assert "re-run with the same output folder" in str(info.value)
     # b: 0 then dies on 2; a: 1, 3, then dies on 2 (handed back by b); 4 and 5 never ran

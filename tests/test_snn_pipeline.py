@@ -51,7 +51,7 @@ def test_spiking_checkpoint_sweeps_vulns_and_finds_its_tolerance(arch, snn_check
 
     assert main(["dram", "tolerance", "--model", ckpt, "--data", str(data), "--maps", "1",
                  "--ber-range", "1e-5,1e-3", "--bisect", "1", "--no-progress", "--json",
-                 "--ber-source", "random"]) == 0
+                 "--ber-source", "random", "--out", str(ckpt) + "-tol"]) == 0
     tol = json.loads(capsys.readouterr().out)
     assert tol["weight_bytes"] == qm.image.size
     assert tol["tolerable_ber"] is None or 1e-5 <= tol["tolerable_ber"] <= 1e-3

@@ -47,12 +47,15 @@ def test_study_runs_end_to_end_writes_each_stage_and_resumes(tmp_path, monkeypat
     assert base["control"] and base["epochs"] == 2 and base["init"] == fat["init"]
     assert base["init"] == s["stages"]["pretrain"]["checkpoint"]
     assert s["stages"]["fat"]["fat"]["ber"] == SX.DEFAULT_FAT_BER
-    assert s["stages"]["fat"]["fat"]["source"] == "dram:model0" and s["search_error_model"] == 0
+    assert s["stages"]["fat"]["fat"]["source"] == "dram:error-model=0"
+    assert s["search_error_model"] == 0
     monkeypatch.setattr(SX, "_tolerance", real_search)
     capsys.readouterr()
 
-    # 2. resumed: nothing retrained, the baseline curve reused, the FAT curve measured
-    assert main(["sparkxd", *FAST, "--out", str(out)]) == 0
+    # 2. resumed from the run file the interrupted run left (--config): nothing retrained, the
+    # baseline curve reused, the FAT curve measured
+    assert 'model = "cnn"' in (out / "run.toml").read_text()
+    assert main(["sparkxd", "--config", str(out / "run.toml")]) == 0
     text = capsys.readouterr().out
     s = strict_json(out / "summary.json")
     st = s["stages"]
@@ -191,7 +194,7 @@ def test_bad_base_is_refused(tmp_path, capsys, cnn_checkpoint, monkeypatch):
     cases = [(["--base", str(tmp_path / "missing.pt")], "no such checkpoint"),
              (["--base", str(junk)], "--base"),
              (["--base", str(path), "--data", "mnist"], "trained on 'fashion-mnist'"),
-             (["--base", str(path), "--model", "vgg11"], "not --model vgg11")]
+             (["--base", str(path), "--model", "vgg11"], "not the vgg11 asked for")]
     for extra, message in cases:
         assert main(["sparkxd", "--out", str(tmp_path / "s"), "--no-progress", *extra]) == 2
         err = capsys.readouterr().err.strip()
@@ -199,6 +202,7 @@ def test_bad_base_is_refused(tmp_path, capsys, cnn_checkpoint, monkeypatch):
 
 
 def test_search_error_model_follows_the_fat_source():
+    assert SX.StudyOptions(out="x", fat_source="dram:error-model=2").search_error_model() == 2
     assert SX.StudyOptions(out="x", fat_source="dram:model2").search_error_model() == 2
     assert SX.StudyOptions(out="x", fat_source="random").search_error_model() == 0
     assert SX.StudyOptions(out="x", fat_source="dram:model2",

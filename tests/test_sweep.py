@@ -12,6 +12,7 @@ import pytest
 import torch
 from scipy import stats
 
+from conftest import alive
 from sramsim import Chip, Geometry
 from sramsim.analysis import sweep as S
 from sramsim.analysis.executors import Execution
@@ -367,14 +368,6 @@ def _children(pid: int) -> dict[int, str]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_pool_workers_exit_when_the_sweep_is_killed(setup, tmp_path):
     """kill -9 of `sramsim sweep --workers 2`: both workers and the resource tracker end."""
@@ -400,15 +393,15 @@ def test_pool_workers_exit_when_the_sweep_is_killed(setup, tmp_path):
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(pid) for pid in kids):
+        while time.monotonic() < deadline and any(alive(pid) for pid in kids):
             time.sleep(0.1)
-        left = {pid: cmd for pid, cmd in kids.items() if _alive(pid)}
+        left = {pid: cmd for pid, cmd in kids.items() if alive(pid)}
         assert left == {}, f"still running 10 s after the sweep was killed: {left}"
     finally:                                     # leave nothing behind, whatever failed
         proc.kill()
         proc.wait()
         for pid in kids:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 

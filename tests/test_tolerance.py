@@ -133,7 +133,7 @@ def test_dram_source_reads_the_placed_chip_faults():
     v = float(dram_curve().voltage(ber))
     rec = w.run(ber, 1)
     geometry = DramGeometry.from_part(**SMALL)
-    chip = dram_chip(geometry, dram_curve(), v_floor=v, seed=4, model=1)
+    chip = dram_chip(geometry, dram_curve(), v_floor=v, seed=4, error_model=1)
     placement = P.place(w.qm.image.size, geometry, "drmap")
     faults = P.placed_faults(chip, v, placement)
     assert rec["wrong_bits"] == len(faults) > 0          # flips: every fault changes its bit

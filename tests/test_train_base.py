@@ -214,11 +214,12 @@ def test_randbet_start_trains_clean_epochs_first():
 def test_new_randbet_options_are_checked_and_left_out_when_unset():
     for bad, message in ((dict(randbet_p=0.1, randbet_grad_clip=0.0), "positive"),
                          (dict(randbet_p=0.1, randbet_grad_clip=float("nan")), "positive"),
-                         (dict(randbet_grad_clip=0.05), "needs --randbet-p"),
+                         (dict(randbet_grad_clip=0.05), "needs randbet_p"),
                          (dict(randbet_p=0.1, randbet_start=-1), "non-negative"),
                          (dict(randbet_p=0.1, randbet_start=1.5, epochs=3), "non-negative integer"),
-                         (dict(randbet_start=1, epochs=3), "needs --randbet-p"),
-                         (dict(randbet_p=0.1, randbet_start=2, epochs=2), "below --epochs")):
+                         (dict(randbet_start=1, epochs=3), "needs randbet_p"),
+                         (dict(randbet_p=0.1, randbet_start=2, epochs=2),
+                          "less than the epochs trained")):
         with pytest.raises(InputError, match=message):
             TrainOptions(**bad)
     # checkpoints and training states of older runs keep matching their options
@@ -382,7 +383,7 @@ def test_cli_randbet_recipe_flags(tmp_path, capsys):
     (["--randbet-grad-clip", "0.05"], "--randbet-grad-clip clamps RandBET's perturbed gradient"),
     (["--randbet-p", "0.1", "--randbet-start", "-1"], "--randbet-start must be >= 0"),
     (["--randbet-start", "1"], "--randbet-start delays RandBET; it needs --randbet-p"),
-    (["--randbet-p", "0.1", "--randbet-start", "2"], "--randbet-start must be below --epochs (2)"),
+    (["--randbet-p", "0.1", "--randbet-start", "2"], "--randbet-start must be less than the epochs trained (2)"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
@@ -399,7 +400,7 @@ def test_unwritable_out_is_refused_before_training(tmp_path, capsys):
     root = write_idx_dir(tmp_path, n_train=16, n_test=8)
     (tmp_path / "afile").write_text("not a folder")
     epochs = []
-    with pytest.raises(InputError, match="--out .*afile is not a directory"):
+    with pytest.raises(InputError, match="output .*afile is not a directory"):
         train_base("cnn", str(root), tmp_path / "afile" / "m.pt", TrainOptions(epochs=1),
                    progress=False, log=None, on_epoch_end=lambda e, r: epochs.append(e))
     assert epochs == []

@@ -187,14 +187,14 @@ def test_one_ber_check_one_message(value):
     from sramsim.inject.draws import RandomSampler
     qm, _, _ = _hand_case()
     with pytest.raises(InputError) as ref:
-        check_ber(value, "--ber")
+        check_ber(value, "ber")
     for make in (lambda: RandomSampler(float(value)), lambda: list(V.fault_maps(qm, 1, ber=float(value)))):
         with pytest.raises(InputError) as exc:
             make()
         assert str(exc.value) == str(ref.value).replace(repr(value), repr(float(value)))
-    with pytest.raises(InputError, match=r"--ber must lie in \[0, 1\)"):
+    with pytest.raises(InputError, match=r"^ber must lie in \[0, 1\)"):
         fusion_eval.FaultSpec(ber=float(value))
-    with pytest.raises(InputError, match=r"--ber must lie in \[0, 1\)"):
+    with pytest.raises(InputError, match=r"^ber must lie in \[0, 1\)"):
         fusion_eval.FaultSpec(ber=1.0)                          # no voltage on the curve at BER 1
 
 

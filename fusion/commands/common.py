@@ -6,9 +6,10 @@ import os
 
 
 from sramsim import BerCurve, Chip, QuantizedModel
-from sramsim.commands.main import (ber, check_writable, integer, number, seed,  # noqa: F401
+from sramsim.commands.main import (ber, check_writable, flagged, integer, maps, number, seed,  # noqa: F401
                                    torch_device, voltage)  # (shared by the fusion commands)
 from sramsim.errors import InputError
+from sramsim.memory.shipped import resolve_profiles
 from sramsim.nn.models import load_checkpoint
 
 from fusion.evaluation import CURVE, FaultSpec
@@ -20,7 +21,9 @@ def add_base_args(p: argparse.ArgumentParser, seed_default: int = 0,
     p.add_argument("--data", default="fashion-mnist", metavar="fashion-mnist|mnist|DIR",
                    help="dataset name or directory (default fashion-mnist)")
     p.add_argument("--ber", metavar="P", help="random bit errors at rate P (e.g. 0.01)")
-    p.add_argument("--profile", nargs="+", metavar="H5", help="chip profiles (with --voltage)")
+    p.add_argument("--profile", nargs="+", metavar="H5",
+                   help="chip profiles (with --voltage): files, shipped:NAME, or shipped (all "
+                        "shipped profiles)")
     p.add_argument("--voltage", metavar="V", help="supply voltage for --profile (alone: random "
                    "errors at the finfet14 bit error rate of V)")
     p.add_argument("--limit", metavar="N", help="use only the first N samples")
@@ -39,7 +42,7 @@ def fault_spec(args) -> FaultSpec:
     if args.profile:
         if args.ber is not None:
             raise InputError("give either --ber or --profile ... --voltage, not both")
-        chips = [Chip.load(p) for p in args.profile]
+        chips = [Chip.load(p) for p in resolve_profiles(args.profile)]
         return FaultSpec(voltage=chip_voltage(args.voltage, chips), chips=chips)
     return FaultSpec(ber=curve_ber(args.ber), voltage=curve_voltage(args.voltage))
 

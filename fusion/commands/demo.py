@@ -11,17 +11,21 @@ import sys
 from pathlib import Path
 
 from sramsim.commands.main import print_json
+from sramsim.commands.helptext import leaf
 from sramsim.errors import InputError
 from sramsim.memory.curves import BerCurve
 
-from fusion.commands.common import check_writable, curve_ber, integer, number
+from fusion.commands.common import check_writable, curve_ber, integer, maps, number
 from fusion.evaluation import CURVE
 
 
 def register(subparsers) -> None:
     """Add `fusion demo` to the fusion parser."""
     p = subparsers.add_parser("demo", help="train a generator for a bounded time and compare CA/PA",
-                              description=__doc__.splitlines()[0])
+                              **leaf(" ".join(__doc__.split("\n\n")[0].split()) + " "
+                                     + " ".join(__doc__.split("\n\n")[1].split()),
+                                     "fusion demo --base demo-out/cache/base-cnn-8bit.pt",
+                                     "fusion demo --base cnn.pt --ber 0.01 --budget 60 --out g-demo"))
     p.add_argument("--base", required=True, metavar="CKPT", help="base model checkpoint")
     p.add_argument("--data", default="fashion-mnist", metavar="SPEC", help="dataset (default fashion-mnist)")
     p.add_argument("--ber", default="0.02", metavar="P",
@@ -46,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
     budget = number(args.budget, "--budget", positive=True)
     train_limit = integer(args.train_limit, "--train-limit")
     eval_limit = integer(args.eval_limit, "--eval-limit")
-    n_models = integer(args.models, "--models")
+    n_models = maps(args.models, "--models")
+    check_writable(args.out, "--out", folder=True)
     out = Path(args.out)
-    check_writable(out, "--out", folder=True)
     result = run_generator_demo(
         args.base, args.data, voltage=voltage, budget_seconds=budget, out_dir=out,
         train_limit=train_limit, eval_limit=eval_limit, n_models=n_models,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from sramsim.analysis.systolic import METHODS
+from sramsim.commands.helptext import leaf
 from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_writable,
                                    execution, memory_layout, print_json)
 from sramsim.nn.data import load_dataset
@@ -17,8 +18,13 @@ def register(subparsers) -> None:
     """Add `fusion eval` to the fusion parser."""
     p = subparsers.add_parser(
         "eval", help="CA/PA without and with a generator, recovery, net energy saving",
-        description="Evaluate a base model over fixed fault maps, without and with a generator "
-                    "(which may come from another, surrogate base model: transfer).")
+        **leaf("Evaluate a base model over fixed fault maps, without and with a generator "
+               "(which may come from another, surrogate base model: transfer): clean and "
+               "perturbed accuracy, the accuracy recovered, and the net memory-energy saving "
+               "with the generator's reads charged at nominal voltage.",
+               "fusion eval --base cnn.pt --generator g/generator.pt --ber 0.01 --limit 2000",
+               "fusion eval --base cnn.pt --generator g/generator.pt --profile shipped "
+               "--voltage 0.825 --count systolic"))
     common.add_base_args(p, EVAL_SEED, "seed of the evaluation fault maps")
     p.add_argument("--generator", metavar="G.pt", help="generator file written by fusion train")
     p.add_argument("--models", metavar="M", help="fault maps to average over (default 10 for "
@@ -37,7 +43,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check every option, then run; bad input raises InputError (one line, exit 2)."""
     limit = common.integer(args.limit, "--limit")
-    n_models = common.integer(args.models, "--models")
+    n_models = common.maps(args.models, "--models")
     batch_size = common.integer(args.batch_size, "--batch-size") or 1000
     seed = common.seed(args.seed)
     device = common.device(args.device)
@@ -70,12 +76,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed, count, layout,
               run_on, out):
-    """`evaluate` with a progress bar over the maps (tqdm on a terminal)."""
-    import sys
-
-    from tqdm import tqdm
-    bar = tqdm(total=faults.n_maps(n_models), unit="map", desc="fusion eval", file=sys.stderr,
-               disable=True if not run_on.progress else None, leave=False)
+    """`evaluate` with progress over the maps (tqdm on a terminal, plain lines otherwise)."""
+    from sramsim.progress import progress
+    bar = progress(total=faults.n_maps(n_models), unit="map", desc="fusion eval",
+                   enabled=run_on.progress)
     try:
         return evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed,
                         count, layout, run_on, out, on_map=lambda _: bar.update(1))

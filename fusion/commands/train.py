@@ -5,6 +5,8 @@ import argparse
 from pathlib import Path
 
 from sramsim.commands.main import print_json
+from sramsim.commands.config import add_config, recorded
+from sramsim.commands.helptext import leaf
 from sramsim.nn.data import load_dataset
 from sramsim.errors import InputError
 
@@ -19,9 +21,17 @@ def register(subparsers) -> None:
     """Add `fusion train` to the fusion parser."""
     p = subparsers.add_parser(
         "train", help="train a generator with EOPM (resumes from DIR/checkpoint.pt)",
-        description="Train a NeuralFuse generator in front of a frozen quantized base model with "
-                    "EOPM: loss = CE(clean) + lam * mean CE(N perturbed models). Checkpoints every "
-                    "epoch into DIR and resumes when re-run with the same DIR and settings.")
+        **leaf("Train a NeuralFuse generator in front of a frozen quantized base model with "
+               "EOPM: loss = CE(clean) + lam * mean CE(N perturbed models). Checkpoints every "
+               "epoch into DIR and resumes when re-run with the same DIR and settings; DIR also "
+               "gets the loss curve (training.png).\n\n"
+               "The generator's own reads run at nominal voltage, so it must be small next to the "
+               "base model: on the default CNN use --width 0.25 (at the paper's width it costs "
+               "more energy than the low voltage saves; fusion eval prints the net saving).",
+               "fusion train --base cnn.pt --generator ConvS --width 0.25 --ber 0.01 --epochs 1 "
+               "--limit 5000 --out g/",
+               "fusion train --base cnn.pt --generator UNetS --width 0.25 --ber 0.015 --epochs 10 "
+               "--val-split 5000 --val-ber 0.01 --out g-unet/"))
     common.add_base_args(p)
     p.add_argument("--generator", default="ConvS", help=f"{', '.join(generators.NAMES)} (default ConvS)")
     p.add_argument("--width", default="1", metavar="W",
@@ -48,6 +58,7 @@ def register(subparsers) -> None:
     p.add_argument("--time-budget", metavar="SECONDS",
                    help="stop after this much training time (the generator is still written)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config(p)
     p.set_defaults(func=run)
 
 
@@ -70,13 +81,13 @@ def run(args: argparse.Namespace) -> int:
     limit = common.integer(args.limit, "--limit")
     budget = common.number(args.time_budget, "--time-budget", positive=True)
     device = common.device(args.device)
+    common.check_writable(args.out, "--out", folder=True)
     out = Path(args.out)
-    common.check_writable(out, "--out", folder=True)
     faults = common.fault_spec(args)
     qm, meta = common.load_base(args.base)
     _check_sizes(config, qm, int(meta["in_channels"]))
     val_split = common.integer(args.val_split, "--val-split")
-    val_maps = common.integer(args.val_maps, "--val-maps")
+    val_maps = common.maps(args.val_maps, "--val-maps")
     val_ber = common.curve_ber(args.val_ber, "--val-ber")
     if val_split is None and val_ber is not None:
         raise InputError("--val-ber needs --val-split N (the held-out images to validate on)")
@@ -84,12 +95,26 @@ def run(args: argparse.Namespace) -> int:
     train_set = load_dataset(args.data, "train", limit)
     val_set = None
     if val_split is not None:
-        train_set, val_set = hold_out(train_set, val_split)
+        try:
+            train_set, val_set = hold_out(train_set, val_split)
+        except InputError as exc:
+            raise common.flagged(exc, ["val_split"]) from None
     info = common.base_info(args.base, meta, qm)
-    result = train_generator(qm, info, train_set, faults, config, epochs, out, device,
-                             progress=not args.no_progress, budget_seconds=budget,
-                             val_set=val_set, val_maps=val_maps, val_faults=val_faults)
-    summary = {"generator_file": str(out / GENERATOR_FILE), **{k: v for k, v in result.items()
+    if not args.json:                       # every option checked: say what the run costs
+        note = cost_note(config, qm.model, int(meta["in_channels"]), faults)
+        if note:
+            import sys
+            print(note, file=sys.stderr, flush=True)
+    with recorded(args, out):
+        result = train_generator(qm, info, train_set, faults, config, epochs, out, device,
+                                 progress=not args.no_progress, budget_seconds=budget,
+                                 val_set=val_set, val_maps=val_maps, val_faults=val_faults)
+    from sramsim.analysis.plots import plot_training
+    plot = plot_training(result["history"], out / "training.png",
+                         title=f"{config.generator} (width {config.width:g}) with EOPM against "
+                               f"{_describe(result['fault_source'])}")
+    summary = {"generator_file": str(out / GENERATOR_FILE), "plot": plot,
+               **{k: v for k, v in result.items()
                                                                 if k != "history"},
                "history": result["history"]}
     if args.json:
@@ -104,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         if val:
             print(f"validation: best {val['best_score']:.4f} mean accuracy over {val['maps']} fault "
                   f"maps on {val['samples']} held-out images, epoch {val['best_epoch']} (written)")
-        print(f"wrote {out / GENERATOR_FILE}")
+        print(f"wrote {out / GENERATOR_FILE}, {plot}")
     return 0
 
 
@@ -122,6 +147,32 @@ def _check_sizes(config: EopmConfig, qm, in_channels: int) -> None:
     common.check_fits(4 * (config.n_perturbed + 1) * qm.n_codes,
                       f"--n-perturbed {config.n_perturbed}: {config.n_perturbed + 1} copies of "
                       f"{qm.n_codes:,} weights")
+
+
+def cost_note(config: EopmConfig, base, in_channels: int, faults: FaultSpec) -> str | None:
+    """A warning when G's own weight reads, at nominal voltage, cost more than the lowered
+    voltage saves on the base model's reads (net saving <= 0), naming a --width that pays.
+    Reads are counted as `fusion eval` counts them by default (each weight once)."""
+    import torch
+    from sramsim.analysis.accesses import weight_accesses
+    from sramsim.analysis.energy import addon_saving
+    base_reads = weight_accesses(base)
+
+    def net(width: float) -> tuple[float, int]:
+        with torch.device("meta"):
+            reads = weight_accesses(generators.build(config.generator, in_channels, width=width))
+        return addon_saving(base_reads, reads, faults.voltage, faults.nominal), reads
+
+    saving, reads = net(config.width)
+    if saving > 0:
+        return None
+    width = config.width / 2
+    while width >= 1 / 64 and net(width)[0] <= 0:
+        width /= 2
+    hint = f"; --width {width:g} nets {100 * net(width)[0]:.1f}%" if width >= 1 / 64 else ""
+    return (f"note: {config.generator} at --width {config.width:g} reads {reads:,} weights per "
+            f"inference at nominal voltage against the base model's {base_reads:,}: a net "
+            f"memory-energy saving of {100 * saving:.1f}% at V={faults.voltage:.4g}{hint}")
 
 
 def _describe(src: dict) -> str:

@@ -12,7 +12,7 @@ from importlib.metadata import entry_points
 
 from torch import nn
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, InputTypeError
 
 GROUP = "sramsim.addons"
 
@@ -27,12 +27,12 @@ def build(name: str, in_channels: int) -> nn.Module:
     found = {ep.value: ep for ep in entry_points(group=GROUP) if ep.name == name}
     if not found:
         known = ", ".join(names()) or "none; `pip install -e .` registers fusion's generators"
-        raise InputError(f"--addon {name}: no add-on of that name is registered "
+        raise InputError(f"addon {name}: no add-on of that name is registered "
                          f"(entry-point group {GROUP}: {known})")
     if len(found) > 1:
-        raise InputError(f"--addon {name}: registered by more than one package "
+        raise InputError(f"addon {name}: registered by more than one package "
                          f"({', '.join(sorted(found))})")
     model = next(iter(found.values())).load()(name, int(in_channels))
     if not isinstance(model, nn.Module):
-        raise TypeError(f"add-on builder for {name!r} returned {type(model).__name__}, not an nn.Module")
+        raise InputTypeError(f"add-on builder for {name!r} returned {type(model).__name__}, not an nn.Module")
     return model

@@ -46,6 +46,15 @@ supply's share scales, as (V / V_nom)^2: DRAMPower's currents are measured at no
 the switching current of a capacitive load scales with V too (I = C V f), so E = V I t ~ V^2 -- the
 dynamic model `sramsim.analysis.energy` uses for SRAM. Single-supply parts (`vdd`) lower that
 supply.
+
+Parts read from DRAMPower memspecs (`sramsim.memory.memspec`) take the same equations, per supply:
+DDR4's wordline pump VPP (2.5 V) is a second supply counted at nominal (its ACT/PRE share comes
+from IPP0; the standby IPP currents a memspec leaves out count as 0, as in DRAMPower), and
+LPDDR4's VDDQ likewise; the lowered supply is VDD on DDR parts and VDD2 on LPDDR parts. Bank
+groups do not enter the energies; bursts are taken BL/DR cycles apart (tCCD_L within a bank group
+is not modelled). DRAMPower 4's bank-wise variants (factRho) and DRAMPower 5's IBeta precharge are
+not reproduced: with RC = RAS + RP and rho = 1 they differ from the equations above only in the
+precharge term (IDD0 - IDD3N over tRP there, IDD0 - IDD2N over tRC - tRAS here).
 """
 from __future__ import annotations
 
@@ -63,10 +72,12 @@ TIMINGS = ("clk_mhz", "RAS", "RC", "RCD", "RP", "RFC", "REFI")
 
 
 def _supplies(power: dict, where: str) -> list[tuple[str, float, dict]]:
-    """(supply name, nominal volts, {current name: mA}) per supply of a part's `power` section."""
+    """(supply name, nominal volts, {current name: mA}) per supply of a part's `power` section:
+    VDD1 and VDD2 (LPDDR) or VDD, then VDDQ (LPDDR4) and VPP (DDR4) where given."""
     names = [k for k in ("vdd1", "vdd2") if k in power] or (["vdd"] if "vdd" in power else [])
     if not names:
         raise InputError(f"{where}: the power section names no supply voltage (vdd1/vdd2 or vdd)")
+    names += [k for k in ("vddq", "vpp") if k in power]
     unit = power.get("unit_current", "mA")
     if unit != "mA":
         raise InputError(f"{where}: currents must be in mA, got unit_current={unit!r}")
@@ -135,7 +146,8 @@ class DramEnergy:
         self.burst_bits = width * bl
         self.supplies = _supplies(power, where)
         names = [s[0] for s in self.supplies]
-        self.lowered = names[-1] if lowered is None else str(lowered).lower()
+        array = "vdd2" if "vdd2" in names else names[0]     # the array supply: VDD2 or VDD
+        self.lowered = array if lowered is None else str(lowered).lower()
         if self.lowered not in names:
             raise InputError(f"lowered supply must be one of {', '.join(names)}, got {lowered!r}")
         self.nominal_voltage = dict((n, v) for n, v, _ in self.supplies)[self.lowered]

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sramsim.errors import InputError
+from sramsim.errors import MAX_THREADS, InputError, RunError, check_threads
 from sramsim.inject.layout import MemoryLayout
 from sramsim.memory.chip import Chip
 
@@ -192,6 +192,7 @@ def set_threads(threads: int | tuple[int, int]) -> tuple[int, int]:
     import numba
     before = get_threads()
     t_torch, t_numba = (threads, threads) if isinstance(threads, int) else threads
+    check_threads(int(t_torch)), check_threads(int(t_numba))   # torch crashes on 100000
     torch.set_num_threads(int(t_torch))
     numba.set_num_threads(min(int(t_numba), numba.config.NUMBA_NUM_THREADS))
     return before
@@ -211,9 +212,6 @@ def pinned_threads(threads: int):
 
 OnResult = Callable[[list[dict]], None]
 EXECUTORS = ("local", "ray")
-
-
-MAX_THREADS = 1024      # torch/numba threads per worker: far above any machine, far below a crash
 
 
 @dataclass(frozen=True)
@@ -491,7 +489,7 @@ RAY_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 RAY_CONNECT_TIMEOUT_S = 5.0
 
 
-class RayWorkersLost(RuntimeError):
+class RayWorkersLost(RunError):
     """Every Ray actor died; the results finished before are kept (re-run to resume).
 
     A runtime failure, not bad input: the CLI says it in one line and exits with status 1.

@@ -29,7 +29,8 @@ network sizes, accuracy within 1%. Stages, in DIR (each resumes on a re-run):
    FAT/baseline tolerable-BER ratio, and the published figures beside them.
 
 DIR/summary.json (strict JSON) is rewritten as every stage finishes; DIR/sparkxd.png draws it.
-Both searches use the error model of FAT's DRAM source (`dram:modelK` -> K) unless told otherwise.
+Both searches use the error model of FAT's DRAM source (`dram:error-model=K` -> K) unless told
+otherwise.
 FAT draws its faults over the default part's full geometry (`sramsim.nn.fat`); `geometry`
 overrides (e.g. fewer rows: cheaper whole-part maps at high BER) apply to the searches only.
 """
@@ -47,7 +48,7 @@ from sramsim.errors import InputError, check_ber, check_writable
 
 DEFAULT_MODEL = "snn-fc400"
 DEFAULT_FAT_BER = 1e-2          # fixed before any measurement (see the module docstring)
-DEFAULT_FAT_SOURCE = "dram:model0"
+DEFAULT_FAT_SOURCE = "dram:error-model=0"
 POLICIES = ("naive", "drmap", "error-aware")
 STAGES = ("pretrain", "baseline", "tolerance_baseline", "fat", "tolerance_fat")
 
@@ -82,7 +83,7 @@ class StudyOptions:
     fat_curriculum: str = "log"
     fat_start: float = 1e-5
     fat_source: str = DEFAULT_FAT_SOURCE
-    error_model: int | None = None   # None: FAT's dram:modelK, else 0
+    error_model: int | None = None   # None: FAT's dram:error-model=K, else 0
     maps: int = 5
     limit: int | None = None         # first N train and N test samples (training)
     eval_limit: int | None = None    # first N test samples for the searches (default: limit)
@@ -109,8 +110,9 @@ class StudyOptions:
         """The EDEN error model of the searches' chips."""
         if self.error_model is not None:
             return int(self.error_model)
-        src = str(self.fat_source)
-        return int(src[len("dram:model"):]) if src.startswith("dram:model") else 0
+        from sramsim.nn.fat import parse_source
+        kind, arg = parse_source(self.fat_source)
+        return int(arg) if kind == "dram" else 0
 
     def search_limit(self) -> int | None:
         """Test samples the searches use."""
@@ -118,54 +120,55 @@ class StudyOptions:
 
 
 def check(opts: StudyOptions) -> dict:
-    """Every setting checked before any work (one-line InputErrors); returns the --base meta
+    """Every setting checked before any work (one-line InputErrors); returns the base's meta
     (or None) so the baseline is read once."""
     from sramsim.analysis.tolerance import ber_grid
-    from sramsim.nn.fat import check_fat
+    from sramsim.nn.fat import canonical_source, check_fat
     from sramsim.nn.models import check_arch, load_checkpoint
     try:
         check_arch(opts.model)
     except InputError as exc:
-        raise InputError(f"--model: {exc}") from None
+        raise InputError(f"model: {exc}") from None
     m = opts.margin
     if isinstance(m, bool) or not isinstance(m, (int, float)) or not (math.isfinite(m)
                                                                        and 0 < m < 1):
-        raise InputError(f"--margin must lie strictly between 0 and 1, got {m!r}")
-    for name, value, low in (("--maps", opts.maps, 1), ("--epochs", opts.epochs, 1),
-                             ("--fat-epochs", opts.fat_epochs, 1),
-                             ("--bisect", opts.bisect_steps, 0), ("--workers", opts.workers, 1),
-                             ("--threads", opts.threads, 1), ("--batch-size", opts.batch_size, 1),
-                             ("--seed", opts.seed, 0)):
+        raise InputError(f"margin must lie strictly between 0 and 1, got {m!r}")
+    for name, value, low in (("maps", opts.maps, 1), ("epochs", opts.epochs, 1),
+                             ("fat_epochs", opts.fat_epochs, 1),
+                             ("bisect_steps", opts.bisect_steps, 0), ("workers", opts.workers, 1),
+                             ("threads", opts.threads, 1), ("batch_size", opts.batch_size, 1),
+                             ("seed", opts.seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InputError(f"{name} must be a whole number >= {low}, got {value!r}")
-    for name, value in (("--limit", opts.limit), ("--eval-limit", opts.eval_limit)):
+    for name, value in (("limit", opts.limit), ("eval_limit", opts.eval_limit)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 2):
             raise InputError(f"{name} must be a whole number >= 2, got {value!r}")
     if opts.error_model is not None and opts.error_model not in (0, 1, 2, 3):
-        raise InputError(f"--error-model must be 0, 1, 2 or 3, got {opts.error_model!r}")
-    check_ber(opts.fat_ber, "--fat-ber", allow_one=False)
+        raise InputError(f"error_model must be 0, 1, 2 or 3, got {opts.error_model!r}")
+    check_ber(opts.fat_ber, "fat_ber", allow_one=False)
     if not opts.fat_ber:
-        raise InputError("--fat-ber must be above 0 (the study compares a FAT model)")
+        raise InputError("fat_ber must be above 0 (the study compares a FAT model)")
     check_fat(opts.fat_ber, opts.fat_curriculum, opts.fat_source, opts.fat_start)
+    opts.fat_source = canonical_source(opts.fat_source)
     ber_grid(opts.low, opts.high, opts.per_decade)
-    check_writable(opts.out, "--out", folder=True)
+    check_writable(opts.out, "out", folder=True)
     if opts.base is None:
         return None
     if not Path(opts.base).is_file():
-        raise InputError(f"--base {opts.base}: no such checkpoint file")
+        raise InputError(f"base {opts.base}: no such checkpoint file")
     try:
         _, meta = load_checkpoint(opts.base)
     except InputError as exc:
-        raise InputError(f"--base: {exc}") from None
+        raise InputError(f"base: {exc}") from None
     if meta["arch"] != opts.model:
-        raise InputError(f"--base {opts.base}: holds a {meta['arch']} model, not --model "
-                         f"{opts.model}")
+        raise InputError(f"base {opts.base}: holds a {meta['arch']} model, not the "
+                         f"{opts.model} asked for")
     if meta.get("dataset") != dataset_spec(opts.data):
-        raise InputError(f"--base {opts.base}: trained on {meta.get('dataset')!r}, not --data "
-                         f"{opts.data!r}")
+        raise InputError(f"base {opts.base}: trained on {meta.get('dataset')!r}, not the data "
+                         f"{opts.data!r} asked for")
     if meta.get("fat"):
-        raise InputError(f"--base {opts.base}: is itself fault-aware trained; the study needs "
+        raise InputError(f"base {opts.base}: is itself fault-aware trained; the study needs "
                          "a baseline without FAT")
     return meta
 
@@ -200,16 +203,15 @@ class _Summary:
 
 def run_study(opts: StudyOptions, progress: bool = True, log=None) -> dict:
     """Run (or resume) every stage of the study in opts.out; returns the summary dict."""
-    from tqdm import tqdm
     from sramsim.nn.training import train_base
+    from sramsim.progress import progress as reporter
     base_meta = check(opts)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda text: None)
     t_start = time.perf_counter()
     summary = _Summary(out, opts)
-    bar = tqdm(total=len(STAGES), desc="sparkxd", unit="stage", file=sys.stderr,
-               disable=None if progress else True)
+    bar = reporter(total=len(STAGES), desc="sparkxd", unit="stage", enabled=progress)
 
     def note(text: str) -> None:
         if log is not None:

@@ -9,10 +9,14 @@ Layout of DIR:
                   a killed sweep leaves at most a torn last line, which the next run drops;
                   strict JSON (a NaN/inf result is refused, naming the point, never written)
     summary.json, summary.csv, summary.png   written at the end of every run
+    .lock         held (flock, exclusive) by the run writing DIR, holding its pid: a second run
+                  on the same DIR is refused, naming that pid; the kernel releases the lock
+                  when the run exits, however it ends (kill -9 included)
 """
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import math
 import os
@@ -20,6 +24,7 @@ from pathlib import Path
 
 from sramsim.errors import InputError
 
+LOCK_FILE = ".lock"
 CONFIG_FORMAT = "sramsim.sweep"
 CONFIG_VERSION = 1
 CSV_COLUMNS = ("voltage", "ber", "accuracy_mean", "accuracy_std", "ci95", "n", "n_points",
@@ -48,8 +53,9 @@ class ResultStore:
         self.key = key
         self.dir = Path(out_dir)
         if self.dir.exists() and not self.dir.is_dir():
-            raise InputError(f"{self.dir}: --out exists and is not a directory")
+            raise InputError(f"{self.dir}: exists and is not a directory")
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_folder(self.dir)
         self.config = {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, **config}
         self.config_path = self.dir / "config.json"
         self.points_path = self.dir / "points.jsonl"
@@ -64,16 +70,17 @@ class ResultStore:
                 old = json.loads(self.config_path.read_text())
             except (OSError, ValueError) as exc:
                 raise InputError(f"{self.config_path}: unreadable sweep configuration ({exc}); "
-                                 "use another --out") from None
+                                 "use another output folder") from None
             new = json.loads(json.dumps(self.config))   # same JSON normalisation as on disk
             if old != new:
                 keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise InputError(f"{self.dir}: holds a sweep with a different configuration "
-                                 f"({', '.join(keys)} differ); use another --out or the same settings")
+                                 f"({', '.join(keys)} differ); use another output folder or the same "
+                                 "settings")
             return
         if self.points_path.exists():
             raise InputError(f"{self.dir}: has {self.points_path.name} but no config.json; "
-                             "use another --out")
+                             "use another output folder")
         tmp = self.config_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.config, indent=1, allow_nan=False) + "\n")
         os.replace(tmp, self.config_path)
@@ -95,7 +102,7 @@ class ResultStore:
                 records[self.key(rec)] = rec
             except (ValueError, KeyError, TypeError):
                 raise InputError(f"{self.points_path}: line {number} is not a sweep point; "
-                                 "use another --out") from None
+                                 "use another output folder") from None
         if keep != data:
             with open(self.points_path, "r+b") as f:
                 f.truncate(len(keep))
@@ -139,6 +146,25 @@ class ResultStore:
             for p in summary["points"]:
                 writer.writerow({k: _fmt(p.get(k)) for k in CSV_COLUMNS})
         os.replace(tmp, csv_path)
+
+
+def _lock_folder(folder: Path):
+    """An exclusive flock on folder/.lock, holding this process's pid, kept as long as the
+    returned file is open; InputError naming the holder's pid when another run has it."""
+    f = open(folder / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise InputError(f"{folder}: in use by another run (pid {holder}); wait for it to "
+                         f"finish or use another output folder") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 def _point_line(rec: dict, key=point_key) -> str:

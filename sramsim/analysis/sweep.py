@@ -15,7 +15,6 @@ import functools
 import hashlib
 import math
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,6 +37,9 @@ from sramsim.memory.geometry import Geometry, parse_kinds
 from sramsim.stats import ci95_halfwidth, mean_std
 
 MAX_VOLTAGES = 10_000
+# points (voltages x chips x offsets) one sweep may hold: each is a test-set evaluation and a
+# line of points.jsonl; a million is weeks of work even at a fraction of a second per point
+MAX_POINTS = 1_000_000
 DEFAULT_ROWS, DEFAULT_COLS = 1024, 2048     # 256 KB weight SRAM, as in NeuralFuse's setup
 
 
@@ -60,7 +62,12 @@ def parse_voltages(text: str) -> list[float]:
                 raise InputError(f"--voltages {text}: {count} voltages (at most {MAX_VOLTAGES})")
             values = [start + i * step for i in range(count)]
         else:
-            values = [float(p) for p in text.split(",") if p.strip()]
+            items = text.split(",")
+            if len(items) > 1 and not all(p.strip() for p in items):
+                raise InputError(f"--voltages {text!r}: an empty entry in the comma list")
+            values = [float(p) for p in items if p.strip()]
+    except InputError:
+        raise
     except ValueError:
         raise InputError(f"--voltages {text!r}: use start:stop:step (e.g. 1.0:0.75:-0.025) or a "
                          "comma list of numbers") from None
@@ -112,6 +119,7 @@ def random_chips(n: int, curve: str = "finfet14", rows: int = DEFAULT_ROWS,
     """`n` random chips with seeds seed, seed+1, ...; v_floor defaults to the curve's lowest voltage."""
     if int(n) != n or n < 1:
         raise InputError(f"--chips must be a positive integer, got {n!r}")
+    check_points(1, int(n), 1)                  # before a list of n chips is built
     if curve not in BUILTINS:
         raise InputError(f"--curve {curve!r}: unknown; built-ins: {', '.join(sorted(BUILTINS))}")
     try:
@@ -123,6 +131,7 @@ def random_chips(n: int, curve: str = "finfet14", rows: int = DEFAULT_ROWS,
     floor = c.v_min if v_floor is None else float(v_floor)
     if floor < c.v_min:
         raise InputError(f"v_floor {floor:g} is below curve {curve!r}'s lowest voltage {c.v_min:g}")
+    Chip.check_random_fits(geometry, c, floor)          # before any work: refused in one line
     kinds_t = tuple(sorted((kinds or {"flip": 1.0}).items()))
     return [ChipSpec(f"{curve}-{geometry.rows}x{geometry.cols}x{geometry.banks}-s{seed + i}",
                      curve=curve, rows=geometry.rows, cols=geometry.cols, banks=geometry.banks,
@@ -238,6 +247,7 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
                                f"ecc {layout.ecc}": layout.ecc is not None})
     facts = [_chip_facts(c) for c in chips]
     _check_voltages(voltages, facts)
+    check_points(len(voltages), len(chips), settings.offsets)
     nominal, unit = facts[0]["nominal"], facts[0]["unit"]
 
     workload, model_obj, arch, ds = load_workload(model, dataset, chips, settings)
@@ -333,6 +343,15 @@ def _run_tasks(workload, tasks: list, store: ResultStore, execution: Execution) 
         store.close()
 
 
+def check_points(voltages: int, chips: int, offsets: int) -> None:
+    """Refuse, before any work, a grid that cannot finish: more than MAX_POINTS points."""
+    points = (voltages * chips * offsets)
+    if points > MAX_POINTS:
+        raise InputError(f"a sweep of {points:,} points ({voltages:,} voltages x {chips:,} chips "
+                         f"x {offsets:,} offsets) is more than the {MAX_POINTS:,} one sweep may "
+                         f"hold (each point evaluates the whole test set)")
+
+
 def _check_voltages(voltages: list[float], facts: list[dict]) -> None:
     """Refuse mixed voltage units, voltages above nominal and voltages below a chip's floor."""
     units = {(f["unit"], f["nominal"]) for f in facts}
@@ -424,9 +443,8 @@ def _pending_tasks(store: ResultStore, voltages, n_chips: int, offsets: int) -> 
 
 
 def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-    return tqdm(total=total, unit="pt", desc="sweep", file=sys.stderr, disable=not enabled,
-                dynamic_ncols=True, smoothing=0.1)
+    from sramsim.progress import progress
+    return progress(total=total, unit="pt", desc="sweep", enabled=enabled)
 
 
 # ------------------------------------------------------------------------------ aggregation

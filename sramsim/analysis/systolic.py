@@ -221,10 +221,12 @@ UseRamulatorTrace: False
 
 
 def run_scalesim(layers: list[ConvLayer], array_rows: int = ARRAY_ROWS, array_cols: int = ARRAY_COLS,
-                 filter_sram_kb: int = FILTER_SRAM_KB) -> list[dict]:
+                 filter_sram_kb: int = FILTER_SRAM_KB, progress: bool = False) -> list[dict]:
     """Run the `scalesim` package on `layers`; per layer its SRAM and DRAM filter reads.
 
-    Cycle-level, so slow for big models (CIFAR ResNet18: about 2 minutes on one core).
+    Cycle-level, so slow for big models (CIFAR ResNet18: about 2 minutes on one core). SCALE-Sim
+    simulates each layer on its own, so it runs one layer at a time here, which lets `progress`
+    report per layer (stderr) with the same counts as one run over the whole table.
     """
     try:
         from scalesim.scale_sim import scalesim
@@ -235,36 +237,46 @@ def run_scalesim(layers: list[ConvLayer], array_rows: int = ARRAY_ROWS, array_co
     if np.lib.NumpyVersion(np.__version__) >= "2.4.0":
         raise InputError(f"scalesim 3.0.0 fails with numpy {np.__version__} (it converts 1-element "
                          f"arrays to int): install numpy<2.4, as requirements.txt pins")
+    from sramsim.progress import progress as reporter
+    out = []
+    with reporter(layers, desc="scalesim", unit="layer", enabled=progress) as bar:
+        for layer in bar:
+            out.append(_scalesim_layer(scalesim, layer, array_rows, array_cols, filter_sram_kb))
+    return out
+
+
+def _scalesim_layer(scalesim, layer: ConvLayer, array_rows: int, array_cols: int,
+                    filter_sram_kb: int) -> dict:
+    """One layer through scalesim: its SRAM and DRAM filter reads."""
     with tempfile.TemporaryDirectory(prefix="sramsim-scalesim-") as tmp:
         tmp = Path(tmp)
         _write_config(tmp / "os.cfg", array_rows, array_cols, filter_sram_kb)
-        write_topology(layers, tmp / "topology.csv")
-        _write_layout(len(layers), tmp / "layout.csv")
+        write_topology([layer], tmp / "topology.csv")
+        _write_layout(1, tmp / "layout.csv")
         # It prints a banner per layer, and warns about its own int(array) (numpy 1.25+).
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             sim = scalesim(save_disk_space=True, verbose=False, config=str(tmp / "os.cfg"),
                            topology=str(tmp / "topology.csv"), layout=str(tmp / "layout.csv"))
             sim.run_scale(top_path=str(tmp))
-        report = tmp / "sramsim" / "DETAILED_ACCESS_REPORT.csv"
-        with open(report) as f:
+        with open(tmp / "sramsim" / "DETAILED_ACCESS_REPORT.csv") as f:
             table = [[c.strip() for c in row] for row in csv.reader(f)]
     header = table[0]
     sram, dram = header.index("SRAM Filter Reads"), header.index("DRAM Filter Reads")
-    return [{"layer": layer.name, "sram_filter_reads": int(float(row[sram])),
-             "dram_filter_reads": int(float(row[dram]))}
-            for layer, row in zip(layers, table[1:])]
+    return {"layer": layer.name, "sram_filter_reads": int(float(table[1][sram])),
+            "dram_filter_reads": int(float(table[1][dram]))}
 
 
 METHODS = ("weights", "systolic", "scalesim")
 
 
-def count_accesses(model: nn.Module, input_shape, method: str = "weights") -> int:
+def count_accesses(model: nn.Module, input_shape, method: str = "weights",
+                   progress: bool = False) -> int:
     """Weight-memory accesses per inference by `method`.
 
     weights: every conv/linear weight read once (8-bit words); systolic: SCALE-Sim's
     output-stationary count in closed form, in 64-bit accesses; scalesim: the same from a
-    `scalesim` run.
+    `scalesim` run (`progress`: per-layer progress on stderr, the only slow method).
     """
     if method == "weights":
         return weight_accesses(model, input_shape)
@@ -272,5 +284,5 @@ def count_accesses(model: nn.Module, input_shape, method: str = "weights") -> in
     if method == "systolic":
         return accesses(sum(filter_sram_reads(layers)))
     if method == "scalesim":
-        return accesses(sum(r["sram_filter_reads"] for r in run_scalesim(layers)))
+        return accesses(sum(r["sram_filter_reads"] for r in run_scalesim(layers, progress=progress)))
     raise InputError(f"unknown access-count method {method!r} (choose from {', '.join(METHODS)})")

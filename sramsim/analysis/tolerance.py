@@ -19,7 +19,7 @@ Fault maps (which maps, so a result can be reproduced and compared):
   image's bits (`sramsim.inject.draws.fixed_draws(..., purpose="test")`, the rule `fusion eval`
   and `sramsim vuln` use), so map k is the same random stream at every BER;
 - source "dram": map k at BER b is the DRAM chip `dram_chip(geometry, curve, v_floor=V(b),
-  seed=seed + k, model=error_model)` read at V(b) = curve.voltage(b), with the weights laid into
+  seed=seed + k, error_model=error_model)` read at V(b) = curve.voltage(b), with the weights laid into
   the part by the DRAM mapping policy `mapping` (`MemoryLayout(mapping=...)`,
   `sramsim.inject.dram_mapping`), so the faults each weight sees are those of the cells it
   lands on.
@@ -56,6 +56,7 @@ from sramsim.analysis.executors import Execution, pinned_threads
 from sramsim.analysis.operating_point import Reference, check_margin, passes
 from sramsim.analysis.store import open_store, write_json
 from sramsim.errors import InputError, check_ber
+from sramsim.progress import duration, progress
 from sramsim.memory.dram import DEFAULT_PART
 from sramsim.memory.dram_curves import DEFAULT_DRAM_CURVE, dram_curve, dram_nominal_voltage
 from sramsim.stats import ci95_halfwidth, mean_std
@@ -160,7 +161,7 @@ class ToleranceWorker:
             return next(itertools.islice(draws, k, None)), None
         from sramsim.memory.dram_errors import dram_chip
         chip = dram_chip(self.spec.dram_geometry(), self.curve, v_floor=voltage,
-                         seed=self.spec.seed + int(k), model=self.spec.error_model)
+                         seed=self.spec.seed + int(k), error_model=self.spec.error_model)
         return chip, voltage
 
     def fault_map(self, ber: float, voltage: float, k: int):
@@ -232,7 +233,9 @@ def search(model, dataset, *, margin: float = 0.01, reference: Reference | None 
     own clean accuracy; `Reference.given(acc, label)` for a control model's). maps: K fault maps
     per point. out_dir: a folder to store points in (resumable), or None to keep them in memory.
     execution: where the maps run (`sramsim.analysis.executors.Execution`; the result does not
-    depend on it at a fixed `threads`).
+    depend on it at a fixed `threads`); with its `progress`, one step per fault map on stderr.
+    log: called with a line per finished point (and, when the fault-free pass ran here, the
+    expected time of the rest).
     """
     from sramsim.analysis import sweep as S
     t_start = time.perf_counter()
@@ -263,11 +266,19 @@ def search(model, dataset, *, margin: float = 0.01, reference: Reference | None 
     store = open_store(out_dir, config)
     reused = sum(1 for k in store.records if k != ("clean",))
     say = log or (lambda text: None)
+    most = (len(grid) + bisect_steps) * maps            # the grid may stop early: an upper bound
+    bar = progress(total=most, desc="tolerance", unit="map", enabled=execution.progress)
+    bar.update(min(reused, most))
     try:
         with execution.open(functools.partial(_MapTasks, workload, spec)) as ex:
             if not store.done(("clean",)):
+                t0 = time.perf_counter()
                 with pinned_threads(execution.threads):
                     store.append([ToleranceWorker(workload, spec).clean()])
+                each, left = time.perf_counter() - t0, most - reused
+                say(f"at most {left} fault maps of {len(ds)} images to evaluate, ~{each:.1f} s "
+                    f"each (as the fault-free pass): expect up to "
+                    f"~{duration(left * each / max(1, execution.workers or 1))}")
             clean = store.records[("clean",)]["accuracy"]
             target = reference.value(clean)
             say(f"fault-free quantized accuracy {100 * clean:.2f}%; reference "
@@ -276,7 +287,7 @@ def search(model, dataset, *, margin: float = 0.01, reference: Reference | None 
             def point(ber: float, phase: str) -> dict:
                 v = round(float(curve_obj.voltage(ber)), 6)
                 ex.run([(ber, k) for k in range(maps) if not store.done((v, k, 0))],
-                       store.append)
+                       lambda records: (store.append(records), bar.update(len(records))))
                 p = summarize_point(ber, v, [store.records[(v, k, 0)] for k in range(maps)],
                                     target, margin, phase)
                 say(f"BER {ber:.3g} (V {v:.4f}): accuracy {100 * p['accuracy_mean']:.2f}% "
@@ -287,6 +298,7 @@ def search(model, dataset, *, margin: float = 0.01, reference: Reference | None 
             points += bisect(last_pass, first_fail, bisect_steps, point)
             last_pass, first_fail = _bracket(points)
     finally:
+        bar.close()
         store.close()
     computed = sum(1 for k in store.records if k != ("clean",)) - reused
     result = _result(last_pass, first_fail, points, clean, reference, margin, maps, grid,
@@ -458,7 +470,7 @@ def _maps_rule(spec: FaultSpec) -> str:
         return (f"map k at BER b: the k-th pattern of RandomBitErrors(b, seed={spec.seed}) over "
                 "the image bits (fixed_draws, purpose='test')")
     return (f"map k at BER b: dram_chip({spec.part}, {spec.curve}, v_floor=V(b), "
-            f"seed={spec.seed}+k, model={spec.error_model}) read at V(b), weights placed by "
+            f"seed={spec.seed}+k, error_model={spec.error_model}) read at V(b), weights placed by "
             f"{spec.mapping}")
 
 

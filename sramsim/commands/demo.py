@@ -1,4 +1,4 @@
-"""`sramsim demo`: the main job on the embedded default data, end to end.
+"""`sramsim demo`: the main job end to end, on Fashion-MNIST and the shipped chips.
 
 Train (or reuse) the default 8-bit CNN on Fashion-MNIST, sweep the shipped finfet14 chips from
 nominal voltage down to 0.75, print the accuracy/energy table and where accuracy first drops by
@@ -10,17 +10,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from sramsim.commands.main import check_writable, integer, print_json
+from sramsim.commands.main import check_writable, integer, print_json, workers
+from sramsim.commands.helptext import leaf
 from sramsim.errors import InputError
+from sramsim.memory.shipped import ALL as SHIPPED, resolve_profiles
 
-SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 DEFAULT_VOLTAGES = "1.0:0.75:-0.025"
 
 
 def register(subparsers) -> None:
     """Add `sramsim demo` to the parser."""
     p = subparsers.add_parser("demo", help="train/reuse the default CNN and sweep the shipped chips",
-                              description=__doc__.splitlines()[0])
+                              **leaf(" ".join(__doc__.split("\n\n")[1].split()),
+                                     "sramsim demo",
+                                     "sramsim demo --epochs 1 --limit 2000 --out quick-demo"))
     p.add_argument("--out", default="demo-out", metavar="DIR", help="output folder (default demo-out)")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="where the trained model is kept and reused (default OUT/cache)")
@@ -29,21 +32,14 @@ def register(subparsers) -> None:
     p.add_argument("--limit", default=None, metavar="N",
                    help="first N train/test samples only (quick runs)")
     p.add_argument("--profiles", nargs="+", default=None, metavar="H5",
-                   help="chip profiles (default: the shipped profiles/finfet14-8192x128-s*.h5)")
+                   help="chip profiles: files, shipped:NAME, or shipped (the default: every "
+                        "profile `sramsim profile list` shows)")
     p.add_argument("--voltages", default=DEFAULT_VOLTAGES, metavar="LIST",
                    help=f"voltages to sweep (default {DEFAULT_VOLTAGES})")
     p.add_argument("--workers", default="2", metavar="W", help="sweep workers (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run)
-
-
-def shipped_profiles() -> list[Path]:
-    """The finfet14 chip profiles that ship in profiles/ (the demo's default chips)."""
-    paths = sorted(SHIPPED_PROFILES.glob("finfet14-8192x128-s*.h5"))
-    if not paths:
-        raise InputError(f"no shipped profiles found in {SHIPPED_PROFILES}; pass --profiles")
-    return paths
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,17 +52,19 @@ def run(args: argparse.Namespace) -> int:
 
     epochs = integer(args.epochs, "--epochs")
     limit = integer(args.limit, "--limit", minimum=2)
-    workers = integer(args.workers, "--workers")
+    n_workers = workers(args.workers)
+    check_writable(args.out, "--out", folder=True)
     out = Path(args.out)
-    check_writable(out, "--out", folder=True)
     cache = Path(args.cache) if args.cache else out / "cache"
     check_writable(cache, "--cache" if args.cache else "--out", folder=True)
     # Voltages and chips are checked before the base model trains, not after.
     voltages = parse_voltages(args.voltages)
-    profiles = [Path(p) for p in args.profiles] if args.profiles else shipped_profiles()
+    profiles = resolve_profiles(args.profiles or [SHIPPED])
     for path in profiles:
         try:
-            Chip.load(path).check_voltage(min(voltages))
+            chip = Chip.load(path)
+            for v in (min(voltages), max(voltages)):     # below the floor, above nominal
+                chip.check_voltage(v)
         except VoltageError as exc:
             raise InputError(f"--voltages {args.voltages}: {exc}") from None
     cache.mkdir(parents=True, exist_ok=True)
@@ -74,11 +72,11 @@ def run(args: argparse.Namespace) -> int:
     ckpt = cache / "base-cnn-8bit.pt"
     log = None if args.json else (lambda msg: print(msg, file=sys.stderr))
 
-    meta = train_base("cnn", args.data, ckpt, TrainOptions(epochs=epochs, seed=0),
+    meta = train_base("cnn", args.data, ckpt, TrainOptions(epochs=epochs, seed=0), overwrite=True,
                       limit=limit, progress=not args.no_progress, log=log)
     summary = run_sweep(str(ckpt), args.data, [str(p) for p in profiles], voltages,
                         out / "sweep", SweepSettings(limit=limit),
-                        Execution(workers=workers, progress=not args.no_progress))
+                        Execution(workers=n_workers, progress=not args.no_progress))
     drop = first_drop(summary, 0.01)
     result = {"checkpoint": str(ckpt), "clean_accuracy": summary.get("clean_accuracy"),
               "base_model": {k: meta.get(k) for k in ("arch", "bits", "scheme", "test_accuracy",

@@ -4,7 +4,7 @@ placement, and the model's tolerable bit error rate (so the lowest DRAM supply v
     sramsim dram info [--part P] [--voltage V]
     sramsim dram energy --model M.pt [--mapping naive|drmap|error-aware|all] [--voltage V]
     sramsim dram tolerance --model M.pt --data D --margin 0.01 [--maps K] [--out DIR]
-                           [--model-error 0..3 | --ber-source random]
+                           [--error-model 0..3 | --ber-source random]
 
 Voltages are the part's lowered array supply in volts (VDD2 = 1.2 V on the default LPDDR3 part),
 valid from the BER curve's floor up to nominal.
@@ -14,13 +14,16 @@ from __future__ import annotations
 import argparse
 import math
 
+from sramsim.commands.config import add_config, recorded
+from sramsim.commands.helptext import deprecated_alias, leaf, paragraph
 from sramsim.commands.main import (add_execution_arguments, ber_range, check_writable, execution,
-                                   integer, number, print_json, seed)
+                                   flagged, integer, maps, number, print_json, seed)
 from sramsim.errors import InputError
 from sramsim.memory.dram import DEFAULT_PART
 from sramsim.memory.dram_curves import DEFAULT_DRAM_CURVE, dram_curve_names
 
 MAPPINGS = ("naive", "drmap", "error-aware")
+ERROR_MODELS = ("0", "1", "2", "3")                 # EDEN's DRAM error models (dram_errors)
 FLOOR_BER = 0.5   # the curve's floor: where half the cells fail (below it no error model applies)
 
 
@@ -28,17 +31,28 @@ def register(subparsers) -> None:
     """Add `sramsim dram` (info, energy, tolerance) to the parser."""
     p = subparsers.add_parser("dram", help="approximate DRAM: part energies, energy per "
                               "inference by placement, tolerable BER search",
-                              description=__doc__.splitlines()[0])
+                              description=paragraph(__doc__))
     sub = p.add_subparsers(dest="dram_command", required=True, metavar="SUBCOMMAND")
 
-    info = sub.add_parser("info", help="a part's capacity, geometry and energies at a voltage")
+    info = sub.add_parser("info", help="a part's capacity, geometry and energies at a voltage",
+                          **leaf("A DRAM part's capacity, geometry, per-command energies and "
+                                 "row-buffer hit / miss / conflict energies (DRAMPower's equations) "
+                                 "with its array supply at --voltage.",
+                                 "sramsim dram info --voltage 1.0",
+                                 "sramsim dram info --part MICRON_4Gb_LPDDR3-1333_32bit_A --json"))
     _common(info)
     info.add_argument("--voltage", metavar="V", help="lowered supply voltage in volts "
                       "(default: nominal)")
     info.set_defaults(func=run_info)
 
     energy = sub.add_parser("energy", help="DRAM energy of one inference of a model, per "
-                            "weight placement policy")
+                            "weight placement policy",
+                            **leaf("The DRAM energy of reading a model's weights once (one "
+                                   "inference) under each weight placement policy: its row-buffer "
+                                   "hits, misses and conflicts, and the energy at nominal and at "
+                                   "--voltage.",
+                                   "sramsim dram energy --model cnn.pt --mapping all --voltage 0.93",
+                                   "sramsim dram energy --model cnn.pt --mapping drmap --json"))
     _common(energy)
     energy.add_argument("--model", required=True, metavar="CKPT", help="model checkpoint")
     energy.add_argument("--mapping", default="all", choices=(*MAPPINGS, "all"),
@@ -49,7 +63,15 @@ def register(subparsers) -> None:
     energy.set_defaults(func=run_energy)
 
     tol = sub.add_parser("tolerance", help="largest BER (lowest voltage) keeping accuracy "
-                         "within a margin of fault-free")
+                         "within a margin of fault-free",
+                         **leaf("The largest bit error rate whose mean accuracy over --maps fault "
+                                "maps stays within --margin of the fault-free accuracy (a log grid "
+                                "scan, then bisection), the DRAM voltage it allows and the energy "
+                                "per placement there. Points are written to the output folder as "
+                                "they finish; a re-run with the same --out resumes.",
+                                "sramsim dram tolerance --model cnn.pt --margin 0.01 --maps 5 "
+                                "--limit 2000 --out tol",
+                                "sramsim dram tolerance --model cnn.pt --error-model 1 --out tol-em1"))
     _common(tol)
     tol.add_argument("--model", required=True, metavar="CKPT", help="model checkpoint")
     tol.add_argument("--data", default="fashion-mnist", metavar="SPEC",
@@ -59,15 +81,17 @@ def register(subparsers) -> None:
     tol.add_argument("--maps", default="5", metavar="K", help="fault maps per BER (default 5)")
     tol.add_argument("--limit", default=None, metavar="N", help="use the first N test samples")
     tol.add_argument("--out", default=None, metavar="DIR",
-                     help="folder for the points (a re-run with the same DIR resumes)")
+                     help="folder for the points, tolerance.json and tolerance.png (a re-run with "
+                          "the same DIR resumes; default: MODEL-tolerance in the current folder)")
     src = tol.add_mutually_exclusive_group()
-    src.add_argument("--model-error", default=None, choices=("0", "1", "2", "3"),
+    src.add_argument("--error-model", default=None, choices=ERROR_MODELS,
                      help="fault maps: DRAM chips from EDEN error model 0-3 (uniform, bitline, "
                           "wordline, data-dependent)")
+    deprecated_alias(src, "--model-error", "--error-model", "error_model", choices=ERROR_MODELS)
     src.add_argument("--ber-source", default=None, choices=("random",),
                      help="fault maps: random bit errors at the BER (the default)")
     tol.add_argument("--mapping", default="drmap", choices=MAPPINGS,
-                     help="with --model-error: how the weights are placed in the part "
+                     help="with --error-model: how the weights are placed in the part "
                           "(default drmap)")
     tol.add_argument("--ber-range", default="1e-6,1e-1", metavar="LOW,HIGH",
                      help="BER grid from LOW to HIGH, one point per decade (default 1e-6,1e-1)")
@@ -81,12 +105,14 @@ def register(subparsers) -> None:
     tol.add_argument("--batch-size", default="1000", metavar="B",
                      help="evaluation batch (default 1000)")
     add_execution_arguments(tol)
+    add_config(tol)
     tol.set_defaults(func=run_tolerance)
 
 
 def _common(p) -> None:
     p.add_argument("--part", default=DEFAULT_PART, metavar="P",
-                   help=f"bundled DRAM part or a part JSON file (default {DEFAULT_PART})")
+                   help=f"bundled DRAM part, a part JSON file, or a DRAMPower memspec JSON file "
+                        f"(e.g. MICRON_4Gb_DDR4-2400_8bit_A.json; default {DEFAULT_PART})")
     p.add_argument("--curve", default=DEFAULT_DRAM_CURVE, metavar="NAME|TABLE.csv",
                    help=f"BER vs voltage curve: {', '.join(dram_curve_names())} (default "
                         f"{DEFAULT_DRAM_CURVE}, an illustrative fit), or a CSV of voltage,ber "
@@ -95,9 +121,10 @@ def _common(p) -> None:
 
 
 def _error_model(p) -> None:
-    p.add_argument("--model-error", default="0", choices=("0", "1", "2", "3"),
+    p.add_argument("--error-model", default="0", choices=ERROR_MODELS,
                    help="error-aware placement: EDEN error model of the chip whose partition "
                         "BERs order the placement (default 0)")
+    deprecated_alias(p, "--model-error", "--error-model", "error_model", choices=ERROR_MODELS)
     p.add_argument("--seed", default="0", help="error-aware placement: chip seed (default 0)")
 
 
@@ -111,8 +138,11 @@ def part_and_curve(args):
     from sramsim.memory.dram_curves import dram_curve, dram_nominal_voltage
     geometry = DramGeometry.from_part(args.part)
     energy = DramEnergy.from_part(args.part)
-    curve = dram_curve(args.curve)
-    nominal = dram_nominal_voltage(args.curve)
+    try:
+        curve = dram_curve(args.curve)
+        nominal = dram_nominal_voltage(args.curve)
+    except InputError as exc:
+        raise flagged(exc, ["curve"]) from None
     if not math.isclose(nominal, energy.nominal_voltage, rel_tol=1e-9):
         raise InputError(f"--curve {args.curve} has nominal {nominal:g} V but part "
                          f"{energy.name} lowers {energy.lowered.upper()} of nominal "
@@ -212,11 +242,11 @@ def energy_report(args) -> dict:
                          "BER at that voltage)")
     ber = None if v is None else float(curve.ber(v))
     rows = mapping_energies(qm.image.size, layer_bytes, geometry, energy, v, tolerable_ber=ber,
-                            curve=curve, seed=chip_seed, error_model=int(args.model_error),
+                            curve=curve, seed=chip_seed, error_model=int(args.error_model),
                             policies=policies)
     return {"model": args.model, "part": energy.name, "weight_bytes": int(qm.image.size),
             "curve": curve.name, "nominal_voltage": nominal, "voltage": v, "ber": ber,
-            "error_model": int(args.model_error) if "error-aware" in policies else None,
+            "error_model": int(args.error_model) if "error-aware" in policies else None,
             "mappings": rows}
 
 
@@ -265,19 +295,36 @@ def tolerance_report(args) -> dict:
     reference = reference_arg(args.reference)
     run_on = execution(args)
     low, high = ber_range(args.ber_range)
-    if args.out is not None:
-        check_writable(args.out, "--out", folder=True)
-    source = "random" if args.model_error is None else "dram"
-    progress = None if args.no_progress or args.json else \
-        (lambda text: print(text, file=sys.stderr, flush=True))
-    return search(args.model, args.data, margin=margin, maps=integer(args.maps, "--maps"),
-                  low=low, high=high, bisect_steps=integer(args.bisect, "--bisect", minimum=0),
-                  source=source,
-                  error_model=0 if args.model_error is None else int(args.model_error),
-                  mapping=args.mapping, curve=args.curve, part=args.part, seed=seed(args.seed),
-                  limit=None if args.limit is None else integer(args.limit, "--limit"),
-                  batch_size=integer(args.batch_size, "--batch-size"), out_dir=args.out,
-                  reference=reference, execution=run_on, log=progress)
+    quiet = args.no_progress or args.json
+    out = args.out if args.out is not None else default_out(args.model)
+    check_writable(out, "--out", folder=True)
+    chosen, args.out = args.out is not None, out        # the run file records where it went
+    source = "random" if args.error_model is None else "dram"
+    # the first line, once the options are checked and the fault-free pass ran, says where the
+    # points go when the user did not choose
+    first = [] if chosen else [f"writing to {out}/ (resumable: re-run the same command to "
+                               f"continue)"]
+
+    def progress(text: str) -> None:
+        for line in first + [text]:
+            print(line, file=sys.stderr, flush=True)
+        first.clear()
+    with recorded(args, out):
+        return search(args.model, args.data, margin=margin, maps=maps(args.maps, "--maps"),
+                      low=low, high=high, bisect_steps=integer(args.bisect, "--bisect", minimum=0),
+                      source=source,
+                      error_model=0 if args.error_model is None else int(args.error_model),
+                      mapping=args.mapping, curve=args.curve, part=args.part, seed=seed(args.seed),
+                      limit=None if args.limit is None else integer(args.limit, "--limit"),
+                      batch_size=integer(args.batch_size, "--batch-size"), out_dir=out,
+                      reference=reference, execution=run_on, log=None if quiet else progress)
+
+
+def default_out(model: str) -> str:
+    """Where `dram tolerance` writes without --out: MODEL-tolerance in the current folder, so an
+    interrupted search is never lost and the same command resumes it."""
+    from pathlib import Path
+    return f"{Path(model).stem}-tolerance"
 
 
 def reference_arg(text: str):
@@ -292,6 +339,10 @@ def reference_arg(text: str):
 def run_tolerance(args: argparse.Namespace) -> int:
     """`sramsim dram tolerance`."""
     r = tolerance_report(args)
+    if r["out"]:
+        from pathlib import Path
+        from sramsim.analysis.plots import plot_tolerance
+        r["plot"] = plot_tolerance(r, Path(r["out"]) / "tolerance.png")
     if args.json:
         print_json(r)
         return 0
@@ -313,5 +364,5 @@ def run_tolerance(args: argparse.Namespace) -> int:
               f"{100 * r['accuracy_mean']:.2f}% ± {100 * r['ci95']:.2f}")
     _energy_table(r["energy"], r["voltage"] is not None)
     if r["out"]:
-        print(f"wrote {r['out']}/points.jsonl, {r['out']}/tolerance.json")
+        print(f"wrote {r['out']}/points.jsonl, {r['out']}/tolerance.json, {r['plot']}")
     return 0

@@ -6,7 +6,8 @@ import argparse
 from sramsim.analysis import addons
 from sramsim.analysis import energy as E
 from sramsim.analysis.systolic import METHODS, count_accesses
-from sramsim.commands.main import integer, number, print_json
+from sramsim.commands.main import flagged, integer, number, print_json
+from sramsim.commands.helptext import leaf, paragraph
 from sramsim.errors import InputError, check_ber
 from sramsim.inject.ecc import get_code
 from sramsim.memory.curves import BUILTINS, BerCurve
@@ -23,7 +24,10 @@ def register(subparsers) -> None:
     """Add `sramsim energy` to the command line."""
     p = subparsers.add_parser(
         "energy", help="energy per weight read and saving at a voltage (optionally with an add-on)",
-        description=__doc__.splitlines()[0])
+        **leaf(paragraph(__doc__) + " An add-on such as a NeuralFuse generator runs at nominal "
+               "voltage and costs back its own reads; every read count says where it came from.",
+               "sramsim energy --model cnn.pt --addon ConvS --ber 0.01",
+               "sramsim energy --accesses 2755968 --addon-accesses 320256 --voltage 0.833"))
     base = p.add_mutually_exclusive_group(required=True)
     base.add_argument("--model", metavar="CKPT", help="model checkpoint: count its weight reads")
     base.add_argument("--accesses", metavar="N", help="weight-memory reads per inference of the base model")
@@ -171,7 +175,7 @@ def _base_accesses(args, method: str | None) -> tuple[int, str, tuple | None]:
     else:
         raise InputError(f"{args.model}: the checkpoint does not record its image size; "
                          f"pass --input-shape C,H,W")
-    n = count_accesses(model, shape, method)
+    n = count_accesses(model, shape, method, progress=True)
     return n, f"{args.model}: {COUNT_LABELS[method]}", shape
 
 
@@ -197,8 +201,12 @@ def _addon_accesses(args, method: str | None,
     if input_shape is None:
         raise InputError(f"--addon {name} with --accesses: pass --input-shape C,H,W to count its "
                          f"reads ({method}), or --count published to look up NeuralFuse's count")
-    generator = addons.build(name, input_shape[0])
-    return name, count_accesses(generator, input_shape, method), f"{name}: {COUNT_LABELS[method]}"
+    try:
+        generator = addons.build(name, input_shape[0])
+    except InputError as exc:
+        raise flagged(exc, ["addon"]) from None
+    return (name, count_accesses(generator, input_shape, method, progress=True),
+            f"{name}: {COUNT_LABELS[method]}")
 
 
 def _print_table(r: dict) -> None:

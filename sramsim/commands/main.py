@@ -1,25 +1,46 @@
 """`sramsim` command line: a thin layer over the library; each subcommand lives in sramsim.commands.
 
 Every subcommand module defines `register(subparsers)`, which adds its parser and sets
-`func=run(args) -> int`. Bad input (InputError, missing files, bad values) prints one line and exits 2.
+`func=run(args) -> int`. Bad input (InputError, missing files, bad values, argparse's own
+refusals) prints one line and exits 2; a runtime failure (RunError, a full disk) one line and 1.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import math
+import re
 import sys
 
-from sramsim.errors import InputError, check_ber, check_writable  # noqa: F401 (check_writable: for the commands)
+from sramsim.errors import (MAX_THREADS, InputError, RunError,  # noqa: F401 (check_writable:
+                            check_ber, check_device, check_writable)  # for the commands)
 
+# OSErrors about the path the user gave, not the machine: exit status 2 like other bad input
+BAD_PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EACCES,
+                   errno.EROFS, errno.ELOOP, errno.EINVAL)
 COMMANDS = ("profile", "train_base", "sweep", "energy", "demo", "vuln", "dram", "sparkxd", "plan")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose refusals are one line (no usage block): "PROG: error: argument --by:
+    invalid choice: 'foo' (choose from layer, bit, both)". Subcommand parsers inherit it."""
+
+    def error(self, message: str):
+        message = " ".join(message.split())
+        if "invalid choice" in message:          # (choose from 'a', 'b') -> (choose from a, b)
+            head, _, choices = message.partition("(choose from ")
+            message = head + "(choose from " + choices.replace("'", "")
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser(prog: str = "sramsim", package: str = "sramsim.commands",
                  commands=COMMANDS) -> argparse.ArgumentParser:
     """The parser of `prog`: one subcommand per module `package.NAME` for NAME in `commands`."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    from sramsim._version import __version__
+    parser = Parser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in commands:
         # No try/except: a subcommand module that fails to import is a bug to surface, not a
@@ -30,22 +51,44 @@ def build_parser(prog: str = "sramsim", package: str = "sramsim.commands",
 
 def run_main(parser: argparse.ArgumentParser, argv=None) -> int:
     """Parse, dispatch, and turn bad input into one line on stderr with exit status 2."""
+    from sramsim.commands import config
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser.parse_args(argv)
     try:
+        config.apply(parser, args, argv)        # --config FILE.toml of the commands that take it
         return int(args.func(args) or 0)
-    except (InputError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            PermissionError, FileExistsError) as exc:
         print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # a name too long for the file system is bad input; a full disk or an I/O error is a
+        # runtime failure (what finished is kept: results are written as they finish)
+        print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2 if exc.errno in BAD_PATH_ERRNOS else 1
+    except RunError as exc:
+        print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; finished results are kept, re-run to resume",
               file=sys.stderr)
         return 130
-    except RuntimeError as exc:
-        from sramsim.analysis.executors import RayWorkersLost
-        if not isinstance(exc, RayWorkersLost):
-            raise
-        print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)   # not bad input
-        return 1
+
+
+def flagged(exc: InputError, names) -> InputError:
+    """`exc` with the parameter names the library wrote (`names`: e.g. TrainOptions' fields, or
+    a {name: flag} dict where they differ) written as the flags a user typed: "randbet_p must
+    ..." -> "--randbet-p must ...". Names with an underscore are replaced wherever they stand; a
+    plain name only as the first word."""
+    text = str(exc)
+    flags = names if isinstance(names, dict) else {}
+    for name in sorted(names, key=len, reverse=True):
+        flag = flags.get(name) or "--" + name.replace("_", "-")
+        if "_" in name:
+            text = re.sub(rf"(?<![\w-]){re.escape(name)}(?!\w)", flag, text)
+        elif re.match(rf"{re.escape(name)}[ :]", text):
+            text = flag + text[len(name):]
+    return InputError(text)
 
 
 def number(text, flag: str, positive: bool = False, minimum: float | None = None,
@@ -83,6 +126,41 @@ def integer(text, flag: str, minimum: int | None = 1, maximum: int | None = None
     if maximum is not None and value > maximum:
         raise InputError(f"{flag} must be <= {maximum}, got {text!r}")
     return value
+
+
+# fault maps a command evaluates per point (vuln --models, tolerance --maps, fusion eval
+# --models): each is a test-set evaluation (times the groups in vuln); above this a run cannot
+# finish in days, so it is refused up front rather than left to hang
+MAX_MAPS = 100_000
+
+
+def maps(text, flag: str) -> int | None:
+    """A command-line count of fault maps in [1, MAX_MAPS]."""
+    return integer(text, flag, minimum=1, maximum=MAX_MAPS)
+
+
+# worker processes: each imports torch (hundreds of MB), so a local pool is bounded by this
+# machine's cores; a Ray cluster's actors by a count no cluster here reaches
+LOCAL_WORKERS_PER_CORE = 4
+MAX_RAY_WORKERS = 1024
+
+
+def workers(text, flag: str = "--workers", executor: str = "local") -> int | None:
+    """A command-line worker count: at most 4 per core of this machine for local processes,
+    at most MAX_RAY_WORKERS Ray actors."""
+    import os
+    top = MAX_RAY_WORKERS if executor == "ray" else LOCAL_WORKERS_PER_CORE * (os.cpu_count() or 1)
+    value = integer(text, flag, minimum=1)
+    if value is not None and value > top:
+        where = "Ray actors" if executor == "ray" else \
+            f"local processes ({LOCAL_WORKERS_PER_CORE} per core of this machine)"
+        raise InputError(f"{flag} must be <= {top} {where}, got {text!r}")
+    return value
+
+
+def threads(text, flag: str = "--threads") -> int | None:
+    """A command-line thread count in [1, MAX_THREADS] (torch crashes far above it)."""
+    return integer(text, flag, minimum=1, maximum=MAX_THREADS)
 
 
 def seed(text, flag: str = "--seed") -> int | None:
@@ -192,14 +270,14 @@ def add_execution_arguments(p: argparse.ArgumentParser, what: str = "fault maps"
 
 def execution(args: argparse.Namespace):
     """The Execution of the flags `add_execution_arguments` added (checked before any work)."""
-    from sramsim.analysis.executors import MAX_THREADS, Execution
+    from sramsim.analysis.executors import Execution
     if args.ray_address and args.executor != "ray":
         raise InputError("--ray-address needs --executor ray")
-    workers = integer(args.workers, "--workers")
-    if workers is None and args.executor != "ray":
-        workers = 1
-    return Execution(args.executor, workers, integer(args.threads, "--threads", maximum=MAX_THREADS),
-                     args.ray_address, progress=not args.no_progress)
+    count = workers(args.workers, executor=args.executor)
+    if count is None and args.executor != "ray":
+        count = 1
+    return Execution(args.executor, count, threads(args.threads), args.ray_address,
+                     progress=not args.no_progress)
 
 
 def load_quantized(path, bits: str | None = None, scheme: str | None = None):
@@ -226,14 +304,11 @@ def check_channels(path, meta: dict, dataset) -> None:
 
 def torch_device(name: str):
     """A --device value as a torch.device; unknown names and missing CUDA are bad input."""
-    import torch
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"--device: unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device available")
-    return device
+        return check_device(name)
+    except InputError as exc:
+        reason = str(exc).split(": ", 1)[-1]           # without the library's "device 'x'"
+        raise InputError(f"--device {name}: {reason}") from None
 
 
 def _one_line(exc: BaseException) -> str:

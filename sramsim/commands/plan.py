@@ -3,27 +3,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 
+from sramsim.commands.config import add_config, recorded
+from sramsim.commands.helptext import leaf, paragraph
 from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_channels,
-                                   check_writable, execution, integer, load_quantized,
+                                   check_writable, execution, integer, load_quantized, maps,
                                    memory_layout, number, print_json, seed)
 from sramsim.memory.curves import BUILTINS
-
-EXAMPLES = """\
-examples:
-  # weights per layer on 4 random finfet14 chips, within 1 point of the fault-free accuracy
-  sramsim plan --model cnn.pt --chips 4 --domains layer --out plan-out
-  # weights per layer plus an activation buffer (its own 64 KB chips)
-  sramsim plan --model cnn.pt --chips 4 --domains layer --activations --act-rows 512 \\
-      --act-cols 1024 --out plan-acts
-  # the banks of a multi-bank profile, budget: within 2 points of a given 90% accuracy
-  sramsim plan --model cnn.pt --profile chip8banks.h5 --domains bank --margin 0.02 \\
-      --reference 0.90 --out plan-banks
-  # evaluate a given assignment (JSON {domain: voltage}, or a plan.json) on the test maps
-  sramsim plan --model cnn.pt --chips 4 --domains layer --assignment plan-out/plan.json \\
-      --out plan-check
-"""
+from sramsim.memory.shipped import resolve_profiles
+from sramsim.progress import progress
 
 
 def register(subparsers) -> None:
@@ -31,23 +19,32 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "plan", help="cheapest voltage per memory domain (layers, banks, activations) within an "
                      "accuracy budget",
-        description=textwrap.fill(
-            "The cheapest supply voltage for each memory domain within an accuracy budget. "
-            "Chooses on validation images and maps only (the last --val-images training "
-            "images, chips at validation placements), then reports the plan beside the best "
-            "single voltage on the test images and fresh test maps. Search: per-domain "
-            "sensitivity at the best single voltage, Lagrangian candidates over the per-domain "
-            "energy/accuracy curves checked jointly on validation, greedy lowering, both "
-            "choices confirmed on held-back validation maps (sramsim.analysis.plan). "
-            "Re-running with the same --out resumes.", 78),
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        **leaf(paragraph(__doc__) + " Chooses on validation images and maps only (the last "
+               "--val-images training images, chips at validation placements), then reports the "
+               "plan beside the best single voltage on the test images and fresh test maps. "
+               "Search: per-domain sensitivity at the best single voltage, Lagrangian candidates "
+               "over the per-domain energy/accuracy curves checked jointly on validation, greedy "
+               "lowering, both choices confirmed on held-back validation maps "
+               "(sramsim.analysis.plan). Every evaluation is written to OUT as it finishes; "
+               "re-running with the same --out resumes. OUT gets plan.json and plan.png; "
+               "--assignment evaluates a given assignment instead of searching.",
+               "sramsim plan --model cnn.pt --chips 4 --domains layer --out plan-out",
+               "sramsim plan --model cnn.pt --chips 4 --domains layer --activations "
+               "--act-rows 512 --act-cols 1024 --out plan-acts",
+               "sramsim plan --model cnn.pt --profile chip8banks.h5 --domains bank --margin 0.02 "
+               "--reference 0.90 --out plan-banks",
+               "sramsim plan --model cnn.pt --chips 4 --domains layer --assignment "
+               "plan-out/plan.json --out plan-check",
+               "sramsim plan --config plan-out/run.toml --margin 0.02 --out plan-2pt"))
     p.add_argument("--model", required=True, metavar="CKPT", help="model checkpoint (sramsim "
                    "train-base)")
     p.add_argument("--data", default="fashion-mnist", metavar="SPEC",
                    help="fashion-mnist, mnist or a dataset directory (default fashion-mnist)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--chips", metavar="N", help="N random weight chips drawn from --curve")
-    src.add_argument("--profile", nargs="+", metavar="H5", help="weight chip profiles")
+    src.add_argument("--profile", nargs="+", metavar="H5",
+                     help="weight chip profiles: files, shipped:NAME, or shipped (all shipped "
+                          "profiles)")
     p.add_argument("--curve", default="finfet14", choices=sorted(BUILTINS),
                    help="BER curve of random chips (default finfet14)")
     p.add_argument("--rows", default="1024", help="random weight chips: rows per bank (default "
@@ -64,7 +61,8 @@ def register(subparsers) -> None:
                         "training images) in a faulty activation buffer: one more domain")
     p.add_argument("--act-chips", default=None, metavar="N",
                    help="random activation buffer chips (default: as many as weight chips)")
-    p.add_argument("--act-profile", nargs="+", metavar="H5", help="activation buffer profiles")
+    p.add_argument("--act-profile", nargs="+", metavar="H5",
+                   help="activation buffer profiles: files, shipped:NAME, or shipped")
     p.add_argument("--act-rows", default="512", help="random buffer chips: rows (default 512)")
     p.add_argument("--act-cols", default="1024", help="random buffer chips: bits per row "
                    "(default 1024: 64 KB)")
@@ -110,6 +108,7 @@ def register(subparsers) -> None:
                         "plan.json, plan.png")
     add_execution_arguments(p, "evaluations")
     p.add_argument("--json", action="store_true", help="print plan.json's object on stdout")
+    add_config(p)
     p.set_defaults(func=run)
 
 
@@ -133,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
     s = seed(args.seed)
     layout = memory_layout(args, None if args.profile else "--profile")
     settings = P.PlanSettings(
-        voltages, margin, reference, integer(args.val_maps, "--val-maps"),
-        integer(args.test_maps, "--test-maps"), s, integer(args.batch_size, "--batch-size"),
+        voltages, margin, reference, maps(args.val_maps, "--val-maps"),
+        maps(args.test_maps, "--test-maps"), s, integer(args.batch_size, "--batch-size"),
         None if args.refine is None else integer(args.refine, "--refine", minimum=0),
         activation_writes=integer(args.act_writes, "--act-writes", minimum=0),
         activation_reads=integer(args.act_reads, "--act-reads", minimum=0),
@@ -144,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--act-chips / --act-profile need --activations")
     assignment = None if args.assignment is None else VoltageAssignment.load(args.assignment)
     if args.profile:
-        weights = S.profile_chips(args.profile)
+        weights = S.profile_chips([str(p) for p in resolve_profiles(args.profile)])
     else:
         weights = S.random_chips(integer(args.chips, "--chips"), args.curve,
                                  integer(args.rows, "--rows"), integer(args.cols, "--cols"),
@@ -152,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     acts = ()
     if args.activations:
         if args.act_profile:
-            acts = S.profile_chips(args.act_profile)
+            acts = S.profile_chips([str(p) for p in resolve_profiles(args.act_profile)])
         else:
             n = len(weights) if args.act_chips is None else integer(args.act_chips, "--act-chips")
             acts = S.random_chips(n, args.curve, integer(args.act_rows, "--act-rows"),
@@ -160,12 +159,11 @@ def run(args: argparse.Namespace) -> int:
                                   v_floor=min(voltages))
     qm, validation, test, calibration = _load(args, val_n, calib_n, limit)
     memories = P.Memories(tuple(weights), args.domains, tuple(acts), layout)
-    from tqdm import tqdm
-    bar = tqdm(unit="eval", desc="plan", file=sys.stderr, leave=False,
-               disable=True if not run_on.progress else None)
+    bar = progress(unit="eval", desc="plan", enabled=run_on.progress)
     try:
-        report = P.plan(qm, validation, test, memories, settings, calibration, run_on, args.out,
-                        on_done=bar.update, assignment=assignment)
+        with recorded(args, args.out):
+            report = P.plan(qm, validation, test, memories, settings, calibration, run_on,
+                            args.out, on_done=bar.update, assignment=assignment)
     finally:
         bar.close()
     from pathlib import Path

@@ -1,4 +1,7 @@
-"""`sramsim profile synth|import|info|validate|plot`: make, inspect and check HDF5 chip profiles."""
+"""`sramsim profile list|synth|import|info|validate|plot`: make, inspect and check HDF5 chip profiles.
+
+Wherever a profile file is taken, `shipped:NAME` names a profile that ships with sramsim (`sramsim
+profile list` prints them), and `validate` takes `shipped` for all of them."""
 from __future__ import annotations
 
 import argparse
@@ -11,10 +14,15 @@ import numpy as np
 from sramsim.memory import profiles
 from sramsim.memory.chip import Chip
 from sramsim.commands.main import check_writable, integer, number, print_json, seed, voltage
+from sramsim.commands.helptext import leaf
 from sramsim.memory.curves import BerCurve
 from sramsim.errors import InputError
+from sramsim.memory.sizes import format_bytes
 from sramsim.memory.dram import DEFAULT_PART, DramGeometry, load_part
 from sramsim.memory.geometry import Geometry
+from sramsim.memory.shipped import ALL, resolve_profiles, shipped_profiles
+
+PROFILE_HELP = "profile file (.h5) or shipped:NAME"
 
 
 def register(subparsers) -> None:
@@ -22,7 +30,23 @@ def register(subparsers) -> None:
                                    description=__doc__)
     sub = parser.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
 
-    p = sub.add_parser("synth", help="a synthetic chip drawn from a voltage->BER curve")
+    p = sub.add_parser("list", help="the chip profiles that ship with sramsim (use them as "
+                       "shipped:NAME)", **leaf(
+                           "The chip profiles that ship with sramsim: name, geometry, technology, "
+                           "capacity and file size. Any option that takes a profile file also "
+                           "takes shipped:NAME, and lists of profiles take shipped for all of them.",
+                           "sramsim profile list", "sramsim profile list --json"))
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run_list)
+
+    p = sub.add_parser("synth", help="a synthetic chip drawn from a voltage->BER curve", **leaf(
+        "Draw a synthetic chip from a voltage-to-BER curve: every cell fails below its own "
+        "voltage, drawn so that the share of failing cells at V follows the curve, down to "
+        "--v-floor. The same --seed gives the same chip, bit for bit, on any machine.",
+        "sramsim profile synth --curve finfet14 --rows 1024 --cols 1024 --v-floor 0.75 --seed 7 "
+        "--out my.h5",
+        "sramsim profile synth --curve gaussian:0.706,0.055 --rows 8192 --cols 128 --v-floor 0.8 "
+        "--seed 0 --kinds flip=1,stuck0=0.5,stuck1=0.5 --out mixed.h5"))
     p.add_argument("--curve", default="finfet14",
                    help="built-in curve name (finfet14) or gaussian:MU,SIGMA")
     _geometry_args(p)
@@ -37,14 +61,20 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_synth)
 
     p = sub.add_parser("import", help="a measured chip from per-voltage failing-bit files",
-                       description=profiles.load_bitmap_dir.__doc__)
+                       **leaf("Import a measured chip from a folder of per-voltage observations "
+                              "of failing bits into an HDF5 profile. "
+                              + " ".join(profiles.load_bitmap_dir.__doc__.split("\n\n")[1].split()),
+                              "sramsim profile import bitmaps/ --rows 8192 --cols 128 --out chip.h5",
+                              "sramsim profile import dram-bitmaps/ --technology dram --out "
+                              "dram-chip.h5"))
     p.add_argument("directory", help="folder of v<voltage>[_0to1|_1to0].npy files")
     _geometry_args(p, required=False)
     p.add_argument("--technology", default="sram",
                    help="memory technology label (default sram); 'dram' takes the geometry of "
                         "--part (bit addresses as in sramsim.memory.dram) instead of --rows/--cols")
     p.add_argument("--part", default=None, metavar="P",
-                   help=f"DRAM part (bundled name or JSON file) for --technology dram "
+                   help=f"DRAM part (bundled name, part JSON or DRAMPower memspec JSON) for "
+                        f"--technology dram "
                         f"(default {DEFAULT_PART})")
     p.add_argument("--voltage-unit", choices=profiles.VOLTAGE_UNITS, default=None,
                    help="normalized (default) or V (default for --technology dram)")
@@ -55,20 +85,30 @@ def register(subparsers) -> None:
     _out_args(p)
     p.set_defaults(func=run_import)
 
-    p = sub.add_parser("info", help="geometry, fault counts and BER at a few voltages")
-    p.add_argument("file")
+    p = sub.add_parser("info", help="geometry, fault counts and BER at a few voltages", **leaf(
+        "Print a profile's geometry, fault counts by kind, and its bit error rate at a few "
+        "voltages (the measured ones, or the points of its curve).",
+        "sramsim profile info shipped:finfet14-8192x128-s0",
+        "sramsim profile info chip.h5 --voltages 0.9 0.85 --json"))
+    p.add_argument("file", help=PROFILE_HELP)
     p.add_argument("--voltages", nargs="+", metavar="V",
                    help="voltages to report (default: measured voltages or the curve's points)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_info)
 
-    p = sub.add_parser("validate", help="check profiles; exit 2 if any is bad")
-    p.add_argument("files", nargs="+")
+    p = sub.add_parser("validate", help="check profiles; exit 2 if any is bad", **leaf(
+        "Check profiles against the schema (format, datasets, addresses within the chip, sorted "
+        "failure voltages) and print one line per file; the exit status is 2 if any is bad.",
+        "sramsim profile validate shipped", "sramsim profile validate chip.h5 other.h5 --json"))
+    p.add_argument("files", nargs="+", help=PROFILE_HELP + ", or shipped (all shipped profiles)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_validate)
 
-    p = sub.add_parser("plot", help="PNG of the fault map at a voltage and BER vs voltage")
-    p.add_argument("file")
+    p = sub.add_parser("plot", help="PNG of the fault map at a voltage and BER vs voltage", **leaf(
+        "Write a PNG with the chip's fault map at one voltage (faulty bits per block, with a "
+        "colour scale) beside its bit error rate over voltage.",
+        "sramsim profile plot shipped:finfet14-8192x128-s0 --voltage 0.8 --out chip.png"))
+    p.add_argument("file", help=PROFILE_HELP)
     p.add_argument("--voltage", required=True, metavar="V",
                    help="supply voltage (between the chip's floor and its nominal voltage)")
     p.add_argument("--out", required=True, help="output PNG path")
@@ -127,11 +167,37 @@ def run_info(args) -> int:
     return 0
 
 
+def run_list(args) -> int:
+    rows = [shipped_row(path) for path in shipped_profiles()]
+    if args.json:
+        print_json({"profiles": rows})
+        return 0
+    width = max(len(r["name"]) for r in rows) + len("shipped:")
+    print(f"{'name':<{width}} {'geometry':<28} {'technology':<10} {'capacity':>9} {'file':>9}")
+    for r in rows:
+        g = r["geometry"]
+        shape = f"{g['rows']}x{g['cols']} bits x {g['banks']} bank(s)"
+        print(f"{'shipped:' + r['name']:<{width}} {shape:<28} {r['technology']:<10} "
+              f"{format_bytes(g['capacity_bits'] // 8):>9} {format_bytes(r['file_bytes']):>9}")
+    return 0
+
+
+def shipped_row(path: Path) -> dict:
+    """What `profile list` shows of one shipped profile."""
+    chip = Chip.load(path)
+    g = chip.geometry
+    return {"name": chip.name, "spec": f"shipped:{path.stem}", "technology": g.technology,
+            "source": chip.source, "v_floor": chip.v_floor, "faults": len(chip),
+            "geometry": {"rows": g.rows, "cols": g.cols, "banks": getattr(g, "total_banks", g.banks),
+                         "word_bits": g.word_bits, "capacity_bits": g.capacity_bits},
+            "file_bytes": path.stat().st_size}
+
+
 def run_validate(args) -> int:
     results = []
-    for path in args.files:
+    for path in _expand(args.files):
         problems = profiles.validate(path)
-        results.append({"file": path, "valid": not problems, "problems": problems})
+        results.append({"file": str(path), "valid": not problems, "problems": problems})
     ok = all(r["valid"] for r in results)
     if args.json:
         print_json({"valid": ok, "files": results})
@@ -149,10 +215,10 @@ def run_plot(args) -> int:
     from sramsim.analysis.plots import save_profile_plot  # matplotlib only when plotting
     chip = Chip.load(args.file)
     v = chip_voltage(args.voltage, chip, "--voltage")
+    check_writable(args.out, "--out")
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise InputError(f"--out {args.out}: expected a .png path")
-    check_writable(out, "--out")
     if not out.parent.is_dir():
         raise InputError(f"--out {args.out}: folder {out.parent} does not exist")
     drawn = save_profile_plot(chip, v, out)
@@ -166,6 +232,14 @@ def run_plot(args) -> int:
 
 
 # --- argument parsing helpers ---------------------------------------------------------------------
+def _expand(files: list[str]) -> list[str]:
+    """Profile arguments with `shipped` expanded into `shipped:NAME` for each shipped profile."""
+    out = []
+    for f in files:
+        out += [f"shipped:{p.stem}" for p in resolve_profiles([ALL])] if f == ALL else [f]
+    return out
+
+
 def parse_curve(spec: str) -> BerCurve:
     """'finfet14' or 'gaussian:MU,SIGMA' -> BerCurve (InputError naming --curve otherwise)."""
     if spec.startswith("gaussian:"):
@@ -243,10 +317,10 @@ def _import_geometry(args) -> tuple:
 
 
 def _check_out(args) -> None:
+    check_writable(args.out, "--out")           # the text itself: '' is not the current folder
     out = Path(args.out)
     if out.exists() and not args.force:
         raise InputError(f"--out {args.out}: file exists (use --force to overwrite)")
-    check_writable(out, "--out")
     if not out.parent.is_dir():
         raise InputError(f"--out {args.out}: folder {out.parent} does not exist")
 

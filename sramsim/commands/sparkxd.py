@@ -4,7 +4,7 @@ sramsim.analysis.sparkxd.
 
     sramsim sparkxd --model snn-fc400 --data fashion-mnist --margin 0.01 --out DIR
                     [--base CKPT] [--epochs E] [--fat-epochs E] [--no-control] [--fat-ber 1e-2]
-                    [--fat-curriculum log] [--fat-source dram:model0] [--error-model 0]
+                    [--fat-curriculum log] [--fat-source dram:error-model=0] [--error-model 0]
                     [--maps K] [--limit N] [--seed S] [--no-progress] [--json]
 
 A re-run with the same DIR resumes every stage.
@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sramsim.commands.main import (add_execution_arguments, ber_range, check_ber, execution,
-                                   integer, number, print_json, seed)
+from sramsim.commands.config import add_config, recorded
+from sramsim.commands.helptext import leaf, paragraph
+from sramsim.commands.main import (add_execution_arguments, ber_range, check_ber, check_writable,
+                                   execution, flagged, integer, maps, number, print_json, seed)
 from sramsim.errors import InputError
 from sramsim.nn.fat import CURRICULA, SOURCE_HELP
 from sramsim.nn.models import arch_names
@@ -26,7 +28,13 @@ def register(subparsers) -> None:
     from sramsim.analysis.sparkxd import DEFAULT_FAT_BER, DEFAULT_FAT_SOURCE, DEFAULT_MODEL
     p = subparsers.add_parser("sparkxd", help="the SparkXD study: FAT vs baseline tolerable BER "
                               "and DRAM energy at the tolerable voltages",
-                              description=__doc__.splitlines()[0])
+                              **leaf(paragraph(__doc__) + " A re-run with the same --out resumes "
+                                     "every stage.",
+                                     "sramsim sparkxd --model snn-fc400 --margin 0.01 --limit 10000 "
+                                     "--eval-limit 2000 --maps 3 --dram-rows 2048 --out study",
+                                     "sramsim sparkxd --model snn-fc100 --epochs 1 --fat-epochs 1 "
+                                     "--limit 2000 --maps 2 --out quick-study",
+                                     "sramsim sparkxd --config study/run.toml"))
     p.add_argument("--model", default=None, metavar="ARCH",
                    help=f"architecture: {arch_names()} (default: --base's, else {DEFAULT_MODEL})")
     p.add_argument("--data", default="fashion-mnist", metavar="SPEC",
@@ -56,7 +64,7 @@ def register(subparsers) -> None:
                    help=f"FAT faults: {SOURCE_HELP} (default {DEFAULT_FAT_SOURCE})")
     p.add_argument("--error-model", default=None, choices=("0", "1", "2", "3"),
                    help="EDEN error model of the tolerance searches' DRAM chips (default: "
-                        "FAT's dram:modelK, else 0)")
+                        "FAT's dram:error-model=K, else 0)")
     p.add_argument("--maps", default="5", metavar="K", help="fault maps per BER (default 5)")
     p.add_argument("--limit", default=None, metavar="N",
                    help="use the first N training and N test samples")
@@ -72,12 +80,14 @@ def register(subparsers) -> None:
     p.add_argument("--seed", default="0", help="training and fault-map seed (default 0)")
     add_execution_arguments(p, "tolerance searches' fault maps")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_config(p)
     p.set_defaults(func=run)
 
 
 def options(args: argparse.Namespace):
     """StudyOptions from the command line (each number checked, naming its flag)."""
     from sramsim.analysis.sparkxd import DEFAULT_MODEL, StudyOptions
+    from sramsim.commands.train_base import fat_source_arg
     run_on = execution(args)
     model = args.model
     if model is None:
@@ -93,6 +103,7 @@ def options(args: argparse.Namespace):
                 raise InputError(f"--base: {exc}") from None
     low, high = ber_range(args.ber_range)
     rows = integer(args.dram_rows, "--dram-rows")
+    check_writable(args.out, "--out", folder=True)
     return StudyOptions(
         out=args.out, model=model, data=args.data, base=args.base,
         margin=number(args.margin, "--margin"), epochs=integer(args.epochs, "--epochs"),
@@ -100,9 +111,9 @@ def options(args: argparse.Namespace):
         fat_ber=check_ber(args.fat_ber, "--fat-ber", allow_one=False),
         fat_curriculum=args.fat_curriculum,
         fat_start=check_ber(args.fat_start, "--fat-start", allow_one=False),
-        fat_source=args.fat_source,
+        fat_source=fat_source_arg(args.fat_source),
         error_model=None if args.error_model is None else int(args.error_model),
-        maps=integer(args.maps, "--maps"), limit=integer(args.limit, "--limit", minimum=2),
+        maps=maps(args.maps, "--maps"), limit=integer(args.limit, "--limit", minimum=2),
         eval_limit=integer(args.eval_limit, "--eval-limit", minimum=2),
         seed=seed(args.seed), low=low, high=high,
         bisect_steps=integer(args.bisect, "--bisect", minimum=0),
@@ -113,17 +124,31 @@ def options(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Check every option, run (or resume) the study, print the table or JSON."""
-    from sramsim.analysis.sparkxd import run_study, table
-    opts = options(args)
-    if opts.geometry is not None:
-        from sramsim.memory.dram import DramGeometry
-        DramGeometry.from_part(**opts.geometry)     # a bad --dram-rows fails here, one line
-    quiet = args.no_progress or args.json
-    log = None if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
-    summary = run_study(opts, progress=not args.no_progress, log=log)
+    from sramsim.analysis.sparkxd import table
+    try:
+        opts, summary = _study(args)
+    except InputError as exc:           # StudyOptions names its fields: say the flags
+        from dataclasses import fields
+        from sramsim.analysis.sparkxd import StudyOptions
+        names = {f.name: "--" + f.name.replace("_", "-") for f in fields(StudyOptions)}
+        raise flagged(exc, {**names, "bisect_steps": "--bisect"}) from None
     if args.json:
         print_json(summary)
     else:
         print(table(summary))
         print(f"wrote {opts.out}/summary.json, {summary['png']}")
     return 0
+
+
+def _study(args: argparse.Namespace):
+    """(StudyOptions, summary): the options checked, the study run (or resumed)."""
+    from sramsim.analysis.sparkxd import run_study
+    opts = options(args)
+    if opts.geometry is not None:
+        from sramsim.memory.dram import DramGeometry
+        DramGeometry.from_part(**opts.geometry)     # a bad --dram-rows fails here, one line
+    check_writable(opts.out, "--out", folder=True)
+    quiet = args.no_progress or args.json
+    log = None if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    with recorded(args, opts.out):
+        return opts, run_study(opts, progress=not args.no_progress, log=log)

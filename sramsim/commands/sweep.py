@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from sramsim.commands.config import add_config, recorded
+from sramsim.commands.helptext import leaf, paragraph
 from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_writable,
                                    execution, integer, memory_layout, number, print_json, seed)
 from sramsim.memory.curves import BUILTINS
@@ -11,15 +13,23 @@ from sramsim.memory.curves import BUILTINS
 def register(subparsers) -> None:
     """Add `sramsim sweep` to the parser."""
     p = subparsers.add_parser(
-        "sweep", help="accuracy vs voltage over chips x offsets (resumable)",
-        description=__doc__.splitlines()[0] + ". Re-running with the same --out resumes.")
+        "sweep", help="accuracy vs voltage over chips x offsets (resumable)", **leaf(
+            paragraph(__doc__) + " Every point is written to OUT/points.jsonl as it finishes; "
+            "re-running with the same --out resumes. OUT gets summary.json, summary.csv and "
+            "summary.png.",
+            "sramsim sweep --model cnn.pt --profiles shipped --voltages 1.0:0.75:-0.025 "
+            "--limit 2000 --out sweep-out",
+            "sramsim sweep --model cnn.pt --chips 10 --curve finfet14 --voltages 0.9,0.85,0.8 "
+            "--workers 2 --out sweep-random",
+            "sramsim sweep --config sweep-out/run.toml --limit 5000 --out sweep-5k"))
     p.add_argument("--model", required=True, metavar="CKPT",
                    help="model checkpoint (sramsim train-base), or a PT2E-quantized program saved "
                         "with torch.export.save (.pt2: its own int8 weights and kernels)")
     p.add_argument("--data", default="fashion-mnist", metavar="SPEC",
                    help="fashion-mnist, mnist or a dataset directory (default fashion-mnist)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--profiles", nargs="+", metavar="H5", help="chip profile files")
+    src.add_argument("--profiles", nargs="+", metavar="H5",
+                     help="chip profiles: files, shipped:NAME, or shipped (all shipped profiles)")
     src.add_argument("--chips", metavar="N", help="N random chips drawn from --curve")
     p.add_argument("--curve", default="finfet14", choices=sorted(BUILTINS),
                    help="BER curve of random chips (default finfet14)")
@@ -41,6 +51,7 @@ def register(subparsers) -> None:
     add_layout_arguments(p, "at each point's voltage")
     add_execution_arguments(p, "grid points")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_config(p)
     p.set_defaults(func=run)
 
 
@@ -63,17 +74,32 @@ def run(args: argparse.Namespace) -> int:
                                     f"--scheme {args.scheme}": args.scheme is not None,
                                     f"--ecc {args.ecc}": args.ecc is not None})
     if args.profiles:
-        chips = S.profile_chips(args.profiles)
+        from sramsim.memory.shipped import resolve_profiles
+        chips = S.profile_chips([str(p) for p in resolve_profiles(args.profiles)])
     else:
         chips = S.random_chips(integer(args.chips, "--chips"), args.curve, integer(args.rows, "--rows"),
                                integer(args.cols, "--cols"), integer(args.banks, "--banks"),
                                seed(args.seed))
-    summary = S.run_sweep(args.model, args.data, chips, voltages, args.out, settings, run_on)
+    with recorded(args, args.out):
+        summary = add_net_saving(S.run_sweep(args.model, args.data, chips, voltages, args.out,
+                                             settings, run_on))
     if args.json:
         print_json(summary)
     else:
         print_table(summary)
     return 0
+
+
+def add_net_saving(summary: dict) -> dict:
+    """With `--placement shuffle`, each point's `net_saving`: its saving less the remap table's
+    reads, one dense table entry read at nominal voltage beside every weight word (ReSpawn keeps
+    the table in reliable memory): saving - table bits / word bits. The array-only `saving` is
+    what the lowered voltage saves before that cost."""
+    for p in summary["points"]:
+        share = (p.get("bit_placement") or {}).get("dense_table_share")
+        if share is not None and p.get("saving") is not None:
+            p["net_saving"] = p["saving"] - share
+    return summary
 
 
 def print_table(summary: dict, file=None) -> None:
@@ -90,8 +116,13 @@ def print_table(summary: dict, file=None) -> None:
         print(f"weights stored under {ecc['code']} (policy {ecc['policy']}): E/read counts "
               f"{ecc['read_overhead']:g}x cells + decoder {ecc['decoder_energy']:g}; corrected / "
               f"detected / miscorrected: words per point (mean)", file=f)
+    net = any("net_saving" in p for p in summary["points"])
+    if net:
+        print("saving: the lowered voltage on the weight array alone; net: less the shuffle "
+              "table's reads at nominal voltage (one entry per word read)", file=f)
     head = (f"{'voltage':>8} {'BER':>10} {'accuracy':>9} {'± CI95':>7} {'std':>6} {'chips':>5} "
-            f"{'E/read':>7} {'saving':>7}" + (f" {'corrected':>10} {'detected':>9} "
+            f"{'E/read':>7} {'saving':>7}" + (f" {'net':>7}" if net else "")
+            + (f" {'corrected':>10} {'detected':>9} "
                                              f"{'miscorr.':>9}" if ecc else ""))
     print(head, file=f)
     for p in summary["points"]:
@@ -102,6 +133,7 @@ def print_table(summary: dict, file=None) -> None:
         print(f"{p['voltage']:>8.4g} {p['ber']:>10.3g} {100 * p['accuracy_mean']:>8.2f}% "
               f"{100 * p['ci95']:>6.2f} {100 * p['accuracy_std']:>6.2f} {p['n']:>5d} "
               f"{p['energy_per_read']:>7.3f} {100 * p['saving']:>6.1f}%"
+              + (f" {100 * p['net_saving']:>6.1f}%" if "net_saving" in p else "")
               + (f" {counts['corrected']:>10.1f} {counts['detected']:>9.1f} "
                  f"{counts['miscorrected']:>9.1f}" if counts else ""), file=f)
     clean = summary.get("clean_accuracy")
@@ -114,8 +146,11 @@ def print_table(summary: dict, file=None) -> None:
         if d is None:
             print("accuracy stays within 1 point of fault-free down to the lowest voltage swept", file=f)
         else:
+            at = next((p for p in summary["points"] if p["voltage"] == d["voltage"]), {})
+            extra = (f" ({100 * at['net_saving']:.1f}% net of the shuffle table's reads)"
+                     if "net_saving" in at else "")
             print(f"accuracy falls more than 1 point below fault-free at V={d['voltage']:g} "
                   f"(BER {d['ber']:.3g}, accuracy {100 * d['accuracy_mean']:.2f}%), "
-                  f"saving {100 * d['saving']:.1f}% of weight-memory energy", file=f)
+                  f"saving {100 * d['saving']:.1f}% of weight-memory energy{extra}", file=f)
     print(f"wrote {summary['files']['summary_json']}, {summary['files']['summary_csv']}"
           + (f", {summary['files']['plot']}" if summary["files"].get("plot") else ""), file=f)

@@ -2,26 +2,35 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
 from sramsim.inject import quantization as Q
-from sramsim.commands.main import check_ber, integer, number, seed, torch_device
+from sramsim.commands.main import (check_ber, check_writable, flagged, integer, number, seed,
+                                   torch_device)
+from sramsim.commands.helptext import leaf
 from sramsim.errors import InputError
 from sramsim.nn.models import NORMS, arch_names, check_arch
 from sramsim.nn.fat import CURRICULA, SOURCE_HELP
-from sramsim.nn.training import OPTIMIZERS, TrainOptions, train_base
+from sramsim.nn.training import OPTIMIZERS, OutputExists, TrainOptions, train_base
 
 
 # Resized images are held in memory as float32: 4096x4096x3 is 200 MB per image already.
 MAX_IMAGE_SIZE = 4096
+# the library's parameter names that are this command's flags (TrainOptions' fields, --init)
+FLAG_NAMES = (*(f.name for f in fields(TrainOptions)), "init")
 
 
 def register(subparsers) -> None:
     """Add `sramsim train-base` to the parser."""
     p = subparsers.add_parser(
-        "train-base", help="train a base model with quantization-aware training",
-        description="Train a base model with quantization-aware training (straight-through "
-                    "estimator). Checkpoints every epoch to OUT.partial and resumes from it when "
-                    "re-run with the same --out.")
+        "train-base", help="train a base model with quantization-aware training", **leaf(
+            "Train a base model with quantization-aware training (straight-through estimator), "
+            "optionally with weight clipping, RandBET or fault-aware training. Checkpoints every "
+            "epoch to OUT.partial and resumes from it when re-run with the same --out.",
+            "sramsim train-base --model cnn --data fashion-mnist --epochs 1 --limit 10000 "
+            "--out cnn.pt",
+            "sramsim train-base --model snn-fc400 --epochs 4 --limit 10000 --init snn.pt "
+            "--fat-ber 1e-2 --fat-source dram:error-model=0 --out snn-fat.pt"))
     p.add_argument("--model", default="cnn", metavar="ARCH",
                    help=f"architecture: {arch_names()} (default cnn)")
     p.add_argument("--data", default="fashion-mnist", metavar="fashion-mnist|mnist|DIR",
@@ -64,10 +73,22 @@ def register(subparsers) -> None:
                    help="start from this checkpoint's weights (same architecture), e.g. to "
                         "retrain a baseline fault-aware")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
-    p.add_argument("--force", action="store_true", help="retrain even if CKPT already holds this model")
+    p.add_argument("--force", action="store_true",
+                   help="retrain even if CKPT already holds this model, or overwrite a CKPT "
+                        "trained with other settings (refused without --force)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=run)
+
+
+def fat_source_arg(text: str) -> str:
+    """--fat-source in its one spelling; an old spelling ("dram:model0") works, with a note."""
+    from sramsim.nn.fat import canonical_source
+    new = canonical_source(text, warn=False)
+    if new != text:
+        import sys
+        print(f"note: --fat-source {text} is deprecated; use --fat-source {new}", file=sys.stderr)
+    return new
 
 
 def _bits(text: str) -> int:
@@ -91,23 +112,32 @@ def run(args: argparse.Namespace) -> int:
     limit = integer(args.limit, "--limit", minimum=2)
     image_size = integer(args.image_size, "--image-size", maximum=MAX_IMAGE_SIZE)
     randbet_p = check_ber(args.randbet_p, "--randbet-p", allow_one=False)
-    opts = TrainOptions(epochs=integer(args.epochs, "--epochs"),
-                        batch_size=integer(args.batch_size, "--batch-size"),
-                        lr=number(args.lr, "--lr", positive=True), optimizer=args.optimizer,
-                        weight_decay=number(args.weight_decay, "--weight-decay", minimum=0),
-                        seed=seed(args.seed), bits=_bits(args.bits), scheme=args.scheme,
-                        clip=number(args.clip, "--clip", positive=True), randbet_p=randbet_p,
-                        randbet_grad_clip=number(args.randbet_grad_clip, "--randbet-grad-clip",
-                                                 positive=True),
-                        randbet_start=integer(args.randbet_start, "--randbet-start", minimum=0),
-                        fat_ber=check_ber(args.fat_ber, "--fat-ber", allow_one=False),
-                        fat_curriculum=args.fat_curriculum,
-                        fat_start=check_ber(args.fat_start, "--fat-start", allow_one=False),
-                        fat_source=args.fat_source)
+    try:
+        opts = TrainOptions(epochs=integer(args.epochs, "--epochs"),
+                            batch_size=integer(args.batch_size, "--batch-size"),
+                            lr=number(args.lr, "--lr", positive=True), optimizer=args.optimizer,
+                            weight_decay=number(args.weight_decay, "--weight-decay", minimum=0),
+                            seed=seed(args.seed), bits=_bits(args.bits), scheme=args.scheme,
+                            clip=number(args.clip, "--clip", positive=True), randbet_p=randbet_p,
+                            randbet_grad_clip=number(args.randbet_grad_clip, "--randbet-grad-clip",
+                                                     positive=True),
+                            randbet_start=integer(args.randbet_start, "--randbet-start", minimum=0),
+                            fat_ber=check_ber(args.fat_ber, "--fat-ber", allow_one=False),
+                            fat_curriculum=args.fat_curriculum,
+                            fat_start=check_ber(args.fat_start, "--fat-start", allow_one=False),
+                            fat_source=fat_source_arg(args.fat_source))
+    except InputError as exc:                # TrainOptions names its fields: say the flags
+        raise flagged(exc, FLAG_NAMES) from None
     device = torch_device(args.device)
-    meta = train_base(args.model, args.data, args.out, opts, norm=args.norm, limit=limit,
-                      image_size=image_size, device=device, init=args.init, force=args.force,
-                      progress=not args.no_progress)
+    check_writable(args.out, "--out")
+    try:
+        meta = train_base(args.model, args.data, args.out, opts, norm=args.norm, limit=limit,
+                          image_size=image_size, device=device, init=args.init,
+                          force=args.force, progress=not args.no_progress)
+    except OutputExists as exc:
+        raise InputError(f"--out {exc} (use --force to retrain over it)") from None
+    except InputError as exc:
+        raise flagged(exc, FLAG_NAMES) from None
     recorded = meta.get("train_config", {}).get("options", {})
     summary = {"out": str(args.out), "skipped": meta["skipped"], "arch": meta["arch"],
                "dataset": meta["dataset"], "bits": meta["bits"], "scheme": meta["scheme"],

@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sramsim.commands.helptext import leaf, paragraph
 from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_channels,
-                                   check_writable, execution, integer, load_quantized,
+                                   check_writable, execution, integer, load_quantized, maps,
                                    memory_layout, number, print_json)
 from sramsim.errors import InputError, check_ber
 from sramsim.inject.torch_quantized import is_exported_file
@@ -15,8 +16,12 @@ def register(subparsers) -> None:
     """Add `sramsim vuln` and its options to the CLI's subparsers."""
     p = subparsers.add_parser(
         "vuln", help="which layers / bit positions hurt: drop with faults confined to one of them",
-        description=__doc__.splitlines()[0] + ". Tells which layers to protect or keep at "
-                    "nominal voltage. Every group sees the same fault maps (paired).")
+        **leaf(paragraph(__doc__) + " Tells which layers to protect or keep at nominal voltage. "
+               "Every group sees the same fault maps (paired). --plot (or --out) writes the drops "
+               "as a bar chart.",
+               "sramsim vuln --model cnn.pt --ber 0.01 --models 5 --limit 2000",
+               "sramsim vuln --model cnn.pt --profile shipped --voltage 0.8 --by bit "
+               "--bit-placement shuffle --plot vuln.png"))
     p.add_argument("--model", required=True, metavar="CKPT",
                    help="model checkpoint (sramsim train-base), or a PT2E-quantized program saved "
                         "with torch.export.save (.pt2: its own int8 weights and kernels)")
@@ -24,7 +29,9 @@ def register(subparsers) -> None:
                    help="fashion-mnist, mnist or a dataset directory (default fashion-mnist)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ber", metavar="P", help="random bit errors at rate P (e.g. 0.01)")
-    src.add_argument("--profile", nargs="+", metavar="H5", help="chip profiles (with --voltage)")
+    src.add_argument("--profile", nargs="+", metavar="H5",
+                     help="chip profiles (with --voltage): files, shipped:NAME, or shipped (all "
+                          "shipped profiles)")
     p.add_argument("--voltage", metavar="V", help="supply voltage of the --profile chips")
     p.add_argument("--models", default="10", metavar="M", help="fault maps to average over (default 10)")
     p.add_argument("--limit", default=None, metavar="N", help="use the first N test samples")
@@ -38,7 +45,9 @@ def register(subparsers) -> None:
     add_layout_arguments(p, "at --voltage (needs --profile)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="folder for the maps' results, written as each finishes (a re-run with "
-                        "the same settings resumes) and vuln.json")
+                        "the same settings resumes), vuln.json and vuln.png")
+    p.add_argument("--plot", metavar="PNG", help="write the drops as a bar chart to this .png "
+                   "(default with --out: OUT/vuln.png)")
     add_execution_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=run)
@@ -50,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from sramsim.nn.data import load_dataset
     from sramsim.analysis.vulnerability import analyze
 
-    models = integer(args.models, "--models")
+    models = maps(args.models, "--models")
     limit = None if args.limit is None else integer(args.limit, "--limit")
     seed = integer(args.seed, "--seed", 0)
     batch_size = integer(args.batch_size, "--batch-size")
@@ -58,12 +67,21 @@ def run(args: argparse.Namespace) -> int:
     run_on = execution(args)
     if args.out is not None:
         check_writable(args.out, "--out", folder=True)
+    plot = args.plot
+    if plot is not None:
+        if not str(plot).lower().endswith(".png"):
+            raise InputError(f"--plot {plot}: expected a .png path")
+        check_writable(plot, "--plot")
+    elif args.out is not None:
+        from pathlib import Path
+        plot = str(Path(args.out) / "vuln.png")
     ber = chips = voltage = None
     if args.profile:
         if args.voltage is None:
             raise InputError("--profile needs --voltage V")
         voltage = number(args.voltage, "--voltage")
-        chips = [Chip.load(path) for path in args.profile]
+        from sramsim.memory.shipped import resolve_profiles
+        chips = [Chip.load(path) for path in resolve_profiles(args.profile)]
         for chip in chips:
             chip.check_voltage(voltage)
     else:
@@ -76,9 +94,8 @@ def run(args: argparse.Namespace) -> int:
         qm, meta = load_quantized(args.model, args.bits, args.scheme)
         dataset = load_dataset(args.data, "test", limit)
         check_channels(args.model, meta, dataset)
-    from tqdm import tqdm
-    bar = tqdm(total=models, unit="map", desc="vuln", file=sys.stderr,
-               disable=True if not run_on.progress else None, leave=False)
+    from sramsim.progress import progress
+    bar = progress(total=models, unit="map", desc="vuln", enabled=run_on.progress)
     try:
         report = analyze(qm, dataset, ber=ber, chips=chips, voltage=voltage, models=models,
                          by=args.by, seed=seed, batch_size=batch_size, layout=layout,
@@ -90,10 +107,15 @@ def run(args: argparse.Namespace) -> int:
                                "chips": [c.name for c in chips],
                                "ber": float(sum(c.ber(voltage) for c in chips) / len(chips))}
                               if chips else {"kind": "random", "ber": ber})})
+    if plot is not None:
+        from sramsim.analysis.plots import plot_vulnerability
+        report["plot"] = plot_vulnerability(report, plot)
     if args.json:
         print_json(report)
     else:
         print_table(report)
+        if plot is not None:
+            print(f"wrote {plot}")
     return 0
 
 

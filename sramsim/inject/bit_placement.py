@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sramsim.errors import InputError, check_choice
+from sramsim.errors import InputError, InputTypeError, check_choice
 from sramsim.inject.mapping import apply_bit_faults, check_offset
 from sramsim.memory.chip import Chip, Faults
 
@@ -109,7 +109,7 @@ def plan(chip: Chip, voltage: float, policy: str, bits: int, n_words: int,
         raise InputError(f"a bit placement needs a known chip map (a Chip), got "
                          f"{type(chip).__name__}")
     if bits not in (8, 4, 2):
-        raise ValueError(f"bits must be 8, 4 or 2, got {bits!r}")
+        raise InputError(f"bits must be 8, 4 or 2, got {bits!r}")
     g = chip.geometry
     wb, cap = g.word_bits, g.capacity_words
     offset = check_offset(offset) % cap
@@ -144,7 +144,7 @@ def _rotations(word: np.ndarray, cell: np.ndarray, word_bits: int,
     """
     base = word_bits // bits + 1
     if base ** bits >= 2 ** 62:
-        raise ValueError(f"shuffle: {word_bits}-bit words of {bits}-bit codes are too wide")
+        raise InputError(f"shuffle: {word_bits}-bit words of {bits}-bit codes are too wide")
     order = np.argsort(word, kind="stable")
     word, cell = word[order], cell[order]
     words, starts = np.unique(word, return_index=True)
@@ -162,7 +162,7 @@ def logical_faults(placement: BitPlacement, chip: Chip, voltage: float) -> Fault
     p = placement
     g = chip.geometry
     if (g.word_bits, g.capacity_words) != (p.word_bits, p.capacity_words):
-        raise ValueError("the bit placement was planned for a chip of another geometry")
+        raise InputError("the bit placement was planned for a chip of another geometry")
     faults = chip.faults(voltage)
     address = faults.address.astype(np.int64)
     kind = faults.kind
@@ -207,14 +207,14 @@ def apply_placed_bits(image: np.ndarray, chip: Chip, voltage: float, placement: 
     """`image` stored on `chip` through `placement` and read back at `voltage` (into `out`
     when given); the clean image is never modified."""
     if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 1):
-        raise TypeError("image must be a 1-D uint8 numpy array")
+        raise InputTypeError("image must be a 1-D uint8 numpy array")
     if -(-image.size * 8 // placement.word_bits) != placement.n_words:
-        raise ValueError(f"the bit placement was planned for {placement.n_words} words, the "
+        raise InputError(f"the bit placement was planned for {placement.n_words} words, the "
                          f"image spans {-(-image.size * 8 // placement.word_bits)}")
     if out is None:
         out = np.empty_like(image)
     elif not isinstance(out, np.ndarray) or out.shape != image.shape or out.dtype != np.uint8:
-        raise ValueError("out must be a uint8 array shaped like the image")
+        raise InputError("out must be a uint8 array shaped like the image")
     faults = logical_faults(placement, chip, voltage)
     keep = faults.address < np.uint64(image.size * 8)     # a partial last word
     return apply_bit_faults(image, Faults(faults.address[keep], faults.kind[keep]), out,

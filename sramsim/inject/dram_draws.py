@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sramsim.errors import check_ber
+from sramsim.errors import InputTypeError, check_ber
 from sramsim.memory.chip import Faults
 from sramsim.memory.dram import DramGeometry
 from sramsim.memory.dram_errors import data_dependent_kinds, line_index, resolve_params
@@ -39,7 +39,7 @@ class DramBitErrors:
     def __init__(self, placement, model: int | str = 0, **params):
         geometry = placement.geometry
         if not isinstance(geometry, DramGeometry):
-            raise TypeError("placement must lay the image into a DramGeometry")
+            raise InputTypeError("placement must lay the image into a DramGeometry")
         self.placement, self.geometry = placement, geometry
         self.model, self.params = resolve_params(geometry, model, params)
         self.n_bits = placement.n_bytes * 8

@@ -37,7 +37,7 @@ from functools import cached_property
 
 import numpy as np
 
-from sramsim.errors import InputError, check_ber
+from sramsim.errors import InputError, InputTypeError, check_ber
 from sramsim.inject.mapping import apply_bit_faults
 from sramsim.memory.chip import Chip, Faults
 from sramsim.memory.dram import DramGeometry
@@ -499,14 +499,14 @@ def check_placed(chip: Chip, voltage: float, placement: DramMapping, n_bytes: in
     """The arguments of reading an image of `n_bytes` through `chip` at `voltage` laid out by
     `placement`, checked (TypeError / InputError / ValueError naming the problem)."""
     if not isinstance(placement, DramMapping):
-        raise TypeError(f"placement must be a DramMapping, got {type(placement).__name__}")
+        raise InputTypeError(f"placement must be a DramMapping, got {type(placement).__name__}")
     if n_bytes != placement.n_bytes:
         raise InputError(f"image of {n_bytes} bytes, the placement was made for "
                          f"{placement.n_bytes} bytes")
     if not isinstance(chip, Chip):
-        raise TypeError(f"a placement places a Chip's faults, got {type(chip).__name__}")
+        raise InputTypeError(f"a placement places a Chip's faults, got {type(chip).__name__}")
     if voltage is None:
-        raise ValueError("a Chip needs a voltage")
+        raise InputError("a Chip needs a voltage")
 
 
 def apply_placed(image: np.ndarray, chip: Chip, voltage: float, placement: DramMapping,
@@ -514,19 +514,19 @@ def apply_placed(image: np.ndarray, chip: Chip, voltage: float, placement: DramM
     """`image` as read back from `chip` at `voltage` when laid out by `placement` (into `out` when
     given); the clean image is never modified. No dense mask of the part is built."""
     if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 1):
-        raise TypeError("image must be a 1-D uint8 numpy array")
+        raise InputTypeError("image must be a 1-D uint8 numpy array")
     check_placed(chip, voltage, placement, image.shape[0])
     if out is None:
         out = np.empty_like(image)
     elif not isinstance(out, np.ndarray) or out.shape != image.shape or out.dtype != np.uint8:
-        raise ValueError("out must be a uint8 array shaped like the image")
+        raise InputError("out must be a uint8 array shaped like the image")
     return apply_bit_faults(image, placed_faults(chip, voltage, placement), out, checked=True)
 
 
 def _dram_geometry(chip) -> DramGeometry:
     """The chip's DramGeometry, else InputError (placement is for DRAM chips)."""
     if not isinstance(chip, Chip):
-        raise TypeError(f"expected a Chip, got {type(chip).__name__}")
+        raise InputTypeError(f"expected a Chip, got {type(chip).__name__}")
     if not isinstance(chip.geometry, DramGeometry):
         raise InputError(f"chip {chip.name!r} is not a DRAM chip (geometry "
                          f"{type(chip.geometry).__name__}); placement needs a DramGeometry")
@@ -544,7 +544,7 @@ def access_counts(placement: DramMapping, subarray_parallel: bool = False) -> di
     order within a bank), each compared with the previous read of its bank.
     """
     if not isinstance(placement, DramMapping):
-        raise TypeError(f"placement must be a DramMapping, got {type(placement).__name__}")
+        raise InputTypeError(f"placement must be a DramMapping, got {type(placement).__name__}")
     loc = placement.locations()
     g = placement.geometry
     key = loc["bank"] * g.subarrays_per_bank + loc["subarray"] if subarray_parallel \

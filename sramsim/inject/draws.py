@@ -46,7 +46,7 @@ class RandomSampler:
     """Fresh random bit errors at rate `ber` on every draw (the source of `--ber P`)."""
 
     def __init__(self, ber: float, seed: int = 0, kinds: dict[str, float] | None = None):
-        self.source = RandomBitErrors(check_ber(ber, "--ber"), kinds=kinds, seed=seed)
+        self.source = RandomBitErrors(check_ber(ber, "ber"), kinds=kinds, seed=seed)
 
     @property
     def ber(self) -> float:
@@ -124,13 +124,13 @@ def fixed_draws(nbits: int, n: int, *, ber: float | None = None,
     Draws are `Faults` (random) or `ChipDraw` records, for `apply_numpy` / `TorchApplier`.
     """
     if purpose not in PURPOSES:
-        raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
+        raise InputError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
     if isinstance(n, bool) or int(n) != n or n < 1:
-        raise InputError(f"--models must be a positive integer, got {n!r}")
+        raise InputError(f"models must be a positive integer, got {n!r}")
     n = int(n)
     if chips:
         if voltage is None:
-            raise InputError("chip profiles need --voltage")
+            raise InputError("chip profiles need a voltage")
         chips = list(chips)
         for chip in chips:
             chip.check_voltage(voltage)     # VoltageError (an InputError) names the chip
@@ -141,7 +141,7 @@ def fixed_draws(nbits: int, n: int, *, ber: float | None = None,
                                  f"differs from the evaluation one")
         return _chip_draws(chips, float(voltage), n, seed, purpose)
     if ber is None:
-        raise InputError("give --ber P or chip profiles with --voltage")
+        raise InputError("give a bit error rate (ber) or chip profiles with a voltage")
     return _random_draws(RandomSampler(ber, seed=seed), nbits, n)
 
 

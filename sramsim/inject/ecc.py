@@ -43,7 +43,7 @@ from math import gcd
 import numpy as np
 from numba import njit, prange
 
-from sramsim.errors import InputError, check_choice
+from sramsim.errors import InputError, InputTypeError, check_choice
 from sramsim.inject.mapping import apply_faults
 
 POLICIES = ("keep", "zero")
@@ -58,7 +58,7 @@ class Code:
     def __init__(self, name: str, data_bits: int, check_bits: int):
         k, r = int(data_bits), int(check_bits)
         if k % 8 or not 0 < k <= 64 or (1 << (r - 1)) < k + r:
-            raise ValueError(f"no SECDED code with {k} data and {r} check bits")
+            raise InputError(f"no SECDED code with {k} data and {r} check bits")
         self.name, self.data_bits, self.check_bits = name, k, r
         self.n = k + r
         # codewords per block of whole 64-bit words of the stored image (the unit of comparison)
@@ -303,7 +303,7 @@ def encode(code: str | Code, data: np.ndarray) -> np.ndarray:
     """The stored image (data + check bits, laid out as the module docstring says) of `data`."""
     code = get_code(code, "code")
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 1):
-        raise TypeError("data must be a 1-D uint8 numpy array")
+        raise InputTypeError("data must be a 1-D uint8 numpy array")
     padded = np.zeros(code.padded_bytes(data.size), dtype=np.uint8)
     padded[:data.size] = data
     stored = np.zeros(code.stored_bytes(data.size), dtype=np.uint8)
@@ -329,7 +329,7 @@ class EccMemory:
         self.zero = np.zeros(size, dtype=np.uint8)
         if zero is not None:
             if zero.shape != data.shape or zero.dtype != np.uint8:
-                raise ValueError("zero must be a uint8 array shaped like the data image")
+                raise InputError("zero must be a uint8 array shaped like the data image")
             self.zero[:data.size] = zero
         self.zero.setflags(write=False)
         self.words = size * 8 // self.code.data_bits
@@ -359,11 +359,11 @@ class EccMemory:
         check_policy(policy, "policy")
         if not (isinstance(stored, np.ndarray) and stored.dtype == np.uint8
                 and stored.shape == self.stored.shape):
-            raise ValueError(f"stored must be a uint8 array of {self.stored.size} bytes")
+            raise InputError(f"stored must be a uint8 array of {self.stored.size} bytes")
         if out is None:
             out = np.empty_like(self.data)
         elif not isinstance(out, np.ndarray) or out.shape != self.data.shape or out.dtype != np.uint8:
-            raise ValueError("out must be a uint8 array shaped like the data image")
+            raise InputError("out must be a uint8 array shaped like the data image")
         np.copyto(out, self.data)
         counts = np.zeros((DECODE_CHUNKS, 4), dtype=np.int64)
         c = self.code

@@ -12,6 +12,7 @@ from typing import Protocol, Union, runtime_checkable
 
 import numpy as np
 
+from sramsim.errors import InputError, InputTypeError
 from sramsim.inject import image_kernels as kernels
 from sramsim.memory.chip import Chip, Faults
 
@@ -42,27 +43,27 @@ def apply_faults(image: np.ndarray, source: FaultSource, voltage: float | None =
     (A DRAM placement instead of the offset rule: `sramsim.inject.dram_mapping.apply_placed`.)
     """
     if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 1):
-        raise TypeError("image must be a 1-D uint8 numpy array")
+        raise InputTypeError("image must be a 1-D uint8 numpy array")
     if out is None:
         out = np.empty_like(image)
     elif not isinstance(out, np.ndarray) or out.shape != image.shape or out.dtype != np.uint8:
-        raise ValueError("out must be a uint8 array shaped like the image")
+        raise InputError("out must be a uint8 array shaped like the image")
     offset = check_offset(offset)
     if isinstance(source, Chip):
         if voltage is None:
-            raise ValueError("a Chip needs a voltage")
+            raise InputError("a Chip needs a voltage")
         return _apply_chip(image, source, voltage, offset, out)
     if isinstance(source, Faults):
         return apply_bit_faults(image, source, out)
     if isinstance(source, BitErrorSource):
         return apply_bit_faults(image, source.draw(image.shape[0] * 8), out, checked=True)
-    raise TypeError(f"unknown fault source {type(source).__name__}; use Chip, RandomBitErrors or Faults")
+    raise InputTypeError(f"unknown fault source {type(source).__name__}; use Chip, RandomBitErrors or Faults")
 
 
 def check_offset(offset) -> int:
     """`offset` as a Python int; a non-integer (float, str, bool) is a TypeError naming it."""
     if isinstance(offset, (bool, np.bool_)) or not isinstance(offset, (int, np.integer)):
-        raise TypeError(f"offset must be an integer (chip words), got {offset!r}")
+        raise InputTypeError(f"offset must be an integer (chip words), got {offset!r}")
     return int(offset)
 
 
@@ -113,11 +114,11 @@ def sorted_bit_faults(faults: Faults, nbits: int) -> Faults:
     address = faults.address
     kind = faults.kind
     if address.shape[0] and int(address.max()) >= nbits:
-        raise ValueError("fault address beyond the end of the image")
+        raise InputError("fault address beyond the end of the image")
     if address.shape[0] > 1:
         if np.any(address[1:] < address[:-1]):
             order = np.argsort(address, kind="stable")
             address, kind = address[order], kind[order]
         if np.any(address[1:] == address[:-1]):
-            raise ValueError("fault addresses repeat (each faulty bit must be listed once)")
+            raise InputError("fault addresses repeat (each faulty bit must be listed once)")
     return faults if address is faults.address else Faults(address, kind)

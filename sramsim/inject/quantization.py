@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sramsim.errors import InputError
+
 SCHEMES = ("symmetric", "asymmetric", "rquant")
 BITS = (8, 4, 2)
 
@@ -36,9 +38,9 @@ class LayerQuant:
 def check_scheme(scheme: str, bits: int) -> None:
     """Refuse an unknown scheme or a bit width other than 8, 4, 2 (ValueError naming it)."""
     if scheme not in SCHEMES:
-        raise ValueError(f"unknown quantization scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
+        raise InputError(f"unknown quantization scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
     if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or bits not in BITS:
-        raise ValueError(f"bits must be one of {BITS}, got {bits!r}")
+        raise InputError(f"bits must be one of {BITS}, got {bits!r}")
 
 
 _TINY = float(torch.finfo(torch.float32).tiny)
@@ -216,7 +218,7 @@ def unpack(image: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     per = 8 // bits
     nbytes = -(-n // per)
     if image.shape[-1] < nbytes:
-        raise ValueError(f"{n} {bits}-bit codes need {nbytes} bytes, the image has {image.shape[-1]}")
+        raise InputError(f"{n} {bits}-bit codes need {nbytes} bytes, the image has {image.shape[-1]}")
     if bits == 8:
         return image[..., :n]
     shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=image.device)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, InputTypeError, check_device
 from sramsim.inject import ecc as ECC
 from sramsim.inject import quantization as Q
 from sramsim.inject.layout import PLAIN, MemoryLayout
@@ -57,24 +57,24 @@ class QuantizedModel:
     def __init__(self, model: nn.Module, bits: int = 8, scheme: str = "symmetric",
                  clip: float | None = None, include_bias: bool = False, word_bits: int = 8):
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         Q.check_scheme(scheme, bits)
         bits = int(bits)
         if isinstance(word_bits, bool) or not isinstance(word_bits, numbers.Integral) or word_bits % 8 \
                 or word_bits <= 0:
-            raise ValueError(f"word_bits must be a positive multiple of 8, got {word_bits!r}")
+            raise InputError(f"word_bits must be a positive multiple of 8, got {word_bits!r}")
         word_bits = int(word_bits)
         if clip is not None:
             if isinstance(clip, bool) or not isinstance(clip, numbers.Real) \
                     or not math.isfinite(clip) or clip <= 0:
-                raise ValueError(f"clip must be a positive finite number, got {clip!r}")
+                raise InputError(f"clip must be a positive finite number, got {clip!r}")
             clip = float(clip)
         self.model = model
         self.bits, self.scheme, self.clip = bits, scheme, clip
         self.word_bits = word_bits
         self.names = quantized_parameter_names(model, include_bias)
         if not self.names:
-            raise ValueError("model has no conv/linear weights to quantize")
+            raise InputError("model has no conv/linear weights to quantize")
         # Layer by layer, piece by piece, into an image allocated once at its final size: no
         # float copy of the model and no all-codes temporary beside it, so a 10^9-weight model
         # quantizes beside its own weights (benchmarks/bench_scale.py measures the peak).
@@ -128,12 +128,12 @@ class QuantizedModel:
         elif isinstance(image, torch.Tensor):
             img = image
         else:
-            raise TypeError(f"image must be a numpy array or torch tensor, got {type(image).__name__}")
+            raise InputTypeError(f"image must be a numpy array or torch tensor, got {type(image).__name__}")
         if img.dtype != torch.uint8 or img.dim() < 1 or img.shape[-1] != self.image.size:
-            raise ValueError(f"image must be uint8 [..., {self.image.size}], got {img.dtype} "
+            raise InputError(f"image must be uint8 [..., {self.image.size}], got {img.dtype} "
                              f"{list(img.shape)}")
         if device is not None:
-            img = img.to(device)
+            img = img.to(check_device(device))
         codes = Q.unpack(img, self.bits, self.n_codes)
         lead = tuple(img.shape[:-1])
         return {s.name: Q.dequantize(codes[..., s.start:s.start + s.count], s.quant)

@@ -36,6 +36,7 @@ from torch import fx, nn
 
 from sramsim.errors import InputError
 from sramsim.inject.layout import PLAIN, MemoryLayout
+from sramsim.inject.pt2_archive import checked_archive
 
 # PT2E ops that read a quantized weight (their first argument) back as float
 PT2E_DEQUANTIZE = ("quantized_decomposed.dequantize_per_tensor.",
@@ -142,6 +143,43 @@ def _pt2e_weights(gm: fx.GraphModule) -> list[_GraphWeight]:
     return list(found.values())
 
 
+class HarmlessTorchaoNotes(logging.Filter):
+    """Drops two log lines that importing torchao 0.18 prints and that say nothing about the
+    user's run: "Failed to load .../_C_*.so" (torchao's CUDA-only kernel libraries, on a torch
+    without CUDA) and torch's note that registering an Enum as a pytree constant is deprecated
+    (torchao's own call). Matched by logger and message; every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if record.name == "torchao":
+            return not (msg.startswith("Failed to load ") and ".so" in msg
+                        and not torch.cuda.is_available())
+        if record.name == "torch.utils._pytree":
+            return not ("is an Enum subclass" in msg and "register_constant()" in msg)
+        return True
+
+
+def _silence_harmless_torchao_notes() -> None:
+    """Put the filter on torchao's and torch's pytree logger once (also quiets a user's own
+    `import torchao` after sramsim's PT2E support was imported)."""
+    for name in ("torchao", "torch.utils._pytree"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, HarmlessTorchaoNotes) for f in log.filters):
+            log.addFilter(HarmlessTorchaoNotes())
+
+
+_silence_harmless_torchao_notes()
+
+
+def torchao_module():
+    """`import torchao`, or an InputError saying which extra to install."""
+    try:
+        import torchao
+    except ModuleNotFoundError:
+        raise InputError("PT2E (.pt2) models need torchao: pip install 'sramsim[pt2]'") from None
+    return torchao
+
+
 @contextmanager
 def _quiet(*loggers: str):
     """Only errors from these loggers inside the block."""
@@ -161,22 +199,26 @@ def is_exported_file(path) -> bool:
 
 
 def load_exported(path: str | os.PathLike) -> fx.GraphModule:
-    """A PT2E-quantized model saved with `torch.export.save` (a `.pt2` file; no pickle), as the
+    """A PT2E-quantized model saved with `torch.export.save` (a `.pt2` file), as the
     GraphModule `TorchQuantizedModel` takes, with `.eval()` allowed (sramsim's evaluation calls it).
 
     Save one with `torch.export.save(torch.export.export(convert_pt2e(...), example_inputs), path)`.
+    The file is checked before torch reads it (`sramsim.inject.pt2_archive`): one that holds
+    anything torch would unpickle (pickled weights or constants, legacy state files, non-tensor
+    sample inputs) is refused, so loading an untrusted file runs none of its code.
     Loading needs `torchao`: it registers the quantize/dequantize ops the program calls.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such file")
+    archive = checked_archive(path)     # before torch reads it: nothing in it may unpickle
     # torchao logs that its CUDA-only kernel libraries do not load on a CPU build of torch (and
     # torch a deprecation note on its import), torch.export a traceback before raising on a
     # foreign file: the one-line error below says it
-    with _quiet("torchao", "torch.utils._pytree", "torch.export"):
-        import torchao  # noqa: F401
+    with _quiet("torch.export"):
+        torchao_module()
         try:
-            program = torch.export.load(path)
+            program = torch.export.load(archive)
         except Exception as exc:  # torch raises several kinds for a foreign or corrupt file
             raise InputError(f"{path}: not a torch.export program ({type(exc).__name__})") \
                 from None
@@ -209,7 +251,8 @@ def check_runs(model: nn.Module, x: torch.Tensor, num_classes: int, batch_size: 
                 out = model(x[:n])
         except Exception as exc:  # torch.export guards, shape errors: say which, in one line
             why = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-            hint = "; export it with a dynamic batch dimension" if "size()[0]" in why else ""
+            batch = "size()[0]" in why or "].shape[0]" in why     # torch's two guard wordings
+            hint = "; export it with a dynamic batch dimension" if batch else ""
             raise InputError(f"{name}: the model does not run on {data}'s inputs "
                              f"{list(x.shape[1:])} in a batch of {n} ({type(exc).__name__}: "
                              f"{why}{hint})") from None
@@ -229,8 +272,8 @@ def allow_train_eval(gm: fx.GraphModule) -> fx.GraphModule:
     this machine, twice per `sramsim.nn.evaluation.evaluate` (eval, then back to the caller's
     mode), which made each sweep point cost seconds.
     """
-    with _quiet("torchao", "torch.utils._pytree"):
-        from torchao.quantization.pt2e import allow_exported_model_train_eval
+    torchao_module()
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
     allow_exported_model_train_eval(gm)
     move = gm.train
     done = {"mode": None}       # the mode torchao last moved the graph to

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sramsim.errors import InputError, check_device
 from sramsim.inject.quantized_model import QuantizedModel
 from sramsim.inject.draws import apply_numpy
 from sramsim.inject.torch_backend import TorchApplier
@@ -17,7 +18,7 @@ from sramsim.inject.torch_backend import TorchApplier
 def dequantize_stack(qm: QuantizedModel, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """[K, nbytes] uint8 images -> {name: [K, *shape]} weights (`qm.dequantize`, K at once)."""
     if not isinstance(images, torch.Tensor) or images.dim() != 2:
-        raise ValueError(f"images must be a [K, nbytes] tensor, got {getattr(images, 'shape', images)!r}")
+        raise InputError(f"images must be a [K, nbytes] tensor, got {getattr(images, 'shape', images)!r}")
     return qm.dequantize(images)
 
 
@@ -30,10 +31,10 @@ class WeightSets:
 
     def __init__(self, qm: QuantizedModel, device="cpu", path: str | None = None):
         self.qm = qm
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.path = path or ("numpy" if self.device.type == "cpu" else "torch")
         if self.path not in ("numpy", "torch"):
-            raise ValueError(f"path must be 'numpy' or 'torch', got {path!r}")
+            raise InputError(f"path must be 'numpy' or 'torch', got {path!r}")
         self.nbits = qm.image.size * 8
         self._buffer = np.empty((0, qm.image.size), dtype=np.uint8)
         self._applier = None

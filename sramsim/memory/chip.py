@@ -7,10 +7,10 @@ from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 
-from sramsim.errors import InputError, ProfileError
+from sramsim.errors import InputError, InputTypeError, ProfileError, check_number
 from sramsim.memory import kernels, profile_file
 from sramsim.memory.curves import BerCurve
-from sramsim.memory.geometry import FLIP, KIND_CODES, Geometry, draw_kinds
+from sramsim.memory.geometry import FLIP, KIND_CODES, Geometry, Sizes, draw_kinds
 from sramsim.memory.sampling import bernoulli_positions, check_seed, key_uniforms, shuffled_by_keys
 from sramsim.memory.sizes import CHIP_BUILD_BYTES_PER_FAULT, expected_faults, require_memory
 
@@ -58,7 +58,8 @@ class ByteMasks:
 @dataclass(frozen=True)
 class ByteFaults:
     """The faulty bytes of a memory, ascending, with their masks: byte `byte[i]` reads back as
-    ((stored ^ xor[i]) & ~clear[i]) | set[i]. clear and set are None when no fault is stuck-at."""
+    `kernels.read_byte(stored, xor[i], clear[i], set[i])`. clear and set are None when no fault
+    is stuck-at."""
 
     byte: np.ndarray                  # int64, strictly ascending
     xor: np.ndarray                   # uint8
@@ -118,6 +119,27 @@ class Chip:
     MASK_CACHE_SIZE = 3
 
     # --- construction -------------------------------------------------------------------------
+    @staticmethod
+    def check_random_fits(geometry: Geometry, curve: BerCurve, v_floor: float) -> float:
+        """The BER at `v_floor` of a random chip `Chip.random` would draw, after refusing one
+        whose faults cannot fit in this machine's memory (so a sweep refuses it before any work)."""
+        if not isinstance(geometry, Sizes):
+            raise InputTypeError(f"geometry must be a Geometry or DramGeometry, got "
+                                 f"{type(geometry).__name__}")
+        if not isinstance(curve, BerCurve):
+            raise InputTypeError(f"curve must be a BerCurve (e.g. BerCurve.builtin('finfet14')), "
+                                 f"got {type(curve).__name__}")
+        v_floor = check_number(v_floor, "v_floor")
+        if not 0.0 < v_floor <= 1.0:
+            raise InputError(f"v_floor must be a positive finite voltage at most the nominal "
+                             f"1.0, got {v_floor!r}")
+        p_floor = float(curve.ber(v_floor))
+        n_max = expected_faults(geometry.capacity_bits, p_floor)
+        require_memory(n_max * CHIP_BUILD_BYTES_PER_FAULT,
+                       f"a random chip of {geometry.capacity_bits} bits with BER {p_floor:g} at "
+                       f"v_floor {v_floor:g} (~{geometry.capacity_bits * p_floor:.3g} faults)")
+        return p_floor
+
     @classmethod
     def random(cls, geometry: Geometry, curve: BerCurve, v_floor: float, seed: int,
                kinds: dict[str, float] | None = None, name: str | None = None) -> "Chip":
@@ -132,13 +154,7 @@ class Chip:
         """
         seed = check_seed(seed)
         v_floor = float(v_floor)
-        if not (np.isfinite(v_floor) and v_floor <= 1.0):
-            raise InputError(f"v_floor must be a finite voltage at most the nominal 1.0, got {v_floor!r}")
-        p_floor = float(curve.ber(v_floor))
-        n_max = expected_faults(geometry.capacity_bits, p_floor)
-        require_memory(n_max * CHIP_BUILD_BYTES_PER_FAULT,
-                       f"a random chip of {geometry.capacity_bits} bits with BER {p_floor:g} at "
-                       f"v_floor {v_floor:g} (~{geometry.capacity_bits * p_floor:.3g} faults)")
+        p_floor = cls.check_random_fits(geometry, curve, v_floor)
         rng = np.random.default_rng(seed)
         positions = bernoulli_positions(rng, geometry.capacity_bits, p_floor)
         # Given a cell fails at v_floor, P(vfail >= V) = ber(V) / ber(v_floor): vfail is the curve's
@@ -173,9 +189,9 @@ class Chip:
         self.nominal_voltage = float(self.nominal_voltage)
         if not (np.isfinite(self.nominal_voltage) and self.nominal_voltage > 0):
             raise InputError(f"chip nominal_voltage must be a positive number, got {self.nominal_voltage!r}")
-        if not (np.isfinite(self.v_floor) and self.v_floor <= self.nominal_voltage):
-            raise InputError(f"chip v_floor must be a finite voltage at most the nominal voltage "
-                             f"{self.nominal_voltage:g}, got {self.v_floor!r}")
+        if not (np.isfinite(self.v_floor) and 0 < self.v_floor <= self.nominal_voltage):
+            raise InputError(f"chip v_floor must be a positive voltage at most the nominal "
+                             f"voltage {self.nominal_voltage:g}, got {self.v_floor!r}")
         _check_faults(self, check_repeats=not distinct_by_construction)
 
     # --- queries ------------------------------------------------------------------------------
@@ -196,8 +212,8 @@ class Chip:
     __hash__ = None   # mutable: not a dict key
 
     def check_voltage(self, v: float) -> float:
-        """`v` as a float if this chip's map covers it, else VoltageError (NaN, or below the
-        floor / lowest measured voltage: never extrapolated)."""
+        """`v` as a float if this chip's map covers it, else VoltageError (NaN, below the floor /
+        lowest measured voltage, or above the nominal voltage: never extrapolated)."""
         v = float(v)
         if not np.isfinite(v):
             raise VoltageError(f"voltage must be a finite number, got {v!r}")
@@ -206,6 +222,10 @@ class Chip:
         if v < self.v_floor - VOLTAGE_TOLERANCE and np.float32(v) < np.float32(self.v_floor):
             what = "lowest measured voltage" if self.source == "measured" else "v_floor"
             raise VoltageError(f"voltage {v:g} is below chip {self.name!r}'s {what} {self.v_floor:g}")
+        if v > self.nominal_voltage + VOLTAGE_TOLERANCE and \
+                np.float32(v) > np.float32(self.nominal_voltage):
+            raise VoltageError(f"voltage {v:g} is above chip {self.name!r}'s nominal voltage "
+                               f"{self.nominal_voltage:g} (nothing is known above it)")
         return v
 
     def count(self, v: float) -> int:
@@ -336,7 +356,7 @@ class Chip:
         return (self.geometry == other.geometry and np.array_equal(self.address, other.address)
                 and np.array_equal(self.vfail, other.vfail) and np.array_equal(self.kind, other.kind))
 
-    # --- persistence (HDF5 profile, schema in profiles/README.md) --------------------------------
+    # --- persistence (HDF5 profile, schema in sramsim/data/profiles/README.md) ----------------
     def save(self, path) -> None:
         """Write this chip as an HDF5 profile (checked before it appears under `path`)."""
         profile_file.write(self, path)

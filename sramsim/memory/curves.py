@@ -9,6 +9,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import ndtr, ndtri
 
+from sramsim.errors import InputError, check_number
+
 # 14 nm FinFET SRAM, normalised voltage -> BER. Published with NeuralFuse (Sun et al., NeurIPS 2024),
 # measured by Chandramoorthy et al.; 1% BER at 0.833 is the operating point used there.
 FINFET14 = (
@@ -39,7 +41,7 @@ class BerCurve:
     def builtin(cls, name: str) -> "BerCurve":
         """A published curve by name (`finfet14`: 14 nm FinFET SRAM, normalised voltages)."""
         if name not in BUILTINS:
-            raise ValueError(f"unknown BER curve {name!r}; built-ins: {', '.join(sorted(BUILTINS))}")
+            raise InputError(f"unknown BER curve {name!r}; built-ins: {', '.join(sorted(BUILTINS))}")
         v, b = BUILTINS[name]
         curve = cls.from_table(v, b)
         curve.name = name
@@ -52,24 +54,26 @@ class BerCurve:
         v = np.asarray(voltages, dtype=np.float64).ravel()
         b = np.asarray(bers, dtype=np.float64).ravel()
         if v.shape != b.shape or v.size < 2:
-            raise ValueError("BER table needs at least two (voltage, ber) pairs of equal length")
+            raise InputError("BER table needs at least two (voltage, ber) pairs of equal length")
         if not (np.all(np.isfinite(v)) and np.all(np.isfinite(b))):
-            raise ValueError("BER table contains NaN or infinite values")
+            raise InputError("BER table contains NaN or infinite values")
+        if np.any(v <= 0):
+            raise InputError(f"BER table voltages must be positive, got {v[v <= 0][0]:g}")
         if np.any(b < 0) or np.any(b > 1):
-            raise ValueError("BER values must lie in [0, 1]")
+            raise InputError("BER values must lie in [0, 1]")
         order = np.argsort(v)
         v, b = v[order], b[order]
         if np.any(np.diff(v) == 0):
-            raise ValueError("BER table has repeated voltages")
+            raise InputError("BER table has repeated voltages")
         if np.any(np.diff(b) > 0):
-            raise ValueError("BER table is not monotone: BER must not increase with voltage")
+            raise InputError("BER table is not monotone: BER must not increase with voltage")
         return cls(v, b, name=name)
 
     @classmethod
     def gaussian(cls, mu: float, sigma: float) -> "BerCurve":
         """Each cell's minimum operating voltage ~ N(mu, sigma); BER(V) = P(Vmin > V)."""
-        if not sigma > 0:
-            raise ValueError("sigma must be positive")
+        mu = check_number(mu, "gaussian curve mu")
+        sigma = check_number(sigma, "gaussian curve sigma", positive=True)
         return cls(np.empty(0), np.empty(0), name=f"gaussian(mu={mu:g},sigma={sigma:g})",
                    mu=float(mu), sigma=float(sigma))
 
@@ -87,11 +91,13 @@ class BerCurve:
     def ber(self, v: ArrayLike) -> np.ndarray | float:
         """BER at voltage(s) v. Above the table: the top value; below the table: ValueError."""
         v_arr = np.asarray(v, dtype=np.float64)
+        if np.any(np.isnan(v_arr)):
+            raise InputError(f"voltage is NaN (curve {self.name!r} needs a number)")
         if self.mu is not None:
             out = ndtr((self.mu - v_arr) / self.sigma)
         else:
-            if np.any(np.isnan(v_arr)) or np.any(v_arr < self._v[0] - 1e-12):
-                raise ValueError(f"voltage below the lowest tabulated voltage {self._v[0]:g} "
+            if np.any(v_arr < self._v[0] - 1e-12):
+                raise InputError(f"voltage below the lowest tabulated voltage {self._v[0]:g} "
                                  f"of curve {self.name!r}")
             out = self._interp_ber(np.minimum(v_arr, self._v[-1]))
         return float(out) if np.ndim(out) == 0 else out
@@ -100,12 +106,12 @@ class BerCurve:
         """Highest voltage at which the BER reaches `ber` (the inverse of `ber`)."""
         b = np.asarray(ber, dtype=np.float64)
         if np.any(np.isnan(b)) or np.any(b < 0) or np.any(b > 1):
-            raise ValueError("BER must lie in [0, 1]")
+            raise InputError("BER must lie in [0, 1]")
         if self.mu is not None:
             out = self.mu - self.sigma * ndtri(b)
         else:
             if np.any(b > self._b[0]):
-                raise ValueError(f"BER above {self._b[0]:g}, the highest of curve {self.name!r}")
+                raise InputError(f"BER above {self._b[0]:g}, the highest of curve {self.name!r}")
             out = self._interp_voltage(b)
         return float(out) if np.ndim(out) == 0 else out
 

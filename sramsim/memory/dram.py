@@ -51,6 +51,7 @@ class DramGeometry(Sizes):
                     or value <= 0:
                 raise InputError(f"DRAM geometry {f.name} must be a positive integer, got {value!r}")
             object.__setattr__(self, f.name, int(value))
+        self.check_capacity("channels*ranks*banks*rows*columns*device_width")
         if self.rows % self.subarray_rows:
             raise InputError(f"rows ({self.rows}) must be a multiple of subarray_rows "
                              f"({self.subarray_rows})")
@@ -171,17 +172,24 @@ def part_names() -> list[str]:
 
 
 def load_part(name: str) -> dict:
-    """A bundled DRAM part (architecture, timings, currents, voltages) or a JSON file of the same
-    shape given by path; an unknown name is an InputError listing the bundled ones."""
+    """A bundled DRAM part (architecture, timings, currents, voltages), a JSON file of the same
+    shape, or a DRAMPower memspec JSON file (`sramsim.memory.memspec`), given by path; an unknown
+    name is an InputError listing the bundled ones."""
     path = Path(name)
     if path.suffix != ".json" or not path.exists():
         path = PARTS_DIR / f"{name}.json"
     if not path.exists():
-        raise InputError(f"unknown DRAM part {name!r}; bundled parts: {', '.join(part_names())}")
+        raise InputError(f"unknown DRAM part {name!r}; bundled parts: {', '.join(part_names())} "
+                         f"(or a part / DRAMPower memspec .json file)")
     try:
         spec = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not a readable DRAM part file ({exc})") from None
+    from sramsim.memory.memspec import from_memspec, is_memspec
+    if is_memspec(spec):
+        spec = from_memspec(spec, str(path))
+    if not isinstance(spec, dict):
+        raise InputError(f"{path}: a DRAM part file must hold a JSON object")
     for key in ("architecture", "timing", "power"):
         if key not in spec:
             raise InputError(f"{path}: DRAM part file lacks the {key!r} section")

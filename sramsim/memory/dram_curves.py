@@ -57,7 +57,7 @@ def read_curve_table(path: str) -> tuple[BerCurve, float]:
     try:
         lines = Path(path).read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"--curve {path}: cannot read the table ({exc})") from None
+        raise InputError(f"curve {path}: cannot read the table ({exc})") from None
     seen_first = False
     for i, line in enumerate(lines, 1):
         text = line.split("#", 1)[0].strip()
@@ -70,17 +70,17 @@ def read_curve_table(path: str) -> tuple[BerCurve, float]:
             rows.append((float(parts[0]), float(parts[1])))
         except ValueError:
             if seen_first:          # only the first line may be a header
-                raise InputError(f"--curve {path}: line {i} is not 'voltage,ber': {line!r}") from None
+                raise InputError(f"curve {path}: line {i} is not 'voltage,ber': {line!r}") from None
         seen_first = True
     if not rows:
-        raise InputError(f"--curve {path}: no (voltage, ber) rows")
+        raise InputError(f"curve {path}: no (voltage, ber) rows")
     v, b = np.array(rows).T
     try:
         curve = BerCurve.from_table(v, b, name=Path(path).name)
     except ValueError as exc:
-        raise InputError(f"--curve {path}: {exc}") from None
+        raise InputError(f"curve {path}: {exc}") from None
     if not np.all(v > 0):
-        raise InputError(f"--curve {path}: voltages must be positive volts")
+        raise InputError(f"curve {path}: voltages must be positive volts")
     return curve, float(v.max())
 
 

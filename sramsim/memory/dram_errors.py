@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 
@@ -74,11 +75,24 @@ DEFAULTS = {
 BYTES_PER_FAULT = 64
 
 
+def _error_model(error_model, model, where: str):
+    """`error_model`, or the deprecated keyword `model=` of sramsim <= 0.1 (with a FutureWarning):
+    one name, "error model", in the CLI (--error-model), Python and the docs."""
+    if model is None:
+        return error_model
+    warnings.warn(f"{where}(model=...) is deprecated: use error_model=", FutureWarning,
+                  stacklevel=3)
+    if error_model not in (0, model):
+        raise InputError(f"{where}: give error_model only (model= is its old name)")
+    return model
+
+
 def dram_chip(geometry: DramGeometry, curve: BerCurve | str | None = None, v_floor: float = None,
-              seed: int = 0, model: int | str = 0, nominal_voltage: float | None = None,
-              name: str | None = None, **params) -> Chip:
-    """A synthetic DRAM chip drawn from EDEN error model `model` (0-3 or its name) down to
+              seed: int = 0, error_model: int | str = 0, nominal_voltage: float | None = None,
+              name: str | None = None, *, model: int | str | None = None, **params) -> Chip:
+    """A synthetic DRAM chip drawn from EDEN error model `error_model` (0-3 or its name) down to
     `v_floor` volts: cell faulty at V with P = min(1, curve.ber(V) x its line's multiplier).
+    (`model=` is the deprecated name of `error_model`.)
 
     `curve`: a BerCurve in volts, a bundled DRAM curve name, or None for "lpddr3-illustrative".
     `nominal_voltage`: the lowered supply's nominal voltage; defaults to the bundled curve's
@@ -89,7 +103,7 @@ def dram_chip(geometry: DramGeometry, curve: BerCurve | str | None = None, v_flo
     curve, nominal = _resolve_curve(curve, nominal_voltage)
     v_floor = _check_v_floor(v_floor, curve, nominal)
     seed = check_seed(seed)
-    model, params = resolve_params(geometry, model, params)
+    model, params = resolve_params(geometry, _error_model(error_model, model, "dram_chip"), params)
 
     ber_floor = float(curve.ber(v_floor))
     n_max = expected_faults(geometry.capacity_bits, ber_floor)
@@ -274,13 +288,16 @@ def _weak_lines(rng: np.random.Generator, n_lines: int, fraction: float, factor:
     return weak, factor * normal, normal
 
 
-def line_factors(geometry: DramGeometry, seed: int, model: int | str = 0, **params) -> np.ndarray:
-    """The multiplier of every line of the chip `dram_chip(geometry, ..., seed, model, **params)`
-    (index = `line_index`): per partition (0), bitline (1), wordline (2); one line for model 3.
+def line_factors(geometry: DramGeometry, seed: int, error_model: int | str = 0, *,
+                 model: int | str | None = None, **params) -> np.ndarray:
+    """The multiplier of every line of the chip `dram_chip(geometry, ..., seed, error_model,
+    **params)` (index = `line_index`): per partition (0), bitline (1), wordline (2); one line for
+    error model 3.
 
     For inspection and tests: an array over all lines (model 1 on a full part has millions)."""
     seed = check_seed(seed)
-    model, params = resolve_params(geometry, model, params)
+    model, params = resolve_params(geometry, _error_model(error_model, model, "line_factors"),
+                                   params)
     lines_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[0])
     layout = _layout(geometry, model, params)
     out = np.empty(layout.n_lines, dtype=np.float64)
@@ -289,9 +306,12 @@ def line_factors(geometry: DramGeometry, seed: int, model: int | str = 0, **para
     return out
 
 
-def line_index(geometry: DramGeometry, address, model: int | str = 0, **params) -> np.ndarray:
-    """Line (partition / bitline / wordline; 0 for model 3) of each bit address under `model`."""
-    model, params = resolve_params(geometry, model, params)
+def line_index(geometry: DramGeometry, address, error_model: int | str = 0, *,
+                model: int | str | None = None, **params) -> np.ndarray:
+    """Line (partition / bitline / wordline; 0 for model 3) of each bit address under the error
+    model."""
+    model, params = resolve_params(geometry, _error_model(error_model, model, "line_index"),
+                                   params)
     a = np.asarray(address, dtype=np.uint64)
     cols = np.uint64(geometry.cols)
     if model == 0:

@@ -13,11 +13,23 @@ KIND_CODES = {"flip": FLIP, "stuck0": STUCK0, "stuck1": STUCK1}
 KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
 
 
+# The largest memory modelled: 2^48 bits (32 TiB). Bit addresses are uint64 and the kernels do
+# signed 64-bit arithmetic on them; the bound leaves that headroom and is far above any memory
+# whose faults fit in a machine.
+MAX_CAPACITY_BITS = 2 ** 48
+
+
 class Sizes:
     """Sizes every memory geometry derives from its `capacity_bits` and `word_bits`."""
 
     capacity_bits: int
     word_bits: int
+
+    def check_capacity(self, product: str) -> None:
+        """Refuse a geometry above MAX_CAPACITY_BITS, naming the `product` that gives its size."""
+        if self.capacity_bits > MAX_CAPACITY_BITS:
+            raise InputError(f"geometry capacity {product} = {self.capacity_bits:.3g} bits is "
+                             f"above the largest memory modelled, 2^48 bits (32 TiB)")
 
     @property
     def capacity_bytes(self) -> int:
@@ -56,6 +68,7 @@ class Geometry(Sizes):
             raise InputError(f"geometry technology must be a non-empty label, got {self.technology!r}")
         if self.word_bits % 8:
             raise InputError(f"word_bits must be a multiple of 8, got {self.word_bits}")
+        self.check_capacity("rows*cols*banks")
         if self.capacity_bits % self.word_bits:
             raise InputError("capacity (rows*cols*banks) must be a whole number of words")
 

@@ -1,7 +1,7 @@
 """The HDF5 chip profile file (schema v1): the one module that writes, reads and checks it.
 
-The schema is written down in profiles/README.md. This module knows the file, not the `Chip`
-class: `write` takes any object with a chip's fields, `read` returns the constructor fields
+The schema is written down in sramsim/data/profiles/README.md. This module knows the file, not
+the `Chip` class: `write` takes any object with a chip's fields, `read` returns the constructor fields
 (`Chip(**fields)`), so `Chip.save` / `Chip.load` call it without an import circle. Readers check
 everything before the fields are returned, so a bad file fails when it is opened, with one line
 naming the file and the problem. Only what h5py raises while reading a damaged file is reported
@@ -18,10 +18,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from sramsim.errors import ProfileError
+from sramsim.errors import InputError, ProfileError
 from sramsim.memory.curves import BerCurve
 from sramsim.memory.dram import DramGeometry
 from sramsim.memory.geometry import Geometry
+from sramsim.memory.shipped import resolve_profile
 
 FORMAT = "sramsim.chip"
 VERSION = 1
@@ -49,7 +50,7 @@ def write(chip, path: str | os.PathLike) -> None:
     path = Path(path)
     clash = set(chip.attrs) & (set(ROOT_ATTRS) | set(GEOMETRY_ATTRS))
     if clash:
-        raise ValueError(f"chip attrs {sorted(clash)} would overwrite schema attributes")
+        raise InputError(f"chip attrs {sorted(clash)} would overwrite schema attributes")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with h5py.File(tmp, "w") as f:
@@ -123,9 +124,17 @@ def validate(path: str | os.PathLike, strict: bool = False) -> list[str]:
 
 
 def read(path: str | os.PathLike) -> tuple[dict | None, list[str]]:
-    """(constructor fields, []) for a valid profile, (None, problems) otherwise."""
-    p = Path(path)
-    if not p.exists():
+    """(constructor fields, []) for a valid profile, (None, problems) otherwise. `path` may also
+    be `shipped:NAME`, a profile that ships with sramsim."""
+    try:
+        p = resolve_profile(path)
+    except InputError as exc:
+        return None, [str(exc)]
+    try:
+        exists = p.exists()
+    except OSError as exc:              # a name too long, a loop of links
+        return None, [f"cannot access: {exc.strerror or exc}"]
+    if not exists:
         return None, ["no such file"]
     if p.is_dir():
         return None, ["is a directory, not a profile file"]
@@ -142,6 +151,7 @@ def read(path: str | os.PathLike) -> tuple[dict | None, list[str]]:
     problems: list[str] = []
     try:
         with f:
+            _check_self_contained(f)
             fields = _check(f, problems)
     except _Invalid as exc:
         return None, problems + [str(exc)]
@@ -156,6 +166,30 @@ def _h5read():
     except _H5_ERRORS as exc:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise _Invalid(f"unreadable data (damaged or truncated file): {detail}") from None
+
+
+def _check_self_contained(f: h5py.File) -> None:
+    """Refuse, before reading any data, a file that reaches outside itself (or aliases its own
+    objects): external and soft links, datasets stored in external raw files, virtual datasets.
+    A profile written by sramsim has none; following them would read another file's faults."""
+    def link(name: str, obj) -> str | None:
+        if isinstance(obj, h5py.ExternalLink):
+            return f"/{name} is an external link to {obj.filename}:{obj.path}"
+        if isinstance(obj, h5py.SoftLink):
+            return f"/{name} is a soft link to {obj.path}"
+        return None
+
+    def storage(name: str, obj) -> str | None:
+        if isinstance(obj, h5py.Dataset) and obj.is_virtual:
+            return f"/{name} is a virtual dataset (its data lives in other files)"
+        if isinstance(obj, h5py.Dataset) and obj.external:
+            return f"/{name} is stored in external file(s) {[e[0] for e in obj.external]}"
+        return None
+
+    with _h5read():
+        found = f.visititems_links(link) or f.visititems(storage)
+    if found:
+        raise _Invalid(f"refused: {found}; a chip profile must be self-contained")
 
 
 def _check(f: h5py.File, problems: list[str]) -> dict | None:
@@ -184,8 +218,9 @@ def _check(f: h5py.File, problems: list[str]) -> dict | None:
     nominal_ok = math.isfinite(nominal) and nominal > 0
     if not nominal_ok:
         problems.append(f"root attribute 'nominal_voltage' must be a positive number, got {nominal!r}")
-    if not math.isfinite(v_floor):
-        raise _Invalid(f"root attribute 'v_floor' must be a finite number, got {v_floor!r}")
+    if not (math.isfinite(v_floor) and v_floor > 0):
+        raise _Invalid(f"root attribute 'v_floor' must be a positive finite voltage, got "
+                       f"{v_floor!r}")
     if nominal_ok and v_floor > nominal:
         problems.append(f"v_floor {v_floor:g} is above the nominal voltage {nominal:g}")
 

@@ -1,8 +1,8 @@
 """Chip profiles: import measured bitmaps, summarise chips, and the profile functions users call.
 
 The HDF5 schema itself (writing, reading, checking) is owned by `sramsim.memory.profile_file` and
-written down in profiles/README.md; `load_chip` / `save_chip` / `validate` here are the same
-operations as `Chip.load` / `chip.save` / `profile_file.validate`. Measured profiles are built from
+written down in sramsim/data/profiles/README.md; `load_chip` / `save_chip` / `validate` here are
+the same operations as `Chip.load` / `chip.save` / `profile_file.validate`. Measured profiles are built from
 per-voltage observations of failing bits by `import_bitmaps`.
 """
 from __future__ import annotations

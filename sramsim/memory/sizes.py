@@ -3,11 +3,14 @@
 One place estimates what an operation will allocate (expected faults x bytes per fault for sparse
 fault lists, capacity_bytes per dense mask) and compares it with the machine's physical memory,
 so a 10^12-bit chip is an `InputError` naming the size instead of a numpy MemoryError minutes in.
+An operation that fits but needs more than `LARGE_BYTES` says its size first (a `MemoryNote`
+warning), so a 4 Gb DRAM map at a high BER does not take gigabytes silently.
 """
 from __future__ import annotations
 
 import math
 import os
+import warnings
 
 from sramsim.errors import InputError
 
@@ -16,6 +19,12 @@ from sramsim.errors import InputError
 CHIP_BUILD_BYTES_PER_FAULT = 56
 # Peak bytes per fault while drawing random positions (exponential draws + positions, 8 B each).
 POSITIONS_BYTES_PER_FAULT = 16
+# Above this an operation says its size before allocating.
+LARGE_BYTES = 2 ** 30
+
+
+class MemoryNote(UserWarning):
+    """An operation is about to allocate more than LARGE_BYTES (it fits this machine)."""
 
 
 def physical_memory_bytes() -> int:
@@ -41,8 +50,12 @@ def format_bytes(nbytes: float) -> str:
 
 def require_memory(nbytes: float, what: str) -> None:
     """Refuse (InputError) an operation `what` that would allocate about `nbytes`, more than this
-    machine's physical memory; the message names both sizes."""
+    machine's physical memory (the message names both sizes); above LARGE_BYTES, warn
+    (`MemoryNote`) with the size before the caller allocates."""
     total = physical_memory_bytes()
     if nbytes > total:
         raise InputError(f"{what} needs ~{format_bytes(nbytes)}, more than this machine's "
                          f"{format_bytes(total)} of memory")
+    if nbytes > LARGE_BYTES:
+        warnings.warn(f"{what} needs ~{format_bytes(nbytes)} of memory (of this machine's "
+                      f"{format_bytes(total)})", MemoryNote, stacklevel=3)

@@ -34,7 +34,7 @@ def logits(model: nn.Module, x: torch.Tensor, weights: dict[str, torch.Tensor] |
            batch_size: int = 1000) -> torch.Tensor:
     """Model outputs for all of `x` (eval mode, no grad), on the CPU."""
     if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
+        raise InputError("batch_size must be >= 1")
     device = _device(model)
     was_training = model.training
     model.eval()
@@ -64,7 +64,7 @@ def accuracy(model: nn.Module, dataset: Dataset, weights: dict[str, torch.Tensor
              batch_size: int = 1000) -> float:
     """Fraction of `dataset` classified correctly, in [0, 1]."""
     if len(dataset) == 0:
-        raise ValueError(f"dataset {dataset.name!r} is empty")
+        raise InputError(f"dataset {dataset.name!r} is empty")
     pred = predict(model, dataset.x, weights, batch_size)
     return float((pred == dataset.y).double().mean())
 
@@ -73,7 +73,7 @@ def evaluate(model: nn.Module, dataset: Dataset, weights: dict[str, torch.Tensor
              batch_size: int = 1000) -> dict[str, float]:
     """{"accuracy", "loss"} (mean cross-entropy) on `dataset` in one pass."""
     if len(dataset) == 0:
-        raise ValueError(f"dataset {dataset.name!r} is empty")
+        raise InputError(f"dataset {dataset.name!r} is empty")
     out = logits(model, dataset.x, weights, batch_size)
     return {"accuracy": float((out.argmax(1) == dataset.y).double().mean()),
             "loss": float(nn.functional.cross_entropy(out, dataset.y))}
@@ -88,7 +88,7 @@ def robust_error_summary(clean_accuracy: float, accuracies: Iterable[float]) -> 
     """
     errors = [1.0 - float(a) for a in accuracies]
     if not errors:
-        raise ValueError("robust error needs at least one perturbed accuracy")
+        raise InputError("robust error needs at least one perturbed accuracy")
     mean, std = mean_std(errors)
     return {"clean_error": 1.0 - float(clean_accuracy), "robust_error": mean,
             "robust_error_std": std, "n": len(errors)}
@@ -104,7 +104,7 @@ def robust_error(model: nn.Module, dataset: Dataset,
     """
     accuracies = [accuracy(model, dataset, w, batch_size) for w in perturbed]
     if not accuracies:
-        raise ValueError("robust_error needs at least one set of perturbed weights")
+        raise InputError("robust_error needs at least one set of perturbed weights")
     return robust_error_summary(accuracy(model, dataset, clean, batch_size), accuracies)
 
 
@@ -174,6 +174,7 @@ class Evaluator:
             self.inplace = inplace.inplace_fits(qm, qm.model)
             self.model = copy.deepcopy(qm.model) if self.inplace else qm.model
             if self.inplace:
+                self._weights = inplace.pack_parameters(qm, self.model)
                 inplace.load_clean(qm, self.model)
         self._clean: dict = {}
 

@@ -11,9 +11,10 @@ stepwise; EDEN reports ~10x higher tolerable BER from it. Here:
 - fault source, a fresh map every step (seed derived from (seed, epoch, step), so a resumed run
   sees the same maps):
     "random"          independent bit errors at the BER (`RandomBitErrors`);
-    "dram:modelK"     EDEN error model K (0-3) of the default LPDDR3 part, the weights laid into
-                      it by drmap placement (`sramsim.inject.dram_draws.DramBitErrors`): a fresh
-                      chip (weak lines) and fresh faulty cells per step;
+    "dram:error-model=K"  EDEN error model K (0-3) of the default LPDDR3 part, the weights laid
+                      into it by drmap placement (`sramsim.inject.dram_draws.DramBitErrors`): a
+                      fresh chip (weak lines) and fresh faulty cells per step ("dram:modelK" is
+                      the deprecated spelling of sramsim <= 0.1);
     "chips:P1[,P2..]" measured/profiled chips (HDF5 profiles): per step one chip of the pool at a
                       random offset, read at the voltage where that chip's BER is the step's BER.
 - the loss is the cross-entropy of the faulty forward pass alone (the network is trained for the
@@ -30,17 +31,21 @@ import torch
 from torch import nn
 
 from sramsim.errors import InputError, check_ber
+from sramsim.memory.shipped import resolve_profiles
 
 CURRICULA = ("log", "linear", "constant")
 DEFAULT_START = 1e-5
-SOURCE_HELP = "random, dram:model0..dram:model3, or chips:PROFILE.h5[,PROFILE2.h5...]"
+SOURCE_HELP = ("random, dram:error-model=0..3 (EDEN error models), or "
+               "chips:PROFILE.h5[,PROFILE2.h5...] (shipped:NAME or shipped for profiles that ship "
+               "with sramsim)")
+DRAM_SOURCE = "dram:error-model="
 
 
 def curriculum_ber(target: float, epoch: int, epochs: int, kind: str = "log",
                    start: float = DEFAULT_START) -> float:
     """BER of 0-based `epoch` of `epochs` under curriculum `kind`, ending at `target`."""
     if kind not in CURRICULA:
-        raise InputError(f"--fat-curriculum must be one of {', '.join(CURRICULA)}, got {kind!r}")
+        raise InputError(f"fat_curriculum must be one of {', '.join(CURRICULA)}, got {kind!r}")
     if kind == "constant" or epochs <= 1:
         return float(target)
     t = epoch / (epochs - 1)
@@ -53,37 +58,60 @@ def check_fat(ber: float, curriculum: str, source: str, start: float) -> None:
     """One-line InputErrors for FAT settings that cannot work (called by TrainOptions)."""
     if not ber:
         return
-    check_ber(ber, "--fat-ber", allow_one=False)
+    check_ber(ber, "fat_ber", allow_one=False)
     if curriculum not in CURRICULA:
-        raise InputError(f"--fat-curriculum must be one of {', '.join(CURRICULA)}, "
+        raise InputError(f"fat_curriculum must be one of {', '.join(CURRICULA)}, "
                          f"got {curriculum!r}")
     if curriculum != "constant":
-        check_ber(start, "--fat-start", allow_one=False)
+        check_ber(start, "fat_start", allow_one=False)
         if not 0 < start < ber:
-            raise InputError(f"--fat-start must lie in (0, --fat-ber = {ber:g}), got {start!r}")
+            raise InputError(f"fat_start must lie in (0, fat_ber = {ber:g}), got {start!r}")
     parse_source(source)
 
 
 def parse_source(text: str) -> tuple[str, object]:
-    """("random", None) | ("dram", model number) | ("chips", [paths]) from a --fat-source value."""
+    """("random", None) | ("dram", error model) | ("chips", [paths]) from a --fat-source value
+    (the old spellings "dram:modelK" / "dram:K" are read too; `canonical_source` names them)."""
     text = str(text)
     if text == "random":
         return "random", None
     if text.startswith("dram:"):
         name = text[len("dram:"):]
-        model = name[len("model"):] if name.startswith("model") else name
-        if model not in ("0", "1", "2", "3"):
-            raise InputError(f"--fat-source {text!r}: DRAM error model must be model0..model3")
-        return "dram", int(model)
+        for prefix in ("error-model=", "model"):
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+                break
+        if name not in ("0", "1", "2", "3"):
+            raise InputError(f"fat_source {text!r}: the DRAM error model must be "
+                             f"{DRAM_SOURCE}0..3")
+        return "dram", int(name)
     if text.startswith("chips:"):
         paths = [p for p in text[len("chips:"):].split(",") if p]
         if not paths:
-            raise InputError(f"--fat-source {text!r}: name at least one profile file")
+            raise InputError(f"fat_source {text!r}: name at least one profile file")
+        try:
+            paths = [str(p) for p in resolve_profiles(paths)]
+        except InputError as exc:
+            raise InputError(f"fat_source: {exc}") from None
         for p in paths:
             if not Path(p).is_file():
-                raise InputError(f"--fat-source: {p}: no such profile file")
+                raise InputError(f"fat_source: {p}: no such profile file")
         return "chips", paths
-    raise InputError(f"--fat-source must be {SOURCE_HELP}; got {text!r}")
+    raise InputError(f"fat_source must be {SOURCE_HELP}; got {text!r}")
+
+
+def canonical_source(text: str, warn: bool = True) -> str:
+    """A --fat-source value in its one spelling (`dram:error-model=K` for the DRAM sources);
+    with `warn`, an old spelling raises a FutureWarning naming the new one."""
+    kind, arg = parse_source(text)
+    if kind != "dram":
+        return str(text)
+    new = f"{DRAM_SOURCE}{arg}"
+    if warn and str(text) != new:
+        import warnings
+        warnings.warn(f"fault source {text!r} is deprecated: use {new!r}", FutureWarning,
+                      stacklevel=3)
+    return new
 
 
 def fat_step_seed(seed: int, epoch: int, step: int) -> int:
@@ -175,9 +203,9 @@ class FaultInjector:
         top = self.opts.fat_ber
         for path, chip in zip(paths, chips):
             if len(chip) < math.ceil(top * chip.geometry.capacity_bits):
-                raise InputError(f"--fat-source: {path}: chip {chip.name!r} reaches BER "
+                raise InputError(f"fat_source: {path}: chip {chip.name!r} reaches BER "
                                  f"{len(chip) / chip.geometry.capacity_bits:.3g} at its floor, "
-                                 f"below --fat-ber {top:g}")
+                                 f"below fat_ber {top:g}")
         return chips
 
 

@@ -133,15 +133,15 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts,
     are written there; if it exists when training starts (same `opts` and `tag`), training resumes
     after its last finished epoch. on_epoch_end(epoch, record) runs after each state write.
     """
-    from tqdm import tqdm
+    from sramsim.progress import progress as reporter
 
     if not isinstance(model, DiehlCook):
         raise InputError(f"STDP training needs a diehl-cook model, got {type(model).__name__}")
     if len(train_set) < 1:
         raise InputError(f"training set {train_set.name!r} is empty")
     if opts.randbet_p:
-        raise InputError("--randbet-p trains gradients on bit errors; a diehl-cook model learns "
-                         "by STDP (use --fat-ber for fault-aware STDP)")
+        raise InputError("randbet_p trains gradients on bit errors; a diehl-cook model learns "
+                         "by STDP (use fat_ber for fault-aware STDP)")
     names = quantized_parameter_names(model)
     device = model.fc.weight.device
     n = len(train_set)
@@ -160,8 +160,8 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts,
         t0 = time.perf_counter()
         model.train()
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(order_seed(opts.seed, epoch)))
-        bar = tqdm(bounds, desc=f"epoch {epoch + 1}/{opts.epochs}", file=sys.stderr,
-                   disable=None if progress else True, leave=False, unit="batch")
+        bar = reporter(bounds, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="batch",
+                       enabled=progress)
         spikes = 0.0
         for step, (a, b) in enumerate(bar):
             x = train_set.x[perm[a:b]].to(device)
@@ -206,7 +206,7 @@ def _resume(path, config, model) -> tuple[int, list[dict]]:
     state = read_torch_file(path, STATE_FORMAT, STATE_VERSION, "sramsim STDP training state")
     if state.get("config") != config:
         raise InputError(f"{path}: training state was written with different options; delete it "
-                         "to start over or choose another --out")
+                         "to start over or choose another output")
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as exc:

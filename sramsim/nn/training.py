@@ -35,7 +35,7 @@ from sramsim.inject import quantization as Q
 from sramsim.nn.data import Dataset, load_dataset
 from sramsim.errors import InputError, check_writable
 from sramsim.nn.evaluation import accuracy
-from sramsim.nn.fat import FaultInjector, check_fat
+from sramsim.nn.fat import FaultInjector, canonical_source, check_fat
 from sramsim.nn.models import atomic_torch_save, build, load_checkpoint, read_torch_file, save_checkpoint
 from sramsim.inject.quantized_model import QuantizedModel, quantized_parameter_names
 from sramsim.memory.random_errors import RandomBitErrors
@@ -76,45 +76,47 @@ class TrainOptions:
 
     def validate(self) -> None:
         if self.bits not in Q.BITS:
-            raise InputError(f"--bits must be one of {', '.join(map(str, Q.BITS))}, got {self.bits!r}")
+            raise InputError(f"bits must be one of {', '.join(map(str, Q.BITS))}, got {self.bits!r}")
         if self.scheme not in Q.SCHEMES:
-            raise InputError(f"--scheme must be one of {', '.join(Q.SCHEMES)}, got {self.scheme!r}")
+            raise InputError(f"scheme must be one of {', '.join(Q.SCHEMES)}, got {self.scheme!r}")
         if self.optimizer not in OPTIMIZERS:
-            raise InputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise InputError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if int(self.epochs) != self.epochs or self.epochs < 1:
-            raise InputError(f"--epochs must be a positive integer, got {self.epochs!r}")
+            raise InputError(f"epochs must be a positive integer, got {self.epochs!r}")
         if int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            raise InputError(f"--batch-size must be a positive integer, got {self.batch_size!r}")
+            raise InputError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise InputError(f"--lr must be a positive number, got {self.lr!r}")
+            raise InputError(f"lr must be a positive number, got {self.lr!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise InputError(f"weight decay must be >= 0, got {self.weight_decay!r}")
         if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
-            raise InputError(f"--clip must be a positive number, got {self.clip!r}")
+            raise InputError(f"clip must be a positive number, got {self.clip!r}")
         if int(self.seed) != self.seed or self.seed < 0:
-            raise InputError(f"--seed must be a non-negative integer, got {self.seed!r}")
+            raise InputError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not (0.0 <= self.randbet_p < 1.0):
-            raise InputError(f"--randbet-p must lie in [0, 1), got {self.randbet_p!r}")
+            raise InputError(f"randbet_p must lie in [0, 1), got {self.randbet_p!r}")
         if self.randbet_grad_clip is not None:
             if not (math.isfinite(self.randbet_grad_clip) and self.randbet_grad_clip > 0):
-                raise InputError(f"--randbet-grad-clip must be a positive number, got "
+                raise InputError(f"randbet_grad_clip must be a positive number, got "
                                  f"{self.randbet_grad_clip!r}")
             if not self.randbet_p:
-                raise InputError("--randbet-grad-clip clamps RandBET's perturbed gradient; it needs "
-                                 "--randbet-p")
+                raise InputError("randbet_grad_clip clamps RandBET's perturbed gradient; it needs "
+                                 "randbet_p")
         if int(self.randbet_start) != self.randbet_start or self.randbet_start < 0:
-            raise InputError(f"--randbet-start must be a non-negative integer, got {self.randbet_start!r}")
+            raise InputError(f"randbet_start must be a non-negative integer, got {self.randbet_start!r}")
         if self.randbet_start:
             if not self.randbet_p:
-                raise InputError("--randbet-start delays RandBET; it needs --randbet-p")
+                raise InputError("randbet_start delays RandBET; it needs randbet_p")
             if self.randbet_start >= self.epochs:
-                raise InputError(f"--randbet-start must be below --epochs ({self.epochs}), got "
+                raise InputError(f"randbet_start must be less than the epochs trained ({self.epochs}), got "
                                  f"{self.randbet_start} (RandBET would never run)")
         check_fat(self.fat_ber, self.fat_curriculum, self.fat_source, self.fat_start)
+        if self.fat_ber:
+            self.fat_source = canonical_source(self.fat_source)
         if self.fat_ber and self.randbet_p:
-            raise InputError("--fat-ber and --randbet-p are two ways of training on bit errors; "
+            raise InputError("fat_ber and randbet_p are two ways of training on bit errors; "
                              "choose one")
 
     def as_dict(self) -> dict:
@@ -271,7 +273,7 @@ def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Da
     written there; if it exists when training starts (same `opts` and `tag`), training resumes
     after its last finished epoch. on_epoch_end(epoch, record) runs after each state write.
     """
-    from tqdm import tqdm
+    from sramsim.progress import progress as reporter
 
     if len(train_set) < 2:
         raise InputError(f"training set {train_set.name!r} needs at least 2 samples, has {len(train_set)}")
@@ -298,8 +300,8 @@ def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Da
             epoch_seed(opts.seed, epoch)))
         total_loss = torch.zeros((), dtype=torch.float64)
         correct, seen = 0, 0
-        bar = tqdm(bounds, desc=f"epoch {epoch + 1}/{opts.epochs}", file=sys.stderr,
-                   disable=None if progress else True, leave=False, unit="batch")
+        bar = reporter(bounds, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="batch",
+                       enabled=progress)
         for step, (a, b) in enumerate(bar):
             idx = perm[a:b]
             x, y = train_set.x[idx].to(device), train_set.y[idx].to(device)
@@ -349,9 +351,9 @@ def _save_state(path, config, epoch, model, optimizer, scheduler, history) -> No
 
 def _resume(path, config, model, optimizer, scheduler) -> tuple[int, list[dict]]:
     state = read_torch_file(path, STATE_FORMAT, STATE_VERSION, "sramsim training state")
-    if state.get("config") != config:
+    if _spelled_now(state.get("config")) != config:
         raise InputError(f"{path}: training state was written with different options; delete it "
-                         "to start over or choose another --out")
+                         "to start over or choose another output")
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -372,13 +374,16 @@ def state_path_for(out: str | os.PathLike) -> Path:
 def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions, *,
                norm: str = "batch", limit: int | None = None, image_size: int | None = None,
                device: str = "cpu", init: str | os.PathLike | None = None,
-               force: bool = False, progress: bool = True,
+               force: bool = False, overwrite: bool = False, progress: bool = True,
                log: Callable[[str], None] | None = _stderr,
                on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
     """Train `arch` on `data` and save it to `out` with `save_checkpoint`; returns the meta.
 
     Re-running with the same `out` resumes from `out.partial`; if `out` already holds a model
-    trained with the same settings it is kept and its meta returned (unless `force`).
+    trained with the same settings it is kept and its meta returned (unless `force`). Any other
+    existing `out` (a model trained with other settings, another file) is refused with
+    `OutputExists` unless `force`, or `overwrite` (a cache the caller owns, retrained when its
+    settings change): a user's checkpoint is never overwritten by accident.
     image_size: resize ImageFolder images to this square size (recorded as meta["resize"], to be
     passed to `load_dataset(..., image_size=...)` when the model is evaluated later).
     init: a checkpoint of the same architecture to start from instead of fresh weights (e.g.
@@ -392,17 +397,19 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
     if init is not None:
         init_model, init_meta = load_checkpoint(init)
         if init_meta["arch"] != arch or init_meta.get("norm", "batch") != norm:
-            raise InputError(f"--init {init}: holds a {init_meta['arch']} ({init_meta.get('norm')} "
+            raise InputError(f"init {init}: holds a {init_meta['arch']} ({init_meta.get('norm')} "
                              f"norm) model, not {arch} ({norm} norm)")
         tag["init"] = {"path": str(Path(init).resolve()), "sha256": file_digest(init)}
     if out.exists() and not force:
-        done = _finished(out, opts, tag)
+        done, why = _finished(out, opts, tag)
+        if done is None and not overwrite:
+            raise OutputExists(f"{out}: exists and {why}; refusing to overwrite it")
         if done is not None:
             if log:
-                log(f"{out} already holds this model; nothing to do (use --force to retrain)")
+                log(f"{out} already holds this model; nothing to do (force retrains it)")
             return {**done, "skipped": True}
     # Checked before any epoch runs: otherwise the first epoch's state write is where it fails.
-    check_writable(out, "--out")
+    check_writable(out, "output")
     train_set = load_dataset(data, "train", limit, image_size)
     test_set = load_dataset(data, "test", limit, image_size)
     if train_set.in_channels != test_set.in_channels or train_set.image_size != test_set.image_size:
@@ -416,7 +423,7 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
         try:
             model.load_state_dict(init_model.state_dict())
         except RuntimeError:
-            raise InputError(f"--init {init}: its weights do not fit a {arch} model for "
+            raise InputError(f"init {init}: its weights do not fit a {arch} model for "
                              f"{train_set.name} ({train_set.in_channels}x{train_set.image_size}, "
                              f"{num_classes} classes)") from None
     model.to(device)
@@ -459,10 +466,34 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _finished(out: Path, opts: TrainOptions, tag: dict) -> dict | None:
-    """The meta of `out` if it is a checkpoint trained with exactly these settings."""
+def _finished(out: Path, opts: TrainOptions, tag: dict) -> tuple[dict | None, str]:
+    """(meta, "") if `out` is a checkpoint trained with exactly these settings, else (None, what
+    it holds instead)."""
     try:
         _, meta = load_checkpoint(out)
-    except InputError:
-        return None
-    return meta if meta.get("train_config") == {"options": opts.as_dict(), "tag": tag} else None
+    except InputError as exc:
+        return None, f"is not a readable sramsim checkpoint ({exc})"
+    mine = {"options": opts.as_dict(), "tag": tag}
+    theirs = _spelled_now(meta.get("train_config")) or {}
+    if theirs == mine:
+        return meta, ""
+    differ = sorted(k for part in ("options", "tag")
+                    for k in set(mine[part]) | set(theirs.get(part) or {})
+                    if mine[part].get(k) != (theirs.get(part) or {}).get(k))
+    return None, (f"holds a model trained with other settings ({', '.join(differ) or 'unknown'} "
+                  f"differ)")
+
+
+class OutputExists(InputError):
+    """train_base's output already holds something other than the model asked for."""
+
+
+def _spelled_now(config):
+    """A recorded training config with its FAT source in today's spelling, so models trained
+    with "dram:modelK" (sramsim <= 0.1) still match the same settings spelled anew."""
+    options = (config or {}).get("options") if isinstance(config, dict) else None
+    if not isinstance(options, dict) or "fat_source" not in options:
+        return config
+    return {**config, "options": {**options,
+                                  "fat_source": canonical_source(options["fat_source"],
+                                                                 warn=False)}}

@@ -1,20 +1,23 @@
 """Base models by name, and the checkpoint file that `sweep`, `energy` and `fusion` load.
 
-Checkpoint format (torch.save, loaded with weights_only=True):
-    {"format": "sramsim.model", "version": 1, "meta": {...}, "state_dict": {...}}
+Checkpoint format (torch.save, loaded with weights_only=True; `sramsim.nn.torch_files`):
+    {"format": "sramsim.model", "version": 1, "meta": {...}, "state_dict": {...}, "sha256": ...}
 meta holds at least arch, in_channels, num_classes, norm (to rebuild the model) and bits, scheme,
 clip, dataset (how it was trained and how it is meant to be quantized).
 """
 from __future__ import annotations
 
+import math
 import os
 import re
-from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, check_device
+from sramsim.memory.sizes import require_memory
+from sramsim.nn.torch_files import atomic_torch_save, read_torch_file  # noqa: F401 (re-exported)
 from sramsim.nn.models.cnn import SmallCNN
 from sramsim.nn.models.norm import NORMS, check_norm
 from sramsim.nn.models.resnet import resnet18, resnet20, resnet50
@@ -25,6 +28,8 @@ ARCHS = ("cnn", "resnet20", "resnet18", "resnet50", "vgg11", "vgg16", "vgg19")
 SNN_FAMILIES = ("snn-fc", "snn-conv", "diehl-cook")
 SNN_PATTERN = re.compile(r"^(snn-fc|snn-conv|diehl-cook)([1-9][0-9]*)$")
 MAX_NEURONS = 100_000
+MAX_CHANNELS = 4096         # input channels of a model (images have 1 to a few)
+MAX_IMAGE_SIDE = 65536      # pixels per image side
 CHECKPOINT_FORMAT = "sramsim.model"
 CHECKPOINT_VERSION = 1
 REQUIRED_META = ("arch", "in_channels", "num_classes", "norm")
@@ -54,18 +59,30 @@ def check_arch(name: str) -> tuple[str, int | None]:
 
 
 def build(name: str, in_channels: int = 1, num_classes: int = 10, norm: str = "batch",
-          image_size: tuple[int, int] | list[int] | None = None) -> nn.Module:
+          image_size: tuple[int, int] | list[int] | int | None = None) -> nn.Module:
     """A freshly initialised model (the caller seeds torch's RNG for reproducible weights).
 
-    image_size: (height, width) of the inputs; the spiking fully connected families need it for
-    their input layer (default 28x28), the other models ignore it.
+    image_size: (height, width) of the inputs, or one int for square images; the spiking
+    families need it for their input layer (default 28x28), the other models ignore it.
+    A model whose weights cannot fit in this machine's memory (a checkpoint claiming 10^10
+    classes) is refused before anything is allocated, with the size named.
     """
     family, n = check_arch(name)
     check_norm(norm)
-    if int(in_channels) < 1 or int(num_classes) < 2:
-        raise InputError(f"in_channels must be >= 1 and num_classes >= 2, got "
-                         f"{in_channels} and {num_classes}")
-    size = tuple(int(v) for v in (image_size or (28, 28)))
+    in_channels = whole_number(in_channels, "in_channels", 1, MAX_CHANNELS)
+    num_classes = whole_number(num_classes, "num_classes", 2)
+    size = check_image_size(image_size)
+    if family not in SNN_FAMILIES:      # (the spiking families bound their synapses themselves)
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            shape = _construct(name, family, n, in_channels, num_classes, norm, size)
+        count = sum(t.numel() for t in (*shape.parameters(), *shape.buffers()))
+        require_memory(4 * count, f"model {name} with {in_channels} input channels and "
+                                  f"{num_classes:,} classes ({count:,} weights)")
+    return _construct(name, family, n, in_channels, num_classes, norm, size)
+
+
+def _construct(name: str, family: str, n: int | None, in_channels: int, num_classes: int,
+               norm: str, size: tuple[int, int]) -> nn.Module:
     if family == "cnn":
         return SmallCNN(in_channels, num_classes, norm)
     if family == "resnet20":
@@ -83,12 +100,40 @@ def build(name: str, in_channels: int = 1, num_classes: int = 10, norm: str = "b
     return vgg(name, in_channels, num_classes, norm)
 
 
+def whole_number(value, what: str, low: int, high: int | None = None) -> int:
+    """`value` (an int, or a float/str holding one, as metadata may) as an int in [low, high],
+    else a one-line InputError naming `what`."""
+    try:
+        number = float(value) if not isinstance(value, (int, np.integer)) else int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a whole number, got {value!r}") from None
+    if isinstance(value, bool) or number != number or number in (math.inf, -math.inf) \
+            or int(number) != number:
+        raise InputError(f"{what} must be a whole number, got {value!r}")
+    number = int(number)
+    if number < low or (high is not None and number > high):
+        span = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise InputError(f"{what} must be {span}, got {value!r}")
+    return number
+
+
+def check_image_size(value) -> tuple[int, int]:
+    """(height, width) from [h, w], (h, w) or one int (square); (28, 28) for None."""
+    if value is None:
+        return (28, 28)
+    pair = [value, value] if isinstance(value, (int, np.integer, float)) else value
+    if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+        raise InputError(f"image_size must be (height, width) or one int, got {value!r}")
+    h, w = (whole_number(v, "image_size", 1, MAX_IMAGE_SIDE) for v in pair)
+    return h, w
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> None:
     """Write `model`'s weights and `meta` atomically (a crash never leaves a half-written file)."""
     meta = {**META_DEFAULTS, **meta}
     missing = [k for k in REQUIRED_META if meta.get(k) is None]
     if missing:
-        raise ValueError(f"checkpoint meta lacks {', '.join(missing)}")
+        raise InputError(f"checkpoint meta lacks {', '.join(missing)}")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     obj = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "meta": meta,
            "state_dict": state}
@@ -107,6 +152,10 @@ def load_checkpoint(path: str | os.PathLike, device=None) -> tuple[nn.Module, di
     try:
         model = build(meta["arch"], meta["in_channels"], meta["num_classes"], meta["norm"],
                       meta.get("image_size"))
+        meta = {**meta, "in_channels": whole_number(meta["in_channels"], "in_channels", 1),
+                "num_classes": whole_number(meta["num_classes"], "num_classes", 2)}
+        if meta.get("image_size") is not None:
+            meta["image_size"] = list(check_image_size(meta["image_size"]))
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     check_finite(state, path)
@@ -117,7 +166,7 @@ def load_checkpoint(path: str | os.PathLike, device=None) -> tuple[nn.Module, di
         raise InputError(f"{path}: weights do not fit a {meta['arch']} model "
                          f"({' '.join(' '.join(first[:2]).split())[:200]})") from None
     if device is not None:
-        model.to(device)
+        model.to(check_device(device))
     return model.eval(), {**META_DEFAULTS, **meta}
 
 
@@ -131,37 +180,3 @@ def check_finite(state: dict, path: str | os.PathLike) -> None:
             bad = int((~torch.isfinite(tensor)).sum())
             raise InputError(f"{path}: tensor {name!r} holds {bad} NaN or infinite value(s) "
                              f"of {tensor.numel()}")
-
-
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file beside `path`, then rename over it."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def read_torch_file(path: str | os.PathLike, fmt: str, version: int, what: str) -> dict:
-    """A torch.save'd dict tagged with `format`/`version`, loaded safely (weights_only=True)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such {what} file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not a {what} file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load fails on junk with many exception types
-        reason = " ".join(str(exc).split())[:160]
-        raise InputError(f"{path}: not a readable {what} ({reason})") from None
-    if not isinstance(obj, dict) or obj.get("format") != fmt:
-        raise InputError(f"{path}: not a {what} (format tag is not {fmt!r})")
-    if obj.get("version") != version:
-        raise InputError(f"{path}: {what} version {obj.get('version')!r} is not supported "
-                         f"(expected {version})")
-    return obj

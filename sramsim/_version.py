@@ -1,0 +1,2 @@
+"""The one version of the sramsim distribution (sramsim and fusion): setup.cfg reads it from here."""
+__version__ = "0.2.0"
