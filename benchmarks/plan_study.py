@@ -12,8 +12,9 @@ Cases (each model):
      --banks 8 --v-floor 0.75 --seed S` (seeds 0-3), the code below -- and each bank is a domain.
 Budget for every case: within MARGIN of the fault-free accuracy as stored (own clean reference,
 on the validation images for the choice and on the test images for the report). Validation: the
-last --val-images training images (the models train on the first 10,000) and validation maps
-(chips at odd placements); test: the first --limit test images and test maps. The JSON has, per
+last `val_images` training images (the models train on the first 10,000) and validation maps
+(chips at odd placements); confirmation: the `check_images` training images before them and
+other validation maps; test: the first `limit` test images and test maps. The JSON has, per
 model and case, `saving_single` and `saving_planned` at that same reference, with the test
 accuracies and 95% intervals, and the exact `sramsim plan` command.
 
@@ -36,10 +37,10 @@ CACHE = Path(__file__).resolve().parent / ".cache" / "plan"
 MARGIN = 0.01
 VOLTAGES = "1.0,0.95,0.925,0.9,0.8875,0.875,0.8625,0.85,0.8375,0.825,0.8125,0.8,0.775,0.75"
 MODELS = {   # per model: weight chip size, validation images, maps (the budget of each run)
-    "cnn": {"rows": 1024, "cols": 2048, "val_images": 2000, "val_maps": 4, "test_maps": 8,
-            "limit": 5000},
-    "resnet20": {"rows": 2048, "cols": 2048, "val_images": 500, "val_maps": 3, "test_maps": 6,
-                 "limit": 2000},
+    "cnn": {"rows": 1024, "cols": 2048, "val_images": 2000, "check_images": 2000, "val_maps": 4,
+            "test_maps": 8, "limit": 5000},
+    "resnet20": {"rows": 2048, "cols": 2048, "val_images": 500, "check_images": 2000,
+                 "val_maps": 3, "test_maps": 6, "limit": 2000},
 }
 CASES = {"a": "weights per layer", "b": "weights per layer + activation buffer",
          "c": "banks of 8-bank 1 Mibit profiles"}
@@ -81,6 +82,7 @@ def command(arch: str, case: str, args) -> list[str]:
     out = CACHE / f"{arch}-{case}"
     cmd = ["plan", "--model", str(CACHE / f"{arch}.pt"), "--voltages", VOLTAGES,
            "--margin", str(MARGIN), "--val-images", str(m["val_images"]),
+           "--check-images", str(m["check_images"]),
            "--val-maps", str(m["val_maps"]), "--test-maps", str(m["test_maps"]),
            "--limit", str(m["limit"]), "--out", str(out), "--threads", str(args.threads),
            "--no-progress"]

@@ -60,6 +60,11 @@ def world():
     return qm, val, test, data.x[:64]
 
 
+def check_set() -> Dataset:
+    _, data = quadrant_world(800)
+    return Dataset(data.x[600:], data.y[600:], 4, "quadrants (check)")
+
+
 def memories(domains="layer", acts=True) -> P.Memories:
     return P.Memories(tuple(random_chips(2, rows=32, cols=512, seed=0, v_floor=0.75)), domains,
                       tuple(random_chips(2, rows=4, cols=16, seed=100, v_floor=0.75))
@@ -74,7 +79,8 @@ SETTINGS = P.PlanSettings(tuple(np.round(np.arange(1.0, 0.7499, -0.025), 6)), ma
 def planned(tmp_path_factory):
     out = tmp_path_factory.mktemp("plan")
     qm, val, test, calib = world()
-    return out, P.plan(qm, val, test, memories(), SETTINGS, calib, out_dir=out)
+    return out, P.plan(qm, val, test, memories(), SETTINGS, calib, out_dir=out,
+                       check=check_set())
 
 
 def test_plan_is_never_worse_than_the_best_single_voltage(planned):
@@ -84,7 +90,8 @@ def test_plan_is_never_worse_than_the_best_single_voltage(planned):
     ref = r["reference"]["validation"]["accuracy"]
     best = lowest_within(r["single_curve"], ref, SETTINGS.margin)
     assert best["voltage"] == r["search"]["scan_voltage"] <= r["single"]["voltage"]
-    assert r["single"]["validation"]["confirmed"]          # on the held-back validation maps
+    assert r["single"]["validation"]["confirmed"]          # on held-back images and maps
+    assert r["images"]["check"]["name"] == "quadrants (check)"
     names = ("1.weight", "2.weight", "activations")
     assert tuple(r["planned"]["assignment"]) == names
     if r["planned"]["assignment"] != r["single"]["assignment"]:
@@ -100,7 +107,7 @@ def test_plan_is_never_worse_than_the_best_single_voltage(planned):
 def test_a_rerun_resumes_everything(planned):
     out, r = planned
     qm, val, test, calib = world()
-    again = P.plan(qm, val, test, memories(), SETTINGS, calib, out_dir=out)
+    again = P.plan(qm, val, test, memories(), SETTINGS, calib, out_dir=out, check=check_set())
     assert again["evaluations"] == 0
     assert {k: v for k, v in again.items() if k != "evaluations"} == \
         {k: v for k, v in r.items() if k != "evaluations"}
@@ -126,7 +133,8 @@ def test_evaluating_the_planned_assignment_gives_the_reported_test_accuracy(plan
     _, r = planned
     qm, val, test, calib = world()
     a = VoltageAssignment.of(r["planned"]["assignment"])
-    got = P.plan(qm, val, test, memories(), SETTINGS, calib, out_dir=tmp_path, assignment=a)
+    got = P.plan(qm, val, test, memories(), SETTINGS, calib, out_dir=tmp_path, assignment=a,
+                 check=check_set())
     assert got["planned"]["test"] == r["planned"]["test"]
     assert got["planned"]["saving"] == r["planned"]["saving"]
 
@@ -198,6 +206,6 @@ def test_a_process_pool_gives_the_same_plan(planned, tmp_path):
     _, r = planned
     qm, val, test, calib = world()
     pooled = P.plan(qm, val, test, memories(), SETTINGS, calib, Execution(workers=2),
-                    out_dir=tmp_path)
+                    out_dir=tmp_path, check=check_set())
     assert {k: v for k, v in pooled.items() if k != "evaluations"} == \
         {k: v for k, v in r.items() if k != "evaluations"}

@@ -32,9 +32,10 @@ Search (a Lagrangian over per-domain curves, then greedy lowering; each step val
 5. greedy: from it (or from V* when none passed), lower one domain by one option at a time, best
    predicted energy per accuracy first; a step that fails joint validation freezes its domain;
    stops after `refine` joint validations;
-6. confirmation: the search saw validation maps 0..M-1 only; maps M..2M-1 (also validation
-   maps) are held back to confirm the choices, against the winner's curse of picking the
-   cheapest of many candidates on the same maps: the single voltage is the lowest scanned one
+6. confirmation: the search saw validation maps 0..M-1 and the validation images only; maps
+   M..2M-1 (also validation maps) on the check images (held-back validation images, when
+   given) confirm the choices, against the winner's curse of picking the cheapest of many
+   candidates on the same maps and images: the single voltage is the lowest scanned one
    from V* up that also passes there, the plan the cheapest assignment that passed the search
    and passes there, cheaper than that single voltage (else the single voltage itself);
 7. report: the plan and the single voltage on the test maps; the plan is never more expensive.
@@ -71,7 +72,9 @@ from sramsim.nn.data import Dataset
 from sramsim.nn.evaluation import Evaluator
 from sramsim.stats import ci95_halfwidth, mean_std
 
-PURPOSES = ("validation", "test")
+PURPOSES = ("validation", "test")       # the maps' purposes (`fixed_draws`)
+DATA = ("validation", "check", "test")  # the images: search, confirmation, report
+MAPS_OF = {"validation": "validation", "check": "validation", "test": "test"}
 RAISE_STEPS = 1               # grid steps above the best single voltage a domain may be raised
 
 
@@ -209,7 +212,7 @@ class PlanWorker:
         if task[0] == "sens":
             return self._sensitivity(*task[1:])
         _, purpose, volts, k = task
-        wd, ad = self.draws[purpose][k]
+        wd, ad = self.draws[MAPS_OF[purpose]][k]
         nw = len(self.names)
         image = read_assigned(self.qm, wd.chip, volts[:nw], self.labels(wd), wd.offset,
                               self.job.layout, self._mixed)
@@ -327,14 +330,15 @@ def prepare(qm, memories: Memories, settings: PlanSettings, calibration: torch.T
 def plan(qm, validation: Dataset, test: Dataset, memories: Memories, settings: PlanSettings,
          calibration: torch.Tensor | None = None, execution: Execution | None = None,
          out_dir=None, on_done: Callable[[int], None] | None = None,
-         assignment: VoltageAssignment | None = None) -> dict:
+         assignment: VoltageAssignment | None = None, check: Dataset | None = None) -> dict:
     """Find (or, with `assignment`, only evaluate) the cheapest voltage assignment within the
     budget; returns the report (see the module docstring; `sramsim plan` prints it).
 
     calibration: training images for the activation scales (needed with an activation buffer).
-    on_done(n): n more evaluations finished (progress).
+    check: held-back validation images the choices are confirmed on (step 6; None: the
+    validation images again, on other maps). on_done(n): n more evaluations finished.
     """
-    for d in (validation, test):
+    for d in (validation, test) + (() if check is None else (check,)):
         if len(d) == 0:
             raise InputError(f"dataset {d.name!r} is empty")
     execution = execution or Execution()
@@ -350,7 +354,9 @@ def plan(qm, validation: Dataset, test: Dataset, memories: Memories, settings: P
                     chip.check_voltage(v)
     v_low = min(settings.voltages + (() if assignment is None else
                                      tuple(assignment.as_dict().values())))
-    job = PlanJob(qm, acts, {"validation": validation, "test": test}, wchips, achips, domains,
+    data = {"validation": validation, "check": validation if check is None else check,
+            "test": test}
+    job = PlanJob(qm, acts, data, wchips, achips, domains,
                   memories.layout, {"validation": 2 * settings.val_maps,
                                     "test": settings.test_maps}, settings.seed, v_low,
                   settings.batch_size)
@@ -384,8 +390,8 @@ def plan(qm, validation: Dataset, test: Dataset, memories: Memories, settings: P
 
 
 def _clean(runner: _Runner) -> dict:
-    recs = runner.run([("clean", p) for p in PURPOSES])
-    return {p: recs[("clean", p)]["accuracy"] for p in PURPOSES}
+    recs = runner.run([("clean", p) for p in DATA])
+    return {p: recs[("clean", p)]["accuracy"] for p in DATA}
 
 
 def _joint(runner: _Runner, purpose: str, volts: tuple, maps: range) -> list[float]:
@@ -397,6 +403,7 @@ def _joint(runner: _Runner, purpose: str, volts: tuple, maps: range) -> list[flo
 def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips, achips) -> dict:
     clean = _clean(runner)
     ref_val = s.reference.value(clean["validation"])
+    ref_check = s.reference.value(clean["check"])
     grid, names = s.voltages, accesses.names
     maps, check = range(s.val_maps), range(s.val_maps, 2 * s.val_maps)
     scores: dict[tuple, float] = {}          # assignment -> mean accuracy, search maps
@@ -409,8 +416,8 @@ def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips, 
 
     def confirmed(volts: tuple) -> bool:
         if volts not in checks:
-            checks[volts] = float(np.mean(_joint(runner, "validation", volts, check)))
-        return passes(checks[volts], ref_val, s.margin)
+            checks[volts] = float(np.mean(_joint(runner, "check", volts, check)))
+        return passes(checks[volts], ref_check, s.margin)
 
     # 2. single voltage, down the grid to the first failure
     scan = []
@@ -494,7 +501,7 @@ def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips, 
                 "passes": passes(scores[volts], ref_val, s.margin),
                 "check_accuracy_mean": checks.get(volts),
                 "confirmed": None if volts not in checks else
-                passes(checks[volts], ref_val, s.margin)}
+                passes(checks[volts], ref_check, s.margin)}
 
     for key, volts in (("planned", chosen), ("single", uniform)):
         report[key]["validation"] = point(volts)
@@ -519,7 +526,7 @@ def _evaluate_only(runner: _Runner, s: PlanSettings, accesses: DomainAccesses,
     clean = _clean(runner)
     volts = tuple(assignment.as_dict().values())
     report = {"clean": clean,
-              "reference": {p: s.reference.describe(clean[p]) for p in PURPOSES},
+              "reference": {p: s.reference.describe(clean[p]) for p in DATA},
               "planned": _assignment_report(runner, s, accesses, assignment, wchips, achips,
                                             s.reference.value(clean["test"]))}
     report["planned"]["validation"] = summary(_joint(runner, "validation", volts,
@@ -548,8 +555,7 @@ def _test_report(runner, s: PlanSettings, accesses: DomainAccesses, clean: dict,
     p = _assignment_report(runner, s, accesses, planned, wchips, achips, ref_test)
     u = _assignment_report(runner, s, accesses, single, wchips, achips, ref_test)
     return {"clean": clean,
-            "reference": {"validation": s.reference.describe(clean["validation"]),
-                          "test": s.reference.describe(clean["test"])},
+            "reference": {p: s.reference.describe(clean[p]) for p in DATA},
             "planned": p, "single": u, "saving_planned": p["saving"],
             "saving_single": u["saving"], "gain": p["saving"] - u["saving"]}
 

@@ -80,6 +80,9 @@ def register(subparsers) -> None:
                         "default) or an accuracy in [0, 1]")
     p.add_argument("--val-images", default="2000", metavar="N",
                    help="validation images: the last N training images (default 2000)")
+    p.add_argument("--check-images", default=None, metavar="N",
+                   help="confirmation images: the N training images before the validation "
+                        "ones (default: as many as --val-images)")
     p.add_argument("--calib-images", default="512", metavar="N",
                    help="activation scales from the first N training images (default 512)")
     p.add_argument("--limit", default=None, metavar="N", help="use the first N test images")
@@ -127,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
         Reference.given(number(args.reference, "--reference", minimum=0, maximum=1),
                         f"given accuracy {args.reference}")
     val_n = integer(args.val_images, "--val-images")
+    check_n = val_n if args.check_images is None else integer(args.check_images,
+                                                              "--check-images")
     calib_n = integer(args.calib_images, "--calib-images")
     limit = None if args.limit is None else integer(args.limit, "--limit")
     s = seed(args.seed)
@@ -157,13 +162,14 @@ def run(args: argparse.Namespace) -> int:
             acts = S.random_chips(n, args.curve, integer(args.act_rows, "--act-rows"),
                                   integer(args.act_cols, "--act-cols"), 1, s + 10_000,
                                   v_floor=min(voltages))
-    qm, validation, test, calibration = _load(args, val_n, calib_n, limit)
+    qm, validation, check, test, calibration = _load(args, val_n, check_n, calib_n, limit)
     memories = P.Memories(tuple(weights), args.domains, tuple(acts), layout)
     bar = progress(unit="eval", desc="plan", enabled=run_on.progress)
     try:
         with recorded(args, args.out):
             report = P.plan(qm, validation, test, memories, settings, calibration, run_on,
-                            args.out, on_done=bar.update, assignment=assignment)
+                            args.out, on_done=bar.update, assignment=assignment,
+                            check=check)
     finally:
         bar.close()
     from pathlib import Path
@@ -179,23 +185,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args, val_n: int, calib_n: int, limit):
-    """(QuantizedModel, validation set, test set, calibration images)."""
+def _load(args, val_n: int, check_n: int, calib_n: int, limit):
+    """(QuantizedModel, validation set, check set, test set, calibration images): from the end
+    of the training split, the validation images, the check images before them; the calibration
+    images from its start."""
     from sramsim.errors import InputError
     from sramsim.nn.data import Dataset, load_dataset
     qm, meta = load_quantized(args.model, args.bits, args.scheme)
     train = load_dataset(args.data, "train")
-    if val_n >= len(train):
-        raise InputError(f"--val-images {val_n}: the training split has {len(train)} images")
-    if args.activations and calib_n + val_n > len(train):
-        raise InputError(f"--calib-images {calib_n} + --val-images {val_n}: more than the "
-                         f"{len(train)} training images (they must not overlap)")
-    keep = len(train) - val_n
-    validation = Dataset(train.x[keep:], train.y[keep:], train.num_classes,
-                         f"{train.name} (validation: last {val_n} training images)")
+    used = val_n + check_n + (calib_n if args.activations else 0)
+    if used > len(train):
+        raise InputError(f"--val-images {val_n} + --check-images {check_n}"
+                         + (f" + --calib-images {calib_n}" if args.activations else "")
+                         + f": more than the {len(train)} training images (they must not "
+                         "overlap)")
+    n = len(train)
+
+    def part(lo: int, hi: int, what: str) -> Dataset:
+        return Dataset(train.x[lo:hi], train.y[lo:hi], train.num_classes,
+                       f"{train.name} ({what}: training images {lo}-{hi - 1})")
+
+    validation = part(n - val_n, n, "validation")
+    check = part(n - val_n - check_n, n - val_n, "check")
     test = load_dataset(args.data, "test", limit)
     check_channels(args.model, meta, test)
-    return qm, validation, test, train.x[:calib_n]
+    return qm, validation, check, test, train.x[:calib_n]
 
 
 def print_table(report: dict, file=None) -> None:
@@ -204,9 +218,10 @@ def print_table(report: dict, file=None) -> None:
     ref = report["reference"]
     clean = report["clean"]
     imgs, maps = report["images"], report["maps"]
-    print(f"{imgs['validation']['name']}: {imgs['validation']['n']} validation images x "
-          f"{maps['validation']} + {maps['validation_check']} validation maps (search + "
-          f"confirmation); {imgs['test']['n']} test images x {maps['test']} test maps", file=f)
+    print(f"search: {imgs['validation']['n']} validation images x {maps['validation']} maps; "
+          f"confirmation: {imgs['check']['n']} held-back images x {maps['validation_check']} "
+          f"other validation maps; report: {imgs['test']['n']} test images x {maps['test']} "
+          f"test maps", file=f)
     print(f"budget: within {100 * report['margin']:.2f} points of {ref['test']['label']} "
           f"(validation {100 * ref['validation']['accuracy']:.2f}%, test "
           f"{100 * ref['test']['accuracy']:.2f}%); fault-free as stored: validation "
