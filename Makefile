@@ -6,14 +6,14 @@ STAMP := $(VENV)/.installed
 FASHION_DIR ?= /usr/share/datasets/fashion-mnist
 DEMO_OUT ?= demo-out
 
-.PHONY: test demo install data bench clean
+.PHONY: test demo install data bench docs clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt setup.cfg pyproject.toml
+$(STAMP): requirements.txt requirements-docs.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-docs.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -28,8 +28,14 @@ data:
 	  fi; \
 	fi
 
+# SRAMSIM_DOCS_REQUIRED: the docs site must build here (tests/test_docs.py skips it only where
+# mkdocs is not installed and this is unset).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	SRAMSIM_DOCS_REQUIRED=1 $(PY) -m pytest -q
+
+# The documentation site, built strictly (any warning fails) into site/.
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict -d site
 
 demo: $(STAMP) data
 	$(VENV)/bin/sramsim demo --out $(DEMO_OUT)
@@ -39,4 +45,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_inject.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT)
+	rm -rf $(VENV) $(DEMO_OUT) site

@@ -12,8 +12,8 @@ All in one process, medians over repeats:
      use. Install it beside the project, not into it:
      `.venv/bin/python -m pip install --target .cache/mrfi-pkgs --no-deps mrfi==2.1.0` (pyyaml is
      needed too; its torchvision requirement is not used at import).
- (f) in place (issue 15.1): `sramsim.inject.inplace.faults_applied` on a copy of the model (packed as
-     `Evaluator` packs its own: `inplace.pack_parameters`) holding the clean
+ (f) in place (issue 15.1): `sramsim.inject.inplace.faults_applied` on a copy of the model (its
+     weights packed into one buffer by `inplace.load_clean`, as the Evaluator's) holding the clean
      dequantized weights: entering the block (faulty weights ready for a forward pass: only the
      codes a fault changed are decoded and written) and leaving it (those weights restored), with
      the persistent chip (its sorted faulty bytes cached per voltage; the first build reported
@@ -233,8 +233,7 @@ def main() -> None:
     # (f) in place, on a copy that holds the clean dequantized weights; one-time costs apart
     work = copy.deepcopy(model)
     t0 = time.perf_counter()
-    inplace.pack_parameters(qm, work)         # what the Evaluator does with its own copy
-    inplace.load_clean(qm, work)
+    inplace.load_clean(qm, work)            # packs its weights into one buffer, as the Evaluator's
     t_load_clean = time.perf_counter() - t0
     t0 = time.perf_counter()
     chip.byte_faults(voltage)

@@ -56,20 +56,20 @@ class FaultSpec:
     def __post_init__(self):
         if self.chips:
             if self.voltage is None:
-                raise InputError("chip profiles need --voltage")
+                raise InputError("chips need a voltage")
             if self.ber is not None:
-                raise InputError("give either --ber or --profile ... --voltage, not both")
+                raise InputError("give either a ber or chips with a voltage, not both")
             for chip in self.chips:
                 chip.check_voltage(self.voltage)
             return
         curve = BerCurve.builtin(self.curve)
         if self.ber is None and self.voltage is None:
-            raise InputError("give --ber P or --profile A.h5 ... --voltage V")
+            raise InputError("give a ber, or chips with a voltage (or a voltage alone: random errors at the curve's ber there)")
         if self.ber is not None and self.voltage is not None:
-            raise InputError("give either --ber or --voltage for random errors, not both")
+            raise InputError("give either a ber or a voltage for random errors, not both")
         if self.ber is None:
             if not (np.isfinite(self.voltage) and self.voltage > 0):
-                raise InputError(f"--voltage must be a positive number, got {self.voltage!r}")
+                raise InputError(f"voltage must be a positive number, got {self.voltage!r}")
             self.ber = float(curve.ber(self.voltage))
         else:
             self.ber = check_ber(self.ber, "ber", allow_one=False)

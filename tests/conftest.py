@@ -18,6 +18,14 @@ def one_torch_thread():
         yield
 
 
+def numba_thread_counts() -> list[int]:
+    """1, 2 and 3 threads, those numba's pool holds in this process (NUMBA_NUM_THREADS defaults
+    to the core count: 2 here). tests/test_determinism.py runs every parallel kernel at 1, 2 and
+    3 threads in processes whose pools hold them; in-process checks use what the pool has."""
+    import numba
+    return [t for t in (1, 2, 3) if t <= numba.config.NUMBA_NUM_THREADS]
+
+
 @pytest.fixture
 def cnn_checkpoint(tmp_path):
     """An untrained default CNN saved as a 28x28 Fashion-MNIST checkpoint: (path, model)."""

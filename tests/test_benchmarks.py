@@ -89,3 +89,72 @@ def test_paired_recovery_ratio_and_interval():
     assert r["recovery_points"]["ci95"][0] < gain.mean() < r["recovery_points"]["ci95"][1]
     with pytest.raises(ValueError, match="no accuracy lost"):
         paired_recovery(0.5, [0.6, 0.7], [0.6, 0.7])
+
+
+def _result(name: str) -> dict:
+    return json.loads((ROOT / "benchmarks" / "results" / name).read_text())
+
+
+def test_readme_transcripts_quote_their_result_files():
+    """The docs' ECC, bit-placement, vuln and SNN figures (once the README's, now the how-to
+    guides') are the numbers in the JSONs that benchmarks/readme_figures.py wrote (issue 21, 9c):
+    a re-run that changes them fails here until the guides are updated."""
+    readme = "\n".join((ROOT / "docs" / "how-to" / f"{page}.md").read_text()
+                       for page in ("protection", "snn-sparkxd"))
+    ecc = _result("readme_ecc.json")["runs"]
+    for run in ("plain", "secded72"):
+        rows = [line for line in ecc[run]["table"] if line[:9].strip().replace(".", "").isdigit()]
+        assert len(rows) == 5 and all(f"\n{row}\n" in readme for row in rows), run
+    at = {p["voltage"]: p for p in ecc["secded13"]["points"]}
+    assert f"`secded13` keeps {100 * at[0.825]['accuracy_mean']:.1f}% down to 0.825 and " \
+           f"{100 * at[0.8]['accuracy_mean']:.1f}%" in readme.replace("\n", " ")
+
+    placement = _result("readme_placement.json")["shipped"]
+    lines = readme.splitlines()
+    head = next(i for i, ln in enumerate(lines) if "linear (± CI95)" in ln)
+    for i, line in enumerate(lines[head + 1:head + 5]):      # the three sweeps side by side
+        lin, shu, skip = (placement[p]["points"][i] for p in ("linear", "shuffle", "skip-faulty-words"))
+        want = [f"{lin['voltage']:g}", f"{lin['ber']:.3g}", f"{100 * lin['accuracy_mean']:.2f}%",
+                f"({100 * lin['ci95']:.2f})", f"{100 * shu['accuracy_mean']:.2f}%",
+                f"({100 * shu['ci95']:.2f})", f"{100 * skip['accuracy_mean']:.2f}%",
+                f"({100 * skip['bit_placement']['skipped_share']:.1f}%"]
+        got = line.replace("(", " (").replace("( ", "(").split()
+        assert [w.rstrip(")") if w.endswith("%)") else w for w in got
+                if w[0].isdigit() or w[0] == "("][:8] == want, line
+
+    vuln = _result("readme_vuln.json")["runs"]
+    sign = next(b for b in vuln["linear"]["bits"] if b["bit"] == 7)
+    assert f"puts {sign['faulty_bits_mean']:,.0f} faulty sign bits per map and an " \
+           f"{100 * sign['drop_mean']:.2f}-point drop" in readme.replace("\n", " ")
+
+    for row in _result("readme_snn.json")["rows"]:
+        line = next(ln for ln in readme.splitlines() if ln.startswith(f"| {row['model']} |"))
+        assert f"| {100 * row['test_accuracy_8bit']:.2f}% | {100 * row['float_test_accuracy']:.2f}% |" in line
+
+
+def test_bench_snn_smoke_tiny():
+    """benchmarks/bench_snn.py end to end on tiny networks and random images: every workload has
+    every variant, the engines agree with the step loop on the benchmark batch, the ratios the
+    issue names exist. BindsNET is optional: a missing install is a recorded reason."""
+    import bench_snn
+    args = bench_snn.parse_args(["--synthetic", "--size", "16", "--steps", "3", "--batch", "6",
+                                 "--train-batch", "6", "--conv-batch", "4", "--fc-n", "8",
+                                 "--conv-n", "2", "--dc-n", "6", "--dc-steps", "8",
+                                 "--dc-batch", "6", "--stdp-images", "12", "--rounds", "1",
+                                 "--no-bindsnet"])
+    r = bench_snn.run(args)
+    for family in ("snn_fc", "snn_conv"):
+        inf, train = r[family]["inference"], r[family]["training"]
+        assert inf["equal_to_step_loop"] and train["gradients_match_step_loop"]
+        for w in (inf, train):
+            assert set(w["ms_per_image"]) == {"ours", "step_before", "step_reference", "floor"}
+            assert all(v["wall_ms"] > 0 for v in w["ms_per_image"].values())
+    assert r["diehl_cook"]["inference"]["equal_to_step_loop"]
+    assert r["diehl_cook"]["stdp"]["equal_to_step_loop"]
+    assert {"snn_fc8_inference", "snn_fc8_training", "snn_conv_inference",
+            "diehl_cook6_inference"} <= set(r["ratios"])
+    assert set(r["floor_ratios"]) >= {"snn_fc8_inference", "diehl_cook6_inference"}
+    assert r["bindsnet"] == {"version": "0.3.4", "ran": False,
+                             "unavailable_because": "skipped (--no-bindsnet)"}
+    peer, why = bench_snn.load_bindsnet(ROOT / ".cache" / "no-such-dir")
+    assert peer is None and "pip install --target .cache/bindsnet-pkgs" in why

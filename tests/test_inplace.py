@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from conftest import numba_thread_counts
 from sramsim import BerCurve, Chip, Geometry, QuantizedModel, RandomBitErrors
 from sramsim.errors import InputError
 from sramsim.inject import inplace
@@ -20,6 +21,8 @@ from sramsim.memory.chip import ByteFaults, Faults
 from sramsim.memory.dram import DramGeometry
 
 MIXED = {"flip": 0.5, "stuck0": 0.25, "stuck1": 0.25}
+# every scheme at every bit width it defines (stutz-symmetric: 8 bits only)
+COMBOS = [(bits, scheme) for bits in Q.BITS for scheme in Q.schemes_for(bits)]
 
 
 def small_model() -> nn.Module:
@@ -56,8 +59,7 @@ def check_against_perturbed(qm, model, make, voltage=None, offset=0, layout=None
     return applied
 
 
-@pytest.mark.parametrize("bits", [8, 4, 2])
-@pytest.mark.parametrize("scheme", ["symmetric", "asymmetric", "rquant"])
+@pytest.mark.parametrize("bits, scheme", COMBOS)
 @pytest.mark.parametrize("word_bits", [8, 16])
 def test_chip_bit_identical_to_perturbed(bits, scheme, word_bits):
     model = small_model()
@@ -73,8 +75,7 @@ def test_chip_bit_identical_to_perturbed(bits, scheme, word_bits):
                 check_against_perturbed(qm, work, lambda: chip, v, offset)
 
 
-@pytest.mark.parametrize("bits", [8, 4, 2])
-@pytest.mark.parametrize("scheme", ["symmetric", "asymmetric", "rquant"])
+@pytest.mark.parametrize("bits, scheme", COMBOS)
 def test_random_errors_and_fault_records_bit_identical(bits, scheme):
     model = small_model()
     qm = QuantizedModel(model, bits=bits, scheme=scheme)
@@ -128,16 +129,12 @@ def test_ecc_bit_identical(ecc):
         assert_bitwise(qm.clean_weights(), params_of(work), ref)
 
 
-def thread_counts() -> list[int]:
-    import numba
-    return sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)})
-
-
 @pytest.mark.parametrize("bits", [8, 4, 2])
 @pytest.mark.parametrize("word_bits", [8, 16])
 def test_many_work_items_any_thread_count_bit_identical(monkeypatch, bits, word_bits):
     # 3 faulty bytes per work item: items start mid-segment, mid-tile and past the image; the
-    # parallel kernels run (2 threads where numba has them) and write exactly what 1 thread does
+    # parallel kernels run (2 and 3 threads where numba's pool has them; test_determinism runs 3
+    # in a process of its own) and write exactly what 1 thread does
     import numba
     from sramsim.inject import weight_kernels as kernels
     monkeypatch.setattr(kernels, "PIECE", 3)
@@ -154,7 +151,7 @@ def test_many_work_items_any_thread_count_bit_identical(monkeypatch, bits, word_
         for chip in (small, large):
             for v, offset in ((0.8, 0), (0.75, 3), (0.75, -77)):
                 seen = []
-                for threads in thread_counts():
+                for threads in numba_thread_counts():
                     numba.set_num_threads(threads)
                     applied = check_against_perturbed(qm, work, lambda: chip, v, offset)
                     with inplace.faults_applied(qm, work, chip, v, offset):
@@ -163,7 +160,7 @@ def test_many_work_items_any_thread_count_bit_identical(monkeypatch, bits, word_
                 for _, p in seen:
                     assert_bitwise(seen[0][1], p, p)
         seen = []
-        for threads in thread_counts():          # random errors: the same draws, same weights
+        for threads in numba_thread_counts():          # random errors: the same draws, same weights
             numba.set_num_threads(threads)
             with inplace.faults_applied(qm, work, RandomBitErrors(0.05, MIXED, seed=4)) as applied:
                 seen.append((applied, params_of(work)))
@@ -318,12 +315,12 @@ def test_chip_byte_faults_match_the_dense_masks():
 
 
 @settings(max_examples=40, deadline=None)
-@given(bits=st.sampled_from([8, 4, 2]),
-       scheme=st.sampled_from(["symmetric", "asymmetric", "rquant"]),
+@given(bits_scheme=st.sampled_from(COMBOS),
        word_bits=st.sampled_from([8, 16]),
        sizes=st.lists(st.integers(1, 40), min_size=1, max_size=4),
        data=st.data())
-def test_property_matches_the_functional_path(bits, scheme, word_bits, sizes, data):
+def test_property_matches_the_functional_path(bits_scheme, word_bits, sizes, data):
+    bits, scheme = bits_scheme
     layers = [nn.Linear(s, 1, bias=False) for s in sizes]
     model = nn.ModuleList(layers)
     qm = QuantizedModel(model, bits=bits, scheme=scheme, word_bits=word_bits)
@@ -361,12 +358,12 @@ def test_evaluator_in_place_and_functional_give_the_same_logits(monkeypatch):
 
 
 @settings(max_examples=30, deadline=None)
-@given(bits=st.sampled_from([8, 4, 2]),
-       scheme=st.sampled_from(["symmetric", "asymmetric", "rquant"]),
+@given(bits_scheme=st.sampled_from(COMBOS),
        word_bits=st.sampled_from([8, 16]), rows=st.integers(1, 12), offset=st.integers(-500, 500),
        voltage=st.floats(0.75, 1.0), seed=st.integers(0, 1000))
-def test_property_chips_match_the_functional_path(bits, scheme, word_bits, rows, offset, voltage,
+def test_property_chips_match_the_functional_path(bits_scheme, word_bits, rows, offset, voltage,
                                                    seed):
+    bits, scheme = bits_scheme
     model = small_model()
     qm = QuantizedModel(model, bits=bits, scheme=scheme, word_bits=word_bits)
     chip = Chip.random(Geometry(rows, 16 * word_bits // 8, word_bits=word_bits),
@@ -374,8 +371,7 @@ def test_property_chips_match_the_functional_path(bits, scheme, word_bits, rows,
     check_against_perturbed(qm, model, lambda: chip, voltage, offset)
 
 
-@pytest.mark.parametrize("bits", [8, 4, 2])
-@pytest.mark.parametrize("scheme", ["symmetric", "asymmetric", "rquant"])
+@pytest.mark.parametrize("bits, scheme", COMBOS)
 def test_load_clean_gives_exactly_the_clean_weights_for_any_chunk(bits, scheme):
     # 135, 5, 245, 7, 7, 1 codes: segments start mid-byte for 4 and 2 bits, and chunks of 1, 3,
     # 5, 7 codes start and end mid-byte too; 64 and the default cover whole segments

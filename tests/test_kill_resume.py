@@ -100,7 +100,6 @@ def _points(folder: Path) -> list:
 
 
 # --- kill -9 and resume ------------------------------------------------------------------------
-@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sweep_with_two_workers_killed_resumes_to_the_same_points(world, tmp_path):
     argv = ["sweep", "--model", world["ckpt"], "--data", world["data"], "--chips", "3", "--rows",
@@ -118,7 +117,6 @@ def test_sweep_with_two_workers_killed_resumes_to_the_same_points(world, tmp_pat
     assert kept == (tmp_path / "o" / "points.jsonl").read_text().splitlines()[:6]
 
 
-@pytest.mark.slow
 def test_train_base_killed_after_an_epoch_resumes_to_the_same_weights(world, tmp_path):
     base = ["train-base", "--data", world["data"], "--epochs", "3", "--batch-size", "32",
             "--no-progress", "--json"]
@@ -134,7 +132,6 @@ def test_train_base_killed_after_an_epoch_resumes_to_the_same_weights(world, tmp
         assert torch.equal(x, y), name
 
 
-@pytest.mark.slow
 def test_fusion_train_killed_after_an_epoch_resumes_to_the_same_generator(world, tmp_path):
     from fusion.store import load_generator
     base = ["train", "--base", world["ckpt"], "--data", world["data"], "--ber", "0.02",
@@ -151,7 +148,6 @@ def test_fusion_train_killed_after_an_epoch_resumes_to_the_same_generator(world,
         assert torch.equal(x, y), name
 
 
-@pytest.mark.slow
 def test_dram_tolerance_killed_resumes_to_the_same_result(world, tmp_path):
     base = ["dram", "tolerance", "--model", world["ckpt"], "--data", world["data"], "--limit",
             "40", "--maps", "2", "--ber-range", "1e-4,1e-2", "--bisect", "1", "--no-progress",
@@ -166,7 +162,6 @@ def test_dram_tolerance_killed_resumes_to_the_same_result(world, tmp_path):
     assert (out / "points.jsonl").read_text().splitlines()[:len(kept)] == kept
 
 
-@pytest.mark.slow
 def test_sparkxd_killed_resumes_to_the_same_results(world, tmp_path):
     base = ["sparkxd", "--model", "cnn", "--data", world["data"], "--limit", "120", "--epochs",
             "1", "--fat-epochs", "1", "--maps", "1", "--ber-range", "1e-4,1e-2", "--bisect", "1",

@@ -32,6 +32,9 @@ def test_parameter_counts():
     # CIFAR ResNet18 / ResNet50 (3x3 stem, 10 classes): 11,173,962 and 23,520,842 parameters
     assert n_params(build("resnet18", 3, 10)) == 11_173_962
     assert n_params(build("resnet50", 3, 10)) == 23_520_842
+    # CIFAR VGG19 as NeuralFuse builds it (biased convs + BatchNorm): conv weights 20,018,880,
+    # conv biases 5,504, BatchNorm 2 * 5,504, linear 512 * 10 + 10
+    assert n_params(build("vgg19", 3, 10)) == 20_040_522 == 20_018_880 + 5_504 + 11_008 + 5_130
     # cnn: convs 1*32*9 + 32*64*9 + 64*64*9, three norms 2*(32+64+64), linear 3136*10 + 10
     assert n_params(build("cnn", 1, 10)) == 288 + 18432 + 36864 + 320 + 31370
 

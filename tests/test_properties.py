@@ -3,8 +3,8 @@
 - the numba kernels against plain Python/numpy references on random images, masks, offsets and
   tilings (image larger and smaller than the chip, offsets beyond its capacity);
 - the torch backend against the numba path, bit for bit, for random-error and chip draws;
-- quantize -> dequantize -> quantize round trips for every scheme and bit width (also through a
-  QuantizedModel with 16-bit words), pack/unpack round trips;
+- quantize -> dequantize -> quantize round trips for sramsim's own schemes at every bit width
+  (also through a QuantizedModel with 16-bit words), pack/unpack round trips;
 - random chips through save/load.
 Array contents come from a numpy generator seeded by hypothesis (fast to draw, still shrinkable
 through the seed and the sizes).
@@ -230,7 +230,10 @@ def test_torch_backend_equals_numba_for_chip_draws(image_words, rows, word_bits,
 
 
 # --- quantization round trips -------------------------------------------------------------------
-SCHEME = st.sampled_from(Q.SCHEMES)
+# sramsim's own schemes round and re-derive the same range from their own output, so they round
+# trip; the Stutz schemes (truncation, a 0.001 margin) have their own properties in
+# tests/test_stutz_quantization.py
+SCHEME = st.sampled_from(("symmetric", "asymmetric", "rquant"))
 BITWIDTH = st.sampled_from(Q.BITS)
 
 

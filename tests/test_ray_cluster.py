@@ -350,7 +350,6 @@ def local_grid(setup, tmp_path_factory) -> dict:
     return _local(setup, tmp_path_factory.mktemp("local_grid"), offsets=2, batch_size=N_SAMPLES)
 
 
-@pytest.mark.slow
 def test_cluster_sweep_equals_local_run_and_stays_on_loopback(cluster, setup, tmp_path, local_grid):
     """`sramsim sweep --executor ray --ray-address 127.0.0.1:PORT`, one actor on each node: the
     same points as in-process; every socket of the cluster and the driver is on 127.0.0.1 while
@@ -372,7 +371,6 @@ def test_cluster_sweep_equals_local_run_and_stays_on_loopback(cluster, setup, tm
     assert nodes == ["127.0.0.1", "127.0.0.1"]
 
 
-@pytest.mark.slow
 def test_ray_start_head_and_node_in_a_loopback_only_namespace(loopback_only, setup, tmp_path,
                                                               local_grid):
     """The README recipe as a user runs it: `ray start --head`, `ray start --address` for a
@@ -432,7 +430,6 @@ def _start_and_kill(cluster, setup, out, which: str):
     return sweep.returncode, stdout, stderr, before, victims
 
 
-@pytest.mark.slow
 def test_killed_worker_loses_no_point_and_the_other_finishes_the_grid(cluster, setup, tmp_path,
                                                                       local_kill_grid):
     """SIGKILL the actor on the second node mid-sweep: its task goes to the head's actor, the run
@@ -451,7 +448,6 @@ def test_killed_worker_loses_no_point_and_the_other_finishes_the_grid(cluster, s
     assert cluster["watch"].off == []
 
 
-@pytest.mark.slow
 def test_all_workers_killed_one_line_then_rerun_completes_the_grid(cluster, setup, tmp_path,
                                                                    local_kill_grid):
     """SIGKILL both actors mid-sweep: one line on stderr, exit 1 (a runtime failure, not bad
@@ -495,7 +491,7 @@ def test_unreachable_cluster_is_one_line_and_exit_2(setup, tmp_path):
 @pytest.mark.parametrize("address", ["127.0.0.1", "head", ":6379", "127.0.0.1:0", "h:99999", "h:x"])
 def test_ray_address_must_be_host_port(address):
     from sramsim.analysis.executors import ray_address
-    with pytest.raises(InputError, match="--ray-address must be HOST:PORT"):
+    with pytest.raises(InputError, match="Ray address must be HOST:PORT"):
         ray_address(address)
 
 
@@ -595,11 +591,11 @@ def test_join_failures_are_one_line_naming_the_address():
         address = f"127.0.0.1:{head.getsockname()[1]}"
         denied = ConnectionError(f"Failed to connect to Ray cluster at {address}")
         denied.__cause__ = RuntimeError("Failed to connect to GCS.\nUnauthenticated: InvalidAuthToken")
-        with pytest.raises(InputError, match=f"^--ray-address {address}: could not join the Ray "
+        with pytest.raises(InputError, match=f"^Ray address {address}: could not join the Ray "
                                              "cluster \\(it asks for the cluster's token: set "
                                              "RAY_AUTH_MODE=token"):
             join_ray_cluster(FakeRay(denied), address)
-        with pytest.raises(InputError, match=f"^--ray-address {address}: could not join the Ray "
+        with pytest.raises(InputError, match=f"^Ray address {address}: could not join the Ray "
                                              "cluster \\(RuntimeError: boom\\)$"):
             join_ray_cluster(FakeRay(RuntimeError("boom\nmore")), address)
 

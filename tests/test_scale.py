@@ -31,7 +31,7 @@ def reference_image(model: nn.Module, bits: int, scheme: str, clip, include_bias
         w = params[name].detach().to("cpu", torch.float32)
         if clip is not None:
             w = torch.clamp(w, -clip, clip)
-        q = Q.layer_params(w, bits, scheme)
+        q = Q.layer_params(w, bits, scheme, clip)
         codes.append(Q.quantize(w.reshape(-1), q))
         segments.append((name, start, w.numel(), tuple(w.shape), q))
         start += w.numel()
@@ -60,8 +60,7 @@ def assert_same_as_reference(model, bits, scheme, clip, include_bias, word_bits)
     assert qm.n_codes == sum(s[2] for s in segments)
 
 
-@pytest.mark.parametrize("scheme", ["symmetric", "asymmetric", "rquant"])
-@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("bits, scheme", [(b, s) for b in Q.BITS for s in Q.schemes_for(b)])
 @pytest.mark.parametrize("word_bits", [8, 16])
 def test_layer_by_layer_image_is_byte_identical(monkeypatch, scheme, bits, word_bits):
     monkeypatch.setattr(Q, "CHUNK", 7)     # pieces end mid-byte and mid-layer
@@ -72,11 +71,11 @@ def test_layer_by_layer_image_is_byte_identical(monkeypatch, scheme, bits, word_
 
 @settings(max_examples=25, deadline=None)
 @given(sizes=st.lists(st.integers(1, 9), min_size=2, max_size=5), chunk=st.integers(1, 40),
-       bits=st.sampled_from([8, 4, 2]),
-       scheme=st.sampled_from(["symmetric", "asymmetric", "rquant"]),
+       bits_scheme=st.sampled_from([(b, s) for b in Q.BITS for s in Q.schemes_for(b)]),
        word_bits=st.sampled_from([8, 16, 32]), include_bias=st.booleans(), seed=st.integers(0, 99))
-def test_any_chunking_gives_the_reference_image(sizes, chunk, bits, scheme, word_bits, include_bias,
+def test_any_chunking_gives_the_reference_image(sizes, chunk, bits_scheme, word_bits, include_bias,
                                                 seed):
+    bits, scheme = bits_scheme
     Q_chunk = Q.CHUNK
     Q.CHUNK = chunk
     try:

@@ -10,6 +10,7 @@ from sramsim.errors import InputError
 from sramsim.inject.quantized_model import quantized_parameter_names
 from sramsim.nn.evaluation import accuracy
 from sramsim.nn.models import build, load_checkpoint, save_checkpoint
+from sramsim.nn.torch_files import atomic_torch_save, read_torch_file
 from sramsim.nn.models.snn import MAX_SYNAPSES, build_snn
 from sramsim.nn.training import TrainOptions, train_base
 from conftest import write_quadrants
@@ -81,15 +82,22 @@ def test_train_mode_draws_from_the_seeded_global_rng():
 
 
 def test_encoding_has_rate_semantics():
-    model = fc(steps=1).eval()
-    x = torch.zeros(1, 1, 6, 6)
+    model = fc(steps=400).eval()
+    x = torch.zeros(1, 1, 6, 6)           # inputs in [-1, 1]: pixel intensity (x + 1) / 2
     x[..., :3] = 1.0
-    x[..., 3:] = 0.25
-    model.steps = 1
-    spikes = torch.stack([model.encode(x, torch.Generator().manual_seed(s)) for s in range(400)])
+    x[..., 3:] = -0.5
+    spikes = model.encode(x).float()
+    assert spikes.shape == (400, 1, 1, 6, 6)
     assert torch.equal(spikes[..., :3], torch.ones_like(spikes[..., :3]))
     # P(spike) = 0.25 over 400 x 18 Bernoulli draws: 3 sigma = 3 * sqrt(.25 * .75 / 7200) ~ 0.015
     assert abs(float(spikes[..., 3:].mean()) - 0.25) < 0.015
+    assert torch.equal(model.encode(x), model.encode(x))      # eval: keyed by model.seed
+    model.input_coding = "clamp"          # checkpoints from before issue 22: clamp(x, 0, 1)
+    old = model.encode(x).float()
+    assert old[..., 3:].sum() == 0 and torch.equal(old[..., :3], spikes[..., :3])
+    model.input_coding = "other"
+    with pytest.raises(InputError, match="input coding 'other'"):
+        model.encode(x)
 
 
 def test_only_the_synapses_are_stored():
@@ -191,3 +199,23 @@ def test_bad_model_name_is_one_line_exit_2(capsys, tmp_path, arch):
     assert code == 2
     assert arch in err and "unknown model" in err and err.count("\n") == 1
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_input_coding_is_saved_and_old_checkpoints_keep_clamp(tmp_path):
+    torch.manual_seed(0)
+    meta = {"arch": "snn-fc4", "in_channels": 1, "num_classes": 3, "norm": "batch",
+            "image_size": [6, 6]}
+    model = build("snn-fc4", 1, 3, image_size=(6, 6))
+    assert model.input_coding == "intensity"
+    save_checkpoint(tmp_path / "new.pt", model, meta)
+    loaded, got = load_checkpoint(tmp_path / "new.pt")
+    assert loaded.input_coding == "intensity" and got["input_coding"] == "intensity"
+    # a checkpoint written before the field: trained with the clamp coding, loaded with it
+    obj = read_torch_file(tmp_path / "new.pt", "sramsim.model", 1, "checkpoint")
+    del obj["meta"]["input_coding"]
+    atomic_torch_save(obj, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt")[0].input_coding == "clamp"
+    obj["meta"]["input_coding"] = "gamma"
+    atomic_torch_save(obj, tmp_path / "bad.pt")
+    with pytest.raises(InputError, match="input_coding 'gamma'"):
+        load_checkpoint(tmp_path / "bad.pt")

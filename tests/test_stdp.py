@@ -14,6 +14,7 @@ from sramsim.nn.fat import FaultInjector
 from sramsim.nn.models import build, load_checkpoint, save_checkpoint
 from sramsim.nn.models import diehl_cook as D
 from sramsim.nn.models.diehl_cook import DiehlCook, class_scores, normalize_, stdp_delta
+from sramsim.nn.snn_engine.encoding import key_from_seed
 from sramsim.nn.stdp import apply_update, assign_labels, encoding_seed, order_seed, train_stdp
 from sramsim.nn.training import TrainOptions, epoch_seed, state_path_for, step_seed, train_base
 
@@ -28,14 +29,15 @@ def one_thread():
 
 
 def quadrants(n: int, seed: int) -> Dataset:
-    """28x28 images of 4 classes: class k has a bright quadrant k on a dim noisy background."""
+    """28x28 images of 4 classes: class k has a bright quadrant k on a dim noisy background;
+    scaled to [-1, 1] as the data sets are (pixel intensity (x + 1) / 2)."""
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(n) % 4
     x = torch.rand(n, 1, 28, 28, generator=g) * 0.1
     for k in range(4):
         r, c = divmod(k, 2)
         x[y == k, :, 14 * r:14 * r + 14, 14 * c:14 * c + 14] += 0.8
-    return Dataset(x.clamp(0, 1), y, 4, "quadrants")
+    return Dataset(x.clamp(0, 1) * 2 - 1, y, 4, "quadrants")
 
 
 # ---------------------------------------------------------------- the STDP rule
@@ -121,7 +123,7 @@ def test_lateral_inhibition_and_one_spike_per_step():
 def test_spike_record_is_binary_and_forward_is_deterministic_in_eval():
     model = DiehlCook(6, 784, 4, time_steps=30)
     x = quadrants(8, 0).x
-    rec = model.run(x, generator=torch.Generator().manual_seed(0))
+    rec = model.run(x, key=0)
     assert rec.spikes.dtype == torch.bool and rec.spikes.shape == (30, 8, 6)
     assert rec.spikes.any()
     assert int(rec.spikes.sum(2).max()) <= 1            # at most one spike per sample and step
@@ -234,8 +236,8 @@ def test_seeds_batch_order_as_training_and_encoding_on_its_own_stream():
 def test_eval_re_presents_silent_samples_at_a_higher_rate():
     model = DiehlCook(3, 784, 2, time_steps=30)
     model.eval()
-    faint = torch.full((4, 1, 28, 28), 0.05)
-    first = model.run(faint, generator=torch.Generator().manual_seed(model.seed)).counts()
+    faint = torch.full((4, 1, 28, 28), -0.9)         # pixel intensity 0.05
+    first = model.run(faint, key=key_from_seed(model.seed)).counts()
     assert (first.sum(1) < D.MIN_SPIKES).all()       # too faint to respond at 128 Hz ...
     counts = model.spike_counts(faint)               # ... so presented again at +32 Hz steps
     assert (counts.sum(1) > first.sum(1)).all()
@@ -268,7 +270,7 @@ def test_train_base_trains_diehl_cook_by_stdp(tmp_path):
     for prefix, n in (("train", 40), ("t10k", 20)):
         data = quadrants(n, 0 if prefix == "train" else 1)
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz",
-                  (data.x[:, 0].numpy() * 255).round().astype(np.uint8))
+                  ((data.x[:, 0].numpy() + 1) * 127.5).round().astype(np.uint8))
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", data.y.numpy().astype(np.uint8))
     out = tmp_path / "dc.pt"
     meta = train_base("diehl-cook6", str(tmp_path), out, TrainOptions(epochs=1, batch_size=10),

@@ -43,7 +43,6 @@ def test_summary_interval_and_shape_verdict():
     assert not S.shape_check(table)["reproduced"]
 
 
-@pytest.mark.slow
 def test_tiny_run_end_to_end_and_resume(tmp_path, monkeypatch):
     before = torch.get_num_threads()
     cache, out = tmp_path / "cache", tmp_path / "res" / "stutz.json"

@@ -113,7 +113,7 @@ def test_sweep_points_are_the_model_run_by_hand_and_resume(files, tmp_path, caps
     assert "(int8 model quantized by PyTorch: no float model)" in table and "0.85" in table
 
 
-@pytest.mark.slow       # two spawned processes import torch and torchao: ~45 s on 2 loaded cores
+# two spawned processes import torch and torchao: ~45 s on 2 loaded cores
 def test_two_workers_give_the_points_of_one(files, tmp_path, capsys):
     data, pt2 = files
     argv = ["--model", str(pt2), "--data", str(data), "--chips", "2", "--rows", "64", "--cols",

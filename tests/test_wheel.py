@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE_IGNORE = shutil.ignore_patterns(".git", ".venv", ".cache", "build", "dist", "*.egg-info",
                                        "__pycache__", ".hypothesis", "tests", "benchmarks",
                                        "demo-out")
-pytestmark = pytest.mark.slow
+
 
 
 def _env() -> dict:

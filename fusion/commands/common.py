@@ -44,6 +44,10 @@ def fault_spec(args) -> FaultSpec:
             raise InputError("give either --ber or --profile ... --voltage, not both")
         chips = [Chip.load(p) for p in resolve_profiles(args.profile)]
         return FaultSpec(voltage=chip_voltage(args.voltage, chips), chips=chips)
+    if args.ber is None and args.voltage is None:
+        raise InputError("give --ber P or --profile A.h5 ... --voltage V")
+    if args.ber is not None and args.voltage is not None:
+        raise InputError("give either --ber or --voltage for random errors, not both")
     return FaultSpec(ber=curve_ber(args.ber), voltage=curve_voltage(args.voltage))
 
 

@@ -78,12 +78,12 @@ def energy_per_read(voltage: float, nominal: float = 1.0, leakage_share: float =
 
 
 def decoder_energy(ecc: str | None, value: float | None = None,
-                   what: str = "--ecc-decoder-energy") -> float:
+                   what: str = "ecc decoder energy") -> float:
     """The decoder energy per codeword to charge: `value` (checked, >= 0), the illustrative
     default with a code, 0 without one (a value without a code is refused, naming `what`)."""
     if ecc is None:
         if value is not None:
-            raise InputError(f"{what} needs --ecc (there is no decoder without a code)")
+            raise InputError(f"{what} needs an ecc code (there is no decoder without one)")
         return 0.0
     return DEFAULT_DECODER_ENERGY if value is None else check_number(value, what, low=0.0)
 

@@ -501,7 +501,7 @@ def ray_address(address: str) -> tuple[str, int]:
     host, sep, port = str(address).rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InputError(f"--ray-address must be HOST:PORT (the head's GCS address, e.g. "
+        raise InputError(f"Ray address must be HOST:PORT (the head's GCS address, e.g. "
                          f"127.0.0.1:6379), got {address!r}")
     return host, int(port)
 
@@ -533,7 +533,7 @@ def import_ray(address: str | None = None):
     try:
         import ray
     except ImportError:
-        raise InputError("--executor ray needs the 'ray' package (pip install ray)") from None
+        raise InputError("the ray executor needs the 'ray' package (pip install 'sramsim[ray]')") from None
     from ray._private import ray_constants
     if loopback and ray_constants.ENABLE_RAY_CLUSTER and not ray.is_initialized():
         where = f"--ray-address {address}" if address else "a local Ray"
@@ -554,7 +554,7 @@ def probe_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> N
             pass
     except OSError as exc:
         reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        raise InputError(f"--ray-address {address}: no Ray cluster answers there "
+        raise InputError(f"Ray address {address}: no Ray cluster answers there "
                          f"({reason.lower()})") from None
 
 
@@ -570,7 +570,7 @@ def join_ray_cluster(ray, address: str) -> None:
                    "RAY_AUTH_TOKEN_PATH=FILE (or RAY_AUTH_TOKEN) as on its nodes")
         else:
             why = _first_line(exc)
-        raise InputError(f"--ray-address {address}: could not join the Ray cluster ({why})") \
+        raise InputError(f"Ray address {address}: could not join the Ray cluster ({why})") \
             from None
 
 
@@ -611,6 +611,6 @@ def _check_ray_room(ray, actors: int, threads: int) -> None:
     per_node = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
     room = sum(c // threads for c in per_node)
     if room < actors:
-        raise InputError(f"--workers {actors} x --threads {threads}: the Ray cluster has room for "
-                         f"{room} such worker(s) (CPUs per node: {per_node or 'none'}); lower "
-                         "--workers or --threads")
+        raise InputError(f"{actors} workers x {threads} threads: the Ray cluster has room for "
+                         f"{room} such worker(s) (CPUs per node: {per_node or 'none'}); use fewer "
+                         "workers or threads")

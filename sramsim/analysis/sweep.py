@@ -45,8 +45,9 @@ DEFAULT_ROWS, DEFAULT_COLS = 1024, 2048     # 256 KB weight SRAM, as in NeuralFu
 
 # ------------------------------------------------------------------------------ voltages
 
-def parse_voltages(text: str) -> list[float]:
-    """"1.0:0.75:-0.025" (start:stop:step, stop included) or "1.0,0.9,0.8" -> descending list."""
+def parse_voltages(text: str, what: str = "voltages") -> list[float]:
+    """"1.0:0.75:-0.025" (start:stop:step, stop included) or "1.0,0.9,0.8" -> descending list;
+    bad text is an InputError naming `what` (the CLI passes its flag)."""
     text = str(text).strip()
     try:
         if ":" in text:
@@ -55,27 +56,27 @@ def parse_voltages(text: str) -> list[float]:
                 raise ValueError
             start, stop, step = parts
             if not all(map(math.isfinite, parts)) or step == 0 or (stop - start) * step < 0:
-                raise InputError(f"--voltages {text}: start:stop:step needs a non-zero step that "
+                raise InputError(f"{what} {text}: start:stop:step needs a non-zero step that "
                                  "goes from start towards stop")
             count = int(math.floor((stop - start) / step + 1e-9)) + 1
             if count > MAX_VOLTAGES:
-                raise InputError(f"--voltages {text}: {count} voltages (at most {MAX_VOLTAGES})")
+                raise InputError(f"{what} {text}: {count} voltages (at most {MAX_VOLTAGES})")
             values = [start + i * step for i in range(count)]
         else:
             items = text.split(",")
             if len(items) > 1 and not all(p.strip() for p in items):
-                raise InputError(f"--voltages {text!r}: an empty entry in the comma list")
+                raise InputError(f"{what} {text!r}: an empty entry in the comma list")
             values = [float(p) for p in items if p.strip()]
     except InputError:
         raise
     except ValueError:
-        raise InputError(f"--voltages {text!r}: use start:stop:step (e.g. 1.0:0.75:-0.025) or a "
+        raise InputError(f"{what} {text!r}: use start:stop:step (e.g. 1.0:0.75:-0.025) or a "
                          "comma list of numbers") from None
     if not values:
-        raise InputError("--voltages: no voltages given")
+        raise InputError(f"{what}: no voltages given")
     bad = [v for v in values if not (math.isfinite(v) and v > 0)]
     if bad:
-        raise InputError(f"--voltages: {bad[0]!r} is not a positive finite voltage")
+        raise InputError(f"{what}: {bad[0]!r} is not a positive finite voltage")
     return sorted({round(v, 6) for v in values}, reverse=True)
 
 
@@ -118,10 +119,10 @@ def random_chips(n: int, curve: str = "finfet14", rows: int = DEFAULT_ROWS,
                  v_floor: float | None = None, kinds: dict | None = None) -> list[ChipSpec]:
     """`n` random chips with seeds seed, seed+1, ...; v_floor defaults to the curve's lowest voltage."""
     if int(n) != n or n < 1:
-        raise InputError(f"--chips must be a positive integer, got {n!r}")
+        raise InputError(f"number of chips must be a positive integer, got {n!r}")
     check_points(1, int(n), 1)                  # before a list of n chips is built
     if curve not in BUILTINS:
-        raise InputError(f"--curve {curve!r}: unknown; built-ins: {', '.join(sorted(BUILTINS))}")
+        raise InputError(f"curve {curve!r}: unknown; built-ins: {', '.join(sorted(BUILTINS))}")
     try:
         geometry = Geometry(rows, cols, banks)
         codes, _ = parse_kinds(kinds)
@@ -141,7 +142,7 @@ def random_chips(n: int, curve: str = "finfet14", rows: int = DEFAULT_ROWS,
 def profile_chips(paths: Sequence[str | os.PathLike]) -> list[ChipSpec]:
     """One ChipSpec per profile file, named by the profile and fingerprinted by its content."""
     if not paths:
-        raise InputError("--profiles: no profile files given")
+        raise InputError("no profile files given")
     return [ChipSpec(Chip.load(p).name, path=os.path.abspath(p), sha256=_file_sha256(p))
             for p in paths]
 

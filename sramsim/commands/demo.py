@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     cache = Path(args.cache) if args.cache else out / "cache"
     check_writable(cache, "--cache" if args.cache else "--out", folder=True)
     # Voltages and chips are checked before the base model trains, not after.
-    voltages = parse_voltages(args.voltages)
+    voltages = parse_voltages(args.voltages, "--voltages")
     profiles = resolve_profiles(args.profiles or [SHIPPED])
     for path in profiles:
         try:

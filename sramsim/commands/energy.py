@@ -85,7 +85,9 @@ def compute(args: argparse.Namespace) -> dict:
     base, base_source, input_shape = _base_accesses(args, method)
     addon_name, addon, addon_source = _addon_accesses(args, method, input_shape)
     ecc = None if args.ecc is None else get_code(args.ecc).name
-    decoder = E.decoder_energy(ecc, args.ecc_decoder_energy)       # checked with or without
+    if ecc is None and args.ecc_decoder_energy is not None:
+        raise InputError("--ecc-decoder-energy needs --ecc (there is no decoder without a code)")
+    decoder = E.decoder_energy(ecc, args.ecc_decoder_energy, "--ecc-decoder-energy")
     decoder = decoder if ecc else None
     e_read = E.energy_per_read(voltage, nominal, leak)
     e_data = E.ecc_energy_per_read(voltage, nominal, leak, ecc, decoder)

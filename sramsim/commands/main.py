@@ -276,6 +276,12 @@ def execution(args: argparse.Namespace):
     count = workers(args.workers, executor=args.executor)
     if count is None and args.executor != "ray":
         count = 1
+    if args.ray_address:
+        from sramsim.analysis.executors import probe_ray_address
+        try:            # HOST:PORT, and a cluster answering there, before any work
+            probe_ray_address(args.ray_address)
+        except InputError as exc:
+            raise InputError(str(exc).replace("Ray address", "--ray-address", 1)) from None
     return Execution(args.executor, count, threads(args.threads), args.ray_address,
                      progress=not args.no_progress)
 

@@ -8,6 +8,7 @@ from sramsim.commands.helptext import leaf, paragraph
 from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_writable,
                                    execution, integer, memory_layout, number, print_json, seed)
 from sramsim.memory.curves import BUILTINS
+from sramsim.inject import quantization as Q
 
 
 def register(subparsers) -> None:
@@ -43,7 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--offsets", default="1", metavar="K", help="placements of the model per chip (default 1)")
     p.add_argument("--limit", default=None, metavar="N", help="use the first N test samples")
     p.add_argument("--bits", default=None, choices=("8", "4", "2"), help="override the checkpoint's bits")
-    p.add_argument("--scheme", default=None, choices=("symmetric", "asymmetric", "rquant"),
+    p.add_argument("--scheme", default=None, choices=Q.SCHEMES,
                    help="override the checkpoint's quantization scheme")
     p.add_argument("--batch-size", default="1000", metavar="B", help="evaluation batch (default 1000)")
     p.add_argument("--leakage-share", default="0", metavar="S",
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     """Check the options, run (or resume) the sweep, print its table or JSON summary."""
     from sramsim.analysis import sweep as S
     run_on = execution(args)                 # HOST:PORT and counts, before any chip is drawn
-    voltages = S.parse_voltages(args.voltages)
+    voltages = S.parse_voltages(args.voltages, "--voltages")
     check_writable(args.out, "--out", folder=True)      # before any chip is drawn or point run
     settings = S.SweepSettings(
         offsets=integer(args.offsets, "--offsets"),

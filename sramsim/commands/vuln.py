@@ -9,6 +9,7 @@ from sramsim.commands.main import (add_execution_arguments, add_layout_arguments
                                    check_writable, execution, integer, load_quantized, maps,
                                    memory_layout, number, print_json)
 from sramsim.errors import InputError, check_ber
+from sramsim.inject import quantization as Q
 from sramsim.inject.torch_quantized import is_exported_file
 
 
@@ -38,7 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--by", default="both", choices=("layer", "bit", "both"),
                    help="group faults by layer, by bit position, or both (default both)")
     p.add_argument("--bits", default=None, choices=("8", "4", "2"), help="override the checkpoint's bits")
-    p.add_argument("--scheme", default=None, choices=("symmetric", "asymmetric", "rquant"),
+    p.add_argument("--scheme", default=None, choices=Q.SCHEMES,
                    help="override the checkpoint's quantization scheme")
     p.add_argument("--seed", default="0", metavar="S", help="seed of the fault maps (default 0)")
     p.add_argument("--batch-size", default="1000", metavar="B", help="evaluation batch (default 1000)")

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 import torch
-from numba.typed import List
 from torch import nn
 
 from sramsim.errors import InputError, InputTypeError
@@ -127,7 +126,7 @@ class _Slot:
     def __init__(self):
         self.active = False
         self.clean_stamp = None     # (data_ptr, _version) per parameter, last known clean
-        self.views = None           # (data_ptrs, numba List of flat float32 views)
+        self.weights = None         # the flat float32 buffer the parameters are views of
         self.pos = np.empty(0, dtype=np.int32)
         self.old = np.empty(0, dtype=np.float32)
 
@@ -209,54 +208,62 @@ def inplace_fits(qm, model: nn.Module) -> bool:
     return True
 
 
-def pack_parameters(qm, model: nn.Module) -> np.ndarray:
-    """Move `model`'s quantized parameters into one contiguous float32 numpy buffer (in image
-    order; each parameter a view of its slice, values unchanged) and return the buffer.
-
-    For a model whose weights receive fault maps in place (the Evaluator's own copy): numpy
-    allocates large arrays on transparent huge pages where the kernel allows it (madvise), so the
-    sparse writes of a fault map miss the TLB far less than in torch's 4 KiB-page allocations
-    (measured: ResNet-18, BER 0.1% / 1%, enter + restore 17% / 20% faster on this machine).
-    """
-    params = quantized_parameters(qm, model)
-    buffer = np.empty(qm.n_codes, dtype=np.float32)
-    with torch.no_grad():
-        for s, p in zip(qm.segments, params):
-            view = torch.from_numpy(buffer[s.start:s.start + s.count]).view(p.shape)
-            view.copy_(p.detach())
-            p.data = view
-    return buffer
-
-
 # Codes decoded at once by load_clean: 256 KB of float32 stays in the L2 cache (on a 33.5 M-weight
 # layer, 8-bit: 1.8 ns per weight against 2.9 with quantization.CHUNK and 4.9 decoding it whole).
 LOAD_CHUNK = 1 << 16
 
 
-def load_clean(qm, model: nn.Module, chunk: int = LOAD_CHUNK) -> None:
-    """Write the clean dequantized weights into `model`'s quantized parameters (no grad).
+def load_clean(qm, model: nn.Module, chunk: int = LOAD_CHUNK) -> np.ndarray:
+    """Write the clean dequantized weights into `model`'s quantized parameters (no grad) and
+    return the flat float32 buffer that holds them, in image order (code k is element k: the
+    in-place kernels write there).
 
-    Segment by segment, `chunk` codes at a time, each piece decoded by `quantization.dequantize`
-    (so every value is bit-identical to `qm.clean_weights()`) and copied straight into the
-    parameter's storage: the temporaries stay chunk-sized, never a float copy of the whole model
-    (which doubled a billion-weight model's resident memory: benchmarks/bench_scale.py).
+    A model whose quantized parameters are not yet views of one such buffer is packed first:
+    each parameter's storage moves to its slice of a new numpy buffer (allocated on transparent
+    huge pages where the kernel allows it, so the sparse writes of a fault map miss the TLB
+    less; the old storage is freed as each moves). So `model` is rewritten: use a model you own
+    (`sramsim.nn.evaluation.Evaluator` passes its private copy). Segment by segment, `chunk`
+    codes at a time, each piece decoded by `quantization.dequantize` (so every value is
+    bit-identical to `qm.clean_weights()`) straight into the buffer: the temporaries stay
+    chunk-sized, never a float copy of the whole model (which doubled a billion-weight model's
+    resident memory: benchmarks/bench_scale.py).
     """
     if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1:
         raise InputError(f"chunk must be a positive number of codes, got {chunk!r}")
     params = quantized_parameters(qm, model)
+    st = state(qm)
+    with st.lock:
+        slot = st.slots.get(model)
+        if slot is None:
+            slot = st.slots[model] = _Slot()
+    weights = slot.weights if _packed(qm, params, slot.weights) else _pack(qm, params)
+    for s in qm.segments:
+        for i in range(0, s.count, chunk):
+            n = min(chunk, s.count - i)
+            codes = clean_codes(qm.image, qm.bits, s.start + i, n)
+            weights[s.start + i:s.start + i + n] = dequantize(codes, s.quant).numpy()
+    torch.autograd.graph.increment_version(params)
+    slot.weights = weights
+    slot.clean_stamp = _stamp(params)
+    return weights
+
+
+def _packed(qm, params: list[torch.Tensor], weights: np.ndarray | None) -> bool:
+    """Whether every quantized parameter is the view of its slice of `weights`."""
+    if weights is None:
+        return False
+    base = weights.ctypes.data
+    return all(p.data_ptr() == base + 4 * s.start for s, p in zip(qm.segments, params))
+
+
+def _pack(qm, params: list[torch.Tensor]) -> np.ndarray:
+    """A new flat buffer with each parameter's storage moved to its slice (contents not kept:
+    `load_clean` writes them)."""
+    weights = np.empty(qm.n_codes, dtype=np.float32)
     with torch.no_grad():
         for s, p in zip(qm.segments, params):
-            flat = p.detach().view(-1)          # shares p's storage and version counter
-            for i in range(0, s.count, chunk):
-                n = min(chunk, s.count - i)
-                codes = clean_codes(qm.image, qm.bits, s.start + i, n)
-                flat[i:i + n].copy_(dequantize(codes, s.quant))
-    slot_state = state(qm)
-    with slot_state.lock:
-        slot = slot_state.slots.get(model)
-        if slot is None:
-            slot = slot_state.slots[model] = _Slot()
-        slot.clean_stamp = _stamp(params)
+            p.data = torch.from_numpy(weights[s.start:s.start + s.count]).view(p.shape)
+    return weights
 
 
 def clean_codes(image: np.ndarray, bits: int, start: int, n: int) -> torch.Tensor:
@@ -272,13 +279,6 @@ def clean_codes(image: np.ndarray, bits: int, start: int, n: int) -> torch.Tenso
 def _stamp(params: list[torch.Tensor]) -> tuple:
     # _version counts in-place changes through torch (optimizer steps, copy_, load_state_dict)
     return tuple((p.data_ptr(), p._version) for p in params)
-
-
-def _views(slot: _Slot, params: list[torch.Tensor]):
-    ptrs = tuple(p.data_ptr() for p in params)
-    if slot.views is None or slot.views[0] != ptrs:
-        slot.views = (ptrs, List([p.detach().view(-1).numpy() for p in params]))
-    return slot.views[1]
 
 
 def _scratch(slot: _Slot, n: int, n_codes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -317,7 +317,6 @@ def faults_applied(qm, model: nn.Module, source, voltage: float | None = None, o
             f.byte, located.first, located.offset_bytes, located.cap_bytes, qm.image.size,
             qm.bits)
         pos, old = _scratch(slot, slots, qm.n_codes)
-        views = _views(slot, params)
         written = np.empty(lo.shape[0], dtype=np.int64)
         changed = np.empty(lo.shape[0], dtype=np.int64)
         # the parallel kernels only with threads and enough work items to share among them
@@ -326,13 +325,13 @@ def faults_applied(qm, model: nn.Module, source, voltage: float | None = None, o
         (kernels.write_faulty_codes if many else kernels.write_faulty_codes_serial)(
             qm.image, f.byte, f.xor, none if f.clear is None else f.clear,
             none if f.set is None else f.set, lo, hi, base, out, qm.bits, st.seg_end,
-            st.scheme, st.delta, st.lo, st.hi, views, pos, old, written, changed)
+            st.scheme, st.delta, st.lo, st.hi, slot.weights, pos, old, written, changed)
         torch.autograd.graph.increment_version(params)
         try:
             yield Applied(int(changed.sum()), int(written.sum()), record)
         finally:
             (kernels.restore_codes if many else kernels.restore_codes_serial)(
-                st.seg_end, views, pos, old, out, written)
+                slot.weights, pos, old, out, written)
             torch.autograd.graph.increment_version(params)
             slot.clean_stamp = _stamp(params)
     finally:

@@ -3,12 +3,37 @@
 Codes are what the memory stores (m-bit words, 0 <= code < 2**m); every scheme keeps its own
 layout so that a bit error in a code has the effect it has on real hardware.
 
+sramsim's own conventions (the defaults; existing checkpoints and results use them):
+
 - symmetric:  signed two's complement, delta = max|w| / (2**(m-1) - 1), rounding.
 - asymmetric: unsigned offset from the layer minimum, delta = (max - min) / (2**m - 1), rounding.
-- rquant:     robust quantization of Stutz et al. (MLSys 2021): [min, max] mapped to [-1, 1],
-              symmetric grid of 2**(m-1) - 1 steps per side stored as an unsigned offset code,
-              rounding, dequantized values clamped back into [min, max] (a flipped bit can never
-              push a weight outside the layer's range).
+- rquant:     robust quantization after the recipe of Stutz et al. (MLSys 2021) -- per-layer
+              [min, max], unsigned, rounding, dequantized values clamped back into [min, max] (a
+              flipped bit can never push a weight outside the layer's range) -- but not their
+              codes: ours are round(2 * (2**(m-1) - 1) * u), u = (w - min) / (max - min), so
+              0..254 centred on 127 at 8 bits, with no margin.
+
+The conventions of Stutz et al.'s published code (github.com/davidstutz/random-bit-error-
+robustness, file common/quantization.py), matched operation by operation in float32:
+
+- stutz-symmetric: class AdaptiveAlternativeFixedPointQuantization (with `clip`:
+              ClippedAdaptiveAlternativeFixedPointQuantization). Range r = max|w| + 0.001
+              (EPSILON; with clip, min(r, clip)), delta = r / (2**(m-1) - 1), codes truncated
+              toward zero (no rounding: the float -> int8 cast), signed two's complement,
+              dequantized values clamped to [-r, r]. Their signed types are int8/16/32, so 8
+              bits only. Truncation is not idempotent: re-quantizing a dequantized weight can
+              move its code one step toward zero.
+- stutz-rquant: class AdaptiveAlternativeUnsymmetricUnsignedRoundedFixedPointQuantization
+              (with `clip`: ClippedAdaptive...UnsymmetricUnsignedRounded...), their "RQuant":
+              u = (w - min) / (max - min), x = 2u - 1 in [-1, 1], inner step
+              d = (1 + 0.001) / (2**(m-1) - 1) (AlternativeUnsignedFixedPointQuantization with
+              max_abs_range 1), code = round(x / d + 2**(m-1)) clamped to 2**m - 1: at 8 bits
+              round(127 (2u - 1) / 1.001 + 128), 1..255 centred on 128. Decoding: code - 2**(m-1),
+              times d, clamped to [-1, 1], mapped back to [min, max] and clamped there. Bits 2..8.
+              A layer with max == min (their 0/0) is stored as the centre code 2**(m-1), which
+              reads back as min.
+
+`delta` in LayerQuant is the step between neighbouring values in weight units for every scheme.
 """
 from __future__ import annotations
 
@@ -20,8 +45,11 @@ import torch
 
 from sramsim.errors import InputError
 
-SCHEMES = ("symmetric", "asymmetric", "rquant")
+SCHEMES = ("symmetric", "asymmetric", "rquant", "stutz-symmetric", "stutz-rquant")
 BITS = (8, 4, 2)
+SIGNED = ("symmetric", "stutz-symmetric")           # two's complement codes: the top bit is a sign
+STUTZ_EPSILON = 0.001                               # EPSILON of Stutz et al.'s common/quantization.py
+_SCHEME_BITS = {"stutz-symmetric": (8,)}            # their signed quantizer casts to int8
 
 
 @dataclass(frozen=True)
@@ -31,43 +59,69 @@ class LayerQuant:
     scheme: str
     bits: int
     delta: float
-    lo: float = 0.0     # layer minimum (asymmetric, rquant)
-    hi: float = 0.0     # layer maximum (rquant clamp)
+    lo: float = 0.0     # layer minimum (asymmetric, rquant, stutz-rquant); -r (stutz-symmetric)
+    hi: float = 0.0     # layer maximum (rquant and stutz clamps); r (stutz-symmetric)
 
 
 def check_scheme(scheme: str, bits: int) -> None:
-    """Refuse an unknown scheme or a bit width other than 8, 4, 2 (ValueError naming it)."""
+    """Refuse an unknown scheme, a bit width other than 8, 4, 2, or one the scheme does not
+    define (InputError naming it)."""
     if scheme not in SCHEMES:
         raise InputError(f"unknown quantization scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
     if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or bits not in BITS:
         raise InputError(f"bits must be one of {BITS}, got {bits!r}")
+    if bits not in _SCHEME_BITS.get(scheme, BITS):
+        raise InputError(f"scheme {scheme!r} is defined for {', '.join(map(str, _SCHEME_BITS[scheme]))}"
+                         f" bits only, got {bits}")
+
+
+def schemes_for(bits: int) -> tuple[str, ...]:
+    """The schemes defined at `bits` bits."""
+    return tuple(s for s in SCHEMES if bits in _SCHEME_BITS.get(s, BITS))
 
 
 _TINY = float(torch.finfo(torch.float32).tiny)
 
 
-def layer_params(w: torch.Tensor, bits: int, scheme: str) -> LayerQuant:
-    """Per-layer scale (and range) from the (already clipped) float weights."""
+def layer_params(w: torch.Tensor, bits: int, scheme: str, clip: float | None = None) -> LayerQuant:
+    """Per-layer scale (and range) from the float weights, already clipped to [-clip, clip]."""
     check_scheme(scheme, bits)
     w = w.detach()
-    if scheme == "symmetric":
+    if scheme in SIGNED:
         amax = float(w.abs().max()) if w.numel() else 0.0
-        return range_params(-amax, amax, bits, scheme)
+        return range_params(-amax, amax, bits, scheme, clip)
     lo = float(w.min()) if w.numel() else 0.0
     hi = float(w.max()) if w.numel() else 0.0
-    return range_params(lo, hi, bits, scheme)
+    return range_params(lo, hi, bits, scheme, clip)
 
 
-def range_params(lo: float, hi: float, bits: int, scheme: str) -> LayerQuant:
-    """Per-layer scale (and range) from the layer's minimum and maximum weight.
+def _stutz_unit(bits: int) -> float:
+    """stutz-rquant's step on [-1, 1]: (1 + EPSILON) / (2**(m-1) - 1), in their order of operations."""
+    return (1 + STUTZ_EPSILON) / (2 ** (bits - 1) - 1)
+
+
+def range_params(lo: float, hi: float, bits: int, scheme: str,
+                 clip: float | None = None) -> LayerQuant:
+    """Per-layer scale (and range) from the layer's minimum and maximum weight (already clipped
+    to [-clip, clip]; `clip` itself matters only to stutz-symmetric, whose range is
+    min(max|w| + 0.001, clip)).
 
     Symmetric scales by max(|lo|, |hi|) = max|w|: exact, so a range gathered piece by piece
     (`layer_range`) gives the same LayerQuant as the whole tensor.
 
     A step below float32's smallest normal number cannot be divided by in float32 (w / delta
     overflows or loses its sign), so a layer whose weights all lie that close together is stored
-    as the one point `lo` (symmetric: as zeros) with a unit step.
+    as the one point `lo` (symmetric: as zeros) with a unit step. The Stutz schemes never divide
+    by a step that small (stutz-symmetric's range is at least 0.001; stutz-rquant divides by the
+    range and then by a fixed step), so only stutz-rquant's max == min is a special case.
     """
+    if scheme == "stutz-symmetric":
+        r = max(-lo, hi) + STUTZ_EPSILON
+        if clip is not None:
+            r = min(r, clip)
+        return LayerQuant(scheme, bits, r / (2 ** (bits - 1) - 1), -r, r)
+    if scheme == "stutz-rquant":
+        return LayerQuant(scheme, bits, (hi - lo) / 2 * _stutz_unit(bits), lo, hi)
     if scheme == "symmetric":
         qmax = 2 ** (bits - 1) - 1
         amax = max(-lo, hi)
@@ -82,6 +136,15 @@ def quantize(w: torch.Tensor, q: LayerQuant) -> torch.Tensor:
     """Float weights -> uint8 tensor of m-bit codes (one temporary the size of `w`, worked on in
     place: what a billion-weight model quantized piece by piece can afford)."""
     m = q.bits
+    if q.scheme == "stutz-symmetric":      # clamp, divide, truncate toward zero: int8 codes
+        return torch.clamp(w, q.lo, q.hi).div_(q.delta).trunc_().to(torch.int8).view(torch.uint8)
+    if q.scheme == "stutz-rquant":
+        half = 2 ** (m - 1)
+        if q.hi == q.lo:
+            return torch.full(w.shape, half, dtype=torch.uint8, device=w.device)
+        x = torch.clamp(w, q.lo, q.hi).sub_(q.lo).div_(q.hi - q.lo).mul_(2).sub_(1)
+        x.clamp_(-1, 1).div_(_stutz_unit(m)).add_(half).clamp_(max=2 ** m - 1).round_()
+        return x.to(torch.uint8)
     if q.scheme == "symmetric":
         qmax = 2 ** (m - 1) - 1
         ints = torch.div(w, q.delta).round_().clamp_(-qmax, qmax).to(torch.int8)
@@ -94,6 +157,12 @@ def quantize(w: torch.Tensor, q: LayerQuant) -> torch.Tensor:
 def dequantize(codes: torch.Tensor, q: LayerQuant, dtype=torch.float32) -> torch.Tensor:
     """uint8 m-bit codes -> float weights (any code, faulty or not, decodes to a value)."""
     m = q.bits
+    if q.scheme == "stutz-symmetric":
+        return codes.view(torch.int8).to(dtype).mul_(q.delta).clamp_(q.lo, q.hi)
+    if q.scheme == "stutz-rquant":
+        half = 2 ** (m - 1)
+        x = codes.to(dtype).clamp_(0, 2 ** m - 1).sub_(half).mul_(_stutz_unit(m)).clamp_(-1, 1)
+        return x.add_(1).div_(2).mul_(q.hi - q.lo).add_(q.lo).clamp_(q.lo, q.hi)
     if q.scheme == "symmetric":
         if m == 8:
             signed = codes.view(torch.int8)
@@ -112,7 +181,7 @@ def fake_quantize(w: torch.Tensor, bits: int = 8, scheme: str = "symmetric",
     """Quantize-dequantize with a straight-through gradient (for quantization-aware training)."""
     if clip is not None:
         w = torch.clamp(w, -clip, clip)
-    q = layer_params(w, bits, scheme)
+    q = layer_params(w, bits, scheme, clip)
     wq = dequantize(quantize(w.detach(), q), q, w.dtype)
     return w + (wq - w).detach()
 

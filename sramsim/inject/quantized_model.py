@@ -86,7 +86,7 @@ class QuantizedModel:
                 span = Q.layer_range(w, clip, Q.CHUNK)
                 if span is None:
                     raise InputError(f"weight {name!r} holds NaN or infinite values; cannot quantize it")
-                q = Q.range_params(*span, bits, scheme)
+                q = Q.range_params(*span, bits, scheme, clip)
                 segments.append(Segment(name, start, w.numel(), tuple(w.shape), q))
                 start += w.numel()
             self.segments = segments

@@ -14,18 +14,26 @@ from numba import njit, prange
 from sramsim.memory.kernels import read_byte
 
 # Quantization schemes as kernel codes (the order of `quantization.SCHEMES`).
-SYMMETRIC, ASYMMETRIC, RQUANT = 0, 1, 2
+SYMMETRIC, ASYMMETRIC, RQUANT, STUTZ_SYMMETRIC, STUTZ_RQUANT = 0, 1, 2, 3, 4
 
 
 @njit(cache=True, inline="always")
 def _decode(code, scheme, bits, delta, lo, hi):
     """One m-bit code -> float32, the arithmetic of `quantization.dequantize` step by step in
     float32 (delta, lo, hi are float32), so the value is bit-identical to the torch path."""
-    if scheme == SYMMETRIC:
+    if scheme == SYMMETRIC or scheme == STUTZ_SYMMETRIC:
         s = np.int32(code)
         if s >= (1 << (bits - 1)):
             s -= 1 << bits
+        if scheme == STUTZ_SYMMETRIC:
+            return min(max(np.float32(s) * delta, lo), hi)
         return np.float32(s) * delta
+    if scheme == STUTZ_RQUANT:     # the range hi - lo in float64 first, as Python computes it
+        half = 1 << (bits - 1)
+        unit = np.float32((1.0 + 0.001) / (half - 1))
+        x = min(max((np.float32(code) - np.float32(half)) * unit, np.float32(-1.0)), np.float32(1.0))
+        v = (x + np.float32(1.0)) / np.float32(2.0) * np.float32(np.float64(hi) - np.float64(lo)) + lo
+        return min(max(v, lo), hi)
     v = np.float32(code) * delta + lo
     if scheme == RQUANT:
         v = min(max(v, lo), hi)
@@ -91,19 +99,13 @@ def plan_pieces(byte, first, offset_bytes, cap_bytes, nbytes, bits, piece=None):
     return lo, hi, base, out, slots
 
 
-@njit(cache=True, inline="always")
-def _segment_of(seg_end, code):
-    """Index of the segment holding `code` (the last one for codes past the end)."""
-    return min(np.searchsorted(seg_end, code, side="right"), seg_end.shape[0] - 1)
-
-
-# Its own function (not inlined): the hot loop, with one array, compiles best alone (inlined
-# with a tuple-returning helper it measured 3x slower).
+# Its own function (not inlined): the hot loop compiles best alone (inlined with a
+# tuple-returning helper it measured 3x slower).
 @njit(cache=True)
-def _write_run8(image, byte, xor, clear, set_, stuck, i0, i1, b_add, start, arr, scheme, delta,
+def _write_run8(image, byte, xor, clear, set_, stuck, i0, i1, b_add, weights, scheme, delta,
                 s_lo, s_hi, pos, old, w):
-    """8-bit codes of one segment (array `arr`, first code `start`): faulty bytes i0..i1-1.
-    Returns (next slot, image bytes changed). A loop with one array: the hot path."""
+    """8-bit codes of one segment (one decoding): faulty bytes i0..i1-1, code b of image byte b
+    is weights[b]. Returns (next slot, image bytes changed). The hot path."""
     zero = np.uint8(0)
     c = 0
     for i in range(i0, i1):
@@ -113,17 +115,16 @@ def _write_run8(image, byte, xor, clear, set_, stuck, i0, i1, b_add, start, arr,
         if after == before:
             continue
         c += 1
-        local = b - start
         pos[w] = b
-        old[w] = arr[local]
-        arr[local] = _decode(after, scheme, 8, delta, s_lo, s_hi)
+        old[w] = weights[b]
+        weights[b] = _decode(after, scheme, 8, delta, s_lo, s_hi)
         w += 1
     return w, c
 
 
 @njit(cache=True, inline="always")
 def _write_piece8(image, byte, xor, clear, set_, stuck, i, h, b_add, seg_end, seg_scheme,
-                  seg_delta, seg_lo, seg_hi, params, pos, old, w):
+                  seg_delta, seg_lo, seg_hi, weights, pos, old, w):
     """One work item of 8-bit codes (one code per byte), segment by segment."""
     n_codes = seg_end[seg_end.shape[0] - 1]
     zero = np.uint8(0)
@@ -142,10 +143,8 @@ def _write_piece8(image, byte, xor, clear, set_, stuck, i, h, b_add, seg_end, se
         while b >= seg_end[sp]:
             sp += 1
         j = i + np.searchsorted(byte[i:h], seg_end[sp] - b_add)     # first byte past it
-        start = seg_end[sp - 1] if sp > 0 else 0
-        w, cs = _write_run8(image, byte, xor, clear, set_, stuck, i, j, b_add, start,
-                            params[sp], seg_scheme[sp], seg_delta[sp], seg_lo[sp], seg_hi[sp],
-                            pos, old, w)
+        w, cs = _write_run8(image, byte, xor, clear, set_, stuck, i, j, b_add, weights,
+                            seg_scheme[sp], seg_delta[sp], seg_lo[sp], seg_hi[sp], pos, old, w)
         c += cs
         i = j
     return w, c
@@ -153,7 +152,7 @@ def _write_piece8(image, byte, xor, clear, set_, stuck, i, h, b_add, seg_end, se
 
 @njit(cache=True, inline="always")
 def _write_piece(image, byte, xor, clear, set_, stuck, i0, i1, b_add, bits, seg_end,
-                 seg_scheme, seg_delta, seg_lo, seg_hi, params, pos, old, w):
+                 seg_scheme, seg_delta, seg_lo, seg_hi, weights, pos, old, w):
     """One work item of m-bit codes, several per byte (a segment may start inside a byte)."""
     per = 8 // bits
     cmask = (1 << bits) - 1
@@ -161,8 +160,6 @@ def _write_piece(image, byte, xor, clear, set_, stuck, i0, i1, b_add, bits, seg_
     zero = np.uint8(0)
     c = 0
     sp = 0
-    start, end = 0, seg_end[0]
-    arr = params[0]
     for i in range(i0, i1):
         b = byte[i] + b_add
         before = np.int64(image[b])
@@ -179,65 +176,49 @@ def _write_piece(image, byte, xor, clear, set_, stuck, i0, i1, b_add, bits, seg_
             new_code = (after >> shift) & cmask
             if new_code == (before >> shift) & cmask:
                 continue
-            if code_index >= end:
-                while code_index >= seg_end[sp]:
-                    sp += 1
-                start, end = seg_end[sp - 1], seg_end[sp]
-                arr = params[sp]
-            local = code_index - start
+            while code_index >= seg_end[sp]:
+                sp += 1
             pos[w] = code_index
-            old[w] = arr[local]
-            arr[local] = _decode(new_code, seg_scheme[sp], bits, seg_delta[sp], seg_lo[sp],
-                                 seg_hi[sp])
+            old[w] = weights[code_index]
+            weights[code_index] = _decode(new_code, seg_scheme[sp], bits, seg_delta[sp],
+                                          seg_lo[sp], seg_hi[sp])
             w += 1
     return w, c
 
 
 def _write_faulty_codes(image, byte, xor, clear, set_, lo, hi, base, out, bits, seg_end,
-                        seg_scheme, seg_delta, seg_lo, seg_hi, params, pos, old, written,
+                        seg_scheme, seg_delta, seg_lo, seg_hi, weights, pos, old, written,
                         changed):
-    """Write the dequantized faulty codes into the parameters; save what they held.
+    """Write the dequantized faulty codes into the weights; save what they held.
 
     byte/xor/clear/set_: faulty bytes, ascending, with their masks (clear/set_ empty when there
     is no stuck-at fault); work item t covers faulty bytes lo[t]..hi[t]-1 on image bytes
-    byte[i] + base[t] (`plan_pieces`). Only codes whose value changes are decoded; code k of
-    segment s (codes up to seg_end[s]) is element k - seg_end[s - 1] of params[s]. Item t
-    records the global indices of the codes it wrote in pos[out[t]:out[t] + written[t]] and the
-    values they replaced in old[...], and the image bytes that changed in changed[t].
+    byte[i] + base[t] (`plan_pieces`). weights: every quantized weight in image order, one
+    float32 array (code k is weights[k]; segment s holds codes up to seg_end[s] and decodes them
+    with its scheme and range). Only codes whose value changes are decoded. Item t records the
+    indices of the codes it wrote in pos[out[t]:out[t] + written[t]] and the values they
+    replaced in old[...], and the image bytes that changed in changed[t].
     """
     stuck = clear.shape[0] > 0
     for t in prange(lo.shape[0]):
         if bits == 8:
             w, c = _write_piece8(image, byte, xor, clear, set_, stuck, lo[t], hi[t], base[t],
-                                 seg_end, seg_scheme, seg_delta, seg_lo, seg_hi, params, pos,
+                                 seg_end, seg_scheme, seg_delta, seg_lo, seg_hi, weights, pos,
                                  old, out[t])
         else:
             w, c = _write_piece(image, byte, xor, clear, set_, stuck, lo[t], hi[t], base[t],
-                                bits, seg_end, seg_scheme, seg_delta, seg_lo, seg_hi, params,
+                                bits, seg_end, seg_scheme, seg_delta, seg_lo, seg_hi, weights,
                                 pos, old, out[t])
         written[t] = w - out[t]
         changed[t] = c
 
 
-def _restore_codes(seg_end, params, pos, old, out, written):
-    """Undo `write_faulty_codes`: item t gives the parameter element of code pos[i] its old[i]
-    back, for i in out[t]..out[t] + written[t] - 1 (ascending, as written)."""
+def _restore_codes(weights, pos, old, out, written):
+    """Undo `write_faulty_codes`: item t gives weight pos[i] its old[i] back, for i in
+    out[t]..out[t] + written[t] - 1."""
     for t in prange(out.shape[0]):
-        if written[t] == 0:
-            continue
-        a, z = out[t], out[t] + written[t]
-        sp = _segment_of(seg_end, pos[a])
-        start = seg_end[sp - 1] if sp > 0 else 0
-        end = seg_end[sp]
-        arr = params[sp]
-        for i in range(a, z):
-            k = pos[i]
-            if k >= end:
-                while k >= seg_end[sp]:
-                    sp += 1
-                start, end = seg_end[sp - 1], seg_end[sp]
-                arr = params[sp]
-            arr[k - start] = old[i]
+        for i in range(out[t], out[t] + written[t]):
+            weights[pos[i]] = old[i]
 
 
 # Parallel from this many work items (2^18 faulty bytes) on: below it a parallel launch costs more

@@ -193,7 +193,32 @@ def _check_self_contained(f: h5py.File) -> None:
 
 
 def _check(f: h5py.File, problems: list[str]) -> dict | None:
-    """Check the whole file; fatal problems raise _Invalid, others are appended to `problems`."""
+    """Check the whole file; fatal problems raise _Invalid, others are appended to `problems`.
+    Returns the Chip's fields when there is no problem."""
+    root = _check_root(f, problems)
+    geometry = _read_geometry(f, root["technology"])
+    address, vfail, kind = _check_faults(f, geometry, root, problems)
+    measured = None
+    with _h5read():
+        has_measured, has_curve = "measured" in f, "ber_curve" in f
+    if has_measured or root["source"] == "measured":
+        measured = _dataset(_group(f, "measured"), "voltages", "/measured").astype(np.float32)
+        _check_measured(measured, vfail, root["v_floor"], problems)
+    curve = _read_curve(f, problems) if has_curve else None
+    with _h5read():
+        extra = {k: v for k, v in f.attrs.items() if k not in ROOT_ATTRS}
+    if problems:
+        return None
+    return dict(geometry=geometry, address=address, vfail=vfail.astype(np.float32, copy=False),
+                kind=kind.astype(np.uint8, copy=False), v_floor=root["v_floor"],
+                name=root["name"], source=root["source"], voltage_unit=root["unit"],
+                nominal_voltage=root["nominal"], curve=curve, measured_voltages=measured,
+                attrs={k: _plain(v) for k, v in extra.items()})
+
+
+def _check_root(f: h5py.File, problems: list[str]) -> dict:
+    """The root attributes: format and version (fatal when foreign), name, source, technology,
+    voltage unit, nominal voltage and v_floor."""
     with _h5read():
         has_format = "format" in f.attrs
     if not has_format:
@@ -204,37 +229,44 @@ def _check(f: h5py.File, problems: list[str]) -> dict | None:
     version = _attr(f, "version", int)
     if version != VERSION:
         raise _Invalid(f"unsupported profile version {version} (this sramsim reads version {VERSION})")
-    name = _attr(f, "name", str)
-    source = _attr(f, "source", str)
-    technology = _attr(f, "technology", str)
-    unit = _attr(f, "voltage_unit", str)
-    nominal = _attr(f, "nominal_voltage", float)
-    v_floor = _attr(f, "v_floor", float)
-    if source not in SOURCES:
-        problems.append(f"root attribute 'source' is {source!r}, expected one of {list(SOURCES)}")
-    if unit not in VOLTAGE_UNITS:
-        problems.append(f"root attribute 'voltage_unit' is {unit!r}, expected one of "
+    root = {"name": _attr(f, "name", str), "source": _attr(f, "source", str),
+            "technology": _attr(f, "technology", str), "unit": _attr(f, "voltage_unit", str),
+            "nominal": _attr(f, "nominal_voltage", float), "v_floor": _attr(f, "v_floor", float)}
+    if root["source"] not in SOURCES:
+        problems.append(f"root attribute 'source' is {root['source']!r}, expected one of "
+                        f"{list(SOURCES)}")
+    if root["unit"] not in VOLTAGE_UNITS:
+        problems.append(f"root attribute 'voltage_unit' is {root['unit']!r}, expected one of "
                         f"{list(VOLTAGE_UNITS)}")
-    nominal_ok = math.isfinite(nominal) and nominal > 0
-    if not nominal_ok:
+    nominal, v_floor = root["nominal"], root["v_floor"]
+    root["nominal_ok"] = math.isfinite(nominal) and nominal > 0
+    if not root["nominal_ok"]:
         problems.append(f"root attribute 'nominal_voltage' must be a positive number, got {nominal!r}")
     if not (math.isfinite(v_floor) and v_floor > 0):
         raise _Invalid(f"root attribute 'v_floor' must be a positive finite voltage, got "
                        f"{v_floor!r}")
-    if nominal_ok and v_floor > nominal:
+    if root["nominal_ok"] and v_floor > nominal:
         problems.append(f"v_floor {v_floor:g} is above the nominal voltage {nominal:g}")
+    return root
 
+
+def _read_geometry(f: h5py.File, technology: str):
+    """/geometry as a Geometry, or a DramGeometry when it has DRAM attributes (fatal when bad)."""
     geo = _group(f, "geometry")
     try:
         if "channels" in geo.attrs:    # a DramGeometry (technology "dram")
-            geometry = DramGeometry(**{k: _attr(geo, k, int, "/geometry")
-                                       for k in DRAM_GEOMETRY_ATTRS})
-        else:
-            geometry = Geometry(*(_attr(geo, k, int, "/geometry") for k in GEOMETRY_ATTRS),
-                                technology=technology)
+            return DramGeometry(**{k: _attr(geo, k, int, "/geometry")
+                                   for k in DRAM_GEOMETRY_ATTRS})
+        return Geometry(*(_attr(geo, k, int, "/geometry") for k in GEOMETRY_ATTRS),
+                        technology=technology)
     except ValueError as exc:
         raise _Invalid(f"bad /geometry: {exc}") from None
 
+
+def _check_faults(f: h5py.File, geometry, root: dict,
+                  problems: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """/faults: equal lengths and numeric types (fatal), then addresses inside the capacity and
+    distinct, voltages finite, sorted descending and between v_floor and nominal, known kinds."""
     faults = _group(f, "faults")
     arrays = {k: _dataset(faults, k, "/faults") for k in FAULT_DATASETS}
     lengths = {k: a.shape[0] for k, a in arrays.items()}
@@ -254,39 +286,29 @@ def _check(f: h5py.File, problems: list[str]) -> dict | None:
     dup = _duplicates(address)
     if dup:
         problems.append(f"{dup} duplicate address(es) in /faults/address")
+    _check_vfail(vfail, root, problems)
+    if np.any(kind.astype(np.int64) > 2) or np.any(kind.astype(np.int64) < 0):
+        problems.append("/faults/kind has codes outside 0 (flip), 1 (stuck0), 2 (stuck1)")
+    return address, vfail, kind
+
+
+def _check_vfail(vfail: np.ndarray, root: dict, problems: list[str]) -> None:
+    """Failure voltages: finite, sorted descending, between v_floor and the nominal voltage."""
     vfail64 = vfail.astype(np.float64)
     if not np.all(np.isfinite(vfail64)):
         problems.append(f"{int(np.count_nonzero(~np.isfinite(vfail64)))} NaN/infinite voltage(s) "
                         "in /faults/vfail")
-    else:
-        if np.any(np.diff(vfail64) > 0):
-            problems.append("/faults/vfail is not sorted descending")
-        if vfail.size and vfail.astype(np.float32).min() < np.float32(v_floor):
-            problems.append(f"/faults/vfail has voltage(s) below v_floor {v_floor:g} "
-                            f"(lowest {vfail64.min():g})")
-        if nominal_ok and vfail.size and vfail.astype(np.float32).max() > np.float32(nominal):
-            bad = int(np.count_nonzero(vfail.astype(np.float32) > np.float32(nominal)))
-            problems.append(f"{bad} voltage(s) in /faults/vfail above the nominal voltage "
-                            f"{nominal:g} (highest {vfail64.max():g})")
-    if np.any(kind.astype(np.int64) > 2) or np.any(kind.astype(np.int64) < 0):
-        problems.append("/faults/kind has codes outside 0 (flip), 1 (stuck0), 2 (stuck1)")
-
-    measured = None
-    with _h5read():
-        has_measured, has_curve = "measured" in f, "ber_curve" in f
-    if has_measured or source == "measured":
-        measured = _dataset(_group(f, "measured"), "voltages", "/measured").astype(np.float32)
-        _check_measured(measured, vfail, v_floor, problems)
-    curve = _read_curve(f, problems) if has_curve else None
-    with _h5read():
-        extra = {k: v for k, v in f.attrs.items() if k not in ROOT_ATTRS}
-    attrs = {k: _plain(v) for k, v in extra.items()}
-    if problems:
-        return None
-    return dict(geometry=geometry, address=address, vfail=vfail.astype(np.float32, copy=False),
-                kind=kind.astype(np.uint8, copy=False), v_floor=v_floor, name=name,
-                source=source, voltage_unit=unit, nominal_voltage=nominal, curve=curve,
-                measured_voltages=measured, attrs=attrs)
+        return
+    v_floor, nominal = root["v_floor"], root["nominal"]
+    if np.any(np.diff(vfail64) > 0):
+        problems.append("/faults/vfail is not sorted descending")
+    if vfail.size and vfail.astype(np.float32).min() < np.float32(v_floor):
+        problems.append(f"/faults/vfail has voltage(s) below v_floor {v_floor:g} "
+                        f"(lowest {vfail64.min():g})")
+    if root["nominal_ok"] and vfail.size and vfail.astype(np.float32).max() > np.float32(nominal):
+        bad = int(np.count_nonzero(vfail.astype(np.float32) > np.float32(nominal)))
+        problems.append(f"{bad} voltage(s) in /faults/vfail above the nominal voltage "
+                        f"{nominal:g} (highest {vfail64.max():g})")
 
 
 def _check_measured(measured: np.ndarray, vfail: np.ndarray, v_floor: float,

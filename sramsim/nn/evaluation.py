@@ -173,8 +173,7 @@ class Evaluator:
         else:
             self.inplace = inplace.inplace_fits(qm, qm.model)
             self.model = copy.deepcopy(qm.model) if self.inplace else qm.model
-            if self.inplace:
-                self._weights = inplace.pack_parameters(qm, self.model)
+            if self.inplace:           # its quantized weights move to one flat buffer
                 inplace.load_clean(qm, self.model)
         self._clean: dict = {}
 

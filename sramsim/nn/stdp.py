@@ -4,7 +4,7 @@
 One epoch:
 1. the training images in the order of `order_seed(seed, epoch)`, in batches of
    `opts.batch_size`, each batch presented for `model.time_steps` steps with the input encoding
-   drawn from `encoding_seed(seed, epoch, step)`: the network integrates with the weights it would read
+   keyed by `encoding_seed(seed, epoch, step)`: the network integrates with the weights it would read
    from memory (the float weights; with FAT, `FaultInjector.weights(model, epoch, step)`,
    detached), and the STDP change of the presentation goes to the clean float weights, which are
    then clamped to [0, wmax] and normalised to sum 78.4 per neuron.
@@ -47,6 +47,7 @@ from sramsim.nn.evaluation import accuracy
 from sramsim.nn.fat import FaultInjector
 from sramsim.nn.models import atomic_torch_save, read_torch_file
 from sramsim.nn.models.diehl_cook import DiehlCook, class_scores, normalize_
+from sramsim.nn.snn_engine.encoding import key_from_seed
 
 # `opts` is a sramsim.nn.training.TrainOptions; this module does not import training (training
 # imports it to train diehl-cook models, and the layering allows no import circle).
@@ -165,15 +166,15 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts,
         spikes = 0.0
         for step, (a, b) in enumerate(bar):
             x = train_set.x[perm[a:b]].to(device)
-            gen = torch.Generator(device=device).manual_seed(encoding_seed(opts.seed, epoch, step))
+            key = key_from_seed(encoding_seed(opts.seed, epoch, step))
             faulty = injector.weights(model, epoch, step)
             weight = None if faulty is None else faulty["fc.weight"].detach()
             with torch.no_grad():
-                rec = model.run(x, weight, learn=True, generator=gen)
+                rec = model.run(x, weight, learn=True, key=key)
                 apply_update(model, rec.delta_w)
-            spikes += float(rec.spikes.sum())
+            spikes += rec.total()
             if step % 20 == 0:
-                bar.set_postfix(spikes=f"{float(rec.spikes.sum()) / (b - a):.1f}")
+                bar.set_postfix(spikes=f"{rec.total() / (b - a):.1f}")
         bar.close()
         record = {"epoch": epoch + 1, **label_neurons(model, train_set, opts, assign_samples),
                   "train_spikes_per_image": spikes / n}

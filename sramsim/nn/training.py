@@ -75,26 +75,41 @@ class TrainOptions:
         self.validate()
 
     def validate(self) -> None:
-        if self.bits not in Q.BITS:
-            raise InputError(f"bits must be one of {', '.join(map(str, Q.BITS))}, got {self.bits!r}")
-        if self.scheme not in Q.SCHEMES:
-            raise InputError(f"scheme must be one of {', '.join(Q.SCHEMES)}, got {self.scheme!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise InputError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if int(self.epochs) != self.epochs or self.epochs < 1:
-            raise InputError(f"epochs must be a positive integer, got {self.epochs!r}")
-        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        """Check every option (InputError naming it): the choices, the numbers, RandBET's and
+        FAT's settings and how they combine."""
+        self._check_choices()
+        self._check_numbers()
+        self._check_randbet()
+        check_fat(self.fat_ber, self.fat_curriculum, self.fat_source, self.fat_start)
+        if self.fat_ber:
+            self.fat_source = canonical_source(self.fat_source)
+        if self.fat_ber and self.randbet_p:
+            raise InputError("fat_ber and randbet_p are two ways of training on bit errors; "
+                             "choose one")
+
+    def _check_choices(self) -> None:
+        for name, allowed in (("bits", Q.BITS), ("scheme", Q.SCHEMES),
+                              ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise InputError(f"{name} must be one of {', '.join(map(str, allowed))}, got "
+                                 f"{value!r}")
+        Q.check_scheme(self.scheme, self.bits)         # a scheme defined at these bits
+
+    def _check_numbers(self) -> None:
+        for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if int(value) != value or value < low:
+                kind = "a positive" if low else "a non-negative"
+                raise InputError(f"{name} must be {kind} integer, got {value!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise InputError(f"lr must be a positive number, got {self.lr!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise InputError(f"weight decay must be >= 0, got {self.weight_decay!r}")
         if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
             raise InputError(f"clip must be a positive number, got {self.clip!r}")
-        if int(self.seed) != self.seed or self.seed < 0:
-            raise InputError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+    def _check_randbet(self) -> None:
         if not (0.0 <= self.randbet_p < 1.0):
             raise InputError(f"randbet_p must lie in [0, 1), got {self.randbet_p!r}")
         if self.randbet_grad_clip is not None:
@@ -112,12 +127,6 @@ class TrainOptions:
             if self.randbet_start >= self.epochs:
                 raise InputError(f"randbet_start must be less than the epochs trained ({self.epochs}), got "
                                  f"{self.randbet_start} (RandBET would never run)")
-        check_fat(self.fat_ber, self.fat_curriculum, self.fat_source, self.fat_start)
-        if self.fat_ber:
-            self.fat_source = canonical_source(self.fat_source)
-        if self.fat_ber and self.randbet_p:
-            raise InputError("fat_ber and randbet_p are two ways of training on bit errors; "
-                             "choose one")
 
     def as_dict(self) -> dict:
         """The options as recorded in checkpoints; without FAT the FAT fields are left out, and
@@ -426,6 +435,8 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
             raise InputError(f"init {init}: its weights do not fit a {arch} model for "
                              f"{train_set.name} ({train_set.in_channels}x{train_set.image_size}, "
                              f"{num_classes} classes)") from None
+        if hasattr(init_model, "input_coding"):     # a spiking model keeps its input coding
+            model.input_coding = init_model.input_coding
     model.to(device)
     t0 = time.perf_counter()
     trainer = train

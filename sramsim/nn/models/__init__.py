@@ -15,13 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from sramsim.errors import InputError, check_device
+from sramsim.errors import InputError, check_choice, check_device
 from sramsim.memory.sizes import require_memory
 from sramsim.nn.torch_files import atomic_torch_save, read_torch_file  # noqa: F401 (re-exported)
 from sramsim.nn.models.cnn import SmallCNN
 from sramsim.nn.models.norm import NORMS, check_norm
 from sramsim.nn.models.resnet import resnet18, resnet20, resnet50
 from sramsim.nn.models.vgg import vgg
+from sramsim.nn.snn_engine.encoding import INPUT_CODINGS
 
 ARCHS = ("cnn", "resnet20", "resnet18", "resnet50", "vgg11", "vgg16", "vgg19")
 # Spiking families, sized by their neuron count N in the name (snn-fc400, diehl-cook400).
@@ -131,6 +132,8 @@ def check_image_size(value) -> tuple[int, int]:
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> None:
     """Write `model`'s weights and `meta` atomically (a crash never leaves a half-written file)."""
     meta = {**META_DEFAULTS, **meta}
+    if hasattr(model, "input_coding"):         # spiking models: how inputs become spikes
+        meta["input_coding"] = model.input_coding
     missing = [k for k in REQUIRED_META if meta.get(k) is None]
     if missing:
         raise InputError(f"checkpoint meta lacks {', '.join(missing)}")
@@ -165,6 +168,10 @@ def load_checkpoint(path: str | os.PathLike, device=None) -> tuple[nn.Module, di
         first = str(exc).strip().splitlines()
         raise InputError(f"{path}: weights do not fit a {meta['arch']} model "
                          f"({' '.join(' '.join(first[:2]).split())[:200]})") from None
+    if hasattr(model, "input_coding"):
+        # spiking checkpoints from before the field (issue 22) were trained with the clamp coding
+        model.input_coding = check_choice(meta.get("input_coding", "clamp"), INPUT_CODINGS,
+                                          f"{path}: input_coding")
     if device is not None:
         model.to(check_device(device))
     return model.eval(), {**META_DEFAULTS, **meta}

@@ -8,8 +8,11 @@ plasticity", Front. Comput. Neurosci. 9:99 (2015). The numbers below follow Bind
 where the paper differs, both are given. No BindsNET code is used.
 
 Network (units mV and ms, time step DT = 1 ms):
-- input: each of the `n_inputs` pixels (intensity x in [0, 1]) is a Bernoulli-per-step (Poisson
-  rate) spike train of rate x * INTENSITY Hz, i.e. spike probability x * INTENSITY * DT / 1000.
+- input: each of the `n_inputs` pixels (intensity p in [0, 1]) is a Bernoulli-per-step (Poisson
+  rate) spike train of rate p * INTENSITY Hz, i.e. spike probability p * INTENSITY * DT / 1000,
+  where p = (x + 1) / 2 for the data sets' inputs x in [-1, 1] (`input_coding = "intensity"`, as
+  BindsNET encodes [0, 1] images); checkpoints from before issue 22 used p = clamp(x, 0, 1)
+  (`input_coding = "clamp"`: every pixel darker than mid-grey silent).
 - excitatory layer: N LIF neurons, membrane v, adaptive threshold theta (a buffer):
     v <- REST + (v - REST) * exp(-DT / TC_DECAY)
     v <- v + [not refractory] * (W s_in - INH * (spikes of the other neurons at t-1))
@@ -33,10 +36,20 @@ Network (units mV and ms, time step DT = 1 ms):
 
 Output (eval and train forward): (B, num_classes) class scores = the mean spike count, over the
 `time_steps` steps, of the neurons assigned to each class (0 for a class with no neuron; neurons
-that never responded are unassigned, label -1). In eval mode the input encoding draws from a
-`torch.Generator` re-seeded with `self.seed` on every call, so the output is deterministic; in train
-mode it draws from torch's global RNG (or the generator passed to `run`). STDP learning itself is
-`run(..., learn=True)`, driven by `sramsim.nn.stdp.train_stdp`.
+that never responded are unassigned, label -1). The input spikes come from the counter-based
+stream of `sramsim.nn.snn_engine.encoding` (SplitMix64 outputs indexed by (sample, step, pixel)):
+in eval mode keyed by `self.seed`, so the output is deterministic and a sample's noise depends on
+its index in the call, not on the chunking; in train mode keyed by one draw from torch's global RNG
+(or the key passed to `run`). STDP learning itself is `run(..., learn=True)`, driven by
+`sramsim.nn.stdp.train_stdp`.
+
+Simulation (`simulate(spikes)`): the input current of every step comes from one exact product over
+all (T*B) rows (`snn_engine.synapses`: a fixed summation order, so the same bits as step by step;
+the weights are fixed during a presentation, also while learning), then the dynamics of all steps
+run in one kernel (`snn_engine.wta`) and the STDP change of the presentation in another. The
+reference, engine="step", runs the same semantics as a torch loop one step at a time (current of
+step t, then its dynamics) and the STDP change from dense trace products; given the same input
+spikes both give the same spikes and theta bit for bit, and STDP changes equal to float rounding.
 """
 from __future__ import annotations
 
@@ -44,10 +57,15 @@ import contextlib
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from sramsim.errors import InputError
+from sramsim.errors import InputError, check_choice
+from sramsim.nn.snn_engine import wta
+from sramsim.nn.snn_engine.encoding import draw_key, key_from_seed, rate_spikes
+from sramsim.nn.snn_engine.encoding import intensity as pixel_intensity
+from sramsim.nn.snn_engine.synapses import linear_exact
 
 # BindsNET DiehlAndCook2015 / DiehlAndCookNodes defaults (the paper's values where they agree).
 DT = 1.0                  # ms; BindsNET dt=1.0 (the paper simulates at 0.5 ms)
@@ -84,24 +102,49 @@ EVAL_SEED = 0
 MAX_SYNAPSES = 1 << 28
 # Eval forwards run in chunks of this many samples (bounds the (steps, B, inputs) encoding).
 CHUNK = 256
+ENGINES = ("layer", "step")
+# The layer engine computes the currents of at most this many (step, sample, neuron) values at
+# once: a buffer above glibc's mmap threshold (32 MiB) is fresh memory on every call, and its
+# page faults cost here about as much as the dynamics (measured: 30 ms to clone 44 MB vs 4 ms
+# to copy into a reused buffer).
+STEP_ELEMENTS = 1 << 21
 
 
 @dataclass
 class Record:
-    """What one presentation produced: binary spikes (steps, B, N) and, when learning, the STDP
-    weight change (N, n_inputs) summed over the batch and the steps, and theta after it."""
+    """What one presentation produced: `winners` (steps, B) int32, the neuron that spiked at each
+    step in each sample or -1 (at most one spikes), and, when learning, the STDP weight change
+    (N, n_inputs) summed over the batch and the steps, and theta after it."""
 
-    spikes: torch.Tensor
+    winners: torch.Tensor
+    n_neurons: int
     delta_w: torch.Tensor | None = None
     theta: torch.Tensor | None = None
 
+    @property
+    def spikes(self) -> torch.Tensor:
+        """Binary spikes (steps, B, N) bool."""
+        out = torch.zeros((*self.winners.shape, self.n_neurons + 1), dtype=torch.bool)
+        out.scatter_(2, (self.winners.long() % (self.n_neurons + 1)).unsqueeze(2), True)
+        return out[..., :self.n_neurons]
+
     def counts(self) -> torch.Tensor:
         """Spike count of every neuron for every sample, (B, N) float."""
-        return self.spikes.sum(0, dtype=torch.float32)
+        steps, batch = self.winners.shape
+        out = torch.zeros((batch, self.n_neurons + 1), dtype=torch.float32)
+        rows = torch.arange(batch).expand(steps, batch)
+        idx = self.winners.long() % (self.n_neurons + 1)
+        out.index_put_((rows.reshape(-1), idx.reshape(-1)), torch.ones(idx.numel()), accumulate=True)
+        return out[:, :self.n_neurons]
+
+    def total(self) -> int:
+        """Number of spikes of the presentation."""
+        return int((self.winners >= 0).sum())
 
 
 class DiehlCook(nn.Module):
-    """Diehl & Cook (2015) network of `n_neurons` excitatory neurons (see the module docstring)."""
+    """Diehl & Cook (2015) network of `n_neurons` excitatory neurons (see the module docstring).
+    `engine` picks the simulation ("layer", default, or the reference "step" loop); not saved."""
 
     def __init__(self, n_neurons: int, n_inputs: int = 784, num_classes: int = 10,
                  time_steps: int = DEFAULT_STEPS, inh: float = INH, seed: int = EVAL_SEED):
@@ -117,6 +160,8 @@ class DiehlCook(nn.Module):
             raise InputError(f"time_steps must be >= 1, got {time_steps!r}")
         self.n_neurons, self.n_inputs, self.num_classes = n_neurons, n_inputs, num_classes
         self.time_steps, self.inh, self.seed = int(time_steps), float(inh), int(seed)
+        self.engine = "layer"
+        self.input_coding = "intensity"     # see the module docstring; saved in checkpoints
         self.fc = nn.Linear(n_inputs, n_neurons, bias=False)
         with torch.no_grad():
             self.fc.weight.uniform_(0.0, INIT_MAX)
@@ -126,21 +171,25 @@ class DiehlCook(nn.Module):
 
     # ------------------------------------------------------------ encoding and dynamics
 
-    def encode(self, x: torch.Tensor, steps: int, generator: torch.Generator | None,
-               intensity: float = INTENSITY) -> torch.Tensor:
-        """Poisson-rate input spikes (steps, B, n_inputs) as 0/1 floats, `intensity` Hz at 1.0."""
-        p = (x.reshape(x.shape[0], -1).float().clamp(0, 1) * (intensity * DT / 1000.0))
-        if p.shape[1] != self.n_inputs:
+    def encode(self, x: torch.Tensor, steps: int, key: int, intensity: float = INTENSITY,
+               rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Poisson-rate input spikes (steps, B, n_inputs) as uint8 0/1, `intensity` Hz at pixel
+        intensity 1: spike probability p * intensity * DT / 1000 per step (p: `input_coding`);
+        rows: the samples' ids in the stream (default 0..B-1)."""
+        if x[0].numel() != self.n_inputs:
             raise InputError(f"diehl-cook expects {self.n_inputs} input values per sample, got "
-                             f"{p.shape[1]}")
-        u = torch.rand((steps, *p.shape), generator=generator, device=p.device)
-        return (u < p).float()
+                             f"{x[0].numel()}")
+        p = pixel_intensity(x.reshape(x.shape[0], -1), self.input_coding)
+        s = rate_spikes(p, steps, key, intensity * DT / 1000.0, rows)
+        return s.to(x.device)
 
     def run(self, x: torch.Tensor, weight: torch.Tensor | None = None, learn: bool = False,
-            generator: torch.Generator | None = None, steps: int | None = None,
-            intensity: float = INTENSITY) -> Record:
+            key: int | None = None, steps: int | None = None, intensity: float = INTENSITY,
+            rows: torch.Tensor | None = None) -> Record:
         """Present the batch `x` for `steps` steps with input weights `weight` (default the model's,
-        as swapped in by functional_call); the weights are fixed during the presentation.
+        as swapped in by functional_call); the weights are fixed during the presentation. key: of
+        the encoding stream (default: from self.seed in eval mode, a draw from torch's global
+        RNG in train mode); rows: the samples' ids in that stream.
 
         learn=True: theta adapts (and is written back to the buffer) and the STDP change of
         BindsNET's PostPre rule is returned, summed over the batch and the steps:
@@ -150,22 +199,92 @@ class DiehlCook(nn.Module):
         TC_TRACE. The caller applies it (`sramsim.nn.stdp.apply_update`).
         """
         steps = self.time_steps if steps is None else int(steps)
-        w = self.fc.weight if weight is None else weight
-        s_in = self.encode(x, steps, generator, intensity)            # (T, B, I)
-        b = s_in.shape[1]
-        current = (s_in.reshape(steps * b, -1) @ w.detach().t()).reshape(steps, b, -1)
-        spikes = self.dynamics(current, learn)
+        if key is None:
+            key = draw_key() if self.training else key_from_seed(self.seed)
+        return self.simulate(self.encode(x, steps, key, intensity, rows), weight, learn)
+
+    def simulate(self, s_in: torch.Tensor, weight: torch.Tensor | None = None,
+                 learn: bool = False) -> Record:
+        """One presentation of input spike trains `s_in` (T, B, n_inputs) of 0/1 values."""
+        engine = check_choice(self.engine, ENGINES, "engine")
+        w = (self.fc.weight if weight is None else weight).detach()
+        steps, b = s_in.shape[:2]
+        if engine == "step":
+            current = torch.stack([linear_exact(s_in[t], w) for t in range(steps)]) if steps else \
+                torch.zeros((0, b, self.n_neurons))
+            winners = _winners(self._dynamics_steps(current.to(w.device), learn))
+            if not learn:
+                return Record(winners, self.n_neurons)
+            delta = stdp_delta(s_in.float(), Record(winners, self.n_neurons).spikes.float())
+            return Record(winners, self.n_neurons, delta, self.theta.clone())
+        winners = self._layers(s_in, w, learn)
         if not learn:
-            return Record(spikes)
-        return Record(spikes, stdp_delta(s_in, spikes.float()), self.theta.clone())
+            return Record(winners, self.n_neurons)
+        pot, dep = wta.stdp_sums(_uint8(s_in), winners.numpy(), self.n_neurons,
+                                 np.float32(math.exp(-DT / TC_TRACE)))
+        delta = NU_POST * torch.from_numpy(pot) - NU_PRE * torch.from_numpy(dep)
+        return Record(winners, self.n_neurons, delta.to(w.device), self.theta.clone())
 
     def dynamics(self, current: torch.Tensor, learn: bool) -> torch.Tensor:
         """Excitatory LIF dynamics over the steps of `current` (T, B, N) -> spikes (T, B, N) bool.
 
         Updates self.theta when `learn` (increments summed over the batch, as BindsNET does)."""
+        if check_choice(self.engine, ENGINES, "engine") == "step":
+            return self._dynamics_steps(current, learn)
+        return Record(self._dynamics_kernel(current, learn), self.n_neurons).spikes
+
+    def _layers(self, s_in: torch.Tensor, w: torch.Tensor, learn: bool) -> torch.Tensor:
+        """The layer engine: the currents of a chunk of steps in one exact product, then their
+        dynamics in one kernel, chunk after chunk (chunks keep the current below STEP_ELEMENTS
+        floats; a large fresh buffer costs its page faults here): winners (T, B) int32. Runs on
+        the CPU (numba) for a model on any device; the result is the same bits."""
+        steps, b = s_in.shape[:2]
+        s_in, w = s_in.cpu(), w.cpu()       # numba kernels: on the CPU whatever the device
+        chunk = max(1, STEP_ELEMENTS // max(1, b * self.n_neurons))
+        kernel = self._kernel(learn)
+        state = wta.new_state(b, self.n_neurons, REST)
+        winners = np.empty((steps, b), dtype=np.int32)
+        for t in range(0, steps, chunk):
+            part = s_in[t:t + chunk]
+            cur = linear_exact(part.reshape(part.shape[0] * b, -1), w)
+            kernel(cur.reshape(part.shape[0], b, -1).numpy(), *state, winners[t:t + chunk])
+        if learn:
+            self.theta.copy_(torch.from_numpy(kernel.theta))
+        return torch.from_numpy(winners)
+
+    def _kernel(self, learn: bool):
+        """kernel(cur (T, B, N), v, refrac, prev, winners) running `snn_engine.wta`'s dynamics
+        with this model's constants and theta (a copy, as `kernel.theta`, when learning)."""
+        params = (np.float32(REST), np.float32(RESET), np.float32(THRESH), np.float32(REFRAC),
+                  np.float32(math.exp(-DT / TC_DECAY)), np.float32(self.inh))
+        theta = self.theta.detach().cpu().float().numpy().copy()
+        if learn:
+            decay, plus = np.float32(math.exp(-DT / TC_THETA_DECAY)), np.float32(THETA_PLUS)
+
+            def kernel(cur, v, refrac, prev, winners):
+                if cur.size:
+                    wta.wta_learn(cur, theta, params, decay, plus, v, refrac, prev, winners)
+        else:
+            def kernel(cur, v, refrac, prev, winners):
+                if cur.size:
+                    wta.wta_eval(cur, theta, params, v, refrac, prev, winners)
+        kernel.theta = theta
+        return kernel
+
+    def _dynamics_kernel(self, current: torch.Tensor, learn: bool) -> torch.Tensor:
+        """The dynamics of given currents (T, B, N) in one kernel: winners (T, B) int32."""
+        cur = current.detach().float().cpu().contiguous().numpy()
+        kernel = self._kernel(learn)
+        winners = np.empty(cur.shape[:2], dtype=np.int32)
+        kernel(cur, *wta.new_state(cur.shape[1], cur.shape[2], REST), winners)
+        if learn:
+            self.theta.copy_(torch.from_numpy(kernel.theta))
+        return torch.from_numpy(winners)
+
+    def _dynamics_steps(self, current: torch.Tensor, learn: bool) -> torch.Tensor:
+        """The reference: the dynamics as a torch loop, one step at a time."""
         with serial(current.device):
             return self._dynamics(current, learn)
-
     def _dynamics(self, current: torch.Tensor, learn: bool) -> torch.Tensor:
         steps, b, n = current.shape
         decay = math.exp(-DT / TC_DECAY)
@@ -203,26 +322,25 @@ class DiehlCook(nn.Module):
 
     def spike_counts(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """(B, N) spike counts of `x` with `weight` (default the model's), no learning;
-        deterministic in eval mode (the encoding generator is re-seeded with `self.seed` on every
-        call, so a sample's noise depends on its position in the batch, not on other samples).
-        A sample with fewer than MIN_SPIKES spikes is presented again at a rate raised by
-        INTENSITY_STEP, up to RETRIES times (Diehl & Cook 2015); its last presentation counts."""
-        gen = None
-        if not self.training:
-            gen = torch.Generator(device=x.device).manual_seed(self.seed)
-        out = [self._counts(x[a:a + CHUNK], weight, gen) for a in range(0, x.shape[0], CHUNK)]
+        deterministic in eval mode (the stream is keyed by `self.seed`, and sample i of `x` is
+        row i of the stream whatever the chunking). A sample with fewer than MIN_SPIKES spikes is
+        presented again at a rate raised by INTENSITY_STEP, up to RETRIES times (Diehl & Cook
+        2015), presentation k from stream k of the key; its last presentation counts."""
+        base = draw_key() if self.training else self.seed
+        out = [self._counts(x[a:a + CHUNK], weight, base, a) for a in range(0, x.shape[0], CHUNK)]
         if not out:
             return torch.zeros((0, self.n_neurons), device=x.device)
         return torch.cat(out)
 
-    def _counts(self, x, weight, gen) -> torch.Tensor:
-        counts = self.run(x, weight, generator=gen).counts()
+    def _counts(self, x, weight, base, first) -> torch.Tensor:
+        rows = torch.arange(first, first + x.shape[0])
+        counts = self.run(x, weight, key=key_from_seed(base), rows=rows).counts().to(x.device)
         for k in range(1, RETRIES + 1):
             low = (counts.sum(1) < MIN_SPIKES).nonzero().squeeze(1)
             if low.numel() == 0:
                 break
-            counts[low] = self.run(x[low], weight, generator=gen,
-                                   intensity=INTENSITY + k * INTENSITY_STEP).counts()
+            counts[low] = self.run(x[low], weight, key=key_from_seed(base, k), rows=rows[low.cpu()],
+                                   intensity=INTENSITY + k * INTENSITY_STEP).counts().to(x.device)
         return counts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -257,6 +375,17 @@ def stdp_delta(s_in: torch.Tensor, s_out: torch.Tensor) -> torch.Tensor:
     potentiation = s_out2[post].t() @ x_pre2[post]
     depression = x_post2[pre].t() @ s_in2[pre]
     return NU_POST * potentiation - NU_PRE * depression
+
+
+def _winners(spikes: torch.Tensor) -> torch.Tensor:
+    """(T, B) int32: the spiking neuron of every step and sample of bool spikes (T, B, N), or -1."""
+    return torch.where(spikes.any(2), spikes.to(torch.uint8).argmax(2),
+                       torch.full(spikes.shape[:2], -1)).to(torch.int32).cpu()
+
+
+def _uint8(s: torch.Tensor) -> np.ndarray:
+    """Spikes as a contiguous uint8 numpy array."""
+    return (s.detach().cpu() != 0).to(torch.uint8).contiguous().numpy()
 
 
 def trace(s: torch.Tensor) -> torch.Tensor:

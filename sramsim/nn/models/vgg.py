@@ -1,5 +1,9 @@
 """CIFAR-style VGG (Simonyan & Zisserman 2015): 3x3 conv stacks, one linear classifier.
 
+The layers of NeuralFuse's VGG (IBM/NeuralFuse, models/vgg.py, `make_layers` with batch_norm):
+convolutions with biases, each followed by a norm and ReLU, so VGG19 for CIFAR-10 has their
+20,040,522 parameters (5,504 of them conv biases). Biases are not weights in the memory image by
+default, so weight-read counts (NeuralFuse's 3,104,128 for VGG19) do not change with them.
 Pools use ceil_mode so 28x28 inputs also reach 1x1 (32x32 inputs are unaffected).
 """
 from __future__ import annotations
@@ -25,7 +29,7 @@ class VGG(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
             else:
-                layers += [nn.Conv2d(cin, v, 3, padding=1, bias=False), norm2d(norm, v),
+                layers += [nn.Conv2d(cin, v, 3, padding=1), norm2d(norm, v),
                            nn.ReLU(inplace=True)]
                 cin = v
         layers.append(nn.AdaptiveAvgPool2d(1))
