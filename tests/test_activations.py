@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from sramsim import BerCurve, Chip, Geometry, QuantizedModel
 from sramsim.errors import InputError
 from sramsim.inject.activations import (QuantizedActivations, attached, calibrate, quantize,
-                                        read_back)
+                                        read_back, stored_and_read)
 from sramsim.inject.draws import ChipDraw
 from sramsim.nn.evaluation import Evaluator, evaluate
 
@@ -83,9 +83,46 @@ def test_numba_and_torch_reads_are_identical(seed, batch, n):
     assert torch.equal(a, b)
 
 
+def _composed(x: torch.Tensor, scale: float, masks: tuple | None) -> torch.Tensor:
+    """The hook's three torch steps, one after the other (the reference of the fused kernel)."""
+    return read_back(quantize(x, scale), masks, "torch").to(torch.float32) * scale
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(1, 50),
+       st.floats(1e-3, 10.0), st.booleans())
+def test_fused_store_and_read_is_the_composed_torch_steps(seed, batch, n, scale, faulty):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 60 * scale, (batch, n)).astype(np.float32)
+    x[:, ::3] = (rng.integers(-140, 140, x[:, ::3].shape) + 0.5) * np.float32(scale)  # ties
+    x.flat[rng.integers(0, x.size, 3)] = [np.nan, np.inf, -np.inf]
+    t = torch.from_numpy(x)
+    masks = tuple(rng.integers(0, 256, n).astype(np.uint8) & rng.integers(0, 256, n)
+                  .astype(np.uint8) for _ in range(3)) if faulty else None
+    got = stored_and_read(t, scale, masks)
+    want = _composed(t, scale, masks)
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+
+
+def test_hook_paths_agree_on_a_model():
+    """The numba hook (CPU default) and the torch hook give the same logits under faults."""
+    model, data = quadrant_world(64)
+    qm = QuantizedModel(model)
+    acts = calibrate(model, data.x, qm.clean_weights())
+    chip = Chip.random(Geometry(4, 16), BerCurve.builtin("finfet14"), 0.75, seed=4,
+                       kinds={"flip": 0.5, "stuck0": 0.25, "stuck1": 0.25})
+    faults = acts.masks(chip, 0.78, 1)
+    assert faults.any
+    out = {}
+    for backend in ("auto", "torch"):
+        with attached(model, acts, faults, backend), torch.no_grad():
+            out[backend] = model(data.x)
+    assert torch.equal(out["auto"], out["torch"])
+
+
 def test_quantize_rounds_and_clamps():
-    q = quantize(torch.tensor([0.26, -0.26, 300.0, -300.0, 0.0]), 0.5)
-    assert q.tolist() == [1, -1, 127, -127, 0]
+    q = quantize(torch.tensor([0.26, -0.26, 300.0, -300.0, 0.0, 0.25, 0.75, float("nan")]), 0.5)
+    assert q.tolist() == [1, -1, 127, -127, 0, 0, 2, 0]
 
 
 def test_evaluator_with_a_fault_free_buffer_is_the_quantized_model():

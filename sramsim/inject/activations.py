@@ -24,6 +24,7 @@ default (writes=1, reads=1); a dataflow that re-reads its inputs passes reads > 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -54,10 +55,10 @@ class QuantizedActivations:
     scales: tuple
     sizes: tuple
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not (len(self.names) == len(self.scales) == len(self.sizes)) or not self.names:
             raise InputError("activations need one scale and one size per stored layer output")
-        for name, s, n in zip(self.names, self.scales, self.sizes):
+        for name, s, n in zip(self.names, self.scales, self.sizes, strict=True):
             if not (np.isfinite(s) and s > 0):
                 raise InputError(f"activation scale of {name!r} must be positive, got {s!r}")
             if int(n) != n or n < 1:
@@ -97,7 +98,7 @@ class QuantizedActivations:
         g = chip.geometry
         shift = (check_offset(offset) % g.capacity_words) * (g.word_bits // 8)
         layers = []
-        for base, n in zip(self.bases, self.sizes):
+        for base, n in zip(self.bases, self.sizes, strict=True):
             if m.count == 0:
                 layers.append(None)
                 continue
@@ -112,7 +113,7 @@ class QuantizedActivations:
         """JSON: the stored outputs with their scales, sizes and first buffer byte."""
         return {"bits": 8, "layers": [{"name": n, "scale": s, "bytes": b, "base": a}
                                       for n, s, b, a in zip(self.names, self.scales, self.sizes,
-                                                            self.bases)],
+                                                            self.bases, strict=True)],
                 "bytes_per_inference": self.n_bytes}
 
 
@@ -152,7 +153,7 @@ def calibrate(model: nn.Module, x: torch.Tensor, weights: dict | None = None,
     size: dict = {}
     runs: dict = {}                      # this forward pass's calls per layer
 
-    def hook(module, _inputs, output):
+    def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
         name = modules[module]
         runs[name] = runs.get(name, 0) + 1
         if runs[name] > 1:
@@ -183,8 +184,20 @@ def calibrate(model: nn.Module, x: torch.Tensor, weights: dict | None = None,
 
 
 def quantize(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """Signed 8-bit codes of `x` (int8, two's complement as stored)."""
-    return torch.clamp(torch.round(x / scale), -QMAX, QMAX).to(torch.int8)
+    """Signed 8-bit codes of `x` (int8, two's complement as stored; NaN stored as 0)."""
+    return torch.clamp(torch.round(torch.nan_to_num(x / scale, nan=0.0)), -QMAX,
+                       QMAX).to(torch.int8)
+
+
+def stored_and_read(x: torch.Tensor, scale: float, masks: tuple | None) -> torch.Tensor:
+    """`x` (float32 on the CPU, [B, ...]) quantized, stored, read back through `masks` (None: no
+    faults) and dequantized in one numba pass (`activation_kernels.store_read`); the same values
+    as `quantize` -> `read_back` -> `* scale` (by test), without their temporaries."""
+    flat = x.detach().reshape(x.shape[0], -1).contiguous().numpy()
+    out = np.empty_like(flat)
+    xor, clear, set_ = (_NO_MASK,) * 3 if masks is None else masks
+    K.store_read(flat, np.float32(scale), xor, clear, set_, out)
+    return torch.from_numpy(out).reshape(x.shape)
 
 
 def read_back(codes: torch.Tensor, masks: tuple | None, backend: str = "auto",
@@ -194,7 +207,8 @@ def read_back(codes: torch.Tensor, masks: tuple | None, backend: str = "auto",
     if masks is None:
         return codes
     if backend not in BACKENDS:
-        raise InputError(f"activation backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise InputError(f"activation backend must be one of {', '.join(BACKENDS)}, "
+                         f"got {backend!r}")
     stored = codes.reshape(codes.shape[0], -1).view(torch.uint8)
     use_torch = backend == "torch" or (backend == "auto" and codes.device.type != "cpu")
     if use_torch:
@@ -213,7 +227,7 @@ def read_back(codes: torch.Tensor, masks: tuple | None, backend: str = "auto",
 
 @contextmanager
 def attached(model: nn.Module, acts: QuantizedActivations, faults: ActivationFaults | None = None,
-             backend: str = "auto"):
+             backend: str = "auto") -> Iterator[None]:
     """Inside the block, every stored output of `model` is quantized, read back through `faults`
     (None: no faults) and dequantized (forward hooks, removed on leaving)."""
     faults = faults or acts.masks(None)
@@ -225,7 +239,8 @@ def attached(model: nn.Module, acts: QuantizedActivations, faults: ActivationFau
         raise InputError(f"model has no layer {missing[0]!r} (activations calibrated on another "
                          "model)")
     handles = []
-    for i, (name, scale, size) in enumerate(zip(acts.names, acts.scales, acts.sizes)):
+    for i, (name, scale, size) in enumerate(zip(acts.names, acts.scales, acts.sizes,
+                                                strict=True)):
         handles.append(modules[name].register_forward_hook(
             _hook(i, name, scale, size, faults, backend)))
     try:
@@ -235,13 +250,20 @@ def attached(model: nn.Module, acts: QuantizedActivations, faults: ActivationFau
             h.remove()
 
 
-def _hook(i: int, name: str, scale: float, size: int, faults: ActivationFaults, backend: str):
+_NO_MASK = np.zeros(0, np.uint8)
+
+
+def _hook(i: int, name: str, scale: float, size: int, faults: ActivationFaults,
+          backend: str) -> Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor]:
     masks = faults.layers[i]
 
-    def hook(_module, _inputs, output):
+    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         if output[0].numel() != size:
             raise InputError(f"layer {name!r} outputs {output[0].numel()} values per sample; its "
                              f"buffer slot holds {size} (calibrated on inputs of another size)")
+        if backend != "torch" and output.device.type == "cpu" \
+                and output.dtype == torch.float32 and not output.requires_grad:
+            return stored_and_read(output, scale, masks)
         codes = quantize(output, scale)
         on_device = None if masks is None or codes.device.type == "cpu" and backend != "torch" \
             else faults.on(i, codes.device)
