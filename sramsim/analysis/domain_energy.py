@@ -14,10 +14,17 @@ The weight memory and the activation buffer cost the same per byte access at nom
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sramsim.analysis.energy import energy_per_read
 from sramsim.errors import InputError
 from sramsim.inject.domains import ACTIVATIONS, VoltageAssignment, WeightDomains
+
+if TYPE_CHECKING:
+    from sramsim.inject.activations import QuantizedActivations
+    from sramsim.inject.quantized_model import QuantizedModel
+    from sramsim.memory.dram import DramGeometry
+    from sramsim.memory.geometry import Geometry
 
 
 @dataclass(frozen=True)
@@ -29,14 +36,16 @@ class DomainAccesses:
     nominal: float = 1.0
     leakage_share: float = 0.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if len(self.names) != len(self.accesses) or not self.names:
             raise InputError("one access count per domain")
         if any(a < 0 for a in self.accesses) or sum(self.accesses) <= 0:
             raise InputError("domain accesses must be >= 0 and not all zero")
 
     @classmethod
-    def of(cls, qm, domains: WeightDomains, geometry=None, activations=None,
+    def of(cls, qm: QuantizedModel, domains: WeightDomains,
+           geometry: Geometry | DramGeometry | None = None,
+           activations: QuantizedActivations | None = None,
            activation_writes: int = 1, activation_reads: int = 1, nominal: float = 1.0,
            leakage_share: float = 0.0) -> DomainAccesses:
         """The weight domains' reads (one per stored byte) and, with `activations`
@@ -52,7 +61,7 @@ class DomainAccesses:
         """{domain: energy per inference} at the assignment's voltages."""
         a = assignment.check(self.names)
         return {n: c * energy_per_read(a[n], self.nominal, self.leakage_share)
-                for n, c in zip(self.names, self.accesses)}
+                for n, c in zip(self.names, self.accesses, strict=True)}
 
     def energy(self, assignment: VoltageAssignment) -> float:
         """Energy per inference (byte accesses at nominal voltage = 1 each)."""
@@ -75,5 +84,6 @@ class DomainAccesses:
 
     def describe(self) -> dict:
         """JSON: accesses per domain and the energy model's parameters."""
-        return {"accesses": dict(zip(self.names, self.accesses)), "nominal": self.nominal,
-                "leakage_share": self.leakage_share, "unit": "one byte access at nominal voltage"}
+        return {"accesses": dict(zip(self.names, self.accesses, strict=True)),
+                "nominal": self.nominal, "leakage_share": self.leakage_share,
+                "unit": "one byte access at nominal voltage"}

@@ -53,6 +53,8 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -71,6 +73,13 @@ from sramsim.memory.chip import Chip
 from sramsim.nn.data import Dataset
 from sramsim.nn.evaluation import Evaluator
 from sramsim.stats import ci95_halfwidth, mean_std
+
+if TYPE_CHECKING:
+    import os
+
+    from sramsim.analysis.executors import InProcessExecutor, PoolExecutor, RayExecutor
+    from sramsim.analysis.store import MemoryStore, ResultStore
+    from sramsim.inject.quantized_model import QuantizedModel
 
 PURPOSES = ("validation", "test")       # the maps' purposes (`fixed_draws`)
 DATA = ("validation", "check", "test")  # the images: search, confirmation, report
@@ -125,10 +134,10 @@ class PlanSettings:
     activation_reads: int = 1
     leakage_share: float = 0.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         v = [float(x) for x in self.voltages]
         if len(v) < 2 or any(not (math.isfinite(x) and x > 0) for x in v) \
-                or any(b >= a for a, b in zip(v, v[1:])):
+                or any(b >= a for a, b in zip(v, v[1:], strict=False)):
             raise InputError("voltages: at least two positive voltages, descending, the first "
                              "the nominal one")
         object.__setattr__(self, "voltages", tuple(round(x, 6) for x in v))
@@ -151,7 +160,7 @@ class PlanSettings:
 class PlanJob:
     """What every worker needs (travels to pool workers and Ray actors by pickle)."""
 
-    qm: object
+    qm: QuantizedModel
     activations: QuantizedActivations | None
     data: dict                    # purpose -> Dataset
     weight_chips: list
@@ -174,7 +183,7 @@ class PlanWorker:
     then activations) on map `map` of `purpose`.
     """
 
-    def __init__(self, job: PlanJob):
+    def __init__(self, job: PlanJob) -> None:
         self.job = job
         self.qm = job.qm
         self.evaluator = Evaluator(job.qm, job.layout, activations=job.activations)
@@ -192,7 +201,7 @@ class PlanWorker:
         acts = list(fixed_draws(self.qm.n_bits, n, chips=j.activation_chips, voltage=j.v_low,
                                 seed=j.seed + 1, purpose=purpose)) \
             if j.activation_chips else [None] * n
-        return list(zip(weights, acts))
+        return list(zip(weights, acts, strict=True))
 
     def labels(self, draw: ChipDraw) -> np.ndarray:
         """Each image byte's weight domain for this placement (kept for the last few)."""
@@ -239,16 +248,16 @@ class PlanWorker:
         return out
 
     @staticmethod
-    def _act(draw, v: float):
+    def _act(draw: ChipDraw | None, v: float) -> ChipDraw | None:
         return None if draw is None else ChipDraw(draw.chip, v, draw.offset)
 
-    def _evaluate(self, purpose: str, image, act) -> dict:
+    def _evaluate(self, purpose: str, image: np.ndarray, act: ChipDraw | None) -> dict:
         r = self.evaluator.evaluate(self.job.data[purpose], image, activations=act,
                                     batch_size=self.job.batch_size)
         return {"accuracy": r["accuracy"], "loss": r["loss"], "changed": r["changed"]}
 
 
-def _volts_key(volts) -> str:
+def _volts_key(volts: Sequence[float]) -> str:
     return ",".join(f"{float(v):.6f}" for v in volts)
 
 
@@ -267,7 +276,8 @@ def _task_keys(task: tuple) -> list[tuple]:
 class _Runner:
     """Runs tasks on the executor, skipping those the store already holds."""
 
-    def __init__(self, ex, store, on_done: Callable[[int], None] | None):
+    def __init__(self, ex: InProcessExecutor | PoolExecutor | RayExecutor,
+                 store: ResultStore | MemoryStore, on_done: Callable[[int], None] | None) -> None:
         self.ex, self.store, self.on_done = ex, store, on_done
         self.evaluations = 0
 
@@ -275,7 +285,7 @@ class _Runner:
         """{key: record} of every task's records (finished ones from the store)."""
         pending = [t for t in tasks if not all(self.store.done(k) for k in _task_keys(t))]
         if pending:
-            def on_result(records):
+            def on_result(records: list[dict]) -> None:
                 self.store.append(records)
                 self.evaluations += len(records)
                 if self.on_done is not None:
@@ -297,8 +307,10 @@ def summary(accuracies: Sequence[float]) -> dict:
 
 # ------------------------------------------------------------------------------ the planner
 
-def prepare(qm, memories: Memories, settings: PlanSettings, calibration: torch.Tensor | None,
-            weight_chips: list[Chip], activation_chips: list[Chip]):
+def prepare(qm: QuantizedModel, memories: Memories, settings: PlanSettings,
+            calibration: torch.Tensor | None, weight_chips: list[Chip],
+            activation_chips: list[Chip]
+            ) -> tuple[WeightDomains, QuantizedActivations | None, DomainAccesses]:
     """(weight domains, stored activations or None, accesses per domain), checked."""
     if not weight_chips:
         raise InputError("a plan needs at least one weight chip")
@@ -327,9 +339,10 @@ def prepare(qm, memories: Memories, settings: PlanSettings, calibration: torch.T
     return domains, acts, accesses
 
 
-def plan(qm, validation: Dataset, test: Dataset, memories: Memories, settings: PlanSettings,
+def plan(qm: QuantizedModel, validation: Dataset, test: Dataset, memories: Memories,
+         settings: PlanSettings,
          calibration: torch.Tensor | None = None, execution: Execution | None = None,
-         out_dir=None, on_done: Callable[[int], None] | None = None,
+         out_dir: str | os.PathLike | None = None, on_done: Callable[[int], None] | None = None,
          assignment: VoltageAssignment | None = None, check: Dataset | None = None) -> dict:
     """Find (or, with `assignment`, only evaluate) the cheapest voltage assignment within the
     budget; returns the report (see the module docstring; `sramsim plan` prints it).
@@ -400,7 +413,8 @@ def _joint(runner: _Runner, purpose: str, volts: tuple, maps: range) -> list[flo
     return [recs[("eval", purpose, _volts_key(volts), k)]["accuracy"] for k in maps]
 
 
-def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips, achips) -> dict:
+def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips: list[Chip],
+            achips: list[Chip]) -> dict:
     clean = _clean(runner)
     ref_val = s.reference.value(clean["validation"])
     ref_check = s.reference.value(clean["check"])
@@ -482,20 +496,23 @@ def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips, 
                 frozen.add(d)
     # 6. confirm on the check maps: the single voltage from V* up, then the cheapest passing
     # assignment cheaper than it
-    energy = lambda volts: accesses.energy(VoltageAssignment(tuple(zip(names, volts))))  # noqa: E731
+    def energy(volts: tuple) -> float:
+        return accesses.energy(VoltageAssignment(tuple(zip(names, volts, strict=True))))
+
     v_star = next((v for v in reversed(scan) if v >= v_scan and
                    confirmed((v,) * len(names))), grid[0])
     uniform = (v_star,) * len(names)
     passing = sorted((v for v in dict.fromkeys(tried) if ok(v) and energy(v) < energy(uniform)),
                      key=energy)
     chosen = next((v for v in passing if confirmed(v)), uniform)
-    planned = VoltageAssignment(tuple(zip(names, chosen)))
+    planned = VoltageAssignment(tuple(zip(names, chosen, strict=True)))
     report = _test_report(runner, s, accesses, clean, planned,
-                          VoltageAssignment(tuple(zip(names, uniform))), wchips, achips)
+                          VoltageAssignment(tuple(zip(names, uniform, strict=True))), wchips,
+                          achips)
     report["single"]["voltage"] = v_star
 
     def point(volts: tuple) -> dict:
-        a = VoltageAssignment(tuple(zip(names, volts)))
+        a = VoltageAssignment(tuple(zip(names, volts, strict=True)))
         return {"assignment": a.as_dict(), "energy": accesses.energy(a),
                 "saving": accesses.saving(a), "accuracy_mean": scores[volts],
                 "passes": passes(scores[volts], ref_val, s.margin),
@@ -522,7 +539,8 @@ def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips, 
 
 
 def _evaluate_only(runner: _Runner, s: PlanSettings, accesses: DomainAccesses,
-                   assignment: VoltageAssignment, wchips, achips) -> dict:
+                   assignment: VoltageAssignment, wchips: list[Chip],
+                   achips: list[Chip]) -> dict:
     clean = _clean(runner)
     volts = tuple(assignment.as_dict().values())
     report = {"clean": clean,
@@ -534,12 +552,13 @@ def _evaluate_only(runner: _Runner, s: PlanSettings, accesses: DomainAccesses,
     return report
 
 
-def _assignment_report(runner, s: PlanSettings, accesses: DomainAccesses,
-                       a: VoltageAssignment, wchips, achips, ref_test: float) -> dict:
+def _assignment_report(runner: _Runner, s: PlanSettings, accesses: DomainAccesses,
+                       a: VoltageAssignment, wchips: list[Chip], achips: list[Chip],
+                       ref_test: float) -> dict:
     test = summary(_joint(runner, "test", tuple(a.as_dict().values()), range(s.test_maps)))
     shares = accesses.shares(a)
     table = []
-    for n, c in zip(accesses.names, accesses.accesses):
+    for n, c in zip(accesses.names, accesses.accesses, strict=True):
         chips = achips if n == ACTIVATIONS else wchips
         table.append({"domain": n, "voltage": a[n], "accesses": c,
                       "ber": float(np.mean([ch.ber(a[n]) for ch in chips])),
@@ -549,8 +568,9 @@ def _assignment_report(runner, s: PlanSettings, accesses: DomainAccesses,
             "passes_test": passes(test["accuracy_mean"], ref_test, s.margin)}
 
 
-def _test_report(runner, s: PlanSettings, accesses: DomainAccesses, clean: dict,
-                 planned: VoltageAssignment, single: VoltageAssignment, wchips, achips) -> dict:
+def _test_report(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, clean: dict,
+                 planned: VoltageAssignment, single: VoltageAssignment, wchips: list[Chip],
+                 achips: list[Chip]) -> dict:
     ref_test = s.reference.value(clean["test"])
     p = _assignment_report(runner, s, accesses, planned, wchips, achips, ref_test)
     u = _assignment_report(runner, s, accesses, single, wchips, achips, ref_test)
@@ -562,7 +582,7 @@ def _test_report(runner, s: PlanSettings, accesses: DomainAccesses, clean: dict,
 
 # ------------------------------------------------------------------------------ plot
 
-def plot_plan(report: dict, path) -> str:
+def plot_plan(report: dict, path: str | Path) -> str:
     """Energy (fraction of nominal) vs accuracy: the single-voltage scan and the jointly
     validated assignments (validation), and the chosen two on the test maps with 95% intervals."""
     import matplotlib

@@ -20,6 +20,7 @@ one option at a time (`greedy_order`), each step again checked jointly.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 EPS_LOSS = 1e-4       # a step predicted to lose nothing still costs this much in the ratio
@@ -39,11 +40,12 @@ class Curve:
         return self.voltages.index(v)
 
 
-def monotone_losses(voltages, accuracies, base: float) -> list[float]:
+def monotone_losses(voltages: Sequence[float], accuracies: Sequence[float],
+                    base: float) -> list[float]:
     """Costs base - accuracy for voltages in descending order, each at least the cost of every
     higher voltage."""
     out, worst = [], -float("inf")
-    for _, a in zip(voltages, accuracies):
+    for _, a in zip(voltages, accuracies, strict=True):
         worst = max(worst, base - a)
         out.append(worst)
     return out
@@ -77,9 +79,10 @@ def candidates(curves: list[Curve]) -> list[Candidate]:
     for lam in probes:
         choice = tuple(_best(c, lam) for c in curves)
         if choice not in seen:
-            seen[choice] = Candidate(tuple(c.voltages[i] for c, i in zip(curves, choice)),
-                                     sum(c.loss[i] for c, i in zip(curves, choice)),
-                                     sum(c.energy[i] for c, i in zip(curves, choice)))
+            picked = list(zip(curves, choice, strict=True))
+            seen[choice] = Candidate(tuple(c.voltages[i] for c, i in picked),
+                                     sum(c.loss[i] for c, i in picked),
+                                     sum(c.energy[i] for c, i in picked))
     return sorted(seen.values(), key=lambda k: (k.energy, k.loss))
 
 
@@ -94,7 +97,7 @@ def greedy_order(curves: list[Curve], voltages: tuple, frozen: set) -> list[tupl
     first: energy saved per unit of predicted extra loss. Frozen domains and domains at their
     lowest option make no move."""
     moves = []
-    for d, (c, v) in enumerate(zip(curves, voltages)):
+    for d, (c, v) in enumerate(zip(curves, voltages, strict=True)):
         if d in frozen or v not in c.voltages or c.at(v) + 1 >= len(c.voltages):
             continue      # (a voltage off the domain's options: it was not measured there)
         i = c.at(v)

@@ -13,9 +13,23 @@ import json
 import math
 import re
 import sys
+from typing import TYPE_CHECKING
 
-from sramsim.errors import (MAX_THREADS, InputError, RunError,  # noqa: F401 (check_writable:
-                            check_ber, check_device, check_writable)  # for the commands)
+# check_writable and friends are imported from here by the subcommands.
+from sramsim.errors import (  # noqa: F401
+    MAX_THREADS,
+    InputError,
+    RunError,
+    check_ber,
+    check_device,
+    check_writable,
+)
+
+if TYPE_CHECKING:
+    import os
+
+    from sramsim.inject.quantized_model import QuantizedModel
+    from sramsim.nn.data import Dataset
 
 # OSErrors about the path the user gave, not the machine: exit status 2 like other bad input
 BAD_PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EACCES,
@@ -286,7 +300,8 @@ def execution(args: argparse.Namespace):
                      progress=not args.no_progress)
 
 
-def load_quantized(path, bits: str | None = None, scheme: str | None = None):
+def load_quantized(path: str | os.PathLike, bits: str | None = None, scheme: str | None = None
+                   ) -> tuple[QuantizedModel, dict]:
     """(QuantizedModel, meta) of a checkpoint, quantized as it was trained unless --bits /
     --scheme override it; a model that cannot be quantized is bad input naming the file."""
     from sramsim.inject.quantized_model import QuantizedModel
@@ -300,7 +315,7 @@ def load_quantized(path, bits: str | None = None, scheme: str | None = None):
         raise InputError(f"{path}: {exc}") from None
 
 
-def check_channels(path, meta: dict, dataset) -> None:
+def check_channels(path: str | os.PathLike, meta: dict, dataset: Dataset) -> None:
     """Refuse a dataset whose channel count differs from the checkpoint's."""
     in_ch = meta.get("in_channels")
     if in_ch is not None and int(in_ch) != dataset.in_channels:

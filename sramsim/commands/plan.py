@@ -3,18 +3,36 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, TextIO
 
 from sramsim.commands.config import add_config, recorded
 from sramsim.commands.helptext import leaf, paragraph
-from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_channels,
-                                   check_writable, execution, integer, load_quantized, maps,
-                                   memory_layout, number, print_json, seed)
+from sramsim.commands.main import (
+    add_execution_arguments,
+    add_layout_arguments,
+    check_channels,
+    check_writable,
+    execution,
+    integer,
+    load_quantized,
+    maps,
+    memory_layout,
+    number,
+    print_json,
+    seed,
+)
 from sramsim.memory.curves import BUILTINS
 from sramsim.memory.shipped import resolve_profiles
 from sramsim.progress import progress
 
+if TYPE_CHECKING:
+    import torch
 
-def register(subparsers) -> None:
+    from sramsim.inject.quantized_model import QuantizedModel
+    from sramsim.nn.data import Dataset
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sramsim plan` and its options to the CLI's subparsers."""
     p = subparsers.add_parser(
         "plan", help="cheapest voltage per memory domain (layers, banks, activations) within an "
@@ -185,7 +203,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args, val_n: int, check_n: int, calib_n: int, limit):
+def _load(args: argparse.Namespace, val_n: int, check_n: int, calib_n: int, limit: int | None
+          ) -> tuple[QuantizedModel, Dataset, Dataset, Dataset, torch.Tensor]:
     """(QuantizedModel, validation set, check set, test set, calibration images): from the end
     of the training split, the validation images, the check images before them; the calibration
     images from its start."""
@@ -212,7 +231,7 @@ def _load(args, val_n: int, check_n: int, calib_n: int, limit):
     return qm, validation, check, test, train.x[:calib_n]
 
 
-def print_table(report: dict, file=None) -> None:
+def print_table(report: dict, file: TextIO | None = None) -> None:
     """The plan's table (domain, voltage, BER, energy share) and the comparison."""
     f = file or sys.stdout
     ref = report["reference"]

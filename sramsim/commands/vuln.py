@@ -5,9 +5,19 @@ import argparse
 import sys
 
 from sramsim.commands.helptext import leaf, paragraph
-from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_channels,
-                                   check_writable, execution, integer, load_quantized, maps,
-                                   memory_layout, number, print_json)
+from sramsim.commands.main import (
+    add_execution_arguments,
+    add_layout_arguments,
+    check_channels,
+    check_writable,
+    execution,
+    integer,
+    load_quantized,
+    maps,
+    memory_layout,
+    number,
+    print_json,
+)
 from sramsim.errors import InputError, check_ber
 from sramsim.inject import quantization as Q
 from sramsim.inject.torch_quantized import is_exported_file
@@ -56,9 +66,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load model, data and fault source, run `analyze`, print the table or JSON (exit 0)."""
+    from sramsim.analysis.vulnerability import analyze
     from sramsim.memory.chip import Chip
     from sramsim.nn.data import load_dataset
-    from sramsim.analysis.vulnerability import analyze
 
     models = maps(args.models, "--models")
     limit = None if args.limit is None else integer(args.limit, "--limit")
@@ -123,8 +133,12 @@ def run(args: argparse.Namespace) -> int:
 def _exported(args: argparse.Namespace, layout, limit, batch_size):
     """(TorchQuantizedModel, test set) of a `.pt2` PT2E program, after refusing the options that
     would requantize or re-encode its int8 weights and checking it runs on the data."""
-    from sramsim.inject.torch_quantized import (TorchQuantizedModel, check_runs, load_exported,
-                                                refuse_options)
+    from sramsim.inject.torch_quantized import (
+        TorchQuantizedModel,
+        check_runs,
+        load_exported,
+        refuse_options,
+    )
     from sramsim.nn.data import load_dataset
     refuse_options(args.model, {f"--bits {args.bits}": args.bits not in (None, "8"),
                                 f"--scheme {args.scheme}": args.scheme is not None,

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +36,10 @@ from sramsim.inject.layout import MemoryLayout
 from sramsim.inject.mapping import check_offset
 from sramsim.memory.chip import Chip
 from sramsim.memory.dram import DramGeometry
+from sramsim.memory.geometry import Geometry
+
+if TYPE_CHECKING:
+    from sramsim.inject.quantized_model import QuantizedModel
 
 BY = ("memory", "layer", "bank", "partition")
 ACTIVATIONS = "activations"      # the activation buffer's domain in an assignment
@@ -47,7 +53,8 @@ class WeightDomains:
     names: tuple
 
     @classmethod
-    def build(cls, qm, by: str = "memory", geometry=None,
+    def build(cls, qm: QuantizedModel, by: str = "memory",
+              geometry: Geometry | DramGeometry | None = None,
               layout: MemoryLayout | None = None) -> WeightDomains:
         """The domains of `qm`'s weights split `by`; `geometry` is the weight chip's (bank,
         partition); `layout` how the weights are stored."""
@@ -70,7 +77,7 @@ class WeightDomains:
         return cls(by, tuple(f"bank{p}" if layout.partition == "bank" else
                              f"bank{p // per}.sub{p % per}" for p in range(n)))
 
-    def labels(self, qm, chip: Chip | None = None, offset: int = 0,
+    def labels(self, qm: QuantizedModel, chip: Chip | None = None, offset: int = 0,
                layout: MemoryLayout | None = None) -> np.ndarray:
         """The domain index of every image byte (int32), for the weights placed on `chip` at
         word `offset` (bank, partition) under `layout`."""
@@ -90,13 +97,15 @@ class WeightDomains:
             chip_byte = (np.arange(n, dtype=np.int64) + shift) % g.capacity_bytes
             return (chip_byte * 8 // (g.rows * g.cols)).astype(np.int32)
         layout = layout or MemoryLayout()
-        mapping = layout.dram_mapping(qm, chip, chip.nominal_voltage, offset)  # placed by order only
+        # placed by order only
+        mapping = layout.dram_mapping(qm, chip, chip.nominal_voltage, offset)
         loc = mapping.locations()
         part = loc["bank"] if layout.partition == "bank" else \
             loc["bank"] * g.subarrays_per_bank + loc["subarray"]
         return np.repeat(part.astype(np.int32), mapping.unit_bytes)[:n]
 
-    def image_bytes(self, qm, geometry=None) -> list[float]:
+    def image_bytes(self, qm: QuantizedModel,
+                    geometry: Geometry | DramGeometry | None = None) -> list[float]:
         """Bytes of qm's image each domain holds: exact for ``memory`` and ``layer``; for the
         placement-dependent ``bank`` / ``partition`` the mean over a uniformly random placement
         (every image byte then lands on a uniformly random chip byte, so a domain holds the
@@ -119,7 +128,7 @@ class VoltageAssignment:
 
     pairs: tuple
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         seen = set()
         pairs = []
         for name, v in self.pairs:
@@ -146,7 +155,7 @@ class VoltageAssignment:
         return cls(tuple((n, voltage) for n in names))
 
     @classmethod
-    def load(cls, path) -> VoltageAssignment:
+    def load(cls, path: str | os.PathLike) -> VoltageAssignment:
         """From a JSON file: {domain: voltage}, or a plan.json's {"assignment": {...}}."""
         try:
             with open(path) as f:
@@ -193,8 +202,8 @@ class VoltageAssignment:
         return VoltageAssignment(tuple((n, voltage if n == name else v) for n, v in self.pairs))
 
 
-def read_assigned(qm, chip: Chip, voltages: Sequence[float], labels: np.ndarray, offset: int = 0,
-                  layout: MemoryLayout | None = None,
+def read_assigned(qm: QuantizedModel, chip: Chip, voltages: Sequence[float], labels: np.ndarray,
+                  offset: int = 0, layout: MemoryLayout | None = None,
                   out: np.ndarray | None = None) -> np.ndarray:
     """qm's data image read back from `chip` with domain d at `voltages[d]` (`labels`: each
     image byte's domain, from `WeightDomains.labels` for this chip and offset); into `out` when

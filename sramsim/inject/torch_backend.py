@@ -73,7 +73,8 @@ class TorchApplier:
                         None if set_ is None else set_[idx])
 
 
-def _combine(image, xor, clear, set_):
+def _combine(image: torch.Tensor, xor: torch.Tensor | None, clear: torch.Tensor | None,
+             set_: torch.Tensor | None) -> torch.Tensor:
     """The byte rule on uint8 tensors: ((image ^ xor) & ~clear) | set_, any mask None for none;
     masks broadcast against the image (one mask row for many stored copies). A new tensor."""
     out = image ^ xor if xor is not None else image.clone()

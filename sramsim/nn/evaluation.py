@@ -11,6 +11,7 @@ import copy
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,15 @@ from sramsim.inject.activations import QuantizedActivations
 from sramsim.inject.layout import MemoryLayout
 from sramsim.nn.data import Dataset
 from sramsim.stats import mean_std
+
+if TYPE_CHECKING:
+    from sramsim.inject.activations import ActivationFaults
+    from sramsim.inject.draws import ChipDraw
+    from sramsim.inject.mapping import FaultSource
+    from sramsim.inject.quantized_model import QuantizedModel
+    from sramsim.inject.torch_quantized import TorchQuantizedModel
+
+    WeightSource = FaultSource | ChipDraw | np.ndarray | None
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -154,9 +164,10 @@ class Evaluator:
     buffer's faults (forward hooks on the model it runs, removed after each block).
     """
 
-    def __init__(self, qm, layout: MemoryLayout | None = None, device=None,
+    def __init__(self, qm: QuantizedModel | TorchQuantizedModel,
+                 layout: MemoryLayout | None = None, device: str | torch.device | None = None,
                  activations: QuantizedActivations | None = None,
-                 activation_backend: str = "auto"):
+                 activation_backend: str = "auto") -> None:
         from sramsim.inject.torch_quantized import TorchQuantizedModel, copy_model
         self.qm = qm
         self.layout = layout or MemoryLayout()
@@ -178,8 +189,8 @@ class Evaluator:
         self._clean: dict = {}
 
     @contextmanager
-    def faults(self, source=None, voltage: float | None = None, offset: int = 0,
-               activations=None) -> Iterator[Faulted]:
+    def faults(self, source: WeightSource = None, voltage: float | None = None, offset: int = 0,
+               activations: ChipDraw | ActivationFaults | None = None) -> Iterator[Faulted]:
         """Yields the model under one fault map (a `Faulted`), restored on leaving the block.
 
         source: a Chip (at `voltage`, at memory word `offset` or by the layout's DRAM mapping),
@@ -205,7 +216,8 @@ class Evaluator:
             yield Faulted(run.model, run.weights, run.changed or activations.any, run.record)
 
     @contextmanager
-    def _weight_faults(self, source, voltage, offset) -> Iterator[Faulted]:
+    def _weight_faults(self, source: WeightSource, voltage: float | None,
+                       offset: int) -> Iterator[Faulted]:
         """`faults` for the weights alone."""
         source, voltage, offset = _unpack_draw(source, voltage, offset)
         if self.torch_quantized:
@@ -249,8 +261,9 @@ class Evaluator:
                 self._clean[key] = (dataset, run.evaluate(dataset, batch_size))
         return dict(self._clean[key][1])
 
-    def evaluate(self, dataset: Dataset, source=None, voltage: float | None = None,
-                 offset: int = 0, batch_size: int = 1000, activations=None) -> dict:
+    def evaluate(self, dataset: Dataset, source: WeightSource = None,
+                 voltage: float | None = None, offset: int = 0, batch_size: int = 1000,
+                 activations: ChipDraw | ActivationFaults | None = None) -> dict:
         """{"accuracy", "loss", "changed", **record} of the model under one fault map (see
         `faults`); a map that changes no byte of the image is the clean evaluation, not
         evaluated again."""
