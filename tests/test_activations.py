@@ -104,13 +104,19 @@ def test_fused_store_and_read_is_the_composed_torch_steps(seed, batch, n, scale,
     assert got.dtype == torch.float32 and torch.equal(got, want)
 
 
-def test_hook_paths_agree_on_a_model():
-    """The numba hook (CPU default) and the torch hook give the same logits under faults."""
+def _buffered(seed: int) -> tuple:
+    """(model, data, quantized model, stored activations, a 64-bit buffer chip of all kinds)."""
     model, data = quadrant_world(64)
     qm = QuantizedModel(model)
     acts = calibrate(model, data.x, qm.clean_weights())
-    chip = Chip.random(Geometry(4, 16), BerCurve.builtin("finfet14"), 0.75, seed=4,
+    chip = Chip.random(Geometry(4, 16), BerCurve.builtin("finfet14"), 0.75, seed=seed,
                        kinds={"flip": 0.5, "stuck0": 0.25, "stuck1": 0.25})
+    return model, data, qm, acts, chip
+
+
+def test_hook_paths_agree_on_a_model():
+    """The numba hook (CPU default) and the torch hook give the same logits under faults."""
+    model, data, _, acts, chip = _buffered(4)
     faults = acts.masks(chip, 0.78, 1)
     assert faults.any
     out = {}
@@ -143,11 +149,7 @@ def test_evaluator_with_a_fault_free_buffer_is_the_quantized_model():
 
 
 def test_activation_faults_are_persistent_over_inferences():
-    model, data = quadrant_world(64)
-    qm = QuantizedModel(model)
-    acts = calibrate(model, data.x, qm.clean_weights())
-    chip = Chip.random(Geometry(4, 16), BerCurve.builtin("finfet14"), 0.75, seed=1,
-                       kinds={"flip": 0.5, "stuck0": 0.25, "stuck1": 0.25})
+    _, data, qm, acts, chip = _buffered(1)
     ev = Evaluator(qm, activations=acts)
     with ev.faults(None, activations=ChipDraw(chip, 0.76, 2)) as run:
         whole = run.logits(data.x, batch_size=64)
