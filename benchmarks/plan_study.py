@@ -22,7 +22,8 @@ accuracies and 95% intervals, and the exact `sramsim plan` command.
 Models: trained here once (2 epochs on the first 10,000 training images, 8-bit QAT) and cached in
 benchmarks/.cache/plan/; every plan's evaluations are cached there too (a re-run resumes).
 Run: `.venv/bin/python benchmarks/plan_study.py` -> benchmarks/results/plan.json + plan.png
-(two runs at a time, each in its own process: `--parallel`).
+(two runs at a time, each in its own process: `--parallel`); `--large` runs with more validation
+maps and images (LARGE) -> plan_large.json + plan_large.png.
 """
 from __future__ import annotations
 
@@ -49,6 +50,14 @@ MODELS = {
             "test_maps": 6, "limit": 2000},
     "resnet20": {"rows": 2048, "cols": 2048, "val_images": 500, "check_images": 500,
                  "val_maps": 2, "test_maps": 4, "limit": 1000},
+}
+# `--large`: twice the validation maps and images (the CNN's: the sizes of the first study, which
+# took ~20 min per case on the old activation hook) -> plan_large.json, plan_large.png.
+LARGE = {
+    "cnn": {**MODELS["cnn"], "val_images": 2000, "check_images": 2000, "val_maps": 4,
+            "test_maps": 8, "limit": 5000},
+    "resnet20": {**MODELS["resnet20"], "val_images": 1000, "check_images": 1000, "val_maps": 4,
+                 "test_maps": 8, "limit": 2000},
 }
 CASES = {"a": "weights per layer", "b": "weights per layer + activation buffer",
          "c": "banks of 8-bank 1 Mibit profiles"}
@@ -84,10 +93,10 @@ def bank_profiles() -> list[Path]:
     return paths
 
 
-def command(arch: str, case: str, threads: int) -> list[str]:
+def command(arch: str, case: str, threads: int, large: bool = False) -> list[str]:
     """The `sramsim plan` arguments of one run."""
-    m = MODELS[arch]
-    out = CACHE / f"{arch}-{case}"
+    m = (LARGE if large else MODELS)[arch]
+    out = run_dir(arch, case, large)
     cmd = ["plan", "--model", str(CACHE / f"{arch}.pt"), "--voltages", VOLTAGES,
            "--margin", str(MARGIN), "--val-images", str(m["val_images"]),
            "--check-images", str(m["check_images"]),
@@ -102,6 +111,11 @@ def command(arch: str, case: str, threads: int) -> list[str]:
     if case == "c":
         cmd += ["--profile", *map(str, bank_profiles()), "--domains", "bank"]
     return cmd
+
+
+def run_dir(arch: str, case: str, large: bool) -> Path:
+    """The run's folder (its evaluations, plan.json, plan.png)."""
+    return CACHE / f"{arch}-{case}{'-large' if large else ''}"
 
 
 def summary(report: dict) -> dict:
@@ -146,16 +160,16 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def run_case(arch: str, case: str, threads: int) -> tuple[dict, dict]:
+def run_case(arch: str, case: str, threads: int, large: bool) -> tuple[dict, dict]:
     """One `sramsim plan` run (resumes from its folder): (summary, how it ran)."""
     from sramsim.commands.main import main as sramsim
-    cmd = command(arch, case, threads)
+    cmd = command(arch, case, threads, large)
     t0 = time.perf_counter()
     rc = sramsim(cmd)
     if rc != 0:
         raise SystemExit(f"{arch} case {case}: sramsim plan exited {rc}")
     wall = time.perf_counter() - t0
-    report = json.loads((CACHE / f"{arch}-{case}" / "plan.json").read_text())
+    report = json.loads((run_dir(arch, case, large) / "plan.json").read_text())
     print(f"{arch} ({case}): single {100 * report['saving_single']:.1f}%, planned "
           f"{100 * report['saving_planned']:.1f}% ({wall:.0f} s)", flush=True)
     return ({"case": CASES[case], **summary(report)},
@@ -171,6 +185,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("--parallel", type=int, default=2,
                     help="runs at a time, each in its own process (default 2)")
+    ap.add_argument("--large", action="store_true",
+                    help="the LARGE sizes -> plan_large.json, plan_large.png")
     args = ap.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     archs, cases = args.models.split(","), args.cases.split(",")
@@ -183,7 +199,7 @@ def main() -> None:
     order = sorted(((a, c) for a in archs for c in cases),
                    key=lambda ac: (ac[0] != "resnet20", ac[1] != "b", ac[1]))
     with ProcessPoolExecutor(max(1, args.parallel), mp_context=get_context("spawn")) as pool:
-        futures = {ac: pool.submit(run_case, *ac, args.threads) for ac in order}
+        futures = {ac: pool.submit(run_case, *ac, args.threads, args.large) for ac in order}
         done = {ac: f.result() for ac, f in futures.items()}
     results: dict[str, dict] = {}
     runs: dict[str, dict] = {}
@@ -192,10 +208,12 @@ def main() -> None:
             results.setdefault(arch, {})[case], runs.setdefault(arch, {})[case] = \
                 done[(arch, case)]
     RESULTS.mkdir(exist_ok=True)
-    plot(results, RESULTS / "plan.png")
+    name = "plan_large" if args.large else "plan"
+    plot(results, RESULTS / f"{name}.png")
     gains = [r["gain"] for cs in results.values() for r in cs.values()]
-    write_result("plan.json", {
-        "margin": MARGIN, "voltages": VOLTAGES, "budgets": MODELS, "cases": CASES,
+    write_result(f"{name}.json", {
+        "margin": MARGIN, "voltages": VOLTAGES,
+        "budgets": {a: (LARGE if args.large else MODELS)[a] for a in archs}, "cases": CASES,
         "settings": {"parallel_runs": args.parallel, "torch_threads_per_run": args.threads,
                      "sizes": "per model in `budgets`: validation (search) images = the last "
                               "val_images training images x val_maps maps; confirmation = the "
@@ -217,7 +235,7 @@ def main() -> None:
                 "planned_passes_test_everywhere": all(r["planned"]["passes_test"]
                                                       for cs in results.values()
                                                       for r in cs.values())},
-        "plot": repo_path(RESULTS / "plan.png")})
+        "plot": repo_path(RESULTS / f"{name}.png")})
 
 
 if __name__ == "__main__":
