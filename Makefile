@@ -10,10 +10,10 @@ DEMO_OUT ?= demo-out
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-docs.txt setup.cfg pyproject.toml
+$(STAMP): requirements.txt requirements-docs.txt requirements-dev.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt -r requirements-docs.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-docs.txt -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -28,9 +28,12 @@ data:
 	  fi; \
 	fi
 
-# SRAMSIM_DOCS_REQUIRED: the docs site must build here (tests/test_docs.py skips it only where
-# mkdocs is not installed and this is unset).
+# Static checks first (ruff: lint and import order; mypy: types, strict; both configured in
+# pyproject.toml), then the suite. SRAMSIM_DOCS_REQUIRED: the docs site must build here
+# (tests/test_docs.py skips it only where mkdocs is not installed and this is unset).
 test: $(STAMP)
+	$(PY) -m ruff check sramsim fusion
+	$(PY) -m mypy
 	SRAMSIM_DOCS_REQUIRED=1 $(PY) -m pytest -q
 
 # The documentation site, built strictly (any warning fails) into site/.

@@ -283,7 +283,7 @@ def dc_floor(model, x):
     steps, b = s_in.shape[:2]
     w = model.fc.weight.detach()
     chunk = max(1, D.STEP_ELEMENTS // (b * model.n_neurons))
-    kernel = model._kernel(False)
+    kernel, _ = model._kernel(False)
     state = wta.new_state(b, model.n_neurons, D.REST)
     winners = torch.empty((steps, b), dtype=torch.int32).numpy()
     for t in range(0, steps, chunk):

@@ -8,27 +8,30 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-from sramsim.nn.data import load_dataset
 
 from fusion.commands.common import base_info, load_base
 from fusion.eopm import EopmConfig
 from fusion.evaluation import FaultSpec, evaluate
 from fusion.pipeline import GENERATOR_FILE, train_generator
+from sramsim.nn.data import load_dataset
 
 # A quick recipe for a few CPU minutes: the benchmark's settings (N=2, batch 64, lr 2e-3 halved
-# every 2 epochs of 20,000 samples) with ConvS at width 1/4 (7,065 weights), small enough to keep the
-# net energy saving positive on the ~87k-weight default CNN (the paper-width ConvS has 111,177).
+# every 2 epochs of 20,000 samples) with ConvS at width 1/4 (7,065 weights), small enough to keep
+# the net energy saving positive on the ~87k-weight default CNN (the paper-width ConvS has
+# 111,177).
 DEMO_CONFIG = dict(generator="ConvS", width=0.25, n_perturbed=2, lam=5.0, batch_size=64, lr=2e-3,
                    lr_step=2)
 
 
 def run_generator_demo(base_ckpt: str | Path, data: str = "fashion-mnist", ber: float | None = None,
                        voltage: float | None = None, budget_seconds: float = 240.0,
-                       out_dir: str | Path = "demo-out/generator", *, train_limit: int | None = 20000,
+                       out_dir: str | Path = "demo-out/generator", *,
+                       train_limit: int | None = 20000,
                        eval_limit: int | None = 2000, n_models: int = 10, progress: bool = True,
-                       config: dict | None = None, log=None) -> dict:
+                       config: dict | None = None,
+                       log: Callable[[str], None] | None = None) -> dict:
     """Train a generator with EOPM for about `budget_seconds`, evaluate it, return the numbers.
 
     Give `ber` (random bit errors) or `voltage` (random errors at the finfet14 BER of that
@@ -42,8 +45,8 @@ def run_generator_demo(base_ckpt: str | Path, data: str = "fashion-mnist", ber: 
     train_set = load_dataset(data, "train", train_limit)
     test_set = load_dataset(data, "test", eval_limit)
     cfg = EopmConfig(**{**DEMO_CONFIG, **(config or {})})
-    log(f"training {cfg.generator} (EOPM, N={cfg.n_perturbed}, lam={cfg.lam:g}) for ~{budget_seconds:.0f} s "
-        f"at BER {faults.ber:.3g} (V={faults.voltage:.3f})")
+    log(f"training {cfg.generator} (EOPM, N={cfg.n_perturbed}, lam={cfg.lam:g}) for "
+        f"~{budget_seconds:.0f} s at BER {faults.ber:.3g} (V={faults.voltage:.3f})")
     trained = train_generator(qm, base_info(str(base_ckpt), meta, qm), train_set, faults, cfg,
                               epochs=1000, out_dir=out_dir, progress=progress,
                               budget_seconds=budget_seconds)

@@ -24,6 +24,7 @@ import hashlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -31,14 +32,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from sramsim.progress import progress as reporter
-
-from sramsim import QuantizedModel
-from sramsim.errors import InputError
-from sramsim.nn.models import atomic_torch_save, read_torch_file
 
 from fusion import generators
+from sramsim import QuantizedModel
+from sramsim.errors import InputError
+from sramsim.inject.draws import Sampler
 from sramsim.inject.weight_sets import WeightSets
+from sramsim.nn.models import atomic_torch_save, read_torch_file
+from sramsim.progress import progress as reporter
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "fusion.eopm-checkpoint"
@@ -69,10 +70,14 @@ class EopmConfig:
                                 # "auto": loop on CPU (measured faster there), vmap elsewhere
     precision: str = "fp32"     # "bf16": autocast G and M to bfloat16 (CPUs with AMX, GPUs)
     ema: float = 0.0            # > 0: the saved G is an exponential moving average of the trained
-                                # one with this decay per step (smooths the noise of random fault maps)
+                                # one with this decay per step (smooths the noise of random fault
+                                # maps)
 
-    def __post_init__(self):
-        self.betas = tuple(float(b) for b in self.betas)
+    def __post_init__(self) -> None:
+        betas = tuple(float(b) for b in self.betas)
+        if len(betas) != 2:
+            raise InputError(f"betas must be two numbers, got {self.betas!r}")
+        self.betas = (betas[0], betas[1])
         if self.generator not in generators.NAMES:
             raise InputError(f"unknown generator {self.generator!r}; use one of "
                              f"{', '.join(generators.NAMES)}")
@@ -82,14 +87,16 @@ class EopmConfig:
                   (self.lr > 0, "lr must be > 0"), (self.lr_step >= 1, "lr_step must be >= 1"),
                   (self.width > 0, "width must be > 0"),
                   (0 <= self.ema < 1, "ema must be in [0, 1)"),
-                  (self.batched in ("auto", "vmap", "loop"), "batched must be 'auto', 'vmap' or 'loop'"),
+                  (self.batched in ("auto", "vmap", "loop"),
+                   "batched must be 'auto', 'vmap' or 'loop'"),
                   (self.precision in ("fp32", "bf16"), "precision must be 'fp32' or 'bf16'")]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
 
 
-def eopm_loss(logits: torch.Tensor, y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+def eopm_loss(logits: torch.Tensor, y: torch.Tensor, lam: float) -> tuple[torch.Tensor,
+                                                                          torch.Tensor]:
     """logits [1 + N, B, classes] (clean model first) -> (loss, per-model mean CE [1 + N])."""
     k = logits.shape[0]
     ce = F.cross_entropy(logits.float().flatten(0, 1), y.repeat(k), reduction="none")
@@ -107,10 +114,11 @@ def stacked_logits(model: nn.Module, stacked: dict[str, torch.Tensor], x: torch.
     shared = {n: t.detach() for n, t in model.named_parameters() if n not in stacked}
     k = next(iter(stacked.values())).shape[0]
     if batched == "loop":
-        return torch.stack([functional_call(model, ({n: w[i] for n, w in stacked.items()}, shared), (x,))
+        return torch.stack([functional_call(model, ({n: w[i] for n, w in stacked.items()}, shared),
+                                            (x,))
                             for i in range(k)])
 
-    def one(weights, inp):
+    def one(weights: dict[str, torch.Tensor], inp: torch.Tensor) -> torch.Tensor:
         return functional_call(model, (weights, shared), (inp,))
     return vmap(one, in_dims=(0, None))(stacked, x)
 
@@ -120,14 +128,27 @@ def image_fingerprint(qm: QuantizedModel) -> str:
     return hashlib.sha1(qm.image.tobytes()).hexdigest()[:16]
 
 
+class Validate(Protocol):
+    """What `EopmTrainer.fit` scores G with (`fusion.evaluation.Validator`)."""
+
+    def __call__(self, generator: nn.Module) -> float:
+        """The score of `generator` (higher is better)."""
+        ...
+
+    def describe(self) -> dict:
+        """What the scores are measured on (a resumed run must validate on the same)."""
+        ...
+
+
 class EopmTrainer:
     """Trains a generator against fault maps from `sampler` on the frozen base model `qm.model`.
 
     The base model is moved to `device` and put in eval mode; its tensors never get gradients.
     """
 
-    def __init__(self, qm: QuantizedModel, sampler, in_channels: int,
-                 config: EopmConfig | None = None, device="cpu", weight_path: str | None = None):
+    def __init__(self, qm: QuantizedModel, sampler: Sampler, in_channels: int,
+                 config: EopmConfig | None = None, device: str | torch.device = "cpu",
+                 weight_path: str | None = None):
         self.config = config or EopmConfig()
         self.device = torch.device(device)
         self.qm = qm
@@ -147,7 +168,8 @@ class EopmTrainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, c.lr_step, c.lr_gamma)
         self.shuffle = torch.Generator().manual_seed(c.seed)
         self.epoch = 0
-        self.steps_run = 0           # steps taken by this object's `fit` calls (not the checkpoint's)
+        self.steps_run = 0           # steps taken by this object's `fit` calls (not the
+                                     # checkpoint's)
         self.history: list[dict] = []
         self.train_seconds = 0.0
         # the best-scoring G so far when `fit` validates: {"score", "epoch", "state"}
@@ -155,7 +177,7 @@ class EopmTrainer:
         self._validation: dict | None = None   # what the scores were measured on
 
     # --- one step -----------------------------------------------------------------------------
-    def _autocast(self):
+    def _autocast(self) -> contextlib.AbstractContextManager:
         if self.config.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -163,7 +185,8 @@ class EopmTrainer:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         """One EOPM update of G on a batch; returns the loss and its clean / perturbed parts."""
         if self.base.training:
-            raise RuntimeError("the base model must stay in eval mode (frozen BatchNorm statistics)")
+            raise RuntimeError("the base model must stay in eval mode (frozen BatchNorm "
+                               "statistics)")
         c = self.config
         self.generator.train()
         stacked = self.weights.sample(self.sampler, c.n_perturbed, with_clean=True)
@@ -182,7 +205,8 @@ class EopmTrainer:
 
     # --- epochs, checkpoints --------------------------------------------------------------------
     def fit(self, x: torch.Tensor, y: torch.Tensor, epochs: int, out_dir: str | Path | None = None,
-            progress: bool = True, deadline: float | None = None, validate=None) -> list[dict]:
+            progress: bool = True, deadline: float | None = None,
+            validate: Validate | None = None) -> list[dict]:
         """Train until `epochs` epochs are done, resuming from `out_dir/checkpoint.pt` if present.
 
         deadline: a `time.monotonic()` value; training stops after the step that passes it
@@ -234,7 +258,7 @@ class EopmTrainer:
         self.generator.eval()
         return self.history
 
-    def _score(self, validate, epoch: int) -> float:
+    def _score(self, validate: Validate, epoch: int) -> float:
         """Validate the current G; remember it when it beats the best so far."""
         current = self.generator if self.averaged is None else self.averaged.module
         score = float(validate(current))
@@ -244,10 +268,11 @@ class EopmTrainer:
         return score
 
     @property
-    def result(self) -> nn.Module:
+    def result(self) -> generators.Generator:
         """The generator to keep: the best-validated one when `fit` validated, else the moving
         average when `ema` is set, else the trained one."""
         g = self.generator if self.averaged is None else self.averaged.module
+        assert isinstance(g, generators.Generator)      # the average is a copy of the generator
         if self.best is not None:
             g = copy.deepcopy(g)
             g.load_state_dict(self.best["state"])
@@ -303,7 +328,7 @@ class EopmTrainer:
         self.train_seconds = float(obj["train_seconds"])
 
 
-def _norm(v):
+def _norm(v: object) -> object:
     """Compare settings across a save/load round trip (tuples come back as lists)."""
     if isinstance(v, (list, tuple)):
         return [_norm(i) for i in v]

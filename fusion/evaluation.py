@@ -10,30 +10,39 @@ the input shape has to agree.
 
 Each evaluation map runs through `sramsim.nn.evaluation.Evaluator` (on the CPU written into a
 copy of the base model in place, O(faults) per map). Two paths stay functional (dequantized
-weight stacks): `Validator`, whose maps are fixed for a whole training run, so its stacks are decoded once and reused every epoch;
-and EOPM training (`fusion.eopm`), which runs N perturbed copies in one batched forward pass
+weight stacks): `Validator`, whose maps are fixed for a whole training run, so its stacks are
+decoded once and reused every epoch; and EOPM training (`fusion.eopm`), which runs N perturbed
+copies in one batched forward pass
 (one weight tensor [N, ...] per layer), where one in-place model holds one map at a time.
 """
 from __future__ import annotations
 
 import functools
 import itertools
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import nn
 
 from sramsim import BerCurve, Chip, QuantizedModel, RandomBitErrors
 from sramsim.analysis import energy as E
 from sramsim.analysis.executors import Execution, run_maps
 from sramsim.analysis.store import map_key, open_store, write_json
 from sramsim.errors import InputError, check_ber
-from sramsim.inject.draws import ChipPool, RandomSampler, fixed_draws
+from sramsim.inject.draws import ChipDraw, ChipPool, RandomSampler, Sampler, fixed_draws
 from sramsim.inject.layout import MemoryLayout
 from sramsim.inject.weight_sets import WeightSets, dequantize_stack
+from sramsim.memory.chip import Faults
 from sramsim.nn.data import Dataset
 from sramsim.nn.evaluation import Evaluator, accuracy, robust_error_summary
 from sramsim.stats import ci95_halfwidth, mean_std
+
+if TYPE_CHECKING:
+    from fusion.generators import Generator
 
 CURVE = "finfet14"
 EVAL_SEED = 2024   # fault maps of evaluation; training samplers use other seeds
@@ -53,7 +62,7 @@ class FaultSpec:
     chips: list[Chip] | None = None
     curve: str = CURVE
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.chips:
             if self.voltage is None:
                 raise InputError("chips need a voltage")
@@ -64,10 +73,12 @@ class FaultSpec:
             return
         curve = BerCurve.builtin(self.curve)
         if self.ber is None and self.voltage is None:
-            raise InputError("give a ber, or chips with a voltage (or a voltage alone: random errors at the curve's ber there)")
+            raise InputError("give a ber, or chips with a voltage (or a voltage alone: random "
+                             "errors at the curve's ber there)")
         if self.ber is not None and self.voltage is not None:
             raise InputError("give either a ber or a voltage for random errors, not both")
         if self.ber is None:
+            assert self.voltage is not None                 # one of the two was given
             if not (np.isfinite(self.voltage) and self.voltage > 0):
                 raise InputError(f"voltage must be a positive number, got {self.voltage!r}")
             self.ber = float(curve.ber(self.voltage))
@@ -80,11 +91,20 @@ class FaultSpec:
         """Nominal supply voltage (the chips', or 1 on the normalised curve)."""
         return float(self.chips[0].nominal_voltage) if self.chips else 1.0
 
-    def sampler(self, seed: int):
+    def sampler(self, seed: int) -> Sampler:
         """A training sampler: fresh random errors, or the chip pool at random offsets."""
         if self.chips:
+            assert self.voltage is not None                 # chips need one (__post_init__)
             return ChipPool(self.chips, self.voltage, seed=seed)
+        assert self.ber is not None                         # random errors: set or read off
         return RandomSampler(self.ber, seed=seed)
+
+    @property
+    def read_voltage(self) -> float:
+        """The voltage the faults are read at: the chips', or the curve's at the BER (always
+        set once constructed)."""
+        assert self.voltage is not None
+        return self.voltage
 
     def eval_draws(self, nbits: int, n_models: int | None, seed: int = EVAL_SEED,
                    purpose: str = "test") -> list:
@@ -100,12 +120,15 @@ class FaultSpec:
         default)."""
         return n_models if n_models is not None else len(self.chips) if self.chips else 10
 
-    def _draws(self, nbits: int, n_models: int | None, seed: int, purpose: str = "test"):
-        return fixed_draws(nbits, self.n_maps(n_models), ber=None if self.chips else self.ber, chips=self.chips,
+    def _draws(self, nbits: int, n_models: int | None, seed: int,
+               purpose: str = "test") -> Iterator[Faults | ChipDraw]:
+        return fixed_draws(nbits, self.n_maps(n_models), ber=None if self.chips else self.ber,
+                           chips=self.chips,
                            voltage=self.voltage if self.chips else None, seed=seed,
                            purpose=purpose)
 
-    def eval_draw(self, nbits: int, n_models: int | None, k: int, seed: int = EVAL_SEED):
+    def eval_draw(self, nbits: int, n_models: int | None, k: int,
+                  seed: int = EVAL_SEED) -> Faults | ChipDraw:
         """Draw k of `eval_draws(nbits, n_models, seed)` alone (the same stream)."""
         return next(itertools.islice(self._draws(nbits, n_models, seed), k, None))
 
@@ -114,30 +137,33 @@ class FaultSpec:
         if self.chips:
             return {"kind": "chips", "voltage": self.voltage,
                     "chips": [c.name for c in self.chips],
-                    "ber": float(np.mean([c.ber(self.voltage) for c in self.chips]))}
+                    "ber": float(np.mean([c.ber(self.read_voltage) for c in self.chips]))}
         return {"kind": "random", "ber": self.ber, "voltage": self.voltage, "curve": self.curve}
 
 
-def check_shapes(dataset: Dataset, base_meta: dict | None, generator=None, where: str = "") -> None:
+def check_shapes(dataset: Dataset, base_meta: dict | None, generator: Generator | None = None,
+                 where: str = "") -> None:
     """Input channels of data, base model and generator must agree (transfer needs only that)."""
     c = dataset.in_channels
     if base_meta and int(base_meta.get("in_channels", c)) != c:
         raise InputError(f"{where or 'base model'} expects {base_meta['in_channels']}-channel "
                          f"images but {dataset.name} has {c}")
     if generator is not None and generator.in_channels != c:
-        raise InputError(f"generator {generator.name} was built for {generator.in_channels}-channel "
-                         f"images but {dataset.name} has {c}")
+        raise InputError(f"generator {generator.name} was built for "
+                         f"{generator.in_channels}-channel images but {dataset.name} has {c}")
 
 
 @torch.no_grad()
-def transform(generator, x: torch.Tensor, batch_size: int = 1000, device="cpu") -> torch.Tensor:
+def transform(generator: nn.Module, x: torch.Tensor, batch_size: int = 1000,
+              device: str | torch.device = "cpu") -> torch.Tensor:
     """G(x) for a whole dataset, in eval mode, on the CPU."""
     generator.eval()
     return torch.cat([generator(x[i:i + batch_size].to(device)).cpu()
                       for i in range(0, x.shape[0], batch_size)])
 
 
-def transformed(generator, dataset: Dataset, batch_size: int = 1000, device="cpu") -> Dataset:
+def transformed(generator: nn.Module, dataset: Dataset, batch_size: int = 1000,
+                device: str | torch.device = "cpu") -> Dataset:
     """The dataset as the base model sees it behind G: G(x), same labels."""
     return Dataset(transform(generator, dataset.x, batch_size, device), dataset.y,
                    dataset.num_classes, dataset.name)
@@ -163,7 +189,8 @@ class Validator:
     """
 
     def __init__(self, qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, n_models: int = 5,
-                 batch_size: int = 1000, device="cpu", seed: int = VAL_SEED):
+                 batch_size: int = 1000, device: str | torch.device = "cpu",
+                 seed: int = VAL_SEED):
         if n_models < 1:
             raise InputError(f"validation needs at least one fault map, got {n_models}")
         if len(dataset) == 0:
@@ -182,7 +209,7 @@ class Validator:
         self.seed = seed
         self.faults = faults
 
-    def __call__(self, generator) -> float:
+    def __call__(self, generator: nn.Module) -> float:
         """Mean accuracy of base(G(x)) over the validation maps (G is left in eval mode)."""
         gx = transformed(generator, self.dataset, self.batch_size, self.device)
         return float(np.mean([accuracy(self.base, gx, w, self.batch_size) for w in self.weights]))
@@ -201,7 +228,8 @@ class EvalWorker:
     `evaluate`'s executor): the same map for both, so their difference is paired."""
 
     def __init__(self, qm: QuantizedModel, inputs: dict, faults: FaultSpec, n_models: int | None,
-                 seed: int, batch_size: int, layout: MemoryLayout, device=None):
+                 seed: int, batch_size: int, layout: MemoryLayout,
+                 device: str | torch.device | None = None):
         self.inputs, self.batch_size = inputs, batch_size
         self.evaluator = Evaluator(qm, layout, device)
         self.nbits = layout.stored_image(qm).size * 8
@@ -216,10 +244,12 @@ class EvalWorker:
             return [{"map": int(k), "pa": pa, **run.record}]
 
 
-def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=None,
-             n_models: int | None = None, batch_size: int = 1000, device="cpu",
+def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec,
+             generator: Generator | None = None, n_models: int | None = None,
+             batch_size: int = 1000, device: str | torch.device = "cpu",
              seed: int = EVAL_SEED, count: str = "weights", layout: MemoryLayout | None = None,
-             execution: Execution | None = None, out_dir=None, on_map=None) -> dict:
+             execution: Execution | None = None, out_dir: str | os.PathLike | None = None,
+             on_map: Callable[[int], None] | None = None) -> dict:
     """CA / PA without and with `generator`, recovery and the net energy saving, as fractions.
 
     `count` is how weight reads are counted for the energy (`sramsim.analysis.systolic.METHODS`).
@@ -237,7 +267,7 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
         layout.check_source(RandomBitErrors(0.0), None)       # a chip map needed?
     elif layout.bit_placement == "skip-faulty-words":         # too few good words: refused now
         for chip in faults.chips:
-            layout.plan_bits(qm, chip, faults.voltage)
+            layout.plan_bits(qm, chip, faults.read_voltage)
     device = torch.device(device)
     base = qm.model.to(device).eval()
     nbits = layout.stored_image(qm).size * 8
@@ -264,13 +294,14 @@ def evaluate(qm: QuantizedModel, dataset: Dataset, faults: FaultSpec, generator=
     return report
 
 
-def _report(qm, base, dataset: Dataset, faults: FaultSpec, generator, ca: dict, pa: dict,
-            maps: list[dict], count: str, layout: MemoryLayout) -> dict:
+def _report(qm: QuantizedModel, base: nn.Module, dataset: Dataset, faults: FaultSpec,
+            generator: Generator | None, ca: dict, pa: dict, maps: list[dict], count: str,
+            layout: MemoryLayout) -> dict:
     """CA / PA / recovery / energy from the maps' records."""
     shape = tuple(dataset.x.shape[1:])
     base_acc = E.count_accesses(base, shape, count)
     ecc = layout.ecc
-    e = E.ecc_energy_per_read(faults.voltage, faults.nominal, ecc=ecc)
+    e = E.ecc_energy_per_read(faults.read_voltage, faults.nominal, ecc=ecc)
     pa_mean, pa_std = mean_std(pa["plain"])
     ecc_report = layout.ecc_record()
     if ecc_report is not None:
@@ -281,7 +312,8 @@ def _report(qm, base, dataset: Dataset, faults: FaultSpec, generator, ca: dict, 
     report = {"ca": ca["plain"], "pa_mean": pa_mean, "pa_std": pa_std,
               "pa_ci95": ci95_halfwidth(pa["plain"]), "pa_nf_ci95": None,
               "ca_nf": None, "pa_nf_mean": None, "pa_nf_std": None, "recovery": None,
-              "energy_saving": E.addon_saving(base_acc, 0, faults.voltage, faults.nominal, ecc=ecc),
+              "energy_saving": E.addon_saving(base_acc, 0, faults.read_voltage, faults.nominal,
+                                              ecc=ecc),
               "energy_saving_base": 1.0 - e, "base_accesses": base_acc, "generator": None,
               "generator_accesses": 0, "access_count": count, "pa": pa["plain"],
               "n_models": len(maps), "samples": len(dataset), "dataset": dataset.name,
@@ -295,8 +327,9 @@ def _report(qm, base, dataset: Dataset, faults: FaultSpec, generator, ca: dict, 
         report.update({"ca_nf": ca["nf"], "pa_nf_mean": nf_mean, "pa_nf_std": nf_std,
                        "pa_nf_ci95": ci95_halfwidth(pa["nf"]),
                        "recovery": nf_mean - report["pa_mean"],
-                       "recovered_fraction": (nf_mean - report["pa_mean"]) / lost if lost > 0 else None,
-                       "energy_saving": E.addon_saving(base_acc, g_acc, faults.voltage,
+                       "recovered_fraction": ((nf_mean - report["pa_mean"]) / lost
+                                              if lost > 0 else None),
+                       "energy_saving": E.addon_saving(base_acc, g_acc, faults.read_voltage,
                                                        faults.nominal, ecc=ecc),
                        "generator": generator.name, "generator_width": generator.width,
                        "generator_accesses": g_acc, "pa_nf": pa["nf"]})
@@ -304,12 +337,12 @@ def _report(qm, base, dataset: Dataset, faults: FaultSpec, generator, ca: dict, 
     return report
 
 
-def image_fingerprint_of(qm) -> str:
+def image_fingerprint_of(qm: QuantizedModel) -> str:
     """SHA-256 of a quantized model's memory image (which base model an evaluation belongs to)."""
     import hashlib
     return hashlib.sha256(qm.image.tobytes()).hexdigest()
 
 
-def _module_sha256(module) -> str:
+def _module_sha256(module: nn.Module) -> str:
     from sramsim.analysis.sweep import model_sha256
     return model_sha256(module)

@@ -1,11 +1,13 @@
-"""NeuralFuse input-transformation generators (Sun et al., NeurIPS 2024): ConvL/S, DeConvL/S, UNetL/S.
+"""NeuralFuse input-transformation generators (Sun et al., NeurIPS 2024): ConvL/S, DeConvL/S,
+UNetL/S.
 
 A generator G maps an input x (scaled to [-1, 1]) to clamp(x + t(x), -1, 1): it learns a
 perturbation that keeps a frozen model accurate when that model's weights carry bit errors.
 G itself runs at nominal voltage, so its own weights are exact.
 
 Three families, one class each, the size ("L" or "S") a parameter:
-- `ConvGenerator`: conv encoder with max-pooling, conv decoder with x2 upsampling, t = tanh(BN(conv)).
+- `ConvGenerator`: conv encoder with max-pooling, conv decoder with x2 upsampling,
+  t = tanh(BN(conv)).
 - `DeConvGenerator`: the same encoder, decoder by transposed convolutions, t = tanh(BN(convT)).
 - `UNetGenerator`: U-Net (bias-free double convs, 3 down / 3 up steps with skips), t = 1x1 conv.
 All three pool three times, so inputs are padded (edge replication) to a multiple of 8 and the
@@ -40,7 +42,8 @@ _UNET_WIDTHS = {"L": (16, 32, 64, 128), "S": (8, 16, 32, 64)}
 
 
 def _conv_bn_relu(cin: int, cout: int, bias: bool = True) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=bias), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=bias), nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True)]
 
 
 def _deconv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
@@ -54,7 +57,8 @@ def _scaled(channels: int, width: float) -> int:
 
 def _layers(spec: list, in_channels: int, width: float) -> tuple[list[nn.Module], int]:
     """Modules for a spec list (hidden widths scaled by `width`), and the channels they end with."""
-    layers, c = [], in_channels
+    layers: list[nn.Module] = []
+    c = in_channels
     for item in spec:
         if item == "M":
             layers.append(nn.MaxPool2d(2))
@@ -92,13 +96,16 @@ class Generator(nn.Module):
         """The layer whose scale sets t's amplitude (zeroed by `zero_transform`)."""
         raise NotImplementedError
 
-    def zero_transform(self) -> "Generator":
+    def zero_transform(self) -> Generator:
         """Make t(x) = 0, so G starts as the identity (and EOPM starts from the base's accuracy)."""
         with torch.no_grad():
             last = self.last_layer()
-            last.weight.zero_()
-            if last.bias is not None:
-                last.bias.zero_()
+            weight, bias = last.weight, last.bias
+            assert isinstance(weight, torch.Tensor)     # a conv or an affine BatchNorm
+            weight.zero_()
+            if bias is not None:
+                assert isinstance(bias, torch.Tensor)
+                bias.zero_()
         return self
 
     @property
@@ -138,11 +145,11 @@ class ConvGenerator(Generator):
                    nn.Tanh()]
         self.body = nn.Sequential(*layers)
 
-    def transform(self, x):
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
         """t(x): the conv stack ending in tanh."""
         return self.body(x)
 
-    def last_layer(self):
+    def last_layer(self) -> nn.Module:
         """The BatchNorm before tanh."""
         return self.body[-2]
 
@@ -159,11 +166,11 @@ class DeConvGenerator(Generator):
                    nn.BatchNorm2d(self.in_channels), nn.Tanh()]
         self.body = nn.Sequential(*layers)
 
-    def transform(self, x):
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
         """t(x): the conv stack ending in tanh."""
         return self.body(x)
 
-    def last_layer(self):
+    def last_layer(self) -> nn.Module:
         """The BatchNorm before tanh."""
         return self.body[-2]
 
@@ -172,7 +179,8 @@ class _DoubleConv(nn.Sequential):
     """Two bias-free 3x3 conv + BN + ReLU (the U-Net block)."""
 
     def __init__(self, cin: int, cout: int):
-        super().__init__(*_conv_bn_relu(cin, cout, bias=False), *_conv_bn_relu(cout, cout, bias=False))
+        super().__init__(*_conv_bn_relu(cin, cout, bias=False),
+                         *_conv_bn_relu(cout, cout, bias=False))
 
 
 class _Up(nn.Module):
@@ -183,13 +191,14 @@ class _Up(nn.Module):
         self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
         self.conv = _DoubleConv(2 * cout, cout)
 
-    def forward(self, x, skip):
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """Upsample x, join the encoder's skip, convolve."""
         return self.conv(torch.cat([skip, self.up(x)], dim=1))
 
 
 class UNetGenerator(Generator):
-    """UNetL / UNetS: widths 16/32/64/128 or 8/16/32/64; t = 1x1 conv (no tanh, the clamp bounds it)."""
+    """UNetL / UNetS: widths 16/32/64/128 or 8/16/32/64; t = 1x1 conv (no tanh: the clamp bounds
+    it)."""
 
     family = "UNet"
 
@@ -202,7 +211,7 @@ class UNetGenerator(Generator):
         self.ups = nn.ModuleList(_Up(w[i + 1], w[i]) for i in reversed(range(3)))
         self.out = nn.Conv2d(w[0], self.in_channels, 1)
 
-    def transform(self, x):
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
         """t(x): down with skips kept, up joining them, 1x1 conv out."""
         skips = [self.inc(x)]
         for down in self.downs:
@@ -212,7 +221,7 @@ class UNetGenerator(Generator):
             h = up(h, skips.pop())
         return self.out(h)
 
-    def last_layer(self):
+    def last_layer(self) -> nn.Module:
         """The 1x1 output conv."""
         return self.out
 
@@ -234,6 +243,7 @@ def build(name: str, in_channels: int = 1, width: float = 1.0,
 
 
 def weight_count(model: nn.Module) -> int:
-    """Number of conv / transposed-conv / linear weights (what sits in weight memory; no BN, no bias)."""
+    """Number of conv / transposed-conv / linear weights (what sits in weight memory; no BN, no
+    bias)."""
     kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, kinds))

@@ -5,14 +5,17 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
-
-from sramsim import QuantizedModel
-from sramsim.nn.data import Dataset
-from sramsim.errors import InputError
+from typing import TYPE_CHECKING
 
 from fusion.eopm import CHECKPOINT, EopmConfig, EopmTrainer
 from fusion.evaluation import FaultSpec, Validator, check_shapes
 from fusion.store import save_generator
+from sramsim import QuantizedModel
+from sramsim.errors import InputError
+from sramsim.nn.data import Dataset
+
+if TYPE_CHECKING:
+    import torch
 
 GENERATOR_FILE = "generator.pt"
 
@@ -24,11 +27,13 @@ def hold_out(dataset: Dataset, n: int) -> tuple[Dataset, Dataset]:
                          f"(the training set has {len(dataset)} samples), got {n}")
     keep = len(dataset) - n
     return (Dataset(dataset.x[:keep], dataset.y[:keep], dataset.num_classes, dataset.name),
-            Dataset(dataset.x[keep:], dataset.y[keep:], dataset.num_classes, f"{dataset.name} (validation)"))
+            Dataset(dataset.x[keep:], dataset.y[keep:], dataset.num_classes,
+                    f"{dataset.name} (validation)"))
 
 
 def train_generator(qm: QuantizedModel, base_info: dict, train_set: Dataset, faults: FaultSpec,
-                    config: EopmConfig, epochs: int, out_dir: str | Path, device="cpu",
+                    config: EopmConfig, epochs: int, out_dir: str | Path,
+                    device: str | torch.device = "cpu",
                     progress: bool = True, budget_seconds: float | None = None,
                     val_set: Dataset | None = None, val_maps: int = 5,
                     val_faults: FaultSpec | None = None) -> dict:

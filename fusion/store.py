@@ -1,4 +1,4 @@
-"""The trained-generator file (`DIR/generator.pt`): weights plus what is needed to rebuild and judge G.
+"""The trained-generator file (`DIR/generator.pt`): weights plus what rebuilds and judges G.
 
 Format (torch.save, read with weights_only=True):
     {"format": "fusion.generator", "version": 1, "name": "ConvS", "in_channels": 1, "width": 1.0,
@@ -7,11 +7,14 @@ Format (torch.save, read with weights_only=True):
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
+from fusion import generators
 from sramsim.errors import InputError, check_device
 from sramsim.nn.models import atomic_torch_save, read_torch_file
 
-from fusion import generators
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "fusion.generator"
 VERSION = 1
@@ -25,7 +28,8 @@ def save_generator(path: str | os.PathLike, generator: generators.Generator, met
                        "state_dict": state, "meta": meta}, path)
 
 
-def load_generator(path: str | os.PathLike, device=None) -> tuple[generators.Generator, dict]:
+def load_generator(path: str | os.PathLike,
+                   device: str | torch.device | None = None) -> tuple[generators.Generator, dict]:
     """(G in eval mode, meta); a missing, corrupt or foreign file raises InputError naming it."""
     obj = read_torch_file(path, FORMAT, VERSION, "fusion generator")
     try:

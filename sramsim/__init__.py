@@ -7,7 +7,9 @@ raises. Deeper use goes through the documented subpackages, one layer each, ever
 only those below it: `sramsim.commands` -> `analysis` -> `nn` -> `inject` -> `memory`
 (e.g. `sramsim.nn.build` for the model registry, `sramsim.analysis.sweep.run_sweep`).
 """
-from sramsim._version import __version__
+from typing import Any
+
+from sramsim._version import __version__ as __version__
 from sramsim.analysis.operating_point import Reference
 from sramsim.errors import InputError, ProfileError
 from sramsim.inject.layout import MemoryLayout
@@ -29,7 +31,7 @@ _LAZY = {"QuantizedModel": "sramsim.inject.quantized_model",
          "Evaluator": "sramsim.nn.evaluation"}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
         return getattr(importlib.import_module(_LAZY[name]), name)

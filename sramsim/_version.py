@@ -1,2 +1,2 @@
-"""The one version of the sramsim distribution (sramsim and fusion): setup.cfg reads it from here."""
+"""The one version of the sramsim distribution (sramsim and fusion); setup.cfg reads it here."""
 __version__ = "0.2.0"

@@ -4,6 +4,14 @@ shares."""
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Collection
+from typing import TYPE_CHECKING, TypeVar, overload
+
+if TYPE_CHECKING:
+    import torch
+
+_T = TypeVar("_T")
 
 
 class InputError(ValueError):
@@ -25,7 +33,8 @@ class ProfileError(InputError):
 
 
 class DataError(InputError):
-    """A dataset that is missing or malformed (message says where it was looked for and how to get it)."""
+    """A dataset that is missing or malformed (the message says where it was looked for and how
+    to get it)."""
 
 
 NAME_MAX = 255          # bytes in one file or folder name (ext4, xfs, btrfs, tmpfs, APFS)
@@ -34,21 +43,21 @@ NAME_MAX = 255          # bytes in one file or folder name (ext4, xfs, btrfs, tm
 MAX_THREADS = 1024
 
 
-def check_threads(value, what: str = "threads") -> int:
+def check_threads(value: object, what: str = "threads") -> int:
     """`value` as a thread count in [1, MAX_THREADS], else an InputError naming `what`."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_THREADS:
         raise InputError(f"{what} must be a whole number in [1, {MAX_THREADS}], got {value!r}")
     return value
 
 
-def check_choice(value, choices, what: str):
+def check_choice(value: _T, choices: Collection[str], what: str) -> _T:
     """`value` if it is one of `choices`, else an InputError naming `what` and the choices."""
     if value not in choices:
         raise InputError(f"{what} {value!r}: use one of {', '.join(choices)}")
     return value
 
 
-def check_number(value, what: str, low: float = -math.inf, high: float = math.inf,
+def check_number(value: object, what: str, low: float = -math.inf, high: float = math.inf,
                  positive: bool = False) -> float:
     """`value` as a finite float in [low, high] (> 0 with `positive`), else an InputError naming
     `what`: the one range check for numbers read from files, specs and parameters."""
@@ -59,7 +68,7 @@ def check_number(value, what: str, low: float = -math.inf, high: float = math.in
     else:
         span = f"a finite number in [{low:g}, {high:g}]"
     try:
-        x = float(value)
+        x = float(value)  # type: ignore[arg-type]  # anything float() takes; the rest refused
     except (TypeError, ValueError):
         raise InputError(f"{what} must be {span}, got {value!r}") from None
     ok = math.isfinite(x) and low <= x <= high and (x > 0 or not positive)
@@ -68,13 +77,13 @@ def check_number(value, what: str, low: float = -math.inf, high: float = math.in
     return x
 
 
-def check_ber(value, what: str = "bit error rate", allow_one: bool = True) -> float:
+def check_ber(value: object, what: str = "bit error rate", allow_one: bool = True) -> float:
     """`value` as a float in [0, 1] ([0, 1) with allow_one=False), else an InputError naming `what`.
 
     The one BER range check: the library, the CLI (`what` = the flag) and file readers call it.
     """
     try:
-        ber = float(value)
+        ber = float(value)  # type: ignore[arg-type]  # anything float() takes; the rest refused
     except (TypeError, ValueError):
         raise InputError(f"{what} must be a number in [0, 1], got {value!r}") from None
     top_ok = ber <= 1.0 if allow_one else ber < 1.0
@@ -83,7 +92,7 @@ def check_ber(value, what: str = "bit error rate", allow_one: bool = True) -> fl
     return ber
 
 
-def check_writable(path, what: str, folder: bool = False) -> None:
+def check_writable(path: str | os.PathLike[str], what: str, folder: bool = False) -> None:
     """Refuse, before any work, an output `path` that cannot be written: InputError naming `what`.
 
     The nearest existing ancestor must be a folder we can create files in (probed with a
@@ -91,7 +100,6 @@ def check_writable(path, what: str, folder: bool = False) -> None:
     folders in between are created later by the writer. An existing `path` must be a folder
     when `folder`, and must not be one otherwise.
     """
-    import os
     import tempfile
     from pathlib import Path
 
@@ -120,7 +128,11 @@ def check_writable(path, what: str, folder: bool = False) -> None:
         raise InputError(f"{what} {path}: cannot write in {parent} (permission denied)")
 
 
-def check_device(device):
+@overload
+def check_device(device: None) -> None: ...
+@overload
+def check_device(device: str | torch.device) -> torch.device: ...
+def check_device(device: str | torch.device | None) -> torch.device | None:
     """`device` as a torch.device (None stays None), else an InputError: an unknown name, or a
     CUDA device on a machine without one (torch would raise a bare AssertionError later)."""
     if device is None:

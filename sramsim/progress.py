@@ -10,32 +10,35 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any, TextIO
+from collections.abc import Iterable, Iterator, Sized
+from typing import TYPE_CHECKING, Any, TextIO, TypeAlias
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 PLAIN_EVERY = 10.0   # seconds between plain lines (the longest silence a user waits through)
 
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
              unit: str = "it", enabled: bool = True, every: float | None = None,
-             file: TextIO | None = None):
+             file: TextIO | None = None) -> Progress:
     """A progress reporter over `iterable` (or driven by `update`) for `total` steps: tqdm on a
     terminal, `PlainProgress` otherwise (a line every `every` seconds, default PLAIN_EVERY),
     `Silent` when not `enabled`."""
     stream = sys.stderr if file is None else file
     every = PLAIN_EVERY if every is None else every
-    if total is None and iterable is not None and hasattr(iterable, "__len__"):
+    if total is None and isinstance(iterable, Sized):
         total = len(iterable)
     if not enabled:
         return Silent(iterable)
     if _is_terminal(stream):
-        from tqdm import tqdm
-        return tqdm(iterable, total=total, desc=desc, unit=unit, file=stream, leave=False,
-                    dynamic_ncols=True, smoothing=0.1)
+        from tqdm import tqdm as bar
+        return bar(iterable, total=total, desc=desc, unit=unit, file=stream, leave=False,
+                   dynamic_ncols=True, smoothing=0.1)
     return PlainProgress(iterable, total=total, desc=desc, unit=unit, every=every, file=stream)
 
 
-def _is_terminal(stream) -> bool:
+def _is_terminal(stream: TextIO) -> bool:
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
@@ -77,10 +80,10 @@ class Silent:
     def close(self) -> None:
         pass
 
-    def __enter__(self):
+    def __enter__(self) -> Silent:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -134,3 +137,8 @@ class PlainProgress(Silent):
         print(f"{head}{done} {self.unit}{pct}, {duration(elapsed)}{left}{tail}",
               file=self.file, flush=True)
         self.printed += 1
+
+
+if TYPE_CHECKING:
+    # What `progress` returns: a tqdm bar, a PlainProgress or a Silent (the first is a Silent).
+    Progress: TypeAlias = tqdm[Any] | Silent

@@ -27,11 +27,17 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def imports(path: Path) -> list[tuple[str, str | None]]:
-    """(module, imported name or None) for every import statement, lazy ones included."""
+def imports(path: Path, runtime_only: bool = False) -> list[tuple[str, str | None]]:
+    """(module, imported name or None) for every import statement, lazy ones included; with
+    `runtime_only`, not those under `if TYPE_CHECKING:` (annotations only: never executed)."""
     out = []
     tree = ast.parse(path.read_text(), str(path))
+    type_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                 and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+                 for stmt in block.body for n in ast.walk(stmt)} if runtime_only else set()
     for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             out += [(a.name, None) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -101,11 +107,13 @@ def test_lower_layers_never_import_from_the_package_root():
 
 
 def test_no_import_circles():
+    """No circle of imports that run (a type-only import, under `if TYPE_CHECKING:`, lets two
+    modules of one layer name each other's types in annotations; it still points down only)."""
     known = sramsim_modules()
     for p in (ROOT / "fusion").rglob("*.py"):
         known[module_name(p)] = p
-    graph = {m: {resolve(t, n, known) for t, n in imports(p)} & set(known) - {m}
-             for m, p in known.items()}
+    graph = {m: {resolve(t, n, known) for t, n in imports(p, runtime_only=True)} & set(known)
+             - {m} for m, p in known.items()}
     # a package's __init__ importing its own modules is how packages work, not a circle
     graph = {m: {d for d in deps if not m.startswith(d + ".") and not d.startswith(m + ".")
                  or m == "sramsim"} for m, deps in graph.items()}
@@ -124,6 +132,18 @@ def test_no_import_circles():
     for m in sorted(graph):
         if m not in state:
             visit(m, [m])
+
+
+def test_type_only_imports_are_told_apart(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("from typing import TYPE_CHECKING\nimport a\nif TYPE_CHECKING:\n"
+                   "    from b import c\n    import d\nelse:\n    import e\n"
+                   "def f():\n    import g\n")
+    everything = [("typing", "TYPE_CHECKING"), ("a", None), ("b", "c"), ("d", None),
+                  ("e", None), ("g", None)]
+    assert sorted(imports(src)) == sorted(everything)
+    assert sorted(imports(src, runtime_only=True)) == sorted(
+        i for i in everything if i[0] not in ("b", "d"))
 
 
 def test_no_flat_modules_left():

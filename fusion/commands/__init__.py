@@ -1,1 +1,4 @@
-"""Subcommands of the `fusion` CLI; each module has `register(subparsers)` and `run(args) -> int`."""
+"""Subcommands of the `fusion` CLI.
+
+Each module has `register(subparsers)` and `run(args) -> int`.
+"""

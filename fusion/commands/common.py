@@ -3,21 +3,32 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import overload
 
-
+from fusion.evaluation import CURVE, FaultSpec
 from sramsim import BerCurve, Chip, QuantizedModel
-from sramsim.commands.main import (ber, check_writable, flagged, integer, maps, number, seed,  # noqa: F401
-                                   torch_device, voltage)  # (shared by the fusion commands)
+
+# shared by the fusion commands, which import them from here
+from sramsim.commands.main import (  # noqa: F401
+    ber,
+    check_writable,
+    flagged,
+    integer,
+    maps,
+    number,
+    seed,
+    torch_device,
+    voltage,
+)
 from sramsim.errors import InputError
 from sramsim.memory.shipped import resolve_profiles
 from sramsim.nn.models import load_checkpoint
 
-from fusion.evaluation import CURVE, FaultSpec
-
 
 def add_base_args(p: argparse.ArgumentParser, seed_default: int = 0,
                   seed_help: str = "seed of the run") -> None:
-    p.add_argument("--base", required=True, metavar="CKPT", help="base model checkpoint (sramsim train-base)")
+    p.add_argument("--base", required=True, metavar="CKPT",
+                   help="base model checkpoint (sramsim train-base)")
     p.add_argument("--data", default="fashion-mnist", metavar="fashion-mnist|mnist|DIR",
                    help="dataset name or directory (default fashion-mnist)")
     p.add_argument("--ber", metavar="P", help="random bit errors at rate P (e.g. 0.01)")
@@ -37,7 +48,7 @@ def add_base_args(p: argparse.ArgumentParser, seed_default: int = 0,
 device = torch_device  # the fusion commands' name for it
 
 
-def fault_spec(args) -> FaultSpec:
+def fault_spec(args: argparse.Namespace) -> FaultSpec:
     """The fault source of --ber / --profile ... --voltage, every value range-checked here."""
     if args.profile:
         if args.ber is not None:
@@ -51,7 +62,11 @@ def fault_spec(args) -> FaultSpec:
     return FaultSpec(ber=curve_ber(args.ber), voltage=curve_voltage(args.voltage))
 
 
-def curve_ber(text, flag: str = "--ber") -> float | None:
+@overload
+def curve_ber(text: None, flag: str = ...) -> None: ...
+@overload
+def curve_ber(text: str | float, flag: str = ...) -> float: ...
+def curve_ber(text: str | float | None, flag: str = "--ber") -> float | None:
     """A random-error BER: in [0, 1) and within the BER curve (whose voltage the energy needs)."""
     value = ber(text, flag, BerCurve.builtin(CURVE))
     if value is not None and value >= 1.0:
@@ -59,13 +74,17 @@ def curve_ber(text, flag: str = "--ber") -> float | None:
     return value
 
 
-def curve_voltage(text, flag: str = "--voltage") -> float | None:
+@overload
+def curve_voltage(text: None, flag: str = ...) -> None: ...
+@overload
+def curve_voltage(text: str | float, flag: str = ...) -> float: ...
+def curve_voltage(text: str | float | None, flag: str = "--voltage") -> float | None:
     """A voltage for random errors at the curve's BER: between its lowest voltage and nominal."""
     curve = BerCurve.builtin(CURVE)
     return voltage(text, flag, curve.v_min, 1.0, f"curve {curve.name!r}")
 
 
-def chip_voltage(text, chips: list[Chip], flag: str = "--voltage") -> float:
+def chip_voltage(text: str | float | None, chips: list[Chip], flag: str = "--voltage") -> float:
     """A voltage every chip is valid at: not below its floor, not above its nominal voltage."""
     if text is None:
         raise InputError("chip profiles need --voltage")
@@ -87,7 +106,7 @@ def check_fits(nbytes: int, what: str) -> None:
                          f"machine's {have / 2 ** 30:,.1f} GiB of memory")
 
 
-def load_base(path: str) -> tuple[QuantizedModel, dict]:
+def load_base(path: str | os.PathLike[str]) -> tuple[QuantizedModel, dict]:
     """The base model as the accelerator stores it: quantized as its checkpoint says."""
     model, meta = load_checkpoint(path)
     try:
@@ -97,7 +116,7 @@ def load_base(path: str) -> tuple[QuantizedModel, dict]:
     return qm, meta
 
 
-def base_info(path: str, meta: dict, qm: QuantizedModel) -> dict:
+def base_info(path: str | os.PathLike[str], meta: dict, qm: QuantizedModel) -> dict:
     """What the run records about its base model (settings and memory-image fingerprint)."""
     from fusion.eopm import image_fingerprint
     keep = ("arch", "in_channels", "num_classes", "norm", "bits", "scheme", "clip", "dataset")

@@ -10,30 +10,36 @@ import argparse
 import sys
 from pathlib import Path
 
-from sramsim.commands.main import print_json
+from fusion.commands.common import check_writable, curve_ber, integer, maps, number
+from fusion.evaluation import CURVE
 from sramsim.commands.helptext import leaf
+from sramsim.commands.main import print_json
 from sramsim.errors import InputError
 from sramsim.memory.curves import BerCurve
 
-from fusion.commands.common import check_writable, curve_ber, integer, maps, number
-from fusion.evaluation import CURVE
 
-
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `fusion demo` to the fusion parser."""
     p = subparsers.add_parser("demo", help="train a generator for a bounded time and compare CA/PA",
                               **leaf(" ".join(__doc__.split("\n\n")[0].split()) + " "
                                      + " ".join(__doc__.split("\n\n")[1].split()),
                                      "fusion demo --base demo-out/cache/base-cnn-8bit.pt",
-                                     "fusion demo --base cnn.pt --ber 0.01 --budget 60 --out g-demo"))
+                                     "fusion demo --base cnn.pt --ber 0.01 --budget 60 --out "
+                                     "g-demo"))
     p.add_argument("--base", required=True, metavar="CKPT", help="base model checkpoint")
-    p.add_argument("--data", default="fashion-mnist", metavar="SPEC", help="dataset (default fashion-mnist)")
+    p.add_argument("--data", default="fashion-mnist", metavar="SPEC",
+                   help="dataset (default fashion-mnist)")
     p.add_argument("--ber", default="0.02", metavar="P",
-                   help="bit error rate to protect against (default 0.02; the voltage follows finfet14)")
-    p.add_argument("--budget", default="180", metavar="SECONDS", help="training time budget (default 180)")
-    p.add_argument("--train-limit", default="20000", metavar="N", help="training samples (default 20000)")
-    p.add_argument("--eval-limit", default="2000", metavar="N", help="evaluation samples (default 2000)")
-    p.add_argument("--models", default="10", metavar="M", help="fault maps to average over (default 10)")
+                   help="bit error rate to protect against (default 0.02; the "
+                        "voltage follows finfet14)")
+    p.add_argument("--budget", default="180", metavar="SECONDS",
+                   help="training time budget (default 180)")
+    p.add_argument("--train-limit", default="20000", metavar="N",
+                   help="training samples (default 20000)")
+    p.add_argument("--eval-limit", default="2000", metavar="N",
+                   help="evaluation samples (default 2000)")
+    p.add_argument("--models", default="10", metavar="M",
+                   help="fault maps to average over (default 10)")
     p.add_argument("--out", default="demo-out/generator", metavar="DIR", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -62,12 +68,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
     print(f"\nNeuralFuse at V = {result['voltage']:.3f} (finfet14 BER {result['ber']:.2%}), "
-          f"{result['generator']} trained {result['train_seconds']:.0f} s ({result['steps']} steps)")
+          f"{result['generator']} trained {result['train_seconds']:.0f} s "
+          f"({result['steps']} steps)")
     print(f"{'':24s}{'clean (CA)':>12s}{'perturbed (PA)':>22s}")
-    print(f"{'base model':24s}{pct(result['ca']):>12s}{pct(result['pa_mean']):>14s} ± {pct(result['pa_std'])}")
+    print(f"{'base model':24s}{pct(result['ca']):>12s}{pct(result['pa_mean']):>14s} ± "
+          f"{pct(result['pa_std'])}")
     print(f"{'with generator':24s}{pct(result['ca_nf']):>12s}{pct(result['pa_nf_mean']):>14s} ± "
           f"{pct(result['pa_nf_std'])}")
-    print(f"recovered {100 * result['recovery']:.1f} points ({pct(result['recovered_fraction'])} of the loss); "
-          f"energy saving {pct(result['energy_saving_base'])} without the generator, "
-          f"{pct(result['energy_saving'])} net with it (generator reads at nominal voltage)", file=sys.stdout)
+    print(f"recovered {100 * result['recovery']:.1f} points ({pct(result['recovered_fraction'])} "
+          f"of the loss); energy saving {pct(result['energy_saving_base'])} without the generator, "
+          f"{pct(result['energy_saving'])} net with it (generator reads at nominal voltage)",
+          file=sys.stdout)
     return 0

@@ -1,20 +1,36 @@
-"""`fusion eval`: clean / perturbed accuracy without and with a generator, recovery, net energy saving."""
+"""`fusion eval`: clean / perturbed accuracy with and without a generator, recovery, net saving."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from sramsim.analysis.systolic import METHODS
-from sramsim.commands.helptext import leaf
-from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_writable,
-                                   execution, memory_layout, print_json)
-from sramsim.nn.data import load_dataset
-
+from fusion.commands import common
 from fusion.evaluation import EVAL_SEED, check_shapes, evaluate
 from fusion.store import load_generator
-from fusion.commands import common
+from sramsim.analysis.systolic import METHODS
+from sramsim.commands.helptext import leaf
+from sramsim.commands.main import (
+    add_execution_arguments,
+    add_layout_arguments,
+    check_writable,
+    execution,
+    memory_layout,
+    print_json,
+)
+from sramsim.nn.data import load_dataset
+
+if TYPE_CHECKING:
+    import torch
+
+    from fusion.evaluation import FaultSpec
+    from fusion.generators import Generator
+    from sramsim import QuantizedModel
+    from sramsim.analysis.executors import Execution
+    from sramsim.inject.layout import MemoryLayout
+    from sramsim.nn.data import Dataset
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `fusion eval` to the fusion parser."""
     p = subparsers.add_parser(
         "eval", help="CA/PA without and with a generator, recovery, net energy saving",
@@ -31,7 +47,8 @@ def register(subparsers) -> None:
                    "random errors, one per chip for profiles)")
     p.add_argument("--count", default="weights", choices=METHODS,
                    help="how weight reads are counted for the energy: weights (each read once, "
-                        "default), systolic or scalesim (SCALE-Sim output-stationary 32x32, as NeuralFuse)")
+                        "default), systolic or scalesim (SCALE-Sim "
+                        "output-stationary 32x32, as NeuralFuse)")
     add_layout_arguments(p, "at --voltage (needs --profile)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="folder for each map's result, written as it finishes (a re-run with the "
@@ -53,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_writable(args.out, "--out", folder=True)
     qm, meta = common.load_base(args.base)
-    generator, g_meta = (None, {})
+    generator: Generator | None = None
+    g_meta: dict = {}
     if args.generator:
         generator, g_meta = load_generator(args.generator)
     test_set = load_dataset(args.data, "test", limit)
@@ -74,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(qm, test_set, faults, generator, n_models, batch_size, device, seed, count, layout,
-              run_on, out):
+def _evaluate(qm: QuantizedModel, test_set: Dataset, faults: FaultSpec,
+              generator: Generator | None, n_models: int | None, batch_size: int,
+              device: torch.device, seed: int, count: str, layout: MemoryLayout,
+              run_on: Execution, out: str | None) -> dict:
     """`evaluate` with progress over the maps (tqdm on a terminal, plain lines otherwise)."""
     from sramsim.progress import progress
     bar = progress(total=faults.n_maps(n_models), unit="map", desc="fusion eval",
@@ -87,7 +107,7 @@ def _evaluate(qm, test_set, faults, generator, n_models, batch_size, device, see
         bar.close()
 
 
-def _pct(mean, std=None) -> str:
+def _pct(mean: float | None, std: float | None = None) -> str:
     if mean is None:
         return "-"
     return f"{100 * mean:6.2f}%" + (f" ± {100 * std:.2f}" if std is not None else "")

@@ -3,21 +3,26 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-from sramsim.commands.main import print_json
-from sramsim.commands.config import add_config, recorded
-from sramsim.commands.helptext import leaf
-from sramsim.nn.data import load_dataset
-from sramsim.errors import InputError
+from typing import TYPE_CHECKING
 
 from fusion import generators
+from fusion.commands import common
 from fusion.eopm import EopmConfig
 from fusion.evaluation import FaultSpec
 from fusion.pipeline import GENERATOR_FILE, hold_out, train_generator
-from fusion.commands import common
+from sramsim.commands.config import add_config, recorded
+from sramsim.commands.helptext import leaf
+from sramsim.commands.main import print_json
+from sramsim.errors import InputError
+from sramsim.nn.data import load_dataset
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from sramsim import QuantizedModel
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `fusion train` to the fusion parser."""
     p = subparsers.add_parser(
         "train", help="train a generator with EOPM (resumes from DIR/checkpoint.pt)",
@@ -33,28 +38,34 @@ def register(subparsers) -> None:
                "fusion train --base cnn.pt --generator UNetS --width 0.25 --ber 0.015 --epochs 10 "
                "--val-split 5000 --val-ber 0.01 --out g-unet/"))
     common.add_base_args(p)
-    p.add_argument("--generator", default="ConvS", help=f"{', '.join(generators.NAMES)} (default ConvS)")
+    p.add_argument("--generator", default="ConvS",
+                   help=f"{', '.join(generators.NAMES)} (default ConvS)")
     p.add_argument("--width", default="1", metavar="W",
                    help="scale the generator's hidden channels (default 1 = the paper's)")
     p.add_argument("--epochs", required=True, metavar="E")
-    p.add_argument("--out", required=True, metavar="DIR", help=f"output directory (DIR/{GENERATOR_FILE})")
-    p.add_argument("--n-perturbed", default="10", metavar="N", help="perturbed models per step (default 10)")
-    p.add_argument("--lam", default="5", metavar="L", help="weight of the perturbed term (default 5)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help=f"output directory (DIR/{GENERATOR_FILE})")
+    p.add_argument("--n-perturbed", default="10", metavar="N",
+                   help="perturbed models per step (default 10)")
+    p.add_argument("--lam", default="5", metavar="L",
+                   help="weight of the perturbed term (default 5)")
     p.add_argument("--lr", default="1e-3", help="Adam learning rate (default 1e-3)")
     p.add_argument("--lr-step", default="10", metavar="EPOCHS",
                    help="halve the learning rate every EPOCHS epochs (default 10)")
     p.add_argument("--ema", default="0", metavar="DECAY",
-                   help="write a moving average of G with this decay per step, e.g. 0.999 (default 0: off)")
+                   help="write a moving average of G with this decay per step, "
+                        "e.g. 0.999 (default 0: off)")
     p.add_argument("--val-split", metavar="N",
                    help="hold out the last N training images; score G on them after every epoch "
                         "and write the best-scoring G (default: none, the last G)")
     p.add_argument("--val-maps", default="5", metavar="K",
                    help="fixed validation fault maps for --val-split (default 5)")
     p.add_argument("--val-ber", metavar="P",
-                   help="validate at this BER (the deployed one when training at a margin above it; "
-                        "default: the training faults)")
+                   help="validate at this BER (the deployed one when training at a margin above "
+                        "it; default: the training faults)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                   help="bf16: autocast G and the base model to bfloat16 (faster on AMX CPUs / GPUs)")
+                   help="bf16: autocast G and the base model to bfloat16 "
+                        "(faster on AMX CPUs / GPUs)")
     p.add_argument("--time-budget", metavar="SECONDS",
                    help="stop after this much training time (the generator is still written)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -65,15 +76,18 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check every option, then run; bad input raises InputError (one line, exit 2)."""
     if args.generator not in generators.NAMES:
-        raise InputError(f"--generator must be one of {', '.join(generators.NAMES)}, got {args.generator!r}")
+        raise InputError(f"--generator must be one of {', '.join(generators.NAMES)}, got "
+                         f"{args.generator!r}")
     epochs = common.integer(args.epochs, "--epochs")
     ema = common.number(args.ema, "--ema")
     if not 0 <= ema < 1:
-        raise InputError(f"--ema must be in [0, 1) (a decay per step, e.g. 0.999), got {args.ema!r}")
+        raise InputError("--ema must be in [0, 1) (a decay per step, e.g. "
+                         f"0.999), got {args.ema!r}")
     config = EopmConfig(
         generator=args.generator, width=common.number(args.width, "--width", positive=True),
         n_perturbed=common.integer(args.n_perturbed, "--n-perturbed"),
-        lam=common.number(args.lam, "--lam", minimum=0), lr=common.number(args.lr, "--lr", positive=True),
+        lam=common.number(args.lam, "--lam", minimum=0),
+        lr=common.number(args.lr, "--lr", positive=True),
         lr_step=common.integer(args.lr_step, "--lr-step"),
         batch_size=common.integer(args.batch_size, "--batch-size") or 128,
         seed=common.seed(args.seed), precision=args.precision,
@@ -124,16 +138,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"{config.generator} trained {result['epochs_done']}/{epochs} epochs "
               f"({result['steps_this_run']} steps this run, {result['steps']} in all, "
               f"{result['train_seconds']:.0f} s of training in all) against "
-              f"{_describe(result['fault_source'])}; last loss {last.get('loss', float('nan')):.4f}")
+              f"{_describe(result['fault_source'])}; last loss "
+              f"{last.get('loss', float('nan')):.4f}")
         val = result["validation"]
         if val:
-            print(f"validation: best {val['best_score']:.4f} mean accuracy over {val['maps']} fault "
-                  f"maps on {val['samples']} held-out images, epoch {val['best_epoch']} (written)")
+            print(f"validation: best {val['best_score']:.4f} mean accuracy over {val['maps']} "
+                  f"fault maps on {val['samples']} held-out images, epoch "
+                  f"{val['best_epoch']} (written)")
         print(f"wrote {out / GENERATOR_FILE}, {plot}")
     return 0
 
 
-def _check_sizes(config: EopmConfig, qm, in_channels: int) -> None:
+def _check_sizes(config: EopmConfig, qm: QuantizedModel, in_channels: int) -> None:
     """Refuse up front a generator (--width) or a stack of perturbed models (--n-perturbed) that
     cannot fit in memory: G is counted on the meta device, without allocating it."""
     import torch
@@ -149,11 +165,13 @@ def _check_sizes(config: EopmConfig, qm, in_channels: int) -> None:
                       f"{qm.n_codes:,} weights")
 
 
-def cost_note(config: EopmConfig, base, in_channels: int, faults: FaultSpec) -> str | None:
+def cost_note(config: EopmConfig, base: nn.Module, in_channels: int,
+              faults: FaultSpec) -> str | None:
     """A warning when G's own weight reads, at nominal voltage, cost more than the lowered
     voltage saves on the base model's reads (net saving <= 0), naming a --width that pays.
     Reads are counted as `fusion eval` counts them by default (each weight once)."""
     import torch
+
     from sramsim.analysis.accesses import weight_accesses
     from sramsim.analysis.energy import addon_saving
     base_reads = weight_accesses(base)
@@ -161,7 +179,7 @@ def cost_note(config: EopmConfig, base, in_channels: int, faults: FaultSpec) -> 
     def net(width: float) -> tuple[float, int]:
         with torch.device("meta"):
             reads = weight_accesses(generators.build(config.generator, in_channels, width=width))
-        return addon_saving(base_reads, reads, faults.voltage, faults.nominal), reads
+        return addon_saving(base_reads, reads, faults.read_voltage, faults.nominal), reads
 
     saving, reads = net(config.width)
     if saving > 0:

@@ -6,13 +6,15 @@ other.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import nn
 
 from sramsim.errors import InputError
 from sramsim.inject.quantized_model import quantized_parameter_names  # the memory image's tensors
 
 
-def weight_accesses(model: nn.Module, input_shape: tuple | None = None,
+def weight_accesses(model: nn.Module, input_shape: Sequence[int] | None = None,
                     include_bias: bool = False) -> int:
     """Weight-memory reads per inference: every conv/linear weight read once.
 

@@ -34,5 +34,6 @@ def build(name: str, in_channels: int) -> nn.Module:
                          f"({', '.join(sorted(found))})")
     model = next(iter(found.values())).load()(name, int(in_channels))
     if not isinstance(model, nn.Module):
-        raise InputTypeError(f"add-on builder for {name!r} returned {type(model).__name__}, not an nn.Module")
+        raise InputTypeError(f"add-on builder for {name!r} returned {type(model).__name__}, not an "
+                             "nn.Module")
     return model

@@ -105,13 +105,14 @@ def _supplies(power: dict, where: str) -> list[tuple[str, float, dict]]:
     return out
 
 
-def _count(value, what: str) -> int:
+def _count(value: object, what: str) -> int:
     """`value` as a whole number >= 0 (bools, strings and fractional numbers refused)."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 0:
         return int(value)
-    if isinstance(value, numbers.Real) and not isinstance(value, bool) \
-            and math.isfinite(value) and float(value).is_integer() and value >= 0:
-        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        x = float(value)
+        if math.isfinite(x) and x.is_integer() and x >= 0:
+            return int(x)
     raise InputError(f"{what} must be a whole number >= 0, got {value!r}")
 
 
@@ -153,12 +154,12 @@ class DramEnergy:
         self.nominal_voltage = dict((n, v) for n, v, _ in self.supplies)[self.lowered]
 
     @classmethod
-    def from_part(cls, name: str = DEFAULT_PART, lowered: str | None = None) -> "DramEnergy":
+    def from_part(cls, name: str = DEFAULT_PART, lowered: str | None = None) -> DramEnergy:
         """The energy model of a bundled part (sramsim/memory/parts/NAME.json) or a part file."""
         return cls(load_part(name), lowered=lowered)
 
     # --- voltage ----------------------------------------------------------------------------
-    def check_voltage(self, voltage=None) -> float:
+    def check_voltage(self, voltage: float | None = None) -> float:
         """The lowered supply's voltage in volts (None = nominal); refuses <= 0 and > nominal."""
         if voltage is None:
             return self.nominal_voltage
@@ -169,7 +170,7 @@ class DramEnergy:
                              f"of {self.name} (the model covers lowered supplies only)")
         return v
 
-    def _scales(self, voltage) -> list[float]:
+    def _scales(self, voltage: float | None) -> list[float]:
         """Per-supply energy factor: (V/V_nom)^2 on the lowered supply, 1 on the others."""
         r = self.check_voltage(voltage) / self.nominal_voltage
         return [r * r if name == self.lowered else 1.0 for name, _, _ in self.supplies]
@@ -192,11 +193,12 @@ class DramEnergy:
             }
         return out
 
-    def commands(self, voltage=None) -> dict[str, float]:
+    def commands(self, voltage: float | None = None) -> dict[str, float]:
         """Energy of one act/pre/rd/wr/ref command and of one act_standby/pre_standby cycle (J)."""
         shares = self.command_shares()
         scales = self._scales(voltage)
-        return {k: sum(s * shares[name][k] for s, (name, _, _) in zip(scales, self.supplies))
+        return {k: sum(s * shares[name][k] for s,
+                       (name, _, _) in zip(scales, self.supplies, strict=True))
                 for k in COMMANDS + STANDBY}
 
     def access_cycles(self) -> dict[str, int]:
@@ -204,7 +206,7 @@ class DramEnergy:
         c, nb = self.cycles, self.burst_cycles
         return {"hit": nb, "miss": c["RCD"] + nb, "conflict": c["RP"] + c["RCD"] + nb}
 
-    def access_energies(self, voltage=None) -> dict[str, float]:
+    def access_energies(self, voltage: float | None = None) -> dict[str, float]:
         """Energy (J) of one read burst that is a row-buffer hit, miss or conflict (see module)."""
         e = self.commands(voltage)
         cyc = self.access_cycles()
@@ -213,11 +215,11 @@ class DramEnergy:
         conflict = miss + self.cycles["RP"] * e["pre_standby"]
         return {"hit": hit, "miss": miss, "conflict": conflict}
 
-    def energy_per_bit(self, voltage=None) -> dict[str, float]:
+    def energy_per_bit(self, voltage: float | None = None) -> dict[str, float]:
         """Access energies divided by the bits of one burst (device_width x burst_length), J/bit."""
         return {k: v / self.burst_bits for k, v in self.access_energies(voltage).items()}
 
-    def trace_energy(self, counts: dict, voltage=None) -> float:
+    def trace_energy(self, counts: dict, voltage: float | None = None) -> float:
         """Energy (J) of a read-access trace given as {"hit": n, "miss": n, "conflict": n}."""
         if not isinstance(counts, dict):
             raise InputError(f"access counts must be a dict with keys {', '.join(ACCESSES)}, "
@@ -231,7 +233,7 @@ class DramEnergy:
         return sum(n[k] * e[k] for k in ACCESSES)
 
     def command_energy(self, counts: dict, active_cycles: int = 0, precharged_cycles: int = 0,
-                       voltage=None) -> dict[str, float]:
+                       voltage: float | None = None) -> dict[str, float]:
         """DRAMPower's trace energy by term (J): command counts {act, pre, rd, wr, ref} plus standby
         over the trace's active and precharged cycles, and their "total"."""
         if not isinstance(counts, dict):
@@ -247,14 +249,14 @@ class DramEnergy:
         out["total"] = sum(out.values())
         return out
 
-    def background_power(self, voltage=None) -> dict[str, float]:
+    def background_power(self, voltage: float | None = None) -> dict[str, float]:
         """Power (W) outside accesses: active / precharged standby, refresh (one REF per tREFI)."""
         e = self.commands(voltage)
         return {"active_standby": e["act_standby"] / self.tck,
                 "precharged_standby": e["pre_standby"] / self.tck,
                 "refresh": e["ref"] / (self.cycles["REFI"] * self.tck)}
 
-    def summary(self, voltage=None) -> dict:
+    def summary(self, voltage: float | None = None) -> dict:
         """Everything above at one voltage as a JSON-ready dict (for reports and `--json`)."""
         v = self.check_voltage(voltage)
         return {"part": self.name, "lowered_supply": self.lowered,

@@ -6,7 +6,8 @@ Model (all energies relative to one read at nominal voltage V_nom):
 
 The first term is dynamic switching energy, C·V² per access. The second is leakage charged to
 each access: static power V·I_leak over a fixed access time, with I_leak held at its nominal value
-(Rabaey, Chandrakasan & Nikolic, *Digital Integrated Circuits*, 2nd ed., ch. 5: P_stat = V_DD·I_leak).
+(Rabaey, Chandrakasan & Nikolic, *Digital Integrated Circuits*, 2nd ed., ch. 5:
+P_stat = V_DD·I_leak).
 `s` is leakage's share of one read's energy at nominal voltage. Leakage current in fact falls with V
 (DIBL), so s > 0 gives a conservative (smaller) saving. The default s = 0 is the model NeuralFuse
 uses (Sun et al., NeurIPS 2024): at finfet14's 1%-BER voltage 0.833, e = 0.694.
@@ -62,7 +63,8 @@ DEFAULT_DECODER_ENERGY = 0.05   # illustrative: decoder energy per codeword / on
 
 
 def energy_per_read(voltage: float, nominal: float = 1.0, leakage_share: float = 0.0) -> float:
-    """Energy of one weight-memory read at `voltage` (at most `nominal`), relative to one at `nominal`."""
+    """Energy of one weight-memory read at `voltage` (at most `nominal`), relative to one at
+    `nominal`."""
     v, vn, s = float(voltage), float(nominal), float(leakage_share)
     if not (math.isfinite(v) and v > 0):
         raise InputError(f"voltage must be a positive finite number, got {voltage!r}")

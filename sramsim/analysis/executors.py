@@ -21,9 +21,11 @@ import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
 import torch
@@ -32,6 +34,14 @@ from torch import nn
 from sramsim.errors import MAX_THREADS, InputError, RunError, check_threads
 from sramsim.inject.layout import MemoryLayout
 from sramsim.memory.chip import Chip
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from sramsim.analysis.store import MemoryStore, ResultStore
+    from sramsim.inject.quantized_model import QuantizedModel
+    from sramsim.inject.torch_quantized import TorchQuantizedModel
+    from sramsim.nn.data import Dataset
 
 CHIP_CACHE = 2
 
@@ -71,9 +81,9 @@ class Workload:
     layout: MemoryLayout = field(default_factory=MemoryLayout)   # how the weights are stored
     torch_quantized: bool = False       # model_path is a PT2E program (.pt2): PyTorch's own int8
     model: nn.Module | None = field(default=None, repr=False)
-    dataset: object | None = field(default=None, repr=False)
+    dataset: Dataset | None = field(default=None, repr=False)
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         if self.model_path is not None:
             state["model"] = None
@@ -83,18 +93,21 @@ class Workload:
 
     def load_model(self) -> nn.Module:
         """The model in eval mode (loaded from `model_path` on first use in this process)."""
-        if self.model is None and self.torch_quantized:
-            from sramsim.inject.torch_quantized import load_exported
-            self.model = load_exported(self.model_path)
-        elif self.model is None:
-            from sramsim.nn.models import load_checkpoint
-            self.model, _ = load_checkpoint(self.model_path)
+        if self.model is None:
+            assert self.model_path is not None      # a workload holds its model or names it
+            if self.torch_quantized:
+                from sramsim.inject.torch_quantized import load_exported
+                self.model = load_exported(self.model_path)
+            else:
+                from sramsim.nn.models import load_checkpoint
+                self.model, _ = load_checkpoint(self.model_path)
         return self.model.eval()
 
-    def load_dataset(self):
+    def load_dataset(self) -> Dataset:
         """The test set (loaded from `dataset_spec` on first use in this process)."""
         if self.dataset is None:
             from sramsim.nn.data import load_dataset
+            assert self.dataset_spec is not None    # a workload holds its data or names it
             self.dataset = load_dataset(self.dataset_spec, "test", self.limit)
         return self.dataset
 
@@ -113,6 +126,7 @@ class SweepWorker:
         self.workload = workload
         self.model = workload.load_model()
         self.dataset = workload.load_dataset()
+        self.qm: QuantizedModel | TorchQuantizedModel
         if workload.torch_quantized:   # its int8 weights as they are, run on its own kernels
             from sramsim.inject.torch_quantized import TorchQuantizedModel
             self.qm = TorchQuantizedModel(self.model)
@@ -183,7 +197,7 @@ def get_threads() -> tuple[int, int]:
 
 
 def set_threads(threads: int | tuple[int, int]) -> tuple[int, int]:
-    """Make torch and numba use `threads` threads (or a (torch, numba) pair); returns the previous pair.
+    """Make torch and numba use `threads` threads (or a (torch, numba) pair); returns the old pair.
 
     The one thread-pinning helper (workers, tests, benchmarks): a worker uses `threads` cores, no
     more. (A numba parallel launch on an oversubscribed machine costs milliseconds, more than the
@@ -194,12 +208,14 @@ def set_threads(threads: int | tuple[int, int]) -> tuple[int, int]:
     t_torch, t_numba = (threads, threads) if isinstance(threads, int) else threads
     check_threads(int(t_torch)), check_threads(int(t_numba))   # torch crashes on 100000
     torch.set_num_threads(int(t_torch))
-    numba.set_num_threads(min(int(t_numba), numba.config.NUMBA_NUM_THREADS))
+    # numba.config sets its attributes from the environment at import: no stub declares them
+    numba.set_num_threads(min(int(t_numba),
+                              numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     return before
 
 
 @contextmanager
-def pinned_threads(threads: int):
+def pinned_threads(threads: int | tuple[int, int]) -> Iterator[None]:
     """torch and numba run `threads` threads inside the block and their previous counts after it."""
     before = set_threads(threads)
     try:
@@ -211,6 +227,14 @@ def pinned_threads(threads: int):
 # ------------------------------------------------------------------------------ executors
 
 OnResult = Callable[[list[dict]], None]
+
+
+class Worker(Protocol):
+    """What a factory makes: evaluates one task (a `Task`, a map index, ...) into its records."""
+
+    def run(self, task: Any) -> list[dict]:
+        """The records of `task`."""
+        ...
 EXECUTORS = ("local", "ray")
 
 
@@ -229,7 +253,7 @@ class Execution:
     ray_address: str | None = None
     progress: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
             raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, got "
                              f"{self.executor!r}")
@@ -243,7 +267,7 @@ class Execution:
                 raise InputError("a Ray address needs the ray executor")
             ray_address(self.ray_address)
 
-    def open(self, factory: Callable):
+    def open(self, factory: Callable[[], Worker]) -> Executor:
         """An executor of `factory`'s workers (`open_executor`)."""
         return open_executor(factory, self.executor, self.workers, self.threads,
                              self.ray_address)
@@ -253,7 +277,7 @@ class Execution:
         return {"executor": self.executor, "workers": self.workers, "threads": self.threads}
 
 
-def _whole(value, what: str, low: int, high: int | None = None) -> int:
+def _whole(value: object, what: str, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low \
             or (high is not None and value > high):
         span = f"in [{low}, {high}]" if high is not None else f">= {low}"
@@ -261,8 +285,8 @@ def _whole(value, what: str, low: int, high: int | None = None) -> int:
     return int(value)
 
 
-def open_executor(factory: Callable, executor: str = "local", workers: int = 1, threads: int = 1,
-                  ray_address: str | None = None):
+def open_executor(factory: Callable[[], Worker], executor: str = "local", workers: int | None = 1,
+                  threads: int = 1, ray_address: str | None = None) -> Executor:
     """An executor of `factory`'s workers: in this process (local, one worker), a spawned local
     process pool (local, several workers) or Ray actors (`ray`: `ray_address` HOST:PORT joins a
     cluster, None starts one here; `workers` None there means one per `threads` CPUs of the
@@ -274,12 +298,15 @@ def open_executor(factory: Callable, executor: str = "local", workers: int = 1, 
         raise InputError("a Ray address needs the ray executor")
     if executor == "ray":
         return RayExecutor(factory, workers, threads, ray_address)
+    if workers is None:
+        raise InputError("workers may be left open (None) only with the ray executor")
     if workers == 1:
         return InProcessExecutor(factory, threads)
     return PoolExecutor(factory, workers, threads)
 
 
-def run_maps(execution: "Execution", factory: Callable, store, n_maps: int,
+def run_maps(execution: Execution, factory: Callable[[], Worker], store: ResultStore | MemoryStore,
+             n_maps: int,
              on_map: Callable[[int], None] | None = None) -> list[dict]:
     """Fault maps 0 .. n_maps-1 of an analysis: the maps `store` (a `sramsim.analysis.store`
     store keyed by `map_key`) does not hold yet run on `execution`'s workers (task k -> [map k's
@@ -302,9 +329,9 @@ class InProcessExecutor:
     """One worker in this process, with torch's and numba's thread counts set to `threads` while
     it runs (and restored after)."""
 
-    def __init__(self, factory: Callable, threads: int = 1):
+    def __init__(self, factory: Callable[[], Worker], threads: int = 1):
         self.factory, self.threads = factory, threads
-        self._worker = None
+        self._worker: Worker | None = None
 
     def run(self, tasks: Sequence, on_result: OnResult) -> None:
         """Run `tasks` one after another; `on_result(records)` after each."""
@@ -318,19 +345,19 @@ class InProcessExecutor:
         """Drop the worker."""
         self._worker = None
 
-    def __enter__(self):
+    def __enter__(self) -> InProcessExecutor:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
 # The pool's worker processes each hold one worker, made by the pool's initializer. This is
 # per-process state of a child process, never touched by the parent.
-_POOL_WORKER = None
+_POOL_WORKER: Worker | None = None
 
 
-def _pool_init(factory: Callable, threads: int, parent: int) -> None:
+def _pool_init(factory: Callable[[], Worker], threads: int, parent: int) -> None:
     global _POOL_WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle
     exit_with_parent(parent)
@@ -346,7 +373,7 @@ def exit_with_parent(parent: int, interval: float = 0.2) -> threading.Thread:
     A daemon thread polls os.getppid() (portable, and it does not depend on which thread spawned
     the worker, as Linux's PR_SET_PDEATHSIG does).
     """
-    def watch():
+    def watch() -> None:
         while os.getppid() == parent:
             time.sleep(interval)
         os._exit(1)
@@ -356,7 +383,8 @@ def exit_with_parent(parent: int, interval: float = 0.2) -> threading.Thread:
     return thread
 
 
-def _pool_run(task) -> list[dict]:
+def _pool_run(task: Any) -> list[dict]:
+    assert _POOL_WORKER is not None                 # made by _pool_init in this process
     return _POOL_WORKER.run(task)
 
 
@@ -365,9 +393,9 @@ class PoolExecutor:
     started on the first `run`. Workers exit on their own when this process dies
     (`exit_with_parent`), even by SIGKILL."""
 
-    def __init__(self, factory: Callable, workers: int, threads: int = 1):
+    def __init__(self, factory: Callable[[], Worker], workers: int, threads: int = 1):
         self.factory, self.workers, self.threads = factory, workers, threads
-        self._pool = None
+        self._pool: ProcessPoolExecutor | None = None
 
     def run(self, tasks: Sequence, on_result: OnResult) -> None:
         """Run `tasks` on the pool; `on_result(records)` in completion order. On Ctrl-C the
@@ -402,21 +430,21 @@ class PoolExecutor:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def __enter__(self):
+    def __enter__(self) -> PoolExecutor:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
 class WorkerHost:
     """A Ray actor holding one worker made by `factory`, with `threads` torch/numba threads."""
 
-    def __init__(self, factory: Callable, threads: int):
+    def __init__(self, factory: Callable[[], Worker], threads: int):
         set_threads(threads)
         self.worker = factory()
 
-    def run(self, task) -> list[dict]:
+    def run(self, task: Any) -> list[dict]:
         """The worker's records of `task`."""
         return self.worker.run(task)
 
@@ -436,7 +464,7 @@ class RayExecutor:
     passed to `on_result` are all that was finished.
     """
 
-    def __init__(self, factory: Callable, workers: int | None, threads: int = 1,
+    def __init__(self, factory: Callable[[], Worker], workers: int | None, threads: int = 1,
                  address: str | None = None):
         self.factory, self.threads, self.address = factory, threads, address
         self.ray = import_ray(address)
@@ -473,11 +501,15 @@ class RayExecutor:
             with redirect_stdout(sys.stderr):
                 self.ray.shutdown()
 
-    def __enter__(self):
+    def __enter__(self) -> RayExecutor:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# Where fault maps run (`open_executor`); each has run(tasks, on_result) and close().
+Executor: TypeAlias = InProcessExecutor | PoolExecutor | RayExecutor
 
 
 # Ray's own switch (ray._private.ray_constants, read when ray is imported): on Linux it is on, and
@@ -516,7 +548,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def import_ray(address: str | None = None):
+def import_ray(address: str | None = None) -> ModuleType:
     """The ray module, imported so that a local Ray or a loopback `address` stays on loopback.
 
     Sets RAY_CLUSTER_SWITCH=0 (unless the user set it) before ray is first imported in this
@@ -533,7 +565,8 @@ def import_ray(address: str | None = None):
     try:
         import ray
     except ImportError:
-        raise InputError("the ray executor needs the 'ray' package (pip install 'sramsim[ray]')") from None
+        raise InputError("the ray executor needs the 'ray' package (pip install "
+                         "'sramsim[ray]')") from None
     from ray._private import ray_constants
     if loopback and ray_constants.ENABLE_RAY_CLUSTER and not ray.is_initialized():
         where = f"--ray-address {address}" if address else "a local Ray"
@@ -558,7 +591,7 @@ def probe_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> N
                          f"({reason.lower()})") from None
 
 
-def join_ray_cluster(ray, address: str) -> None:
+def join_ray_cluster(ray: ModuleType, address: str) -> None:
     """ray.init on the cluster at `address`, with its failures as one-line InputErrors."""
     probe_ray_address(address)
     try:
@@ -574,13 +607,16 @@ def join_ray_cluster(ray, address: str) -> None:
             from None
 
 
-def run_on_actors(ray, actors: list, tasks: Sequence[Task], on_result: OnResult) -> None:
+def run_on_actors(ray: ModuleType, actors: list, tasks: Sequence[Task],
+                  on_result: OnResult) -> None:
     """Run `tasks` on `actors`, one task per actor at a time, results in completion order.
 
     A task whose actor died goes back to the queue for the living actors; with none left,
     RayWorkersLost. A task that fails for another reason raises its error here.
     """
-    queue, idle, running, deaths = deque(tasks), list(actors), {}, []
+    running: dict[Any, tuple[Any, Task]] = {}       # Ray object ref -> (actor, task)
+    deaths: list[BaseException] = []
+    queue, idle = deque(tasks), list(actors)
     while queue or running:
         while queue and idle:
             actor, task = idle.pop(), queue.popleft()
@@ -606,7 +642,7 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-def _check_ray_room(ray, actors: int, threads: int) -> None:
+def _check_ray_room(ray: ModuleType, actors: int, threads: int) -> None:
     """Refuse a Ray cluster on which `actors` actors of `threads` CPUs each cannot all be placed."""
     per_node = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
     room = sum(c // threads for c in per_node)

@@ -36,7 +36,7 @@ class Reference:
     accuracy: float | None = None      # the given accuracy (kind "given")
     label: str = "own clean accuracy"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.kind not in ("own-clean", "given"):
             raise InputError(f"reference kind must be 'own-clean' or 'given', got {self.kind!r}")
         if self.kind == "given":
@@ -49,17 +49,17 @@ class Reference:
             raise InputError("the own-clean reference takes no accuracy")
 
     @classmethod
-    def own_clean(cls) -> "Reference":
+    def own_clean(cls) -> Reference:
         """Each model's own fault-free quantized accuracy."""
         return cls()
 
     @classmethod
-    def given(cls, accuracy: float, label: str) -> "Reference":
+    def given(cls, accuracy: float, label: str) -> Reference:
         """A fixed accuracy, named by `label` (e.g. "control snn-fc400 clean accuracy")."""
         return cls("given", accuracy, label)
 
     @classmethod
-    def strictest(cls, accuracies: dict[str, float]) -> "Reference":
+    def strictest(cls, accuracies: dict[str, float]) -> Reference:
         """The highest of several named accuracies: within the margin of every one of them."""
         if not accuracies:
             raise InputError("strictest reference needs at least one accuracy")
@@ -69,7 +69,10 @@ class Reference:
 
     def value(self, own_clean: float) -> float:
         """The reference accuracy for a model whose own clean accuracy is `own_clean`."""
-        return float(own_clean) if self.kind == "own-clean" else float(self.accuracy)
+        if self.kind == "own-clean":
+            return float(own_clean)
+        assert self.accuracy is not None            # a "given" reference holds its accuracy
+        return float(self.accuracy)
 
     def describe(self, own_clean: float | None = None) -> dict:
         """JSON: kind, label and (where known) the accuracy it stands for."""
@@ -78,10 +81,10 @@ class Reference:
         return {"kind": self.kind, "label": self.label, "accuracy": value}
 
 
-def check_margin(margin) -> float:
+def check_margin(margin: object) -> float:
     """`margin` as a float in (0, 1), else an InputError."""
     try:
-        m = float(margin)
+        m = float(margin)  # type: ignore[arg-type]  # what float() refuses is caught
     except (TypeError, ValueError):
         raise InputError(f"margin must be a number in (0, 1), got {margin!r}") from None
     if not (math.isfinite(m) and 0.0 < m < 1.0):

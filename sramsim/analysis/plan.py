@@ -148,10 +148,10 @@ class PlanSettings:
                 raise InputError(f"{what} must be a positive integer, got {n!r}")
         if self.refine is not None and (int(self.refine) != self.refine or self.refine < 0):
             raise InputError(f"refine must be a whole number >= 0, got {self.refine!r}")
-        if self.drop_stop is None:
-            object.__setattr__(self, "drop_stop", min(1.0, 5 * self.margin))
-        if not 0 < self.drop_stop <= 1:
-            raise InputError(f"drop_stop must lie in (0, 1], got {self.drop_stop!r}")
+        stop = min(1.0, 5 * self.margin) if self.drop_stop is None else self.drop_stop
+        if not 0 < stop <= 1:
+            raise InputError(f"drop_stop must lie in (0, 1], got {stop!r}")
+        object.__setattr__(self, "drop_stop", stop)
 
 
 # ------------------------------------------------------------------------------ one evaluation
@@ -240,6 +240,7 @@ class PlanWorker:
             if name == ACTIVATIONS:
                 r = self._evaluate("validation", base, self._act(ad, v))
             else:
+                assert moved is not None          # read above: a weight domain is named
                 np.copyto(self._mixed, base)
                 sel = labels == self.names.index(name)
                 self._mixed[sel] = moved[sel]
@@ -458,11 +459,12 @@ def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips: 
         for v in grid[max(0, i - RAISE_STEPS):i]:
             sens(v, list(names))
         alive = list(names)
+        stop = float(s.drop_stop or 0.0)           # set by PlanSettings.__post_init__
         for v in grid[i + 1:]:
             if not alive:
                 break
             sens(v, alive)
-            alive = [n for n in alive if base - measured[n][v] <= s.drop_stop]
+            alive = [n for n in alive if base - measured[n][v] <= stop]
         for n in names:
             vs = tuple(sorted(measured[n], reverse=True))
             energy = tuple(accesses.energies(VoltageAssignment.uniform(names, v))[n] for v in vs)
@@ -496,14 +498,14 @@ def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips: 
                 frozen.add(d)
     # 6. confirm on the check maps: the single voltage from V* up, then the cheapest passing
     # assignment cheaper than it
-    def energy(volts: tuple) -> float:
+    def energy_of(volts: tuple) -> float:
         return accesses.energy(VoltageAssignment(tuple(zip(names, volts, strict=True))))
 
     v_star = next((v for v in reversed(scan) if v >= v_scan and
                    confirmed((v,) * len(names))), grid[0])
     uniform = (v_star,) * len(names)
-    passing = sorted((v for v in dict.fromkeys(tried) if ok(v) and energy(v) < energy(uniform)),
-                     key=energy)
+    passing = sorted((v for v in dict.fromkeys(tried)
+                      if ok(v) and energy_of(v) < energy_of(uniform)), key=energy_of)
     chosen = next((v for v in passing if confirmed(v)), uniform)
     planned = VoltageAssignment(tuple(zip(names, chosen, strict=True)))
     report = _test_report(runner, s, accesses, clean, planned,

@@ -9,6 +9,7 @@ tolerance search), `plot_vulnerability` (accuracy drop per layer / bit position)
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -131,7 +132,8 @@ def save_profile_plot(chip: Chip, voltage: float, path: str | os.PathLike,
             "ber": chip.ber(voltage), "scale_max": top}
 
 
-def _density_scale(fig: Figure, cell, kinds: list[int], top: float, block_bits: int) -> None:
+def _density_scale(fig: Figure, cell: Any, kinds: list[int], top: float,
+                   block_bits: int) -> None:
     """The fault map's colour scale: white (no faulty bit) to full colour (the densest block's
     faulty share, `top`); one kind's colour when the map holds one kind, else black."""
     full = KIND_COLORS[kinds[0]] if len(kinds) == 1 else np.zeros(3)
@@ -144,8 +146,8 @@ def _density_scale(fig: Figure, cell, kinds: list[int], top: float, block_bits: 
 
 
 # ---------------------------------------------------------------------------------------------
-# Sweep figure (sramsim.analysis.sweep): accuracy vs voltage with its 95% CI band, energy saving on a
-# second axis.
+# Sweep figure (sramsim.analysis.sweep): accuracy vs voltage with its 95% CI band, energy saving
+# on a second axis.
 
 def plot_sweep(summary: dict, path: str | os.PathLike, title: str | None = None) -> str:
     """Write a PNG of a sweep summary: accuracy mean (95% CI band) and energy saving vs voltage."""
@@ -195,7 +197,7 @@ def sweep_figure(summary: dict, title: str | None = None) -> Figure:
 # ---------------------------------------------------------------------------------------------
 # Result figures of the tolerance search, the vulnerability analysis and training runs.
 
-def _save(fig: Figure, path) -> str:
+def _save(fig: Figure, path: str | os.PathLike) -> str:
     from pathlib import Path
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -244,7 +246,7 @@ def plot_vulnerability(report: dict, path: str | os.PathLike) -> str:
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(parts), 1, squeeze=False,
                         height_ratios=[max(len(r), 1) for _, r in parts])[:, 0]
-    for ax, (title, rows) in zip(axes, parts):
+    for ax, (title, rows) in zip(axes, parts, strict=True):
         y = np.arange(len(rows))
         drop = np.array([r["drop_mean"] for r in rows]) * 100
         std = np.array([r["drop_std"] for r in rows]) * 100
@@ -280,7 +282,8 @@ def plot_training(history: list[dict], path: str | os.PathLike, title: str = "tr
     if score and any(score in h for h in history):
         ax2 = ax.twinx()
         pts = [(h["epoch"], h[score]) for h in history if score in h]
-        ax2.plot(*zip(*pts), "s--", color="tab:green", ms=3, label="validation accuracy")
+        ax2.plot(*zip(*pts, strict=True), "s--", color="tab:green", ms=3,
+                 label="validation accuracy")
         ax2.set_ylabel("validation accuracy", color="tab:green")
         more = ax2.get_legend_handles_labels()
         handles = (handles[0] + more[0], handles[1] + more[1])

@@ -41,10 +41,16 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sramsim.errors import InputError, check_ber, check_writable
+
+if TYPE_CHECKING:
+    from sramsim.analysis.executors import Execution
+    from sramsim.nn.training import TrainOptions
 
 DEFAULT_MODEL = "snn-fc400"
 DEFAULT_FAT_BER = 1e-2          # fixed before any measurement (see the module docstring)
@@ -100,7 +106,7 @@ class StudyOptions:
     ray_address: str | None = None
     batch_size: int = 128
 
-    def execution(self):
+    def execution(self) -> Execution:
         """Where the searches' fault maps run (`sramsim.analysis.executors.Execution`)."""
         from sramsim.analysis.executors import Execution
         return Execution(self.executor, self.workers, self.threads, self.ray_address,
@@ -119,7 +125,7 @@ class StudyOptions:
         return self.eval_limit if self.eval_limit is not None else self.limit
 
 
-def check(opts: StudyOptions) -> dict:
+def check(opts: StudyOptions) -> dict | None:
     """Every setting checked before any work (one-line InputErrors); returns the base's meta
     (or None) so the baseline is read once."""
     from sramsim.analysis.tolerance import ber_grid
@@ -185,7 +191,7 @@ class _Summary:
 
     def __init__(self, out: Path, opts: StudyOptions):
         self.path = out / "summary.json"
-        self.data = {"study": "sparkxd", "settings": asdict(opts),
+        self.data: dict[str, Any] = {"study": "sparkxd", "settings": asdict(opts),
                      "search_error_model": opts.search_error_model(), "stages": {},
                      "complete": False}
 
@@ -201,14 +207,15 @@ class _Summary:
         os.replace(tmp, self.path)
 
 
-def run_study(opts: StudyOptions, progress: bool = True, log=None) -> dict:
+def run_study(opts: StudyOptions, progress: bool = True,
+              log: Callable[[str], None] | None = None) -> dict:
     """Run (or resume) every stage of the study in opts.out; returns the summary dict."""
     from sramsim.nn.training import train_base
     from sramsim.progress import progress as reporter
     base_meta = check(opts)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
-    say = log or (lambda text: None)
+    say: Callable[[str], None] = log or (lambda text: None)
     t_start = time.perf_counter()
     summary = _Summary(out, opts)
     bar = reporter(total=len(STAGES), desc="sparkxd", unit="stage", enabled=progress)
@@ -222,6 +229,7 @@ def run_study(opts: StudyOptions, progress: bool = True, log=None) -> dict:
         bar.set_description("sparkxd: pretraining")
         t0 = time.perf_counter()
         if opts.base is not None:
+            assert base_meta is not None            # check read the base checkpoint's meta
             pre_path = Path(opts.base)
             rec = {"checkpoint": str(pre_path), "given": True, "skipped": True,
                    "test_accuracy": base_meta.get("test_accuracy"),
@@ -299,15 +307,16 @@ def run_study(opts: StudyOptions, progress: bool = True, log=None) -> dict:
     return summary.data
 
 
-def _train_options(opts: StudyOptions, epochs: int, fat: bool = False):
+def _train_options(opts: StudyOptions, epochs: int, fat: bool = False) -> TrainOptions:
     """TrainOptions of one training stage; the clean control and FAT differ only in the faults."""
     from sramsim.nn.training import TrainOptions
-    faults = dict(fat_ber=opts.fat_ber, fat_curriculum=opts.fat_curriculum,
+    faults: dict[str, Any] = dict(fat_ber=opts.fat_ber, fat_curriculum=opts.fat_curriculum,
                   fat_start=opts.fat_start, fat_source=opts.fat_source) if fat else {}
     return TrainOptions(epochs=epochs, seed=opts.seed, batch_size=opts.batch_size, **faults)
 
 
-def _tolerance(opts: StudyOptions, model_path: Path, folder: Path, note) -> dict:
+def _tolerance(opts: StudyOptions, model_path: Path, folder: Path,
+               note: Callable[[str], None]) -> dict:
     """One search (resumes from `folder`), kept compact for the summary."""
     from sramsim.analysis.tolerance import search
     t0 = time.perf_counter()
@@ -397,7 +406,7 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(summary: dict, path) -> None:
+def plot(summary: dict, path: str | os.PathLike) -> None:
     """DIR/sparkxd.png: both tolerance curves (accuracy vs BER, 95% interval over the K maps,
     margin lines) and DRAM energy per inference per policy at the three voltages."""
     import numpy as np
@@ -411,10 +420,10 @@ def plot(summary: dict, path) -> None:
                              ("FAT", "tolerance_fat", "tab:orange")):
         s = st[key]
         pts = sorted(s["points"], key=lambda p: p["ber"])
+        tolerable = "none" if s["tolerable_ber"] is None else format(s["tolerable_ber"], ".2g")
         ax.errorbar([p["ber"] for p in pts], [100 * p["accuracy_mean"] for p in pts],
                     yerr=[100 * p["ci95"] for p in pts], marker="o", ms=3, capsize=2,
-                    color=color, label=f"{name} (tolerable BER "
-                    f"{'none' if s['tolerable_ber'] is None else format(s['tolerable_ber'], '.2g')})")
+                    color=color, label=f"{name} (tolerable BER {tolerable})")
         ax.axhline(100 * (s["clean_accuracy"] - s["margin"]), color=color, ls="--", lw=0.8)
         if s["tolerable_ber"] is not None:
             ax.axvline(s["tolerable_ber"], color=color, ls=":", lw=0.8)

@@ -20,7 +20,9 @@ import fcntl
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from sramsim.errors import InputError
 
@@ -28,14 +30,20 @@ LOCK_FILE = ".lock"
 CONFIG_FORMAT = "sramsim.sweep"
 CONFIG_VERSION = 1
 CSV_COLUMNS = ("voltage", "ber", "accuracy_mean", "accuracy_std", "ci95", "n", "n_points",
-               "accuracy_min", "accuracy_max", "rerr_mean", "loss_mean", "energy_per_read", "saving")
+               "accuracy_min", "accuracy_max", "rerr_mean", "loss_mean", "energy_per_read",
+               "saving")
 
 
 def point_key(record: dict) -> tuple:
     """Identity of a point in the grid: (voltage, chip index, offset index); clean: ("clean",)."""
     if record.get("clean"):
         return ("clean",)
-    return (round(float(record["voltage"]), 6), int(record["chip_index"]), int(record["offset_index"]))
+    return (round(float(record["voltage"]), 6), int(record["chip_index"]),
+            int(record["offset_index"]))
+
+
+# How a store names a result: point_key (sweep points) or map_key (one fault map each).
+KeyFn = Callable[[dict], tuple]
 
 
 def map_key(record: dict) -> tuple:
@@ -49,7 +57,7 @@ def map_key(record: dict) -> tuple:
 class ResultStore:
     """Owns DIR: checks/creates config.json, reads finished points back, appends new ones."""
 
-    def __init__(self, out_dir: str | os.PathLike, config: dict, key=point_key):
+    def __init__(self, out_dir: str | os.PathLike, config: dict, key: KeyFn = point_key):
         self.key = key
         self.dir = Path(out_dir)
         if self.dir.exists() and not self.dir.is_dir():
@@ -61,7 +69,7 @@ class ResultStore:
         self.points_path = self.dir / "points.jsonl"
         self._check_or_write_config()
         self.records: dict[tuple, dict] = self._read_points()
-        self._file = None
+        self._file: TextIO | None = None
 
     # --- configuration ---------------------------------------------------------------------
     def _check_or_write_config(self) -> None:
@@ -75,8 +83,8 @@ class ResultStore:
             if old != new:
                 keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise InputError(f"{self.dir}: holds a sweep with a different configuration "
-                                 f"({', '.join(keys)} differ); use another output folder or the same "
-                                 "settings")
+                                 f"({', '.join(keys)} differ); use another output "
+                                 "folder or the same settings")
             return
         if self.points_path.exists():
             raise InputError(f"{self.dir}: has {self.points_path.name} but no config.json; "
@@ -121,7 +129,7 @@ class ResultStore:
         lines = [_point_line(rec, self.key) for rec in records]
         if self._file is None:
             self._file = open(self.points_path, "a", encoding="utf-8")
-        for rec, line in zip(records, lines):
+        for rec, line in zip(records, lines, strict=True):
             self._file.write(line)
             self.records[self.key(rec)] = rec
         self._file.flush()
@@ -148,7 +156,7 @@ class ResultStore:
         os.replace(tmp, csv_path)
 
 
-def _lock_folder(folder: Path):
+def _lock_folder(folder: Path) -> TextIO:
     """An exclusive flock on folder/.lock, holding this process's pid, kept as long as the
     returned file is open; InputError naming the holder's pid when another run has it."""
     f = open(folder / LOCK_FILE, "a+")
@@ -167,7 +175,7 @@ def _lock_folder(folder: Path):
     return f
 
 
-def _point_line(rec: dict, key=point_key) -> str:
+def _point_line(rec: dict, key: KeyFn = point_key) -> str:
     """One points.jsonl line; strict JSON, so a non-finite result is an error naming the point."""
     try:
         return json.dumps(rec, separators=(",", ":"), allow_nan=False) + "\n"
@@ -178,11 +186,11 @@ def _point_line(rec: dict, key=point_key) -> str:
                  f"point voltage {k[0]:g}, chip {k[1]}, offset {k[2]}" if key is point_key else
                  f"result {k}")
         detail = ", ".join(f"{k}={rec[k]}" for k in bad) or "a value"
-        raise InputError(f"{where}: {detail} is not finite "
-                         "(a model with NaN/inf weights or outputs?); nothing of it was written") from None
+        raise InputError(f"{where}: {detail} is not finite (a model with NaN/inf weights or "
+                         "outputs?); nothing of it was written") from None
 
 
-def _fmt(value):
+def _fmt(value: object) -> object:
     if isinstance(value, float):
         return f"{value:.6g}"
     return "" if value is None else value
@@ -191,7 +199,7 @@ def _fmt(value):
 class MemoryStore:
     """ResultStore's interface without a folder: results kept in memory only (no resume)."""
 
-    def __init__(self, key=point_key):
+    def __init__(self, key: KeyFn = point_key):
         self.key = key
         self.dir = None
         self.records: dict[tuple, dict] = {}
@@ -210,12 +218,13 @@ class MemoryStore:
         """Nothing to close."""
 
 
-def open_store(out_dir, config: dict, key=point_key):
+def open_store(out_dir: str | os.PathLike | None, config: dict,
+               key: KeyFn = point_key) -> ResultStore | MemoryStore:
     """A ResultStore in `out_dir`, or a MemoryStore when `out_dir` is None."""
     return MemoryStore(key) if out_dir is None else ResultStore(out_dir, config, key)
 
 
-def write_json(path: Path, obj) -> None:
+def write_json(path: Path, obj: object) -> None:
     """`obj` as strict JSON at `path`, replaced atomically (a reader never sees half a file)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1, allow_nan=False) + "\n")

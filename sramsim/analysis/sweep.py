@@ -16,8 +16,9 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,12 +30,20 @@ from sramsim.analysis.operating_point import first_failure
 from sramsim.analysis.store import ResultStore
 from sramsim.errors import InputError, check_number
 from sramsim.inject.layout import MemoryLayout
-from sramsim.inject.torch_quantized import (check_runs, is_exported_file, load_exported,
-                                            refuse_options)
+from sramsim.inject.torch_quantized import (
+    check_runs,
+    is_exported_file,
+    load_exported,
+    refuse_options,
+)
 from sramsim.memory.chip import Chip
 from sramsim.memory.curves import BUILTINS, BerCurve
 from sramsim.memory.geometry import Geometry, parse_kinds
 from sramsim.stats import ci95_halfwidth, mean_std
+
+if TYPE_CHECKING:
+    from sramsim.nn.data import Dataset
+    from sramsim.progress import Progress
 
 MAX_VOLTAGES = 10_000
 # points (voltages x chips x offsets) one sweep may hold: each is a test-set evaluation and a
@@ -101,6 +110,7 @@ class ChipSpec:
         """The chip itself: the profile loaded, or the random chip drawn from its seed."""
         if self.path is not None:
             return Chip.load(self.path)
+        assert self.curve is not None                   # a random chip's recipe names its curve
         return Chip.random(Geometry(self.rows, self.cols, self.banks), BerCurve.builtin(self.curve),
                            self.v_floor, self.seed, dict(self.kinds), name=self.name)
 
@@ -117,7 +127,8 @@ class ChipSpec:
 def random_chips(n: int, curve: str = "finfet14", rows: int = DEFAULT_ROWS,
                  cols: int = DEFAULT_COLS, banks: int = 1, seed: int = 0,
                  v_floor: float | None = None, kinds: dict | None = None) -> list[ChipSpec]:
-    """`n` random chips with seeds seed, seed+1, ...; v_floor defaults to the curve's lowest voltage."""
+    """`n` random chips with seeds seed, seed+1, ...; v_floor defaults to the curve's lowest
+    voltage."""
     if int(n) != n or n < 1:
         raise InputError(f"number of chips must be a positive integer, got {n!r}")
     check_points(1, int(n), 1)                  # before a list of n chips is built
@@ -147,7 +158,7 @@ def profile_chips(paths: Sequence[str | os.PathLike]) -> list[ChipSpec]:
             for p in paths]
 
 
-def _file_sha256(path) -> str:
+def _file_sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -167,7 +178,7 @@ def _chip_facts(spec: ChipSpec) -> dict:
 
 # ------------------------------------------------------------------------------ fingerprints
 
-def tensor_sha256(tensors) -> str:
+def tensor_sha256(tensors: Iterable[torch.Tensor]) -> str:
     """SHA-256 of tensors' dtypes, shapes and bytes: what a resumed sweep must find unchanged."""
     h = hashlib.sha256()
     for t in tensors:
@@ -208,7 +219,7 @@ class SweepSettings:
     leakage_share: float = 0.0
     layout: MemoryLayout = field(default_factory=MemoryLayout)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name, low in (("offsets", 1), ("batch_size", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or value < low:
@@ -221,7 +232,9 @@ class SweepSettings:
             raise InputError(f"layout must be a MemoryLayout, got {type(self.layout).__name__}")
 
 
-def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltages, out_dir,
+def run_sweep(model: str | os.PathLike | nn.Module, dataset: str | os.PathLike | Dataset,
+              chips: Sequence[ChipSpec] | Sequence[str], voltages: Iterable[float] | str,
+              out_dir: str | os.PathLike,
               settings: SweepSettings | None = None,
               execution: Execution | None = None) -> dict:
     """Run (or resume) a sweep and write DIR/points.jsonl, summary.json/.csv/.png.
@@ -273,7 +286,7 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
         "leakage_share": float(settings.leakage_share),
         "layout": layout.describe(),
         "ecc": None if layout.ecc is None else {
-            **layout.ecc_record(), "read_overhead": layout.read_overhead,
+            **(layout.ecc_record() or {}), "read_overhead": layout.read_overhead,
             "decoder_energy": E.decoder_energy(layout.ecc)},
         "bit_placement": {"policy": layout.bit_placement, "planned_at": "each point's voltage",
                           "table_bits_per_word": layout.table_bits_per_word(workload.bits)},
@@ -282,30 +295,33 @@ def run_sweep(model, dataset, chips: Sequence[ChipSpec] | Sequence[str], voltage
         "elapsed_s": round(time.perf_counter() - t_start, 3),
         "out": str(store.dir),
     })
-    summary["files"] = {"points": str(store.points_path), "summary_json": str(store.dir / "summary.json"),
+    summary["files"] = {"points": str(store.points_path),
+                        "summary_json": str(store.dir / "summary.json"),
                         "summary_csv": str(store.dir / "summary.csv"),
                         "plot": _plot(summary, store.dir / "summary.png")}
     store.write_summary(summary)
     return summary
 
 
-def _check_grid(voltages, chips) -> tuple[list[float], list[ChipSpec]]:
+def _check_grid(voltages: Iterable[float] | str,
+                chips: Sequence[ChipSpec] | Sequence[str]) -> tuple[list[float], list[ChipSpec]]:
     """Voltages as a descending list of distinct positive numbers, chips as ChipSpecs."""
     if isinstance(voltages, str):
         voltages = parse_voltages(voltages)
     try:
-        voltages = sorted({round(float(v), 6) for v in voltages}, reverse=True)
+        grid = sorted({round(float(v), 6) for v in voltages}, reverse=True)
     except (TypeError, ValueError):
         raise InputError(f"voltages must be numbers, got {voltages!r}") from None
-    if not voltages or not all(math.isfinite(v) and v > 0 for v in voltages):
+    if not grid or not all(math.isfinite(v) and v > 0 for v in grid):
         raise InputError("voltages must be positive finite numbers")
-    chips = [c if isinstance(c, ChipSpec) else profile_chips([c])[0] for c in chips]
-    if not chips:
+    specs = [c if isinstance(c, ChipSpec) else profile_chips([c])[0] for c in chips]
+    if not specs:
         raise InputError("no chips to sweep")
-    return voltages, chips
+    return grid, specs
 
 
-def _config(workload, model_obj, arch: str, ds, chips, settings: SweepSettings) -> dict:
+def _config(workload: Workload, model_obj: nn.Module, arch: str, ds: Dataset,
+            chips: list[ChipSpec], settings: SweepSettings) -> dict:
     """What the sweep's points belong to (its output folder refuses anything else)."""
     layout = settings.layout
     config = {
@@ -327,7 +343,8 @@ def _config(workload, model_obj, arch: str, ds, chips, settings: SweepSettings) 
     return config
 
 
-def _run_tasks(workload, tasks: list, store: ResultStore, execution: Execution) -> None:
+def _run_tasks(workload: Workload, tasks: list[Task], store: ResultStore,
+               execution: Execution) -> None:
     """Evaluate the pending tasks, writing each task's points as it finishes."""
     bar = _progress_bar(sum(t.size for t in tasks), execution.progress)
 
@@ -358,7 +375,8 @@ def _check_voltages(voltages: list[float], facts: list[dict]) -> None:
     units = {(f["unit"], f["nominal"]) for f in facts}
     if len(units) > 1:
         raise InputError("chips use different voltage units or nominal voltages: "
-                         + "; ".join(f"{f['name']}: {f['unit']}, nominal {f['nominal']:g}" for f in facts))
+                         + "; ".join(f"{f['name']}: {f['unit']}, nominal "
+                                     f"{f['nominal']:g}" for f in facts))
     high, nominal = max(voltages), facts[0]["nominal"]
     if high > nominal * (1.0 + 1e-9):
         raise InputError(f"voltage {high:g} is above the chips' nominal voltage {nominal:g} "
@@ -367,14 +385,19 @@ def _check_voltages(voltages: list[float], facts: list[dict]) -> None:
     for f in facts:
         if low < f["v_floor"] - 1e-9:
             what = "lowest measured voltage" if f["source"] == "measured" else "v_floor"
-            raise InputError(f"voltage {low:g} is below chip {f['name']!r}'s {what} {f['v_floor']:g}")
+            raise InputError(f"voltage {low:g} is below chip {f['name']!r}'s "
+                             f"{what} {f['v_floor']:g}")
 
 
-def load_workload(model, dataset, chips, settings: SweepSettings):
+def load_workload(model: str | os.PathLike | nn.Module, dataset: str | os.PathLike | Dataset,
+                  chips: list[ChipSpec],
+                  settings: SweepSettings) -> tuple[Workload, nn.Module, str, Dataset]:
     """Load (and check) model and data here, so bad input fails before any worker starts."""
     from sramsim.nn.data import Dataset, load_dataset
-    meta = {}
+    meta: dict = {}
     limit = settings.limit
+    model_path: str | None
+    model_obj: nn.Module
     if is_exported_file(model):
         model_path, model_obj = str(model), load_exported(model)
     elif isinstance(model, (str, os.PathLike)):
@@ -384,7 +407,8 @@ def load_workload(model, dataset, chips, settings: SweepSettings):
     elif isinstance(model, nn.Module):
         model_path, model_obj = None, model
     else:
-        raise InputError(f"model must be a checkpoint path or an nn.Module, got {type(model).__name__}")
+        raise InputError("model must be a checkpoint path or an nn.Module, "
+                         f"got {type(model).__name__}")
     if isinstance(dataset, Dataset):
         spec, ds = None, dataset
         if limit is not None:
@@ -392,6 +416,7 @@ def load_workload(model, dataset, chips, settings: SweepSettings):
     else:
         spec, ds = str(dataset), load_dataset(str(dataset), "test", limit)
     if is_exported_file(model):
+        assert model_path is not None
         return _exported_workload(model_path, model_obj, chips, settings, spec, ds)
     bits = int(settings.bits if settings.bits is not None else meta.get("bits") or 8)
     scheme = settings.scheme if settings.scheme is not None else meta.get("scheme") or "symmetric"
@@ -411,7 +436,8 @@ def load_workload(model, dataset, chips, settings: SweepSettings):
     return workload, model_obj, meta.get("arch") or type(model_obj).__name__, ds
 
 
-def _check_skip_capacity(workload, model_obj, chips, v_low: float) -> None:
+def _check_skip_capacity(workload: Workload, model_obj: nn.Module, chips: list[ChipSpec],
+                         v_low: float) -> None:
     """skip-faulty-words: refuse up front a chip whose fault-free words at the lowest voltage
     (the most faults) cannot hold the image (the InputError names both counts)."""
     from sramsim.inject.quantized_model import QuantizedModel
@@ -421,7 +447,9 @@ def _check_skip_capacity(workload, model_obj, chips, v_low: float) -> None:
         workload.layout.plan_bits(qm, spec.build(), v_low)
 
 
-def _exported_workload(path: str, gm: nn.Module, chips, settings: SweepSettings, spec, ds):
+def _exported_workload(path: str, gm: nn.Module, chips: list[ChipSpec], settings: SweepSettings,
+                       spec: str | None,
+                       ds: Dataset) -> tuple[Workload, nn.Module, str, Dataset]:
     """The workload of a PT2E program, checked here on the data's first (and last) batch: a
     program that does not fit the data fails in one line before any worker starts."""
     check_runs(gm, ds.x, ds.num_classes, settings.batch_size, path, ds.name)
@@ -432,7 +460,8 @@ def _exported_workload(path: str, gm: nn.Module, chips, settings: SweepSettings,
     return workload, gm, "pt2e", ds
 
 
-def _pending_tasks(store: ResultStore, voltages, n_chips: int, offsets: int) -> list[Task]:
+def _pending_tasks(store: ResultStore, voltages: list[float], n_chips: int,
+                   offsets: int) -> list[Task]:
     """What is left: the clean point first, then each chip's voltages from high to low."""
     tasks = [] if store.done(("clean",)) else [Task(-1)]
     for c in range(n_chips):
@@ -443,14 +472,15 @@ def _pending_tasks(store: ResultStore, voltages, n_chips: int, offsets: int) -> 
     return tasks
 
 
-def _progress_bar(total: int, enabled: bool):
+def _progress_bar(total: int, enabled: bool) -> Progress:
     from sramsim.progress import progress
     return progress(total=total, unit="pt", desc="sweep", enabled=enabled)
 
 
 # ------------------------------------------------------------------------------ aggregation
 
-def summarize(records: dict, voltages, n_chips: int, offsets: int, nominal: float = 1.0,
+def summarize(records: dict, voltages: Iterable[float], n_chips: int, offsets: int,
+              nominal: float = 1.0,
               leakage_share: float = 0.0, ecc: str | None = None) -> dict:
     """Per-voltage statistics over chips (each chip's offsets averaged first), from stored records.
 
@@ -463,7 +493,7 @@ def summarize(records: dict, voltages, n_chips: int, offsets: int, nominal: floa
                      if (round(v, 6), c, k) in records] for c in range(n_chips)]
         points.append(_aggregate(v, [recs for recs in per_chip if recs], nominal, leakage_share,
                                  ecc))
-    out = {"points": points}
+    out: dict[str, Any] = {"points": points}
     if clean is not None:
         out.update({"clean_accuracy": clean["accuracy"], "clean_error": 1.0 - clean["accuracy"],
                     "clean_loss": clean["loss"], "float_accuracy": clean["float_accuracy"]})
@@ -484,6 +514,7 @@ def _aggregate(v: float, chips: list[list[dict]], nominal: float, leakage_share:
     """
     e = E.ecc_energy_per_read(v, nominal, leakage_share, ecc)
     recs = [r for chip in chips for r in chip]
+    p: dict[str, Any]
     p = {"voltage": v, "ber": None, "accuracy_mean": None, "accuracy_std": None, "ci95": None,
          "n": len(chips), "n_points": len(recs), "accuracy_min": None, "accuracy_max": None,
          "rerr_mean": None, "loss_mean": None, "energy_per_read": e, "saving": 1.0 - e}
@@ -521,7 +552,7 @@ def first_drop(summary: dict, drop: float = 0.01) -> dict | None:
                                                       "energy_per_read")}
 
 
-def _plot(summary: dict, path) -> str | None:
+def _plot(summary: dict, path: str | os.PathLike) -> str | None:
     try:
         from sramsim.analysis.plots import plot_sweep
     except ImportError:

@@ -1,4 +1,4 @@
-"""Weight reads per inference on an output-stationary systolic array, counted the way SCALE-Sim does.
+"""Weight reads per inference on an output-stationary systolic array, counted as SCALE-Sim does.
 
 NeuralFuse (Sun et al., NeurIPS 2024) sized its energy accounting with SCALE-Sim (Samajdar et al.,
 ISPASS 2020): an output-stationary 32x32 array with a 256 KB weight SRAM. In that dataflow the
@@ -32,8 +32,10 @@ import io
 import math
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -73,7 +75,7 @@ class ConvLayer:
         return self.filter_h * self.filter_w * self.channels * self.filters
 
 
-def _pair(v) -> tuple[int, int]:
+def _pair(v: int | tuple[int, ...] | list[int]) -> tuple[int, int]:
     return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
@@ -97,6 +99,7 @@ def _transposed_row(name: str, m: nn.ConvTranspose2d, x: torch.Tensor) -> ConvLa
     # inserted between pixels and (kernel - 1 - padding) zeros around it.
     kh, kw = _pair(m.kernel_size)
     sh, sw = _pair(m.stride)
+    assert not isinstance(m.padding, str)       # a transposed convolution's padding is numeric
     ph, pw = _pair(m.padding)
     oph, opw = _pair(m.output_padding)
     if _pair(m.dilation) != (1, 1) or m.groups != 1:
@@ -106,7 +109,7 @@ def _transposed_row(name: str, m: nn.ConvTranspose2d, x: torch.Tensor) -> ConvLa
     return ConvLayer(name, h, w, kh, kw, m.in_channels, m.out_channels, 1)
 
 
-def topology(model: nn.Module, input_shape) -> list[ConvLayer]:
+def topology(model: nn.Module, input_shape: Sequence[int]) -> list[ConvLayer]:
     """SCALE-Sim's layer table for `model` on one input of shape [C, H, W], in execution order."""
     shape = tuple(int(d) for d in input_shape)
     if len(shape) == 4:
@@ -116,7 +119,7 @@ def topology(model: nn.Module, input_shape) -> list[ConvLayer]:
     rows: list[ConvLayer] = []
     names = {m: n for n, m in model.named_modules()}
 
-    def hook(module, inputs, _output):
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: object) -> None:
         x, name = inputs[0], names[module] or type(module).__name__
         if isinstance(module, nn.Conv2d):
             rows.append(_conv_row(name, module, x))
@@ -157,7 +160,8 @@ def filter_sram_reads(layers: list[ConvLayer], array_rows: int = ARRAY_ROWS) -> 
 
 
 def accesses(sram_reads: int, weight_bits: int = 8, word_bits: int = WORD_BITS) -> int:
-    """SRAM accesses when one access returns `word_bits` (NeuralFuse: 64-bit words, 8-bit weights)."""
+    """SRAM accesses when one access returns `word_bits` (NeuralFuse: 64-bit words, 8-bit
+    weights)."""
     return math.ceil(int(sram_reads) * weight_bits / word_bits)
 
 
@@ -166,9 +170,9 @@ def write_topology(layers: list[ConvLayer], path: Path) -> None:
     with open(path, "w") as f:
         f.write("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
                 "Num Filter, Strides,\n")
-        for i, l in enumerate(layers):
-            f.write(f"L{i}, {l.ifmap_h}, {l.ifmap_w}, {l.filter_h}, {l.filter_w}, {l.channels}, "
-                    f"{l.filters}, {l.stride},\n")
+        for i, layer in enumerate(layers):
+            f.write(f"L{i}, {layer.ifmap_h}, {layer.ifmap_w}, {layer.filter_h}, {layer.filter_w}, "
+                    f"{layer.channels}, {layer.filters}, {layer.stride},\n")
 
 
 def _write_layout(n_layers: int, path: Path) -> None:
@@ -220,7 +224,8 @@ UseRamulatorTrace: False
 """)
 
 
-def run_scalesim(layers: list[ConvLayer], array_rows: int = ARRAY_ROWS, array_cols: int = ARRAY_COLS,
+def run_scalesim(layers: list[ConvLayer], array_rows: int = ARRAY_ROWS,
+                 array_cols: int = ARRAY_COLS,
                  filter_sram_kb: int = FILTER_SRAM_KB, progress: bool = False) -> list[dict]:
     """Run the `scalesim` package on `layers`; per layer its SRAM and DRAM filter reads.
 
@@ -245,11 +250,11 @@ def run_scalesim(layers: list[ConvLayer], array_rows: int = ARRAY_ROWS, array_co
     return out
 
 
-def _scalesim_layer(scalesim, layer: ConvLayer, array_rows: int, array_cols: int,
-                    filter_sram_kb: int) -> dict:
+def _scalesim_layer(scalesim: Callable[..., Any], layer: ConvLayer, array_rows: int,
+                    array_cols: int, filter_sram_kb: int) -> dict:
     """One layer through scalesim: its SRAM and DRAM filter reads."""
-    with tempfile.TemporaryDirectory(prefix="sramsim-scalesim-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="sramsim-scalesim-") as tmp_name:
+        tmp = Path(tmp_name)
         _write_config(tmp / "os.cfg", array_rows, array_cols, filter_sram_kb)
         write_topology([layer], tmp / "topology.csv")
         _write_layout(1, tmp / "layout.csv")
@@ -270,7 +275,7 @@ def _scalesim_layer(scalesim, layer: ConvLayer, array_rows: int, array_cols: int
 METHODS = ("weights", "systolic", "scalesim")
 
 
-def count_accesses(model: nn.Module, input_shape, method: str = "weights",
+def count_accesses(model: nn.Module, input_shape: Sequence[int], method: str = "weights",
                    progress: bool = False) -> int:
     """Weight-memory accesses per inference by `method`.
 
@@ -284,5 +289,6 @@ def count_accesses(model: nn.Module, input_shape, method: str = "weights",
     if method == "systolic":
         return accesses(sum(filter_sram_reads(layers)))
     if method == "scalesim":
-        return accesses(sum(r["sram_filter_reads"] for r in run_scalesim(layers, progress=progress)))
+        return accesses(sum(r["sram_filter_reads"] for r in run_scalesim(layers,
+                                                                         progress=progress)))
     raise InputError(f"unknown access-count method {method!r} (choose from {', '.join(METHODS)})")

@@ -19,8 +19,8 @@ Fault maps (which maps, so a result can be reproduced and compared):
   image's bits (`sramsim.inject.draws.fixed_draws(..., purpose="test")`, the rule `fusion eval`
   and `sramsim vuln` use), so map k is the same random stream at every BER;
 - source "dram": map k at BER b is the DRAM chip `dram_chip(geometry, curve, v_floor=V(b),
-  seed=seed + k, error_model=error_model)` read at V(b) = curve.voltage(b), with the weights laid into
-  the part by the DRAM mapping policy `mapping` (`MemoryLayout(mapping=...)`,
+  seed=seed + k, error_model=error_model)` read at V(b) = curve.voltage(b), with the weights laid
+  into the part by the DRAM mapping policy `mapping` (`MemoryLayout(mapping=...)`,
   `sramsim.inject.dram_mapping`), so the faults each weight sees are those of the cells it
   lands on.
 
@@ -47,7 +47,9 @@ import itertools
 import math
 import os
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -56,10 +58,21 @@ from sramsim.analysis.executors import Execution, pinned_threads
 from sramsim.analysis.operating_point import Reference, check_margin, passes
 from sramsim.analysis.store import open_store, write_json
 from sramsim.errors import InputError, check_ber
-from sramsim.progress import duration, progress
+from sramsim.memory.chip import Chip, Faults
 from sramsim.memory.dram import DEFAULT_PART
 from sramsim.memory.dram_curves import DEFAULT_DRAM_CURVE, dram_curve, dram_nominal_voltage
+from sramsim.progress import duration, progress
 from sramsim.stats import ci95_halfwidth, mean_std
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from sramsim.analysis.executors import Workload
+    from sramsim.inject.dram_mapping import DramMapping
+    from sramsim.inject.layout import MemoryLayout
+    from sramsim.memory.curves import BerCurve
+    from sramsim.memory.dram import DramGeometry
+    from sramsim.nn.data import Dataset
 
 SOURCES = ("random", "dram")
 DEFAULT_LOW, DEFAULT_HIGH = 1e-6, 1e-1
@@ -100,12 +113,12 @@ class FaultSpec:
                 d.pop(k)
         return d
 
-    def dram_geometry(self):
+    def dram_geometry(self) -> DramGeometry:
         """The DRAM part's geometry (with the `geometry` overrides)."""
         from sramsim.memory.dram import DramGeometry
         return DramGeometry.from_part(self.part, **(self.geometry or {}))
 
-    def layout(self):
+    def layout(self) -> MemoryLayout:
         """How the weights are stored: the DRAM mapping of the chips, or linear for random
         errors over the image's own bits."""
         from sramsim.inject.layout import MemoryLayout
@@ -117,7 +130,7 @@ class FaultSpec:
 class ToleranceWorker:
     """Evaluates fault maps of a search; holds the model, data and quantized image."""
 
-    def __init__(self, workload, spec: FaultSpec):
+    def __init__(self, workload: Workload, spec: FaultSpec):
         from sramsim.inject.quantized_model import QuantizedModel
         from sramsim.nn.evaluation import Evaluator
         self.workload, self.spec = workload, spec
@@ -152,7 +165,7 @@ class ToleranceWorker:
                 "loss": r["loss"], "n_samples": len(self.dataset), "t_faults": t1 - t0,
                 "t_eval": time.perf_counter() - t1}
 
-    def source(self, ber: float, voltage: float, k: int) -> tuple:
+    def source(self, ber: float, voltage: float, k: int) -> tuple[Faults | Chip, float | None]:
         """Map k at BER `ber` as the (fault source, voltage) the layout reads: the k-th random
         pattern (no voltage), or map k's DRAM chip at `voltage`."""
         if self.spec.source == "random":
@@ -164,13 +177,14 @@ class ToleranceWorker:
                          seed=self.spec.seed + int(k), error_model=self.spec.error_model)
         return chip, voltage
 
-    def fault_map(self, ber: float, voltage: float, k: int):
+    def fault_map(self, ber: float, voltage: float, k: int) -> Faults:
         """Map k at BER `ber` (voltage `voltage` on the curve) as the `Faults` it puts on the
         image's bits (image bit addresses, ascending, distinct)."""
         from sramsim.inject import dram_mapping as P
         source, v = self.source(ber, voltage, k)
-        if v is None:
+        if isinstance(source, Faults):              # random: the pattern itself, no voltage
             return source
+        assert v is not None                        # a DRAM chip is read at its voltage
         return P.placed_faults(source, v, self.layout.dram_mapping(self.qm, source, v))
 
     def faulty_image(self, ber: float, voltage: float, k: int) -> np.ndarray:
@@ -183,7 +197,7 @@ class ToleranceWorker:
 class _MapTasks:
     """A ToleranceWorker as an executor's worker: task (ber, k) -> [map k's record]."""
 
-    def __init__(self, workload, spec: FaultSpec):
+    def __init__(self, workload: Workload, spec: FaultSpec):
         self.worker = ToleranceWorker(workload, spec)
 
     def run(self, task: tuple) -> list[dict]:
@@ -191,22 +205,29 @@ class _MapTasks:
         return [self.worker.run(*task)]
 
 
-def changed_bits(image: np.ndarray, faults) -> int:
+def changed_bits(image: np.ndarray, faults: Faults) -> int:
     """Bits of `image` that `faults` (distinct image bit addresses) change: every flip, a stuck-at
     only where the stored bit differs from it. O(faults); equals popcount(image ^ faulty)."""
     from sramsim.memory.kernels import changed_bits as count
     return int(count(image, faults.address, faults.kind))
 
 
-def placed(n_bytes: int, geometry, policy: str, layer_bytes, chip=None, voltage=None,
-           tolerance: float | None = None, partition_ber=None):
+def placed(n_bytes: int, geometry: DramGeometry, policy: str, layer_bytes: Sequence[int],
+           chip: Chip | None = None, voltage: float | None = None,
+           tolerance: float | None = None,
+           partition_ber: np.ndarray | None = None) -> DramMapping:
     """The weights' placement in the part. error-aware: every layer given the same tolerable BER
     `tolerance`, the part's subarrays ordered by `partition_ber` (default: `chip`'s empirical BER
     at `voltage`), so the image fills the most reliable subarrays first."""
     from sramsim.inject import dram_mapping as P
     if policy != "error-aware":
         return P.place(n_bytes, geometry, policy)
+    if tolerance is None:
+        raise InputError("the error-aware placement needs a tolerable BER")
     if partition_ber is None:
+        if chip is None or voltage is None:
+            raise InputError("the error-aware placement needs partition BERs, or a chip and a "
+                             "voltage to measure them at")
         partition_ber = P.partition_bers(chip, voltage, "subarray")
     return P.place(n_bytes, geometry, policy, layer_bytes=list(layer_bytes),
                    partition_ber=partition_ber,
@@ -215,14 +236,16 @@ def placed(n_bytes: int, geometry, policy: str, layer_bytes, chip=None, voltage=
 
 # ------------------------------------------------------------------------------ the search
 
-def search(model, dataset, *, margin: float = 0.01, reference: Reference | None = None,
+def search(model: str | os.PathLike | nn.Module, dataset: str | os.PathLike | Dataset, *,
+           margin: float = 0.01, reference: Reference | None = None,
            maps: int = 5, low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH,
            per_decade: int = 1, bisect_steps: int = 4, source: str = "random",
            error_model: int = 0, mapping: str = "drmap", curve: str = DEFAULT_DRAM_CURVE,
            part: str = DEFAULT_PART, geometry: dict | None = None, seed: int = 0,
            limit: int | None = None, bits: int | None = None, scheme: str | None = None,
-           clip: float | None = None, batch_size: int = 1000, out_dir=None,
-           execution: Execution | None = None, log=None) -> dict:
+           clip: float | None = None, batch_size: int = 1000,
+           out_dir: str | os.PathLike | None = None, execution: Execution | None = None,
+           log: Callable[[str], None] | None = None) -> dict:
     """Find the tolerable BER of `model` on `dataset` (see the module docstring); returns a dict
     with the tolerable BER, its voltage and interval, every evaluated point, and the DRAM energy
     per inference and saving for each mapping policy.
@@ -255,7 +278,7 @@ def search(model, dataset, *, margin: float = 0.01, reference: Reference | None 
     from sramsim.inject.quantized_model import QuantizedModel
     qm = QuantizedModel(model_obj, workload.bits, workload.scheme, workload.clip)
     require_fits(qm.image.size, dram_geometry, part)
-    config = {
+    config: dict[str, Any] = {
         "kind": "tolerance",
         "model": {"arch": arch, "sha256": S.model_sha256(model_obj)},
         "data": {"name": ds.name, "n": len(ds), "sha256": S.tensor_sha256([ds.x, ds.y])},
@@ -265,7 +288,7 @@ def search(model, dataset, *, margin: float = 0.01, reference: Reference | None 
     }
     store = open_store(out_dir, config)
     reused = sum(1 for k in store.records if k != ("clean",))
-    say = log or (lambda text: None)
+    say: Callable[[str], None] = log or (lambda text: None)
     most = (len(grid) + bisect_steps) * maps            # the grid may stop early: an upper bound
     bar = progress(total=most, desc="tolerance", unit="map", enabled=execution.progress)
     bar.update(min(reused, most))
@@ -284,10 +307,13 @@ def search(model, dataset, *, margin: float = 0.01, reference: Reference | None 
             say(f"fault-free quantized accuracy {100 * clean:.2f}%; reference "
                 f"{reference.label} {100 * target:.2f}%")
 
+            def on_result(records: list[dict]) -> None:
+                store.append(records)
+                bar.update(len(records))
+
             def point(ber: float, phase: str) -> dict:
                 v = round(float(curve_obj.voltage(ber)), 6)
-                ex.run([(ber, k) for k in range(maps) if not store.done((v, k, 0))],
-                       lambda records: (store.append(records), bar.update(len(records))))
+                ex.run([(ber, k) for k in range(maps) if not store.done((v, k, 0))], on_result)
                 p = summarize_point(ber, v, [store.records[(v, k, 0)] for k in range(maps)],
                                     target, margin, phase)
                 say(f"BER {ber:.3g} (V {v:.4f}): accuracy {100 * p['accuracy_mean']:.2f}% "
@@ -323,7 +349,7 @@ def search(model, dataset, *, margin: float = 0.01, reference: Reference | None 
     return result
 
 
-def _check_spec(spec: FaultSpec, grid: list[float]):
+def _check_spec(spec: FaultSpec, grid: list[float]) -> tuple[BerCurve, float, DramGeometry]:
     """(curve, nominal voltage, DRAM geometry) of a search's fault spec, checked: a known source,
     error model and mapping, and every grid BER at or below nominal voltage on the curve."""
     if spec.source not in SOURCES:
@@ -340,10 +366,13 @@ def _check_spec(spec: FaultSpec, grid: list[float]):
     return curve_obj, nominal, dram_geometry
 
 
-def scan(grid: list[float], point) -> tuple[list[dict], dict | None, dict | None]:
+def scan(grid: list[float],
+         point: Callable[[float, str], dict]) -> tuple[list[dict], dict | None, dict | None]:
     """Evaluate `point(ber, "grid")` from low to high BER until one fails: (points, last
     passing, first failing)."""
-    points, last_pass, first_fail = [], None, None
+    points: list[dict] = []
+    last_pass: dict | None = None
+    first_fail: dict | None = None
     for ber in grid:
         p = point(ber, "grid")
         points.append(p)
@@ -354,10 +383,11 @@ def scan(grid: list[float], point) -> tuple[list[dict], dict | None, dict | None
     return points, last_pass, first_fail
 
 
-def bisect(last_pass: dict | None, first_fail: dict | None, steps: int, point) -> list[dict]:
+def bisect(last_pass: dict | None, first_fail: dict | None, steps: int,
+           point: Callable[[float, str], dict]) -> list[dict]:
     """Halve the bracket in log10(BER) `steps` times (or until its voltages are closer than
     VOLTAGE_RESOLUTION); the points evaluated."""
-    points = []
+    points: list[dict] = []
     if last_pass is None or first_fail is None:
         return points
     lo, hi = last_pass, first_fail
@@ -418,16 +448,18 @@ def summarize_point(ber: float, voltage: float, records: list[dict], reference_a
             "image_ber_mean": float(np.mean([r["image_ber"] for r in records]))}
 
 
-def require_fits(n_bytes: int, geometry, part: str) -> None:
+def require_fits(n_bytes: int, geometry: DramGeometry, part: str) -> None:
     """Refuse weights larger than the DRAM part (naming both sizes)."""
     if n_bytes > geometry.capacity_bytes:
         raise InputError(f"the model's weights ({n_bytes} bytes) do not fit in DRAM part {part} "
                          f"({geometry.capacity_bytes} bytes)")
 
 
-def mapping_energies(n_bytes: int, layer_bytes, geometry, energy, voltage: float | None,
-                     tolerable_ber: float | None = None, curve=None, seed: int = 0,
-                     error_model: int = 0, policies=None) -> dict:
+def mapping_energies(n_bytes: int, layer_bytes: Sequence[int], geometry: DramGeometry,
+                     energy: DramEnergy, voltage: float | None,
+                     tolerable_ber: float | None = None, curve: BerCurve | None = None,
+                     seed: int = 0, error_model: int = 0,
+                     policies: Iterable[str] | None = None) -> dict:
     """Per placement policy (`policies`, default all): access counts of one inference (every
     weight burst read once), its DRAM energy at nominal voltage and at `voltage` (J), and the
     saving 1 - E(V) / E(nominal).
@@ -441,13 +473,16 @@ def mapping_energies(n_bytes: int, layer_bytes, geometry, energy, voltage: float
     left out (no operating point to order partitions at). The energy depends on the ranking only
     through the banks and rows the image's subarrays occupy."""
     from sramsim.inject import dram_mapping as P
-    out = {}
+    out: dict[str, dict] = {}
     for policy in P.POLICIES if policies is None else policies:
         if policy == "error-aware":
             if voltage is None:
                 out[policy] = {"skipped": "no tolerable voltage: partitions have no BER to "
                                           "order by"}
                 continue
+            if curve is None:
+                raise InputError("the error-aware placement needs the curve that gives the "
+                                 "partitions' BER at the voltage")
             pber = P.expected_partition_bers(geometry, float(curve.ber(voltage)), seed,
                                              error_model, "subarray")
             placement = placed(n_bytes, geometry, policy, layer_bytes, voltage=voltage,
@@ -455,7 +490,7 @@ def mapping_energies(n_bytes: int, layer_bytes, geometry, energy, voltage: float
         else:
             placement = placed(n_bytes, geometry, policy, layer_bytes)
         nominal = P.inference_energy(placement, energy, None)
-        row = {"counts": nominal["counts"], "energy_nominal_J": nominal["energy_j"],
+        row: dict[str, Any] = {"counts": nominal["counts"], "energy_nominal_J": nominal["energy_j"],
                "warnings": list(placement.warnings)}
         if voltage is not None:
             low = P.inference_energy(placement, energy, voltage)["energy_j"]
@@ -474,13 +509,13 @@ def _maps_rule(spec: FaultSpec) -> str:
             f"{spec.mapping}")
 
 
-def _positive_int(value, what: str, minimum: int = 1) -> int:
+def _positive_int(value: object, what: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise InputError(f"{what} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
-def _check_voltages(grid, curve, nominal: float, name: str) -> None:
+def _check_voltages(grid: list[float], curve: BerCurve, nominal: float, name: str) -> None:
     """Every grid BER must have a voltage on the curve at or below nominal."""
     v = float(curve.voltage(grid[0]))
     if v > nominal:

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sramsim.errors import InputError
 
@@ -39,7 +40,7 @@ def add_config(parser: argparse.ArgumentParser) -> None:
                         help="read settings from a TOML file whose keys are this command's "
                              "flags (flags given here win); the output folder gets the run's own "
                              f"{RUN_FILE}, so `--config OUT/{RUN_FILE}` repeats a run")
-    required = []
+    required: list[tuple[str, ...]] = []
     for action in parser._actions:
         if action.required and action.option_strings:
             action.required = False
@@ -70,7 +71,7 @@ def apply(top: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str
             raise InputError(f"{what} is required (on the command line or in --config)")
 
 
-def read_config(path, leaf: argparse.ArgumentParser) -> dict:
+def read_config(path: str | os.PathLike[str], leaf: argparse.ArgumentParser) -> dict:
     """{dest: value} of a TOML file for `leaf`, each value checked and in the form the flag
     gives (strings, a list of strings for multi-value flags, booleans for switches)."""
     try:
@@ -80,7 +81,7 @@ def read_config(path, leaf: argparse.ArgumentParser) -> dict:
         raise InputError(f"--config {path}: not valid TOML ({exc})") from None
     actions = {_key(flag): a for a in leaf._actions if a.dest not in SKIP
                for flag in a.option_strings}
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in data.items():
         action = actions.get(_key(key))
         if action is None:
@@ -95,7 +96,7 @@ def _key(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
-def _value(action: argparse.Action, value, where: str):
+def _value(action: argparse.Action, value: object, where: str) -> bool | str | list[str]:
     """A TOML value as the command line would give it to `action`."""
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
         if not isinstance(value, bool):
@@ -138,7 +139,8 @@ def given_on_command_line(top: argparse.ArgumentParser, leaf: argparse.ArgumentP
     return {a.dest for a in leaf._actions if hasattr(ns, a.dest)}
 
 
-def _resolve_exclusive(leaf, args, given: set, values: dict, path) -> None:
+def _resolve_exclusive(leaf: argparse.ArgumentParser, args: argparse.Namespace, given: set[str],
+                       values: dict, path: str | os.PathLike[str]) -> None:
     """In a group of mutually exclusive flags, one given on the command line replaces the
     file's; two from the file are an error."""
     for group in leaf._mutually_exclusive_groups:
@@ -152,11 +154,11 @@ def _resolve_exclusive(leaf, args, given: set, values: dict, path) -> None:
             raise InputError(f"--config {path}: {' and '.join(from_file)} exclude each other")
 
 
-def _action(leaf, flag: str) -> argparse.Action:
+def _action(leaf: argparse.ArgumentParser, flag: str) -> argparse.Action:
     return next(a for a in leaf._actions if flag in a.option_strings)
 
 
-def _action_by_dest(leaf, dest: str) -> argparse.Action:
+def _action_by_dest(leaf: argparse.ArgumentParser, dest: str) -> argparse.Action:
     return next(a for a in leaf._actions if a.dest == dest)
 
 
@@ -165,7 +167,8 @@ def settings(args: argparse.Namespace) -> dict:
     out), in the parser's order."""
     from sramsim.commands.helptext import DeprecatedAlias
     leaf = getattr(args, PARSER)
-    out, seen = {}, set()
+    out: dict[str, Any] = {}
+    seen: set[str] = set()
     for a in leaf._actions:
         if (not a.option_strings or a.dest in SKIP | PRESENTATION | seen
                 or isinstance(a, DeprecatedAlias)):
@@ -179,7 +182,7 @@ def settings(args: argparse.Namespace) -> dict:
 
 
 @contextmanager
-def recorded(args: argparse.Namespace, folder) -> Iterator[None]:
+def recorded(args: argparse.Namespace, folder: str | os.PathLike[str]) -> Iterator[None]:
     """Around a run's work: write `folder/run.toml` when it finishes, and also when it stops
     (interrupted, failed at run time) after creating the folder; bad input (InputError) writes
     nothing, so a refused command leaves no folder and never replaces a good run's file."""
@@ -194,7 +197,7 @@ def recorded(args: argparse.Namespace, folder) -> Iterator[None]:
     write_run_file(args, folder)
 
 
-def write_run_file(args: argparse.Namespace, folder) -> Path:
+def write_run_file(args: argparse.Namespace, folder: str | os.PathLike[str]) -> Path:
     """Write the run's settings as `folder/run.toml` (the folder is created): `--config` with it
     repeats the run. Paths in it are as given, relative to the folder the run started in."""
     folder = Path(folder)
@@ -211,7 +214,7 @@ def write_run_file(args: argparse.Namespace, folder) -> Path:
     return path
 
 
-def _toml(value) -> str:
+def _toml(value: object) -> str:
     """A TOML value: strings (basic strings with escapes), booleans, lists of strings."""
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -10,25 +10,30 @@ import argparse
 import sys
 from pathlib import Path
 
-from sramsim.commands.main import check_writable, integer, print_json, workers
 from sramsim.commands.helptext import leaf
+from sramsim.commands.main import check_writable, integer, print_json, workers
 from sramsim.errors import InputError
-from sramsim.memory.shipped import ALL as SHIPPED, resolve_profiles
+from sramsim.memory.shipped import ALL as SHIPPED
+from sramsim.memory.shipped import resolve_profiles
 
 DEFAULT_VOLTAGES = "1.0:0.75:-0.025"
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sramsim demo` to the parser."""
-    p = subparsers.add_parser("demo", help="train/reuse the default CNN and sweep the shipped chips",
+    p = subparsers.add_parser("demo",
+                              help="train/reuse the default CNN and sweep the shipped chips",
                               **leaf(" ".join(__doc__.split("\n\n")[1].split()),
                                      "sramsim demo",
                                      "sramsim demo --epochs 1 --limit 2000 --out quick-demo"))
-    p.add_argument("--out", default="demo-out", metavar="DIR", help="output folder (default demo-out)")
+    p.add_argument("--out", default="demo-out", metavar="DIR",
+                   help="output folder (default demo-out)")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="where the trained model is kept and reused (default OUT/cache)")
-    p.add_argument("--data", default="fashion-mnist", metavar="SPEC", help="dataset (default fashion-mnist)")
-    p.add_argument("--epochs", default="2", metavar="E", help="base model training epochs (default 2)")
+    p.add_argument("--data", default="fashion-mnist", metavar="SPEC",
+                   help="dataset (default fashion-mnist)")
+    p.add_argument("--epochs", default="2", metavar="E",
+                   help="base model training epochs (default 2)")
     p.add_argument("--limit", default=None, metavar="N",
                    help="first N train/test samples only (quick runs)")
     p.add_argument("--profiles", nargs="+", default=None, metavar="H5",
@@ -108,7 +113,7 @@ def format_table(summary: dict) -> str:
             f"{'E/read':>7} {'saving':>7}"]
     for p in summary["points"]:
         acc = p["accuracy_mean"]
-        rows.append(f"{p['voltage']:6.3f} {p['ber']:10.3e} {100 * acc:8.2f}% {100 * p['accuracy_std']:6.2f} "
-                    f"{100 * p['ci95']:6.2f} {p['n']:3d} {p['energy_per_read']:7.3f} "
-                    f"{100 * p['saving']:6.1f}%")
+        rows.append(f"{p['voltage']:6.3f} {p['ber']:10.3e} {100 * acc:8.2f}% "
+                    f"{100 * p['accuracy_std']:6.2f} {100 * p['ci95']:6.2f} {p['n']:3d} "
+                    f"{p['energy_per_read']:7.3f} {100 * p['saving']:6.1f}%")
     return "\n".join(rows)

@@ -13,21 +13,39 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import TYPE_CHECKING
 
 from sramsim.commands.config import add_config, recorded
 from sramsim.commands.helptext import deprecated_alias, leaf, paragraph
-from sramsim.commands.main import (add_execution_arguments, ber_range, check_writable, execution,
-                                   flagged, integer, maps, number, print_json, seed)
+from sramsim.commands.main import (
+    add_execution_arguments,
+    ber_range,
+    check_writable,
+    execution,
+    flagged,
+    integer,
+    maps,
+    number,
+    print_json,
+    seed,
+)
 from sramsim.errors import InputError
 from sramsim.memory.dram import DEFAULT_PART
 from sramsim.memory.dram_curves import DEFAULT_DRAM_CURVE, dram_curve_names
+
+if TYPE_CHECKING:
+    from sramsim.analysis.dram_energy import DramEnergy
+    from sramsim.analysis.operating_point import Reference
+    from sramsim.inject.quantized_model import QuantizedModel
+    from sramsim.memory.curves import BerCurve
+    from sramsim.memory.dram import DramGeometry
 
 MAPPINGS = ("naive", "drmap", "error-aware")
 ERROR_MODELS = ("0", "1", "2", "3")                 # EDEN's DRAM error models (dram_errors)
 FLOOR_BER = 0.5   # the curve's floor: where half the cells fail (below it no error model applies)
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sramsim dram` (info, energy, tolerance) to the parser."""
     p = subparsers.add_parser("dram", help="approximate DRAM: part energies, energy per "
                               "inference by placement, tolerable BER search",
@@ -36,8 +54,8 @@ def register(subparsers) -> None:
 
     info = sub.add_parser("info", help="a part's capacity, geometry and energies at a voltage",
                           **leaf("A DRAM part's capacity, geometry, per-command energies and "
-                                 "row-buffer hit / miss / conflict energies (DRAMPower's equations) "
-                                 "with its array supply at --voltage.",
+                                 "row-buffer hit / miss / conflict energies (DRAMPower's "
+                                 "equations) with its array supply at --voltage.",
                                  "sramsim dram info --voltage 1.0",
                                  "sramsim dram info --part MICRON_4Gb_LPDDR3-1333_32bit_A --json"))
     _common(info)
@@ -51,7 +69,8 @@ def register(subparsers) -> None:
                                    "inference) under each weight placement policy: its row-buffer "
                                    "hits, misses and conflicts, and the energy at nominal and at "
                                    "--voltage.",
-                                   "sramsim dram energy --model cnn.pt --mapping all --voltage 0.93",
+                                   "sramsim dram energy --model cnn.pt --mapping all --voltage "
+                                   "0.93",
                                    "sramsim dram energy --model cnn.pt --mapping drmap --json"))
     _common(energy)
     energy.add_argument("--model", required=True, metavar="CKPT", help="model checkpoint")
@@ -71,7 +90,8 @@ def register(subparsers) -> None:
                                 "they finish; a re-run with the same --out resumes.",
                                 "sramsim dram tolerance --model cnn.pt --margin 0.01 --maps 5 "
                                 "--limit 2000 --out tol",
-                                "sramsim dram tolerance --model cnn.pt --error-model 1 --out tol-em1"))
+                                "sramsim dram tolerance --model cnn.pt --error-model 1 --out "
+                                "tol-em1"))
     _common(tol)
     tol.add_argument("--model", required=True, metavar="CKPT", help="model checkpoint")
     tol.add_argument("--data", default="fashion-mnist", metavar="SPEC",
@@ -109,7 +129,7 @@ def register(subparsers) -> None:
     tol.set_defaults(func=run_tolerance)
 
 
-def _common(p) -> None:
+def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--part", default=DEFAULT_PART, metavar="P",
                    help=f"bundled DRAM part, a part JSON file, or a DRAMPower memspec JSON file "
                         f"(e.g. MICRON_4Gb_DDR4-2400_8bit_A.json; default {DEFAULT_PART})")
@@ -120,7 +140,7 @@ def _common(p) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _error_model(p) -> None:
+def _error_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--error-model", default="0", choices=ERROR_MODELS,
                    help="error-aware placement: EDEN error model of the chip whose partition "
                         "BERs order the placement (default 0)")
@@ -130,7 +150,8 @@ def _error_model(p) -> None:
 
 # ------------------------------------------------------------------------------ checks
 
-def part_and_curve(args):
+def part_and_curve(args: argparse.Namespace,
+                   ) -> tuple[DramGeometry, DramEnergy, BerCurve, float]:
     """(DramGeometry, DramEnergy, BerCurve, nominal V) of --part/--curve; nominal voltages of the
     part's lowered supply and the curve must agree."""
     from sramsim.analysis.dram_energy import DramEnergy
@@ -150,7 +171,7 @@ def part_and_curve(args):
     return geometry, energy, curve, nominal
 
 
-def curve_floor(curve) -> float:
+def curve_floor(curve: BerCurve) -> float:
     """Lowest voltage a curve is used at: its lowest tabulated voltage, or (a Gaussian curve)
     where its BER reaches FLOOR_BER."""
     if math.isfinite(curve.v_min):
@@ -158,7 +179,7 @@ def curve_floor(curve) -> float:
     return float(curve.voltage(FLOOR_BER))
 
 
-def voltage_arg(text, curve, nominal: float) -> float | None:
+def voltage_arg(text: str | float | None, curve: BerCurve, nominal: float) -> float | None:
     """--voltage in [curve floor, nominal] (None stays None), else a one-line InputError."""
     value = number(text, "--voltage", positive=True)
     if value is None:
@@ -173,7 +194,7 @@ def voltage_arg(text, curve, nominal: float) -> float | None:
     return value
 
 
-def load_image(path: str):
+def load_image(path: str) -> tuple[QuantizedModel, list[int]]:
     """(QuantizedModel, layer bytes) of a checkpoint, quantized as its meta says."""
     from sramsim.inject.dram_mapping import image_layer_bytes
     from sramsim.inject.quantized_model import QuantizedModel
@@ -186,7 +207,7 @@ def load_image(path: str):
 
 # ------------------------------------------------------------------------------ info
 
-def info(args) -> dict:
+def info(args: argparse.Namespace) -> dict:
     """The `dram info` report: capacity, geometry, command and access energies at --voltage."""
     geometry, energy, curve, nominal = part_and_curve(args)
     v = voltage_arg(args.voltage, curve, nominal)
@@ -228,7 +249,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ energy
 
-def energy_report(args) -> dict:
+def energy_report(args: argparse.Namespace) -> dict:
     """The `dram energy` report: per placement policy, access counts and energy per inference."""
     from sramsim.analysis.tolerance import mapping_energies, require_fits
     geometry, energy, curve, nominal = part_and_curve(args)
@@ -284,9 +305,10 @@ def _energy_table(rows: dict, low: bool) -> None:
 
 # ------------------------------------------------------------------------------ tolerance
 
-def tolerance_report(args) -> dict:
+def tolerance_report(args: argparse.Namespace) -> dict:
     """Check the `dram tolerance` options and run the search."""
     import sys
+
     from sramsim.analysis.tolerance import search
     geometry, energy, curve, nominal = part_and_curve(args)
     margin = number(args.margin, "--margin")
@@ -327,7 +349,7 @@ def default_out(model: str) -> str:
     return f"{Path(model).stem}-tolerance"
 
 
-def reference_arg(text: str):
+def reference_arg(text: str) -> Reference:
     """--reference: "own" or an accuracy in [0, 1], as an operating-point Reference."""
     from sramsim.analysis.operating_point import Reference
     if str(text).strip().lower() == "own":
@@ -341,6 +363,7 @@ def run_tolerance(args: argparse.Namespace) -> int:
     r = tolerance_report(args)
     if r["out"]:
         from pathlib import Path
+
         from sramsim.analysis.plots import plot_tolerance
         r["plot"] = plot_tolerance(r, Path(r["out"]) / "tolerance.png")
     if args.json:

@@ -6,8 +6,8 @@ import argparse
 from sramsim.analysis import addons
 from sramsim.analysis import energy as E
 from sramsim.analysis.systolic import METHODS, count_accesses
-from sramsim.commands.main import flagged, integer, number, print_json
 from sramsim.commands.helptext import leaf, paragraph
+from sramsim.commands.main import flagged, integer, number, print_json
 from sramsim.errors import InputError, check_ber
 from sramsim.inject.ecc import get_code
 from sramsim.memory.curves import BUILTINS, BerCurve
@@ -20,7 +20,7 @@ COUNT_LABELS = {"weights": "counted: each weight read once",
 ADDONS_PUBLISHED = [k for k in E.PUBLISHED_ACCESSES if k not in ("ResNet18", "VGG19")]
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sramsim energy` to the command line."""
     p = subparsers.add_parser(
         "energy", help="energy per weight read and saving at a voltage (optionally with an add-on)",
@@ -30,26 +30,32 @@ def register(subparsers) -> None:
                "sramsim energy --accesses 2755968 --addon-accesses 320256 --voltage 0.833"))
     base = p.add_mutually_exclusive_group(required=True)
     base.add_argument("--model", metavar="CKPT", help="model checkpoint: count its weight reads")
-    base.add_argument("--accesses", metavar="N", help="weight-memory reads per inference of the base model")
+    base.add_argument("--accesses", metavar="N",
+                      help="weight-memory reads per inference of the base model")
     addon = p.add_mutually_exclusive_group()
-    addon.add_argument("--addon-accesses", metavar="M", help="reads per inference of the add-on (at nominal V)")
+    addon.add_argument("--addon-accesses", metavar="M",
+                       help="reads per inference of the add-on (at nominal V)")
     addon.add_argument("--addon", metavar="NAME",
-                       help="a registered add-on (NeuralFuse generators: ConvL, ConvS, DeConvL, DeConvS, "
-                            "UNetL, UNetS), counted by --count on the model's input shape or "
-                            "--input-shape; --count published looks up NeuralFuse's published count")
+                       help="a registered add-on (NeuralFuse generators: ConvL, ConvS, DeConvL, "
+                            "DeConvS, UNetL, UNetS), counted by --count on the model's input shape "
+                            "or --input-shape; --count published looks up "
+                            "NeuralFuse's published count")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--voltage", metavar="V", help="supply voltage (in the curve's unit)")
-    where.add_argument("--ber", metavar="B", help="or: the bit error rate; the voltage is read off the curve")
+    where.add_argument("--ber", metavar="B",
+                       help="or: the bit error rate; the voltage is read off the curve")
     p.add_argument("--curve", default="finfet14", choices=sorted(BUILTINS),
                    help="voltage -> BER curve (default finfet14)")
     p.add_argument("--nominal", default="1.0", metavar="VNOM", help="nominal voltage (default 1.0)")
     p.add_argument("--leakage-share", default="0", metavar="S",
-                   help="leakage's share of a read's energy at nominal voltage, in [0, 1] (default 0)")
+                   help="leakage's share of a read's energy at nominal "
+                        "voltage, in [0, 1] (default 0)")
     p.add_argument("--count", default=None, choices=(*METHODS, PUBLISHED),
                    help="how to count weight reads of --model/--addon: weights (each read once, "
                         "the default), systolic (SCALE-Sim's output-stationary 32x32 count, 64-bit "
                         "reads, closed form), scalesim (the same from a scalesim run; slow), or "
-                        "published (--accesses with --addon: NeuralFuse's published count, looked up)")
+                        "published (--accesses with --addon: NeuralFuse's "
+                        "published count, looked up)")
     p.add_argument("--input-shape", metavar="C,H,W",
                    help="input size for counting --addon next to --accesses")
     p.add_argument("--ecc", metavar="CODE",
@@ -57,8 +63,8 @@ def register(subparsers) -> None:
                         "(72/64 cells read per data bit) or secded13 (13/8), plus a decoder")
     p.add_argument("--ecc-decoder-energy", metavar="D",
                    help="with --ecc: decoder energy per codeword, as a fraction of one nominal "
-                        f"read of its data bits, at nominal voltage (default {E.DEFAULT_DECODER_ENERGY:g}, "
-                        "illustrative)")
+                        "read of its data bits, at nominal voltage (default "
+                        f"{E.DEFAULT_DECODER_ENERGY:g}, illustrative)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -74,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def compute(args: argparse.Namespace) -> dict:
-    """The energy report of parsed `sramsim energy` arguments (every count labelled by its source)."""
+    """The energy report of parsed `sramsim energy` arguments (each count labelled by its
+    source)."""
     curve = BerCurve.builtin(args.curve)
     nominal = number(args.nominal, "--nominal", positive=True)
     leak = number(args.leakage_share, "--leakage-share")
@@ -87,7 +94,8 @@ def compute(args: argparse.Namespace) -> dict:
     ecc = None if args.ecc is None else get_code(args.ecc).name
     if ecc is None and args.ecc_decoder_energy is not None:
         raise InputError("--ecc-decoder-energy needs --ecc (there is no decoder without a code)")
-    decoder = E.decoder_energy(ecc, args.ecc_decoder_energy, "--ecc-decoder-energy")
+    decoder: float | None = E.decoder_energy(ecc, args.ecc_decoder_energy,
+                                             "--ecc-decoder-energy")
     decoder = decoder if ecc else None
     e_read = E.energy_per_read(voltage, nominal, leak)
     e_data = E.ecc_energy_per_read(voltage, nominal, leak, ecc, decoder)
@@ -116,7 +124,7 @@ def compute(args: argparse.Namespace) -> dict:
     }
 
 
-def _voltage(args, curve: BerCurve, nominal: float) -> float:
+def _voltage(args: argparse.Namespace, curve: BerCurve, nominal: float) -> float:
     if args.ber is not None:
         ber = check_ber(args.ber, "--ber")
         try:
@@ -142,7 +150,7 @@ def _input_shape(text: str) -> tuple[int, int, int]:
     return shape
 
 
-def _count_method(args) -> str | None:
+def _count_method(args: argparse.Namespace) -> str | None:
     """The counting method that governs every number not given: --count, else "weights".
 
     None when nothing is counted (the base reads are given and the add-on's are given or absent);
@@ -152,8 +160,8 @@ def _count_method(args) -> str | None:
     if not counts_something:
         if args.count is not None:
             raise InputError(f"--count {args.count}: nothing to count (--accesses and "
-                             f"{'--addon-accesses' if args.addon_accesses else 'no add-on'} given); "
-                             f"drop --count or count a --model / --addon")
+                             f"{'--addon-accesses' if args.addon_accesses else 'no add-on'} "
+                             "given); drop --count or count a --model / --addon")
         return None
     if args.count == PUBLISHED and args.model is not None:
         raise InputError("--count published looks up NeuralFuse's published add-on counts next to "
@@ -161,7 +169,7 @@ def _count_method(args) -> str | None:
     return args.count or "weights"
 
 
-def _base_accesses(args, method: str | None) -> tuple[int, str, tuple | None]:
+def _base_accesses(args: argparse.Namespace, method: str | None) -> tuple[int, str, tuple | None]:
     """(reads per inference, where the number came from, the model's input shape [C, H, W])."""
     if args.accesses is not None:
         n = integer(args.accesses, "--accesses", None)
@@ -170,6 +178,7 @@ def _base_accesses(args, method: str | None) -> tuple[int, str, tuple | None]:
         return n, "given", _input_shape(args.input_shape) if args.input_shape else None
     from sramsim.nn.models import load_checkpoint
     model, meta = load_checkpoint(args.model)
+    shape: tuple[int, ...]
     if args.input_shape:
         shape = _input_shape(args.input_shape)
     elif meta.get("image_size"):
@@ -177,11 +186,12 @@ def _base_accesses(args, method: str | None) -> tuple[int, str, tuple | None]:
     else:
         raise InputError(f"{args.model}: the checkpoint does not record its image size; "
                          f"pass --input-shape C,H,W")
+    assert method is not None                       # a --model is counted
     n = count_accesses(model, shape, method, progress=True)
     return n, f"{args.model}: {COUNT_LABELS[method]}", shape
 
 
-def _addon_accesses(args, method: str | None,
+def _addon_accesses(args: argparse.Namespace, method: str | None,
                     input_shape: tuple | None) -> tuple[str | None, int, str | None]:
     """(add-on name, its reads per inference, where the number came from)."""
     if args.addon_accesses is not None:
@@ -194,8 +204,8 @@ def _addon_accesses(args, method: str | None,
     name = args.addon
     if method == PUBLISHED:
         if name not in ADDONS_PUBLISHED:
-            raise InputError(f"--addon {name}: no published access count "
-                             f"(known: {', '.join(ADDONS_PUBLISHED)}); count it with --input-shape C,H,W")
+            raise InputError(f"--addon {name}: no published access count (known: "
+                             f"{', '.join(ADDONS_PUBLISHED)}); count it with --input-shape C,H,W")
         if input_shape is not None:
             raise InputError("--count published looks the add-on up; --input-shape would not be "
                              "used (drop it, or pick a --count that counts)")
@@ -203,6 +213,7 @@ def _addon_accesses(args, method: str | None,
     if input_shape is None:
         raise InputError(f"--addon {name} with --accesses: pass --input-shape C,H,W to count its "
                          f"reads ({method}), or --count published to look up NeuralFuse's count")
+    assert method is not None                       # an --addon is counted
     try:
         generator = addons.build(name, input_shape[0])
     except InputError as exc:

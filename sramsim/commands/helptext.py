@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from collections.abc import Sequence
+from typing import Any
 
 WIDTH = 79
 EXAMPLES = "examples:"
@@ -35,17 +37,20 @@ class DeprecatedAlias(argparse.Action):
     """An old spelling of a flag: stores into the new flag's dest and prints a one-line note on
     stderr (hidden from --help), so users' scripts keep working while they learn the new name."""
 
-    def __init__(self, option_strings, dest, new: str = "", **kwargs):
+    def __init__(self, option_strings: Sequence[str], dest: str, new: str = "",
+                 **kwargs: Any) -> None:
         self.new = new
         super().__init__(option_strings, dest, **kwargs)
 
-    def __call__(self, parser, namespace, values, option_string=None):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
         import sys
         print(f"note: {option_string} is deprecated; use {self.new}", file=sys.stderr)
         setattr(namespace, self.dest, values)
 
 
-def deprecated_alias(group, old: str, new: str, dest: str, **kwargs) -> None:
+def deprecated_alias(group: argparse.ArgumentParser | argparse._ActionsContainer, old: str,
+                     new: str, dest: str, **kwargs: Any) -> None:
     """Add `old` to `group` (a parser or argument group) as a hidden alias of the flag `new`."""
     group.add_argument(old, dest=dest, action=DeprecatedAlias, new=new,
                        help=argparse.SUPPRESS, **kwargs)

@@ -13,7 +13,8 @@ import json
 import math
 import re
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, overload
 
 # check_writable and friends are imported from here by the subcommands.
 from sramsim.errors import (  # noqa: F401
@@ -28,7 +29,12 @@ from sramsim.errors import (  # noqa: F401
 if TYPE_CHECKING:
     import os
 
+    import torch
+
+    from sramsim.analysis.executors import Execution
+    from sramsim.inject.layout import MemoryLayout
     from sramsim.inject.quantized_model import QuantizedModel
+    from sramsim.memory.curves import BerCurve
     from sramsim.nn.data import Dataset
 
 # OSErrors about the path the user gave, not the machine: exit status 2 like other bad input
@@ -41,7 +47,7 @@ class Parser(argparse.ArgumentParser):
     """argparse whose refusals are one line (no usage block): "PROG: error: argument --by:
     invalid choice: 'foo' (choose from layer, bit, both)". Subcommand parsers inherit it."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         message = " ".join(message.split())
         if "invalid choice" in message:          # (choose from 'a', 'b') -> (choose from a, b)
             head, _, choices = message.partition("(choose from ")
@@ -50,7 +56,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser(prog: str = "sramsim", package: str = "sramsim.commands",
-                 commands=COMMANDS) -> argparse.ArgumentParser:
+                 commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     """The parser of `prog`: one subcommand per module `package.NAME` for NAME in `commands`."""
     from sramsim._version import __version__
     parser = Parser(prog=prog, description=__doc__.splitlines()[0])
@@ -63,7 +69,7 @@ def build_parser(prog: str = "sramsim", package: str = "sramsim.commands",
     return parser
 
 
-def run_main(parser: argparse.ArgumentParser, argv=None) -> int:
+def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse, dispatch, and turn bad input into one line on stderr with exit status 2."""
     from sramsim.commands import config
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
@@ -89,7 +95,7 @@ def run_main(parser: argparse.ArgumentParser, argv=None) -> int:
         return 130
 
 
-def flagged(exc: InputError, names) -> InputError:
+def flagged(exc: InputError, names: Collection[str] | Mapping[str, str]) -> InputError:
     """`exc` with the parameter names the library wrote (`names`: e.g. TrainOptions' fields, or
     a {name: flag} dict where they differ) written as the flags a user typed: "randbet_p must
     ..." -> "--randbet-p must ...". Names with an underscore are replaced wherever they stand; a
@@ -105,8 +111,14 @@ def flagged(exc: InputError, names) -> InputError:
     return InputError(text)
 
 
-def number(text, flag: str, positive: bool = False, minimum: float | None = None,
-           maximum: float | None = None) -> float | None:
+@overload
+def number(text: None, flag: str, positive: bool = ..., minimum: float | None = ...,
+           maximum: float | None = ...) -> None: ...
+@overload
+def number(text: str | float, flag: str, positive: bool = ..., minimum: float | None = ...,
+           maximum: float | None = ...) -> float: ...
+def number(text: str | float | None, flag: str, positive: bool = False,
+           minimum: float | None = None, maximum: float | None = None) -> float | None:
     """A finite command-line number within [minimum, maximum] (None stays None), or an
     InputError naming the flag."""
     if text is None:
@@ -116,7 +128,8 @@ def number(text, flag: str, positive: bool = False, minimum: float | None = None
     except (TypeError, ValueError):
         raise InputError(f"{flag} must be a number, got {text!r}") from None
     if not math.isfinite(value) or (positive and value <= 0):
-        raise InputError(f"{flag} must be a {'positive ' if positive else ''}finite number, got {text!r}")
+        raise InputError(f"{flag} must be a {'positive ' if positive else ''}finite number, got "
+                         f"{text!r}")
     if minimum is not None and value < minimum:
         raise InputError(f"{flag} must be >= {minimum:g}, got {text!r}")
     if maximum is not None and value > maximum:
@@ -127,7 +140,14 @@ def number(text, flag: str, positive: bool = False, minimum: float | None = None
 MAX_SEED = 2 ** 63 - 1   # torch.Generator.manual_seed takes at most a 64-bit integer
 
 
-def integer(text, flag: str, minimum: int | None = 1, maximum: int | None = None) -> int | None:
+@overload
+def integer(text: None, flag: str, minimum: int | None = ..., maximum: int | None = ...) -> None:
+    ...
+@overload
+def integer(text: str | int, flag: str, minimum: int | None = ...,
+            maximum: int | None = ...) -> int: ...
+def integer(text: str | int | None, flag: str, minimum: int | None = 1,
+            maximum: int | None = None) -> int | None:
     """A command-line whole number ("1_000" and "1,000" accepted) in [minimum, maximum]."""
     if text is None:
         return None
@@ -148,7 +168,11 @@ def integer(text, flag: str, minimum: int | None = 1, maximum: int | None = None
 MAX_MAPS = 100_000
 
 
-def maps(text, flag: str) -> int | None:
+@overload
+def maps(text: None, flag: str) -> None: ...
+@overload
+def maps(text: str | int, flag: str) -> int: ...
+def maps(text: str | int | None, flag: str) -> int | None:
     """A command-line count of fault maps in [1, MAX_MAPS]."""
     return integer(text, flag, minimum=1, maximum=MAX_MAPS)
 
@@ -159,7 +183,12 @@ LOCAL_WORKERS_PER_CORE = 4
 MAX_RAY_WORKERS = 1024
 
 
-def workers(text, flag: str = "--workers", executor: str = "local") -> int | None:
+@overload
+def workers(text: None, flag: str = ..., executor: str = ...) -> None: ...
+@overload
+def workers(text: str | int, flag: str = ..., executor: str = ...) -> int: ...
+def workers(text: str | int | None, flag: str = "--workers",
+            executor: str = "local") -> int | None:
     """A command-line worker count: at most 4 per core of this machine for local processes,
     at most MAX_RAY_WORKERS Ray actors."""
     import os
@@ -172,17 +201,30 @@ def workers(text, flag: str = "--workers", executor: str = "local") -> int | Non
     return value
 
 
-def threads(text, flag: str = "--threads") -> int | None:
+@overload
+def threads(text: None, flag: str = ...) -> None: ...
+@overload
+def threads(text: str | int, flag: str = ...) -> int: ...
+def threads(text: str | int | None, flag: str = "--threads") -> int | None:
     """A command-line thread count in [1, MAX_THREADS] (torch crashes far above it)."""
     return integer(text, flag, minimum=1, maximum=MAX_THREADS)
 
 
-def seed(text, flag: str = "--seed") -> int | None:
+@overload
+def seed(text: None, flag: str = ...) -> None: ...
+@overload
+def seed(text: str | int, flag: str = ...) -> int: ...
+def seed(text: str | int | None, flag: str = "--seed") -> int | None:
     """A command-line seed: a whole number in [0, 2^63 - 1]."""
     return integer(text, flag, minimum=0, maximum=MAX_SEED)
 
 
-def ber(text, flag: str = "--ber", curve=None) -> float | None:
+@overload
+def ber(text: None, flag: str = ..., curve: BerCurve | None = ...) -> None: ...
+@overload
+def ber(text: str | float, flag: str = ..., curve: BerCurve | None = ...) -> float: ...
+def ber(text: str | float | None, flag: str = "--ber",
+        curve: BerCurve | None = None) -> float | None:
     """A command-line bit error rate in [0, 1] (None stays None); with `curve`, also no higher
     than the curve's highest BER (its voltage, which the energy model needs, is unknown above)."""
     if text is None:
@@ -207,7 +249,12 @@ def ber_range(text: str, flag: str = "--ber-range") -> tuple[float, float]:
     return low, high
 
 
-def voltage(text, flag: str, low: float, nominal: float, what: str) -> float | None:
+@overload
+def voltage(text: None, flag: str, low: float, nominal: float, what: str) -> None: ...
+@overload
+def voltage(text: str | float, flag: str, low: float, nominal: float, what: str) -> float: ...
+def voltage(text: str | float | None, flag: str, low: float, nominal: float,
+            what: str) -> float | None:
     """A command-line voltage in [low, nominal] (None stays None): `what` ("chip 'c0'", "curve
     'finfet14'") is valid down to `low`, and above its nominal voltage nothing is known."""
     value = number(text, flag, positive=True)
@@ -231,10 +278,10 @@ def add_layout_arguments(p: argparse.ArgumentParser, planned_at: str,
                         f"EDEN, the most reliable partitions first) (default {mapping_default})")
     p.add_argument("--bit-placement", "--placement", dest="bit_placement", default="linear",
                    metavar="P",
-                   help=f"fault-aware bit placement (ReSpawn), planned from each chip's map "
-                        f"{planned_at}: {POLICIES[0]} (none, default), shuffle (rotate each word's bits "
-                        "so code MSBs sit on good cells) or skip-faulty-words (--placement is "
-                        "its old name)")
+                   help="fault-aware bit placement (ReSpawn), planned from each chip's map "
+                        f"{planned_at}: {POLICIES[0]} (none, default), shuffle (rotate each word's "
+                        "bits so code MSBs sit on good cells) or skip-faulty-words "
+                        "(--placement is its old name)")
     p.add_argument("--ecc", metavar="CODE", help="weights stored with SECDED check bits in the "
                    "same faulty memory: secded72 (72,64) or secded13 (13,8); decoded per "
                    "codeword, results carry the errors left after decoding")
@@ -247,7 +294,7 @@ LAYOUT_FLAGS = {"mapping": "--mapping", "bit_placement": "--bit-placement", "ecc
                 "ecc_policy": "--ecc-policy"}
 
 
-def memory_layout(args: argparse.Namespace, chip_map: str | None = None):
+def memory_layout(args: argparse.Namespace, chip_map: str | None = None) -> MemoryLayout:
     """The MemoryLayout of the flags `add_layout_arguments` added: the one place the CLI builds
     it (checked by the layout's own rule, naming the flags). chip_map: how this command's user
     gives a known chip map (e.g. "--profile"), when none was given; a bit placement or a DRAM
@@ -282,7 +329,7 @@ def add_execution_arguments(p: argparse.ArgumentParser, what: str = "fault maps"
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def execution(args: argparse.Namespace):
+def execution(args: argparse.Namespace) -> Execution:
     """The Execution of the flags `add_execution_arguments` added (checked before any work)."""
     from sramsim.analysis.executors import Execution
     if args.ray_address and args.executor != "ray":
@@ -307,10 +354,10 @@ def load_quantized(path: str | os.PathLike, bits: str | None = None, scheme: str
     from sramsim.inject.quantized_model import QuantizedModel
     from sramsim.nn.models import load_checkpoint
     model, meta = load_checkpoint(path)
-    bits = int(bits) if bits is not None else int(meta.get("bits") or 8)
+    n_bits = int(bits) if bits is not None else int(meta.get("bits") or 8)
     scheme = scheme or meta.get("scheme") or "symmetric"
     try:
-        return QuantizedModel(model, bits=bits, scheme=scheme, clip=meta.get("clip")), meta
+        return QuantizedModel(model, bits=n_bits, scheme=scheme, clip=meta.get("clip")), meta
     except ValueError as exc:
         raise InputError(f"{path}: {exc}") from None
 
@@ -323,7 +370,7 @@ def check_channels(path: str | os.PathLike, meta: dict, dataset: Dataset) -> Non
                          f"{dataset.in_channels}")
 
 
-def torch_device(name: str):
+def torch_device(name: str) -> torch.device:
     """A --device value as a torch.device; unknown names and missing CUDA are bad input."""
     try:
         return check_device(name)
@@ -338,13 +385,13 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def print_json(obj) -> None:
+def print_json(obj: object) -> None:
     """The one JSON object a `--json` command prints on stdout."""
     json.dump(obj, sys.stdout, indent=None, default=_json_default)
     sys.stdout.write("\n")
 
 
-def _json_default(o):
+def _json_default(o: object) -> Any:
     import numpy as np
     if isinstance(o, np.generic):
         return o.item()
@@ -353,7 +400,7 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """The `sramsim` console script."""
     return run_main(build_parser(), argv)
 

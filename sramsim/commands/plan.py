@@ -28,6 +28,7 @@ from sramsim.progress import progress
 if TYPE_CHECKING:
     import torch
 
+    from sramsim.analysis.sweep import ChipSpec
     from sramsim.inject.quantized_model import QuantizedModel
     from sramsim.nn.data import Dataset
 
@@ -171,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         weights = S.random_chips(integer(args.chips, "--chips"), args.curve,
                                  integer(args.rows, "--rows"), integer(args.cols, "--cols"),
                                  integer(args.banks, "--banks"), s, v_floor=min(voltages))
-    acts = ()
+    acts: list[ChipSpec] = []
     if args.activations:
         if args.act_profile:
             acts = S.profile_chips([str(p) for p in resolve_profiles(args.act_profile)])

@@ -1,4 +1,4 @@
-"""`sramsim profile list|synth|import|info|validate|plot`: make, inspect and check HDF5 chip profiles.
+"""`sramsim profile list|synth|import|info|validate|plot`: make, inspect, check chip profiles.
 
 Wherever a profile file is taken, `shipped:NAME` names a profile that ships with sramsim (`sramsim
 profile list` prints them), and `validate` takes `shipped` for all of them."""
@@ -8,24 +8,25 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from sramsim.commands.helptext import leaf
+from sramsim.commands.main import check_writable, integer, number, print_json, seed, voltage
+from sramsim.errors import InputError
 from sramsim.memory import profiles
 from sramsim.memory.chip import Chip
-from sramsim.commands.main import check_writable, integer, number, print_json, seed, voltage
-from sramsim.commands.helptext import leaf
 from sramsim.memory.curves import BerCurve
-from sramsim.errors import InputError
-from sramsim.memory.sizes import format_bytes
 from sramsim.memory.dram import DEFAULT_PART, DramGeometry, load_part
 from sramsim.memory.geometry import Geometry
 from sramsim.memory.shipped import ALL, resolve_profiles, shipped_profiles
+from sramsim.memory.sizes import format_bytes
 
 PROFILE_HELP = "profile file (.h5) or shipped:NAME"
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("profile", help="make, inspect and check chip profiles (HDF5)",
                                    description=__doc__)
     sub = parser.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
@@ -34,7 +35,8 @@ def register(subparsers) -> None:
                        "shipped:NAME)", **leaf(
                            "The chip profiles that ship with sramsim: name, geometry, technology, "
                            "capacity and file size. Any option that takes a profile file also "
-                           "takes shipped:NAME, and lists of profiles take shipped for all of them.",
+                           "takes shipped:NAME, and lists of profiles take "
+                           "shipped for all of them.",
                            "sramsim profile list", "sramsim profile list --json"))
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_list)
@@ -63,8 +65,10 @@ def register(subparsers) -> None:
     p = sub.add_parser("import", help="a measured chip from per-voltage failing-bit files",
                        **leaf("Import a measured chip from a folder of per-voltage observations "
                               "of failing bits into an HDF5 profile. "
-                              + " ".join(profiles.load_bitmap_dir.__doc__.split("\n\n")[1].split()),
-                              "sramsim profile import bitmaps/ --rows 8192 --cols 128 --out chip.h5",
+                              + " ".join((profiles.load_bitmap_dir.__doc__ or "")
+                                         .split("\n\n")[1].split()),
+                              "sramsim profile import bitmaps/ --rows 8192 "
+                              "--cols 128 --out chip.h5",
                               "sramsim profile import dram-bitmaps/ --technology dram --out "
                               "dram-chip.h5"))
     p.add_argument("directory", help="folder of v<voltage>[_0to1|_1to0].npy files")
@@ -130,7 +134,7 @@ def _out_args(p: argparse.ArgumentParser) -> None:
 
 
 # --- actions --------------------------------------------------------------------------------------
-def run_synth(args) -> int:
+def run_synth(args: argparse.Namespace) -> int:
     curve = parse_curve(args.curve)
     geometry = _geometry(args)
     kinds = parse_kinds(args.kinds)
@@ -146,7 +150,7 @@ def run_synth(args) -> int:
     return _report_written(args, chip)
 
 
-def run_import(args) -> int:
+def run_import(args: argparse.Namespace) -> int:
     geometry, unit, nominal = _import_geometry(args)
     _check_out(args)
     chip = profiles.import_bitmaps(args.directory, geometry, name=args.name,
@@ -155,7 +159,7 @@ def run_import(args) -> int:
     return _report_written(args, chip)
 
 
-def run_info(args) -> int:
+def run_info(args: argparse.Namespace) -> int:
     chip = Chip.load(args.file)
     voltages = None if args.voltages is None else [chip_voltage(v, chip, "--voltages")
                                                    for v in args.voltages]
@@ -167,7 +171,7 @@ def run_info(args) -> int:
     return 0
 
 
-def run_list(args) -> int:
+def run_list(args: argparse.Namespace) -> int:
     rows = [shipped_row(path) for path in shipped_profiles()]
     if args.json:
         print_json({"profiles": rows})
@@ -188,13 +192,14 @@ def shipped_row(path: Path) -> dict:
     g = chip.geometry
     return {"name": chip.name, "spec": f"shipped:{path.stem}", "technology": g.technology,
             "source": chip.source, "v_floor": chip.v_floor, "faults": len(chip),
-            "geometry": {"rows": g.rows, "cols": g.cols, "banks": getattr(g, "total_banks", g.banks),
+            "geometry": {"rows": g.rows, "cols": g.cols,
+                         "banks": getattr(g, "total_banks", g.banks),
                          "word_bits": g.word_bits, "capacity_bits": g.capacity_bits},
             "file_bytes": path.stat().st_size}
 
 
-def run_validate(args) -> int:
-    results = []
+def run_validate(args: argparse.Namespace) -> int:
+    results: list[dict[str, Any]] = []
     for path in _expand(args.files):
         problems = profiles.validate(path)
         results.append({"file": str(path), "valid": not problems, "problems": problems})
@@ -211,7 +216,7 @@ def run_validate(args) -> int:
     return 0 if ok else 2
 
 
-def run_plot(args) -> int:
+def run_plot(args: argparse.Namespace) -> int:
     from sramsim.analysis.plots import save_profile_plot  # matplotlib only when plotting
     chip = Chip.load(args.file)
     v = chip_voltage(args.voltage, chip, "--voltage")
@@ -249,7 +254,8 @@ def parse_curve(spec: str) -> BerCurve:
                 raise ValueError("MU and SIGMA must be finite numbers")
             return BerCurve.gaussian(mu, sigma)
         except ValueError as exc:
-            detail = str(exc) if "SIGMA" in str(exc) or "sigma" in str(exc) else "expected gaussian:MU,SIGMA"
+            detail = (str(exc) if "SIGMA" in str(exc) or "sigma" in str(exc)
+                      else "expected gaussian:MU,SIGMA")
             raise InputError(f"--curve {spec}: {detail}") from None
     try:
         return BerCurve.builtin(spec)
@@ -274,7 +280,7 @@ def parse_kinds(spec: str) -> dict[str, float]:
     return kinds
 
 
-def chip_voltage(text, chip: Chip, flag: str) -> float:
+def chip_voltage(text: str | float, chip: Chip, flag: str) -> float:
     """A voltage `chip` is valid at: from its floor (or lowest measured voltage) to nominal."""
     what = "lowest measured voltage" if chip.source == "measured" else "v_floor"
     v = number(text, flag, positive=True)
@@ -286,16 +292,16 @@ def chip_voltage(text, chip: Chip, flag: str) -> float:
     return v
 
 
-def _geometry(args, technology: str = "sram") -> Geometry:
-    dims = [integer(getattr(args, k), f"--{k.replace('_', '-')}")
-            for k in ("rows", "cols", "banks", "word_bits")]
+def _geometry(args: argparse.Namespace, technology: str = "sram") -> Geometry:
+    rows, cols, banks, word_bits = (integer(getattr(args, k), f"--{k.replace('_', '-')}")
+                                    for k in ("rows", "cols", "banks", "word_bits"))
     try:
-        return Geometry(*dims, technology=technology)
+        return Geometry(rows, cols, banks, word_bits, technology=technology)
     except ValueError as exc:
         raise InputError(f"bad geometry: {exc}") from None
 
 
-def _import_geometry(args) -> tuple:
+def _import_geometry(args: argparse.Namespace) -> tuple:
     """(geometry, voltage unit, nominal voltage) of `profile import`: --rows/--cols for SRAM, the
     part's DramGeometry (volts, nominal VDD2) for --technology dram."""
     if args.technology != "dram":
@@ -316,7 +322,7 @@ def _import_geometry(args) -> tuple:
     return geometry, args.voltage_unit or "V", nominal
 
 
-def _check_out(args) -> None:
+def _check_out(args: argparse.Namespace) -> None:
     check_writable(args.out, "--out")           # the text itself: '' is not the current folder
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -325,7 +331,7 @@ def _check_out(args) -> None:
         raise InputError(f"--out {args.out}: folder {out.parent} does not exist")
 
 
-def _report_written(args, chip: Chip) -> int:
+def _report_written(args: argparse.Namespace, chip: Chip) -> int:
     info = {"file": args.out, **profiles.summary(chip)}
     if args.json:
         print_json(info)
@@ -346,7 +352,8 @@ def _print_info(info: dict) -> None:
     print(f"{info['faults']} faulty bits ({kinds or 'none'})"
           + (f", non-nested bits {info['non_nested']}" if info["non_nested"] is not None else ""))
     has_curve = any("curve_ber" in r for r in info["voltages"])
-    print(f"{'voltage':>9} {'faults':>10} {'BER':>11}" + (f" {'curve BER':>11}" if has_curve else ""))
+    print(f"{'voltage':>9} {'faults':>10} "
+          f"{'BER':>11}" + (f" {'curve BER':>11}" if has_curve else ""))
     for r in info["voltages"]:
         line = f"{r['voltage']:>9.4g} {r['faults']:>10d} {r['ber']:>11.4g}"
         if has_curve:

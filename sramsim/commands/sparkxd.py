@@ -13,25 +13,41 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from sramsim.commands.config import add_config, recorded
 from sramsim.commands.helptext import leaf, paragraph
-from sramsim.commands.main import (add_execution_arguments, ber_range, check_ber, check_writable,
-                                   execution, flagged, integer, maps, number, print_json, seed)
+from sramsim.commands.main import (
+    add_execution_arguments,
+    ber_range,
+    check_ber,
+    check_writable,
+    execution,
+    flagged,
+    integer,
+    maps,
+    number,
+    print_json,
+    seed,
+)
 from sramsim.errors import InputError
 from sramsim.nn.fat import CURRICULA, SOURCE_HELP
 from sramsim.nn.models import arch_names
 
+if TYPE_CHECKING:
+    from sramsim.analysis.sparkxd import StudyOptions
 
-def register(subparsers) -> None:
+
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sramsim sparkxd` to the parser."""
     from sramsim.analysis.sparkxd import DEFAULT_FAT_BER, DEFAULT_FAT_SOURCE, DEFAULT_MODEL
     p = subparsers.add_parser("sparkxd", help="the SparkXD study: FAT vs baseline tolerable BER "
                               "and DRAM energy at the tolerable voltages",
                               **leaf(paragraph(__doc__) + " A re-run with the same --out resumes "
                                      "every stage.",
-                                     "sramsim sparkxd --model snn-fc400 --margin 0.01 --limit 10000 "
-                                     "--eval-limit 2000 --maps 3 --dram-rows 2048 --out study",
+                                     "sramsim sparkxd --model snn-fc400 --margin 0.01 --limit "
+                                     "10000 --eval-limit 2000 --maps 3 --dram-rows 2048 --out "
+                                     "study",
                                      "sramsim sparkxd --model snn-fc100 --epochs 1 --fat-epochs 1 "
                                      "--limit 2000 --maps 2 --out quick-study",
                                      "sramsim sparkxd --config study/run.toml"))
@@ -46,7 +62,8 @@ def register(subparsers) -> None:
     p.add_argument("--base", default=None, metavar="CKPT",
                    help="use this trained checkpoint as the pretrained model both arms start "
                         "from, instead of pretraining one into DIR")
-    p.add_argument("--epochs", default="2", metavar="E", help="clean pretraining epochs (default 2)")
+    p.add_argument("--epochs", default="2", metavar="E",
+                   help="clean pretraining epochs (default 2)")
     p.add_argument("--fat-epochs", default="4", metavar="E",
                    help="fault-aware training epochs from the pretrained model; the baseline "
                         "gets the same number of clean epochs (default 4)")
@@ -84,7 +101,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def options(args: argparse.Namespace):
+def options(args: argparse.Namespace) -> StudyOptions:
     """StudyOptions from the command line (each number checked, naming its flag)."""
     from sramsim.analysis.sparkxd import DEFAULT_MODEL, StudyOptions
     from sramsim.commands.train_base import fat_source_arg
@@ -94,6 +111,7 @@ def options(args: argparse.Namespace):
         model = DEFAULT_MODEL
         if args.base is not None:
             from pathlib import Path
+
             from sramsim.nn.models import load_checkpoint
             if not Path(args.base).is_file():
                 raise InputError(f"--base {args.base}: no such checkpoint file")
@@ -129,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         opts, summary = _study(args)
     except InputError as exc:           # StudyOptions names its fields: say the flags
         from dataclasses import fields
+
         from sramsim.analysis.sparkxd import StudyOptions
         names = {f.name: "--" + f.name.replace("_", "-") for f in fields(StudyOptions)}
         raise flagged(exc, {**names, "bisect_steps": "--bisect"}) from None
@@ -140,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _study(args: argparse.Namespace):
+def _study(args: argparse.Namespace) -> tuple[StudyOptions, dict]:
     """(StudyOptions, summary): the options checked, the study run (or resumed)."""
     from sramsim.analysis.sparkxd import run_study
     opts = options(args)

@@ -2,16 +2,26 @@
 from __future__ import annotations
 
 import argparse
+from typing import TextIO
 
 from sramsim.commands.config import add_config, recorded
 from sramsim.commands.helptext import leaf, paragraph
-from sramsim.commands.main import (add_execution_arguments, add_layout_arguments, check_writable,
-                                   execution, integer, memory_layout, number, print_json, seed)
-from sramsim.memory.curves import BUILTINS
+from sramsim.commands.main import (
+    add_execution_arguments,
+    add_layout_arguments,
+    check_writable,
+    execution,
+    integer,
+    memory_layout,
+    number,
+    print_json,
+    seed,
+)
 from sramsim.inject import quantization as Q
+from sramsim.memory.curves import BUILTINS
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sramsim sweep` to the parser."""
     p = subparsers.add_parser(
         "sweep", help="accuracy vs voltage over chips x offsets (resumable)", **leaf(
@@ -35,18 +45,23 @@ def register(subparsers) -> None:
     p.add_argument("--curve", default="finfet14", choices=sorted(BUILTINS),
                    help="BER curve of random chips (default finfet14)")
     p.add_argument("--rows", default="1024", help="random chips: rows per bank (default 1024)")
-    p.add_argument("--cols", default="2048", help="random chips: bits per row (default 2048: 256 KB)")
+    p.add_argument("--cols", default="2048",
+                   help="random chips: bits per row (default 2048: 256 KB)")
     p.add_argument("--banks", default="1", help="random chips: banks (default 1)")
     p.add_argument("--seed", default="0", help="random chips: seed of the first chip (default 0)")
     p.add_argument("--voltages", required=True, metavar="LIST",
                    help="start:stop:step (e.g. 1.0:0.75:-0.025, stop included) or a comma list")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumes if it exists)")
-    p.add_argument("--offsets", default="1", metavar="K", help="placements of the model per chip (default 1)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (resumes if it exists)")
+    p.add_argument("--offsets", default="1", metavar="K",
+                   help="placements of the model per chip (default 1)")
     p.add_argument("--limit", default=None, metavar="N", help="use the first N test samples")
-    p.add_argument("--bits", default=None, choices=("8", "4", "2"), help="override the checkpoint's bits")
+    p.add_argument("--bits", default=None, choices=("8", "4", "2"),
+                   help="override the checkpoint's bits")
     p.add_argument("--scheme", default=None, choices=Q.SCHEMES,
                    help="override the checkpoint's quantization scheme")
-    p.add_argument("--batch-size", default="1000", metavar="B", help="evaluation batch (default 1000)")
+    p.add_argument("--batch-size", default="1000", metavar="B",
+                   help="evaluation batch (default 1000)")
     p.add_argument("--leakage-share", default="0", metavar="S",
                    help="leakage share of a read's energy at nominal voltage (default 0)")
     add_layout_arguments(p, "at each point's voltage")
@@ -78,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         from sramsim.memory.shipped import resolve_profiles
         chips = S.profile_chips([str(p) for p in resolve_profiles(args.profiles)])
     else:
-        chips = S.random_chips(integer(args.chips, "--chips"), args.curve, integer(args.rows, "--rows"),
+        chips = S.random_chips(integer(args.chips, "--chips"), args.curve,
+                               integer(args.rows, "--rows"),
                                integer(args.cols, "--cols"), integer(args.banks, "--banks"),
                                seed(args.seed))
     with recorded(args, args.out):
@@ -103,7 +119,7 @@ def add_net_saving(summary: dict) -> dict:
     return summary
 
 
-def print_table(summary: dict, file=None) -> None:
+def print_table(summary: dict, file: TextIO | None = None) -> None:
     """The human table: one row per voltage, then where accuracy first drops > 1 point."""
     import sys
     f = file or sys.stdout
@@ -145,9 +161,10 @@ def print_table(summary: dict, file=None) -> None:
                  "PyTorch: no float model)"), file=f)
         d = summary.get("drop_1pt")
         if d is None:
-            print("accuracy stays within 1 point of fault-free down to the lowest voltage swept", file=f)
+            print("accuracy stays within 1 point of fault-free down to the lowest voltage swept",
+                  file=f)
         else:
-            at = next((p for p in summary["points"] if p["voltage"] == d["voltage"]), {})
+            at: dict = next((p for p in summary["points"] if p["voltage"] == d["voltage"]), {})
             extra = (f" ({100 * at['net_saving']:.1f}% net of the shuffle table's reads)"
                      if "net_saving" in at else "")
             print(f"accuracy falls more than 1 point below fault-free at V={d['voltage']:g} "

@@ -1,18 +1,25 @@
-"""`sramsim train-base`: quantization-aware training of a base model (clipping, RandBET optional)."""
+"""`sramsim train-base`: quantization-aware training of a base model (clipping, RandBET
+optional)."""
 from __future__ import annotations
 
 import argparse
 from dataclasses import fields
 
-from sramsim.inject import quantization as Q
-from sramsim.commands.main import (check_ber, check_writable, flagged, integer, number, seed,
-                                   torch_device)
 from sramsim.commands.helptext import leaf
+from sramsim.commands.main import (
+    check_ber,
+    check_writable,
+    flagged,
+    integer,
+    number,
+    seed,
+    torch_device,
+)
 from sramsim.errors import InputError
-from sramsim.nn.models import NORMS, arch_names, check_arch
+from sramsim.inject import quantization as Q
 from sramsim.nn.fat import CURRICULA, SOURCE_HELP
+from sramsim.nn.models import NORMS, arch_names, check_arch
 from sramsim.nn.training import OPTIMIZERS, OutputExists, TrainOptions, train_base
-
 
 # Resized images are held in memory as float32: 4096x4096x3 is 200 MB per image already.
 MAX_IMAGE_SIZE = 4096
@@ -20,7 +27,7 @@ MAX_IMAGE_SIZE = 4096
 FLAG_NAMES = (*(f.name for f in fields(TrainOptions)), "init")
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sramsim train-base` to the parser."""
     p = subparsers.add_parser(
         "train-base", help="train a base model with quantization-aware training", **leaf(
@@ -35,7 +42,8 @@ def register(subparsers) -> None:
                    help=f"architecture: {arch_names()} (default cnn)")
     p.add_argument("--data", default="fashion-mnist", metavar="fashion-mnist|mnist|DIR",
                    help="dataset name or directory (IDX, CIFAR batches, ImageFolder)")
-    p.add_argument("--epochs", default="2", metavar="E", help="passes over the training set (default 2)")
+    p.add_argument("--epochs", default="2", metavar="E",
+                   help="passes over the training set (default 2)")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file to write")
     p.add_argument("--limit", default=None, metavar="N",
                    help="use only the first N train and N test samples")
@@ -48,7 +56,8 @@ def register(subparsers) -> None:
     p.add_argument("--weight-decay", default="0", metavar="WD", help="default 0")
     p.add_argument("--seed", default="0", metavar="S",
                    help="fixes initial weights, batch order and RandBET patterns (default 0)")
-    p.add_argument("--bits", default="8", help=f"weight bits: {', '.join(map(str, Q.BITS))} (default 8)")
+    p.add_argument("--bits", default="8",
+                   help=f"weight bits: {', '.join(map(str, Q.BITS))} (default 8)")
     p.add_argument("--scheme", default="symmetric", help=f"quantization: {', '.join(Q.SCHEMES)}")
     p.add_argument("--clip", default=None, metavar="W",
                    help="keep stored weights in [-W, W] (projected after every step)")
@@ -57,9 +66,11 @@ def register(subparsers) -> None:
                    help="RandBET: also train on random bit errors at rate P (e.g. 0.01)")
     p.add_argument("--randbet-grad-clip", default=None, metavar="C",
                    help="RandBET: clamp each element of the perturbed gradient to [-C, C] before "
-                        "averaging it with the clean one (Stutz et al. use 0.05; default: no clamp)")
+                        "averaging it with the clean one (Stutz et al. use "
+                        "0.05; default: no clamp)")
     p.add_argument("--randbet-start", default="0", metavar="E",
-                   help="RandBET: train E clean epochs before the perturbed pass starts (default 0)")
+                   help="RandBET: train E clean epochs before the perturbed "
+                        "pass starts (default 0)")
     p.add_argument("--fat-ber", default="0", metavar="P",
                    help="fault-aware training: train on weights read through faults, the BER "
                         "raised over the epochs to P (e.g. 1e-2); 0 = off")
@@ -159,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
               + (f", RandBET p={meta['randbet_p']}" if meta.get("randbet_p") else "")
               + (f" (gradient clamp {summary['randbet_grad_clip']:g})"
                  if summary["randbet_grad_clip"] is not None else "")
-              + (f" (from epoch {summary['randbet_start'] + 1})" if summary["randbet_start"] else "")
+              + (" (from epoch "
+                 f"{summary['randbet_start'] + 1})" if summary["randbet_start"] else "")
               + (f", FAT to BER {meta['fat']['ber']:g} ({meta['fat']['curriculum']}, "
                  f"{meta['fat']['source']})" if meta.get("fat") else ""))
         print(f"test accuracy (quantized, clean): {meta['test_accuracy']:.4f}  "

@@ -1,8 +1,9 @@
-"""`sramsim vuln`: accuracy drop when only one layer, or only one bit position, carries the faults."""
+"""`sramsim vuln`: accuracy drop when only one layer, or one bit position, carries the faults."""
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sramsim.commands.helptext import leaf, paragraph
 from sramsim.commands.main import (
@@ -22,8 +23,14 @@ from sramsim.errors import InputError, check_ber
 from sramsim.inject import quantization as Q
 from sramsim.inject.torch_quantized import is_exported_file
 
+if TYPE_CHECKING:
+    from sramsim.inject.layout import MemoryLayout
+    from sramsim.inject.quantized_model import QuantizedModel
+    from sramsim.inject.torch_quantized import TorchQuantizedModel
+    from sramsim.nn.data import Dataset
 
-def register(subparsers) -> None:
+
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sramsim vuln` and its options to the CLI's subparsers."""
     p = subparsers.add_parser(
         "vuln", help="which layers / bit positions hurt: drop with faults confined to one of them",
@@ -44,15 +51,18 @@ def register(subparsers) -> None:
                      help="chip profiles (with --voltage): files, shipped:NAME, or shipped (all "
                           "shipped profiles)")
     p.add_argument("--voltage", metavar="V", help="supply voltage of the --profile chips")
-    p.add_argument("--models", default="10", metavar="M", help="fault maps to average over (default 10)")
+    p.add_argument("--models", default="10", metavar="M",
+                   help="fault maps to average over (default 10)")
     p.add_argument("--limit", default=None, metavar="N", help="use the first N test samples")
     p.add_argument("--by", default="both", choices=("layer", "bit", "both"),
                    help="group faults by layer, by bit position, or both (default both)")
-    p.add_argument("--bits", default=None, choices=("8", "4", "2"), help="override the checkpoint's bits")
+    p.add_argument("--bits", default=None, choices=("8", "4", "2"),
+                   help="override the checkpoint's bits")
     p.add_argument("--scheme", default=None, choices=Q.SCHEMES,
                    help="override the checkpoint's quantization scheme")
     p.add_argument("--seed", default="0", metavar="S", help="seed of the fault maps (default 0)")
-    p.add_argument("--batch-size", default="1000", metavar="B", help="evaluation batch (default 1000)")
+    p.add_argument("--batch-size", default="1000", metavar="B",
+                   help="evaluation batch (default 1000)")
     add_layout_arguments(p, "at --voltage (needs --profile)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="folder for the maps' results, written as each finishes (a re-run with "
@@ -86,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.out is not None:
         from pathlib import Path
         plot = str(Path(args.out) / "vuln.png")
-    ber = chips = voltage = None
+    ber: float | None = None
+    chips: list[Chip] = []
+    voltage: float | None = None
     if args.profile:
         if args.voltage is None:
             raise InputError("--profile needs --voltage V")
@@ -99,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         if args.voltage is not None:
             raise InputError("--voltage goes with --profile; for random errors give --ber only")
         ber = check_ber(args.ber, "--ber")
+    qm: QuantizedModel | TorchQuantizedModel
     if is_exported_file(args.model):
         qm, dataset = _exported(args, layout, limit, batch_size)
     else:
@@ -113,11 +126,13 @@ def run(args: argparse.Namespace) -> int:
                          execution=run_on, out_dir=args.out, on_map=lambda _: bar.update(1))
     finally:
         bar.close()
+    faults: dict[str, Any] = {"kind": "random", "ber": ber}
+    if chips:
+        assert voltage is not None                  # --profile needs --voltage
+        faults = {"kind": "chips", "voltage": voltage, "chips": [c.name for c in chips],
+                  "ber": float(sum(c.ber(voltage) for c in chips) / len(chips))}
     report.update({"model": str(args.model), "data": str(args.data), "limit": limit,
-                   "faults": ({"kind": "chips", "voltage": voltage,
-                               "chips": [c.name for c in chips],
-                               "ber": float(sum(c.ber(voltage) for c in chips) / len(chips))}
-                              if chips else {"kind": "random", "ber": ber})})
+                   "faults": faults})
     if plot is not None:
         from sramsim.analysis.plots import plot_vulnerability
         report["plot"] = plot_vulnerability(report, plot)
@@ -130,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exported(args: argparse.Namespace, layout, limit, batch_size):
+def _exported(args: argparse.Namespace, layout: MemoryLayout, limit: int | None,
+              batch_size: int) -> tuple[TorchQuantizedModel, Dataset]:
     """(TorchQuantizedModel, test set) of a `.pt2` PT2E program, after refusing the options that
     would requantize or re-encode its int8 weights and checking it runs on the data."""
     from sramsim.inject.torch_quantized import (
@@ -155,7 +171,7 @@ def _row(r: dict, width: int) -> str:
             f"{100 * r['drop_mean']:>7.2f} ± {100 * r['drop_std']:.2f}")
 
 
-def print_table(report: dict, file=None) -> None:
+def print_table(report: dict, file: TextIO | None = None) -> None:
     """Header, then per-layer and per-bit rows sorted by accuracy drop (largest first)."""
     f = file or sys.stdout
     q, src = report["quantization"], report["faults"]
@@ -172,8 +188,8 @@ def print_table(report: dict, file=None) -> None:
               f"{e['corrected']:.1f} corrected, {e['detected']:.1f} detected, "
               f"{e['miscorrected']:.1f} miscorrected", file=f)
     print(f"clean quantized accuracy {100 * report['clean_accuracy']:.2f}%; all layers faulty: "
-          f"{100 * report['all']['accuracy_mean']:.2f}% (drop {100 * report['all']['drop_mean']:.2f} "
-          f"points)", file=f)
+          f"{100 * report['all']['accuracy_mean']:.2f}% (drop "
+          f"{100 * report['all']['drop_mean']:.2f} points)", file=f)
     rows = report["layers"] + report["bits"]
     width = max([len("faults only in")] + [len(r["label"]) for r in rows])
     for title, part in (("layer", report["layers"]), ("bit position", report["bits"])):

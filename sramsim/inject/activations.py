@@ -97,7 +97,7 @@ class QuantizedActivations:
         m = chip.byte_masks(chip.check_voltage(voltage))
         g = chip.geometry
         shift = (check_offset(offset) % g.capacity_words) * (g.word_bits // 8)
-        layers = []
+        layers: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
         for base, n in zip(self.bases, self.sizes, strict=True):
             if m.count == 0:
                 layers.append(None)
@@ -145,7 +145,8 @@ def calibrate(model: nn.Module, x: torch.Tensor, weights: dict | None = None,
     deployed); the stored outputs in the order they run. The model is left as it was."""
     if x.shape[0] == 0:
         raise InputError("activation calibration needs at least one image")
-    modules = {m: n for n, m in model.named_modules() if isinstance(m, QUANTIZED_LAYERS)}
+    modules: dict[nn.Module, str] = {m: n for n, m in model.named_modules()
+                                     if isinstance(m, QUANTIZED_LAYERS)}
     if not modules:
         raise InputError("model has no conv/linear layers whose outputs could be stored")
     order: list = []

@@ -96,6 +96,8 @@ class WeightDomains:
             shift = (check_offset(offset) % g.capacity_words) * (g.word_bits // 8)
             chip_byte = (np.arange(n, dtype=np.int64) + shift) % g.capacity_bytes
             return (chip_byte * 8 // (g.rows * g.cols)).astype(np.int32)
+        if not isinstance(g, DramGeometry):
+            raise InputError("partition domains need a DRAM chip")
         layout = layout or MemoryLayout()
         # placed by order only
         mapping = layout.dram_mapping(qm, chip, chip.nominal_voltage, offset)

@@ -18,7 +18,10 @@ Fault kinds: model 3's data-dependent direction from the cell's row; otherwise t
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from sramsim.errors import InputTypeError, check_ber
 from sramsim.memory.chip import Faults
@@ -28,6 +31,9 @@ from sramsim.memory.geometry import draw_kinds
 from sramsim.memory.sampling import bernoulli_positions, check_seed
 from sramsim.memory.sizes import require_memory
 
+if TYPE_CHECKING:
+    from sramsim.inject.dram_mapping import DramMapping
+
 
 class DramBitErrors:
     """Fresh DRAM error-model faults over the bits of an image laid into a part by `placement`.
@@ -36,7 +42,7 @@ class DramBitErrors:
     `sramsim.inject.mapping.apply_bit_faults`; the same (ber, seed) gives the same faults.
     """
 
-    def __init__(self, placement, model: int | str = 0, **params):
+    def __init__(self, placement: DramMapping, model: int | str = 0, **params: Any) -> None:
         geometry = placement.geometry
         if not isinstance(geometry, DramGeometry):
             raise InputTypeError("placement must lay the image into a DramGeometry")
@@ -49,7 +55,7 @@ class DramBitErrors:
         self._lines, inverse = np.unique(lines, return_inverse=True)
         self._line_of_bit = inverse.astype(np.uint32).ravel()
 
-    def chip_address(self, image_bit) -> np.ndarray:
+    def chip_address(self, image_bit: ArrayLike) -> np.ndarray:
         """DRAM bit address (uint64) of each image bit under the placement."""
         bit = np.asarray(image_bit, dtype=np.int64)
         bpu = self.placement.unit_bytes * 8

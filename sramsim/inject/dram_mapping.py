@@ -18,8 +18,9 @@ Policies (`POLICIES`), each an order over the chip's slots; the image fills it f
   error-aware  EDEN (Koppula et al., MICRO 2019): partitions (banks or subarrays) sorted by their
                BER at the operating voltage (equal BERs in drmap order: `partition_order`),
                layers sorted by their tolerable BER; the most sensitive layer takes the most
-               reliable partitions, each partition filled in drmap order. A layer no remaining partition meets goes to the most reliable remaining ones
-               and the DramMapping's `warnings` say so. (A burst shared by two layers follows the
+               reliable partitions, each partition filled in drmap order. A layer no remaining
+               partition meets goes to the most reliable remaining ones and the DramMapping's
+               `warnings` say so. (A burst shared by two layers follows the
                more sensitive one.)
 
 The same `chip_unit` gives the faults (`apply_placed`) and the access trace (`access_counts`):
@@ -32,16 +33,22 @@ import numbers
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from sramsim.errors import InputError, InputTypeError, check_ber
 from sramsim.inject.mapping import apply_bit_faults
 from sramsim.memory.chip import Chip, Faults
 from sramsim.memory.dram import DramGeometry
 from sramsim.memory.sizes import require_memory
+
+if TYPE_CHECKING:
+    from sramsim.inject.layout import ImageModel
 
 POLICIES = ("naive", "drmap", "error-aware")
 PARTITIONS = ("bank", "subarray")
@@ -68,7 +75,7 @@ class DramMapping:
         """Bursts the image occupies (the last one may be partly used)."""
         return int(self.chip_unit.shape[0])
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, DramMapping):
             return NotImplemented
         return ((self.geometry, self.policy, self.n_bytes, self.unit_bytes, self.start,
@@ -77,9 +84,9 @@ class DramMapping:
                     other.partition, other.layer_partitions, other.warnings)
                 and np.array_equal(self.chip_unit, other.chip_unit))
 
-    __hash__ = None
+    # __eq__ without __hash__: unhashable (Python sets __hash__ = None)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         g = self.geometry
         if not isinstance(g, DramGeometry):
             raise InputError(f"geometry must be a DramGeometry, got {type(g).__name__}")
@@ -139,7 +146,7 @@ def bursts_per_row(geometry: DramGeometry) -> int:
     return geometry.columns // geometry.burst_length
 
 
-def _whole(value, what: str, minimum: int = 0) -> int:
+def _whole(value: object, what: str, minimum: int = 0) -> int:
     """`value` as an int >= minimum (bools, floats and strings refused), else InputError."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) \
             or value < minimum:
@@ -182,8 +189,9 @@ def partition_units(geometry: DramGeometry, by: str) -> int:
     return rows * bursts_per_row(geometry)
 
 
-def place(n_bytes: int, geometry: DramGeometry, policy: str = "naive", *, layer_bytes=None,
-          partition_ber=None, layer_tolerance=None, partition: str = "subarray",
+def place(n_bytes: int, geometry: DramGeometry, policy: str = "naive", *,
+          layer_bytes: Sequence[int] | None = None, partition_ber: ArrayLike | None = None,
+          layer_tolerance: Sequence[float] | None = None, partition: str = "subarray",
           start: int = 0) -> DramMapping:
     """Lay an image of `n_bytes` into `geometry` by `policy` (see the module docstring).
 
@@ -232,13 +240,14 @@ def place(n_bytes: int, geometry: DramGeometry, policy: str = "naive", *, layer_
 
 
 @functools.lru_cache(maxsize=16)
-def cached_mapping(n_bytes: int, geometry: DramGeometry, policy: str, start: int = 0) -> DramMapping:
+def cached_mapping(n_bytes: int, geometry: DramGeometry, policy: str,
+                   start: int = 0) -> DramMapping:
     """`place(n_bytes, geometry, policy, start=start)` for naive / drmap, made once per process
     (a DramMapping is immutable; every fault map of a study reads through the same one)."""
     return place(n_bytes, geometry, policy, start=start)
 
 
-def _check_layer_bytes(layer_bytes, n_bytes: int) -> list[int]:
+def _check_layer_bytes(layer_bytes: Iterable[object], n_bytes: int) -> list[int]:
     """Layer sizes as ints >= 0 summing to n_bytes, else InputError."""
     try:
         values = list(layer_bytes)
@@ -253,7 +262,7 @@ def _check_layer_bytes(layer_bytes, n_bytes: int) -> list[int]:
     return sizes
 
 
-def _check_tolerances(layer_tolerance, n_layers: int) -> np.ndarray:
+def _check_tolerances(layer_tolerance: Iterable[object], n_layers: int) -> np.ndarray:
     """Tolerable BER per layer, each in (0, 1], one per layer, else InputError."""
     try:
         values = list(layer_tolerance)
@@ -273,7 +282,7 @@ def _check_tolerances(layer_tolerance, n_layers: int) -> np.ndarray:
     return out
 
 
-def _check_partition_ber(partition_ber, n_parts: int, by: str) -> np.ndarray:
+def _check_partition_ber(partition_ber: ArrayLike, n_parts: int, by: str) -> np.ndarray:
     """One BER in [0, 1] per partition, else InputError."""
     values = np.asarray(partition_ber, dtype=object).reshape(-1)
     if values.shape[0] != n_parts:
@@ -319,7 +328,8 @@ def _error_aware(g: DramGeometry, n_bytes: int, unit_bytes: int, n_units: int, l
                      layer_partitions=tuple(used), warnings=tuple(warnings))
 
 
-def partition_order(geometry: DramGeometry, partition_ber, by: str = "subarray") -> np.ndarray:
+def partition_order(geometry: DramGeometry, partition_ber: ArrayLike,
+                    by: str = "subarray") -> np.ndarray:
     """Partitions from the most reliable to the least: by BER, partitions of equal BER in DRMap
     order (subarray s of every bank before subarray s + 1 of any: bank-level parallelism first),
     so equally reliable partitions cost what drmap costs. Banks: by BER, then bank index."""
@@ -331,8 +341,9 @@ def partition_order(geometry: DramGeometry, partition_ber, by: str = "subarray")
     return np.lexsort((index, pber))
 
 
-def expected_partition_bers(geometry: DramGeometry, ber: float, seed: int = 0, model=0,
-                            by: str = "subarray", **params) -> np.ndarray:
+def expected_partition_bers(geometry: DramGeometry, ber: float, seed: int = 0,
+                            model: int | str = 0, by: str = "subarray",
+                            **params: Any) -> np.ndarray:
     """Expected BER of each partition ("bank" or "subarray") of the chip `dram_chip(geometry,
     curve, v, seed, model, **params)` at a voltage v where curve.ber(v) = `ber`: what
     `partition_bers(chip, v, by)` converges to as the partitions grow, without drawing a cell.
@@ -398,13 +409,13 @@ def partition_bers(chip: Chip, voltage: float, by: str = "subarray") -> np.ndarr
     return counts / float(g.capacity_bits // n_parts)
 
 
-def image_layer_bytes(qm) -> list[int]:
+def image_layer_bytes(qm: ImageModel) -> list[int]:
     """Bytes of each quantized tensor of a QuantizedModel in image order (the `layer_bytes` of
     error-aware placement); a byte shared by two tensors (m < 8 bits) counts to the earlier one,
     the image's padding to the last."""
     ends = [-(-((s.start + s.count) * qm.bits) // 8) for s in qm.segments]
     ends[-1] = qm.image.size
-    return [e - b for b, e in zip([0] + ends[:-1], ends)]
+    return [e - b for b, e in zip([0] + ends[:-1], ends, strict=True)]
 
 
 # --- faults through a placement ----------------------------------------------------------------
@@ -523,7 +534,7 @@ def apply_placed(image: np.ndarray, chip: Chip, voltage: float, placement: DramM
     return apply_bit_faults(image, placed_faults(chip, voltage, placement), out, checked=True)
 
 
-def _dram_geometry(chip) -> DramGeometry:
+def _dram_geometry(chip: object) -> DramGeometry:
     """The chip's DramGeometry, else InputError (placement is for DRAM chips)."""
     if not isinstance(chip, Chip):
         raise InputTypeError(f"expected a Chip, got {type(chip).__name__}")
@@ -561,7 +572,27 @@ def access_counts(placement: DramMapping, subarray_parallel: bool = False) -> di
     return {"hit": hit, "miss": miss, "conflict": n - hit - miss, "bursts": n}
 
 
-def inference_energy(placement: DramMapping, energy, voltage: float | None = None,
+class AccessEnergy(Protocol):
+    """What `inference_energy` reads of a DRAM energy model
+    (`sramsim.analysis.dram_energy.DramEnergy`, a layer above)."""
+
+    name: str
+    burst_bits: int
+
+    def access_energies(self, voltage: float | None = None) -> dict[str, float]:
+        """Energy (J) of one burst read as a row hit, miss and conflict."""
+        ...
+
+    def trace_energy(self, counts: dict, voltage: float | None = None) -> float:
+        """Energy (J) of a count of each access kind."""
+        ...
+
+    def check_voltage(self, voltage: float | None = None) -> float:
+        """The lowered supply's voltage (V), checked; the nominal one for None."""
+        ...
+
+
+def inference_energy(placement: DramMapping, energy: AccessEnergy, voltage: float | None = None,
                      subarray_parallel: bool = False) -> dict:
     """DRAM read energy of one inference (every weight burst read once) under `placement`:
     {"counts": access_counts, "energy_j": total J, "per_access_j": {hit, miss, conflict} J,

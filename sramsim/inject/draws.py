@@ -6,8 +6,8 @@ and restored (so a resumed training run sees the same maps):
 - `ChipPool(chips, voltage)`: a persistent chip from the pool at a random placement offset.
 `fixed_draws` gives the *fixed* maps of an evaluation, a vulnerability analysis or a validation
 set (one selection rule for all of them; validation maps never coincide with evaluation maps).
-A draw is a plain record (`Faults` over the image's bits, or chip + voltage + offset). Applying it is
-a separate step with two interchangeable paths, bit-identical by test:
+A draw is a plain record (`Faults` over the image's bits, or chip + voltage + offset). Applying it
+is a separate step with two interchangeable paths, bit-identical by test:
 - `apply_numpy` (here): sramsim's numba kernels on the numpy image (CPU);
 - `sramsim.inject.torch_backend.TorchApplier`: torch ops on a uint8 image tensor on any device
   (XOR / AND-NOT / OR masks built from the fault addresses), so on a GPU the faults never leave it.
@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import numpy as np
 
+from sramsim.errors import InputError, check_ber
+from sramsim.inject.mapping import FaultSource, apply_bit_faults, apply_faults
 from sramsim.memory.chip import Chip, Faults
 from sramsim.memory.random_errors import RandomBitErrors
-from sramsim.errors import InputError, check_ber
-from sramsim.inject.mapping import apply_bit_faults, apply_faults
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class ChipDraw:
     offset: int
 
 
-def as_source(draw) -> tuple:
+def as_source(draw: ChipDraw | FaultSource) -> tuple[FaultSource, float | None, int]:
     """A draw as the (source, voltage, offset) every read path takes: a ChipDraw's chip, voltage
     and offset; anything else (Faults, RandomBitErrors) as the source with no voltage."""
     if isinstance(draw, ChipDraw):
@@ -61,9 +62,9 @@ class RandomSampler:
         """The source as JSON (checkpoints compare it on resume)."""
         return {"kind": "random", "ber": self.ber, "kinds": self.source.kinds}
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         """The numpy generator state (saved in checkpoints so a resumed run draws the same maps)."""
-        return self.source.rng.bit_generator.state
+        return dict(self.source.rng.bit_generator.state)
 
     def set_state(self, state: dict) -> None:
         """Restore a state from `state()`."""
@@ -73,7 +74,8 @@ class RandomSampler:
 class ChipPool:
     """Persistent chips at one voltage; each draw picks a chip and a placement offset at random."""
 
-    def __init__(self, chips: list[Chip], voltage: float, seed: int = 0, random_offsets: bool = True):
+    def __init__(self, chips: list[Chip], voltage: float, seed: int = 0,
+                 random_offsets: bool = True) -> None:
         if not chips:
             raise InputError("no chip profiles given")
         self.chips = list(chips)
@@ -99,14 +101,17 @@ class ChipPool:
         return {"kind": "chips", "voltage": self.voltage, "chips": [c.name for c in self.chips],
                 "ber": self.ber()}
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         """The numpy generator state (saved in checkpoints so a resumed run draws the same maps)."""
-        return self.rng.bit_generator.state
+        return dict(self.rng.bit_generator.state)
 
     def set_state(self, state: dict) -> None:
         """Restore a state from `state()`."""
         self.rng.bit_generator.state = state
 
+
+# What draws fault maps for a run: fresh random errors, or a pool of persistent chips.
+Sampler: TypeAlias = RandomSampler | ChipPool
 
 PURPOSES = ("test", "validation")
 
@@ -165,7 +170,7 @@ def _chip_draws(chips: list[Chip], voltage: float, n: int, seed: int,
         yield ChipDraw(chip, voltage, offset)
 
 
-def apply_numpy(image: np.ndarray, draw, out: np.ndarray) -> np.ndarray:
+def apply_numpy(image: np.ndarray, draw: ChipDraw | Faults, out: np.ndarray) -> np.ndarray:
     """The image read back through one draw, written into `out` (numba kernels)."""
     if isinstance(draw, ChipDraw):
         return apply_faults(image, draw.chip, draw.voltage, draw.offset, out)

@@ -31,20 +31,25 @@ stored and can fail too.
 
 Decoding visits only the codewords whose stored bits differ from the clean stored image (a
 streaming comparison, 64 bits at a time, finds them; the decoding work is proportional to the
-faulty codewords); every other word is the clean data, copied. Policy for a detected uncorrectable word: ``keep``
-its raw (faulty) data bits, or ``zero`` its weights (the data bytes take the bytes of the
-model's zero image: each code the one that decodes nearest 0.0 in its tensor's scheme).
+faulty codewords); every other word is the clean data, copied. Policy for a detected
+uncorrectable word: ``keep`` its raw (faulty) data bits, or ``zero`` its weights (the data bytes
+take the bytes of the model's zero image: each code the one that decodes nearest 0.0 in its
+tensor's scheme).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from math import gcd
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numba import njit, prange
 
 from sramsim.errors import InputError, InputTypeError, check_choice
-from sramsim.inject.mapping import apply_faults
+from sramsim.inject.mapping import FaultSource, apply_faults
+
+if TYPE_CHECKING:
+    from sramsim.inject.quantized_model import QuantizedModel
 
 POLICIES = ("keep", "zero")
 DECODE_CHUNKS = 64          # fixed (thread-count independent) split of the codeword groups
@@ -147,7 +152,7 @@ class EccStats:
 # ------------------------------------------------------------------------------ kernels
 
 @njit(cache=True, inline="always")
-def _get_bits(a, pos, nbits):
+def _get_bits(a: np.ndarray, pos: int, nbits: int) -> np.uint64:
     """Bits [pos, pos + nbits) of the little-endian bit stream `a` as an integer (nbits <= 64)."""
     v = np.uint64(0)
     b = pos >> 3
@@ -166,7 +171,7 @@ def _get_bits(a, pos, nbits):
 
 
 @njit(cache=True, inline="always")
-def _get_xor_bits(a, b, pos, nbits):
+def _get_xor_bits(a: np.ndarray, b: np.ndarray, pos: int, nbits: int) -> np.uint64:
     """`_get_bits` of the stream a ^ b (without forming it)."""
     v = np.uint64(0)
     i = pos >> 3
@@ -185,7 +190,7 @@ def _get_xor_bits(a, b, pos, nbits):
 
 
 @njit(cache=True, inline="always")
-def _or_bits(a, pos, nbits, v):
+def _or_bits(a: np.ndarray, pos: int, nbits: int, v: np.uint64) -> None:
     """OR the nbits-bit value `v` into bits [pos, pos + nbits) of `a` (the bits must be zero)."""
     b = pos >> 3
     sh = pos & 7
@@ -199,7 +204,7 @@ def _or_bits(a, pos, nbits, v):
 
 
 @njit(cache=True, inline="always")
-def _parity(x):
+def _parity(x: np.uint64) -> np.uint64:
     x ^= x >> np.uint64(32)
     x ^= x >> np.uint64(16)
     x ^= x >> np.uint64(8)
@@ -210,7 +215,7 @@ def _parity(x):
 
 
 @njit(cache=True, inline="always")
-def _hamming(d, table):
+def _hamming(d: np.uint64, table: np.ndarray) -> np.int64:
     """XOR of the Hamming positions of the set data bits of `d`."""
     s = np.int64(0)
     for j in range(table.shape[0]):
@@ -219,7 +224,7 @@ def _hamming(d, table):
 
 
 @njit(cache=True)
-def _encode(data, stored, k, r, table):
+def _encode(data: np.ndarray, stored: np.ndarray, k: int, r: int, table: np.ndarray) -> None:
     """stored (zeroed) <- the codewords of `data` (a whole number of k-bit words)."""
     n = k + r
     top = np.uint64(r - 1)
@@ -231,8 +236,10 @@ def _encode(data, stored, k, r, table):
         _or_bits(stored, w * n + k, r, c)
 
 
-def _decode(faulty, clean, faulty64, clean64, zero, out, k, r, block_words, table, target,
-            zero_policy, counts):
+def _decode(faulty: np.ndarray, clean: np.ndarray, faulty64: np.ndarray, clean64: np.ndarray,
+            zero: np.ndarray, out: np.ndarray, k: int, r: int, block_words: int,
+            table: np.ndarray, target: np.ndarray, zero_policy: bool,
+            counts: np.ndarray) -> None:
     """Decode the codewords of `faulty` that differ from `clean` into `out` (which already holds
     the clean data; bytes past its end are not written). faulty64/clean64: the same arrays
     viewed as uint64 (blocks are compared 64 bits at a time). counts[chunk] += (faulty words,
@@ -339,7 +346,8 @@ class EccMemory:
         """Bits of the stored image (what a random fault source draws over)."""
         return self.stored.size * 8
 
-    def read(self, source, voltage: float | None = None, offset: int = 0, policy: str = "keep",
+    def read(self, source: FaultSource, voltage: float | None = None, offset: int = 0,
+             policy: str = "keep",
              out: np.ndarray | None = None,
              scratch: np.ndarray | None = None) -> tuple[np.ndarray, EccStats]:
         """(data image read back through `source` and the decoder, what the decoder did).
@@ -362,7 +370,8 @@ class EccMemory:
             raise InputError(f"stored must be a uint8 array of {self.stored.size} bytes")
         if out is None:
             out = np.empty_like(self.data)
-        elif not isinstance(out, np.ndarray) or out.shape != self.data.shape or out.dtype != np.uint8:
+        elif not isinstance(out,
+                            np.ndarray) or out.shape != self.data.shape or out.dtype != np.uint8:
             raise InputError("out must be a uint8 array shaped like the data image")
         np.copyto(out, self.data)
         counts = np.zeros((DECODE_CHUNKS, 4), dtype=np.int64)
@@ -379,7 +388,7 @@ class EccMemory:
                 f"{self.stored.size} stored bytes)")
 
 
-def zero_image(qm) -> np.ndarray:
+def zero_image(qm: QuantizedModel) -> np.ndarray:
     """The data image of `qm` (a QuantizedModel) with every weight the code nearest 0.0 of its
     tensor's scheme (0 for symmetric; for asymmetric/rquant round(-lo/delta), clamped)."""
     import torch
@@ -392,6 +401,6 @@ def zero_image(qm) -> np.ndarray:
     return out
 
 
-def protect(qm, code: str | Code) -> EccMemory:
+def protect(qm: QuantizedModel, code: str | Code) -> EccMemory:
     """`qm`'s memory image stored under `code`, with its zero image for the 'zero' policy."""
     return EccMemory(qm.image, code, zero_image(qm))

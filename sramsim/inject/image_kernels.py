@@ -8,17 +8,21 @@ do not pay the JIT each time.
 """
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 from numba import njit, prange
 
 from sramsim.memory.kernels import fault_masks, read_byte
+
+_K = TypeVar("_K")
 
 BLOCK = 1 << 16          # bytes per parallel work item in the streaming kernels
 SPARSE_CHUNKS = 64       # fixed (thread-count independent) split of sorted fault lists
 
 
 @njit(cache=True, inline="always")
-def _xor_into(src, x, dst):
+def _xor_into(src: np.ndarray, x: np.ndarray, dst: np.ndarray) -> None:
     """dst = src read through flip masks x, over equal-length contiguous slices."""
     zero = np.uint8(0)
     for k in range(src.shape[0]):
@@ -26,7 +30,8 @@ def _xor_into(src, x, dst):
 
 
 @njit(cache=True, inline="always")
-def _masks_into(src, x, clear, set_, dst):
+def _masks_into(src: np.ndarray, x: np.ndarray, clear: np.ndarray, set_: np.ndarray,
+                dst: np.ndarray) -> None:
     """dst = src read through masks (x, clear, set_), over equal-length contiguous slices."""
     for k in range(src.shape[0]):
         dst[k] = read_byte(src[k], x[k], clear[k], set_[k])
@@ -34,7 +39,8 @@ def _masks_into(src, x, clear, set_, dst):
 
 # The loops work on contiguous slices so LLVM vectorises them (indexing with `i + k` into the
 # full arrays measured ~20x slower here).
-def _apply_xor_tiled(image, out, xor_mask, offset):
+def _apply_xor_tiled(image: np.ndarray, out: np.ndarray, xor_mask: np.ndarray,
+                     offset: int) -> None:
     """out[i] = image[i] read through the flip mask of chip byte (i + offset) % len(xor_mask)
     (the chip tiled over the image)."""
     n = image.shape[0]
@@ -51,7 +57,8 @@ def _apply_xor_tiled(image, out, xor_mask, offset):
             j = 0
 
 
-def _apply_masks_tiled(image, out, xor_mask, clear_mask, set_mask, offset):
+def _apply_masks_tiled(image: np.ndarray, out: np.ndarray, xor_mask: np.ndarray,
+                       clear_mask: np.ndarray, set_mask: np.ndarray, offset: int) -> None:
     """out[i] = image[i] read through the masks of chip byte (i + offset) % len(mask)."""
     n = image.shape[0]
     c = xor_mask.shape[0]
@@ -69,7 +76,7 @@ def _apply_masks_tiled(image, out, xor_mask, clear_mask, set_mask, offset):
 
 
 @njit(cache=True)
-def _byte_aligned_starts(address, nchunks):
+def _byte_aligned_starts(address: np.ndarray, nchunks: int) -> np.ndarray:
     """Chunk starts over a sorted bit-address list such that no byte spans two chunks."""
     n = address.shape[0]
     starts = np.empty(nchunks + 1, dtype=np.int64)
@@ -83,7 +90,7 @@ def _byte_aligned_starts(address, nchunks):
     return starts
 
 
-def _apply_sparse_inplace(out, address, kind):
+def _apply_sparse_inplace(out: np.ndarray, address: np.ndarray, kind: np.ndarray) -> None:
     """Apply bit faults with ascending bit addresses to `out` in place (it already holds a copy).
 
     Sorted addresses make this a stream through memory instead of a random scatter.
@@ -97,7 +104,7 @@ def _apply_sparse_inplace(out, address, kind):
             out[b] = read_byte(out[b], x, cl, s)
 
 
-def _apply_sparse_flips_inplace(out, address):
+def _apply_sparse_flips_inplace(out: np.ndarray, address: np.ndarray) -> None:
     """Flip-only variant of `apply_sparse_inplace` (no kind array to read)."""
     starts = _byte_aligned_starts(address, SPARSE_CHUNKS)
     zero = np.uint8(0)
@@ -123,6 +130,6 @@ apply_sparse_flips_inplace = njit(cache=True, parallel=True)(_apply_sparse_flips
 apply_sparse_flips_inplace_serial = njit(cache=True)(_apply_sparse_flips_inplace)
 
 
-def pick(parallel_kernel, serial_kernel, nbytes: int):
+def pick(parallel_kernel: _K, serial_kernel: _K, nbytes: int) -> _K:
     """The parallel kernel for images of at least PARALLEL_MIN_BYTES, else the serial one."""
     return parallel_kernel if nbytes >= PARALLEL_MIN_BYTES else serial_kernel

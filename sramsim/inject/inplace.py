@@ -18,8 +18,10 @@ from __future__ import annotations
 import numbers
 import threading
 import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
@@ -32,6 +34,10 @@ from sramsim.inject.layout import PLAIN, MemoryLayout
 from sramsim.inject.mapping import check_offset, sorted_bit_faults
 from sramsim.inject.quantization import SCHEMES, dequantize, unpack
 from sramsim.memory.chip import ByteFaults, Chip, Faults
+
+if TYPE_CHECKING:
+    from sramsim.inject.mapping import FaultSource
+    from sramsim.inject.quantized_model import QuantizedModel
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,8 @@ class ImageFaults:
     cap_bytes: int
 
 
-def image_faults(qm, source, voltage: float | None = None, offset: int = 0,
+def image_faults(qm: QuantizedModel, source: FaultSource | np.ndarray,
+                 voltage: float | None = None, offset: int = 0,
                  layout: MemoryLayout | None = None) -> tuple[ImageFaults, dict]:
     """The faults `layout.read(qm, source, voltage, offset)` leaves on the data image, as faulty
     bytes in image order, without touching a byte of the image; and the layout's record (ECC
@@ -90,6 +97,7 @@ def image_faults(qm, source, voltage: float | None = None, offset: int = 0,
     if layout.bit_placement != "linear":
         from sramsim.inject import bit_placement as BP
         from sramsim.inject.layout import bit_stats
+        assert isinstance(source, Chip) and voltage is not None     # check_source made sure
         plan = layout.plan_bits(qm, source, voltage, offset)
         faults = BP.logical_faults(plan, source, voltage)
         keep = faults.address < np.uint64(nbytes * 8)         # a partial last word
@@ -97,14 +105,16 @@ def image_faults(qm, source, voltage: float | None = None, offset: int = 0,
         return located, {"bit_placement": bit_stats(plan)}
     if layout.dram:
         from sramsim.inject.dram_mapping import placed_faults
+        assert isinstance(source, Chip) and voltage is not None     # check_source made sure
         mapping = layout.dram_mapping(qm, source, voltage, offset)
         return _bits_in_image(placed_faults(source, voltage, mapping), nbytes), {}
     if isinstance(source, Chip):
-        faults = source.byte_faults(voltage)
+        assert voltage is not None                                  # check_source made sure
+        chip_faults = source.byte_faults(voltage)
         g = source.geometry
         offset_bytes = (offset % g.capacity_words) * (g.word_bits // 8)
-        first = int(np.searchsorted(faults.byte, offset_bytes))
-        return ImageFaults(faults, first, offset_bytes, g.capacity_bytes), {}
+        first = int(np.searchsorted(chip_faults.byte, offset_bytes))
+        return ImageFaults(chip_faults, first, offset_bytes, g.capacity_bytes), {}
     if isinstance(source, Faults):
         return _bits_in_image(sorted_bit_faults(source, nbytes * 8), nbytes), {}
     return _bits_in_image(source.draw(nbytes * 8), nbytes), {}       # a BitErrorSource
@@ -123,10 +133,11 @@ def _in_image(faults: ByteFaults, nbytes: int) -> ImageFaults:
 class _Slot:
     """One model's in-place state under one QuantizedModel."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.active = False
-        self.clean_stamp = None     # (data_ptr, _version) per parameter, last known clean
-        self.weights = None         # the flat float32 buffer the parameters are views of
+        # (data_ptr, _version) per parameter, last known clean
+        self.clean_stamp: tuple | None = None
+        self.weights: np.ndarray | None = None  # the flat float32 buffer the parameters view
         self.pos = np.empty(0, dtype=np.int32)
         self.old = np.empty(0, dtype=np.float32)
 
@@ -138,7 +149,7 @@ class InplaceState:
     the tables and no slots: each model loads the clean weights on its first use there.
     """
 
-    def __init__(self, qm):
+    def __init__(self, qm: QuantizedModel) -> None:
         segs = qm.segments
         self.seg_end = np.array([s.start + s.count for s in segs], dtype=np.int64)
         self.scheme = np.array([SCHEMES.index(s.quant.scheme) for s in segs], dtype=np.int64)
@@ -148,12 +159,12 @@ class InplaceState:
         self.lock = threading.Lock()
         self.slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         del state["lock"], state["slots"]       # a copy starts with no models
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.lock = threading.Lock()
         self.slots = weakref.WeakKeyDictionary()
@@ -171,19 +182,19 @@ class InplaceState:
             return slot
 
 
-def state(qm) -> InplaceState:
+def state(qm: QuantizedModel) -> InplaceState:
     """qm's InplaceState, made on first use (dict.setdefault is atomic: one per qm)."""
     st = qm.__dict__.get("_inplace")
     return st if st is not None else qm.__dict__.setdefault("_inplace", InplaceState(qm))
 
 
-def quantized_parameters(qm, model: nn.Module) -> list[torch.Tensor]:
+def quantized_parameters(qm: QuantizedModel, model: nn.Module) -> list[torch.Tensor]:
     """`model`'s parameters named by qm's segments; refused (InputError naming the parameter)
     unless each is a contiguous float32 CPU tensor of the segment's shape."""
     if not isinstance(model, nn.Module):
         raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     params = dict(model.named_parameters())
-    out = []
+    out: list[torch.Tensor] = []
     for s in qm.segments:
         p = params.get(s.name)
         if p is None:
@@ -199,7 +210,7 @@ def quantized_parameters(qm, model: nn.Module) -> list[torch.Tensor]:
     return out
 
 
-def inplace_fits(qm, model: nn.Module) -> bool:
+def inplace_fits(qm: QuantizedModel, model: nn.Module) -> bool:
     """Whether `faults_applied` can write into `model` (else use the functional `perturbed`)."""
     try:
         quantized_parameters(qm, model)
@@ -213,7 +224,7 @@ def inplace_fits(qm, model: nn.Module) -> bool:
 LOAD_CHUNK = 1 << 16
 
 
-def load_clean(qm, model: nn.Module, chunk: int = LOAD_CHUNK) -> np.ndarray:
+def load_clean(qm: QuantizedModel, model: nn.Module, chunk: int = LOAD_CHUNK) -> np.ndarray:
     """Write the clean dequantized weights into `model`'s quantized parameters (no grad) and
     return the flat float32 buffer that holds them, in image order (code k is element k: the
     in-place kernels write there).
@@ -248,20 +259,21 @@ def load_clean(qm, model: nn.Module, chunk: int = LOAD_CHUNK) -> np.ndarray:
     return weights
 
 
-def _packed(qm, params: list[torch.Tensor], weights: np.ndarray | None) -> bool:
+def _packed(qm: QuantizedModel, params: list[torch.Tensor], weights: np.ndarray | None) -> bool:
     """Whether every quantized parameter is the view of its slice of `weights`."""
     if weights is None:
         return False
     base = weights.ctypes.data
-    return all(p.data_ptr() == base + 4 * s.start for s, p in zip(qm.segments, params))
+    return all(p.data_ptr() == base + 4 * s.start
+               for s, p in zip(qm.segments, params, strict=True))
 
 
-def _pack(qm, params: list[torch.Tensor]) -> np.ndarray:
+def _pack(qm: QuantizedModel, params: list[torch.Tensor]) -> np.ndarray:
     """A new flat buffer with each parameter's storage moved to its slice (contents not kept:
     `load_clean` writes them)."""
     weights = np.empty(qm.n_codes, dtype=np.float32)
     with torch.no_grad():
-        for s, p in zip(qm.segments, params):
+        for s, p in zip(qm.segments, params, strict=True):
             p.data = torch.from_numpy(weights[s.start:s.start + s.count]).view(p.shape)
     return weights
 
@@ -291,8 +303,9 @@ def _scratch(slot: _Slot, n: int, n_codes: int) -> tuple[np.ndarray, np.ndarray]
 
 
 @contextmanager
-def faults_applied(qm, model: nn.Module, source, voltage: float | None = None, offset: int = 0,
-                   layout: MemoryLayout | None = None):
+def faults_applied(qm: QuantizedModel, model: nn.Module, source: FaultSource | np.ndarray,
+                   voltage: float | None = None, offset: int = 0,
+                   layout: MemoryLayout | None = None) -> Iterator[Applied]:
     """Inside the block `model`'s quantized parameters hold the faulty weights of `source` read
     through `layout` (bit-identical to `qm.perturbed(...)` with the same arguments); on leaving
     it, also when the block raises, exactly the rewritten elements get their clean *dequantized*
@@ -312,6 +325,8 @@ def faults_applied(qm, model: nn.Module, source, voltage: float | None = None, o
     try:
         if slot.clean_stamp != _stamp(params):
             load_clean(qm, model)
+        weights = slot.weights
+        assert weights is not None                  # load_clean set it with the clean stamp
         f = located.faults
         lo, hi, base, out, slots = kernels.plan_pieces(
             f.byte, located.first, located.offset_bytes, located.cap_bytes, qm.image.size,
@@ -325,13 +340,13 @@ def faults_applied(qm, model: nn.Module, source, voltage: float | None = None, o
         (kernels.write_faulty_codes if many else kernels.write_faulty_codes_serial)(
             qm.image, f.byte, f.xor, none if f.clear is None else f.clear,
             none if f.set is None else f.set, lo, hi, base, out, qm.bits, st.seg_end,
-            st.scheme, st.delta, st.lo, st.hi, slot.weights, pos, old, written, changed)
+            st.scheme, st.delta, st.lo, st.hi, weights, pos, old, written, changed)
         torch.autograd.graph.increment_version(params)
         try:
             yield Applied(int(changed.sum()), int(written.sum()), record)
         finally:
             (kernels.restore_codes if many else kernels.restore_codes_serial)(
-                slot.weights, pos, old, out, written)
+                weights, pos, old, out, written)
             torch.autograd.graph.increment_version(params)
             slot.clean_stamp = _stamp(params)
     finally:

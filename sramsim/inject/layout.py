@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 
@@ -37,6 +38,14 @@ from sramsim.inject import ecc as ECC
 from sramsim.inject.mapping import BitErrorSource, FaultSource, apply_faults, check_offset
 from sramsim.memory.chip import Chip, Faults
 from sramsim.memory.dram import DramGeometry
+
+if TYPE_CHECKING:
+    from sramsim.inject.dram_mapping import DramMapping
+    from sramsim.inject.quantized_model import QuantizedModel
+    from sramsim.inject.torch_quantized import TorchQuantizedModel
+
+    # A model whose weights form one memory image (what a layout reads back).
+    ImageModel: TypeAlias = QuantizedModel | TorchQuantizedModel
 
 DRAM_MAPPINGS = ("naive", "drmap", "error-aware")
 MAPPINGS = ("linear",) + DRAM_MAPPINGS
@@ -61,10 +70,10 @@ class MemoryLayout:
     ecc: str | None = None
     ecc_policy: str = "keep"
     partition: str = "subarray"
-    layer_tolerance: tuple | None = field(default=None)
+    layer_tolerance: tuple[float, ...] | None = field(default=None)
     planning_voltage: float | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_fields(self.__dict__)
         if self.ecc is not None:
             object.__setattr__(self, "ecc", ECC.get_code(self.ecc).name)
@@ -127,11 +136,12 @@ class MemoryLayout:
             raise InputError(f"unknown fault source {type(source).__name__}; use a Chip, "
                              "RandomBitErrors or Faults")
 
-    def stored_image(self, qm) -> np.ndarray:
+    def stored_image(self, qm: ImageModel) -> np.ndarray:
         """What sits in the memory: qm's image, or its image with check bits under ECC."""
         return qm.image if self.ecc is None else qm.ecc_memory(self.ecc).stored
 
-    def plan_bits(self, qm, chip: Chip, voltage: float, offset: int = 0) -> "BP.BitPlacement":
+    def plan_bits(self, qm: ImageModel, chip: Chip, voltage: float,
+                  offset: int = 0) -> BP.BitPlacement:
         """This layout's bit placement of qm's image at `offset` on `chip`, planned from the
         chip's map at the planning voltage, or at `voltage` (the read's) when none is set
         (`sramsim.inject.bit_placement.plan`)."""
@@ -139,14 +149,19 @@ class MemoryLayout:
         return BP.plan(chip, at, self.bit_placement, qm.bits,
                        -(-qm.n_bits // chip.geometry.word_bits), offset)
 
-    def dram_mapping(self, qm, chip: Chip, voltage: float, offset: int = 0):
+    def dram_mapping(self, qm: ImageModel, chip: Chip, voltage: float,
+                     offset: int = 0) -> DramMapping:
         """The DRAM mapping of the stored image on `chip` (`sramsim.inject.dram_mapping`):
         naive / drmap from burst `offset`; error-aware ranked by the chip's partitions' BER at
         `voltage` (offset 0 only)."""
         from sramsim.inject import dram_mapping as DM
         n_bytes = self.stored_image(qm).size
+        geometry = chip.geometry
+        if not isinstance(geometry, DramGeometry):
+            raise InputError(f"the DRAM mapping {self.mapping!r} needs a DRAM chip; chip "
+                             f"{chip.name!r} is not one")
         if self.mapping != "error-aware":
-            return DM.cached_mapping(n_bytes, chip.geometry, self.mapping, check_offset(offset))
+            return DM.cached_mapping(n_bytes, geometry, self.mapping, check_offset(offset))
         if check_offset(offset):
             raise InputError("the error-aware DRAM mapping places by partition BER: offset "
                              "must be 0")
@@ -155,11 +170,12 @@ class MemoryLayout:
         if len(tolerance) != len(layers):
             raise InputError(f"layer_tolerance has {len(tolerance)} values for the image's "
                              f"{len(layers)} quantized tensors")
-        return DM.place(n_bytes, chip.geometry, "error-aware", layer_bytes=layers,
+        return DM.place(n_bytes, geometry, "error-aware", layer_bytes=layers,
                         partition_ber=DM.partition_bers(chip, voltage, self.partition),
                         layer_tolerance=list(tolerance), partition=self.partition)
 
-    def read(self, qm, source: FaultSource, voltage: float | None = None, offset: int = 0,
+    def read(self, qm: ImageModel, source: FaultSource, voltage: float | None = None,
+             offset: int = 0,
              out: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
         """(qm's data image read back through `source` under this layout, what the layout did).
 
@@ -171,6 +187,7 @@ class MemoryLayout:
         """
         self.check_source(source, voltage)
         if self.bit_placement != "linear":
+            assert isinstance(source, Chip) and voltage is not None     # check_source made sure
             plan = self.plan_bits(qm, source, voltage, offset)
             image = BP.apply_placed_bits(qm.image, source, voltage, plan, out)
             return image, {"bit_placement": bit_stats(plan)}
@@ -181,16 +198,19 @@ class MemoryLayout:
         image, stats = memory.decode(stored, self.ecc_policy, out)
         return image, {"ecc": stats.as_dict()}
 
-    def _mapped(self, qm, stored: np.ndarray, source, voltage, offset, out) -> np.ndarray:
+    def _mapped(self, qm: ImageModel, stored: np.ndarray, source: FaultSource,
+                voltage: float | None, offset: int, out: np.ndarray | None) -> np.ndarray:
         """`stored` read back through `source` under the mapping (no protection)."""
         if not self.dram:
             return apply_faults(stored, source, voltage, offset, out)
         from sramsim.inject import dram_mapping as DM
+        assert isinstance(source, Chip) and voltage is not None         # check_source made sure
         return DM.apply_placed(stored, source, voltage,
                                self.dram_mapping(qm, source, voltage, offset), out)
 
 
-def bit_stats(plan: "BP.BitPlacement") -> dict:
+
+def bit_stats(plan: BP.BitPlacement) -> dict:
     """A planned bit placement's table size as a JSON record (per fault map)."""
     return {k: v for k, v in plan.overhead().items() if k not in ("policy", "planning_voltage")}
 

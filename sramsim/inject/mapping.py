@@ -8,7 +8,7 @@ The clean image is never modified.
 """
 from __future__ import annotations
 
-from typing import Protocol, Union, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 
@@ -29,10 +29,11 @@ class BitErrorSource(Protocol):
 
 # What every read path takes as its fault source: a persistent chip map (read at a voltage), a
 # source of fresh bit errors, or a fixed Faults record addressed into the image itself.
-FaultSource = Union[Chip, BitErrorSource, Faults]
+FaultSource: TypeAlias = Chip | BitErrorSource | Faults
 
 
-def apply_faults(image: np.ndarray, source: FaultSource, voltage: float | None = None, offset: int = 0,
+def apply_faults(image: np.ndarray, source: FaultSource, voltage: float | None = None,
+                 offset: int = 0,
                  out: np.ndarray | None = None) -> np.ndarray:
     """Return `image` as read back from faulty memory; written into `out` when given.
 
@@ -57,10 +58,11 @@ def apply_faults(image: np.ndarray, source: FaultSource, voltage: float | None =
         return apply_bit_faults(image, source, out)
     if isinstance(source, BitErrorSource):
         return apply_bit_faults(image, source.draw(image.shape[0] * 8), out, checked=True)
-    raise InputTypeError(f"unknown fault source {type(source).__name__}; use Chip, RandomBitErrors or Faults")
+    raise InputTypeError(f"unknown fault source {type(source).__name__}; use Chip, "
+                         "RandomBitErrors or Faults")
 
 
-def check_offset(offset) -> int:
+def check_offset(offset: object) -> int:
     """`offset` as a Python int; a non-integer (float, str, bool) is a TypeError naming it."""
     if isinstance(offset, (bool, np.bool_)) or not isinstance(offset, (int, np.integer)):
         raise InputTypeError(f"offset must be an integer (chip words), got {offset!r}")
@@ -78,8 +80,10 @@ def _apply_chip(image: np.ndarray, chip: Chip, voltage: float, offset: int,
         kernel = kernels.pick(kernels.apply_xor_tiled, kernels.apply_xor_tiled_serial, image.size)
         kernel(image, out, masks.xor, offset_bytes)
     else:
-        kernel = kernels.pick(kernels.apply_masks_tiled, kernels.apply_masks_tiled_serial, image.size)
-        kernel(image, out, masks.xor, masks.clear, masks.set, offset_bytes)
+        assert masks.set is not None                # a chip's clear and set masks come together
+        masks_kernel = kernels.pick(kernels.apply_masks_tiled, kernels.apply_masks_tiled_serial,
+                                    image.size)
+        masks_kernel(image, out, masks.xor, masks.clear, masks.set, offset_bytes)
     return out
 
 

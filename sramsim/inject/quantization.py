@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -48,7 +49,7 @@ from sramsim.errors import InputError
 SCHEMES = ("symmetric", "asymmetric", "rquant", "stutz-symmetric", "stutz-rquant")
 BITS = (8, 4, 2)
 SIGNED = ("symmetric", "stutz-symmetric")           # two's complement codes: the top bit is a sign
-STUTZ_EPSILON = 0.001                               # EPSILON of Stutz et al.'s common/quantization.py
+STUTZ_EPSILON = 0.001           # EPSILON of Stutz et al.'s common/quantization.py
 _SCHEME_BITS = {"stutz-symmetric": (8,)}            # their signed quantizer casts to int8
 
 
@@ -71,8 +72,8 @@ def check_scheme(scheme: str, bits: int) -> None:
     if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or bits not in BITS:
         raise InputError(f"bits must be one of {BITS}, got {bits!r}")
     if bits not in _SCHEME_BITS.get(scheme, BITS):
-        raise InputError(f"scheme {scheme!r} is defined for {', '.join(map(str, _SCHEME_BITS[scheme]))}"
-                         f" bits only, got {bits}")
+        raise InputError(f"scheme {scheme!r} is defined for "
+                         f"{', '.join(map(str, _SCHEME_BITS[scheme]))} bits only, got {bits}")
 
 
 def schemes_for(bits: int) -> tuple[str, ...]:
@@ -96,7 +97,8 @@ def layer_params(w: torch.Tensor, bits: int, scheme: str, clip: float | None = N
 
 
 def _stutz_unit(bits: int) -> float:
-    """stutz-rquant's step on [-1, 1]: (1 + EPSILON) / (2**(m-1) - 1), in their order of operations."""
+    """stutz-rquant's step on [-1, 1]: (1 + EPSILON) / (2**(m-1) - 1), in their order of
+    operations."""
     return (1 + STUTZ_EPSILON) / (2 ** (bits - 1) - 1)
 
 
@@ -154,7 +156,8 @@ def quantize(w: torch.Tensor, q: LayerQuant) -> torch.Tensor:
     return torch.sub(w, q.lo).div_(q.delta).round_().clamp_(0, steps).to(torch.uint8)
 
 
-def dequantize(codes: torch.Tensor, q: LayerQuant, dtype=torch.float32) -> torch.Tensor:
+def dequantize(codes: torch.Tensor, q: LayerQuant,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 m-bit codes -> float weights (any code, faulty or not, decodes to a value)."""
     m = q.bits
     if q.scheme == "stutz-symmetric":
@@ -191,7 +194,7 @@ def fake_quantize(w: torch.Tensor, bits: int = 8, scheme: str = "symmetric",
 CHUNK = 1 << 22
 
 
-def pieces(w: torch.Tensor, chunk: int = CHUNK):
+def pieces(w: torch.Tensor, chunk: int = CHUNK) -> Iterator[torch.Tensor]:
     """The weights of `w` in order, `chunk` at a time, as flat float32 CPU tensors.
 
     A piece is a view of `w` where `w` is contiguous float32 on the CPU, else a small converted
@@ -267,7 +270,8 @@ def pack_into(image: torch.Tensor, start: int, codes: torch.Tensor, bits: int) -
 
 
 def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """m-bit codes -> bytes; code k sits at byte k // (8/m), bits (k % (8/m)) * m upwards (LSB first)."""
+    """m-bit codes -> bytes; code k sits at byte k // (8/m), bits (k % (8/m)) * m upwards (LSB
+    first)."""
     per = 8 // bits
     n = codes.numel()
     pad = (-n) % per
@@ -287,7 +291,8 @@ def unpack(image: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     per = 8 // bits
     nbytes = -(-n // per)
     if image.shape[-1] < nbytes:
-        raise InputError(f"{n} {bits}-bit codes need {nbytes} bytes, the image has {image.shape[-1]}")
+        raise InputError(f"{n} {bits}-bit codes need {nbytes} bytes, the "
+                         f"image has {image.shape[-1]}")
     if bits == 8:
         return image[..., :n]
     shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=image.device)

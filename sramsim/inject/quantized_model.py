@@ -14,6 +14,7 @@ from sramsim.errors import InputError, InputTypeError, check_device
 from sramsim.inject import ecc as ECC
 from sramsim.inject import quantization as Q
 from sramsim.inject.layout import PLAIN, MemoryLayout
+from sramsim.inject.mapping import FaultSource
 
 QUANTIZED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
                     nn.ConvTranspose3d, nn.Linear)
@@ -55,12 +56,14 @@ class QuantizedModel:
     """
 
     def __init__(self, model: nn.Module, bits: int = 8, scheme: str = "symmetric",
-                 clip: float | None = None, include_bias: bool = False, word_bits: int = 8):
+                 clip: float | None = None, include_bias: bool = False,
+                 word_bits: int = 8) -> None:
         if not isinstance(model, nn.Module):
             raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         Q.check_scheme(scheme, bits)
         bits = int(bits)
-        if isinstance(word_bits, bool) or not isinstance(word_bits, numbers.Integral) or word_bits % 8 \
+        if isinstance(word_bits, bool) or not isinstance(word_bits,
+                                                         numbers.Integral) or word_bits % 8 \
                 or word_bits <= 0:
             raise InputError(f"word_bits must be a positive multiple of 8, got {word_bits!r}")
         word_bits = int(word_bits)
@@ -69,29 +72,34 @@ class QuantizedModel:
                     or not math.isfinite(clip) or clip <= 0:
                 raise InputError(f"clip must be a positive finite number, got {clip!r}")
             clip = float(clip)
-        self.model = model
-        self.bits, self.scheme, self.clip = bits, scheme, clip
-        self.word_bits = word_bits
-        self.names = quantized_parameter_names(model, include_bias)
+        self.model: nn.Module = model
+        self.bits: int = bits
+        self.scheme: str = scheme
+        self.clip: float | None = clip
+        self.word_bits: int = word_bits
+        self.names: list[str] = quantized_parameter_names(model, include_bias)
         if not self.names:
             raise InputError("model has no conv/linear weights to quantize")
         # Layer by layer, piece by piece, into an image allocated once at its final size: no
         # float copy of the model and no all-codes temporary beside it, so a 10^9-weight model
         # quantizes beside its own weights (benchmarks/bench_scale.py measures the peak).
         params = dict(model.named_parameters())
-        segments, start = [], 0
+        segments: list[Segment] = []
+        start = 0
         with torch.no_grad():
             for name in self.names:
                 w = params[name]
                 span = Q.layer_range(w, clip, Q.CHUNK)
                 if span is None:
-                    raise InputError(f"weight {name!r} holds NaN or infinite values; cannot quantize it")
+                    raise InputError(f"weight {name!r} holds NaN or infinite values; cannot "
+                                     "quantize it")
                 q = Q.range_params(*span, bits, scheme, clip)
                 segments.append(Segment(name, start, w.numel(), tuple(w.shape), q))
                 start += w.numel()
-            self.segments = segments
-            self.n_codes = start
-            self.image = np.zeros(Q.image_bytes(start, bits, word_bits), dtype=np.uint8)
+            self.segments: list[Segment] = segments
+            self.n_codes: int = start
+            self.image: np.ndarray = np.zeros(Q.image_bytes(start, bits, word_bits),
+                                              dtype=np.uint8)
             image = torch.from_numpy(self.image)
             for s in segments:
                 Q.quantize_into(image, s.start, params[s.name], s.quant, clip, Q.CHUNK)
@@ -107,7 +115,7 @@ class QuantizedModel:
         """Memory words of `word_bits` bits in the image."""
         return self.image.size * 8 // self.word_bits
 
-    def faulty_image(self, source, voltage: float | None = None, offset: int = 0,
+    def faulty_image(self, source: FaultSource, voltage: float | None = None, offset: int = 0,
                      out: np.ndarray | None = None, layout: MemoryLayout | None = None
                      ) -> np.ndarray:
         """The image read back through `source` (a Chip at `voltage` placed at memory word
@@ -116,7 +124,8 @@ class QuantizedModel:
         array unless `out` is given. `layout.read` also returns what the protection did."""
         return (layout or PLAIN).read(self, source, voltage, offset, out)[0]
 
-    def dequantize(self, image: np.ndarray | torch.Tensor, device=None) -> dict[str, torch.Tensor]:
+    def dequantize(self, image: np.ndarray | torch.Tensor,
+                   device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
         """Weights decoded from an image (clean or faulty), as {parameter name: tensor}.
 
         image: [nbytes] -> tensors shaped like the parameters; a stack [K, nbytes] (any leading
@@ -128,7 +137,8 @@ class QuantizedModel:
         elif isinstance(image, torch.Tensor):
             img = image
         else:
-            raise InputTypeError(f"image must be a numpy array or torch tensor, got {type(image).__name__}")
+            raise InputTypeError("image must be a numpy array or torch tensor, "
+                                 f"got {type(image).__name__}")
         if img.dtype != torch.uint8 or img.dim() < 1 or img.shape[-1] != self.image.size:
             raise InputError(f"image must be uint8 [..., {self.image.size}], got {img.dtype} "
                              f"{list(img.shape)}")
@@ -139,12 +149,12 @@ class QuantizedModel:
         return {s.name: Q.dequantize(codes[..., s.start:s.start + s.count], s.quant)
                 .reshape(*lead, *s.shape) for s in self.segments}
 
-    def clean_weights(self, device=None) -> dict[str, torch.Tensor]:
+    def clean_weights(self, device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
         """Quantized weights without faults (what the accelerator holds at nominal voltage)."""
         return self.dequantize(self.image, device)
 
-    def perturbed(self, source, voltage: float | None = None, offset: int = 0,
-                  device=None, out: np.ndarray | None = None,
+    def perturbed(self, source: FaultSource, voltage: float | None = None, offset: int = 0,
+                  device: str | torch.device | None = None, out: np.ndarray | None = None,
                   layout: MemoryLayout | None = None) -> dict[str, torch.Tensor]:
         """Faulty dequantized weights, for `torch.func.functional_call(model, weights, x)`.
 
@@ -157,9 +167,11 @@ class QuantizedModel:
 
     # stored images under each ECC code, built on first use (a cache: same content whoever
     # builds it, so concurrent first uses are harmless)
-    _ecc_memories = functools.cached_property(lambda self: {})
+    @functools.cached_property
+    def _ecc_memories(self) -> dict[str, ECC.EccMemory]:
+        return {}
 
-    def ecc_memory(self, ecc: str) -> "ECC.EccMemory":
+    def ecc_memory(self, ecc: str) -> ECC.EccMemory:
         """The image stored under SECDED code `ecc` ("secded72" / "secded13"), built once:
         `.stored` is what sits on the chip, `.read(...)` also returns the decoder's counts."""
         memories = self._ecc_memories

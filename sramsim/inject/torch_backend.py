@@ -22,7 +22,7 @@ class TorchApplier:
     masks (cached on the device per chip and voltage), gathered at (byte + offset) mod capacity.
     """
 
-    def __init__(self, image: torch.Tensor):
+    def __init__(self, image: torch.Tensor) -> None:
         if image.dtype != torch.uint8 or image.dim() != 1:
             raise TypeError("image must be a 1-D uint8 tensor")
         self.image = image
@@ -30,7 +30,7 @@ class TorchApplier:
         self._positions = torch.arange(image.shape[0], device=self.device)
         self._chip_masks: dict = {}     # (chip id, #faults) -> device masks; a pool is small
 
-    def __call__(self, draw) -> torch.Tensor:
+    def __call__(self, draw: ChipDraw | Faults) -> torch.Tensor:
         """The image read back through `draw` (a `Faults` record or a `ChipDraw`), a new tensor."""
         if isinstance(draw, ChipDraw):
             return self._apply_chip(draw)

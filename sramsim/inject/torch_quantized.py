@@ -22,13 +22,15 @@ the image). Mapping onto a chip and the kernels are those of `QuantizedModel`
 from __future__ import annotations
 
 import copy
-
 import logging
 import numbers
 import os
 import types
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 import torch
@@ -36,6 +38,10 @@ from torch import fx, nn
 
 from sramsim.errors import InputError
 from sramsim.inject.layout import PLAIN, MemoryLayout
+
+if TYPE_CHECKING:
+    from sramsim.inject.ecc import EccMemory
+from sramsim.inject.mapping import FaultSource
 from sramsim.inject.pt2_archive import checked_archive
 
 # PT2E ops that read a quantized weight (their first argument) back as float
@@ -61,7 +67,9 @@ class Segment:
 class _EagerWeight:
     """The qint8 weight of one eager-mode quantized module: re-packed with its own qparams."""
 
-    def __init__(self, name: str, module: nn.Module):
+    def __init__(self, name: str, module: Any) -> None:
+        # module: a torch.ao quantized conv / linear (its _weight_bias and set_weight_bias are
+        # not nn.Module's)
         weight, bias = module._weight_bias()
         if not isinstance(weight, torch.Tensor) or weight.dtype != torch.qint8:
             dtype = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__
@@ -105,7 +113,7 @@ class _EagerWeight:
 class _GraphWeight:
     """An int8 weight buffer of a PT2E-converted GraphModule: swapped for another tensor."""
 
-    def __init__(self, gm: fx.GraphModule, target: str, qscheme: str):
+    def __init__(self, gm: fx.GraphModule, target: str, qscheme: str) -> None:
         owner, _, attr = target.rpartition(".")
         self.owner = gm.get_submodule(owner) if owner else gm
         self.attr, self.name, self.qscheme = attr, target, qscheme
@@ -137,7 +145,8 @@ def _pt2e_weights(gm: fx.GraphModule) -> list[_GraphWeight]:
         if node.op != "call_function" or not str(node.target).startswith(PT2E_DEQUANTIZE):
             continue
         src = node.args[0]
-        if isinstance(src, fx.Node) and src.op == "get_attr" and src.target not in found:
+        if isinstance(src, fx.Node) and src.op == "get_attr" and isinstance(src.target, str) \
+                and src.target not in found:
             qscheme = "per_channel" if "per_channel" in str(node.target) else "per_tensor"
             found[src.target] = _GraphWeight(gm, src.target, qscheme)
     return list(found.values())
@@ -171,7 +180,7 @@ def _silence_harmless_torchao_notes() -> None:
 _silence_harmless_torchao_notes()
 
 
-def torchao_module():
+def torchao_module() -> ModuleType:
     """`import torchao`, or an InputError saying which extra to install."""
     try:
         import torchao
@@ -181,7 +190,7 @@ def torchao_module():
 
 
 @contextmanager
-def _quiet(*loggers: str):
+def _quiet(*loggers: str) -> Iterator[None]:
     """Only errors from these loggers inside the block."""
     saved = [(log, log.level) for log in map(logging.getLogger, loggers)]
     for log, _ in saved:
@@ -193,8 +202,8 @@ def _quiet(*loggers: str):
             log.setLevel(level)
 
 
-def is_exported_file(path) -> bool:
-    """Whether `path` names a `.pt2` file (a saved PT2E program) rather than a sramsim checkpoint."""
+def is_exported_file(path: object) -> TypeGuard[str | os.PathLike[str]]:
+    """Whether `path` names a `.pt2` file (a saved PT2E program), not a sramsim checkpoint."""
     return isinstance(path, (str, os.PathLike)) and os.fspath(path).lower().endswith(PT2_SUFFIX)
 
 
@@ -230,7 +239,7 @@ def load_exported(path: str | os.PathLike) -> fx.GraphModule:
     return gm
 
 
-def refuse_options(path, given: dict) -> None:
+def refuse_options(path: str | os.PathLike[str], given: dict) -> None:
     """One line for the first option (`given`: {flag: whether it was set}) that cannot apply to
     a saved PyTorch-quantized program: its int8 weights are stored as they are."""
     for flag, is_set in given.items():
@@ -276,9 +285,9 @@ def allow_train_eval(gm: fx.GraphModule) -> fx.GraphModule:
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     allow_exported_model_train_eval(gm)
     move = gm.train
-    done = {"mode": None}       # the mode torchao last moved the graph to
+    done: dict[str, bool | None] = {"mode": None}   # the mode torchao last moved the graph to
 
-    def train(self, mode: bool = True):
+    def train(self: fx.GraphModule, mode: bool = True) -> fx.GraphModule:
         mode = bool(mode)
         if done["mode"] is not mode:
             move(mode)
@@ -286,9 +295,10 @@ def allow_train_eval(gm: fx.GraphModule) -> fx.GraphModule:
         self.training = mode
         return self
 
-    gm.train = types.MethodType(train, gm)
-    gm.eval = types.MethodType(lambda self: self.train(False), gm)
-    gm._sramsim_train_eval = True
+    # instance attributes, as nn.Module.__setattr__ stores a plain value (copy_model pops them)
+    vars(gm)["train"] = types.MethodType(train, gm)
+    vars(gm)["eval"] = types.MethodType(lambda self: self.train(False), gm)
+    vars(gm)["_sramsim_train_eval"] = True
     return gm
 
 
@@ -297,7 +307,7 @@ def copy_model(model: nn.Module) -> nn.Module:
     `allow_train_eval` is patched again, so its train()/eval() move the copy's graph (a copied
     bound method would still move the original's)."""
     twin = copy.deepcopy(model)
-    if getattr(model, "_sramsim_train_eval", False):
+    if getattr(model, "_sramsim_train_eval", False) and isinstance(twin, fx.GraphModule):
         for name in ("train", "eval"):
             twin.__dict__.pop(name, None)
         allow_train_eval(twin)
@@ -319,7 +329,7 @@ class TorchQuantizedModel:
     bits = 8            # one int8 weight per byte (what image-level helpers read)
     clip = None         # PyTorch's observers chose the ranges; reports read it as QuantizedModel's
 
-    def __init__(self, model: nn.Module, word_bits: int = 8):
+    def __init__(self, model: nn.Module, word_bits: int = 8) -> None:
         if isinstance(model, torch.export.ExportedProgram):
             raise InputError("model is an ExportedProgram: pass the GraphModule that "
                              "convert_pt2e returns (e.g. convert_pt2e(prepare_pt2e(ep.module(), "
@@ -329,11 +339,12 @@ class TorchQuantizedModel:
         if isinstance(word_bits, bool) or not isinstance(word_bits, numbers.Integral) \
                 or word_bits % 8 or word_bits <= 0:
             raise InputError(f"word_bits must be a positive multiple of 8, got {word_bits!r}")
-        self.model = model
-        self.word_bits = int(word_bits)
+        self.model: nn.Module = model
+        self.word_bits: int = int(word_bits)
         # a GraphModule is PT2E's (int8 buffers) or FX graph mode's (quantized modules inside)
-        self._weights = _pt2e_weights(model) if isinstance(model, fx.GraphModule) else []
-        self.kind = "pt2e" if self._weights else "eager"
+        self._weights: Sequence[_GraphWeight | _EagerWeight] = (
+            _pt2e_weights(model) if isinstance(model, fx.GraphModule) else [])
+        self.kind: str = "pt2e" if self._weights else "eager"
         if not self._weights:
             self._weights = _eager_weights(model)
         if not self._weights and isinstance(model, fx.GraphModule) and any(
@@ -344,19 +355,21 @@ class TorchQuantizedModel:
             raise InputError("model holds no int8 weights quantized by PyTorch (a converted "
                              "torch.ao.quantization model, or a convert_pt2e GraphModule with "
                              "fold_quantize=True); for a float model use QuantizedModel")
-        segments, parts, start = [], [], 0
+        segments: list[Segment] = []
+        parts: list[np.ndarray] = []
+        start = 0
         for w in self._weights:
             codes = w.codes().detach().cpu().contiguous()
             parts.append(codes.reshape(-1).view(torch.uint8).numpy())
             segments.append(Segment(w.name, start, codes.numel(), tuple(codes.shape), w.qscheme))
             start += codes.numel()
-        self.segments = segments
-        self.n_codes = start
+        self.segments: list[Segment] = segments
+        self.n_codes: int = start
         word_bytes = self.word_bits // 8
-        self.image = np.zeros(-(-start // word_bytes) * word_bytes, dtype=np.uint8)
+        self.image: np.ndarray = np.zeros(-(-start // word_bytes) * word_bytes, dtype=np.uint8)
         np.concatenate(parts, out=self.image[:start])
         self.image.setflags(write=False)
-        self._active = False
+        self._active: bool = False
 
     @property
     def scheme(self) -> str:
@@ -378,7 +391,7 @@ class TorchQuantizedModel:
         """Memory words of `word_bits` bits in the image."""
         return self.image.size * 8 // self.word_bits
 
-    def faulty_image(self, source, voltage: float | None = None, offset: int = 0,
+    def faulty_image(self, source: FaultSource, voltage: float | None = None, offset: int = 0,
                      out: np.ndarray | None = None, layout: MemoryLayout | None = None
                      ) -> np.ndarray:
         """The image read back through `source` (a Chip at `voltage` placed at memory word
@@ -386,8 +399,13 @@ class TorchQuantizedModel:
         (no ECC: PyTorch's int8 codes have no zero-weight image to decode to); a new array
         unless `out` is given."""
         if layout is not None and layout.ecc is not None:
-            raise InputError("ecc is not modelled for PyTorch-quantized (int8) models")
+            self.ecc_memory(layout.ecc)
         return (layout or PLAIN).read(self, source, voltage, offset, out)[0]
+
+    def ecc_memory(self, ecc: str) -> EccMemory:
+        """Refused: ECC is not modelled for PyTorch's int8 codes (they have no zero-weight image
+        to decode to). (`QuantizedModel.ecc_memory` builds the stored image.)"""
+        raise InputError("ecc is not modelled for PyTorch-quantized (int8) models")
 
     def int8_weights(self, image: np.ndarray) -> dict[str, torch.Tensor]:
         """The int8 weights stored in `image` (clean or faulty), {segment name: new tensor}.
@@ -397,7 +415,7 @@ class TorchQuantizedModel:
         self._check(image)
         return {s.name: self._codes(image, s) for s in self.segments}
 
-    def _check(self, image) -> None:
+    def _check(self, image: object) -> None:
         if not (isinstance(image, np.ndarray) and image.dtype == np.uint8
                 and image.shape == self.image.shape):
             got = f"{image.dtype} {list(image.shape)}" if isinstance(image, np.ndarray) \
@@ -410,7 +428,7 @@ class TorchQuantizedModel:
             .reshape(s.shape)
 
     @contextmanager
-    def loaded(self, image: np.ndarray):
+    def loaded(self, image: np.ndarray) -> Iterator[nn.Module]:
         """Inside the block the model computes with the int8 weights of `image`; yields the model.
 
         Only tensors whose bytes differ from the clean image are written (each write re-packs
@@ -421,9 +439,9 @@ class TorchQuantizedModel:
             raise RuntimeError("weights are already loaded into this model; leave that with-block "
                                "first")
         self._active = True
-        written = []
+        written: list[_GraphWeight | _EagerWeight] = []
         try:
-            for w, s in zip(self._weights, self.segments):
+            for w, s in zip(self._weights, self.segments, strict=True):
                 end = s.start + s.count
                 if not np.array_equal(image[s.start:end], self.image[s.start:end]):
                     written.append(w)

@@ -18,7 +18,8 @@ SYMMETRIC, ASYMMETRIC, RQUANT, STUTZ_SYMMETRIC, STUTZ_RQUANT = 0, 1, 2, 3, 4
 
 
 @njit(cache=True, inline="always")
-def _decode(code, scheme, bits, delta, lo, hi):
+def _decode(code: int | np.integer, scheme: int, bits: int, delta: np.float32, lo: np.float32,
+            hi: np.float32) -> np.float32:
     """One m-bit code -> float32, the arithmetic of `quantization.dequantize` step by step in
     float32 (delta, lo, hi are float32), so the value is bit-identical to the torch path."""
     if scheme == SYMMETRIC or scheme == STUTZ_SYMMETRIC:
@@ -31,8 +32,10 @@ def _decode(code, scheme, bits, delta, lo, hi):
     if scheme == STUTZ_RQUANT:     # the range hi - lo in float64 first, as Python computes it
         half = 1 << (bits - 1)
         unit = np.float32((1.0 + 0.001) / (half - 1))
-        x = min(max((np.float32(code) - np.float32(half)) * unit, np.float32(-1.0)), np.float32(1.0))
-        v = (x + np.float32(1.0)) / np.float32(2.0) * np.float32(np.float64(hi) - np.float64(lo)) + lo
+        x = min(max((np.float32(code) - np.float32(half)) * unit, np.float32(-1.0)),
+                np.float32(1.0))
+        v = ((x + np.float32(1.0)) / np.float32(2.0)
+             * np.float32(np.float64(hi) - np.float64(lo)) + lo)
         return min(max(v, lo), hi)
     v = np.float32(code) * delta + lo
     if scheme == RQUANT:
@@ -46,7 +49,9 @@ PIECE = 1 << 14
 
 
 @njit(cache=True)
-def _plan(byte, first, offset_bytes, cap_bytes, nbytes, per, piece, lo, hi, base, out):
+def _plan(byte: np.ndarray, first: int, offset_bytes: int, cap_bytes: int, nbytes: int, per: int,
+          piece: int, lo: np.ndarray, hi: np.ndarray, base: np.ndarray,
+          out: np.ndarray) -> tuple[int, int]:
     """Count the work items (outputs empty), or fill them; returns (items, code slots)."""
     n = byte.shape[0]
     fill = lo.shape[0] > 0
@@ -79,7 +84,9 @@ def _plan(byte, first, offset_bytes, cap_bytes, nbytes, per, piece, lo, hi, base
     return items, slots
 
 
-def plan_pieces(byte, first, offset_bytes, cap_bytes, nbytes, bits, piece=None):
+def plan_pieces(byte: np.ndarray, first: int, offset_bytes: int, cap_bytes: int, nbytes: int,
+                bits: int, piece: int | None = None,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """Work items of `write_faulty_codes`: faulty bytes lo[t]..hi[t]-1 sit on image bytes
     byte[i] + base[t] (ascending over t and i), and their codes go to slots from out[t].
 
@@ -102,8 +109,10 @@ def plan_pieces(byte, first, offset_bytes, cap_bytes, nbytes, bits, piece=None):
 # Its own function (not inlined): the hot loop compiles best alone (inlined with a
 # tuple-returning helper it measured 3x slower).
 @njit(cache=True)
-def _write_run8(image, byte, xor, clear, set_, stuck, i0, i1, b_add, weights, scheme, delta,
-                s_lo, s_hi, pos, old, w):
+def _write_run8(image: np.ndarray, byte: np.ndarray, xor: np.ndarray, clear: np.ndarray,
+                set_: np.ndarray, stuck: bool, i0: int, i1: int, b_add: int,
+                weights: np.ndarray, scheme: int, delta: np.float32, s_lo: np.float32,
+                s_hi: np.float32, pos: np.ndarray, old: np.ndarray, w: int) -> tuple[int, int]:
     """8-bit codes of one segment (one decoding): faulty bytes i0..i1-1, code b of image byte b
     is weights[b]. Returns (next slot, image bytes changed). The hot path."""
     zero = np.uint8(0)
@@ -123,8 +132,11 @@ def _write_run8(image, byte, xor, clear, set_, stuck, i0, i1, b_add, weights, sc
 
 
 @njit(cache=True, inline="always")
-def _write_piece8(image, byte, xor, clear, set_, stuck, i, h, b_add, seg_end, seg_scheme,
-                  seg_delta, seg_lo, seg_hi, weights, pos, old, w):
+def _write_piece8(image: np.ndarray, byte: np.ndarray, xor: np.ndarray, clear: np.ndarray,
+                  set_: np.ndarray, stuck: bool, i: int, h: int, b_add: int,
+                  seg_end: np.ndarray, seg_scheme: np.ndarray, seg_delta: np.ndarray,
+                  seg_lo: np.ndarray, seg_hi: np.ndarray, weights: np.ndarray, pos: np.ndarray,
+                  old: np.ndarray, w: int) -> tuple[int, int]:
     """One work item of 8-bit codes (one code per byte), segment by segment."""
     n_codes = seg_end[seg_end.shape[0] - 1]
     zero = np.uint8(0)
@@ -151,8 +163,11 @@ def _write_piece8(image, byte, xor, clear, set_, stuck, i, h, b_add, seg_end, se
 
 
 @njit(cache=True, inline="always")
-def _write_piece(image, byte, xor, clear, set_, stuck, i0, i1, b_add, bits, seg_end,
-                 seg_scheme, seg_delta, seg_lo, seg_hi, weights, pos, old, w):
+def _write_piece(image: np.ndarray, byte: np.ndarray, xor: np.ndarray, clear: np.ndarray,
+                 set_: np.ndarray, stuck: bool, i0: int, i1: int, b_add: int, bits: int,
+                 seg_end: np.ndarray, seg_scheme: np.ndarray, seg_delta: np.ndarray,
+                 seg_lo: np.ndarray, seg_hi: np.ndarray, weights: np.ndarray, pos: np.ndarray,
+                 old: np.ndarray, w: int) -> tuple[int, int]:
     """One work item of m-bit codes, several per byte (a segment may start inside a byte)."""
     per = 8 // bits
     cmask = (1 << bits) - 1
@@ -186,9 +201,12 @@ def _write_piece(image, byte, xor, clear, set_, stuck, i0, i1, b_add, bits, seg_
     return w, c
 
 
-def _write_faulty_codes(image, byte, xor, clear, set_, lo, hi, base, out, bits, seg_end,
-                        seg_scheme, seg_delta, seg_lo, seg_hi, weights, pos, old, written,
-                        changed):
+def _write_faulty_codes(image: np.ndarray, byte: np.ndarray, xor: np.ndarray,
+                        clear: np.ndarray, set_: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                        base: np.ndarray, out: np.ndarray, bits: int, seg_end: np.ndarray,
+                        seg_scheme: np.ndarray, seg_delta: np.ndarray, seg_lo: np.ndarray,
+                        seg_hi: np.ndarray, weights: np.ndarray, pos: np.ndarray,
+                        old: np.ndarray, written: np.ndarray, changed: np.ndarray) -> None:
     """Write the dequantized faulty codes into the weights; save what they held.
 
     byte/xor/clear/set_: faulty bytes, ascending, with their masks (clear/set_ empty when there
@@ -213,7 +231,8 @@ def _write_faulty_codes(image, byte, xor, clear, set_, lo, hi, base, out, bits, 
         changed[t] = c
 
 
-def _restore_codes(weights, pos, old, out, written):
+def _restore_codes(weights: np.ndarray, pos: np.ndarray, old: np.ndarray, out: np.ndarray,
+                   written: np.ndarray) -> None:
     """Undo `write_faulty_codes`: item t gives weight pos[i] its old[i] back, for i in
     out[t]..out[t] + written[t] - 1."""
     for t in prange(out.shape[0]):
@@ -232,7 +251,7 @@ restore_codes_serial = njit(cache=True)(_restore_codes)
 
 
 @njit(cache=True)
-def diff_bytes(clean, image):
+def diff_bytes(clean: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(ascending indices, xor) of the bytes where `image` differs from `clean` (equal lengths)."""
     n = 0
     for b in range(clean.shape[0]):

@@ -1,11 +1,14 @@
 """A chip: a persistent per-bit failure map over voltage, stored sparse and nested by design."""
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import InitVar, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from sramsim.errors import InputError, InputTypeError, ProfileError, check_number
 from sramsim.memory import kernels, profile_file
@@ -13,6 +16,9 @@ from sramsim.memory.curves import BerCurve
 from sramsim.memory.geometry import FLIP, KIND_CODES, Geometry, Sizes, draw_kinds
 from sramsim.memory.sampling import bernoulli_positions, check_seed, key_uniforms, shuffled_by_keys
 from sramsim.memory.sizes import CHIP_BUILD_BYTES_PER_FAULT, expected_faults, require_memory
+
+if TYPE_CHECKING:
+    from sramsim.memory.dram import DramGeometry
 
 VOLTAGE_TOLERANCE = 1e-9
 # Failure voltages computed at once by Chip.random (elementwise: any chunking gives the same map).
@@ -49,7 +55,7 @@ class ByteMasks:
     set: np.ndarray | None = None
     count: int = 0                    # faults included (a prefix of the chip's fault list)
 
-    def copy(self) -> "ByteMasks":
+    def copy(self) -> ByteMasks:
         """An independent copy (the cache extends a copy, never the cached masks themselves)."""
         return ByteMasks(self.xor.copy(), None if self.clear is None else self.clear.copy(),
                          None if self.set is None else self.set.copy(), self.count)
@@ -70,7 +76,7 @@ class ByteFaults:
         return int(self.byte.shape[0])
 
     @classmethod
-    def from_sorted(cls, address: np.ndarray, kind: np.ndarray) -> "ByteFaults":
+    def from_sorted(cls, address: np.ndarray, kind: np.ndarray) -> ByteFaults:
         """Group bit faults with distinct ascending addresses by byte (one numba pass)."""
         byte, xor, clear, set_, stuck = kernels.group_by_byte(address, kind)
         return cls(byte, xor, clear, set_) if stuck else cls(byte, xor)
@@ -91,7 +97,7 @@ class Chip:
     Two chips are == when geometry, faults, floor, curve and metadata are all equal.
     """
 
-    geometry: Geometry
+    geometry: Geometry | DramGeometry
     address: np.ndarray
     vfail: np.ndarray
     kind: np.ndarray
@@ -110,7 +116,8 @@ class Chip:
                                   compare=False)
     # The faults in address order: (addresses ascending, the index of each in the fault list,
     # uint32). Chip.random gets both free; other chips sort once when byte_faults needs them.
-    _by_address: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    _by_address: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False,
+                                                              repr=False, compare=False)
 
     # Chip.random's addresses are distinct by construction (strictly increasing gaps, then a
     # permutation): it skips only the repeat check, the one pass that is a random scatter.
@@ -142,7 +149,7 @@ class Chip:
 
     @classmethod
     def random(cls, geometry: Geometry, curve: BerCurve, v_floor: float, seed: int,
-               kinds: dict[str, float] | None = None, name: str | None = None) -> "Chip":
+               kinds: dict[str, float] | None = None, name: str | None = None) -> Chip:
         """A synthetic chip whose cells fail independently with P(fail at V) = curve.ber(V).
 
         O(#faults at v_floor): fault positions from geometric gaps (sorted, distinct), failure
@@ -177,7 +184,7 @@ class Chip:
         chip._by_address = (positions, order)    # the address order comes free with the draw
         return chip
 
-    def __post_init__(self, distinct_by_construction: bool = False):
+    def __post_init__(self, distinct_by_construction: bool = False) -> None:
         self.address = _as_array(self.address, np.uint64, "address", integer=True)
         self.vfail = _as_array(self.vfail, np.float32, "vfail", integer=False)
         self.kind = _as_array(self.kind, np.uint8, "kind", integer=True)
@@ -188,7 +195,8 @@ class Chip:
         self.v_floor = float(self.v_floor)
         self.nominal_voltage = float(self.nominal_voltage)
         if not (np.isfinite(self.nominal_voltage) and self.nominal_voltage > 0):
-            raise InputError(f"chip nominal_voltage must be a positive number, got {self.nominal_voltage!r}")
+            raise InputError("chip nominal_voltage must be a positive number, got "
+                             f"{self.nominal_voltage!r}")
         if not (np.isfinite(self.v_floor) and 0 < self.v_floor <= self.nominal_voltage):
             raise InputError(f"chip v_floor must be a positive voltage at most the nominal "
                              f"voltage {self.nominal_voltage:g}, got {self.v_floor!r}")
@@ -198,7 +206,7 @@ class Chip:
     def __len__(self) -> int:
         return int(self.address.shape[0])
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Chip):
             return NotImplemented
         measured = (self.measured_voltages is None and other.measured_voltages is None) or (
@@ -209,7 +217,7 @@ class Chip:
                 == (other.name, other.source, other.voltage_unit, other.nominal_voltage)
                 and self.curve == other.curve and self.attrs == other.attrs)
 
-    __hash__ = None   # mutable: not a dict key
+    # mutable: not a dict key (a class that defines __eq__ and no __hash__ gets __hash__ = None)
 
     def check_voltage(self, v: float) -> float:
         """`v` as a float if this chip's map covers it, else VoltageError (NaN, below the floor /
@@ -221,7 +229,8 @@ class Chip:
         # (so a stored float32 voltage such as float32(0.7) < 0.7 is still accepted).
         if v < self.v_floor - VOLTAGE_TOLERANCE and np.float32(v) < np.float32(self.v_floor):
             what = "lowest measured voltage" if self.source == "measured" else "v_floor"
-            raise VoltageError(f"voltage {v:g} is below chip {self.name!r}'s {what} {self.v_floor:g}")
+            raise VoltageError(f"voltage {v:g} is below chip {self.name!r}'s "
+                               f"{what} {self.v_floor:g}")
         if v > self.nominal_voltage + VOLTAGE_TOLERANCE and \
                 np.float32(v) > np.float32(self.nominal_voltage):
             raise VoltageError(f"voltage {v:g} is above chip {self.name!r}'s nominal voltage "
@@ -266,7 +275,8 @@ class Chip:
         has_stuck = bool(np.any(kinds != FLIP))
         stuck = has_stuck or (base is not None and cache[base].clear is not None)
         require_memory(self.geometry.capacity_bytes * (3 if stuck else 1),
-                       f"building the byte masks of chip {self.name!r} ({self.geometry.capacity_bits} bits)")
+                       f"building the byte masks of chip {self.name!r} "
+                       f"({self.geometry.capacity_bits} bits)")
         masks = cache[base].copy() if base is not None else self._empty_masks()
         if has_stuck and masks.clear is None:
             masks.clear = np.zeros_like(masks.xor)
@@ -290,10 +300,10 @@ class Chip:
         What the in-place path walks through: sorted, a fault map is a stream through memory.
         With the chip's address order (`_by_address`: free from Chip.random, else one sort, made
         when a voltage needs at least a quarter of the faults) one streaming pass picks the
-        faults present at v in address order: O(#faults) with no sort per voltage. Otherwise (a few faults of a
-        large profile) the prefix is sorted, from the nearest cached higher voltage: its sorted
-        faults and the newly added ones are merged, so a sweep that lowers the voltage sorts
-        each fault once. Never O(capacity).
+        faults present at v in address order: O(#faults) with no sort per voltage. Otherwise (a
+        few faults of a large profile) the prefix is sorted, from the nearest cached higher
+        voltage: its sorted faults and the newly added ones are merged, so a sweep that lowers
+        the voltage sorts each fault once. Never O(capacity).
         """
         n = self.count(v)
         with self._lock:
@@ -337,32 +347,33 @@ class Chip:
         return key, ByteFaults.from_sorted(key >> np.uint64(2),
                                            (key & np.uint64(3)).astype(np.uint8))
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         del state["_lock"]                      # a lock cannot be pickled; each copy gets its own
         state["_mask_cache"] = OrderedDict()
         state["_sorted_cache"] = OrderedDict()
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def _empty_masks(self) -> ByteMasks:
         return ByteMasks(np.zeros(self.geometry.capacity_bytes, dtype=np.uint8))
 
-    def same_faults(self, other: "Chip") -> bool:
-        """Same geometry and the same fault list (addresses, failure voltages, kinds), bit for bit."""
+    def same_faults(self, other: Chip) -> bool:
+        """Same geometry and fault list (addresses, failure voltages, kinds), bit for bit."""
         return (self.geometry == other.geometry and np.array_equal(self.address, other.address)
-                and np.array_equal(self.vfail, other.vfail) and np.array_equal(self.kind, other.kind))
+                and np.array_equal(self.vfail, other.vfail) and np.array_equal(self.kind,
+                                                                               other.kind))
 
     # --- persistence (HDF5 profile, schema in sramsim/data/profiles/README.md) ----------------
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write this chip as an HDF5 profile (checked before it appears under `path`)."""
         profile_file.write(self, path)
 
     @classmethod
-    def load(cls, path) -> "Chip":
+    def load(cls, path: str | os.PathLike[str]) -> Chip:
         """Read and check an HDF5 profile; any problem is a ProfileError naming the file."""
         fields = profile_file.load(path)
         try:
@@ -376,7 +387,8 @@ class Chip:
                 f"down to V={self.v_floor:g})")
 
 
-def _as_array(values, dtype, what: str, integer: bool) -> np.ndarray:
+def _as_array(values: ArrayLike, dtype: type[np.generic], what: str,
+              integer: bool) -> np.ndarray:
     """A chip field as a contiguous array of `dtype`; values the cast would change are refused
     (a float address, a negative kind), never wrapped or truncated."""
     a = np.asarray(values)
@@ -402,7 +414,8 @@ _INVARIANTS = {
 
 
 def _check_faults(chip: Chip, check_repeats: bool = True) -> None:
-    """The fault list's invariants in one O(n) pass (numba); InputError naming the first bad index."""
+    """The fault list's invariants in one O(n) pass (numba); InputError naming the first bad
+    index."""
     n = len(chip)
     if n == 0:
         return
@@ -431,5 +444,5 @@ def _check_faults(chip: Chip, check_repeats: bool = True) -> None:
                          f"{chip.nominal_voltage:g}; first bad fault: vfail[0] = {float(top):g}")
     if low < np.float32(chip.v_floor):
         j = int(np.searchsorted(-chip.vfail, -np.float32(chip.v_floor), side="right"))
-        raise InputError(f"chip {chip.name!r}: vfail must not lie below v_floor "
-                         f"{chip.v_floor:g}; first bad fault: vfail[{j}] = {float(chip.vfail[j]):g}")
+        raise InputError(f"chip {chip.name!r}: vfail must not lie below v_floor {chip.v_floor:g}; "
+                         f"first bad fault: vfail[{j}] = {float(chip.vfail[j]):g}")

@@ -11,8 +11,8 @@ from scipy.special import ndtr, ndtri
 
 from sramsim.errors import InputError, check_number
 
-# 14 nm FinFET SRAM, normalised voltage -> BER. Published with NeuralFuse (Sun et al., NeurIPS 2024),
-# measured by Chandramoorthy et al.; 1% BER at 0.833 is the operating point used there.
+# 14 nm FinFET SRAM, normalised voltage -> BER. Published with NeuralFuse (Sun et al., NeurIPS
+# 2024), measured by Chandramoorthy et al.; 1% BER at 0.833 is the operating point used there.
 FINFET14 = (
     (1.000, 0.958, 0.917, 0.875, 0.833, 0.792, 0.750),
     (0.0, 1.907e-6, 6.866e-5, 1.29e-3, 1.115e-2, 5.573e-2, 0.2056),
@@ -38,17 +38,18 @@ class BerCurve:
 
     # --- constructors -------------------------------------------------------------------------
     @classmethod
-    def builtin(cls, name: str) -> "BerCurve":
+    def builtin(cls, name: str) -> BerCurve:
         """A published curve by name (`finfet14`: 14 nm FinFET SRAM, normalised voltages)."""
         if name not in BUILTINS:
-            raise InputError(f"unknown BER curve {name!r}; built-ins: {', '.join(sorted(BUILTINS))}")
+            raise InputError(f"unknown BER curve {name!r}; built-ins: "
+                             f"{', '.join(sorted(BUILTINS))}")
         v, b = BUILTINS[name]
         curve = cls.from_table(v, b)
         curve.name = name
         return curve
 
     @classmethod
-    def from_table(cls, voltages: ArrayLike, bers: ArrayLike, name: str = "table") -> "BerCurve":
+    def from_table(cls, voltages: ArrayLike, bers: ArrayLike, name: str = "table") -> BerCurve:
         """A curve from measured (voltage, BER) pairs; ValueError unless finite, in [0, 1] and
         monotone (lower voltage, no fewer errors)."""
         v = np.asarray(voltages, dtype=np.float64).ravel()
@@ -70,7 +71,7 @@ class BerCurve:
         return cls(v, b, name=name)
 
     @classmethod
-    def gaussian(cls, mu: float, sigma: float) -> "BerCurve":
+    def gaussian(cls, mu: float, sigma: float) -> BerCurve:
         """Each cell's minimum operating voltage ~ N(mu, sigma); BER(V) = P(Vmin > V)."""
         mu = check_number(mu, "gaussian curve mu")
         sigma = check_number(sigma, "gaussian curve sigma", positive=True)
@@ -94,6 +95,7 @@ class BerCurve:
         if np.any(np.isnan(v_arr)):
             raise InputError(f"voltage is NaN (curve {self.name!r} needs a number)")
         if self.mu is not None:
+            assert self.sigma is not None                 # set together with mu
             out = ndtr((self.mu - v_arr) / self.sigma)
         else:
             if np.any(v_arr < self._v[0] - 1e-12):
@@ -149,10 +151,11 @@ class BerCurve:
         """(voltages, bers) for storing alongside a profile; the Gaussian is sampled densely."""
         if self.mu is None:
             return self._v.copy(), self._b.copy()
+        assert self.sigma is not None                     # set together with mu
         v = np.linspace(self.mu - 5 * self.sigma, self.mu + 6 * self.sigma, 45)
         return v, np.asarray(self.ber(v))
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, BerCurve):
             return NotImplemented
         return ((self.name, self.mu, self.sigma) == (other.name, other.mu, other.sigma)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from sramsim.errors import InputError
 from sramsim.memory.geometry import Sizes
@@ -44,12 +45,13 @@ class DramGeometry(Sizes):
     burst_length: int = 8
     word_bits: int = 8
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
                     or value <= 0:
-                raise InputError(f"DRAM geometry {f.name} must be a positive integer, got {value!r}")
+                raise InputError(f"DRAM geometry {f.name} must be a positive integer, got "
+                                 f"{value!r}")
             object.__setattr__(self, f.name, int(value))
         self.check_capacity("channels*ranks*banks*rows*columns*device_width")
         if self.rows % self.subarray_rows:
@@ -98,13 +100,13 @@ class DramGeometry(Sizes):
         return asdict(self)
 
     # --- addresses --------------------------------------------------------------------------
-    def decompose(self, address) -> dict[str, np.ndarray]:
+    def decompose(self, address: ArrayLike) -> dict[str, np.ndarray]:
         """Bit addresses -> {channel, rank, bank, subarray, row, column, bit} (uint64 arrays)."""
         a = np.asarray(address, dtype=np.uint64)
         if a.size and int(a.max()) >= self.capacity_bits:
             raise InputError(f"bit address {int(a.max())} is beyond the part's capacity "
                              f"{self.capacity_bits}")
-        out = {}
+        out: dict[str, np.ndarray] = {}
         for name, size in (("bit", self.device_width), ("column", self.columns),
                            ("row", self.rows), ("bank", self.banks), ("rank", self.ranks)):
             out[name] = a % np.uint64(size)
@@ -113,8 +115,10 @@ class DramGeometry(Sizes):
         out["subarray"] = out["row"] // np.uint64(self.subarray_rows)
         return {k: out[k] for k in LOCATION_FIELDS}
 
-    def compose(self, channel=0, rank=0, bank=0, row=0, column=0, bit=0) -> np.ndarray:
-        """DRAM locations -> bit addresses (inverse of `decompose`; `row` is the row in the bank)."""
+    def compose(self, channel: ArrayLike = 0, rank: ArrayLike = 0, bank: ArrayLike = 0,
+                row: ArrayLike = 0, column: ArrayLike = 0, bit: ArrayLike = 0) -> np.ndarray:
+        """DRAM locations -> bit addresses (inverse of `decompose`; `row` is the row in the
+        bank)."""
         parts = {"channel": (channel, self.channels), "rank": (rank, self.ranks),
                  "bank": (bank, self.banks), "row": (row, self.rows),
                  "column": (column, self.columns), "bit": (bit, self.device_width)}
@@ -130,14 +134,15 @@ class DramGeometry(Sizes):
             a = a * np.uint64(size) + arrays[name]
         return np.asarray(a, dtype=np.uint64)
 
-    def split(self, address) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Bit addresses -> (flat bank, row, bit in row): the SRAM-shaped view of `Geometry.split`."""
+    def split(self, address: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Bit addresses -> (flat bank, row, bit in row): the SRAM-shaped view of
+        `Geometry.split`."""
         a = np.asarray(address, dtype=np.uint64)
         col = a % np.uint64(self.cols)
         rest = a // np.uint64(self.cols)
         return rest // np.uint64(self.rows), rest % np.uint64(self.rows), col
 
-    def partition_index(self, address, by: str = "bank") -> np.ndarray:
+    def partition_index(self, address: ArrayLike, by: str = "bank") -> np.ndarray:
         """Flat partition index of each bit: by "bank" (over channels and ranks) or "subarray"."""
         _, row, _ = self.split(address)
         bank = np.asarray(address, dtype=np.uint64) // np.uint64(self.rows * self.cols)
@@ -156,7 +161,7 @@ class DramGeometry(Sizes):
         raise InputError(f"partition must be 'bank' or 'subarray', got {by!r}")
 
     @classmethod
-    def from_part(cls, name: str = DEFAULT_PART, **overrides) -> "DramGeometry":
+    def from_part(cls, name: str = DEFAULT_PART, **overrides: int) -> DramGeometry:
         """The geometry of a bundled part (sramsim/memory/parts/NAME.json), with overrides."""
         spec = load_part(name)
         arch = spec["architecture"]

@@ -48,14 +48,17 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from sramsim.errors import InputError, check_number
 from sramsim.memory.chip import Chip
 from sramsim.memory.curves import BerCurve
 from sramsim.memory.dram import DramGeometry
-from sramsim.memory.dram_curves import DRAM_CURVES, DEFAULT_DRAM_CURVE, dram_curve
+from sramsim.memory.dram_curves import DEFAULT_DRAM_CURVE, DRAM_CURVES, dram_curve
 from sramsim.memory.geometry import STUCK0, STUCK1, draw_kinds, parse_kinds
 from sramsim.memory.sampling import bernoulli_positions, check_seed
 from sramsim.memory.sizes import expected_faults, require_memory
@@ -63,7 +66,7 @@ from sramsim.memory.sizes import expected_faults, require_memory
 MODEL_NAMES = {0: "uniform", 1: "bitline", 2: "wordline", 3: "data-dependent"}
 
 # Documented defaults per model (origins in the module docstring). group_rows None = subarray_rows.
-DEFAULTS = {
+DEFAULTS: dict[int, dict[str, Any]] = {
     0: {"partition": "bank", "spread": 0.5, "kinds": None},
     1: {"partition": "subarray", "weak_fraction": 0.01, "weak_factor": 50.0, "kinds": None},
     2: {"weak_fraction": 0.01, "weak_factor": 50.0, "kinds": None},
@@ -75,7 +78,7 @@ DEFAULTS = {
 BYTES_PER_FAULT = 64
 
 
-def _error_model(error_model, model, where: str):
+def _error_model(error_model: int | str, model: int | str | None, where: str) -> int | str:
     """`error_model`, or the deprecated keyword `model=` of sramsim <= 0.1 (with a FutureWarning):
     one name, "error model", in the CLI (--error-model), Python and the docs."""
     if model is None:
@@ -87,9 +90,10 @@ def _error_model(error_model, model, where: str):
     return model
 
 
-def dram_chip(geometry: DramGeometry, curve: BerCurve | str | None = None, v_floor: float = None,
-              seed: int = 0, error_model: int | str = 0, nominal_voltage: float | None = None,
-              name: str | None = None, *, model: int | str | None = None, **params) -> Chip:
+def dram_chip(geometry: DramGeometry, curve: BerCurve | str | None = None,
+              v_floor: float | None = None, seed: int = 0, error_model: int | str = 0,
+              nominal_voltage: float | None = None, name: str | None = None, *,
+              model: int | str | None = None, **params: Any) -> Chip:
     """A synthetic DRAM chip drawn from EDEN error model `error_model` (0-3 or its name) down to
     `v_floor` volts: cell faulty at V with P = min(1, curve.ber(V) x its line's multiplier).
     (`model=` is the deprecated name of `error_model`.)
@@ -132,7 +136,7 @@ def dram_chip(geometry: DramGeometry, curve: BerCurve | str | None = None, v_flo
     # ber(vfail) = u * p / f, uniform in (0, p / f) for a cell of its group.
     target = cells_rng.random(n)
     start = 0
-    for r, c in zip(ratio, counts):
+    for r, c in zip(ratio, counts, strict=True):
         target[start:start + c] *= r
         start += c
     vfail = np.asarray(curve.voltage(target), dtype=np.float64).astype(np.float32)
@@ -155,7 +159,8 @@ def dram_chip(geometry: DramGeometry, curve: BerCurve | str | None = None, v_flo
 
 
 # --- parameters -------------------------------------------------------------------------------
-def resolve_params(geometry: DramGeometry, model, params: dict) -> tuple[int, dict]:
+def resolve_params(geometry: DramGeometry, model: int | str,
+                   params: dict) -> tuple[int, dict]:
     """(model number, its full parameter dict with defaults filled in), checked; InputError on a
     bad model, an unknown parameter name or an out-of-range value."""
     model = _check_model(model)
@@ -170,7 +175,8 @@ def resolve_params(geometry: DramGeometry, model, params: dict) -> tuple[int, di
     if "spread" in out:
         out["spread"] = check_number(out["spread"], "spread", low=0.0)
     if "weak_fraction" in out:
-        out["weak_fraction"] = check_number(out["weak_fraction"], "weak_fraction", low=0.0, high=1.0)
+        out["weak_fraction"] = check_number(out["weak_fraction"], "weak_fraction", low=0.0,
+                                            high=1.0)
     if "weak_factor" in out:
         out["weak_factor"] = check_number(out["weak_factor"], "weak_factor", low=1.0)
     if "kinds" in out and out["kinds"] is not None:
@@ -189,7 +195,7 @@ def resolve_params(geometry: DramGeometry, model, params: dict) -> tuple[int, di
     return model, out
 
 
-def _check_model(model) -> int:
+def _check_model(model: object) -> int:
     by_name = {v: k for k, v in MODEL_NAMES.items()}
     if isinstance(model, str) and model in by_name:
         return by_name[model]
@@ -200,7 +206,8 @@ def _check_model(model) -> int:
     raise InputError(f"unknown DRAM error model {model!r}; models: {choices}")
 
 
-def _resolve_curve(curve, nominal_voltage) -> tuple[BerCurve, float]:
+def _resolve_curve(curve: BerCurve | str | None,
+                   nominal_voltage: float | None) -> tuple[BerCurve, float]:
     if curve is None:
         curve = DEFAULT_DRAM_CURVE
     if isinstance(curve, str):
@@ -219,7 +226,7 @@ def _resolve_curve(curve, nominal_voltage) -> tuple[BerCurve, float]:
     return curve, nominal
 
 
-def _check_v_floor(v_floor, curve: BerCurve, nominal: float) -> float:
+def _check_v_floor(v_floor: float | None, curve: BerCurve, nominal: float) -> float:
     if v_floor is None:
         raise InputError("v_floor (the lowest voltage the map must cover, in volts) is required")
     v = check_number(v_floor, "v_floor", low=-math.inf)
@@ -238,7 +245,8 @@ def _check_v_floor(v_floor, curve: BerCurve, nominal: float) -> float:
 class _Layout:
     """Lines of a model: n_lines lines of `cells` cells each, and (line, cell) -> bit address."""
 
-    def __init__(self, n_lines: int, cells: int, address):
+    def __init__(self, n_lines: int, cells: int,
+                 address: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
         self.n_lines, self.cells, self.address = n_lines, cells, address
 
 
@@ -263,8 +271,7 @@ def _groups(g: DramGeometry, layout: _Layout, model: int, params: dict,
     """[(multiplier, lines in the group, group line j -> line index)], in a fixed order."""
     if model == 0:
         factors = _partition_factors(rng, layout.n_lines, params["spread"])
-        return [(float(f), 1, lambda j, p=np.uint64(p): j * np.uint64(0) + p)
-                for p, f in enumerate(factors)]
+        return [(float(f), 1, _one_line(p)) for p, f in enumerate(factors)]
     if model in (1, 2):
         weak, f_weak, f_normal = _weak_lines(rng, layout.n_lines, params["weak_fraction"],
                                              params["weak_factor"])
@@ -276,20 +283,27 @@ def _groups(g: DramGeometry, layout: _Layout, model: int, params: dict,
     return [(1.0, 1, lambda j: j)]
 
 
+def _one_line(p: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Group line j -> line p (a group of one line; the result keeps j's shape)."""
+    line = np.uint64(p)
+    return lambda j: j * np.uint64(0) + line
+
+
 def _partition_factors(rng: np.random.Generator, n: int, spread: float) -> np.ndarray:
     z = rng.standard_normal(n)
     g = np.exp(spread * z)
     return g / g.mean()
 
 
-def _weak_lines(rng: np.random.Generator, n_lines: int, fraction: float, factor: float):
+def _weak_lines(rng: np.random.Generator, n_lines: int, fraction: float,
+                factor: float) -> tuple[np.ndarray, float, float]:
     weak = bernoulli_positions(rng, n_lines, fraction)
     normal = n_lines / (weak.size * factor + n_lines - weak.size)
     return weak, factor * normal, normal
 
 
 def line_factors(geometry: DramGeometry, seed: int, error_model: int | str = 0, *,
-                 model: int | str | None = None, **params) -> np.ndarray:
+                 model: int | str | None = None, **params: Any) -> np.ndarray:
     """The multiplier of every line of the chip `dram_chip(geometry, ..., seed, error_model,
     **params)` (index = `line_index`): per partition (0), bitline (1), wordline (2); one line for
     error model 3.
@@ -306,8 +320,8 @@ def line_factors(geometry: DramGeometry, seed: int, error_model: int | str = 0, 
     return out
 
 
-def line_index(geometry: DramGeometry, address, error_model: int | str = 0, *,
-                model: int | str | None = None, **params) -> np.ndarray:
+def line_index(geometry: DramGeometry, address: ArrayLike, error_model: int | str = 0, *,
+               model: int | str | None = None, **params: Any) -> np.ndarray:
     """Line (partition / bitline / wordline; 0 for model 3) of each bit address under the error
     model."""
     model, params = resolve_params(geometry, _error_model(error_model, model, "line_index"),
@@ -323,7 +337,8 @@ def line_index(geometry: DramGeometry, address, error_model: int | str = 0, *,
     return np.zeros(a.shape, dtype=np.uint64)
 
 
-def data_dependent_kinds(geometry: DramGeometry, address, group_rows: int) -> np.ndarray:
+def data_dependent_kinds(geometry: DramGeometry, address: ArrayLike,
+                         group_rows: int) -> np.ndarray:
     """Model 3's fault kind of each bit: stuck0 (true-cell, fails 1 -> 0) where
     (row in bank // group_rows) is even, stuck1 (anti-cell, fails 0 -> 1) where it is odd."""
     a = np.asarray(address, dtype=np.uint64)

@@ -22,8 +22,12 @@ MAX_CAPACITY_BITS = 2 ** 48
 class Sizes:
     """Sizes every memory geometry derives from its `capacity_bits` and `word_bits`."""
 
-    capacity_bits: int
     word_bits: int
+
+    @property
+    def capacity_bits(self) -> int:
+        """Bits in the memory (each geometry derives it from its own dimensions)."""
+        raise NotImplementedError
 
     def check_capacity(self, product: str) -> None:
         """Refuse a geometry above MAX_CAPACITY_BITS, naming the `product` that gives its size."""
@@ -56,7 +60,7 @@ class Geometry(Sizes):
     word_bits: int = 8
     technology: str = "sram"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("rows", "cols", "banks", "word_bits"):
             value = getattr(self, name)
             # bool is an int in Python, and 128.0 or "128" would be coerced: all refused.
@@ -65,7 +69,8 @@ class Geometry(Sizes):
                 raise InputError(f"geometry {name} must be a positive integer, got {value!r}")
             object.__setattr__(self, name, int(value))
         if not isinstance(self.technology, str) or not self.technology:
-            raise InputError(f"geometry technology must be a non-empty label, got {self.technology!r}")
+            raise InputError("geometry technology must be a non-empty label, "
+                             f"got {self.technology!r}")
         if self.word_bits % 8:
             raise InputError(f"word_bits must be a multiple of 8, got {self.word_bits}")
         self.check_capacity("rows*cols*banks")

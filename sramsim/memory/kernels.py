@@ -15,14 +15,14 @@ from numba import njit
 
 
 @njit(cache=True, inline="always")
-def read_byte(stored, xor, clear, set_):
+def read_byte(stored: np.uint8, xor: np.uint8, clear: np.uint8, set_: np.uint8) -> np.uint8:
     """A stored byte as it reads back through its fault masks: flips, then stuck-at 0, then
     stuck-at 1 (a cell has one kind, so the order only matters for masks that share a bit)."""
     return np.uint8(((stored ^ xor) & ~clear) | set_)
 
 
 @njit(cache=True, inline="always")
-def fault_masks(kind, bit):
+def fault_masks(kind: int, bit: np.uint8) -> tuple[np.uint8, np.uint8, np.uint8]:
     """(xor, clear, set) of one faulty `bit` (a one-bit uint8) by its kind: 0 flip, 1 stuck-at 0,
     2 stuck-at 1."""
     zero = np.uint8(0)
@@ -34,7 +34,8 @@ def fault_masks(kind, bit):
 
 
 @njit(cache=True, inline="always")
-def add_fault(kind, bit, xor, clear, set_, i):
+def add_fault(kind: int, bit: np.uint8, xor: np.ndarray, clear: np.ndarray, set_: np.ndarray,
+              i: int) -> bool:
     """OR faulty `bit` of `kind` into slot i of the masks (`fault_masks` in place): only the
     kind's own mask is touched, so the masks of kinds that never occur may be empty arrays.
     Returns whether the fault is stuck-at."""
@@ -49,7 +50,8 @@ def add_fault(kind, bit, xor, clear, set_, i):
 
 
 @njit(cache=True, nogil=True)
-def build_byte_masks(address, kind, xor_mask, clear_mask, set_mask):
+def build_byte_masks(address: np.ndarray, kind: np.ndarray, xor_mask: np.ndarray,
+                     clear_mask: np.ndarray, set_mask: np.ndarray) -> None:
     """Scatter bit faults into per-byte masks (bit j of byte b = bit address 8*b + j).
 
     Masks must be zeroed (or hold earlier faults: masks of a lower voltage are built by adding
@@ -61,7 +63,8 @@ def build_byte_masks(address, kind, xor_mask, clear_mask, set_mask):
 
 
 @njit(cache=True)
-def geometric_positions(exponential, rate, limit, start):
+def geometric_positions(exponential: np.ndarray, rate: float, limit: float,
+                        start: float) -> tuple[np.ndarray, float, bool]:
     """Ascending positions of independent Bernoulli(p) successes in (start, limit).
 
     With E ~ Exp(1) and rate = -log(1 - p), the gap to the next success is 1 + floor(E / rate)
@@ -83,12 +86,14 @@ def geometric_positions(exponential, rate, limit, start):
 
 
 # Codes returned by `first_bad_fault` (0: all invariants hold).
-BAD_VFAIL_NOT_FINITE, BAD_VFAIL_RISES, BAD_ADDRESS_RANGE, BAD_ADDRESS_REPEATS, BAD_KIND = 1, 2, 3, 4, 5
+BAD_VFAIL_NOT_FINITE, BAD_VFAIL_RISES, BAD_ADDRESS_RANGE, BAD_ADDRESS_REPEATS = 1, 2, 3, 4
+BAD_KIND = 5
 EMPTY_SLOT = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @njit(cache=True, nogil=True)
-def first_bad_fault(address, vfail, kind, capacity, bitset, table):
+def first_bad_fault(address: np.ndarray, vfail: np.ndarray, kind: np.ndarray, capacity: int,
+                    bitset: np.ndarray, table: np.ndarray) -> tuple[int, int]:
     """One pass over a chip's fault list: (code, index) of the first fault that breaks an
     invariant, (0, -1) when none does.
 
@@ -139,7 +144,8 @@ def first_bad_fault(address, vfail, kind, capacity, bitset, table):
 
 
 @njit(cache=True, nogil=True)
-def group_by_byte(address, kind):
+def group_by_byte(address: np.ndarray, kind: np.ndarray,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
     """Bit faults with distinct ascending addresses -> per faulty byte (ascending): byte index
     and xor / clear / set masks, and whether any is stuck-at. One pass; the sparse counterpart
     of `build_byte_masks`."""
@@ -147,7 +153,8 @@ def group_by_byte(address, kind):
 
 
 @njit(cache=True, nogil=True)
-def group_in_order(address, order, kind, n):
+def group_in_order(address: np.ndarray, order: np.ndarray, kind: np.ndarray,
+                   n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
     """`group_by_byte` of the faults with index < n, visited in address order (address
     ascending, order[j] the fault index of address[j]): (byte, xor, clear, set, any stuck-at).
     A stream through both; only the kinds (1 byte each) are gathered."""
@@ -175,7 +182,7 @@ def group_in_order(address, order, kind, n):
 
 
 @njit(cache=True, nogil=True)
-def changed_bits(image, address, kind):
+def changed_bits(image: np.ndarray, address: np.ndarray, kind: np.ndarray) -> int:
     """Bits of `image` that bit faults at `address` (distinct image bit addresses) change: every
     flip, a stuck-at only where the stored bit differs from it. O(faults)."""
     n = 0

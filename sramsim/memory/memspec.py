@@ -33,6 +33,8 @@ different equations and are refused with a one-line error.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 from sramsim.errors import InputError
 
@@ -42,7 +44,7 @@ TWO_SUPPLY = ("LPDDR", "LPDDR2", "LPDDR3", "WIDEIO_SDR")
 CURRENTS = ("idd0", "idd2n", "idd3n", "idd4r", "idd4w", "idd5", "idd6")
 
 
-def is_memspec(doc) -> bool:
+def is_memspec(doc: object) -> bool:
     """Whether a JSON document is a DRAMPower memspec (wrapped in `memspec` or not)."""
     return isinstance(doc, dict) and ("memspec" in doc or "memarchitecturespec" in doc)
 
@@ -79,13 +81,13 @@ def from_memspec(doc: dict, where: str) -> dict:
     }
 
 
-def _need(section: dict, key: str, where: str, what: str):
+def _need(section: dict, key: str, where: str, what: str) -> Any:
     if key not in section:
         raise InputError(f"{where}: the {what} section lacks {key!r}")
     return section[key]
 
 
-def _first(section: dict, *keys, default=None):
+def _first(section: dict, *keys: str, default: Any = None) -> Any:
     """The value of the first of `keys` present in `section` (DRAMPower renamed some in 2020)."""
     for key in keys:
         if key in section:
@@ -134,7 +136,7 @@ def _timing(kind: str, spec: dict, timing: dict, where: str) -> dict:
 
 def _power(kind: str, power: dict, where: str) -> dict:
     """The `power` section: supply voltages and per-supply current lists (mA)."""
-    def current(*keys, required=True):
+    def current(*keys: str, required: bool = True) -> Any:
         value = _first(power, *keys)
         if value is None:
             if required:
@@ -142,7 +144,7 @@ def _power(kind: str, power: dict, where: str) -> dict:
             return 0.0
         return value
 
-    def voltage(*keys):
+    def voltage(*keys: str) -> Any:
         value = _first(power, *keys)
         if value is None:
             raise InputError(f"{where}: the mempowerspec section lacks {keys[0]!r}")
@@ -175,7 +177,7 @@ def _power(kind: str, power: dict, where: str) -> dict:
     return out
 
 
-def _domain(current, n: int, required: bool = True) -> dict:
+def _domain(current: Callable[..., Any], n: int, required: bool = True) -> dict:
     """One supply's currents of a DRAMPower 4 file: supply 1 as `idd01`/`idd0`, `idd2n1`/`idd2n`,
     `idd4r`, ... (2020 / 2019 names); supply 2 as `idd02`, `idd2n2`, `idd4r2`, ..."""
     if n == 1:

@@ -1,19 +1,20 @@
 """The HDF5 chip profile file (schema v1): the one module that writes, reads and checks it.
 
 The schema is written down in sramsim/data/profiles/README.md. This module knows the file, not
-the `Chip` class: `write` takes any object with a chip's fields, `read` returns the constructor fields
-(`Chip(**fields)`), so `Chip.save` / `Chip.load` call it without an import circle. Readers check
-everything before the fields are returned, so a bad file fails when it is opened, with one line
-naming the file and the problem. Only what h5py raises while reading a damaged file is reported
-as "unreadable data"; an exception anywhere else is a bug and surfaces as one.
+the `Chip` class: `write` takes any object with a chip's fields, `read` returns the constructor
+fields (`Chip(**fields)`), so `Chip.save` / `Chip.load` call it without an import circle.
+Readers check everything before the fields are returned, so a bad file fails when it is opened,
+with one line naming the file and the problem. Only what h5py raises while reading a damaged
+file is reported as "unreadable data"; an exception anywhere else is a bug and surfaces as one.
 """
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -23,6 +24,9 @@ from sramsim.memory.curves import BerCurve
 from sramsim.memory.dram import DramGeometry
 from sramsim.memory.geometry import Geometry
 from sramsim.memory.shipped import resolve_profile
+
+if TYPE_CHECKING:
+    from sramsim.memory.chip import Chip
 
 FORMAT = "sramsim.chip"
 VERSION = 1
@@ -41,7 +45,7 @@ _H5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError)
 
 
 # --- writing ----------------------------------------------------------------------------------
-def write(chip, path: str | os.PathLike) -> None:
+def write(chip: Chip, path: str | os.PathLike) -> None:
     """Write a chip (any object with `Chip`'s fields) as a v1 profile at `path`.
 
     Written to a temporary name, read back with the same checks as `read`, and renamed: a crash
@@ -64,7 +68,7 @@ def write(chip, path: str | os.PathLike) -> None:
             tmp.unlink()
 
 
-def _write(f: h5py.File, chip) -> None:
+def _write(f: h5py.File, chip: Chip) -> None:
     g = chip.geometry
     f.attrs["format"] = FORMAT
     f.attrs["version"] = np.int64(VERSION)
@@ -108,6 +112,7 @@ def load(path: str | os.PathLike) -> dict:
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise ProfileError(f"{path}: {problems[0]}{more}")
+    assert fields is not None                   # read gives fields whenever it finds no problem
     return fields
 
 
@@ -159,7 +164,7 @@ def read(path: str | os.PathLike) -> tuple[dict | None, list[str]]:
 
 
 @contextmanager
-def _h5read():
+def _h5read() -> Iterator[None]:
     """Around h5py calls only: what they raise on damaged bytes becomes a one-line problem."""
     try:
         yield
@@ -172,14 +177,14 @@ def _check_self_contained(f: h5py.File) -> None:
     """Refuse, before reading any data, a file that reaches outside itself (or aliases its own
     objects): external and soft links, datasets stored in external raw files, virtual datasets.
     A profile written by sramsim has none; following them would read another file's faults."""
-    def link(name: str, obj) -> str | None:
+    def link(name: str, obj: object) -> str | None:
         if isinstance(obj, h5py.ExternalLink):
             return f"/{name} is an external link to {obj.filename}:{obj.path}"
         if isinstance(obj, h5py.SoftLink):
             return f"/{name} is a soft link to {obj.path}"
         return None
 
-    def storage(name: str, obj) -> str | None:
+    def storage(name: str, obj: object) -> str | None:
         if isinstance(obj, h5py.Dataset) and obj.is_virtual:
             return f"/{name} is a virtual dataset (its data lives in other files)"
         if isinstance(obj, h5py.Dataset) and obj.external:
@@ -228,7 +233,8 @@ def _check_root(f: h5py.File, problems: list[str]) -> dict:
         raise _Invalid(f"not a sramsim chip profile (format is {fmt!r}, expected {FORMAT!r})")
     version = _attr(f, "version", int)
     if version != VERSION:
-        raise _Invalid(f"unsupported profile version {version} (this sramsim reads version {VERSION})")
+        raise _Invalid(f"unsupported profile version {version} (this sramsim "
+                       f"reads version {VERSION})")
     root = {"name": _attr(f, "name", str), "source": _attr(f, "source", str),
             "technology": _attr(f, "technology", str), "unit": _attr(f, "voltage_unit", str),
             "nominal": _attr(f, "nominal_voltage", float), "v_floor": _attr(f, "v_floor", float)}
@@ -241,7 +247,8 @@ def _check_root(f: h5py.File, problems: list[str]) -> dict:
     nominal, v_floor = root["nominal"], root["v_floor"]
     root["nominal_ok"] = math.isfinite(nominal) and nominal > 0
     if not root["nominal_ok"]:
-        problems.append(f"root attribute 'nominal_voltage' must be a positive number, got {nominal!r}")
+        problems.append("root attribute 'nominal_voltage' must be a positive "
+                        f"number, got {nominal!r}")
     if not (math.isfinite(v_floor) and v_floor > 0):
         raise _Invalid(f"root attribute 'v_floor' must be a positive finite voltage, got "
                        f"{v_floor!r}")
@@ -250,20 +257,20 @@ def _check_root(f: h5py.File, problems: list[str]) -> dict:
     return root
 
 
-def _read_geometry(f: h5py.File, technology: str):
+def _read_geometry(f: h5py.File, technology: str) -> Geometry | DramGeometry:
     """/geometry as a Geometry, or a DramGeometry when it has DRAM attributes (fatal when bad)."""
     geo = _group(f, "geometry")
     try:
         if "channels" in geo.attrs:    # a DramGeometry (technology "dram")
             return DramGeometry(**{k: _attr(geo, k, int, "/geometry")
                                    for k in DRAM_GEOMETRY_ATTRS})
-        return Geometry(*(_attr(geo, k, int, "/geometry") for k in GEOMETRY_ATTRS),
+        return Geometry(**{k: _attr(geo, k, int, "/geometry") for k in GEOMETRY_ATTRS},
                         technology=technology)
     except ValueError as exc:
         raise _Invalid(f"bad /geometry: {exc}") from None
 
 
-def _check_faults(f: h5py.File, geometry, root: dict,
+def _check_faults(f: h5py.File, geometry: Geometry | DramGeometry, root: dict,
                   problems: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """/faults: equal lengths and numeric types (fatal), then addresses inside the capacity and
     distinct, voltages finite, sorted descending and between v_floor and nominal, known kinds."""
@@ -271,7 +278,8 @@ def _check_faults(f: h5py.File, geometry, root: dict,
     arrays = {k: _dataset(faults, k, "/faults") for k in FAULT_DATASETS}
     lengths = {k: a.shape[0] for k, a in arrays.items()}
     if len(set(lengths.values())) != 1:
-        raise _Invalid("length mismatch in /faults: " + ", ".join(f"{k}={n}" for k, n in lengths.items()))
+        raise _Invalid("length mismatch in /faults: " + ", ".join(f"{k}={n}" for k,
+                                                                  n in lengths.items()))
     address, vfail, kind = arrays["address"], arrays["vfail"], arrays["kind"]
     for key, arr, want in (("address", address, "iu"), ("vfail", vfail, "f"), ("kind", kind, "iu")):
         if arr.dtype.kind not in want:
@@ -282,7 +290,8 @@ def _check_faults(f: h5py.File, geometry, root: dict,
     address = address.astype(np.uint64)
     if np.any(address >= np.uint64(geometry.capacity_bits)):
         bad = int(np.count_nonzero(address >= np.uint64(geometry.capacity_bits)))
-        problems.append(f"{bad} address(es) in /faults/address >= capacity {geometry.capacity_bits}")
+        problems.append(f"{bad} address(es) in /faults/address >= capacity "
+                        f"{geometry.capacity_bits}")
     dup = _duplicates(address)
     if dup:
         problems.append(f"{dup} duplicate address(es) in /faults/address")
@@ -380,7 +389,7 @@ def _dataset(grp: h5py.Group, key: str, where: str) -> np.ndarray:
 def _attr(obj: h5py.HLObject, key: str, kind: type, where: str = "root") -> Any:
     with _h5read():
         present = key in obj.attrs
-        value = obj.attrs[key] if present else None
+        value: Any = obj.attrs[key] if present else None
     if not present:
         raise _Invalid(f"missing {where} attribute {key!r}")
     wrong = _Invalid(f"{where} attribute {key!r} has the wrong type ({value!r}), "

@@ -2,8 +2,8 @@
 
 The HDF5 schema itself (writing, reading, checking) is owned by `sramsim.memory.profile_file` and
 written down in sramsim/data/profiles/README.md; `load_chip` / `save_chip` / `validate` here are
-the same operations as `Chip.load` / `chip.save` / `profile_file.validate`. Measured profiles are built from
-per-voltage observations of failing bits by `import_bitmaps`.
+the same operations as `Chip.load` / `chip.save` / `profile_file.validate`. Measured profiles
+are built from per-voltage observations of failing bits by `import_bitmaps`.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,18 @@ from sramsim.memory import profile_file
 from sramsim.memory.chip import Chip
 from sramsim.memory.dram import DramGeometry
 from sramsim.memory.geometry import FLIP, KIND_NAMES, STUCK0, STUCK1, Geometry
-from sramsim.memory.profile_file import (FAULT_DATASETS, FORMAT, GEOMETRY_ATTRS,  # noqa: F401
-                                         ROOT_ATTRS, SOURCES, VERSION, VOLTAGE_UNITS)
+from sramsim.memory.profile_file import (  # noqa: F401
+    FAULT_DATASETS,
+    FORMAT,
+    GEOMETRY_ATTRS,
+    ROOT_ATTRS,
+    SOURCES,
+    VERSION,
+    VOLTAGE_UNITS,
+)
 
 
-# --- reading and writing (the schema lives in profile_file) ----------------------------------------
+# --- reading and writing (the schema lives in profile_file) ---------------------------------
 def save_chip(chip: Chip, path: str | os.PathLike) -> None:
     """Write `chip` as a v1 profile (same as `chip.save(path)`)."""
     chip.save(path)
@@ -68,7 +75,7 @@ def load_bitmap_dir(directory: str | os.PathLike) -> dict[float, dict[str, np.nd
     d = Path(directory)
     if not d.is_dir():
         raise InputError(f"{directory}: not a directory of per-voltage .npy observations")
-    out: dict[float, dict[str, np.ndarray]] = {}
+    out: dict[float, dict[str, tuple[Path, np.ndarray]]] = {}
     for p in sorted(d.iterdir()):
         if p.suffix != ".npy":
             continue
@@ -79,7 +86,8 @@ def load_bitmap_dir(directory: str | os.PathLike) -> dict[float, dict[str, np.nd
         try:
             arr = np.load(p, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
-            raise InputError(f"{p}: not a readable .npy array ({' '.join(str(exc).split())})") from None
+            raise InputError(f"{p}: not a readable .npy array "
+                             f"({' '.join(str(exc).split())})") from None
         parts = out.setdefault(float(m.group(1)), {})
         direction = m.group(2) or "any"
         if direction in parts:      # the same voltage spelled twice (v0.900.npy, v0.90.npy)
@@ -147,10 +155,10 @@ def import_bitmaps(source: str | os.PathLike | Mapping[float, Observation], geom
                 raise InputError(f"{label}: voltage {v:g}: unknown direction {direction!r}; "
                                  "use '0to1', '1to0' or 'any'")
             a = _addresses(arr, geometry, f"{label}: voltage {v:g} ({direction})")
-            seen = {"0to1": _SEEN_0TO1, "1to0": _SEEN_1TO0}.get(direction, _SEEN_0TO1 | _SEEN_1TO0)
+            code = {"0to1": _SEEN_0TO1, "1to0": _SEEN_1TO0}.get(direction, _SEEN_0TO1 | _SEEN_1TO0)
             addr_parts.append(a)
             vidx_parts.append(np.full(a.size, i, dtype=np.int64))
-            seen_parts.append(np.full(a.size, seen, dtype=np.uint8))
+            seen_parts.append(np.full(a.size, code, dtype=np.uint8))
     address = np.concatenate(addr_parts)
     vidx = np.concatenate(vidx_parts)
     seen = np.concatenate(seen_parts)
@@ -167,10 +175,12 @@ def import_bitmaps(source: str | os.PathLike | Mapping[float, Observation], geom
     bits = address[first]
     top_rank = rank[first]                      # rank of the highest failing voltage
     seen_any = np.bitwise_or.reduceat(seen, first) if first.size else seen[:0]
-    # Distinct voltages each bit failed at; nested iff it failed at every tested voltage below vfail.
+    # Distinct voltages each bit failed at; nested iff it failed at every tested voltage below
+    # vfail.
     new_v = new_bit.copy()
     new_v[1:] |= rank[1:] != rank[:-1]
-    distinct = np.add.reduceat(new_v.astype(np.int64), first) if first.size else np.zeros(0, np.int64)
+    distinct = np.add.reduceat(new_v.astype(np.int64), first) if first.size else np.zeros(0,
+                                                                                          np.int64)
     non_nested = int(np.count_nonzero(distinct < voltages.size - top_rank))
 
     v_desc = np.sort(v32)[::-1]
@@ -202,7 +212,7 @@ def _addresses(arr: Any, geometry: Geometry, what: str) -> np.ndarray:
 
 
 # --- summaries for the CLI and users ------------------------------------------------------------
-def summary(chip: Chip, voltages=None) -> dict:
+def summary(chip: Chip, voltages: Iterable[float] | None = None) -> dict:
     """A JSON-ready description: geometry, fault counts by kind, and BER at a few voltages."""
     g = chip.geometry
     if voltages is None:
@@ -238,7 +248,8 @@ def summary(chip: Chip, voltages=None) -> dict:
 
 
 def default_voltages(chip: Chip) -> list[float]:
-    """Voltages worth reporting: the measured ones, else the curve's table points down to v_floor."""
+    """Voltages worth reporting: the measured ones, else the curve's table points down to
+    v_floor."""
     if chip.measured_voltages is not None:
         return sorted({decimal_voltage(v) for v in chip.measured_voltages}, reverse=True)
     if chip.curve is not None and chip.curve.mu is None:

@@ -11,7 +11,7 @@ from sramsim.memory import kernels
 from sramsim.memory.sizes import POSITIONS_BYTES_PER_FAULT, expected_faults, require_memory
 
 
-def check_seed(seed, what: str = "seed") -> int:
+def check_seed(seed: object, what: str = "seed") -> int:
     """`seed` as a non-negative int (Python or numpy integer, not bool), else an InputError naming
     `what`: a seed of 1.5 or "3" is refused, never rounded."""
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
@@ -60,10 +60,10 @@ def shuffled_by_keys(rng: np.random.Generator,
     the shuffle: several times faster than argsort of floats plus a separate shuffle. Packing
     and unpacking are one pass each (numba), with no index array in between.
     """
-    n = items.shape[0]
+    n: int = items.shape[0]
     if n >= 2 ** 32:
         raise InputError(f"too many faults for one chip ({n} >= 2**32)")
-    key = rng.integers(0, 2 ** 32, n, dtype=np.uint64)
+    key = rng.integers(0, 2 ** 32, size=n, dtype=np.uint64)
     _pack_keys(key)
     key.sort()
     shuffled = np.empty_like(items)
@@ -81,14 +81,15 @@ def key_uniforms(key: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _pack_keys(key):
+def _pack_keys(key: np.ndarray) -> None:
     """key[i] = key[i] << 32 | i, in place (random high half, index low half)."""
     for i in range(key.shape[0]):
         key[i] = (key[i] << np.uint64(32)) | np.uint64(i)
 
 
 @njit(cache=True)
-def _unpack_keys(key, items, shuffled, rank):
+def _unpack_keys(key: np.ndarray, items: np.ndarray, shuffled: np.ndarray,
+                 rank: np.ndarray) -> None:
     """shuffled[i] = items[j] and rank[j] = i, with j the index in key[i]."""
     for i in range(key.shape[0]):
         j = key[i] & np.uint64(0xFFFFFFFF)
@@ -97,7 +98,7 @@ def _unpack_keys(key, items, shuffled, rank):
 
 
 @njit(cache=True)
-def _key_uniforms(key, u):
+def _key_uniforms(key: np.ndarray, u: np.ndarray) -> None:
     scale = 1.0 / 2 ** 32
     for i in range(key.shape[0]):
         u[i] = (np.float64(key[i] >> np.uint64(32)) + 0.5) * scale

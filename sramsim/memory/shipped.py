@@ -8,6 +8,7 @@ wheel), so the names work the same from a source checkout and from a pip install
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from sramsim.errors import InputError
@@ -49,7 +50,7 @@ def resolve_profile(spec: str | os.PathLike) -> Path:
     return Path(text)
 
 
-def resolve_profiles(specs) -> list[Path]:
+def resolve_profiles(specs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """A list of profile arguments as file paths: `shipped` expands to every shipped profile,
     `shipped:NAME` and paths resolve as in `resolve_profile`."""
     out: list[Path] = []

@@ -1,4 +1,5 @@
-"""Datasets as in-memory tensors: IDX (MNIST, Fashion-MNIST), CIFAR-10/100 batches, ImageFolder trees.
+"""Datasets as in-memory tensors: IDX (MNIST, Fashion-MNIST), CIFAR-10/100 batches, ImageFolder
+trees.
 
 Every loader returns a `Dataset` whose inputs are float32 [N, C, H, W] scaled to [-1, 1] (the range
 the NeuralFuse generators assume) and int64 labels. Nothing is downloaded: a missing dataset is a
@@ -11,6 +12,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,7 +156,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
 
 
-def load_idx(directory: str | os.PathLike, split: str = "test", limit: int | None = None) -> Dataset:
+def load_idx(directory: str | os.PathLike, split: str = "test",
+             limit: int | None = None) -> Dataset:
     """MNIST-style IDX pair `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]` in `directory`."""
     root = Path(directory)
     files = _idx_files(root, split)
@@ -198,7 +201,7 @@ def _cifar_root(root: Path) -> Path | None:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """CIFAR batches are pickles; allow only what they contain (numpy arrays), nothing callable."""
 
-    def find_class(self, module, name):
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _PICKLE_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
@@ -211,13 +214,15 @@ def _read_batch(path: Path) -> dict:
     except OSError as exc:
         raise DataError(f"{path}: cannot read CIFAR batch ({exc.strerror or exc})") from None
     except Exception as exc:  # corrupt pickles raise many types
-        raise DataError(f"{path}: not a CIFAR python batch ({' '.join(str(exc).split())})") from None
+        raise DataError(f"{path}: not a CIFAR python batch "
+                        f"({' '.join(str(exc).split())})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: not a CIFAR python batch (no dict inside)")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
 
 
-def load_cifar(directory: str | os.PathLike, split: str = "test", limit: int | None = None) -> Dataset:
+def load_cifar(directory: str | os.PathLike, split: str = "test",
+               limit: int | None = None) -> Dataset:
     """CIFAR-10 (`data_batch_1..5`, `test_batch`) or CIFAR-100 (`train`, `test`) python batches."""
     root = Path(directory)
     if (root / "data_batch_1").is_file() or (root / "test_batch").is_file():
@@ -229,7 +234,8 @@ def load_cifar(directory: str | os.PathLike, split: str = "test", limit: int | N
     paths = [root / n for n in names]
     missing = [str(p) for p in paths if not p.is_file()]
     if not paths or missing:
-        raise DataError(f"{root}: CIFAR {split} split missing ({', '.join(missing) or 'no data_batch_*'})")
+        raise DataError(f"{root}: CIFAR {split} split missing "
+                        f"({', '.join(missing) or 'no data_batch_*'})")
     xs, ys, have = [], [], 0
     for p in paths:
         batch = _read_batch(p)
@@ -238,7 +244,8 @@ def load_cifar(directory: str | os.PathLike, split: str = "test", limit: int | N
         data = np.asarray(batch["data"])
         labels = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise DataError(f"{p}: CIFAR data must be uint8 [N, 3072], got {data.dtype} {data.shape}")
+            raise DataError(f"{p}: CIFAR data must be uint8 [N, 3072], got "
+                            f"{data.dtype} {data.shape}")
         if data.shape[0] != labels.shape[0]:
             raise DataError(f"{p}: {data.shape[0]} images but {labels.shape[0]} labels")
         if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
@@ -278,9 +285,11 @@ def load_image_folder(directory: str | os.PathLike, split: str = "test", limit: 
     per_class = []
     for c in classes:
         d = split_dir / c
-        files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if d.is_dir() else []
+        files = (sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                 if d.is_dir() else [])
         per_class.append(files)
-    order = [(k, files[k], label) for label, files in enumerate(per_class) for k in range(len(files))]
+    order = [(k, files[k], label) for label,
+             files in enumerate(per_class) for k in range(len(files))]
     order.sort(key=lambda t: (t[0], t[2]))
     if not order:
         raise DataError(f"{split_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -306,7 +315,7 @@ def _decode_images(files: list[Path], size: tuple[int, int] | None) -> np.ndarra
         mode = "L" if gray else "RGB"
         if size is None:
             first = opened[0].size
-            for f, im in zip(files, opened):
+            for f, im in zip(files, opened, strict=True):
                 if im.size != first:
                     raise DataError(f"{f}: image is {im.size[0]}x{im.size[1]} but {files[0]} is "
                                     f"{first[0]}x{first[1]}; pass an image size to resize them")
@@ -314,14 +323,15 @@ def _decode_images(files: list[Path], size: tuple[int, int] | None) -> np.ndarra
         else:
             h, w = int(size[0]), int(size[1])
         out = np.empty((len(files), h, w, 1 if gray else 3), dtype=np.uint8)
-        for k, (f, im) in enumerate(zip(files, opened)):
+        for k, (f, im) in enumerate(zip(files, opened, strict=True)):
             try:
-                im = im.convert(mode)
-                if im.size != (w, h):
-                    im = im.resize((w, h), Image.BILINEAR)
-                out[k] = np.asarray(im).reshape(h, w, -1)
+                pic = im.convert(mode)
+                if pic.size != (w, h):
+                    pic = pic.resize((w, h), Image.Resampling.BILINEAR)
+                out[k] = np.asarray(pic).reshape(h, w, -1)
             except OSError as exc:
-                raise DataError(f"{f}: cannot decode image ({' '.join(str(exc).split())})") from None
+                raise DataError(f"{f}: cannot decode image "
+                                f"({' '.join(str(exc).split())})") from None
     finally:
         for im in opened:
             im.close()

@@ -20,18 +20,17 @@ from torch import nn
 from sramsim.errors import InputError
 from sramsim.inject import inplace
 from sramsim.inject.activations import QuantizedActivations
+from sramsim.inject.draws import ChipDraw
 from sramsim.inject.layout import MemoryLayout
+from sramsim.inject.mapping import FaultSource
+from sramsim.inject.quantized_model import QuantizedModel
+from sramsim.memory.chip import Chip
 from sramsim.nn.data import Dataset
 from sramsim.stats import mean_std
 
 if TYPE_CHECKING:
     from sramsim.inject.activations import ActivationFaults
-    from sramsim.inject.draws import ChipDraw
-    from sramsim.inject.mapping import FaultSource
-    from sramsim.inject.quantized_model import QuantizedModel
-    from sramsim.inject.torch_quantized import TorchQuantizedModel
-
-    WeightSource = FaultSource | ChipDraw | np.ndarray | None
+    from sramsim.inject.layout import ImageModel
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -53,7 +52,8 @@ def logits(model: nn.Module, x: torch.Tensor, weights: dict[str, torch.Tensor] |
             outs = []
             for start in range(0, x.shape[0], batch_size):
                 xb = x[start:start + batch_size].to(device, non_blocking=True)
-                out = model(xb) if weights is None else torch.func.functional_call(model, weights, (xb,))
+                out = model(xb) if weights is None else torch.func.functional_call(model, weights,
+                                                                                   (xb,))
                 outs.append(out.float().cpu())
     finally:
         model.train(was_training)
@@ -164,8 +164,8 @@ class Evaluator:
     buffer's faults (forward hooks on the model it runs, removed after each block).
     """
 
-    def __init__(self, qm: QuantizedModel | TorchQuantizedModel,
-                 layout: MemoryLayout | None = None, device: str | torch.device | None = None,
+    def __init__(self, qm: ImageModel, layout: MemoryLayout | None = None,
+                 device: str | torch.device | None = None,
                  activations: QuantizedActivations | None = None,
                  activation_backend: str = "auto") -> None:
         from sramsim.inject.torch_quantized import TorchQuantizedModel, copy_model
@@ -175,7 +175,7 @@ class Evaluator:
         self.activations = activations
         self.activation_backend = activation_backend
         self.torch_quantized = isinstance(qm, TorchQuantizedModel)
-        if self.torch_quantized:
+        if isinstance(qm, TorchQuantizedModel):
             if self.layout.ecc is not None:
                 raise InputError("ecc is not modelled for PyTorch-quantized (int8) models")
             self._own = TorchQuantizedModel(copy_model(qm.model), qm.word_bits)
@@ -188,8 +188,15 @@ class Evaluator:
                 inplace.load_clean(qm, self.model)
         self._clean: dict = {}
 
+    @property
+    def _quantized(self) -> QuantizedModel:
+        """The QuantizedModel of a float model (the paths other than a TorchQuantizedModel's)."""
+        assert isinstance(self.qm, QuantizedModel)
+        return self.qm
+
     @contextmanager
-    def faults(self, source: WeightSource = None, voltage: float | None = None, offset: int = 0,
+    def faults(self, source: FaultSource | ChipDraw | np.ndarray | None = None,
+               voltage: float | None = None, offset: int = 0,
                activations: ChipDraw | ActivationFaults | None = None) -> Iterator[Faulted]:
         """Yields the model under one fault map (a `Faulted`), restored on leaving the block.
 
@@ -210,13 +217,16 @@ class Evaluator:
         from sramsim.inject.activations import ActivationFaults, attached
         if not isinstance(activations, ActivationFaults):
             chip, v, off = _unpack_draw(activations, None, 0)
+            if chip is not None and not isinstance(chip, Chip):
+                raise InputError(f"an activation buffer is a Chip, got {type(chip).__name__}")
             activations = self.activations.masks(chip, v, off)
         with self._weight_faults(source, voltage, offset) as run, \
                 attached(run.model, self.activations, activations, self.activation_backend):
             yield Faulted(run.model, run.weights, run.changed or activations.any, run.record)
 
     @contextmanager
-    def _weight_faults(self, source: WeightSource, voltage: float | None,
+    def _weight_faults(self, source: FaultSource | ChipDraw | np.ndarray | None,
+                       voltage: float | None,
                        offset: int) -> Iterator[Faulted]:
         """`faults` for the weights alone."""
         source, voltage, offset = _unpack_draw(source, voltage, offset)
@@ -225,20 +235,22 @@ class Evaluator:
             with self._own.loaded(image):
                 yield Faulted(self.model, None, not np.array_equal(image, self.qm.image), record)
         elif source is None:
-            yield Faulted(self.model, None if self.inplace else self.qm.clean_weights(self.device),
+            yield Faulted(self.model,
+                          None if self.inplace else self._quantized.clean_weights(self.device),
                           False)
         elif self.inplace:
-            with inplace.faults_applied(self.qm, self.model, source, voltage, offset,
+            with inplace.faults_applied(self._quantized, self.model, source, voltage, offset,
                                         None if isinstance(source, np.ndarray) else self.layout
                                         ) as applied:
                 yield Faulted(self.model, None, not applied.unchanged, applied.record)
         else:
             image, record = self._read(source, voltage, offset)
             changed = not np.array_equal(image, self.qm.image)
-            yield Faulted(self.model, self.qm.dequantize(image if changed else self.qm.image,
-                                                         self.device), changed, record)
+            yield Faulted(self.model, self._quantized.dequantize(
+                image if changed else self.qm.image, self.device), changed, record)
 
-    def _read(self, source, voltage, offset) -> tuple[np.ndarray, dict]:
+    def _read(self, source: FaultSource | np.ndarray | None, voltage: float | None,
+              offset: int) -> tuple[np.ndarray, dict]:
         if source is None:
             return self.qm.image, {}
         if isinstance(source, np.ndarray):
@@ -261,7 +273,7 @@ class Evaluator:
                 self._clean[key] = (dataset, run.evaluate(dataset, batch_size))
         return dict(self._clean[key][1])
 
-    def evaluate(self, dataset: Dataset, source: WeightSource = None,
+    def evaluate(self, dataset: Dataset, source: FaultSource | ChipDraw | np.ndarray | None = None,
                  voltage: float | None = None, offset: int = 0, batch_size: int = 1000,
                  activations: ChipDraw | ActivationFaults | None = None) -> dict:
         """{"accuracy", "loss", "changed", **record} of the model under one fault map (see
@@ -273,7 +285,8 @@ class Evaluator:
             return {**r, "changed": run.changed, **run.record}
 
 
-def _unpack_draw(source, voltage, offset):
+def _unpack_draw(source: FaultSource | ChipDraw | np.ndarray | None, voltage: float | None,
+                 offset: int) -> tuple[FaultSource | np.ndarray | None, float | None, int]:
     """A ChipDraw as (chip, voltage, offset); anything else as given."""
     from sramsim.inject.draws import ChipDraw, as_source
     if isinstance(source, ChipDraw):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +33,12 @@ from torch import nn
 
 from sramsim.errors import InputError, check_ber
 from sramsim.memory.shipped import resolve_profiles
+
+if TYPE_CHECKING:
+    from sramsim.inject.dram_draws import DramBitErrors
+    from sramsim.inject.quantized_model import QuantizedModel
+    from sramsim.memory.chip import Chip
+    from sramsim.nn.training import TrainOptions
 
 CURRICULA = ("log", "linear", "constant")
 DEFAULT_START = 1e-5
@@ -69,7 +76,7 @@ def check_fat(ber: float, curriculum: str, source: str, start: float) -> None:
     parse_source(source)
 
 
-def parse_source(text: str) -> tuple[str, object]:
+def parse_source(text: str) -> tuple[str, Any]:
     """("random", None) | ("dram", error model) | ("chips", [paths]) from a --fat-source value
     (the old spellings "dram:modelK" / "dram:K" are read too; `canonical_source` names them)."""
     text = str(text)
@@ -126,13 +133,14 @@ class FaultInjector:
     a fresh fault map at the curriculum BER of `epoch`, with straight-through gradients.
     """
 
-    def __init__(self, model: nn.Module, names: list[str], opts):
+    def __init__(self, model: nn.Module, names: list[str], opts: TrainOptions):
         self.names, self.opts = list(names), opts
         self.active = bool(getattr(opts, "fat_ber", 0.0))
+        self._arg: Any                  # parse_source's argument of the kind
         self.kind, self._arg = parse_source(opts.fat_source) if self.active else ("off", None)
-        self._dram = None
-        self._chips = None
-        self._out = None
+        self._dram: DramBitErrors | None = None
+        self._chips: list[Chip] | None = None
+        self._out: np.ndarray | None = None
         if self.kind == "dram":
             self._dram = self._dram_source(model)
         elif self.kind == "chips":
@@ -160,16 +168,19 @@ class FaultInjector:
         return {n: params[n] + (faulty[n].to(params[n].dtype) - params[n]).detach()
                 for n in self.names}
 
-    def faulty_image(self, qm, ber: float, seed: int) -> np.ndarray:
-        """`qm`'s image read back through this source's map for `seed` at `ber`."""
+    def faulty_image(self, qm: QuantizedModel, ber: float, seed: int) -> np.ndarray:
+        """`qm`'s image read back through this source's map for `seed` at `ber` (into the buffer
+        `weights` reuses, else a new array)."""
         from sramsim.inject.mapping import apply_bit_faults
         from sramsim.memory.random_errors import RandomBitErrors
         if self.kind == "random":
             return qm.faulty_image(RandomBitErrors(ber, seed=seed), out=self._out)
-        if self.kind == "dram":
+        if self._dram is not None:                          # kind "dram"
             if self._dram.n_bits != qm.n_bits:
                 raise ValueError("the model's image changed size during training")
-            return apply_bit_faults(qm.image, self._dram.draw(ber, seed), self._out, checked=True)
+            out = self._out if self._out is not None else np.empty_like(qm.image)
+            return apply_bit_faults(qm.image, self._dram.draw(ber, seed), out, checked=True)
+        assert self._chips is not None                      # kind "chips"
         rng = np.random.default_rng(seed)
         chip = self._chips[int(rng.integers(len(self._chips)))]
         offset = int(rng.integers(chip.geometry.capacity_words))
@@ -187,7 +198,7 @@ class FaultInjector:
             d["chips"] = [c.name for c in self._chips]
         return d
 
-    def _dram_source(self, model: nn.Module):
+    def _dram_source(self, model: nn.Module) -> DramBitErrors:
         from sramsim.inject import dram_mapping as P
         from sramsim.inject.dram_draws import DramBitErrors
         from sramsim.inject.quantized_model import QuantizedModel
@@ -197,11 +208,11 @@ class FaultInjector:
         n_bytes = QuantizedModel(model, o.bits, o.scheme, o.clip).image.size
         return DramBitErrors(P.place(n_bytes, geometry, "drmap"), self._arg)
 
-    def _load_chips(self, paths: list[str]) -> list:
+    def _load_chips(self, paths: list[str]) -> list[Chip]:
         from sramsim.memory.profiles import load_chip
         chips = [load_chip(p) for p in paths]
         top = self.opts.fat_ber
-        for path, chip in zip(paths, chips):
+        for path, chip in zip(paths, chips, strict=True):
             if len(chip) < math.ceil(top * chip.geometry.capacity_bits):
                 raise InputError(f"fat_source: {path}: chip {chip.name!r} reaches BER "
                                  f"{len(chip) / chip.geometry.capacity_bits:.3g} at its floor, "
@@ -209,7 +220,7 @@ class FaultInjector:
         return chips
 
 
-def chip_voltage(chip, ber: float) -> float:
+def chip_voltage(chip: Chip, ber: float) -> float:
     """The highest voltage at which `chip` has at least ceil(ber * bits) faulty bits (its vfail
     list is sorted descending, so that is the k-th largest vfail)."""
     k = max(1, math.ceil(ber * chip.geometry.capacity_bits))

@@ -4,8 +4,8 @@
 One epoch:
 1. the training images in the order of `order_seed(seed, epoch)`, in batches of
    `opts.batch_size`, each batch presented for `model.time_steps` steps with the input encoding
-   keyed by `encoding_seed(seed, epoch, step)`: the network integrates with the weights it would read
-   from memory (the float weights; with FAT, `FaultInjector.weights(model, epoch, step)`,
+   keyed by `encoding_seed(seed, epoch, step)`: the network integrates with the weights it would
+   read from memory (the float weights; with FAT, `FaultInjector.weights(model, epoch, step)`,
    detached), and the STDP change of the presentation goes to the clean float weights, which are
    then clamped to [0, wmax] and normalised to sum 78.4 per neuron.
 2. label assignment: the first `assign_samples` training images (dataset order; images seen in
@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -48,6 +49,9 @@ from sramsim.nn.fat import FaultInjector
 from sramsim.nn.models import atomic_torch_save, read_torch_file
 from sramsim.nn.models.diehl_cook import DiehlCook, class_scores, normalize_
 from sramsim.nn.snn_engine.encoding import key_from_seed
+
+if TYPE_CHECKING:
+    from sramsim.nn.training import TrainOptions
 
 # `opts` is a sramsim.nn.training.TrainOptions; this module does not import training (training
 # imports it to train diehl-cook models, and the layering allows no import circle).
@@ -69,7 +73,7 @@ def encoding_seed(seed: int, epoch: int, step: int) -> int:
     return int(np.random.SeedSequence((int(seed), 3, int(epoch), int(step))).generate_state(1)[0])
 
 
-def quantized_test_accuracy(model: DiehlCook, dataset: Dataset, opts) -> float:
+def quantized_test_accuracy(model: DiehlCook, dataset: Dataset, opts: TrainOptions) -> float:
     """Accuracy with the clean quantized weights the accelerator would hold (as
     `sramsim.nn.training.quantized_accuracy`)."""
     qm = QuantizedModel(model, opts.bits, opts.scheme, opts.clip)
@@ -101,17 +105,19 @@ def apply_update(model: DiehlCook, delta_w: torch.Tensor) -> None:
         normalize_(w)
 
 
-def label_neurons(model: DiehlCook, dataset: Dataset, opts,
+def label_neurons(model: DiehlCook, dataset: Dataset, opts: TrainOptions,
                   samples: int = ASSIGN_SAMPLES, batch_size: int = 1000) -> dict:
     """Assign labels from the first `samples` images of `dataset` (eval mode, clean quantized
     weights); returns {"train_accuracy", "spikes_per_image", "assign_samples"}."""
     n = min(int(samples), len(dataset))
     device = model.fc.weight.device
-    weight = QuantizedModel(model, opts.bits, opts.scheme, opts.clip).clean_weights(device)["fc.weight"]
+    weight = QuantizedModel(model, opts.bits, opts.scheme,
+                            opts.clip).clean_weights(device)["fc.weight"]
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        counts = torch.cat([model.spike_counts(dataset.x[a:min(a + batch_size, n)].to(device), weight)
+        counts = torch.cat([model.spike_counts(dataset.x[a:min(a + batch_size, n)].to(device),
+                                               weight)
                             for a in range(0, n, batch_size)])
     model.train(was_training)
     labels = dataset.y[:n].to(device)
@@ -122,7 +128,7 @@ def label_neurons(model: DiehlCook, dataset: Dataset, opts,
             "spikes_per_image": float(counts.sum(1).mean()), "assign_samples": n}
 
 
-def train_stdp(model: DiehlCook, train_set: Dataset, opts,
+def train_stdp(model: DiehlCook, train_set: Dataset, opts: TrainOptions,
                test_set: Dataset | None = None, state_path: str | os.PathLike | None = None,
                tag: dict | None = None, progress: bool = True,
                log: Callable[[str], None] | None = _stderr,
@@ -160,7 +166,8 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts,
     for epoch in range(start, opts.epochs):
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(order_seed(opts.seed, epoch)))
+        perm = torch.randperm(n,
+                              generator=torch.Generator().manual_seed(order_seed(opts.seed, epoch)))
         bar = reporter(bounds, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="batch",
                        enabled=progress)
         spikes = 0.0
@@ -171,6 +178,7 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts,
             weight = None if faulty is None else faulty["fc.weight"].detach()
             with torch.no_grad():
                 rec = model.run(x, weight, learn=True, key=key)
+                assert rec.delta_w is not None          # learn=True
                 apply_update(model, rec.delta_w)
             spikes += rec.total()
             if step % 20 == 0:
@@ -187,23 +195,26 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts,
         if state_path is not None:
             _save_state(state_path, config, epoch + 1, model, history)
         if log:
-            test = f", test accuracy {record['test_accuracy']:.4f}" if "test_accuracy" in record else ""
-            log(f"epoch {epoch + 1}/{opts.epochs}: assignment accuracy {record['train_accuracy']:.4f}"
-                f" on {record['assign_samples']} training images{test} ({record['seconds']:.1f} s)")
+            test = (f", test accuracy {record['test_accuracy']:.4f}"
+                    if "test_accuracy" in record else "")
+            log(f"epoch {epoch + 1}/{opts.epochs}: assignment accuracy "
+                f"{record['train_accuracy']:.4f} on {record['assign_samples']} training "
+                f"images{test} ({record['seconds']:.1f} s)")
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, record)
     model.eval()
     return history
 
 
-def _save_state(path, config, epoch, model, history) -> None:
+def _save_state(path: str | os.PathLike, config: dict, epoch: int, model: DiehlCook,
+                history: list[dict]) -> None:
     atomic_torch_save({"format": STATE_FORMAT, "version": STATE_VERSION, "config": config,
                        "epoch": epoch,
                        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                        "history": history}, path)
 
 
-def _resume(path, config, model) -> tuple[int, list[dict]]:
+def _resume(path: str | os.PathLike, config: dict, model: DiehlCook) -> tuple[int, list[dict]]:
     state = read_torch_file(path, STATE_FORMAT, STATE_VERSION, "sramsim STDP training state")
     if state.get("config") != config:
         raise InputError(f"{path}: training state was written with different options; delete it "

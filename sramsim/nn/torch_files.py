@@ -23,7 +23,7 @@ DIGEST_KEY = "sha256"
 log = logging.getLogger("sramsim.files")
 
 
-def content_sha256(obj) -> str:
+def content_sha256(obj: object) -> str:
     """SHA-256 of a torch.save'd value: every tensor's dtype, shape and bytes, every other leaf's
     repr, dict keys in order: identical before saving and after loading, changed by any
     flipped byte of a tensor or value."""
@@ -32,7 +32,7 @@ def content_sha256(obj) -> str:
     return h.hexdigest()
 
 
-def _feed(h, obj) -> None:
+def _feed(h: hashlib._Hash, obj: object) -> None:
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu().resolve_conj().resolve_neg().contiguous()
         h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())

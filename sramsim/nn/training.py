@@ -26,19 +26,26 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from sramsim.inject import quantization as Q
-from sramsim.nn.data import Dataset, load_dataset
 from sramsim.errors import InputError, check_writable
-from sramsim.nn.evaluation import accuracy
-from sramsim.nn.fat import FaultInjector, canonical_source, check_fat
-from sramsim.nn.models import atomic_torch_save, build, load_checkpoint, read_torch_file, save_checkpoint
+from sramsim.inject import quantization as Q
 from sramsim.inject.quantized_model import QuantizedModel, quantized_parameter_names
 from sramsim.memory.random_errors import RandomBitErrors
+from sramsim.nn.data import Dataset, load_dataset
+from sramsim.nn.evaluation import accuracy
+from sramsim.nn.fat import FaultInjector, canonical_source, check_fat
+from sramsim.nn.models import (
+    atomic_torch_save,
+    build,
+    load_checkpoint,
+    read_torch_file,
+    save_checkpoint,
+)
 
 STATE_FORMAT = "sramsim.train-state"
 STATE_VERSION = 1
@@ -69,7 +76,7 @@ class TrainOptions:
     fat_source: str = "random"
     fat_start: float = 1e-5
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.lr is None:
             self.lr = DEFAULT_LR.get(self.optimizer, 1e-3)
         self.validate()
@@ -102,7 +109,7 @@ class TrainOptions:
             if int(value) != value or value < low:
                 kind = "a positive" if low else "a non-negative"
                 raise InputError(f"{name} must be {kind} integer, got {value!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
+        if self.lr is None or not (math.isfinite(self.lr) and self.lr > 0):
             raise InputError(f"lr must be a positive number, got {self.lr!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise InputError(f"weight decay must be >= 0, got {self.weight_decay!r}")
@@ -120,13 +127,15 @@ class TrainOptions:
                 raise InputError("randbet_grad_clip clamps RandBET's perturbed gradient; it needs "
                                  "randbet_p")
         if int(self.randbet_start) != self.randbet_start or self.randbet_start < 0:
-            raise InputError(f"randbet_start must be a non-negative integer, got {self.randbet_start!r}")
+            raise InputError("randbet_start must be a non-negative integer, "
+                             f"got {self.randbet_start!r}")
         if self.randbet_start:
             if not self.randbet_p:
                 raise InputError("randbet_start delays RandBET; it needs randbet_p")
             if self.randbet_start >= self.epochs:
-                raise InputError(f"randbet_start must be less than the epochs trained ({self.epochs}), got "
-                                 f"{self.randbet_start} (RandBET would never run)")
+                raise InputError("randbet_start must be less than the epochs trained "
+                                 f"({self.epochs}), got {self.randbet_start} "
+                                 "(RandBET would never run)")
 
     def as_dict(self) -> dict:
         """The options as recorded in checkpoints; without FAT the FAT fields are left out, and
@@ -166,12 +175,12 @@ class _ClampGrad(torch.autograd.Function):
     """Identity forward; the backward clamps the incoming gradient to [-bound, bound]."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, bound: float) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, bound: float) -> torch.Tensor:
         ctx.bound = bound
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return grad.clamp(-ctx.bound, ctx.bound), None
 
 
@@ -248,13 +257,15 @@ def quantized_accuracy(model: nn.Module, dataset: Dataset, opts: TrainOptions,
 # ---------------------------------------------------------------- the loop
 
 def _optimizer(model: nn.Module, opts: TrainOptions) -> torch.optim.Optimizer:
+    assert opts.lr is not None                      # __post_init__ fills it in
     if opts.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=opts.lr, momentum=0.9, nesterov=True,
                                weight_decay=opts.weight_decay)
     return torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
 
 
-def _scheduler(optimizer, opts: TrainOptions, total_steps: int):
+def _scheduler(optimizer: torch.optim.Optimizer, opts: TrainOptions,
+               total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     if opts.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
@@ -285,7 +296,8 @@ def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Da
     from sramsim.progress import progress as reporter
 
     if len(train_set) < 2:
-        raise InputError(f"training set {train_set.name!r} needs at least 2 samples, has {len(train_set)}")
+        raise InputError(f"training set {train_set.name!r} needs at least 2 "
+                         f"samples, has {len(train_set)}")
     names = quantized_parameter_names(model)
     if not names:
         raise InputError("model has no conv/linear weights to train")
@@ -341,7 +353,8 @@ def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Da
         if state_path is not None:
             _save_state(state_path, config, epoch + 1, model, optimizer, scheduler, history)
         if log:
-            test = f", test accuracy {record['test_accuracy']:.4f}" if "test_accuracy" in record else ""
+            test = (f", test accuracy {record['test_accuracy']:.4f}"
+                    if "test_accuracy" in record else "")
             log(f"epoch {epoch + 1}/{opts.epochs}: loss {record['loss']:.4f}, train accuracy "
                 f"{record['train_accuracy']:.4f}{test} ({record['seconds']:.1f} s)")
         if on_epoch_end is not None:
@@ -350,7 +363,9 @@ def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Da
     return history
 
 
-def _save_state(path, config, epoch, model, optimizer, scheduler, history) -> None:
+def _save_state(path: str | os.PathLike, config: dict, epoch: int, model: nn.Module,
+                optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                history: list[dict]) -> None:
     atomic_torch_save({"format": STATE_FORMAT, "version": STATE_VERSION, "config": config,
                        "epoch": epoch,
                        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -358,7 +373,9 @@ def _save_state(path, config, epoch, model, optimizer, scheduler, history) -> No
                        "history": history}, path)
 
 
-def _resume(path, config, model, optimizer, scheduler) -> tuple[int, list[dict]]:
+def _resume(path: str | os.PathLike, config: dict, model: nn.Module,
+            optimizer: torch.optim.Optimizer,
+            scheduler: torch.optim.lr_scheduler.LRScheduler) -> tuple[int, list[dict]]:
     state = read_torch_file(path, STATE_FORMAT, STATE_VERSION, "sramsim training state")
     if _spelled_now(state.get("config")) != config:
         raise InputError(f"{path}: training state was written with different options; delete it "
@@ -382,7 +399,7 @@ def state_path_for(out: str | os.PathLike) -> Path:
 
 def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions, *,
                norm: str = "batch", limit: int | None = None, image_size: int | None = None,
-               device: str = "cpu", init: str | os.PathLike | None = None,
+               device: str | torch.device = "cpu", init: str | os.PathLike | None = None,
                force: bool = False, overwrite: bool = False, progress: bool = True,
                log: Callable[[str], None] | None = _stderr,
                on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
@@ -401,7 +418,8 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
     """
     out = Path(out)
     dataset_spec = str(Path(data).resolve()) if Path(data).is_dir() else str(data)
-    tag = {"arch": arch, "norm": norm, "dataset": dataset_spec, "limit": limit, "resize": image_size}
+    tag: dict[str, Any] = {"arch": arch, "norm": norm, "dataset": dataset_spec, "limit": limit,
+                           "resize": image_size}
     init_model = None
     if init is not None:
         init_model, init_meta = load_checkpoint(init)
@@ -439,7 +457,7 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
             model.input_coding = init_model.input_coding
     model.to(device)
     t0 = time.perf_counter()
-    trainer = train
+    trainer: Callable[..., list[dict]] = train
     if arch.startswith("diehl-cook"):
         from sramsim.nn.stdp import train_stdp as trainer
     history = trainer(model, train_set, opts, test_set, state_path_for(out), tag, progress, log,
@@ -499,7 +517,7 @@ class OutputExists(InputError):
     """train_base's output already holds something other than the model asked for."""
 
 
-def _spelled_now(config):
+def _spelled_now(config: Any) -> Any:
     """A recorded training config with its FAT source in today's spelling, so models trained
     with "dram:modelK" (sramsim <= 0.1) still match the same settings spelled anew."""
     options = (config or {}).get("options") if isinstance(config, dict) else None

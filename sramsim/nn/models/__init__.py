@@ -17,12 +17,12 @@ from torch import nn
 
 from sramsim.errors import InputError, check_choice, check_device
 from sramsim.memory.sizes import require_memory
-from sramsim.nn.torch_files import atomic_torch_save, read_torch_file  # noqa: F401 (re-exported)
 from sramsim.nn.models.cnn import SmallCNN
 from sramsim.nn.models.norm import NORMS, check_norm
 from sramsim.nn.models.resnet import resnet18, resnet20, resnet50
 from sramsim.nn.models.vgg import vgg
 from sramsim.nn.snn_engine.encoding import INPUT_CODINGS
+from sramsim.nn.torch_files import atomic_torch_save, read_torch_file  # noqa: F401 (re-exported)
 
 ARCHS = ("cnn", "resnet20", "resnet18", "resnet50", "vgg11", "vgg16", "vgg19")
 # Spiking families, sized by their neuron count N in the name (snn-fc400, diehl-cook400).
@@ -36,7 +36,8 @@ CHECKPOINT_VERSION = 1
 REQUIRED_META = ("arch", "in_channels", "num_classes", "norm")
 META_DEFAULTS = {"norm": "batch", "bits": 8, "scheme": "symmetric", "clip": None, "dataset": None}
 
-__all__ = ["ARCHS", "NORMS", "SNN_FAMILIES", "arch_names", "check_arch", "build", "save_checkpoint", "load_checkpoint", "check_finite",
+__all__ = ["ARCHS", "NORMS", "SNN_FAMILIES", "arch_names", "check_arch", "build", "save_checkpoint",
+           "load_checkpoint", "check_finite",
            "SmallCNN"]
 
 
@@ -94,18 +95,21 @@ def _construct(name: str, family: str, n: int | None, in_channels: int, num_clas
         return resnet50(in_channels, num_classes, norm)
     if family in ("snn-fc", "snn-conv"):
         from sramsim.nn.models.snn import build_snn
+        assert n is not None                      # check_arch gives the spiking families an N
         return build_snn(family, n, in_channels, num_classes, size)
     if family == "diehl-cook":
         from sramsim.nn.models.diehl_cook import DiehlCook
+        assert n is not None
         return DiehlCook(n, in_channels * size[0] * size[1], num_classes)
     return vgg(name, in_channels, num_classes, norm)
 
 
-def whole_number(value, what: str, low: int, high: int | None = None) -> int:
+def whole_number(value: object, what: str, low: int, high: int | None = None) -> int:
     """`value` (an int, or a float/str holding one, as metadata may) as an int in [low, high],
     else a one-line InputError naming `what`."""
     try:
-        number = float(value) if not isinstance(value, (int, np.integer)) else int(value)
+        number = (int(value) if isinstance(value, (int, np.integer))
+                  else float(value))  # type: ignore[arg-type]  # what float() refuses is caught
     except (TypeError, ValueError):
         raise InputError(f"{what} must be a whole number, got {value!r}") from None
     if isinstance(value, bool) or number != number or number in (math.inf, -math.inf) \
@@ -118,7 +122,7 @@ def whole_number(value, what: str, low: int, high: int | None = None) -> int:
     return number
 
 
-def check_image_size(value) -> tuple[int, int]:
+def check_image_size(value: object) -> tuple[int, int]:
     """(height, width) from [h, w], (h, w) or one int (square); (28, 28) for None."""
     if value is None:
         return (28, 28)
@@ -143,7 +147,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> No
     atomic_torch_save(obj, path)
 
 
-def load_checkpoint(path: str | os.PathLike, device=None) -> tuple[nn.Module, dict]:
+def load_checkpoint(path: str | os.PathLike,
+                    device: str | torch.device | None = None) -> tuple[nn.Module, dict]:
     """(model in eval mode, meta) from a file written by `save_checkpoint`."""
     obj = read_torch_file(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "sramsim model checkpoint")
     meta, state = obj.get("meta"), obj.get("state_dict")

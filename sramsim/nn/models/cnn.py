@@ -2,6 +2,7 @@
 on 2 CPU cores)."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from sramsim.nn.models.norm import norm2d
@@ -12,8 +13,9 @@ class SmallCNN(nn.Module):
 
     All convolutions are 3x3 without bias (the norm layer supplies it). Pooling comes before
     norm and ReLU so those run on 4x fewer values (about 25% faster on CPU; max-pooling commutes
-    with ReLU and with a positively scaled norm, so little changes in what the net can express). The adaptive pool is the identity for 28x28 inputs and lets other sizes through with
-    the same parameter count.
+    with ReLU and with a positively scaled norm, so little changes in what the net can express).
+    The adaptive pool is the identity for 28x28 inputs and lets other sizes through with the same
+    parameter count.
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, norm: str = "batch"):
@@ -28,5 +30,5 @@ class SmallCNN(nn.Module):
         )
         self.classifier = nn.Linear(64 * 7 * 7, num_classes)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(1))

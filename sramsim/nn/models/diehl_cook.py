@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,7 +135,8 @@ class Record:
         out = torch.zeros((batch, self.n_neurons + 1), dtype=torch.float32)
         rows = torch.arange(batch).expand(steps, batch)
         idx = self.winners.long() % (self.n_neurons + 1)
-        out.index_put_((rows.reshape(-1), idx.reshape(-1)), torch.ones(idx.numel()), accumulate=True)
+        out.index_put_((rows.reshape(-1), idx.reshape(-1)), torch.ones(idx.numel()),
+                       accumulate=True)
         return out[:, :self.n_neurons]
 
     def total(self) -> int:
@@ -145,6 +147,9 @@ class Record:
 class DiehlCook(nn.Module):
     """Diehl & Cook (2015) network of `n_neurons` excitatory neurons (see the module docstring).
     `engine` picks the simulation ("layer", default, or the reference "step" loop); not saved."""
+
+    theta: torch.Tensor             # buffers (register_buffer below)
+    assignments: torch.Tensor
 
     def __init__(self, n_neurons: int, n_inputs: int = 784, num_classes: int = 10,
                  time_steps: int = DEFAULT_STEPS, inh: float = INH, seed: int = EVAL_SEED):
@@ -241,7 +246,7 @@ class DiehlCook(nn.Module):
         steps, b = s_in.shape[:2]
         s_in, w = s_in.cpu(), w.cpu()       # numba kernels: on the CPU whatever the device
         chunk = max(1, STEP_ELEMENTS // max(1, b * self.n_neurons))
-        kernel = self._kernel(learn)
+        kernel, theta = self._kernel(learn)
         state = wta.new_state(b, self.n_neurons, REST)
         winners = np.empty((steps, b), dtype=np.int32)
         for t in range(0, steps, chunk):
@@ -249,36 +254,37 @@ class DiehlCook(nn.Module):
             cur = linear_exact(part.reshape(part.shape[0] * b, -1), w)
             kernel(cur.reshape(part.shape[0], b, -1).numpy(), *state, winners[t:t + chunk])
         if learn:
-            self.theta.copy_(torch.from_numpy(kernel.theta))
+            self.theta.copy_(torch.from_numpy(theta))
         return torch.from_numpy(winners)
 
-    def _kernel(self, learn: bool):
-        """kernel(cur (T, B, N), v, refrac, prev, winners) running `snn_engine.wta`'s dynamics
-        with this model's constants and theta (a copy, as `kernel.theta`, when learning)."""
+    def _kernel(self, learn: bool) -> tuple[Callable[..., None], np.ndarray]:
+        """(kernel(cur (T, B, N), v, refrac, prev, winners) running `snn_engine.wta`'s dynamics
+        with this model's constants, the copy of theta it uses and, when learning, updates)."""
         params = (np.float32(REST), np.float32(RESET), np.float32(THRESH), np.float32(REFRAC),
                   np.float32(math.exp(-DT / TC_DECAY)), np.float32(self.inh))
         theta = self.theta.detach().cpu().float().numpy().copy()
         if learn:
             decay, plus = np.float32(math.exp(-DT / TC_THETA_DECAY)), np.float32(THETA_PLUS)
 
-            def kernel(cur, v, refrac, prev, winners):
+            def kernel(cur: np.ndarray, v: np.ndarray, refrac: np.ndarray, prev: np.ndarray,
+                       winners: np.ndarray) -> None:
                 if cur.size:
                     wta.wta_learn(cur, theta, params, decay, plus, v, refrac, prev, winners)
         else:
-            def kernel(cur, v, refrac, prev, winners):
+            def kernel(cur: np.ndarray, v: np.ndarray, refrac: np.ndarray, prev: np.ndarray,
+                       winners: np.ndarray) -> None:
                 if cur.size:
                     wta.wta_eval(cur, theta, params, v, refrac, prev, winners)
-        kernel.theta = theta
-        return kernel
+        return kernel, theta
 
     def _dynamics_kernel(self, current: torch.Tensor, learn: bool) -> torch.Tensor:
         """The dynamics of given currents (T, B, N) in one kernel: winners (T, B) int32."""
         cur = current.detach().float().cpu().contiguous().numpy()
-        kernel = self._kernel(learn)
+        kernel, theta = self._kernel(learn)
         winners = np.empty(cur.shape[:2], dtype=np.int32)
         kernel(cur, *wta.new_state(cur.shape[1], cur.shape[2], REST), winners)
         if learn:
-            self.theta.copy_(torch.from_numpy(kernel.theta))
+            self.theta.copy_(torch.from_numpy(theta))
         return torch.from_numpy(winners)
 
     def _dynamics_steps(self, current: torch.Tensor, learn: bool) -> torch.Tensor:
@@ -332,7 +338,8 @@ class DiehlCook(nn.Module):
             return torch.zeros((0, self.n_neurons), device=x.device)
         return torch.cat(out)
 
-    def _counts(self, x, weight, base, first) -> torch.Tensor:
+    def _counts(self, x: torch.Tensor, weight: torch.Tensor | None, base: int,
+                first: int) -> torch.Tensor:
         rows = torch.arange(first, first + x.shape[0])
         counts = self.run(x, weight, key=key_from_seed(base), rows=rows).counts().to(x.device)
         for k in range(1, RETRIES + 1):
@@ -402,7 +409,7 @@ def trace(s: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def serial(device: torch.device):
+def serial(device: torch.device) -> Iterator[None]:
     """Run torch's CPU ops on one thread inside a time-step loop, then restore the thread count.
 
     The loops issue ~20 small element-wise ops per step; above 32768 elements torch hands each to

@@ -7,6 +7,7 @@ convolutions (the paper's option B) rather than zero padding, adding 2,560 weigh
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from sramsim.nn.models.norm import norm2d
@@ -24,7 +25,7 @@ class BasicBlock(nn.Module):
         self.shortcut = _shortcut(cin, planes, stride, norm)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + self.shortcut(x))
@@ -45,7 +46,7 @@ class Bottleneck(nn.Module):
         self.shortcut = _shortcut(cin, cout, stride, norm)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -62,14 +63,15 @@ class ResNet(nn.Module):
     """3x3 stem of widths[0] channels, one stage per width (stride 1, then 2) of `layers[i]`
     blocks each, global average pool, linear. Stages are `layer1`, `layer2`, ... in order."""
 
-    def __init__(self, block, layers: list[int], in_channels: int = 3, num_classes: int = 10,
+    def __init__(self, block: type[BasicBlock | Bottleneck], layers: list[int],
+                 in_channels: int = 3, num_classes: int = 10,
                  norm: str = "batch", widths: tuple[int, ...] = (64, 128, 256, 512)):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.bn1 = norm2d(norm, widths[0])
         self.relu = nn.ReLU(inplace=True)
         cin, self.stages = widths[0], []
-        for i, (planes, n) in enumerate(zip(widths, layers)):
+        for i, (planes, n) in enumerate(zip(widths, layers, strict=True)):
             blocks = []
             for k in range(n):
                 blocks.append(block(cin, planes, 2 if (k == 0 and i > 0) else 1, norm))
@@ -79,7 +81,7 @@ class ResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, num_classes)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
         for name in self.stages:
             x = getattr(self, name)(x)

@@ -12,12 +12,13 @@ one of `steps` time steps each pixel spikes with probability = its intensity in 
 (x + 1) / 2 for the data sets' inputs x in [-1, 1] (`input_coding = "intensity"`; checkpoints from
 before issue 22 used clamp(x, 0, 1), `input_coding = "clamp"`, which silences every pixel darker
 than mid-grey: snn-fc400 on Fashion-MNIST reached 81.7% instead of 77.8% test accuracy after one
-epoch with the intensity), drawn from the counter-based stream of `sramsim.nn.snn_engine.encoding` (SplitMix64 outputs
-indexed by (sample position, step, pixel)). In train mode the stream's key is one draw from
-torch's global RNG (the trainer seeds it); in eval mode it is derived from `self.seed`, so the same
-batch gives the same output every time and two fault maps compare maps, not encoding noise. The
-noise of a sample depends on its position in the batch (not on the other samples' values or the
-batch size), so results computed with different batch sizes differ by encoding noise only.
+epoch with the intensity), drawn from the counter-based stream of
+`sramsim.nn.snn_engine.encoding` (SplitMix64 outputs indexed by (sample position, step, pixel)).
+In train mode the stream's key is one draw from torch's global RNG (the trainer seeds it); in eval
+mode it is derived from `self.seed`, so the same batch gives the same output every time and two
+fault maps compare maps, not encoding noise. The noise of a sample depends on its position in the
+batch (not on the other samples' values or the batch size), so results computed with different
+batch sizes differ by encoding noise only.
 
 Simulation (`simulate(spikes)`): encoding is separate, the networks take spike trains. The default
 engine ("layer") runs one stage at a time over all T steps: the synaptic current of every step in
@@ -45,6 +46,8 @@ is dropped after every forward, so no state leaks from one call into the next an
 `torch.func.functional_call(model, weights, (x,))` with only the weight names works.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import snntorch
 import torch
@@ -121,7 +124,8 @@ class RateSNN(nn.Module):
             key = draw_key() if self.training else key_from_seed(self.seed)
         return rate_spikes(intensity(x, self.input_coding), self.steps, key)
 
-    def simulate(self, spikes: torch.Tensor, record: bool = False):
+    def simulate(self, spikes: torch.Tensor,
+                 record: bool = False) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """(output spike counts (B, classes), per-stage spike records or None) for input spike
         trains (T, B, ...) of 0/1 values (any dtype); T is spikes.shape[0].
 
@@ -135,7 +139,8 @@ class RateSNN(nn.Module):
         finally:
             self._drop_state()
 
-    def _simulate_layers(self, spikes, record):
+    def _simulate_layers(self, spikes: torch.Tensor,
+                         record: bool) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         steps, batch = spikes.shape[:2]
         chunk = batch
         if not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())):
@@ -146,58 +151,66 @@ class RateSNN(nn.Module):
         counts = torch.cat([c for c, _ in parts])
         if not record:
             return counts, None
-        return counts, [torch.cat(r, 1) for r in zip(*(rec for _, rec in parts))]
+        return counts, [torch.cat(r, 1)
+                        for r in zip(*(rec or [] for _, rec in parts), strict=True)]
 
-    def _layers(self, spikes, record):
+    def _layers(self, spikes: torch.Tensor,
+                record: bool) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         steps, batch = spikes.shape[:2]
         s = spikes.reshape(steps * batch, *spikes.shape[2:])
-        records = [] if record else None
-        for stage, lif_layer in zip(self.stages, self.neurons):
+        records: list[torch.Tensor] | None = [] if record else None
+        lif_layer: Any                              # an snntorch.Leaky (untyped)
+        for stage, lif_layer in zip(self.stages, self.neurons, strict=True):
             cur = stage_current(stage, s)
             spk = lif(cur.reshape(steps, batch, *cur.shape[1:]), lif_layer.beta,
                       lif_layer.threshold, self.surrogate_slope)
-            if record:
+            if records is not None:
                 records.append(spk)
             s = spk.reshape(steps * batch, *spk.shape[2:])
         return spk.sum(0).flatten(1), records
 
-    def _widest(self, sample_shape) -> int:
+    def _widest(self, sample_shape: tuple[int, ...]) -> int:
         """The most values one sample of one step holds anywhere in the stages."""
         widest = 1
+        weight = getattr(self.stages[0], "weight", None)
         with torch.no_grad():
-            x = torch.zeros((1, *sample_shape), device=self.stages[0].weight.device
-                            if hasattr(self.stages[0], "weight") else None)
+            x = torch.zeros((1, *sample_shape), device=None if weight is None else weight.device)
             for stage in self.stages:
                 for mod in (stage if isinstance(stage, nn.Sequential) else [stage]):
                     x = mod(x.to(device=x.device))
                     widest = max(widest, x.numel())
         return widest
 
-    def _simulate_steps(self, spikes, record):
+    def _simulate_steps(self, spikes: torch.Tensor,
+                        record: bool) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """The reference: every stage at step t, then step t + 1, through snntorch.Leaky."""
-        mems = [None] * len(self.stages)
-        records = [[] for _ in self.stages] if record else None
+        mems: list[torch.Tensor | None] = [None] * len(self.stages)
+        records: list[list[torch.Tensor]] | None = [[] for _ in self.stages] if record else None
         count = None
+        lif_layer: Any                              # an snntorch.Leaky (untyped)
         for t in range(spikes.shape[0]):
             spk = spikes[t].float()
-            for i, (stage, lif_layer) in enumerate(zip(self.stages, self.neurons)):
+            for i, (stage, lif_layer) in enumerate(zip(self.stages, self.neurons, strict=True)):
                 cur = stage_current(stage, spk, fused=False)
                 if mems[i] is None:
                     mems[i] = torch.zeros_like(cur)
                 spk, mems[i] = lif_layer(cur, mems[i])
-                if record:
+                if records is not None:
                     records[i].append(spk)
             count = spk if count is None else count + spk
-        if record:
-            records = [torch.stack(r) for r in records]
-        return count.flatten(1), records
+        assert count is not None                    # steps >= 1
+        if records is not None:
+            return count.flatten(1), [torch.stack(r) for r in records]
+        return count.flatten(1), None
 
-    def run(self, x: torch.Tensor, record: bool = False):
+    def run(self, x: torch.Tensor,
+            record: bool = False) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """`simulate` on the encoding of `x` (B, ...)."""
         return self.simulate(self.encode(x).to(x.device), record)
 
     def _drop_state(self) -> None:
         """Forget the membrane potential snntorch keeps on the layer after a call."""
+        lif_layer: Any                              # an snntorch.Leaky (untyped)
         for lif_layer in self.neurons:
             lif_layer.mem = torch.zeros(0, device=lif_layer.mem.device)
             lif_layer.__dict__.pop("reset", None)
@@ -208,7 +221,9 @@ class RateSNN(nn.Module):
 
     def forward_spikes(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The spikes of every LIF layer at every step, each (T, B, ...) of 0/1 values."""
-        return self.run(x, record=True)[1]
+        records = self.run(x, record=True)[1]
+        assert records is not None                  # asked for
+        return records
 
 
 class SpikingFC(RateSNN):
@@ -227,9 +242,10 @@ class SpikingConv(RateSNN):
     def __init__(self, n: int, in_channels: int, num_classes: int, image_size: tuple[int, int],
                  steps: int = DEFAULT_STEPS, beta: float = DEFAULT_BETA, seed: int = 0):
         h, w = conv_feature_size(image_size)
-        stages = [nn.Sequential(nn.Conv2d(in_channels, n, 5, bias=False), nn.MaxPool2d(2)),
-                  nn.Sequential(nn.Conv2d(n, 2 * n, 5, bias=False), nn.MaxPool2d(2)),
-                  nn.Sequential(nn.Flatten(), nn.Linear(2 * n * h * w, num_classes, bias=False))]
+        stages: list[nn.Module] = [
+            nn.Sequential(nn.Conv2d(in_channels, n, 5, bias=False), nn.MaxPool2d(2)),
+            nn.Sequential(nn.Conv2d(n, 2 * n, 5, bias=False), nn.MaxPool2d(2)),
+            nn.Sequential(nn.Flatten(), nn.Linear(2 * n * h * w, num_classes, bias=False))]
         super().__init__(stages, beta, steps, seed)
 
 
@@ -255,7 +271,8 @@ def synapse_count(family: str, n: int, in_channels: int, num_classes: int,
 def build_snn(family: str, n: int, in_channels: int, num_classes: int,
               image_size: tuple[int, int], steps: int = DEFAULT_STEPS, beta: float = DEFAULT_BETA,
               seed: int = 0) -> RateSNN:
-    """A freshly initialised `snn-fc<n>` or `snn-conv<n>` network (torch's RNG draws the weights)."""
+    """A freshly initialised `snn-fc<n>` or `snn-conv<n>` network (torch's RNG draws the
+    weights)."""
     if family not in ("snn-fc", "snn-conv"):
         raise InputError(f"unknown spiking family {family!r}; use snn-fc or snn-conv")
     if int(n) != n or n < 1:

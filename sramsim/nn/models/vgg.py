@@ -8,6 +8,7 @@ Pools use ceil_mode so 28x28 inputs also reach 1x1 (32x32 inputs are unaffected)
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from sramsim.nn.models.norm import norm2d
@@ -22,9 +23,11 @@ CONFIGS = {
 
 
 class VGG(nn.Module):
-    def __init__(self, config: list, in_channels: int = 3, num_classes: int = 10, norm: str = "batch"):
+    def __init__(self, config: list, in_channels: int = 3, num_classes: int = 10,
+                 norm: str = "batch"):
         super().__init__()
-        layers, cin = [], in_channels
+        layers: list[nn.Module] = []
+        cin = in_channels
         for v in config:
             if v == "M":
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
@@ -36,7 +39,7 @@ class VGG(nn.Module):
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(cin, num_classes)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(1))
 
 

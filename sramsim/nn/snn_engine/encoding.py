@@ -29,7 +29,7 @@ _MASK64 = (1 << 64) - 1
 
 
 @njit(cache=True, inline="always")
-def _mix64(z):
+def _mix64(z: np.uint64) -> np.uint64:
     """SplitMix64's output function (Stafford's Mix13 variant) on a uint64."""
     z = (z ^ (z >> np.uint64(30))) * _M1
     z = (z ^ (z >> np.uint64(27))) * _M2
@@ -61,7 +61,7 @@ _LOW24 = np.uint64(0xFFFFFF)
 
 
 @njit(cache=True, inline="always")
-def _row_spikes(p, out, base, key):
+def _row_spikes(p: np.ndarray, out: np.ndarray, base: np.uint64, key: np.uint64) -> None:
     """The spikes of one (row, step) for an even number of features: pair j from counter base + j,
     base = (row * steps + t) * (features / 2)."""
     scale = np.float32(2.0 ** -24)
@@ -72,7 +72,8 @@ def _row_spikes(p, out, base, key):
 
 
 @njit(cache=True, parallel=True)
-def _rate_kernel(p, rows, steps, key, out):
+def _rate_kernel(p: np.ndarray, rows: np.ndarray, steps: int, key: np.uint64,
+                 out: np.ndarray) -> None:
     """out[t, b, :] from the pairs of counters (rows[b] * steps + t) * (F / 2) + j; p has an
     even number F of features (the caller pads); one sample per work item."""
     b_count, features = p.shape
@@ -117,14 +118,14 @@ def rate_spikes(x: torch.Tensor, steps: int, key: int, scale: float = 1.0,
     features = p.shape[1]
     if features % 2:
         p = torch.nn.functional.pad(p, (0, 1))        # the unpaired last feature's pair
-    p = p.cpu().contiguous().numpy()
+    p_np = p.cpu().contiguous().numpy()
     ids = (np.arange(b, dtype=np.int64) if rows is None
            else rows.detach().cpu().to(torch.int64).contiguous().numpy())
     if ids.shape != (b,):
         raise InputError(f"rows must hold one id per sample ({b}), got shape {tuple(ids.shape)}")
-    out = np.empty((steps, b, p.shape[1]), dtype=np.uint8)
+    out = np.empty((steps, b, p_np.shape[1]), dtype=np.uint8)
     if out.size:
-        _rate_kernel(p, ids, steps, np.uint64(int(key) & _MASK64), out)
+        _rate_kernel(p_np, ids, steps, np.uint64(int(key) & _MASK64), out)
     spikes = torch.from_numpy(out)
     if features % 2:
         spikes = spikes[:, :, :features].contiguous()

@@ -17,6 +17,8 @@ autograd through the step loop up to float rounding (its sums run in another ord
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from numba import njit, prange
@@ -25,7 +27,8 @@ BLOCK = 4096      # neurons per parallel work item
 
 
 @njit(cache=True, inline="always")
-def _lif_step(mem, cur, beta, thr, spk):
+def _lif_step(mem: np.ndarray, cur: np.ndarray, beta: np.float32, thr: np.float32,
+              spk: np.ndarray) -> None:
     """One step for a contiguous slice of neurons (the float ops of snntorch.Leaky, in order)."""
     one, zero = np.float32(1.0), np.float32(0.0)
     for j in range(mem.shape[0]):
@@ -37,7 +40,8 @@ def _lif_step(mem, cur, beta, thr, spk):
 
 
 @njit(cache=True, parallel=True)
-def _lif_kernel(cur, beta, thr, spk, mem_out, keep):
+def _lif_kernel(cur: np.ndarray, beta: np.float32, thr: np.float32, spk: np.ndarray,
+                mem_out: np.ndarray, keep: bool) -> None:
     """cur (T, P) -> spk (T, P); mem_out (T, P) receives every mem_t when `keep`."""
     steps, p = cur.shape
     for blk in prange((p + BLOCK - 1) // BLOCK):
@@ -78,13 +82,14 @@ def lif_torch(cur: torch.Tensor, beta: torch.Tensor, thr: torch.Tensor,
         reset = (mem - thr > 0).to(cur.dtype)
         mem = (beta * mem + cur[t]) - reset * thr
         spikes[t] = (mem - thr > 0).to(cur.dtype)
-        if keep_mem:
+        if mems is not None:                    # keep_mem
             mems[t] = mem
     return spikes, mems
 
 
 @njit(cache=True, inline="always")
-def _grad_step(d, g, mem, nxt, beta, thr, slope):
+def _grad_step(d: np.ndarray, g: np.ndarray, mem: np.ndarray, nxt: np.ndarray, beta: np.float32,
+               thr: np.float32, slope: np.float32) -> None:
     """d = g / (slope * |mem - thr| + 1)^2 + beta * nxt over contiguous slices."""
     one = np.float32(1.0)
     for j in range(d.shape[0]):
@@ -93,7 +98,8 @@ def _grad_step(d, g, mem, nxt, beta, thr, slope):
 
 
 @njit(cache=True, parallel=True)
-def _lif_grad_kernel(g, mem, beta, thr, slope, d):
+def _lif_grad_kernel(g: np.ndarray, mem: np.ndarray, beta: np.float32, thr: np.float32,
+                     slope: np.float32, d: np.ndarray) -> None:
     """The gradient d (T, P) at the currents from the gradient g (T, P) at the spikes."""
     steps, p = g.shape
     for blk in prange((p + BLOCK - 1) // BLOCK):
@@ -118,7 +124,8 @@ def lif_backward(g: torch.Tensor, mem: torch.Tensor, beta: torch.Tensor, thr: to
     return lif_backward_torch(g, mem, beta, thr, slope)
 
 
-def lif_backward_torch(g, mem, beta, thr, slope) -> torch.Tensor:
+def lif_backward_torch(g: torch.Tensor, mem: torch.Tensor, beta: torch.Tensor,
+                       thr: torch.Tensor, slope: float) -> torch.Tensor:
     """lif_backward as torch ops (any device and dtype)."""
     d = g / (slope * torch.abs(mem - thr) + 1.0) ** 2
     for t in range(d.shape[0] - 2, -1, -1):
@@ -128,14 +135,15 @@ def lif_backward_torch(g, mem, beta, thr, slope) -> torch.Tensor:
 
 class _LIF(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, cur, beta, thr, slope):
+    def forward(ctx: Any, cur: torch.Tensor, beta: torch.Tensor, thr: torch.Tensor,
+                slope: float) -> torch.Tensor:
         spikes, mem = lif_forward(cur, beta, thr, keep_mem=True)
         ctx.save_for_backward(mem, beta, thr)
         ctx.slope = slope
         return spikes
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         mem, beta, thr = ctx.saved_tensors
         return lif_backward(g, mem, beta, thr, ctx.slope), None, None, None
 

@@ -19,13 +19,16 @@ dtypes the torch formulation (one fused multiply-add per input, in the same orde
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
+import torch.nn.grad
 from numba import njit, prange
 
 
 @njit(cache=True, inline="always")
-def _axpy_into(acc, v, w):
+def _axpy_into(acc: np.ndarray, v: np.float32, w: np.ndarray) -> None:
     """acc += v * w over equal-length contiguous slices (vectorised by LLVM; v * w is exact for a
     0/1 spike v, so a fused multiply-add rounds the same)."""
     for n in range(acc.shape[0]):
@@ -33,7 +36,7 @@ def _axpy_into(acc, v, w):
 
 
 @njit(cache=True, parallel=True)
-def _linear_kernel(s, wt, out):
+def _linear_kernel(s: np.ndarray, wt: np.ndarray, out: np.ndarray) -> None:
     """out[m] = sum over k ascending of s[m, k] * wt[k] (rows of wt = inputs), inactive k skipped.
     The active inputs of a row are listed first without a branch (a branch per input
     mispredicts at ~30% density: layer 2 of snn-fc400 took 5.9 instead of 2.6 ms here)."""
@@ -53,14 +56,15 @@ def _linear_kernel(s, wt, out):
 
 
 @njit(cache=True, inline="always")
-def _run_axpy(acc, a0, v, w, b0, n):
+def _run_axpy(acc: np.ndarray, a0: int, v: np.float32, w: np.ndarray, b0: int, n: int) -> None:
     """acc[a0:a0+n] += v * w[b0:b0+n] (through slices: indexing with offsets kept numba from
     vectorising, measured 4-5x slower)."""
     _axpy_into(acc[a0:a0 + n], v, w[b0:b0 + n])
 
 
 @njit(cache=True, inline="always")
-def _tap_runs(img, kh, kw, ho, wo, o_count, out, other, weights_out):
+def _tap_runs(img: np.ndarray, kh: int, kw: int, ho: int, wo: int, o_count: int,
+              out: np.ndarray, other: np.ndarray, weights_out: bool) -> None:
     """For every active input (c, y, x) of one image (C, H, W), in raster order, and every kernel
     row ky: the outputs (y - ky, x - kx) it reaches and their weights (c, ky, kx) are two
     contiguous runs when outputs are flat channels-last (Ho * Wo * O) and weights flat (C, kh,
@@ -87,7 +91,7 @@ def _tap_runs(img, kh, kw, ho, wo, o_count, out, other, weights_out):
 
 
 @njit(cache=True, inline="always")
-def _conv_image(img, wf, kh, kw, acc):
+def _conv_image(img: np.ndarray, wf: np.ndarray, kh: int, kw: int, acc: np.ndarray) -> None:
     """acc (Ho * Wo * O, flat channels-last) = exact valid convolution of one image (C, H, W).
 
     wf: the weights as (C, kh, kw, O) with kx reversed, flattened. Scatter form: every active
@@ -100,14 +104,15 @@ def _conv_image(img, wf, kh, kw, acc):
 
 
 @njit(cache=True, parallel=True)
-def _conv_kernel(s, wf, kh, kw, out):
+def _conv_kernel(s: np.ndarray, wf: np.ndarray, kh: int, kw: int, out: np.ndarray) -> None:
     """Valid stride-1 convolution of s (M, C, H, W) into out (M, Ho * Wo * O) (see _conv_image)."""
     for m in prange(s.shape[0]):
         _conv_image(s[m], wf, kh, kw, out[m])
 
 
 @njit(cache=True, inline="always")
-def _pool_window(r0, r1, r2, r3, p0, wo, best, at):
+def _pool_window(r0: np.ndarray, r1: np.ndarray, r2: np.ndarray, r3: np.ndarray, p0: int,
+                 wo: int, best: np.ndarray, at: np.ndarray) -> None:
     """2x2 maximum of four channel vectors (raster order), as torch's CPU max_pool2d picks it:
     from the first value, a later one wins if greater or NaN; `at` gets its flat position."""
     for o in range(best.shape[0]):
@@ -126,7 +131,8 @@ def _pool_window(r0, r1, r2, r3, p0, wo, best, at):
 
 
 @njit(cache=True, parallel=True)
-def _conv_pool_kernel(s, wf, kh, kw, out, idx):
+def _conv_pool_kernel(s: np.ndarray, wf: np.ndarray, kh: int, kw: int, out: np.ndarray,
+                      idx: np.ndarray) -> None:
     """Exact convolution, then 2x2 max pooling with stride 2: out (M, O, Hp, Wp) and idx (int32),
     the flat position y * Wo + x in the convolution output of each maximum (as torch's indices).
     Pooling runs on channels-last buffers of one image (vectorised), then transposes."""
@@ -218,7 +224,8 @@ def conv2d_torch(s: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     for ci in range(c):
         for ky in range(kh):
             for kx in range(kw):
-                out.addcmul_(s[:, ci:ci + 1, ky:ky + ho, kx:kx + wo], w[:, ci, ky, kx].view(1, o, 1, 1))
+                out.addcmul_(s[:, ci:ci + 1, ky:ky + ho, kx:kx + wo],
+                             w[:, ci, ky, kx].view(1, o, 1, 1))
     return out
 
 
@@ -242,7 +249,9 @@ CHUNKS = 64          # fixed split of a batch for gradient partial sums (any thr
 
 
 @njit(cache=True, parallel=True)
-def _conv_pool_grad_kernel(s, wk, kh, kw, idx, g, want_s, gw_parts, gs):
+def _conv_pool_grad_kernel(s: np.ndarray, wk: np.ndarray, kh: int, kw: int, idx: np.ndarray,
+                           g: np.ndarray, want_s: bool, gw_parts: np.ndarray,
+                           gs: np.ndarray) -> None:
     """Backward of conv_pool on the CPU, from the pooled gradient g (M, O, Hp, Wp) and the
     maxima's positions idx: the weight gradient as per-chunk partial sums gw_parts (CHUNKS,
     C * kh * kw * O, kx reversed as in _conv_image; the caller sums them in chunk order) and, if
@@ -285,29 +294,30 @@ def _conv_pool_grad_kernel(s, wk, kh, kw, idx, g, want_s, gw_parts, gs):
                             gs[m, c, y, x] = gimg[(y * w + x) * c_count + c]
 
 
-def _conv_pool_grads(s, w, idx, g, want_s: bool, want_w: bool):
+def _conv_pool_grads(s: torch.Tensor, w: torch.Tensor, idx: torch.Tensor, g: torch.Tensor,
+                     want_s: bool, want_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(gradient at s or None, gradient at w or None) of conv_pool, from the pooled gradient g."""
     ho, wo = s.shape[2] - w.shape[2] + 1, s.shape[3] - w.shape[3] + 1
     if not (_use_kernels(s, w) and g.dtype == torch.float32):
-        g = torch.nn.functional.max_unpool2d(g, idx.to(g.device, torch.int64), 2, 2,
+        g = torch.nn.functional.max_unpool2d(g, idx.to(g.device, torch.int64), (2, 2), (2, 2),
                                              output_size=(ho, wo))
         gs = torch.nn.grad.conv2d_input(s.shape, w, g) if want_s else None
         gw = torch.nn.grad.conv2d_weight(s.to(g.dtype), w.shape, g) if want_w else None
         return gs, gw
     o, c, kh, kw = w.shape
     parts = np.empty((CHUNKS, c * kh * kw * o), dtype=np.float32)
-    gs = np.empty(tuple(s.shape) if want_s else (1, 1, 1, 1), dtype=np.float32)
+    gs_np = np.empty(tuple(s.shape) if want_s else (1, 1, 1, 1), dtype=np.float32)
     _conv_pool_grad_kernel(_spikes_array(s),
                            w.detach().permute(0, 2, 3, 1).contiguous().numpy().reshape(-1), kh, kw,
-                           idx.numpy(), g.contiguous().numpy(), want_s, parts, gs)
+                           idx.numpy(), g.contiguous().numpy(), want_s, parts, gs_np)
     gw = None
     if want_w:
         gw = torch.from_numpy(_chunk_sum(parts)).reshape(c, kh, kw, o).flip(2).permute(3, 0, 1, 2)
-    return (torch.from_numpy(gs) if want_s else None), gw
+    return (torch.from_numpy(gs_np) if want_s else None), gw
 
 
 @njit(cache=True)
-def _chunk_sum(parts):
+def _chunk_sum(parts: np.ndarray) -> np.ndarray:
     """parts.sum(0) in chunk order (a fixed order, whatever the thread count)."""
     out = parts[0].copy()
     for ch in range(1, parts.shape[0]):
@@ -317,12 +327,12 @@ def _chunk_sum(parts):
 
 class _Linear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, s, w):
+    def forward(ctx: Any, s: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(s, w)
         return linear_exact(s, w).to(w.device)
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         s, w = ctx.saved_tensors
         gs = g @ w if ctx.needs_input_grad[0] else None
         # dense (MKL): at the ~28% input spike density of Fashion-MNIST a sparse pass was
@@ -333,30 +343,31 @@ class _Linear(torch.autograd.Function):
 
 class _Conv2d(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, s, w):
+    def forward(ctx: Any, s: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(s, w)
         return conv2d_exact(s, w).to(w.device)
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         s, w = ctx.saved_tensors
         return _conv_grads(ctx, s, w, g)
 
 
 class _ConvPool(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, s, w):
+    def forward(ctx: Any, s: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         out, idx = conv_pool_exact(s, w)
         ctx.save_for_backward(s, w, idx)
         return out.to(w.device)
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         s, w, idx = ctx.saved_tensors
         return _conv_pool_grads(s, w, idx, g, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
 
 
-def _conv_grads(ctx, s, w, g):
+def _conv_grads(ctx: Any, s: torch.Tensor, w: torch.Tensor,
+                g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     gs = torch.nn.grad.conv2d_input(s.shape, w, g) if ctx.needs_input_grad[0] else None
     gw = (torch.nn.grad.conv2d_weight(s.to(g.dtype), w.shape, g)
           if ctx.needs_input_grad[1] else None)
@@ -384,7 +395,7 @@ def conv_pool(s: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def _poolable(mod: torch.nn.Module) -> bool:
     """A MaxPool2d the fused conv_pool computes: 2x2, stride 2, no padding, floor mode."""
-    def pair(v):
+    def pair(v: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
         return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
     return (isinstance(mod, torch.nn.MaxPool2d) and pair(mod.kernel_size) == (2, 2)
             and pair(mod.stride) == (2, 2) and pair(mod.padding) == (0, 0)
@@ -404,7 +415,8 @@ def stage_current(stage: torch.nn.Module, s: torch.Tensor, fused: bool = True) -
             s = linear(s, mod.weight)
         elif isinstance(mod, torch.nn.Conv2d):
             _check_plain(mod)
-            if mod.stride != (1, 1) or mod.padding != (0, 0) or mod.dilation != (1, 1) or mod.groups != 1:
+            if (mod.stride != (1, 1) or mod.padding != (0, 0) or mod.dilation != (1, 1)
+                    or mod.groups != 1):
                 raise NotImplementedError("exact conv2d supports stride 1, no padding, no dilation "
                                           "and one group")
             if fused and i + 1 < len(mods) and _poolable(mods[i + 1]):

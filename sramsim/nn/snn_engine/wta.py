@@ -19,7 +19,8 @@ from numba import njit, prange
 
 
 @njit(cache=True, inline="always")
-def _sample_step(v, refrac, over, cur, theta, prev, params, crossed):
+def _sample_step(v: np.ndarray, refrac: np.ndarray, over: np.ndarray, cur: np.ndarray,
+                 theta: np.ndarray, prev: int, params: tuple, crossed: np.ndarray) -> int:
     """One step of one sample: v, refrac updated in place, `over` = v - (thresh + theta) before the
     reset, crossed[n] = over >= 0; returns the winner (largest overshoot, first on ties, NaN
     first) or -1 when it did not cross. params: (rest, reset, thresh, refrac_steps, decay, inh)."""
@@ -52,7 +53,8 @@ def new_state(batch: int, n: int, rest: float) -> tuple[np.ndarray, np.ndarray, 
 
 
 @njit(cache=True, parallel=True)
-def wta_eval(cur, theta, params, v, refrac, prev, winners):
+def wta_eval(cur: np.ndarray, theta: np.ndarray, params: tuple, v: np.ndarray,
+             refrac: np.ndarray, prev: np.ndarray, winners: np.ndarray) -> None:
     """Dynamics without learning over the steps of cur (T, B, N) float32 -> winners (T, B) int32,
     continuing from the state (v, refrac (B, N), prev (B,)), which is left after the last step
     (so a presentation can run in chunks of steps)."""
@@ -68,7 +70,9 @@ def wta_eval(cur, theta, params, v, refrac, prev, winners):
 
 
 @njit(cache=True, parallel=True)
-def wta_learn(cur, theta, params, theta_decay, theta_plus, v, refrac, prev, winners):
+def wta_learn(cur: np.ndarray, theta: np.ndarray, params: tuple, theta_decay: float,
+              theta_plus: float, v: np.ndarray, refrac: np.ndarray, prev: np.ndarray,
+              winners: np.ndarray) -> None:
     """Dynamics with the adaptive threshold learning: as wta_eval, and theta (N,) is updated in
     place: every step it decays by theta_decay, then rises by theta_plus times the number of
     samples whose neuron crossed its threshold at that step."""
@@ -90,7 +94,7 @@ def wta_learn(cur, theta, params, theta_decay, theta_plus, v, refrac, prev, winn
 
 
 @njit(cache=True)
-def _powers(decay, steps):
+def _powers(decay: float, steps: int) -> np.ndarray:
     """p[k] = 1.0 multiplied k times by decay in float32: a trace k steps after its last spike
     (the exact values of the step-by-step update x <- x * decay)."""
     p = np.empty(steps + 1, dtype=np.float32)
@@ -101,28 +105,29 @@ def _powers(decay, steps):
 
 
 @njit(cache=True, inline="always")
-def _mark(row, lp, t):
+def _mark(row: np.ndarray, lp: np.ndarray, t: int) -> None:
     """lp[i] = t where input i spikes (vectorised select)."""
     for i in range(row.shape[0]):
         lp[i] = t if row[i] != 0 else lp[i]
 
 
 @njit(cache=True, inline="always")
-def _add_trace(target, lp, pw, t):
+def _add_trace(target: np.ndarray, lp: np.ndarray, pw: np.ndarray, t: int) -> None:
     """target[i] += the trace x_pre(t) of input i: pw[t - lp[i]], 0 before its first spike."""
     for i in range(target.shape[0]):
         target[i] += pw[t - lp[i]] if lp[i] >= 0 else np.float32(0.0)
 
 
 @njit(cache=True, inline="always")
-def _add_where(target, row, x):
+def _add_where(target: np.ndarray, row: np.ndarray, x: np.float32) -> None:
     """target[i] += x where input i spikes (+0 elsewhere: no change, as all terms are >= 0)."""
     for i in range(target.shape[0]):
         target[i] += x if row[i] != 0 else np.float32(0.0)
 
 
 @njit(cache=True)
-def stdp_sums(s_in, winners, n_neurons, decay):
+def stdp_sums(s_in: np.ndarray, winners: np.ndarray, n_neurons: int,
+              decay: float) -> tuple[np.ndarray, np.ndarray]:
     """(potentiation, depression), each (N, I) float32, of BindsNET's PostPre rule summed over
     the batch and the steps: potentiation[n] += x_pre(t, b) at every spike of neuron n,
     depression[:, i] += x_post(t, b) at every input spike i; the traces are 1 at a spike and
