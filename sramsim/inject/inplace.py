@@ -3,12 +3,12 @@
 `QuantizedModel.perturbed` dequantizes every weight again for each fault map, although only the
 codes a fault changed differ from the clean ones. Here the model's quantized parameters hold the
 *clean dequantized* weights; for a fault map only the image bytes a fault reaches are read, only
-the codes whose value changes are decoded (numba, the float32 arithmetic of
+the codes in those bytes are decoded (numba, the float32 arithmetic of
 `quantization.dequantize`, so every value is bit-identical to `perturbed`) and written into the
 parameters, and exactly those elements are restored from a saved copy afterwards.
 
 Chain: fault source -> bit faults in ascending image order (`image_faults`) -> kernel that
-decodes and writes the changed codes (`kernels.write_faulty_codes`) -> restore
+decodes and writes the codes of faulty bytes (`kernels.write_faulty_codes`) -> restore
 (`kernels.restore_codes`). Autograd: both the write and the restore bump the parameters'
 version counters, so a backward pass that needs weights of the other state fails loudly instead
 of using the wrong values.
@@ -314,7 +314,7 @@ def faults_applied(qm: QuantizedModel, model: nn.Module, source: FaultSource | n
     `model` must be a model whose quantized parameters may hold qm's clean dequantized weights
     outside the block (`load_clean`, made on first use and whenever torch changed a parameter
     since): `sramsim.nn.evaluation.Evaluator` passes a copy it owns, never a user's model.
-    Work is O(faults): only the codes a fault changes are decoded and written. Parameters must
+    Work is O(faults): only the codes of faulty bytes are decoded and written. Parameters must
     be contiguous float32 on the CPU (`inplace_fits`). One block at a time per model (nested or
     concurrent use is refused).
     """
@@ -334,16 +334,17 @@ def faults_applied(qm: QuantizedModel, model: nn.Module, source: FaultSource | n
         pos, old = _scratch(slot, slots, qm.n_codes)
         written = np.empty(lo.shape[0], dtype=np.int64)
         changed = np.empty(lo.shape[0], dtype=np.int64)
+        codes = np.empty(lo.shape[0], dtype=np.int64)
         # the parallel kernels only with threads and enough work items to share among them
         many = lo.shape[0] >= kernels.PARALLEL_MIN_ITEMS and numba.get_num_threads() > 1
         none = f.xor[:0]
         (kernels.write_faulty_codes if many else kernels.write_faulty_codes_serial)(
             qm.image, f.byte, f.xor, none if f.clear is None else f.clear,
             none if f.set is None else f.set, lo, hi, base, out, qm.bits, st.seg_end,
-            st.scheme, st.delta, st.lo, st.hi, weights, pos, old, written, changed)
+            st.scheme, st.delta, st.lo, st.hi, weights, pos, old, written, changed, codes)
         torch.autograd.graph.increment_version(params)
         try:
-            yield Applied(int(changed.sum()), int(written.sum()), record)
+            yield Applied(int(changed.sum()), int(codes.sum()), record)
         finally:
             (kernels.restore_codes if many else kernels.restore_codes_serial)(
                 weights, pos, old, out, written)
