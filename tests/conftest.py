@@ -94,6 +94,31 @@ def small_world():
     return model, ds
 
 
+def quadrant_world(n: int = 400):
+    """A hand-made classifier of 16x16 images by their bright quadrant (4 classes, ~100%
+    accurate fault-free) and its data."""
+    from sramsim.nn.data import Dataset
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % 4
+    x = rng.uniform(-1, -0.5, (n, 1, 16, 16))
+    for c in range(4):
+        r, col = divmod(c, 2)
+        x[y == c, :, 8 * r:8 * r + 8, 8 * col:8 * col + 8] += 1.2
+    w = np.zeros((4, 256), np.float32)
+    for c in range(4):
+        r, col = divmod(c, 2)
+        m = np.zeros((16, 16), np.float32)
+        m[8 * r:8 * r + 8, 8 * col:8 * col + 8] = 1 / 64
+        w[c] = m.ravel()
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 4),
+                                torch.nn.Linear(4, 4, bias=False)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.from_numpy(w))
+        model[1].bias.zero_()
+        model[2].weight.copy_(torch.eye(4))
+    return model, Dataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y), 4, "quadrants")
+
+
 def write_striped_digits(root, n_train: int, n_test: int):
     """28x28 ten-class gzipped IDX files in `root` (Fashion-MNIST's shape): class c is a bright
     horizontal band at rows 2c..2c+5 over noise, so a small CNN can learn it. Returns `root`."""

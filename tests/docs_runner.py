@@ -38,7 +38,8 @@ from pathlib import Path
 # flag -> the largest value a docs test runs it with.
 SMALL = {"--limit": 200, "--eval-limit": 200, "--epochs": 1, "--fat-epochs": 1,
          "--randbet-start": 0, "--maps": 2, "--val-maps": 1, "--val-split": 50, "--models": 2,
-         "--chips": 2, "--dram-rows": 512, "--offsets": 2}
+         "--chips": 2, "--dram-rows": 512, "--offsets": 2, "--val-images": 200,
+         "--check-images": 200, "--test-maps": 2}
 SHELL_SYNTAX = re.compile(r"[|&;<>()$`*]|^\w+=")
 NO_RUN = re.compile(r"^\s*<!-- no-run: .+-->\s*$")
 FENCE = re.compile(r"^(\s*)(```+)\s*([\w+-]*)\s*$")

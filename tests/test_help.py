@@ -29,8 +29,8 @@ LEAVES = [(prog, path, p) for prog, top in PARSERS.items() for path, p in leaves
 def test_every_command_is_walked():
     names = {f"{prog} {' '.join(path)}" for prog, path, _ in LEAVES}
     assert {"sramsim profile list", "sramsim sweep", "sramsim dram tolerance", "sramsim sparkxd",
-            "fusion train", "fusion eval", "fusion demo"} <= names
-    assert len(names) == 18
+            "sramsim plan", "fusion train", "fusion eval", "fusion demo"} <= names
+    assert len(names) == 19
 
 
 @pytest.mark.parametrize("prog, path, parser", LEAVES, ids=[" ".join((p, *c)) for p, c, _ in LEAVES])

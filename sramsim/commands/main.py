@@ -27,16 +27,20 @@ from sramsim.errors import (  # noqa: F401
 )
 
 if TYPE_CHECKING:
+    import os
+
     import torch
 
     from sramsim.analysis.executors import Execution
     from sramsim.inject.layout import MemoryLayout
+    from sramsim.inject.quantized_model import QuantizedModel
     from sramsim.memory.curves import BerCurve
+    from sramsim.nn.data import Dataset
 
 # OSErrors about the path the user gave, not the machine: exit status 2 like other bad input
 BAD_PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EACCES,
                    errno.EROFS, errno.ELOOP, errno.EINVAL)
-COMMANDS = ("profile", "train_base", "sweep", "energy", "demo", "vuln", "dram", "sparkxd")
+COMMANDS = ("profile", "train_base", "sweep", "energy", "demo", "vuln", "dram", "sparkxd", "plan")
 
 
 class Parser(argparse.ArgumentParser):
@@ -341,6 +345,29 @@ def execution(args: argparse.Namespace) -> Execution:
             raise InputError(str(exc).replace("Ray address", "--ray-address", 1)) from None
     return Execution(args.executor, count, threads(args.threads), args.ray_address,
                      progress=not args.no_progress)
+
+
+def load_quantized(path: str | os.PathLike, bits: str | None = None, scheme: str | None = None
+                   ) -> tuple[QuantizedModel, dict]:
+    """(QuantizedModel, meta) of a checkpoint, quantized as it was trained unless --bits /
+    --scheme override it; a model that cannot be quantized is bad input naming the file."""
+    from sramsim.inject.quantized_model import QuantizedModel
+    from sramsim.nn.models import load_checkpoint
+    model, meta = load_checkpoint(path)
+    n_bits = int(bits) if bits is not None else int(meta.get("bits") or 8)
+    scheme = scheme or meta.get("scheme") or "symmetric"
+    try:
+        return QuantizedModel(model, bits=n_bits, scheme=scheme, clip=meta.get("clip")), meta
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def check_channels(path: str | os.PathLike, meta: dict, dataset: Dataset) -> None:
+    """Refuse a dataset whose channel count differs from the checkpoint's."""
+    in_ch = meta.get("in_channels")
+    if in_ch is not None and int(in_ch) != dataset.in_channels:
+        raise InputError(f"{path} expects {in_ch}-channel inputs but {dataset.name} has "
+                         f"{dataset.in_channels}")
 
 
 def torch_device(name: str) -> torch.device:

@@ -9,9 +9,11 @@ from sramsim.commands.helptext import leaf, paragraph
 from sramsim.commands.main import (
     add_execution_arguments,
     add_layout_arguments,
+    check_channels,
     check_writable,
     execution,
     integer,
+    load_quantized,
     maps,
     memory_layout,
     number,
@@ -23,6 +25,7 @@ from sramsim.inject.torch_quantized import is_exported_file
 
 if TYPE_CHECKING:
     from sramsim.inject.layout import MemoryLayout
+    from sramsim.inject.quantized_model import QuantizedModel
     from sramsim.inject.torch_quantized import TorchQuantizedModel
     from sramsim.nn.data import Dataset
 
@@ -74,10 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load model, data and fault source, run `analyze`, print the table or JSON (exit 0)."""
     from sramsim.analysis.vulnerability import analyze
-    from sramsim.inject.quantized_model import QuantizedModel
     from sramsim.memory.chip import Chip
     from sramsim.nn.data import load_dataset
-    from sramsim.nn.models import load_checkpoint
 
     models = maps(args.models, "--models")
     limit = None if args.limit is None else integer(args.limit, "--limit")
@@ -114,18 +115,9 @@ def run(args: argparse.Namespace) -> int:
     if is_exported_file(args.model):
         qm, dataset = _exported(args, layout, limit, batch_size)
     else:
-        model, meta = load_checkpoint(args.model)
-        bits = int(args.bits) if args.bits is not None else int(meta.get("bits") or 8)
-        scheme = args.scheme or meta.get("scheme") or "symmetric"
-        try:
-            qm = QuantizedModel(model, bits=bits, scheme=scheme, clip=meta.get("clip"))
-        except ValueError as exc:
-            raise InputError(f"{args.model}: {exc}") from None
+        qm, meta = load_quantized(args.model, args.bits, args.scheme)
         dataset = load_dataset(args.data, "test", limit)
-        in_ch = meta.get("in_channels")
-        if in_ch is not None and int(in_ch) != dataset.in_channels:
-            raise InputError(f"{args.model} expects {in_ch}-channel inputs but {dataset.name} "
-                             f"has {dataset.in_channels}")
+        check_channels(args.model, meta, dataset)
     from sramsim.progress import progress
     bar = progress(total=models, unit="map", desc="vuln", enabled=run_on.progress)
     try:

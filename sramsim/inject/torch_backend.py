@@ -75,9 +75,14 @@ class TorchApplier:
 
 def _combine(image: torch.Tensor, xor: torch.Tensor | None, clear: torch.Tensor | None,
              set_: torch.Tensor | None) -> torch.Tensor:
+    """The byte rule on uint8 tensors: ((image ^ xor) & ~clear) | set_, any mask None for none;
+    masks broadcast against the image (one mask row for many stored copies). A new tensor."""
     out = image ^ xor if xor is not None else image.clone()
     if clear is not None:
         out &= ~clear
     if set_ is not None:
         out |= set_
     return out
+
+
+combine = _combine      # the public name (the activation buffer's torch path uses it too)

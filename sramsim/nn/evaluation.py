@@ -19,14 +19,17 @@ from torch import nn
 
 from sramsim.errors import InputError
 from sramsim.inject import inplace
+from sramsim.inject.activations import QuantizedActivations
 from sramsim.inject.draws import ChipDraw
 from sramsim.inject.layout import MemoryLayout
 from sramsim.inject.mapping import FaultSource
 from sramsim.inject.quantized_model import QuantizedModel
+from sramsim.memory.chip import Chip
 from sramsim.nn.data import Dataset
 from sramsim.stats import mean_std
 
 if TYPE_CHECKING:
+    from sramsim.inject.activations import ActivationFaults
     from sramsim.inject.layout import ImageModel
 
 
@@ -154,14 +157,23 @@ class Evaluator:
     image is dequantized and swapped in with functional_call (the caller's model is only read).
     Both give bit-identical weights. A TorchQuantizedModel's int8 weights are loaded into a
     private copy of its model. One block at a time per evaluator (use one per thread).
+
+    activations: layer outputs stored in an activation buffer
+    (`sramsim.inject.activations.QuantizedActivations`): every run of this evaluator then
+    quantizes them to 8 bits, and `faults(..., activations=...)` reads them back through the
+    buffer's faults (forward hooks on the model it runs, removed after each block).
     """
 
     def __init__(self, qm: ImageModel, layout: MemoryLayout | None = None,
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None,
+                 activations: QuantizedActivations | None = None,
+                 activation_backend: str = "auto") -> None:
         from sramsim.inject.torch_quantized import TorchQuantizedModel, copy_model
         self.qm = qm
         self.layout = layout or MemoryLayout()
         self.device = device
+        self.activations = activations
+        self.activation_backend = activation_backend
         self.torch_quantized = isinstance(qm, TorchQuantizedModel)
         if isinstance(qm, TorchQuantizedModel):
             if self.layout.ecc is not None:
@@ -184,14 +196,39 @@ class Evaluator:
 
     @contextmanager
     def faults(self, source: FaultSource | ChipDraw | np.ndarray | None = None,
-               voltage: float | None = None, offset: int = 0) -> Iterator[Faulted]:
+               voltage: float | None = None, offset: int = 0,
+               activations: ChipDraw | ActivationFaults | None = None) -> Iterator[Faulted]:
         """Yields the model under one fault map (a `Faulted`), restored on leaving the block.
 
         source: a Chip (at `voltage`, at memory word `offset` or by the layout's DRAM mapping),
         RandomBitErrors, Faults, a `sramsim.inject.draws.ChipDraw`, a faulty data image (uint8,
         already read back: no voltage, offset or layout applies), or None for the clean
-        quantized model.
+        quantized model. activations (only with the evaluator's `activations`): the activation
+        buffer's map, a ChipDraw of the buffer chip or its `ActivationFaults`; None: stored
+        without faults. `changed` then also says whether a stored activation sits on a faulty
+        cell.
         """
+        if self.activations is None:
+            if activations is not None:
+                raise InputError("activation faults need an evaluator with stored activations")
+            with self._weight_faults(source, voltage, offset) as run:
+                yield run
+            return
+        from sramsim.inject.activations import ActivationFaults, attached
+        if not isinstance(activations, ActivationFaults):
+            chip, v, off = _unpack_draw(activations, None, 0)
+            if chip is not None and not isinstance(chip, Chip):
+                raise InputError(f"an activation buffer is a Chip, got {type(chip).__name__}")
+            activations = self.activations.masks(chip, v, off)
+        with self._weight_faults(source, voltage, offset) as run, \
+                attached(run.model, self.activations, activations, self.activation_backend):
+            yield Faulted(run.model, run.weights, run.changed or activations.any, run.record)
+
+    @contextmanager
+    def _weight_faults(self, source: FaultSource | ChipDraw | np.ndarray | None,
+                       voltage: float | None,
+                       offset: int) -> Iterator[Faulted]:
+        """`faults` for the weights alone."""
         source, voltage, offset = _unpack_draw(source, voltage, offset)
         if self.torch_quantized:
             image, record = self._read(source, voltage, offset)
@@ -237,11 +274,12 @@ class Evaluator:
         return dict(self._clean[key][1])
 
     def evaluate(self, dataset: Dataset, source: FaultSource | ChipDraw | np.ndarray | None = None,
-                 voltage: float | None = None, offset: int = 0, batch_size: int = 1000) -> dict:
+                 voltage: float | None = None, offset: int = 0, batch_size: int = 1000,
+                 activations: ChipDraw | ActivationFaults | None = None) -> dict:
         """{"accuracy", "loss", "changed", **record} of the model under one fault map (see
         `faults`); a map that changes no byte of the image is the clean evaluation, not
         evaluated again."""
-        with self.faults(source, voltage, offset) as run:
+        with self.faults(source, voltage, offset, activations) as run:
             r = run.evaluate(dataset, batch_size) if run.changed else \
                 self.clean(dataset, batch_size)
             return {**r, "changed": run.changed, **run.record}
