@@ -142,7 +142,8 @@ def test_reproduction_tables_read_the_results(generate):
     stutz = generate.GENERATORS["stutz-highber"]()
     assert "77.90 / 86.4" in stutz and "| RandBET (w_max 0.025, trained at p = 20%) |" in stutz
     sparkxd = generate.GENERATORS["sparkxd"]()
-    assert "**3.16x**" in sparkxd and "~10x (EDEN)" in sparkxd and "~40% (SparkXD)" in sparkxd
+    assert "**4.22x**" in sparkxd and "~10x (EDEN)" in sparkxd and "~40% (SparkXD)" in sparkxd
+    assert "**<= 0.10x**" in sparkxd and ">= 3.16e-02 (0.893 V)" in sparkxd
     energy = generate.GENERATORS["equal-energy"]()
     assert "| clipping | 88.8% / 0.8375 / 29.9% | 87.1% / 0.9 / 19.0% | 16 + 79 / 63 + 220 |" in energy
     assert "| 0.7875 (BER 6.4%) | 38.0% | never |" in generate.GENERATORS["stutz-chips"]()

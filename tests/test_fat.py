@@ -197,7 +197,7 @@ def test_train_base_init_and_fat_cli(tmp_path, capsys, monkeypatch):
     out, err = capsys.readouterr()
     summary = json.loads(out)
     assert summary["fat"] == {"ber": 0.01, "curriculum": "log", "source": "dram:error-model=0",
-                              "start": 1e-5}
+                              "start": 1e-5, "loss": "faulty"}
     assert "note: --fat-source dram:model0 is deprecated; use --fat-source dram:error-model=0" in err
     assert len(summary["init"]["sha256"]) == 64
     _, meta = load_checkpoint(fat)
@@ -222,3 +222,36 @@ def test_cli_one_line_errors(tmp_path, capsys, flags, match):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0], err
+
+
+def test_log_uniform_curriculum_draws_each_steps_ber_in_range():
+    from sramsim.nn.fat import step_ber
+    bers = [step_ber(3e-2, 1e-4, 0, 0, s) for s in range(400)]
+    assert all(1e-4 <= b <= 3e-2 for b in bers)
+    assert bers == [step_ber(3e-2, 1e-4, 0, 0, s) for s in range(400)]      # deterministic
+    logs = np.log10(bers)
+    # log10 uniform on [-4, log10 0.03]: mean and spread within sampling error
+    lo, hi = -4.0, math.log10(3e-2)
+    assert abs(logs.mean() - (lo + hi) / 2) < 4 * (hi - lo) / math.sqrt(12 * 400)
+    assert curriculum_ber(3e-2, 0, 3, "log-uniform", 1e-4) == 3e-2
+    opts = TrainOptions(epochs=2, fat_ber=3e-2, fat_start=1e-4, fat_curriculum="log-uniform")
+    inj = FaultInjector(nn.Linear(4, 2), ["weight"], opts)
+    assert inj.ber(1, 7) == step_ber(3e-2, 1e-4, 0, 1, 7) and inj.ber(1) == 3e-2
+
+
+def test_clean_plus_faulty_loss_is_the_mean_of_both_passes():
+    from sramsim.nn.training import step_loss
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 3))
+    x, y = torch.randn(5, 8), torch.tensor([0, 1, 2, 0, 1])
+    names = quantized_parameter_names(model)
+    faulty = {n: p + (p * 0.5 - p).detach() for n, p in model.named_parameters() if n in names}
+    only = TrainOptions(fat_ber=1e-2)
+    mean = TrainOptions(fat_ber=1e-2, fat_loss="clean+faulty")
+    loss_f, _ = step_loss(model, x, y, only, names, fat_weights=faulty)
+    loss_m, _ = step_loss(model, x, y, mean, names, fat_weights=faulty)
+    loss_c, _ = step_loss(model, x, y, TrainOptions(), names)
+    assert loss_m.item() == pytest.approx(0.5 * (loss_c.item() + loss_f.item()), rel=1e-6)
+    with pytest.raises(InputError, match="fat_loss"):
+        TrainOptions(fat_ber=1e-2, fat_loss="sum")
+    assert "fat_loss" not in only.as_dict() and mean.as_dict()["fat_loss"] == "clean+faulty"

@@ -29,11 +29,11 @@ def test_study_runs_end_to_end_writes_each_stage_and_resumes(tmp_path, monkeypat
     real_search = SX.__dict__.get("_tolerance")
     calls = []
 
-    def interrupted(opts, model_path, folder, note):
+    def interrupted(opts, model_path, folder, note, **kw):
         calls.append(folder.name)
         if folder.name == "tolerance-fat":
             raise KeyboardInterrupt
-        return real_search(opts, model_path, folder, note)
+        return real_search(opts, model_path, folder, note, **kw)
 
     # 1. interrupted in the last stage: the first four are already in summary.json
     monkeypatch.setattr(SX, "_tolerance", interrupted)
@@ -63,6 +63,27 @@ def test_study_runs_end_to_end_writes_each_stage_and_resumes(tmp_path, monkeypat
     assert st["tolerance_baseline"]["skipped"] and st["tolerance_baseline"]["computed_maps"] == 0
     assert not st["tolerance_fat"]["skipped"] and st["tolerance_fat"]["computed_maps"] > 0
     assert s["complete"] is True and (out / "sparkxd.png").stat().st_size > 10_000
+    # the reference rule: the FAT arm's headline search is judged against the control's clean
+    # accuracy (SparkXD), its second search against its own; the control against itself
+    control_clean = st["tolerance_baseline"]["clean_accuracy"]
+    assert st["tolerance_baseline"]["reference"]["kind"] == "own-clean"
+    assert st["tolerance_fat"]["reference"] == {
+        "kind": "given", "label": "control cnn clean accuracy", "accuracy": control_clean}
+    assert st["tolerance_fat_own"]["reference"]["kind"] == "own-clean"
+    assert st["tolerance_fat_own"]["reference"]["accuracy"] == st["tolerance_fat"]["clean_accuracy"]
+    for key in ("tolerance_fat", "tolerance_fat_own"):
+        target = st[key]["reference"]["accuracy"] - st[key]["margin"]
+        for p in st[key]["points"]:
+            assert p["passes"] == (p["accuracy_mean"] >= target - 1e-12)
+    r = s["results"]
+    assert r["reference"]["accuracy"] == control_clean and r["reference"]["kind"] == "given"
+    assert r["fat"]["common"]["tolerable_ber"] == st["tolerance_fat"]["tolerable_ber"]
+    assert r["fat"]["own"]["tolerable_ber"] == st["tolerance_fat_own"]["tolerable_ber"]
+    if r["baseline"]["tolerable_ber"]:
+        assert r["fat_over_control_common"] == pytest.approx(
+            (r["fat"]["common"]["tolerable_ber"] or 0) / r["baseline"]["tolerable_ber"])
+        assert r["fat_over_control_own"] == pytest.approx(
+            (r["fat"]["own"]["tolerable_ber"] or 0) / r["baseline"]["tolerable_ber"])
     for name in ("baseline", "fat"):
         tol = st[f"tolerance_{name}"]
         assert tol["maps"] == 1 and tol["faults"]["source"] == "dram"
@@ -80,9 +101,7 @@ def test_study_runs_end_to_end_writes_each_stage_and_resumes(tmp_path, monkeypat
         assert h["saving"] == pytest.approx(1 - e["drmap"]["fat_tolerable_J"] /
                                             e["naive"]["nominal_J"])
         assert 0 < h["saving"] < 1
-    if r["baseline"]["tolerable_ber"] and r["fat"]["tolerable_ber"]:
-        assert r["tolerable_ber_ratio"] == pytest.approx(r["fat"]["tolerable_ber"] /
-                                                         r["baseline"]["tolerable_ber"])
+    assert r["tolerable_ber_ratio"] == r["fat_over_control_common"]
     assert s["paper"]["sparkxd"]["dram_energy_saving_mean"] == 0.40
     assert r["baseline_is_control"] is True
     assert "tolerable BER" in text and "SparkXD reports ~40%" in text
@@ -135,7 +154,7 @@ def test_no_control_compares_against_the_pretrained_model(tmp_path, cnn_checkpoi
     class Stop(Exception):
         pass
 
-    def stop(opts, model_path, folder, note):
+    def stop(opts, model_path, folder, note, **kw):
         seen.append(str(model_path))
         raise Stop
 
@@ -207,3 +226,66 @@ def test_search_error_model_follows_the_fat_source():
     assert SX.StudyOptions(out="x", fat_source="random").search_error_model() == 0
     assert SX.StudyOptions(out="x", fat_source="dram:model2",
                            error_model=1).search_error_model() == 1
+
+
+def test_recipe_choice_rule_uses_validation_numbers_only():
+    rows = [{"clean_accuracy": 0.80, "tolerable_ber": 1e-2},     # best BER but 2 points low
+            {"clean_accuracy": 0.815, "tolerable_ber": 3e-3},
+            {"clean_accuracy": 0.82, "tolerable_ber": 3e-3}]     # tie on BER: higher clean wins
+    best, why = SX.choose(0.82, 0.01, rows)
+    assert best == 2 and "within the margin" in why
+    best, why = SX.choose(0.90, 0.01, rows)
+    assert best == 0 and "no candidate" in why
+    rows[2]["tolerable_ber"] = None                               # none tolerated: counts as 0
+    assert SX.choose(0.82, 0.01, rows)[0] == 1
+
+
+def test_candidates_need_held_out_images_and_known_keys(tmp_path):
+    base = dict(out=str(tmp_path / "s"), model="cnn", limit=200)
+    with pytest.raises(SX.InputError, match="val_images"):
+        SX.check(SX.StudyOptions(**base, candidates=[{"fat_loss": "faulty"}]))
+    with pytest.raises(SX.InputError, match="unknown recipe keys"):
+        SX.check(SX.StudyOptions(**base, val_images=50, candidates=[{"lr": 1}]))
+    with pytest.raises(SX.InputError, match="clip"):
+        SX.check(SX.StudyOptions(**base, val_images=50, candidates=[{"clip": -1.0}]))
+    with pytest.raises(SX.InputError, match="limit"):
+        SX.check(SX.StudyOptions(out=str(tmp_path / "s"), model="cnn", val_images=50))
+    with pytest.raises(SX.InputError, match="maps_max"):
+        SX.check(SX.StudyOptions(**base, maps=3, maps_max=2))
+
+
+def test_candidates_are_chosen_on_held_out_training_images_and_validation_maps(tmp_path,
+                                                                              monkeypatch):
+    """select_recipe: every candidate trained, judged on the training split's last images with
+    maps of the validation seed (never the test split), the choice recorded and used."""
+    seen = []
+    real = SX._tolerance
+
+    def spy(opts, model_path, folder, note, **kw):
+        seen.append((folder.name, kw.get("dataset"), kw.get("seed")))
+        return real(opts, model_path, folder, note, **kw)
+
+    cands = [{"fat_loss": "faulty", "fat_ber": 1e-2},
+             {"fat_loss": "clean+faulty", "clip": 0.5, "fat_ber": 3e-2,
+              "fat_curriculum": "log-uniform", "fat_start": 1e-4}]
+    opts = SX.StudyOptions(out=str(tmp_path / "s"), model="cnn", limit=200, val_images=100,
+                           epochs=1, fat_epochs=1, maps=1, low=1e-4, high=1e-2, bisect_steps=0,
+                           geometry={"rows": 1024}, candidates=cands)
+    monkeypatch.setattr(SX, "_tolerance", spy)
+    s = SX.run_study(opts, progress=False)
+    sel = s["stages"]["fat"]["selection"]
+    assert sel["data"].endswith("train[59900:60000]") and sel["n_images"] == 100
+    assert sel["maps_seed"] == SX.VALIDATION_SEED_OFFSET
+    validation = [x for x in seen if x[1] is not None]
+    assert validation and all(d.name.endswith("train[59900:60000]") and seed == sel["maps_seed"]
+                              for _, d, seed in validation)
+    tests = [x for x in seen if x[1] is None]
+    assert [f for f, _, _ in tests] == ["tolerance-baseline", "tolerance-fat", "tolerance-fat"]
+    assert all(seed is None for _, _, seed in tests)          # the test maps: opts.seed
+    assert len(sel["candidates"]) == 2 and sel["chosen"] in (0, 1)
+    chosen = sel["candidates"][sel["chosen"]]
+    assert s["stages"]["fat"]["checkpoint"] == chosen["checkpoint"]
+    assert s["stages"]["fat"]["fat"]["loss"] == chosen["recipe"]["fat_loss"]
+    assert s["stages"]["fat"]["clip"] == chosen["recipe"]["clip"]
+    for row in sel["candidates"]:
+        assert row["searched"] or row["skipped"]

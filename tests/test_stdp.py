@@ -204,25 +204,32 @@ def test_resume_equals_uninterrupted(tmp_path):
                    state_path=state, progress=False, log=None)
 
 
-def test_fat_integrates_with_faulty_weights_and_learns_on_clean_ones():
-    data = quadrants(16, 3)
+def fat_one_batch(data_seed: int, model_seed: int):
+    """One FAT STDP epoch of one batch (BER 0.05, constant): (opts, the model before, the model
+    after, the learning presentations as (x, weight, key))."""
+    data = quadrants(16, data_seed)
     opts = TrainOptions(epochs=1, batch_size=16, fat_ber=0.05, fat_curriculum="constant")
-    torch.manual_seed(0)
+    torch.manual_seed(model_seed)
     model = DiehlCook(4, 784, 4, time_steps=10)
     start = copy.deepcopy(model)
-    seen = []
+    calls = []
     run = model.run
 
     def spy(x, weight=None, learn=False, **kw):
         if learn:
-            seen.append(weight.clone())
+            calls.append((x.clone(), weight.clone(), kw["key"]))
         return run(x, weight, learn, **kw)
 
     model.run = spy
     train_stdp(model, data, opts, progress=False, log=None)
+    return opts, start, model, calls
+
+
+def test_fat_integrates_with_faulty_weights_and_learns_on_clean_ones():
+    opts, start, model, seen = fat_one_batch(3, 0)
     expected = FaultInjector(start, ["fc.weight"], opts).weights(start, 0, 0)["fc.weight"]
-    assert len(seen) == 1 and torch.equal(seen[0], expected.detach())
-    assert not torch.equal(seen[0], start.fc.weight)    # faults at BER 0.05 do change it
+    assert len(seen) == 1 and torch.equal(seen[0][1], expected.detach())
+    assert not torch.equal(seen[0][1], start.fc.weight)    # faults at BER 0.05 do change it
     # the update went to the clean float weights: still in [0, 1] and normalised
     assert torch.allclose(model.fc.weight.sum(1), torch.full((4,), 78.4), rtol=1e-5)
 
@@ -286,3 +293,44 @@ def test_sizes_are_checked_up_front():
         DiehlCook(D.MAX_SYNAPSES, 2, 10)
     with pytest.raises(InputError, match="input values"):
         DiehlCook(2, 10, 2).run(torch.zeros(1, 1, 2, 2))
+
+
+def test_fat_stdp_update_is_the_faulty_presentations_change_applied_to_the_clean_weights():
+    """FAT for STDP: the presentation integrates with the faulty weights (theta adapts to the
+    spikes they cause) and its change lands on the clean float weights, exactly."""
+    from sramsim.nn.stdp import present, wmax_of
+    _, start, model, calls = fat_one_batch(5, 1)
+    assert len(calls) == 1
+    x, faulty, key = calls[0]
+    clean_w = start.fc.weight.detach().clone()
+    assert not torch.equal(faulty, clean_w)
+    replay = copy.deepcopy(start)
+    rec = replay.run(x, faulty, learn=True, key=key)
+    expected = normalize_(clean_w + rec.delta_w, wmax=wmax_of(None))
+    assert torch.equal(model.fc.weight.detach(), expected)
+    # the clean weights alone would have given another change
+    clean_rec = copy.deepcopy(start).run(x, None, learn=True, key=key)
+    assert not torch.equal(clean_rec.delta_w, rec.delta_w)
+    # present(): the faulty presentation alone unless clean+faulty is asked for
+    a, b = copy.deepcopy(start), copy.deepcopy(start)
+    assert torch.equal(present(a, x, key, faulty, False).delta_w, rec.delta_w)
+    both = present(b, x, key, faulty, True)
+    assert torch.equal(both.delta_w, 0.5 * (clean_rec.delta_w + rec.delta_w))
+    theta_clean = copy.deepcopy(start)
+    theta_clean.run(x, None, learn=True, key=key)
+    assert torch.equal(b.theta, 0.5 * (theta_clean.theta + replay.theta))
+
+
+def test_clip_is_the_synapses_upper_bound_under_stdp():
+    from sramsim.nn.stdp import wmax_of
+    torch.manual_seed(2)
+    model = DiehlCook(4, 784, 4, time_steps=5)
+    delta = torch.zeros_like(model.fc.weight)
+    delta[:, :3] = 5.0                                   # pushes three synapses far above 0.3
+    apply_update(model, delta, clip=0.3)
+    w = model.fc.weight.detach()
+    assert float(w.max()) <= 0.3 and float(w.min()) >= 0.0
+    # clamped to 0.3 before the row was scaled to its sum: the three stay equal, the row's top
+    assert torch.equal(w[:, :3], w[:, :1].expand(4, 3))
+    assert torch.equal(w[:, 0], w.max(1).values)
+    assert wmax_of(None) == D.WMAX and wmax_of(2.0) == D.WMAX and wmax_of(0.3) == 0.3

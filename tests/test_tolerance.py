@@ -181,3 +181,53 @@ def test_same_result_for_workers_and_threads(workers, threads):
     one = T.search(model, data, **kw)
     other = T.search(model, data, execution=Execution(workers=workers, threads=threads), **kw)
     assert other["points"] == one["points"] and other["tolerable_ber"] == one["tolerable_ber"]
+
+
+def noisy_run(threshold: float, calls: list):
+    """ToleranceWorker.run replacement: accuracy 0.99 + 0.02 * (-1)^k below `threshold` (map k;
+    an interval that holds 0.99), 0.5 above."""
+    def run(self, ber, k):
+        calls.append((ber, k))
+        v = float(self.curve.voltage(ber))
+        acc = (0.99 + 0.02 * (-1) ** k) if ber <= threshold else 0.5
+        return {"voltage": round(v, 6), "chip_index": k, "offset_index": 0, "ber": ber, "map": k,
+                "wrong_bits": 0, "image_ber": 0.0, "accuracy": acc, "loss": 0.0, "n_samples": 1}
+    return run
+
+
+def test_sequential_maps_add_maps_only_where_the_interval_holds_the_threshold(monkeypatch):
+    """With maps_max, a point whose 95% interval contains reference - margin gets more maps (up
+    to the cap, then the mean decides); a point far from it stays at `maps`."""
+    model, data = linear_world(50)
+    calls = []
+    monkeypatch.setattr(T.ToleranceWorker, "run", noisy_run(3e-4, calls))
+    # reference 1.0 (clean), margin 0.01: threshold 0.99 = the noisy points' mean
+    r = T.search(model, data, maps=2, maps_max=6, low=1e-4, high=1e-2, bisect_steps=0)
+    near, far = (next(p for p in r["points"] if p["ber"] == pytest.approx(b))
+                 for b in (1e-4, 1e-3))
+    assert near["n"] == 6 and near["decided_by"] == "maps_max" and near["passes"]
+    assert far["n"] == 2 and far["decided_by"] == "interval" and not far["passes"]
+    assert sorted(k for b, k in calls if b == pytest.approx(1e-4)) == list(range(6))
+    assert "sequential" in r["maps_rule"] and r["maps_max"] == 6
+    assert r["next_grid_point"]["ber"] == pytest.approx(1e-3)
+    fixed = T.search(model, data, maps=2, low=1e-4, high=1e-2, bisect_steps=0)
+    assert all(p["decided_by"] == "fixed" and p["n"] == 2 for p in fixed["points"])
+    with pytest.raises(InputError, match="maps_max"):
+        T.search(model, data, maps=3, maps_max=2)
+    with pytest.raises(InputError, match="maps must be >= 2"):
+        T.search(model, data, maps=1, maps_max=4)
+
+
+def test_given_reference_moves_the_pass_line(monkeypatch):
+    """A given reference (a control's clean accuracy) is what the margin counts from."""
+    from sramsim.analysis.operating_point import Reference
+    model, data = linear_world(50)
+    monkeypatch.setattr(T.ToleranceWorker, "run", noisy_run(3e-4, []))
+    own = T.search(model, data, maps=2, low=1e-4, high=1e-2, bisect_steps=0)
+    assert own["tolerable_ber"] == pytest.approx(1e-4)
+    low = T.search(model, data, maps=2, low=1e-4, high=1e-2, bisect_steps=0,
+                   reference=Reference.given(0.5, "control"))
+    assert low["tolerable_ber"] == pytest.approx(1e-2) and low["reference"]["accuracy"] == 0.5
+    high = T.search(model, data, maps=2, low=1e-4, high=1e-2, bisect_steps=0,
+                    reference=Reference.given(1.0, "control"), margin=0.001)
+    assert high["tolerable_ber"] is None and high["next_grid_point"]["ber"] == pytest.approx(1e-4)

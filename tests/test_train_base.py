@@ -380,7 +380,7 @@ def test_cli_randbet_recipe_flags(tmp_path, capsys):
     (["--randbet-p", "1.5"], "--randbet-p must lie in"),
     (["--randbet-p", "0.1", "--randbet-grad-clip", "0"], "--randbet-grad-clip must be a positive"),
     (["--randbet-p", "0.1", "--randbet-grad-clip", "x"], "--randbet-grad-clip must be a number"),
-    (["--randbet-grad-clip", "0.05"], "--randbet-grad-clip clamps RandBET's perturbed gradient"),
+    (["--randbet-grad-clip", "0.05"], "--randbet-grad-clip clamps the perturbed pass's gradient"),
     (["--randbet-p", "0.1", "--randbet-start", "-1"], "--randbet-start must be >= 0"),
     (["--randbet-start", "1"], "--randbet-start delays RandBET; it needs --randbet-p"),
     (["--randbet-p", "0.1", "--randbet-start", "2"], "--randbet-start must be less than the epochs trained (2)"),

@@ -176,7 +176,8 @@ def equal_energy() -> str:
 # ------------------------------------------------------------------------------ SparkXD
 
 def sparkxd() -> str:
-    """The SparkXD study per network size (sparkxd.json), beside SparkXD's and EDEN's figures."""
+    """The SparkXD study per model (sparkxd.json) under the common reference (the control's
+    clean accuracy), own-clean beside it, next to SparkXD's and EDEN's figures."""
     d = load("sparkxd")
     models = d["models"]
     paper = d["paper"]
@@ -184,31 +185,64 @@ def sparkxd() -> str:
     def per(f) -> list[str]:
         return [f(m) for m in models]
 
-    def energy(placements: str, which: str, m: dict) -> str:
-        e = m["results"]["energy_per_inference"]
-        return " / ".join(f"{1e6 * e[p][which]:.3f}" for p in placements.split())
+    def tol(op: dict, volts: bool = True) -> str:
+        # ">=": the model passed the highest BER scanned (the search's bound)
+        b, v = op["tolerable_ber"], op["voltage"]
+        if b is None:
+            return "none (below the lowest BER scanned)"
+        at_top = (op["bound"] or "").startswith("at the highest")
+        return (">= " if at_top else "") + f"{b:.2e}" + (f" ({v:.3f} V)" if volts else "")
 
-    def tol(arm: str, m: dict) -> str:
-        r = m["results"][arm]
-        return f"{r['tolerable_ber']:.2e} ({r['voltage']:.3f} V)"
+    def at(op: dict) -> str:
+        if op["accuracy_mean"] is None:
+            return "-"
+        return f"{100 * op['accuracy_mean']:.2f} ± {100 * op['ci95']:.2f} ({op['n_at_tolerable']})"
+
+    def nxt(op: dict) -> str:
+        g = op["next_grid_point"]
+        return "-" if g is None else (f"{g['ber']:.0e}: {100 * g['accuracy_mean']:.2f} ± "
+                                      f"{100 * g['ci95']:.2f} ({g['n']})")
+
+    def ratio(x: float | None, m: dict) -> str:
+        # the control passed the highest BER scanned: its tolerable BER is a lower bound, so
+        # FAT's ratio over it is an upper bound
+        bounded = (arm(m, "baseline")["common"]["bound"] or "").startswith("at the highest")
+        return "-" if x is None else f"**{'<= ' if bounded else ''}{x:.2f}x**"
+
+    def arm(m: dict, name: str) -> dict:
+        return m["results"][name]
 
     rows = [
         ["8-bit weight bytes"] + per(lambda m: f"{m['weight_bytes']:,}") + ["-"],
-        ["pretrained test accuracy"] + per(lambda m: pct(m["pretrained_test_accuracy"], 2)) + ["-"],
-        ["baseline (equal-budget control) clean"] + per(lambda m: pct(m["clean_accuracy"]["baseline"], 2)) + ["-"],
-        ["FAT model clean"] + per(lambda m: pct(m["clean_accuracy"]["fat"], 2)) + ["-"],
-        ["baseline tolerable BER (voltage)"] + per(lambda m: tol("baseline", m)) + ["-"],
-        ["FAT tolerable BER (voltage)"] + per(lambda m: tol("fat", m)) + ["-"],
-        ["FAT / baseline tolerable BER"] + per(lambda m: f"**{m['results']['tolerable_ber_ratio']:.2f}x**")
+        ["test images of the searches"] + per(lambda m: f"{m['clean_accuracy']['n_samples']:,}")
+        + ["-"],
+        ["control clean (= the common reference)"]
+        + per(lambda m: pct(m["clean_accuracy"]["control"], 2)) + ["-"],
+        ["FAT clean"] + per(lambda m: pct(m["clean_accuracy"]["fat"], 2)) + ["-"],
+        ["control tolerable BER (V)"]
+        + per(lambda m: tol(arm(m, "baseline")["common"])) + ["-"],
+        ["  accuracy % there ± 95% (maps)"] + per(lambda m: at(arm(m, "baseline")["common"]))
+        + ["-"],
+        ["  next grid point"] + per(lambda m: nxt(arm(m, "baseline")["common"])) + ["-"],
+        ["FAT tolerable BER, common reference (V)"]
+        + per(lambda m: tol(arm(m, "fat")["common"])) + ["-"],
+        ["  accuracy % there ± 95% (maps)"] + per(lambda m: at(arm(m, "fat")["common"])) + ["-"],
+        ["  next grid point"] + per(lambda m: nxt(arm(m, "fat")["common"])) + ["-"],
+        ["**FAT / control, common reference**"]
+        + per(lambda m: ratio(m["fat_over_control_common"], m))
         + [f"~{paper['eden']['tolerable_ber_gain_from_curricular_retraining']:g}x (EDEN)"],
-        ["DRAM energy per inference, nominal, naive / drmap (uJ)"] + per(lambda m: energy("naive drmap", "nominal_J", m)) + ["-"],
-        ["at the baseline's tolerable V"] + per(lambda m: energy("naive drmap", "baseline_tolerable_J", m)) + ["-"],
-        ["at the FAT model's tolerable V"] + per(lambda m: energy("naive drmap", "fat_tolerable_J", m)) + ["-"],
-        ["saving: FAT at its V, drmap vs baseline at nominal, naive"]
+        ["FAT tolerable BER, own clean"] + per(lambda m: tol(arm(m, "fat")["own"], volts=False))
+        + ["-"],
+        ["FAT / control, own clean"] + per(lambda m: ratio(m["fat_over_control_own"], m))
+        + ["-"],
+        ["saving at the common reference (FAT, its V, drmap vs control, nominal, naive)"]
         + per(lambda m: f"**{pct(m['results']['headline']['saving'])}**")
         + [f"~{pct(paper['sparkxd']['dram_energy_saving_mean'], 0)} (SparkXD)"],
-        ["training s (pretrain / control / FAT)"] + per(lambda m: " / ".join(
-            f"{m['train_seconds'][k]:,.0f}" for k in ("pretrain", "baseline", "fat"))) + ["-"],
+        ["saving of the control alone at its tolerable V"]
+        + per(lambda m: pct(m["results"]["headline"]["control_saving"])) + ["-"],
+        ["training s (pretrain / control / FAT chosen)"] + per(lambda m: " / ".join(
+            "-" if m["train_seconds"][k] is None else f"{m['train_seconds'][k]:,.0f}"
+            for k in ("pretrain", "baseline", "fat"))) + ["-"],
     ]
     return table(["", *[f"{m['model']}" for m in models], "published"], rows)
 

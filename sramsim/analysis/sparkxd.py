@@ -28,6 +28,21 @@ network sizes, accuracy within 1%. Stages, in DIR (each resumes on a re-run):
    (FAT model, its tolerable voltage, drmap) against (baseline, nominal voltage, naive), the
    FAT/baseline tolerable-BER ratio, and the published figures beside them.
 
+The reference (issue 22): SparkXD's rule is "a target accuracy within 1% of the baseline design,
+i.e. the SNN without DRAM errors", so the headline tolerable BER of *both* arms is judged against
+the control's clean accuracy (`Reference.given`, the common reference): for the control that is
+its own clean accuracy, the FAT model must stay within the margin of the control's. Each arm's
+own-clean tolerable BER (`Reference.own_clean`) is a second column (stage 5b, sharing stage 5's
+maps). Every tolerable BER comes with the accuracy interval at it and at the next grid point.
+
+FAT's recipe (`fat_loss`, `clip`, curriculum) is given, or chosen among `candidates` on held-out
+training images (the last `val_images` of the training split, never trained on here) and
+validation maps (seed `seed + VALIDATION_SEED_OFFSET`), never on the test set or test maps: each
+candidate is trained like the FAT arm, its tolerance searched on the validation images against
+the control's validation clean accuracy, and the candidate with the highest validation tolerable
+BER whose validation clean accuracy is within the margin of the control's is the FAT arm
+(`select_recipe`; its record says how it was chosen).
+
 DIR/summary.json (strict JSON) is rewritten as every stage finishes; DIR/sparkxd.png draws it.
 Both searches use the error model of FAT's DRAM source (`dram:error-model=K` -> K) unless told
 otherwise.
@@ -48,15 +63,20 @@ from typing import TYPE_CHECKING, Any
 
 from sramsim.errors import InputError, check_ber, check_writable
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:                   # heavy modules load where a stage needs them
     from sramsim.analysis.executors import Execution
+    from sramsim.analysis.operating_point import Reference
+    from sramsim.nn.data import Dataset
     from sramsim.nn.training import TrainOptions
 
 DEFAULT_MODEL = "snn-fc400"
 DEFAULT_FAT_BER = 1e-2          # fixed before any measurement (see the module docstring)
 DEFAULT_FAT_SOURCE = "dram:error-model=0"
 POLICIES = ("naive", "drmap", "error-aware")
-STAGES = ("pretrain", "baseline", "tolerance_baseline", "fat", "tolerance_fat")
+STAGES = ("pretrain", "baseline", "tolerance_baseline", "fat", "tolerance_fat",
+          "tolerance_fat_own")
+VALIDATION_SEED_OFFSET = 1_000_003     # validation maps: a seed apart from the test maps'
+RECIPE_KEYS = ("fat_loss", "clip", "fat_curriculum", "fat_start", "fat_ber")
 
 # Published figures, quoted for comparison (nothing here is computed from them).
 PAPER = {
@@ -100,6 +120,11 @@ class StudyOptions:
     bisect_steps: int = 4
     geometry: dict | None = field(default=None)   # DramGeometry overrides for the searches
     control: bool = True             # baseline = pretrained + fat_epochs clean epochs
+    fat_loss: str = "faulty"         # "faulty" | "clean+faulty" (sramsim.nn.fat)
+    clip: float | None = None        # FAT arm's weight clipping (the control is not clipped)
+    maps_max: int | None = None      # sequential maps per BER up to this (None: `maps` fixed)
+    candidates: list[dict] | None = None   # FAT recipes to choose among (RECIPE_KEYS each)
+    val_images: int = 0              # held-out training images (the split's last) for choosing
     workers: int | None = 1
     threads: int = 1
     executor: str = "local"
@@ -129,7 +154,7 @@ def check(opts: StudyOptions) -> dict | None:
     """Every setting checked before any work (one-line InputErrors); returns the base's meta
     (or None) so the baseline is read once."""
     from sramsim.analysis.tolerance import ber_grid
-    from sramsim.nn.fat import canonical_source, check_fat
+    from sramsim.nn.fat import canonical_source
     from sramsim.nn.models import check_arch, load_checkpoint
     try:
         check_arch(opts.model)
@@ -152,10 +177,14 @@ def check(opts: StudyOptions) -> dict | None:
             raise InputError(f"{name} must be a whole number >= 2, got {value!r}")
     if opts.error_model is not None and opts.error_model not in (0, 1, 2, 3):
         raise InputError(f"error_model must be 0, 1, 2 or 3, got {opts.error_model!r}")
-    check_ber(opts.fat_ber, "fat_ber", allow_one=False)
-    if not opts.fat_ber:
-        raise InputError("fat_ber must be above 0 (the study compares a FAT model)")
-    check_fat(opts.fat_ber, opts.fat_curriculum, opts.fat_source, opts.fat_start)
+    if opts.maps_max is not None and (isinstance(opts.maps_max, bool)
+                                      or not isinstance(opts.maps_max, int)
+                                      or opts.maps_max < max(opts.maps, 2)):
+        raise InputError(f"maps_max must be a whole number >= maps and >= 2, got "
+                         f"{opts.maps_max!r}")
+    for recipe in [recipe_of(opts), *(opts.candidates or [])]:
+        _check_recipe(opts, recipe)
+    _check_validation(opts)
     opts.fat_source = canonical_source(opts.fat_source)
     ber_grid(opts.low, opts.high, opts.per_decade)
     check_writable(opts.out, "out", folder=True)
@@ -177,6 +206,42 @@ def check(opts: StudyOptions) -> dict | None:
         raise InputError(f"base {opts.base}: is itself fault-aware trained; the study needs "
                          "a baseline without FAT")
     return meta
+
+
+def recipe_of(opts: StudyOptions) -> dict:
+    """The FAT recipe the options name (used when no candidates are given)."""
+    return {k: getattr(opts, k) for k in RECIPE_KEYS}
+
+
+def _check_recipe(opts: StudyOptions, recipe: dict) -> None:
+    """One FAT recipe (a dict of RECIPE_KEYS; missing keys take the options' values)."""
+    from sramsim.nn.fat import check_fat
+    unknown = set(recipe) - set(RECIPE_KEYS)
+    if unknown:
+        raise InputError(f"candidates: unknown recipe keys {sorted(unknown)} (use "
+                         f"{', '.join(RECIPE_KEYS)})")
+    r = {**recipe_of(opts), **recipe}
+    check_ber(r["fat_ber"], "fat_ber", allow_one=False)
+    if not r["fat_ber"]:
+        raise InputError("fat_ber must be above 0 (the study compares a FAT model)")
+    check_fat(r["fat_ber"], r["fat_curriculum"], opts.fat_source, r["fat_start"], r["fat_loss"])
+    c = r["clip"]
+    if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float))
+                          or not (math.isfinite(c) and c > 0)):
+        raise InputError(f"clip must be a positive number, got {c!r}")
+
+
+def _check_validation(opts: StudyOptions) -> None:
+    """Candidates need held-out training images the training does not see."""
+    v = opts.val_images
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise InputError(f"val_images must be a whole number >= 0, got {v!r}")
+    if opts.candidates and v < 2:
+        raise InputError("candidates are chosen on held-out training images: give val_images "
+                         ">= 2")
+    if v and opts.limit is None:
+        raise InputError("val_images holds out the training split's last images: give limit "
+                         "(training images) so the two do not overlap")
 
 
 def dataset_spec(data: str) -> str:
@@ -266,31 +331,48 @@ def run_study(opts: StudyOptions, progress: bool = True,
         summary.stage("baseline", rec)
         bar.update()
 
-        # 3. baseline tolerance
+        # 3. baseline tolerance (its own clean accuracy is the common reference)
         bar.set_description("sparkxd: tolerance of the baseline")
-        summary.stage("tolerance_baseline",
-                      _tolerance(opts, base_path, out / "tolerance-baseline", note))
+        base_tol = _tolerance(opts, base_path, out / "tolerance-baseline", note)
+        summary.stage("tolerance_baseline", base_tol)
         bar.update()
+        common = common_reference(opts.model, base_tol["clean_accuracy"])
 
-        # 4. FAT from the pretrained model
+        # 4. FAT from the pretrained model (the recipe given, or chosen on validation)
         bar.set_description("sparkxd: fault-aware training")
         t0 = time.perf_counter()
-        fat_path = out / "fat.pt"
-        meta = train_base(opts.model, opts.data, fat_path,
-                          _train_options(opts, opts.fat_epochs, fat=True),
-                          limit=opts.limit, init=pre_path, progress=progress,
-                          log=note if log else None)
+
+        def train_fat(recipe: dict, path: Path) -> dict:
+            return train_base(opts.model, opts.data, path,
+                              _train_options(opts, opts.fat_epochs, recipe=recipe),
+                              limit=opts.limit, init=pre_path, progress=progress,
+                              log=note if log else None)
+
+        selection = None
+        if opts.candidates:
+            selection = select_recipe(opts, base_path, train_fat, out, note)
+            fat_path = Path(selection["chosen_checkpoint"])
+            meta = selection.pop("chosen_meta")
+        else:
+            fat_path = out / "fat.pt"
+            meta = train_fat(recipe_of(opts), fat_path)
         summary.stage("fat", {"checkpoint": str(fat_path), "skipped": meta["skipped"],
                               "init": str(pre_path), "fat": meta.get("fat"),
+                              "clip": meta.get("clip"),
                               "test_accuracy": meta.get("test_accuracy"),
                               "train_seconds": meta.get("train_seconds"),
-                              "history": meta.get("history"),
+                              "history": meta.get("history"), "selection": selection,
                               "seconds": round(time.perf_counter() - t0, 3)})
         bar.update()
 
-        # 5. FAT tolerance
+        # 5. FAT tolerance under the common reference, then (5b) under its own clean accuracy
+        # (same folder: the maps of BERs both scans visit are measured once)
         bar.set_description("sparkxd: tolerance of the FAT model")
-        summary.stage("tolerance_fat", _tolerance(opts, fat_path, out / "tolerance-fat", note))
+        summary.stage("tolerance_fat", _tolerance(opts, fat_path, out / "tolerance-fat", note,
+                                                  reference=common))
+        bar.update()
+        summary.stage("tolerance_fat_own",
+                      _tolerance(opts, fat_path, out / "tolerance-fat", note))
         bar.update()
     finally:
         bar.close()
@@ -307,26 +389,43 @@ def run_study(opts: StudyOptions, progress: bool = True,
     return summary.data
 
 
-def _train_options(opts: StudyOptions, epochs: int, fat: bool = False) -> TrainOptions:
-    """TrainOptions of one training stage; the clean control and FAT differ only in the faults."""
+def _train_options(opts: StudyOptions, epochs: int,
+                   recipe: dict[str, Any] | None = None) -> TrainOptions:
+    """TrainOptions of one training stage; the clean control and FAT differ only in the FAT
+    recipe (faults, loss, clipping)."""
     from sramsim.nn.training import TrainOptions
-    faults: dict[str, Any] = dict(fat_ber=opts.fat_ber, fat_curriculum=opts.fat_curriculum,
-                  fat_start=opts.fat_start, fat_source=opts.fat_source) if fat else {}
-    return TrainOptions(epochs=epochs, seed=opts.seed, batch_size=opts.batch_size, **faults)
+    extra: dict[str, Any] = {}
+    if recipe is not None:
+        r = {**recipe_of(opts), **recipe}
+        extra = dict(fat_ber=r["fat_ber"], fat_curriculum=r["fat_curriculum"],
+                     fat_start=r["fat_start"], fat_source=opts.fat_source,
+                     fat_loss=r["fat_loss"], clip=r["clip"])
+    return TrainOptions(epochs=epochs, seed=opts.seed, batch_size=opts.batch_size, **extra)
+
+
+def common_reference(model: str, control_clean: float) -> Reference:
+    """SparkXD's reference: the control's (the SNN without DRAM errors) clean accuracy."""
+    from sramsim.analysis.operating_point import Reference
+    return Reference.given(control_clean, f"control {model} clean accuracy")
 
 
 def _tolerance(opts: StudyOptions, model_path: Path, folder: Path,
-               note: Callable[[str], None]) -> dict:
-    """One search (resumes from `folder`), kept compact for the summary."""
+               note: Callable[[str], None], reference: Reference | None = None,
+               dataset: Dataset | None = None, seed: int | None = None) -> dict:
+    """One search (resumes from `folder`), kept compact for the summary. reference: default the
+    model's own clean accuracy; dataset / seed: default the test split and the test maps."""
     from sramsim.analysis.tolerance import search
     t0 = time.perf_counter()
-    r = search(str(model_path), opts.data, margin=opts.margin, maps=opts.maps, low=opts.low,
+    r = search(str(model_path), opts.data if dataset is None else dataset, margin=opts.margin,
+               reference=reference, maps=opts.maps, maps_max=opts.maps_max, low=opts.low,
                high=opts.high, per_decade=opts.per_decade, bisect_steps=opts.bisect_steps,
                source="dram", error_model=opts.search_error_model(), mapping="drmap",
-               geometry=opts.geometry, seed=opts.seed, limit=opts.search_limit(),
+               geometry=opts.geometry, seed=opts.seed if seed is None else seed,
+               limit=opts.search_limit() if dataset is None else None,
                out_dir=folder, execution=opts.execution(), log=note)
-    keep = ("tolerable_ber", "voltage", "accuracy_mean", "ci95", "first_failing_ber", "bound",
-            "clean_accuracy", "float_accuracy", "margin", "maps", "points", "faults",
+    keep = ("tolerable_ber", "voltage", "accuracy_mean", "ci95", "first_failing_ber",
+            "first_failing", "next_grid_point", "bound", "reference", "clean_accuracy",
+            "float_accuracy", "margin", "maps", "maps_max", "maps_rule", "points", "faults",
             "nominal_voltage", "n_samples", "weight_bytes", "energy", "computed_maps",
             "reused_maps", "out")
     rec = {k: r[k] for k in keep}
@@ -335,33 +434,156 @@ def _tolerance(opts: StudyOptions, model_path: Path, folder: Path,
     return rec
 
 
+def validation_set(opts: StudyOptions) -> Dataset:
+    """The held-out training images: the last `val_images` of the training split (the training
+    stages use the first `limit`, so the two never overlap)."""
+    from sramsim.nn.data import Dataset, load_dataset
+    full = load_dataset(opts.data, "train")
+    n = len(full)
+    if opts.limit is None or opts.limit + opts.val_images > n:
+        raise InputError(f"limit {opts.limit} + val_images {opts.val_images} exceed the "
+                         f"{n} training images: they would overlap")
+    return Dataset(full.x[n - opts.val_images:], full.y[n - opts.val_images:],
+                   full.num_classes, f"{full.name} train[{n - opts.val_images}:{n}]")
+
+
+def _clean_accuracy(opts: StudyOptions, model_path: Path, folder: Path, dataset: Dataset,
+                    seed: int) -> float:
+    """A model's fault-free quantized accuracy on `dataset`, from a one-map scan of the first
+    grid point into `folder` (the later full search reuses both)."""
+    from sramsim.analysis.tolerance import search
+    r = search(str(model_path), dataset, margin=opts.margin, maps=1, low=opts.low,
+               high=opts.low * 1.0001, bisect_steps=0, source="dram",
+               error_model=opts.search_error_model(), mapping="drmap", geometry=opts.geometry,
+               seed=seed, out_dir=folder, execution=opts.execution())
+    return float(r["clean_accuracy"])
+
+
+def choose(control_clean: float, margin: float, rows: list[dict]) -> tuple[int, str]:
+    """The index of the chosen candidate and why: the highest validation tolerable BER (under
+    the control's validation clean accuracy) among candidates whose validation clean accuracy
+    is within `margin` of the control's; ties go to the higher clean accuracy. If none is, the
+    highest tolerable BER anyway (said so)."""
+    from sramsim.analysis.operating_point import passes
+
+    def key(i: int) -> tuple[float, float]:
+        return (rows[i]["tolerable_ber"] or 0.0, rows[i]["clean_accuracy"])
+
+    ok = [i for i, r in enumerate(rows) if passes(r["clean_accuracy"], control_clean, margin)]
+    if ok:
+        return max(ok, key=key), ("highest validation tolerable BER (common reference) among "
+                                  "the candidates within the margin of the control when clean")
+    return max(range(len(rows)), key=key), ("no candidate within the margin of the control "
+                                            "when clean: the highest validation tolerable BER")
+
+
+def select_recipe(opts: StudyOptions, control_path: Path,
+                  train_fat: Callable[[dict, Path], dict], out: Path,
+                  note: Callable[[str], None]) -> dict:
+    """Train every candidate recipe and choose one on validation images and maps only (module
+    docstring); the record of how it was chosen, with the chosen checkpoint and its meta."""
+    from sramsim.analysis.operating_point import passes
+    val = validation_set(opts)
+    seed = opts.seed + VALIDATION_SEED_OFFSET
+    folder = out / "validation"
+    ctl = _tolerance(opts, control_path, folder / "control", note, dataset=val, seed=seed)
+    ref = common_reference(opts.model, ctl["clean_accuracy"])
+    rows: list[dict[str, Any]] = []
+    metas: list[dict[str, Any]] = []
+    for i, cand in enumerate(opts.candidates or []):
+        path = out / f"fat-{i}.pt"
+        metas.append(train_fat(cand, path))
+        rows.append({"recipe": {**recipe_of(opts), **cand}, "checkpoint": str(path),
+                     "clean_accuracy": _clean_accuracy(opts, path, folder / f"fat-{i}", val,
+                                                       seed),
+                     "tolerable_ber": None, "searched": False,
+                     "train_seconds": metas[-1].get("train_seconds")})
+    # A candidate more than the margin below the control when clean cannot be chosen while
+    # another is within it (`choose`): only those are searched (all, if none is).
+    gate = [passes(r["clean_accuracy"], ctl["clean_accuracy"], opts.margin) for r in rows]
+    for i, row in enumerate(rows):
+        if any(gate) and not gate[i]:
+            row["skipped"] = "clean accuracy more than the margin below the control's"
+            continue
+        tol = _tolerance(opts, Path(row["checkpoint"]), folder / f"fat-{i}", note,
+                         reference=ref, dataset=val, seed=seed)
+        row.update({k: tol[k] for k in ("tolerable_ber", "ci95", "accuracy_mean", "bound")},
+                   searched=True)
+    best, why = choose(ctl["clean_accuracy"], opts.margin, rows)
+    return {"data": val.name, "n_images": len(val), "maps_seed": seed,
+            "control": {k: ctl[k] for k in ("clean_accuracy", "tolerable_ber", "ci95",
+                                             "accuracy_mean")},
+            "reference": ref.describe(), "candidates": rows, "chosen": best, "rule": why,
+            "chosen_checkpoint": rows[best]["checkpoint"], "chosen_meta": metas[best]}
+
+
+def operating_point(search: dict) -> dict:
+    """One arm's answer under one reference: the tolerable BER and voltage, the accuracy
+    interval there and at the next grid point (and the first failing point), the bound."""
+    keep = ("tolerable_ber", "voltage", "accuracy_mean", "ci95", "first_failing_ber",
+            "first_failing", "next_grid_point", "bound", "reference")
+    out = {k: search.get(k) for k in keep}
+    at = [p for p in search["points"] if p["ber"] == search["tolerable_ber"]]
+    out["n_at_tolerable"] = at[0]["n"] if at else None
+    return out
+
+
+def _ratio(fat: float | None, control: float | None) -> float | None:
+    """FAT's tolerable BER over the control's (0 when FAT has none; None when the control has
+    none: the ratio is then undefined)."""
+    if not control:
+        return None
+    return (fat or 0.0) / control
+
+
 def results(stages: dict) -> dict:
-    """The report of finished stages: tolerable BERs and voltages, energy per policy at the three
-    voltages, the headline saving and the tolerable-BER ratio."""
-    b, f = stages["tolerance_baseline"], stages["tolerance_fat"]
+    """The report of finished stages: tolerable BERs and voltages under the common reference
+    (the headline) and each arm's own clean accuracy, energy per policy at the voltages, the
+    savings, and the FAT/control tolerable-BER ratios."""
+    b, f, fo = stages["tolerance_baseline"], stages["tolerance_fat"], stages["tolerance_fat_own"]
     energy = {}
     for policy in POLICIES:
-        eb, ef = b["energy"].get(policy, {}), f["energy"].get(policy, {})
+        eb, ef, eo = (s["energy"].get(policy, {}) for s in (b, f, fo))
         nominal = eb.get("energy_nominal_J", ef.get("energy_nominal_J"))
         energy[policy] = {"nominal_J": nominal, "baseline_tolerable_J": eb.get("energy_J"),
-                          "fat_tolerable_J": ef.get("energy_J")}
+                          "fat_tolerable_J": ef.get("energy_J"),
+                          "fat_tolerable_own_J": eo.get("energy_J")}
     ref = energy["naive"]["nominal_J"]
+
+    def saving(joules: float | None) -> float | None:
+        return None if joules is None or not ref else 1.0 - joules / ref
+
     low = energy["drmap"]["fat_tolerable_J"]
-    headline = {"saving": None if low is None or not ref else 1.0 - low / ref,
-                "fat_drmap_at_fat_tolerable_J": low, "baseline_naive_at_nominal_J": ref,
-                "against": "baseline model at nominal voltage with naive placement"}
-    ratio = None
-    if b["tolerable_ber"] and f["tolerable_ber"]:
-        ratio = f["tolerable_ber"] / b["tolerable_ber"]
-    bounds = [f"{n}: {s['bound']}" for n, s in (("baseline", b), ("fat", f)) if s["bound"]]
+    headline = {"saving": saving(low), "fat_drmap_at_fat_tolerable_J": low,
+                "baseline_naive_at_nominal_J": ref,
+                "against": "baseline model at nominal voltage with naive placement",
+                "reference": "common (the control's clean accuracy)",
+                "control_saving": saving(energy["drmap"]["baseline_tolerable_J"]),
+                "fat_saving_own_reference": saving(energy["drmap"]["fat_tolerable_own_J"])}
+    bounds = [f"{n}: {s['bound']}" for n, s in (("baseline", b), ("fat", f), ("fat own", fo))
+              if s["bound"]]
+    common = _ratio(f["tolerable_ber"], b["tolerable_ber"])
+    own = _ratio(fo["tolerable_ber"], b["tolerable_ber"])
+
+    def arm(search: dict, own_search: dict) -> dict:
+        return {"clean_accuracy": search["clean_accuracy"], "n_samples": search["n_samples"],
+                **{k: search[k] for k in ("tolerable_ber", "voltage", "accuracy_mean",
+                                          "first_failing_ber", "bound")},
+                "common": operating_point(search), "own": operating_point(own_search)}
+
     return {
-        "baseline": {k: b[k] for k in ("tolerable_ber", "voltage", "clean_accuracy",
-                                       "accuracy_mean", "first_failing_ber", "bound")},
-        "fat": {k: f[k] for k in ("tolerable_ber", "voltage", "clean_accuracy",
-                                  "accuracy_mean", "first_failing_ber", "bound")},
+        "reference": {**b["reference"], "kind": "given",
+                      "label": f"the control's clean accuracy ({b['reference']['label']} of "
+                               "the baseline; SparkXD: within 1% of the SNN without DRAM errors)",
+                      "margin": b["margin"]},
+        "baseline": arm(b, b),
+        "fat": arm(f, fo),
         "baseline_is_control": bool(stages["baseline"].get("control")),
         "nominal_voltage": b["nominal_voltage"],
-        "tolerable_ber_ratio": ratio,
+        "fat_over_control_common": common,
+        "fat_over_control_own": own,
+        "tolerable_ber_ratio": common,
+        "clean_gap": f["clean_accuracy"] - b["clean_accuracy"],
         "ratio_bounds": bounds or None,
         "energy_per_inference": energy,
         "headline": headline,
@@ -370,36 +592,65 @@ def results(stages: dict) -> dict:
 
 # ------------------------------------------------------------------------------ the report
 
+def _interval(point: dict | None) -> str:
+    """'78.10 ± 0.42 (6)': mean ± 95% half-width over n maps, in points; '-' if none."""
+    if not point or point.get("accuracy_mean") is None:
+        return "-"
+    n = point.get("n")
+    maps = "" if n is None else f" ({n})"
+    return f"{100 * point['accuracy_mean']:.2f} ± {100 * point['ci95']:.2f}{maps}"
+
+
 def table(summary: dict) -> str:
     """The study as text (what `sramsim sparkxd` prints)."""
     r, st = summary["results"], summary["stages"]
-    lines = [f"{'model':<9} {'clean acc':>9} {'tolerable BER':>13} {'voltage':>8} "
-             f"{'first fail':>10}  note"]
+    ref = r["reference"]
+    lines = [f"reference (headline): {ref['label']} = {100 * ref['accuracy']:.2f}%, margin "
+             f"{100 * ref['margin']:g} point(s); own-clean column: each arm against itself",
+             f"{'model':<9} {'clean acc':>9} {'tol. BER':>9} {'voltage':>8} "
+             f"{'acc at tol. (maps)':>20} {'next grid point':>26} {'own-clean BER':>13}  note"]
     for name in ("baseline", "fat"):
         x = r[name]
-        ber = "none" if x["tolerable_ber"] is None else f"{x['tolerable_ber']:.3g}"
-        v = "-" if x["voltage"] is None else f"{x['voltage']:.4f}"
-        ff = "-" if x["first_failing_ber"] is None else f"{x['first_failing_ber']:.3g}"
-        lines.append(f"{name:<9} {100 * x['clean_accuracy']:>8.2f}% {ber:>13} {v:>8} {ff:>10}  "
-                     f"{x['bound'] or ''}")
+        c, o = x["common"], x["own"]
+        ber = "none" if c["tolerable_ber"] is None else f"{c['tolerable_ber']:.3g}"
+        v = "-" if c["voltage"] is None else f"{c['voltage']:.4f}"
+        at = _interval({"accuracy_mean": c["accuracy_mean"], "ci95": c["ci95"],
+                        "n": c["n_at_tolerable"]})
+        ng = c["next_grid_point"]
+        nxt = "-" if ng is None else f"{ng['ber']:.0e}: {_interval(ng)}"
+        own = "none" if o["tolerable_ber"] is None else f"{o['tolerable_ber']:.3g}"
+        lines.append(f"{name:<9} {100 * x['clean_accuracy']:>8.2f}% {ber:>9} {v:>8} {at:>20} "
+                     f"{nxt:>26} {own:>13}  {c['bound'] or ''}")
     if r.get("baseline_is_control"):
         lines.append(f"baseline: the pretrained model + {st['baseline']['epochs']} clean epochs "
                      "(the same budget as FAT)")
     else:
         lines.append("baseline: the pretrained model itself (FAT had more training epochs)")
-    ratio = r["tolerable_ber_ratio"]
-    lines.append(f"FAT / baseline tolerable BER: {'-' if ratio is None else f'{ratio:.3g}x'}"
-                 f"  (EDEN reports ~10x from curricular retraining)")
+    def fmt(ratio: float | None) -> str:
+        return "-" if ratio is None else f"{ratio:.3g}x"
+
+    lines.append(f"FAT / baseline tolerable BER: {fmt(r['fat_over_control_common'])} under the "
+                 f"common reference, {fmt(r['fat_over_control_own'])} own-clean (EDEN reports "
+                 "~10x from curricular retraining)")
     lines.append(f"DRAM energy per inference (uJ), nominal {r['nominal_voltage']:g} V:")
     lines.append(f"  {'mapping':<12} {'nominal':>9} {'base tol.':>9} {'FAT tol.':>9}")
     for policy, e in r["energy_per_inference"].items():
         cells = ["-" if e[k] is None else f"{e[k] * 1e6:.4f}"
                  for k in ("nominal_J", "baseline_tolerable_J", "fat_tolerable_J")]
         lines.append(f"  {policy:<12} {cells[0]:>9} {cells[1]:>9} {cells[2]:>9}")
+    sel = st["fat"].get("selection")
+    if sel:
+        chosen = sel["candidates"][sel["chosen"]]
+        lines.append(f"FAT recipe chosen on {sel['n_images']} held-out training images and "
+                     f"validation maps: {chosen['recipe']} ({sel['rule']})")
     h = r["headline"]
     saving = "-" if h["saving"] is None else f"{100 * h['saving']:.1f}%"
-    lines.append(f"saving (FAT model, its tolerable voltage, drmap) vs (baseline, nominal, naive): "
-                 f"{saving}  (SparkXD reports ~40%, {PAPER['sparkxd']['citation']})")
+    lines.append(f"saving at the common reference (FAT model, its tolerable voltage, drmap) vs "
+                 f"(baseline, nominal, naive): {saving}  (SparkXD reports ~40%, "
+                 f"{PAPER['sparkxd']['citation']})")
+    cs = h.get("control_saving")
+    lines.append(f"  the control alone at its tolerable voltage: "
+                 f"{'-' if cs is None else f'{100 * cs:.1f}%'}")
     times = ", ".join(f"{k} {st[k]['seconds']:.1f} s{' (reused)' if st[k]['skipped'] else ''}"
                       for k in STAGES)
     lines.append(f"stages: {times}; total {summary['elapsed_s']:.1f} s")
@@ -424,14 +675,15 @@ def plot(summary: dict, path: str | os.PathLike) -> None:
         ax.errorbar([p["ber"] for p in pts], [100 * p["accuracy_mean"] for p in pts],
                     yerr=[100 * p["ci95"] for p in pts], marker="o", ms=3, capsize=2,
                     color=color, label=f"{name} (tolerable BER {tolerable})")
-        ax.axhline(100 * (s["clean_accuracy"] - s["margin"]), color=color, ls="--", lw=0.8)
+        if key == "tolerance_baseline":     # the common reference: the control's clean - margin
+            ax.axhline(100 * (s["clean_accuracy"] - s["margin"]), color="k", ls="--", lw=0.8)
         if s["tolerable_ber"] is not None:
             ax.axvline(s["tolerable_ber"], color=color, ls=":", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("bit error rate (DRAM error model, weights placed by drmap)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"tolerance, {st['tolerance_baseline']['maps']} maps per BER (95% CI); "
-                 "dashed: clean - margin", fontsize=9)
+                 "dashed: control clean - margin (the common reference)", fontsize=9)
     ax.legend(fontsize=8)
     cols = (("nominal_J", f"nominal {r['nominal_voltage']:g} V"),
             ("baseline_tolerable_J", "baseline tolerable V"),

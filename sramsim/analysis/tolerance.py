@@ -9,7 +9,11 @@ on it; it reports where the accuracy falls. How it runs:
 1. the fault-free quantized accuracy `clean` (no faults);
 2. a log-spaced BER grid (default 1e-6 .. 1e-1, one point per decade), from low to high BER; at each
    point K fault maps are evaluated and the point *passes* when mean accuracy >= reference -
-   margin (`operating_point.passes`); the scan stops at the first failing point;
+   margin (`operating_point.passes`); the scan stops at the first failing point. With
+   `maps_max` > K the number of maps is sequential: while the 95% Student-t interval of a
+   point's mean still contains reference - margin, K more maps are added (up to `maps_max`),
+   so points near the threshold get the maps that decide them and far ones stay cheap; the pass
+   test is still the mean (each point records `n` and `decided_by`);
 3. bisection in log10(BER) between the last passing and the first failing grid point
    (`bisect_steps` halvings, or until their voltages are closer than 10 uV); the tolerable BER is
    the highest BER that passed, its voltage the curve's inverse `curve.voltage(ber)`.
@@ -238,8 +242,9 @@ def placed(n_bytes: int, geometry: DramGeometry, policy: str, layer_bytes: Seque
 
 def search(model: str | os.PathLike | nn.Module, dataset: str | os.PathLike | Dataset, *,
            margin: float = 0.01, reference: Reference | None = None,
-           maps: int = 5, low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH,
-           per_decade: int = 1, bisect_steps: int = 4, source: str = "random",
+           maps: int = 5, maps_max: int | None = None, low: float = DEFAULT_LOW,
+           high: float = DEFAULT_HIGH, per_decade: int = 1, bisect_steps: int = 4,
+           source: str = "random",
            error_model: int = 0, mapping: str = "drmap", curve: str = DEFAULT_DRAM_CURVE,
            part: str = DEFAULT_PART, geometry: dict | None = None, seed: int = 0,
            limit: int | None = None, bits: int | None = None, scheme: str | None = None,
@@ -254,7 +259,8 @@ def search(model: str | os.PathLike | nn.Module, dataset: str | os.PathLike | Da
     dataset spec or Dataset). margin: allowed drop of mean accuracy below the reference, in
     (0, 1). reference: what the accuracy must stay within the margin of (default: the model's
     own clean accuracy; `Reference.given(acc, label)` for a control model's). maps: K fault maps
-    per point. out_dir: a folder to store points in (resumable), or None to keep them in memory.
+    per point; maps_max: the sequential rule's cap (default K: fixed K maps per point). out_dir:
+    a folder to store points in (resumable), or None to keep them in memory.
     execution: where the maps run (`sramsim.analysis.executors.Execution`; the result does not
     depend on it at a fixed `threads`); with its `progress`, one step per fault map on stderr.
     log: called with a line per finished point (and, when the fault-free pass ran here, the
@@ -266,6 +272,9 @@ def search(model: str | os.PathLike | nn.Module, dataset: str | os.PathLike | Da
     execution = execution or Execution()
     margin = check_margin(margin)
     maps = _positive_int(maps, "maps")
+    maps_max = maps if maps_max is None else _positive_int(maps_max, "maps_max", minimum=maps)
+    if maps_max > maps and maps < 2:
+        raise InputError("maps must be >= 2 when maps_max adds maps (an interval needs 2)")
     bisect_steps = _positive_int(bisect_steps, "bisect_steps", minimum=0)
     grid = ber_grid(low, high, per_decade)
     spec = FaultSpec(source, int(seed), curve, part, int(error_model), mapping,
@@ -313,11 +322,19 @@ def search(model: str | os.PathLike | nn.Module, dataset: str | os.PathLike | Da
 
             def point(ber: float, phase: str) -> dict:
                 v = round(float(curve_obj.voltage(ber)), 6)
-                ex.run([(ber, k) for k in range(maps) if not store.done((v, k, 0))], on_result)
-                p = summarize_point(ber, v, [store.records[(v, k, 0)] for k in range(maps)],
-                                    target, margin, phase)
+                n = 0
+                while True:
+                    n = min(n + maps, maps_max)
+                    ex.run([(ber, k) for k in range(n) if not store.done((v, k, 0))],
+                           on_result)
+                    p = summarize_point(ber, v, [store.records[(v, k, 0)] for k in range(n)],
+                                        target, margin, phase)
+                    p["decided_by"] = decided_by(p, target - margin, n, maps, maps_max)
+                    if p["decided_by"] != "more maps":
+                        break
                 say(f"BER {ber:.3g} (V {v:.4f}): accuracy {100 * p['accuracy_mean']:.2f}% "
-                    f"± {100 * p['ci95']:.2f} -> {'pass' if p['passes'] else 'fail'}")
+                    f"± {100 * p['ci95']:.2f} over {n} maps -> "
+                    f"{'pass' if p['passes'] else 'fail'} ({p['decided_by']})")
                 return p
 
             points, last_pass, first_fail = scan(grid, point)
@@ -329,6 +346,8 @@ def search(model: str | os.PathLike | nn.Module, dataset: str | os.PathLike | Da
     computed = sum(1 for k in store.records if k != ("clean",)) - reused
     result = _result(last_pass, first_fail, points, clean, reference, margin, maps, grid,
                      bisect_steps, spec, curve, nominal)
+    result["maps_max"] = maps_max
+    result["maps_rule"] = maps_per_point_rule(maps, maps_max)
     result.update({
         "float_accuracy": store.records[("clean",)]["float_accuracy"],
         "model": str(model) if isinstance(model, (str, os.PathLike)) else arch,
@@ -422,6 +441,7 @@ def _result(best: dict | None, first_fail: dict | None, points: list[dict], clea
         "first_failing_ber": None if first_fail is None else first_fail["ber"],
         "first_failing": None if first_fail is None else
         {k: first_fail[k] for k in ("ber", "voltage", "accuracy_mean", "ci95", "n")},
+        "next_grid_point": _next_grid_point(best, points),
         "bound": ("below the lowest BER scanned" if best is None else
                   "at the highest BER scanned (the model may tolerate more)" if first_fail is None
                   else None),
@@ -435,6 +455,17 @@ def _result(best: dict | None, first_fail: dict | None, points: list[dict], clea
     }
 
 
+def _next_grid_point(best: dict | None, points: list[dict]) -> dict | None:
+    """The grid point just above the tolerable BER (the lowest grid BER above it; with no
+    tolerable BER, the lowest grid point), as ber / voltage / accuracy_mean / ci95 / n / passes;
+    None if the scan never went past it."""
+    above = [p for p in points if p["phase"] == "grid" and (best is None or p["ber"] > best["ber"])]
+    if not above:
+        return None
+    p = min(above, key=lambda q: q["ber"])
+    return {k: p[k] for k in ("ber", "voltage", "accuracy_mean", "ci95", "n", "passes")}
+
+
 def summarize_point(ber: float, voltage: float, records: list[dict], reference_accuracy: float,
                     margin: float, phase: str) -> dict:
     """One BER's row: mean / std / 95% interval of accuracy over its maps, and whether it passes
@@ -446,6 +477,28 @@ def summarize_point(ber: float, voltage: float, records: list[dict], reference_a
             "accuracy_drop": reference_accuracy - mean,
             "passes": passes(mean, reference_accuracy, margin),
             "image_ber_mean": float(np.mean([r["image_ber"] for r in records]))}
+
+
+def decided_by(point: dict, threshold: float, n: int, maps: int, maps_max: int) -> str:
+    """Why a point's pass/fail stands after `n` maps: "fixed" (K maps, no sequential rule),
+    "interval" (the 95% interval of its mean lies on one side of `threshold`), "maps_max" (the
+    cap reached with the threshold still inside the interval: decided by the mean), or
+    "more maps" (add maps: the interval still contains the threshold)."""
+    if maps_max == maps:
+        return "fixed"
+    lo, hi = point["accuracy_mean"] - point["ci95"], point["accuracy_mean"] + point["ci95"]
+    if not lo <= threshold <= hi:
+        return "interval"
+    return "maps_max" if n >= maps_max else "more maps"
+
+
+def maps_per_point_rule(maps: int, maps_max: int) -> str:
+    """The maps-per-point rule in words (reports)."""
+    if maps_max == maps:
+        return f"{maps} maps at every point; pass = mean accuracy >= reference - margin"
+    return (f"sequential: {maps} maps, then {maps} more at a time while the 95% Student-t "
+            f"interval of the mean contains reference - margin, at most {maps_max}; pass = mean "
+            "accuracy >= reference - margin")
 
 
 def require_fits(n_bytes: int, geometry: DramGeometry, part: str) -> None:

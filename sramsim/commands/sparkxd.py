@@ -4,8 +4,14 @@ sramsim.analysis.sparkxd.
 
     sramsim sparkxd --model snn-fc400 --data fashion-mnist --margin 0.01 --out DIR
                     [--base CKPT] [--epochs E] [--fat-epochs E] [--no-control] [--fat-ber 1e-2]
-                    [--fat-curriculum log] [--fat-source dram:error-model=0] [--error-model 0]
-                    [--maps K] [--limit N] [--seed S] [--no-progress] [--json]
+                    [--fat-curriculum log] [--fat-loss faulty] [--clip W]
+                    [--fat-source dram:error-model=0] [--error-model 0] [--maps K]
+                    [--maps-max K2] [--batch-size B] [--limit N] [--seed S] [--no-progress]
+                    [--json]
+
+Every model family trains here, the Diehl & Cook networks (`diehl-cook<N>`) by STDP. The
+headline tolerable BER of both arms is judged against the control's clean accuracy (SparkXD's
+rule); each arm's own-clean tolerable BER is reported beside it.
 
 A re-run with the same DIR resumes every stage.
 """
@@ -31,7 +37,7 @@ from sramsim.commands.main import (
     seed,
 )
 from sramsim.errors import InputError
-from sramsim.nn.fat import CURRICULA, SOURCE_HELP
+from sramsim.nn.fat import CURRICULA, LOSSES, SOURCE_HELP
 from sramsim.nn.models import arch_names
 
 if TYPE_CHECKING:
@@ -77,12 +83,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"how the FAT BER rises: {', '.join(CURRICULA)} (default log)")
     p.add_argument("--fat-start", default="1e-5", metavar="P0",
                    help="first FAT epoch's BER (default 1e-5)")
+    p.add_argument("--fat-loss", default="faulty", choices=LOSSES,
+                   help="FAT loss: the faulty pass alone or the mean of the clean and the faulty "
+                        "pass (for STDP: the mean of both presentations' changes) (default "
+                        "faulty)")
+    p.add_argument("--clip", default=None, metavar="W",
+                   help="FAT arm only: keep its stored weights in [-W, W] (for STDP, W is the "
+                        "synapses' upper bound); the control is not clipped")
     p.add_argument("--fat-source", default=DEFAULT_FAT_SOURCE, metavar="SOURCE",
                    help=f"FAT faults: {SOURCE_HELP} (default {DEFAULT_FAT_SOURCE})")
     p.add_argument("--error-model", default=None, choices=("0", "1", "2", "3"),
                    help="EDEN error model of the tolerance searches' DRAM chips (default: "
                         "FAT's dram:error-model=K, else 0)")
     p.add_argument("--maps", default="5", metavar="K", help="fault maps per BER (default 5)")
+    p.add_argument("--maps-max", default=None, metavar="K2",
+                   help="sequential maps: add K maps at a time while a point's 95%% interval "
+                        "contains the pass threshold, up to K2 (default: K fixed)")
+    p.add_argument("--batch-size", default="128", metavar="B",
+                   help="training batch size (default 128)")
     p.add_argument("--limit", default=None, metavar="N",
                    help="use the first N training and N test samples")
     p.add_argument("--eval-limit", default=None, metavar="N",
@@ -131,7 +149,11 @@ def options(args: argparse.Namespace) -> StudyOptions:
         fat_start=check_ber(args.fat_start, "--fat-start", allow_one=False),
         fat_source=fat_source_arg(args.fat_source),
         error_model=None if args.error_model is None else int(args.error_model),
-        maps=maps(args.maps, "--maps"), limit=integer(args.limit, "--limit", minimum=2),
+        fat_loss=args.fat_loss, clip=number(args.clip, "--clip", positive=True),
+        maps=maps(args.maps, "--maps"),
+        maps_max=integer(args.maps_max, "--maps-max", minimum=2),
+        batch_size=integer(args.batch_size, "--batch-size"),
+        limit=integer(args.limit, "--limit", minimum=2),
         eval_limit=integer(args.eval_limit, "--eval-limit", minimum=2),
         seed=seed(args.seed), low=low, high=high,
         bisect_steps=integer(args.bisect, "--bisect", minimum=0),

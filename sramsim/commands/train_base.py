@@ -17,7 +17,7 @@ from sramsim.commands.main import (
 )
 from sramsim.errors import InputError
 from sramsim.inject import quantization as Q
-from sramsim.nn.fat import CURRICULA, SOURCE_HELP
+from sramsim.nn.fat import CURRICULA, LOSSES, SOURCE_HELP
 from sramsim.nn.models import NORMS, arch_names, check_arch
 from sramsim.nn.training import OPTIMIZERS, OutputExists, TrainOptions, train_base
 
@@ -78,6 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"how the FAT BER rises: {', '.join(CURRICULA)} (default log)")
     p.add_argument("--fat-start", default="1e-5", metavar="P0",
                    help="first epoch's BER of a log/linear curriculum (default 1e-5)")
+    p.add_argument("--fat-loss", default="faulty", choices=LOSSES,
+                   help="FAT loss: the faulty pass alone, or the mean of the clean and the faulty "
+                        "pass (RandBET's loss on FAT's faults; for STDP, the mean of both "
+                        "presentations' changes) (default faulty)")
     p.add_argument("--fat-source", default="random", metavar="SOURCE",
                    help=f"where FAT faults come from: {SOURCE_HELP} (default random)")
     p.add_argument("--init", default=None, metavar="CKPT",
@@ -136,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
                             fat_ber=check_ber(args.fat_ber, "--fat-ber", allow_one=False),
                             fat_curriculum=args.fat_curriculum,
                             fat_start=check_ber(args.fat_start, "--fat-start", allow_one=False),
-                            fat_source=fat_source_arg(args.fat_source))
+                            fat_source=fat_source_arg(args.fat_source),
+                            fat_loss=args.fat_loss)
     except InputError as exc:                # TrainOptions names its fields: say the flags
         raise flagged(exc, FLAG_NAMES) from None
     device = torch_device(args.device)

@@ -6,8 +6,10 @@ retrain a network on weights corrupted by the approximate memory's errors, raisi
 stepwise; EDEN reports ~10x higher tolerable BER from it. Here:
 
 - curriculum: the BER of epoch e of E goes from `start` to the target `ber`: "log" (log-spaced,
-  the default), "linear", or "constant" (the target from the first epoch; RandBET-like). With
-  E = 1 the only epoch trains at the target.
+  the default), "linear", "constant" (the target from the first epoch; RandBET-like), or
+  "log-uniform" (every step draws its BER log-uniformly from [start, target]: all BER values in
+  every epoch, for budgets of one or two epochs). With E = 1 the only epoch of a ramp trains at
+  the target.
 - fault source, a fresh map every step (seed derived from (seed, epoch, step), so a resumed run
   sees the same maps):
     "random"          independent bit errors at the BER (`RandomBitErrors`);
@@ -17,9 +19,19 @@ stepwise; EDEN reports ~10x higher tolerable BER from it. Here:
                       the deprecated spelling of sramsim <= 0.1);
     "chips:P1[,P2..]" measured/profiled chips (HDF5 profiles): per step one chip of the pool at a
                       random offset, read at the voltage where that chip's BER is the step's BER.
-- the loss is the cross-entropy of the faulty forward pass alone (the network is trained for the
-  memory it will run on); weights enter as w + (w_faulty - w).detach(), so the gradient reaches
+- the loss (`fat_loss`): "faulty", the cross-entropy of the faulty forward pass alone (the
+  network is trained for the memory it will run on), or "clean+faulty", RandBET's mean of the
+  clean and the faulty pass (Stutz et al., MLSys 2021: with weight clipping, what moved ANN
+  tolerance ~10x in this project), optionally with the faulty gradient clamped
+  (`randbet_grad_clip`). Weights enter as w + (w_faulty - w).detach(), so the gradient reaches
   the float weights (straight-through), as in RandBET.
+- error locations: every step draws a fresh map, so training covers BER values (the curriculum)
+  *and* error locations, as EnforceSNN's fault-aware training does (Putra et al., Frontiers in
+  Neuroscience 2022).
+- STDP (`sramsim.nn.stdp`): the network integrates with the faulty weights and learns on the
+  clean ones, its adaptive thresholds rising with the spikes the faulty weights cause; "clean+
+  faulty" presents each batch twice, with the clean and the faulty weights, and applies the mean
+  of the two STDP changes.
 """
 from __future__ import annotations
 
@@ -40,7 +52,8 @@ if TYPE_CHECKING:
     from sramsim.memory.chip import Chip
     from sramsim.nn.training import TrainOptions
 
-CURRICULA = ("log", "linear", "constant")
+CURRICULA = ("log", "linear", "constant", "log-uniform")
+LOSSES = ("faulty", "clean+faulty")
 DEFAULT_START = 1e-5
 SOURCE_HELP = ("random, dram:error-model=0..3 (EDEN error models), or "
                "chips:PROFILE.h5[,PROFILE2.h5...] (shipped:NAME or shipped for profiles that ship "
@@ -50,10 +63,11 @@ DRAM_SOURCE = "dram:error-model="
 
 def curriculum_ber(target: float, epoch: int, epochs: int, kind: str = "log",
                    start: float = DEFAULT_START) -> float:
-    """BER of 0-based `epoch` of `epochs` under curriculum `kind`, ending at `target`."""
+    """BER of 0-based `epoch` of `epochs` under curriculum `kind`, ending at `target` (for
+    "log-uniform", whose BER is drawn per step by `step_ber`, the top of its range)."""
     if kind not in CURRICULA:
         raise InputError(f"fat_curriculum must be one of {', '.join(CURRICULA)}, got {kind!r}")
-    if kind == "constant" or epochs <= 1:
+    if kind in ("constant", "log-uniform") or epochs <= 1:
         return float(target)
     t = epoch / (epochs - 1)
     if kind == "log":
@@ -61,8 +75,22 @@ def curriculum_ber(target: float, epoch: int, epochs: int, kind: str = "log",
     return float(start + t * (target - start))
 
 
-def check_fat(ber: float, curriculum: str, source: str, start: float) -> None:
+def step_ber(target: float, start: float, seed: int, epoch: int, step: int) -> float:
+    """The "log-uniform" curriculum's BER of one step: log10(BER) uniform in [log10(start),
+    log10(target)], from its own stream (seed, 3, epoch, step). Every epoch then covers the whole
+    range of BER values (and every step fresh error locations), as EnforceSNN trains over BER
+    values and locations; it needs no number of epochs to spread a ramp over."""
+    u = np.random.default_rng(np.random.SeedSequence((int(seed), 3, int(epoch), int(step)))
+                              ).random()
+    lo, hi = math.log10(start), math.log10(target)
+    return float(10.0 ** (lo + u * (hi - lo)))
+
+
+def check_fat(ber: float, curriculum: str, source: str, start: float,
+              loss: str = "faulty") -> None:
     """One-line InputErrors for FAT settings that cannot work (called by TrainOptions)."""
+    if loss not in LOSSES:
+        raise InputError(f"fat_loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     if not ber:
         return
     check_ber(ber, "fat_ber", allow_one=False)
@@ -146,11 +174,14 @@ class FaultInjector:
         elif self.kind == "chips":
             self._chips = self._load_chips(self._arg)
 
-    def ber(self, epoch: int) -> float:
-        """The curriculum BER of 0-based `epoch` (0 when FAT is off)."""
+    def ber(self, epoch: int, step: int | None = None) -> float:
+        """The curriculum BER of 0-based `epoch` (and `step`: "log-uniform" draws one per step;
+        without a step, the top of its range); 0 when FAT is off."""
         if not self.active:
             return 0.0
         o = self.opts
+        if o.fat_curriculum == "log-uniform" and step is not None:
+            return step_ber(o.fat_ber, o.fat_start, o.seed, epoch, step)
         return curriculum_ber(o.fat_ber, epoch, o.epochs, o.fat_curriculum, o.fat_start)
 
     def weights(self, model: nn.Module, epoch: int, step: int) -> dict[str, torch.Tensor] | None:
@@ -163,7 +194,7 @@ class FaultInjector:
         qm = QuantizedModel(model, o.bits, o.scheme, o.clip)
         if self._out is None or self._out.shape != qm.image.shape:
             self._out = np.empty_like(qm.image)
-        image = self.faulty_image(qm, self.ber(epoch), fat_step_seed(o.seed, epoch, step))
+        image = self.faulty_image(qm, self.ber(epoch, step), fat_step_seed(o.seed, epoch, step))
         faulty = qm.dequantize(image, params[self.names[0]].device)
         return {n: params[n] + (faulty[n].to(params[n].dtype) - params[n]).detach()
                 for n in self.names}

@@ -6,8 +6,11 @@ One epoch:
    `opts.batch_size`, each batch presented for `model.time_steps` steps with the input encoding
    keyed by `encoding_seed(seed, epoch, step)`: the network integrates with the weights it would
    read from memory (the float weights; with FAT, `FaultInjector.weights(model, epoch, step)`,
-   detached), and the STDP change of the presentation goes to the clean float weights, which are
-   then clamped to [0, wmax] and normalised to sum 78.4 per neuron.
+   detached; with fat_loss "clean+faulty" once with each, `present`), and the STDP change of the
+   presentation goes to the clean float weights, which are then clamped to [0, wmax] and
+   normalised to sum 78.4 per neuron. Weight clipping (`opts.clip`) lowers wmax to the clip:
+   STDP's own bound is the clipping of the synapses, so the stored weights (and the damage a
+   high-bit error can do to one) stay below it.
 2. label assignment: the first `assign_samples` training images (dataset order; images seen in
    training, never the test set) are presented with learning off and the clean quantized weights
    the accelerator holds; each neuron gets the class of its highest mean response (the paper's
@@ -47,7 +50,7 @@ from sramsim.nn.data import Dataset
 from sramsim.nn.evaluation import accuracy
 from sramsim.nn.fat import FaultInjector
 from sramsim.nn.models import atomic_torch_save, read_torch_file
-from sramsim.nn.models.diehl_cook import DiehlCook, class_scores, normalize_
+from sramsim.nn.models.diehl_cook import WMAX, DiehlCook, Record, class_scores, normalize_
 from sramsim.nn.snn_engine.encoding import key_from_seed
 
 if TYPE_CHECKING:
@@ -97,12 +100,38 @@ def assign_labels(counts: torch.Tensor, labels: torch.Tensor, num_classes: int) 
     return out
 
 
-def apply_update(model: DiehlCook, delta_w: torch.Tensor) -> None:
-    """Add an STDP change to the float weights, clamp to [wmin, wmax], normalise per neuron."""
+def apply_update(model: DiehlCook, delta_w: torch.Tensor, clip: float | None = None) -> None:
+    """Add an STDP change to the float weights, clamp to [WMIN, WMAX] (or [WMIN, clip] when
+    clipped: `opts.clip` is the synapses' upper bound), normalise per neuron."""
     with torch.no_grad():
         w = model.fc.weight
         w.add_(delta_w.to(w.dtype))
-        normalize_(w)
+        normalize_(w, wmax=wmax_of(clip))
+
+
+def wmax_of(clip: float | None) -> float:
+    """The synapses' upper bound under weight clipping `clip` (None: WMAX)."""
+    return WMAX if clip is None else min(WMAX, float(clip))
+
+
+def present(model: DiehlCook, x: torch.Tensor, key: int, faulty: torch.Tensor | None,
+            clean_and_faulty: bool) -> Record:
+    """One learning presentation of the batch `x`: the Record whose STDP change is applied.
+
+    With `faulty` weights the network integrates with them (theta adapts to the spikes they
+    cause); with `clean_and_faulty` the batch is presented once with the clean and once with the
+    faulty weights (same input spikes), and the change and theta's rise are the mean of both."""
+    if faulty is None or not clean_and_faulty:
+        return model.run(x, faulty, learn=True, key=key)
+    theta0 = model.theta.clone()
+    clean = model.run(x, None, learn=True, key=key)
+    model.theta.copy_(theta0)
+    rec = model.run(x, faulty, learn=True, key=key)
+    assert clean.theta is not None and rec.theta is not None            # learn=True
+    assert clean.delta_w is not None and rec.delta_w is not None
+    model.theta.copy_(0.5 * (clean.theta + rec.theta))
+    rec.delta_w = 0.5 * (clean.delta_w + rec.delta_w)
+    return rec
 
 
 def label_neurons(model: DiehlCook, dataset: Dataset, opts: TrainOptions,
@@ -111,14 +140,13 @@ def label_neurons(model: DiehlCook, dataset: Dataset, opts: TrainOptions,
     weights); returns {"train_accuracy", "spikes_per_image", "assign_samples"}."""
     n = min(int(samples), len(dataset))
     device = model.fc.weight.device
-    weight = QuantizedModel(model, opts.bits, opts.scheme,
-                            opts.clip).clean_weights(device)["fc.weight"]
+    qm = QuantizedModel(model, opts.bits, opts.scheme, opts.clip)
+    weight = qm.clean_weights(device)["fc.weight"]
     was_training = model.training
     model.eval()
     with torch.no_grad():
         counts = torch.cat([model.spike_counts(dataset.x[a:min(a + batch_size, n)].to(device),
-                                               weight)
-                            for a in range(0, n, batch_size)])
+                                               weight) for a in range(0, n, batch_size)])
     model.train(was_training)
     labels = dataset.y[:n].to(device)
     assignments = assign_labels(counts, labels, model.num_classes)
@@ -149,6 +177,8 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts: TrainOptions,
     if opts.randbet_p:
         raise InputError("randbet_p trains gradients on bit errors; a diehl-cook model learns "
                          "by STDP (use fat_ber for fault-aware STDP)")
+    if opts.randbet_grad_clip is not None:
+        raise InputError("randbet_grad_clip clamps a gradient; a diehl-cook model learns by STDP")
     names = quantized_parameter_names(model)
     device = model.fc.weight.device
     n = len(train_set)
@@ -166,8 +196,8 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts: TrainOptions,
     for epoch in range(start, opts.epochs):
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(n,
-                              generator=torch.Generator().manual_seed(order_seed(opts.seed, epoch)))
+        order = torch.Generator().manual_seed(order_seed(opts.seed, epoch))
+        perm = torch.randperm(n, generator=order)
         bar = reporter(bounds, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="batch",
                        enabled=progress)
         spikes = 0.0
@@ -177,9 +207,9 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts: TrainOptions,
             faulty = injector.weights(model, epoch, step)
             weight = None if faulty is None else faulty["fc.weight"].detach()
             with torch.no_grad():
-                rec = model.run(x, weight, learn=True, key=key)
+                rec = present(model, x, key, weight, opts.fat_loss == "clean+faulty")
                 assert rec.delta_w is not None          # learn=True
-                apply_update(model, rec.delta_w)
+                apply_update(model, rec.delta_w, opts.clip)
             spikes += rec.total()
             if step % 20 == 0:
                 bar.set_postfix(spikes=f"{rec.total() / (b - a):.1f}")

@@ -75,6 +75,7 @@ class TrainOptions:
     fat_curriculum: str = "log"
     fat_source: str = "random"
     fat_start: float = 1e-5
+    fat_loss: str = "faulty"           # "faulty" | "clean+faulty" (RandBET's loss, FAT's faults)
 
     def __post_init__(self) -> None:
         if self.lr is None:
@@ -87,7 +88,8 @@ class TrainOptions:
         self._check_choices()
         self._check_numbers()
         self._check_randbet()
-        check_fat(self.fat_ber, self.fat_curriculum, self.fat_source, self.fat_start)
+        check_fat(self.fat_ber, self.fat_curriculum, self.fat_source, self.fat_start,
+                  self.fat_loss)
         if self.fat_ber:
             self.fat_source = canonical_source(self.fat_source)
         if self.fat_ber and self.randbet_p:
@@ -123,9 +125,9 @@ class TrainOptions:
             if not (math.isfinite(self.randbet_grad_clip) and self.randbet_grad_clip > 0):
                 raise InputError(f"randbet_grad_clip must be a positive number, got "
                                  f"{self.randbet_grad_clip!r}")
-            if not self.randbet_p:
-                raise InputError("randbet_grad_clip clamps RandBET's perturbed gradient; it needs "
-                                 "randbet_p")
+            if not self.randbet_p and not (self.fat_ber and self.fat_loss == "clean+faulty"):
+                raise InputError("randbet_grad_clip clamps the perturbed pass's gradient; it "
+                                 "needs randbet_p or fat_loss 'clean+faulty'")
         if int(self.randbet_start) != self.randbet_start or self.randbet_start < 0:
             raise InputError("randbet_start must be a non-negative integer, "
                              f"got {self.randbet_start!r}")
@@ -149,6 +151,8 @@ class TrainOptions:
         if not self.fat_ber:
             for k in ("fat_ber", "fat_curriculum", "fat_source", "fat_start"):
                 d.pop(k)
+        if not self.fat_ber or self.fat_loss == "faulty":
+            d.pop("fat_loss")
         return d
 
 
@@ -212,17 +216,21 @@ def step_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: TrainOpt
     random-bit-error-robustness, common/train/average_weights_training.py: grad += clamp(
     perturbed grad, -0.05, 0.05), then both divided by 2). The perturbed pass runs on copies of
     the buffers: BatchNorm running statistics follow the clean model only. With FAT
-    (`fat_weights`, from `sramsim.nn.fat.FaultInjector`) the only pass runs on the faulty
-    weights: the network learns for the memory it will run on.
+    (`fat_weights`, from `sramsim.nn.fat.FaultInjector`) the perturbed weights are FAT's: with
+    fat_loss "faulty" the only pass runs on them (the network learns for the memory it will run
+    on); with "clean+faulty" the loss is RandBET's mean of the clean and the faulty pass.
     """
     names = names if names is not None else quantized_parameter_names(model)
-    if fat_weights is not None:
+    if fat_weights is not None and opts.fat_loss == "faulty":
         out = torch.func.functional_call(model, fat_weights, (x,))
         return nn.functional.cross_entropy(out, y), out
     out = torch.func.functional_call(model, qat_weights(model, names, opts), (x,))
     loss = nn.functional.cross_entropy(out, y)
-    if opts.randbet_p > 0 and randbet:
-        weights = randbet_weights(model, names, opts, RandomBitErrors(opts.randbet_p, seed=seed))
+    perturbed = fat_weights
+    if perturbed is None and opts.randbet_p > 0 and randbet:
+        perturbed = randbet_weights(model, names, opts, RandomBitErrors(opts.randbet_p, seed=seed))
+    if perturbed is not None:
+        weights = dict(perturbed)
         if opts.randbet_grad_clip is not None:
             # Half of the loss below is the perturbed CE, so its gradient arrives here halved:
             # clamping 0.5 g to 0.5 C is exactly 0.5 clamp(g, C) (scaling by 2^-1 is exact).
@@ -473,7 +481,8 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
         "test_samples": len(test_set), "train_samples": len(train_set),
         "randbet_p": opts.randbet_p, "epochs": opts.epochs, "seed": opts.seed,
         "fat": ({"ber": opts.fat_ber, "curriculum": opts.fat_curriculum,
-                 "source": opts.fat_source, "start": opts.fat_start} if opts.fat_ber else None),
+                 "source": opts.fat_source, "start": opts.fat_start, "loss": opts.fat_loss}
+                if opts.fat_ber else None),
         "init": tag.get("init"),
         "quantized_weights": int(sum(dict(model.named_parameters())[n].numel() for n in names)),
         "train_seconds": time.perf_counter() - t0,

@@ -427,13 +427,13 @@ def serial(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def normalize_(weight: torch.Tensor, norm: float = NORM) -> torch.Tensor:
-    """In place: clamp to [WMIN, WMAX], scale each neuron's input weights (a row) to sum `norm`
+def normalize_(weight: torch.Tensor, norm: float = NORM, wmax: float = WMAX) -> torch.Tensor:
+    """In place: clamp to [WMIN, wmax], scale each neuron's input weights (a row) to sum `norm`
     (paper and BindsNET), clamp again (that only bites for a neuron whose weight would exceed
-    WMAX, i.e. whose input sum is concentrated on fewer than `norm` inputs). A neuron whose
-    weights are all 0 stays 0."""
-    weight.clamp_(WMIN, WMAX)
+    wmax, i.e. whose input sum is concentrated on fewer than `norm` / wmax inputs). A neuron
+    whose weights are all 0 stays 0."""
+    weight.clamp_(WMIN, wmax)
     sums = weight.sum(1, keepdim=True)
     weight.mul_(torch.where(sums > 0, norm / sums, torch.zeros_like(sums)))
-    weight.clamp_(WMIN, WMAX)
+    weight.clamp_(WMIN, wmax)
     return weight
