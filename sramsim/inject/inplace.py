@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Applied:
-    """What one fault map changed: image bytes that read back differently, weights rewritten."""
+    """What one fault map changed: image bytes that read back differently, weights whose value
+    changed."""
 
     changed_bytes: int
     changed_weights: int

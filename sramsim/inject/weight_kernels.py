@@ -1,5 +1,5 @@
 """Numba kernels that write the faulty weights of a fault map into a model's parameters in place
-and restore them: only the codes a fault changes are decoded (the float32 arithmetic of
+and restore them: only the codes in faulty bytes are decoded (the float32 arithmetic of
 `sramsim.inject.quantization.dequantize`, so values are bit-identical to the functional path).
 
 A faulty byte reads back through `sramsim.memory.kernels.read_byte` (the one byte rule). Work is
