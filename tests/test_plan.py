@@ -9,7 +9,8 @@ import pytest
 from sramsim import QuantizedModel
 from sramsim.analysis import plan as P
 from sramsim.analysis.operating_point import lowest_within
-from sramsim.analysis.plan_search import Curve, candidates, greedy_order, monotone_losses
+from sramsim.analysis.plan_search import (Curve, candidates, greedy_order, map_loss,
+                                          monotone_losses, running_max)
 from sramsim.analysis.sweep import random_chips
 from sramsim.commands.main import main
 from sramsim.inject.domains import VoltageAssignment
@@ -25,6 +26,61 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_monotone_losses_never_fall_with_voltage():
     assert monotone_losses([0.9, 0.85, 0.8, 0.75], [0.91, 0.90, 0.905, 0.7], 0.90) == \
         pytest.approx([-0.01, 0.0, 0.0, 0.2])
+
+
+def test_map_loss_is_the_mean_drop_or_the_worst_map():
+    base, moved = [0.90, 0.88, 0.86], [0.89, 0.80, 0.86]
+    assert map_loss(base, moved, "mean") == pytest.approx(0.03)
+    assert map_loss(base, moved, "every-map") == pytest.approx(0.08)
+    assert running_max([0.9, 0.8, 0.7], [0.02, 0.01, 0.03]) == [0.02, 0.02, 0.03]
+
+
+def test_every_map_rule_refuses_what_the_mean_lets_through():
+    every = P.PlanSettings((1.0, 0.9), margin=0.01)
+    mean = P.PlanSettings((1.0, 0.9), margin=0.01, accept="mean")
+    accs = [0.90, 0.90, 0.85]                     # one bad chip among three
+    assert P.accepted(accs, 0.885, mean) and not P.accepted(accs, 0.885, every)
+    assert P.accepted([0.88, 0.876], 0.885, every)
+    with pytest.raises(ValueError, match="accept must be one of"):
+        P.PlanSettings((1.0, 0.9), accept="median")
+    with pytest.raises(ValueError, match="check maps"):
+        P.PlanSettings((1.0, 0.9), check_maps=0)
+    assert P.PlanSettings((1.0, 0.9), val_maps=3).check_maps == 3
+
+
+class FakeRunner:
+    """Evaluates ("eval", purpose, volts, map) with `accuracy(purpose, volts, map)`."""
+
+    def __init__(self, accuracy):
+        self.accuracy, self.calls = accuracy, 0
+
+    def run(self, tasks):
+        self.calls += len(tasks)
+        return {("eval", p, P._volts_key(v), k): {"accuracy": self.accuracy(p, v, k)}
+                for _, p, v, k in tasks}
+
+
+def test_a_confirmation_failure_is_repaired_and_judged_on_fresh_maps():
+    # domain 1 below 0.9 V breaks chip 5 (a rare bad chip); the others cost 0.2 points a step
+    def accuracy(purpose, volts, k):
+        bad = 0.3 if k == 5 and volts[1] < 0.9 else 0.0
+        return 0.9 - bad - sum(0.002 * round((0.9 - v) / 0.05) for v in volts)
+
+    s = P.PlanSettings((1.0, 0.9, 0.85, 0.8), margin=0.01, val_maps=2, check_maps=4)
+    runner = FakeRunner(accuracy)
+    energy = sum                                  # a lower voltage costs less
+    got, log = P._repair(runner, s, ["a", "b", "c"], (0.85, 0.8, 0.85), (0.9,) * 3,
+                         lambda v: True, 0.9, range(2, 6), energy)
+    assert got == (0.85, 0.9, 0.85)               # only the culprit went back up
+    assert log[0]["failing_maps"] == [5] and log[0]["raised"] == ["b"]
+    assert log[0]["confirmed"] and log[0]["next_confirmation_maps"] == [6, 10]
+    # a bad chip at every voltage below nominal: nothing cheaper survives, the single voltage
+    got, log = P._repair(FakeRunner(lambda p, v, k: 0.5 if k == 3 and min(v) < 0.9 else 0.9),
+                         s, ["a", "b", "c"], (0.85, 0.8, 0.85), (0.9,) * 3, lambda v: True,
+                         0.9, range(2, 6), energy)
+    assert got == (0.9,) * 3 and log[-1]["confirmed"] is None
+    with pytest.raises(ValueError, match="repairs"):
+        P.PlanSettings((1.0, 0.9), repairs=-1)
 
 
 def test_candidates_are_the_lagrangian_hull_cheapest_first():
@@ -88,15 +144,32 @@ def test_plan_is_never_worse_than_the_best_single_voltage(planned):
     assert r["saving_planned"] >= r["saving_single"]
     assert r["planned"]["energy"] <= r["single"]["energy"]
     ref = r["reference"]["validation"]["accuracy"]
-    best = lowest_within(r["single_curve"], ref, SETTINGS.margin)
+    assert r["accept"] == r["search"]["accept"] == "every-map"
+    scan = r["single_curve"]                     # down to the first voltage that fails
+    assert all(p["passes"] for p in scan[:-1]) and (not scan[-1]["passes"] or len(scan) == 13)
+    best = max((p for p in scan if p["passes"]), key=lambda p: -p["voltage"])
     assert best["voltage"] == r["search"]["scan_voltage"] <= r["single"]["voltage"]
+    for p in scan:                               # passes = every map within the margin
+        assert p["passes"] == all(a >= ref - SETTINGS.margin - 1e-9 for a in p["accuracy"])
+    assert lowest_within(scan, ref, SETTINGS.margin)["voltage"] <= best["voltage"]
     assert r["single"]["validation"]["confirmed"]          # on held-back images and maps
     assert r["images"]["check"]["name"] == "quadrants (check)"
     names = ("1.weight", "2.weight", "activations")
     assert tuple(r["planned"]["assignment"]) == names
     if r["planned"]["assignment"] != r["single"]["assignment"]:
         chosen = [c for c in r["candidates"] if c["assignment"] == r["planned"]["assignment"]]
-        assert chosen and chosen[0]["passes"] and chosen[0]["confirmed"]
+        assert chosen and chosen[0]["passes"]
+        repaired = [e for e in r["search"]["repairs"] if e["confirmed"]]
+        if repaired:                              # confirmed on a fresh block of maps
+            assert repaired[-1]["energy"] == r["planned"]["energy"]
+            assert repaired[-1]["next_confirmation_maps"][0] >= 2 * SETTINGS.val_maps
+        else:
+            assert chosen[0]["confirmed"]
+            budget = r["reference"]["check"]["accuracy"] - SETTINGS.margin - 1e-9
+            assert len(chosen[0]["check_accuracy"]) == SETTINGS.val_maps
+            assert all(a >= budget for a in chosen[0]["check_accuracy"])
+    within, n = r["planned"]["test_maps_within_budget"]
+    assert n == SETTINGS.test_maps and 0 <= within <= n
     table = r["planned"]["table"]
     assert [t["domain"] for t in table] == list(names)
     assert sum(t["energy_share"] for t in table) == pytest.approx(1.0)
@@ -111,6 +184,22 @@ def test_a_rerun_resumes_everything(planned):
     assert again["evaluations"] == 0
     assert {k: v for k, v in again.items() if k != "evaluations"} == \
         {k: v for k, v in r.items() if k != "evaluations"}
+
+
+def test_more_maps_reuse_the_finished_ones(planned, tmp_path):
+    import dataclasses
+    import shutil
+    out, r = planned
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    qm, val, test, calib = world()
+    more = dataclasses.replace(SETTINGS, test_maps=4, check_maps=4)
+    again = P.plan(qm, val, test, memories(), more, calib, out_dir=copy, check=check_set())
+    assert again["search"]["check_maps"] == [3, 7] and again["maps"]["test"] == 4
+    assert 0 < again["evaluations"] <= 2 + 4 * len(again["candidates"]) + 4 * 13
+    for key in ("planned", "single"):
+        if again[key]["assignment"] == r[key]["assignment"]:
+            assert again[key]["test"]["accuracy"][:3] == r[key]["test"]["accuracy"]
 
 
 def test_validation_maps_are_never_test_maps():
@@ -165,6 +254,8 @@ def test_help_ends_with_examples(capsys):
     (["--domains", "partition"], "partition domains need a DRAM chip"),
     (["--val-images", "1000"], "--val-images 1000"),
     (["--reference", "1.5"], "--reference"),
+    (["--check-maps", "0"], "--check-maps"),
+    (["--repairs", "-1"], "--repairs"),
 ])
 def test_bad_input_is_one_line_exit_2(cnn_checkpoint, tmp_path, capsys, extra, message):
     (tmp_path / "data").mkdir()
@@ -175,6 +266,13 @@ def test_bad_input_is_one_line_exit_2(cnn_checkpoint, tmp_path, capsys, extra, m
                "--no-progress"] + extra)
     err = capsys.readouterr().err
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unknown_pass_test_is_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["plan", "--model", "m.pt", "--accept", "median"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--accept" in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_plans_and_evaluates_an_assignment(cnn_checkpoint, tmp_path, capsys):

@@ -11,20 +11,28 @@ Fault maps and images (the rule that keeps the choice honest): every choice is m
 maps -- `sramsim.inject.draws.fixed_draws(..., purpose="validation")`: each chip at odd
 placement offsets, never a test map; the activation buffer's maps with seed + 1. The chosen
 assignment and the best single voltage are then evaluated on *test* images and fresh *test*
-maps (purpose "test"), with 95% intervals over the maps. `val_maps` M: the search uses
-validation maps 0..M-1, the confirmation (step 6) maps M..2M-1.
+maps (purpose "test"), with 95% intervals over the maps. `val_maps` M and `check_maps` C: the
+search uses validation maps 0..M-1, the confirmation (step 6) maps M..M+C-1. Map k is the same
+whatever M, C and the number of test maps, so a re-run with more maps reuses the finished ones.
+
+The pass test (`accept`): "every-map" (default): an assignment passes on a set of maps when its
+accuracy on *each* map is within the margin of the reference -- every sampled chip meets the
+budget, which is what a designer ships; "mean": the mean over the maps is. Few faults in a small
+domain hurt rarely but badly (one flipped high bit in a first convolution), so a mean over a
+couple of maps hides them; the every-map rule with more confirmation maps catches them.
 
 Search (a Lagrangian over per-domain curves, then greedy lowering; each step validated):
 1. clean: the fault-free accuracy as stored (quantized weights; quantized activations when the
    buffer is part of the memories) on validation and test images; the reference
    (`sramsim.analysis.operating_point.Reference`, default own clean) and the margin give the
-   pass test `passes`;
+   pass test (`accept`, above);
 2. single voltage: every domain at V, for V down the grid until the first failure; the best
-   single voltage V* is the lowest passing one (`lowest_within`);
+   single voltage V* is the lowest passing one (every voltage above it passing too);
 3. per-domain sensitivity at V*: each domain moved alone to every grid voltage from
    `RAISE_STEPS` steps above V* down (the others staying at V*), on the same maps (one faulty
-   read per map and voltage, combined per domain); a domain whose drop below acc(V*) exceeds
-   `drop_stop` is not lowered further;
+   read per map and voltage, combined per domain); a domain's cost is its drop below acc(V*)
+   measured map by map (the mean drop, or under "every-map" the largest); a domain whose cost
+   exceeds `drop_stop` is not lowered further;
 4. candidates: the Lagrangian solutions over those curves (`sramsim.analysis.plan_search`), the
    ones cheaper than V*; bisection over them (cheapest first, starting at the cheapest
    predicted to fit the budget) with a joint validation of each probe finds the cheapest that
@@ -33,11 +41,17 @@ Search (a Lagrangian over per-domain curves, then greedy lowering; each step val
    predicted energy per accuracy first; a step that fails joint validation freezes its domain;
    stops after `refine` joint validations;
 6. confirmation: the search saw validation maps 0..M-1 and the validation images only; maps
-   M..2M-1 (also validation maps) on the check images (held-back validation images, when
+   M..M+C-1 (also validation maps) on the check images (held-back validation images, when
    given) confirm the choices, against the winner's curse of picking the cheapest of many
    candidates on the same maps and images: the single voltage is the lowest scanned one
    from V* up that also passes there, the plan the cheapest assignment that passed the search
-   and passes there, cheaper than that single voltage (else the single voltage itself);
+   and passes there, cheaper than that single voltage (else the single voltage itself); at
+   most `CONFIRM_TRIES` assignments are tried there, cheapest first, since every further try is
+   one more chance for a lucky one to pass;
+6b. repair (`repairs` rounds): when none confirms, the cheapest one's failures are traced on the
+   failing confirmation maps (which domain, raised back to the single voltage, recovers most),
+   those domains are raised until each such map passes, and the repaired assignment must pass
+   the search maps again and a fresh block of confirmation maps (`_repair`);
 7. report: the plan and the single voltage on the test maps; the plan is never more expensive.
 
 Every evaluation is one task of `sramsim.analysis.executors` (this process, a local pool, Ray),
@@ -61,8 +75,8 @@ import torch
 
 from sramsim.analysis.domain_energy import DomainAccesses
 from sramsim.analysis.executors import Execution
-from sramsim.analysis.operating_point import Reference, check_margin, lowest_within, passes
-from sramsim.analysis.plan_search import Curve, candidates, greedy_order, monotone_losses
+from sramsim.analysis.operating_point import Reference, check_margin, passes
+from sramsim.analysis.plan_search import Curve, candidates, greedy_order, map_loss, running_max
 from sramsim.analysis.store import open_store, write_json
 from sramsim.errors import InputError
 from sramsim.inject.activations import QuantizedActivations, calibrate
@@ -85,6 +99,8 @@ PURPOSES = ("validation", "test")       # the maps' purposes (`fixed_draws`)
 DATA = ("validation", "check", "test")  # the images: search, confirmation, report
 MAPS_OF = {"validation": "validation", "check": "validation", "test": "test"}
 RAISE_STEPS = 1               # grid steps above the best single voltage a domain may be raised
+CONFIRM_TRIES = 3             # planned assignments tried on the confirmation maps, at most
+ACCEPT_RULES = ("every-map", "mean")
 
 
 @dataclass(frozen=True)
@@ -114,7 +130,10 @@ class PlanSettings:
     """What the search may use and how it judges (see the module docstring).
 
     voltages: the grid, descending, starting at the nominal voltage; margin and reference: the
-    budget; val_maps / test_maps: fault maps per evaluation; seed: of the maps; refine: joint
+    budget; accept: the pass test ("every-map" or "mean", see the module docstring); val_maps /
+    check_maps / test_maps: fault maps of the search, the confirmation (None: as many as the
+    search) and the report; repairs: rounds of repairing a confirmation failure (step 6b, each
+    with fresh confirmation maps; 0: none); seed: of the maps; refine: joint
     validations the greedy step may spend (None: two per domain); drop_stop: a domain moved
     alone that drops more than this below acc(V*) is not lowered further (None: five margins,
     far beyond what the budget could pay for); activation_writes / activation_reads: per
@@ -133,6 +152,9 @@ class PlanSettings:
     activation_writes: int = 1
     activation_reads: int = 1
     leakage_share: float = 0.0
+    check_maps: int | None = None
+    accept: str = "every-map"
+    repairs: int = 2
 
     def __post_init__(self) -> None:
         v = [float(x) for x in self.voltages]
@@ -142,10 +164,18 @@ class PlanSettings:
                              "the nominal one")
         object.__setattr__(self, "voltages", tuple(round(x, 6) for x in v))
         object.__setattr__(self, "margin", check_margin(self.margin))
+        check = self.val_maps if self.check_maps is None else self.check_maps
+        object.__setattr__(self, "check_maps", check)
         for what, n in (("validation maps", self.val_maps), ("test maps", self.test_maps),
-                        ("batch size", self.batch_size)):
+                        ("check maps", check), ("batch size", self.batch_size)):
             if isinstance(n, bool) or int(n) != n or n < 1:
                 raise InputError(f"{what} must be a positive integer, got {n!r}")
+        if isinstance(self.repairs, bool) or int(self.repairs) != self.repairs \
+                or self.repairs < 0:
+            raise InputError(f"repairs must be a whole number >= 0, got {self.repairs!r}")
+        if self.accept not in ACCEPT_RULES:
+            raise InputError(f"accept must be one of {', '.join(ACCEPT_RULES)}, "
+                             f"got {self.accept!r}")
         if self.refine is not None and (int(self.refine) != self.refine or self.refine < 0):
             raise InputError(f"refine must be a whole number >= 0, got {self.refine!r}")
         stop = min(1.0, 5 * self.margin) if self.drop_stop is None else self.drop_stop
@@ -295,10 +325,6 @@ class _Runner:
         return {k: self.store.records[k] for t in tasks for k in _task_keys(t)}
 
 
-def _mean(records: list[dict]) -> float:
-    return float(np.mean([r["accuracy"] for r in records]))
-
-
 def summary(accuracies: Sequence[float]) -> dict:
     """Mean, sample std and 95% t-interval half-width over maps."""
     m, s = mean_std(accuracies)
@@ -371,7 +397,8 @@ def plan(qm: QuantizedModel, validation: Dataset, test: Dataset, memories: Memor
     data = {"validation": validation, "check": validation if check is None else check,
             "test": test}
     job = PlanJob(qm, acts, data, wchips, achips, domains,
-                  memories.layout, {"validation": 2 * settings.val_maps,
+                  memories.layout, {"validation": settings.val_maps
+                                    + n_check(settings) * (1 + settings.repairs),
                                     "test": settings.test_maps}, settings.seed, v_low,
                   settings.batch_size)
     config = {"kind": "plan", "image_sha256": hashlib.sha256(qm.image.tobytes()).hexdigest(),
@@ -379,8 +406,7 @@ def plan(qm: QuantizedModel, validation: Dataset, test: Dataset, memories: Memor
               "data": {p: {"name": d.name, "n": len(d)} for p, d in job.data.items()},
               "memories": memories.describe(),
               "activations": None if acts is None else acts.describe(),
-              "seed": settings.seed, "batch_size": settings.batch_size,
-              "maps": {"validation": settings.val_maps, "test": settings.test_maps}}
+              "seed": settings.seed, "batch_size": settings.batch_size}
     store = open_store(out_dir, config, key=lambda r: tuple(r["key"]))
     try:
         with execution.open(functools.partial(PlanWorker, job)) as ex:
@@ -395,12 +421,25 @@ def plan(qm: QuantizedModel, validation: Dataset, test: Dataset, memories: Memor
                    "activations": None if acts is None else acts.describe(),
                    "energy_model": accesses.describe(), "margin": settings.margin,
                    "maps": {"validation": settings.val_maps, "validation_check":
-                            settings.val_maps, "test": settings.test_maps}, "seed": settings.seed,
+                            n_check(settings), "test": settings.test_maps},
+                   "accept": settings.accept, "seed": settings.seed,
                    "images": {p: {"name": d.name, "n": len(d)} for p, d in job.data.items()},
                    "evaluations": runner.evaluations})
     if store.dir is not None:
         write_json(store.dir / "plan.json", report)
     return report
+
+
+def n_check(s: PlanSettings) -> int:
+    """The number of confirmation maps (`check_maps`, set by `PlanSettings`)."""
+    return int(s.check_maps or s.val_maps)
+
+
+def accepted(accuracies: Sequence[float], reference: float, s: PlanSettings) -> bool:
+    """The pass test `s.accept` on one accuracy per map (see the module docstring)."""
+    if s.accept == "mean":
+        return passes(float(np.mean(accuracies)), reference, s.margin)
+    return all(passes(a, reference, s.margin) for a in accuracies)
 
 
 def _clean(runner: _Runner) -> dict:
@@ -420,41 +459,46 @@ def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips: 
     ref_val = s.reference.value(clean["validation"])
     ref_check = s.reference.value(clean["check"])
     grid, names = s.voltages, accesses.names
-    maps, check = range(s.val_maps), range(s.val_maps, 2 * s.val_maps)
-    scores: dict[tuple, float] = {}          # assignment -> mean accuracy, search maps
-    checks: dict[tuple, float] = {}          # assignment -> mean accuracy, check maps
+    maps, check = range(s.val_maps), range(s.val_maps, s.val_maps + n_check(s))
+    scores: dict[tuple, list[float]] = {}    # assignment -> accuracy per search map
+    checks: dict[tuple, list[float]] = {}    # assignment -> accuracy per confirmation map
+
+    def uniform_at(v: float) -> tuple:
+        return (v,) * len(names)
 
     def ok(volts: tuple) -> bool:
         if volts not in scores:
-            scores[volts] = float(np.mean(_joint(runner, "validation", volts, maps)))
-        return passes(scores[volts], ref_val, s.margin)
+            scores[volts] = _joint(runner, "validation", volts, maps)
+        return accepted(scores[volts], ref_val, s)
 
     def confirmed(volts: tuple) -> bool:
         if volts not in checks:
-            checks[volts] = float(np.mean(_joint(runner, "check", volts, check)))
-        return passes(checks[volts], ref_check, s.margin)
+            checks[volts] = _joint(runner, "check", volts, check)
+        return accepted(checks[volts], ref_check, s)
 
     # 2. single voltage, down the grid to the first failure
     scan = []
     for v in grid:
         scan.append(v)
-        if not ok((v,) * len(names)):
+        if not ok(uniform_at(v)):
             break
-    best = lowest_within([{"voltage": v, "accuracy_mean": scores[(v,) * len(names)]}
-                          for v in scan], ref_val, s.margin)
-    v_scan = grid[0] if best is None else best["voltage"]
-    chosen = (v_scan,) * len(names)
+    passed = [v for v in scan if ok(uniform_at(v))]     # the scan but a failing last voltage
+    v_scan = passed[-1] if passed else grid[0]
+    chosen = uniform_at(v_scan)
     curves, cands, tried = [], [], []
-    if best is not None:
+    if passed:
         # 3. sensitivity at the operating point: each domain moved alone from V*
         base = scores[chosen]
         i = grid.index(v_scan)
-        measured = {n: {v_scan: base} for n in names}
+        measured = {n: {v_scan: base} for n in names}    # domain -> voltage -> accuracy per map
 
         def sens(v: float, which: list) -> None:
             recs = runner.run([("sens", v_scan, v, k, tuple(which)) for k in maps])
             for n in which:
-                measured[n][v] = _mean([recs[("sens", v_scan, v, k, n)] for k in maps])
+                measured[n][v] = [recs[("sens", v_scan, v, k, n)]["accuracy"] for k in maps]
+
+        def cost(n: str, v: float) -> float:
+            return map_loss(base, measured[n][v], s.accept)
 
         for v in grid[max(0, i - RAISE_STEPS):i]:
             sens(v, list(names))
@@ -464,14 +508,14 @@ def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips: 
             if not alive:
                 break
             sens(v, alive)
-            alive = [n for n in alive if base - measured[n][v] <= stop]
+            alive = [n for n in alive if cost(n, v) <= stop]
         for n in names:
             vs = tuple(sorted(measured[n], reverse=True))
             energy = tuple(accesses.energies(VoltageAssignment.uniform(names, v))[n] for v in vs)
-            curves.append(Curve(n, vs, energy, tuple(monotone_losses(
-                vs, [measured[n][v] for v in vs], base))))
+            curves.append(Curve(n, vs, energy, tuple(running_max(vs, [cost(n, v) for v in vs]))))
         # 4. Lagrangian candidates cheaper than V*, bisection with joint validation
-        slack = base - (ref_val - s.margin)
+        worst = min(base) if s.accept == "every-map" else float(np.mean(base))
+        slack = worst - (ref_val - s.margin)
         e_single = accesses.energy(VoltageAssignment.uniform(names, v_scan))
         cands = [c for c in candidates(curves) if c.energy < e_single * (1 - 1e-12)]
         lo, hi = 0, len(cands)
@@ -497,16 +541,20 @@ def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips: 
             else:
                 frozen.add(d)
     # 6. confirm on the check maps: the single voltage from V* up, then the cheapest passing
-    # assignment cheaper than it
+    # assignments cheaper than it (CONFIRM_TRIES at most)
     def energy_of(volts: tuple) -> float:
         return accesses.energy(VoltageAssignment(tuple(zip(names, volts, strict=True))))
 
-    v_star = next((v for v in reversed(scan) if v >= v_scan and
-                   confirmed((v,) * len(names))), grid[0])
-    uniform = (v_star,) * len(names)
+    v_star = next((v for v in reversed(passed) if confirmed(uniform_at(v))), grid[0])
+    uniform = uniform_at(v_star)
     passing = sorted((v for v in dict.fromkeys(tried)
                       if ok(v) and energy_of(v) < energy_of(uniform)), key=energy_of)
-    chosen = next((v for v in passing if confirmed(v)), uniform)
+    chosen = next((v for v in passing[:CONFIRM_TRIES] if confirmed(v)), uniform)
+    repairs: list[dict] = []
+    if chosen == uniform and passing and s.repairs:
+        chosen, repairs = _repair(runner, s, names, passing[0], uniform, ok, ref_check, check,
+                                  energy_of)
+        tried.append(chosen)              # (judged on fresh confirmation maps: `repairs`)
     planned = VoltageAssignment(tuple(zip(names, chosen, strict=True)))
     report = _test_report(runner, s, accesses, clean, planned,
                           VoltageAssignment(tuple(zip(names, uniform, strict=True))), wchips,
@@ -515,17 +563,18 @@ def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips: 
 
     def point(volts: tuple) -> dict:
         a = VoltageAssignment(tuple(zip(names, volts, strict=True)))
+        got = checks.get(volts)
         return {"assignment": a.as_dict(), "energy": accesses.energy(a),
-                "saving": accesses.saving(a), "accuracy_mean": scores[volts],
-                "passes": passes(scores[volts], ref_val, s.margin),
-                "check_accuracy_mean": checks.get(volts),
-                "confirmed": None if volts not in checks else
-                passes(checks[volts], ref_check, s.margin)}
+                "saving": accesses.saving(a), "accuracy_mean": float(np.mean(scores[volts])),
+                "accuracy": scores[volts], "passes": accepted(scores[volts], ref_val, s),
+                "check_accuracy_mean": None if got is None else float(np.mean(got)),
+                "check_accuracy": got,
+                "confirmed": None if got is None else accepted(got, ref_check, s)}
 
     for key, volts in (("planned", chosen), ("single", uniform)):
         report[key]["validation"] = point(volts)
     report.update({
-        "single_curve": [{"voltage": v, **point((v,) * len(names))} for v in scan],
+        "single_curve": [{"voltage": v, **point(uniform_at(v))} for v in scan],
         "curves": {c.name: {"voltages": list(c.voltages), "loss": list(c.loss),
                             "energy": list(c.energy)} for c in curves},
         "candidates": [point(v) for v in dict.fromkeys(tried)],
@@ -533,11 +582,60 @@ def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips: 
                              "voltage; Lagrangian candidates bisected with joint validation; "
                              "greedy lowering with joint validation; both choices confirmed "
                              "on held-back validation maps",
-                   "grid": list(grid), "scan_voltage": v_scan,
+                   "accept": s.accept, "grid": list(grid), "scan_voltage": v_scan,
                    "lagrangian_candidates": len(cands), "joint_validations": len(scores),
-                   "confirmations": len(checks), "search_maps": [maps.start, maps.stop],
-                   "check_maps": [check.start, check.stop], "feasible": best is not None}})
+                   "confirmations": len(checks), "confirm_tries": CONFIRM_TRIES,
+                   "repairs": repairs,
+                   "search_maps": [maps.start, maps.stop],
+                   "check_maps": [check.start, check.stop], "feasible": bool(passed)}})
     return report
+
+
+def _repair(runner: _Runner, s: PlanSettings, names: Sequence[str], volts: tuple,
+            uniform: tuple, ok: Callable[[tuple], bool], ref_check: float, check: range,
+            energy_of: Callable[[tuple], float]) -> tuple[tuple, list[dict]]:
+    """Step 6b: the cheapest assignment that passed the search but failed confirmation, repaired
+    (at most `s.repairs` rounds); returns (the assignment, else `uniform`; the rounds' log).
+
+    A round: on each confirmation map where it fails, each lowered domain is raised alone to the
+    single voltage and the domains go back up in order of what they recover there, until that
+    map passes. Those maps chose something now, so they no longer confirm: the repaired
+    assignment must still pass the search maps and then pass a fresh block of confirmation maps
+    (the next `check_maps` validation maps), which it is judged on -- else the next round
+    repairs its failures there."""
+    log: list[dict] = []
+    block = check
+    for r in range(s.repairs):
+        accs = _joint(runner, "check", volts, block)
+        failing = [k for k, a in zip(block, accs, strict=True)
+                   if not passes(a, ref_check, s.margin)]
+        raised: list[str] = []
+        for k in failing:
+            one = range(k, k + 1)
+            lowered = [d for d, (v, u) in enumerate(zip(volts, uniform, strict=True)) if v < u]
+            up = {d: tuple(uniform[j] if j == d else v for j, v in enumerate(volts))
+                  for d in lowered}
+            gain = {d: _joint(runner, "check", t, one)[0] for d, t in up.items()}
+            for d in sorted(lowered, key=lambda d: (-gain[d], d)):
+                if passes(_joint(runner, "check", volts, one)[0], ref_check, s.margin):
+                    break
+                volts = tuple(uniform[j] if j == d else v for j, v in enumerate(volts))
+                raised.append(names[d])
+        entry = {"round": r + 1, "confirmation_maps": [block.start, block.stop],
+                 "failing_maps": failing, "raised": raised,
+                 "energy": energy_of(volts), "passes_search": None, "confirmed": None}
+        log.append(entry)
+        if energy_of(volts) >= energy_of(uniform) * (1 - 1e-12):
+            break
+        entry["passes_search"] = ok(volts)
+        if not entry["passes_search"]:
+            break
+        block = range(block.stop, block.stop + len(check))
+        entry["confirmed"] = accepted(_joint(runner, "check", volts, block), ref_check, s)
+        entry["next_confirmation_maps"] = [block.start, block.stop]
+        if entry["confirmed"]:
+            return volts, log
+    return uniform, log
 
 
 def _evaluate_only(runner: _Runner, s: PlanSettings, accesses: DomainAccesses,
@@ -550,7 +648,7 @@ def _evaluate_only(runner: _Runner, s: PlanSettings, accesses: DomainAccesses,
               "planned": _assignment_report(runner, s, accesses, assignment, wchips, achips,
                                             s.reference.value(clean["test"]))}
     report["planned"]["validation"] = summary(_joint(runner, "validation", volts,
-                                                     range(2 * s.val_maps)))
+                                                     range(s.val_maps + n_check(s))))
     return report
 
 
@@ -565,9 +663,11 @@ def _assignment_report(runner: _Runner, s: PlanSettings, accesses: DomainAccesse
         table.append({"domain": n, "voltage": a[n], "accesses": c,
                       "ber": float(np.mean([ch.ber(a[n]) for ch in chips])),
                       "energy_share": shares[n]})
+    within = sum(passes(x, ref_test, s.margin) for x in test["accuracy"])
     return {"assignment": a.as_dict(), "energy": accesses.energy(a),
             "saving": accesses.saving(a), "table": table, "test": test,
-            "passes_test": passes(test["accuracy_mean"], ref_test, s.margin)}
+            "passes_test": passes(test["accuracy_mean"], ref_test, s.margin),
+            "test_maps_within_budget": [int(within), len(test["accuracy"])]}
 
 
 def _test_report(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, clean: dict,

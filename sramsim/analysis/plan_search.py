@@ -44,11 +44,25 @@ def monotone_losses(voltages: Sequence[float], accuracies: Sequence[float],
                     base: float) -> list[float]:
     """Costs base - accuracy for voltages in descending order, each at least the cost of every
     higher voltage."""
+    return running_max(voltages, [base - a for a in accuracies])
+
+
+def running_max(voltages: Sequence[float], losses: Sequence[float]) -> list[float]:
+    """Losses for voltages in descending order, each raised to the largest loss of any higher
+    voltage (faults only add up as the voltage falls)."""
     out, worst = [], -float("inf")
-    for _, a in zip(voltages, accuracies, strict=True):
-        worst = max(worst, base - a)
+    for _, x in zip(voltages, losses, strict=True):
+        worst = max(worst, x)
         out.append(worst)
     return out
+
+
+def map_loss(base: Sequence[float], moved: Sequence[float], rule: str) -> float:
+    """The cost of a move measured on the same maps: `base` and `moved` hold one accuracy per
+    map. "mean": the mean drop; "every-map": the largest drop on any map (an assignment must hold
+    the budget on each map, and the sum of the domains' worst drops bounds the worst map's)."""
+    drops = [b - m for b, m in zip(base, moved, strict=True)]
+    return max(drops) if rule == "every-map" else sum(drops) / len(drops)
 
 
 @dataclass(frozen=True)
