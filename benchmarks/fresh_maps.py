@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -147,7 +148,9 @@ def main() -> None:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+    from sramsim.analysis.executors import exit_with_parent
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"),
+                             initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
         results = list(pool.map(score, jobs))
     headline, old, training = {}, {}, {}
     for job, r in zip(jobs, results):

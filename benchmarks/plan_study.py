@@ -211,7 +211,10 @@ def main() -> None:
     # the longest runs first (resnet20's), so the two processes finish close together
     order = sorted(((a, c) for a in archs for c in cases),
                    key=lambda ac: (ac[0] != "resnet20", ac[1] != "b", ac[1]))
-    with ProcessPoolExecutor(max(1, args.parallel), mp_context=get_context("spawn")) as pool:
+    from sramsim.analysis.executors import exit_with_parent
+    # each run's process ends with this one (a killed study leaves no run writing its folder)
+    with ProcessPoolExecutor(max(1, args.parallel), mp_context=get_context("spawn"),
+                             initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
         futures = {ac: pool.submit(run_case, *ac, args.threads) for ac in order}
         done = {ac: f.result() for ac, f in futures.items()}
     results: dict[str, dict] = {}

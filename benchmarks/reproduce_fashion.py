@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -263,7 +264,11 @@ def main() -> None:
     if todo:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+
+        from sramsim.analysis.executors import exit_with_parent
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"),
+                                 initializer=exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(one_run, jobs[k]): k for k in todo}
             t_train = time.perf_counter()
             for fut in as_completed(futures):
