@@ -57,9 +57,12 @@ def _git(*args: str) -> str | None:
 
 
 def git_state() -> dict:
-    """The commit the numbers came from, and whether the working tree differed from it."""
+    """The commit the numbers came from, and whether the working tree differed from it, outside
+    benchmarks/results/ (what benchmarks write: a study that plots before it writes its JSON, or
+    writes two, would otherwise call its own output a change)."""
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  ":(exclude)benchmarks/results")
     return {"commit": commit.strip() if commit else None,
             "dirty": None if status is None else bool(status.strip()),
             "changed_files": None if status is None else len(status.splitlines())}
