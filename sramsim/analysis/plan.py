@@ -599,10 +599,10 @@ def _repair(runner: _Runner, s: PlanSettings, names: Sequence[str], volts: tuple
 
     A round: on each confirmation map where it fails, each lowered domain is raised alone to the
     single voltage and the domains go back up in order of what they recover there, until that
-    map passes (under either pass test: a map is the unit a repair can trace). Those maps chose something now, so they no longer confirm: the repaired
-    assignment must still pass the search maps and then pass a fresh block of confirmation maps
-    (the next `check_maps` validation maps), which it is judged on -- else the next round
-    repairs its failures there."""
+    map passes (under either pass test: a map is the unit a repair can trace). Those maps chose
+    something now, so they no longer confirm: the repaired assignment must still pass the search
+    maps and then pass a fresh block of confirmation maps (the next `check_maps` validation
+    maps), which it is judged on -- else the next round repairs its failures there."""
     log: list[dict] = []
     block = check
     for r in range(s.repairs):
