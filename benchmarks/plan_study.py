@@ -168,7 +168,7 @@ def plot(results: dict, path: Path, accept: str = "every-map") -> None:
 def replot(name: str) -> None:
     """Draw RESULTS/<name>.png again from RESULTS/<name>.json (the plot is a view of the JSON)."""
     data = json.loads((RESULTS / f"{name}.json").read_text())
-    plot(data["results"], RESULTS / f"{name}.png", data["settings"].get("accept", "mean"))
+    plot(data["results"], RESULTS / f"{name}.png", data["settings"]["accept"])
 
 
 def run_case(arch: str, case: str, threads: int, accept: str) -> tuple[dict, dict]:

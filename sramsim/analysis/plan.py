@@ -76,7 +76,15 @@ import torch
 from sramsim.analysis.domain_energy import DomainAccesses
 from sramsim.analysis.executors import Execution
 from sramsim.analysis.operating_point import Reference, check_margin, passes
-from sramsim.analysis.plan_search import Curve, candidates, greedy_order, map_loss, running_max
+from sramsim.analysis.plan_search import (
+    ACCEPT_RULES,
+    Curve,
+    candidates,
+    greedy_order,
+    judged,
+    map_loss,
+    running_max,
+)
 from sramsim.analysis.store import open_store, write_json
 from sramsim.errors import InputError
 from sramsim.inject.activations import QuantizedActivations, calibrate
@@ -100,7 +108,6 @@ DATA = ("validation", "check", "test")  # the images: search, confirmation, repo
 MAPS_OF = {"validation": "validation", "check": "validation", "test": "test"}
 RAISE_STEPS = 1               # grid steps above the best single voltage a domain may be raised
 CONFIRM_TRIES = 3             # planned assignments tried on the confirmation maps, at most
-ACCEPT_RULES = ("every-map", "mean")
 
 
 @dataclass(frozen=True)
@@ -437,9 +444,7 @@ def n_check(s: PlanSettings) -> int:
 
 def accepted(accuracies: Sequence[float], reference: float, s: PlanSettings) -> bool:
     """The pass test `s.accept` on one accuracy per map (see the module docstring)."""
-    if s.accept == "mean":
-        return passes(float(np.mean(accuracies)), reference, s.margin)
-    return all(passes(a, reference, s.margin) for a in accuracies)
+    return passes(judged(accuracies, s.accept), reference, s.margin)
 
 
 def _clean(runner: _Runner) -> dict:
@@ -514,8 +519,7 @@ def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips: 
             energy = tuple(accesses.energies(VoltageAssignment.uniform(names, v))[n] for v in vs)
             curves.append(Curve(n, vs, energy, tuple(running_max(vs, [cost(n, v) for v in vs]))))
         # 4. Lagrangian candidates cheaper than V*, bisection with joint validation
-        worst = min(base) if s.accept == "every-map" else float(np.mean(base))
-        slack = worst - (ref_val - s.margin)
+        slack = judged(base, s.accept) - (ref_val - s.margin)
         e_single = accesses.energy(VoltageAssignment.uniform(names, v_scan))
         cands = [c for c in candidates(curves) if c.energy < e_single * (1 - 1e-12)]
         lo, hi = 0, len(cands)
@@ -613,13 +617,12 @@ def _repair(runner: _Runner, s: PlanSettings, names: Sequence[str], volts: tuple
         for k in failing:
             one = range(k, k + 1)
             lowered = [d for d, (v, u) in enumerate(zip(volts, uniform, strict=True)) if v < u]
-            up = {d: tuple(uniform[j] if j == d else v for j, v in enumerate(volts))
-                  for d in lowered}
-            gain = {d: _joint(runner, "check", t, one)[0] for d, t in up.items()}
+            gain = {d: _joint(runner, "check", _raised(volts, d, uniform), one)[0]
+                    for d in lowered}
             for d in sorted(lowered, key=lambda d: (-gain[d], d)):
                 if passes(_joint(runner, "check", volts, one)[0], ref_check, s.margin):
                     break
-                volts = tuple(uniform[j] if j == d else v for j, v in enumerate(volts))
+                volts = _raised(volts, d, uniform)
                 raised.append(names[d])
         entry = {"round": r + 1, "confirmation_maps": [block.start, block.stop],
                  "failing_maps": failing, "raised": raised,
@@ -636,6 +639,11 @@ def _repair(runner: _Runner, s: PlanSettings, names: Sequence[str], volts: tuple
         if entry["confirmed"]:
             return volts, log
     return uniform, log
+
+
+def _raised(volts: tuple, d: int, uniform: tuple) -> tuple:
+    """`volts` with domain `d` back at the single voltage."""
+    return tuple(uniform[j] if j == d else v for j, v in enumerate(volts))
 
 
 def _evaluate_only(runner: _Runner, s: PlanSettings, accesses: DomainAccesses,

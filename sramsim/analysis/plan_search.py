@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 EPS_LOSS = 1e-4       # a step predicted to lose nothing still costs this much in the ratio
+ACCEPT_RULES = ("every-map", "mean")    # the planner's pass tests (`judged`)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,12 @@ def running_max(voltages: Sequence[float], losses: Sequence[float]) -> list[floa
         worst = max(worst, x)
         out.append(worst)
     return out
+
+
+def judged(accuracies: Sequence[float], rule: str) -> float:
+    """The accuracy a pass test reads from one accuracy per map: the worst map's ("every-map":
+    each map must hold the budget) or their mean ("mean")."""
+    return min(accuracies) if rule == "every-map" else sum(accuracies) / len(accuracies)
 
 
 def map_loss(base: Sequence[float], moved: Sequence[float], rule: str) -> float:
