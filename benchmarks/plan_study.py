@@ -10,7 +10,10 @@ Cases (each model):
      each (checked and recorded below), so 4 profiles of the same size (1 Mibit) are
      synthesized with 8 banks of 1024 x 128 bits -- `sramsim profile synth --curve finfet14
      --rows 1024 --cols 128 --banks 8 --v-floor 0.75 --seed S` (seeds 0-3), the code below --
-     and each bank is a domain.
+     and each bank is a domain;
+  d  the weight memory of (a) split by bit significance instead: each bit of the 8-bit codes
+     in its own column group and voltage domain ("bit7", the sign, ... "bit0"; the
+     significance-driven SRAM of Srinivasan et al., DATE 2016, with one domain per bit).
 Budget for every case: within MARGIN of the fault-free accuracy as stored (own clean reference,
 on the validation images for the choice and on the test images for the report). Validation: the
 last `val_images` training images (the models train on the first 10,000) and validation maps
@@ -57,7 +60,7 @@ MODELS = {
                  "val_maps": 4, "check_maps": 8, "test_maps": 8, "limit": 2000},
 }
 CASES = {"a": "weights per layer", "b": "weights per layer + activation buffer",
-         "c": "banks of 8-bank 1 Mibit profiles"}
+         "c": "banks of 8-bank 1 Mibit profiles", "d": "weights per bit significance"}
 BANK_PROFILES = 4
 
 
@@ -101,9 +104,9 @@ def command(arch: str, case: str, threads: int, accept: str = "every-map") -> li
            "--test-maps", str(m["test_maps"]), "--accept", accept,
            "--limit", str(m["limit"]), "--out", str(out), "--threads", str(threads),
            "--no-progress"]
-    if case in ("a", "b"):
+    if case in ("a", "b", "d"):
         cmd += ["--chips", "4", "--rows", str(m["rows"]), "--cols", str(m["cols"]),
-                "--domains", "layer"]
+                "--domains", "bit" if case == "d" else "layer"]
     if case == "b":
         cmd += ["--activations"]
     if case == "c":
@@ -137,7 +140,8 @@ def plot(results: dict, path: Path, accept: str = "every-map") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    short = {"a": "(a) per layer", "b": "(b) + activations", "c": "(c) banks"}
+    short = {"a": "(a) per layer", "b": "(b) + activations", "c": "(c) banks",
+             "d": "(d) per bit"}
     labels, single, planned, missed = [], [], [], []
     for arch, cases in results.items():
         for case, r in cases.items():
@@ -145,7 +149,7 @@ def plot(results: dict, path: Path, accept: str = "every-map") -> None:
             single.append(100 * r["saving_single"])
             planned.append(100 * r["saving_planned"])
             missed.append(not r["planned"]["passes_test"])
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(10, 4))
     x = range(len(labels))
     ax.bar([i - 0.2 for i in x], single, 0.4, label="best single voltage")
     ax.bar([i + 0.2 for i in x], planned, 0.4, label="planned per domain",

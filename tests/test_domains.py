@@ -6,13 +6,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sramsim import BerCurve, Chip, DramGeometry, Geometry, QuantizedModel
 from sramsim.analysis.domain_energy import DomainAccesses
 from sramsim.analysis.energy import saving
 from sramsim.errors import InputError
 from sramsim.inject.activations import QuantizedActivations
-from sramsim.inject.domains import VoltageAssignment, WeightDomains, read_assigned
+from sramsim.inject.domains import VoltageAssignment, WeightDomains, bit_mask, read_assigned
 from sramsim.inject.layout import MemoryLayout
 from sramsim.memory.dram_errors import dram_chip
 
@@ -95,6 +97,62 @@ def test_lowering_one_domain_only_adds_faults_to_its_bytes():
     assert np.array_equal(diff_a[lab != 1], diff_b[lab != 1])
     assert np.all((diff_a[lab == 1] & ~diff_b[lab == 1]) == 0)         # flips: nested
     assert np.bitwise_count(diff_b[lab == 1]).sum() > np.bitwise_count(diff_a[lab == 1]).sum()
+
+
+def test_bit_domains_hold_each_significance_of_every_code():
+    qm = model_qm()
+    d = WeightDomains.build(qm, "bit")
+    assert d.names == tuple(f"bit{b}" for b in range(7, -1, -1))
+    assert d.labels(qm).tolist() == [[7, 6, 5, 4, 3, 2, 1, 0]]     # byte bit j -> "bit{j}"
+    assert bit_mask(d.labels(qm), [0]).tolist() == [0x80]             # bit7: the sign bit
+    assert bit_mask(d.labels(qm), [6, 7]).tolist() == [0x03]
+    assert d.image_bytes(qm) == [qm.image.size / 8] * 8
+    q4 = model_qm(4)                     # two codes per byte, each from bit 0 of its nibble
+    d4 = WeightDomains.build(q4, "bit")
+    assert d4.names == ("bit3", "bit2", "bit1", "bit0")
+    assert bit_mask(d4.labels(q4), [0]).tolist() == [0x88]
+    assert bit_mask(d4.labels(q4), [3]).tolist() == [0x11]
+    q2 = model_qm(2)
+    assert bit_mask(WeightDomains.build(q2, "bit").labels(q2), [0]).tolist() == [0xAA]
+    assert bit_mask(d4.labels(q4), []).tolist() == [0]
+    with pytest.raises(InputError, match="without ecc"):
+        WeightDomains.build(qm, "bit", layout=MemoryLayout(bit_placement="shuffle"))
+
+
+def test_bit_domain_read_takes_each_nibble_at_its_voltage():
+    """Exact bits: the high nibble as the chip reads at 0.9 V, the low one as at 0.76 V."""
+    qm = model_qm()
+    chip = Chip.random(Geometry(32, 64), CURVE, 0.75, seed=1)
+    plain_hi = MemoryLayout().read(qm, chip, 0.9, 0)[0]
+    plain_lo = MemoryLayout().read(qm, chip, 0.76, 0)[0]
+    lab = WeightDomains.build(qm, "bit").labels(qm)
+    volts = [0.9] * 4 + [0.76] * 4       # bits 7..4 at 0.9 V, bits 3..0 at 0.76 V
+    got = read_assigned(qm, chip, volts, lab)
+    assert np.array_equal(got & 0xF0, plain_hi & 0xF0)
+    assert np.array_equal(got & 0x0F, plain_lo & 0x0F)
+    assert np.array_equal(read_assigned(qm, chip, [0.8] * 8, lab),
+                          MemoryLayout().read(qm, chip, 0.8, 0)[0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(volts=st.lists(st.sampled_from([0.76, 0.8, 0.85, 0.95]), min_size=8, max_size=8),
+       offset=st.integers(0, 300), bits=st.sampled_from([8, 4, 2]),
+       seed=st.integers(0, 3))
+def test_bit_domain_read_matches_a_per_bit_reference(volts, offset, bits, seed):
+    """Against a plain loop: stored bit j of byte i is bit j of the chip's read at the voltage
+    of its significance j mod bits."""
+    qm = model_qm(bits)
+    chip = Chip.random(Geometry(32, 64), CURVE, 0.75, seed=seed,
+                       kinds={"flip": 0.5, "stuck0": 0.25, "stuck1": 0.25})
+    d = WeightDomains.build(qm, "bit")
+    v_of = {d.names.index(f"bit{s}"): v for s, v in zip(range(bits), volts, strict=False)}
+    got = read_assigned(qm, chip, [v_of[i] for i in range(bits)], d.labels(qm), offset)
+    reads = {v: MemoryLayout().read(qm, chip, v, offset)[0] for v in set(v_of.values())}
+    want = np.zeros_like(qm.image)
+    for j in range(8):
+        v = v_of[d.names.index(f"bit{j % bits}")]
+        want |= reads[v] & np.uint8(1 << j)
+    assert np.array_equal(got, want)
 
 
 def test_domains_refuse_what_is_not_modelled():

@@ -238,6 +238,20 @@ def test_weights_only_and_bank_domains_plan():
     assert r["activations"] is None
 
 
+def test_bit_domains_run_the_low_bits_lower():
+    """Significance domains: a flipped low bit barely moves a weight, so the plan lowers the
+    low bits past the best single voltage and keeps the sign bit at or above it."""
+    qm, val, test, _ = world()
+    m = P.Memories(tuple(random_chips(2, rows=32, cols=512, seed=0, v_floor=0.75)), "bit")
+    r = P.plan(qm, val, test, m, SETTINGS)
+    a = r["planned"]["assignment"]
+    assert tuple(a) == tuple(f"bit{b}" for b in range(7, -1, -1))
+    assert r["saving_planned"] > r["saving_single"]
+    assert a["bit0"] < r["single"]["voltage"] <= a["bit7"]
+    shares = {t["domain"]: t["energy_share"] for t in r["single"]["table"]}
+    assert shares["bit0"] == pytest.approx(1 / 8)
+
+
 # ------------------------------------------------------------------------------ the command
 
 def test_help_ends_with_examples(capsys):

@@ -2,7 +2,8 @@
 domains whose accuracy stays within a margin of a reference (`sramsim plan`).
 
 Memories (`Memories`): the weight memory (chips: random from a curve, or profiles) split into
-domains (`sramsim.inject.domains.WeightDomains`: one, per layer, per bank, per DRAM partition),
+domains (`sramsim.inject.domains.WeightDomains`: one, per layer, per bank, per DRAM partition,
+per bit significance),
 and optionally an activation buffer (chips of its own; `sramsim.inject.activations`), one more
 domain. Energy: `sramsim.analysis.domain_energy`.
 
@@ -88,7 +89,14 @@ from sramsim.analysis.plan_search import (
 from sramsim.analysis.store import open_store, write_json
 from sramsim.errors import InputError
 from sramsim.inject.activations import QuantizedActivations, calibrate
-from sramsim.inject.domains import ACTIVATIONS, VoltageAssignment, WeightDomains, read_assigned
+from sramsim.inject.domains import (
+    ACTIVATIONS,
+    VoltageAssignment,
+    WeightDomains,
+    bit_mask,
+    read_assigned,
+    take_bits,
+)
 from sramsim.inject.draws import ChipDraw, fixed_draws
 from sramsim.inject.layout import MemoryLayout
 from sramsim.memory.chip import Chip
@@ -115,7 +123,7 @@ class Memories:
     """The memories a plan assigns voltages to.
 
     weights: the weight chips (`sramsim.analysis.sweep.ChipSpec`: random recipes or profiles);
-    domains: how the weight memory is split ("memory", "layer", "bank", "partition");
+    domains: how the weight memory is split ("memory", "layer", "bank", "partition", "bit");
     activations: the activation buffer's chips (empty: activations are not stored in a faulty
     buffer); layout: how the weights are stored (a DRAM mapping for partition domains).
     """
@@ -279,8 +287,7 @@ class PlanWorker:
             else:
                 assert moved is not None          # read above: a weight domain is named
                 np.copyto(self._mixed, base)
-                sel = labels == self.names.index(name)
-                self._mixed[sel] = moved[sel]
+                take_bits(self._mixed, moved, bit_mask(labels, [self.names.index(name)]))
                 r = self._evaluate("validation", self._mixed, self._act(ad, v_base))
             out.append({"key": ["sens", v_base, v, int(k), name], **r})
         return out

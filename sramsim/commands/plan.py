@@ -22,6 +22,7 @@ from sramsim.commands.main import (
     print_json,
     seed,
 )
+from sramsim.inject.domains import BY
 from sramsim.memory.curves import BUILTINS
 from sramsim.memory.shipped import resolve_profiles
 from sramsim.progress import progress
@@ -51,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "sramsim plan --model cnn.pt --chips 4 --domains layer --out plan-out",
                "sramsim plan --model cnn.pt --chips 4 --domains layer --activations "
                "--act-rows 512 --act-cols 1024 --out plan-acts",
+               "sramsim plan --model cnn.pt --chips 4 --domains bit --out plan-bits",
                "sramsim plan --model cnn.pt --profile chip8banks.h5 --domains bank --margin 0.02 "
                "--reference 0.90 --out plan-banks",
                "sramsim plan --model cnn.pt --chips 4 --domains layer --assignment "
@@ -72,10 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cols", default="2048", help="random weight chips: bits per row (default "
                    "2048: 256 KB)")
     p.add_argument("--banks", default="1", help="random weight chips: banks (default 1)")
-    p.add_argument("--domains", default="layer", choices=("memory", "layer", "bank", "partition"),
+    p.add_argument("--domains", default="layer", choices=BY,
                    help="how the weight memory is split into voltage domains: one (memory), "
                         "each layer's weights (layer, default), each bank of the chip (bank), "
-                        "each DRAM partition (partition, with --mapping naive/drmap)")
+                        "each DRAM partition (partition, with --mapping naive/drmap), each bit "
+                        "significance of the weight codes in its own column group (bit)")
     p.add_argument("--activations", action="store_true",
                    help="also store every conv/linear output (8-bit, scales calibrated on "
                         "training images) in a faulty activation buffer: one more domain")

@@ -10,13 +10,22 @@ decides which faults reach them, so the split lives here, beside the mapping:
   image bytes a bank holds follows from the placement offset (the weight mapping's rule);
 - ``partition``: each partition of a DRAM part under a naive/drmap DRAM mapping (the layout's
   partition: "bank" -> "bank3", "subarray" -> "bank3.sub12"), EDEN's unit for layers of
-  different tolerance.
+  different tolerance;
+- ``bit``: each bit significance of the weight codes in its own column group, "bit7" (the
+  most significant of 8-bit codes) ... "bit0": byte bit j holds bit j mod `bits` of its code
+  (codes are packed from bit 0 up), so with 4-bit codes "bit3" is byte bits 7 and 3. The
+  significance-driven SRAM of Srinivasan et al. (DATE 2016: MSBs in robust 8T cells, LSBs in 6T
+  cells at a scaled voltage) is this split with two domains; a domain here is one significance.
 
-Reading under an assignment (`read_assigned`): image byte b reads back as the chip reads it at
-the voltage of b's domain. The chip's faults at each distinct voltage are read through the
-layout once and the bytes of that voltage's domains are taken from it; each cell's fault at
+Labels (`WeightDomains.labels`): the domain of every image byte, shape (n,), or for ``bit``
+domains the domain of each byte bit 0..7, shape (1, 8) (the same for every byte); `bit_mask`
+turns either into the bits of each byte that a set of domains holds.
+
+Reading under an assignment (`read_assigned`): each stored bit reads back as the chip reads it
+at the voltage of its domain. The chip's faults at each distinct voltage are read through the
+layout once and the bits of that voltage's domains are taken from it; each cell's fault at
 its own voltage is exactly what the byte rule gives, because the rule acts on each bit alone.
-Nesting carries over per domain: lowering one domain's voltage only adds faults to its bytes.
+Nesting carries over per domain: lowering one domain's voltage only adds faults to its bits.
 Domains other than ``memory`` need a layout without ECC or bit placement (their stored image is
 not the data image); the error-aware DRAM mapping is refused (it places by voltage).
 """
@@ -41,7 +50,7 @@ from sramsim.memory.geometry import Geometry
 if TYPE_CHECKING:
     from sramsim.inject.quantized_model import QuantizedModel
 
-BY = ("memory", "layer", "bank", "partition")
+BY = ("memory", "layer", "bank", "partition", "bit")
 ACTIVATIONS = "activations"      # the activation buffer's domain in an assignment
 
 
@@ -67,6 +76,8 @@ class WeightDomains:
             return cls(by, ("weights",))
         if by == "layer":
             return cls(by, tuple(s.name for s in qm.segments))
+        if by == "bit":
+            return cls(by, tuple(f"bit{b}" for b in reversed(range(qm.bits))))
         if by == "bank":
             if geometry is None or isinstance(geometry, DramGeometry):
                 raise InputError("bank domains need an SRAM chip geometry (for DRAM: partition)")
@@ -79,9 +90,12 @@ class WeightDomains:
 
     def labels(self, qm: QuantizedModel, chip: Chip | None = None, offset: int = 0,
                layout: MemoryLayout | None = None) -> np.ndarray:
-        """The domain index of every image byte (int32), for the weights placed on `chip` at
-        word `offset` (bank, partition) under `layout`."""
+        """The domain index of every image byte (int32, shape (n,)), for the weights placed on
+        `chip` at word `offset` (bank, partition) under `layout`; for ``bit`` domains the index
+        of each byte bit 0..7, shape (1, 8) (module docstring)."""
         n = qm.image.size
+        if self.by == "bit":
+            return np.array([[qm.bits - 1 - j % qm.bits for j in range(8)]], dtype=np.int32)
         if self.by == "memory":
             return np.zeros(n, dtype=np.int32)
         if self.by == "layer":
@@ -113,6 +127,8 @@ class WeightDomains:
         (every image byte then lands on a uniformly random chip byte, so a domain holds the
         image's bytes times its share of the capacity)."""
         n = qm.image.size
+        if self.by == "bit":                      # every byte holds 8 / bits of each
+            return [n / qm.bits] * len(self.names)
         if self.by in ("memory", "layer"):
             return [float(c) for c in np.bincount(self.labels(qm), minlength=len(self.names))]
         if geometry is None:
@@ -204,15 +220,29 @@ class VoltageAssignment:
         return VoltageAssignment(tuple((n, voltage if n == name else v) for n, v in self.pairs))
 
 
+def bit_mask(labels: np.ndarray, domains: Sequence[int]) -> np.ndarray:
+    """The bits of each image byte that `domains` hold (uint8; labels from
+    `WeightDomains.labels`): per byte for byte labels, one pattern (shape (1,)) for bit labels."""
+    inside = np.isin(labels, list(domains))
+    if labels.ndim == 2:
+        return np.array([int(np.dot(inside[0], 1 << np.arange(8)))], dtype=np.uint8)
+    return np.where(inside, np.uint8(0xFF), np.uint8(0))
+
+
+def take_bits(out: np.ndarray, source: np.ndarray, mask: np.ndarray) -> None:
+    """out's bits under `mask` replaced by source's, in place."""
+    np.bitwise_xor(out, (out ^ source) & mask, out=out)
+
+
 def read_assigned(qm: QuantizedModel, chip: Chip, voltages: Sequence[float], labels: np.ndarray,
                   offset: int = 0, layout: MemoryLayout | None = None,
                   out: np.ndarray | None = None) -> np.ndarray:
     """qm's data image read back from `chip` with domain d at `voltages[d]` (`labels`: each
-    image byte's domain, from `WeightDomains.labels` for this chip and offset); into `out` when
-    given. The clean image is never modified (see the module docstring)."""
+    image byte's or byte bit's domain, from `WeightDomains.labels` for this chip and offset);
+    into `out` when given. The clean image is never modified (see the module docstring)."""
     layout = layout or MemoryLayout()
-    if labels.shape != qm.image.shape:
-        raise InputError("domain labels must give one domain per image byte")
+    if labels.shape not in (qm.image.shape, (1, 8)):
+        raise InputError("domain labels must give one domain per image byte or per byte bit")
     volts = [float(v) for v in voltages]
     if any(not math.isfinite(v) for v in volts):
         raise InputError("domain voltages must be finite")
@@ -223,9 +253,8 @@ def read_assigned(qm: QuantizedModel, chip: Chip, voltages: Sequence[float], lab
     np.copyto(out, qm.image)
     buf = np.empty_like(qm.image)
     for v in distinct:
-        sel = np.isin(labels, [d for d, x in enumerate(volts) if x == v])
-        if not sel.any():
+        mask = bit_mask(labels, [d for d, x in enumerate(volts) if x == v])
+        if not mask.any():
             continue
-        faulty = layout.read(qm, chip, v, offset, buf)[0]
-        out[sel] = faulty[sel]
+        take_bits(out, layout.read(qm, chip, v, offset, buf)[0], mask)
     return out
