@@ -177,6 +177,17 @@ def test_plan_is_never_worse_than_the_best_single_voltage(planned):
     assert json.loads((out / "plan.json").read_text())["saving_planned"] == r["saving_planned"]
 
 
+def test_the_search_starts_from_the_confirmed_single_voltage(planned):
+    """Each domain's sensitivity is measured from V*, the single voltage that also passed the
+    confirmation maps, never from a lower scan voltage the confirmation refused."""
+    out, r = planned
+    recs = [json.loads(line) for line in (out / "points.jsonl").read_text().splitlines()]
+    bases = {rec["key"][1] for rec in recs if rec["key"][0] == "sens"}
+    assert bases == {r["single"]["voltage"]}
+    assert r["single"]["validation"]["confirmed"]
+    assert r["search"]["scan_voltage"] <= r["single"]["voltage"]
+
+
 def test_a_rerun_resumes_everything(planned):
     out, r = planned
     qm, val, test, calib = world()

@@ -27,8 +27,10 @@ Search (a Lagrangian over per-domain curves, then greedy lowering; each step val
    buffer is part of the memories) on validation and test images; the reference
    (`sramsim.analysis.operating_point.Reference`, default own clean) and the margin give the
    pass test (`accept`, above);
-2. single voltage: every domain at V, for V down the grid until the first failure; the best
-   single voltage V* is the lowest passing one (every voltage above it passing too);
+2. single voltage: every domain at V, for V down the grid until the first failure on the search
+   maps; the best single voltage V* is the lowest of the passing ones that also passes on the
+   confirmation maps (step 6's maps and images; tried from the lowest passing one up), so the
+   search below starts from a voltage that holds on both;
 3. per-domain sensitivity at V*: each domain moved alone to every grid voltage from
    `RAISE_STEPS` steps above V* down (the others staying at V*), on the same maps (one faulty
    read per map and voltage, combined per domain); a domain's cost is its drop below acc(V*)
@@ -44,9 +46,8 @@ Search (a Lagrangian over per-domain curves, then greedy lowering; each step val
 6. confirmation: the search saw validation maps 0..M-1 and the validation images only; maps
    M..M+C-1 (also validation maps) on the check images (held-back validation images, when
    given) confirm the choices, against the winner's curse of picking the cheapest of many
-   candidates on the same maps and images: the single voltage is the lowest scanned one
-   from V* up that also passes there, the plan the cheapest assignment that passed the search
-   and passes there, cheaper than that single voltage (else the single voltage itself); at
+   candidates on the same maps and images: the plan is the cheapest assignment that passed the
+   search and passes there, cheaper than the single voltage V* (else V* itself); at
    most `CONFIRM_TRIES` assignments are tried there, cheapest first, since every further try is
    one more chance for a lucky one to pass;
 6b. repair (`repairs` rounds): when none confirms, the cheapest one's failures are traced on the
@@ -496,18 +497,21 @@ def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips: 
             break
     passed = [v for v in scan if ok(uniform_at(v))]     # the scan but a failing last voltage
     v_scan = passed[-1] if passed else grid[0]
-    chosen = uniform_at(v_scan)
+    # the single voltage confirmed on the check maps (from the scan's lowest up): the search
+    # works below what holds there, not below a voltage the confirmation already refused
+    v_star = next((v for v in reversed(passed) if confirmed(uniform_at(v))), grid[0])
+    uniform = chosen = uniform_at(v_star)
     curves, cands, tried = [], [], []
     if passed:
         # 3. sensitivity at the operating point: each domain moved alone from V*
         base = scores[chosen]
-        i = grid.index(v_scan)
-        measured = {n: {v_scan: base} for n in names}    # domain -> voltage -> accuracy per map
+        i = grid.index(v_star)
+        measured = {n: {v_star: base} for n in names}    # domain -> voltage -> accuracy per map
 
         def sens(v: float, which: list) -> None:
-            recs = runner.run([("sens", v_scan, v, k, tuple(which)) for k in maps])
+            recs = runner.run([("sens", v_star, v, k, tuple(which)) for k in maps])
             for n in which:
-                measured[n][v] = [recs[("sens", v_scan, v, k, n)]["accuracy"] for k in maps]
+                measured[n][v] = [recs[("sens", v_star, v, k, n)]["accuracy"] for k in maps]
 
         def cost(n: str, v: float) -> float:
             return map_loss(base, measured[n][v], s.accept)
@@ -527,7 +531,7 @@ def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips: 
             curves.append(Curve(n, vs, energy, tuple(running_max(vs, [cost(n, v) for v in vs]))))
         # 4. Lagrangian candidates cheaper than V*, bisection with joint validation
         slack = judged(base, s.accept) - (ref_val - s.margin)
-        e_single = accesses.energy(VoltageAssignment.uniform(names, v_scan))
+        e_single = accesses.energy(VoltageAssignment.uniform(names, v_star))
         cands = [c for c in candidates(curves) if c.energy < e_single * (1 - 1e-12)]
         lo, hi = 0, len(cands)
         probe = next((j for j, c in enumerate(cands) if c.loss <= slack), len(cands) - 1)
@@ -551,13 +555,11 @@ def _search(runner: _Runner, s: PlanSettings, accesses: DomainAccesses, wchips: 
                 chosen = trial
             else:
                 frozen.add(d)
-    # 6. confirm on the check maps: the single voltage from V* up, then the cheapest passing
-    # assignments cheaper than it (CONFIRM_TRIES at most)
+    # 6. confirm on the check maps the cheapest passing assignments cheaper than the single
+    # voltage (CONFIRM_TRIES at most)
     def energy_of(volts: tuple) -> float:
         return accesses.energy(VoltageAssignment(tuple(zip(names, volts, strict=True))))
 
-    v_star = next((v for v in reversed(passed) if confirmed(uniform_at(v))), grid[0])
-    uniform = uniform_at(v_star)
     passing = sorted((v for v in dict.fromkeys(tried)
                       if ok(v) and energy_of(v) < energy_of(uniform)), key=energy_of)
     chosen = next((v for v in passing[:CONFIRM_TRIES] if confirmed(v)), uniform)
