@@ -207,6 +207,8 @@ def sparkxd() -> str:
         # the control passed the highest BER scanned: its tolerable BER is a lower bound, so
         # FAT's ratio over it is an upper bound
         bounded = (arm(m, "baseline")["common"]["bound"] or "").startswith("at the highest")
+        if x == 0:                  # FAT never within the reference, at any BER scanned
+            return "**0 (never within)**"
         return "-" if x is None else f"**{'<= ' if bounded else ''}{x:.2f}x**"
 
     def arm(m: dict, name: str) -> dict:
