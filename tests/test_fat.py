@@ -209,6 +209,32 @@ def test_train_base_init_and_fat_cli(tmp_path, capsys, monkeypatch):
     assert len(err) == 1 and "--init" in err[0] and "cnn" in err[0]
 
 
+def test_a_moved_folder_resumes_and_another_init_is_refused(tmp_path):
+    """The init checkpoint is known by its contents: a folder of base + retrained model moved
+    elsewhere is the same model (skipped), while retraining it from other weights is refused."""
+    import shutil
+
+    from sramsim.nn.training import OutputExists, TrainOptions, train_base
+    from tests.test_train_base import write_idx_dir
+    data = write_idx_dir(tmp_path)
+    first = tmp_path / "study"
+    first.mkdir()
+    opts = TrainOptions(epochs=1, batch_size=32)
+    train_base("cnn", str(data), first / "base.pt", opts, progress=False, log=None)
+    train_base("cnn", str(data), first / "fat.pt", opts, init=first / "base.pt", progress=False,
+               log=None)
+    moved = shutil.move(first, tmp_path / "elsewhere")
+    again = train_base("cnn", str(data), f"{moved}/fat.pt", opts, init=f"{moved}/base.pt",
+                       progress=False, log=None)
+    assert again["skipped"] is True
+    other = tmp_path / "other.pt"
+    train_base("cnn", str(data), other, TrainOptions(epochs=1, batch_size=32, seed=7),
+               progress=False, log=None)
+    with pytest.raises(OutputExists, match="init"):
+        train_base("cnn", str(data), f"{moved}/fat.pt", opts, init=other, progress=False,
+                   log=None)
+
+
 @pytest.mark.parametrize("flags, match", [
     (["--fat-ber", "2"], "--fat-ber"), (["--fat-ber", "nan"], "--fat-ber"),
     (["--fat-ber", "1e-2", "--fat-source", "dram:model5"], "dram:error-model=0..3"),

@@ -511,8 +511,8 @@ def _finished(out: Path, opts: TrainOptions, tag: dict) -> tuple[dict | None, st
         _, meta = load_checkpoint(out)
     except InputError as exc:
         return None, f"is not a readable sramsim checkpoint ({exc})"
-    mine = {"options": opts.as_dict(), "tag": tag}
-    theirs = _spelled_now(meta.get("train_config")) or {}
+    mine = _identity({"options": opts.as_dict(), "tag": tag})
+    theirs = _identity(_spelled_now(meta.get("train_config")) or {})
     if theirs == mine:
         return meta, ""
     differ = sorted(k for part in ("options", "tag")
@@ -520,6 +520,15 @@ def _finished(out: Path, opts: TrainOptions, tag: dict) -> tuple[dict | None, st
                     if mine[part].get(k) != (theirs.get(part) or {}).get(k))
     return None, (f"holds a model trained with other settings ({', '.join(differ) or 'unknown'} "
                   f"differ)")
+
+
+def _identity(config: dict) -> dict:
+    """A training config as compared for resuming: the init checkpoint by its digest alone (its
+    path is recorded, but a study folder moved or copied elsewhere holds the same model)."""
+    tag = config.get("tag") if isinstance(config, dict) else None
+    if not isinstance(tag, dict) or not isinstance(tag.get("init"), dict):
+        return config
+    return {**config, "tag": {**tag, "init": {"sha256": tag["init"].get("sha256")}}}
 
 
 class OutputExists(InputError):
