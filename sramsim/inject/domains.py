@@ -225,7 +225,7 @@ def bit_mask(labels: np.ndarray, domains: Sequence[int]) -> np.ndarray:
     `WeightDomains.labels`): per byte for byte labels, one pattern (shape (1,)) for bit labels."""
     inside = np.isin(labels, list(domains))
     if labels.ndim == 2:
-        return np.array([int(np.dot(inside[0], 1 << np.arange(8)))], dtype=np.uint8)
+        return np.packbits(inside[0], bitorder="little")       # byte bit j <- inside[0, j]
     return np.where(inside, np.uint8(0xFF), np.uint8(0))
 
 
