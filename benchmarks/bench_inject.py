@@ -23,8 +23,9 @@ All in one process, medians over repeats:
      change) into a float32 array as large as all quantized weights: save each value and write a
      new one (the least work of entering), then write the saved values back (of leaving). No
      path that keeps float weights for the forward pass can do less.
- (g2) the floor of (f) when each new value is read off the stored byte (as every faulty code is):
-     the same scatter, each position's new value computed from the image byte there.
+ (g2) the same scatter with each new value computed from the stored image byte there: the floor
+     of a path that reads every faulty code off the image (as (f) did before it read an 8-bit
+     code off the clean weight it saves anyway), a second cache line per fault.
  (h) what a sweep point on a NEW chip needs besides: its faulty bytes in address order
      (Chip.byte_faults on the chip (c) just drew, nothing cached), so that
      h + enter + exit is everything between a drawn chip and a restored model.
@@ -255,7 +256,7 @@ def main() -> None:
     values = np.concatenate([w.reshape(-1).numpy() for w in qm.clean_weights().values()])
     floor = Floor(values, changed_codes(qm, chip, voltage))
     floor_sparse = Floor(values, changed_codes(qm, chip, v_sparse))
-    # (g2) the same, each new value read off the stored byte (what any faulty code needs)
+    # (g2) the same, each new value read off the stored byte (a second cache line per fault)
     floor_read = Floor(values, floor.positions, qm.image)
     floor_read_sparse = Floor(values, floor_sparse.positions, qm.image)
     x = torch.randn(8, 3, 32, 32)

@@ -429,3 +429,80 @@ def test_load_clean_temporaries_stay_chunk_sized():
     whole = _peak_rise(lambda: qm.clean_weights())           # the measurement sees a copy
     assert whole >= layer_bytes * 0.9, (whole, layer_bytes)
     assert_bitwise(qm.clean_weights(), {"weight": model.weight.detach()}, ["weight"])
+
+
+# --- the stored code read off the clean weight (issue 21: one cache line per fault) -------------
+
+def guessed(qm: QuantizedModel, seg: int, weights: np.ndarray) -> np.ndarray:
+    """A plain reference of the kernel's guess: rint(ga * w + gb) mod 256 where the table takes
+    it back to w, else -1 (read off the image)."""
+    st_ = inplace.state(qm)
+    g = np.rint(weights.astype(np.float64) * st_.ga[seg] + st_.gb[seg]).astype(np.int64) & 255
+    return np.where(st_.table[seg][g] == weights, g, -1)
+
+
+@pytest.mark.parametrize("scheme", Q.schemes_for(8))
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_every_stored_8_bit_code_is_read_off_its_clean_weight(scheme, clip):
+    torch.manual_seed(3)
+    model = small_model()
+    qm = QuantizedModel(model, bits=8, scheme=scheme, clip=clip)
+    clean = np.concatenate([w.reshape(-1).numpy() for w in qm.clean_weights().values()])
+    for i, s in enumerate(qm.segments):
+        stored = qm.image[s.start:s.start + s.count].astype(np.int64)
+        assert np.array_equal(guessed(qm, i, clean[s.start:s.start + s.count]), stored)
+
+
+def test_code_inverse_refuses_what_it_cannot_read_back():
+    stutz = Q.LayerQuant("stutz-symmetric", 8, 0.01, -1.27, 1.27)
+    # codes 128 (-128) and 129 (-127) both decode to the clamp -1.27: one weight, two codes
+    table, _, _ = inplace.code_inverse(stutz, np.array([128, 129, 0], dtype=np.uint8))
+    assert np.isnan(table).all()
+    table, ga, gb = inplace.code_inverse(stutz, np.array([129, 0, 5], dtype=np.uint8))
+    assert np.isfinite(table[[129, 0, 5]]).all() and np.isnan(table[128])
+    assert (np.isnan(table).sum() == 253 and round(ga * float(table[5]) + gb) == 5)
+    four = Q.LayerQuant("symmetric", 4, 0.1)
+    assert np.isnan(inplace.code_inverse(four, np.array([1, 2], dtype=np.uint8))[0]).all()
+    one = Q.LayerQuant("symmetric", 8, 0.1)
+    table, ga, gb = inplace.code_inverse(one, np.array([7, 7], dtype=np.uint8))   # one code
+    assert ga == 0.0 and gb == 7.0 and np.isfinite(table).sum() == 1
+
+
+@pytest.mark.parametrize("scheme", ["symmetric", "stutz-rquant"])
+def test_weights_that_are_not_clean_values_fall_back_to_the_image(scheme):
+    """A weight the table does not map back (changed behind torch's back, version unchanged) is
+    decoded from the image byte: the faulty values are still those of `perturbed`."""
+    model = small_model()
+    qm = QuantizedModel(model, bits=8, scheme=scheme)
+    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=8, kinds=MIXED)
+    weights = inplace.load_clean(qm, model)
+    ga = inplace.state(qm).ga
+    for i, s in enumerate(qm.segments):         # 0.6 of a step up: the guess is one code off
+        weights[s.start:s.start + s.count] += np.float32(0.6 / ga[i])   # (no version bump)
+    ref = qm.perturbed(chip, 0.75)
+    faulty = qm.faulty_image(chip, 0.75)
+    changed = np.flatnonzero(faulty[:qm.n_codes] != qm.image[:qm.n_codes])
+    assert changed.size > 10
+    with inplace.faults_applied(qm, model, chip, 0.75) as applied:
+        inside = np.concatenate([p.detach().reshape(-1).numpy().copy()
+                                 for p in inplace.quantized_parameters(qm, model)])
+    flat_ref = np.concatenate([ref[s.name].reshape(-1).numpy() for s in qm.segments])
+    assert np.array_equal(inside[changed].view(np.int32), flat_ref[changed].view(np.int32))
+    assert applied.changed_bytes == int(np.count_nonzero(faulty != qm.image))
+
+
+def test_a_replaced_parameter_or_submodule_is_checked_again():
+    model = small_model()
+    qm = QuantizedModel(model, bits=8)
+    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=9)
+    with inplace.faults_applied(qm, model, chip, 0.75):
+        pass
+    model[2].weight = nn.Parameter(torch.zeros(3, 3))
+    with pytest.raises(InputError, match=r"parameter '2.weight' has shape \[3, 3\]"):
+        with inplace.faults_applied(qm, model, chip, 0.75):
+            pass
+    model[2] = nn.Linear(5 * 7, 7)                       # a fresh submodule of the right shape
+    ref = qm.perturbed(chip, 0.75)
+    with inplace.faults_applied(qm, model, chip, 0.75):
+        assert_bitwise(ref, params_of(model), ref)        # the faults land in the new module
+    assert_bitwise(qm.clean_weights(), params_of(model), qm.clean_weights())
