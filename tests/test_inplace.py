@@ -468,22 +468,48 @@ def test_code_inverse_refuses_what_it_cannot_read_back():
     assert ga == 0.0 and gb == 7.0 and np.isfinite(table).sum() == 1
 
 
+def sparse_faults(nbytes: int, seed: int) -> Faults:
+    """Mixed bit faults ~100 bytes apart (< 1 per image cache line: the kernel reads 8-bit codes
+    off the clean weights)."""
+    rng = np.random.default_rng(seed)
+    byte = np.arange(3, nbytes, 100) + rng.integers(0, 40, size=len(range(3, nbytes, 100)))
+    address = (byte * 8 + rng.integers(0, 8, size=byte.size)).astype(np.uint64)
+    return Faults(address, rng.integers(0, 3, size=byte.size).astype(np.uint8))
+
+
+def wide_model() -> nn.Module:
+    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 48))
+
+
+@pytest.mark.parametrize("scheme", Q.schemes_for(8))
+def test_sparse_faults_read_off_the_weights_are_bit_identical_to_perturbed(scheme):
+    torch.manual_seed(5)
+    model = wide_model()
+    qm = QuantizedModel(model, bits=8, scheme=scheme)
+    faults = sparse_faults(qm.image.size, seed=6)
+    applied = check_against_perturbed(qm, model, lambda: faults)
+    assert applied.changed_bytes > 20
+
+
 @pytest.mark.parametrize("scheme", ["symmetric", "stutz-rquant"])
-def test_weights_that_are_not_clean_values_fall_back_to_the_image(scheme):
+@pytest.mark.parametrize("dense", [False, True])
+def test_weights_that_are_not_clean_values_fall_back_to_the_image(scheme, dense):
     """A weight the table does not map back (changed behind torch's back, version unchanged) is
     decoded from the image byte: the faulty values are still those of `perturbed`."""
-    model = small_model()
+    torch.manual_seed(7)
+    model = wide_model()
     qm = QuantizedModel(model, bits=8, scheme=scheme)
-    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=8, kinds=MIXED)
+    chip = Chip.random(Geometry(64, 64), BerCurve.builtin("finfet14"), 0.75, seed=8, kinds=MIXED)
+    source, voltage = (chip, 0.75) if dense else (sparse_faults(qm.image.size, seed=9), None)
     weights = inplace.load_clean(qm, model)
     ga = inplace.state(qm).ga
     for i, s in enumerate(qm.segments):         # 0.6 of a step up: the guess is one code off
         weights[s.start:s.start + s.count] += np.float32(0.6 / ga[i])   # (no version bump)
-    ref = qm.perturbed(chip, 0.75)
-    faulty = qm.faulty_image(chip, 0.75)
+    ref = qm.perturbed(source, voltage)
+    faulty = qm.faulty_image(source, voltage)
     changed = np.flatnonzero(faulty[:qm.n_codes] != qm.image[:qm.n_codes])
     assert changed.size > 10
-    with inplace.faults_applied(qm, model, chip, 0.75) as applied:
+    with inplace.faults_applied(qm, model, source, voltage) as applied:
         inside = np.concatenate([p.detach().reshape(-1).numpy().copy()
                                  for p in inplace.quantized_parameters(qm, model)])
     flat_ref = np.concatenate([ref[s.name].reshape(-1).numpy() for s in qm.segments])

@@ -179,12 +179,18 @@ def _write_run8(image: np.ndarray, byte: np.ndarray, xor: np.ndarray, clear: np.
     clears = clear[i0:i1] if stuck else clear
     sets = set_[i0:i1] if stuck else set_
     c = 0
+    # sparse faults (< 1 per image cache line): the code comes off the weight; dense ones share
+    # image lines, which are then the cheaper read (a loop-invariant branch: LLVM unswitches it)
+    sparse = n > 0 and n * 64 < bytes_[n - 1] - bytes_[0] + 1
     for j in range(n):
-        if j + AHEAD < n:
-            _prefetch(weights, bytes_[j + AHEAD] + b_add)   # type: ignore[call-arg]
         b = bytes_[j] + b_add
         v = weights[b]
-        before = _clean_code(v, table, ga, gb, image, b)
+        if sparse:
+            if j + AHEAD < n:
+                _prefetch(weights, bytes_[j + AHEAD] + b_add)   # type: ignore[call-arg]
+            before = _clean_code(v, table, ga, gb, image, b)
+        else:
+            before = image[b]
         after = read_byte(before, xors[j], clears[j] if stuck else zero,
                           sets[j] if stuck else zero)
         c += after != before
@@ -311,9 +317,11 @@ def _write_faulty_codes(image: np.ndarray, byte: np.ndarray, xor: np.ndarray,
     (an unchanged one gets its own value back; no branch in the hot loop), the stored code taken
     from the clean weight where seg_table[s] (the segment's 256 decoded values, NaN where
     decoding is not one-to-one) maps seg_ga[s] * weight + seg_gb[s], rounded, back to it, else
-    from the image; m-bit codes: only those whose value changes, read off the image. Item t records the indices of the codes it wrote in
-    pos[out[t]:out[t] + written[t]] and the values they replaced in old[...], the image bytes
-    that changed in changed[t] and the codes whose value changed in codes[t].
+    from the image (and from the image wherever faults are dense: < 64 image bytes apart on
+    average); m-bit codes: only those whose value changes, read off the image. Item t records
+    the indices of the codes it wrote in pos[out[t]:out[t] + written[t]] and the values they
+    replaced in old[...], the image bytes that changed in changed[t] and the codes whose value
+    changed in codes[t].
     """
     stuck = clear.shape[0] > 0
     for t in prange(lo.shape[0]):
