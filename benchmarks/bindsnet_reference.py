@@ -1,0 +1,168 @@
+"""BindsNET's DiehlAndCook2015 trained the way the SparkXD study trains our Diehl & Cook networks,
+as the reference for their accuracy (issue 22.4).
+
+For each N of `reproduce_sparkxd.MODELS` (diehl-cook400, 900, 1600): BindsNET 0.3.4's network
+(inh 120, exc 22.5, theta_plus 0.05, norm 78.4, dt 1 ms: its batched MNIST example) learns by its
+own STDP rule from the study's training images (the first `limit` of Fashion-MNIST's training
+split), T = 100 steps per presentation, batch 64, its own Poisson encoding at 128 Hz, one epoch
+per stage the study trains (pretrain, then the control's epoch), in the order our trainer uses
+(`sramsim.nn.stdp.order_seed(0, epoch)`). After each epoch, with learning off: each excitatory
+neuron gets the class of its highest mean response on those training images
+(`sramsim.nn.stdp.assign_labels`, the paper's rule, the same function ours uses), and the test
+accuracy is measured on the whole test split (10,000 images) by the mean response of each class's
+neurons (`class_scores`). BindsNET's weights are float (ours are read as 8-bit codes) and it
+presents each image once (ours presents an image that drew fewer than 5 spikes again, up to 5
+times, at a higher rate: the paper's rule).
+
+Our figures beside it come from `benchmarks/results/sparkxd.json` (`test_accuracy_full_split`:
+pretrain after the first epoch, baseline = the control after the second).
+
+Resumable: the network state after each epoch is kept under benchmarks/.cache/bindsnet_ref/
+(tensors only, read back with weights_only=True), the JSON rewritten after each model; the global
+torch stream BindsNET draws its spikes from is seeded per epoch and per evaluation, so a resumed
+run gives the same figures.
+Run: `.venv/bin/python benchmarks/bindsnet_reference.py [--models diehl-cook400,...]
+  [--threads T]` -> benchmarks/results/bindsnet_reference.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_snn import BINDSNET_VERSION, BindsNetDC, load_bindsnet  # noqa: E402
+from common import RESULTS, ROOT, write_result  # noqa: E402
+from reproduce_sparkxd import MODELS  # noqa: E402
+
+from sramsim.nn.data import load_dataset  # noqa: E402
+from sramsim.nn.models.diehl_cook import DEFAULT_STEPS, class_scores  # noqa: E402
+from sramsim.nn.stdp import assign_labels, order_seed  # noqa: E402
+
+CACHE = ROOT / "benchmarks" / ".cache" / "bindsnet_ref"
+BATCH = 64
+EVAL_BATCH = 250
+STAGES = ("pretrain", "baseline")       # the study's two STDP epochs of the control
+
+
+def counts_of(peer: BindsNetDC, x: torch.Tensor) -> torch.Tensor:
+    """(B, N) excitatory spike counts of `x`, learning off, in batches of EVAL_BATCH."""
+    out = []
+    for a in range(0, len(x), EVAL_BATCH):
+        peer.present(x[a:a + EVAL_BATCH], learn=False)
+        out.append(peer.monitor_counts)
+    return torch.cat(out)
+
+
+class Peer(BindsNetDC):
+    """BindsNetDC that keeps the last presentation's spike counts per image and neuron."""
+
+    def present(self, x, learn: bool, encoded=None):
+        self.net.train(learn)
+        inputs = self.encoded(x) if encoded is None else encoded
+        self.net.run(inputs={"X": inputs}, time=self.steps)
+        self.monitor_counts = self.monitor.get("s").sum(0).reshape(len(x), -1).float()
+        self.net.reset_state_variables()
+
+    def weight(self) -> torch.Tensor:
+        """The input -> excitatory weights (the Weight feature of its connection's pipeline)."""
+        return self.net.connections[("X", "Ae")].pipeline[0].value
+
+    def state(self) -> dict:
+        return {"w": self.weight().detach().clone(),
+                "theta": self.net.layers["Ae"].theta.detach().clone()}
+
+    def load(self, state: dict) -> None:
+        with torch.no_grad():
+            self.weight().copy_(state["w"])
+            self.net.layers["Ae"].theta.copy_(state["theta"])
+
+
+def ours(name: str) -> dict:
+    path = RESULTS / "sparkxd.json"
+    for m in json.loads(path.read_text())["models"]:
+        if m["model"] == name:
+            return m.get("test_accuracy_full_split", {})
+    return {}
+
+
+def run_model(bn, name: str, train, test, log) -> dict:
+    n = int(name.removeprefix("diehl-cook"))
+    limit = MODELS[name]["limit"]
+    x, y = train.x[:limit], train.y[:limit]
+    torch.manual_seed(0)
+    peer = Peer(bn, n, DEFAULT_STEPS, BATCH, tuple(x[0].shape))
+    record = {"model": name, "neurons": n, "train_images": limit, "time_steps": DEFAULT_STEPS,
+              "batch_size": BATCH, "test_images": len(test.x), "epochs": []}
+    folder = CACHE / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for epoch, stage in enumerate(STAGES):
+        state_file = folder / f"epoch{epoch + 1}.pt"
+        t0 = time.perf_counter()
+        if state_file.exists():
+            peer.load(torch.load(state_file, weights_only=True))
+            trained = None
+        else:
+            torch.manual_seed(epoch)            # BindsNET's Poisson draws: the global stream
+            perm = torch.randperm(limit, generator=torch.Generator().manual_seed(
+                order_seed(0, epoch)))
+            for a in range(0, limit, BATCH):
+                peer.present(x[perm[a:a + BATCH]], learn=True)
+            torch.save(peer.state(), state_file)
+            trained = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        torch.manual_seed(1000 + epoch)         # the same draws whether resumed or not
+        assignments = assign_labels(counts_of(peer, x), y, 10)
+        test_counts = counts_of(peer, test.x)
+        pred = class_scores(test_counts, assignments, 10).argmax(1)
+        acc = float((pred == test.y).double().mean())
+        entry = {"epoch": epoch + 1, "stage": stage, "bindsnet_test_accuracy": acc,
+                 "ours_test_accuracy": ours(name).get(stage),
+                 "bindsnet_spikes_per_test_image": float(test_counts.sum(1).mean()),
+                 "train_seconds": trained, "assign_and_test_seconds": time.perf_counter() - t1}
+        if entry["ours_test_accuracy"] is not None:
+            entry["ours_minus_bindsnet_points"] = 100 * (entry["ours_test_accuracy"] - acc)
+        record["epochs"].append(entry)
+        log(f"{name} epoch {epoch + 1} ({stage}): BindsNET {acc:.4f}, ours "
+            f"{entry['ours_test_accuracy']} (train {trained} s)")
+    return record
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="diehl-cook400,diehl-cook900,diehl-cook1600")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    names = [m for m in args.models.split(",") if m]
+    bad = [m for m in names if m not in MODELS or not m.startswith("diehl-cook")]
+    if bad:
+        ap.error(f"--models: not a Diehl & Cook model of the study: {', '.join(bad)}")
+    if args.threads is not None:
+        if args.threads < 1:
+            ap.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    bn, why = load_bindsnet()
+    if bn is None:
+        sys.exit(f"bindsnet_reference: BindsNET unavailable: {why}")
+    train = load_dataset("fashion-mnist", "train")
+    test = load_dataset("fashion-mnist", "test")
+    out_name = "bindsnet_reference.json"
+    previous = RESULTS / out_name
+    done = {}
+    if previous.exists():
+        done = {m["model"]: m for m in json.loads(previous.read_text()).get("models", [])}
+    models = []
+    for name in names:
+        models.append(run_model(bn, name, train, test, lambda s: print(s, flush=True)))
+        done[name] = models[-1]
+        write_result(out_name, {"bindsnet": BINDSNET_VERSION,
+                                "models": [done[k] for k in sorted(done, key=lambda k: int(
+                                    k.removeprefix("diehl-cook")))]})
+
+
+if __name__ == "__main__":
+    main()
