@@ -532,3 +532,24 @@ def test_a_replaced_parameter_or_submodule_is_checked_again():
     with inplace.faults_applied(qm, model, chip, 0.75):
         assert_bitwise(ref, params_of(model), ref)        # the faults land in the new module
     assert_bitwise(qm.clean_weights(), params_of(model), qm.clean_weights())
+
+
+def test_a_change_inside_the_block_is_not_taken_for_clean(monkeypatch):
+    model = small_model()
+    qm = QuantizedModel(model, bits=8)
+    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=10)
+    loads = []
+    real = inplace.load_clean
+    monkeypatch.setattr(inplace, "load_clean", lambda *a, **k: loads.append(1) or real(*a, **k))
+    for _ in range(3):                      # blocks in a row: the clean weights loaded once
+        with inplace.faults_applied(qm, model, chip, 0.75):
+            pass
+    assert len(loads) == 1
+    with inplace.faults_applied(qm, model, chip, 0.75):
+        with torch.no_grad():
+            model[2].weight.add_(1.0)       # a change the restore does not undo
+    ref = qm.perturbed(chip, 0.75)
+    with inplace.faults_applied(qm, model, chip, 0.75):
+        assert_bitwise(ref, params_of(model), ref)      # reloaded: the faults of the clean model
+    assert len(loads) == 2
+    assert_bitwise(qm.clean_weights(), params_of(model), qm.clean_weights())

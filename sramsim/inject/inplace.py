@@ -355,6 +355,11 @@ def _stamp(params: list[torch.Tensor]) -> tuple:
     return tuple((p.data_ptr(), p._version, p.shape, p.stride()) for p in params)
 
 
+def _bumped(stamp: tuple, n: int) -> tuple:
+    """`stamp` with every version counter n higher."""
+    return tuple((ptr, version + n, shape, stride) for ptr, version, shape, stride in stamp)
+
+
 def _scratch(slot: _Slot, n: int, n_codes: int) -> tuple[np.ndarray, np.ndarray]:
     """The slot's buffers for `n` code slots, grown when needed, never allocated per call
     (int32 positions where they fit: less memory traffic per fault)."""
@@ -387,8 +392,10 @@ def faults_applied(qm: QuantizedModel, model: nn.Module, source: FaultSource | n
     try:
         params = _parameters(qm, model, slot)
         located, record = image_faults(qm, source, voltage, offset, layout)
-        if slot.clean_stamp != _stamp(params):
+        stamp = _stamp(params)
+        if slot.clean_stamp != stamp:
             load_clean(qm, model)
+            stamp = _stamp(params)
         weights = slot.weights
         assert weights is not None                  # load_clean set it with the clean stamp
         f = located.faults
@@ -414,6 +421,9 @@ def faults_applied(qm: QuantizedModel, model: nn.Module, source: FaultSource | n
             (kernels.restore_codes if many else kernels.restore_codes_serial)(
                 weights, pos, old, out, written)
             torch.autograd.graph.increment_version(params)
-            slot.clean_stamp = _stamp(params)
+            # clean again only if nothing but the write and the restore (one version bump each)
+            # changed a parameter inside the block; else the next block loads the clean weights
+            now = _stamp(params)
+            slot.clean_stamp = now if now == _bumped(stamp, 2) else None
     finally:
         slot.active = False
