@@ -138,7 +138,7 @@ class _Slot:
 
     def __init__(self) -> None:
         self.active = False
-        # (data_ptr, _version) per parameter, last known clean
+        # (data_ptr, _version, shape, stride) per parameter, last known clean
         self.clean_stamp: tuple | None = None
         # the checked quantized parameters, and the (dict, key, value) entries of the module
         # tree that lead to them: while every entry still holds, they are still the model's
