@@ -53,7 +53,7 @@ EVAL_BATCH = 250
 STAGES = ("pretrain", "baseline")       # the study's two STDP epochs of the control
 
 
-def counts_of(peer: BindsNetDC, x: torch.Tensor, retries: int = D.RETRIES) -> torch.Tensor:
+def counts_of(peer: Peer, x: torch.Tensor, retries: int = D.RETRIES) -> torch.Tensor:
     """(B, N) excitatory spike counts of `x`, learning off, in batches of EVAL_BATCH. As ours
     (`DiehlCook.spike_counts`, the paper's rule): an image that drew fewer than MIN_SPIKES
     spikes is presented again at a rate raised by INTENSITY_STEP, up to `retries` times, and its
@@ -99,6 +99,18 @@ class Peer(BindsNetDC):
             self.net.layers["Ae"].theta.copy_(state["theta"])
 
 
+def labelled_accuracy(peer: Peer, x: torch.Tensor, y: torch.Tensor, test, seed: int,
+                      retries: int = D.RETRIES) -> tuple[float, torch.Tensor]:
+    """(test accuracy, test spike counts): the global torch stream seeded with `seed`, neurons
+    labelled on (x, y), the test split classified by the mean response of each class's neurons
+    (`retries`: see `counts_of`)."""
+    torch.manual_seed(seed)                 # the same draws whether resumed or not
+    assignments = assign_labels(counts_of(peer, x, retries), y, 10)
+    test_counts = counts_of(peer, test.x, retries)
+    pred = class_scores(test_counts, assignments, 10).argmax(1)
+    return float((pred == test.y).double().mean()), test_counts
+
+
 def ours(name: str) -> dict:
     path = RESULTS / "sparkxd.json"
     for m in json.loads(path.read_text())["models"]:
@@ -117,6 +129,7 @@ def run_model(bn, name: str, train, test, log, one_presentation: bool = True) ->
               "batch_size": BATCH, "test_images": len(test.x), "epochs": []}
     folder = CACHE / name
     folder.mkdir(parents=True, exist_ok=True)
+    our_accuracy = ours(name)
     for epoch, stage in enumerate(STAGES):
         state_file = folder / f"epoch{epoch + 1}.pt"
         t0 = time.perf_counter()
@@ -132,21 +145,14 @@ def run_model(bn, name: str, train, test, log, one_presentation: bool = True) ->
             torch.save(peer.state(), state_file)
             trained = time.perf_counter() - t0
         t1 = time.perf_counter()
-        torch.manual_seed(1000 + epoch)         # the same draws whether resumed or not
-        assignments = assign_labels(counts_of(peer, x), y, 10)
-        test_counts = counts_of(peer, test.x)
-        pred = class_scores(test_counts, assignments, 10).argmax(1)
-        acc = float((pred == test.y).double().mean())
+        acc, test_counts = labelled_accuracy(peer, x, y, test, 1000 + epoch)
         entry = {"epoch": epoch + 1, "stage": stage, "bindsnet_test_accuracy": acc,
-                 "ours_test_accuracy": ours(name).get(stage),
+                 "ours_test_accuracy": our_accuracy.get(stage),
                  "bindsnet_spikes_per_test_image": float(test_counts.sum(1).mean()),
                  "train_seconds": trained, "assign_and_test_seconds": time.perf_counter() - t1}
         if one_presentation:
-            torch.manual_seed(2000 + epoch)
-            once = assign_labels(counts_of(peer, x, retries=0), y, 10)
-            pred_once = class_scores(counts_of(peer, test.x, retries=0), once, 10).argmax(1)
-            entry["bindsnet_test_accuracy_one_presentation"] = float(
-                (pred_once == test.y).double().mean())
+            entry["bindsnet_test_accuracy_one_presentation"] = labelled_accuracy(
+                peer, x, y, test, 2000 + epoch, retries=0)[0]
         if entry["ours_test_accuracy"] is not None:
             entry["ours_minus_bindsnet_points"] = 100 * (entry["ours_test_accuracy"] - acc)
         record["epochs"].append(entry)
@@ -173,13 +179,8 @@ def batch_check(bn, train, test, images: int, batches: tuple[int, ...], log) -> 
         for a in range(0, images, batch):
             peer.present(x[perm[a:a + batch]], learn=True)
         trained = time.perf_counter() - t0
-        torch.manual_seed(1000)
-        assignments = assign_labels(counts_of(peer, x), y, 10)
-        pred = class_scores(counts_of(peer, test.x), assignments, 10).argmax(1)
-        bindsnet_acc = float((pred == test.y).double().mean())
-        torch.manual_seed(2000)
-        once = assign_labels(counts_of(peer, x, retries=0), y, 10)
-        pred_once = class_scores(counts_of(peer, test.x, retries=0), once, 10).argmax(1)
+        bindsnet_acc = labelled_accuracy(peer, x, y, test, 1000)[0]
+        bindsnet_once = labelled_accuracy(peer, x, y, test, 2000, retries=0)[0]
         torch.manual_seed(0)
         model = build("diehl-cook400", 1, 10, image_size=tuple(x[0].shape[-2:]))
         opts = TrainOptions(epochs=1, batch_size=batch, seed=0)
@@ -189,8 +190,7 @@ def batch_check(bn, train, test, images: int, batches: tuple[int, ...], log) -> 
         ours_acc = quantized_test_accuracy(model, test, opts)
         rows.append({"batch_size": batch, "train_images": images,
                      "bindsnet_test_accuracy": bindsnet_acc,
-                     "bindsnet_test_accuracy_one_presentation": float(
-                         (pred_once == test.y).double().mean()),
+                     "bindsnet_test_accuracy_one_presentation": bindsnet_once,
                      "ours_test_accuracy": ours_acc,
                      "bindsnet_train_seconds": trained, "ours_train_seconds": ours_seconds})
         log(f"batch check, batch {batch}: BindsNET {bindsnet_acc:.4f}, ours {ours_acc:.4f}")

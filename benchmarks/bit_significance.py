@@ -22,6 +22,7 @@ from plan_study import CACHE, checkpoint  # noqa: E402
 
 from sramsim.analysis.sweep import random_chips  # noqa: E402
 from sramsim.commands.main import load_quantized  # noqa: E402
+from sramsim.inject.domains import take_bits  # noqa: E402
 from sramsim.inject.layout import MemoryLayout  # noqa: E402
 from sramsim.nn.data import Dataset, load_dataset  # noqa: E402
 from sramsim.nn.evaluation import Evaluator  # noqa: E402
@@ -48,7 +49,11 @@ def main() -> None:
         reads = [layout.read(qm, chip, v, 2 * k + 1)[0].copy() for k, chip in enumerate(chips)]
         for low in LOW_BITS:
             mask = np.uint8((1 << low) - 1)
-            accs = [ev.evaluate(val, (qm.image & ~mask) | (r & mask))["accuracy"] for r in reads]
+            accs = []
+            for r in reads:
+                image = qm.image.copy()
+                take_bits(image, r, mask)             # faults kept only in the low bits
+                accs.append(ev.evaluate(val, image)["accuracy"])
             rows.append({"voltage": v, "ber": float(np.mean([c.ber(v) for c in chips])),
                          "faulty_bits": f"0-{low - 1}", "accuracy": accs,
                          "worst_drop": clean - min(accs),
