@@ -30,7 +30,11 @@ All in one process, medians over repeats:
      (Chip.byte_faults on the chip (c) just drew, nothing cached), so that
      h + enter + exit is everything between a drawn chip and a restored model.
 All timed steps (a, b, c, e, f) run in turn, one round after another, so that they see the same
-machine load (`interleaved`); MRFI's extra cost is its faulty minus its clean forward pass.
+machine load (`interleaved`); MRFI's extra cost is its faulty minus its clean forward pass. Each
+in-place (f) and floor (g, g2) enter starts right after a flush (an untimed copy of twice the
+last-level cache), so both begin with the weights out of the caches, as between two fault maps of
+a sweep (whose forward pass streams the model's 45 MB of weights); before the flush was added,
+the floor ran right after the in-place step on the same positions, its lines still in the L3.
 Headline (ratios.headline_end_to_end_mrfi_over_inplace): MRFI's extra time per faulty forward over
 ours end to end, both producing faulty DEQUANTIZED weights in use, ours including everything the
 in-place path needs per map (enter + restore); `perturbed` (functional, every weight dequantized)
@@ -123,19 +127,45 @@ def changed_codes(qm: QuantizedModel, chip: Chip, voltage: float) -> np.ndarray:
 
 def interleaved(steps: dict, rounds: int) -> tuple[dict, dict]:
     """Median wall and CPU (this thread) time of each step; the steps run in turn, once per
-    round (round 0 is a warm-up), so that all of them see the same machine load."""
-    wall = {k: [] for k in steps}
-    cpu = {k: [] for k in steps}
+    round (round 0 is a warm-up), so that all of them see the same machine load. Steps named
+    with a leading underscore run untimed (cache flushes)."""
+    wall = {k: [] for k in steps if not k.startswith("_")}
+    cpu = {k: [] for k in steps if not k.startswith("_")}
     for r in range(rounds + 1):
         for name, fn in steps.items():
             w0, c0 = time.perf_counter(), time.thread_time()
             fn()
             w1, c1 = time.perf_counter(), time.thread_time()
-            if r:
+            if r and name in wall:
                 wall[name].append(w1 - w0)
                 cpu[name].append(c1 - c0)
     return ({k: float(np.median(v)) for k, v in wall.items()},
             {k: float(np.median(v)) for k, v in cpu.items()})
+
+
+def last_level_cache_bytes() -> int:
+    """The last-level cache of CPU 0 as Linux reports it (32 MiB where it does not)."""
+    folder = Path("/sys/devices/system/cpu/cpu0/cache")
+    sizes = []
+    for index in folder.glob("index*"):
+        try:
+            text = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+        sizes.append(int(text.rstrip("KM")) * scale)
+    return max(sizes, default=32 << 20)
+
+
+class Flush:
+    """Evicts the caches: a copy of twice the last-level cache (untimed step)."""
+
+    def __init__(self) -> None:
+        self.src = np.ones(2 * last_level_cache_bytes(), dtype=np.uint8)
+        self.dst = np.empty_like(self.src)
+
+    def __call__(self) -> None:
+        np.copyto(self.dst, self.src)
 
 
 class InPlace:
@@ -260,6 +290,7 @@ def main() -> None:
     floor_read = Floor(values, floor.positions, qm.image)
     floor_read_sparse = Floor(values, floor_sparse.positions, qm.image)
     x = torch.randn(8, 3, 32, 32)
+    flush = Flush()
     steps = {
         "a_copy": lambda: np.copyto(out, qm.image),
         "b_faulty_image": lambda: qm.faulty_image(chip, voltage, out=out),
@@ -267,19 +298,21 @@ def main() -> None:
         "b_perturbed_with_dequantize": lambda: qm.perturbed(chip, voltage),
         "c_draw_random_chip": draw_chip,
         "h_byte_faults_new_chip": lambda: drawn["chip"].byte_faults(voltage),
-        "f_inplace_enter": on_chip.enter, "f_inplace_exit": on_chip.exit,
-        "g_floor_enter": floor.enter, "g_floor_exit": floor.exit,
-        "f_inplace_random_enter": on_random.enter, "f_inplace_random_exit": on_random.exit,
+        "_flush_f": flush, "f_inplace_enter": on_chip.enter, "f_inplace_exit": on_chip.exit,
+        "_flush_g": flush, "g_floor_enter": floor.enter, "g_floor_exit": floor.exit,
+        "_flush_fr": flush, "f_inplace_random_enter": on_random.enter,
+        "f_inplace_random_exit": on_random.exit,
         "b_perturbed_ber_0.1%": lambda: qm.perturbed(chip, v_sparse),
-        "f_inplace_enter_ber_0.1%": on_chip_sparse.enter,
+        "_flush_fs": flush, "f_inplace_enter_ber_0.1%": on_chip_sparse.enter,
         "f_inplace_exit_ber_0.1%": on_chip_sparse.exit,
-        "g_floor_enter_ber_0.1%": floor_sparse.enter, "g_floor_exit_ber_0.1%": floor_sparse.exit,
-        "g2_floor_enter": floor_read.enter, "g2_floor_exit": floor_read.exit,
-        "g2_floor_enter_ber_0.1%": floor_read_sparse.enter,
+        "_flush_gs": flush, "g_floor_enter_ber_0.1%": floor_sparse.enter,
+        "g_floor_exit_ber_0.1%": floor_sparse.exit,
+        "_flush_g2": flush, "g2_floor_enter": floor_read.enter, "g2_floor_exit": floor_read.exit,
+        "_flush_g2s": flush, "g2_floor_enter_ber_0.1%": floor_read_sparse.enter,
         "g2_floor_exit_ber_0.1%": floor_read_sparse.exit,
         **mrfi_steps(model, x, BER),
     }
-    wall, cpu = interleaved(steps, rounds=9)
+    wall, cpu = interleaved(steps, rounds=21)
     for t in (wall, cpu):
         t["f_inplace_enter_exit"] = t["f_inplace_enter"] + t["f_inplace_exit"]
         t["f_inplace_random_enter_exit"] = t["f_inplace_random_enter"] + t["f_inplace_random_exit"]

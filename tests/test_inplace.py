@@ -434,11 +434,14 @@ def test_load_clean_temporaries_stay_chunk_sized():
 # --- the stored code read off the clean weight (issue 21: one cache line per fault) -------------
 
 def guessed(qm: QuantizedModel, seg: int, weights: np.ndarray) -> np.ndarray:
-    """A plain reference of the kernel's guess: rint(ga * w + gb) mod 256 where the table takes
-    it back to w, else -1 (read off the image)."""
+    """A plain reference of the kernel's guess: u = rint(ga * w + gb); the code u mod 256 where u
+    lies in umin..umax and that code decodes back to w, else -1 (read off the image)."""
     st_ = inplace.state(qm)
-    g = np.rint(weights.astype(np.float64) * st_.ga[seg] + st_.gb[seg]).astype(np.int64) & 255
-    return np.where(st_.table[seg][g] == weights, g, -1)
+    u = np.rint(weights.astype(np.float64) * st_.ga[seg] + st_.gb[seg]).astype(np.int64)
+    code = u & 255
+    back = Q.dequantize(torch.from_numpy(code.astype(np.uint8)), qm.segments[seg].quant).numpy()
+    hit = (u >= st_.umin[seg]) & (u <= st_.umax[seg]) & (back == weights)
+    return np.where(hit, code, -1)
 
 
 @pytest.mark.parametrize("scheme", Q.schemes_for(8))
@@ -456,16 +459,18 @@ def test_every_stored_8_bit_code_is_read_off_its_clean_weight(scheme, clip):
 def test_code_inverse_refuses_what_it_cannot_read_back():
     stutz = Q.LayerQuant("stutz-symmetric", 8, 0.01, -1.27, 1.27)
     # codes 128 (-128) and 129 (-127) both decode to the clamp -1.27: one weight, two codes
-    table, _, _ = inplace.code_inverse(stutz, np.array([128, 129, 0], dtype=np.uint8))
-    assert np.isnan(table).all()
-    table, ga, gb = inplace.code_inverse(stutz, np.array([129, 0, 5], dtype=np.uint8))
-    assert np.isfinite(table[[129, 0, 5]]).all() and np.isnan(table[128])
-    assert (np.isnan(table).sum() == 253 and round(ga * float(table[5]) + gb) == 5)
+    assert inplace.code_inverse(stutz, np.array([128, 129, 0], dtype=np.uint8)) == (0, 0, 1, 0)
+    # only -127 .. 5 stored: decoding is one-to-one over that span
+    ga, gb, umin, umax = inplace.code_inverse(stutz, np.array([129, 0, 5], dtype=np.uint8))
+    assert (umin, umax) == (-127, 5) and round(ga * 0.05 + gb) == 5
+    # stored codes decode apart, but a code between them shares a clamped value: span refused
+    rq = Q.LayerQuant("rquant", 8, 0.01, 0.0, 0.5)
+    assert inplace.code_inverse(rq, np.array([10, 60], dtype=np.uint8))[2:] == (1, 0)
+    assert inplace.code_inverse(rq, np.array([10, 50], dtype=np.uint8))[2:] == (10, 50)
     four = Q.LayerQuant("symmetric", 4, 0.1)
-    assert np.isnan(inplace.code_inverse(four, np.array([1, 2], dtype=np.uint8))[0]).all()
+    assert inplace.code_inverse(four, np.array([1, 2], dtype=np.uint8)) == (0, 0, 1, 0)
     one = Q.LayerQuant("symmetric", 8, 0.1)
-    table, ga, gb = inplace.code_inverse(one, np.array([7, 7], dtype=np.uint8))   # one code
-    assert ga == 0.0 and gb == 7.0 and np.isfinite(table).sum() == 1
+    assert inplace.code_inverse(one, np.array([7, 7], dtype=np.uint8)) == (0.0, 7.0, 7, 7)
 
 
 def sparse_faults(nbytes: int, seed: int) -> Faults:
@@ -494,8 +499,8 @@ def test_sparse_faults_read_off_the_weights_are_bit_identical_to_perturbed(schem
 @pytest.mark.parametrize("scheme", ["symmetric", "stutz-rquant"])
 @pytest.mark.parametrize("dense", [False, True])
 def test_weights_that_are_not_clean_values_fall_back_to_the_image(scheme, dense):
-    """A weight the table does not map back (changed behind torch's back, version unchanged) is
-    decoded from the image byte: the faulty values are still those of `perturbed`."""
+    """A weight whose guessed code does not decode back to it (changed behind torch's back,
+    version unchanged) is decoded from the image byte: the faulty values are still those of `perturbed`."""
     torch.manual_seed(7)
     model = wide_model()
     qm = QuantizedModel(model, bits=8, scheme=scheme)
@@ -552,4 +557,9 @@ def test_a_change_inside_the_block_is_not_taken_for_clean(monkeypatch):
     with inplace.faults_applied(qm, model, chip, 0.75):
         assert_bitwise(ref, params_of(model), ref)      # reloaded: the faults of the clean model
     assert len(loads) == 2
+    with inplace.faults_applied(qm, model, chip, 0.75):
+        model[2].weight.data = model[2].weight.data * 2     # new storage, its own version
+    with inplace.faults_applied(qm, model, chip, 0.75):
+        assert_bitwise(ref, params_of(model), ref)
+    assert len(loads) == 3
     assert_bitwise(qm.clean_weights(), params_of(model), qm.clean_weights())

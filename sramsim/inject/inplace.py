@@ -6,8 +6,8 @@ codes a fault changed differ from the clean ones. Here the model's quantized par
 decoded (numba, the float32 arithmetic of `quantization.dequantize`, so every value is
 bit-identical to `perturbed`) and written into the parameters, and exactly those elements are
 restored from a saved copy afterwards. An 8-bit code is read off the clean weight the kernel
-saves anyway (its segment's affine inverse, accepted only where the decode table gives back
-exactly that weight; else the image byte): one cache line per fault instead of two.
+saves anyway (its segment's affine inverse, accepted only where that code decodes back to
+exactly the weight; else the image byte): one cache line per fault instead of two.
 
 Chain: fault source -> bit faults in ascending image order (`image_faults`) -> kernel that
 decodes and writes the codes of faulty bytes (`kernels.write_faulty_codes`) -> restore
@@ -165,9 +165,8 @@ class InplaceState:
         self.hi = np.array([s.quant.hi for s in segs], dtype=np.float32)
         inverse = [code_inverse(s.quant, qm.image[s.start:s.start + s.count] if qm.bits == 8
                                 else qm.image[:0]) for s in segs]
-        self.table = np.array([t for t, _, _ in inverse], dtype=np.float32).reshape(-1, 256)
-        self.ga = np.array([a for _, a, _ in inverse], dtype=np.float64)
-        self.gb = np.array([b for _, _, b in inverse], dtype=np.float64)
+        self.ga, self.gb = (np.array([g[k] for g in inverse], dtype=np.float64) for k in (0, 1))
+        self.umin, self.umax = (np.array([g[k] for g in inverse], dtype=np.int64) for k in (2, 3))
         self.lock = threading.Lock()
         self.slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -194,32 +193,35 @@ class InplaceState:
             return slot
 
 
-def code_inverse(quant: LayerQuant, stored: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """(table, ga, gb) by which the in-place kernel reads a segment's 8-bit code off its clean
-    weight v: code = rint(ga * v + gb) mod 256, accepted where table[code] == v, else read off
-    the image. `stored`: the segment's clean codes (uint8). table holds the decoded value
-    (`dequantize`: exactly what `load_clean` writes) of each code the segment stores and NaN for
-    the others, so an accepted code is the stored one as long as no two stored codes decode to
-    one value; where two do (a clamp) or for 4- and 2-bit codes it is all NaN (every code is read
-    off the image). ga, gb: the least-squares affine inverse over the stored codes (a clamped
-    code it misses is read off the image)."""
-    nan = np.full(256, np.nan, dtype=np.float32)
+def code_inverse(quant: LayerQuant, stored: np.ndarray) -> tuple[float, float, int, int]:
+    """(ga, gb, umin, umax) by which the in-place kernel reads a segment's 8-bit code off its
+    clean weight v: u = rint(ga * v + gb), the code in the order of the values (signed for the
+    symmetric schemes; code = u mod 256), accepted where umin <= u <= umax and the code decodes
+    back to exactly v, else read off the image. `stored`: the segment's clean codes (uint8).
+    umin..umax spans the stored codes, and decoding must be strictly increasing over it (every
+    value there one code's), so an accepted code of a clean weight is its stored code; where it
+    is not (a clamp that merges codes, float32 values that coincide) and for 4- and 2-bit codes
+    the span is empty (1, 0): every code is read off the image. ga, gb: the least-squares affine
+    inverse over the stored codes (a clamped code it misses is read off the image)."""
+    nothing = (0.0, 0.0, 1, 0)
     if quant.bits != 8 or stored.size == 0:
-        return nan, 0.0, 0.0
+        return nothing
     codes = np.arange(256)
-    present = np.bincount(stored, minlength=256) > 0
-    table = dequantize(torch.from_numpy(codes.astype(np.uint8)), quant).numpy()
-    if np.unique(table[present]).size != int(present.sum()):
-        return nan, 0.0, 0.0
-    table[~present] = np.nan
     # the codes in the order of their values: two's complement for the symmetric schemes
     u = codes - 256 * (codes >= 128) if quant.scheme in ("symmetric", "stutz-symmetric") else codes
-    if present.sum() == 1:
-        return table, 0.0, float(u[present][0])
-    ga, gb = np.polyfit(table[present].astype(np.float64), u[present].astype(np.float64), 1)
+    present = np.bincount(stored, minlength=256) > 0
+    umin, umax = int(u[present].min()), int(u[present].max())
+    span = np.arange(umin, umax + 1)
+    values = dequantize(torch.from_numpy((span & 255).astype(np.uint8)), quant).numpy()
+    if not np.all(np.diff(values) > 0):
+        return nothing
+    if umin == umax:
+        return 0.0, float(umin), umin, umax
+    ga, gb = np.polyfit(values[u[present] - umin].astype(np.float64),
+                        u[present].astype(np.float64), 1)
     if not (np.isfinite(ga) and np.isfinite(gb)):
-        return nan, 0.0, 0.0
-    return table, float(ga), float(gb)
+        return nothing
+    return float(ga), float(gb), umin, umax
 
 
 def state(qm: QuantizedModel) -> InplaceState:
@@ -404,26 +406,28 @@ def faults_applied(qm: QuantizedModel, model: nn.Module, source: FaultSource | n
             qm.bits)
         pos, old = _scratch(slot, slots, qm.n_codes)
         written = np.empty(lo.shape[0], dtype=np.int64)
-        changed = np.empty(lo.shape[0], dtype=np.int64)
-        codes = np.empty(lo.shape[0], dtype=np.int64)
         # the parallel kernels only with threads and enough work items to share among them
         many = lo.shape[0] >= kernels.PARALLEL_MIN_ITEMS and numba.get_num_threads() > 1
         none = f.xor[:0]
-        (kernels.write_faulty_codes if many else kernels.write_faulty_codes_serial)(
+        write = kernels.write_faulty_codes if many else kernels.write_faulty_codes_serial
+        changed, codes = write(
             qm.image, f.byte, f.xor, none if f.clear is None else f.clear,
             none if f.set is None else f.set, lo, hi, base, out, qm.bits, st.seg_end,
-            st.scheme, st.delta, st.lo, st.hi, st.table, st.ga, st.gb, weights, pos, old,
-            written, changed, codes)
+            st.scheme, st.delta, st.lo, st.hi, st.ga, st.gb, st.umin, st.umax, weights, pos, old,
+            written)
         torch.autograd.graph.increment_version(params)
         try:
-            yield Applied(int(changed.sum()), int(codes.sum()), record)
+            yield Applied(changed, codes, record)
         finally:
             (kernels.restore_codes if many else kernels.restore_codes_serial)(
                 weights, pos, old, out, written)
             torch.autograd.graph.increment_version(params)
             # clean again only if nothing but the write and the restore (one version bump each)
-            # changed a parameter inside the block; else the next block loads the clean weights
-            now = _stamp(params)
-            slot.clean_stamp = now if now == _bumped(stamp, 2) else None
+            # changed a parameter inside the block; else the next block loads the clean weights.
+            # The version counters alone tell (a tenth of a full stamp): a parameter given new
+            # storage or a new shape inside the block differs from this stamp at the next block.
+            clean = _bumped(stamp, 2)
+            same = all(p._version == v for p, (_, v, _, _) in zip(params, clean, strict=True))
+            slot.clean_stamp = clean if same else None
     finally:
         slot.active = False

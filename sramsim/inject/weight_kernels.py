@@ -9,10 +9,7 @@ the same slots with any number of threads. Arrays and scalars only; callers chec
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import literally, njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import literally, njit, prange
 
 from sramsim.memory.kernels import read_byte
 
@@ -51,10 +48,10 @@ def _decode(code: int | np.integer, scheme: int, bits: int, delta: np.float32, l
 PIECE = 1 << 14
 
 
-@njit(cache=True)
-def _plan(byte: np.ndarray, first: int, offset_bytes: int, cap_bytes: int, nbytes: int, per: int,
-          piece: int, lo: np.ndarray, hi: np.ndarray, base: np.ndarray,
-          out: np.ndarray) -> tuple[int, int]:
+@njit(cache=True, inline="always")
+def _plan_pass(byte: np.ndarray, first: int, offset_bytes: int, cap_bytes: int, nbytes: int,
+               per: int, piece: int, lo: np.ndarray, hi: np.ndarray, base: np.ndarray,
+               out: np.ndarray) -> tuple[int, int]:
     """Count the work items (outputs empty), or fill them; returns (items, code slots)."""
     n = byte.shape[0]
     fill = lo.shape[0] > 0
@@ -87,6 +84,19 @@ def _plan(byte: np.ndarray, first: int, offset_bytes: int, cap_bytes: int, nbyte
     return items, slots
 
 
+@njit(cache=True)
+def _plan(byte: np.ndarray, first: int, offset_bytes: int, cap_bytes: int, nbytes: int, per: int,
+          piece: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """The work items in one call (a Python call per fault map costs more than the counting)."""
+    empty = np.empty(0, dtype=np.int64)
+    items, slots = _plan_pass(byte, first, offset_bytes, cap_bytes, nbytes, per, piece, empty,
+                              empty, empty, empty)
+    lo, hi, base, out = (np.empty(items, dtype=np.int64), np.empty(items, dtype=np.int64),
+                         np.empty(items, dtype=np.int64), np.empty(items, dtype=np.int64))
+    _plan_pass(byte, first, offset_bytes, cap_bytes, nbytes, per, piece, lo, hi, base, out)
+    return lo, hi, base, out, slots
+
+
 def plan_pieces(byte: np.ndarray, first: int, offset_bytes: int, cap_bytes: int, nbytes: int,
                 bits: int, piece: int | None = None,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
@@ -99,144 +109,152 @@ def plan_pieces(byte: np.ndarray, first: int, offset_bytes: int, cap_bytes: int,
     bytes in ascending order; those past the image are dropped. Returns (lo, hi, base, out,
     slots needed). `piece`: faulty bytes per item (default PIECE).
     """
-    piece = PIECE if piece is None else piece
-    per = 8 // bits
-    empty = np.empty(0, dtype=np.int64)
-    items, slots = _plan(byte, first, offset_bytes, cap_bytes, nbytes, per, piece,
-                         empty, empty, empty, empty)
-    lo, hi, base, out = (np.empty(items, dtype=np.int64) for _ in range(4))
-    _plan(byte, first, offset_bytes, cap_bytes, nbytes, per, piece, lo, hi, base, out)
-    return lo, hi, base, out, slots
+    return _plan(byte, first, offset_bytes, cap_bytes, nbytes, 8 // bits,
+                 PIECE if piece is None else piece)
 
 
-@intrinsic
-def _prefetch(typingctx: object, arr: types.Array, index: types.Integer) -> tuple:
-    """Hint the CPU to fetch arr[index]'s cache line for writing (LLVM's llvm.prefetch: no
-    effect on results, no fault on any address). A scatter at sorted but irregular positions
-    defeats the hardware prefetcher; asked a few faults ahead, the misses overlap."""
-    sig = types.void(arr, index)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]],
-                                       wraparound=False)
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-            "llvm.prefetch.p0")
-        # write, high locality, data cache
-        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 1), ir.Constant(i32, 3),
-                          ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-    return sig, codegen
-
-
-# Faults ahead of the current one whose weight is prefetched: enough to keep the misses of a
-# scattered write in flight (ResNet-18 at BER 0.1%, caches flushed: this kernel's write took
-# 4.1 ms without the prefetch, 1.37 ms with it (8 ahead: 1.8 ms, 48: 1.4 ms); the bare scatter
-# 0.86-0.89 ms).
-AHEAD = 24
+# Faulty bytes per block of the 8-bit write: the clean weights a block gathers (one cache line
+# each where faults are sparse: 256 KB) stay in the L2 cache until its new values are scattered
+# back (ResNet-18 at BER 0.1%, caches flushed before each call, a block loop alone: 1024 per
+# block 1.50 ms, 4096 1.40, 8192 1.37, 65536 1.58; the bare scatter 1.50 in the same run).
+BLOCK = 4096
 
 
 @njit(cache=True, inline="always")
-def _clean_code(weight: np.float32, table: np.ndarray, ga: float, gb: float, image: np.ndarray,
-                b: int) -> np.uint8:
-    """The 8-bit code stored at image byte b, recovered from its clean weight: the weight's
-    affine inverse ga * weight + gb rounded, accepted only where the segment's decode table maps
-    it back to exactly that weight (tables of segments whose decoding is not one-to-one are NaN,
-    so they never match); else the image byte itself. So the image, a second cache line per
-    fault, is read only where the weight is not a clean value."""
+def _code_guess(weight: np.float32, ga: float, gb: float) -> int:
+    """The 8-bit code whose value `weight` is, in its segment's order of values (signed for the
+    symmetric schemes): the affine inverse ga * weight + gb, rounded (0 for NaN or far off; a
+    guess the caller checks)."""
     u = np.float64(weight) * ga + gb
-    if not abs(u) < 1024.0:                 # NaN or far off: no code
+    if not abs(u) < 1024.0:
         u = 0.0
-    code = np.uint8(np.int64(np.rint(u)) & 255)
-    if table[code] != weight:
-        code = image[b]
-    return code
+    return np.int32(np.rint(u))
 
 
-# Its own function (not inlined): the hot loop compiles best alone (inlined with a
-# tuple-returning helper it measured 3x slower). Its loop runs over views from index 0 and has no
-# branch but the (predicted) check of each recovered code. The scheme is compiled in as a
-# constant. ResNet-18 at BER 0.1% (88 k faulty bytes, caches flushed before each call): 3.6 ms
-# indexed from a run-time start with a skip of the unchanged bytes, 1.9 ms over views, 1.37 ms
-# with each code recovered from its clean weight (one cache line per fault, not two) and
-# prefetched (0.15 ms of it the table check).
+# Its own function (not inlined): the hot loops compile best alone. The scheme is compiled in as a
+# constant. Each block of faults runs in four loops: (1) gather the clean weights (independent
+# loads: their misses overlap, as in a bare scatter), (2) the stored codes read off those weights
+# and the faulty values, in the L1 cache, with no load that waits on a miss, (3) codes whose
+# weight does not map back read off the image (none while the weights are clean), (4) the scatter
+# into the lines gathered in (1). ResNet-18 at BER 0.1% (88 k faulty bytes), caches flushed before
+# each call, write + restore: 1.9 ms as one loop per fault (the code and the new value computed
+# between the miss and the store, the weight 24 faults ahead prefetched), 1.47 ms in blocks; the
+# bare scatter 1.41 ms in the same run.
 @njit(cache=True)
 def _write_run8(image: np.ndarray, byte: np.ndarray, xor: np.ndarray, clear: np.ndarray,
                 set_: np.ndarray, stuck: bool, i0: int, i1: int, b_add: int,
                 weights: np.ndarray, scheme: int, delta: np.float32, s_lo: np.float32,
-                s_hi: np.float32, table: np.ndarray, ga: float, gb: float, pos: np.ndarray,
-                old: np.ndarray, w: int) -> tuple[int, int]:
+                s_hi: np.float32, ga: float, gb: float, umin: int, umax: int, pos: np.ndarray,
+                old: np.ndarray, new: np.ndarray, w: int) -> tuple[int, int]:
     """8-bit codes of one segment (one decoding): faulty bytes i0..i1-1, code b of image byte b
     is weights[b]. Every faulty byte's code is written and saved (one that reads back unchanged
-    gets its own value: no branch in the loop); returns (next slot, image bytes changed). The
-    stored code comes from the clean weight where it maps back (`_clean_code`). The hot path;
-    `scheme` is compiled in as a constant (`_write_run8_as`)."""
+    gets its own value: no branch in the loops); returns (next slot, image bytes changed). The
+    stored code is the clean weight's guess (`_code_guess`) where it lies in umin..umax (over
+    which the segment's decoding is one-to-one) and decodes back to exactly that weight, else
+    the image byte (and wherever faults are dense: >= 1 per 64 image bytes on average, the image
+    read is then the cheaper). `new`: scratch of BLOCK values. `scheme` is compiled in as a constant
+    (`_write_run8_as`)."""
     literally(scheme)
     zero = np.uint8(0)
-    n = i1 - i0
-    bytes_, xors, at, was = byte[i0:i1], xor[i0:i1], pos[w:w + n], old[w:w + n]
-    clears = clear[i0:i1] if stuck else clear
-    sets = set_[i0:i1] if stuck else set_
     c = 0
-    # sparse faults (< 1 per image cache line): the code comes off the weight; dense ones share
-    # image lines, which are then the cheaper read (a loop-invariant branch: LLVM unswitches it)
-    sparse = n > 0 and n * 64 < bytes_[n - 1] - bytes_[0] + 1
-    for j in range(n):
-        b = bytes_[j] + b_add
-        v = weights[b]
-        if sparse:
-            if j + AHEAD < n:
-                _prefetch(weights, bytes_[j + AHEAD] + b_add)   # type: ignore[call-arg]
-            before = _clean_code(v, table, ga, gb, image, b)
-        else:
+    n = i1 - i0
+    if n > 0 and n * 64 >= byte[i1 - 1] - byte[i0] + 1:
+        # dense faults (>= 1 per image cache line) share image lines: one loop reading the image
+        # is the cheaper path (ResNet-18 at BER 1%: 1.19x the bare scatter against 1.35x blocked)
+        bytes_, xors, at, was = byte[i0:i1], xor[i0:i1], pos[w:w + n], old[w:w + n]
+        clears = clear[i0:i1] if stuck else clear
+        sets = set_[i0:i1] if stuck else set_
+        for j in range(n):
+            b = bytes_[j] + b_add
             before = image[b]
-        after = read_byte(before, xors[j], clears[j] if stuck else zero,
-                          sets[j] if stuck else zero)
-        c += after != before
-        at[j] = b
-        was[j] = v
-        weights[b] = _decode(after, scheme, 8, delta, s_lo, s_hi)
-    return w + n, c
+            after = read_byte(before, xors[j], clears[j] if stuck else zero,
+                              sets[j] if stuck else zero)
+            c += after != before
+            at[j] = b
+            was[j] = weights[b]
+            weights[b] = _decode(after, scheme, 8, delta, s_lo, s_hi)
+        return w + n, c
+    for k in range(i0, i1, BLOCK):
+        m = min(BLOCK, i1 - k)
+        bytes_, xors, at, was = byte[k:k + m], xor[k:k + m], pos[w:w + m], old[w:w + m]
+        clears = clear[k:k + m] if stuck else clear
+        sets = set_[k:k + m] if stuck else set_
+        for j in range(m):
+            b = bytes_[j] + b_add
+            at[j] = b
+            was[j] = weights[b]
+        misses = 0
+        for j in range(m):
+            v = was[j]
+            u = _code_guess(v, ga, gb)
+            before = np.uint8(u & 255)
+            hit = (u >= umin) & (u <= umax) & (_decode(before, scheme, 8, delta, s_lo, s_hi) == v)
+            misses += not hit
+            if stuck:                   # unswitched by hand: the loop has no masks to load
+                after = read_byte(before, xors[j], clears[j], sets[j])
+            else:
+                after = read_byte(before, xors[j], zero, zero)
+            c += hit & (after != before)
+            new[j] = _decode(after, scheme, 8, delta, s_lo, s_hi)
+        if misses:
+            for j in range(m):      # the same check again: rare, and no flag array to write
+                v = was[j]
+                u = _code_guess(v, ga, gb)
+                if not ((u >= umin) & (u <= umax)
+                        & (_decode(np.uint8(u & 255), scheme, 8, delta, s_lo, s_hi) == v)):
+                    before = image[at[j]]
+                    after = read_byte(before, xors[j], clears[j] if stuck else zero,
+                                      sets[j] if stuck else zero)
+                    c += after != before
+                    new[j] = _decode(after, scheme, 8, delta, s_lo, s_hi)
+        for j in range(m):
+            weights[at[j]] = new[j]
+        w += m
+    return w, c
 
 
 @njit(cache=True, inline="always")
 def _write_run8_as(scheme: int, image: np.ndarray, byte: np.ndarray, xor: np.ndarray,
                    clear: np.ndarray, set_: np.ndarray, stuck: bool, i0: int, i1: int,
                    b_add: int, weights: np.ndarray, delta: np.float32, s_lo: np.float32,
-                   s_hi: np.float32, table: np.ndarray, ga: float, gb: float, pos: np.ndarray,
-                   old: np.ndarray, w: int) -> tuple[int, int]:
+                   s_hi: np.float32, ga: float, gb: float, umin: int, umax: int,
+                   pos: np.ndarray, old: np.ndarray, new: np.ndarray,
+                   w: int) -> tuple[int, int]:
     """`_write_run8` compiled for `scheme` as a constant (cold caches: 2.4 ms against 3.0 with
     a run-time scheme). Spelled out: numba binds a literal only at a call with a constant."""
     if scheme == SYMMETRIC:
         return _write_run8(image, byte, xor, clear, set_, stuck, i0, i1, b_add, weights,
-                           SYMMETRIC, delta, s_lo, s_hi, table, ga, gb, pos, old, w)
+                           SYMMETRIC, delta, s_lo, s_hi, ga, gb, umin, umax, pos, old, new,
+                           w)
     if scheme == ASYMMETRIC:
         return _write_run8(image, byte, xor, clear, set_, stuck, i0, i1, b_add, weights,
-                           ASYMMETRIC, delta, s_lo, s_hi, table, ga, gb, pos, old, w)
+                           ASYMMETRIC, delta, s_lo, s_hi, ga, gb, umin, umax, pos, old, new,
+                           w)
     if scheme == RQUANT:
         return _write_run8(image, byte, xor, clear, set_, stuck, i0, i1, b_add, weights,
-                           RQUANT, delta, s_lo, s_hi, table, ga, gb, pos, old, w)
+                           RQUANT, delta, s_lo, s_hi, ga, gb, umin, umax, pos, old, new, w)
     if scheme == STUTZ_SYMMETRIC:
         return _write_run8(image, byte, xor, clear, set_, stuck, i0, i1, b_add, weights,
-                           STUTZ_SYMMETRIC, delta, s_lo, s_hi, table, ga, gb, pos, old, w)
+                           STUTZ_SYMMETRIC, delta, s_lo, s_hi, ga, gb, umin, umax, pos, old,
+                           new, w)
     return _write_run8(image, byte, xor, clear, set_, stuck, i0, i1, b_add, weights,
-                       STUTZ_RQUANT, delta, s_lo, s_hi, table, ga, gb, pos, old, w)
+                       STUTZ_RQUANT, delta, s_lo, s_hi, ga, gb, umin, umax, pos, old, new,
+                       w)
 
 
 @njit(cache=True, inline="always")
 def _write_piece8(image: np.ndarray, byte: np.ndarray, xor: np.ndarray, clear: np.ndarray,
                   set_: np.ndarray, stuck: bool, i: int, h: int, b_add: int,
                   seg_end: np.ndarray, seg_scheme: np.ndarray, seg_delta: np.ndarray,
-                  seg_lo: np.ndarray, seg_hi: np.ndarray, seg_table: np.ndarray,
-                  seg_ga: np.ndarray, seg_gb: np.ndarray, weights: np.ndarray, pos: np.ndarray,
-                  old: np.ndarray, w: int) -> tuple[int, int, int]:
+                  seg_lo: np.ndarray, seg_hi: np.ndarray, seg_ga: np.ndarray,
+                  seg_gb: np.ndarray, seg_umin: np.ndarray, seg_umax: np.ndarray,
+                  weights: np.ndarray, pos: np.ndarray, old: np.ndarray,
+                  w: int) -> tuple[int, int, int]:
     """One work item of 8-bit codes (one code per byte), segment by segment. Returns (next
     slot, image bytes changed, codes changed)."""
     n_codes = seg_end[seg_end.shape[0] - 1]
     zero = np.uint8(0)
+    new = np.empty(BLOCK, dtype=np.float32)
     c = 0
     codes = 0
     sp = 0
@@ -255,7 +273,8 @@ def _write_piece8(image: np.ndarray, byte: np.ndarray, xor: np.ndarray, clear: n
         j = i + np.searchsorted(byte[i:h], seg_end[sp] - b_add)     # first byte past it
         w, cs = _write_run8_as(seg_scheme[sp], image, byte, xor, clear, set_, stuck, i, j,
                                b_add, weights, seg_delta[sp], seg_lo[sp], seg_hi[sp],
-                               seg_table[sp], seg_ga[sp], seg_gb[sp], pos, old, w)
+                               seg_ga[sp], seg_gb[sp], seg_umin[sp], seg_umax[sp], pos, old,
+                               new, w)
         c += cs
         codes += cs
         i = j
@@ -305,40 +324,43 @@ def _write_faulty_codes(image: np.ndarray, byte: np.ndarray, xor: np.ndarray,
                         clear: np.ndarray, set_: np.ndarray, lo: np.ndarray, hi: np.ndarray,
                         base: np.ndarray, out: np.ndarray, bits: int, seg_end: np.ndarray,
                         seg_scheme: np.ndarray, seg_delta: np.ndarray, seg_lo: np.ndarray,
-                        seg_hi: np.ndarray, seg_table: np.ndarray, seg_ga: np.ndarray,
-                        seg_gb: np.ndarray, weights: np.ndarray, pos: np.ndarray,
-                        old: np.ndarray, written: np.ndarray, changed: np.ndarray,
-                        codes: np.ndarray) -> None:
-    """Write the dequantized faulty codes into the weights; save what they held.
+                        seg_hi: np.ndarray, seg_ga: np.ndarray, seg_gb: np.ndarray,
+                        seg_umin: np.ndarray, seg_umax: np.ndarray, weights: np.ndarray,
+                        pos: np.ndarray, old: np.ndarray,
+                        written: np.ndarray) -> tuple[int, int]:
+    """Write the dequantized faulty codes into the weights; save what they held. Returns (image
+    bytes that changed, codes whose value changed).
 
     byte/xor/clear/set_: faulty bytes, ascending, with their masks (clear/set_ empty when there
     is no stuck-at fault); work item t covers faulty bytes lo[t]..hi[t]-1 on image bytes
     byte[i] + base[t] (`plan_pieces`). weights: every quantized weight in image order, one
     float32 array (code k is weights[k]; segment s holds codes up to seg_end[s] and decodes them
     with its scheme and range). 8-bit codes: every faulty byte's code is decoded and written
-    (an unchanged one gets its own value back; no branch in the hot loop), the stored code taken
-    from the clean weight where seg_table[s] (the segment's 256 decoded values, NaN where
-    decoding is not one-to-one) maps seg_ga[s] * weight + seg_gb[s], rounded, back to it, else
-    from the image (and from the image wherever faults are dense: < 64 image bytes apart on
-    average); m-bit codes: only those whose value changes, read off the image. Item t records
+    (an unchanged one gets its own value back; no branch in the hot loops), the stored code
+    taken from the clean weight where seg_ga[s] * weight + seg_gb[s], rounded, lies in
+    seg_umin[s]..seg_umax[s] (codes in the order of their values, over which the segment's
+    decoding is one-to-one; empty where it is not) and decodes back to exactly that weight, else
+    from the image; m-bit codes: only those whose value changes, read off the image. Item t records
     the indices of the codes it wrote in pos[out[t]:out[t] + written[t]] and the values they
-    replaced in old[...], the image bytes that changed in changed[t] and the codes whose value
-    changed in codes[t].
+    replaced in old[...].
     """
     stuck = clear.shape[0] > 0
+    changed = 0
+    codes = 0
     for t in prange(lo.shape[0]):
         if bits == 8:
             w, c, k = _write_piece8(image, byte, xor, clear, set_, stuck, lo[t], hi[t], base[t],
-                                    seg_end, seg_scheme, seg_delta, seg_lo, seg_hi, seg_table,
-                                    seg_ga, seg_gb, weights, pos, old, out[t])
+                                    seg_end, seg_scheme, seg_delta, seg_lo, seg_hi, seg_ga,
+                                    seg_gb, seg_umin, seg_umax, weights, pos, old, out[t])
         else:
             w, c = _write_piece(image, byte, xor, clear, set_, stuck, lo[t], hi[t], base[t],
                                 bits, seg_end, seg_scheme, seg_delta, seg_lo, seg_hi, weights,
                                 pos, old, out[t])
             k = w - out[t]
         written[t] = w - out[t]
-        changed[t] = c
-        codes[t] = k
+        changed += c
+        codes += k
+    return changed, codes
 
 
 def _restore_codes(weights: np.ndarray, pos: np.ndarray, old: np.ndarray, out: np.ndarray,

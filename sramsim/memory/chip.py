@@ -1,6 +1,7 @@
 """A chip: a persistent per-bit failure map over voltage, stored sparse and nested by design."""
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -223,7 +224,7 @@ class Chip:
         """`v` as a float if this chip's map covers it, else VoltageError (NaN, below the floor /
         lowest measured voltage, or above the nominal voltage: never extrapolated)."""
         v = float(v)
-        if not np.isfinite(v):
+        if not math.isfinite(v):
             raise VoltageError(f"voltage must be a finite number, got {v!r}")
         # Refused only if below v_floor also in float32, the precision faults are compared in
         # (so a stored float32 voltage such as float32(0.7) < 0.7 is still accepted).
