@@ -23,8 +23,13 @@ sequential maps per point (`maps`, more while the 95% interval holds the thresho
 Each model runs `sramsim.analysis.sparkxd.run_study` in benchmarks/.cache/sparkxd/<run>/; every
 stage resumes on a re-run (trained models and measured maps are kept).
 
-Run: `.venv/bin/python benchmarks/reproduce_sparkxd.py [--models diehl-cook400,...]`
--> benchmarks/results/sparkxd.json and sparkxd.png.
+`--confirm MODELS` repeats the three searches of those models (same control and FAT checkpoints,
+same grid and map rule) on the whole test split with fresh test maps (`--confirm-seed`, default
+1), in `<run>-whole-test-seed<seed>/`: whether the figures searched on `eval_limit` images and
+the study's maps hold there (`models[].whole_test_fresh_maps`).
+
+Run: `.venv/bin/python benchmarks/reproduce_sparkxd.py [--models diehl-cook400,...]
+[--confirm snn-fc400,...]` -> benchmarks/results/sparkxd.json and sparkxd.png.
 """
 from __future__ import annotations
 
@@ -151,6 +156,8 @@ def one(model: str, args: argparse.Namespace, chosen: dict[str, dict]) -> dict:
               {k: s["settings"][k] for k in RECIPE_KEYS})
     chosen[model] = recipe
     trained = ("pretrain", "baseline", "fat")
+    whole = (confirmation(model, opts, st, args.confirm_seed) if model in args.confirm
+             else None)
     return relative({
         "model": model, "run_folder": opts.out, "settings": s["settings"],
         "recipe": recipe,
@@ -178,7 +185,32 @@ def one(model: str, args: argparse.Namespace, chosen: dict[str, dict]) -> dict:
         "curves": {k: [{f: p[f] for f in ("ber", "voltage", "accuracy_mean", "ci95", "n",
                                           "passes")} for p in st[f"tolerance_{k}"]["points"]]
                    for k in ("baseline", "fat", "fat_own")},
+        "whole_test_fresh_maps": whole,
     })
+
+
+def confirmation(model: str, opts: Any, stages: dict, seed: int) -> dict:
+    """The study's three searches of `model` again on the whole test split (10,000 images) with
+    fresh test maps (`seed`), in their own folder beside the study's (resumable)."""
+    from sramsim.analysis.sparkxd import confirm
+    folder = Path(f"{opts.out}-whole-test-seed{seed}")
+    load0, t0 = os.getloadavg(), time.perf_counter()
+    r = confirm(opts, stages, folder, seed, log=print)
+    return relative({
+        "what": "the study's searches of the same control and FAT models on the whole test split "
+                "with fresh test maps",
+        "folder": str(folder), "seed": seed, "n_test_images": r["baseline"]["n_samples"],
+        "clean_accuracy": {"control": r["baseline"]["clean_accuracy"],
+                           "fat": r["fat"]["clean_accuracy"]},
+        "tolerable_ber": {"control": r["baseline"]["common"]["tolerable_ber"],
+                          "fat_common": r["fat"]["common"]["tolerable_ber"],
+                          "fat_own": r["fat"]["own"]["tolerable_ber"]},
+        "fat_over_control_common": r["fat_over_control_common"],
+        "fat_over_control_own": r["fat_over_control_own"],
+        "saving": r["headline"]["saving"], "results": r,
+        "search_seconds_when_measured": measured_seconds(folder),
+        "wall_s_this_run": round(time.perf_counter() - t0, 1),
+        "load_start_end": [list(load0), list(os.getloadavg())]})
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -226,7 +258,13 @@ def main() -> None:
     ap.add_argument("--dram-rows", type=int, default=2048, help="rows per bank of the searches")
     ap.add_argument("--threads", type=int, default=2, help="torch / kernel threads")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--confirm", default="",
+                    help="comma-separated models whose searches are repeated on the whole test "
+                         "split with fresh test maps (after their study)")
+    ap.add_argument("--confirm-seed", type=int, default=1,
+                    help="test-map seed of those searches (the study's is 0; default 1)")
     args = ap.parse_args()
+    args.confirm = [m for m in args.confirm.split(",") if m]
     import torch
 
     from sramsim.analysis.sparkxd import PAPER
@@ -235,6 +273,9 @@ def main() -> None:
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         sys.exit(f"reproduce_sparkxd: unknown models {unknown}; known: {', '.join(MODELS)}")
+    if set(args.confirm) - set(models):
+        sys.exit(f"reproduce_sparkxd: --confirm {sorted(set(args.confirm) - set(models))} not in "
+                 "--models")
     t0, load0 = time.perf_counter(), os.getloadavg()
     chosen: dict[str, dict] = {}
     rows = []

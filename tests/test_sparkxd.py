@@ -289,3 +289,57 @@ def test_candidates_are_chosen_on_held_out_training_images_and_validation_maps(t
     assert s["stages"]["fat"]["clip"] == chosen["recipe"]["clip"]
     for row in sel["candidates"]:
         assert row["searched"] or row["skipped"]
+
+
+def test_confirm_repeats_the_three_searches_on_the_whole_test_split_with_fresh_maps(
+        tmp_path, monkeypatch):
+    from sramsim.analysis import tolerance
+    from sramsim.errors import InputError
+    opts = SX.StudyOptions(out=str(tmp_path / "s"), model="cnn", limit=200, eval_limit=100)
+    stages = {"baseline": {"checkpoint": str(tmp_path / "s" / "baseline.pt"), "control": True},
+              "fat": {"checkpoint": str(tmp_path / "s" / "fat.pt")}}
+
+    def record(clean: float, tolerable: float) -> dict:
+        point = {"ber": tolerable, "n": 3, "accuracy_mean": clean - 0.005, "ci95": 0.002}
+        return {"clean_accuracy": clean, "n_samples": 10_000, "tolerable_ber": tolerable,
+                "voltage": 1.1, "accuracy_mean": clean - 0.005, "first_failing_ber": None,
+                "bound": None, "reference": {"kind": "own-clean", "label": "own clean accuracy",
+                                             "accuracy": clean},
+                "margin": 0.01, "nominal_voltage": 1.2, "points": [point], "energy": {}}
+    seen = []
+
+    def search(opts_, model_path, folder, note, **kw):
+        seen.append((model_path.name, folder.relative_to(tmp_path).as_posix(), kw))
+        return record(0.8, 1e-3) if model_path.name == "baseline.pt" else record(0.79, 4e-3)
+
+    real_tolerance = SX._tolerance
+    monkeypatch.setattr(SX, "_tolerance", search)
+    r = SX.confirm(opts, stages, tmp_path / "c", seed=1)
+    names = [(m, f) for m, f, _ in seen]
+    assert names == [("baseline.pt", "c/tolerance-baseline"), ("fat.pt", "c/tolerance-fat"),
+                     ("fat.pt", "c/tolerance-fat")]
+    assert all(kw["seed"] == 1 and kw["whole_test"] for _, _, kw in seen)
+    # the FAT model's first search is judged against the control's clean accuracy there
+    assert seen[1][2]["reference"].accuracy == 0.8 and "reference" not in seen[2][2]
+    assert r["fat_over_control_common"] == pytest.approx(4.0)
+    with pytest.raises(InputError, match="other than the study's test-map seed 0"):
+        SX.confirm(opts, stages, tmp_path / "c", seed=0)
+    with pytest.raises(InputError, match="not trained its fat model"):
+        SX.confirm(opts, {"baseline": stages["baseline"]}, tmp_path / "c", seed=1)
+
+    # whole_test: the search gets every test sample (limit None), the study's eval_limit else
+    class Stop(Exception):
+        pass
+
+    limits = []
+
+    def stop(*a, **kw):
+        limits.append(kw["limit"])
+        raise Stop
+
+    monkeypatch.setattr(SX, "_tolerance", real_tolerance)
+    monkeypatch.setattr(tolerance, "search", stop)
+    for whole in (True, False):
+        with pytest.raises(Stop):
+            SX._tolerance(opts, tmp_path / "m.pt", tmp_path / "t", print, whole_test=whole)
+    assert limits == [None, 100]

@@ -409,11 +409,41 @@ def common_reference(model: str, control_clean: float) -> Reference:
     return Reference.given(control_clean, f"control {model} clean accuracy")
 
 
+def confirm(opts: StudyOptions, stages: dict, folder: str | os.PathLike[str], seed: int,
+            log: Callable[[str], None] | None = None) -> dict:
+    """The study's three searches again, on the whole test split and with fresh test maps
+    (`seed`, not the study's `opts.seed`), of the control and FAT models its stages trained: do
+    its figures, searched on `eval_limit` test images and the study's maps, hold there? Each
+    search resumes from its subfolder of `folder`. Returns `results` of these searches (the
+    common reference is the control's clean accuracy on the whole split)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed == opts.seed:
+        raise InputError(f"seed must be an integer other than the study's test-map seed "
+                         f"{opts.seed} (fresh maps), got {seed!r}")
+    missing = [k for k in ("baseline", "fat") if "checkpoint" not in stages.get(k, {})]
+    if missing:
+        raise InputError(f"the study has not trained its {' and '.join(missing)} model yet: "
+                         "run it first")
+    out = Path(folder)
+    note = log or (lambda text: None)
+    base = _tolerance(opts, Path(stages["baseline"]["checkpoint"]), out / "tolerance-baseline",
+                      note, seed=seed, whole_test=True)
+    common = common_reference(opts.model, base["clean_accuracy"])
+    fat_path = Path(stages["fat"]["checkpoint"])
+    fat = _tolerance(opts, fat_path, out / "tolerance-fat", note, reference=common, seed=seed,
+                     whole_test=True)
+    fat_own = _tolerance(opts, fat_path, out / "tolerance-fat", note, seed=seed,
+                         whole_test=True)
+    return results({"baseline": stages["baseline"], "tolerance_baseline": base,
+                    "tolerance_fat": fat, "tolerance_fat_own": fat_own})
+
+
 def _tolerance(opts: StudyOptions, model_path: Path, folder: Path,
                note: Callable[[str], None], reference: Reference | None = None,
-               dataset: Dataset | None = None, seed: int | None = None) -> dict:
+               dataset: Dataset | None = None, seed: int | None = None,
+               whole_test: bool = False) -> dict:
     """One search (resumes from `folder`), kept compact for the summary. reference: default the
-    model's own clean accuracy; dataset / seed: default the test split and the test maps."""
+    model's own clean accuracy; dataset / seed: default the test split and the test maps;
+    whole_test: every test sample (else the study's `search_limit`)."""
     from sramsim.analysis.tolerance import search
     t0 = time.perf_counter()
     r = search(str(model_path), opts.data if dataset is None else dataset, margin=opts.margin,
@@ -421,7 +451,7 @@ def _tolerance(opts: StudyOptions, model_path: Path, folder: Path,
                high=opts.high, per_decade=opts.per_decade, bisect_steps=opts.bisect_steps,
                source="dram", error_model=opts.search_error_model(), mapping="drmap",
                geometry=opts.geometry, seed=opts.seed if seed is None else seed,
-               limit=opts.search_limit() if dataset is None else None,
+               limit=opts.search_limit() if dataset is None and not whole_test else None,
                out_dir=folder, execution=opts.execution(), log=note)
     keep = ("tolerable_ber", "voltage", "accuracy_mean", "ci95", "first_failing_ber",
             "first_failing", "next_grid_point", "bound", "reference", "clean_accuracy",
