@@ -205,10 +205,19 @@ def main() -> None:
                     help="skip the evaluation with one presentation per image (BindsNET's "
                          "example; it doubles the evaluation time)")
     ap.add_argument("--batch-check", type=int, default=0, metavar="IMAGES",
-                    help="also N400 on this many training images at batch 1 and 64, BindsNET "
-                         "and ours (default 0: not run)")
+                    help="also N400 on this many training images at each --batch-sizes, "
+                         "BindsNET and ours (default 0: not run); rows of other image counts "
+                         "or batch sizes already in the JSON are kept")
+    ap.add_argument("--batch-sizes", default=f"1,{BATCH}",
+                    help=f"batch sizes of --batch-check (default 1,{BATCH})")
     args = ap.parse_args()
     names = [m for m in args.models.split(",") if m]
+    try:
+        sizes = tuple(int(b) for b in args.batch_sizes.split(",") if b)
+    except ValueError:
+        ap.error(f"--batch-sizes must be whole numbers, got {args.batch_sizes!r}")
+    if not sizes or min(sizes) < 1:
+        ap.error(f"--batch-sizes must be whole numbers >= 1, got {args.batch_sizes!r}")
     bad = [m for m in names if m not in MODELS or not m.startswith("diehl-cook")]
     if bad:
         ap.error(f"--models: not a Diehl & Cook model of the study: {', '.join(bad)}")
@@ -232,16 +241,24 @@ def main() -> None:
     check = None
     if previous.exists():
         check = json.loads(previous.read_text()).get("batch_check")
+    def write() -> None:
+        write_result(out_name, {"bindsnet": BINDSNET_VERSION,
+                                "models": [done[k] for k in sorted(done, key=lambda k: int(
+                                    k.removeprefix("diehl-cook")))], "batch_check": check})
+
     if args.batch_check:
-        check = batch_check(bn, train, test, args.batch_check, (1, BATCH),
-                            lambda s: print(s, flush=True))
+        rows = batch_check(bn, train, test, args.batch_check, sizes,
+                           lambda s: print(s, flush=True))
+        new = {(r["train_images"], r["batch_size"]) for r in rows}
+        kept = [r for r in check or [] if (r["train_images"], r["batch_size"]) not in new]
+        check = sorted(kept + rows, key=lambda r: (r["train_images"], r["batch_size"]))
+        if not names:
+            write()
     for name in names:
         models.append(run_model(bn, name, train, test, lambda s: print(s, flush=True),
                                 not args.no_one_presentation))
         done[name] = models[-1]
-        write_result(out_name, {"bindsnet": BINDSNET_VERSION,
-                                "models": [done[k] for k in sorted(done, key=lambda k: int(
-                                    k.removeprefix("diehl-cook")))], "batch_check": check})
+        write()
 
 
 if __name__ == "__main__":
