@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:          # the hook is loaded by file path: make the packages importable
+# the hook is loaded by file path: make the packages importable
+if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 HOOKS = Path(__file__).resolve().parent
 if str(HOOKS) not in sys.path:
