@@ -1,5 +1,5 @@
 """The SparkXD study (`sramsim sparkxd`) at SparkXD's setting, within a 2-core budget: Diehl & Cook
-STDP networks (N400, N900, N1600) and the surrogate-gradient snn-fc400, each with an equal-budget
+STDP networks (N400, N900, N1600, N3600) and the surrogate-gradient snn-fc400, each with an equal-budget
 clean control and a fault-aware trained (FAT) arm; the tolerable BER of both arms under the
 **common reference** (the control's clean accuracy minus the 1-point margin: SparkXD's rule) and
 under each arm's own clean accuracy, the accuracy interval at the tolerable BER and at the next
@@ -14,7 +14,7 @@ pretrained model, control and FAT 1 more epoch on the first `limit` images. The 
 chosen among `CANDIDATES` on held-out training images (the split's last `val_images`, never trained
 on by the study's stages; the 12-epoch snn-fc400 base did see them) and validation maps, never on
 test images or test maps; diehl-cook900 reuses the recipe chosen for diehl-cook400 (no selection of
-its own, to save its training), and so does diehl-cook1600. Searches: the first `eval_limit` test
+its own, to save its training), and so do diehl-cook1600 and diehl-cook3600. Searches: the first `eval_limit` test
 images, DRAM error-model-0 chips of the default LPDDR3 part with `dram_rows` rows per bank, the
 weights placed by drmap, a grid from `low` to `high` (`per_decade`) then `bisect_steps` bisections,
 sequential maps per point (`maps`, more while the 95% interval holds the threshold, up to
@@ -85,6 +85,9 @@ MODELS: dict[str, dict[str, Any]] = {
                       "recipe_from": "diehl-cook400",
                       "search": {**STDP_SEARCH, "eval_limit": 1_000}},
     "diehl-cook1600": {"limit": 5_000, "epochs": 1, "fat_epochs": 1, "batch_size": 64,
+                       "recipe_from": "diehl-cook400",
+                       "search": {**STDP_SEARCH, "eval_limit": 1_000}},
+    "diehl-cook3600": {"limit": 5_000, "epochs": 1, "fat_epochs": 1, "batch_size": 64,
                        "recipe_from": "diehl-cook400",
                        "search": {**STDP_SEARCH, "eval_limit": 1_000}},
     "snn-fc400": {"limit": 20_000, "epochs": 12, "fat_epochs": 1, "batch_size": 128,
