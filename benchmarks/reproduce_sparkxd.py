@@ -1,24 +1,24 @@
 """The SparkXD study (`sramsim sparkxd`) at SparkXD's setting, within a 2-core budget: Diehl & Cook
 STDP networks (N400, N900, N1600, N3600) and the surrogate-gradient snn-fc400, each with an
-equal-budget clean control and a fault-aware trained (FAT) arm; the tolerable BER of both arms under the
-**common reference** (the control's clean accuracy minus the 1-point margin: SparkXD's rule) and
-under each arm's own clean accuracy, the accuracy interval at the tolerable BER and at the next
-grid point, the FAT/control ratios, and the DRAM energy saving at the common reference beside
-SparkXD's ~40%.
+equal-budget clean control and a fault-aware trained (FAT) arm; the tolerable BER of both arms under
+the **common reference** (the control's clean accuracy minus the 1-point margin: SparkXD's rule) and
+under each arm's own clean accuracy, the accuracy interval at the tolerable BER and at the next grid
+point, the FAT/control ratios, and the DRAM energy saving at the common reference beside SparkXD's
+~40%.
 
 Budget (stated in the JSON, per model `settings`): Fashion-MNIST (the only MNIST-family set on this
 machine); Diehl & Cook: 1 STDP epoch of pretraining on the first `limit` training images, then the
 control and each FAT candidate 1 more epoch from it; snn-fc400: the 12-epoch model on all 60,000
 training images (`sramsim train-base ... --epochs 12 --lr 2e-3`, trained here if absent) as the
-pretrained model, control and FAT 1 more epoch on the first `limit` images. The FAT recipe is
-chosen among `CANDIDATES` on held-out training images (the split's last `val_images`, never trained
-on by the study's stages; the 12-epoch snn-fc400 base did see them) and validation maps, never on
-test images or test maps; diehl-cook900 reuses the recipe chosen for diehl-cook400 (no selection of
-its own, to save its training), and so do diehl-cook1600 and diehl-cook3600. Searches: the first
-`eval_limit` test images, DRAM error-model-0 chips of the default LPDDR3 part with `dram_rows` rows per bank, the
-weights placed by drmap, a grid from `low` to `high` (`per_decade`) then `bisect_steps` bisections,
-sequential maps per point (`maps`, more while the 95% interval holds the threshold, up to
-`maps_max`), test maps on seed 0 (`MODELS[...]["search"]`).
+pretrained model, control and FAT 1 more epoch on the first `limit` images. The FAT recipe is chosen
+among `CANDIDATES` on held-out training images (the split's last `val_images`, never trained on by
+the study's stages; the 12-epoch snn-fc400 base did see them) and validation maps, never on test
+images or test maps; diehl-cook900 reuses the recipe chosen for diehl-cook400 (no selection of its
+own, to save its training), and so do diehl-cook1600 and diehl-cook3600. Searches: the first
+`eval_limit` test images, DRAM error-model-0 chips of the default LPDDR3 part with `dram_rows` rows
+per bank, the weights placed by drmap, a grid from `low` to `high` (`per_decade`) then
+`bisect_steps` bisections, sequential maps per point (`maps`, more while the 95% interval holds the
+threshold, up to `maps_max`), test maps on seed 0 (`MODELS[...]["search"]`).
 
 Each model runs `sramsim.analysis.sparkxd.run_study` in benchmarks/.cache/sparkxd/<run>/; every
 stage resumes on a re-run (trained models and measured maps are kept).
