@@ -131,6 +131,15 @@ def _code_guess(weight: np.float32, ga: float, gb: float) -> int:
     return np.int32(np.rint(u))
 
 
+@njit(cache=True, inline="always")
+def _decodes_back(u: int, weight: np.float32, umin: int, umax: int, scheme: int,
+                  delta: np.float32, s_lo: np.float32, s_hi: np.float32) -> bool:
+    """Whether the guess u (`_code_guess`) is a code of the segment's span umin..umax (where
+    decoding is one-to-one) that decodes back to exactly `weight`: then it is the stored code."""
+    return ((u >= umin) & (u <= umax)
+            & (_decode(np.uint8(u & 255), scheme, 8, delta, s_lo, s_hi) == weight))
+
+
 # Its own function (not inlined): the hot loops compile best alone. The scheme is compiled in as a
 # constant. Each block of faults runs in four loops: (1) gather the clean weights (independent
 # loads: their misses overlap, as in a bare scatter), (2) the stored codes read off those weights
@@ -149,9 +158,9 @@ def _write_run8(image: np.ndarray, byte: np.ndarray, xor: np.ndarray, clear: np.
     """8-bit codes of one segment (one decoding): faulty bytes i0..i1-1, code b of image byte b
     is weights[b]. Every faulty byte's code is written and saved (one that reads back unchanged
     gets its own value: no branch in the loops); returns (next slot, image bytes changed). The
-    stored code is the clean weight's guess (`_code_guess`) where it lies in umin..umax (over
-    which the segment's decoding is one-to-one) and decodes back to exactly that weight, else
-    the image byte (and wherever faults are dense: >= 1 per 64 image bytes on average, the image
+    stored code is the clean weight's guess (`_code_guess`) where it decodes back to exactly
+    that weight from the segment's one-to-one span umin..umax (`_decodes_back`), else the image
+    byte (and wherever faults are dense: >= 1 per 64 image bytes on average, the image
     read is then the cheaper). `new`: scratch of BLOCK values. `scheme` is compiled in as a constant
     (`_write_run8_as`)."""
     literally(scheme)
@@ -188,7 +197,7 @@ def _write_run8(image: np.ndarray, byte: np.ndarray, xor: np.ndarray, clear: np.
             v = was[j]
             u = _code_guess(v, ga, gb)
             before = np.uint8(u & 255)
-            hit = (u >= umin) & (u <= umax) & (_decode(before, scheme, 8, delta, s_lo, s_hi) == v)
+            hit = _decodes_back(u, v, umin, umax, scheme, delta, s_lo, s_hi)
             misses += not hit
             if stuck:                   # unswitched by hand: the loop has no masks to load
                 after = read_byte(before, xors[j], clears[j], sets[j])
@@ -199,9 +208,8 @@ def _write_run8(image: np.ndarray, byte: np.ndarray, xor: np.ndarray, clear: np.
         if misses:
             for j in range(m):      # the same check again: rare, and no flag array to write
                 v = was[j]
-                u = _code_guess(v, ga, gb)
-                if not ((u >= umin) & (u <= umax)
-                        & (_decode(np.uint8(u & 255), scheme, 8, delta, s_lo, s_hi) == v)):
+                if not _decodes_back(_code_guess(v, ga, gb), v, umin, umax, scheme, delta, s_lo,
+                                     s_hi):
                     before = image[at[j]]
                     after = read_byte(before, xors[j], clears[j] if stuck else zero,
                                       sets[j] if stuck else zero)
