@@ -333,3 +333,29 @@ def test_every_public_name_of_the_memory_layer_has_a_docstring():
                         and not (f.__doc__ or "").strip():
                     missing.append(f"{m}.{name}.{key}")
     assert missing == []
+
+
+def test_byte_faults_by_voltage_is_the_counted_lookup():
+    # a voltage asked for before is looked up by its value: the same faults as counting, never
+    # a voltage that was refused, and nothing the LRU cache has let go
+    import pickle
+    curve = BerCurve.builtin("finfet14")
+    chip = Chip.random(Geometry(64, 64), curve, 0.75, seed=5)
+    first = chip.byte_faults(0.8)
+    assert chip.byte_faults(0.8) is first
+    assert chip.byte_faults(np.float64(0.8)) is first
+    fresh = Chip.random(Geometry(64, 64), curve, 0.75, seed=5)
+    for v in (0.8, 0.76, np.float32(0.76), 0.75):
+        got, ref = chip.byte_faults(v), fresh.byte_faults(v)
+        assert np.array_equal(got.byte, ref.byte) and np.array_equal(got.xor, ref.xor)
+        assert len(got) <= len(chip.faults(float(v)))
+    for bad in (float("nan"), 0.1, 2.0):
+        with pytest.raises(VoltageError):
+            chip.byte_faults(bad)
+    with pytest.raises((VoltageError, TypeError)):
+        chip.byte_faults([0.8])                         # unhashable: refused by the count
+    for v in np.linspace(0.99, 0.75, 4 * Chip.MASK_CACHE_SIZE):   # more voltages than cached
+        chip.byte_faults(float(v))
+    held = {id(faults) for _, faults in chip._sorted_cache.values()}
+    assert {id(faults) for faults in chip._sorted_at.values()} <= held
+    assert pickle.loads(pickle.dumps(chip))._sorted_at == {}

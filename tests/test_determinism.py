@@ -62,7 +62,7 @@ digest("ecc read", read, np.array([stats.faulty_words, stats.corrected, stats.de
                                    stats.miscorrected]))
 
 # in-place faulty weights: 3 faulty bytes per work item, so many items run in parallel
-kernels.PIECE, kernels.PARALLEL_MIN_ITEMS = 3, 2
+kernels.PIECE, kernels.PARALLEL_MIN_FAULTS = 3, 6
 torch.manual_seed(0)
 model = nn.Sequential(nn.Conv2d(3, 5, 3), nn.Flatten(), nn.Linear(35, 7), nn.Linear(7, 1))
 weights = []

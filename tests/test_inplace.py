@@ -138,7 +138,7 @@ def test_many_work_items_any_thread_count_bit_identical(monkeypatch, bits, word_
     import numba
     from sramsim.inject import weight_kernels as kernels
     monkeypatch.setattr(kernels, "PIECE", 3)
-    monkeypatch.setattr(kernels, "PARALLEL_MIN_ITEMS", 2)
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_FAULTS", 6)
     model = small_model()
     qm = QuantizedModel(model, bits=bits, scheme="rquant", word_bits=word_bits,
                         include_bias=True)
@@ -563,3 +563,84 @@ def test_a_change_inside_the_block_is_not_taken_for_clean(monkeypatch):
         assert_bitwise(ref, params_of(model), ref)
     assert len(loads) == 3
     assert_bitwise(qm.clean_weights(), params_of(model), qm.clean_weights())
+
+
+def test_a_same_address_view_of_another_shape_is_taken_for_a_change():
+    # `.data = ` a view of the same memory with other strides: same address and version, so
+    # only the shape and strides in the stamp tell; the next block reloads
+    model = small_model()
+    qm = QuantizedModel(model, bits=8)
+    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=11)
+    with inplace.faults_applied(qm, model, chip, 0.75):
+        pass
+    w = model[3].weight                                  # (1, 7): transposing keeps the address
+    w.data = w.data.t()
+    with pytest.raises(InputError, match=r"parameter '3.weight' has shape \[7, 1\]"):
+        with inplace.faults_applied(qm, model, chip, 0.75):
+            pass
+
+
+def test_a_block_is_entered_once_and_a_failed_entry_frees_the_model():
+    model = small_model()
+    qm = QuantizedModel(model, bits=8)
+    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=12)
+    block = inplace.faults_applied(qm, model, chip, 0.75)
+    with block:
+        with pytest.raises(InputError, match="already entered"):
+            block.__enter__()
+    with pytest.raises(InputError, match="below"):        # refused inside __enter__
+        with inplace.faults_applied(qm, model, chip, 0.1):
+            pass
+    ref = qm.perturbed(chip, 0.75)
+    with block:                                          # reusable after leaving; model free
+        assert_bitwise(ref, params_of(model), ref)
+    block.__exit__(None, None, None)                     # a second exit does nothing
+    assert_bitwise(qm.clean_weights(), params_of(model), qm.clean_weights())
+
+
+def test_a_dropped_model_takes_its_slot_with_it():
+    import gc
+    qm = QuantizedModel(small_model(), bits=8)
+    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=13)
+    model = small_model()
+    with inplace.faults_applied(qm, model, chip, 0.75):
+        pass
+    slots = inplace.state(qm).slots
+    assert list(slots) == [id(model)]
+    del model
+    gc.collect()
+    assert not slots
+    other = small_model()                               # a new model, maybe at the same id
+    with inplace.faults_applied(qm, other, chip, 0.75) as applied:
+        assert applied.changed_bytes > 0
+    assert list(slots) == [id(other)]
+
+
+def test_the_serial_write_asks_for_room_and_writes_nothing_without_it():
+    from sramsim.inject import weight_kernels as kernels
+    model = small_model()
+    qm = QuantizedModel(model, bits=8)
+    weights = inplace.load_clean(qm, model)
+    clean = weights.copy()
+    st_ = inplace.state(qm)
+    located, _ = inplace.image_faults(qm, Chip.random(Geometry(16, 64), BerCurve.builtin(
+        "finfet14"), 0.75, seed=14), 0.75)
+    f = located.faults
+    none = f.xor[:0]
+    pos, old = np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float32)
+
+    def write(pos, old):
+        return kernels.write_planned_serial(
+            qm.image, f.byte, f.xor, none if f.clear is None else f.clear,
+            none if f.set is None else f.set, located.first, located.offset_bytes,
+            located.cap_bytes, qm.bits, st_.seg_end, st_.scheme, st_.delta, st_.lo, st_.hi,
+            st_.ga, st_.gb, st_.umin, st_.umax, weights, pos, old)
+
+    changed, codes, out, written, need = write(pos, old)
+    assert need > 0 and (changed, codes) == (0, 0) and not written.any()
+    assert np.array_equal(weights, clean)
+    pos, old = np.empty(need, dtype=np.int32), np.empty(need, dtype=np.float32)
+    changed, codes, out, written, again = write(pos, old)
+    assert again == need and changed > 0 and int(written.sum()) == need
+    kernels.restore_codes_serial(weights, pos, old, out, written)
+    assert np.array_equal(weights, clean)

@@ -20,10 +20,9 @@ from __future__ import annotations
 import numbers
 import threading
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from operator import attrgetter, is_
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numba
 import numpy as np
@@ -57,8 +56,7 @@ class Applied:
         return self.changed_bytes == 0
 
 
-@dataclass(frozen=True)
-class ImageFaults:
+class ImageFaults(NamedTuple):
     """Faulty bytes (ascending) and where they land on the image: faulty byte i sits on image
     byte (byte[i] - offset_bytes) mod cap_bytes, repeated every cap_bytes; `first` is the first
     at or after the offset (see `kernels.write_faulty_codes`)."""
@@ -82,6 +80,8 @@ def image_faults(qm: QuantizedModel, source: FaultSource | np.ndarray,
     clean image; no voltage, offset or layout applies to it). With ECC every codeword must be
     decoded, so the decoded image is built (O(image)) and the bytes where it differs are used.
     """
+    if (layout is None or layout is PLAIN) and isinstance(source, Chip) and voltage is not None:
+        return _on_chip(source, voltage, check_offset(offset)), {}      # the common case first
     layout = layout or PLAIN
     nbytes = qm.image.size
     offset = check_offset(offset)
@@ -113,14 +113,19 @@ def image_faults(qm: QuantizedModel, source: FaultSource | np.ndarray,
         return _bits_in_image(placed_faults(source, voltage, mapping), nbytes), {}
     if isinstance(source, Chip):
         assert voltage is not None                                  # check_source made sure
-        chip_faults = source.byte_faults(voltage)
-        g = source.geometry
-        offset_bytes = (offset % g.capacity_words) * (g.word_bits // 8)
-        first = int(np.searchsorted(chip_faults.byte, offset_bytes))
-        return ImageFaults(chip_faults, first, offset_bytes, g.capacity_bytes), {}
+        return _on_chip(source, voltage, offset), {}
     if isinstance(source, Faults):
         return _bits_in_image(sorted_bit_faults(source, nbytes * 8), nbytes), {}
     return _bits_in_image(source.draw(nbytes * 8), nbytes), {}       # a BitErrorSource
+
+
+def _on_chip(chip: Chip, voltage: float, offset: int) -> ImageFaults:
+    """The chip's faulty bytes at `voltage`, its word `offset` on image byte 0."""
+    chip_faults = chip.byte_faults(voltage)
+    g = chip.geometry
+    offset_bytes = (offset % g.capacity_words) * (g.word_bits // 8)
+    first = int(chip_faults.byte.searchsorted(offset_bytes)) if offset_bytes else 0
+    return ImageFaults(chip_faults, first, offset_bytes, g.capacity_bytes)
 
 
 def _bits_in_image(faults: Faults, nbytes: int) -> ImageFaults:
@@ -138,12 +143,14 @@ class _Slot:
 
     def __init__(self) -> None:
         self.active = False
-        # (data_ptr, _version, shape, stride) per parameter, last known clean
-        self.clean_stamp: tuple | None = None
-        # the checked quantized parameters, and the (dict, key, value) entries of the module
-        # tree that lead to them: while every entry still holds, they are still the model's
+        # the parameters' data_ptr, _version, shape and stride (`_stamp`), last known clean
+        self.clean_stamp: Stamp | None = None
+        # the checked quantized parameters, and the entries dicts[i][keys[i]] is values[i] of the
+        # module tree that lead to them: while every entry holds, they are still the model's
         self.params: list[torch.Tensor] | None = None
-        self.refs: list[tuple[dict, str, Any]] = []
+        self.dicts: list[dict] = []
+        self.keys: list[str] = []
+        self.values: list[Any] = []
         self.weights: np.ndarray | None = None  # the flat float32 buffer the parameters view
         self.pos = np.empty(0, dtype=np.int32)
         self.old = np.empty(0, dtype=np.float32)
@@ -152,8 +159,9 @@ class _Slot:
 class InplaceState:
     """Per-QuantizedModel bookkeeping: segment tables for the kernel, one slot per model.
 
-    Models are held weakly (a model that is dropped takes its slot with it). A pickled copy keeps
-    the tables and no slots: each model loads the clean weights on its first use there.
+    Models are held weakly (a model that is dropped takes its slot with it): slots maps
+    id(model) to (weak reference, slot). A pickled copy keeps the tables and no slots: each model
+    loads the clean weights on its first use there.
     """
 
     def __init__(self, qm: QuantizedModel) -> None:
@@ -168,7 +176,7 @@ class InplaceState:
         self.ga, self.gb = (np.array([g[k] for g in inverse], dtype=np.float64) for k in (0, 1))
         self.umin, self.umax = (np.array([g[k] for g in inverse], dtype=np.int64) for k in (2, 3))
         self.lock = threading.Lock()
-        self.slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.slots: dict[int, tuple[weakref.ref, _Slot]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -178,14 +186,28 @@ class InplaceState:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.lock = threading.Lock()
-        self.slots = weakref.WeakKeyDictionary()
+        self.slots = {}
+
+    def slot(self, model: nn.Module) -> _Slot:
+        """The model's slot, made on first use; caller holds the lock. (A dict by id with a weak
+        reference: a WeakKeyDictionary lookup makes a weak reference per call.)"""
+        entry = self.slots.get(id(model))
+        if entry is not None and entry[0]() is model:
+            return entry[1]
+        key = id(model)
+
+        def forget(ref: weakref.ref, slots: dict = self.slots) -> None:
+            if slots.get(key, (None,))[0] is ref:       # not a newer model with the same id
+                del slots[key]
+
+        slot = _Slot()
+        self.slots[key] = (weakref.ref(model, forget), slot)
+        return slot
 
     def acquire(self, model: nn.Module) -> _Slot:
         """The model's slot, marked active; a second concurrent or nested use is refused."""
         with self.lock:
-            slot = self.slots.get(model)
-            if slot is None:
-                slot = self.slots[model] = _Slot()
+            slot = self.slot(model)
             if slot.active:
                 raise InputError("faults are already applied to this model (nested or concurrent "
                                  "faults_applied on one model); use one model per thread")
@@ -256,7 +278,8 @@ def _parameters(qm: QuantizedModel, model: nn.Module, slot: _Slot) -> list[torch
     """`quantized_parameters(qm, model)`, checked again only when the module tree no longer
     leads to the parameters last checked (a submodule or parameter replaced): walking ~50 dict
     entries costs a tenth of `named_parameters` per fault map."""
-    if slot.params is not None and all(d.get(k) is v for d, k, v in slot.refs):
+    if slot.params is not None and all(map(is_, map(dict.get, slot.dicts, slot.keys),
+                                           slot.values)):
         return slot.params
     params = quantized_parameters(qm, model)
     refs: dict[tuple[int, str], tuple[dict, str, Any]] = {}
@@ -269,7 +292,10 @@ def _parameters(qm: QuantizedModel, model: nn.Module, slot: _Slot) -> list[torch
             refs[id(module._modules), key] = (module._modules, key, child)
             module = child
         refs[id(module._parameters), name] = (module._parameters, name, module._parameters[name])
-    slot.params, slot.refs = params, list(refs.values())
+    slot.params = params
+    slot.dicts = [d for d, _, _ in refs.values()]
+    slot.keys = [k for _, k, _ in refs.values()]
+    slot.values = [v for _, _, v in refs.values()]
     return params
 
 
@@ -307,9 +333,7 @@ def load_clean(qm: QuantizedModel, model: nn.Module, chunk: int = LOAD_CHUNK) ->
     params = quantized_parameters(qm, model)
     st = state(qm)
     with st.lock:
-        slot = st.slots.get(model)
-        if slot is None:
-            slot = st.slots[model] = _Slot()
+        slot = st.slot(model)
     weights = slot.weights if _packed(qm, params, slot.weights) else _pack(qm, params)
     for s in qm.segments:
         for i in range(0, s.count, chunk):
@@ -351,15 +375,33 @@ def clean_codes(image: np.ndarray, bits: int, start: int, n: int) -> torch.Tenso
     return unpack(raw, bits, raw.numel() * per)[head:head + n]
 
 
-def _stamp(params: list[torch.Tensor]) -> tuple:
-    # _version counts in-place changes through torch (optimizer steps, copy_, load_state_dict);
-    # address, shape and strides change with `p.data = ...`
-    return tuple((p.data_ptr(), p._version, p.shape, p.stride()) for p in params)
+class Stamp(NamedTuple):
+    """What tells that parameters still hold what they held: _version counts in-place changes
+    through torch (optimizer steps, copy_, load_state_dict); address, shape and strides change
+    with `p.data = ...`."""
+
+    ptrs: list[int]
+    versions: list[int]
+    shapes: list[torch.Size]
+    strides: list[tuple[int, ...]]
 
 
-def _bumped(stamp: tuple, n: int) -> tuple:
-    """`stamp` with every version counter n higher."""
-    return tuple((ptr, version + n, shape, stride) for ptr, version, shape, stride in stamp)
+_data_ptr = torch.Tensor.data_ptr
+_version = attrgetter("_version")
+_shape = attrgetter("shape")
+_stride = torch.Tensor.stride
+
+
+# What torch.autograd.graph.increment_version calls for a list, without its isinstance check:
+# per fault map, with caches cold, half the time (the public function where torch lacks it).
+_increment_version = getattr(torch._C, "_increment_version",
+                             torch.autograd.graph.increment_version)
+
+
+def _stamp(params: list[torch.Tensor]) -> Stamp:
+    # map: the loops run in C (per fault map, with cold caches, half the time of a Python loop)
+    return Stamp(list(map(_data_ptr, params)), list(map(_version, params)),
+                 list(map(_shape, params)), list(map(_stride, params)))
 
 
 def _scratch(slot: _Slot, n: int, n_codes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -371,14 +413,47 @@ def _scratch(slot: _Slot, n: int, n_codes: int) -> tuple[np.ndarray, np.ndarray]
     return slot.pos, slot.old
 
 
-@contextmanager
+def _write(qm: QuantizedModel, st: InplaceState, slot: _Slot, located: ImageFaults,
+           ) -> tuple[int, int, np.ndarray, np.ndarray, bool]:
+    """Write the located faults into slot.weights, saving what they held in slot.pos/old.
+    Returns (image bytes changed, codes changed, out, written, parallel) for the restore."""
+    f, weights = located.faults, slot.weights
+    assert weights is not None                  # the caller loaded the clean weights
+    none = f.xor[:0]
+    clear = none if f.clear is None else f.clear
+    set_ = none if f.set is None else f.set
+    # the parallel kernels only with threads and enough faulty bytes to share among them (the
+    # chip's, times the image's share of a chip: an estimate); else plan and write in one call
+    cap = located.cap_bytes
+    if (f.byte.shape[0] * qm.image.size >= kernels.PARALLEL_MIN_FAULTS * cap
+            and numba.get_num_threads() > 1):
+        lo, hi, base, out, slots = kernels.plan_pieces(
+            f.byte, located.first, located.offset_bytes, cap, qm.image.size, qm.bits)
+        pos, old = _scratch(slot, slots, qm.n_codes)
+        written = np.empty(lo.shape[0], dtype=np.int64)
+        changed, codes = kernels.write_faulty_codes(
+            qm.image, f.byte, f.xor, clear, set_, lo, hi, base, out, qm.bits, st.seg_end,
+            st.scheme, st.delta, st.lo, st.hi, st.ga, st.gb, st.umin, st.umax, weights, pos, old,
+            written)
+        return changed, codes, out, written, True
+    while True:
+        changed, codes, out, written, slots = kernels.write_planned_serial(
+            qm.image, f.byte, f.xor, clear, set_, located.first, located.offset_bytes, cap,
+            qm.bits, st.seg_end, st.scheme, st.delta, st.lo, st.hi, st.ga, st.gb, st.umin,
+            st.umax, weights, slot.pos, slot.old)
+        if slots <= slot.pos.shape[0]:
+            return changed, codes, out, written, False
+        _scratch(slot, slots, qm.n_codes)       # too few slots: nothing was written
+
+
 def faults_applied(qm: QuantizedModel, model: nn.Module, source: FaultSource | np.ndarray,
                    voltage: float | None = None, offset: int = 0,
-                   layout: MemoryLayout | None = None) -> Iterator[Applied]:
-    """Inside the block `model`'s quantized parameters hold the faulty weights of `source` read
-    through `layout` (bit-identical to `qm.perturbed(...)` with the same arguments); on leaving
-    it, also when the block raises, exactly the rewritten elements get their clean *dequantized*
-    values back. Yields `Applied` (changed_bytes, changed_weights, unchanged, record).
+                   layout: MemoryLayout | None = None) -> FaultsApplied:
+    """A context manager: inside the block `model`'s quantized parameters hold the faulty
+    weights of `source` read through `layout` (bit-identical to `qm.perturbed(...)` with the
+    same arguments); on leaving it, also when the block raises, exactly the rewritten elements
+    get their clean *dequantized* values back. `with` gives `Applied` (changed_bytes,
+    changed_weights, unchanged, record).
 
     `model` must be a model whose quantized parameters may hold qm's clean dequantized weights
     outside the block (`load_clean`, made on first use and whenever torch changed a parameter
@@ -387,47 +462,65 @@ def faults_applied(qm: QuantizedModel, model: nn.Module, source: FaultSource | n
     be contiguous float32 on the CPU (`inplace_fits`). One block at a time per model (nested or
     concurrent use is refused).
     """
-    if not isinstance(model, nn.Module):
-        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    st = state(qm)
-    slot = st.acquire(model)
-    try:
-        params = _parameters(qm, model, slot)
-        located, record = image_faults(qm, source, voltage, offset, layout)
-        stamp = _stamp(params)
-        if slot.clean_stamp != stamp:
-            load_clean(qm, model)
-            stamp = _stamp(params)
-        weights = slot.weights
-        assert weights is not None                  # load_clean set it with the clean stamp
-        f = located.faults
-        lo, hi, base, out, slots = kernels.plan_pieces(
-            f.byte, located.first, located.offset_bytes, located.cap_bytes, qm.image.size,
-            qm.bits)
-        pos, old = _scratch(slot, slots, qm.n_codes)
-        written = np.empty(lo.shape[0], dtype=np.int64)
-        # the parallel kernels only with threads and enough work items to share among them
-        many = lo.shape[0] >= kernels.PARALLEL_MIN_ITEMS and numba.get_num_threads() > 1
-        none = f.xor[:0]
-        write = kernels.write_faulty_codes if many else kernels.write_faulty_codes_serial
-        changed, codes = write(
-            qm.image, f.byte, f.xor, none if f.clear is None else f.clear,
-            none if f.set is None else f.set, lo, hi, base, out, qm.bits, st.seg_end,
-            st.scheme, st.delta, st.lo, st.hi, st.ga, st.gb, st.umin, st.umax, weights, pos, old,
-            written)
-        torch.autograd.graph.increment_version(params)
+    return FaultsApplied(qm, model, source, voltage, offset, layout)
+
+
+class FaultsApplied:
+    """`faults_applied`'s context manager. A class, not a generator: per fault map, with caches
+    cold, a generator-based context manager costs three times as much to enter."""
+
+    __slots__ = ("qm", "model", "source", "voltage", "offset", "layout", "_slot", "_undo")
+
+    def __init__(self, qm: QuantizedModel, model: nn.Module, source: FaultSource | np.ndarray,
+                 voltage: float | None, offset: int, layout: MemoryLayout | None) -> None:
+        self.qm, self.model, self.source = qm, model, source
+        self.voltage, self.offset, self.layout = voltage, offset, layout
+        self._slot: _Slot | None = None
+        self._undo: tuple | None = None
+
+    def __enter__(self) -> Applied:
+        qm, model = self.qm, self.model
+        if not isinstance(model, nn.Module):
+            raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if self._slot is not None:
+            raise InputError("this faults_applied block is already entered (make one per block)")
+        st = state(qm)
+        slot = st.acquire(model)
         try:
-            yield Applied(changed, codes, record)
-        finally:
+            params = _parameters(qm, model, slot)
+            located, record = image_faults(qm, self.source, self.voltage, self.offset,
+                                           self.layout)
+            stamp = _stamp(params)
+            if slot.clean_stamp != stamp:
+                load_clean(qm, model)
+                stamp = _stamp(params)
+            weights = slot.weights
+            assert weights is not None              # load_clean set it with the clean stamp
+            changed, codes, out, written, many = _write(qm, st, slot, located)
+            _increment_version(params)
+        except BaseException:
+            slot.active = False
+            raise
+        self._slot, self._undo = slot, (params, stamp, weights, out, written, many)
+        return Applied(changed, codes, record)
+
+    def __exit__(self, *exc: object) -> None:
+        slot, undo = self._slot, self._undo
+        if slot is None or undo is None:
+            return
+        self._slot = self._undo = None
+        params, stamp, weights, out, written, many = undo
+        try:
             (kernels.restore_codes if many else kernels.restore_codes_serial)(
-                weights, pos, old, out, written)
-            torch.autograd.graph.increment_version(params)
+                weights, slot.pos, slot.old, out, written)
+            _increment_version(params)
             # clean again only if nothing but the write and the restore (one version bump each)
             # changed a parameter inside the block; else the next block loads the clean weights.
-            # The version counters alone tell (a tenth of a full stamp): a parameter given new
-            # storage or a new shape inside the block differs from this stamp at the next block.
-            clean = _bumped(stamp, 2)
-            same = all(p._version == v for p, (_, v, _, _) in zip(params, clean, strict=True))
-            slot.clean_stamp = clean if same else None
-    finally:
-        slot.active = False
+            # The version counters alone tell: a parameter given new storage or a new shape
+            # inside the block differs from this stamp at the next block.
+            versions = [v + 2 for v in stamp.versions]
+            same = list(map(_version, params)) == versions
+            slot.clean_stamp = (Stamp(stamp.ptrs, versions, stamp.shapes, stamp.strides) if same
+                                else None)
+        finally:
+            slot.active = False

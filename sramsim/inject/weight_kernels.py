@@ -189,9 +189,7 @@ def _write_run8(image: np.ndarray, byte: np.ndarray, xor: np.ndarray, clear: np.
         clears = clear[k:k + m] if stuck else clear
         sets = set_[k:k + m] if stuck else set_
         for j in range(m):
-            b = bytes_[j] + b_add
-            at[j] = b
-            was[j] = weights[b]
+            was[j] = weights[bytes_[j] + b_add]
         misses = 0
         for j in range(m):
             v = was[j]
@@ -210,13 +208,15 @@ def _write_run8(image: np.ndarray, byte: np.ndarray, xor: np.ndarray, clear: np.
                 v = was[j]
                 if not _decodes_back(_code_guess(v, ga, gb), v, umin, umax, scheme, delta, s_lo,
                                      s_hi):
-                    before = image[at[j]]
+                    before = image[bytes_[j] + b_add]
                     after = read_byte(before, xors[j], clears[j] if stuck else zero,
                                       sets[j] if stuck else zero)
                     c += after != before
                     new[j] = _decode(after, scheme, 8, delta, s_lo, s_hi)
         for j in range(m):
-            weights[at[j]] = new[j]
+            b = bytes_[j] + b_add
+            at[j] = b
+            weights[b] = new[j]
         w += m
     return w, c
 
@@ -381,14 +381,38 @@ def _restore_codes(weights: np.ndarray, pos: np.ndarray, old: np.ndarray, out: n
             weights[at[j]] = was[j]
 
 
-# Parallel from this many work items (2^18 faulty bytes) on: below it a parallel launch costs more
-# than it saves, and on an oversubscribed machine far more (ResNet-18 at BER 0.1%, 88 k faulty
-# bytes, 2 threads at load 3.4 on 2 cores: enter 7.7 ms against 1.15 ms on one thread).
-PARALLEL_MIN_ITEMS = 16
+# Parallel from about this many faulty image bytes (16 work items) on: below it a parallel launch
+# costs more than it saves, and on an oversubscribed machine far more (ResNet-18 at BER 0.1%, 88 k
+# faulty bytes, 2 threads at load 3.4 on 2 cores: enter 7.7 ms against 1.15 ms on one thread).
+PARALLEL_MIN_FAULTS = 1 << 18
 write_faulty_codes = njit(cache=True, parallel=True)(_write_faulty_codes)
 write_faulty_codes_serial = njit(cache=True)(_write_faulty_codes)
 restore_codes = njit(cache=True, parallel=True)(_restore_codes)
 restore_codes_serial = njit(cache=True)(_restore_codes)
+
+
+@njit(cache=True)
+def write_planned_serial(image: np.ndarray, byte: np.ndarray, xor: np.ndarray,
+                         clear: np.ndarray, set_: np.ndarray, first: int, offset_bytes: int,
+                         cap_bytes: int, bits: int, seg_end: np.ndarray, seg_scheme: np.ndarray,
+                         seg_delta: np.ndarray, seg_lo: np.ndarray, seg_hi: np.ndarray,
+                         seg_ga: np.ndarray, seg_gb: np.ndarray, seg_umin: np.ndarray,
+                         seg_umax: np.ndarray, weights: np.ndarray, pos: np.ndarray,
+                         old: np.ndarray) -> tuple[int, int, np.ndarray, np.ndarray, int]:
+    """`plan_pieces` and `write_faulty_codes_serial` in one call, as a fault map with few faults
+    needs them: a call from Python with cold caches costs ~30 us, as much as ~2,500 faults.
+    Returns (image bytes changed, codes changed, out, written, code slots needed); nothing is
+    written when pos/old hold fewer slots than needed (the caller grows them and calls again).
+    """
+    lo, hi, base, out, slots = _plan(byte, first, offset_bytes, cap_bytes, image.shape[0],
+                                     8 // bits, PIECE)
+    written = np.zeros(lo.shape[0], dtype=np.int64)
+    if slots > pos.shape[0]:
+        return 0, 0, out, written, slots
+    changed, codes = write_faulty_codes_serial(
+        image, byte, xor, clear, set_, lo, hi, base, out, bits, seg_end, seg_scheme, seg_delta,
+        seg_lo, seg_hi, seg_ga, seg_gb, seg_umin, seg_umax, weights, pos, old, written)
+    return changed, codes, out, written, slots
 
 
 @njit(cache=True)
