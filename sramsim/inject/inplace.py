@@ -514,13 +514,11 @@ class FaultsApplied:
             (kernels.restore_codes if many else kernels.restore_codes_serial)(
                 weights, slot.pos, slot.old, out, written)
             _increment_version(params)
-            # clean again only if nothing but the write and the restore (one version bump each)
-            # changed a parameter inside the block; else the next block loads the clean weights.
-            # The version counters alone tell: a parameter given new storage or a new shape
-            # inside the block differs from this stamp at the next block.
-            versions = [v + 2 for v in stamp.versions]
-            same = list(map(_version, params)) == versions
-            slot.clean_stamp = (Stamp(stamp.ptrs, versions, stamp.shapes, stamp.strides) if same
-                                else None)
+            # clean if nothing but the write and the restore (one version bump each) changed a
+            # parameter inside the block: the next block compares the parameters with this
+            # stamp, and loads the clean weights where any differs (a change torch made, new
+            # storage, a new shape)
+            slot.clean_stamp = Stamp(stamp.ptrs, [v + 2 for v in stamp.versions], stamp.shapes,
+                                     stamp.strides)
         finally:
             slot.active = False
