@@ -334,3 +334,84 @@ def test_clip_is_the_synapses_upper_bound_under_stdp():
     assert torch.equal(w[:, :3], w[:, :1].expand(4, 3))
     assert torch.equal(w[:, 0], w.max(1).values)
     assert wmax_of(None) == D.WMAX and wmax_of(2.0) == D.WMAX and wmax_of(0.3) == 0.3
+
+
+# ---------------------------------------------------------------- the recipe
+
+def test_recipe_is_checked_and_sets_the_rate_of_every_presentation():
+    model = DiehlCook(3, 784, 2, time_steps=30)
+    for bad in (0, -1, float("nan"), float("inf"), D.MAX_INTENSITY * 1.01):
+        with pytest.raises(InputError, match="intensity"):
+            model.set_recipe(intensity=bad)
+    for bad in (-1, float("nan"), 2e6):
+        with pytest.raises(InputError, match="theta_rest_ms"):
+            model.set_recipe(theta_rest_ms=bad)
+    assert (model.intensity, model.theta_rest_ms) == (D.INTENSITY, None)   # nothing kept
+    x = quadrants(3, 0).x
+    default = DiehlCook(3, 784, 2, time_steps=30)
+    model.set_recipe(intensity=64.0)
+    key = key_from_seed(5)
+    assert torch.equal(model.encode(x, 30, key), default.encode(x, 30, key, intensity=64.0))
+    assert not torch.equal(model.encode(x, 30, key), default.encode(x, 30, key))
+    # the re-presentation of a silent sample steps up from the model's rate
+    model.eval()
+    faint = torch.full((2, 1, 28, 28), -0.9)
+    counts = model.spike_counts(faint)
+    assert torch.equal(counts, model.spike_counts(faint))
+
+
+def test_online_theta_decays_over_the_batch_time_and_rests():
+    model = DiehlCook(4, 784, 2, time_steps=100)
+    model.theta.fill_(10.0)
+    model.rest_decay_(64)                               # BindsNET's batched time base: nothing
+    assert torch.equal(model.theta, torch.full((4,), 10.0))
+    model.set_recipe(theta_rest_ms=150.0)
+    model.rest_decay_(1)                                # one image: its 150 ms of rest
+    assert torch.equal(model.theta, torch.full((4,), 10.0) * math.exp(-150 / D.TC_THETA_DECAY))
+    model.theta.fill_(10.0)
+    model.rest_decay_(64)                               # 63 more presentations, 64 rests
+    expected = 10.0 * math.exp(-(64 * 250 - 100) / D.TC_THETA_DECAY)
+    assert torch.allclose(model.theta, torch.full((4,), expected), rtol=1e-6, atol=0)
+    model.set_recipe(theta_rest_ms=0.0)
+    model.theta.fill_(10.0)
+    model.rest_decay_(1)                                # batch 1 without rest: online already
+    assert torch.equal(model.theta, torch.full((4,), 10.0))
+
+
+def test_recipe_trains_from_the_options_and_is_saved(tmp_path):
+    train_set = quadrants(64, 0)
+    runs = {}
+    for rest in (None, 150.0):
+        torch.manual_seed(0)
+        model = DiehlCook(8, 784, 4, time_steps=30)
+        opts = TrainOptions(epochs=1, batch_size=16, stdp_intensity=64.0, stdp_rest_ms=rest)
+        train_stdp(model, train_set, opts, progress=False, log=None, assign_samples=32)
+        assert model.intensity == 64.0 and model.theta_rest_ms == rest
+        runs[rest] = model.theta.clone()
+    # the same presentations while the thresholds are equal; the rests only lower theta after
+    assert (runs[150.0] <= runs[None]).all() and (runs[150.0] < runs[None]).any()
+    path = tmp_path / "dc.pt"
+    save_checkpoint(path, model, {"arch": "diehl-cook8", "in_channels": 1, "num_classes": 4,
+                                  "norm": "batch", "image_size": [28, 28]})
+    loaded, meta = load_checkpoint(path)
+    assert (loaded.intensity, loaded.theta_rest_ms) == (64.0, 150.0)
+    assert meta["intensity"] == 64.0 and meta["theta_rest_ms"] == 150.0
+    # a checkpoint from before the recipe existed (its writer knew no such fields): the defaults
+    model.checkpoint_meta = lambda: {"input_coding": model.input_coding}
+    save_checkpoint(path, model, {"arch": "diehl-cook8", "in_channels": 1, "num_classes": 4,
+                                  "norm": "batch", "image_size": [28, 28]})
+    old, meta = load_checkpoint(path)
+    assert "intensity" not in meta
+    assert (old.intensity, old.theta_rest_ms) == (D.INTENSITY, None)
+
+
+def test_recipe_options_are_recorded_only_when_given_and_refused_for_gradients():
+    assert "stdp_intensity" not in TrainOptions().as_dict()
+    assert "stdp_rest_ms" not in TrainOptions().as_dict()
+    assert TrainOptions(stdp_rest_ms=150.0).as_dict()["stdp_rest_ms"] == 150.0
+    with pytest.raises(InputError, match="stdp_intensity must be a rate"):
+        TrainOptions(stdp_intensity=0.0)
+    from sramsim.nn.training import train
+    with pytest.raises(InputError, match="Diehl & Cook network's recipe"):
+        train(build("cnn", 1, 4), quadrants(8, 0), TrainOptions(stdp_intensity=64.0),
+              progress=False, log=None)

@@ -84,6 +84,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "presentations' changes) (default faulty)")
     p.add_argument("--fat-source", default="random", metavar="SOURCE",
                    help=f"where FAT faults come from: {SOURCE_HELP} (default random)")
+    p.add_argument("--stdp-intensity", default=None, metavar="HZ",
+                   help="Diehl & Cook: input rate at pixel 1 (default 128, BindsNET's examples; "
+                        "the paper 63.75)")
+    p.add_argument("--stdp-rest-ms", default=None, metavar="MS",
+                   help="Diehl & Cook: theta also decays over a batch's online time, each image "
+                        "followed by MS of rest (the paper: 150); default: BindsNET's batched "
+                        "time base")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from this checkpoint's weights (same architecture), e.g. to "
                         "retrain a baseline fault-aware")
@@ -141,7 +148,10 @@ def run(args: argparse.Namespace) -> int:
                             fat_curriculum=args.fat_curriculum,
                             fat_start=check_ber(args.fat_start, "--fat-start", allow_one=False),
                             fat_source=fat_source_arg(args.fat_source),
-                            fat_loss=args.fat_loss)
+                            fat_loss=args.fat_loss,
+                            stdp_intensity=number(args.stdp_intensity, "--stdp-intensity",
+                                                  positive=True),
+                            stdp_rest_ms=number(args.stdp_rest_ms, "--stdp-rest-ms", minimum=0))
     except InputError as exc:                # TrainOptions names its fields: say the flags
         raise flagged(exc, FLAG_NAMES) from None
     device = torch_device(args.device)

@@ -27,7 +27,8 @@ that within one presentation the weights stay fixed (the paper and BindsNET chan
 step). The paper also re-presents an image with a higher rate when it caused fewer than 5 spikes,
 and rests 150 ms between images; neither is done here (the state is reset between images).
 
-Of the TrainOptions, STDP uses epochs, batch_size, seed, bits, scheme, clip and the FAT fields;
+Of the TrainOptions, STDP uses epochs, batch_size, seed, bits, scheme, clip, the FAT fields and
+the recipe (stdp_intensity, stdp_rest_ms: `DiehlCook.set_recipe`, set on the model at the start);
 the gradient-training ones (optimizer, lr, schedule, weight_decay) do not apply and RandBET is
 refused. All randomness derives from (seed, epoch, step), so a run resumed from the per-epoch
 state is bit-identical to an uninterrupted one.
@@ -179,6 +180,7 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts: TrainOptions,
                          "by STDP (use fat_ber for fault-aware STDP)")
     if opts.randbet_grad_clip is not None:
         raise InputError("randbet_grad_clip clamps a gradient; a diehl-cook model learns by STDP")
+    model.set_recipe(opts.stdp_intensity, opts.stdp_rest_ms)
     names = quantized_parameter_names(model)
     device = model.fc.weight.device
     n = len(train_set)
@@ -210,6 +212,7 @@ def train_stdp(model: DiehlCook, train_set: Dataset, opts: TrainOptions,
                 rec = present(model, x, key, weight, opts.fat_loss == "clean+faulty")
                 assert rec.delta_w is not None          # learn=True
                 apply_update(model, rec.delta_w, opts.clip)
+                model.rest_decay_(b - a)
             spikes += rec.total()
             if step % 20 == 0:
                 bar.set_postfix(spikes=f"{rec.total() / (b - a):.1f}")

@@ -76,6 +76,10 @@ class TrainOptions:
     fat_source: str = "random"
     fat_start: float = 1e-5
     fat_loss: str = "faulty"           # "faulty" | "clean+faulty" (RandBET's loss, FAT's faults)
+    # Diehl & Cook (STDP) only: the input rate in Hz at pixel 1 and theta's online rest time in
+    # ms (`DiehlCook.set_recipe`); None keeps the model's (128 Hz, BindsNET's batched time base).
+    stdp_intensity: float | None = None
+    stdp_rest_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.lr is None:
@@ -117,6 +121,15 @@ class TrainOptions:
             raise InputError(f"weight decay must be >= 0, got {self.weight_decay!r}")
         if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
             raise InputError(f"clip must be a positive number, got {self.clip!r}")
+        from sramsim.nn.models.diehl_cook import MAX_INTENSITY
+        if self.stdp_intensity is not None and not (
+                math.isfinite(self.stdp_intensity) and 0 < self.stdp_intensity <= MAX_INTENSITY):
+            raise InputError(f"stdp_intensity must be a rate in (0, {MAX_INTENSITY:g}] Hz, got "
+                             f"{self.stdp_intensity!r}")
+        if self.stdp_rest_ms is not None and not (
+                math.isfinite(self.stdp_rest_ms) and 0 <= self.stdp_rest_ms <= 1e6):
+            raise InputError(f"stdp_rest_ms must be a time in [0, 1e6] ms, got "
+                             f"{self.stdp_rest_ms!r}")
 
     def _check_randbet(self) -> None:
         if not (0.0 <= self.randbet_p < 1.0):
@@ -153,6 +166,9 @@ class TrainOptions:
                 d.pop(k)
         if not self.fat_ber or self.fat_loss == "faulty":
             d.pop("fat_loss")
+        for k in ("stdp_intensity", "stdp_rest_ms"):
+            if d[k] is None:
+                d.pop(k)
         return d
 
 
@@ -306,6 +322,9 @@ def train(model: nn.Module, train_set: Dataset, opts: TrainOptions, test_set: Da
     if len(train_set) < 2:
         raise InputError(f"training set {train_set.name!r} needs at least 2 "
                          f"samples, has {len(train_set)}")
+    if opts.stdp_intensity is not None or opts.stdp_rest_ms is not None:
+        raise InputError("stdp_intensity and stdp_rest_ms are a Diehl & Cook network's recipe; "
+                         "this model learns by gradients")
     names = quantized_parameter_names(model)
     if not names:
         raise InputError("model has no conv/linear weights to train")
@@ -463,6 +482,9 @@ def train_base(arch: str, data: str, out: str | os.PathLike, opts: TrainOptions,
                              f"{num_classes} classes)") from None
         if hasattr(init_model, "input_coding"):     # a spiking model keeps its input coding
             model.input_coding = init_model.input_coding
+        from sramsim.nn.models.diehl_cook import DiehlCook
+        if isinstance(init_model, DiehlCook) and isinstance(model, DiehlCook):
+            model.load_checkpoint_meta(init_model.checkpoint_meta())    # and its recipe
     model.to(device)
     t0 = time.perf_counter()
     trainer: Callable[..., list[dict]] = train

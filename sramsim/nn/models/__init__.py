@@ -138,6 +138,9 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> No
     meta = {**META_DEFAULTS, **meta}
     if hasattr(model, "input_coding"):         # spiking models: how inputs become spikes
         meta["input_coding"] = model.input_coding
+    recipe = getattr(model, "checkpoint_meta", None)     # what else drives them (Diehl & Cook)
+    if callable(recipe):
+        meta.update(recipe())
     missing = [k for k in REQUIRED_META if meta.get(k) is None]
     if missing:
         raise InputError(f"checkpoint meta lacks {', '.join(missing)}")
@@ -177,6 +180,12 @@ def load_checkpoint(path: str | os.PathLike,
         # spiking checkpoints from before the field (issue 22) were trained with the clamp coding
         model.input_coding = check_choice(meta.get("input_coding", "clamp"), INPUT_CODINGS,
                                           f"{path}: input_coding")
+    load_recipe = getattr(model, "load_checkpoint_meta", None)
+    if callable(load_recipe):
+        try:
+            load_recipe(meta)
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
     if device is not None:
         model.to(check_device(device))
     return model.eval(), {**META_DEFAULTS, **meta}

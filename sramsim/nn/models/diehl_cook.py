@@ -9,7 +9,8 @@ where the paper differs, both are given. No BindsNET code is used.
 
 Network (units mV and ms, time step DT = 1 ms):
 - input: each of the `n_inputs` pixels (intensity p in [0, 1]) is a Bernoulli-per-step (Poisson
-  rate) spike train of rate p * INTENSITY Hz, i.e. spike probability p * INTENSITY * DT / 1000,
+  rate) spike train of rate p * intensity Hz, i.e. spike probability p * intensity * DT / 1000
+  (the model's `intensity`, default INTENSITY = 128 Hz as BindsNET's examples; `set_recipe`),
   where p = (x + 1) / 2 for the data sets' inputs x in [-1, 1] (`input_coding = "intensity"`, as
   BindsNET encodes [0, 1] images); checkpoints from before issue 22 used p = clamp(x, 0, 1)
   (`input_coding = "clamp"`: every pixel darker than mid-grey silent).
@@ -17,7 +18,9 @@ Network (units mV and ms, time step DT = 1 ms):
     v <- REST + (v - REST) * exp(-DT / TC_DECAY)
     v <- v + [not refractory] * (W s_in - INH * (spikes of the other neurons at t-1))
     spike where v >= THRESH + theta; a spiking neuron resets to RESET, is refractory for REFRAC
-    steps and (while learning) raises its theta by THETA_PLUS; theta decays with TC_THETA_DECAY.
+    steps and (while learning) raises its theta by THETA_PLUS; theta decays with TC_THETA_DECAY
+    (over each presentation's steps, or also over the rest of a batch's online time:
+    `set_recipe(theta_rest_ms=...)`).
   As BindsNET's `one_spike`, at most one neuron per sample spikes per step: every neuron that
   crossed its threshold is reset (and, learning, raises theta), only the one with the largest
   overshoot v - (THRESH + theta) emits the spike (BindsNET picks it at random; the largest
@@ -93,6 +96,11 @@ INTENSITY = 128.0         # Hz at pixel 1.0 (BindsNET examples' intensity; the p
 MIN_SPIKES = 5
 INTENSITY_STEP = 32.0
 RETRIES = 5
+# Highest `intensity` a model takes: its last re-presentation (RETRIES steps of INTENSITY_STEP
+# more) must stay a spike probability <= 1 per step of DT.
+MAX_INTENSITY = 1000.0 / DT - RETRIES * INTENSITY_STEP
+# The paper's rest between two images (ms), for the online theta time base (`set_recipe`).
+PAPER_REST_MS = 150.0
 INIT_MAX = 0.3            # initial weights U(0, 0.3) (paper), then normalised to NORM
 # Time steps per presentation: the paper presents each image for 350 ms at 0.5 ms (700 steps)
 # plus 150 ms of rest; BindsNET's batched example uses 100 steps of 1 ms. 100 steps keeps one
@@ -167,6 +175,10 @@ class DiehlCook(nn.Module):
         self.time_steps, self.inh, self.seed = int(time_steps), float(inh), int(seed)
         self.engine = "layer"
         self.input_coding = "intensity"     # see the module docstring; saved in checkpoints
+        # Input rate (Hz at pixel 1) and theta's time base while learning (`set_recipe`); both
+        # saved in checkpoints (`checkpoint_meta`).
+        self.intensity = INTENSITY
+        self.theta_rest_ms: float | None = None
         self.fc = nn.Linear(n_inputs, n_neurons, bias=False)
         with torch.no_grad():
             self.fc.weight.uniform_(0.0, INIT_MAX)
@@ -174,22 +186,72 @@ class DiehlCook(nn.Module):
         self.register_buffer("theta", torch.zeros(n_neurons))
         self.register_buffer("assignments", torch.full((n_neurons,), -1, dtype=torch.int64))
 
+    # ------------------------------------------------------------ recipe
+
+    def set_recipe(self, intensity: float | None = None,
+                   theta_rest_ms: float | None = None) -> None:
+        """How inputs drive the network and how its thresholds relax while it learns.
+
+        intensity: input rate in Hz at pixel intensity 1 (default INTENSITY = 128, BindsNET's
+        examples; the paper 63.75), for learning and inference alike.
+        theta_rest_ms: None, BindsNET's batched time base: theta decays only over the steps of
+        each presentation, so a batch of B images raises it B times as often per simulated
+        millisecond as one image does. A number r, the online time base: after each learning
+        batch theta also decays over the time the other B - 1 presentations and every image's
+        rest of r ms would have taken one after another (the paper: 150 ms of rest). With it
+        theta no longer climbs with the batch size until the neurons barely fire.
+        """
+        if intensity is not None:
+            value = float(intensity)
+            if not (math.isfinite(value) and 0 < value <= MAX_INTENSITY):
+                raise InputError(f"intensity must be a rate in (0, {MAX_INTENSITY:g}] Hz, got "
+                                 f"{intensity!r}")
+            self.intensity = value
+        if theta_rest_ms is not None:
+            value = float(theta_rest_ms)
+            if not (math.isfinite(value) and 0 <= value <= 1e6):
+                raise InputError(f"theta_rest_ms must be a time in [0, 1e6] ms, got "
+                                 f"{theta_rest_ms!r}")
+            self.theta_rest_ms = value
+
+    def checkpoint_meta(self) -> dict:
+        """What a checkpoint records besides the weights (see `load_checkpoint_meta`)."""
+        return {"input_coding": self.input_coding, "intensity": self.intensity,
+                "theta_rest_ms": self.theta_rest_ms}
+
+    def load_checkpoint_meta(self, meta: dict) -> None:
+        """The recipe of a checkpoint's meta; one written before a field existed had its default."""
+        self.intensity = INTENSITY
+        self.theta_rest_ms = None
+        self.set_recipe(meta.get("intensity"), meta.get("theta_rest_ms"))
+
+    def rest_decay_(self, batch: int) -> None:
+        """After a learning presentation of `batch` images: theta's decay over the rest of their
+        online time (`set_recipe`); nothing on BindsNET's batched time base."""
+        if self.theta_rest_ms is None:
+            return
+        steps_ms = self.time_steps * DT
+        extra = int(batch) * (steps_ms + self.theta_rest_ms) - steps_ms
+        if extra > 0:
+            self.theta.mul_(math.exp(-extra / TC_THETA_DECAY))
+
     # ------------------------------------------------------------ encoding and dynamics
 
-    def encode(self, x: torch.Tensor, steps: int, key: int, intensity: float = INTENSITY,
+    def encode(self, x: torch.Tensor, steps: int, key: int, intensity: float | None = None,
                rows: torch.Tensor | None = None) -> torch.Tensor:
         """Poisson-rate input spikes (steps, B, n_inputs) as uint8 0/1, `intensity` Hz at pixel
-        intensity 1: spike probability p * intensity * DT / 1000 per step (p: `input_coding`);
-        rows: the samples' ids in the stream (default 0..B-1)."""
+        intensity 1 (default the model's): spike probability p * intensity * DT / 1000 per step
+        (p: `input_coding`); rows: the samples' ids in the stream (default 0..B-1)."""
         if x[0].numel() != self.n_inputs:
             raise InputError(f"diehl-cook expects {self.n_inputs} input values per sample, got "
                              f"{x[0].numel()}")
+        rate = self.intensity if intensity is None else intensity
         p = pixel_intensity(x.reshape(x.shape[0], -1), self.input_coding)
-        s = rate_spikes(p, steps, key, intensity * DT / 1000.0, rows)
+        s = rate_spikes(p, steps, key, rate * DT / 1000.0, rows)
         return s.to(x.device)
 
     def run(self, x: torch.Tensor, weight: torch.Tensor | None = None, learn: bool = False,
-            key: int | None = None, steps: int | None = None, intensity: float = INTENSITY,
+            key: int | None = None, steps: int | None = None, intensity: float | None = None,
             rows: torch.Tensor | None = None) -> Record:
         """Present the batch `x` for `steps` steps with input weights `weight` (default the model's,
         as swapped in by functional_call); the weights are fixed during the presentation. key: of
@@ -347,7 +409,8 @@ class DiehlCook(nn.Module):
             if low.numel() == 0:
                 break
             counts[low] = self.run(x[low], weight, key=key_from_seed(base, k), rows=rows[low.cpu()],
-                                   intensity=INTENSITY + k * INTENSITY_STEP).counts().to(x.device)
+                                   intensity=self.intensity + k * INTENSITY_STEP
+                                   ).counts().to(x.device)
         return counts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
