@@ -241,6 +241,7 @@ def main() -> None:
     check = None
     if previous.exists():
         check = json.loads(previous.read_text()).get("batch_check")
+
     def write() -> None:
         write_result(out_name, {"bindsnet": BINDSNET_VERSION,
                                 "models": [done[k] for k in sorted(done, key=lambda k: int(

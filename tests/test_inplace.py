@@ -31,6 +31,13 @@ def small_model() -> nn.Module:
                          nn.Linear(7, 1))
 
 
+def small_case(seed: int) -> tuple[nn.Module, QuantizedModel, Chip]:
+    """small_model(), its 8-bit QuantizedModel and a 16x64 finfet14 chip with faults at 0.75."""
+    model = small_model()
+    return (model, QuantizedModel(model, bits=8),
+            Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=seed))
+
+
 def params_of(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
@@ -248,9 +255,7 @@ def test_first_use_and_outside_changes_load_the_clean_weights():
 
 
 def test_backward_across_the_block_boundary_fails_loudly():
-    model = small_model()
-    qm = QuantizedModel(model, bits=8)
-    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=4)
+    model, qm, chip = small_case(seed=4)
     x = torch.randn(2, 3, 3, 9)          # conv output 1 x 7 -> 35 features
     with inplace.faults_applied(qm, model, chip, 0.75):
         loss = model(x * 1.0).sum()
@@ -261,9 +266,7 @@ def test_backward_across_the_block_boundary_fails_loudly():
 
 
 def test_bad_input_is_refused_before_any_write():
-    model = small_model()
-    qm = QuantizedModel(model, bits=8)
-    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=5)
+    model, qm, chip = small_case(seed=5)
     with inplace.faults_applied(qm, model, chip, 0.75):
         with pytest.raises(InputError, match="already applied"):
             with inplace.faults_applied(qm, model, chip, 0.75):
@@ -523,9 +526,7 @@ def test_weights_that_are_not_clean_values_fall_back_to_the_image(scheme, dense)
 
 
 def test_a_replaced_parameter_or_submodule_is_checked_again():
-    model = small_model()
-    qm = QuantizedModel(model, bits=8)
-    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=9)
+    model, qm, chip = small_case(seed=9)
     with inplace.faults_applied(qm, model, chip, 0.75):
         pass
     model[2].weight = nn.Parameter(torch.zeros(3, 3))
@@ -540,9 +541,7 @@ def test_a_replaced_parameter_or_submodule_is_checked_again():
 
 
 def test_a_change_inside_the_block_is_not_taken_for_clean(monkeypatch):
-    model = small_model()
-    qm = QuantizedModel(model, bits=8)
-    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=10)
+    model, qm, chip = small_case(seed=10)
     loads = []
     real = inplace.load_clean
     monkeypatch.setattr(inplace, "load_clean", lambda *a, **k: loads.append(1) or real(*a, **k))
@@ -568,9 +567,7 @@ def test_a_change_inside_the_block_is_not_taken_for_clean(monkeypatch):
 def test_a_same_address_view_of_another_shape_is_taken_for_a_change():
     # `.data = ` a view of the same memory with other strides: same address and version, so
     # only the shape and strides in the stamp tell; the next block reloads
-    model = small_model()
-    qm = QuantizedModel(model, bits=8)
-    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=11)
+    model, qm, chip = small_case(seed=11)
     with inplace.faults_applied(qm, model, chip, 0.75):
         pass
     w = model[3].weight                                  # (1, 7): transposing keeps the address
@@ -581,9 +578,7 @@ def test_a_same_address_view_of_another_shape_is_taken_for_a_change():
 
 
 def test_a_block_is_entered_once_and_a_failed_entry_frees_the_model():
-    model = small_model()
-    qm = QuantizedModel(model, bits=8)
-    chip = Chip.random(Geometry(16, 64), BerCurve.builtin("finfet14"), 0.75, seed=12)
+    model, qm, chip = small_case(seed=12)
     block = inplace.faults_applied(qm, model, chip, 0.75)
     with block:
         with pytest.raises(InputError, match="already entered"):

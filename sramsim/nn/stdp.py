@@ -24,8 +24,9 @@ batch are presented in parallel with the same weights, their STDP changes are su
 batch reduction) and applied once after the presentation, and theta rises by the spikes of all B
 images (as BindsNET's batched nodes). With batch size 1 it is online learning per image, except
 that within one presentation the weights stay fixed (the paper and BindsNET change them at every
-step). The paper also re-presents an image with a higher rate when it caused fewer than 5 spikes,
-and rests 150 ms between images; neither is done here (the state is reset between images).
+step). The paper also re-presents an image with a higher rate when it caused fewer than 5 spikes
+(not done while learning here) and rests 150 ms between images: the state is reset between
+images, and theta's decay over those rests is the recipe's online time base (`stdp_rest_ms`).
 
 Of the TrainOptions, STDP uses epochs, batch_size, seed, bits, scheme, clip, the FAT fields and
 the recipe (stdp_intensity, stdp_rest_ms: `DiehlCook.set_recipe`, set on the model at the start);

@@ -121,15 +121,8 @@ class TrainOptions:
             raise InputError(f"weight decay must be >= 0, got {self.weight_decay!r}")
         if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
             raise InputError(f"clip must be a positive number, got {self.clip!r}")
-        from sramsim.nn.models.diehl_cook import MAX_INTENSITY
-        if self.stdp_intensity is not None and not (
-                math.isfinite(self.stdp_intensity) and 0 < self.stdp_intensity <= MAX_INTENSITY):
-            raise InputError(f"stdp_intensity must be a rate in (0, {MAX_INTENSITY:g}] Hz, got "
-                             f"{self.stdp_intensity!r}")
-        if self.stdp_rest_ms is not None and not (
-                math.isfinite(self.stdp_rest_ms) and 0 <= self.stdp_rest_ms <= 1e6):
-            raise InputError(f"stdp_rest_ms must be a time in [0, 1e6] ms, got "
-                             f"{self.stdp_rest_ms!r}")
+        from sramsim.nn.models.diehl_cook import check_recipe
+        check_recipe(self.stdp_intensity, self.stdp_rest_ms, ("stdp_intensity", "stdp_rest_ms"))
 
     def _check_randbet(self) -> None:
         if not (0.0 <= self.randbet_p < 1.0):

@@ -119,6 +119,21 @@ ENGINES = ("layer", "step")
 STEP_ELEMENTS = 1 << 21
 
 
+def check_recipe(intensity: float | None, theta_rest_ms: float | None,
+                 names: tuple[str, str] = ("intensity", "theta_rest_ms"),
+                 ) -> tuple[float | None, float | None]:
+    """(intensity, theta_rest_ms) as floats, None kept; InputError naming `names` for a rate
+    outside (0, MAX_INTENSITY] Hz or a rest outside [0, 1e6] ms (see `DiehlCook.set_recipe`)."""
+    rate = None if intensity is None else float(intensity)
+    if rate is not None and not (math.isfinite(rate) and 0 < rate <= MAX_INTENSITY):
+        raise InputError(f"{names[0]} must be a rate in (0, {MAX_INTENSITY:g}] Hz, got "
+                         f"{intensity!r}")
+    rest = None if theta_rest_ms is None else float(theta_rest_ms)
+    if rest is not None and not (math.isfinite(rest) and 0 <= rest <= 1e6):
+        raise InputError(f"{names[1]} must be a time in [0, 1e6] ms, got {theta_rest_ms!r}")
+    return rate, rest
+
+
 @dataclass
 class Record:
     """What one presentation produced: `winners` (steps, B) int32, the neuron that spiked at each
@@ -201,23 +216,16 @@ class DiehlCook(nn.Module):
         rest of r ms would have taken one after another (the paper: 150 ms of rest). With it
         theta no longer climbs with the batch size until the neurons barely fire.
         """
-        if intensity is not None:
-            value = float(intensity)
-            if not (math.isfinite(value) and 0 < value <= MAX_INTENSITY):
-                raise InputError(f"intensity must be a rate in (0, {MAX_INTENSITY:g}] Hz, got "
-                                 f"{intensity!r}")
-            self.intensity = value
-        if theta_rest_ms is not None:
-            value = float(theta_rest_ms)
-            if not (math.isfinite(value) and 0 <= value <= 1e6):
-                raise InputError(f"theta_rest_ms must be a time in [0, 1e6] ms, got "
-                                 f"{theta_rest_ms!r}")
-            self.theta_rest_ms = value
+        rate, rest = check_recipe(intensity, theta_rest_ms)
+        if rate is not None:
+            self.intensity = rate
+        if rest is not None:
+            self.theta_rest_ms = rest
 
     def checkpoint_meta(self) -> dict:
-        """What a checkpoint records besides the weights (see `load_checkpoint_meta`)."""
-        return {"input_coding": self.input_coding, "intensity": self.intensity,
-                "theta_rest_ms": self.theta_rest_ms}
+        """What a checkpoint records besides the weights and the input coding (see
+        `load_checkpoint_meta`)."""
+        return {"intensity": self.intensity, "theta_rest_ms": self.theta_rest_ms}
 
     def load_checkpoint_meta(self, meta: dict) -> None:
         """The recipe of a checkpoint's meta; one written before a field existed had its default."""
